@@ -1,0 +1,46 @@
+"""`clipdepth` command line: one module per subcommand, each with ``register(subparsers)``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import ClipdepthError
+
+# Imported lazily so that `clipdepth score` does not pay for importing transformers.
+SUBCOMMANDS = {
+    "demo": "clipdepth.cli.demo",
+    "train": "clipdepth.cli.train",
+    "score": "clipdepth.cli.score",
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipdepth", description="Monocular metric depth with CLIP features (PureCLIP-Depth, TR2M)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    for name, module in SUBCOMMANDS.items():
+        if wanted is None or name == wanted:
+            importlib.import_module(module).register(sub)
+        else:  # listed in --help without importing its dependencies
+            sub.add_parser(name, help=f"see `clipdepth {name} --help`")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ClipdepthError as exc:
+        print(f"clipdepth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"clipdepth {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

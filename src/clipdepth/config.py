@@ -1,0 +1,207 @@
+"""Typed configuration: dataclasses are the schema, YAML recipes name only what differs.
+
+A recipe may start with ``base: other.yaml`` (resolved beside it, or a built-in recipe name);
+any field can then be overridden from the command line as ``section.field=value``. OmegaConf
+checks every key and type against the dataclasses, so a typo is an error, not a silent default.
+
+Where the PureCLIP-Depth paper and its reference code disagree, the field defaults to the
+reference code (it produced the published numbers) and the docstring names the paper's value;
+``configs/variants/paper.yaml`` switches all of them at once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+
+
+@dataclass
+class EncoderConfig:
+    """Frozen CLIP image/text encoder."""
+
+    name: str = "openai/clip-vit-large-patch14-336"  # hub id or local folder
+    # random_init builds the architecture below with random weights (tests, demo, benchmarks);
+    # it is never a trained model.
+    random_init: bool = False
+    seed: int = 0  # weights of a random_init encoder are a function of this seed
+    image_size: int = 336
+    patch_size: int = 14
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 4096
+    projection_dim: int = 768
+    text_hidden_size: int = 768
+    text_num_layers: int = 12
+    text_num_heads: int = 12
+
+
+@dataclass
+class HeadConfig:
+    """phi, psi and the depth table (pureclip-depth.md, "Head")."""
+
+    num_bins: int = 15
+    min_depth: float = 0.0
+    max_depth: float = 10.0
+    tau: float = 0.07
+    # "reference": f"{c:.2f} meter" per bin centre; "paper": "1 meter", "2.33 meters", ...
+    phrase_style: str = "reference"
+    use_cls: bool = True  # False: the "without CLS" ablation, psi takes width d
+    mlp_ratio: int = 4
+    dropout: float = 0.2
+
+
+@dataclass
+class LossConfig:
+    # "reference": a patch counts when any pixel is valid (> 0.1 m);
+    # "paper": a patch is ignored when more than half of its pixels are invalid.
+    patch_rule: str = "reference"
+    infonce_weight: float = 1.0  # lambda in L_emb = L_align + lambda * L_InfoNCE
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 8
+    phase_steps: int = 100  # Embedding and Depth phases alternate every this many global steps
+    embed_lr: float = 3e-4
+    embed_weight_decay: float = 1e-2
+    depth_lr: float = 1e-3
+    depth_weight_decay: float = 0.0
+    # Reference code: W trains in both phases. Paper: W frozen in the Depth phase.
+    freeze_table_in_depth_phase: bool = False
+    freeze_mlps: bool = False  # ablation: phi and psi stay at their random init, only W trains
+    max_epochs: int = 200
+    # LR constant until no validation metric improved for decay_start epochs, then linear decay
+    # to final_lr_factor at `patience` epochs without improvement, then stop.
+    # Reference code: 10 / 200 (never stops within 200 epochs); paper: 20 / 50.
+    decay_start: int = 10
+    patience: int = 200
+    final_lr_factor: float = 0.1
+    # The single checkpoint a run names as its result (`model/`); one per metric is kept too.
+    select_metric: str = "abs_rel"
+    num_workers: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic_indoor"
+    root: Optional[str] = None
+    # Built-in synthetic scenes: how many per split and at which resolution.
+    train_size: int = 320
+    val_size: int = 32
+    test_size: int = 32
+    height: int = 240
+    width: int = 320
+    seed: int = 0
+    # Crop (top, bottom, left, right) applied before resizing to the encoder's input size;
+    # the reference code uses (40, 470, 38, 603) for NYU to drop the white border.
+    input_crop: Optional[list[int]] = None
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "nyu"  # cap and crop preset, see evaluation/protocol.py
+    tta: bool = True  # flip test-time augmentation (reference code: at validation and test)
+    batch_size: int = 8
+
+
+@dataclass
+class Config:
+    model: str = "pureclip_depth"  # a name in clipdepth.models.MODELS
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"  # "auto" picks CUDA when present
+    output_dir: str = "outputs/run"
+
+
+def builtin_recipe(name: str) -> Path:
+    """Path of a recipe shipped with the package, e.g. ``demo`` or ``variants/paper``."""
+    root = Path(str(resources.files("clipdepth") / "configs"))
+    path = root / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not path.is_file():
+        available = sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+        raise ConfigError(f"no recipe {name!r}: give a YAML path or one of {available}")
+    return path
+
+
+def _resolve_recipe(ref: str, relative_to: Path | None = None) -> Path:
+    candidate = Path(ref)
+    if relative_to is not None and not candidate.is_absolute():
+        candidate = relative_to / candidate
+    if candidate.is_file():
+        return candidate
+    if Path(ref).is_file():
+        return Path(ref)
+    return builtin_recipe(ref)
+
+
+def _recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The recipe and its chain of ``base:`` recipes, base first."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: recipe includes itself through 'base'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read recipe ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    layers = _recipe_layers(_resolve_recipe(base, path.parent), seen + (path.resolve(),)) if base else []
+    return layers + [data]
+
+
+def load_config(
+    recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Defaults, then each recipe's chain in order (e.g. ``["demo", "variants/paper"]``), then
+    ``section.field=value`` overrides."""
+    if recipes is None:
+        recipes = []
+    elif isinstance(recipes, (str, Path)):
+        recipes = [recipes]
+    merged = OmegaConf.structured(Config)
+    try:
+        for recipe in recipes:
+            for layer in _recipe_layers(_resolve_recipe(str(recipe))):
+                merged = OmegaConf.merge(merged, layer)
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"override {bad[0]!r} is not of the form section.field=value")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        # OmegaConf's message is multi-line with a "full_key: ..." line; keep the first line and the key.
+        lines = str(exc).splitlines()
+        key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key")), "")
+        raise ConfigError(f"config {key + ': ' if key else ''}{lines[0]}") from None
+    return OmegaConf.to_object(merged)
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from a saved dict (checkpoints), checking it against the schema."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"saved config does not match this version of clipdepth: {str(exc).splitlines()[0]}") from None
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -1,0 +1,21 @@
+"""Errors a user can act on. The CLI prints them as one line (no traceback) and exits with 2."""
+
+
+class ClipdepthError(Exception):
+    """Base class: the message must name the file or setting at fault and say what is wrong."""
+
+
+class DataError(ClipdepthError):
+    """A missing, unreadable or invalid input file (image, depth map, split list)."""
+
+
+class EncoderLoadError(ClipdepthError):
+    """Encoder weights or tokenizer could not be loaded (offline, wrong id or folder)."""
+
+
+class ConfigError(ClipdepthError):
+    """An unknown config field, a value of the wrong type, or an unreadable recipe file."""
+
+
+class CheckpointError(ClipdepthError):
+    """A checkpoint folder that is missing, incomplete or made for another encoder."""
