@@ -1,0 +1,140 @@
+"""The nine standard depth metrics (protocol.md, "Metrics").
+
+Each image is reduced to float64 sufficient statistics over its valid pixels; its metrics come
+from those, and the reported numbers are the plain mean of per-image metrics over images. The
+pixel-pooled variant (sums over all pixels of all images) is offered only as a named extra.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3")
+LOWER_IS_BETTER: dict[str, bool] = {
+    "abs_rel": True,
+    "sq_rel": True,
+    "rmse": True,
+    "rmse_log": True,
+    "log10": True,
+    "silog": True,
+    "d1": False,
+    "d2": False,
+    "d3": False,
+}
+
+
+def to_numpy(array: Any, dtype: type = np.float64) -> np.ndarray:
+    """A numpy array of ``dtype`` from a numpy array, a list or a torch tensor (any device)."""
+    if hasattr(array, "detach"):  # torch.Tensor, without importing torch here
+        array = array.detach().cpu().numpy()
+    return np.asarray(array, dtype=dtype)
+
+
+@dataclass
+class DepthStats:
+    """Sums over one image's (or, added together, many images') valid pixels.
+
+    ``log_err`` is e = ln p - ln g; its square serves both RMSE log and SILog.
+    """
+
+    n: int = 0
+    abs_rel: float = 0.0
+    sq_rel: float = 0.0
+    sq_err: float = 0.0
+    abs_log10_err: float = 0.0
+    log_err: float = 0.0
+    sq_log_err: float = 0.0
+    n_d1: int = 0
+    n_d2: int = 0
+    n_d3: int = 0
+
+    @classmethod
+    def from_pixels(cls, pred: np.ndarray, gt: np.ndarray) -> DepthStats:
+        """Statistics of 1-D arrays of valid pixels; both must be finite and > 0."""
+        if not (np.all(np.isfinite(pred)) and np.all(pred > 0) and np.all(np.isfinite(gt)) and np.all(gt > 0)):
+            raise ValueError("depths on valid pixels must be finite and > 0; clamp predictions first (postprocess)")
+        err = gt - pred
+        log_err = np.log(pred) - np.log(gt)
+        ratio = np.maximum(gt / pred, pred / gt)
+        return cls(
+            n=int(gt.size),
+            abs_rel=float(np.sum(np.abs(err) / gt)),
+            sq_rel=float(np.sum(err**2 / gt)),
+            sq_err=float(np.sum(err**2)),
+            abs_log10_err=float(np.sum(np.abs(np.log10(gt) - np.log10(pred)))),
+            log_err=float(np.sum(log_err)),
+            sq_log_err=float(np.sum(log_err**2)),
+            n_d1=int(np.count_nonzero(ratio < 1.25)),
+            n_d2=int(np.count_nonzero(ratio < 1.25**2)),
+            n_d3=int(np.count_nonzero(ratio < 1.25**3)),
+        )
+
+    def __add__(self, other: DepthStats) -> DepthStats:
+        return DepthStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
+    def metrics(self) -> dict[str, float]:
+        """The nine metrics of the pixels summed here (needs n > 0)."""
+        n = self.n
+        mean_log_err = self.log_err / n
+        # Rounding can push the variance a hair below 0 when e is constant.
+        silog_radicand = max(self.sq_log_err / n - mean_log_err**2, 0.0)
+        return {
+            "abs_rel": self.abs_rel / n,
+            "sq_rel": self.sq_rel / n,
+            "rmse": math.sqrt(self.sq_err / n),
+            "rmse_log": math.sqrt(self.sq_log_err / n),
+            "log10": self.abs_log10_err / n,
+            "silog": 100.0 * math.sqrt(silog_radicand),
+            "d1": self.n_d1 / n,
+            "d2": self.n_d2 / n,
+            "d3": self.n_d3 / n,
+        }
+
+
+class MetricAccumulator:
+    """Adds images one at a time; ``mean()`` is the protocol's number (mean over images)."""
+
+    def __init__(self) -> None:
+        self.per_image: list[dict[str, float]] = []
+        self.n_skipped = 0
+        self._pooled = DepthStats()
+
+    @property
+    def n_images(self) -> int:
+        return len(self.per_image)
+
+    def add(self, pred: Any, gt: Any, valid_mask: Any) -> dict[str, float] | None:
+        """Score one image over ``valid_mask``; returns its metrics, or None if it has no valid pixel.
+
+        ``pred`` must already be post-processed (resized to the GT and clamped, see protocol.py).
+        """
+        pred, gt, mask = to_numpy(pred), to_numpy(gt), to_numpy(valid_mask, bool)
+        if not pred.shape == gt.shape == mask.shape:
+            raise ValueError(f"shapes differ: pred {pred.shape}, gt {gt.shape}, valid_mask {mask.shape}")
+        if not mask.any():
+            self.n_skipped += 1
+            return None
+        stats = DepthStats.from_pixels(pred[mask], gt[mask])
+        self._pooled = self._pooled + stats
+        image_metrics = stats.metrics()
+        self.per_image.append(image_metrics)
+        return image_metrics
+
+    def mean(self) -> dict[str, float]:
+        """Plain mean over images of the per-image metrics, plus ``n_images``."""
+        if not self.per_image:
+            raise ValueError("no image with valid pixels has been added")
+        result: dict[str, float] = {
+            name: float(np.mean([m[name] for m in self.per_image])) for name in METRIC_NAMES
+        }
+        result["n_images"] = self.n_images
+        return result
+
+    def pixel_pooled(self) -> dict[str, float]:
+        """NOT the protocol's number: metrics over all valid pixels of all images pooled together."""
+        if not self.per_image:
+            raise ValueError("no image with valid pixels has been added")
+        return {**self._pooled.metrics(), "n_pixels": self._pooled.n, "n_images": self.n_images}

@@ -1,0 +1,165 @@
+"""Evaluation protocol: depth caps, crops, prediction post-processing (protocol.md).
+
+Order for one image (protocol.md, "Prediction post-processing before scoring"): resize the
+prediction to the GT resolution (bilinear, align_corners=True), clamp it to [min, max] with
++inf -> max and NaN -> min, then score on min < g < max (strict) inside the crop mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError
+from .metrics import MetricAccumulator, to_numpy
+
+NYU_EIGEN_SHAPE = (480, 640)
+KB_CROP_SHAPE = (352, 1216)
+CROPS = ("eigen_nyu", "garg", "eigen_kitti")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Depth caps in metres, crop name (None = no crop) and the GT PNG scale (metres = value / scale)."""
+
+    name: str
+    min_depth: float
+    max_depth: float
+    crop: str | None
+    gt_scale: float
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("nyu", 1e-3, 10.0, "eigen_nyu", 1000.0),
+        # A protocol names one crop, so "both Garg and Eigen requested" cannot arise; plain
+        # `kitti` is Garg, as protocol.md has Garg win.
+        Protocol("kitti", 1e-3, 80.0, "garg", 256.0),
+        Protocol("kitti_eigen", 1e-3, 80.0, "eigen_kitti", 256.0),
+        Protocol("synthetic_indoor", 1e-3, 10.0, None, 1000.0),
+        Protocol("synthetic_outdoor", 1e-3, 80.0, None, 256.0),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ConfigError(f"unknown evaluation protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}") from None
+
+
+def crop_mask(shape: tuple[int, int], crop: str | None) -> np.ndarray:
+    """Boolean (H, W) mask of the evaluation crop on the GT frame (all True for ``crop=None``)."""
+    height, width = shape
+    mask = np.zeros((height, width), dtype=bool)
+    if crop is None:
+        mask[:] = True
+    elif crop == "eigen_nyu":
+        # Defined in pixels on the official 480x640 frames; it means nothing at another size.
+        if (height, width) != NYU_EIGEN_SHAPE:
+            raise DataError(f"the NYU Eigen crop needs 480x640 ground truth, got {height}x{width}")
+        mask[45:471, 41:601] = True
+    elif crop == "garg":
+        mask[int(0.40810811 * height) : int(0.99189189 * height), int(0.03594771 * width) : int(0.96405229 * width)] = True
+    elif crop == "eigen_kitti":
+        mask[int(0.3324324 * height) : int(0.91351351 * height), int(0.0359477 * width) : int(0.96405229 * width)] = True
+    else:
+        raise ConfigError(f"unknown evaluation crop {crop!r}; choose one of: {', '.join(CROPS)} or None")
+    return mask
+
+
+def _as_2d_tensor(pred: Any) -> torch.Tensor:
+    """(H, W) float64 tensor from an (H, W), (1, H, W) or (1, 1, H, W) array or tensor."""
+    tensor = torch.as_tensor(to_numpy(pred))
+    if tensor.ndim < 2 or any(size != 1 for size in tensor.shape[:-2]):
+        raise ValueError(f"expected one (H, W) depth map, got shape {tuple(tensor.shape)}")
+    return tensor.reshape(tensor.shape[-2:])
+
+
+def _resize(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
+    tensor = _as_2d_tensor(pred)
+    # Non-finite values go first: bilinear weights of 0 times inf give NaN, which would turn an
+    # +inf pixel (-> max) into its neighbours' NaN (-> min). For finite input this changes nothing.
+    tensor = torch.nan_to_num(tensor, nan=protocol.min_depth, posinf=protocol.max_depth, neginf=protocol.min_depth)
+    if tuple(tensor.shape) == tuple(gt_shape):
+        return tensor
+    return F.interpolate(tensor[None, None], size=tuple(gt_shape), mode="bilinear", align_corners=True)[0, 0]
+
+
+def _clamp(pred: torch.Tensor, protocol: Protocol) -> np.ndarray:
+    return pred.clamp(protocol.min_depth, protocol.max_depth).numpy()
+
+
+def postprocess(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> np.ndarray:
+    """Prediction resized to ``gt_shape`` (bilinear, align_corners=True) and clamped; float64 (H, W)."""
+    return _clamp(_resize(pred, gt_shape, protocol), protocol)
+
+
+def valid_mask(gt: Any, protocol: Protocol) -> np.ndarray:
+    """min < g < max (strict; NaN fails) inside the protocol's crop."""
+    gt = to_numpy(gt)
+    with np.errstate(invalid="ignore"):
+        in_range = (gt > protocol.min_depth) & (gt < protocol.max_depth)
+    return in_range & crop_mask(gt.shape, protocol.crop)
+
+
+def kb_crop_paste(pred: Any, gt_shape: tuple[int, int]) -> np.ndarray:
+    """Paste a 352x1216 KB-crop prediction into a zero canvas of the GT size (top = H - 352, left = (W - 1216) // 2)."""
+    pred = to_numpy(pred)
+    height, width = gt_shape
+    if pred.shape != KB_CROP_SHAPE or height < KB_CROP_SHAPE[0] or width < KB_CROP_SHAPE[1]:
+        raise DataError(
+            f"KB crop needs a 352x1216 prediction and ground truth at least that large; "
+            f"got prediction {'x'.join(map(str, pred.shape))} and ground truth {height}x{width}"
+        )
+    top, left = height - KB_CROP_SHAPE[0], (width - KB_CROP_SHAPE[1]) // 2
+    canvas = np.zeros((height, width), dtype=np.float64)
+    canvas[top : top + KB_CROP_SHAPE[0], left : left + KB_CROP_SHAPE[1]] = pred
+    return canvas
+
+
+def median_scale(pred: Any, gt: Any, mask: Any) -> np.ndarray:
+    """Median scaling, ONLY for relative (self-supervised) models: pred * median(g) / median(p) on ``mask``."""
+    pred, gt, mask = to_numpy(pred), to_numpy(gt), to_numpy(mask, bool)
+    if not mask.any():  # nothing to take a median of; the image will be skipped anyway
+        return pred
+    return pred * (np.median(gt[mask]) / np.median(pred[mask]))
+
+
+def score_pair(
+    pred: Any,
+    gt: Any,
+    protocol: Protocol,
+    median_scaling: bool = False,
+    accumulator: MetricAccumulator | None = None,
+) -> dict[str, float] | None:
+    """Post-process ``pred``, score it against ``gt`` (metres) and add it to ``accumulator`` if given.
+
+    Returns the image's metrics, or None when it has no valid pixel (counted as skipped).
+    With ``median_scaling`` the scale is fitted after the resize and before the clamp, as in
+    monodepth2's evaluate_depth.py.
+    """
+    gt = to_numpy(gt)
+    if gt.ndim != 2:
+        raise ValueError(f"expected one (H, W) ground-truth map, got shape {gt.shape}")
+    mask = valid_mask(gt, protocol)
+    resized = _resize(pred, gt.shape, protocol)
+    if median_scaling:
+        resized = torch.from_numpy(median_scale(resized, gt, mask))
+    accumulator = accumulator if accumulator is not None else MetricAccumulator()
+    return accumulator.add(_clamp(resized, protocol), gt, mask)
+
+
+def flip_tta(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation: 0.5 * (fn(x) + flip(fn(flip(x)))), flipping the width axis.
+
+    ``x`` is (B, C, H, W); ``fn`` returns (B, H, W) or (B, 1, H, W) (width last either way).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"flip_tta expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    return 0.5 * (fn(x) + fn(x.flip(-1)).flip(-1))

@@ -1,0 +1,142 @@
+"""Reading and writing RGB images and metric depth maps.
+
+Depth files are 16-bit PNGs (metres = value / scale, 0 = no depth; protocol.md "Caps and units")
+or ``.npy`` arrays in metres. Every problem with an input file is a one-line DataError that names
+the file and says what is wrong.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from ..errors import ConfigError, DataError
+from .atomic import atomic_path
+
+SCALE_TEXT_KEY = "depth_scale"
+UINT16_DEPTH_MODES = ("I;16", "I;16B", "I;16L")
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _require_file(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if not path.is_file():
+        raise DataError(f"{path}: is not a file")
+
+
+def _open_image(path: Path) -> Image.Image:
+    """The fully decoded image (so truncated files fail here, not later)."""
+    _require_file(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()  # detached from the file, which the `with` closes
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; grey, palette and alpha images are converted, 16-bit/float ones refused."""
+    path = Path(path)
+    image = _open_image(path)
+    if image.mode not in EIGHT_BIT_MODES:  # e.g. a depth map passed where a photo is expected
+        raise DataError(f"{path}: expected an 8-bit colour image, got mode {image.mode} (a depth map?)")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def _check_scale(scale: float) -> None:
+    if not (np.isfinite(scale) and scale > 0):
+        raise ConfigError(f"depth scale must be a positive number, got {scale}")
+
+
+def _read_depth_png(path: Path, scale: float) -> np.ndarray:
+    image = _open_image(path)
+    if image.mode not in UINT16_DEPTH_MODES:
+        bits = "8-bit" if image.mode in EIGHT_BIT_MODES else "non-16-bit"
+        raise DataError(f"{path}: a depth PNG must be 16-bit single-channel, this one is {bits} mode {image.mode}")
+    declared = image.info.get(SCALE_TEXT_KEY)
+    try:
+        scale_matches = declared is None or float(declared) == float(scale)
+    except ValueError:
+        scale_matches = False
+    if not scale_matches:
+        raise DataError(f"{path}: file declares {SCALE_TEXT_KEY}={declared} but is read with scale {scale:g}")
+    return (np.asarray(image, dtype=np.float32) / np.float32(scale)).astype(np.float32)
+
+
+def _read_depth_npy(path: Path) -> np.ndarray:
+    _require_file(path)
+    try:
+        # read_array rather than np.load: np.load treats a file without the .npy magic as a
+        # pickle and then complains about pickles, which misleads.
+        with open(path, "rb") as handle:
+            array = np.lib.format.read_array(handle, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({_one_line(exc)})") from None
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise DataError(f"{path}: expected a numeric depth array in metres, got dtype {array.dtype}")
+    if array.ndim > 2 and all(size == 1 for size in array.shape[:-2]):
+        array = array.reshape(array.shape[-2:])  # (1, H, W) and (1, 1, H, W) as models emit them
+    if array.ndim != 2:
+        raise DataError(f"{path}: expected an (H, W) depth map, got shape {array.shape}")
+    return array.astype(np.float32)
+
+
+def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = False) -> np.ndarray:
+    """(H, W) float32 depth in metres from a 16-bit PNG (value / ``scale``) or a ``.npy`` (metres).
+
+    0 stays 0 (no depth). Ground truth (the default) must have no NaN and no negative value.
+    ``prediction=True`` keeps NaN/inf/negative values of a ``.npy`` as they are, because the
+    protocol defines what they become (protocol.md, post-processing step 2).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        _check_scale(scale)
+        return _read_depth_png(path, scale)
+    if suffix != ".npy":
+        raise DataError(f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png or a .npy")
+    depth = _read_depth_npy(path)
+    if not prediction:
+        n_nan = int(np.count_nonzero(np.isnan(depth)))
+        if n_nan:
+            raise DataError(f"{path}: depth contains {n_nan} NaN values; mark missing depth as 0")
+        n_negative = int(np.count_nonzero(depth < 0))
+        if n_negative:
+            raise DataError(f"{path}: depth contains {n_negative} negative values; depth must be >= 0 (0 = missing)")
+    return depth
+
+
+def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float) -> None:
+    """Atomically write metres as a 16-bit PNG: round(depth * scale) clipped to 0..65535.
+
+    The scale is stored in a ``depth_scale`` text chunk, which ``read_depth`` checks.
+    """
+    path = Path(path)
+    _check_scale(scale)
+    depth = np.asarray(depth_m, dtype=np.float64)
+    if depth.ndim != 2:
+        raise DataError(f"{path}: expected an (H, W) depth map to write, got shape {depth.shape}")
+    n_nan = int(np.count_nonzero(np.isnan(depth)))
+    if n_nan:
+        raise DataError(f"{path}: depth to write contains {n_nan} NaN values; mark missing depth as 0")
+    values = np.clip(np.round(depth * scale), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+    text = PngImagePlugin.PngInfo()
+    text.add_text(SCALE_TEXT_KEY, str(float(scale)))
+    text.add_text("units", f"depth = value / {float(scale)} metres; 0 = no depth")
+    with atomic_path(path) as tmp:
+        Image.fromarray(values).save(tmp, format="PNG", pnginfo=text)
+
+
+def write_npy(path: str | os.PathLike, array: Any) -> None:
+    """Atomically save ``array`` as ``.npy``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.asarray(array))

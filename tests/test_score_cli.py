@@ -1,0 +1,203 @@
+"""`clipdepth score` end to end on real NYU and KITTI ground truth, and its one-line errors."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipdepth.cli.main import main
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "rgbd-samples"
+# dataset -> (GT glob, protocol, PNG scale, max depth, evaluation crop written out by hand for the
+# GT size: NYU Eigen [45:471, 41:601] at 480x640, KITTI Garg at 375x1242 rows 153..370, cols 44..1196)
+DATASETS = {
+    "nyu": ("nyu/sync_depth_*.png", "nyu", 1000, 10.0, np.s_[45:471, 41:601]),
+    "kitti": ("kitti/depth/*.png", "kitti", 256, 80.0, np.s_[153:371, 44:1197]),
+}
+JSON_KEYS = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3", "n_images"]
+
+
+def copy_gt(dataset, tmp_path):
+    files = sorted(SAMPLES.glob(DATASETS[dataset][0]))
+    if not files:
+        pytest.skip(f"real RGB-D samples not found under {SAMPLES} (shared data not checked out)")
+    gt_dir = tmp_path / "gt"
+    gt_dir.mkdir()
+    for path in files:
+        shutil.copy(path, gt_dir / path.name)
+    return sorted(gt_dir.iterdir())
+
+
+def raw_depth(path):
+    return np.array(Image.open(path)).astype(np.float32)
+
+
+def run_cli(capsys, *args):
+    rc = main(["score", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def score(capsys, tmp_path, protocol, *extra):
+    json_path = tmp_path / "result.json"
+    rc, out, err = run_cli(
+        capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", protocol, "--json", json_path, *extra
+    )
+    assert rc == 0, err
+    assert "abs_rel" in out and "n_images" in out
+    result = json.loads(json_path.read_text())
+    assert list(result) == JSON_KEYS
+    return result
+
+
+def expected_metrics(gt_files, pred_metres, dataset):
+    """Mean over images of per-image metrics, with plain numpy: pred clamped at max, strict GT range, crop."""
+    _, _, scale, max_depth, crop = DATASETS[dataset]
+    per_image = []
+    for path, pred in zip(gt_files, pred_metres):
+        g = (raw_depth(path) / np.float32(scale)).astype(np.float64)[crop]
+        p = np.minimum(pred.astype(np.float64), max_depth)[crop]
+        valid = (g > 1e-3) & (g < max_depth)
+        g, p = g[valid], p[valid]
+        per_image.append(
+            {
+                "abs_rel": np.mean(np.abs(g - p) / g),
+                "sq_rel": np.mean((g - p) ** 2 / g),
+                "rmse": np.sqrt(np.mean((g - p) ** 2)),
+                "d1": np.mean(np.maximum(g / p, p / g) < 1.25),
+            }
+        )
+    return {name: np.mean([m[name] for m in per_image]) for name in per_image[0]}
+
+
+def write_scaled_predictions(gt_files, dataset, tmp_path, fmt, factor=1.1):
+    """Predictions = factor x GT, as .npy metres or 16-bit PNG at the protocol's scale; returns them in metres."""
+    scale = DATASETS[dataset][2]
+    pred_dir = tmp_path / "pred"
+    pred_dir.mkdir()
+    preds = []
+    for path in gt_files:
+        if fmt == "npy":
+            pred = np.float32(factor) * raw_depth(path) / np.float32(scale)
+            np.save(pred_dir / f"{path.stem}.npy", pred)
+        else:
+            raw = np.clip(np.round(factor * raw_depth(path).astype(np.float64)), 0, 65535).astype(np.uint16)
+            Image.fromarray(raw).save(pred_dir / f"{path.stem}.png")
+            pred = raw / np.float32(scale)
+        preds.append(pred)
+    return preds
+
+
+@pytest.mark.parametrize("dataset", ["nyu", "kitti"])
+def test_perfect_predictions(capsys, tmp_path, dataset):
+    gt_files = copy_gt(dataset, tmp_path)
+    write_scaled_predictions(gt_files, dataset, tmp_path, "npy", factor=1.0)
+    result = score(capsys, tmp_path, DATASETS[dataset][1])
+    assert result["abs_rel"] == 0.0 and result["rmse"] == 0.0
+    assert result["d1"] == result["d2"] == result["d3"] == 1.0
+    assert result["n_images"] == len(gt_files)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "png"])
+@pytest.mark.parametrize("dataset", ["nyu", "kitti"])
+def test_predictions_ten_percent_too_far(capsys, tmp_path, dataset, fmt):
+    gt_files = copy_gt(dataset, tmp_path)
+    preds = write_scaled_predictions(gt_files, dataset, tmp_path, fmt)
+    result = score(capsys, tmp_path, DATASETS[dataset][1])
+    expected = expected_metrics(gt_files, preds, dataset)
+    for name, value in expected.items():
+        assert result[name] == pytest.approx(value, rel=1e-5), name
+    # 0.1 exactly where 1.1 g stays under the cap; a little less overall because of the clamp.
+    assert 0.09 < result["abs_rel"] <= 0.1 + 1e-6
+    assert result["d1"] == 1.0
+
+
+def test_kb_crop_predictions_are_pasted(capsys, tmp_path):
+    gt_files = copy_gt("kitti", tmp_path)
+    preds = write_scaled_predictions(gt_files, "kitti", tmp_path, "npy")
+    for path, pred in zip(gt_files, preds):
+        # top = 375 - 352 = 23, left = (1242 - 1216) // 2 = 13; the Garg crop lies inside.
+        np.save(tmp_path / "pred" / f"{path.stem}.npy", pred[23:375, 13:1229])
+    result = score(capsys, tmp_path, "kitti", "--kb-crop")
+    assert result["abs_rel"] == pytest.approx(expected_metrics(gt_files, preds, "kitti")["abs_rel"], rel=1e-5)
+
+    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", "kitti")
+    assert rc == 2 and "--kb-crop" in err and "352x1216" in err and "375x1242" in err
+
+
+def test_lower_resolution_prediction_is_resized(capsys, tmp_path):
+    gt_files = copy_gt("nyu", tmp_path)
+    preds = write_scaled_predictions(gt_files, "nyu", tmp_path, "npy")
+    for path, pred in zip(gt_files, preds):
+        np.save(tmp_path / "pred" / f"{path.stem}.npy", pred[::2, ::2])
+    result = score(capsys, tmp_path, "nyu")
+    assert result["n_images"] == len(gt_files) and 0.05 < result["abs_rel"] < 0.2
+
+
+def assert_one_line_error(rc, err, *fragments):
+    assert rc == 2
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    for fragment in fragments:
+        assert str(fragment) in err
+
+
+def synthetic_pair(tmp_path, shape=(6, 8), gt=None):
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir(exist_ok=True)
+    np.save(tmp_path / "gt" / "a.npy", np.full(shape, 2.0) if gt is None else gt)
+    np.save(tmp_path / "pred" / "a.npy", np.full(shape, 2.0))
+
+
+def run_pair(capsys, tmp_path, protocol="synthetic_indoor"):
+    """(return code, stderr) of scoring tmp_path/pred against tmp_path/gt."""
+    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", protocol)
+    return rc, err
+
+
+def test_error_unmatched_stem(capsys, tmp_path):
+    gt_files = copy_gt("nyu", tmp_path)
+    write_scaled_predictions(gt_files, "nyu", tmp_path, "npy")
+    (tmp_path / "pred" / f"{gt_files[1].stem}.npy").unlink()
+    np.save(tmp_path / "pred" / "zzz_extra.npy", np.ones((480, 640)))
+    # Sorted by stem, the first unmatched file is the GT whose prediction was removed.
+    assert_one_line_error(*run_pair(capsys, tmp_path, "nyu"), gt_files[1], "unmatched files: 2")
+
+
+def test_error_size_mismatch_that_is_not_a_resize(capsys, tmp_path):
+    synthetic_pair(tmp_path)
+    np.save(tmp_path / "pred" / "a.npy", np.ones((6, 6)))
+    assert_one_line_error(*run_pair(capsys, tmp_path), tmp_path / "pred" / "a.npy", "6x6", "6x8")
+
+
+def test_error_missing_folder(capsys, tmp_path):
+    synthetic_pair(tmp_path)
+    missing = tmp_path / "no_such_dir"
+    rc, _, err = run_cli(capsys, "--pred", missing, "--gt", tmp_path / "gt", "--protocol", "synthetic_indoor")
+    assert_one_line_error(rc, err, missing, "not found")
+
+
+def test_error_corrupt_gt_png(capsys, tmp_path):
+    gt_files = copy_gt("nyu", tmp_path)
+    write_scaled_predictions(gt_files, "nyu", tmp_path, "npy")
+    gt_files[0].write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    assert_one_line_error(*run_pair(capsys, tmp_path, "nyu"), gt_files[0], "not a readable image")
+
+
+def test_error_nan_gt(capsys, tmp_path):
+    gt = np.full((6, 8), 2.0)
+    gt[0, :3] = np.nan
+    synthetic_pair(tmp_path, gt=gt)
+    assert_one_line_error(*run_pair(capsys, tmp_path), tmp_path / "gt" / "a.npy", "3 NaN values")
+
+
+def test_error_nyu_crop_needs_480x640(capsys, tmp_path):
+    synthetic_pair(tmp_path)
+    assert_one_line_error(*run_pair(capsys, tmp_path, "nyu"), tmp_path / "gt" / "a.npy", "480x640")
+
+
+def test_error_no_valid_pixel(capsys, tmp_path):
+    synthetic_pair(tmp_path, gt=np.zeros((6, 8)))
+    assert_one_line_error(*run_pair(capsys, tmp_path), tmp_path / "gt", "valid pixel")
