@@ -1,0 +1,3 @@
+from .memory import EncodedSplit, encode_split
+
+__all__ = ["EncodedSplit", "encode_split"]
