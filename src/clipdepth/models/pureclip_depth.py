@@ -1,0 +1,207 @@
+"""PureCLIP-Depth (arXiv 2603.16238): metric depth computed inside the CLIP embedding space.
+
+A frozen CLIP ViT gives patch tokens and CLS in one pass; phi rotates each patch token, psi fuses
+it with CLS; the similarity of the fused, L2-normalised token to a learnable depth table W
+(initialised from CLIP text embeddings of "<c> meter" phrases) gives soft bin probabilities, and
+the expected bin centre is the patch's depth. Shapes follow the reference code
+(``../shared/reference/pureclip-depth.md``); the paper's variants are config fields.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import Config, HeadConfig, config_from_dict, config_to_dict
+from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
+from ..errors import CheckpointError
+from ..io.atomic import atomic_dir
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:
+    """Centres of ``num_bins`` equal bins over [min_depth, max_depth] (fixed, never trained)."""
+    width = (max_depth - min_depth) / num_bins
+    return min_depth + (torch.arange(num_bins, dtype=torch.float64) + 0.5) * width
+
+
+def depth_phrases(centres: torch.Tensor, style: str) -> list[str]:
+    """One phrase per bin centre, to initialise the depth table from CLIP text embeddings."""
+    if style == "reference":  # the reference code: "0.33 meter", "1.00 meter", ...
+        return [f"{c:.2f} meter" for c in centres.tolist()]
+    if style == "paper":  # the paper's "1 meter", "2 meters"; non-integer centres keep 2 decimals
+        phrases = []
+        for c in centres.tolist():
+            number = f"{c:.2f}".rstrip("0").rstrip(".")
+            phrases.append(f"{number} meter" if number == "1" else f"{number} meters")
+        return phrases
+    raise ValueError(f"head.phrase_style must be 'reference' or 'paper', got {style!r}")
+
+
+def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float, bias: bool) -> nn.Sequential:
+    """LayerNorm -> Linear -> GELU -> Dropout -> Linear -> LayerNorm (the reference code's block)."""
+    return nn.Sequential(
+        nn.LayerNorm(in_dim),
+        nn.Linear(in_dim, hidden, bias=bias),
+        nn.GELU(),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, out_dim, bias=bias),
+        nn.LayerNorm(out_dim),
+    )
+
+
+@dataclass
+class HeadOutput:
+    z: torch.Tensor  # (B, h, w, D) fused tokens, L2-normalised
+    logits: torch.Tensor  # (B, h, w, K) similarities / tau
+    probs: torch.Tensor  # (B, h, w, K) soft bin assignment
+    depth: torch.Tensor  # (B, h, w) metres, expected bin centre
+
+
+class PureCLIPDepthHead(nn.Module):
+    """phi, psi and the depth table: the only trained part (~12M parameters at D = 768)."""
+
+    def __init__(self, cfg: HeadConfig, embed_dim: int, table_init: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d, hidden = embed_dim, cfg.mlp_ratio * embed_dim
+        # Bias-free Linears in phi, biased in psi: as in the reference code.
+        self.phi = _mlp(d, hidden, d, cfg.dropout, bias=False)
+        self.psi = _mlp(2 * d if cfg.use_cls else d, hidden, d, cfg.dropout, bias=True)
+        table = table_init if table_init is not None else torch.randn(cfg.num_bins, d)
+        if table.shape != (cfg.num_bins, d):
+            raise ValueError(f"depth table init has shape {tuple(table.shape)}, expected {(cfg.num_bins, d)}")
+        self.table = nn.Parameter(F.normalize(table.float(), dim=-1))
+        self.register_buffer(
+            "bin_centres", bin_centres(cfg.min_depth, cfg.max_depth, cfg.num_bins).float(), persistent=False
+        )
+
+    def normalized_table(self) -> torch.Tensor:
+        """W re-normalised at every use, as in the reference code."""
+        return F.normalize(self.table, dim=-1)
+
+    def forward(self, patch_tokens: torch.Tensor, cls: torch.Tensor) -> HeadOutput:
+        z = self.phi(patch_tokens)
+        if self.cfg.use_cls:
+            z = torch.cat([z, cls[:, None, None, :].expand_as(z)], dim=-1)
+        z = F.normalize(self.psi(z), dim=-1)
+        logits = z @ self.normalized_table().T / self.cfg.tau
+        probs = logits.softmax(dim=-1)
+        return HeadOutput(z=z, logits=logits, probs=probs, depth=probs @ self.bin_centres)
+
+
+class PureCLIPDepth(nn.Module):
+    """Frozen CLIP encoder + trained head. ``infer`` takes images and returns metres."""
+
+    def __init__(self, cfg: Config, encoder: CLIPEncoder, head: PureCLIPDepthHead) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.head = head
+
+    @classmethod
+    def build(cls, cfg: Config, encoder: CLIPEncoder | None = None) -> "PureCLIPDepth":
+        """A new model: the encoder from ``cfg.encoder`` and W from its text embeddings."""
+        encoder = encoder or build_encoder(cfg.encoder)
+        centres = bin_centres(cfg.head.min_depth, cfg.head.max_depth, cfg.head.num_bins)
+        with torch.no_grad():
+            table = encoder.encode_text(depth_phrases(centres, cfg.head.phrase_style))
+        return cls(cfg, encoder, PureCLIPDepthHead(cfg.head, encoder.embed_dim, table))
+
+    @property
+    def input_size(self) -> int:
+        return self.encoder.image_size
+
+    def encode(self, images: torch.Tensor) -> EncoderOutput:
+        """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS."""
+        return self.encoder(self.encoder.normalize(images))
+
+    def depth_at_input(self, out: HeadOutput) -> torch.Tensor:
+        """Per-patch depth upsampled to the input size with NEAREST, as the reference code."""
+        size = (out.depth.shape[1] * self.encoder.patch_size, out.depth.shape[2] * self.encoder.patch_size)
+        return F.interpolate(out.depth[:, None], size=size, mode="nearest")[:, 0]
+
+    def predict_from_features(
+        self, features: EncoderOutput, flipped: EncoderOutput | None = None
+    ) -> tuple[torch.Tensor, HeadOutput]:
+        """Depth at the input size; with ``flipped`` (features of the mirrored images) flip TTA."""
+        out = self.head(features.patch_tokens, features.cls)
+        depth = self.depth_at_input(out)
+        if flipped is not None:
+            mirrored = self.depth_at_input(self.head(flipped.patch_tokens, flipped.cls))
+            depth = 0.5 * (depth + mirrored.flip(-1))
+        return depth, out
+
+    @torch.inference_mode()
+    def infer(self, images: torch.Tensor | np.ndarray, tta: bool = False) -> dict[str, torch.Tensor]:
+        """Metric depth for RGB images at their own resolution.
+
+        ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
+        [0, 1]. Returns ``depth`` (B, H, W) metres and ``bin_probs`` (B, h, w, K).
+        """
+        self.eval()
+        if isinstance(images, np.ndarray):
+            arr = images[None] if images.ndim == 3 else images
+            images = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+        device = next(self.head.parameters()).device
+        images = images.to(device)
+        height, width = images.shape[-2:]
+        resized = F.interpolate(images, size=(self.input_size,) * 2, mode="bilinear", antialias=True)
+        flipped = self.encode(resized.flip(-1)) if tta else None
+        depth, out = self.predict_from_features(self.encode(resized), flipped)
+        depth = F.interpolate(depth[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+        return {"depth": depth, "bin_probs": out.probs}
+
+    # -- head-only checkpoints: the frozen encoder is named in the config, never saved --------
+    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
+        """Write ``model.safetensors`` (head only) and ``config.json`` atomically."""
+        directory = Path(directory)
+        meta = {
+            "architecture": "pureclip_depth",
+            "config": config_to_dict(self.cfg),
+            "encoder_fingerprint": self.encoder.fingerprint(),
+            **(extra or {}),
+        }
+        with atomic_dir(directory) as tmp:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME))
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, encoder: CLIPEncoder | None = None) -> "PureCLIPDepth":
+        """Load a head checkpoint folder and the encoder its config names (or the one given)."""
+        meta = read_checkpoint_meta(directory)
+        cfg = config_from_dict(meta["config"])
+        encoder = encoder or build_encoder(cfg.encoder)
+        expected = meta.get("encoder_fingerprint")
+        if expected and encoder.fingerprint() != expected:
+            raise CheckpointError(
+                f"{directory}: head was trained on encoder weights {expected}, but {encoder.description} "
+                f"has {encoder.fingerprint()}; load it with the encoder it was trained with"
+            )
+        head = PureCLIPDepthHead(cfg.head, encoder.embed_dim)
+        try:
+            head.load_state_dict(load_file(str(Path(directory) / WEIGHTS_NAME)))
+        except (RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
+        return cls(cfg, encoder, head)
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not a clipdepth checkpoint folder (no {name})")
+    try:
+        return json.loads((directory / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc})") from None

@@ -1,0 +1,89 @@
+"""Targets and losses against hand-worked values (paper eqs. 13-15, pureclip-depth.md)."""
+import math
+
+import pytest
+import torch
+
+from clipdepth.losses import alignment_loss, embedding_loss, infonce_loss, patch_targets, rmse_loss
+
+# One 4 x 6 depth map = 2 x 3 patches of 2 x 2 pixels; 0 = missing, max depth 10.
+DEPTH = torch.tensor(
+    [[
+        [1.0, 2.0, 0.0, 0.0, 0.0, 0.0],
+        [3.0, 0.0, 4.0, 6.0, 0.0, 7.0],
+        [0.05, 0.05, 0.0, 0.0, 8.0, 8.0],
+        [11.0, 9.0, 0.0, 0.0, 8.0, 8.0],
+    ]]
+)
+
+
+def targets(rule, region=None):
+    return patch_targets(DEPTH, patch_size=2, min_depth=0.0, max_depth=10.0, num_bins=5, rule=rule, region=region)
+
+
+def test_reference_rule_keeps_any_patch_with_a_valid_pixel():
+    t = targets("reference")
+    # valid = > 0.1 m and <= 10 m: 0.05 and 11 do not count
+    assert t.depth[0].flatten().tolist() == pytest.approx([2.0, 5.0, 7.0, 9.0, 0.0, 8.0])
+    assert t.mask[0].tolist() == [[True, True, True], [True, False, True]]
+    # bins of width 2 m over 0..10
+    assert t.bins[0].tolist() == [[1, 2, 3], [4, 0, 4]]
+
+
+def test_paper_rule_ignores_patches_more_than_half_invalid():
+    t = targets("paper")
+    # valid = 0 < d <= 10: the two 0.05 m pixels count, 11 m does not
+    assert t.depth[0, 1, 0].item() == pytest.approx((0.05 + 0.05 + 9.0) / 3)
+    # 3/4, 2/4 (exactly half invalid is kept), 1/4 | 3/4, 0/4, 4/4 valid
+    assert t.mask[0].tolist() == [[True, True, False], [True, False, True]]
+    assert t.bins[0, 1, 0].item() == 1  # 3.03 m -> bin [2, 4)
+
+
+def test_region_mask_drops_patches_not_mostly_inside():
+    region = torch.zeros_like(DEPTH, dtype=torch.bool)
+    region[..., :3] = True  # patch column 1 is exactly half inside: not more than half
+    t = targets("reference", region)
+    assert t.mask[0].tolist() == [[True, False, False], [True, False, False]]
+
+
+def test_infonce_is_masked_mean_cross_entropy():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    bins = torch.tensor([0, 2])
+    ce0 = math.log(1 + 2 * math.exp(-2))  # -log(e^2 / (e^2 + 1 + 1))
+    ce1 = math.log(2 + math.e)  # -log(e^0 / (1 + e + 1))
+    assert infonce_loss(logits, bins, torch.tensor([True, True])).item() == pytest.approx((ce0 + ce1) / 2)
+    assert infonce_loss(logits, bins, torch.tensor([True, False])).item() == pytest.approx(ce0)
+
+
+def test_alignment_is_masked_mean_of_one_minus_cosine():
+    z = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    bins = torch.tensor([0, 0, 0])
+    mask = torch.tensor([True, True, False])
+    assert alignment_loss(z, table, bins, mask).item() == pytest.approx((0.0 + 0.4) / 2)
+
+
+def test_rmse_uses_valid_pixels_only():
+    pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    gt = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    valid = gt > 0
+    assert rmse_loss(pred, gt, valid).item() == pytest.approx(math.sqrt(5 / 3))
+
+
+def test_losses_without_valid_patch_are_zero_not_nan():
+    logits = torch.zeros(2, 3, requires_grad=True)
+    loss = infonce_loss(logits, torch.tensor([0, 1]), torch.tensor([False, False]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_embedding_loss_weights_infonce():
+    z = torch.tensor([[[[1.0, 0.0]]]])
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    logits = z @ table.T  # tau = 1 keeps float32 exact enough here
+    t = patch_targets(torch.full((1, 2, 2), 1.0), 2, 0.0, 10.0, 2)
+    out = embedding_loss(z, logits, table, t, infonce_weight=0.5)
+    nce = math.log(1 + math.exp(-1))
+    assert out["align"].item() == pytest.approx(0.0)
+    assert out["infonce"].item() == pytest.approx(nce)
+    assert out["loss"].item() == pytest.approx(0.5 * nce)

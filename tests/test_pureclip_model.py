@@ -1,0 +1,91 @@
+"""The PureCLIP-Depth head and model: shapes, soft binning, table init, head-only checkpoints."""
+import dataclasses
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clipdepth.config import Config, HeadConfig
+from clipdepth.encoders import build_encoder
+from clipdepth.errors import CheckpointError
+from clipdepth.models import PureCLIPDepth, PureCLIPDepthHead, load_model
+from clipdepth.models.pureclip_depth import WEIGHTS_NAME, bin_centres, depth_phrases
+
+
+def test_nyu_bin_centres_and_phrases():
+    c = bin_centres(0.0, 10.0, 15)
+    assert c[0].item() == pytest.approx(1 / 3) and c[1].item() == pytest.approx(1.0) and c[-1].item() == pytest.approx(29 / 3)
+    ref = depth_phrases(c, "reference")
+    assert ref[:3] == ["0.33 meter", "1.00 meter", "1.67 meter"] and ref[-1] == "9.67 meter"
+    paper = depth_phrases(bin_centres(0.0, 3.0, 3), "paper")
+    assert paper == ["0.5 meters", "1.5 meters", "2.5 meters"]
+    assert depth_phrases(torch.tensor([1.0, 2.0]), "paper") == ["1 meter", "2 meters"]
+
+
+def test_head_has_reference_shapes_and_about_12m_parameters():
+    head = PureCLIPDepthHead(HeadConfig(), embed_dim=768)
+    d = 768
+    phi = 8 * d * d + 4 * d  # two bias-free Linears, two LayerNorms
+    psi = (2 * d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d + 2 * d  # biased Linears, LN(2d), LN(d)
+    assert sum(p.numel() for p in head.parameters()) == phi + psi + 15 * d
+    assert head.phi[1].bias is None and head.psi[1].in_features == 2 * d
+    assert PureCLIPDepthHead(HeadConfig(use_cls=False), embed_dim=768).psi[1].in_features == d
+
+
+def test_head_soft_bins_depth_and_renormalises_table():
+    torch.manual_seed(0)
+    head = PureCLIPDepthHead(HeadConfig(num_bins=4, max_depth=8.0), embed_dim=16).eval()
+    tokens, cls = torch.randn(2, 3, 3, 16), F.normalize(torch.randn(2, 16), dim=-1)
+    with torch.no_grad():
+        out = head(tokens, cls)
+    torch.testing.assert_close(out.z.norm(dim=-1), torch.ones(2, 3, 3))
+    expected = (out.logits.softmax(-1) * torch.tensor([1.0, 3.0, 5.0, 7.0])).sum(-1)
+    torch.testing.assert_close(out.depth, expected)
+    assert torch.allclose(out.logits, out.z @ F.normalize(head.table, dim=-1).T / 0.07)
+    with torch.no_grad():
+        head.table.mul_(5.0)  # W is re-normalised at every use: scale does not matter
+    torch.testing.assert_close(head(tokens, cls).depth, out.depth)
+
+
+def test_table_is_initialised_from_text_embeddings(tiny_cfg):
+    model = PureCLIPDepth.build(tiny_cfg)
+    phrases = depth_phrases(bin_centres(0.0, 10.0, 15), "reference")
+    with torch.no_grad():
+        text = model.encoder.encode_text(phrases)
+    torch.testing.assert_close(model.head.table.detach(), F.normalize(text, dim=-1))
+
+
+def test_checkpoint_is_head_only_and_round_trips(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    model = PureCLIPDepth.build(tiny_cfg).eval()
+    model.save_pretrained(tmp_path / "ckpt")
+    from safetensors.torch import load_file
+
+    keys = load_file(str(tmp_path / "ckpt" / WEIGHTS_NAME)).keys()
+    assert keys and all(k.split(".")[0] in {"phi", "psi", "table"} for k in keys)
+    loaded = load_model(tmp_path / "ckpt")
+    images = np.random.default_rng(0).integers(0, 255, (2, 40, 50, 3), dtype=np.uint8)
+    a, b = model.infer(images, tta=True), loaded.infer(images, tta=True)
+    assert a["depth"].shape == (2, 40, 50) and a["bin_probs"].shape == (2, 4, 4, 15)
+    torch.testing.assert_close(a["depth"], b["depth"])
+
+
+def test_checkpoint_refuses_another_encoder(tiny_cfg, tmp_path):
+    PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    other = build_encoder(dataclasses.replace(tiny_cfg.encoder, seed=1))
+    with pytest.raises(CheckpointError, match="trained on encoder weights"):
+        PureCLIPDepth.from_pretrained(tmp_path / "ckpt", encoder=other)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_model(tmp_path)
+
+
+def test_flip_tta_averages_the_mirrored_prediction(tiny_cfg):
+    torch.manual_seed(0)
+    model = PureCLIPDepth.build(tiny_cfg).eval()
+    images = torch.rand(1, 3, 56, 56)
+    with torch.no_grad():
+        plain, _ = model.predict_from_features(model.encode(images))
+        mirrored, _ = model.predict_from_features(model.encode(images.flip(-1)))
+        tta, _ = model.predict_from_features(model.encode(images), model.encode(images.flip(-1)))
+    torch.testing.assert_close(tta, 0.5 * (plain + mirrored.flip(-1)))
+    assert tta.shape == (1, 56, 56)
