@@ -184,10 +184,9 @@ def load_config(
         if overrides:
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
-        # OmegaConf's message is multi-line with a "full_key: ..." line; keep the first line and the key.
-        lines = str(exc).splitlines()
-        key = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("full_key")), "")
-        raise ConfigError(f"config {key + ': ' if key else ''}{lines[0]}") from None
+        # OmegaConf's message spans lines; keep its first line and name the key.
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
     return OmegaConf.to_object(merged)
 
 

@@ -1,0 +1,34 @@
+"""`clipdepth train`: train a head from a recipe, with any field overridden as key=value."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config import load_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a PureCLIP-Depth head",
+        description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 head.use_cls=false",
+    )
+    p.add_argument(
+        "--config", action="append", metavar="RECIPE",
+        help="recipe: a YAML path or a built-in name (demo, variants/paper, ...); repeat to layer "
+        "recipes, later ones winning (default: demo)",
+    )
+    p.add_argument("--out", help="output folder (default: the recipe's output_dir)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.run import Experiment
+
+    overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
+    cfg = load_config(args.config or ["demo"], overrides)
+    result, _ = Experiment.create(cfg).train(cfg.output_dir)
+    print(f"trained head: {result.model_dir} (best val {cfg.train.select_metric})")
+    print(json.dumps(result.best, indent=2))
+    return 0

@@ -1,0 +1,51 @@
+"""From a config to a trained head: build the model, encode the splits once, train."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import Config, config_to_yaml
+from ..data import get_dataset
+from ..data.transforms import Preprocessor
+from ..evaluation.protocol import Protocol, get_protocol
+from ..features import EncodedSplit, encode_split
+from ..io.atomic import write_text_atomic
+from ..models import PureCLIPDepth, build_model
+from .trainer import Trainer, TrainResult, check_config
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Experiment:
+    cfg: Config
+    model: PureCLIPDepth
+    preprocessor: Preprocessor
+    protocol: Protocol
+
+    @classmethod
+    def create(cls, cfg: Config) -> "Experiment":
+        check_config(cfg)
+        protocol = get_protocol(cfg.eval.protocol)
+        torch.manual_seed(cfg.seed)  # the head's random init
+        model = build_model(cfg).to(resolve_device(cfg.device))
+        return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop), protocol)
+
+    def encode(self, split: str, flip: bool) -> EncodedSplit:
+        dataset = get_dataset(self.cfg.data, split)
+        return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip, desc=f"encode {split}")
+
+    def train(self, out_dir: str | Path) -> tuple[TrainResult, EncodedSplit]:
+        """Train the head; returns the result and the encoded training split (for baselines)."""
+        out_dir = Path(out_dir)
+        write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
+        train = self.encode("train", flip=False)
+        val = self.encode("val", flip=self.cfg.eval.tta)
+        trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir)
+        return trainer.fit(), train
