@@ -48,3 +48,10 @@ def test_cli_reports_config_errors_in_one_line(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "select_metric" in err and "Traceback" not in err
     assert isinstance(load_config("demo"), Config)
+
+
+def test_missing_encoder_folder_is_one_line_naming_it(tmp_path, capsys):
+    missing = tmp_path / "no-such-clip"
+    assert main(["train", "encoder.random_init=false", f"encoder.name={missing}", f"output_dir={tmp_path}/run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(missing) in err and "Traceback" not in err

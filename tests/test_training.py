@@ -88,3 +88,13 @@ def test_training_run_writes_best_checkpoints_logs_and_model(tiny_cfg):
     meta = json.loads((result.model_dir / "config.json").read_text())
     assert meta["epoch"] == best["best_per_metric"]["abs_rel"]["epoch"]
     assert np.isfinite(meta["val_metrics"]["rmse"])
+
+
+def test_training_stops_after_patience_epochs_without_improvement(tiny_cfg, tmp_path):
+    # With zero learning rates nothing changes after the first validation: epoch 1 sets every
+    # best, epochs 2 and 3 improve nothing, and patience 2 stops the run there.
+    trainer = make_trainer(tiny_cfg, tmp_path, embed_lr=0.0, depth_lr=0.0, patience=2, decay_start=1, max_epochs=10)
+    result = trainer.fit()
+    assert result.stopped_early and [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert [row["improved"] != "" for row in result.history] == [True, False, False]
+    assert result.history[-1]["lr_factor"] == pytest.approx(0.1)  # decayed to the floor at patience

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (..., C, H, W), antialiased when shrinking (as PIL's resize does)."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
 
@@ -26,7 +26,7 @@ def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     mask = (depth > 0) & torch.isfinite(depth)
     d = torch.where(mask, depth, torch.zeros_like(depth))[:, None]
     m = mask.float()[:, None]
-    d_r, m_r = _resize(d, size)[:, 0], _resize(m, size)[:, 0]
+    d_r, m_r = resize_bilinear(d, size)[:, 0], resize_bilinear(m, size)[:, 0]
     return torch.where(m_r >= 0.5, d_r / m_r.clamp_min(1e-6), torch.zeros_like(d_r))
 
 
@@ -50,7 +50,7 @@ class Preprocessor:
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
         x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        return _resize(self._crop(x), (self.input_size,) * 2).clamp(0, 1)
+        return resize_bilinear(self._crop(x), (self.input_size,) * 2).clamp(0, 1)
 
     def depths(self, depths: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W) metres, 0 = invalid -> (B, S, S) with the same convention."""

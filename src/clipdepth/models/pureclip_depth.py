@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, HeadConfig, config_from_dict, config_to_dict
+from ..data.transforms import resize_bilinear
 from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir
@@ -154,7 +155,7 @@ class PureCLIPDepth(nn.Module):
         device = next(self.head.parameters()).device
         images = images.to(device)
         height, width = images.shape[-2:]
-        resized = F.interpolate(images, size=(self.input_size,) * 2, mode="bilinear", antialias=True)
+        resized = resize_bilinear(images, (self.input_size,) * 2)
         flipped = self.encode(resized.flip(-1)) if tta else None
         depth, out = self.predict_from_features(self.encode(resized), flipped)
         depth = F.interpolate(depth[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
