@@ -26,7 +26,8 @@ UNTRAINED_NOTE = (
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and score a head on built-in synthetic scenes (CPU, minutes)")
-    p.add_argument("--out", default="outputs/demo", help="output folder (default: outputs/demo)")
+    p.add_argument("--config", default="demo", help="recipe (default: demo; demo_outdoor for streets)")
+    p.add_argument("--out", help="output folder (default: the recipe's output_dir)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.train_size=64")
     p.set_defaults(func=run)
 
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models import PureCLIPDepth
     from ..training.run import Experiment
 
-    out = Path(args.out)
-    cfg = load_config("demo", [*args.overrides, f"output_dir={out}"])
+    cfg = load_config(args.config, [*args.overrides, *([f"output_dir={args.out}"] if args.out else [])])
+    out = Path(cfg.output_dir)
     exp = Experiment.create(cfg)
     print(UNTRAINED_NOTE.format(desc=exp.model.encoder.description), flush=True)
 

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config, TrainConfig
+from ..data import DATASETS
 from ..errors import ConfigError
 from ..evaluation.evaluate import evaluate_encoded
 from ..evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES
@@ -50,6 +51,8 @@ def lr_factor(epochs_without_improvement: int, cfg: TrainConfig) -> float:
 
 def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; available: {sorted(DATASETS)}")
     if cfg.train.select_metric not in METRIC_NAMES:
         raise ConfigError(f"train.select_metric must be one of {list(METRIC_NAMES)}, got {cfg.train.select_metric!r}")
     if cfg.loss.patch_rule not in PATCH_RULES:
