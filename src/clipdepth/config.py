@@ -93,8 +93,15 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic_indoor"
-    root: Optional[str] = None
+    dataset: str = "synthetic_indoor"  # a name in clipdepth.data.DATASETS
+    root: Optional[str] = None  # dataset folder (real datasets)
+    # Split lists in the BTS format ("rgb depth|None focal" per line), relative to `root`.
+    train_list: Optional[str] = None
+    test_list: Optional[str] = None
+    # The validation split: a fixed, seeded val_fraction of train_list, written once to
+    # val_split_dir (default: beside train_list) and reused.
+    val_fraction: float = 0.1
+    val_split_dir: Optional[str] = None
     # Built-in synthetic scenes: how many per split and at which resolution.
     train_size: int = 320
     val_size: int = 32

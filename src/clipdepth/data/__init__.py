@@ -15,11 +15,14 @@ from .synthetic import RGBDSample, SyntheticScenes
 
 DatasetFactory = Callable[[DataConfig, str], Dataset]
 DATASETS: dict[str, DatasetFactory] = {}
+# The evaluation protocol (clipdepth.evaluation.protocol) each dataset is scored with by default.
+DATASET_PROTOCOLS: dict[str, str] = {}
 
 
-def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
+def register_dataset(name: str, protocol: str) -> Callable[[DatasetFactory], DatasetFactory]:
     def decorate(factory: DatasetFactory) -> DatasetFactory:
         DATASETS[name] = factory
+        DATASET_PROTOCOLS[name] = protocol
         return factory
 
     return decorate
@@ -39,7 +42,7 @@ def _synthetic(kind: str) -> DatasetFactory:
     return factory
 
 
-register_dataset("synthetic_indoor")(_synthetic("indoor"))
-register_dataset("synthetic_outdoor")(_synthetic("outdoor"))
+register_dataset("synthetic_indoor", protocol="synthetic_indoor")(_synthetic("indoor"))
+register_dataset("synthetic_outdoor", protocol="synthetic_outdoor")(_synthetic("outdoor"))
 
-__all__ = ["DATASETS", "RGBDSample", "SyntheticScenes", "get_dataset", "register_dataset"]
+__all__ = ["DATASETS", "DATASET_PROTOCOLS", "RGBDSample", "SyntheticScenes", "get_dataset", "register_dataset"]
