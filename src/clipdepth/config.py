@@ -112,6 +112,8 @@ class DataConfig:
     # Crop (top, bottom, left, right) applied before resizing to the encoder's input size;
     # the reference code uses (40, 470, 38, 603) for NYU to drop the white border.
     input_crop: Optional[list[int]] = None
+    # The frame is resized to S x (tiles * S) and cut into square tiles (KITTI reference: 4).
+    tiles: int = 1
 
 
 @dataclass
@@ -192,6 +194,19 @@ def load_config(
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         # OmegaConf's message spans lines; keep its first line and name the key.
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)
+
+
+def with_overrides(section: Any, overrides: list[str]) -> Any:
+    """A copy of a config dataclass with ``field=value`` overrides, type-checked like recipes."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} is not of the form field=value")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(section), OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
     return OmegaConf.to_object(merged)

@@ -11,6 +11,7 @@ from ..errors import ClipdepthError
 SUBCOMMANDS = {
     "demo": "clipdepth.cli.demo",
     "train": "clipdepth.cli.train",
+    "evaluate": "clipdepth.cli.evaluate",
     "score": "clipdepth.cli.score",
 }
 

@@ -1,7 +1,8 @@
 """Model-input preprocessing and its inverse (pureclip-depth.md, "Data handling").
 
 An RGB-D frame is optionally cropped (NYU: rows 40..470, cols 38..603 drop the white border),
-then resized to the encoder's square input without keeping the aspect ratio: RGB bilinear,
+then resized to S x (tiles * S) for an encoder of square input S without keeping the aspect
+ratio (KITTI: 336 x 1344, cut into four 336 x 336 tiles that are merged back): RGB bilinear,
 depth mask-aware (resize(d * m) / resize(m), invalid where the resized mask < 0.5) so that
 missing pixels never bleed into valid ones. ``restore`` maps a prediction at the input size back
 onto the full GT frame, where the protocol scores it.
@@ -34,10 +35,17 @@ def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 class Preprocessor:
     input_size: int
     crop: tuple[int, int, int, int] | None = None  # (top, bottom, left, right), numpy-slice ends
+    tiles: int = 1  # side-by-side square tiles the resized frame is cut into
 
     @classmethod
-    def create(cls, input_size: int, crop: Sequence[int] | None) -> "Preprocessor":
-        return cls(input_size, tuple(int(c) for c in crop) if crop else None)  # type: ignore[arg-type]
+    def create(cls, input_size: int, crop: Sequence[int] | None, tiles: int = 1) -> "Preprocessor":
+        if tiles < 1:
+            raise ValueError(f"data.tiles must be >= 1, got {tiles}")
+        return cls(input_size, tuple(int(c) for c in crop) if crop else None, tiles)  # type: ignore[arg-type]
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        return self.input_size, self.tiles * self.input_size
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop is None:
@@ -48,17 +56,17 @@ class Preprocessor:
         return x[..., top:bottom, left:right]
 
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
+        """(B, H, W, 3) uint8 -> (B, 3, S, tiles * S) float in [0, 1]."""
         x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        return resize_bilinear(self._crop(x), (self.input_size,) * 2).clamp(0, 1)
+        return resize_bilinear(self._crop(x), self.input_shape).clamp(0, 1)
 
     def depths(self, depths: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, H, W) metres, 0 = invalid -> (B, S, S) with the same convention."""
+        """(B, H, W) metres, 0 = invalid -> (B, S, tiles * S) with the same convention."""
         d = torch.as_tensor(np.asarray(depths, dtype=np.float32))
-        return resize_depth_masked(self._crop(d), (self.input_size,) * 2)
+        return resize_depth_masked(self._crop(d), self.input_shape)
 
     def restore(self, pred: torch.Tensor, frame: tuple[int, int]) -> torch.Tensor:
-        """(B, S, S) prediction -> (B, *frame) on the full frame the GT lives on.
+        """(B, S, tiles * S) prediction -> (B, *frame) on the full frame the GT lives on.
 
         Without a crop this is the protocol's own resize. With one, the prediction is resized to
         the crop and the frame outside it is filled by edge replication (the crop can be a pixel
@@ -70,3 +78,18 @@ class Preprocessor:
         inner = F.interpolate(pred[:, None], size=(bottom - top, right - left), mode="bilinear", align_corners=True)
         pad = (left, frame[1] - right, top, frame[0] - bottom)
         return F.pad(inner, pad, mode="replicate")[:, 0]
+
+
+def split_tiles(x: torch.Tensor, tile: int) -> torch.Tensor:
+    """(B, ..., S, k * S) -> (B * k, ..., S, S): side-by-side square tiles, left to right."""
+    k = x.shape[-1] // tile
+    if x.shape[-1] != k * tile or x.shape[-2] != tile:
+        raise ValueError(f"cannot cut {tuple(x.shape[-2:])} into {tile} x {tile} tiles")
+    tiles = x.unflatten(-1, (k, tile)).movedim(-2, 1)  # (B, k, ..., S, S)
+    return tiles.flatten(0, 1)
+
+
+def merge_tiles(tiles: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of ``split_tiles``: (B * k, ..., S, S) -> (B, ..., S, k * S)."""
+    x = tiles.unflatten(0, (-1, k)).movedim(1, -2)  # (B, ..., S, k, S)
+    return x.flatten(-2, -1)

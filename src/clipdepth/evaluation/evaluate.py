@@ -4,11 +4,14 @@ Every frame is scored (no dropped last batch), at the GT's own resolution.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
+from ..data.synthetic import RGBDSample
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from .metrics import MetricAccumulator
@@ -53,3 +56,50 @@ def evaluate_encoded(
 def evaluate_constant(depth: float, gts: list[np.ndarray], protocol: Protocol) -> MetricAccumulator:
     """The predictor that outputs one depth everywhere (e.g. the training-set mean)."""
     return score_predictions((np.full(gt.shape, depth, np.float32) for gt in gts), gts, protocol)
+
+
+FramePredictor = Callable[[list[RGBDSample]], list[tuple[np.ndarray, np.ndarray]]]
+"""Frames -> (prediction, ground truth) pairs on one grid, ready for the protocol."""
+
+
+def model_predictor(
+    model: torch.nn.Module, preprocessor: Preprocessor, tta: bool, score_at_input: bool = False
+) -> FramePredictor:
+    """A model's predictions, restored to each GT's own frame and resolution (the protocol).
+
+    ``score_at_input`` instead pairs the prediction at the encoder input with the mask-aware
+    resized GT, as the PureCLIP-Depth reference code scores (use a protocol without a crop: crops
+    are defined on the GT frame) — only to compare with numbers produced that way.
+    """
+    device = next(model.head.parameters()).device
+
+    @torch.inference_mode()
+    def predict(samples: list[RGBDSample]) -> list[tuple[np.ndarray, np.ndarray]]:
+        model.eval()
+        images = torch.cat([preprocessor.images(s.image[None]) for s in samples]).to(device)
+        depth, _ = model.predict(images, tta)
+        pairs = []
+        for sample, pred in zip(samples, depth.float().cpu()):
+            if score_at_input:
+                pairs.append((pred.numpy(), preprocessor.depths(sample.depth[None])[0].numpy()))
+            else:
+                pairs.append((preprocessor.restore(pred[None], sample.depth.shape)[0].numpy(), sample.depth))
+        return pairs
+
+    return predict
+
+
+def evaluate_dataset(
+    dataset: Dataset, predict: FramePredictor, protocol: Protocol, batch_size: int = 8
+) -> tuple[MetricAccumulator, list[str]]:
+    """Score every frame of ``dataset``, a last partial batch included; returns the metrics and
+    the names of the frames scored, in order."""
+    acc, names = MetricAccumulator(), []
+    with tqdm(total=len(dataset), desc="evaluate", unit="image", dynamic_ncols=True) as bar:
+        for start in range(0, len(dataset), batch_size):
+            samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            for sample, (pred, gt) in zip(samples, predict(samples)):
+                if acc.add(postprocess(pred, gt.shape, protocol), gt, valid_mask(gt, protocol)) is not None:
+                    names.append(sample.name)
+                bar.update(1)
+    return acc, names

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, HeadConfig, config_from_dict, config_to_dict
-from ..data.transforms import resize_bilinear
+from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir
@@ -141,6 +141,24 @@ class PureCLIPDepth(nn.Module):
             depth = 0.5 * (depth + mirrored.flip(-1))
         return depth, out
 
+    def predict(self, images: torch.Tensor, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, S, k * S) images in [0, 1] -> depth (B, S, k * S) and bin probabilities
+        (B, h, k * w, K). A wide input is cut into k square tiles (KITTI: 4) and merged back;
+        flip TTA mirrors the whole image, not each tile."""
+        size = self.input_size
+        k = images.shape[-1] // size
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            features = self.encode(split_tiles(x, size))
+            out = self.head(features.patch_tokens, features.cls)
+            probs = merge_tiles(out.probs.movedim(-1, 1), k).movedim(1, -1)
+            return merge_tiles(self.depth_at_input(out), k), probs
+
+        depth, probs = run(images)
+        if tta:
+            depth = 0.5 * (depth + run(images.flip(-1))[0].flip(-1))
+        return depth, probs
+
     @torch.inference_mode()
     def infer(self, images: torch.Tensor | np.ndarray, tta: bool = False) -> dict[str, torch.Tensor]:
         """Metric depth for RGB images at their own resolution.
@@ -152,14 +170,12 @@ class PureCLIPDepth(nn.Module):
         if isinstance(images, np.ndarray):
             arr = images[None] if images.ndim == 3 else images
             images = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
-        device = next(self.head.parameters()).device
-        images = images.to(device)
+        images = images.to(next(self.head.parameters()).device)
         height, width = images.shape[-2:]
-        resized = resize_bilinear(images, (self.input_size,) * 2)
-        flipped = self.encode(resized.flip(-1)) if tta else None
-        depth, out = self.predict_from_features(self.encode(resized), flipped)
+        resized = resize_bilinear(images, (self.input_size, self.cfg.data.tiles * self.input_size))
+        depth, probs = self.predict(resized, tta)
         depth = F.interpolate(depth[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
-        return {"depth": depth, "bin_probs": out.probs}
+        return {"depth": depth, "bin_probs": probs}
 
     # -- head-only checkpoints: the frozen encoder is named in the config, never saved --------
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:

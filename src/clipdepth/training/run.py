@@ -35,7 +35,7 @@ class Experiment:
         protocol = get_protocol(cfg.eval.protocol)
         torch.manual_seed(cfg.seed)  # the head's random init
         model = build_model(cfg).to(resolve_device(cfg.device))
-        return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop), protocol)
+        return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop, cfg.data.tiles), protocol)
 
     def encode(self, split: str, flip: bool) -> EncodedSplit:
         dataset = get_dataset(self.cfg.data, split)

@@ -53,6 +53,8 @@ def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; available: {sorted(DATASETS)}")
+    if cfg.data.tiles != 1:
+        raise ConfigError("data.tiles > 1 is supported for evaluation only so far; train with data.tiles=1")
     if cfg.train.select_metric not in METRIC_NAMES:
         raise ConfigError(f"train.select_metric must be one of {list(METRIC_NAMES)}, got {cfg.train.select_metric!r}")
     if cfg.loss.patch_rule not in PATCH_RULES:

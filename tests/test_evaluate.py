@@ -1,0 +1,61 @@
+"""`clipdepth evaluate`: every image scored, per-image CSV, tiles, and a perfect predictor."""
+import csv
+import json
+
+import pytest
+import torch
+
+from clipdepth.cli.main import main
+from clipdepth.data.transforms import merge_tiles, split_tiles
+from clipdepth.models import PureCLIPDepth
+
+
+def test_tiles_round_trip_exactly():
+    x = torch.rand(2, 3, 8, 32)
+    tiles = split_tiles(x, 8)
+    assert tiles.shape == (8, 3, 8, 8)
+    assert torch.equal(tiles[1], x[0, :, :, 8:16]) and torch.equal(tiles[4], x[1, :, :, 0:8])
+    assert torch.equal(merge_tiles(tiles, 4), x)
+    depth = torch.rand(2, 8, 32)
+    assert torch.equal(merge_tiles(split_tiles(depth, 8), 4), depth)
+
+
+@pytest.fixture
+def checkpoint(tiny_cfg, tmp_path):
+    tiny_cfg.data.test_size = 5
+    torch.manual_seed(0)
+    return PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+
+
+def test_every_image_is_scored_when_n_is_not_a_multiple_of_the_batch(checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--batch-size", "2", "--out", str(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["n_images"] == 5 and summary["n_listed"] == 5 and summary["protocol"] == "synthetic_indoor"
+    rows = list(csv.DictReader((out / "per_image.csv").open()))
+    assert [r["name"] for r in rows] == [f"indoor_test_{i:05d}" for i in range(5)]
+    mean_abs_rel = sum(float(r["abs_rel"]) for r in rows) / 5
+    assert mean_abs_rel == pytest.approx(summary["abs_rel"], rel=1e-5)  # the per-image mean
+
+
+def test_tiled_and_at_input_evaluation_run(checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--out", str(out), "--no-tta"]
+    assert main([*args, "data.tiles=2"]) == 0
+    assert main([*args, "--score-at-input"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["scored_at"].startswith("encoder input")
+
+
+def test_a_perfect_predictor_scores_abs_rel_0_and_d1_1(checkpoint, tmp_path, monkeypatch):
+    oracle = lambda *args, **kwargs: (lambda samples: [(s.depth, s.depth) for s in samples])  # noqa: E731
+    monkeypatch.setattr("clipdepth.evaluation.evaluate.model_predictor", oracle)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["abs_rel"] == 0.0 and summary["rmse"] == 0.0 and summary["d1"] == 1.0 and summary["n_images"] == 5
+
+
+def test_bad_override_is_one_line(checkpoint, capsys):
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "data.tilez=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tilez" in err
