@@ -46,3 +46,5 @@ register_dataset("synthetic_indoor", protocol="synthetic_indoor")(_synthetic("in
 register_dataset("synthetic_outdoor", protocol="synthetic_outdoor")(_synthetic("outdoor"))
 
 __all__ = ["DATASETS", "DATASET_PROTOCOLS", "RGBDSample", "SyntheticScenes", "get_dataset", "register_dataset"]
+from . import nyu  # noqa: E402,F401  (registers "nyu")
+from . import folder, kitti, zeroshot  # noqa: E402,F401  (register datasets)

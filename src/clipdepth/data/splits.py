@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..config import DataConfig
+from ..errors import ConfigError, DataError
 from ..io.atomic import write_text_atomic
 
 
@@ -91,3 +92,26 @@ def train_val_split(
         write_text_atomic(train_file, lines(False))
         write_text_atomic(val_file, lines(True))
     return read_split_list(train_file), read_split_list(val_file)
+
+
+def required_setting(cfg: DataConfig, field: str) -> str:
+    """A path setting of ``data`` that must be set and exist, else a ConfigError naming it."""
+    value = getattr(cfg, field)
+    if not value:
+        flag = {"root": " (on the command line: --data-root)", "test_list": " (on the command line: --split)"}.get(field, "")
+        raise ConfigError(f"data.{field} is not set; dataset {cfg.dataset!r} needs it{flag}")
+    if not Path(value).exists():
+        raise ConfigError(f"data.{field}={value!r} does not exist")
+    return value
+
+
+def split_entries(cfg: DataConfig, split: str) -> tuple[str, list[SplitEntry], str]:
+    """(root, entries, list path) of ``split``: test_list for "test", else the fixed 9:1 split of train_list."""
+    root = required_setting(cfg, "root")
+    if split == "test":
+        return root, read_split_list(required_setting(cfg, "test_list")), cfg.test_list
+    if split in ("train", "val"):
+        train_list = required_setting(cfg, "train_list")
+        train, val = train_val_split(read_split_list(train_list), train_list, cfg.val_split_dir, cfg.val_fraction, cfg.seed)
+        return root, (train if split == "train" else val), train_list
+    raise ConfigError(f"unknown split {split!r}; choose train, val or test")

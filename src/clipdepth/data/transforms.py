@@ -57,7 +57,7 @@ class Preprocessor:
 
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, tiles * S) float in [0, 1]."""
-        x = torch.as_tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0  # copies read-only arrays
         return resize_bilinear(self._crop(x), self.input_shape).clamp(0, 1)
 
     def depths(self, depths: np.ndarray | torch.Tensor) -> torch.Tensor:
