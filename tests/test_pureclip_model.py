@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipdepth.config import Config, HeadConfig
+from clipdepth.config import HeadConfig
 from clipdepth.encoders import build_encoder
 from clipdepth.errors import CheckpointError
 from clipdepth.models import PureCLIPDepth, PureCLIPDepthHead, load_model

@@ -53,23 +53,28 @@ def get_protocol(name: str) -> Protocol:
         raise ConfigError(f"unknown evaluation protocol {name!r}; choose one of: {', '.join(PROTOCOLS)}") from None
 
 
-def crop_mask(shape: tuple[int, int], crop: str | None) -> np.ndarray:
-    """Boolean (H, W) mask of the evaluation crop on the GT frame (all True for ``crop=None``)."""
+def crop_box(shape: tuple[int, int], crop: str) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of an evaluation crop on a GT frame, as numpy-slice ends."""
     height, width = shape
-    mask = np.zeros((height, width), dtype=bool)
-    if crop is None:
-        mask[:] = True
-    elif crop == "eigen_nyu":
+    if crop == "eigen_nyu":
         # Defined in pixels on the official 480x640 frames; it means nothing at another size.
         if (height, width) != NYU_EIGEN_SHAPE:
             raise DataError(f"the NYU Eigen crop needs 480x640 ground truth, got {height}x{width}")
-        mask[45:471, 41:601] = True
-    elif crop == "garg":
-        mask[int(0.40810811 * height) : int(0.99189189 * height), int(0.03594771 * width) : int(0.96405229 * width)] = True
-    elif crop == "eigen_kitti":
-        mask[int(0.3324324 * height) : int(0.91351351 * height), int(0.0359477 * width) : int(0.96405229 * width)] = True
-    else:
-        raise ConfigError(f"unknown evaluation crop {crop!r}; choose one of: {', '.join(CROPS)} or None")
+        return 45, 471, 41, 601
+    if crop == "garg":
+        return int(0.40810811 * height), int(0.99189189 * height), int(0.03594771 * width), int(0.96405229 * width)
+    if crop == "eigen_kitti":
+        return int(0.3324324 * height), int(0.91351351 * height), int(0.0359477 * width), int(0.96405229 * width)
+    raise ConfigError(f"unknown evaluation crop {crop!r}; choose one of: {', '.join(CROPS)} or None")
+
+
+def crop_mask(shape: tuple[int, int], crop: str | None) -> np.ndarray:
+    """Boolean (H, W) mask of the evaluation crop on the GT frame (all True for ``crop=None``)."""
+    if crop is None:
+        return np.ones(shape, dtype=bool)
+    top, bottom, left, right = crop_box(shape, crop)
+    mask = np.zeros(shape, dtype=bool)
+    mask[top:bottom, left:right] = True
     return mask
 
 

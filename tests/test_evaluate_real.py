@@ -1,0 +1,70 @@
+"""`clipdepth evaluate` and `data show` on the real NYU and KITTI samples (skipped without them)."""
+import json
+
+import pytest
+import torch
+
+from clipdepth.cli.main import main
+from clipdepth.models import PureCLIPDepth
+
+NYU = ["nyu/rgb_00000.jpg nyu/sync_depth_00000.png 518.8579", "nyu/rgb_00050.jpg nyu/sync_depth_00050.png 518.8579",
+       "nyu/rgb_00100.jpg nyu/sync_depth_00100.png 518.8579"]
+KITTI = ["kitti/rgb/0000000005.png kitti/depth/0000000005.png 707.0493",
+         "kitti/rgb/0000000050.png None 707.0493",  # a frame without ground truth, as in the Eigen list
+         "kitti/rgb/0000000100.png kitti/depth/0000000100.png 707.0493"]
+
+
+@pytest.fixture
+def checkpoint(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    return PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+
+
+@pytest.fixture
+def perfect(monkeypatch):
+    oracle = lambda *args, **kwargs: (lambda samples: [(s.depth, s.depth) for s in samples])  # noqa: E731
+    monkeypatch.setattr("clipdepth.evaluation.evaluate.model_predictor", oracle)
+
+
+@pytest.mark.parametrize("dataset, lines, scored, protocol", [("nyu", NYU, 3, "nyu"), ("kitti", KITTI, 2, "kitti")])
+def test_perfect_predictor_on_real_samples(rgbd_samples, checkpoint, perfect, tmp_path, dataset, lines, scored, protocol):
+    listing = tmp_path / f"{dataset}.txt"
+    listing.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "eval"
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", dataset, "--data-root", str(rgbd_samples),
+            "--split", str(listing), "--batch-size", "2", "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["abs_rel"] == 0.0 and summary["d1"] == 1.0
+    assert summary["n_images"] == scored and summary["n_listed"] == len(lines) and summary["protocol"] == protocol
+    assert summary["n_without_gt"] == len(lines) - scored
+
+
+def test_model_evaluation_on_real_nyu_runs_with_the_reference_crop(rgbd_samples, checkpoint, tmp_path):
+    listing = tmp_path / "nyu.txt"
+    listing.write_text("\n".join(NYU) + "\n")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "nyu", "--data-root", str(rgbd_samples),
+                 "--split", str(listing), "--out", str(out), "data.input_crop=[40,470,38,603]"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["n_images"] == 3 and 0 < summary["abs_rel"] < 10
+
+
+def test_wrong_root_is_one_line_naming_the_first_missing_file(rgbd_samples, checkpoint, tmp_path, capsys):
+    listing = tmp_path / "nyu.txt"
+    listing.write_text("\n".join(NYU) + "\n")
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "nyu", "--data-root", str(tmp_path),
+                 "--split", str(listing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "6 listed file(s) missing" in err and "rgb_00000.jpg" in err
+
+
+def test_data_show_draws_a_contact_sheet(rgbd_samples, tmp_path):
+    listing = tmp_path / "kitti.txt"
+    listing.write_text("\n".join(KITTI) + "\n")
+    out = tmp_path / "sheet.png"
+    assert main(["data", "show", "--dataset", "kitti", "--data-root", str(rgbd_samples), "--split", str(listing),
+                 "-n", "2", "--out", str(out)]) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[0] > 500
