@@ -59,3 +59,34 @@ def test_bad_override_is_one_line(checkpoint, capsys):
     assert main(["evaluate", "--checkpoint", str(checkpoint), "data.tilez=2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "tilez" in err
+
+
+def test_random_tiles_pair_each_tile_with_its_own_depth():
+    from clipdepth.features import EncodedSplit
+
+    n, k, s = 3, 4, 2
+    tokens = torch.arange(n * k, dtype=torch.float16)[:, None, None, None].expand(n * k, 1, 1, 1)  # entry id
+    depth = torch.arange(k, dtype=torch.float32).repeat_interleave(s).expand(n, s, k * s) + 10 * torch.arange(n)[:, None, None]
+    split = EncodedSplit([f"f{i}" for i in range(n)], tokens, tokens[:, 0, 0], None, None, depth, [], tiles=k)
+    feats, target = split.random_tiles(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
+    for row, frame in enumerate([2, 0]):
+        entry = int(feats.patch_tokens[row, 0, 0, 0])
+        assert entry // k == frame  # a tile of the right frame ...
+        assert torch.all(target[row] == 10 * frame + entry % k)  # ... with that tile's depth
+
+
+def test_cached_and_on_the_fly_tiled_evaluation_agree(tiny_cfg):
+    from clipdepth.data import get_dataset
+    from clipdepth.data.transforms import Preprocessor
+    from clipdepth.evaluation.evaluate import evaluate_dataset, evaluate_encoded, model_predictor
+    from clipdepth.evaluation.protocol import get_protocol
+    from clipdepth.features import encode_split
+
+    torch.manual_seed(0)
+    model = PureCLIPDepth.build(tiny_cfg).eval()
+    dataset = get_dataset(tiny_cfg.data, "test")
+    pre, protocol = Preprocessor.create(model.input_size, None, tiles=2), get_protocol("synthetic_indoor")
+    cached = evaluate_encoded(model, encode_split(model, dataset, pre, 2, flip=True), pre, protocol, tta=True).mean()
+    direct = evaluate_dataset(dataset, model_predictor(model, pre, tta=True), protocol, 2)[0].mean()
+    for m in ("abs_rel", "rmse", "d1"):
+        assert cached[m] == pytest.approx(direct[m], rel=2e-3)  # the cache holds fp16 features

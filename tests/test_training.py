@@ -98,3 +98,10 @@ def test_training_stops_after_patience_epochs_without_improvement(tiny_cfg, tmp_
     assert result.stopped_early and [row["epoch"] for row in result.history] == [1, 2, 3]
     assert [row["improved"] != "" for row in result.history] == [True, False, False]
     assert result.history[-1]["lr_factor"] == pytest.approx(0.1)  # decayed to the floor at patience
+
+
+def test_training_on_tiles_runs(tiny_cfg):
+    tiny_cfg.data.tiles = 2
+    tiny_cfg.train.max_epochs = 1
+    result, train = Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
+    assert train.tokens.shape[0] == 2 * len(train) and result.history[0]["epoch"] == 1

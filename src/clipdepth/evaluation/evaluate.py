@@ -27,10 +27,11 @@ def predict_encoded(
     device = next(model.head.parameters()).device
     for start in range(0, len(split), batch_size):
         index = slice(start, min(start + batch_size, len(split)))
-        flipped = split.flipped_features(index, device) if tta else None
+        tiles = split.tile_index(index)
+        flipped = split.flipped_features(tiles, device) if tta else None
         if tta and flipped is None:
             raise ValueError("flip TTA needs features of the mirrored frames: encode the split with flip=True")
-        depth, _ = model.predict_from_features(split.features(index, device), flipped)
+        depth, _ = model.predict_from_features(split.features(tiles, device), flipped, split.tiles)
         for pred, gt in zip(depth, split.gt[index]):
             yield preprocessor.restore(pred[None].float().cpu(), gt.shape)[0].numpy()
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.transforms import Preprocessor
+from ..data.transforms import Preprocessor, split_tiles
 from ..encoders import EncoderOutput
 
 STORAGE_DTYPE = torch.float16
@@ -21,18 +21,36 @@ STORAGE_DTYPE = torch.float16
 
 @dataclass
 class EncodedSplit:
-    """One split's frames, encoded: what training and validation need, nothing else."""
+    """One split's frames, encoded: what training and validation need, nothing else.
+
+    A frame resized to S x (tiles * S) is encoded as ``tiles`` square tiles, stored frame-major:
+    tile t of frame i is entry i * tiles + t.
+    """
 
     names: list[str]
-    tokens: torch.Tensor  # (N, h, w, D) half precision
-    cls: torch.Tensor  # (N, D) half precision
+    tokens: torch.Tensor  # (N * tiles, h, w, D) half precision
+    cls: torch.Tensor  # (N * tiles, D) half precision
     flipped_tokens: torch.Tensor | None  # features of the mirrored images, for flip TTA
     flipped_cls: torch.Tensor | None
-    depth_input: torch.Tensor  # (N, S, S) GT at the encoder input size, 0 = invalid
+    depth_input: torch.Tensor  # (N, S, tiles * S) GT at the encoder input size, 0 = invalid
     gt: list[np.ndarray]  # GT at its own resolution, metres, 0 = invalid
+    tiles: int = 1
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def tile_index(self, frames: slice) -> slice:
+        """Entries of all tiles of a contiguous range of frames."""
+        return slice(frames.start * self.tiles, frames.stop * self.tiles)
+
+    def random_tiles(
+        self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> tuple[EncoderOutput, torch.Tensor]:
+        """Features and (B, S, S) input-size GT of one random tile per frame, as the reference code
+        trains on KITTI's four tiles (with one tile, simply the frames)."""
+        tile = torch.randint(self.tiles, (len(frames),), generator=generator)
+        depth = self.depth_input[frames].unflatten(-1, (self.tiles, -1))[torch.arange(len(frames)), :, tile]
+        return self.features(frames * self.tiles + tile, device), depth.to(device)
 
     def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> EncoderOutput:
         return EncoderOutput(self.tokens[index].to(device).float(), self.cls[index].to(device).float())
@@ -61,11 +79,11 @@ def encode_split(
         samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         # One frame at a time: frames of a real dataset need not share a size.
         images = torch.cat([preprocessor.images(s.image[None]) for s in samples]).to(device)
-        out = model.encode(images)
+        out = model.encode(split_tiles(images, preprocessor.input_size))
         parts["tokens"].append(out.patch_tokens.to("cpu", STORAGE_DTYPE))
         parts["cls"].append(out.cls.to("cpu", STORAGE_DTYPE))
         if flip:
-            mirrored = model.encode(images.flip(-1))
+            mirrored = model.encode(split_tiles(images.flip(-1), preprocessor.input_size))
             parts["ftokens"].append(mirrored.patch_tokens.to("cpu", STORAGE_DTYPE))
             parts["fcls"].append(mirrored.cls.to("cpu", STORAGE_DTYPE))
         parts["depth"] += [preprocessor.depths(s.depth[None]) for s in samples]
@@ -79,4 +97,5 @@ def encode_split(
         flipped_cls=torch.cat(parts["fcls"]) if flip else None,
         depth_input=torch.cat(parts["depth"]),
         gt=gts,
+        tiles=preprocessor.tiles,
     )

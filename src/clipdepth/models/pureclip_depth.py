@@ -131,33 +131,26 @@ class PureCLIPDepth(nn.Module):
         return F.interpolate(out.depth[:, None], size=size, mode="nearest")[:, 0]
 
     def predict_from_features(
-        self, features: EncoderOutput, flipped: EncoderOutput | None = None
+        self, features: EncoderOutput, flipped: EncoderOutput | None = None, tiles: int = 1
     ) -> tuple[torch.Tensor, HeadOutput]:
-        """Depth at the input size; with ``flipped`` (features of the mirrored images) flip TTA."""
+        """Depth at the input size, (B, S, tiles * S), from the features of B * tiles square
+        tiles (frame-major); with ``flipped`` (features of the mirrored frames' tiles) flip TTA,
+        which mirrors whole frames, not single tiles."""
         out = self.head(features.patch_tokens, features.cls)
-        depth = self.depth_at_input(out)
+        depth = merge_tiles(self.depth_at_input(out), tiles)
         if flipped is not None:
-            mirrored = self.depth_at_input(self.head(flipped.patch_tokens, flipped.cls))
+            mirrored = merge_tiles(self.depth_at_input(self.head(flipped.patch_tokens, flipped.cls)), tiles)
             depth = 0.5 * (depth + mirrored.flip(-1))
         return depth, out
 
     def predict(self, images: torch.Tensor, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 3, S, k * S) images in [0, 1] -> depth (B, S, k * S) and bin probabilities
-        (B, h, k * w, K). A wide input is cut into k square tiles (KITTI: 4) and merged back;
-        flip TTA mirrors the whole image, not each tile."""
+        (B, h, k * w, K). A wide input is cut into k square tiles (KITTI: 4) and merged back."""
         size = self.input_size
         k = images.shape[-1] // size
-
-        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            features = self.encode(split_tiles(x, size))
-            out = self.head(features.patch_tokens, features.cls)
-            probs = merge_tiles(out.probs.movedim(-1, 1), k).movedim(1, -1)
-            return merge_tiles(self.depth_at_input(out), k), probs
-
-        depth, probs = run(images)
-        if tta:
-            depth = 0.5 * (depth + run(images.flip(-1))[0].flip(-1))
-        return depth, probs
+        flipped = self.encode(split_tiles(images.flip(-1), size)) if tta else None
+        depth, out = self.predict_from_features(self.encode(split_tiles(images, size)), flipped, k)
+        return depth, merge_tiles(out.probs.movedim(-1, 1), k).movedim(1, -1)
 
     @torch.inference_mode()
     def infer(self, images: torch.Tensor | np.ndarray, tta: bool = False) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import torch
 from ..config import Config, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
+from ..errors import ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, encode_split
 from ..io.atomic import write_text_atomic
@@ -45,6 +46,12 @@ class Experiment:
         """Train the head; returns the result and the encoded training split (for baselines)."""
         out_dir = Path(out_dir)
         write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
+        for split in ("train", "val"):
+            if len(get_dataset(self.cfg.data, split)) == 0:
+                raise ConfigError(
+                    f"the {split} split of {self.cfg.data.dataset} is empty "
+                    "(a longer data.train_list, or another data.val_fraction / data.*_size)"
+                )
         train = self.encode("train", flip=False)
         val = self.encode("val", flip=self.cfg.eval.tta)
         trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir)

@@ -53,8 +53,6 @@ def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; available: {sorted(DATASETS)}")
-    if cfg.data.tiles != 1:
-        raise ConfigError("data.tiles > 1 is supported for evaluation only so far; train with data.tiles=1")
     if cfg.train.select_metric not in METRIC_NAMES:
         raise ConfigError(f"train.select_metric must be one of {list(METRIC_NAMES)}, got {cfg.train.select_metric!r}")
     if cfg.loss.patch_rule not in PATCH_RULES:
@@ -108,6 +106,7 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.device = next(model.head.parameters()).device
         self.optimizers = build_optimizers(model, cfg.train)
+        self.tile_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
 
     def _set_lr(self, factor: float) -> None:
@@ -120,8 +119,7 @@ class Trainer:
         """One optimisation step on the frames ``index`` of the training split."""
         cfg, head = self.cfg, self.model.head
         phase = phase_at(self.step, cfg.train.phase_steps)
-        feats = self.train_split.features(index, self.device)
-        depth = self.train_split.depth_input[index].to(self.device)
+        feats, depth = self.train_split.random_tiles(index, self.tile_generator, self.device)
         targets = patch_targets(
             depth, self.model.encoder.patch_size, cfg.head.min_depth, cfg.head.max_depth,
             cfg.head.num_bins, cfg.loss.patch_rule,
