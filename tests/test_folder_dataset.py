@@ -58,3 +58,12 @@ def test_unset_settings_are_config_errors_naming_the_field(tmp_path):
         get_dataset(DataConfig(dataset="kitti"), "test")
     with pytest.raises(ConfigError, match="data.test_list"):
         get_dataset(DataConfig(dataset="kitti", root=str(tmp_path)), "test")
+
+
+def test_folder_depth_scale_comes_from_the_config(tmp_path):
+    (tmp_path / "rgb").mkdir()
+    (tmp_path / "depth").mkdir()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(tmp_path / "rgb" / "a.png")
+    Image.fromarray(np.full((4, 6), 512, np.uint16)).save(tmp_path / "depth" / "a.png")
+    sample = get_dataset(DataConfig(dataset="folder", root=str(tmp_path), depth_scale=256.0), "test")[0]
+    assert sample.name == "a" and np.all(sample.depth == 2.0)

@@ -102,6 +102,7 @@ class DataConfig:
     # val_split_dir (default: beside train_list) and reused.
     val_fraction: float = 0.1
     val_split_dir: Optional[str] = None
+    depth_scale: float = 1000.0  # "folder" dataset: PNG depth = value / depth_scale metres
     # Built-in synthetic scenes: how many per split and at which resolution.
     train_size: int = 320
     val_size: int = 32

@@ -98,9 +98,9 @@ class DepthFolder(ListedRGBD):
 @register_dataset("folder", protocol="synthetic_indoor")
 def depth_folder(cfg: DataConfig, split: str) -> Dataset:
     if split == "test" and not cfg.test_list:
-        return DepthFolder(required_setting(cfg, "root"))
+        return DepthFolder(required_setting(cfg, "root"), depth_scale=cfg.depth_scale)
     root, entries, list_path = split_entries(cfg, split)
-    return DepthFolder(root, list_path, entries=entries)
+    return DepthFolder(root, list_path, depth_scale=cfg.depth_scale, entries=entries)
 
 
 # --------------------------------------------------------------------------- shared samples
