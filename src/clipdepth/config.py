@@ -87,6 +87,9 @@ class TrainConfig:
     final_lr_factor: float = 0.1
     # The single checkpoint a run names as its result (`model/`); one per metric is kept too.
     select_metric: str = "abs_rel"
+    # Folder of the on-disk encoder feature cache (built on first use, reused after); unset keeps
+    # the features in memory for this run only.
+    feature_cache: Optional[str] = None
     num_workers: int = 0
     log_every: int = 10
 

@@ -19,16 +19,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         "recipes, later ones winning (default: demo)",
     )
     p.add_argument("--out", help="output folder (default: the recipe's output_dir)")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in the output folder from its last finished epoch "
+        "(checkpoints/resume/), exactly as if never interrupted; the config must be the same",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training.run import Experiment
+    from ..training.trainer import read_resume_meta
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config or ["demo"], overrides)
-    result, _ = Experiment.create(cfg).train(cfg.output_dir)
+    resume = getattr(args, "resume", False)
+    if resume:
+        # Fail before building the model, encoding, or rewriting the run's config.yaml.
+        read_resume_meta(cfg.output_dir, cfg)
+    result, _ = Experiment.create(cfg).train(cfg.output_dir, resume=resume)
     print(f"trained head: {result.model_dir} (best val {cfg.train.select_metric})")
     print(json.dumps(result.best, indent=2))
     return 0

@@ -49,6 +49,11 @@ class NYUDepthV2(Dataset):
             fx, fy = entry.focal, entry.focal * fy / fx
         return np.array([fx, fy, cx, cy], dtype=np.float32)
 
+    @property
+    def names(self) -> list[str]:
+        """Frame names without decoding any file (cache keys use them)."""
+        return [self.name(e) for e in self.entries]
+
     def name(self, entry: SplitEntry) -> str:
         # Scenes reuse frame numbers ("bathroom/rgb_00045", "kitchen/rgb_00045"): keep the folders.
         stem = Path(entry.rgb.lstrip("/")).with_suffix("")

@@ -482,8 +482,16 @@ class SyntheticScenes(Dataset):
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def names(self) -> list[str]:
+        """Frame names without rendering any scene (cache keys use them)."""
+        return [self._name(i) for i in range(self.size)]
+
+    def _name(self, i: int) -> str:
+        return f"{self.kind}_{self.split}_{i:05d}"
+
     def __getitem__(self, i: int) -> RGBDSample:
         if not 0 <= i < self.size:
             raise IndexError(f"scene {i} out of range for {self.size} {self.split} scenes")
         sample = render_scene(self.kind, self.scene_seed(i), self.height, self.width)
-        return dataclasses.replace(sample, name=f"{self.kind}_{self.split}_{i:05d}")
+        return dataclasses.replace(sample, name=self._name(i))

@@ -156,6 +156,11 @@ class ListedRGBD(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
+    @property
+    def names(self) -> list[str]:
+        """Frame names without decoding any file (cache keys use them)."""
+        return [self.sample_name(e) for e in self.entries]
+
     def sample_name(self, entry: SplitEntry) -> str:
         """The rgb path without suffix, "/" -> "_": unique within a list."""
         return str(Path(entry.rgb.lstrip("/")).with_suffix("")).replace("/", "_")

@@ -12,6 +12,7 @@ from ..data.transforms import Preprocessor
 from ..errors import ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, encode_split
+from ..features.cache import build_cache, cache_key, frame_names, load_cache
 from ..io.atomic import write_text_atomic
 from ..models import PureCLIPDepth, build_model
 from .trainer import Trainer, TrainResult, check_config
@@ -39,13 +40,21 @@ class Experiment:
         return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop, cfg.data.tiles), protocol)
 
     def encode(self, split: str, flip: bool) -> EncodedSplit:
+        """Encoder outputs of a split: from the feature cache when one is configured (built on
+        first use), else computed into memory."""
         dataset = get_dataset(self.cfg.data, split)
-        return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip, desc=f"encode {split}")
+        if not self.cfg.train.feature_cache:
+            return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip, desc=f"encode {split}")
+        key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset))
+        folder = Path(self.cfg.train.feature_cache) / f"{split}{'_flip' if flip else ''}"
+        build_cache(folder, self.model, dataset, self.preprocessor, key, batch_size=self.cfg.eval.batch_size)
+        return load_cache(folder, key)
 
-    def train(self, out_dir: str | Path) -> tuple[TrainResult, EncodedSplit]:
+    def train(self, out_dir: str | Path, resume: bool = False) -> tuple[TrainResult, EncodedSplit]:
         """Train the head; returns the result and the encoded training split (for baselines)."""
         out_dir = Path(out_dir)
-        write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
+        if not resume:  # a resumed run keeps the saved config, which fit() compares against
+            write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
         for split in ("train", "val"):
             if len(get_dataset(self.cfg.data, split)) == 0:
                 raise ConfigError(
@@ -55,4 +64,4 @@ class Experiment:
         train = self.encode("train", flip=False)
         val = self.encode("val", flip=self.cfg.eval.tta)
         trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir)
-        return trainer.fit(), train
+        return trainer.fit(resume=resume), train

@@ -7,12 +7,16 @@
   each metric. "Improved" means ANY metric improved. The LR stays constant until ``decay_start``
   epochs pass without improvement, then decays linearly to ``final_lr_factor`` at ``patience``
   epochs, where training stops.
+- Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
+  rewritten atomically with the head weights, both optimisers, the counters, the history and every
+  RNG the run draws from; ``fit(resume=True)`` continues from it as if never interrupted.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +24,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, TrainConfig
+from ..config import Config, TrainConfig, config_to_dict
 from ..data import DATASETS
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from ..evaluation.evaluate import evaluate_encoded
 from ..evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES
 from ..evaluation.protocol import Protocol
@@ -33,6 +37,14 @@ from ..losses import PATCH_RULES, embedding_loss, patch_targets, rmse_loss
 from ..models import PureCLIPDepth
 
 EMBEDDING, DEPTH = "embedding", "depth"
+
+RESUME_DIR = "resume"  # under <out>/checkpoints/
+RESUME_WEIGHTS = "head.safetensors"  # head weights
+RESUME_TENSORS = "training_state.pt"  # optimisers and RNG states (torch.save)
+RESUME_META = "state.json"  # counters, best-per-metric, history, config
+RESUME_FILES = (RESUME_WEIGHTS, RESUME_TENSORS, RESUME_META)
+# Fields a resumed run may change without changing what it computes (dotted names).
+RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache")
 
 
 def phase_at(step: int, phase_steps: int) -> str:
@@ -81,6 +93,88 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     return value < best if LOWER_IS_BETTER[metric] else value > best
 
 
+def _first_difference(saved, current, prefix: str = "") -> str | None:
+    """Dotted name of the first field where two config dicts differ, or None."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in list(dict.fromkeys([*saved, *current])):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if name in RESUME_IGNORED_FIELDS:
+                continue
+            if key not in saved or key not in current:
+                return name
+            diff = _first_difference(saved[key], current[key], name)
+            if diff is not None:
+                return diff
+        return None
+    return None if saved == current else prefix
+
+
+def _config_json(cfg: Config) -> dict:
+    """The config as it reads back from JSON (tuples become lists), for comparisons."""
+    return json.loads(json.dumps(config_to_dict(cfg)))
+
+
+def resume_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "checkpoints" / RESUME_DIR
+
+
+def _complete(directory: Path) -> bool:
+    return directory.is_dir() and all((directory / name).is_file() for name in RESUME_FILES)
+
+
+def find_resume_state(out_dir: str | Path) -> Path:
+    """The resume folder of a run, or a one-line CheckpointError saying what is missing.
+
+    Falls back to ``.resume.old``: a kill in the instant ``atomic_dir`` swaps the folders
+    leaves the previous, complete state there.
+    """
+    directory = resume_dir(out_dir)
+    if _complete(directory):
+        return directory
+    old = directory.with_name(f".{directory.name}.old")
+    if not directory.exists() and _complete(old):
+        return old
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"{directory}: no resume state to continue from (a run writes it at the end of each epoch; "
+            "start without --resume)"
+        )
+    missing = [name for name in RESUME_FILES if not (directory / name).is_file()]
+    raise CheckpointError(f"{directory}: incomplete resume state (missing {', '.join(missing)})")
+
+
+def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
+    """Find and read a run's resume state and check it was made with ``cfg``.
+
+    Cheap (no tensors loaded): the CLI calls it before encoding anything.
+    """
+    directory = find_resume_state(out_dir)
+    try:
+        meta = json.loads((directory / RESUME_META).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{directory / RESUME_META}: invalid JSON ({exc})") from None
+    missing = [k for k in ("config", "epoch", "step", "since_improvement", "best", "history") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{directory / RESUME_META}: incomplete resume state (missing {', '.join(missing)})")
+    diff = _first_difference(meta["config"], _config_json(cfg))
+    if diff is not None:
+        saved = _lookup(meta["config"], diff)
+        current = _lookup(_config_json(cfg), diff)
+        raise ConfigError(
+            f"--resume: config field {diff} differs from the saved run's ({current!r} now, {saved!r} in "
+            f"{directory / RESUME_META}); resume with the same config or start a new run"
+        )
+    return directory, meta
+
+
+def _lookup(data: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return "<absent>"
+        data = data[key]
+    return data
+
+
 @dataclass
 class TrainResult:
     best: dict[str, dict] = field(default_factory=dict)  # metric -> {"value", "epoch"}
@@ -107,6 +201,7 @@ class Trainer:
         self.device = next(model.head.parameters()).device
         self.optimizers = build_optimizers(model, cfg.train)
         self.tile_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling
         self.step = 0
 
     def _set_lr(self, factor: float) -> None:
@@ -147,20 +242,38 @@ class Trainer:
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
         self.model.save_pretrained(directory, extra={"epoch": epoch, "step": self.step, "val_metrics": metrics})
 
-    def fit(self) -> TrainResult:
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train; with ``resume`` continue from ``checkpoints/resume/`` of ``out_dir`` exactly."""
         cfg = self.cfg.train
         result = TrainResult()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        steps_log = (self.out_dir / "train_steps.jsonl").open("w")
-        generator = torch.Generator().manual_seed(self.cfg.seed)
-        since_improvement = 0
+        first_epoch, since_improvement, metrics = 1, 0, None
+        if resume:
+            state = self._load_resume_state()
+            first_epoch = state["epoch"] + 1
+            since_improvement = state["since_improvement"]
+            result.best, result.history = state["best"], state["history"]
+            result.stopped_early = since_improvement >= cfg.patience
+            metrics = state["metrics"]
+            self._truncate_steps_log(self.step)
+            self._write_history(result.history)
+            steps_log = (self.out_dir / "train_steps.jsonl").open("a")
+        else:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            # A stale state from an earlier run in this folder must not be resumed over new logs.
+            shutil.rmtree(resume_dir(self.out_dir), ignore_errors=True)
+            steps_log = (self.out_dir / "train_steps.jsonl").open("w")
         n = len(self.train_split)
         steps_per_epoch = math.ceil(n / cfg.batch_size)
-        bar = tqdm(total=cfg.max_epochs * steps_per_epoch, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.max_epochs * steps_per_epoch, initial=min(self.step, cfg.max_epochs * steps_per_epoch),
+            desc="train", unit="step", dynamic_ncols=True,
+        )
         try:
-            for epoch in range(1, cfg.max_epochs + 1):
+            for epoch in range(first_epoch, cfg.max_epochs + 1):
+                if result.stopped_early:
+                    break
                 self._set_lr(lr_factor(since_improvement, cfg))
-                order = torch.randperm(n, generator=generator)
+                order = torch.randperm(n, generator=self.epoch_generator)
                 sums: dict[str, list[float]] = {}
                 for start in range(0, n, cfg.batch_size):
                     record = self.train_step(order[start : start + cfg.batch_size])
@@ -182,16 +295,105 @@ class Trainer:
                 }
                 result.history.append(row)
                 self._write_history(result.history)
+                # The step records up to here must be on disk before the state that names them.
+                steps_log.flush()
+                os.fsync(steps_log.fileno())
+                self._save_resume_state(epoch, since_improvement, result, metrics)
                 bar.set_description(f"train (val abs_rel {metrics['abs_rel']:.3f})")
                 if since_improvement >= cfg.patience:
                     result.stopped_early = True
                     break
+            if not result.history:
+                raise ConfigError(f"train.max_epochs={cfg.max_epochs}: nothing to train")
             self.save(self.out_dir / "checkpoints" / "last", result.history[-1]["epoch"], metrics)
         finally:
             bar.close()
             steps_log.close()
         result.model_dir = self._publish_selected(cfg.select_metric, result.best)
         return result
+
+    # -- exact resume ----------------------------------------------------------------------
+    def _rng_states(self) -> dict:
+        states = {
+            "epoch_generator": self.epoch_generator.get_state(),
+            "tile_generator": self.tile_generator.get_state(),
+            "torch_cpu": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            states["torch_cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def _set_rng_states(self, states: dict) -> None:
+        self.epoch_generator.set_state(states["epoch_generator"])
+        self.tile_generator.set_state(states["tile_generator"])
+        torch.set_rng_state(states["torch_cpu"])
+        cuda = states.get("torch_cuda")
+        if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+
+    def _save_resume_state(self, epoch: int, since_improvement: int, result: TrainResult, metrics: dict) -> None:
+        from safetensors.torch import save_file
+
+        meta = {
+            "epoch": epoch, "step": self.step, "since_improvement": since_improvement,
+            "best": result.best, "history": result.history, "metrics": metrics,
+            "encoder_fingerprint": self.model.encoder.fingerprint(),
+            "config": _config_json(self.cfg),
+        }
+        with atomic_dir(resume_dir(self.out_dir)) as tmp:
+            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.head.state_dict().items()}
+            save_file(weights, str(tmp / RESUME_WEIGHTS))
+            torch.save(
+                {"optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()}, "rng": self._rng_states()},
+                tmp / RESUME_TENSORS,
+            )
+            # Written last: a folder with state.json has everything (atomic_dir guards the rest).
+            (tmp / RESUME_META).write_text(json.dumps(meta, indent=2))
+
+    def _load_resume_state(self) -> dict:
+        from safetensors.torch import load_file
+
+        directory, meta = read_resume_meta(self.out_dir, self.cfg)
+        fingerprint = self.model.encoder.fingerprint()
+        if meta.get("encoder_fingerprint") not in (None, fingerprint):
+            raise CheckpointError(
+                f"{directory}: the run was trained on encoder weights {meta['encoder_fingerprint']}, "
+                f"this encoder has {fingerprint}"
+            )
+        try:
+            weights = load_file(str(directory / RESUME_WEIGHTS))
+            self.model.head.load_state_dict(weights)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a broken state file
+            raise CheckpointError(f"{directory / RESUME_WEIGHTS}: cannot load head weights ({str(exc).splitlines()[0]})") from None
+        try:
+            tensors = torch.load(directory / RESUME_TENSORS, map_location="cpu", weights_only=True)
+            for phase, opt in self.optimizers.items():
+                opt.load_state_dict(tensors["optimizers"][phase])
+            self._set_rng_states(tensors["rng"])
+        except Exception as exc:  # noqa: BLE001
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"{directory / RESUME_TENSORS}: cannot load optimiser/RNG state ({msg})") from None
+        self.step = int(meta["step"])
+        meta.setdefault("metrics", None)
+        if meta["metrics"] is None and meta["history"]:
+            last = meta["history"][-1]
+            meta["metrics"] = {k: last[f"val_{k}"] for k in METRIC_NAMES}
+        return meta
+
+    def _truncate_steps_log(self, step: int) -> None:
+        """Keep the step records up to ``step``: those after it are redone by the resumed run."""
+        path = self.out_dir / "train_steps.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the kill
+            if isinstance(record, dict) and record.get("step", step + 1) <= step:
+                kept.append(line + "\n")
+        write_text_atomic(path, "".join(kept))
 
     def _write_history(self, history: list[dict]) -> None:
         keys = list(dict.fromkeys(k for row in history for k in row))

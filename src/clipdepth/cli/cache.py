@@ -1,0 +1,49 @@
+"""`clipdepth cache build|info`: the on-disk encoder feature cache."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="build or inspect the encoder feature cache")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    build = actions.add_parser(
+        "build", help="run the encoder once per frame and store its outputs",
+        description="Example: clipdepth cache build --config pureclip_nyu --cache /scratch/nyu_cache data.root=/data/nyu ...",
+    )
+    build.add_argument("--config", action="append", metavar="RECIPE", help="recipe(s), as for train (default: demo)")
+    build.add_argument("--cache", help="cache folder (default: the recipe's train.feature_cache)")
+    build.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "test"])
+    build.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    build.set_defaults(func=run_build)
+    info = actions.add_parser("info", help="size, frame count and key of a cache folder")
+    info.add_argument("folder")
+    info.set_defaults(func=run_info)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..errors import ConfigError
+    from ..training.run import Experiment
+
+    overrides = list(args.overrides) + ([f"train.feature_cache={args.cache}"] if args.cache else [])
+    cfg = load_config(args.config or ["demo"], overrides)
+    if not cfg.train.feature_cache:
+        raise ConfigError("no cache folder: pass --cache DIR or set train.feature_cache")
+    exp = Experiment.create(cfg)
+    for split in args.splits:
+        # Validation and test frames are also cached mirrored when flip TTA is on, as training uses them.
+        split_data = exp.encode(split, flip=split != "train" and cfg.eval.tta)
+        print(f"{split}: {len(split_data)} frames cached under {cfg.train.feature_cache}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..features.cache import cache_info
+
+    info = cache_info(args.folder)
+    print(f"{args.folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
+          f"{info['bytes'] / 2**20:.1f} MiB ({info['bytes_per_frame'] / 2**10:.1f} KiB per frame)")
+    print(json.dumps(info["key"], indent=2))
+    return 0

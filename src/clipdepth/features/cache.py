@@ -1,0 +1,205 @@
+"""Encoder outputs on disk: computed once per (frame, preprocessing, flip), reused by every run.
+
+A cache folder holds ``cache.json`` (the key and the list of finished shards) and one folder per
+shard of ``shard_size`` frames with ``.npy`` arrays (patch tokens and CLS in half precision, the
+input-size depth targets, the GT at its own resolution), loaded memory-mapped. Each shard is
+written to a temporary folder and renamed into place only when complete, so a kill never leaves
+a corrupt shard; a rebuild keeps the finished shards and computes the rest.
+
+The key names everything that changes the content: encoder weights (fingerprint), input size,
+crop, tiles, flip, dataset settings and the frames' names. A cache built for another key is
+refused, never silently reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+from ..config import DataConfig
+from ..data.transforms import Preprocessor
+from ..errors import CheckpointError
+from ..io.atomic import atomic_dir, write_text_atomic
+from .memory import EncodedSplit, encode_split
+
+INDEX_NAME = "cache.json"
+FORMAT_VERSION = 1
+
+
+class ShardedRows:
+    """Rows of several memory-mapped shards seen as one array, never concatenated in memory:
+    indexing reads just the rows asked for."""
+
+    def __init__(self, parts: list[torch.Tensor]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: torch.Tensor | slice) -> torch.Tensor:
+        rows = np.arange(self.shape[0])[index] if isinstance(index, slice) else np.asarray(index).reshape(-1)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1
+        out = torch.empty((len(rows), *self.shape[1:]), dtype=self.dtype)
+        for s in np.unique(shard):
+            picked = np.flatnonzero(shard == s)
+            out[torch.from_numpy(picked)] = self.parts[s][torch.from_numpy(rows[picked] - self.offsets[s])]
+        return out
+
+
+def _file_digest(path: str | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).is_file() else None
+
+
+def frame_names(dataset: Dataset) -> list[str]:
+    """Names of a dataset's frames, from its ``names`` when it has them (no decoding)."""
+    names = getattr(dataset, "names", None)
+    return list(names) if names is not None else [dataset[i].name for i in range(len(dataset))]
+
+
+def cache_key(
+    model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str]
+) -> dict[str, Any]:
+    """Everything the cached arrays depend on; two equal keys mean interchangeable caches."""
+    return {
+        "format": FORMAT_VERSION,
+        "encoder": model.encoder.description,
+        "encoder_fingerprint": model.encoder.fingerprint(),
+        "preprocessing": {"input_size": preprocessor.input_size, "crop": preprocessor.crop, "tiles": preprocessor.tiles},
+        "flip": flip,
+        "split": split,
+        # Split lists by content, so an edited list is a new cache even at the same path.
+        "data": {**asdict(data), "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
+        "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
+        "n_frames": len(names),
+    }
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+    return f"{path}: cached {a!r}, wanted {b!r}"
+
+
+def _write_shard(folder: Path, part: EncodedSplit) -> None:
+    arrays = {"tokens": part.tokens, "cls": part.cls, "depth_input": part.depth_input}
+    if part.flipped_tokens is not None:
+        arrays |= {"flipped_tokens": part.flipped_tokens, "flipped_cls": part.flipped_cls}
+    for name, tensor in arrays.items():
+        np.save(folder / f"{name}.npy", tensor.numpy())
+    for i, gt in enumerate(part.gt):
+        np.save(folder / f"gt_{i:05d}.npy", gt)
+    (folder / "names.json").write_text(json.dumps(part.names))
+
+
+def _read_shard(folder: Path) -> EncodedSplit:
+    def load(name: str) -> torch.Tensor | None:
+        path = folder / f"{name}.npy"
+        if not path.is_file():
+            return None
+        with warnings.catch_warnings():  # read-only memory maps: the cache is never written through
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(np.load(path, mmap_mode="r"))
+
+    names = json.loads((folder / "names.json").read_text())
+    return EncodedSplit(
+        names=names, tokens=load("tokens"), cls=load("cls"), flipped_tokens=load("flipped_tokens"),
+        flipped_cls=load("flipped_cls"), depth_input=load("depth_input"),
+        gt=[np.load(folder / f"gt_{i:05d}.npy", mmap_mode="r") for i in range(len(names))],
+    )
+
+
+def read_index(cache_dir: str | Path) -> dict[str, Any]:
+    path = Path(cache_dir) / INDEX_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{cache_dir}: not a feature cache (no {INDEX_NAME})")
+    return json.loads(path.read_text())
+
+
+def build_cache(
+    cache_dir: str | Path,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    preprocessor: Preprocessor,
+    key: dict[str, Any],
+    shard_size: int = 256,
+    batch_size: int = 8,
+) -> dict[str, Any]:
+    """Encode the frames not cached yet, one shard at a time; returns the finished index."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    index_path = cache_dir / INDEX_NAME
+    if index_path.is_file():
+        index = read_index(cache_dir)
+        if index["key"] != key:
+            raise CheckpointError(
+                f"{cache_dir}: feature cache was built for another setting ({_first_difference(index['key'], key)}); "
+                "use another cache folder"
+            )
+    else:
+        index = {"key": key, "shard_size": shard_size, "shards": []}
+        write_text_atomic(index_path, json.dumps(index, indent=2))
+    n_shards = -(-len(dataset) // index["shard_size"])
+    done = set(index["shards"])
+    flip = key["flip"]
+    for shard in tqdm(range(n_shards), desc="cache build", unit="shard", initial=len(done), total=n_shards):
+        name = f"shard_{shard:05d}"
+        if name in done and (cache_dir / name).is_dir():
+            continue
+        start = shard * index["shard_size"]
+        frames = Subset(dataset, range(start, min(start + index["shard_size"], len(dataset))))
+        part = encode_split(model, frames, preprocessor, batch_size, flip, desc=name)
+        with atomic_dir(cache_dir / name) as tmp:
+            _write_shard(tmp, part)
+        index["shards"] = sorted(done | {name})
+        done.add(name)
+        write_text_atomic(index_path, json.dumps(index, indent=2))
+    return index
+
+
+def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
+    """The cached split, memory-mapped; refused unless complete and built for ``key``."""
+    cache_dir = Path(cache_dir)
+    index = read_index(cache_dir)
+    if index["key"] != key:
+        raise CheckpointError(
+            f"{cache_dir}: feature cache was built for another setting ({_first_difference(index['key'], key)})"
+        )
+    n_shards = -(-key["n_frames"] // index["shard_size"])
+    if len(index["shards"]) != n_shards:
+        raise CheckpointError(f"{cache_dir}: cache is incomplete ({len(index['shards'])} of {n_shards} shards); run cache build again")
+    parts = [_read_shard(cache_dir / name) for name in index["shards"]]
+    flipped = parts[0].flipped_tokens is not None
+    return EncodedSplit(
+        names=[n for p in parts for n in p.names],
+        tokens=ShardedRows([p.tokens for p in parts]),
+        cls=ShardedRows([p.cls for p in parts]),
+        flipped_tokens=ShardedRows([p.flipped_tokens for p in parts]) if flipped else None,
+        flipped_cls=ShardedRows([p.flipped_cls for p in parts]) if flipped else None,
+        depth_input=ShardedRows([p.depth_input for p in parts]),
+        gt=[g for p in parts for g in p.gt],
+        tiles=key["preprocessing"]["tiles"],
+    )
+
+
+def cache_info(cache_dir: str | Path) -> dict[str, Any]:
+    index = read_index(cache_dir)
+    size = sum(p.stat().st_size for p in Path(cache_dir).rglob("*.npy"))
+    key = index["key"]
+    return {
+        "frames": key["n_frames"], "shards_done": len(index["shards"]),
+        "shards_total": -(-key["n_frames"] // index["shard_size"]), "bytes": size,
+        "bytes_per_frame": size / max(key["n_frames"], 1), "key": key,
+    }
