@@ -90,6 +90,7 @@ class TrainConfig:
     # Folder of the on-disk encoder feature cache (built on first use, reused after); unset keeps
     # the features in memory for this run only.
     feature_cache: Optional[str] = None
+    cache_shard_size: int = 256  # frames per cache shard
     num_workers: int = 0
     log_every: int = 10
 

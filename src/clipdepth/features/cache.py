@@ -1,10 +1,11 @@
 """Encoder outputs on disk: computed once per (frame, preprocessing, flip), reused by every run.
 
-A cache folder holds ``cache.json`` (the key and the list of finished shards) and one folder per
-shard of ``shard_size`` frames with ``.npy`` arrays (patch tokens and CLS in half precision, the
+A cache folder holds ``cache.json`` (the key and the shard size) and one folder per shard of
+``shard_size`` frames with ``.npy`` arrays (patch tokens and CLS in half precision, the
 input-size depth targets, the GT at its own resolution), loaded memory-mapped. Each shard is
 written to a temporary folder and renamed into place only when complete, so a kill never leaves
-a corrupt shard; a rebuild keeps the finished shards and computes the rest.
+a corrupt shard (a shard folder that exists is complete); a rebuild keeps the finished shards and
+computes the rest. Under torchrun each rank builds every world_size-th shard.
 
 The key names everything that changes the content: encoder weights (fingerprint), input size,
 crop, tiles, flip, dataset settings and the frames' names. A cache built for another key is
@@ -136,37 +137,54 @@ def build_cache(
     key: dict[str, Any],
     shard_size: int = 256,
     batch_size: int = 8,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """Encode the frames not cached yet, one shard at a time; returns the finished index."""
+    """Encode the frames not cached yet, one shard at a time (this rank's share of them).
+
+    Under torchrun, rank 0 must have written ``cache.json`` (call with the index first, then a
+    barrier) — ``start_cache`` does that part.
+    """
     cache_dir = Path(cache_dir)
+    index = start_cache(cache_dir, key, shard_size) if rank == 0 else read_index(cache_dir)
+    size = index["shard_size"]
+    mine = [s for s in range(_n_shards(key, size)) if s % world_size == rank]
+    todo = [s for s in mine if not (cache_dir / _shard_name(s)).is_dir()]
+    for shard in tqdm(todo, desc="cache build", unit="shard", disable=rank != 0 or not todo):
+        frames = Subset(dataset, range(shard * size, min((shard + 1) * size, len(dataset))))
+        part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard))
+        with atomic_dir(cache_dir / _shard_name(shard)) as tmp:
+            _write_shard(tmp, part)
+    return index
+
+
+def start_cache(cache_dir: Path, key: dict[str, Any], shard_size: int) -> dict[str, Any]:
+    """The cache's index: written for a new cache, checked against ``key`` for an existing one."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    index_path = cache_dir / INDEX_NAME
-    if index_path.is_file():
+    if (cache_dir / INDEX_NAME).is_file():
         index = read_index(cache_dir)
         if index["key"] != key:
             raise CheckpointError(
                 f"{cache_dir}: feature cache was built for another setting ({_first_difference(index['key'], key)}); "
                 "use another cache folder"
             )
-    else:
-        index = {"key": key, "shard_size": shard_size, "shards": []}
-        write_text_atomic(index_path, json.dumps(index, indent=2))
-    n_shards = -(-len(dataset) // index["shard_size"])
-    done = set(index["shards"])
-    flip = key["flip"]
-    for shard in tqdm(range(n_shards), desc="cache build", unit="shard", initial=len(done), total=n_shards):
-        name = f"shard_{shard:05d}"
-        if name in done and (cache_dir / name).is_dir():
-            continue
-        start = shard * index["shard_size"]
-        frames = Subset(dataset, range(start, min(start + index["shard_size"], len(dataset))))
-        part = encode_split(model, frames, preprocessor, batch_size, flip, desc=name)
-        with atomic_dir(cache_dir / name) as tmp:
-            _write_shard(tmp, part)
-        index["shards"] = sorted(done | {name})
-        done.add(name)
-        write_text_atomic(index_path, json.dumps(index, indent=2))
+        return index
+    index = {"key": key, "shard_size": shard_size}
+    write_text_atomic(cache_dir / INDEX_NAME, json.dumps(index, indent=2))
     return index
+
+
+def _n_shards(key: dict[str, Any], shard_size: int) -> int:
+    return -(-key["n_frames"] // shard_size)
+
+
+def _shard_name(shard: int) -> str:
+    return f"shard_{shard:05d}"
+
+
+def _finished_shards(cache_dir: Path, index: dict[str, Any]) -> list[str]:
+    names = [_shard_name(s) for s in range(_n_shards(index["key"], index["shard_size"]))]
+    return [n for n in names if (cache_dir / n).is_dir()]
 
 
 def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
@@ -177,10 +195,10 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
         raise CheckpointError(
             f"{cache_dir}: feature cache was built for another setting ({_first_difference(index['key'], key)})"
         )
-    n_shards = -(-key["n_frames"] // index["shard_size"])
-    if len(index["shards"]) != n_shards:
-        raise CheckpointError(f"{cache_dir}: cache is incomplete ({len(index['shards'])} of {n_shards} shards); run cache build again")
-    parts = [_read_shard(cache_dir / name) for name in index["shards"]]
+    n_shards, finished = _n_shards(key, index["shard_size"]), _finished_shards(cache_dir, index)
+    if len(finished) != n_shards:
+        raise CheckpointError(f"{cache_dir}: cache is incomplete ({len(finished)} of {n_shards} shards); run cache build again")
+    parts = [_read_shard(cache_dir / name) for name in finished]
     flipped = parts[0].flipped_tokens is not None
     return EncodedSplit(
         names=[n for p in parts for n in p.names],
@@ -199,7 +217,7 @@ def cache_info(cache_dir: str | Path) -> dict[str, Any]:
     size = sum(p.stat().st_size for p in Path(cache_dir).rglob("*.npy"))
     key = index["key"]
     return {
-        "frames": key["n_frames"], "shards_done": len(index["shards"]),
-        "shards_total": -(-key["n_frames"] // index["shard_size"]), "bytes": size,
+        "frames": key["n_frames"], "shards_done": len(_finished_shards(Path(cache_dir), index)),
+        "shards_total": _n_shards(key, index["shard_size"]), "bytes": size,
         "bytes_per_frame": size / max(key["n_frames"], 1), "key": key,
     }

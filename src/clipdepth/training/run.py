@@ -12,15 +12,16 @@ from ..data.transforms import Preprocessor
 from ..errors import ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, encode_split
-from ..features.cache import build_cache, cache_key, frame_names, load_cache
+from ..features.cache import build_cache, cache_key, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
 from ..models import PureCLIPDepth, build_model
+from .distributed import Distributed, from_environment
 from .trainer import Trainer, TrainResult, check_config
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -30,14 +31,16 @@ class Experiment:
     model: PureCLIPDepth
     preprocessor: Preprocessor
     protocol: Protocol
+    dist: Distributed
 
     @classmethod
     def create(cls, cfg: Config) -> "Experiment":
         check_config(cfg)
         protocol = get_protocol(cfg.eval.protocol)
-        torch.manual_seed(cfg.seed)  # the head's random init
-        model = build_model(cfg).to(resolve_device(cfg.device))
-        return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop, cfg.data.tiles), protocol)
+        dist = from_environment()
+        torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
+        model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
+        return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop, cfg.data.tiles), protocol, dist)
 
     def encode(self, split: str, flip: bool) -> EncodedSplit:
         """Encoder outputs of a split: from the feature cache when one is configured (built on
@@ -47,13 +50,18 @@ class Experiment:
             return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip, desc=f"encode {split}")
         key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset))
         folder = Path(self.cfg.train.feature_cache) / f"{split}{'_flip' if flip else ''}"
-        build_cache(folder, self.model, dataset, self.preprocessor, key, batch_size=self.cfg.eval.batch_size)
+        if self.dist.is_main:
+            start_cache(folder, key, self.cfg.train.cache_shard_size)
+        self.dist.barrier()  # every rank builds its share of the shards, then reads them all
+        build_cache(folder, self.model, dataset, self.preprocessor, key, self.cfg.train.cache_shard_size,
+                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size)
+        self.dist.barrier()
         return load_cache(folder, key)
 
     def train(self, out_dir: str | Path, resume: bool = False) -> tuple[TrainResult, EncodedSplit]:
         """Train the head; returns the result and the encoded training split (for baselines)."""
         out_dir = Path(out_dir)
-        if not resume:  # a resumed run keeps the saved config, which fit() compares against
+        if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
         for split in ("train", "val"):
             if len(get_dataset(self.cfg.data, split)) == 0:
@@ -63,5 +71,5 @@ class Experiment:
                 )
         train = self.encode("train", flip=False)
         val = self.encode("val", flip=self.cfg.eval.tta)
-        trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir)
+        trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir, self.dist)
         return trainer.fit(resume=resume), train

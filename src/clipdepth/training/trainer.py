@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..config import Config, TrainConfig, config_to_dict
@@ -35,6 +36,7 @@ from ..features import EncodedSplit
 from ..io.atomic import atomic_dir, atomic_path, write_text_atomic
 from ..losses import PATCH_RULES, embedding_loss, patch_targets, rmse_loss
 from ..models import PureCLIPDepth
+from .distributed import Distributed
 
 EMBEDDING, DEPTH = "embedding", "depth"
 
@@ -193,8 +195,13 @@ class Trainer:
         preprocessor: Preprocessor,
         protocol: Protocol,
         out_dir: str | Path,
+        dist: Distributed = Distributed(),
     ) -> None:
         check_config(cfg)
+        self.dist = dist
+        # Under torchrun the head is wrapped so gradients are averaged across ranks; every rank
+        # keeps identical weights, and rank 0 alone validates and writes.
+        self.trained_head = DistributedDataParallel(model.head) if dist.enabled else model.head
         self.model, self.cfg, self.train_split, self.val_split = model, cfg, train, val
         self.preprocessor, self.protocol = preprocessor, protocol
         self.out_dir = Path(out_dir)
@@ -220,7 +227,7 @@ class Trainer:
             cfg.head.num_bins, cfg.loss.patch_rule,
         )
         head.train()
-        out = head(feats.patch_tokens, feats.cls)
+        out = self.trained_head(feats.patch_tokens, feats.cls)
         if phase == EMBEDDING:
             losses = embedding_loss(out.z, out.logits, head.normalized_table(), targets, cfg.loss.infonce_weight)
         else:
@@ -234,13 +241,26 @@ class Trainer:
         return {"phase": phase, **{k: v.item() for k, v in losses.items()}}
 
     def validate(self) -> dict[str, float]:
-        return evaluate_encoded(
-            self.model, self.val_split, self.preprocessor, self.protocol,
-            tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size,
-        ).mean()
+        metrics = None
+        if self.dist.is_main:
+            metrics = evaluate_encoded(
+                self.model, self.val_split, self.preprocessor, self.protocol,
+                tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size,
+            ).mean()
+        return self.dist.broadcast(metrics)
 
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
-        self.model.save_pretrained(directory, extra={"epoch": epoch, "step": self.step, "val_metrics": metrics})
+        if self.dist.is_main:
+            self.model.save_pretrained(directory, extra={"epoch": epoch, "step": self.step, "val_metrics": metrics})
+
+    def epoch_frames(self) -> torch.Tensor:
+        """This rank's frames of the next epoch, in order. Every rank draws the same permutation;
+        it is padded by wrapping to a multiple of the world size (as DistributedSampler does), so
+        all ranks take the same number of steps."""
+        n, world = len(self.train_split), self.dist.world_size
+        order = torch.randperm(n, generator=self.epoch_generator)
+        padded = torch.cat([order, order[: -n % world]]) if n % world else order
+        return padded[self.dist.rank :: world]
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train; with ``resume`` continue from ``checkpoints/resume/`` of ``out_dir`` exactly."""
@@ -254,31 +274,32 @@ class Trainer:
             result.best, result.history = state["best"], state["history"]
             result.stopped_early = since_improvement >= cfg.patience
             metrics = state["metrics"]
-            self._truncate_steps_log(self.step)
-            self._write_history(result.history)
-            steps_log = (self.out_dir / "train_steps.jsonl").open("a")
-        else:
+            if self.dist.is_main:
+                self._truncate_steps_log(self.step)
+                self._write_history(result.history)
+        elif self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # A stale state from an earlier run in this folder must not be resumed over new logs.
             shutil.rmtree(resume_dir(self.out_dir), ignore_errors=True)
-            steps_log = (self.out_dir / "train_steps.jsonl").open("w")
-        n = len(self.train_split)
+        steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
+        steps_log = steps_path.open("a" if resume else "w")
+        n = math.ceil(len(self.train_split) / self.dist.world_size)  # frames per rank and epoch
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         bar = tqdm(
             total=cfg.max_epochs * steps_per_epoch, initial=min(self.step, cfg.max_epochs * steps_per_epoch),
-            desc="train", unit="step", dynamic_ncols=True,
+            desc="train", unit="step", dynamic_ncols=True, disable=not self.dist.is_main,
         )
         try:
             for epoch in range(first_epoch, cfg.max_epochs + 1):
                 if result.stopped_early:
                     break
                 self._set_lr(lr_factor(since_improvement, cfg))
-                order = torch.randperm(n, generator=self.epoch_generator)
+                order = self.epoch_frames()
                 sums: dict[str, list[float]] = {}
                 for start in range(0, n, cfg.batch_size):
                     record = self.train_step(order[start : start + cfg.batch_size])
                     sums.setdefault(f"{record['phase']}_loss", []).append(record["loss"])
-                    if self.step % cfg.log_every == 0:
+                    if self.step % cfg.log_every == 0 and self.dist.is_main:
                         steps_log.write(json.dumps({"step": self.step, "epoch": epoch, **record}) + "\n")
                     bar.set_postfix(phase=record["phase"][:5], loss=f"{record['loss']:.3f}", refresh=False)
                     bar.update(1)
@@ -294,11 +315,13 @@ class Trainer:
                     "improved": " ".join(improved),
                 }
                 result.history.append(row)
-                self._write_history(result.history)
-                # The step records up to here must be on disk before the state that names them.
-                steps_log.flush()
-                os.fsync(steps_log.fileno())
-                self._save_resume_state(epoch, since_improvement, result, metrics)
+                if self.dist.is_main:
+                    self._write_history(result.history)
+                if self.dist.is_main:
+                    # The step records up to here must be on disk before the state that names them.
+                    steps_log.flush()
+                    os.fsync(steps_log.fileno())
+                    self._save_resume_state(epoch, since_improvement, result, metrics)
                 bar.set_description(f"train (val abs_rel {metrics['abs_rel']:.3f})")
                 if since_improvement >= cfg.patience:
                     result.stopped_early = True
@@ -309,7 +332,10 @@ class Trainer:
         finally:
             bar.close()
             steps_log.close()
-        result.model_dir = self._publish_selected(cfg.select_metric, result.best)
+        if self.dist.is_main:
+            self._publish_selected(cfg.select_metric, result.best)
+        self.dist.barrier()  # the other ranks return once model/ is in place
+        result.model_dir = self.out_dir / "model"
         return result
 
     # -- exact resume ----------------------------------------------------------------------
