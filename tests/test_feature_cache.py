@@ -87,3 +87,31 @@ def test_training_from_the_disk_cache_matches_training_in_memory(tiny_cfg, tmp_p
 
     in_memory, on_disk = final_head(None), final_head(str(tmp_path / "cache"))
     assert all(torch.equal(in_memory[k], on_disk[k]) for k in in_memory)
+
+
+def test_cached_and_on_the_fly_training_give_the_same_losses(tiny_cfg, tmp_path):
+    import copy
+
+    from clipdepth.data.transforms import Preprocessor
+    from clipdepth.evaluation.protocol import get_protocol
+    from clipdepth.features import OnTheFlySplit
+    from clipdepth.models import PureCLIPDepth
+    from clipdepth.training.trainer import Trainer
+
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, phase_steps=1))
+    torch.manual_seed(0)
+    model = PureCLIPDepth.build(cfg)
+    pre, protocol = Preprocessor.create(model.input_size, None, tiles=2), get_protocol("synthetic_indoor")
+    dataset = get_dataset(cfg.data, "train")
+    cached = encode_split(model, dataset, pre, 4, flip=False)
+    losses = {}
+    for name, split in (("cached", cached), ("on_the_fly", OnTheFlySplit(model, dataset, pre))):
+        trainer = Trainer(copy.deepcopy(model), cfg, split, cached, pre, protocol, tmp_path / name)
+        records = []
+        for _ in range(2):  # an Embedding step, then a Depth step
+            torch.manual_seed(1)  # the same dropout masks for both
+            records.append(trainer.train_step(torch.tensor([4, 1, 2])))
+        losses[name] = records
+    for a, b in zip(losses["cached"], losses["on_the_fly"]):
+        assert a["phase"] == b["phase"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=2e-3)  # the cache holds fp16 features

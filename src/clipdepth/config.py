@@ -91,6 +91,9 @@ class TrainConfig:
     # the features in memory for this run only.
     feature_cache: Optional[str] = None
     cache_shard_size: int = 256  # frames per cache shard
+    # Run the encoder on the training images at every step instead of once (slower; for
+    # comparison, or with augmentation). Validation still encodes its frames once.
+    encode_on_the_fly: bool = False
     num_workers: int = 0
     log_every: int = 10
 

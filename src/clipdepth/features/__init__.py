@@ -1,3 +1,3 @@
-from .memory import EncodedSplit, encode_split
+from .memory import EncodedSplit, OnTheFlySplit, encode_split
 
-__all__ = ["EncodedSplit", "encode_split"]
+__all__ = ["EncodedSplit", "OnTheFlySplit", "encode_split"]

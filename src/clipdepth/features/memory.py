@@ -49,8 +49,7 @@ class EncodedSplit:
         """Features and (B, S, S) input-size GT of one random tile per frame, as the reference code
         trains on KITTI's four tiles (with one tile, simply the frames)."""
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        depth = self.depth_input[frames].unflatten(-1, (self.tiles, -1))[torch.arange(len(frames)), :, tile]
-        return self.features(frames * self.tiles + tile, device), depth.to(device)
+        return self.features(frames * self.tiles + tile, device), pick_tiles(self.depth_input[frames], tile).to(device)
 
     def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> EncoderOutput:
         return EncoderOutput(self.tokens[index].to(device).float(), self.cls[index].to(device).float())
@@ -59,6 +58,36 @@ class EncodedSplit:
         if self.flipped_tokens is None or self.flipped_cls is None:
             return None
         return EncoderOutput(self.flipped_tokens[index].to(device).float(), self.flipped_cls[index].to(device).float())
+
+
+def pick_tiles(depth: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
+    """(B, S, k * S) -> (B, S, S): tile ``tile[b]`` of frame b."""
+    return depth.unflatten(-1, (-1, depth.shape[-2]))[torch.arange(len(tile)), :, tile]
+
+
+class OnTheFlySplit:
+    """Training frames decoded and encoded again at every step, as uncached training does: for
+    comparison with the cache, or for users who add augmentation. Same interface for training as
+    ``EncodedSplit``."""
+
+    def __init__(self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor) -> None:
+        self.model, self.dataset, self.preprocessor = model, dataset, preprocessor
+        self.tiles = preprocessor.tiles
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def random_tiles(
+        self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> tuple[EncoderOutput, torch.Tensor]:
+        tile = torch.randint(self.tiles, (len(frames),), generator=generator)
+        samples = [self.dataset[int(i)] for i in frames]
+        images = torch.cat([self.preprocessor.images(s.image[None]) for s in samples]).to(device)
+        depth = torch.cat([self.preprocessor.depths(s.depth[None]) for s in samples])
+        picked = torch.arange(len(frames)) * self.tiles + tile
+        with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
+            features = self.model.encode(split_tiles(images, self.preprocessor.input_size))
+        return EncoderOutput(features.patch_tokens[picked], features.cls[picked]), pick_tiles(depth, tile).to(device)
 
 
 @torch.inference_mode()

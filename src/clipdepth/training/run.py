@@ -11,7 +11,7 @@ from ..data import get_dataset
 from ..data.transforms import Preprocessor
 from ..errors import ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
-from ..features import EncodedSplit, encode_split
+from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.cache import build_cache, cache_key, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
 from ..models import PureCLIPDepth, build_model
@@ -58,7 +58,7 @@ class Experiment:
         self.dist.barrier()
         return load_cache(folder, key)
 
-    def train(self, out_dir: str | Path, resume: bool = False) -> tuple[TrainResult, EncodedSplit]:
+    def train(self, out_dir: str | Path, resume: bool = False) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
         """Train the head; returns the result and the encoded training split (for baselines)."""
         out_dir = Path(out_dir)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
@@ -69,7 +69,10 @@ class Experiment:
                     f"the {split} split of {self.cfg.data.dataset} is empty "
                     "(a longer data.train_list, or another data.val_fraction / data.*_size)"
                 )
-        train = self.encode("train", flip=False)
+        train = (
+            OnTheFlySplit(self.model, get_dataset(self.cfg.data, "train"), self.preprocessor)
+            if self.cfg.train.encode_on_the_fly else self.encode("train", flip=False)
+        )
         val = self.encode("val", flip=self.cfg.eval.tta)
         trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir, self.dist)
         return trainer.fit(resume=resume), train
