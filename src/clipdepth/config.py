@@ -42,6 +42,7 @@ class EncoderConfig:
     text_hidden_size: int = 768
     text_num_layers: int = 12
     text_num_heads: int = 12
+    precision: str = "bf16"  # autocast of the frozen encoder on CUDA: bf16, fp16 or fp32
 
 
 @dataclass

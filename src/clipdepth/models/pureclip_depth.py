@@ -122,8 +122,15 @@ class PureCLIPDepth(nn.Module):
         return self.encoder.image_size
 
     def encode(self, images: torch.Tensor) -> EncoderOutput:
-        """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS."""
-        return self.encoder(self.encoder.normalize(images))
+        """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS.
+
+        On CUDA the frozen encoder runs under autocast (``encoder.precision``: bf16 by default,
+        fp16 or fp32); its outputs are returned in float32 for the head.
+        """
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.encoder.precision)
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=images.is_cuda and dtype is not None):
+            out = self.encoder(self.encoder.normalize(images))
+        return EncoderOutput(out.patch_tokens.float(), out.cls.float())
 
     def depth_at_input(self, out: HeadOutput) -> torch.Tensor:
         """Per-patch depth upsampled to the input size with NEAREST, as the reference code."""

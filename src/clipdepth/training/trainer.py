@@ -177,6 +177,15 @@ def _lookup(data: dict, dotted: str):
     return data
 
 
+def _tensorboard(log_dir: Path):
+    """A TensorBoard writer when the tensorboard package is installed (optional), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
+
+
 @dataclass
 class TrainResult:
     best: dict[str, dict] = field(default_factory=dict)  # metric -> {"value", "epoch"}
@@ -281,6 +290,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             # A stale state from an earlier run in this folder must not be resumed over new logs.
             shutil.rmtree(resume_dir(self.out_dir), ignore_errors=True)
+        board = _tensorboard(self.out_dir / "tensorboard") if self.dist.is_main else None
         steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
         steps_log = steps_path.open("a" if resume else "w")
         n = math.ceil(len(self.train_split) / self.dist.world_size)  # frames per rank and epoch
@@ -322,6 +332,10 @@ class Trainer:
                     steps_log.flush()
                     os.fsync(steps_log.fileno())
                     self._save_resume_state(epoch, since_improvement, result, metrics)
+                if board is not None:
+                    for key, value in row.items():
+                        if isinstance(value, float):
+                            board.add_scalar(key.replace("val_", "val/", 1), value, epoch)
                 bar.set_description(f"train (val abs_rel {metrics['abs_rel']:.3f})")
                 if since_improvement >= cfg.patience:
                     result.stopped_early = True
@@ -332,6 +346,8 @@ class Trainer:
         finally:
             bar.close()
             steps_log.close()
+            if board is not None:
+                board.close()
         if self.dist.is_main:
             self._publish_selected(cfg.select_metric, result.best)
         self.dist.barrier()  # the other ranks return once model/ is in place
