@@ -83,9 +83,10 @@ def build_optimizers(model: PureCLIPDepth, cfg: TrainConfig) -> dict[str, torch.
     for p in [*head.phi.parameters(), *head.psi.parameters()]:
         p.requires_grad_(not cfg.freeze_mlps)
     depth_params = mlps if cfg.freeze_table_in_depth_phase else [*mlps, head.table]
+    # fused: one kernel for all parameters instead of a loop over them (~10% of a cached step on CPU)
     return {
-        EMBEDDING: torch.optim.AdamW([*mlps, head.table], lr=cfg.embed_lr, weight_decay=cfg.embed_weight_decay),
-        DEPTH: torch.optim.AdamW(depth_params, lr=cfg.depth_lr, weight_decay=cfg.depth_weight_decay),
+        EMBEDDING: torch.optim.AdamW([*mlps, head.table], lr=cfg.embed_lr, weight_decay=cfg.embed_weight_decay, fused=True),
+        DEPTH: torch.optim.AdamW(depth_params, lr=cfg.depth_lr, weight_decay=cfg.depth_weight_decay, fused=True),
     }
 
 
