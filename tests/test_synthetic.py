@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from clipdepth.data import synthetic
 from clipdepth.data.synthetic import Box, Camera, Scene, SyntheticScenes, _render, render_scene
 from clipdepth.errors import ConfigError
 
@@ -48,6 +49,16 @@ def test_texture_period_is_fixed_in_metres():
     # 0.5 m apart on the floor (depth at row v: h * fy / (v - cy))
     edges = floor_rows[np.flatnonzero(np.diff(column)) + 1][-6:]
     assert np.allclose(np.diff(1.5 * 200.0 / (edges - 159.5)), -0.5, atol=0.05)
+
+
+def test_pixel_windows_drop_no_geometry(monkeypatch):
+    # boxes are ray-cast only over the pixels they can cover; streets have boxes behind, across
+    # and ahead of the camera plane, and the result must match casting every ray at every box
+    windowed = [render_scene(kind, seed, 48, 160) for kind in ("indoor", "outdoor") for seed in range(3)]
+    monkeypatch.setattr(synthetic, "_pixel_window", lambda box, camera, rotation: (slice(None), slice(None)))
+    everywhere = [render_scene(kind, seed, 48, 160) for kind in ("indoor", "outdoor") for seed in range(3)]
+    for a, b in zip(windowed, everywhere, strict=True):
+        assert np.array_equal(a.depth, b.depth) and np.array_equal(a.image, b.image)
 
 
 def test_scenes_are_deterministic_and_splits_disjoint():
