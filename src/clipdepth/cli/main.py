@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "demo": "clipdepth.cli.demo",
     "train": "clipdepth.cli.train",
     "evaluate": "clipdepth.cli.evaluate",
+    "predict": "clipdepth.cli.predict",
     "score": "clipdepth.cli.score",
 }
 

@@ -78,3 +78,18 @@ def save_contact_sheet(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
+
+
+def save_depth_colour(path: str | Path, depth: np.ndarray, max_depth: float) -> None:
+    """A depth map in colour with its metre scale beside it, at roughly the image's own size."""
+    height, width = depth.shape
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi + 1.1, height / dpi + 0.2), dpi=dpi)
+    ax = fig.add_axes((0.0, 0.0, width / (width + 110), 1.0))
+    shown = ax.imshow(depth, cmap="turbo", vmin=0, vmax=min(max_depth, float(depth.max()) or max_depth))
+    ax.set_axis_off()
+    bar = fig.add_axes((width / (width + 110) + 0.02, 0.08, 20 / (width + 110), 0.84))
+    fig.colorbar(shown, cax=bar, label="depth [m]")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)

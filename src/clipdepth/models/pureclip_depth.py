@@ -159,12 +159,27 @@ class PureCLIPDepth(nn.Module):
         depth, out = self.predict_from_features(self.encode(split_tiles(images, size)), flipped, k)
         return depth, merge_tiles(out.probs.movedim(-1, 1), k).movedim(1, -1)
 
+    def bin_std(self, probs: torch.Tensor) -> torch.Tensor:
+        """Per-patch standard deviation (metres) of the soft bin distribution: sqrt(sum_j p_j
+        (c_j - d)^2), the spread the model itself assigns to its depth."""
+        centres = self.head.bin_centres
+        mean = probs @ centres
+        return (probs @ centres**2 - mean**2).clamp_min(0).sqrt()
+
+    def auto_tiles(self, height: int, width: int) -> int:
+        """Tiles for a frame: the checkpoint's own when it was trained on tiles, else one square
+        tile per image height across (a KITTI-shaped frame gets 3)."""
+        return self.cfg.data.tiles if self.cfg.data.tiles > 1 else max(1, round(width / height))
+
     @torch.inference_mode()
-    def infer(self, images: torch.Tensor | np.ndarray, tta: bool = False) -> dict[str, torch.Tensor]:
+    def infer(
+        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """Metric depth for RGB images at their own resolution.
 
         ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
-        [0, 1]. Returns ``depth`` (B, H, W) metres and ``bin_probs`` (B, h, w, K).
+        [0, 1]. Wide images are cut into square tiles (``tiles``, default ``auto_tiles``).
+        Returns ``depth`` and ``uncertainty`` (B, H, W) in metres and ``bin_probs`` (B, h, w, K).
         """
         self.eval()
         if isinstance(images, np.ndarray):
@@ -172,10 +187,14 @@ class PureCLIPDepth(nn.Module):
             images = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
         images = images.to(next(self.head.parameters()).device)
         height, width = images.shape[-2:]
-        resized = resize_bilinear(images, (self.input_size, self.cfg.data.tiles * self.input_size))
-        depth, probs = self.predict(resized, tta)
-        depth = F.interpolate(depth[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
-        return {"depth": depth, "bin_probs": probs}
+        tiles = tiles or self.auto_tiles(height, width)
+        depth, probs = self.predict(resize_bilinear(images, (self.input_size, tiles * self.input_size)), tta)
+
+        def to_image(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+
+        std = F.interpolate(self.bin_std(probs)[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
+        return {"depth": to_image(depth), "uncertainty": to_image(std), "bin_probs": probs}
 
     # -- head-only checkpoints: the frozen encoder is named in the config, never saved --------
     def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:

@@ -1,0 +1,131 @@
+"""`clipdepth predict`: metric depth for your own images, files you can use.
+
+Per image, with the input's stem: ``<stem>.png`` 16-bit depth in millimetres (the PNG's text
+chunks say so), ``<stem>_color.png`` colourised with a metre scale, and on request ``.npy``
+(metres), a ``.ply`` point cloud and ``<stem>_uncertainty.png`` (per-patch bin spread, mm).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="metric depth for your images (PNG in mm, colour PNG, npy, ply)",
+        description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder (recursive), glob, or .txt list of paths")
+    p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")
+    p.add_argument("--encoder", help="CLIP hub id or folder to use instead of the one the checkpoint names")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--npy", action="store_true", help="also write <stem>.npy (float32 metres)")
+    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud <stem>.ply")
+    p.add_argument("--uncertainty", action="store_true", help="also write <stem>_uncertainty.png (mm) and .npy")
+    for name in ("fx", "fy", "cx", "cy"):
+        p.add_argument(f"--{name}", type=float, help="intrinsics for --ply (default: a 60 degree horizontal field of view)")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--tiles", type=int, help="square tiles across the image (default: automatic, wide images get several)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.set_defaults(func=run)
+
+
+def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(image path, output path without suffix) per image; folders keep their sub-folders."""
+    from ..errors import DataError
+
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(p, p.relative_to(path).with_suffix("")) for p in files]
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            found += [(Path(line), Path(Path(line).stem)) for line in lines]
+        elif path.is_file():
+            found.append((path, Path(path.stem)))
+        elif glob.has_magic(item):
+            found += [(Path(p), Path(Path(p).stem)) for p in sorted(glob.glob(item, recursive=True))
+                      if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            raise DataError(f"{item}: no such image, folder, glob match or list")
+    if not found:
+        raise DataError(f"no images found in {' '.join(inputs)}")
+    seen: dict[Path, Path] = {}
+    for image, stem in found:
+        if stem in seen and seen[stem] != image:
+            raise DataError(f"{image} and {seen[stem]} would both be written as {stem}.png; pass their folder instead")
+        seen[stem] = image
+    return found
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ..encoders import CLIPEncoder
+    from ..errors import DataError
+    from ..io.depth_io import read_rgb, write_depth_png, write_npy
+    from ..io.panels import save_depth_colour
+    from ..io.pointcloud import default_intrinsics, depth_to_ply
+    from ..models import load_model
+    from ..models.pureclip_depth import PureCLIPDepth
+    from ..training.run import resolve_device
+
+    jobs = collect_inputs(args.inputs)
+    model = (
+        PureCLIPDepth.from_pretrained(args.checkpoint, encoder=CLIPEncoder.from_pretrained(args.encoder))
+        if args.encoder else load_model(args.checkpoint)
+    )
+    model.to(resolve_device(model.cfg.device))
+    failed = 0
+
+    def write(image: np.ndarray, out: dict, stem: Path) -> None:
+        base = args.out / stem
+        depth = out["depth"].cpu().numpy()
+        write_depth_png(base.with_suffix(".png"), depth, 1000.0)
+        save_depth_colour(base.with_name(base.name + "_color.png"), depth, model.cfg.head.max_depth)
+        if args.npy:
+            write_npy(base.with_suffix(".npy"), depth.astype(np.float32))
+        if args.uncertainty:
+            spread = out["uncertainty"].cpu().numpy()
+            write_depth_png(base.with_name(base.name + "_uncertainty.png"), spread, 1000.0)
+            if args.npy:
+                write_npy(base.with_name(base.name + "_uncertainty.npy"), spread.astype(np.float32))
+        if args.ply:
+            h, w = depth.shape
+            given = (args.fx, args.fy, args.cx, args.cy)
+            intrinsics = given if all(v is not None for v in given) else default_intrinsics(h, w)
+            depth_to_ply(base.with_suffix(".ply"), depth, image, intrinsics)
+
+    # Consecutive images of one size go through the model together.
+    batch: list[tuple[np.ndarray, Path]] = []
+
+    def flush() -> None:
+        if batch:
+            result = model.infer(np.stack([im for im, _ in batch]), tta=args.tta, tiles=args.tiles)
+            for i, (image, stem) in enumerate(batch):
+                write(image, {k: v[i] for k, v in result.items()}, stem)
+            batch.clear()
+
+    for path, stem in tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True):
+        try:
+            image = read_rgb(path)
+        except DataError as exc:  # one bad file must not lose the others' results
+            print(f"clipdepth predict: skipped: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if batch and (image.shape != batch[0][0].shape or len(batch) == args.batch_size):
+            flush()
+        batch.append((image, stem))
+    flush()
+    print(f"wrote depth for {len(jobs) - failed} image(s) to {args.out} (16-bit PNG: millimetres)")
+    if failed:
+        print(f"clipdepth predict: {failed} image(s) could not be read (see above)", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,84 @@
+"""`clipdepth predict` and the model's uncertainty: files a user can rely on."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipdepth.cli.main import main
+from clipdepth.data.synthetic import render_scene
+from clipdepth.io.pointcloud import backproject, default_intrinsics
+from clipdepth.models import PureCLIPDepth
+
+
+@pytest.fixture
+def checkpoint(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    return PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+
+
+def test_bin_std_is_the_spread_of_the_bin_distribution(tiny_cfg):
+    model = PureCLIPDepth.build(tiny_cfg)
+    centres = model.head.bin_centres  # 15 bins over 0..10 m
+    one_hot = torch.zeros(15)
+    one_hot[3] = 1
+    half = torch.zeros(15)
+    half[[2, 6]] = 0.5
+    assert model.bin_std(one_hot).item() == pytest.approx(0.0, abs=1e-3)
+    assert model.bin_std(half).item() == pytest.approx((centres[6] - centres[2]).item() / 2, rel=1e-5)
+
+
+def test_tiles_follow_the_image_shape_unless_the_checkpoint_used_tiles(tiny_cfg):
+    model = PureCLIPDepth.build(tiny_cfg)
+    assert model.auto_tiles(480, 640) == 1 and model.auto_tiles(375, 1242) == 3
+    model.cfg.data.tiles = 4
+    assert model.auto_tiles(375, 1242) == 4
+
+
+def test_predict_writes_metres_in_files_named_by_stem(checkpoint, tmp_path):
+    inputs = tmp_path / "in"
+    (inputs / "sub").mkdir(parents=True)
+    Image.fromarray(render_scene("indoor", 1, 48, 64).image).save(inputs / "room.jpg")
+    Image.fromarray(render_scene("outdoor", 1, 40, 128).image).save(inputs / "sub" / "street.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out),
+                 "--npy", "--ply", "--uncertainty", "--fx", "50", "--fy", "50", "--cx", "31.5", "--cy", "23.5"]) == 0
+    depth = np.load(out / "room.npy")
+    png = Image.open(out / "room.png")
+    assert float(png.info["depth_scale"]) == 1000.0
+    assert depth.shape == (48, 64) and np.abs(np.asarray(png) / 1000.0 - depth).max() <= 0.0005 + 1e-6
+    assert (out / "sub" / "street.png").is_file() and (out / "room_color.png").is_file()
+    assert np.load(out / "room_uncertainty.npy").min() >= 0
+    # the PLY holds every measured pixel, back-projected with the given intrinsics
+    raw = (out / "room.ply").read_bytes()
+    header, body = raw.split(b"end_header\n", 1)
+    assert f"element vertex {int((depth > 0).sum())}".encode() in header
+    first = np.frombuffer(body[:15], dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])[0]
+    assert first["z"] == pytest.approx(depth[0, 0]) and first["x"] == pytest.approx((0 - 31.5) * depth[0, 0] / 50)
+
+
+def test_unreadable_images_are_skipped_and_reported(checkpoint, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(inputs / "good.png")
+    (inputs / "broken.png").write_bytes(b"not an image")
+    assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]) == 2
+    assert "broken.png" in capsys.readouterr().err and (tmp_path / "o" / "good.png").is_file()
+
+
+def test_missing_input_and_clashing_stems_are_one_line(checkpoint, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope.jpg"), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / folder / "x.png")
+    assert main(["predict", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
+                 "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "nope.jpg" in err[0] and "x.png" in err[-1] and all("Traceback" not in line for line in err)
+
+
+def test_default_intrinsics_are_a_60_degree_field_of_view():
+    fx, fy, cx, cy = default_intrinsics(480, 640)
+    assert fx == fy == pytest.approx(320 / np.tan(np.radians(30))) and (cx, cy) == (319.5, 239.5)
+    points = backproject(np.full((2, 2), 2.0, np.float32), (1.0, 1.0, 0.0, 0.0))
+    assert points.shape == (2, 2, 3) and points[1, 1].tolist() == [2.0, 2.0, 2.0]
