@@ -1,5 +1,6 @@
 """The PureCLIP-Depth head and model: shapes, soft binning, table init, head-only checkpoints."""
 import dataclasses
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -89,3 +90,32 @@ def test_flip_tta_averages_the_mirrored_prediction(tiny_cfg):
         tta, _ = model.predict_from_features(model.encode(images), model.encode(images.flip(-1)))
     torch.testing.assert_close(tta, 0.5 * (plain + mirrored.flip(-1)))
     assert tta.shape == (1, 56, 56)
+
+
+def test_hub_mixin_saves_head_only_with_a_model_card_and_loads_back(tiny_cfg, tmp_path):
+    torch.manual_seed(0)
+    model = PureCLIPDepth.build(tiny_cfg).eval()
+    model.save_pretrained(tmp_path / "ckpt", extra={"epoch": 3})
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert "depth-estimation" in (tmp_path / "ckpt" / "README.md").read_text()
+    loaded = PureCLIPDepth.from_pretrained(tmp_path / "ckpt")
+    image = np.zeros((32, 40, 3), np.uint8)
+    torch.testing.assert_close(loaded.infer(image)["depth"], model.infer(image)["depth"])
+
+
+def test_push_to_hub_uploads_the_checkpoint_folder(tiny_cfg, monkeypatch):
+    uploaded = {}
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        uploaded["repo"], uploaded["files"] = repo_id, sorted(p.name for p in Path(folder_path).iterdir())
+
+    monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: type("R", (), {"repo_id": repo_id})())
+    monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload_folder)
+    PureCLIPDepth.build(tiny_cfg).push_to_hub("someone/pureclip-demo")
+    assert uploaded == {"repo": "someone/pureclip-demo", "files": ["README.md", "config.json", "model.safetensors"]}
+
+
+def test_an_unreachable_hub_id_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="cannot download checkpoint 'someone/missing'.*local checkpoint folder"):
+        PureCLIPDepth.from_pretrained("someone/missing")

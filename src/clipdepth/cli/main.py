@@ -9,6 +9,7 @@ from ..errors import ClipdepthError
 
 # Imported lazily so that `clipdepth score` does not pay for importing transformers.
 SUBCOMMANDS = {
+    "analyze": "clipdepth.cli.analyze",
     "cache": "clipdepth.cli.cache",
     "data": "clipdepth.cli.data",
     "demo": "clipdepth.cli.demo",

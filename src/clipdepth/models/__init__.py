@@ -21,7 +21,9 @@ def build_model(cfg: Config) -> PureCLIPDepth:
 
 
 def load_model(directory: str | Path) -> PureCLIPDepth:
-    """Load any checkpoint folder written by ``save_pretrained``."""
+    """Load any checkpoint folder written by ``save_pretrained``, or a Hub id of one."""
+    if not Path(directory).is_dir() and str(directory).count("/") == 1:
+        return PureCLIPDepth.from_pretrained(directory)  # the Hub holds PureCLIP-Depth heads so far
     return _model_class(read_checkpoint_meta(directory).get("architecture", "")).from_pretrained(directory)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelHubMixin, snapshot_download
+from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -99,14 +101,26 @@ class PureCLIPDepthHead(nn.Module):
         return HeadOutput(z=z, logits=logits, probs=probs, depth=probs @ self.bin_centres)
 
 
-class PureCLIPDepth(nn.Module):
-    """Frozen CLIP encoder + trained head. ``infer`` takes images and returns metres."""
+class PureCLIPDepth(
+    nn.Module,
+    ModelHubMixin,
+    library_name="clipdepth",
+    tags=["depth-estimation", "monocular-depth", "clip"],
+):
+    """Frozen CLIP encoder + trained head. ``infer`` takes images and returns metres.
+
+    ``PureCLIPDepth.from_pretrained(folder_or_hub_id)`` loads a head checkpoint and the encoder
+    its config names; ``save_pretrained`` / ``push_to_hub`` write or upload the head only.
+    """
 
     def __init__(self, cfg: Config, encoder: CLIPEncoder, head: PureCLIPDepthHead) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
         self.head = head
+        # What save_pretrained's caller adds to config.json (epoch, metrics): the mixin's
+        # save_pretrained does not pass extra arguments on to _save_pretrained.
+        self._checkpoint_extra: dict = {}
 
     @classmethod
     def build(cls, cfg: Config, encoder: CLIPEncoder | None = None) -> "PureCLIPDepth":
@@ -197,23 +211,64 @@ class PureCLIPDepth(nn.Module):
         return {"depth": to_image(depth), "uncertainty": to_image(std), "bin_probs": probs}
 
     # -- head-only checkpoints: the frozen encoder is named in the config, never saved --------
-    def save_pretrained(self, directory: str | Path, extra: dict | None = None) -> Path:
-        """Write ``model.safetensors`` (head only) and ``config.json`` atomically."""
-        directory = Path(directory)
+    # huggingface_hub's ModelHubMixin supplies push_to_hub and the Hub download in from_pretrained;
+    # the two hooks below define what a checkpoint folder holds.
+    def _save_pretrained(self, save_directory: Path) -> None:
         meta = {
             "architecture": "pureclip_depth",
             "config": config_to_dict(self.cfg),
             "encoder_fingerprint": self.encoder.fingerprint(),
-            **(extra or {}),
+            **self._checkpoint_extra,
         }
+        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(state, str(save_directory / WEIGHTS_NAME))
+        (save_directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+
+    def save_pretrained(  # type: ignore[override]
+        self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False,
+        repo_id: str | None = None, **kwargs,
+    ) -> Path:
+        """Write ``model.safetensors`` (head only), ``config.json`` and a model card, the folder
+        replaced as a whole (never half-written); ``push_to_hub`` uploads it too."""
+        directory = Path(save_directory)
+        self._checkpoint_extra = extra or {}
         with atomic_dir(directory) as tmp:
-            state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-            save_file(state, str(tmp / WEIGHTS_NAME))
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+            super().save_pretrained(tmp, **kwargs)
+        if push_to_hub:
+            self.push_to_hub(repo_id or directory.name)
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, encoder: CLIPEncoder | None = None) -> "PureCLIPDepth":
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | Path, *, encoder: CLIPEncoder | None = None, **hub_kwargs
+    ) -> "PureCLIPDepth":
+        """A checkpoint folder, or a Hugging Face Hub id (downloaded and cached by huggingface_hub)."""
+        name = str(pretrained_model_name_or_path)
+        if Path(name).is_dir():
+            return cls._load_folder(Path(name), encoder)
+        if name.count("/") != 1 or name.startswith((".", "/", "~")):
+            raise CheckpointError(f"{name}: checkpoint folder not found")
+        try:
+            return super().from_pretrained(name, encoder=encoder, **hub_kwargs)
+        except (HfHubHTTPError, HFValidationError, OSError) as exc:  # offline, unknown repo, no access
+            raise CheckpointError(
+                f"cannot download checkpoint {name!r} from the Hugging Face Hub ({type(exc).__name__}); "
+                "connect once so it is cached, or pass a local checkpoint folder instead"
+            ) from None
+
+    @classmethod
+    def _from_pretrained(
+        cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None, force_download: bool,
+        local_files_only: bool, token: str | bool | None, encoder: CLIPEncoder | None = None, **_: object,
+    ) -> "PureCLIPDepth":
+        directory = snapshot_download(
+            repo_id=model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+            local_files_only=local_files_only, token=token,
+        )
+        return cls._load_folder(Path(directory), encoder)
+
+    @classmethod
+    def _load_folder(cls, directory: Path, encoder: CLIPEncoder | None) -> "PureCLIPDepth":
         """Load a head checkpoint folder and the encoder its config names (or the one given)."""
         meta = read_checkpoint_meta(directory)
         cfg = config_from_dict(meta["config"])
