@@ -82,3 +82,69 @@ def test_default_intrinsics_are_a_60_degree_field_of_view():
     assert fx == fy == pytest.approx(320 / np.tan(np.radians(30))) and (cx, cy) == (319.5, 239.5)
     points = backproject(np.full((2, 2), 2.0, np.float32), (1.0, 1.0, 0.0, 0.0))
     assert points.shape == (2, 2, 3) and points[1, 1].tolist() == [2.0, 2.0, 2.0]
+
+
+def test_a_folder_of_awkward_images(checkpoint, tmp_path, capsys):
+    """Grey, RGBA, 16-bit and EXIF-rotated photos are written; the corrupt one is named at the end;
+    a rerun keeps what exists unless --overwrite."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.full((24, 32), 90, np.uint8)).save(inputs / "grey.png")
+    Image.fromarray(np.full((24, 32, 4), 200, np.uint8)).save(inputs / "rgba.png")
+    Image.fromarray(np.full((24, 32), 40000, np.uint16)).save(inputs / "deep.png")
+    rotated = Image.fromarray(np.zeros((24, 32, 3), np.uint8))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees": a viewer shows it 32 high, 24 wide
+    rotated.save(inputs / "phone.jpg", exif=exif)
+    (inputs / "corrupt.jpg").write_bytes(b"\xff\xd8 truncated")
+    out = tmp_path / "out"
+    args = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--npy"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "corrupt.jpg" in err.split("could not be read")[-1]  # named in the end summary
+    for stem in ("grey", "rgba", "deep", "phone"):
+        assert (out / f"{stem}.png").is_file()
+    assert np.load(out / "phone.npy").shape == (32, 24)  # the EXIF rotation is honoured
+    before = (out / "grey.png").stat().st_mtime_ns
+    main(args)
+    assert (out / "grey.png").stat().st_mtime_ns == before  # kept without --overwrite
+    main([*args, "--overwrite"])
+    assert (out / "grey.png").stat().st_mtime_ns != before
+
+
+def test_infer_on_a_batch_equals_infer_per_image(checkpoint):
+    from clipdepth.models import load_model
+
+    model = load_model(checkpoint)
+    images = np.stack([render_scene("indoor", s, 48, 64).image for s in range(3)])
+    batch = model.infer(images, tta=True)
+    for i in range(3):
+        single = model.infer(images[i], tta=True)
+        torch.testing.assert_close(batch["depth"][i], single["depth"][0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batch["uncertainty"][i], single["uncertainty"][0], atol=1e-5, rtol=1e-5)
+
+
+def test_predict_on_the_real_samples(rgbd_samples, checkpoint, tmp_path):
+    """With the head `make demo` leaves in outputs/demo/model when present, else a tiny random one."""
+    from pathlib import Path
+
+    demo_head = Path(__file__).resolve().parents[1] / "outputs" / "demo" / "model"
+    head = demo_head if (demo_head / "model.safetensors").is_file() else checkpoint
+    out = tmp_path / "out"
+    fx, fy, cx, cy = 518.8579, 519.46961, 325.58245, 253.73617
+    assert main(["predict", str(rgbd_samples / "nyu" / "rgb_00000.jpg"), str(rgbd_samples / "kitti" / "rgb" / "0000000005.png"),
+                 "--checkpoint", str(head), "--out", str(out), "--npy", "--ply", "--uncertainty",
+                 "--fx", str(fx), "--fy", str(fy), "--cx", str(cx), "--cy", str(cy)]) == 0
+    for stem in ("rgb_00000", "0000000005"):
+        names = {p.name for p in out.iterdir() if p.name.startswith(stem)}
+        assert names == {f"{stem}{s}" for s in (".png", "_color.png", ".npy", ".ply", "_uncertainty.png", "_uncertainty.npy")}
+    depth = np.load(out / "rgb_00000.npy")
+    assert depth.shape == (480, 640) and np.abs(np.asarray(Image.open(out / "rgb_00000.png")) / 1000.0 - depth).max() <= 0.001
+    header, body = (out / "rgb_00000.ply").read_bytes().split(b"end_header\n", 1)
+    points = np.frombuffer(body, dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    valid = depth > 0
+    assert len(points) == valid.sum()
+    v, u = np.nonzero(valid)
+    np.testing.assert_allclose(points["z"], depth[valid], rtol=1e-6)
+    np.testing.assert_allclose(points["x"] * fx / points["z"] + cx, u, atol=1e-3)  # back-projects to its pixel
+    np.testing.assert_allclose(points["y"] * fy / points["z"] + cy, v, atol=1e-3)

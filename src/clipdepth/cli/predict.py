@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--tiles", type=int, help="square tiles across the image (default: automatic, wide images get several)")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them, skip the image)")
     p.set_defaults(func=run)
 
 
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
         if args.encoder else load_model(args.checkpoint)
     )
     model.to(resolve_device(model.cfg.device))
-    failed = 0
+    failed: list[str] = []
+    kept = 0
 
     def write(image: np.ndarray, out: dict, stem: Path) -> None:
         base = args.out / stem
@@ -114,18 +116,23 @@ def run(args: argparse.Namespace) -> int:
             batch.clear()
 
     for path, stem in tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True):
+        if not args.overwrite and (args.out / stem).with_suffix(".png").exists():
+            kept += 1  # a rerun after an interruption continues; nothing written is replaced
+            continue
         try:
-            image = read_rgb(path)
+            image = read_rgb(path, photo=True)
         except DataError as exc:  # one bad file must not lose the others' results
-            print(f"clipdepth predict: skipped: {exc}", file=sys.stderr)
-            failed += 1
+            failed.append(str(exc))
             continue
         if batch and (image.shape != batch[0][0].shape or len(batch) == args.batch_size):
             flush()
         batch.append((image, stem))
     flush()
-    print(f"wrote depth for {len(jobs) - failed} image(s) to {args.out} (16-bit PNG: millimetres)")
+    print(f"wrote depth for {len(jobs) - len(failed) - kept} image(s) to {args.out} (16-bit PNG: millimetres)"
+          + (f"; kept {kept} existing (--overwrite to replace)" if kept else ""))
     if failed:
-        print(f"clipdepth predict: {failed} image(s) could not be read (see above)", file=sys.stderr)
+        print(f"clipdepth predict: {len(failed)} image(s) could not be read:", file=sys.stderr)
+        for message in failed:
+            print(f"  {message}", file=sys.stderr)
         return 2
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
@@ -43,11 +43,20 @@ def _open_image(path: Path) -> Image.Image:
         raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; grey, palette and alpha images are converted, 16-bit/float ones refused."""
+def read_rgb(path: str | os.PathLike, photo: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; grey, palette and alpha images are converted.
+
+    Dataset frames (``photo=False``) refuse 16-bit/float images, which there mean a depth map
+    was listed as the RGB. A user's photo (``photo=True``) may be 16-bit (scaled to 8 bits), and
+    its EXIF orientation is applied, as a viewer shows it.
+    """
     path = Path(path)
     image = _open_image(path)
-    if image.mode not in EIGHT_BIT_MODES:  # e.g. a depth map passed where a photo is expected
+    if photo:
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            return np.repeat((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)[..., None], 3, -1)
+    elif image.mode not in EIGHT_BIT_MODES:  # e.g. a depth map passed where a photo is expected
         raise DataError(f"{path}: expected an 8-bit colour image, got mode {image.mode} (a depth map?)")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
