@@ -15,8 +15,10 @@ SUBCOMMANDS = {
     "demo": "clipdepth.cli.demo",
     "train": "clipdepth.cli.train",
     "evaluate": "clipdepth.cli.evaluate",
+    "export": "clipdepth.cli.export",
     "predict": "clipdepth.cli.predict",
     "score": "clipdepth.cli.score",
+    "serve": "clipdepth.cli.serve",
 }
 
 

@@ -1,0 +1,42 @@
+"""`clipdepth export onnx`: the model as ONNX graphs, checked against PyTorch with onnxruntime.
+
+Writes ``model.onnx`` (images in [0, 1] -> depth in metres at the input size, and bin
+probabilities), ``head.onnx`` (patch tokens and CLS -> per-patch depth, bin probabilities) and
+``export.json`` with the max abs differences to PyTorch. Needs ``pip install clipdepth[onnx]``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a checkpoint to another format (onnx)",
+        description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/",
+    )
+    formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    o = formats.add_parser(
+        "onnx", help="model.onnx (images -> depth) and head.onnx (features -> depth), checked with onnxruntime",
+        description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/ --opset 18",
+    )
+    o.add_argument("--checkpoint", required=True, help="a head checkpoint folder (or Hub id)")
+    o.add_argument("--out", type=Path, default=Path("onnx"), help="output folder (default: ./onnx)")
+    o.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    o.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io.onnx_export import REPORT_FILE, export_onnx, require_onnx
+
+    require_onnx()  # fail fast, before loading the model
+    from ..models import load_model
+
+    model = load_model(args.checkpoint)
+    out = args.out
+    report = export_onnx(model, out, args.opset)
+    for key in ("model", "head"):
+        print(f"{report[key]['path']}: max abs difference to PyTorch {report[key]['max_abs_diff']:.3g} "
+              f"(onnxruntime, batch {report['check_batch']})")
+    print(f"wrote {out / REPORT_FILE}")
+    return 0
