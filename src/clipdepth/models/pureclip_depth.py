@@ -198,7 +198,7 @@ class PureCLIPDepth(
         self.eval()
         if isinstance(images, np.ndarray):
             arr = images[None] if images.ndim == 3 else images
-            images = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+            images = torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
         images = images.to(next(self.head.parameters()).device)
         height, width = images.shape[-2:]
         tiles = tiles or self.auto_tiles(height, width)
