@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import DataError
 from ..evaluation.analysis import DepthErrorAccumulator, stats_to_json
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, postprocess, valid_mask
 from ..io.atomic import atomic_path, write_text_atomic
-from ..io.depth_io import read_depth
-from .score import _depth_files, _errors_naming, _match_by_stem, _to_gt_frame
+from .score import _depth_files, _errors_naming, _match_by_stem, read_pairs
 
 DEFAULT_BINS = 20
 HIST_BINS = 200  # per axis of the 2-D histogram; the GT histogram is its marginal
@@ -69,8 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def accumulate(
     pairs: list[tuple[Path, Path]],
     protocol: Protocol,
-    pred_scale: float,
-    gt_scale: float,
+    pred_scale: float | None,
+    gt_scale: float | None,
     bins: int,
     kb_crop: bool = False,
 ) -> DepthErrorAccumulator:
@@ -78,9 +75,7 @@ def accumulate(
     accumulator = DepthErrorAccumulator(
         np.linspace(0.0, protocol.max_depth, bins + 1), np.linspace(0.0, protocol.max_depth, HIST_BINS + 1)
     )
-    for pred_path, gt_path in tqdm(pairs, desc="analyzing", unit="image", file=sys.stderr, disable=None, leave=False):
-        gt = read_depth(gt_path, gt_scale)
-        pred = _to_gt_frame(read_depth(pred_path, pred_scale, prediction=True), pred_path, gt.shape, kb_crop)
+    for pred, gt, gt_path in read_pairs(pairs, protocol, pred_scale, gt_scale, kb_crop, "analyzing"):
         with _errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             mask = valid_mask(gt, protocol)
         pred = postprocess(pred, gt.shape, protocol)
@@ -172,14 +167,12 @@ def _format_table(stats: dict[str, np.ndarray]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
-    pred_scale = protocol.gt_scale if args.pred_scale is None else args.pred_scale
-    gt_scale = protocol.gt_scale if args.gt_scale is None else args.gt_scale
     # Checked here first so that messages name this command's flags; then matched as `score` does.
     _depth_files(args.predictions, "--predictions")
     _depth_files(args.gt, "--gt")
     pairs = _match_by_stem(args.predictions, args.gt)
 
-    acc = accumulate(pairs, protocol, pred_scale, gt_scale, args.bins, args.kb_crop)
+    acc = accumulate(pairs, protocol, args.pred_scale, args.gt_scale, args.bins, args.kb_crop)
     if acc.n_images == 0:
         raise DataError(
             f"{args.gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}"

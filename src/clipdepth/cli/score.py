@@ -127,16 +127,26 @@ def _format_table(result: dict[str, float], protocol: Protocol, median_scaling: 
     return "\n".join(lines)
 
 
+def read_pairs(
+    pairs: list[tuple[Path, Path]], protocol: Protocol, pred_scale: float | None, gt_scale: float | None,
+    kb_crop: bool, desc: str,
+) -> Iterator[tuple[np.ndarray, np.ndarray, Path]]:
+    """(prediction on the GT frame, GT, GT path) per matched pair, with a progress bar; a scale of
+    None means the protocol's GT scale."""
+    pred_scale = protocol.gt_scale if pred_scale is None else pred_scale
+    gt_scale = protocol.gt_scale if gt_scale is None else gt_scale
+    for pred_path, gt_path in tqdm(pairs, desc=desc, unit="image", file=sys.stderr, disable=None, leave=False):
+        gt = read_depth(gt_path, gt_scale)
+        pred = _to_gt_frame(read_depth(pred_path, pred_scale, prediction=True), pred_path, gt.shape, kb_crop)
+        yield pred, gt, gt_path
+
+
 def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
-    pred_scale = protocol.gt_scale if args.pred_scale is None else args.pred_scale
-    gt_scale = protocol.gt_scale if args.gt_scale is None else args.gt_scale
     pairs = _match_by_stem(args.pred, args.gt)
 
     accumulator = MetricAccumulator()
-    for pred_path, gt_path in tqdm(pairs, desc="scoring", unit="image", file=sys.stderr, disable=None, leave=False):
-        gt = read_depth(gt_path, gt_scale)
-        pred = _to_gt_frame(read_depth(pred_path, pred_scale, prediction=True), pred_path, gt.shape, args.kb_crop)
+    for pred, gt, gt_path in read_pairs(pairs, protocol, args.pred_scale, args.gt_scale, args.kb_crop, "scoring"):
         with _errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             score_pair(pred, gt, protocol, median_scaling=args.median_scaling, accumulator=accumulator)
     if accumulator.n_images == 0:
