@@ -8,7 +8,6 @@ from clipdepth.evaluation.metrics import MetricAccumulator
 from clipdepth.evaluation.protocol import (
     Protocol,
     crop_mask,
-    flip_tta,
     get_protocol,
     kb_crop_paste,
     median_scale,
@@ -130,15 +129,3 @@ def test_score_pair_adds_to_accumulator_and_skips_empty():
     assert score_pair(np.ones((2, 2)), np.zeros((2, 2)), protocol, accumulator=accumulator) is None
     assert accumulator.n_images == 1 and accumulator.n_skipped == 1
     assert accumulator.mean()["abs_rel"] == pytest.approx(0.5)
-
-
-def test_flip_tta():
-    weights = torch.tensor([1.0, 10.0, 100.0])
-
-    def fn(x):  # not flip-equivariant, returns (B, H, W)
-        return x[:, 0] * weights
-
-    x = torch.tensor([1.0, 2.0, 3.0]).reshape(1, 1, 1, 3)
-    # fn(x) = [1, 20, 300]; fn(flip x) = [3, 20, 100], flipped back [100, 20, 3]
-    torch.testing.assert_close(flip_tta(fn, x), torch.tensor([[[50.5, 20.0, 151.5]]]))
-    torch.testing.assert_close(flip_tta(lambda t: fn(t)[:, None], x), torch.tensor([[[[50.5, 20.0, 151.5]]]]))

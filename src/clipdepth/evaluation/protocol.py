@@ -7,7 +7,7 @@ prediction to the GT resolution (bilinear, align_corners=True), clamp it to [min
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -158,13 +158,3 @@ def score_pair(
         resized = torch.from_numpy(median_scale(resized, gt, mask))
     accumulator = accumulator if accumulator is not None else MetricAccumulator()
     return accumulator.add(_clamp(resized, protocol), gt, mask)
-
-
-def flip_tta(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Flip test-time augmentation: 0.5 * (fn(x) + flip(fn(flip(x)))), flipping the width axis.
-
-    ``x`` is (B, C, H, W); ``fn`` returns (B, H, W) or (B, 1, H, W) (width last either way).
-    """
-    if x.ndim != 4:
-        raise ValueError(f"flip_tta expects a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-    return 0.5 * (fn(x) + fn(x.flip(-1)).flip(-1))
