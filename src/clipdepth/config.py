@@ -123,6 +123,11 @@ class DataConfig:
     input_crop: Optional[list[int]] = None
     # The frame is resized to S x (tiles * S) and cut into square tiles (KITTI reference: 4).
     tiles: int = 1
+    # Captions (TR2M): one for every frame, or a folder of <frame name>.txt files (one caption
+    # per line: a random line in training, line 0 in evaluation). Unset: the dataset's own
+    # captions (the synthetic scenes describe themselves).
+    caption: Optional[str] = None
+    caption_dir: Optional[str] = None
 
 
 @dataclass
@@ -130,6 +135,92 @@ class EvalConfig:
     protocol: str = "nyu"  # cap and crop preset, see evaluation/protocol.py
     tta: bool = True  # flip test-time augmentation (reference code: at validation and test)
     batch_size: int = 8
+
+
+@dataclass
+class DINOv2Config:
+    """Frozen DINOv2 image features for TR2M: last-layer patch tokens after the final norm."""
+
+    name: str = "facebook/dinov2-large"  # hub id or local folder (Dinov2Model.save_pretrained)
+    random_init: bool = False  # random weights at the sizes below (tests, demo); never a trained model
+    seed: int = 0
+    patch_size: int = 14
+    hidden_size: int = 1024
+    num_layers: int = 24
+    num_heads: int = 16
+    precision: str = "bf16"  # autocast on CUDA: bf16, fp16 or fp32
+
+
+@dataclass
+class RelativeDepthConfig:
+    """The frozen relative-depth source whose output TR2M rescales (tr2m.md, "Components")."""
+
+    # "depth_anything": a transformers DepthAnythingForDepthEstimation (hub id or folder);
+    # "oracle": relative depth MADE FROM THE GROUND TRUTH (tests, the synthetic demo, ablations
+    # only; it needs GT, so it cannot run on your own images).
+    source: str = "depth_anything"
+    name: str = "LiheYoung/depth-anything-small-hf"
+    random_init: bool = False
+    seed: int = 0
+    # random_init architecture: a DINOv2 backbone and the DPT neck (Depth Anything small's sizes)
+    hidden_size: int = 384
+    num_layers: int = 12
+    num_heads: int = 6
+    fusion_hidden_size: int = 64
+    neck_hidden_sizes: list[int] = field(default_factory=lambda: [48, 96, 192, 384])
+    precision: str = "bf16"
+    # Oracle: inverse depth, raised to a power drawn from oracle_gamma, times exp(smooth field of
+    # amplitude oracle_distortion on an oracle_distortion_cells grid), then a random affine map
+    # (scale log-uniform in oracle_scale, shift up to oracle_shift of the frame's maximum).
+    # Drawn per frame from (oracle_seed, frame name): the same frame always gets the same map.
+    oracle_seed: int = 0
+    oracle_scale: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    oracle_shift: float = 0.1
+    oracle_gamma: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    oracle_distortion: float = 0.1
+    oracle_distortion_cells: int = 4
+
+
+@dataclass
+class TR2MConfig:
+    """TR2M (arXiv 2506.13387): model sizes, loss weights and optimiser (tr2m.md).
+
+    The text encoder is the ``encoder`` section (CLIP; only its text tower is used).
+    """
+
+    image_encoder: DINOv2Config = field(default_factory=DINOv2Config)
+    relative: RelativeDepthConfig = field(default_factory=RelativeDepthConfig)
+    # Input size (multiples of the patch size): NYU 434 x 560, KITTI 350 x 1204.
+    input_height: int = 434
+    input_width: int = 560
+    num_heads: int = 16  # attention heads of the cross-modal block
+    mlp_ratio: int = 4
+    neck_channels: int = 192  # 1x1 conv 1024 -> 192, transposed conv x2
+    decoder_channels: int = 128  # 3x3 conv 192 -> 128, two [residual unit, 1x1 conv, bilinear x2]
+    head_channels: int = 64  # scale/shift heads: 3x3 conv 128 -> 64, bilinear, 3x3 conv 64 -> 32, 1x1 -> 1
+    head_hidden: int = 32
+    # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.
+    global_factor: bool = False
+    min_depth: float = 1e-3  # predictions are clamped to [min_depth, max_depth]
+    max_depth: float = 10.0
+    # Loss weights; paper: 1, 0.5, 0.1, 0.01 (the released options: 10, 2, 0.2, 0.1).
+    si_weight: float = 1.0
+    pseudo_weight: float = 0.5
+    contrast_weight: float = 0.1
+    smooth_weight: float = 0.01
+    si_variance_focus: float = 0.85  # lambda of the scale-invariant log loss
+    pseudo_rho: float = 0.9  # the pseudo-metric loss applies when d1 of the LS fit exceeds rho
+    contrast_temperature: float = 0.1
+    contrast_rank_threshold: int = 1  # image level: batch ranks closer than this are positives
+    contrast_classes: int = 16  # pixel level: |C| depth classes over [min_depth, max_depth]
+    contrast_pixels: int = 256  # query pixels sampled per image
+    ema_momentum: float = 0.99  # key network of the pixel-level contrast
+    # Optimiser (released options): AdamW, lr decayed x lr_decay per epoch after a linear warm-up.
+    lr: float = 1e-5
+    weight_decay: float = 1e-2
+    eps: float = 1e-6
+    warmup_steps: int = 1000
+    lr_decay: float = 0.9
 
 
 @dataclass
@@ -141,6 +232,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tr2m: TR2MConfig = field(default_factory=TR2MConfig)
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when present
     output_dir: str = "outputs/run"
