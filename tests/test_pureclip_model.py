@@ -10,7 +10,8 @@ from clipdepth.config import HeadConfig
 from clipdepth.encoders import build_encoder
 from clipdepth.errors import CheckpointError
 from clipdepth.models import PureCLIPDepth, PureCLIPDepthHead, load_model
-from clipdepth.models.pureclip_depth import WEIGHTS_NAME, bin_centres, depth_phrases
+from clipdepth.models.base import WEIGHTS_NAME, FrameBatch
+from clipdepth.models.pureclip_depth import bin_centres, depth_phrases
 
 
 def test_nyu_bin_centres_and_phrases():
@@ -74,7 +75,7 @@ def test_checkpoint_is_head_only_and_round_trips(tiny_cfg, tmp_path):
 def test_checkpoint_refuses_another_encoder(tiny_cfg, tmp_path):
     PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
     other = build_encoder(dataclasses.replace(tiny_cfg.encoder, seed=1))
-    with pytest.raises(CheckpointError, match="trained on encoder weights"):
+    with pytest.raises(CheckpointError, match="trained on frozen weights"):
         PureCLIPDepth.from_pretrained(tmp_path / "ckpt", encoder=other)
     with pytest.raises(CheckpointError, match="no config.json"):
         load_model(tmp_path)
@@ -84,10 +85,11 @@ def test_flip_tta_averages_the_mirrored_prediction(tiny_cfg):
     torch.manual_seed(0)
     model = PureCLIPDepth.build(tiny_cfg).eval()
     images = torch.rand(1, 3, 56, 56)
+    batch = FrameBatch(images, ["f"])
     with torch.no_grad():
-        plain, _ = model.predict_from_features(model.encode(images))
-        mirrored, _ = model.predict_from_features(model.encode(images.flip(-1)))
-        tta, _ = model.predict_from_features(model.encode(images), model.encode(images.flip(-1)))
+        plain = model.predict_frames(batch)
+        mirrored = model.predict_frames(batch.flipped())
+        tta = model.predict_frames(batch, tta=True)
     torch.testing.assert_close(tta, 0.5 * (plain + mirrored.flip(-1)))
     assert tta.shape == (1, 56, 56)
 

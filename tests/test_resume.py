@@ -21,7 +21,7 @@ def tiled_trainer(tiny_cfg, out: Path, **overrides) -> Trainer:
     trainer = make_trainer(tiny_cfg, out, **overrides)
     base = random_split(trainer.model, 16, 1)
     trainer.train_split = EncodedSplit(
-        names=base.names[:8], tokens=base.tokens, cls=base.cls, flipped_tokens=None, flipped_cls=None,
+        names=base.names[:8], arrays=base.arrays, flipped_arrays=None,
         depth_input=torch.cat([base.depth_input[0::2], base.depth_input[1::2]], dim=-1), gt=base.gt[:8], tiles=2,
     )
     return trainer

@@ -12,7 +12,8 @@ from clipdepth.evaluation.protocol import get_protocol
 from clipdepth.features import EncodedSplit
 from clipdepth.models import PureCLIPDepth
 from clipdepth.training.run import Experiment
-from clipdepth.training.trainer import DEPTH, EMBEDDING, Trainer, lr_factor, phase_at
+from clipdepth.training.objectives.pureclip import DEPTH, EMBEDDING, lr_factor, phase_at
+from clipdepth.training.trainer import Trainer
 
 
 def test_phase_switches_every_100_steps_embedding_first():
@@ -34,9 +35,11 @@ def random_split(model: PureCLIPDepth, n: int, seed: int) -> EncodedSplit:
     depth = torch.rand(n, size, size, generator=g) * 9 + 0.5
     return EncodedSplit(
         names=[f"f{i}" for i in range(n)],
-        tokens=torch.randn(n, h, w, d, generator=g).half(),
-        cls=torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1).half(),
-        flipped_tokens=None, flipped_cls=None, depth_input=depth, gt=[x.numpy() for x in depth],
+        arrays={
+            "tokens": torch.randn(n, h, w, d, generator=g).half(),
+            "cls": torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1).half(),
+        },
+        flipped_arrays=None, depth_input=depth, gt=[x.numpy() for x in depth],
     )
 
 
@@ -104,4 +107,4 @@ def test_training_on_tiles_runs(tiny_cfg):
     tiny_cfg.data.tiles = 2
     tiny_cfg.train.max_epochs = 1
     result, train = Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
-    assert train.tokens.shape[0] == 2 * len(train) and result.history[0]["epoch"] == 1
+    assert train.arrays["tokens"].shape[0] == 2 * len(train) and result.history[0]["epoch"] == 1

@@ -325,5 +325,18 @@ def config_from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError(f"saved config does not match this version of clipdepth: {str(exc).splitlines()[0]}") from None
 
 
+def load_config_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A saved config (checkpoints) with ``section.field=value`` overrides, checked like recipes."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} is not of the form section.field=value")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), data, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+
+
 def config_to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))

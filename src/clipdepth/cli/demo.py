@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     result, train = exp.train(out)
     # Score the checkpoint as a later command would load it, not the in-memory head.
-    model = PureCLIPDepth.from_pretrained(result.model_dir, encoder=exp.model.encoder).to(exp.model.head.table.device)
+    model = PureCLIPDepth.from_pretrained(result.model_dir, encoder=exp.model.encoder).to(exp.model.device)
     test = exp.encode("test", flip=cfg.eval.tta)
     head_metrics = evaluate_encoded(model, test, exp.preprocessor, exp.protocol, cfg.eval.tta, cfg.eval.batch_size)
 

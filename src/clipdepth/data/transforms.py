@@ -33,19 +33,25 @@ def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int]) -> torch.Ten
 
 @dataclass(frozen=True)
 class Preprocessor:
-    input_size: int
+    input_size: int | tuple[int, int]  # a model's input: S for square (CLIP), (H, W) otherwise (TR2M)
     crop: tuple[int, int, int, int] | None = None  # (top, bottom, left, right), numpy-slice ends
-    tiles: int = 1  # side-by-side square tiles the resized frame is cut into
+    tiles: int = 1  # side-by-side tiles the resized frame is cut into
 
     @classmethod
-    def create(cls, input_size: int, crop: Sequence[int] | None, tiles: int = 1) -> "Preprocessor":
+    def create(cls, input_size: int | Sequence[int], crop: Sequence[int] | None, tiles: int = 1) -> "Preprocessor":
         if tiles < 1:
             raise ValueError(f"data.tiles must be >= 1, got {tiles}")
-        return cls(input_size, tuple(int(c) for c in crop) if crop else None, tiles)  # type: ignore[arg-type]
+        size = input_size if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
+        return cls(size, tuple(int(c) for c in crop) if crop else None, tiles)  # type: ignore[arg-type]
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return (self.input_size, self.input_size) if isinstance(self.input_size, int) else self.input_size
 
     @property
     def input_shape(self) -> tuple[int, int]:
-        return self.input_size, self.tiles * self.input_size
+        height, width = self.tile_shape
+        return height, self.tiles * width
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         if self.crop is None:

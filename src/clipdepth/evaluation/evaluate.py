@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..data.synthetic import RGBDSample
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
+from ..features.memory import CaptionLookup, frame_batch
 from .metrics import MetricAccumulator
 from .protocol import Protocol, postprocess, valid_mask
 
@@ -24,7 +25,7 @@ def predict_encoded(
 ) -> Iterator[np.ndarray]:
     """Metric depth per frame of an encoded split, on the frame its GT lives on (unclamped)."""
     model.eval()
-    device = next(model.head.parameters()).device
+    device = model.device
     for start in range(0, len(split), batch_size):
         index = slice(start, min(start + batch_size, len(split)))
         tiles = split.tile_index(index)
@@ -64,7 +65,8 @@ FramePredictor = Callable[[list[RGBDSample]], list[tuple[np.ndarray, np.ndarray]
 
 
 def model_predictor(
-    model: torch.nn.Module, preprocessor: Preprocessor, tta: bool, score_at_input: bool = False
+    model: torch.nn.Module, preprocessor: Preprocessor, tta: bool, score_at_input: bool = False,
+    captions: CaptionLookup | None = None,
 ) -> FramePredictor:
     """A model's predictions, restored to each GT's own frame and resolution (the protocol).
 
@@ -72,17 +74,16 @@ def model_predictor(
     resized GT, as the PureCLIP-Depth reference code scores (use a protocol without a crop: crops
     are defined on the GT frame) — only to compare with numbers produced that way.
     """
-    device = next(model.head.parameters()).device
 
     @torch.inference_mode()
     def predict(samples: list[RGBDSample]) -> list[tuple[np.ndarray, np.ndarray]]:
         model.eval()
-        images = torch.cat([preprocessor.images(s.image[None]) for s in samples]).to(device)
-        depth, _ = model.predict(images, tta)
+        batch, depth_input = frame_batch(samples, preprocessor, captions, model.device)
+        depth = model.predict_frames(batch, tta)
         pairs = []
-        for sample, pred in zip(samples, depth.float().cpu()):
+        for sample, pred, gt_input in zip(samples, depth.float().cpu(), depth_input):
             if score_at_input:
-                pairs.append((pred.numpy(), preprocessor.depths(sample.depth[None])[0].numpy()))
+                pairs.append((pred.numpy(), gt_input.numpy()))
             else:
                 pairs.append((preprocessor.restore(pred[None], sample.depth.shape)[0].numpy(), sample.depth))
         return pairs

@@ -1,14 +1,15 @@
 """Encoder outputs on disk: computed once per (frame, preprocessing, flip), reused by every run.
 
 A cache folder holds ``cache.json`` (the key and the shard size) and one folder per shard of
-``shard_size`` frames with ``.npy`` arrays (patch tokens and CLS in half precision, the
-input-size depth targets, the GT at its own resolution), loaded memory-mapped. Each shard is
+``shard_size`` frames with ``.npy`` arrays (the model's named arrays, e.g. patch tokens and CLS in
+half precision; the input-size depth targets; the GT at its own resolution), loaded memory-mapped. Each shard is
 written to a temporary folder and renamed into place only when complete, so a kill never leaves
 a corrupt shard (a shard folder that exists is complete); a rebuild keeps the finished shards and
 computes the rest. Under torchrun each rank builds every world_size-th shard.
 
-The key names everything that changes the content: encoder weights (fingerprint), input size,
-crop, tiles, flip, dataset settings and the frames' names. A cache built for another key is
+The key names everything that changes the content: the model type, its frozen weights
+(fingerprint), input size, crop, tiles, flip, dataset settings, the frames' names and, for
+models that read captions, the caption files' content. A cache built for another key is
 refused, never silently reused.
 """
 from __future__ import annotations
@@ -29,10 +30,10 @@ from ..config import DataConfig
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, write_text_atomic
-from .memory import EncodedSplit, encode_split
+from .memory import CaptionLookup, EncodedSplit, encode_split
 
 INDEX_NAME = "cache.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: named arrays per model (TR2M)
 
 
 class ShardedRows:
@@ -68,19 +69,32 @@ def frame_names(dataset: Dataset) -> list[str]:
     return list(names) if names is not None else [dataset[i].name for i in range(len(dataset))]
 
 
+def _captions_digest(data: DataConfig, names: list[str]) -> str | None:
+    """Content of the frames' caption files: an edited caption is a new cache."""
+    if not data.caption_dir:
+        return None
+    digest = hashlib.sha256()
+    for name in names:
+        path = Path(data.caption_dir) / f"{name}.txt"
+        digest.update(path.read_bytes() if path.is_file() else b"<missing>")
+    return digest.hexdigest()[:16]
+
+
 def cache_key(
     model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str]
 ) -> dict[str, Any]:
     """Everything the cached arrays depend on; two equal keys mean interchangeable caches."""
     return {
         "format": FORMAT_VERSION,
+        "model": model.architecture,
         "encoder": model.encoder.description,
         "encoder_fingerprint": model.encoder.fingerprint(),
-        "preprocessing": {"input_size": preprocessor.input_size, "crop": preprocessor.crop, "tiles": preprocessor.tiles},
+        "preprocessing": {"input_shape": list(preprocessor.input_shape), "crop": preprocessor.crop, "tiles": preprocessor.tiles},
         "flip": flip,
         "split": split,
         # Split lists by content, so an edited list is a new cache even at the same path.
         "data": {**asdict(data), "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
+        "captions": _captions_digest(data, names) if getattr(model, "uses_captions", False) else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "n_frames": len(names),
     }
@@ -95,29 +109,27 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str:
 
 
 def _write_shard(folder: Path, part: EncodedSplit) -> None:
-    arrays = {"tokens": part.tokens, "cls": part.cls, "depth_input": part.depth_input}
-    if part.flipped_tokens is not None:
-        arrays |= {"flipped_tokens": part.flipped_tokens, "flipped_cls": part.flipped_cls}
-    for name, tensor in arrays.items():
+    arrays = {**part.arrays, **{f"flipped_{k}": v for k, v in (part.flipped_arrays or {}).items()}}
+    for name, tensor in {**arrays, "depth_input": part.depth_input}.items():
         np.save(folder / f"{name}.npy", tensor.numpy())
     for i, gt in enumerate(part.gt):
         np.save(folder / f"gt_{i:05d}.npy", gt)
-    (folder / "names.json").write_text(json.dumps(part.names))
+    (folder / "names.json").write_text(json.dumps({"frames": part.names, "arrays": sorted(part.arrays)}))
 
 
 def _read_shard(folder: Path) -> EncodedSplit:
-    def load(name: str) -> torch.Tensor | None:
-        path = folder / f"{name}.npy"
-        if not path.is_file():
-            return None
+    def load(name: str) -> torch.Tensor:
         with warnings.catch_warnings():  # read-only memory maps: the cache is never written through
             warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(np.load(path, mmap_mode="r"))
+            return torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="r"))
 
-    names = json.loads((folder / "names.json").read_text())
+    index = json.loads((folder / "names.json").read_text())
+    names = index["frames"]
+    flipped = (folder / f"flipped_{index['arrays'][0]}.npy").is_file()
     return EncodedSplit(
-        names=names, tokens=load("tokens"), cls=load("cls"), flipped_tokens=load("flipped_tokens"),
-        flipped_cls=load("flipped_cls"), depth_input=load("depth_input"),
+        names=names, arrays={k: load(k) for k in index["arrays"]},
+        flipped_arrays={k: load(f"flipped_{k}") for k in index["arrays"]} if flipped else None,
+        depth_input=load("depth_input"),
         gt=[np.load(folder / f"gt_{i:05d}.npy", mmap_mode="r") for i in range(len(names))],
     )
 
@@ -139,6 +151,7 @@ def build_cache(
     batch_size: int = 8,
     rank: int = 0,
     world_size: int = 1,
+    captions: CaptionLookup | None = None,
 ) -> dict[str, Any]:
     """Encode the frames not cached yet, one shard at a time (this rank's share of them).
 
@@ -152,7 +165,7 @@ def build_cache(
     todo = [s for s in mine if not (cache_dir / _shard_name(s)).is_dir()]
     for shard in tqdm(todo, desc="cache build", unit="shard", disable=rank != 0 or not todo):
         frames = Subset(dataset, range(shard * size, min((shard + 1) * size, len(dataset))))
-        part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard))
+        part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard), captions=captions)
         with atomic_dir(cache_dir / _shard_name(shard)) as tmp:
             _write_shard(tmp, part)
     return index
@@ -199,13 +212,15 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
     if len(finished) != n_shards:
         raise CheckpointError(f"{cache_dir}: cache is incomplete ({len(finished)} of {n_shards} shards); run cache build again")
     parts = [_read_shard(cache_dir / name) for name in finished]
-    flipped = parts[0].flipped_tokens is not None
+
+    def rows(arrays: list[dict[str, torch.Tensor]]) -> dict[str, ShardedRows]:
+        return {k: ShardedRows([a[k] for a in arrays]) for k in arrays[0]}
+
+    flipped = parts[0].flipped_arrays is not None
     return EncodedSplit(
         names=[n for p in parts for n in p.names],
-        tokens=ShardedRows([p.tokens for p in parts]),
-        cls=ShardedRows([p.cls for p in parts]),
-        flipped_tokens=ShardedRows([p.flipped_tokens for p in parts]) if flipped else None,
-        flipped_cls=ShardedRows([p.flipped_cls for p in parts]) if flipped else None,
+        arrays=rows([p.arrays for p in parts]),
+        flipped_arrays=rows([p.flipped_arrays for p in parts]) if flipped else None,
         depth_input=ShardedRows([p.depth_input for p in parts]),
         gt=[g for p in parts for g in p.gt],
         tiles=key["preprocessing"]["tiles"],

@@ -1,38 +1,41 @@
-"""Encoder outputs computed once per frame and kept in memory.
+"""Frozen-part outputs computed once per frame and kept in memory.
 
-The encoder is frozen and training uses no augmentation, so its outputs for a frame never
-change: computing them once turns training into work on the head alone. Tokens are stored in
-half precision (as the on-disk cache will be) and handed out as float32.
+The frozen parts of a model (encoders, relative-depth source) never change and training uses no
+augmentation, so their outputs for a frame never change either: computing them once turns
+training into work on the head alone. Each model names its arrays (PureCLIP-Depth: tokens and
+CLS; TR2M: DINOv2 tokens, relative depth, caption embeddings, the input image) and returns them
+in the dtype they are kept in (half precision for features); the head gets them as float32.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.transforms import Preprocessor, split_tiles
-from ..encoders import EncoderOutput
+from ..data.synthetic import RGBDSample
+from ..data.transforms import Preprocessor
+from ..models.base import Features, FrameBatch, as_float
 
-STORAGE_DTYPE = torch.float16
+CaptionLookup = Callable[[RGBDSample], list[str]]
+"""A frame's caption lines (TR2M); None for models that take no caption."""
 
 
 @dataclass
 class EncodedSplit:
     """One split's frames, encoded: what training and validation need, nothing else.
 
-    A frame resized to S x (tiles * S) is encoded as ``tiles`` square tiles, stored frame-major:
-    tile t of frame i is entry i * tiles + t.
+    A frame resized to H x (tiles * W) may be encoded as ``tiles`` tiles (PureCLIP-Depth on
+    KITTI), stored frame-major: tile t of frame i is row i * tiles + t of every array.
     """
 
     names: list[str]
-    tokens: torch.Tensor  # (N * tiles, h, w, D) half precision
-    cls: torch.Tensor  # (N * tiles, D) half precision
-    flipped_tokens: torch.Tensor | None  # features of the mirrored images, for flip TTA
-    flipped_cls: torch.Tensor | None
-    depth_input: torch.Tensor  # (N, S, tiles * S) GT at the encoder input size, 0 = invalid
+    arrays: dict[str, torch.Tensor]  # name -> (N * tiles, ...) rows, as the model stores them
+    flipped_arrays: dict[str, torch.Tensor] | None  # the mirrored frames', for flip TTA
+    depth_input: torch.Tensor  # (N, H, tiles * W) GT at the model input size, 0 = invalid
     gt: list[np.ndarray]  # GT at its own resolution, metres, 0 = invalid
     tiles: int = 1
 
@@ -40,29 +43,40 @@ class EncodedSplit:
         return len(self.names)
 
     def tile_index(self, frames: slice) -> slice:
-        """Entries of all tiles of a contiguous range of frames."""
+        """Rows of all tiles of a contiguous range of frames."""
         return slice(frames.start * self.tiles, frames.stop * self.tiles)
 
     def random_tiles(
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> tuple[EncoderOutput, torch.Tensor]:
-        """Features and (B, S, S) input-size GT of one random tile per frame, as the reference code
+    ) -> tuple[Features, torch.Tensor]:
+        """Features and (B, H, W) input-size GT of one random tile per frame, as the reference code
         trains on KITTI's four tiles (with one tile, simply the frames)."""
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        return self.features(frames * self.tiles + tile, device), pick_tiles(self.depth_input[frames], tile).to(device)
+        return self.features(frames * self.tiles + tile, device), pick_tiles(self.depth_input[frames], tile, self.tiles).to(device)
 
-    def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> EncoderOutput:
-        return EncoderOutput(self.tokens[index].to(device).float(), self.cls[index].to(device).float())
+    def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> Features:
+        return as_float({k: v[index] for k, v in self.arrays.items()}, device)
 
-    def flipped_features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> EncoderOutput | None:
-        if self.flipped_tokens is None or self.flipped_cls is None:
+    def flipped_features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> Features | None:
+        if self.flipped_arrays is None:
             return None
-        return EncoderOutput(self.flipped_tokens[index].to(device).float(), self.flipped_cls[index].to(device).float())
+        return as_float({k: v[index] for k, v in self.flipped_arrays.items()}, device)
 
 
-def pick_tiles(depth: torch.Tensor, tile: torch.Tensor) -> torch.Tensor:
-    """(B, S, k * S) -> (B, S, S): tile ``tile[b]`` of frame b."""
-    return depth.unflatten(-1, (-1, depth.shape[-2]))[torch.arange(len(tile)), :, tile]
+def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Tensor:
+    """(B, H, tiles * W) -> (B, H, W): tile ``tile[b]`` of frame b."""
+    return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile)), :, tile]
+
+
+def frame_batch(
+    samples: list[RGBDSample], preprocessor: Preprocessor, captions: CaptionLookup | None, device: torch.device | str
+) -> tuple[FrameBatch, torch.Tensor]:
+    """Samples -> what a model's frozen parts take, and the input-size GT."""
+    # One frame at a time: frames of a real dataset need not share a size.
+    images = torch.cat([preprocessor.images(s.image[None]) for s in samples]).to(device)
+    depth = torch.cat([preprocessor.depths(s.depth[None]) for s in samples])
+    lines = [captions(s) for s in samples] if captions is not None else None
+    return FrameBatch(images, [s.name for s in samples], depth.to(device), lines), depth
 
 
 class OnTheFlySplit:
@@ -70,8 +84,10 @@ class OnTheFlySplit:
     comparison with the cache, or for users who add augmentation. Same interface for training as
     ``EncodedSplit``."""
 
-    def __init__(self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor) -> None:
-        self.model, self.dataset, self.preprocessor = model, dataset, preprocessor
+    def __init__(
+        self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor, captions: CaptionLookup | None = None
+    ) -> None:
+        self.model, self.dataset, self.preprocessor, self.captions = model, dataset, preprocessor, captions
         self.tiles = preprocessor.tiles
 
     def __len__(self) -> int:
@@ -79,15 +95,13 @@ class OnTheFlySplit:
 
     def random_tiles(
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> tuple[EncoderOutput, torch.Tensor]:
+    ) -> tuple[Features, torch.Tensor]:
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        samples = [self.dataset[int(i)] for i in frames]
-        images = torch.cat([self.preprocessor.images(s.image[None]) for s in samples]).to(device)
-        depth = torch.cat([self.preprocessor.depths(s.depth[None]) for s in samples])
+        batch, depth = frame_batch([self.dataset[int(i)] for i in frames], self.preprocessor, self.captions, device)
         picked = torch.arange(len(frames)) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
-            features = self.model.encode(split_tiles(images, self.preprocessor.input_size))
-        return EncoderOutput(features.patch_tokens[picked], features.cls[picked]), pick_tiles(depth, tile).to(device)
+            features = self.model.encode_frames(batch)
+        return as_float({k: v[picked] for k, v in features.items()}), pick_tiles(depth, tile, self.tiles).to(device)
 
 
 @torch.inference_mode()
@@ -98,33 +112,31 @@ def encode_split(
     batch_size: int = 8,
     flip: bool = False,
     desc: str = "encode",
+    captions: CaptionLookup | None = None,
 ) -> EncodedSplit:
-    """Run ``model.encode`` once per frame (and once per mirrored frame when ``flip``)."""
-    device = next(model.head.parameters()).device
+    """Run the model's frozen parts once per frame (and once per mirrored frame when ``flip``)."""
+    device = model.device
     names: list[str] = []
     gts: list[np.ndarray] = []
-    parts: dict[str, list[torch.Tensor]] = {"tokens": [], "cls": [], "ftokens": [], "fcls": [], "depth": []}
+    arrays: dict[str, list[torch.Tensor]] = {}
+    flipped: dict[str, list[torch.Tensor]] = {}
+    depths: list[torch.Tensor] = []
     for start in tqdm(range(0, len(dataset), batch_size), desc=desc, unit="batch", leave=False):
         samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        # One frame at a time: frames of a real dataset need not share a size.
-        images = torch.cat([preprocessor.images(s.image[None]) for s in samples]).to(device)
-        out = model.encode(split_tiles(images, preprocessor.input_size))
-        parts["tokens"].append(out.patch_tokens.to("cpu", STORAGE_DTYPE))
-        parts["cls"].append(out.cls.to("cpu", STORAGE_DTYPE))
+        batch, depth = frame_batch(samples, preprocessor, captions, device)
+        for key, value in model.encode_frames(batch).items():
+            arrays.setdefault(key, []).append(value.cpu())
         if flip:
-            mirrored = model.encode(split_tiles(images.flip(-1), preprocessor.input_size))
-            parts["ftokens"].append(mirrored.patch_tokens.to("cpu", STORAGE_DTYPE))
-            parts["fcls"].append(mirrored.cls.to("cpu", STORAGE_DTYPE))
-        parts["depth"] += [preprocessor.depths(s.depth[None]) for s in samples]
-        names += [s.name for s in samples]
+            for key, value in model.encode_frames(batch.flipped()).items():
+                flipped.setdefault(key, []).append(value.cpu())
+        depths.append(depth)
+        names += batch.names
         gts += [s.depth for s in samples]
     return EncodedSplit(
         names=names,
-        tokens=torch.cat(parts["tokens"]),
-        cls=torch.cat(parts["cls"]),
-        flipped_tokens=torch.cat(parts["ftokens"]) if flip else None,
-        flipped_cls=torch.cat(parts["fcls"]) if flip else None,
-        depth_input=torch.cat(parts["depth"]),
+        arrays={k: torch.cat(v) for k, v in arrays.items()},
+        flipped_arrays={k: torch.cat(v) for k, v in flipped.items()} if flip else None,
+        depth_input=torch.cat(depths),
         gt=gts,
         tiles=preprocessor.tiles,
     )

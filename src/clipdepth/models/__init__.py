@@ -5,26 +5,27 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import ConfigError
-from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead, read_checkpoint_meta
+from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
+from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 
-MODELS = {"pureclip_depth": PureCLIPDepth}
+MODELS: dict[str, type[DepthModel]] = {PureCLIPDepth.architecture: PureCLIPDepth}
 
 
-def _model_class(name: str) -> type[PureCLIPDepth]:
+def model_class(name: str) -> type[DepthModel]:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}")
     return MODELS[name]
 
 
-def build_model(cfg: Config) -> PureCLIPDepth:
-    return _model_class(cfg.model).build(cfg)
+def build_model(cfg: Config) -> DepthModel:
+    return model_class(cfg.model).build(cfg)
 
 
-def load_model(directory: str | Path) -> PureCLIPDepth:
-    """Load any checkpoint folder written by ``save_pretrained``, or a Hub id of one."""
-    if not Path(directory).is_dir() and str(directory).count("/") == 1:
-        return PureCLIPDepth.from_pretrained(directory)  # the Hub holds PureCLIP-Depth heads so far
-    return _model_class(read_checkpoint_meta(directory).get("architecture", "")).from_pretrained(directory)
+def load_model(directory: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> DepthModel:
+    """Load any checkpoint folder written by ``save_pretrained``, or a Hub id of one; its
+    ``architecture`` picks the class. ``overrides`` may point the frozen parts elsewhere."""
+    folder = checkpoint_folder(directory)
+    return model_class(read_checkpoint_meta(folder).get("architecture", "")).from_pretrained(folder, overrides=overrides)
 
 
-__all__ = ["MODELS", "PureCLIPDepth", "PureCLIPDepthHead", "build_model", "load_model"]
+__all__ = ["MODELS", "DepthModel", "FrameBatch", "PureCLIPDepth", "PureCLIPDepthHead", "build_model", "load_model"]

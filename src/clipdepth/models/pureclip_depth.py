@@ -8,26 +8,20 @@ the expected bin centre is the patch's depth. Shapes follow the reference code
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelHubMixin, snapshot_download
-from huggingface_hub.errors import HFValidationError, HfHubHTTPError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, HeadConfig, config_from_dict, config_to_dict
+from ..config import Config, HeadConfig
 from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
-from ..errors import CheckpointError
-from ..io.atomic import atomic_dir
+from ..errors import ConfigError
+from .base import DepthModel, Features, FrameBatch
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
+FEATURE_DTYPE = torch.float16  # tokens and CLS as kept in memory and in the feature cache
 
 
 def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:
@@ -101,35 +95,30 @@ class PureCLIPDepthHead(nn.Module):
         return HeadOutput(z=z, logits=logits, probs=probs, depth=probs @ self.bin_centres)
 
 
-class PureCLIPDepth(
-    nn.Module,
-    ModelHubMixin,
-    library_name="clipdepth",
-    tags=["depth-estimation", "monocular-depth", "clip"],
-):
+class PureCLIPDepth(DepthModel):
     """Frozen CLIP encoder + trained head. ``infer`` takes images and returns metres.
 
     ``PureCLIPDepth.from_pretrained(folder_or_hub_id)`` loads a head checkpoint and the encoder
     its config names; ``save_pretrained`` / ``push_to_hub`` write or upload the head only.
     """
 
-    def __init__(self, cfg: Config, encoder: CLIPEncoder, head: PureCLIPDepthHead) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = encoder
-        self.head = head
-        # What save_pretrained's caller adds to config.json (epoch, metrics): the mixin's
-        # save_pretrained does not pass extra arguments on to _save_pretrained.
-        self._checkpoint_extra: dict = {}
+    architecture = "pureclip_depth"
+    encoder: CLIPEncoder
+    head: PureCLIPDepthHead
 
     @classmethod
-    def build(cls, cfg: Config, encoder: CLIPEncoder | None = None) -> "PureCLIPDepth":
-        """A new model: the encoder from ``cfg.encoder`` and W from its text embeddings."""
-        encoder = encoder or build_encoder(cfg.encoder)
-        centres = bin_centres(cfg.head.min_depth, cfg.head.max_depth, cfg.head.num_bins)
-        with torch.no_grad():
-            table = encoder.encode_text(depth_phrases(centres, cfg.head.phrase_style))
-        return cls(cfg, encoder, PureCLIPDepthHead(cfg.head, encoder.embed_dim, table))
+    def build_encoder(cls, cfg: Config) -> CLIPEncoder:
+        return build_encoder(cfg.encoder)
+
+    @classmethod
+    def build_head(cls, cfg: Config, encoder: CLIPEncoder, initialise: bool) -> PureCLIPDepthHead:
+        """A new head starts with W from the text embeddings of its depth phrases."""
+        table = None
+        if initialise:
+            centres = bin_centres(cfg.head.min_depth, cfg.head.max_depth, cfg.head.num_bins)
+            with torch.no_grad():
+                table = encoder.encode_text(depth_phrases(centres, cfg.head.phrase_style))
+        return PureCLIPDepthHead(cfg.head, encoder.embed_dim, table)
 
     @property
     def input_size(self) -> int:
@@ -146,21 +135,26 @@ class PureCLIPDepth(
             out = self.encoder(self.encoder.normalize(images))
         return EncoderOutput(out.patch_tokens.float(), out.cls.float())
 
+    def encode_frames(self, batch: FrameBatch) -> Features:
+        """Tokens and CLS of every square tile, frame-major, in half precision (as cached)."""
+        out = self.encode(split_tiles(batch.images, self.input_size))
+        return {"tokens": out.patch_tokens.to(FEATURE_DTYPE), "cls": out.cls.to(FEATURE_DTYPE)}
+
     def depth_at_input(self, out: HeadOutput) -> torch.Tensor:
         """Per-patch depth upsampled to the input size with NEAREST, as the reference code."""
         size = (out.depth.shape[1] * self.encoder.patch_size, out.depth.shape[2] * self.encoder.patch_size)
         return F.interpolate(out.depth[:, None], size=size, mode="nearest")[:, 0]
 
     def predict_from_features(
-        self, features: EncoderOutput, flipped: EncoderOutput | None = None, tiles: int = 1
+        self, features: Features, flipped: Features | None = None, tiles: int = 1
     ) -> tuple[torch.Tensor, HeadOutput]:
         """Depth at the input size, (B, S, tiles * S), from the features of B * tiles square
         tiles (frame-major); with ``flipped`` (features of the mirrored frames' tiles) flip TTA,
         which mirrors whole frames, not single tiles."""
-        out = self.head(features.patch_tokens, features.cls)
+        out = self.head(features["tokens"], features["cls"])
         depth = merge_tiles(self.depth_at_input(out), tiles)
         if flipped is not None:
-            mirrored = merge_tiles(self.depth_at_input(self.head(flipped.patch_tokens, flipped.cls)), tiles)
+            mirrored = merge_tiles(self.depth_at_input(self.head(flipped["tokens"], flipped["cls"])), tiles)
             depth = 0.5 * (depth + mirrored.flip(-1))
         return depth, out
 
@@ -169,8 +163,12 @@ class PureCLIPDepth(
         (B, h, k * w, K). A wide input is cut into k square tiles (KITTI: 4) and merged back."""
         size = self.input_size
         k = images.shape[-1] // size
-        flipped = self.encode(split_tiles(images.flip(-1), size)) if tta else None
-        depth, out = self.predict_from_features(self.encode(split_tiles(images, size)), flipped, k)
+
+        def features(x: torch.Tensor) -> Features:
+            out = self.encode(split_tiles(x, size))
+            return {"tokens": out.patch_tokens, "cls": out.cls}
+
+        depth, out = self.predict_from_features(features(images), features(images.flip(-1)) if tta else None, k)
         return depth, merge_tiles(out.probs.movedim(-1, 1), k).movedim(1, -1)
 
     def bin_std(self, probs: torch.Tensor) -> torch.Tensor:
@@ -187,19 +185,20 @@ class PureCLIPDepth(
 
     @torch.inference_mode()
     def infer(
-        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None
+        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
+        captions: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Metric depth for RGB images at their own resolution.
 
         ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
         [0, 1]. Wide images are cut into square tiles (``tiles``, default ``auto_tiles``).
         Returns ``depth`` and ``uncertainty`` (B, H, W) in metres and ``bin_probs`` (B, h, w, K).
+        PureCLIP-Depth takes no caption; passing one is an error rather than silently ignored.
         """
+        if captions is not None:
+            raise ConfigError("PureCLIP-Depth takes no caption (captions are for TR2M checkpoints)")
         self.eval()
-        if isinstance(images, np.ndarray):
-            arr = images[None] if images.ndim == 3 else images
-            images = torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
-        images = images.to(next(self.head.parameters()).device)
+        images = self.images_to_tensor(images).to(self.device)
         height, width = images.shape[-2:]
         tiles = tiles or self.auto_tiles(height, width)
         depth, probs = self.predict(resize_bilinear(images, (self.input_size, tiles * self.input_size)), tta)
@@ -209,90 +208,3 @@ class PureCLIPDepth(
 
         std = F.interpolate(self.bin_std(probs)[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
         return {"depth": to_image(depth), "uncertainty": to_image(std), "bin_probs": probs}
-
-    # -- head-only checkpoints: the frozen encoder is named in the config, never saved --------
-    # huggingface_hub's ModelHubMixin supplies push_to_hub and the Hub download in from_pretrained;
-    # the two hooks below define what a checkpoint folder holds.
-    def _save_pretrained(self, save_directory: Path) -> None:
-        meta = {
-            "architecture": "pureclip_depth",
-            "config": config_to_dict(self.cfg),
-            "encoder_fingerprint": self.encoder.fingerprint(),
-            **self._checkpoint_extra,
-        }
-        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-        save_file(state, str(save_directory / WEIGHTS_NAME))
-        (save_directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
-
-    def save_pretrained(  # type: ignore[override]
-        self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False,
-        repo_id: str | None = None, **kwargs,
-    ) -> Path:
-        """Write ``model.safetensors`` (head only), ``config.json`` and a model card, the folder
-        replaced as a whole (never half-written); ``push_to_hub`` uploads it too."""
-        directory = Path(save_directory)
-        self._checkpoint_extra = extra or {}
-        with atomic_dir(directory) as tmp:
-            super().save_pretrained(tmp, **kwargs)
-        if push_to_hub:
-            self.push_to_hub(repo_id or directory.name)
-        return directory
-
-    @classmethod
-    def from_pretrained(  # type: ignore[override]
-        cls, pretrained_model_name_or_path: str | Path, *, encoder: CLIPEncoder | None = None, **hub_kwargs
-    ) -> "PureCLIPDepth":
-        """A checkpoint folder, or a Hugging Face Hub id (downloaded and cached by huggingface_hub)."""
-        name = str(pretrained_model_name_or_path)
-        if Path(name).is_dir():
-            return cls._load_folder(Path(name), encoder)
-        if name.count("/") != 1 or name.startswith((".", "/", "~")):
-            raise CheckpointError(f"{name}: checkpoint folder not found")
-        try:
-            return super().from_pretrained(name, encoder=encoder, **hub_kwargs)
-        except (HfHubHTTPError, HFValidationError, OSError) as exc:  # offline, unknown repo, no access
-            raise CheckpointError(
-                f"cannot download checkpoint {name!r} from the Hugging Face Hub ({type(exc).__name__}); "
-                "connect once so it is cached, or pass a local checkpoint folder instead"
-            ) from None
-
-    @classmethod
-    def _from_pretrained(
-        cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None, force_download: bool,
-        local_files_only: bool, token: str | bool | None, encoder: CLIPEncoder | None = None, **_: object,
-    ) -> "PureCLIPDepth":
-        directory = snapshot_download(
-            repo_id=model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-            local_files_only=local_files_only, token=token,
-        )
-        return cls._load_folder(Path(directory), encoder)
-
-    @classmethod
-    def _load_folder(cls, directory: Path, encoder: CLIPEncoder | None) -> "PureCLIPDepth":
-        """Load a head checkpoint folder and the encoder its config names (or the one given)."""
-        meta = read_checkpoint_meta(directory)
-        cfg = config_from_dict(meta["config"])
-        encoder = encoder or build_encoder(cfg.encoder)
-        expected = meta.get("encoder_fingerprint")
-        if expected and encoder.fingerprint() != expected:
-            raise CheckpointError(
-                f"{directory}: head was trained on encoder weights {expected}, but {encoder.description} "
-                f"has {encoder.fingerprint()}; load it with the encoder it was trained with"
-            )
-        head = PureCLIPDepthHead(cfg.head, encoder.embed_dim)
-        try:
-            head.load_state_dict(load_file(str(Path(directory) / WEIGHTS_NAME)))
-        except (RuntimeError, OSError) as exc:
-            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
-        return cls(cfg, encoder, head)
-
-
-def read_checkpoint_meta(directory: str | Path) -> dict:
-    directory = Path(directory)
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        if not (directory / name).is_file():
-            raise CheckpointError(f"{directory}: not a clipdepth checkpoint folder (no {name})")
-    try:
-        return json.loads((directory / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc})") from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, config_to_yaml
+from ..config import Config, DataConfig, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
 from ..errors import ConfigError
@@ -14,9 +14,19 @@ from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.cache import build_cache, cache_key, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
-from ..models import PureCLIPDepth, build_model
+from ..features.memory import CaptionLookup
+from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .trainer import Trainer, TrainResult, check_config
+
+
+def caption_lookup(model: DepthModel, data: DataConfig) -> CaptionLookup | None:
+    """The frames' caption lines when the model reads captions, else None."""
+    if not getattr(model, "uses_captions", False):
+        return None
+    from ..data.captions import caption_lines
+
+    return lambda sample: caption_lines(sample, data)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -28,7 +38,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 @dataclass
 class Experiment:
     cfg: Config
-    model: PureCLIPDepth
+    model: DepthModel
     preprocessor: Preprocessor
     protocol: Protocol
     dist: Distributed
@@ -42,19 +52,25 @@ class Experiment:
         model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
         return cls(cfg, model, Preprocessor.create(model.input_size, cfg.data.input_crop, cfg.data.tiles), protocol, dist)
 
+    @property
+    def captions(self) -> CaptionLookup | None:
+        """Caption lines per frame, for models that read them (data.caption / caption_dir)."""
+        return caption_lookup(self.model, self.cfg.data)
+
     def encode(self, split: str, flip: bool) -> EncodedSplit:
-        """Encoder outputs of a split: from the feature cache when one is configured (built on
+        """Frozen-part outputs of a split: from the feature cache when one is configured (built on
         first use), else computed into memory."""
         dataset = get_dataset(self.cfg.data, split)
         if not self.cfg.train.feature_cache:
-            return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip, desc=f"encode {split}")
+            return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip,
+                                desc=f"encode {split}", captions=self.captions)
         key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset))
         folder = Path(self.cfg.train.feature_cache) / f"{split}{'_flip' if flip else ''}"
         if self.dist.is_main:
             start_cache(folder, key, self.cfg.train.cache_shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
         build_cache(folder, self.model, dataset, self.preprocessor, key, self.cfg.train.cache_shard_size,
-                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size)
+                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, self.captions)
         self.dist.barrier()
         return load_cache(folder, key)
 
@@ -70,7 +86,7 @@ class Experiment:
                     "(a longer data.train_list, or another data.val_fraction / data.*_size)"
                 )
         train = (
-            OnTheFlySplit(self.model, get_dataset(self.cfg.data, "train"), self.preprocessor)
+            OnTheFlySplit(self.model, get_dataset(self.cfg.data, "train"), self.preprocessor, self.captions)
             if self.cfg.train.encode_on_the_fly else self.encode("train", flip=False)
         )
         val = self.encode("val", flip=self.cfg.eval.tta)

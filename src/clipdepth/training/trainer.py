@@ -1,15 +1,14 @@
-"""Alternating Embedding/Depth optimisation of the PureCLIP-Depth head (paper sec. 2.5, 3).
+"""Training a model's head on encoded frames: the loop every model shares.
 
-- Two AdamW optimisers; the phase switches every ``phase_steps`` global steps, Embedding first.
-  Embedding phase: L_align + lambda * L_InfoNCE. Depth phase: pixel RMSE on the upsampled map.
-- Reference code: both optimisers hold phi, psi and W. Paper: W is frozen in the Depth phase.
+- What a step optimises (optimisers, learning-rate schedule, losses) is the model's objective
+  (``training/objectives``): PureCLIP-Depth's alternating phases, TR2M's AdamW.
 - Validation on all nine metrics after every epoch; a head-only checkpoint is kept at the best of
-  each metric. "Improved" means ANY metric improved. The LR stays constant until ``decay_start``
-  epochs pass without improvement, then decays linearly to ``final_lr_factor`` at ``patience``
-  epochs, where training stops.
+  each metric. "Improved" means ANY metric improved; training stops after ``patience`` epochs
+  without improvement.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
-  rewritten atomically with the head weights, both optimisers, the counters, the history and every
-  RNG the run draws from; ``fit(resume=True)`` continues from it as if never interrupted.
+  rewritten atomically with the head weights, the optimisers (and any other state of the
+  objective, such as TR2M's EMA key network), the counters, the history and every RNG the run
+  draws from; ``fit(resume=True)`` continues from it as if never interrupted.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..config import Config, TrainConfig, config_to_dict
+from ..config import Config, config_to_dict
 from ..data import DATASETS
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.evaluate import evaluate_encoded
@@ -34,11 +33,9 @@ from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..io.atomic import atomic_dir, atomic_path, write_text_atomic
-from ..losses import PATCH_RULES, embedding_loss, patch_targets, rmse_loss
-from ..models import PureCLIPDepth
+from ..models import DepthModel
+from .objectives import check_model_config, objective_class
 from .distributed import Distributed
-
-EMBEDDING, DEPTH = "embedding", "depth"
 
 RESUME_DIR = "resume"  # under <out>/checkpoints/
 RESUME_WEIGHTS = "head.safetensors"  # head weights
@@ -49,45 +46,13 @@ RESUME_FILES = (RESUME_WEIGHTS, RESUME_TENSORS, RESUME_META)
 RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache")
 
 
-def phase_at(step: int, phase_steps: int) -> str:
-    """Phase of a 0-based global step: Embedding for steps [0, n), Depth for [n, 2n), ..."""
-    return EMBEDDING if (step // phase_steps) % 2 == 0 else DEPTH
-
-
-def lr_factor(epochs_without_improvement: int, cfg: TrainConfig) -> float:
-    """1 until ``decay_start``, then linear down to ``final_lr_factor`` at ``patience``."""
-    if epochs_without_improvement <= cfg.decay_start:
-        return 1.0
-    span = max(cfg.patience - cfg.decay_start, 1)
-    progress = min((epochs_without_improvement - cfg.decay_start) / span, 1.0)
-    return 1.0 - progress * (1.0 - cfg.final_lr_factor)
-
-
 def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; available: {sorted(DATASETS)}")
     if cfg.train.select_metric not in METRIC_NAMES:
         raise ConfigError(f"train.select_metric must be one of {list(METRIC_NAMES)}, got {cfg.train.select_metric!r}")
-    if cfg.loss.patch_rule not in PATCH_RULES:
-        raise ConfigError(f"loss.patch_rule must be one of {list(PATCH_RULES)}, got {cfg.loss.patch_rule!r}")
-    if cfg.head.phrase_style not in ("reference", "paper"):
-        raise ConfigError(f"head.phrase_style must be 'reference' or 'paper', got {cfg.head.phrase_style!r}")
-    if cfg.train.freeze_mlps and cfg.train.freeze_table_in_depth_phase:
-        raise ConfigError("train.freeze_mlps with train.freeze_table_in_depth_phase leaves the Depth phase nothing to train")
-
-
-def build_optimizers(model: PureCLIPDepth, cfg: TrainConfig) -> dict[str, torch.optim.AdamW]:
-    head = model.head
-    mlps = [] if cfg.freeze_mlps else [*head.phi.parameters(), *head.psi.parameters()]
-    for p in [*head.phi.parameters(), *head.psi.parameters()]:
-        p.requires_grad_(not cfg.freeze_mlps)
-    depth_params = mlps if cfg.freeze_table_in_depth_phase else [*mlps, head.table]
-    # fused: one kernel for all parameters instead of a loop over them (~10% of a cached step on CPU)
-    return {
-        EMBEDDING: torch.optim.AdamW([*mlps, head.table], lr=cfg.embed_lr, weight_decay=cfg.embed_weight_decay, fused=True),
-        DEPTH: torch.optim.AdamW(depth_params, lr=cfg.depth_lr, weight_decay=cfg.depth_weight_decay, fused=True),
-    }
+    check_model_config(cfg)
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -198,7 +163,7 @@ class TrainResult:
 class Trainer:
     def __init__(
         self,
-        model: PureCLIPDepth,
+        model: DepthModel,
         cfg: Config,
         train: EncodedSplit,
         val: EncodedSplit,
@@ -215,40 +180,19 @@ class Trainer:
         self.model, self.cfg, self.train_split, self.val_split = model, cfg, train, val
         self.preprocessor, self.protocol = preprocessor, protocol
         self.out_dir = Path(out_dir)
-        self.device = next(model.head.parameters()).device
-        self.optimizers = build_optimizers(model, cfg.train)
+        self.device = model.device
+        self.objective = objective_class(cfg.model)(model, cfg, self.trained_head)
         self.tile_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
         self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling
         self.step = 0
 
-    def _set_lr(self, factor: float) -> None:
-        base = {EMBEDDING: self.cfg.train.embed_lr, DEPTH: self.cfg.train.depth_lr}
-        for phase, opt in self.optimizers.items():
-            for group in opt.param_groups:
-                group["lr"] = base[phase] * factor
-
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         """One optimisation step on the frames ``index`` of the training split."""
-        cfg, head = self.cfg, self.model.head
-        phase = phase_at(self.step, cfg.train.phase_steps)
         feats, depth = self.train_split.random_tiles(index, self.tile_generator, self.device)
-        targets = patch_targets(
-            depth, self.model.encoder.patch_size, cfg.head.min_depth, cfg.head.max_depth,
-            cfg.head.num_bins, cfg.loss.patch_rule,
-        )
-        head.train()
-        out = self.trained_head(feats.patch_tokens, feats.cls)
-        if phase == EMBEDDING:
-            losses = embedding_loss(out.z, out.logits, head.normalized_table(), targets, cfg.loss.infonce_weight)
-        else:
-            losses = {"loss": rmse_loss(self.model.depth_at_input(out), depth, targets.pixel_valid)}
-        # Zero every head gradient, not only the active optimiser's: a parameter the other
-        # phase does not step (W, when frozen in the Depth phase) must not carry gradient over.
-        head.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.optimizers[phase].step()
+        record = self.objective.step(feats, depth, self.step, self.sample_generator)
         self.step += 1
-        return {"phase": phase, **{k: v.item() for k, v in losses.items()}}
+        return record
 
     def validate(self) -> dict[str, float]:
         metrics = None
@@ -304,7 +248,7 @@ class Trainer:
             for epoch in range(first_epoch, cfg.max_epochs + 1):
                 if result.stopped_early:
                     break
-                self._set_lr(lr_factor(since_improvement, cfg))
+                self.objective.start_epoch(epoch, since_improvement)
                 order = self.epoch_frames()
                 sums: dict[str, list[float]] = {}
                 for start in range(0, n, cfg.batch_size):
@@ -321,7 +265,7 @@ class Trainer:
                     self.save(self.out_dir / "checkpoints" / f"best_{m}", epoch, metrics)
                 since_improvement = 0 if improved else since_improvement + 1
                 row = {
-                    "epoch": epoch, "step": self.step, "lr_factor": lr_factor(since_improvement, cfg),
+                    "epoch": epoch, "step": self.step, "lr_factor": self.objective.lr_factor(epoch + 1, since_improvement),
                     **{k: sum(v) / len(v) for k, v in sums.items()}, **{f"val_{k}": metrics[k] for k in METRIC_NAMES},
                     "improved": " ".join(improved),
                 }
@@ -360,6 +304,7 @@ class Trainer:
         states = {
             "epoch_generator": self.epoch_generator.get_state(),
             "tile_generator": self.tile_generator.get_state(),
+            "sample_generator": self.sample_generator.get_state(),
             "torch_cpu": torch.get_rng_state(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -369,6 +314,8 @@ class Trainer:
     def _set_rng_states(self, states: dict) -> None:
         self.epoch_generator.set_state(states["epoch_generator"])
         self.tile_generator.set_state(states["tile_generator"])
+        if "sample_generator" in states:  # absent from states written before TR2M
+            self.sample_generator.set_state(states["sample_generator"])
         torch.set_rng_state(states["torch_cpu"])
         cuda = states.get("torch_cuda")
         if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -387,7 +334,10 @@ class Trainer:
             weights = {k: v.detach().cpu().contiguous() for k, v in self.model.head.state_dict().items()}
             save_file(weights, str(tmp / RESUME_WEIGHTS))
             torch.save(
-                {"optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()}, "rng": self._rng_states()},
+                {
+                    "optimizers": {k: opt.state_dict() for k, opt in self.objective.optimizers.items()},
+                    "objective": self.objective.extra_state(), "rng": self._rng_states(),
+                },
                 tmp / RESUME_TENSORS,
             )
             # Written last: a folder with state.json has everything (atomic_dir guards the rest).
@@ -410,8 +360,9 @@ class Trainer:
             raise CheckpointError(f"{directory / RESUME_WEIGHTS}: cannot load head weights ({str(exc).splitlines()[0]})") from None
         try:
             tensors = torch.load(directory / RESUME_TENSORS, map_location="cpu", weights_only=True)
-            for phase, opt in self.optimizers.items():
+            for phase, opt in self.objective.optimizers.items():
                 opt.load_state_dict(tensors["optimizers"][phase])
+            self.objective.load_extra_state(tensors.get("objective", {}))
             self._set_rng_states(tensors["rng"])
         except Exception as exc:  # noqa: BLE001
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,228 @@
+"""What every clipdepth model shares: the frames it is given, and head-only checkpoints.
+
+A model is a set of FROZEN parts (``model.encoder``: CLIP for PureCLIP-Depth; CLIP text,
+DINOv2 and a relative-depth source for TR2M) and a trained ``model.head``. The split lets every
+model use the same feature cache, trainer, evaluation and commands:
+
+- ``encode_frames(FrameBatch)`` runs the frozen parts once per frame and returns named arrays in
+  the dtype they are stored in (the feature cache keeps them; half precision for features);
+- ``predict_from_features(features, flipped, tiles)`` runs the head on them;
+- a checkpoint holds the head's weights and the config that names the frozen parts, plus their
+  fingerprint, so that a head is never run on other weights than it was trained on.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from huggingface_hub import ModelHubMixin, snapshot_download
+from huggingface_hub.errors import HFValidationError, HfHubHTTPError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import Config, config_from_dict, config_to_dict
+from ..errors import CheckpointError
+from ..io.atomic import atomic_dir
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+Features = dict[str, torch.Tensor]
+
+
+@dataclass
+class FrameBatch:
+    """Frames as a model's frozen parts see them, at the model's input size."""
+
+    images: torch.Tensor  # (B, 3, H, W) float in [0, 1]
+    names: list[str]
+    # (B, H, W) metres, 0 = invalid: only the GT-derived oracle relative source reads it
+    depth: torch.Tensor | None = None
+    captions: list[list[str]] | None = None  # caption lines per frame (TR2M)
+
+    def flipped(self) -> "FrameBatch":
+        """The mirrored frames (flip test-time augmentation); captions stay as they are."""
+        return replace(
+            self, images=self.images.flip(-1), depth=None if self.depth is None else self.depth.flip(-1)
+        )
+
+
+def as_float(features: Features | None, device: torch.device | str | None = None) -> Features | None:
+    """Stored features -> what a head computes with: half precision to float32, others unchanged."""
+    if features is None:
+        return None
+    return {
+        k: (v.to(device).float() if v.dtype in (torch.float16, torch.bfloat16) else v.to(device))
+        for k, v in features.items()
+    }
+
+
+def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
+    """A local checkpoint folder as is; a Hub id downloaded (and cached) by huggingface_hub."""
+    name = str(name_or_path)
+    if Path(name).is_dir():
+        return Path(name)
+    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+        raise CheckpointError(f"{name}: checkpoint folder not found")
+    try:
+        return Path(snapshot_download(repo_id=name, **hub_kwargs))
+    except (HfHubHTTPError, HFValidationError, OSError) as exc:  # offline, unknown repo, no access
+        raise CheckpointError(
+            f"cannot download checkpoint {name!r} from the Hugging Face Hub ({type(exc).__name__}); "
+            "connect once so it is cached, or pass a local checkpoint folder instead"
+        ) from None
+
+
+def read_checkpoint_meta(directory: str | Path) -> dict:
+    directory = Path(directory)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not a clipdepth checkpoint folder (no {name})")
+    try:
+        return json.loads((directory / CONFIG_NAME).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc})") from None
+
+
+class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["depth-estimation", "monocular-depth"]):
+    """Frozen parts (``encoder``) + trained ``head``; subclasses define the architecture.
+
+    ``from_pretrained(folder_or_hub_id)`` loads a head checkpoint and the frozen parts its config
+    names; ``save_pretrained`` / ``push_to_hub`` write or upload the head only.
+    """
+
+    architecture: ClassVar[str]  # the name in the model registry and in checkpoints
+
+    def __init__(self, cfg: Config, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.head = head
+        # What save_pretrained's caller adds to config.json (epoch, metrics): the mixin's
+        # save_pretrained does not pass extra arguments on to _save_pretrained.
+        self._checkpoint_extra: dict = {}
+
+    # -- what a subclass defines ---------------------------------------------------------------
+    @classmethod
+    def build_encoder(cls, cfg: Config) -> nn.Module:
+        """The frozen parts a config names."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_head(cls, cfg: Config, encoder: nn.Module, initialise: bool) -> nn.Module:
+        """A head for these frozen parts; ``initialise`` when training starts (not when loading)."""
+        raise NotImplementedError
+
+    @property
+    def input_size(self) -> int | tuple[int, int]:
+        """The input of one tile: S (square) or (H, W)."""
+        raise NotImplementedError
+
+    def encode_frames(self, batch: FrameBatch) -> Features:
+        raise NotImplementedError
+
+    def predict_from_features(
+        self, features: Features, flipped: Features | None = None, tiles: int = 1
+    ) -> tuple[torch.Tensor, Any]:
+        """Depth (B, H, tiles * W) at the input size, and the head's own output."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, cfg: Config, encoder: nn.Module | None = None) -> "DepthModel":
+        """A new model to train: the frozen parts from the config (or the ones given)."""
+        encoder = encoder or cls.build_encoder(cfg)
+        return cls(cfg, encoder, cls.build_head(cfg, encoder, initialise=True))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    def predict_frames(self, batch: FrameBatch, tta: bool = False) -> torch.Tensor:
+        """Frames at the input size -> depth at the input size (flip TTA mirrors whole frames)."""
+        tiles = batch.images.shape[-1] // self._tile_width
+        features = as_float(self.encode_frames(batch))
+        flipped = as_float(self.encode_frames(batch.flipped())) if tta else None
+        return self.predict_from_features(features, flipped, tiles)[0]
+
+    @property
+    def _tile_width(self) -> int:
+        size = self.input_size
+        return size if isinstance(size, int) else size[1]
+
+    @staticmethod
+    def images_to_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """(H, W, 3) / (B, H, W, 3) uint8 arrays, or (B, 3, H, W) tensors in [0, 1] -> the latter."""
+        if isinstance(images, np.ndarray):
+            arr = images[None] if images.ndim == 3 else images
+            return torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
+        return images
+
+    # -- head-only checkpoints: the frozen parts are named in the config, never saved --------
+    # huggingface_hub's ModelHubMixin supplies push_to_hub and the Hub download in from_pretrained;
+    # the hooks below define what a checkpoint folder holds.
+    def _save_pretrained(self, save_directory: Path) -> None:
+        meta = {
+            "architecture": self.architecture,
+            "config": config_to_dict(self.cfg),
+            "encoder_fingerprint": self.encoder.fingerprint(),
+            **self._checkpoint_extra,
+        }
+        state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(state, str(save_directory / WEIGHTS_NAME))
+        (save_directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+
+    def save_pretrained(  # type: ignore[override]
+        self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False,
+        repo_id: str | None = None, **kwargs,
+    ) -> Path:
+        """Write ``model.safetensors`` (head only), ``config.json`` and a model card, the folder
+        replaced as a whole (never half-written); ``push_to_hub`` uploads it too."""
+        directory = Path(save_directory)
+        self._checkpoint_extra = extra or {}
+        with atomic_dir(directory) as tmp:
+            super().save_pretrained(tmp, **kwargs)
+        if push_to_hub:
+            self.push_to_hub(repo_id or directory.name)
+        return directory
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | Path, *, encoder: nn.Module | None = None,
+        overrides: list[str] | tuple[str, ...] = (), **hub_kwargs,
+    ) -> "DepthModel":
+        """A checkpoint folder, or a Hugging Face Hub id (downloaded and cached by huggingface_hub).
+
+        ``overrides`` (``section.field=value``) may point the frozen parts elsewhere, e.g. to
+        local folders of the same weights; the fingerprint check still applies.
+        """
+        return cls._load_folder(checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs), encoder, overrides)
+
+    @classmethod
+    def _load_folder(
+        cls, directory: Path, encoder: nn.Module | None, overrides: list[str] | tuple[str, ...] = ()
+    ) -> "DepthModel":
+        """Load a head checkpoint folder and the frozen parts its config names (or the ones given)."""
+        from ..config import load_config_dict
+
+        meta = read_checkpoint_meta(directory)
+        if meta.get("architecture", cls.architecture) != cls.architecture:
+            raise CheckpointError(f"{directory}: a {meta['architecture']} checkpoint, not {cls.architecture}")
+        cfg = load_config_dict(meta["config"], overrides) if overrides else config_from_dict(meta["config"])
+        encoder = encoder or cls.build_encoder(cfg)
+        expected = meta.get("encoder_fingerprint")
+        if expected and encoder.fingerprint() != expected:
+            raise CheckpointError(
+                f"{directory}: head was trained on frozen weights {expected}, but {encoder.description} "
+                f"has {encoder.fingerprint()}; load it with the weights it was trained with"
+            )
+        head = cls.build_head(cfg, encoder, initialise=False)
+        try:
+            head.load_state_dict(load_file(str(Path(directory) / WEIGHTS_NAME)))
+        except (RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
+        return cls(cfg, encoder, head)

@@ -1,0 +1,26 @@
+"""What a training step optimises, per model: its optimisers, learning-rate schedule and losses.
+
+The trainer (epochs, validation, checkpoints, resume, DDP) is shared; an objective is the part
+that differs between PureCLIP-Depth's alternating phases and TR2M's single AdamW.
+"""
+from __future__ import annotations
+
+from ...config import Config
+from ...errors import ConfigError
+from .base import Objective
+from .pureclip import PureCLIPObjective
+
+OBJECTIVES: dict[str, type[Objective]] = {"pureclip_depth": PureCLIPObjective}
+
+
+def objective_class(model: str) -> type[Objective]:
+    if model not in OBJECTIVES:
+        raise ConfigError(f"unknown model {model!r}; available: {sorted(OBJECTIVES)}")
+    return OBJECTIVES[model]
+
+
+def check_model_config(cfg: Config) -> None:
+    objective_class(cfg.model).check_config(cfg)
+
+
+__all__ = ["OBJECTIVES", "Objective", "PureCLIPObjective", "check_model_config", "objective_class"]

@@ -1,0 +1,44 @@
+"""The interface between the shared trainer and a model's training step."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...config import Config
+from ...models.base import DepthModel, Features
+
+
+class Objective:
+    """Optimisers, learning-rate schedule and loss of one model type.
+
+    ``trained_head`` is ``model.head``, or its DistributedDataParallel wrapper under torchrun:
+    forward passes go through it so that gradients are averaged across ranks.
+    """
+
+    def __init__(self, model: DepthModel, cfg: Config, trained_head: nn.Module) -> None:
+        self.model, self.cfg, self.trained_head = model, cfg, trained_head
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Fail before any work on a value that would only break the run later."""
+
+    def lr_factor(self, epoch: int, since_improvement: int) -> float:
+        """The learning rate of an epoch, relative to the configured one."""
+        raise NotImplementedError
+
+    def start_epoch(self, epoch: int, since_improvement: int) -> None:
+        raise NotImplementedError
+
+    def step(self, features: Features, depth: torch.Tensor, step: int, generator: torch.Generator) -> dict[str, Any]:
+        """One optimisation step; returns a record with at least ``phase`` and ``loss``."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """Training state beyond the head and optimisers (e.g. an EMA network), for exact resume."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,96 @@
+"""Alternating Embedding/Depth optimisation of the PureCLIP-Depth head (paper sec. 2.5, 3).
+
+- Two AdamW optimisers; the phase switches every ``phase_steps`` global steps, Embedding first.
+  Embedding phase: L_align + lambda * L_InfoNCE. Depth phase: pixel RMSE on the upsampled map.
+- Reference code: both optimisers hold phi, psi and W. Paper: W is frozen in the Depth phase.
+- The LR stays constant until ``decay_start`` epochs pass without improvement of any validation
+  metric, then decays linearly to ``final_lr_factor`` at ``patience`` epochs, where training stops.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...config import Config, TrainConfig
+from ...errors import ConfigError
+from ...losses import PATCH_RULES, embedding_loss, patch_targets, rmse_loss
+from ...models.base import Features
+from ...models.pureclip_depth import PureCLIPDepth
+from .base import Objective
+
+EMBEDDING, DEPTH = "embedding", "depth"
+
+
+def phase_at(step: int, phase_steps: int) -> str:
+    """Phase of a 0-based global step: Embedding for steps [0, n), Depth for [n, 2n), ..."""
+    return EMBEDDING if (step // phase_steps) % 2 == 0 else DEPTH
+
+
+def lr_factor(epochs_without_improvement: int, cfg: TrainConfig) -> float:
+    """1 until ``decay_start``, then linear down to ``final_lr_factor`` at ``patience``."""
+    if epochs_without_improvement <= cfg.decay_start:
+        return 1.0
+    span = max(cfg.patience - cfg.decay_start, 1)
+    progress = min((epochs_without_improvement - cfg.decay_start) / span, 1.0)
+    return 1.0 - progress * (1.0 - cfg.final_lr_factor)
+
+
+def build_optimizers(model: PureCLIPDepth, cfg: TrainConfig) -> dict[str, torch.optim.AdamW]:
+    head = model.head
+    mlps = [] if cfg.freeze_mlps else [*head.phi.parameters(), *head.psi.parameters()]
+    for p in [*head.phi.parameters(), *head.psi.parameters()]:
+        p.requires_grad_(not cfg.freeze_mlps)
+    depth_params = mlps if cfg.freeze_table_in_depth_phase else [*mlps, head.table]
+    # fused: one kernel for all parameters instead of a loop over them (~10% of a cached step on CPU)
+    return {
+        EMBEDDING: torch.optim.AdamW([*mlps, head.table], lr=cfg.embed_lr, weight_decay=cfg.embed_weight_decay, fused=True),
+        DEPTH: torch.optim.AdamW(depth_params, lr=cfg.depth_lr, weight_decay=cfg.depth_weight_decay, fused=True),
+    }
+
+
+class PureCLIPObjective(Objective):
+    model: PureCLIPDepth
+
+    def __init__(self, model: PureCLIPDepth, cfg: Config, trained_head: torch.nn.Module) -> None:
+        super().__init__(model, cfg, trained_head)
+        self.optimizers = build_optimizers(model, cfg.train)
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        if cfg.loss.patch_rule not in PATCH_RULES:
+            raise ConfigError(f"loss.patch_rule must be one of {list(PATCH_RULES)}, got {cfg.loss.patch_rule!r}")
+        if cfg.head.phrase_style not in ("reference", "paper"):
+            raise ConfigError(f"head.phrase_style must be 'reference' or 'paper', got {cfg.head.phrase_style!r}")
+        if cfg.train.freeze_mlps and cfg.train.freeze_table_in_depth_phase:
+            raise ConfigError("train.freeze_mlps with train.freeze_table_in_depth_phase leaves the Depth phase nothing to train")
+
+    def lr_factor(self, epoch: int, since_improvement: int) -> float:
+        return lr_factor(since_improvement, self.cfg.train)
+
+    def start_epoch(self, epoch: int, since_improvement: int) -> None:
+        factor = self.lr_factor(epoch, since_improvement)
+        base = {EMBEDDING: self.cfg.train.embed_lr, DEPTH: self.cfg.train.depth_lr}
+        for phase, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = base[phase] * factor
+
+    def step(self, features: Features, depth: torch.Tensor, step: int, generator: torch.Generator) -> dict[str, Any]:
+        cfg, head = self.cfg, self.model.head
+        phase = phase_at(step, cfg.train.phase_steps)
+        targets = patch_targets(
+            depth, self.model.encoder.patch_size, cfg.head.min_depth, cfg.head.max_depth,
+            cfg.head.num_bins, cfg.loss.patch_rule,
+        )
+        head.train()
+        out = self.trained_head(features["tokens"], features["cls"])
+        if phase == EMBEDDING:
+            losses = embedding_loss(out.z, out.logits, head.normalized_table(), targets, cfg.loss.infonce_weight)
+        else:
+            losses = {"loss": rmse_loss(self.model.depth_at_input(out), depth, targets.pixel_valid)}
+        # Zero every head gradient, not only the active optimiser's: a parameter the other
+        # phase does not step (W, when frozen in the Depth phase) must not carry gradient over.
+        head.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.optimizers[phase].step()
+        return {"phase": phase, **{k: v.item() for k, v in losses.items()}}
