@@ -1,0 +1,227 @@
+"""The trainable part of TR2M (arXiv 2506.13387): text-image fusion and per-pixel rescale maps.
+
+The frozen encoders live elsewhere; this module receives DINOv2 patch tokens and one CLIP text
+embedding per image, fuses them in one pre-norm cross-modal block and decodes a scale map A and a
+shift map B that turn a relative (inverse-depth-like) map D_r into metric depth
+1 / (A * D_r + B) (``to_metric``). Sizes follow ``shared/reference/tr2m.md`` ("Components").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import TR2MConfig
+
+# A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0.
+BASE = 0.01
+
+
+class QuickGELU(nn.Module):
+    """CLIP's GELU approximation x * sigmoid(1.702 x), used by the paper's fusion block."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class CrossModalBlock(nn.Module):
+    """One pre-norm block: self-attention over image tokens, cross-attention to the text, MLP.
+
+    With a single text token the cross-attention softmax runs over one key, so its output is the
+    projected text value for every query: the text acts as a learned, caption-dependent shift of
+    all tokens, which the following MLP and decoder turn into spatially varying effects.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        if num_heads <= 0 or dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must be positive and divide the image dim {dim}")
+        self.norm_self = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_text = nn.LayerNorm(dim)
+        self.cross_attn = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), QuickGELU(), nn.Linear(mlp_ratio * dim, dim))
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, N, dim) image tokens, ``text`` (B, T, dim) text tokens -> fused (B, N, dim)."""
+        h = self.norm_self(x)
+        x = x + self.self_attn(h, h, h, need_weights=False)[0]
+        q, kv = self.norm_query(x), self.norm_text(text)
+        x = x + self.cross_attn(q, kv, kv, need_weights=False)[0]
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class ResidualConvUnit(nn.Module):
+    """DPT's residual unit (no batch norm): ReLU-conv3x3-ReLU-conv3x3 plus the skip."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class UpStage(nn.Module):
+    """Residual unit -> 1x1 conv -> bilinear x2 (one DPT fusion stage without a lateral input)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.unit = ResidualConvUnit(channels)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(self.unit(x))
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+class Decoder(nn.Module):
+    """Fused token grid (B, dim, h, w) -> pixel features (B, decoder_channels, 8h, 8w)."""
+
+    def __init__(self, dim: int, neck_channels: int, decoder_channels: int) -> None:
+        super().__init__()
+        self.neck = nn.Sequential(
+            nn.Conv2d(dim, neck_channels, 1),
+            nn.ConvTranspose2d(neck_channels, neck_channels, 2, stride=2),
+            nn.Conv2d(neck_channels, decoder_channels, 3, padding=1),
+        )
+        self.stages = nn.Sequential(UpStage(decoder_channels), UpStage(decoder_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.neck(x))
+
+
+class MapHead(nn.Module):
+    """Pixel features -> one raw map at patch resolution (Depth Anything's output-head layout)."""
+
+    def __init__(self, in_channels: int, head_channels: int, hidden: int, init_log: float) -> None:
+        super().__init__()
+        self.conv_in = nn.Conv2d(in_channels, head_channels, 3, padding=1)
+        self.conv_hidden = nn.Conv2d(head_channels, hidden, 3, padding=1)
+        self.conv_out = nn.Conv2d(hidden, 1, 1)
+        _zero_init(self.conv_out, init_log)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(B, C, H', W') -> (B, *size) raw log-factor map."""
+        x = F.interpolate(self.conv_in(x), size=size, mode="bilinear", align_corners=True)
+        return self.conv_out(F.relu(self.conv_hidden(x))).squeeze(1)
+
+
+class GlobalHead(nn.Module):
+    """Pooled fused feature -> one raw log factor per image (the RSA-style ablation)."""
+
+    def __init__(self, dim: int, hidden: int, init_log: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        _zero_init(self.net[-1], init_log)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.net(pooled).squeeze(1)
+
+
+def _zero_init(layer: nn.Conv2d | nn.Linear, init_log: float) -> None:
+    """Zero weight, bias ``init_log``: at init every factor is exactly BASE * exp(init_log)."""
+    nn.init.zeros_(layer.weight)
+    nn.init.constant_(layer.bias, init_log)
+
+
+@dataclass
+class TR2MHeadOutput:
+    """What the losses need; maps are at patch resolution (patch_size*h, patch_size*w).
+
+    ``log_scale`` / ``log_shift`` are log A and log B (the smoothness loss may act on them).
+    """
+
+    scale: torch.Tensor  # (B, ph, pw) A > 0
+    shift: torch.Tensor  # (B, ph, pw) B > 0
+    pooled: torch.Tensor  # (B, image_dim) mean of the fused tokens (image-level contrast)
+    pixel_features: torch.Tensor | None  # (B, decoder_channels, 8h, 8w); None for global factors
+    log_scale: torch.Tensor  # (B, ph, pw)
+    log_shift: torch.Tensor  # (B, ph, pw)
+
+
+class TR2MHead(nn.Module):
+    """Text projection + cross-modal block + decoder + scale/shift heads (TR2M's trainable part).
+
+    ``init_scale_log`` / ``init_shift_log`` set the bias of the last (zero-weight) layer of each
+    head, so that at init A = 0.01 * exp(init_scale_log) and B = 0.01 * exp(init_shift_log)
+    everywhere; the defaults 0.0 give the paper's A = B = 0.01.
+    With ``cfg.global_factor`` the decoder is replaced by two MLPs on the pooled fused tokens
+    that give one A and one B per image (the paper's "global factors" ablation).
+    """
+
+    def __init__(
+        self,
+        cfg: TR2MConfig,
+        image_dim: int,
+        text_dim: int,
+        patch_size: int = 14,
+        init_scale_log: float = 0.0,
+        init_shift_log: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.global_factor = cfg.global_factor
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, image_dim), QuickGELU())
+        self.block = CrossModalBlock(image_dim, cfg.num_heads, cfg.mlp_ratio)
+        self.decoder: Decoder | None = None
+        self.scale_head: MapHead | GlobalHead
+        self.shift_head: MapHead | GlobalHead
+        if cfg.global_factor:
+            self.scale_head = GlobalHead(image_dim, cfg.head_hidden, init_scale_log)
+            self.shift_head = GlobalHead(image_dim, cfg.head_hidden, init_shift_log)
+        else:
+            self.decoder = Decoder(image_dim, cfg.neck_channels, cfg.decoder_channels)
+            self.scale_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, init_scale_log)
+            self.shift_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, init_shift_log)
+
+    def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> TR2MHeadOutput:
+        """``tokens`` (B, h, w, image_dim) patch tokens, ``text`` (B, text_dim) caption embedding."""
+        b, h, w, dim = tokens.shape
+        size = (self.patch_size * h, self.patch_size * w)
+        fused = self.block(tokens.reshape(b, h * w, dim), self.text_proj(text).unsqueeze(1))
+        pooled = fused.mean(dim=1)
+        if self.decoder is None:
+            raw_scale = self.scale_head(pooled)[:, None, None].expand(b, *size)
+            raw_shift = self.shift_head(pooled)[:, None, None].expand(b, *size)
+            pixel_features = None
+        else:
+            grid = fused.transpose(1, 2).reshape(b, dim, h, w)
+            pixel_features = self.decoder(grid)
+            raw_scale = self.scale_head(pixel_features, size)
+            raw_shift = self.shift_head(pixel_features, size)
+        return TR2MHeadOutput(
+            scale=BASE * torch.exp(raw_scale),
+            shift=BASE * torch.exp(raw_shift),
+            pooled=pooled,
+            pixel_features=pixel_features,
+            log_scale=raw_scale + math.log(BASE),
+            log_shift=raw_shift + math.log(BASE),
+        )
+
+
+def to_metric(
+    relative: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, min_depth: float, max_depth: float
+) -> torch.Tensor:
+    """Metric depth 1 / (A * D_r + B), clamped to [min_depth, max_depth].
+
+    ``relative`` (B, H, W) is D_r, an inverse-depth-like map (larger = nearer, as Depth Anything
+    outputs), so A * D_r + B is a metric inverse depth. ``scale`` / ``shift`` (B, h, w) are
+    resized bilinearly (align_corners=True) to (H, W) when they differ. The denominator is
+    clamped to [1/max_depth, 1/min_depth], which bounds the output and avoids division by ~0.
+    """
+    if not 0 < min_depth < max_depth:
+        raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+    size = relative.shape[-2:]
+    if scale.shape[-2:] != size:
+        scale = F.interpolate(scale.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
+    if shift.shape[-2:] != size:
+        shift = F.interpolate(shift.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
+    inverse = (scale * relative + shift).clamp(1.0 / max_depth, 1.0 / min_depth)
+    return 1.0 / inverse

@@ -1,0 +1,149 @@
+"""TR2M's trainable network: shapes, init, text conditioning, gradients, to_metric, sizes."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from clipdepth.config import TR2MConfig
+from clipdepth.models.tr2m_head import GlobalHead, TR2MHead, to_metric
+
+DIM, TEXT_DIM, H, W, PATCH = 32, 16, 3, 4, 14
+
+
+def tiny_cfg(**overrides: object) -> TR2MConfig:
+    sizes = {"num_heads": 4, "neck_channels": 16, "decoder_channels": 12, "head_channels": 8, "head_hidden": 4}
+    return TR2MConfig(**{**sizes, **overrides})
+
+
+def tiny_head(**overrides: object) -> TR2MHead:
+    torch.manual_seed(0)
+    return TR2MHead(tiny_cfg(**overrides), DIM, TEXT_DIM, patch_size=PATCH)
+
+
+def randomise_last_layers(head: TR2MHead) -> None:
+    """The last layers start at zero weight; give them weights so the outputs can vary."""
+    for sub in (head.scale_head, head.shift_head):
+        last = sub.net[-1] if isinstance(sub, GlobalHead) else sub.conv_out
+        nn.init.normal_(last.weight, std=0.5)
+
+
+def inputs(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(batch, H, W, DIM, generator=g), torch.randn(batch, TEXT_DIM, generator=g)
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def test_shapes_positivity_and_exact_init() -> None:
+    out = tiny_head()(*inputs())
+    assert out.scale.shape == out.shift.shape == (2, PATCH * H, PATCH * W)
+    assert out.log_scale.shape == out.log_shift.shape == (2, PATCH * H, PATCH * W)
+    assert out.pooled.shape == (2, DIM)
+    assert out.pixel_features is not None and out.pixel_features.shape == (2, 12, 8 * H, 8 * W)
+    assert torch.equal(out.scale, torch.full_like(out.scale, 0.01))
+    assert torch.equal(out.shift, torch.full_like(out.shift, 0.01))
+    assert torch.allclose(out.log_scale, torch.full_like(out.log_scale, math.log(0.01)))
+
+
+def test_init_logs_set_the_initial_factors() -> None:
+    head = TR2MHead(tiny_cfg(), DIM, TEXT_DIM, patch_size=PATCH, init_scale_log=0.5, init_shift_log=-1.0)
+    out = head(*inputs())
+    assert torch.allclose(out.scale, torch.full_like(out.scale, 0.01 * math.exp(0.5)))
+    assert torch.allclose(out.shift, torch.full_like(out.shift, 0.01 * math.exp(-1.0)))
+
+
+def test_factors_stay_positive_with_random_last_layers() -> None:
+    head = tiny_head()
+    randomise_last_layers(head)
+    out = head(*inputs())
+    assert (out.scale > 0).all() and (out.shift > 0).all()
+    assert out.scale.std() > 0
+
+
+def test_heads_must_divide_the_image_dim() -> None:
+    with pytest.raises(ValueError, match="num_heads"):
+        tiny_head(num_heads=5)
+
+
+def test_to_metric_by_hand() -> None:
+    relative = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    scale, shift = torch.full((1, 2, 2), 0.5), torch.full((1, 2, 2), 0.25)
+    # 0.5 * D + 0.25 = 0.75, 1.25, 1.75, 2.25
+    expected = torch.tensor([[[4 / 3, 0.8], [4 / 7, 4 / 9]]])
+    assert torch.allclose(to_metric(relative, scale, shift, 1e-3, 10.0), expected)
+    # Clamping the denominator to [1/1.0, 1/0.5] = [1, 2]: 0.75 -> 1 and 2.25 -> 2.
+    clamped = torch.tensor([[[1.0, 0.8], [4 / 7, 0.5]]])
+    assert torch.allclose(to_metric(relative, scale, shift, 0.5, 1.0), clamped)
+
+
+def test_to_metric_resizes_factors_with_aligned_corners() -> None:
+    scale = torch.tensor([[[1.0, 3.0], [5.0, 7.0]]])  # 2x2 -> 3x3 inserts midpoints
+    metric = to_metric(torch.ones(1, 3, 3), scale, torch.zeros(1, 2, 2), 0.1, 10.0)
+    expected = 1.0 / torch.tensor([[[1.0, 2.0, 3.0], [3.0, 4.0, 5.0], [5.0, 6.0, 7.0]]])
+    assert torch.allclose(metric, expected)
+
+
+def test_to_metric_rejects_bad_range() -> None:
+    with pytest.raises(ValueError):
+        to_metric(torch.ones(1, 2, 2), torch.ones(1, 2, 2), torch.ones(1, 2, 2), 1.0, 1.0)
+
+
+def test_global_variant() -> None:
+    head = tiny_head(global_factor=True)
+    assert head.decoder is None
+    assert n_params(head) < n_params(tiny_head())
+    randomise_last_layers(head)
+    out = head(*inputs())
+    assert out.pixel_features is None
+    assert out.scale.shape == out.shift.shape == (2, PATCH * H, PATCH * W)
+    for factor in (out.scale, out.shift):
+        per_image = factor.flatten(1)
+        assert torch.equal(per_image, per_image[:, :1].expand_as(per_image))
+        assert per_image[0, 0] != per_image[1, 0]
+
+
+def test_text_changes_the_maps() -> None:
+    head = tiny_head()
+    randomise_last_layers(head)
+    tokens, text = inputs(batch=1)
+    a = head(tokens, text)
+    b = head(tokens, text + 1.0)
+    assert not torch.allclose(a.scale, b.scale)
+    assert not torch.allclose(a.shift, b.shift)
+
+
+def test_cross_attention_to_one_text_token_ignores_the_query() -> None:
+    block = tiny_head().block
+    queries = torch.randn(1, 5, DIM)
+    text = torch.randn(1, 1, DIM)
+    out = block.cross_attn(queries, text, text, need_weights=False)[0]
+    assert torch.allclose(out, out[:, :1].expand_as(out), atol=1e-6)
+
+
+def test_block_update_depends_on_the_text() -> None:
+    block = tiny_head().block
+    tokens = torch.randn(1, H * W, DIM)
+    delta_a = block(tokens, torch.randn(1, 1, DIM)) - tokens
+    delta_b = block(tokens, torch.randn(1, 1, DIM)) - tokens
+    assert not torch.allclose(delta_a, delta_b)
+
+
+def test_gradients_reach_text_projection_and_decoder() -> None:
+    head = tiny_head()
+    randomise_last_layers(head)
+    out = head(*inputs())
+    (out.scale.mean() + out.shift.mean()).backward()
+    assert head.decoder is not None
+    for p in (head.text_proj[0].weight, head.decoder.neck[0].weight, head.block.cross_attn.in_proj_weight):
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_parameter_count_at_paper_sizes_is_about_19m() -> None:
+    cfg = TR2MConfig()
+    count = n_params(TR2MHead(cfg, image_dim=1024, text_dim=768))
+    assert 18.5e6 < count < 19.5e6, count

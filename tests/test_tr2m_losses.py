@@ -1,0 +1,316 @@
+"""TR2M losses (tr2m.md "Losses") against hand-worked values and behavioural checks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from clipdepth.losses.tr2m import (
+    PseudoMetric,
+    depth_classes,
+    edge_aware_smoothness,
+    ema_update,
+    fit_affine,
+    image_contrast_loss,
+    pixel_contrast_loss,
+    pseudo_metric,
+    pseudo_metric_loss,
+    silog_loss,
+)
+
+# --- silog -------------------------------------------------------------------------------------
+
+
+def test_silog_hand_value_and_masked_pixels_ignored():
+    # g = [log 2, 0] over two images; a masked-out garbage pixel must not count.
+    pred = torch.tensor([[[2.0, 100.0]], [[1.0, 1e-6]]], requires_grad=True)
+    target = torch.tensor([[[1.0, 1.0]], [[1.0, 5.0]]])
+    mask = torch.tensor([[[True, False]], [[True, False]]])
+    loss = silog_loss(pred, target, mask)
+    # mean g^2 = ln2^2 / 2, mean g = ln2 / 2 -> ln2^2 * (1/2 - 0.85/4)
+    assert loss.item() == pytest.approx(math.log(2) * math.sqrt(0.5 - 0.85 / 4), rel=1e-6)
+    loss.backward()
+    assert pred.grad[:, :, 1].abs().sum() == 0
+
+
+def test_silog_scale_invariant_with_full_variance_focus():
+    target = torch.rand(2, 5, 6) * 9 + 0.5
+    mask = torch.rand(2, 5, 6) > 0.3
+    assert silog_loss(3.0 * target, target, mask, variance_focus=1.0).item() == pytest.approx(0.0, abs=1e-5)
+    # with 0.85 a pure scale error c leaves sqrt(0.15) * |log c|
+    assert silog_loss(3.0 * target, target, mask).item() == pytest.approx(math.sqrt(0.15) * math.log(3.0), rel=1e-5)
+
+
+def test_silog_empty_mask_is_graph_keeping_zero():
+    pred = torch.rand(1, 3, 3, requires_grad=True)
+    loss = silog_loss(pred, torch.ones(1, 3, 3), torch.zeros(1, 3, 3, dtype=torch.bool))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() == 0
+
+
+# --- affine fit and pseudo-metric depth ----------------------------------------------------------
+
+
+def test_fit_affine_recovers_per_image_affine_despite_garbage():
+    g = torch.Generator().manual_seed(0)
+    relative = torch.rand(3, 6, 7, generator=g)
+    mask = torch.rand(3, 6, 7, generator=g) > 0.4
+    alphas, betas = torch.tensor([2.5, -1.0, 0.25]), torch.tensor([-0.3, 4.0, 0.0])
+    target = alphas[:, None, None] * relative + betas[:, None, None]
+    target[~mask] = float("nan")
+    target[0, ~mask[0]] = 1e6
+    alpha, beta = fit_affine(relative, target, mask)
+    assert alpha.dtype == relative.dtype
+    assert torch.allclose(alpha, alphas, atol=1e-6, rtol=0)
+    assert torch.allclose(beta, betas, atol=1e-6, rtol=0)
+
+
+def test_fit_affine_degenerate_images():
+    relative = torch.tensor([[[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0]], [[4.0, 4.0, 4.0]]])
+    target = torch.tensor([[[7.0, 9.0, 9.0]], [[5.0, 6.0, 7.0]], [[1.0, 2.0, 6.0]]])
+    mask = torch.tensor([[[False, True, False]], [[False, False, False]], [[True, True, True]]])
+    alpha, beta = fit_affine(relative, target, mask)
+    # one pixel -> its target; no pixel -> 0; constant relative -> mean target
+    assert alpha.tolist() == [0.0, 0.0, 0.0]
+    assert beta.tolist() == pytest.approx([9.0, 0.0, 3.0])
+
+
+def test_pseudo_metric_returns_gt_for_exact_inverse_affine():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.rand(2, 5, 5, generator=g) * 8 + 0.5
+    mask = torch.rand(2, 5, 5, generator=g) > 0.3
+    relative = 3.0 / gt + 0.2
+    relative[1] = 0.5 / gt[1] - 0.01
+    gt[~mask] = 0.0  # missing GT
+    relative[0, 0, 0] = 0.2  # inverse 0 -> clamped to 1 / max_depth
+    mask[0, 0, 0] = False
+    p = pseudo_metric(relative, gt, mask, max_depth=10.0)
+    assert torch.allclose(p.alpha, torch.tensor([1 / 3, 2.0]), atol=1e-6, rtol=0)
+    assert torch.allclose(p.beta, torch.tensor([-0.2 / 3, 0.02]), atol=1e-6, rtol=0)
+    assert torch.allclose(p.depth[mask], gt[mask], rtol=1e-5, atol=0)
+    assert p.depth[0, 0, 0].item() == pytest.approx(10.0)
+    assert p.d1.tolist() == [1.0, 1.0]
+
+
+def _three_of_four() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # relative = 1/gt exactly, but GT 20 m lies beyond max_depth 10: the clamped pseudo depth is 10,
+    # a ratio of 2, so exactly 3 of 4 pixels pass -> d1 = 0.75.
+    gt = torch.tensor([[[1.0, 2.0], [4.0, 20.0]]])
+    return 1.0 / gt, gt, torch.ones_like(gt, dtype=torch.bool)
+
+
+def test_pseudo_d1_counts_only_pixels_within_1_25():
+    p = pseudo_metric(*_three_of_four(), max_depth=10.0)
+    assert p.d1.tolist() == [0.75]
+    assert torch.allclose(p.depth, torch.tensor([[[1.0, 2.0], [4.0, 10.0]]]), rtol=1e-6, atol=0)
+
+
+def test_pseudo_loss_gate_switches_strictly_above_rho():
+    p = pseudo_metric(*_three_of_four(), max_depth=10.0)
+    pred = torch.tensor([[[1.0, 3.0], [2.0, 5.0]]], requires_grad=True)
+    loss, gate = pseudo_metric_loss(pred, p, rho=0.74)
+    assert gate.tolist() == [True] and loss.item() > 0.01
+    loss, gate = pseudo_metric_loss(pred, p, rho=0.75)
+    assert gate.tolist() == [False] and loss.item() == 0.0
+    loss.backward()
+    assert pred.grad is not None
+
+
+def test_pseudo_loss_uses_all_pixels_of_gated_images_only():
+    depth = torch.rand(3, 4, 4) + 1.0
+    pseudo = PseudoMetric(depth=depth, alpha=torch.ones(3), beta=torch.zeros(3), d1=torch.tensor([0.9, 0.5, 0.95]))
+    pred = torch.rand(3, 4, 4) + 0.5
+    loss, gate = pseudo_metric_loss(pred, pseudo, rho=0.8)
+    assert gate.tolist() == [True, False, True]
+    # hand form over the 32 pixels of images 0 and 2
+    g = (pred[[0, 2]].log() - depth[[0, 2]].log()).flatten()
+    expected = math.sqrt(g.pow(2).mean().item() - 0.85 * g.mean().item() ** 2)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+# --- depth classes -------------------------------------------------------------------------------
+
+
+def test_depth_classes_hand_values():
+    depth = torch.tensor([0.5, 10.0, 5.25, 3.3, 0.0, 12.0])
+    # (10 - D) / 9.5 * 19: 19, 0, 9.5 -> 10 (half to even), 13.4 -> 13, 20 -> clamp 19, -4 -> clamp 0
+    assert depth_classes(depth, 0.5, 10.0, 19).tolist() == [19, 0, 10, 13, 19, 0]
+
+
+# --- smoothness ----------------------------------------------------------------------------------
+
+
+def test_smoothness_zero_on_constant_map_with_texture():
+    image = torch.rand(2, 3, 6, 8)
+    assert edge_aware_smoothness(torch.full((2, 1, 6, 8), 3.0), image).item() == 0.0
+
+
+def test_smoothness_ramp_and_edge_weighting():
+    h, w = 4, 5
+    flat = torch.full((1, 3, h, w), 0.5)
+    ramp = torch.arange(w, dtype=torch.float32).expand(1, h, w)  # (B, H, W) accepted
+    assert edge_aware_smoothness(ramp, flat).item() == pytest.approx(1.0)  # |dx| = 1 everywhere, dy = 0
+
+    step = torch.zeros(1, 1, h, w)
+    step[..., 2:] = 2.0
+    edge = torch.zeros(1, 3, h, w)
+    edge[..., 2:] = 1.0  # image edge at the same column as the map step
+    # one of the w-1 x-differences is 2; weighted by exp(0) on a flat image and exp(-1) across the edge
+    assert edge_aware_smoothness(step, flat).item() == pytest.approx(2 / (w - 1))
+    assert edge_aware_smoothness(step, edge).item() == pytest.approx(2 * math.exp(-1) / (w - 1))
+
+
+def test_smoothness_resizes_image_to_maps():
+    step = torch.zeros(1, 1, 4, 4)
+    step[..., 2:] = 1.0
+    big_flat = torch.full((1, 3, 16, 16), 0.3)
+    assert edge_aware_smoothness(step, big_flat).item() == pytest.approx(1 / 3)
+
+
+def _sgd_step(param: torch.Tensor, loss: torch.Tensor, lr: float) -> None:
+    # plain SGD by hand: torch.optim's first use costs about a second of imports
+    (grad,) = torch.autograd.grad(loss, param)
+    with torch.no_grad():
+        param -= lr * grad
+
+
+# --- image-level contrast ------------------------------------------------------------------------
+
+
+def _on_circle(angles: torch.Tensor) -> torch.Tensor:
+    return torch.stack([angles.cos(), angles.sin()], dim=1)
+
+
+def test_image_contrast_hand_value_follows_scale_ranks():
+    # scale ranks [1, 0, 2]; features at 90 deg per rank -> f(rank0).f(rank1) = 0, f(rank0).f(rank2) = -1
+    scale = torch.tensor([0.5, 0.1, 0.9])
+    feats = _on_circle(torch.tensor([1.0, 0.0, 2.0]) * math.pi / 2)
+    loss = image_contrast_loss(feats, scale, rank_threshold=1, temperature=1.0)
+    # ends: positive is the middle one, -log(1 / (1 + e^-1)); middle: both others positive, -log(1/2)
+    expected = (2 * math.log(1 + math.exp(-1)) + math.log(2)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_image_contrast_two_images_and_single_image():
+    # B = 2: the only other image is the positive and the only candidate -> exactly 0 (self excluded)
+    assert image_contrast_loss(torch.randn(2, 4), torch.tensor([1.0, 2.0])).item() == pytest.approx(0.0, abs=1e-6)
+    one = torch.randn(1, 4, requires_grad=True)
+    loss = image_contrast_loss(one, torch.tensor([1.0]))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert one.grad is not None
+
+
+def test_image_contrast_lower_when_features_follow_scale_order():
+    g = torch.Generator().manual_seed(2)
+    b = 8
+    scale = torch.rand(b, generator=g)
+    rank = torch.argsort(torch.argsort(scale))
+    ordered = _on_circle(rank.float() * math.pi / (b - 1))
+    good = image_contrast_loss(ordered, scale, rank_threshold=1)
+    shuffled = [image_contrast_loss(ordered[torch.randperm(b, generator=g)], scale).item() for _ in range(10)]
+    assert good.item() < min(shuffled)
+    assert good.item() < image_contrast_loss(torch.randn(b, 2, generator=g), scale).item()
+
+
+def test_image_contrast_optimisation_decreases_loss():
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(8, 16, generator=g).requires_grad_()
+    scale = torch.rand(8, generator=g)
+    start = image_contrast_loss(feats, scale, rank_threshold=2).item()
+    for _ in range(20):
+        _sgd_step(feats, image_contrast_loss(feats, scale, rank_threshold=2), lr=0.5)
+    assert image_contrast_loss(feats, scale, rank_threshold=2).item() < 0.8 * start
+
+
+# --- pixel-level contrast ------------------------------------------------------------------------
+
+
+def test_pixel_contrast_hand_value_includes_own_key():
+    # one image, 1 x 4 pixels; classes (d_max=10, d_min=0, 10 classes): [0, 0, 5, -] and pixel 3 is masked out
+    depth = torch.tensor([[[10.0, 10.0, 5.0, 0.0]]])
+    mask = torch.tensor([[[True, True, True, False]]])
+    feats = torch.tensor([[1.0, 1.0, 0.0, -1.0], [0.0, 0.0, 1.0, 0.0]])[None, :, None, :]  # (1, 2, 1, 4)
+    loss = pixel_contrast_loss(feats, feats.clone(), depth, mask, 0.0, 10.0, 10, temperature=1.0)
+    e = math.e
+    # pixels 0, 1: logits [1, 1, 0], positives keys 0 and 1; pixel 2: logits [0, 0, 1], positive key 2
+    expected = (2 * math.log((2 * e + 1) / e) + math.log((e + 2) / e)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pixel_contrast_key_detached_and_empty_mask():
+    q = torch.randn(2, 4, 3, 3, requires_grad=True)
+    k = torch.randn(2, 4, 3, 3, requires_grad=True)
+    depth = torch.rand(2, 3, 3) * 10
+    pixel_contrast_loss(q, k, depth, depth > 2, 0.0, 10.0, 4).backward()
+    assert q.grad.abs().sum() > 0 and k.grad is None
+    loss = pixel_contrast_loss(q, k, depth, depth > 99, 0.0, 10.0, 4)
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_pixel_contrast_sampling_is_reproducible_with_generator():
+    q, k = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    depth = torch.rand(2, 8, 8) * 10
+    mask = depth > 1
+
+    def run(seed: int) -> float:
+        gen = torch.Generator().manual_seed(seed)
+        return pixel_contrast_loss(q, k, depth, mask, 0.0, 10.0, 4, samples=5, generator=gen).item()
+
+    assert run(0) == run(0)
+    assert len({run(s) for s in range(5)}) > 1  # 5 of ~57 pixels: different draws, different losses
+
+
+def test_pixel_contrast_lower_when_features_encode_depth_class():
+    g = torch.Generator().manual_seed(4)
+    b, c, h, w, classes = 2, 8, 6, 6, 4
+    depth = torch.rand(b, h, w, generator=g) * 10
+    mask = torch.rand(b, h, w, generator=g) > 0.2
+    labels = depth_classes(depth, 0.0, 10.0, classes)
+    class_vectors = torch.eye(c)[: classes + 1]
+    aligned = class_vectors[labels].permute(0, 3, 1, 2)  # one-hot per depth class
+    random = torch.randn(b, c, h, w, generator=g)
+    args = (depth, mask, 0.0, 10.0, classes)
+    good = pixel_contrast_loss(aligned, aligned, *args).item()
+    bad = pixel_contrast_loss(random, random + 0.1 * torch.randn(b, c, h, w, generator=g), *args).item()
+    assert good < bad - 1.0
+
+
+def test_pixel_contrast_optimisation_decreases_loss():
+    g = torch.Generator().manual_seed(5)
+    depth = torch.rand(1, 6, 6, generator=g) * 10
+    mask = torch.ones(1, 6, 6, dtype=torch.bool)
+    query = torch.randn(1, 8, 6, 6, generator=g).requires_grad_()
+
+    def loss() -> torch.Tensor:
+        return pixel_contrast_loss(query, query, depth, mask, 0.0, 10.0, 4)  # key = detached query (momentum 0)
+
+    start = loss().item()
+    for _ in range(20):
+        _sgd_step(query, loss(), lr=5.0)
+    assert loss().item() < 0.5 * start
+
+
+# --- EMA -----------------------------------------------------------------------------------------
+
+
+def test_ema_update_momentum_and_buffers():
+    source, target = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    with torch.no_grad():
+        for p in source.parameters():
+            p.fill_(1.0)
+        for p in target.parameters():
+            p.fill_(0.0)
+        source[1].running_mean.fill_(3.0)
+        source[1].num_batches_tracked.fill_(7)
+    ema_update(target, source, 0.99)
+    for p in target.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.01), rtol=1e-6, atol=0)
+    assert target[1].running_mean.tolist() == [3.0, 3.0] and target[1].num_batches_tracked.item() == 7
+    ema_update(target, source, 0.99)
+    for p in target.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.0199), rtol=1e-6, atol=0)
+    assert all(p.grad is None for p in target.parameters())
