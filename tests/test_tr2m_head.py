@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from clipdepth.config import TR2MConfig
-from clipdepth.models.tr2m_head import GlobalHead, TR2MHead, to_metric
+from clipdepth.models.tr2m import GlobalHead, TR2MHead, to_metric
 
 DIM, TEXT_DIM, H, W, PATCH = 32, 16, 3, 4, 14
 

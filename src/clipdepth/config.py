@@ -121,6 +121,9 @@ class DataConfig:
     # Crop (top, bottom, left, right) applied before resizing to the encoder's input size;
     # the reference code uses (40, 470, 38, 603) for NYU to drop the white border.
     input_crop: Optional[list[int]] = None
+    # KITTI's KB crop instead: the bottom 352 rows and central 1216 columns of each frame (frames
+    # differ in size by drive); the prediction is pasted back into the full frame.
+    kb_crop: bool = False
     # The frame is resized to S x (tiles * S) and cut into square tiles (KITTI reference: 4).
     tiles: int = 1
     # Captions (TR2M): one for every frame, or a folder of <frame name>.txt files (one caption
@@ -201,6 +204,7 @@ class TR2MConfig:
     head_hidden: int = 32
     # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.
     global_factor: bool = False
+    max_caption_lines: int = 16  # caption lines kept per frame (the released data has about 15)
     min_depth: float = 1e-3  # predictions are clamped to [min_depth, max_depth]
     max_depth: float = 10.0
     # Loss weights; paper: 1, 0.5, 0.1, 0.01 (the released options: 10, 2, 0.2, 0.1).

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
-    preprocessor = Preprocessor.create(model.input_size, data.input_crop, data.tiles)
+    preprocessor = Preprocessor.create(model.input_size, data.input_crop, data.tiles, data.kb_crop)
     predict = model_predictor(model, preprocessor, tta, args.score_at_input)
     acc, names = evaluate_dataset(dataset, predict, protocol, args.batch_size)
     if not names:

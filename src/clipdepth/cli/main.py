@@ -11,6 +11,7 @@ from ..errors import ClipdepthError
 SUBCOMMANDS = {
     "analyze": "clipdepth.cli.analyze",
     "cache": "clipdepth.cli.cache",
+    "caption": "clipdepth.cli.caption",
     "data": "clipdepth.cli.data",
     "demo": "clipdepth.cli.demo",
     "train": "clipdepth.cli.train",

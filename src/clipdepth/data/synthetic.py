@@ -52,6 +52,9 @@ class RGBDSample:
     depth: np.ndarray  # (H, W) float32 metres, 0 = invalid/no measurement
     intrinsics: np.ndarray  # (4,) float32 fx, fy, cx, cy at this resolution
     name: str  # unique stem, e.g. "indoor_train_00012"
+    # Descriptions of the frame, one per entry, as a VLM would write them (TR2M's text input);
+    # None: the dataset has none (captions then come from data.caption or data.caption_dir).
+    captions: list[str] | None = None
 
 
 # --------------------------------------------------------------------------- textures
@@ -195,6 +198,7 @@ class Scene:
     fog_distance: float
     sky_zenith: Colour = (0.0, 0.0, 0.0)  # seen by rays that hit nothing
     sky_horizon: Colour = (0.0, 0.0, 0.0)
+    captions: tuple[str, ...] = ()  # what a VLM would say about the scene, from its parameters
 
 
 def _camera_to_world(camera: Camera) -> np.ndarray:
@@ -404,7 +408,8 @@ def _indoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     # for the demo's random-weight encoder to pick up patch by patch (a raw-pixel probe of a
     # single patch did no better than the mean depth without it).
     return Scene(camera, (room, *furniture), DEPTH_RANGE["indoor"], light=(0.24, 0.78, -0.58),
-                 ambient=0.45, fog_colour=(0.62, 0.6, 0.58), fog_distance=5.0)
+                 ambient=0.45, fog_colour=(0.62, 0.6, 0.58), fog_distance=5.0,
+                 captions=_describe_room(room, furniture, camera))
 
 
 def _buildings(rng: np.random.Generator, facade_x: float, side: int) -> list[Box]:
@@ -464,8 +469,9 @@ def _outdoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         Box((-left_facade, 0.0, -50.0), (-road_half_width, 0.15, 500.0), _all_faces(paving)),
         Box((road_half_width, 0.0, -50.0), (right_facade, 0.15, 500.0), _all_faces(paving)),
     )
-    boxes = (ground, *sidewalks, *_buildings(rng, left_facade, -1), *_buildings(rng, right_facade, 1),
-             *_cars(rng, road_half_width))
+    buildings = _buildings(rng, left_facade, -1) + _buildings(rng, right_facade, 1)
+    cars = _cars(rng, road_half_width)
+    boxes = (ground, *sidewalks, *buildings, *cars)
     camera = Camera(
         _scaled_intrinsics("outdoor", height, width), height, width,
         position=(rng.uniform(0.25, 0.75) * road_half_width, 1.65, 0.0),  # driving in a right-hand lane
@@ -475,7 +481,112 @@ def _outdoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     zenith = np.array(colorsys.hsv_to_rgb(rng.uniform(0.55, 0.62), rng.uniform(0.35, 0.6), rng.uniform(0.75, 0.9)))
     # a high sun from the right: right-hand facades lit, left-hand ones in shade
     return Scene(camera, boxes, DEPTH_RANGE["outdoor"], light=(-0.45, 0.8, 0.4), ambient=0.4,
-                 fog_colour=tuple(horizon), fog_distance=150.0, sky_zenith=tuple(zenith), sky_horizon=tuple(horizon))
+                 fog_colour=tuple(horizon), fog_distance=150.0, sky_zenith=tuple(zenith), sky_horizon=tuple(horizon),
+                 captions=_describe_street(buildings, cars, road_half_width, left_facade + right_facade, tuple(zenith)))
+
+
+# --------------------------------------------------------------------------- captions
+# A few lines per scene, as a VLM would describe the image (TR2M's text input). They are derived
+# from the drawn parameters only, after all random draws, so they never change a scene.
+
+_NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+_PLURALS = {"box": "boxes"}  # the rest take an s
+_HUES = ((15, "red"), (40, "orange"), (65, "yellow"), (160, "green"), (195, "teal"), (255, "blue"),
+         (290, "purple"), (335, "pink"), (360, "red"))
+
+
+def _count(n: int, noun: str) -> str:
+    """'three boxes', 'one table', '12 buildings'."""
+    number = _NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else str(n)
+    return f"{number} {noun if n == 1 else _PLURALS.get(noun, noun + 's')}"
+
+
+def _article(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _colour_name(colour: Colour) -> str:
+    """A plain colour word for an RGB albedo ('beige', 'pale blue', 'dark green', 'light grey')."""
+    h, s, v = colorsys.rgb_to_hsv(*colour)
+    if s < 0.15:
+        return "white" if v >= 0.82 else "light grey" if v >= 0.6 else "grey" if v >= 0.35 else "dark grey"
+    hue = next(name for limit, name in _HUES if h * 360 < limit)
+    if s < 0.35 and v >= 0.55:
+        return "beige" if hue in ("orange", "yellow") else f"pale {hue}"
+    if v < 0.4:
+        return "brown" if hue in ("orange", "yellow") else f"dark {hue}"
+    return hue
+
+
+def _listing(items: list[str]) -> str:
+    """Counted nouns in order of first appearance: 'two tables, a cabinet'."""
+    counts = dict.fromkeys(items, 0)
+    for item in items:
+        counts[item] += 1
+    return ", ".join(_article(item) if n == 1 else _count(n, item) for item, n in counts.items())
+
+
+def _furniture_kind(box: Box) -> str:
+    width, height, depth = np.subtract(box.hi, box.lo)
+    if height >= 1.4:
+        return "cabinet"
+    if height >= 0.9:
+        return "dresser"
+    return "table" if max(width, depth) >= 1.0 else "box"
+
+
+def _describe_room(room: Box, furniture: tuple[Box, ...], camera: Camera) -> tuple[str, ...]:
+    length = room.hi[2] - room.lo[2]  # 4 to 9.5 m
+    size = "small" if length < 5.8 else "medium-sized" if length < 7.7 else "large"
+    n = len(furniture)
+    furnished = "sparsely furnished" if n == 1 else "furnished" if n <= 3 else "cluttered"
+    wall, floor = _colour_name(room.faces[0].colour), _colour_name(room.faces[2].colour)
+    pitch = np.degrees(camera.pitch)
+    view = "looking slightly down" if pitch < -4 else "looking slightly up" if pitch > 4 else "at eye level"
+    first = furniture[0]
+    if np.isclose(first.lo[0], room.lo[0]):
+        place = "against the left wall"
+    elif np.isclose(first.hi[0], room.hi[0]):
+        place = "against the right wall"
+    elif np.isclose(first.hi[2], room.hi[2]):
+        place = "against the far wall"
+    else:
+        place = "in the middle of the room"
+    lines = [
+        f"A {size} room with {_count(n, 'piece')} of furniture and {wall} walls.",
+        f"An indoor view of a {furnished} {size} room with a {floor} tiled floor, {view}.",
+        f"{_article(_colour_name(first.faces[0].colour)).capitalize()} {_furniture_kind(first)} stands {place}.",
+    ]
+    back = _colour_name(room.faces[5].colour)
+    if back != wall:
+        lines.append(f"The far wall is painted {back}, the other walls {wall}.")
+    lines.append(f"An image with a floor, walls, a ceiling, {_listing([_furniture_kind(b) for b in furniture])}.")
+    return tuple(lines)
+
+
+def _describe_street(buildings: list[Box], cars: list[Box], road_half_width: float, street_width: float,
+                     sky: Colour) -> tuple[str, ...]:
+    bodies = cars[::2]  # each car is a body then a cabin
+    kerb = road_half_width - 1.2
+    parked = sum(bool(np.isclose(abs(b.lo[0] + b.hi[0]) / 2, kerb)) for b in bodies)
+    ahead = len(bodies) - parked
+    near = [b for b in buildings if b.lo[2] < 60.0 and b.hi[2] > 0.0]  # the ones the camera shows clearly
+    heights = [b.hi[1] for b in near]
+    rise = "low" if np.mean(heights) < 10 else "mid-rise" if np.mean(heights) < 15 else "tall"
+    colours = [_colour_name(b.faces[0].wall.colour) for b in near]
+    facade = max(dict.fromkeys(colours), key=colours.count)  # the most common, first seen on a tie
+    street = "a narrow" if street_width < 16 else "an open"
+    lanes = "four" if road_half_width > 5.5 else "two"
+    traffic = [f"{_count(parked, 'car')} {'is' if parked == 1 else 'are'} parked along the kerb"] * bool(parked)
+    traffic += [f"{_count(ahead, 'car')} {'is' if ahead == 1 else 'are'} in the lane ahead"] * bool(ahead)
+    return (
+        (f"{street.capitalize()} street with {_count(len(near), 'building')} and {_count(len(bodies), 'car')} "
+         f"under a {_colour_name(sky)} sky."),
+        f"A driving scene on a {lanes}-lane road lined with {rise} {facade} buildings.",
+        " and ".join(traffic).capitalize() + "." if traffic else "There are no cars on the road.",
+        (f"An image with a road, lane markings, two sidewalks, {_count(len(near), 'building')}, "
+         f"{_count(len(bodies), 'car')}, the sky."),
+    )
 
 
 _GENERATORS = {"indoor": _indoor_scene, "outdoor": _outdoor_scene}
@@ -492,7 +603,7 @@ def render_scene(kind: str, seed: int, height: int, width: int) -> RGBDSample:
     scene = _GENERATORS[kind](np.random.default_rng(seed), height, width)
     image, depth = _render(scene)
     intrinsics = np.asarray(scene.camera.intrinsics, dtype=np.float32)
-    return RGBDSample(image, depth, intrinsics, f"{kind}_seed{seed}")
+    return RGBDSample(image, depth, intrinsics, f"{kind}_seed{seed}", list(scene.captions))
 
 
 class SyntheticScenes(Dataset):

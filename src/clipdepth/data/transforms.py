@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+KB_CROP = (352, 1216)  # KITTI benchmark crop (height, width)
+
 
 def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize of (..., C, H, W), antialiased when shrinking (as PIL's resize does)."""
@@ -36,13 +38,28 @@ class Preprocessor:
     input_size: int | tuple[int, int]  # a model's input: S for square (CLIP), (H, W) otherwise (TR2M)
     crop: tuple[int, int, int, int] | None = None  # (top, bottom, left, right), numpy-slice ends
     tiles: int = 1  # side-by-side tiles the resized frame is cut into
+    kb_crop: bool = False  # KITTI: the bottom 352 x central 1216 of each frame, whatever its size
 
     @classmethod
-    def create(cls, input_size: int | Sequence[int], crop: Sequence[int] | None, tiles: int = 1) -> "Preprocessor":
+    def create(
+        cls, input_size: int | Sequence[int], crop: Sequence[int] | None, tiles: int = 1, kb_crop: bool = False
+    ) -> "Preprocessor":
         if tiles < 1:
             raise ValueError(f"data.tiles must be >= 1, got {tiles}")
+        if kb_crop and crop:
+            raise ValueError("data.kb_crop and data.input_crop exclude each other")
         size = input_size if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
-        return cls(size, tuple(int(c) for c in crop) if crop else None, tiles)  # type: ignore[arg-type]
+        return cls(size, tuple(int(c) for c in crop) if crop else None, tiles, kb_crop)  # type: ignore[arg-type]
+
+    def crop_box(self, frame: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        """(top, bottom, left, right) of the crop in a frame of this size, or None."""
+        if not self.kb_crop:
+            return self.crop
+        height, width = frame
+        if height < KB_CROP[0] or width < KB_CROP[1]:
+            raise ValueError(f"the KB crop needs frames of at least {KB_CROP[0]}x{KB_CROP[1]}, got {height}x{width}")
+        top, left = height - KB_CROP[0], (width - KB_CROP[1]) // 2
+        return top, height, left, left + KB_CROP[1]
 
     @property
     def tile_shape(self) -> tuple[int, int]:
@@ -54,11 +71,12 @@ class Preprocessor:
         return height, self.tiles * width
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
-        if self.crop is None:
+        box = self.crop_box(tuple(x.shape[-2:]))
+        if box is None:
             return x
-        top, bottom, left, right = self.crop
+        top, bottom, left, right = box
         if bottom > x.shape[-2] or right > x.shape[-1]:
-            raise ValueError(f"input crop {self.crop} does not fit a {tuple(x.shape[-2:])} frame")
+            raise ValueError(f"input crop {box} does not fit a {tuple(x.shape[-2:])} frame")
         return x[..., top:bottom, left:right]
 
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -78,9 +96,10 @@ class Preprocessor:
         the crop and the frame outside it is filled by edge replication (the crop can be a pixel
         smaller than an evaluation mask, e.g. NYU row 470).
         """
-        if self.crop is None:
+        box = self.crop_box(frame)
+        if box is None:
             return F.interpolate(pred[:, None], size=frame, mode="bilinear", align_corners=True)[:, 0]
-        top, bottom, left, right = self.crop
+        top, bottom, left, right = box
         inner = F.interpolate(pred[:, None], size=(bottom - top, right - left), mode="bilinear", align_corners=True)
         pad = (left, frame[1] - right, top, frame[0] - bottom)
         return F.pad(inner, pad, mode="replicate")[:, 0]

@@ -217,8 +217,9 @@ class CLIPEncoder(nn.Module):
             cls=F.normalize(tokens[:, 0], dim=-1),
         )
 
-    def encode_text(self, phrases: list[str]) -> torch.Tensor:
-        """(N, D) L2-normalised text embeddings: the projected EOS token, as ``get_text_features``."""
+    def encode_text(self, phrases: list[str], normalize: bool = True) -> torch.Tensor:
+        """(N, D) text embeddings: the projected EOS token, as ``get_text_features``; L2-normalised
+        unless ``normalize`` is False (TR2M feeds the raw embedding of its caption)."""
         batch = self.tokenizer(
             phrases,
             padding=True,
@@ -227,7 +228,8 @@ class CLIPEncoder(nn.Module):
             return_tensors="pt",
         ).to(self.model.device)
         text = self.model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return F.normalize(self.model.text_projection(text.pooler_output), dim=-1)
+        embeddings = self.model.text_projection(text.pooler_output)
+        return F.normalize(embeddings, dim=-1) if normalize else embeddings
 
     def fingerprint(self) -> str:
         """Short id of the weights; a strided sample per tensor keeps it well under a second for ViT-L."""

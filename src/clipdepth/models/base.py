@@ -122,6 +122,11 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         """The input of one tile: S (square) or (H, W)."""
         raise NotImplementedError
 
+    @property
+    def max_depth(self) -> float:
+        """The largest depth the model predicts (colour scales)."""
+        raise NotImplementedError
+
     def encode_frames(self, batch: FrameBatch) -> Features:
         raise NotImplementedError
 

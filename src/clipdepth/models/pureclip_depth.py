@@ -124,6 +124,10 @@ class PureCLIPDepth(DepthModel):
     def input_size(self) -> int:
         return self.encoder.image_size
 
+    @property
+    def max_depth(self) -> float:
+        return self.cfg.head.max_depth
+
     def encode(self, images: torch.Tensor) -> EncoderOutput:
         """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS.
 

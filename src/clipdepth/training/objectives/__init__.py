@@ -9,8 +9,9 @@ from ...config import Config
 from ...errors import ConfigError
 from .base import Objective
 from .pureclip import PureCLIPObjective
+from .tr2m import TR2MObjective
 
-OBJECTIVES: dict[str, type[Objective]] = {"pureclip_depth": PureCLIPObjective}
+OBJECTIVES: dict[str, type[Objective]] = {"pureclip_depth": PureCLIPObjective, "tr2m": TR2MObjective}
 
 
 def objective_class(model: str) -> type[Objective]:
@@ -23,4 +24,4 @@ def check_model_config(cfg: Config) -> None:
     objective_class(cfg.model).check_config(cfg)
 
 
-__all__ = ["OBJECTIVES", "Objective", "PureCLIPObjective", "check_model_config", "objective_class"]
+__all__ = ["OBJECTIVES", "Objective", "PureCLIPObjective", "TR2MObjective", "check_model_config", "objective_class"]

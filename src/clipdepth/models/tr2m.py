@@ -1,20 +1,30 @@
-"""The trainable part of TR2M (arXiv 2506.13387): text-image fusion and per-pixel rescale maps.
+"""TR2M (arXiv 2506.13387): relative depth to metric depth with language and per-pixel rescale maps.
 
-The frozen encoders live elsewhere; this module receives DINOv2 patch tokens and one CLIP text
-embedding per image, fuses them in one pre-norm cross-modal block and decodes a scale map A and a
-shift map B that turn a relative (inverse-depth-like) map D_r into metric depth
-1 / (A * D_r + B) (``to_metric``). Sizes follow ``shared/reference/tr2m.md`` ("Components").
+Frozen parts (``TR2MEncoders``): a relative-depth source (Depth Anything small, or the labelled
+GT oracle for tests and the synthetic demo), DINOv2 patch tokens and the CLIP text embedding of a
+caption. Trained head (``TR2MHead``): the caption token projected to the image width, one pre-norm
+cross-modal block, a convolutional decoder and two heads giving a scale map A and a shift map B;
+metric depth = 1 / (A * D_r + B) (``to_metric``). Sizes follow ``shared/reference/tr2m.md``
+("Components"); ``tr2m.global_factor`` is the RSA-style ablation (one A and B per image).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import TR2MConfig
+from ..config import Config, TR2MConfig
+from ..data.transforms import resize_bilinear
+from ..encoders import CLIPEncoder, build_encoder
+from ..encoders.dinov2 import DINOv2Encoder
+from ..encoders.relative import RelativeDepthSource, build_relative_source
+from ..errors import ConfigError, DataError
+from .base import DepthModel, Features, FrameBatch, as_float
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0.
 BASE = 0.01
@@ -207,9 +217,11 @@ class TR2MHead(nn.Module):
 
 
 def to_metric(
-    relative: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, min_depth: float, max_depth: float
+    relative: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, min_depth: float, max_depth: float,
+    clamp: bool = True,
 ) -> torch.Tensor:
-    """Metric depth 1 / (A * D_r + B), clamped to [min_depth, max_depth].
+    """Metric depth 1 / (A * D_r + B), clamped to [min_depth, max_depth] unless ``clamp`` is False
+    (training: a clamp would stop the gradient of every pixel outside the range).
 
     ``relative`` (B, H, W) is D_r, an inverse-depth-like map (larger = nearer, as Depth Anything
     outputs), so A * D_r + B is a metric inverse depth. ``scale`` / ``shift`` (B, h, w) are
@@ -223,5 +235,153 @@ def to_metric(
         scale = F.interpolate(scale.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
     if shift.shape[-2:] != size:
         shift = F.interpolate(shift.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
-    inverse = (scale * relative + shift).clamp(1.0 / max_depth, 1.0 / min_depth)
+    inverse = scale * relative + shift
+    inverse = inverse.clamp(1.0 / max_depth, 1.0 / min_depth) if clamp else inverse.clamp_min(1e-6)
     return 1.0 / inverse
+
+
+# -- the model: frozen parts + head --------------------------------------------------------------
+FEATURE_DTYPE = torch.float16  # DINOv2 tokens, caption embeddings and relative depth, as cached
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TR2MEncoders(nn.Module):
+    """TR2M's frozen parts; ``description`` and ``fingerprint`` cover all three."""
+
+    def __init__(self, text: CLIPEncoder, image: DINOv2Encoder, relative: RelativeDepthSource) -> None:
+        super().__init__()
+        self.text, self.image, self.relative = text, image, relative
+        self.description = (
+            f"text: {text.description}; image: {image.description}; relative depth: {relative.description}"
+        )
+
+    def fingerprint(self) -> str:
+        parts = "|".join(m.fingerprint() for m in (self.text, self.image, self.relative))
+        return hashlib.sha256(parts.encode()).hexdigest()[:16]
+
+    def train(self, mode: bool = True) -> "TR2MEncoders":
+        return super().train(False)  # frozen, whatever the parent does
+
+
+class TR2M(DepthModel):
+    """Frozen relative depth + DINOv2 + CLIP text, and a trained head that rescales per pixel.
+
+    ``infer(images, captions=[...])`` returns metres; ``from_pretrained`` / ``save_pretrained``
+    handle head-only checkpoints like every clipdepth model.
+    """
+
+    architecture = "tr2m"
+    uses_captions = True
+    encoder: TR2MEncoders
+    head: TR2MHead
+
+    @classmethod
+    def build_encoder(cls, cfg: Config) -> TR2MEncoders:
+        return TR2MEncoders(
+            build_encoder(cfg.encoder), DINOv2Encoder.from_config(cfg.tr2m.image_encoder),
+            build_relative_source(cfg.tr2m.relative),
+        )
+
+    @classmethod
+    def build_head(cls, cfg: Config, encoder: TR2MEncoders, initialise: bool) -> TR2MHead:
+        return TR2MHead(cfg.tr2m, encoder.image.embed_dim, encoder.text.embed_dim, encoder.image.patch_size)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.cfg.tr2m.input_height, self.cfg.tr2m.input_width
+
+    @property
+    def max_depth(self) -> float:
+        return self.cfg.tr2m.max_depth
+
+    def _autocast(self, images: torch.Tensor, precision: str):
+        dtype = AUTOCAST.get(precision)
+        return torch.autocast("cuda", dtype=dtype or torch.float32, enabled=images.is_cuda and dtype is not None)
+
+    def caption_embeddings(self, captions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption lines per frame -> (B, L, D) raw CLIP text embeddings (zero-padded to
+        ``max_caption_lines``) and (B,) line counts."""
+        limit = self.cfg.tr2m.max_caption_lines
+        kept = [lines[:limit] for lines in captions]
+        if any(not lines for lines in kept):
+            raise DataError("a frame has an empty caption list")
+        flat = self.encoder.text.encode_text([line for lines in kept for line in lines], normalize=False)
+        out = flat.new_zeros(len(kept), limit, flat.shape[-1])
+        start = 0
+        for i, lines in enumerate(kept):
+            out[i, : len(lines)] = flat[start : start + len(lines)]
+            start += len(lines)
+        return out, torch.tensor([len(lines) for lines in kept], device=flat.device)
+
+    def encode_frames(self, batch: FrameBatch) -> Features:
+        """DINOv2 tokens, relative depth, caption embeddings (every line) and the input image."""
+        if batch.captions is None:
+            raise ConfigError("TR2M needs a caption per image (data.caption_dir or data.caption; --caption to predict)")
+        if batch.images.shape[-2:] != self.input_size:
+            raise ValueError(f"TR2M expects frames of {self.input_size}, got {tuple(batch.images.shape[-2:])}")
+        images = batch.images
+        with self._autocast(images, self.cfg.tr2m.image_encoder.precision):
+            tokens = self.encoder.image(images)
+        with self._autocast(images, self.cfg.tr2m.relative.precision):
+            relative = self.encoder.relative(images, batch.depth, batch.names)
+        text, lines = self.caption_embeddings(batch.captions)
+        return {
+            "image_tokens": tokens.to(FEATURE_DTYPE),
+            "relative": relative.float().to(FEATURE_DTYPE),
+            "text": text.to(FEATURE_DTYPE),
+            "text_lines": lines,
+            "image": (images * 255).round().to(torch.uint8),  # for the edge-aware smoothness loss
+        }
+
+    def metric(self, features: Features, text: torch.Tensor, clamp: bool = True) -> tuple[torch.Tensor, TR2MHeadOutput]:
+        """Depth at the input size from stored features and one caption embedding per frame."""
+        out = self.head(features["image_tokens"], text)
+        depth = to_metric(features["relative"], out.scale, out.shift, self.cfg.tr2m.min_depth, self.cfg.tr2m.max_depth, clamp)
+        return depth, out
+
+    def predict_from_features(
+        self, features: Features, flipped: Features | None = None, tiles: int = 1
+    ) -> tuple[torch.Tensor, TR2MHeadOutput]:
+        """Depth (B, H, W) with caption line 0, as the reference evaluates; with ``flipped`` the
+        mirrored frames' prediction, mirrored back, is averaged in."""
+        if tiles != 1:
+            raise ConfigError("TR2M takes whole frames (data.tiles must be 1)")
+        depth, out = self.metric(features, features["text"][:, 0])
+        if flipped is not None:
+            depth = 0.5 * (depth + self.metric(flipped, flipped["text"][:, 0])[0].flip(-1))
+        return depth, out
+
+    @torch.inference_mode()
+    def infer(
+        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
+        captions: list[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Metric depth for RGB images at their own resolution, one caption each.
+
+        ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
+        [0, 1]. Returns ``depth`` (B, H, W) metres, and the ``relative`` input and the ``scale``
+        and ``shift`` maps at the same size.
+        """
+        if tiles not in (None, 1):
+            raise ConfigError("TR2M takes whole frames: --tiles does not apply")
+        self.eval()
+        images = self.images_to_tensor(images).to(self.device)
+        if captions is None or len(captions) != len(images):
+            raise ConfigError(
+                f"TR2M needs one caption per image ({len(images)} images, "
+                f"{'no' if captions is None else len(captions)} captions): pass --caption or --captions"
+            )
+        height, width = images.shape[-2:]
+        batch = FrameBatch(resize_bilinear(images, self.input_size).clamp(0, 1), [f"image{i}" for i in range(len(images))],
+                           captions=[[c] for c in captions])
+        features = as_float(self.encode_frames(batch))
+        depth, out = self.predict_from_features(features, as_float(self.encode_frames(batch.flipped())) if tta else None)
+
+        def to_image(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+
+        return {
+            "depth": to_image(depth), "relative": to_image(features["relative"]),
+            "scale": to_image(out.scale), "shift": to_image(out.shift),
+        }
+

@@ -1,0 +1,57 @@
+"""Captions for TR2M: the text that conditions each frame's scale and shift maps.
+
+A caption file ``<frame name>.txt`` holds one caption per line (TR2M's released data: about 15
+per image). Training draws a random line, so the model does not overfit one wording; evaluation
+always reads line 0, so scores are reproducible.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig
+from ..errors import DataError
+from .synthetic import RGBDSample
+
+__all__ = ["caption_lines", "pick_caption", "read_caption_file"]
+
+
+def read_caption_file(path: str | os.PathLike) -> list[str]:
+    """The non-empty lines of a caption file, stripped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(
+            f"{path}: no caption file for this frame (write one with `clipdepth caption`, or set data.caption)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read caption file ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: caption file is empty")
+    return lines
+
+
+def caption_lines(sample: RGBDSample, data: DataConfig) -> list[str]:
+    """The captions of one frame: data.caption, else its file in data.caption_dir, else the
+    dataset's own; a frame with none is an error rather than a silently empty text."""
+    if data.caption is not None:
+        return [data.caption]
+    if data.caption_dir is not None:
+        return read_caption_file(Path(data.caption_dir) / f"{sample.name}.txt")
+    if sample.captions:
+        return list(sample.captions)
+    raise DataError(
+        f"{sample.name}: no caption (TR2M needs one per frame: set data.caption_dir to a folder of "
+        "<frame name>.txt files written by `clipdepth caption`, or data.caption for one caption for all)"
+    )
+
+
+def pick_caption(lines: list[str], generator: torch.Generator | None = None) -> str:
+    """Line 0 without a generator (evaluation); a uniformly random line with one (training)."""
+    if generator is None:
+        return lines[0]
+    return lines[int(torch.randint(len(lines), (), generator=generator))]

@@ -1,0 +1,122 @@
+"""TR2M's training step (tr2m.md, "Losses" and "Training").
+
+Loss = w_si * L_si(D_m, GT)
+     + w_pseudo * L_si(D_m, D_pseudo) on images whose least-squares fit of D_r to the GT has d1 > rho
+     + w_contrast * (image-level contrast sorted by the fit's scale + pixel-level contrast against an
+       EMA key network, GT depth classes)
+     + w_smooth * edge-aware smoothness of log A and log B (log: A and B live near 0.01, and
+       their relative change is what matters).
+One AdamW (lr, weight decay, eps from the config), a linear warm-up over ``warmup_steps`` steps,
+then x ``lr_decay`` per epoch. A random caption line per frame and step, as the reference trains.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ...config import Config
+from ...data.transforms import resize_depth_masked
+from ...encoders.relative import RELATIVE_SOURCES
+from ...errors import ConfigError
+from ...losses.tr2m import (
+    edge_aware_smoothness,
+    ema_update,
+    image_contrast_loss,
+    pixel_contrast_loss,
+    pseudo_metric,
+    pseudo_metric_loss,
+    silog_loss,
+)
+from ...models.base import Features
+from ...models.tr2m import TR2M, to_metric
+from .base import Objective
+
+TRAIN = "train"
+
+
+class TR2MObjective(Objective):
+    model: TR2M
+
+    def __init__(self, model: TR2M, cfg: Config, trained_head: torch.nn.Module) -> None:
+        super().__init__(model, cfg, trained_head)
+        t = cfg.tr2m
+        self.optimizers = {
+            TRAIN: torch.optim.AdamW(model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps)
+        }
+        # Key network of the pixel-level contrast: an EMA copy of the head, never trained directly.
+        self.key_head = copy.deepcopy(model.head).requires_grad_(False)
+        self.epoch_factor = 1.0
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        t = cfg.tr2m
+        if t.relative.source not in RELATIVE_SOURCES:
+            raise ConfigError(f"tr2m.relative.source must be one of {sorted(RELATIVE_SOURCES)}, got {t.relative.source!r}")
+        patch = t.image_encoder.patch_size
+        if t.input_height % patch or t.input_width % patch:
+            raise ConfigError(
+                f"tr2m.input_height/input_width must be multiples of the patch size {patch}, "
+                f"got {t.input_height} x {t.input_width}"
+            )
+        if cfg.data.tiles != 1:
+            raise ConfigError("TR2M takes whole frames: data.tiles must be 1")
+        if not 0 < t.min_depth < t.max_depth:
+            raise ConfigError(f"need 0 < tr2m.min_depth < tr2m.max_depth, got {t.min_depth}, {t.max_depth}")
+
+    def lr_factor(self, epoch: int, since_improvement: int) -> float:
+        return self.cfg.tr2m.lr_decay ** (epoch - 1)
+
+    def start_epoch(self, epoch: int, since_improvement: int) -> None:
+        self.epoch_factor = self.lr_factor(epoch, since_improvement)
+
+    def step(self, features: Features, depth: torch.Tensor, step: int, generator: torch.Generator) -> dict[str, Any]:
+        t, head = self.cfg.tr2m, self.model.head
+        warmup = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
+        optimizer = self.optimizers[TRAIN]
+        for group in optimizer.param_groups:
+            group["lr"] = t.lr * self.epoch_factor * warmup
+
+        lines = features["text_lines"].cpu()
+        line = (torch.rand(len(lines), generator=generator) * lines).long().clamp_max(lines - 1)
+        text = features["text"][torch.arange(len(line)), line.to(features["text"].device)]
+        relative, image = features["relative"], features["image"].float() / 255.0
+        mask = (depth > t.min_depth) & (depth < t.max_depth)
+
+        head.train()
+        out = self.trained_head(features["image_tokens"], text)
+        pred = to_metric(relative, out.scale, out.shift, t.min_depth, t.max_depth, clamp=False)
+        losses = {"si": silog_loss(pred, depth, mask, t.si_variance_focus)}
+        pseudo = pseudo_metric(relative, depth, mask, t.min_depth, t.max_depth)
+        losses["pseudo"], gate = pseudo_metric_loss(pred, pseudo, t.pseudo_rho, t.si_variance_focus)
+        contrast = image_contrast_loss(out.pooled, pseudo.alpha, t.contrast_rank_threshold, t.contrast_temperature)
+        if out.pixel_features is not None:
+            with torch.no_grad():
+                keys = self.key_head(features["image_tokens"], text).pixel_features
+            size = tuple(out.pixel_features.shape[-2:])
+            small = resize_depth_masked(depth, size)
+            contrast = contrast + pixel_contrast_loss(
+                out.pixel_features, keys, small, (small > t.min_depth) & (small < t.max_depth),
+                t.min_depth, t.max_depth, t.contrast_classes, t.contrast_temperature, t.contrast_pixels, generator,
+            )
+        losses["contrast"] = contrast
+        losses["smooth"] = edge_aware_smoothness(out.log_scale, image) + edge_aware_smoothness(out.log_shift, image)
+        total = (
+            t.si_weight * losses["si"] + t.pseudo_weight * losses["pseudo"]
+            + t.contrast_weight * losses["contrast"] + t.smooth_weight * losses["smooth"]
+        )
+        head.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        ema_update(self.key_head, head, t.ema_momentum)
+        return {
+            "phase": TRAIN, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
+            "pseudo_gated": gate.float().mean().item(),
+        }
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"key_head": self.key_head.state_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.key_head.load_state_dict(state["key_head"])
