@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.clipdepth-installed
 
-.PHONY: install browser demo test clean
+.PHONY: install browser demo demo-tr2m test clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(VENV)/bin/clipdepth demo --out outputs/demo
+
+# TR2M and its global-factor ablation on synthetic scenes with the GT-oracle relative depth.
+demo-tr2m: install
+	$(VENV)/bin/clipdepth demo --config demo_tr2m --out outputs/demo-tr2m
 
 # The web demo's browser test needs Debian's chromium; installed where the machine allows (root
 # with apt), else that one test skips with its reason.

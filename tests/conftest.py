@@ -37,3 +37,26 @@ def tiny_cfg(tmp_path: Path) -> Config:
         "train.batch_size=4", "train.max_epochs=2", "eval.batch_size=4", f"output_dir={tmp_path / 'run'}",
     ]
     return load_config("demo", overrides)
+
+
+TINY_TR2M = [
+    "model=tr2m", "tr2m.image_encoder.random_init=true", "tr2m.image_encoder.hidden_size=32",
+    "tr2m.image_encoder.num_layers=1", "tr2m.image_encoder.num_heads=2", "tr2m.relative.source=oracle",
+    "tr2m.input_height=28", "tr2m.input_width=42", "tr2m.num_heads=2", "tr2m.neck_channels=16",
+    "tr2m.decoder_channels=8", "tr2m.head_channels=8", "tr2m.head_hidden=4", "tr2m.contrast_pixels=16",
+    "tr2m.lr=1e-3", "tr2m.warmup_steps=2", "eval.tta=false",
+]
+# A random-weight Depth Anything small enough for tests (its neck needs four backbone layers).
+TINY_DEPTH_ANYTHING = [
+    "tr2m.relative.source=depth_anything", "tr2m.relative.random_init=true", "tr2m.relative.hidden_size=32",
+    "tr2m.relative.num_layers=4", "tr2m.relative.num_heads=2", "tr2m.relative.fusion_hidden_size=16",
+    "tr2m.relative.neck_hidden_sizes=[8,16,32,32]",
+]
+
+
+@pytest.fixture
+def tiny_tr2m_cfg(tiny_cfg: Config) -> Config:
+    """A TR2M recipe at toy size on the tiny synthetic scenes, with the GT-oracle relative depth."""
+    from clipdepth.config import config_to_dict, load_config_dict
+
+    return load_config_dict(config_to_dict(tiny_cfg), TINY_TR2M)

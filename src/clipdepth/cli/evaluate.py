@@ -25,6 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="dataset folder the split list's paths are relative to")
     p.add_argument("--split", help="test split list (BTS format)")
     p.add_argument("--protocol", help="evaluation protocol (default: the dataset's, e.g. nyu, kitti)")
+    p.add_argument(
+        "--config", metavar="RECIPE",
+        help="take the dataset settings and protocol from a recipe, e.g. zeroshot/sun_rgbd (flags still win)",
+    )
+    captions = p.add_mutually_exclusive_group()
+    captions.add_argument("--caption", help="TR2M: one caption for every frame")
+    captions.add_argument("--caption-dir", help="TR2M: folder of <frame name>.txt captions (line 0 is used)")
     tta = p.add_mutually_exclusive_group()
     tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="flip test-time augmentation")
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no flip TTA (default: the checkpoint's eval.tta)")
@@ -39,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import DataConfig, with_overrides
+    from ..config import DataConfig, load_config, with_overrides
     from ..data import DATASET_PROTOCOLS, get_dataset
     from ..data.transforms import Preprocessor
     from ..errors import ConfigError
@@ -49,13 +56,18 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import markdown_table
     from ..io.atomic import atomic_path, write_text_atomic
     from ..models import load_model
-    from ..training.run import resolve_device
+    from ..training.run import caption_lookup, resolve_device
 
     model = load_model(args.checkpoint)
     trained_on = model.cfg.data
-    dataset_name = args.dataset or trained_on.dataset
-    # Preprocessing (input crop, tiles) is the checkpoint's on its own dataset, plain elsewhere.
-    base = trained_on if dataset_name == trained_on.dataset else DataConfig(seed=trained_on.seed)
+    recipe = load_config(args.config) if args.config else None
+    dataset_name = args.dataset or (recipe.data.dataset if recipe else trained_on.dataset)
+    # Preprocessing (input crop, tiles) is the recipe's, else the checkpoint's on its own dataset,
+    # else plain.
+    if recipe is not None:
+        base = recipe.data
+    else:
+        base = trained_on if dataset_name == trained_on.dataset else DataConfig(seed=trained_on.seed)
     bad = [o for o in args.overrides if not o.startswith("data.")]
     if bad:
         raise ConfigError(f"override {bad[0]!r}: only data.<field>=<value> can be overridden here")
@@ -63,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
         f"dataset={dataset_name}",
         *([f"root={args.data_root}"] if args.data_root else []),
         *([f"test_list={args.split}"] if args.split else []),
+        *([f"caption={args.caption}"] if args.caption is not None else []),
+        *([f"caption_dir={args.caption_dir}"] if args.caption_dir else []),
         *(o.removeprefix("data.") for o in args.overrides),
     ])
     if dataset_name not in DATASET_PROTOCOLS:
         raise ConfigError(f"unknown dataset {dataset_name!r}; available: {sorted(DATASET_PROTOCOLS)}")
-    protocol = get_protocol(args.protocol or DATASET_PROTOCOLS[dataset_name])
+    protocol = get_protocol(args.protocol or (recipe.eval.protocol if recipe else DATASET_PROTOCOLS[dataset_name]))
     if args.score_at_input:  # crops are defined on the GT frame, which this mode leaves
         protocol = dataclasses.replace(protocol, crop=None)
     tta = model.cfg.eval.tta if args.tta is None else args.tta
@@ -75,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
     preprocessor = Preprocessor.create(model.input_size, data.input_crop, data.tiles, data.kb_crop)
-    predict = model_predictor(model, preprocessor, tta, args.score_at_input)
+    predict = model_predictor(model, preprocessor, tta, args.score_at_input, caption_lookup(model, data))
     acc, names = evaluate_dataset(dataset, predict, protocol, args.batch_size)
     if not names:
         raise ConfigError(f"no image of {dataset_name} has a valid ground-truth pixel under protocol {protocol.name}")

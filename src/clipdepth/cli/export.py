@@ -30,9 +30,12 @@ def run(args: argparse.Namespace) -> int:
     from ..io.onnx_export import REPORT_FILE, export_onnx, require_onnx
 
     require_onnx()  # fail fast, before loading the model
+    from ..errors import ConfigError
     from ..models import load_model
 
     model = load_model(args.checkpoint)
+    if model.architecture != "pureclip_depth":
+        raise ConfigError(f"{args.checkpoint}: ONNX export covers PureCLIP-Depth checkpoints, not {model.architecture}")
     out = args.out
     report = export_onnx(model, out, args.opset)
     for key in ("model", "head"):

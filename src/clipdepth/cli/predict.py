@@ -2,7 +2,9 @@
 
 Per image, with the input's stem: ``<stem>.png`` 16-bit depth in millimetres (the PNG's text
 chunks say so), ``<stem>_color.png`` colourised with a metre scale, and on request ``.npy``
-(metres), a ``.ply`` point cloud and ``<stem>_uncertainty.png`` (per-patch bin spread, mm).
+(metres), a ``.ply`` point cloud and ``<stem>_uncertainty.png`` (PureCLIP-Depth: per-patch bin
+spread, mm). Any checkpoint type works; TR2M checkpoints take a caption per image (``--caption``
+for all, or ``--captions`` a folder of ``<stem>.txt`` files, line 0 used).
 """
 from __future__ import annotations
 
@@ -22,6 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder (recursive), glob, or .txt list of paths")
     p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")
     p.add_argument("--encoder", help="CLIP hub id or folder to use instead of the one the checkpoint names")
+    captions = p.add_mutually_exclusive_group()
+    captions.add_argument("--caption", help="TR2M: one caption for every image")
+    captions.add_argument(
+        "--captions", type=Path, help="TR2M: folder of <stem>.txt caption files (line 0 used), e.g. from `clipdepth caption`"
+    )
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="point a frozen part elsewhere, e.g. tr2m.relative.name=/models/depth-anything-small (repeatable)",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--npy", action="store_true", help="also write <stem>.npy (float32 metres)")
     p.add_argument("--ply", action="store_true", help="also write a coloured point cloud <stem>.ply")
@@ -69,21 +80,31 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ..encoders import CLIPEncoder
-    from ..errors import DataError
+    from ..data.captions import read_caption_file
+    from ..errors import ConfigError, DataError
     from ..io.depth_io import read_rgb, write_depth_png, write_npy
     from ..io.panels import save_depth_colour
     from ..io.pointcloud import default_intrinsics, depth_to_ply
     from ..models import load_model
-    from ..models.pureclip_depth import PureCLIPDepth
     from ..training.run import resolve_device
 
     jobs = collect_inputs(args.inputs)
-    model = (
-        PureCLIPDepth.from_pretrained(args.checkpoint, encoder=CLIPEncoder.from_pretrained(args.encoder))
-        if args.encoder else load_model(args.checkpoint)
-    )
+    if args.captions is not None and not args.captions.is_dir():
+        raise DataError(f"{args.captions}: no such caption folder (--captions takes a folder of <stem>.txt files)")
+    model = load_model(args.checkpoint, [*args.overrides, *([f"encoder.name={args.encoder}"] if args.encoder else [])])
+    uses_captions = getattr(model, "uses_captions", False)
+    if uses_captions and args.caption is None and args.captions is None:
+        raise ConfigError(f"{args.checkpoint} is a TR2M checkpoint: give a caption (--caption TEXT, or --captions DIR)")
+    if not uses_captions and (args.caption is not None or args.captions is not None):
+        raise ConfigError(f"{args.checkpoint} ({model.architecture}) takes no caption; drop --caption/--captions")
+    if args.uncertainty and not hasattr(model, "bin_std"):
+        raise ConfigError(f"--uncertainty: {model.architecture} checkpoints give no uncertainty")
     model.to(resolve_device(model.cfg.device))
+
+    def caption_for(stem: Path) -> str | None:
+        if args.captions is not None:
+            return read_caption_file(args.captions / stem.with_suffix(".txt"))[0]
+        return args.caption
     failed: list[str] = []
     kept = 0
 
@@ -91,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         base = args.out / stem
         depth = out["depth"].cpu().numpy()
         write_depth_png(base.with_suffix(".png"), depth, 1000.0)
-        save_depth_colour(base.with_name(base.name + "_color.png"), depth, model.cfg.head.max_depth)
+        save_depth_colour(base.with_name(base.name + "_color.png"), depth, model.max_depth)
         if args.npy:
             write_npy(base.with_suffix(".npy"), depth.astype(np.float32))
         if args.uncertainty:
@@ -106,12 +127,13 @@ def run(args: argparse.Namespace) -> int:
             depth_to_ply(base.with_suffix(".ply"), depth, image, intrinsics)
 
     # Consecutive images of one size go through the model together.
-    batch: list[tuple[np.ndarray, Path]] = []
+    batch: list[tuple[np.ndarray, Path, str | None]] = []
 
     def flush() -> None:
         if batch:
-            result = model.infer(np.stack([im for im, _ in batch]), tta=args.tta, tiles=args.tiles)
-            for i, (image, stem) in enumerate(batch):
+            captions = [c for _, _, c in batch] if uses_captions else None
+            result = model.infer(np.stack([im for im, _, _ in batch]), tta=args.tta, tiles=args.tiles, captions=captions)
+            for i, (image, stem, _) in enumerate(batch):
                 write(image, {k: v[i] for k, v in result.items()}, stem)
             batch.clear()
 
@@ -121,17 +143,18 @@ def run(args: argparse.Namespace) -> int:
             continue
         try:
             image = read_rgb(path, photo=True)
+            caption = caption_for(stem)
         except DataError as exc:  # one bad file must not lose the others' results
             failed.append(str(exc))
             continue
         if batch and (image.shape != batch[0][0].shape or len(batch) == args.batch_size):
             flush()
-        batch.append((image, stem))
+        batch.append((image, stem, caption))
     flush()
     print(f"wrote depth for {len(jobs) - len(failed) - kept} image(s) to {args.out} (16-bit PNG: millimetres)"
           + (f"; kept {kept} existing (--overwrite to replace)" if kept else ""))
     if failed:
-        print(f"clipdepth predict: {len(failed)} image(s) could not be read:", file=sys.stderr)
+        print(f"clipdepth predict: {len(failed)} image(s) could not be read or lack a caption:", file=sys.stderr)
         for message in failed:
             print(f"  {message}", file=sys.stderr)
         return 2

@@ -39,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
         raise ClipdepthError(f"serve needs {', '.join(missing)}: pip install 'clipdepth[serve]'")
     import uvicorn
 
+    from ..errors import ConfigError
     from ..models import load_model
     from ..serve import create_app
     from ..training.run import resolve_device
 
     model = load_model(args.checkpoint)
+    if getattr(model, "uses_captions", False):
+        raise ConfigError(f"{args.checkpoint}: the web demo serves caption-free models; use `clipdepth predict --caption` for TR2M")
     model.to(resolve_device(model.cfg.device))
     shown = f"[{args.host}]" if ":" in args.host else args.host
     with tempfile.TemporaryDirectory(prefix="clipdepth-serve-") as workdir:  # results go when the server stops

@@ -45,7 +45,7 @@ def create_app(model, *, tta: bool = False, keep: int = 32, workdir: str | Path 
     root.mkdir(parents=True, exist_ok=True)
     results: OrderedDict[str, Path] = OrderedDict()
     lock = threading.Lock()  # one inference at a time; pyplot is not thread-safe either
-    max_depth = float(model.cfg.head.max_depth)
+    max_depth = float(model.max_depth)
     page = _page()
 
     app = FastAPI(title="clipdepth", docs_url=None, redoc_url=None, openapi_url=None)
