@@ -178,3 +178,35 @@ def test_tr2m_features_cache_like_the_in_memory_ones(tiny_tr2m_cfg, tmp_path):
     for name, value in fresh.arrays.items():
         assert torch.equal(cached.arrays[name][every], value), name
     assert as_float(fresh.features(every))["text"].dtype == torch.float32
+
+
+def test_an_interrupted_tr2m_run_resumes_exactly(tiny_tr2m_cfg, tmp_path, monkeypatch):
+    """The EMA key network, the caption-line and pixel draws and the optimiser all resume."""
+    from clipdepth.training.trainer import Trainer
+
+    def run(out, resume=False):
+        cfg = dataclasses.replace(tiny_tr2m_cfg, output_dir=str(out))
+        return Experiment.create(cfg).train(out, resume=resume)
+
+    run(tmp_path / "a")
+    original, calls = Trainer.validate, [0]
+
+    def killed_on_second_validation(self):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "validate", killed_on_second_validation)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "b")
+    torch.manual_seed(99)  # a fresh process: resume must restore every RNG it draws from
+    run(tmp_path / "b", resume=True)
+    for name in ("last", "best_abs_rel"):
+        a = load_file(str(tmp_path / "a" / "checkpoints" / name / "model.safetensors"))
+        b = load_file(str(tmp_path / "b" / "checkpoints" / name / "model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    key_a = torch.load(tmp_path / "a" / "checkpoints" / "resume" / "training_state.pt", weights_only=True)["objective"]
+    key_b = torch.load(tmp_path / "b" / "checkpoints" / "resume" / "training_state.pt", weights_only=True)["objective"]
+    assert all(torch.equal(key_a["key_head"][k], key_b["key_head"][k]) for k in key_a["key_head"])
