@@ -8,7 +8,6 @@ kept, so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError, DataError
     from ..io.atomic import write_text_atomic
+    from .predict import report_failures
 
     if args.lines < 1 or args.max_new_tokens < 1:
         raise ConfigError("--lines and --max-new-tokens must be at least 1")
@@ -151,9 +151,4 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote captions for {written} image(s) to {args.out} ({args.lines} line(s) each)"
           + (f"; {short} with fewer (the model repeated itself)" if short else "")
           + (f"; kept {kept} existing (--overwrite to replace)" if kept else ""))
-    if failed:
-        print(f"clipdepth caption: {len(failed)} image(s) got no caption:", file=sys.stderr)
-        for message in failed:
-            print(f"  {message}", file=sys.stderr)
-        return 2
-    return 0
+    return report_failures("caption", failed, "got no caption")

@@ -153,9 +153,14 @@ def run(args: argparse.Namespace) -> int:
     flush()
     print(f"wrote depth for {len(jobs) - len(failed) - kept} image(s) to {args.out} (16-bit PNG: millimetres)"
           + (f"; kept {kept} existing (--overwrite to replace)" if kept else ""))
-    if failed:
-        print(f"clipdepth predict: {len(failed)} image(s) could not be read or lack a caption:", file=sys.stderr)
-        for message in failed:
-            print(f"  {message}", file=sys.stderr)
-        return 2
-    return 0
+    return report_failures("predict", failed, "could not be read or lack a caption")
+
+
+def report_failures(command: str, failed: list[str], what: str) -> int:
+    """List the images a command skipped (one line each) on stderr; the exit status."""
+    if not failed:
+        return 0
+    print(f"clipdepth {command}: {len(failed)} image(s) {what}:", file=sys.stderr)
+    for message in failed:
+        print(f"  {message}", file=sys.stderr)
+    return 2

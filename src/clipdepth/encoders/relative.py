@@ -26,7 +26,7 @@ from transformers import (
 
 from ..config import RelativeDepthConfig
 from ..errors import ConfigError, DataError
-from .dinov2 import imagenet_normalizer, load_pretrained, weights_fingerprint
+from .frozen import FrozenImageModel, load_pretrained, random_weights
 
 DEPTH_ANYTHING_HINT = (
     "Depth Anything weights (e.g. LiheYoung/depth-anything-small-hf, "
@@ -48,19 +48,13 @@ class RelativeDepthSource(Protocol):
     def fingerprint(self) -> str: ...
 
 
-class DepthAnythingSource(nn.Module):
+class DepthAnythingSource(FrozenImageModel):
     """Frozen Depth Anything: relative inverse depth (disparity-like) from the image alone."""
 
     is_oracle = False
 
     def __init__(self, model: DepthAnythingForDepthEstimation, description: str) -> None:
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.description = description
-        self.patch_size: int = model.config.patch_size
-        mean, std = imagenet_normalizer()
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
+        super().__init__(model, description)
 
     @classmethod
     def from_config(cls, cfg: RelativeDepthConfig) -> DepthAnythingSource:
@@ -87,10 +81,7 @@ class DepthAnythingSource(nn.Module):
             neck_hidden_sizes=list(cfg.neck_hidden_sizes),
             fusion_hidden_size=cfg.fusion_hidden_size,
         )
-        # Weights are a function of cfg.seed alone; the caller's RNG stream is left untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = DepthAnythingForDepthEstimation(config)
+        model = random_weights(lambda: DepthAnythingForDepthEstimation(config), cfg.seed)
         return cls(model, f"random-weight Depth Anything, seed {cfg.seed} (untrained; for tests and the demo)")
 
     @classmethod
@@ -98,14 +89,10 @@ class DepthAnythingSource(nn.Module):
         """Weights from a Hugging Face Hub id or a folder saved by ``save_pretrained``."""
         return cls(load_pretrained(DepthAnythingForDepthEstimation, name_or_path, DEPTH_ANYTHING_HINT), name_or_path)
 
-    def train(self, mode: bool = True) -> DepthAnythingSource:
-        # Frozen: a parent's .train() must not switch the source out of eval mode.
-        return super().train(False)
-
     def forward(self, images: torch.Tensor, depth: torch.Tensor | None, names: list[str]) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> (B, H, W) float32; ``depth`` and ``names`` are not used."""
         height, width = images.shape[-2:]
-        pixel_values = (images - self.pixel_mean) / self.pixel_std
+        pixel_values = self.normalize(images)
         # The model works on whole patches: as Depth Anything's own processor does, other sizes are
         # resized to the nearest multiple of the patch size, and the prediction back to (H, W).
         patch = self.patch_size
@@ -116,9 +103,6 @@ class DepthAnythingSource(nn.Module):
         if predicted.shape[-2:] != (height, width):
             predicted = F.interpolate(predicted, size=(height, width), mode="bilinear", align_corners=False)
         return predicted.squeeze(1)
-
-    def fingerprint(self) -> str:
-        return weights_fingerprint(self.model)
 
 
 def fill_invalid(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

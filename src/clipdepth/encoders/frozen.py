@@ -1,0 +1,100 @@
+"""What the frozen transformers models of TR2M (DINOv2, Depth Anything) share: loading with one-line
+errors, seeded random weights for tests and demos, ImageNet normalisation, a weight fingerprint,
+and staying frozen inside a model that trains.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable, TypeVar
+
+import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from safetensors import SafetensorError
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+from ..errors import EncoderLoadError
+from .clip import FINGERPRINT_SAMPLES_PER_TENSOR, _first_line, _quiet_transformers
+
+ModelT = TypeVar("ModelT", bound=PreTrainedModel)
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """Short id of a module's weights; a strided sample per tensor keeps it well under a second for ViT-L."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES_PER_TENSOR)]
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
+        digest.update(sample.float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def imagenet_normalizer() -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std of ImageNet, the statistics DINOv2 and Depth Anything were trained with."""
+    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_DEFAULT_STD, dtype=torch.float32).view(1, 3, 1, 1)
+    return mean, std
+
+
+def load_pretrained(model_class: type[ModelT], name_or_path: str, hint: str) -> ModelT:
+    """``model_class.from_pretrained`` whose every failure is a one-line EncoderLoadError naming the source.
+
+    ``hint`` says what to supply instead (the kind of weights, an example id, the saved-folder form).
+    """
+    what = f"cannot load {model_class.__name__} weights '{name_or_path}'"
+    is_dir = Path(name_or_path).is_dir()
+    if not is_dir:
+        # A path that is neither a folder nor a possible hub id would reach the Hub as a confusing id error.
+        try:
+            validate_repo_id(name_or_path)
+        except HFValidationError:
+            raise EncoderLoadError(f"{what}: no such folder; pass {hint}") from None
+    with _quiet_transformers():
+        try:
+            model, loading_info = model_class.from_pretrained(name_or_path, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            where = "" if is_dir else "run once with network access so it is cached, or "
+            raise EncoderLoadError(f"{what} ({_first_line(exc)}): {where}pass {hint}") from None
+    # transformers fills weights absent from the checkpoint with random values, silently.
+    missing = loading_info["missing_keys"]
+    if missing:
+        raise EncoderLoadError(
+            f"{what}: the checkpoint lacks {len(missing)} tensors (e.g. {min(missing)}), "
+            f"so it is not a full {model_class.__name__}; pass {hint}"
+        )
+    return model
+
+
+def random_weights(build: Callable[[], ModelT], seed: int) -> ModelT:
+    """A model with random weights that are a function of ``seed`` alone; the caller's RNG stream
+    is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+class FrozenImageModel(nn.Module):
+    """A frozen transformers vision model fed images in [0, 1], normalised with ImageNet statistics."""
+
+    def __init__(self, model: PreTrainedModel, description: str) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.description = description
+        self.patch_size: int = model.config.patch_size
+        mean, std = imagenet_normalizer()
+        # Buffers so that the normalisation follows the module across devices.
+        self.register_buffer("pixel_mean", mean, persistent=False)
+        self.register_buffer("pixel_std", std, persistent=False)
+
+    def train(self, mode: bool = True) -> "FrozenImageModel":
+        # Frozen: a parent's .train() must not switch it out of eval mode.
+        return super().train(False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def fingerprint(self) -> str:
+        return weights_fingerprint(self.model)
