@@ -148,6 +148,11 @@ def test_predict_reads_captions_per_image_and_names_a_missing_caption_file(tr2m_
     written = np.load(tmp_path / "out" / "x.npy")
     expected = model.infer(np.asarray(Image.open(images / "x.png")), captions=["a dark corridor"])["depth"][0]
     np.testing.assert_allclose(written, expected.numpy(), rtol=1e-5)
+    # One caption file for every image: its first line.
+    assert main(["predict", str(images / "y.png"), "--checkpoint", str(path), "--out", str(tmp_path / "one"),
+                 "--npy", "--captions", str(captions / "x.txt")]) == 0
+    expected = model.infer(np.asarray(Image.open(images / "y.png")), captions=["a dark corridor"])["depth"][0]
+    np.testing.assert_allclose(np.load(tmp_path / "one" / "y.npy"), expected.numpy(), rtol=1e-5)
 
 
 def test_predict_without_a_caption_is_one_line(tr2m_checkpoint, tmp_path, capsys):

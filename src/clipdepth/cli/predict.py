@@ -4,7 +4,7 @@ Per image, with the input's stem: ``<stem>.png`` 16-bit depth in millimetres (th
 chunks say so), ``<stem>_color.png`` colourised with a metre scale, and on request ``.npy``
 (metres), a ``.ply`` point cloud and ``<stem>_uncertainty.png`` (PureCLIP-Depth: per-patch bin
 spread, mm). Any checkpoint type works; TR2M checkpoints take a caption per image (``--caption``
-for all, or ``--captions`` a folder of ``<stem>.txt`` files, line 0 used).
+for all; ``--captions`` a folder of ``<stem>.txt`` files, or one ``.txt`` file for all; line 0).
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     captions = p.add_mutually_exclusive_group()
     captions.add_argument("--caption", help="TR2M: one caption for every image")
     captions.add_argument(
-        "--captions", type=Path, help="TR2M: folder of <stem>.txt caption files (line 0 used), e.g. from `clipdepth caption`"
+        "--captions", type=Path,
+        help="TR2M: folder of <stem>.txt caption files (e.g. from `clipdepth caption`), or one .txt for all; line 0 is used",
     )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
@@ -89,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from ..training.run import resolve_device
 
     jobs = collect_inputs(args.inputs)
-    if args.captions is not None and not args.captions.is_dir():
-        raise DataError(f"{args.captions}: no such caption folder (--captions takes a folder of <stem>.txt files)")
+    if args.captions is not None and not args.captions.exists():
+        raise DataError(f"{args.captions}: no such caption folder or file (--captions takes a folder of <stem>.txt files or one .txt)")
     model = load_model(args.checkpoint, [*args.overrides, *([f"encoder.name={args.encoder}"] if args.encoder else [])])
     uses_captions = getattr(model, "uses_captions", False)
     if uses_captions and args.caption is None and args.captions is None:
@@ -101,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--uncertainty: {model.architecture} checkpoints give no uncertainty")
     model.to(resolve_device(model.cfg.device))
 
+    shared_caption = read_caption_file(args.captions)[0] if args.captions is not None and args.captions.is_file() else args.caption
+
     def caption_for(stem: Path) -> str | None:
-        if args.captions is not None:
+        if args.captions is not None and args.captions.is_dir():
             return read_caption_file(args.captions / stem.with_suffix(".txt"))[0]
-        return args.caption
+        return shared_caption
     failed: list[str] = []
     kept = 0
 
