@@ -11,7 +11,7 @@ from PIL import Image
 
 from clipdepth.cli.main import main
 from clipdepth.config import DataConfig
-from clipdepth.data.captions import caption_lines, pick_caption, read_caption_file
+from clipdepth.data.captions import caption_lines, pick_lines, read_caption_file
 from clipdepth.data.synthetic import RGBDSample, SyntheticScenes, render_scene
 from clipdepth.errors import DataError
 
@@ -54,14 +54,14 @@ def test_caption_errors_are_one_line(tmp_path):
     assert none.startswith("frame_001: no caption") and "data.caption_dir" in none and "data.caption " in none
 
 
-def test_pick_caption_line_zero_or_uniform():
-    lines = ["first", "second", "third", "fourth"]
-    assert pick_caption(lines) == "first"
+def test_pick_lines_line_zero_or_uniform():
+    counts = torch.tensor([4] * 200 + [1] * 50)
+    assert torch.equal(pick_lines(counts), torch.zeros_like(counts))  # evaluation: line 0
     generator = torch.Generator().manual_seed(0)
-    drawn = [pick_caption(lines, generator) for _ in range(200)]
-    assert set(drawn) == set(lines)
-    again = torch.Generator().manual_seed(0)
-    assert drawn == [pick_caption(lines, again) for _ in range(200)]
+    drawn = pick_lines(counts, generator)
+    assert set(drawn[:200].tolist()) == {0, 1, 2, 3}  # every line of a 4-line file is used
+    assert set(drawn[200:].tolist()) == {0}  # never past a frame's own lines
+    assert torch.equal(drawn, pick_lines(counts, torch.Generator().manual_seed(0)))
 
 
 # --------------------------------------------------------------------------- synthetic scenes

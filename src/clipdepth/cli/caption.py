@@ -45,7 +45,7 @@ def load_captioner(name_or_path: str) -> tuple[Any, Any]:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ..encoders.clip import _first_line, _quiet_transformers
+    from ..encoders.loading import first_line, quiet_transformers
     from ..errors import EncoderLoadError
 
     def failure(reason: str) -> EncoderLoadError:
@@ -59,12 +59,12 @@ def load_captioner(name_or_path: str) -> tuple[Any, Any]:
             validate_repo_id(name_or_path)
         except HFValidationError:
             raise failure("no such folder") from None
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)
             model = AutoModelForImageTextToText.from_pretrained(name_or_path)
         except Exception as exc:  # noqa: BLE001 - offline, wrong id, incomplete folder, not an image-to-text model
-            raise failure(_first_line(exc)) from None
+            raise failure(first_line(exc)) from None
     return processor, model.eval()
 
 

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import markdown_table
     from ..io.atomic import atomic_path, write_text_atomic
     from ..models import load_model
-    from ..training.run import caption_lookup, resolve_device
+    from ..data.captions import caption_lookup
+    from ..training.run import resolve_device
 
     model = load_model(args.checkpoint)
     trained_on = model.cfg.data
@@ -89,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
     preprocessor = Preprocessor.create(model.input_size, data.input_crop, data.tiles, data.kb_crop)
-    predict = model_predictor(model, preprocessor, tta, args.score_at_input, caption_lookup(model, data))
+    predict = model_predictor(model, preprocessor, tta, args.score_at_input,
+                              caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(dataset, predict, protocol, args.batch_size)
     if not names:
         raise ConfigError(f"no image of {dataset_name} has a valid ground-truth pixel under protocol {protocol.name}")

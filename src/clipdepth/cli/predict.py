@@ -93,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
     if args.captions is not None and not args.captions.exists():
         raise DataError(f"{args.captions}: no such caption folder or file (--captions takes a folder of <stem>.txt files or one .txt)")
     model = load_model(args.checkpoint, [*args.overrides, *([f"encoder.name={args.encoder}"] if args.encoder else [])])
-    uses_captions = getattr(model, "uses_captions", False)
+    uses_captions = model.uses_captions
     if uses_captions and args.caption is None and args.captions is None:
         raise ConfigError(f"{args.checkpoint} is a TR2M checkpoint: give a caption (--caption TEXT, or --captions DIR)")
     if not uses_captions and (args.caption is not None or args.captions is not None):
         raise ConfigError(f"{args.checkpoint} ({model.architecture}) takes no caption; drop --caption/--captions")
-    if args.uncertainty and not hasattr(model, "bin_std"):
+    if args.uncertainty and not model.gives_uncertainty:
         raise ConfigError(f"--uncertainty: {model.architecture} checkpoints give no uncertainty")
     model.to(resolve_device(model.cfg.device))
 

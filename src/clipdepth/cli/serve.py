@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.run import resolve_device
 
     model = load_model(args.checkpoint)
-    if getattr(model, "uses_captions", False):
+    if model.uses_captions:
         raise ConfigError(f"{args.checkpoint}: the web demo serves caption-free models; use `clipdepth predict --caption` for TR2M")
     model.to(resolve_device(model.cfg.device))
     shown = f"[{args.host}]" if ":" in args.host else args.host

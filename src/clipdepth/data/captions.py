@@ -7,6 +7,7 @@ always reads line 0, so scores are reproducible.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,7 +16,10 @@ from ..config import DataConfig
 from ..errors import DataError
 from .synthetic import RGBDSample
 
-__all__ = ["caption_lines", "pick_caption", "read_caption_file"]
+__all__ = ["CaptionLookup", "caption_lines", "caption_lookup", "pick_lines", "read_caption_file"]
+
+CaptionLookup = Callable[[RGBDSample], list[str]]
+"""A frame's caption lines."""
 
 
 def read_caption_file(path: str | os.PathLike) -> list[str]:
@@ -50,8 +54,15 @@ def caption_lines(sample: RGBDSample, data: DataConfig) -> list[str]:
     )
 
 
-def pick_caption(lines: list[str], generator: torch.Generator | None = None) -> str:
-    """Line 0 without a generator (evaluation); a uniformly random line with one (training)."""
+def pick_lines(counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which caption line each frame uses, given its number of lines: line 0 without a generator
+    (evaluation), a uniformly random line with one (training), as the reference does."""
+    counts = counts.cpu()
     if generator is None:
-        return lines[0]
-    return lines[int(torch.randint(len(lines), (), generator=generator))]
+        return torch.zeros_like(counts)
+    return (torch.rand(len(counts), generator=generator) * counts).long().clamp_max(counts - 1)
+
+
+def caption_lookup(data: DataConfig) -> CaptionLookup:
+    """A frame's caption lines under these data settings (for models that read captions)."""
+    return lambda sample: caption_lines(sample, data)

@@ -7,15 +7,11 @@ token 0 then equals the model's own image embedding and no second pass is needed
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import transformers
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from safetensors import SafetensorError
 from tokenizers.pre_tokenizers import ByteLevel
@@ -25,10 +21,10 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..config import EncoderConfig
 from ..errors import EncoderLoadError
+from .loading import first_line, quiet_transformers, weights_fingerprint
 
 TEXT_CONTEXT_LENGTH = 77  # CLIP's text positions
 TOKENIZER_PROBE = "1.00 meter"  # a depth phrase: a usable tokenizer must have real tokens for it
-FINGERPRINT_SAMPLES_PER_TENSOR = 4096
 SAVED_FOLDER_HINT = (
     "a folder saved by CLIPModel.save_pretrained plus its tokenizer files (CLIPTokenizer.save_pretrained)"
 )
@@ -80,25 +76,6 @@ def _random_clip_config(cfg: EncoderConfig, tokenizer: CLIPTokenizer) -> CLIPCon
         projection_dim=cfg.projection_dim,
         attn_implementation="sdpa",
     )
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading warnings and progress bars; failures surface as EncoderLoadError."""
-    verbosity = transformers.logging.get_verbosity()
-    progress_bars = transformers.logging.is_progress_bar_enabled()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        if progress_bars:
-            transformers.logging.enable_progress_bar()
-
-
-def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _load_hint(name_or_path: str) -> str:
@@ -174,7 +151,7 @@ class CLIPEncoder(nn.Module):
     def from_pretrained(cls, name_or_path: str) -> CLIPEncoder:
         """CLIP weights and tokenizer from a Hugging Face Hub id or a folder saved by ``save_pretrained``."""
         _check_source_exists(name_or_path)
-        with _quiet_transformers():
+        with quiet_transformers():
             try:
                 model, loading_info = CLIPModel.from_pretrained(
                     name_or_path, attn_implementation="sdpa", output_loading_info=True
@@ -182,7 +159,7 @@ class CLIPEncoder(nn.Module):
                 tokenizer = CLIPTokenizer.from_pretrained(name_or_path)
             except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
                 raise EncoderLoadError(
-                    f"cannot load CLIP weights '{name_or_path}' ({_first_line(exc)}): {_load_hint(name_or_path)}"
+                    f"cannot load CLIP weights '{name_or_path}' ({first_line(exc)}): {_load_hint(name_or_path)}"
                 ) from None
         # transformers fills weights absent from the checkpoint with random values, silently.
         missing = loading_info["missing_keys"]
@@ -232,11 +209,4 @@ class CLIPEncoder(nn.Module):
         return F.normalize(embeddings, dim=-1) if normalize else embeddings
 
     def fingerprint(self) -> str:
-        """Short id of the weights; a strided sample per tensor keeps it well under a second for ViT-L."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.model.state_dict().items()):
-            flat = tensor.detach().reshape(-1)
-            sample = flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES_PER_TENSOR)]
-            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
-            digest.update(sample.float().cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return weights_fingerprint(self.model)

@@ -4,7 +4,6 @@ and staying frozen inside a model that trains.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -16,20 +15,9 @@ from transformers import PreTrainedModel
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..errors import EncoderLoadError
-from .clip import FINGERPRINT_SAMPLES_PER_TENSOR, _first_line, _quiet_transformers
+from .loading import first_line, quiet_transformers, weights_fingerprint
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
-
-
-def weights_fingerprint(module: nn.Module) -> str:
-    """Short id of a module's weights; a strided sample per tensor keeps it well under a second for ViT-L."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // FINGERPRINT_SAMPLES_PER_TENSOR)]
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
-        digest.update(sample.float().cpu().numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def imagenet_normalizer() -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,12 +40,12 @@ def load_pretrained(model_class: type[ModelT], name_or_path: str, hint: str) -> 
             validate_repo_id(name_or_path)
         except HFValidationError:
             raise EncoderLoadError(f"{what}: no such folder; pass {hint}") from None
-    with _quiet_transformers():
+    with quiet_transformers():
         try:
             model, loading_info = model_class.from_pretrained(name_or_path, output_loading_info=True)
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             where = "" if is_dir else "run once with network access so it is cached, or "
-            raise EncoderLoadError(f"{what} ({_first_line(exc)}): {where}pass {hint}") from None
+            raise EncoderLoadError(f"{what} ({first_line(exc)}): {where}pass {hint}") from None
     # transformers fills weights absent from the checkpoint with random values, silently.
     missing = loading_info["missing_keys"]
     if missing:

@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from ..data.synthetic import RGBDSample
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
-from ..features.memory import CaptionLookup, frame_batch
+from ..data.captions import CaptionLookup
+from ..features.memory import frame_batch
 from .metrics import MetricAccumulator
 from .protocol import Protocol, postprocess, valid_mask
 

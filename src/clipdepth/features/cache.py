@@ -30,7 +30,8 @@ from ..config import DataConfig
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, write_text_atomic
-from .memory import CaptionLookup, EncodedSplit, encode_split
+from ..data.captions import CaptionLookup
+from .memory import EncodedSplit, encode_split
 
 INDEX_NAME = "cache.json"
 FORMAT_VERSION = 2  # 2: named arrays per model (TR2M)
@@ -94,7 +95,7 @@ def cache_key(
         "split": split,
         # Split lists by content, so an edited list is a new cache even at the same path.
         "data": {**asdict(data), "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
-        "captions": _captions_digest(data, names) if getattr(model, "uses_captions", False) else None,
+        "captions": _captions_digest(data, names) if model.uses_captions else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "n_frames": len(names),
     }

@@ -9,19 +9,15 @@ in the dtype they are kept in (half precision for features); the head gets them 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data.captions import CaptionLookup
 from ..data.synthetic import RGBDSample
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
-
-CaptionLookup = Callable[[RGBDSample], list[str]]
-"""A frame's caption lines (TR2M); None for models that take no caption."""
 
 
 @dataclass

@@ -24,7 +24,7 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, config_from_dict, config_to_dict
+from ..config import Config, config_from_dict, config_to_dict, load_config_dict
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir
 
@@ -96,6 +96,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     """
 
     architecture: ClassVar[str]  # the name in the model registry and in checkpoints
+    uses_captions: ClassVar[bool] = False  # its frozen parts read a caption per frame (TR2M)
+    gives_uncertainty: ClassVar[bool] = False  # infer() returns an "uncertainty" map
 
     def __init__(self, cfg: Config, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -212,8 +214,6 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         cls, directory: Path, encoder: nn.Module | None, overrides: list[str] | tuple[str, ...] = ()
     ) -> "DepthModel":
         """Load a head checkpoint folder and the frozen parts its config names (or the ones given)."""
-        from ..config import load_config_dict
-
         meta = read_checkpoint_meta(directory)
         if meta.get("architecture", cls.architecture) != cls.architecture:
             raise CheckpointError(f"{directory}: a {meta['architecture']} checkpoint, not {cls.architecture}")

@@ -103,6 +103,7 @@ class PureCLIPDepth(DepthModel):
     """
 
     architecture = "pureclip_depth"
+    gives_uncertainty = True  # the spread of the soft bin distribution
     encoder: CLIPEncoder
     head: PureCLIPDepthHead
 

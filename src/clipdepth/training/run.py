@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, DataConfig, config_to_yaml
+from ..config import Config, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
 from ..errors import ConfigError
@@ -14,19 +14,10 @@ from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.cache import build_cache, cache_key, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
-from ..features.memory import CaptionLookup
+from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .trainer import Trainer, TrainResult, check_config
-
-
-def caption_lookup(model: DepthModel, data: DataConfig) -> CaptionLookup | None:
-    """The frames' caption lines when the model reads captions, else None."""
-    if not getattr(model, "uses_captions", False):
-        return None
-    from ..data.captions import caption_lines
-
-    return lambda sample: caption_lines(sample, data)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -55,7 +46,7 @@ class Experiment:
     @property
     def captions(self) -> CaptionLookup | None:
         """Caption lines per frame, for models that read them (data.caption / caption_dir)."""
-        return caption_lookup(self.model, self.cfg.data)
+        return caption_lookup(self.cfg.data) if self.model.uses_captions else None
 
     def encode(self, split: str, flip: bool) -> EncodedSplit:
         """Frozen-part outputs of a split: from the feature cache when one is configured (built on

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ...config import Config
+from ...data.captions import pick_lines
 from ...data.transforms import resize_depth_masked
 from ...encoders.relative import RELATIVE_SOURCES
 from ...errors import ConfigError
@@ -78,9 +79,8 @@ class TR2MObjective(Objective):
         for group in optimizer.param_groups:
             group["lr"] = t.lr * self.epoch_factor * warmup
 
-        lines = features["text_lines"].cpu()
-        line = (torch.rand(len(lines), generator=generator) * lines).long().clamp_max(lines - 1)
-        text = features["text"][torch.arange(len(line)), line.to(features["text"].device)]
+        line = pick_lines(features["text_lines"], generator).to(features["text"].device)
+        text = features["text"][torch.arange(len(line)), line]
         relative, image = features["relative"], features["image"].float() / 255.0
         mask = (depth > t.min_depth) & (depth < t.max_depth)
 
