@@ -1,5 +1,6 @@
 """Model-input preprocessing: mask-aware depth resizing and mapping predictions back."""
 import numpy as np
+import pytest
 import torch
 
 from clipdepth.data.transforms import Preprocessor, resize_depth_masked
@@ -34,3 +35,17 @@ def test_crop_then_resize_and_restore_onto_the_frame():
     assert frame[40, 38].item() == 0.0 and frame[469, 602].item() == 15.0
     # ... and the frame outside repeats the nearest edge (NYU eval row 470 lies outside the crop)
     assert frame[470, 602].item() == 15.0 and frame[0, 0].item() == 0.0
+
+
+def test_kb_crop_is_the_bottom_352_rows_and_central_1216_columns_of_each_frame():
+    pre = Preprocessor.create((14, 28), None, kb_crop=True)
+    assert pre.crop_box((375, 1242)) == (23, 375, 13, 1229)
+    assert pre.crop_box((370, 1224)) == (18, 370, 4, 1220)  # another drive's frame size
+    with pytest.raises(ValueError, match="at least 352x1216"):
+        pre.crop_box((300, 1242))
+    # restore stretches the prediction over exactly that box (align_corners: corners map to corners)
+    pred = torch.arange(14 * 28, dtype=torch.float32).reshape(1, 14, 28)
+    restored = pre.restore(pred, (375, 1242))[0]
+    assert restored.shape == (375, 1242)
+    assert restored[23, 13] == pred[0, 0, 0] and restored[374, 1228] == pred[0, -1, -1]
+    assert restored[23, 12] == restored[23, 13] and restored[22, 13] == restored[23, 13]  # outside: edge copies

@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
-    preprocessor = Preprocessor.create(model.input_size, data.input_crop, data.tiles, data.kb_crop)
+    preprocessor = Preprocessor.for_data(model.input_size, data)
     predict = model_predictor(model, preprocessor, tta, args.score_at_input,
                               caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(dataset, predict, protocol, args.batch_size)

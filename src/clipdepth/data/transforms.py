@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import DataConfig
+
 KB_CROP = (352, 1216)  # KITTI benchmark crop (height, width)
 
 
@@ -50,6 +52,11 @@ class Preprocessor:
             raise ValueError("data.kb_crop and data.input_crop exclude each other")
         size = input_size if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
         return cls(size, tuple(int(c) for c in crop) if crop else None, tiles, kb_crop)  # type: ignore[arg-type]
+
+    @classmethod
+    def for_data(cls, input_size: int | Sequence[int], data: DataConfig) -> "Preprocessor":
+        """The preprocessing a dataset config names (input crop or KB crop, tiles)."""
+        return cls.create(input_size, data.input_crop, data.tiles, data.kb_crop)
 
     def crop_box(self, frame: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """(top, bottom, left, right) of the crop in a frame of this size, or None."""
