@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -67,12 +68,14 @@ def test_random_tiles_pair_each_tile_with_its_own_depth():
     n, k, s = 3, 4, 2
     tokens = torch.arange(n * k, dtype=torch.float16)[:, None, None, None].expand(n * k, 1, 1, 1)  # entry id
     depth = torch.arange(k, dtype=torch.float32).repeat_interleave(s).expand(n, s, k * s) + 10 * torch.arange(n)[:, None, None]
-    split = EncodedSplit([f"f{i}" for i in range(n)], {"tokens": tokens, "cls": tokens[:, 0, 0]}, None, depth, [], tiles=k)
-    feats, target = split.random_tiles(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
+    gts = [np.zeros((5 + i, 9)) for i in range(n)]  # full frames of different sizes
+    split = EncodedSplit([f"f{i}" for i in range(n)], {"tokens": tokens, "cls": tokens[:, 0, 0]}, None, depth, gts, tiles=k)
+    batch = split.random_tiles(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
     for row, frame in enumerate([2, 0]):
-        entry = int(feats["tokens"][row, 0, 0, 0])
+        entry = int(batch.features["tokens"][row, 0, 0, 0])
         assert entry // k == frame  # a tile of the right frame ...
-        assert torch.all(target[row] == 10 * frame + entry % k)  # ... with that tile's depth
+        assert torch.all(batch.depth[row] == 10 * frame + entry % k)  # ... with that tile's depth
+        assert batch.tile[row] == entry % k and batch.frame_shapes[row] == (5 + frame, 9)
 
 
 def test_cached_and_on_the_fly_tiled_evaluation_agree(tiny_cfg):

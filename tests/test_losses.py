@@ -1,18 +1,19 @@
-"""Targets and losses against hand-worked values (paper eqs. 13-15, pureclip-depth.md)."""
+"""Targets and losses against hand-worked values (paper eqs. 13-15; released ``final_model.py``)."""
 import math
 
 import pytest
 import torch
 
-from clipdepth.losses import alignment_loss, embedding_loss, infonce_loss, patch_targets, rmse_loss
+from clipdepth.losses import alignment_loss, bin_index, embedding_loss, infonce_loss, patch_targets, rmse_loss
 
-# One 4 x 6 depth map = 2 x 3 patches of 2 x 2 pixels; 0 = missing, max depth 10.
+# One 4 x 6 depth map = 2 x 3 patches of 2 x 2 pixels; 0 = missing; bins of 2 m over 0..10 m,
+# so the bin edges are 0, 2, 4, 6, 8, 10.
 DEPTH = torch.tensor(
     [[
         [1.0, 2.0, 0.0, 0.0, 0.0, 0.0],
         [3.0, 0.0, 4.0, 6.0, 0.0, 7.0],
         [0.05, 0.05, 0.0, 0.0, 8.0, 8.0],
-        [11.0, 9.0, 0.0, 0.0, 8.0, 8.0],
+        [11.0, 13.0, 0.0, 0.0, 8.0, 8.0],
     ]]
 )
 
@@ -21,22 +22,31 @@ def targets(rule, region=None):
     return patch_targets(DEPTH, patch_size=2, min_depth=0.0, max_depth=10.0, num_bins=5, rule=rule, region=region)
 
 
-def test_reference_rule_keeps_any_patch_with_a_valid_pixel():
+def test_reference_rule_counts_pixels_above_01_m_without_upper_limit():
     t = targets("reference")
-    # valid = > 0.1 m and <= 10 m: 0.05 and 11 do not count
-    assert t.depth[0].flatten().tolist() == pytest.approx([2.0, 5.0, 7.0, 9.0, 0.0, 8.0])
+    # counted = > 0.1 m, no upper limit: the 0.05 m pixels do not count, 11 and 13 m do
+    assert t.depth[0].flatten().tolist() == pytest.approx([2.0, 5.0, 7.0, 12.0, 0.0, 8.0])
     assert t.mask[0].tolist() == [[True, True, True], [True, False, True]]
-    # bins of width 2 m over 0..10
-    assert t.bins[0].tolist() == [[1, 2, 3], [4, 0, 4]]
+    # 2.0 and 8.0 lie on edges: the LOWER bin (0 and 3); 12 m is beyond 10 m: the LAST bin (4), kept
+    assert t.bins[0].tolist() == [[0, 2, 3], [4, 0, 3]]
 
 
 def test_paper_rule_ignores_patches_more_than_half_invalid():
     t = targets("paper")
-    # valid = 0 < d <= 10: the two 0.05 m pixels count, 11 m does not
-    assert t.depth[0, 1, 0].item() == pytest.approx((0.05 + 0.05 + 9.0) / 3)
-    # 3/4, 2/4 (exactly half invalid is kept), 1/4 | 3/4, 0/4, 4/4 valid
+    # valid = 0 < d <= 10: the two 0.05 m pixels count, 11 and 13 m do not
+    assert t.depth[0, 1, 0].item() == pytest.approx(0.05)
+    # 3/4, 2/4 (exactly half invalid is kept), 1/4 | 2/4, 0/4, 4/4 valid
     assert t.mask[0].tolist() == [[True, True, False], [True, False, True]]
-    assert t.bins[0, 1, 0].item() == 1  # 3.03 m -> bin [2, 4)
+    assert t.bins[0].tolist() == [[0, 2, 3], [0, 0, 3]]
+
+
+def test_bin_index_edges_go_down_and_beyond_max_to_the_last_bin():
+    # bucketize(mean, edges) - 1 clamped to [-1, K - 1], edges 0, 2, ..., 10
+    means = torch.tensor([0.0, 1e-6, 1.999, 2.0, 2.001, 9.999, 10.0, 10.001, 80.0])
+    assert bin_index(means, 0.0, 10.0, 5).tolist() == [-1, 0, 0, 0, 1, 4, 4, 4, 4]
+    # the released NYU range: a mean at the 1 mm start has no bin; 10 m is the last of 15
+    released = bin_index(torch.tensor([1e-3, 0.3, 0.7, 10.0, 30.0]), 1e-3, 10.0, 15)
+    assert released.tolist() == [-1, 0, 1, 14, 14]  # edges 0.001, 0.6676, 1.3342, ...
 
 
 def test_region_mask_drops_patches_not_mostly_inside():
@@ -44,6 +54,19 @@ def test_region_mask_drops_patches_not_mostly_inside():
     region[..., :3] = True  # patch column 1 is exactly half inside: not more than half
     t = targets("reference", region)
     assert t.mask[0].tolist() == [[True, False, False], [True, False, False]]
+
+
+def test_rmse_pixels_are_strictly_inside_min_and_max():
+    t = targets("reference")
+    # min 0 < g < max 10: 0, 11 and 13 are out; 0.05 m is in (unlike for the patch means)
+    assert t.pixel_valid[0].tolist() == [
+        [True, True, False, False, False, False],
+        [True, False, True, True, False, True],
+        [True, True, False, False, True, True],
+        [False, False, False, False, True, True],
+    ]
+    ends = patch_targets(torch.tensor([[[1e-3, 2e-3], [10.0, 9.99]]]), 2, 1e-3, 10.0, 15)
+    assert ends.pixel_valid[0].tolist() == [[False, True], [False, True]]
 
 
 def test_infonce_is_masked_mean_cross_entropy():
@@ -63,7 +86,7 @@ def test_alignment_is_masked_mean_of_one_minus_cosine():
     assert alignment_loss(z, table, bins, mask).item() == pytest.approx((0.0 + 0.4) / 2)
 
 
-def test_rmse_uses_valid_pixels_only():
+def test_rmse_is_over_the_valid_pixels_only():
     pred = torch.tensor([1.0, 2.0, 3.0, 4.0])
     gt = torch.tensor([1.0, 1.0, 1.0, 0.0])
     valid = gt > 0

@@ -14,6 +14,7 @@ from clipdepth.evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricAc
 #   |log10 g - log10 p| = 0, log10 2, log10 1.25; sum = log10 2.5 = 0.3979400087 -> log10 = 0.1326466696
 #   mean(e)      = ln(0.625)/3 = -0.1566678764; mean(e^2) - mean(e)^2 = 0.1522038626 -> silog = 39.01331345
 #   max(g/p, p/g) = 1, 2, 1.25: strictly < 1.25 -> 1 of 3; < 1.5625 -> 2; < 1.953125 -> 2
+#   |g-p|        = 0, 1, 1                 -> abs_diff = 2/3 (the extra, not a protocol metric)
 EXPECTED_SMALL = {
     "abs_rel": 0.25,
     "sq_rel": 0.25,
@@ -24,6 +25,7 @@ EXPECTED_SMALL = {
     "d1": 1 / 3,
     "d2": 2 / 3,
     "d3": 2 / 3,
+    "abs_diff": 2 / 3,
 }
 
 
@@ -42,7 +44,7 @@ def test_nine_metrics_on_hand_worked_case():
     assert image == pytest.approx(EXPECTED_SMALL, rel=1e-12)
     mean = accumulator.mean()
     assert mean == pytest.approx({**EXPECTED_SMALL, "n_images": 1}, rel=1e-12)
-    assert list(mean) == [*METRIC_NAMES, "n_images"]
+    assert list(mean) == [*METRIC_NAMES, "abs_diff", "n_images"]
 
 
 def test_torch_inputs_and_mask_are_accepted():

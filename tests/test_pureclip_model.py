@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from clipdepth.config import HeadConfig
 from clipdepth.encoders import build_encoder
-from clipdepth.errors import CheckpointError
+from clipdepth.errors import CheckpointError, ConfigError
 from clipdepth.models import PureCLIPDepth, PureCLIPDepthHead, load_model
 from clipdepth.models.base import WEIGHTS_NAME, FrameBatch
 from clipdepth.models.pureclip_depth import bin_centres, depth_phrases
@@ -24,19 +24,42 @@ def test_nyu_bin_centres_and_phrases():
     assert depth_phrases(torch.tensor([1.0, 2.0]), "paper") == ["1 meter", "2 meters"]
 
 
-def test_head_has_reference_shapes_and_about_12m_parameters():
-    head = PureCLIPDepthHead(HeadConfig(), embed_dim=768)
+def test_head_has_the_released_shapes_and_parameter_count():
+    with torch.device("meta"):  # full size without allocating it
+        head = PureCLIPDepthHead(HeadConfig(), embed_dim=768)
+        film = PureCLIPDepthHead(HeadConfig(fusion="film"), embed_dim=768)
+        old = PureCLIPDepthHead(HeadConfig(psi_bias=True), embed_dim=768)
     d = 768
-    phi = 8 * d * d + 4 * d  # two bias-free Linears, two LayerNorms
-    psi = (2 * d * 4 * d + 4 * d) + (4 * d * d + d) + 4 * d + 2 * d  # biased Linears, LN(2d), LN(d)
-    assert sum(p.numel() for p in head.parameters()) == phi + psi + 15 * d
-    assert head.phi[1].bias is None and head.psi[1].in_features == 2 * d
-    assert PureCLIPDepthHead(HeadConfig(use_cls=False), embed_dim=768).psi[1].in_features == d
+    phi = 8 * d * d + 4 * d  # two bias-free Linears (d -> 4d -> d), LN(d) twice
+    psi = 2 * d * 4 * d + 4 * d * d + 4 * d + 2 * d  # bias-free Linears 2d -> 4d -> d, LN(2d), LN(d)
+    assert phi + psi + 15 * d == 11_815_680  # the released PatchAligner without its CLIP
+    assert sum(p.numel() for p in head.parameters()) == 11_815_680
+    assert sum(p.numel() for p in old.parameters()) == 11_815_680 + 4 * d + d  # clipdepth 0.1's biased psi
+    film_gen = (d * 2 * d + 2 * d) + (2 * d * 2 * d + 2 * d)  # Linear(d, 2d), Linear(2d, 2d), biased
+    assert sum(p.numel() for p in film.parameters()) == phi + film_gen + 15 * d and film.psi is None
+    assert head.phi[1].bias is None and head.psi[1].bias is None and head.psi[1].in_features == 2 * d
+    assert PureCLIPDepthHead(HeadConfig(use_cls=False), embed_dim=8).psi[1].in_features == 8
+
+
+def test_film_fusion_is_gain_times_phi_plus_shift():
+    torch.manual_seed(0)
+    head = PureCLIPDepthHead(HeadConfig(fusion="film", num_bins=3, min_depth=0.0, max_depth=3.0), embed_dim=8).eval()
+    tokens, cls = torch.randn(2, 2, 2, 8), F.normalize(torch.randn(2, 8), dim=-1)
+    with torch.no_grad():
+        out = head(tokens, cls)
+        lin1, lin2 = head.film[0], head.film[2]
+        gb = F.linear(F.gelu(F.linear(cls, lin1.weight, lin1.bias)), lin2.weight, lin2.bias)  # (B, 2d)
+        fused = gb[:, None, None, :8] * head.phi(tokens) + gb[:, None, None, 8:]
+    torch.testing.assert_close(out.z, F.normalize(fused, dim=-1))
+    with pytest.raises(ConfigError, match="use_cls"):
+        PureCLIPDepthHead(HeadConfig(fusion="film", use_cls=False), embed_dim=8)
+    with pytest.raises(ConfigError, match="head.fusion"):
+        PureCLIPDepthHead(HeadConfig(fusion="sum"), embed_dim=8)
 
 
 def test_head_soft_bins_depth_and_renormalises_table():
     torch.manual_seed(0)
-    head = PureCLIPDepthHead(HeadConfig(num_bins=4, max_depth=8.0), embed_dim=16).eval()
+    head = PureCLIPDepthHead(HeadConfig(num_bins=4, min_depth=0.0, max_depth=8.0), embed_dim=16).eval()
     tokens, cls = torch.randn(2, 3, 3, 16), F.normalize(torch.randn(2, 16), dim=-1)
     with torch.no_grad():
         out = head(tokens, cls)
@@ -51,7 +74,7 @@ def test_head_soft_bins_depth_and_renormalises_table():
 
 def test_table_is_initialised_from_text_embeddings(tiny_cfg):
     model = PureCLIPDepth.build(tiny_cfg)
-    phrases = depth_phrases(bin_centres(0.0, 10.0, 15), "reference")
+    phrases = depth_phrases(bin_centres(tiny_cfg.head.min_depth, 10.0, 15), "reference")
     with torch.no_grad():
         text = model.encoder.encode_text(phrases)
     torch.testing.assert_close(model.head.table.detach(), F.normalize(text, dim=-1))

@@ -108,3 +108,94 @@ def test_training_on_tiles_runs(tiny_cfg):
     tiny_cfg.train.max_epochs = 1
     result, train = Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
     assert train.arrays["tokens"].shape[0] == 2 * len(train) and result.history[0]["epoch"] == 1
+
+
+def test_each_training_tile_is_gated_by_its_own_part_of_the_garg_crop(tiny_cfg):
+    from clipdepth.features.memory import TrainBatch
+    from clipdepth.losses import patch_targets
+    from clipdepth.training.objectives.pureclip import PureCLIPObjective
+
+    cfg = dataclasses.replace(tiny_cfg, loss=dataclasses.replace(tiny_cfg.loss, patch_region="garg"))
+    model = PureCLIPDepth.build(cfg)
+    objective = PureCLIPObjective(model, cfg, model.head, Preprocessor.create(336, None, tiles=4))
+    batch = TrainBatch({}, torch.zeros(2, 336, 336), [(375, 1242), (375, 1242)], torch.tensor([0, 3]), 4)
+    region = objective.patch_region(batch)
+    # On the 336 x 1344 input the Garg crop of a 375 x 1242 frame is rows 138..332, cols 48..1295
+    # (test_transforms.py). Patches of 14: rows 140..321 are whole, 126..139 has 2 rows inside (out),
+    # 322..335 has 11 (in) -> patch rows 10..23. Tile 0 (cols 0..335): cols 42..55 have 8 inside
+    # (in) -> patch cols 3..23. Tile 3 (cols 1008..1343, inside up to local 287): 280..293 has 8
+    # (in) -> patch cols 0..20. Where the partial row and column meet, 11 x 8 = 88 of 196 pixels
+    # are inside: not more than half, so that corner patch is out.
+    mask = patch_targets(torch.full((2, 336, 336), 5.0), 14, 1e-3, 30.0, 15, region=region).mask
+    expected = torch.zeros(2, 24, 24, dtype=torch.bool)
+    expected[0, 10:24, 3:24] = True
+    expected[1, 10:24, 0:21] = True
+    expected[0, 23, 3] = expected[1, 23, 20] = False
+    assert torch.equal(mask, expected)
+    # a frame of another size gets its own region: 352 rows put the crop's first row 143 at input row 137
+    other = objective.patch_region(TrainBatch({}, torch.zeros(1, 336, 336), [(352, 1216)], torch.tensor([0]), 4))
+    assert other[0, 137].any() and not region[0, 137].any()
+
+
+def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
+    from clipdepth.features.memory import TrainBatch
+    from clipdepth.losses import embedding_loss, patch_targets
+    from clipdepth.training.objectives.pureclip import PureCLIPObjective
+
+    cfg = dataclasses.replace(
+        tiny_cfg, loss=dataclasses.replace(tiny_cfg.loss, patch_region="garg"),
+        head=dataclasses.replace(tiny_cfg.head, dropout=0.0),
+    )
+    torch.manual_seed(0)
+    model = PureCLIPDepth.build(cfg)
+    objective = PureCLIPObjective(model, cfg, model.head, Preprocessor.create(model.input_size, None))
+    split = random_split(model, 2, 0)
+    features = {k: v.float() for k, v in split.arrays.items()}
+    batch = TrainBatch(features, split.depth_input, [(8, 8), (8, 8)], torch.zeros(2, dtype=torch.long), 1)
+    # Garg on 8 x 8: rows 3..6, cols 0..6; nearest to 56 x 56 (source floor(i / 7)): rows 21..48,
+    # cols 0..48. Patches of 14 more than half inside: patch row 2 (28..41) x patch cols 0..2 only.
+    region = torch.zeros(2, 56, 56, dtype=torch.bool)
+    region[:, 21:49, 0:49] = True
+    targets = patch_targets(split.depth_input, 14, cfg.head.min_depth, cfg.head.max_depth, 15, region=region)
+    assert targets.mask.sum().item() == 2 * 3
+    with torch.no_grad():
+        out = model.head(features["tokens"], features["cls"])
+        expected = embedding_loss(out.z, out.logits, model.head.normalized_table(), targets, 1.0)["loss"].item()
+        ungated = patch_targets(split.depth_input, 14, cfg.head.min_depth, cfg.head.max_depth, 15)
+        without = embedding_loss(out.z, out.logits, model.head.normalized_table(), ungated, 1.0)["loss"].item()
+    record = objective.step(batch, 0, torch.Generator())
+    assert record["phase"] == EMBEDDING and record["loss"] == pytest.approx(expected, rel=1e-5)
+    assert abs(expected - without) > 1e-3
+
+
+def test_the_last_partial_batch_is_dropped_unless_asked(tiny_cfg, tmp_path):
+    from clipdepth.training.trainer import steps_per_epoch
+
+    assert steps_per_epoch(10, 4, drop_last=True) == 2 and steps_per_epoch(10, 4, drop_last=False) == 3
+    trainer = make_trainer(tiny_cfg, tmp_path / "a", batch_size=3, max_epochs=1)  # 8 frames: 2 full batches
+    trainer.fit()
+    assert trainer.step == 2
+    trainer = make_trainer(tiny_cfg, tmp_path / "b", batch_size=3, max_epochs=1, drop_last=False)
+    trainer.fit()
+    assert trainer.step == 3
+
+
+def test_improvement_is_judged_on_the_released_metric_set(tiny_cfg, tmp_path):
+    from clipdepth.errors import ConfigError
+    from clipdepth.training.trainer import check_config
+
+    assert TrainConfig().improve_metrics == ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
+    # Zero learning rates: epoch 1 sets every best, nothing improves after, patience 1 stops at 2.
+    trainer = make_trainer(
+        tiny_cfg, tmp_path, embed_lr=0.0, depth_lr=0.0, patience=1, max_epochs=5,
+        improve_metrics=["abs_diff"], select_metric="silog",
+    )
+    result = trainer.fit()
+    assert [row["epoch"] for row in result.history] == [1, 2] and result.history[0]["improved"] == "abs_diff"
+    assert "val_abs_diff" in result.history[0]
+    # checkpoints: the improvement set and the selected metric, nothing else
+    assert {p.name for p in (tmp_path / "checkpoints").iterdir()} == {"best_abs_diff", "best_silog", "last", "resume"}
+    for bad in (["d4"], []):
+        cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, improve_metrics=bad))
+        with pytest.raises(ConfigError, match="improve_metrics"):
+            check_config(cfg)

@@ -42,29 +42,46 @@ class EncoderConfig:
     text_hidden_size: int = 768
     text_num_layers: int = 12
     text_num_heads: int = 12
-    precision: str = "bf16"  # autocast of the frozen encoder on CUDA: bf16, fp16 or fp32
+    # Autocast of the frozen encoder on CUDA: bf16, fp16, fp32, or "auto" for the precision the
+    # released code of the model ran it in (PureCLIP-Depth fp16, TR2M fp32; models/base.py).
+    precision: str = "auto"
 
 
 @dataclass
 class HeadConfig:
-    """phi, psi and the depth table (pureclip-depth.md, "Head")."""
+    """phi, psi and the depth table (PureCLIP-Depth paper sec. 2; released ``utils/final_model.py``)."""
 
     num_bins: int = 15
-    min_depth: float = 0.0
+    # Bins are K equal parts of [min_depth, max_depth]. Released config: 1e-3 (NYU 10 m, KITTI 30 m);
+    # the paper's bins start at 0 (variants/paper).
+    min_depth: float = 1e-3
     max_depth: float = 10.0
     tau: float = 0.07
     # "reference": f"{c:.2f} meter" per bin centre; "paper": "1 meter", "2.33 meters", ...
     phrase_style: str = "reference"
     use_cls: bool = True  # False: the "without CLS" ablation, psi takes width d
+    # How CLS joins the rotated patch token. "concat": psi on [phi(patch); CLS] (the paper, and the
+    # released runs); "film": CLS -> Linear(d, 2d) -> GELU -> Linear(2d, 2d) gives a scale g and a
+    # shift b, fused = g * phi(patch) + b (the released code's alternative).
+    fusion: str = "concat"
     mlp_ratio: int = 4
     dropout: float = 0.2
+    # psi's Linear layers are bias-free in the released code; only checkpoints written by clipdepth
+    # 0.1 (whose psi had biases) load with True.
+    psi_bias: bool = False
 
 
 @dataclass
 class LossConfig:
-    # "reference": a patch counts when any pixel is valid (> 0.1 m);
-    # "paper": a patch is ignored when more than half of its pixels are invalid.
+    # "reference": a patch counts when any pixel is valid (> 0.1 m, no upper limit: a patch whose
+    # mean lies beyond head.max_depth takes the last bin); "paper": a pixel is valid in
+    # [head.min_depth, head.max_depth] and a patch is ignored when more than half of its pixels are not.
     patch_rule: str = "reference"
+    # An evaluation crop (protocol.py: "garg", "eigen_kitti", "eigen_nyu") that also gates the
+    # patch targets: a patch supervises only when more than half of it lies inside the crop, built
+    # on the full frame and carried through the input crop, resize (nearest) and tiles. The released
+    # KITTI runs use "garg"; unset: no gating.
+    patch_region: Optional[str] = None
     infonce_weight: float = 1.0  # lambda in L_emb = L_align + lambda * L_InfoNCE
 
 
@@ -88,6 +105,15 @@ class TrainConfig:
     final_lr_factor: float = 0.1
     # The single checkpoint a run names as its result (`model/`); one per metric is kept too.
     select_metric: str = "abs_rel"
+    # The validation metrics whose improvement resets early stopping and keeps a best_<metric>
+    # checkpoint ("improved" = any of them improved). Released code: d1 d2 d3 abs_diff abs_rel log10
+    # rmse (abs_diff = mean |g - p|, reported beside the nine protocol metrics).
+    improve_metrics: list[str] = field(
+        default_factory=lambda: ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
+    )
+    # Drop the last partial training batch of each epoch, as the released loaders do (it also fixes
+    # where each phase boundary falls within an epoch).
+    drop_last: bool = True
     # Folder of the on-disk encoder feature cache (built on first use, reused after); unset keeps
     # the features in memory for this run only.
     feature_cache: Optional[str] = None
@@ -118,6 +144,15 @@ class DataConfig:
     height: int = 240
     width: int = 320
     seed: int = 0
+    # How frames are resized to the model input (RGB, and depth mask-aware with the same kernel):
+    # "linear": bilinear with half-pixel centres and no antialiasing, as OpenCV's INTER_LINEAR
+    # (the PureCLIP-Depth release); "align_corners": bilinear with align_corners=True (the TR2M
+    # release); "antialias": antialiased bilinear, as PIL (clipdepth 0.1); "auto": the model's
+    # released choice.
+    resize: str = "auto"
+    # GT depth to the input size: "masked" (mask-aware bilinear with the kernel above, as
+    # released) or "nearest" (the paper's text for KITTI).
+    depth_resize: str = "masked"
     # Crop (top, bottom, left, right) applied before resizing to the encoder's input size;
     # the reference code uses (40, 470, 38, 603) for NYU to drop the white border.
     input_crop: Optional[list[int]] = None
@@ -151,7 +186,7 @@ class DINOv2Config:
     hidden_size: int = 1024
     num_layers: int = 24
     num_heads: int = 16
-    precision: str = "bf16"  # autocast on CUDA: bf16, fp16 or fp32
+    precision: str = "auto"  # autocast on CUDA: bf16, fp16, fp32 or auto (the release's: fp32)
 
 
 @dataclass
@@ -171,7 +206,7 @@ class RelativeDepthConfig:
     num_heads: int = 6
     fusion_hidden_size: int = 64
     neck_hidden_sizes: list[int] = field(default_factory=lambda: [48, 96, 192, 384])
-    precision: str = "bf16"
+    precision: str = "auto"
     # Oracle: inverse depth, raised to a power drawn from oracle_gamma, times exp(smooth field of
     # amplitude oracle_distortion on an oracle_distortion_cells grid), then a random affine map
     # (scale log-uniform in oracle_scale, shift up to oracle_shift of the frame's maximum).
@@ -196,10 +231,12 @@ class TR2MConfig:
     # Input size (multiples of the patch size): NYU 434 x 560, KITTI 350 x 1204.
     input_height: int = 434
     input_width: int = 560
-    num_heads: int = 16  # attention heads of the cross-modal block
+    num_heads: int = 8  # attention heads of the cross-modal block (released options: 8)
     mlp_ratio: int = 4
     neck_channels: int = 192  # 1x1 conv 1024 -> 192, transposed conv x2
-    decoder_channels: int = 128  # 3x3 conv 192 -> 128, two [residual unit, 1x1 conv, bilinear x2]
+    # 3x3 conv 192 -> 128 (bias-free, as released), two [residual unit, 1x1 conv, bilinear x2]
+    decoder_channels: int = 128
+    decoder_conv_bias: bool = False  # True only for checkpoints of clipdepth 0.1 (that conv had a bias)
     head_channels: int = 64  # scale/shift heads: 3x3 conv 128 -> 64, bilinear, 3x3 conv 64 -> 32, 1x1 -> 1
     head_hidden: int = 32
     # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.

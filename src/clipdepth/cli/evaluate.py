@@ -48,10 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import DataConfig, load_config, with_overrides
     from ..data import DATASET_PROTOCOLS, get_dataset
-    from ..data.transforms import Preprocessor
     from ..errors import ConfigError
     from ..evaluation.evaluate import evaluate_dataset, model_predictor
-    from ..evaluation.metrics import METRIC_NAMES
+    from ..evaluation.metrics import ALL_METRIC_NAMES
     from ..evaluation.protocol import get_protocol
     from ..evaluation.report import markdown_table
     from ..io.atomic import atomic_path, write_text_atomic
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
-    preprocessor = Preprocessor.for_data(model.input_size, data)
+    preprocessor = model.preprocessor(data)
     predict = model_predictor(model, preprocessor, tta, args.score_at_input,
                               caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(dataset, predict, protocol, args.batch_size)
@@ -113,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     with atomic_path(out / "per_image.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["name", *METRIC_NAMES])
-        writer.writerows([name, *(f"{m[k]:.6g}" for k in METRIC_NAMES)] for name, m in zip(names, acc.per_image))
+        writer.writerow(["name", *ALL_METRIC_NAMES])
+        writer.writerows([name, *(f"{m[k]:.6g}" for k in ALL_METRIC_NAMES)] for name, m in zip(names, acc.per_image))
     table = markdown_table({f"{Path(args.checkpoint).name} on {dataset_name}": summary})
     write_text_atomic(
         out / "results.md",

@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}"
         )
 
-    result = accumulator.mean()
+    # The protocol's nine and the image count; abs_diff is no protocol metric.
+    result = {k: v for k, v in accumulator.mean().items() if k in (*METRIC_NAMES, "n_images")}
     print(_format_table(result, protocol, args.median_scaling, accumulator.n_skipped))
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")

@@ -1,11 +1,14 @@
-"""Model-input preprocessing and its inverse (pureclip-depth.md, "Data handling").
+"""Model-input preprocessing and its inverse (released ``utils/dataset7_NYU_KITTI.py`` of
+PureCLIP-Depth; ``eval_indomain.py`` of TR2M).
 
 An RGB-D frame is optionally cropped (NYU: rows 40..470, cols 38..603 drop the white border),
 then resized to S x (tiles * S) for an encoder of square input S without keeping the aspect
 ratio (KITTI: 336 x 1344, cut into four 336 x 336 tiles that are merged back): RGB bilinear,
 depth mask-aware (resize(d * m) / resize(m), invalid where the resized mask < 0.5) so that
-missing pixels never bleed into valid ones. ``restore`` maps a prediction at the input size back
-onto the full GT frame, where the protocol scores it.
+missing pixels never bleed into valid ones. The bilinear kernel is one of ``RESIZE_MODES``:
+the PureCLIP-Depth release resizes with OpenCV's INTER_LINEAR (half-pixel centres, no
+antialiasing), TR2M's with ``align_corners=True``. ``restore`` maps a prediction at the input
+size back onto the full GT frame, where the protocol scores it.
 """
 from __future__ import annotations
 
@@ -19,20 +22,42 @@ import torch.nn.functional as F
 from ..config import DataConfig
 
 KB_CROP = (352, 1216)  # KITTI benchmark crop (height, width)
+# "linear": OpenCV INTER_LINEAR (half-pixel centres, no antialiasing); "align_corners": bilinear
+# with corner pixels aligned; "antialias": PIL-like antialiased bilinear when shrinking.
+RESIZE_MODES = ("linear", "align_corners", "antialias")
+DEPTH_RESIZE_MODES = ("masked", "nearest")
+# A depth pixel takes part in the mask-aware resize when above this (metres), as in the release.
+VALID_DEPTH_FLOOR = 1e-3
 
 
-def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of (..., C, H, W), antialiased when shrinking (as PIL's resize does)."""
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int], mode: str = "linear") -> torch.Tensor:
+    """Bilinear resize of (B, C, H, W) to ``size`` with one of ``RESIZE_MODES``.
+
+    ``linear`` equals OpenCV's ``cv2.resize(..., interpolation=INTER_LINEAR)`` on float images
+    (source coordinate (dst + 0.5) * in / out - 0.5, clamped at the borders). Raises ValueError
+    for an unknown mode.
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+    return F.interpolate(
+        x, size=size, mode="bilinear", align_corners=mode == "align_corners", antialias=mode == "antialias"
+    )
 
 
-def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W) depth with 0 = invalid -> (B, *size), invalid (0) where resized mask < 0.5."""
-    mask = (depth > 0) & torch.isfinite(depth)
+def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int], mode: str = "linear") -> torch.Tensor:
+    """(B, H, W) metres, 0 = invalid -> (B, *size): resize(d * m) / resize(m) with the ``mode``
+    kernel, invalid (0) where the resized mask is < 0.5; m = finite and > ``VALID_DEPTH_FLOOR``."""
+    mask = (depth > VALID_DEPTH_FLOOR) & torch.isfinite(depth)
     d = torch.where(mask, depth, torch.zeros_like(depth))[:, None]
     m = mask.float()[:, None]
-    d_r, m_r = resize_bilinear(d, size)[:, 0], resize_bilinear(m, size)[:, 0]
+    d_r, m_r = resize_bilinear(d, size, mode)[:, 0], resize_bilinear(m, size, mode)[:, 0]
     return torch.where(m_r >= 0.5, d_r / m_r.clamp_min(1e-6), torch.zeros_like(d_r))
+
+
+def resize_mask_nearest(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) bool -> (B, *size) bool by nearest neighbour (source index floor(dst * in / out),
+    as torchvision's NEAREST, which the PureCLIP-Depth release resizes its Garg mask with)."""
+    return F.interpolate(mask[:, None].float(), size=size, mode="nearest")[:, 0] > 0.5
 
 
 @dataclass(frozen=True)
@@ -41,22 +66,31 @@ class Preprocessor:
     crop: tuple[int, int, int, int] | None = None  # (top, bottom, left, right), numpy-slice ends
     tiles: int = 1  # side-by-side tiles the resized frame is cut into
     kb_crop: bool = False  # KITTI: the bottom 352 x central 1216 of each frame, whatever its size
+    resize: str = "linear"  # one of RESIZE_MODES, for RGB and the mask-aware depth alike
+    depth_resize: str = "masked"  # one of DEPTH_RESIZE_MODES
 
     @classmethod
     def create(
-        cls, input_size: int | Sequence[int], crop: Sequence[int] | None, tiles: int = 1, kb_crop: bool = False
+        cls, input_size: int | Sequence[int], crop: Sequence[int] | None, tiles: int = 1, kb_crop: bool = False,
+        resize: str = "linear", depth_resize: str = "masked",
     ) -> "Preprocessor":
         if tiles < 1:
             raise ValueError(f"data.tiles must be >= 1, got {tiles}")
         if kb_crop and crop:
             raise ValueError("data.kb_crop and data.input_crop exclude each other")
+        if resize not in RESIZE_MODES:
+            raise ValueError(f"data.resize must be one of {RESIZE_MODES} (or auto), got {resize!r}")
+        if depth_resize not in DEPTH_RESIZE_MODES:
+            raise ValueError(f"data.depth_resize must be one of {DEPTH_RESIZE_MODES}, got {depth_resize!r}")
         size = input_size if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
-        return cls(size, tuple(int(c) for c in crop) if crop else None, tiles, kb_crop)  # type: ignore[arg-type]
+        crop_box = tuple(int(c) for c in crop) if crop else None
+        return cls(size, crop_box, tiles, kb_crop, resize, depth_resize)  # type: ignore[arg-type]
 
     @classmethod
-    def for_data(cls, input_size: int | Sequence[int], data: DataConfig) -> "Preprocessor":
-        """The preprocessing a dataset config names (input crop or KB crop, tiles)."""
-        return cls.create(input_size, data.input_crop, data.tiles, data.kb_crop)
+    def for_data(cls, input_size: int | Sequence[int], data: DataConfig, resize: str) -> "Preprocessor":
+        """The preprocessing a dataset config names (input crop or KB crop, tiles), with the
+        ``resize`` mode already resolved (a model resolves ``data.resize: auto``)."""
+        return cls.create(input_size, data.input_crop, data.tiles, data.kb_crop, resize, data.depth_resize)
 
     def crop_box(self, frame: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """(top, bottom, left, right) of the crop in a frame of this size, or None."""
@@ -89,12 +123,21 @@ class Preprocessor:
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, tiles * S) float in [0, 1]."""
         x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0  # copies read-only arrays
-        return resize_bilinear(self._crop(x), self.input_shape).clamp(0, 1)
+        return resize_bilinear(self._crop(x), self.input_shape, self.resize).clamp(0, 1)
 
     def depths(self, depths: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W) metres, 0 = invalid -> (B, S, tiles * S) with the same convention."""
-        d = torch.as_tensor(np.asarray(depths, dtype=np.float32))
-        return resize_depth_masked(self._crop(d), self.input_shape)
+        d = self._crop(torch.as_tensor(np.asarray(depths, dtype=np.float32)))
+        if self.depth_resize == "nearest":
+            return F.interpolate(torch.nan_to_num(d, nan=0.0)[:, None], size=self.input_shape, mode="nearest")[:, 0]
+        return resize_depth_masked(d, self.input_shape, self.resize)
+
+    def region(self, mask: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(B, H, W) bool mask on the full frames -> (B, S, tiles * S) bool at the input size:
+        cropped like the frames, then resized by nearest neighbour (a region, e.g. the Garg crop
+        that gates KITTI's patch targets, stays a hard mask)."""
+        m = torch.as_tensor(np.asarray(mask, dtype=bool))
+        return resize_mask_nearest(self._crop(m), self.input_shape)
 
     def restore(self, pred: torch.Tensor, frame: tuple[int, int]) -> torch.Tensor:
         """(B, S, tiles * S) prediction -> (B, *frame) on the full frame the GT lives on.

@@ -1,8 +1,10 @@
-"""The nine standard depth metrics (protocol.md, "Metrics").
+"""The nine standard depth metrics (protocol.md, "Metrics"), and abs_diff as an extra.
 
 Each image is reduced to float64 sufficient statistics over its valid pixels; its metrics come
 from those, and the reported numbers are the plain mean of per-image metrics over images. The
 pixel-pooled variant (sums over all pixels of all images) is offered only as a named extra.
+``abs_diff`` (mean |g - p|, metres) is not a protocol metric: the PureCLIP-Depth release judges
+"improved" on it, so it is reported beside the nine, never among them.
 """
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from typing import Any
 import numpy as np
 
 METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3")
+EXTRA_METRIC_NAMES: tuple[str, ...] = ("abs_diff",)
+ALL_METRIC_NAMES: tuple[str, ...] = METRIC_NAMES + EXTRA_METRIC_NAMES
 LOWER_IS_BETTER: dict[str, bool] = {
+    "abs_diff": True,
     "abs_rel": True,
     "sq_rel": True,
     "rmse": True,
@@ -41,6 +46,7 @@ class DepthStats:
     """
 
     n: int = 0
+    abs_err: float = 0.0
     abs_rel: float = 0.0
     sq_rel: float = 0.0
     sq_err: float = 0.0
@@ -61,6 +67,7 @@ class DepthStats:
         ratio = np.maximum(gt / pred, pred / gt)
         return cls(
             n=int(gt.size),
+            abs_err=float(np.sum(np.abs(err))),
             abs_rel=float(np.sum(np.abs(err) / gt)),
             sq_rel=float(np.sum(err**2 / gt)),
             sq_err=float(np.sum(err**2)),
@@ -76,7 +83,7 @@ class DepthStats:
         return DepthStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def metrics(self) -> dict[str, float]:
-        """The nine metrics of the pixels summed here (needs n > 0)."""
+        """The nine metrics and abs_diff of the pixels summed here (needs n > 0)."""
         n = self.n
         mean_log_err = self.log_err / n
         # Rounding can push the variance a hair below 0 when e is constant.
@@ -91,6 +98,7 @@ class DepthStats:
             "d1": self.n_d1 / n,
             "d2": self.n_d2 / n,
             "d3": self.n_d3 / n,
+            "abs_diff": self.abs_err / n,
         }
 
 
@@ -124,11 +132,11 @@ class MetricAccumulator:
         return image_metrics
 
     def mean(self) -> dict[str, float]:
-        """Plain mean over images of the per-image metrics, plus ``n_images``."""
+        """Plain mean over images of the per-image metrics (the nine and abs_diff), plus ``n_images``."""
         if not self.per_image:
             raise ValueError("no image with valid pixels has been added")
         result: dict[str, float] = {
-            name: float(np.mean([m[name] for m in self.per_image])) for name in METRIC_NAMES
+            name: float(np.mean([m[name] for m in self.per_image])) for name in ALL_METRIC_NAMES
         }
         result["n_images"] = self.n_images
         return result

@@ -84,13 +84,21 @@ def _captions_digest(data: DataConfig, names: list[str]) -> str | None:
 def cache_key(
     model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str]
 ) -> dict[str, Any]:
-    """Everything the cached arrays depend on; two equal keys mean interchangeable caches."""
-    return {
+    """Everything the cached arrays depend on; two equal keys mean interchangeable caches.
+
+    The key is returned as it reads back from ``cache.json`` (tuples as lists), so that a fresh
+    key and a stored one compare equal.
+    """
+    key = {
         "format": FORMAT_VERSION,
         "model": model.architecture,
         "encoder": model.encoder.description,
         "encoder_fingerprint": model.encoder.fingerprint(),
-        "preprocessing": {"input_shape": list(preprocessor.input_shape), "crop": preprocessor.crop, "tiles": preprocessor.tiles},
+        "precision": model.frozen_precisions,
+        "preprocessing": {
+            "input_shape": preprocessor.input_shape, "crop": preprocessor.crop, "kb_crop": preprocessor.kb_crop,
+            "tiles": preprocessor.tiles, "resize": preprocessor.resize, "depth_resize": preprocessor.depth_resize,
+        },
         "flip": flip,
         "split": split,
         # Split lists by content, so an edited list is a new cache even at the same path.
@@ -99,6 +107,7 @@ def cache_key(
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "n_frames": len(names),
     }
+    return json.loads(json.dumps(key))
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:

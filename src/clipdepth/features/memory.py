@@ -21,6 +21,17 @@ from ..models.base import Features, FrameBatch, as_float
 
 
 @dataclass
+class TrainBatch:
+    """One training step's input: one tile of each of B frames."""
+
+    features: Features  # the model's arrays of the tiles, float32 for the head
+    depth: torch.Tensor  # (B, H, W) GT of the tiles at the input size, metres, 0 = invalid
+    frame_shapes: list[tuple[int, int]]  # (height, width) of each full frame (its GT)
+    tile: torch.Tensor  # (B,) which tile of its frame each row is (0 .. tiles - 1)
+    tiles: int  # tiles per frame
+
+
+@dataclass
 class EncodedSplit:
     """One split's frames, encoded: what training and validation need, nothing else.
 
@@ -44,11 +55,15 @@ class EncodedSplit:
 
     def random_tiles(
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> tuple[Features, torch.Tensor]:
-        """Features and (B, H, W) input-size GT of one random tile per frame, as the reference code
-        trains on KITTI's four tiles (with one tile, simply the frames)."""
+    ) -> TrainBatch:
+        """One random tile per frame, as the reference code trains on KITTI's four tiles (with
+        one tile, simply the frames)."""
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        return self.features(frames * self.tiles + tile, device), pick_tiles(self.depth_input[frames], tile, self.tiles).to(device)
+        return TrainBatch(
+            self.features(frames * self.tiles + tile, device),
+            pick_tiles(self.depth_input[frames], tile, self.tiles).to(device),
+            [tuple(self.gt[int(i)].shape) for i in frames], tile, self.tiles,
+        )
 
     def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> Features:
         return as_float({k: v[index] for k, v in self.arrays.items()}, device)
@@ -91,13 +106,17 @@ class OnTheFlySplit:
 
     def random_tiles(
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> tuple[Features, torch.Tensor]:
+    ) -> TrainBatch:
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        batch, depth = frame_batch([self.dataset[int(i)] for i in frames], self.preprocessor, self.captions, device)
+        samples = [self.dataset[int(i)] for i in frames]
+        batch, depth = frame_batch(samples, self.preprocessor, self.captions, device)
         picked = torch.arange(len(frames)) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
             features = self.model.encode_frames(batch)
-        return as_float({k: v[picked] for k, v in features.items()}), pick_tiles(depth, tile, self.tiles).to(device)
+        return TrainBatch(
+            as_float({k: v[picked] for k, v in features.items()}), pick_tiles(depth, tile, self.tiles).to(device),
+            [tuple(s.depth.shape) for s in samples], tile, self.tiles,
+        )
 
 
 @torch.inference_mode()

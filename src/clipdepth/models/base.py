@@ -24,14 +24,18 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, config_from_dict, config_to_dict, load_config_dict
-from ..errors import CheckpointError
+from ..config import Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
+from ..data.transforms import Preprocessor
+from ..errors import CheckpointError, ConfigError
 from ..io.atomic import atomic_dir
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 
 Features = dict[str, torch.Tensor]
+# Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. "auto" in a
+# config means the model's ``released_precision``.
+PRECISIONS: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 @dataclass
@@ -98,6 +102,10 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     architecture: ClassVar[str]  # the name in the model registry and in checkpoints
     uses_captions: ClassVar[bool] = False  # its frozen parts read a caption per frame (TR2M)
     gives_uncertainty: ClassVar[bool] = False  # infer() returns an "uncertainty" map
+    # What "auto" means for this model: the released code's encoder precision on CUDA and its
+    # input resize (data/transforms.py RESIZE_MODES).
+    released_precision: ClassVar[str]
+    released_resize: ClassVar[str]
 
     def __init__(self, cfg: Config, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -139,6 +147,53 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         raise NotImplementedError
 
     # -- shared ----------------------------------------------------------------------------------
+    @classmethod
+    def precision_name(cls, precision: str) -> str:
+        """A ``precision`` setting resolved ("auto": the release's). Raises ConfigError for an unknown value."""
+        name = cls.released_precision if precision == "auto" else precision
+        if name not in PRECISIONS:
+            raise ConfigError(f"encoder precision must be one of {[*PRECISIONS, 'auto']}, got {precision!r}")
+        return name
+
+    @classmethod
+    def resolve_precision(cls, precision: str) -> torch.dtype | None:
+        """The autocast dtype of a ``precision`` setting, None for fp32."""
+        return PRECISIONS[cls.precision_name(precision)]
+
+    @property
+    def frozen_precisions(self) -> dict[str, str]:
+        """The resolved precision of each frozen part (the feature cache keys on it)."""
+        raise NotImplementedError
+
+    @classmethod
+    def autocast(cls, device: torch.device, precision: str):
+        """Autocast context for a frozen part running on ``device``: only on CUDA, never for fp32."""
+        dtype = cls.resolve_precision(precision)
+        return torch.autocast("cuda", dtype=dtype or torch.float32, enabled=device.type == "cuda" and dtype is not None)
+
+    @property
+    def resize_mode(self) -> str:
+        """How frames are resized to the input: ``data.resize`` of the model's config ("auto": the release's)."""
+        mode = self.cfg.data.resize
+        return self.released_resize if mode == "auto" else mode
+
+    def preprocessor(self, data: DataConfig | None = None) -> Preprocessor:
+        """The model's preprocessing of frames of ``data`` (crop, KB crop, tiles; default the
+        model's own data config), with the resize the model was trained with."""
+        data = data or self.cfg.data
+        try:
+            return Preprocessor.for_data(self.input_size, data, self.resize_mode)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @classmethod
+    def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
+        """A checkpoint's saved config made loadable by this version (fields it predates get the
+        value the checkpoint was made with). Checkpoints of clipdepth 0.1 resized with antialiasing."""
+        data = dict(config.get("data", {}))
+        data.setdefault("resize", "antialias")
+        return {**config, "data": data}
+
     @classmethod
     def build(cls, cfg: Config, encoder: nn.Module | None = None) -> "DepthModel":
         """A new model to train: the frozen parts from the config (or the ones given)."""
@@ -217,7 +272,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         meta = read_checkpoint_meta(directory)
         if meta.get("architecture", cls.architecture) != cls.architecture:
             raise CheckpointError(f"{directory}: a {meta['architecture']} checkpoint, not {cls.architecture}")
-        cfg = load_config_dict(meta["config"], overrides) if overrides else config_from_dict(meta["config"])
+        try:
+            state = load_file(str(Path(directory) / WEIGHTS_NAME))
+        except (RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
+        config = cls.upgrade_config(meta["config"], state)
+        cfg = load_config_dict(config, overrides) if overrides else config_from_dict(config)
         encoder = encoder or cls.build_encoder(cfg)
         expected = meta.get("encoder_fingerprint")
         if expected and encoder.fingerprint() != expected:
@@ -227,7 +287,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             )
         head = cls.build_head(cfg, encoder, initialise=False)
         try:
-            head.load_state_dict(load_file(str(Path(directory) / WEIGHTS_NAME)))
-        except (RuntimeError, OSError) as exc:
+            head.load_state_dict(state)
+        except RuntimeError as exc:
             raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
         return cls(cfg, encoder, head)

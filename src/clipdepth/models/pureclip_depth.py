@@ -24,8 +24,12 @@ from .base import DepthModel, Features, FrameBatch
 FEATURE_DTYPE = torch.float16  # tokens and CLS as kept in memory and in the feature cache
 
 
+FUSIONS = ("concat", "film")
+
+
 def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:
-    """Centres of ``num_bins`` equal bins over [min_depth, max_depth] (fixed, never trained)."""
+    """Centres (metres) of ``num_bins`` equal bins over [min_depth, max_depth] (fixed, never
+    trained): min + (i + 0.5) * (max - min) / K, as the released ``PatchAligner``."""
     width = (max_depth - min_depth) / num_bins
     return min_depth + (torch.arange(num_bins, dtype=torch.float64) + 0.5) * width
 
@@ -64,15 +68,28 @@ class HeadOutput:
 
 
 class PureCLIPDepthHead(nn.Module):
-    """phi, psi and the depth table: the only trained part (~12M parameters at D = 768)."""
+    """phi, the CLS fusion (psi, or FiLM) and the depth table: the only trained part.
+
+    At D = 768, K = 15 with ``fusion="concat"`` it has 11,815,680 parameters, as the released
+    ``PatchAligner`` without its CLIP. Raises ``ConfigError`` for an unknown ``cfg.fusion`` or FiLM
+    without CLS.
+    """
 
     def __init__(self, cfg: HeadConfig, embed_dim: int, table_init: torch.Tensor | None = None) -> None:
         super().__init__()
+        if cfg.fusion not in FUSIONS:
+            raise ConfigError(f"head.fusion must be one of {list(FUSIONS)}, got {cfg.fusion!r}")
+        if cfg.fusion == "film" and not cfg.use_cls:
+            raise ConfigError("head.fusion=film is driven by CLS: it cannot be combined with head.use_cls=false")
         self.cfg = cfg
         d, hidden = embed_dim, cfg.mlp_ratio * embed_dim
-        # Bias-free Linears in phi, biased in psi: as in the reference code.
         self.phi = _mlp(d, hidden, d, cfg.dropout, bias=False)
-        self.psi = _mlp(2 * d if cfg.use_cls else d, hidden, d, cfg.dropout, bias=True)
+        self.psi: nn.Sequential | None = None
+        self.film: nn.Sequential | None = None
+        if cfg.fusion == "concat":
+            self.psi = _mlp(2 * d if cfg.use_cls else d, hidden, d, cfg.dropout, bias=cfg.psi_bias)
+        else:  # the released FiLM generator: biased Linears, GELU between
+            self.film = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, 2 * d))
         table = table_init if table_init is not None else torch.randn(cfg.num_bins, d)
         if table.shape != (cfg.num_bins, d):
             raise ValueError(f"depth table init has shape {tuple(table.shape)}, expected {(cfg.num_bins, d)}")
@@ -85,11 +102,22 @@ class PureCLIPDepthHead(nn.Module):
         """W re-normalised at every use, as in the reference code."""
         return F.normalize(self.table, dim=-1)
 
+    def fusion_parameters(self) -> list[nn.Parameter]:
+        """phi's and the fusion's parameters (the MLPs the training phases update besides W)."""
+        fusion = self.psi if self.psi is not None else self.film
+        return [*self.phi.parameters(), *fusion.parameters()]
+
     def forward(self, patch_tokens: torch.Tensor, cls: torch.Tensor) -> HeadOutput:
+        """``patch_tokens`` (B, h, w, D) projected CLIP tokens, ``cls`` (B, D) unit vectors."""
         z = self.phi(patch_tokens)
-        if self.cfg.use_cls:
-            z = torch.cat([z, cls[:, None, None, :].expand_as(z)], dim=-1)
-        z = F.normalize(self.psi(z), dim=-1)
+        if self.film is not None:
+            gain, bias = self.film(cls)[:, None, None, :].chunk(2, dim=-1)
+            z = gain * z + bias
+        else:
+            if self.cfg.use_cls:
+                z = torch.cat([z, cls[:, None, None, :].expand_as(z)], dim=-1)
+            z = self.psi(z)
+        z = F.normalize(z, dim=-1)
         logits = z @ self.normalized_table().T / self.cfg.tau
         probs = logits.softmax(dim=-1)
         return HeadOutput(z=z, logits=logits, probs=probs, depth=probs @ self.bin_centres)
@@ -104,6 +132,8 @@ class PureCLIPDepth(DepthModel):
 
     architecture = "pureclip_depth"
     gives_uncertainty = True  # the spread of the soft bin distribution
+    released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
+    released_resize = "linear"  # cv2.resize(..., INTER_LINEAR)
     encoder: CLIPEncoder
     head: PureCLIPDepthHead
 
@@ -117,13 +147,26 @@ class PureCLIPDepth(DepthModel):
         table = None
         if initialise:
             centres = bin_centres(cfg.head.min_depth, cfg.head.max_depth, cfg.head.num_bins)
-            with torch.no_grad():
-                table = encoder.encode_text(depth_phrases(centres, cfg.head.phrase_style))
+            # The text tower at the encoder's precision, as the release encodes the phrases
+            with torch.no_grad(), cls.autocast(encoder.model.device, cfg.encoder.precision):
+                table = encoder.encode_text(depth_phrases(centres, cfg.head.phrase_style)).float()
         return PureCLIPDepthHead(cfg.head, encoder.embed_dim, table)
+
+    @classmethod
+    def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
+        """clipdepth 0.1 checkpoints had biases in psi (and resized with antialiasing)."""
+        config = super().upgrade_config(config, state)
+        head = dict(config.get("head", {}))
+        head.setdefault("psi_bias", "psi.1.bias" in state)
+        return {**config, "head": head}
 
     @property
     def input_size(self) -> int:
         return self.encoder.image_size
+
+    @property
+    def frozen_precisions(self) -> dict[str, str]:
+        return {"clip": self.precision_name(self.cfg.encoder.precision)}
 
     @property
     def max_depth(self) -> float:
@@ -132,11 +175,10 @@ class PureCLIPDepth(DepthModel):
     def encode(self, images: torch.Tensor) -> EncoderOutput:
         """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS.
 
-        On CUDA the frozen encoder runs under autocast (``encoder.precision``: bf16 by default,
-        fp16 or fp32); its outputs are returned in float32 for the head.
+        On CUDA the frozen encoder runs under autocast (``encoder.precision``; "auto" is fp16, as
+        the released code ran CLIP); its outputs are returned in float32 for the head.
         """
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.encoder.precision)
-        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=images.is_cuda and dtype is not None):
+        with self.autocast(images.device, self.cfg.encoder.precision):
             out = self.encoder(self.encoder.normalize(images))
         return EncoderOutput(out.patch_tokens.float(), out.cls.float())
 
@@ -206,7 +248,8 @@ class PureCLIPDepth(DepthModel):
         images = self.images_to_tensor(images).to(self.device)
         height, width = images.shape[-2:]
         tiles = tiles or self.auto_tiles(height, width)
-        depth, probs = self.predict(resize_bilinear(images, (self.input_size, tiles * self.input_size)), tta)
+        resized = resize_bilinear(images, (self.input_size, tiles * self.input_size), self.resize_mode)
+        depth, probs = self.predict(resized, tta)
 
         def to_image(x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]

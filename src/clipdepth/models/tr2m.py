@@ -94,12 +94,13 @@ class UpStage(nn.Module):
 class Decoder(nn.Module):
     """Fused token grid (B, dim, h, w) -> pixel features (B, decoder_channels, 8h, 8w)."""
 
-    def __init__(self, dim: int, neck_channels: int, decoder_channels: int) -> None:
+    def __init__(self, dim: int, neck_channels: int, decoder_channels: int, conv_bias: bool = False) -> None:
         super().__init__()
         self.neck = nn.Sequential(
             nn.Conv2d(dim, neck_channels, 1),
             nn.ConvTranspose2d(neck_channels, neck_channels, 2, stride=2),
-            nn.Conv2d(neck_channels, decoder_channels, 3, padding=1),
+            # bias-free, as the released ``layer1_rn``
+            nn.Conv2d(neck_channels, decoder_channels, 3, padding=1, bias=conv_bias),
         )
         self.stages = nn.Sequential(UpStage(decoder_channels), UpStage(decoder_channels))
 
@@ -187,7 +188,7 @@ class TR2MHead(nn.Module):
             self.scale_head = GlobalHead(image_dim, cfg.head_hidden, init_scale_log)
             self.shift_head = GlobalHead(image_dim, cfg.head_hidden, init_shift_log)
         else:
-            self.decoder = Decoder(image_dim, cfg.neck_channels, cfg.decoder_channels)
+            self.decoder = Decoder(image_dim, cfg.neck_channels, cfg.decoder_channels, cfg.decoder_conv_bias)
             self.scale_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, init_scale_log)
             self.shift_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, init_shift_log)
 
@@ -242,7 +243,6 @@ def to_metric(
 
 # -- the model: frozen parts + head --------------------------------------------------------------
 FEATURE_DTYPE = torch.float16  # DINOv2 tokens, caption embeddings and relative depth, as cached
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TR2MEncoders(nn.Module):
@@ -272,6 +272,8 @@ class TR2M(DepthModel):
 
     architecture = "tr2m"
     uses_captions = True
+    released_precision = "fp32"  # the released evaluation runs its encoders in fp32
+    released_resize = "align_corners"  # F.interpolate(..., "bilinear", align_corners=True)
     encoder: TR2MEncoders
     head: TR2MHead
 
@@ -291,12 +293,25 @@ class TR2M(DepthModel):
         return self.cfg.tr2m.input_height, self.cfg.tr2m.input_width
 
     @property
+    def frozen_precisions(self) -> dict[str, str]:
+        t = self.cfg.tr2m
+        return {
+            "text": self.precision_name(self.cfg.encoder.precision),
+            "image": self.precision_name(t.image_encoder.precision),
+            "relative": self.precision_name(t.relative.precision),
+        }
+
+    @property
     def max_depth(self) -> float:
         return self.cfg.tr2m.max_depth
 
-    def _autocast(self, images: torch.Tensor, precision: str):
-        dtype = AUTOCAST.get(precision)
-        return torch.autocast("cuda", dtype=dtype or torch.float32, enabled=images.is_cuda and dtype is not None)
+    @classmethod
+    def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
+        """clipdepth 0.1 checkpoints had a bias in the decoder's 3x3 conv (and 16 heads, saved)."""
+        config = super().upgrade_config(config, state)
+        tr2m = dict(config.get("tr2m", {}))
+        tr2m.setdefault("decoder_conv_bias", "decoder.neck.2.bias" in state)
+        return {**config, "tr2m": tr2m}
 
     def caption_embeddings(self, captions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption lines per frame -> (B, L, D) raw CLIP text embeddings (zero-padded to
@@ -305,7 +320,9 @@ class TR2M(DepthModel):
         kept = [lines[:limit] for lines in captions]
         if any(not lines for lines in kept):
             raise DataError("a frame has an empty caption list")
-        flat = self.encoder.text.encode_text([line for lines in kept for line in lines], normalize=False)
+        with self.autocast(self.device, self.cfg.encoder.precision):
+            flat = self.encoder.text.encode_text([line for lines in kept for line in lines], normalize=False)
+        flat = flat.float()
         out = flat.new_zeros(len(kept), limit, flat.shape[-1])
         start = 0
         for i, lines in enumerate(kept):
@@ -320,9 +337,9 @@ class TR2M(DepthModel):
         if batch.images.shape[-2:] != self.input_size:
             raise ValueError(f"TR2M expects frames of {self.input_size}, got {tuple(batch.images.shape[-2:])}")
         images = batch.images
-        with self._autocast(images, self.cfg.tr2m.image_encoder.precision):
+        with self.autocast(images.device, self.cfg.tr2m.image_encoder.precision):
             tokens = self.encoder.image(images)
-        with self._autocast(images, self.cfg.tr2m.relative.precision):
+        with self.autocast(images.device, self.cfg.tr2m.relative.precision):
             relative = self.encoder.relative(images, batch.depth, batch.names)
         text, lines = self.caption_embeddings(batch.captions)
         return {
@@ -372,7 +389,7 @@ class TR2M(DepthModel):
                 f"{'no' if captions is None else len(captions)} captions): pass --caption or --captions"
             )
         height, width = images.shape[-2:]
-        batch = FrameBatch(resize_bilinear(images, self.input_size).clamp(0, 1), [f"image{i}" for i in range(len(images))],
+        batch = FrameBatch(resize_bilinear(images, self.input_size, self.resize_mode).clamp(0, 1), [f"image{i}" for i in range(len(images))],
                            captions=[[c] for c in captions])
         features = as_float(self.encode_frames(batch))
         depth, out = self.predict_from_features(features, as_float(self.encode_frames(batch.flipped())) if tta else None)

@@ -41,7 +41,7 @@ class Experiment:
         dist = from_environment()
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
         model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
-        return cls(cfg, model, Preprocessor.for_data(model.input_size, cfg.data), protocol, dist)
+        return cls(cfg, model, model.preprocessor(), protocol, dist)
 
     @property
     def captions(self) -> CaptionLookup | None:

@@ -2,9 +2,11 @@
 
 - What a step optimises (optimisers, learning-rate schedule, losses) is the model's objective
   (``training/objectives``): PureCLIP-Depth's alternating phases, TR2M's AdamW.
-- Validation on all nine metrics after every epoch; a head-only checkpoint is kept at the best of
-  each metric. "Improved" means ANY metric improved; training stops after ``patience`` epochs
-  without improvement.
+- Validation on all nine metrics (and abs_diff) after every epoch; a head-only checkpoint is kept
+  at the best of each metric of ``train.improve_metrics`` (and of ``train.select_metric``).
+  "Improved" means ANY of ``train.improve_metrics`` improved (released: d1 d2 d3 abs_diff abs_rel
+  log10 rmse); training stops after ``patience`` epochs without improvement.
+- ``train.drop_last`` drops each epoch's last partial batch, as the released loaders do.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
   rewritten atomically with the head weights, the optimisers (and any other state of the
   objective, such as TR2M's EMA key network), the counters, the history and every RNG the run
@@ -28,7 +30,7 @@ from ..config import Config, config_to_dict
 from ..data import DATASETS
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.evaluate import evaluate_encoded
-from ..evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES
+from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER
 from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
@@ -50,9 +52,23 @@ def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; available: {sorted(DATASETS)}")
-    if cfg.train.select_metric not in METRIC_NAMES:
-        raise ConfigError(f"train.select_metric must be one of {list(METRIC_NAMES)}, got {cfg.train.select_metric!r}")
+    for name, metrics in (("select_metric", [cfg.train.select_metric]), ("improve_metrics", cfg.train.improve_metrics)):
+        unknown = [m for m in metrics if m not in ALL_METRIC_NAMES]
+        if unknown:
+            raise ConfigError(f"train.{name}: unknown metric {unknown[0]!r}; choose from {list(ALL_METRIC_NAMES)}")
+    if not cfg.train.improve_metrics:
+        raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
     check_model_config(cfg)
+
+
+def steps_per_epoch(n_frames: int, batch_size: int, drop_last: bool) -> int:
+    """Optimisation steps over ``n_frames`` in batches, the last partial one dropped if asked."""
+    return n_frames // batch_size if drop_last else math.ceil(n_frames / batch_size)
+
+
+def tracked_metrics(cfg: Config) -> list[str]:
+    """The metrics a run keeps a best checkpoint of: ``improve_metrics`` and ``select_metric``."""
+    return list(dict.fromkeys([*cfg.train.improve_metrics, cfg.train.select_metric]))
 
 
 def is_better(metric: str, value: float, best: float | None) -> bool:
@@ -181,7 +197,7 @@ class Trainer:
         self.preprocessor, self.protocol = preprocessor, protocol
         self.out_dir = Path(out_dir)
         self.device = model.device
-        self.objective = objective_class(cfg.model)(model, cfg, self.trained_head)
+        self.objective = objective_class(cfg.model)(model, cfg, self.trained_head, preprocessor)
         self.tile_generator = torch.Generator().manual_seed(cfg.seed + 1)
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
         self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling
@@ -189,8 +205,8 @@ class Trainer:
 
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
         """One optimisation step on the frames ``index`` of the training split."""
-        feats, depth = self.train_split.random_tiles(index, self.tile_generator, self.device)
-        record = self.objective.step(feats, depth, self.step, self.sample_generator)
+        batch = self.train_split.random_tiles(index, self.tile_generator, self.device)
+        record = self.objective.step(batch, self.step, self.sample_generator)
         self.step += 1
         return record
 
@@ -239,9 +255,15 @@ class Trainer:
         steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
         steps_log = steps_path.open("a" if resume else "w")
         n = math.ceil(len(self.train_split) / self.dist.world_size)  # frames per rank and epoch
-        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        steps = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
+        if steps == 0:
+            raise ConfigError(
+                f"train.batch_size={cfg.batch_size} with train.drop_last: the training split has only {n} frames"
+                f"{' per process' if self.dist.world_size > 1 else ''}, not one full batch; lower the batch size "
+                "or set train.drop_last=false"
+            )
         bar = tqdm(
-            total=cfg.max_epochs * steps_per_epoch, initial=min(self.step, cfg.max_epochs * steps_per_epoch),
+            total=cfg.max_epochs * steps, initial=min(self.step, cfg.max_epochs * steps),
             desc="train", unit="step", dynamic_ncols=True, disable=not self.dist.is_main,
         )
         try:
@@ -251,7 +273,7 @@ class Trainer:
                 self.objective.start_epoch(epoch, since_improvement)
                 order = self.epoch_frames()
                 sums: dict[str, list[float]] = {}
-                for start in range(0, n, cfg.batch_size):
+                for start in range(0, steps * cfg.batch_size, cfg.batch_size):
                     record = self.train_step(order[start : start + cfg.batch_size])
                     sums.setdefault(f"{record['phase']}_loss", []).append(record["loss"])
                     if self.step % cfg.log_every == 0 and self.dist.is_main:
@@ -259,14 +281,15 @@ class Trainer:
                     bar.set_postfix(phase=record["phase"][:5], loss=f"{record['loss']:.3f}", refresh=False)
                     bar.update(1)
                 metrics = self.validate()
-                improved = [m for m in METRIC_NAMES if is_better(m, metrics[m], result.best.get(m, {}).get("value"))]
-                for m in improved:
+                bettered = [m for m in tracked_metrics(self.cfg) if is_better(m, metrics[m], result.best.get(m, {}).get("value"))]
+                for m in bettered:
                     result.best[m] = {"value": metrics[m], "epoch": epoch}
                     self.save(self.out_dir / "checkpoints" / f"best_{m}", epoch, metrics)
+                improved = [m for m in bettered if m in cfg.improve_metrics]
                 since_improvement = 0 if improved else since_improvement + 1
                 row = {
                     "epoch": epoch, "step": self.step, "lr_factor": self.objective.lr_factor(epoch + 1, since_improvement),
-                    **{k: sum(v) / len(v) for k, v in sums.items()}, **{f"val_{k}": metrics[k] for k in METRIC_NAMES},
+                    **{k: sum(v) / len(v) for k, v in sums.items()}, **{f"val_{k}": metrics[k] for k in ALL_METRIC_NAMES},
                     "improved": " ".join(improved),
                 }
                 result.history.append(row)
@@ -371,7 +394,7 @@ class Trainer:
         meta.setdefault("metrics", None)
         if meta["metrics"] is None and meta["history"]:
             last = meta["history"][-1]
-            meta["metrics"] = {k: last[f"val_{k}"] for k in METRIC_NAMES}
+            meta["metrics"] = {k: last[f"val_{k}"] for k in ALL_METRIC_NAMES if f"val_{k}" in last}
         return meta
 
     def _truncate_steps_log(self, step: int) -> None:

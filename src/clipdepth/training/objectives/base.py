@@ -7,18 +7,21 @@ import torch
 from torch import nn
 
 from ...config import Config
-from ...models.base import DepthModel, Features
+from ...data.transforms import Preprocessor
+from ...features.memory import TrainBatch
+from ...models.base import DepthModel
 
 
 class Objective:
     """Optimisers, learning-rate schedule and loss of one model type.
 
     ``trained_head`` is ``model.head``, or its DistributedDataParallel wrapper under torchrun:
-    forward passes go through it so that gradients are averaged across ranks.
+    forward passes go through it so that gradients are averaged across ranks. ``preprocessor``
+    is how the training frames were made from the full frames (crops, resize, tiles).
     """
 
-    def __init__(self, model: DepthModel, cfg: Config, trained_head: nn.Module) -> None:
-        self.model, self.cfg, self.trained_head = model, cfg, trained_head
+    def __init__(self, model: DepthModel, cfg: Config, trained_head: nn.Module, preprocessor: Preprocessor) -> None:
+        self.model, self.cfg, self.trained_head, self.preprocessor = model, cfg, trained_head, preprocessor
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
     @classmethod
@@ -32,7 +35,7 @@ class Objective:
     def start_epoch(self, epoch: int, since_improvement: int) -> None:
         raise NotImplementedError
 
-    def step(self, features: Features, depth: torch.Tensor, step: int, generator: torch.Generator) -> dict[str, Any]:
+    def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         """One optimisation step; returns a record with at least ``phase`` and ``loss``."""
         raise NotImplementedError
 

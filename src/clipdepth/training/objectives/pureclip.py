@@ -5,6 +5,9 @@
 - Reference code: both optimisers hold phi, psi and W. Paper: W is frozen in the Depth phase.
 - The LR stays constant until ``decay_start`` epochs pass without improvement of any validation
   metric, then decays linearly to ``final_lr_factor`` at ``patience`` epochs, where training stops.
+- With ``loss.patch_region`` (released KITTI: the Garg crop) each training tile's patches are gated
+  by that tile's own part of the crop, built on the full frame and carried through the input crop,
+  the nearest-neighbour resize and the tiling (released ``main_train_kitti.py``, ``load_garg_masks``).
 """
 from __future__ import annotations
 
@@ -13,10 +16,12 @@ from typing import Any
 import torch
 
 from ...config import Config, TrainConfig
+from ...data.transforms import Preprocessor
 from ...errors import ConfigError
+from ...evaluation.protocol import CROPS, crop_mask
+from ...features.memory import TrainBatch, pick_tiles
 from ...losses import PATCH_RULES, embedding_loss, patch_targets, rmse_loss
-from ...models.base import Features
-from ...models.pureclip_depth import PureCLIPDepth
+from ...models.pureclip_depth import FUSIONS, PureCLIPDepth
 from .base import Objective
 
 EMBEDDING, DEPTH = "embedding", "depth"
@@ -38,8 +43,8 @@ def lr_factor(epochs_without_improvement: int, cfg: TrainConfig) -> float:
 
 def build_optimizers(model: PureCLIPDepth, cfg: TrainConfig) -> dict[str, torch.optim.AdamW]:
     head = model.head
-    mlps = [] if cfg.freeze_mlps else [*head.phi.parameters(), *head.psi.parameters()]
-    for p in [*head.phi.parameters(), *head.psi.parameters()]:
+    mlps = [] if cfg.freeze_mlps else head.fusion_parameters()
+    for p in head.fusion_parameters():
         p.requires_grad_(not cfg.freeze_mlps)
     depth_params = mlps if cfg.freeze_table_in_depth_phase else [*mlps, head.table]
     # fused: one kernel for all parameters instead of a loop over them (~10% of a cached step on CPU)
@@ -52,9 +57,10 @@ def build_optimizers(model: PureCLIPDepth, cfg: TrainConfig) -> dict[str, torch.
 class PureCLIPObjective(Objective):
     model: PureCLIPDepth
 
-    def __init__(self, model: PureCLIPDepth, cfg: Config, trained_head: torch.nn.Module) -> None:
-        super().__init__(model, cfg, trained_head)
+    def __init__(self, model: PureCLIPDepth, cfg: Config, trained_head: torch.nn.Module, preprocessor: Preprocessor) -> None:
+        super().__init__(model, cfg, trained_head, preprocessor)
         self.optimizers = build_optimizers(model, cfg.train)
+        self._regions: dict[tuple[int, int], torch.Tensor] = {}  # frame size -> region at the input size
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
@@ -62,6 +68,10 @@ class PureCLIPObjective(Objective):
             raise ConfigError(f"loss.patch_rule must be one of {list(PATCH_RULES)}, got {cfg.loss.patch_rule!r}")
         if cfg.head.phrase_style not in ("reference", "paper"):
             raise ConfigError(f"head.phrase_style must be 'reference' or 'paper', got {cfg.head.phrase_style!r}")
+        if cfg.head.fusion not in FUSIONS:
+            raise ConfigError(f"head.fusion must be one of {list(FUSIONS)}, got {cfg.head.fusion!r}")
+        if cfg.loss.patch_region not in (None, *CROPS):
+            raise ConfigError(f"loss.patch_region must be one of {list(CROPS)} or null, got {cfg.loss.patch_region!r}")
         if cfg.train.freeze_mlps and cfg.train.freeze_table_in_depth_phase:
             raise ConfigError("train.freeze_mlps with train.freeze_table_in_depth_phase leaves the Depth phase nothing to train")
 
@@ -75,12 +85,24 @@ class PureCLIPObjective(Objective):
             for group in opt.param_groups:
                 group["lr"] = base[phase] * factor
 
-    def step(self, features: Features, depth: torch.Tensor, step: int, generator: torch.Generator) -> dict[str, Any]:
+    def patch_region(self, batch: TrainBatch) -> torch.Tensor | None:
+        """(B, H, W) bool: each training tile's part of ``loss.patch_region`` at the input size,
+        or None without one. The crop is built on each frame's own size (KITTI's differ by drive)."""
+        crop = self.cfg.loss.patch_region
+        if crop is None:
+            return None
+        for shape in set(batch.frame_shapes) - set(self._regions):
+            self._regions[shape] = self.preprocessor.region(crop_mask(shape, crop)[None])[0]
+        frames = torch.stack([self._regions[shape] for shape in batch.frame_shapes])
+        return pick_tiles(frames, batch.tile, batch.tiles).to(batch.depth.device)
+
+    def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         cfg, head = self.cfg, self.model.head
+        features, depth = batch.features, batch.depth
         phase = phase_at(step, cfg.train.phase_steps)
         targets = patch_targets(
             depth, self.model.encoder.patch_size, cfg.head.min_depth, cfg.head.max_depth,
-            cfg.head.num_bins, cfg.loss.patch_rule,
+            cfg.head.num_bins, cfg.loss.patch_rule, self.patch_region(batch),
         )
         head.train()
         out = self.trained_head(features["tokens"], features["cls"])

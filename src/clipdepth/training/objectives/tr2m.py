@@ -18,7 +18,7 @@ import torch
 
 from ...config import Config
 from ...data.captions import pick_lines
-from ...data.transforms import resize_depth_masked
+from ...data.transforms import Preprocessor, resize_depth_masked
 from ...encoders.relative import RELATIVE_SOURCES
 from ...errors import ConfigError
 from ...losses.tr2m import (
@@ -30,7 +30,7 @@ from ...losses.tr2m import (
     pseudo_metric_loss,
     silog_loss,
 )
-from ...models.base import Features
+from ...features.memory import TrainBatch
 from ...models.tr2m import TR2M, to_metric
 from .base import Objective
 
@@ -40,8 +40,8 @@ TRAIN = "train"
 class TR2MObjective(Objective):
     model: TR2M
 
-    def __init__(self, model: TR2M, cfg: Config, trained_head: torch.nn.Module) -> None:
-        super().__init__(model, cfg, trained_head)
+    def __init__(self, model: TR2M, cfg: Config, trained_head: torch.nn.Module, preprocessor: Preprocessor) -> None:
+        super().__init__(model, cfg, trained_head, preprocessor)
         t = cfg.tr2m
         self.optimizers = {
             TRAIN: torch.optim.AdamW(model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps)
@@ -72,8 +72,9 @@ class TR2MObjective(Objective):
     def start_epoch(self, epoch: int, since_improvement: int) -> None:
         self.epoch_factor = self.lr_factor(epoch, since_improvement)
 
-    def step(self, features: Features, depth: torch.Tensor, step: int, generator: torch.Generator) -> dict[str, Any]:
+    def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         t, head = self.cfg.tr2m, self.model.head
+        features, depth = batch.features, batch.depth
         warmup = min(1.0, (step + 1) / t.warmup_steps) if t.warmup_steps > 0 else 1.0
         optimizer = self.optimizers[TRAIN]
         for group in optimizer.param_groups:
@@ -95,7 +96,7 @@ class TR2MObjective(Objective):
             with torch.no_grad():
                 keys = self.key_head(features["image_tokens"], text).pixel_features
             size = tuple(out.pixel_features.shape[-2:])
-            small = resize_depth_masked(depth, size)
+            small = resize_depth_masked(depth, size, "antialias")  # class maps of the decoder grid
             contrast = contrast + pixel_contrast_loss(
                 out.pixel_features, keys, small, (small > t.min_depth) & (small < t.max_depth),
                 t.min_depth, t.max_depth, t.contrast_classes, t.contrast_temperature, t.contrast_pixels, generator,
