@@ -12,6 +12,7 @@ SUBCOMMANDS = {
     "analyze": "clipdepth.cli.analyze",
     "cache": "clipdepth.cli.cache",
     "caption": "clipdepth.cli.caption",
+    "convert": "clipdepth.cli.convert",
     "data": "clipdepth.cli.data",
     "demo": "clipdepth.cli.demo",
     "train": "clipdepth.cli.train",

@@ -1,0 +1,73 @@
+"""`clipdepth convert`: the papers' released checkpoints as clipdepth checkpoint folders.
+
+    clipdepth convert pureclip-reference CKPT.pth --out DIR [--dataset nyu|kitti] [--encoder CLIP]
+    clipdepth convert tr2m-reference CKPT.pth --out DIR [--dataset nyu|kitti]
+
+The conversion itself is ``clipdepth.models.released`` (``convert_pureclip_reference``,
+``convert_tr2m_reference``), callable from Python alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert", help="turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth checkpoint",
+        description="Example: clipdepth convert pureclip-reference nyu_best.pth --out pureclip-nyu/",
+    )
+    kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    pure = kinds.add_parser(
+        "pureclip-reference", help="a checkpoint of github ryutaroLF/PureCLIP-Depth (PatchAligner)",
+        description="Copies the head (phi, psi or FiLM, depth table, bins) and checks the checkpoint's frozen "
+        "CLIP tensor by tensor against the CLIP the converted checkpoint names; the CLIP weights are not copied.",
+    )
+    pure.add_argument("--encoder", help="CLIP hub id or folder (default openai/clip-vit-large-patch14-336)")
+    pure.set_defaults(func=run_pureclip)
+    tr2m = kinds.add_parser(
+        "tr2m-reference", help="a checkpoint of github BeileiCui/TR2M (ScaleMapModel weights)",
+        description="Copies the scale/shift network; loads the frozen parts the recipe names (DINOv2, CLIP text, "
+        "Depth Anything) to check the widths and record their fingerprint.",
+    )
+    tr2m.set_defaults(func=run_tr2m)
+    for kind, datasets in ((pure, "default: told by the bins, 10 m NYU, 30 m KITTI"), (tr2m, "default: nyu")):
+        kind.add_argument("checkpoint", type=Path, metavar="CKPT", help="the released .pth file")
+        kind.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
+        kind.add_argument("--dataset", choices=["nyu", "kitti"], help=f"the recipe the config starts from ({datasets})")
+        kind.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+        kind.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+            help="config override, e.g. tr2m.image_encoder.name=/models/dinov2-large (repeatable)",
+        )
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "config.json").read_text())
+
+
+def run_pureclip(args: argparse.Namespace) -> int:
+    from ..models.released import convert_pureclip_reference
+
+    out = convert_pureclip_reference(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
+    meta = _report(out)
+    head, encoder = meta["config"]["head"], meta["config"]["encoder"]["name"]
+    print(f"wrote {out}: PureCLIP-Depth head, {head['num_bins']} bins over {head['min_depth']:g}-{head['max_depth']:g} m, "
+          f"{head['fusion']} fusion, recipe for {meta['config']['data']['dataset']}")
+    checked = meta["clip_tensors_checked"]
+    print(f"its {checked} frozen CLIP tensors equal {encoder}'s" if checked
+          else f"the checkpoint holds no CLIP weights: nothing was compared; it is assumed to be {encoder}")
+    print(f"use it: clipdepth predict photo.jpg --checkpoint {out} --out depth/")
+    return 0
+
+
+def run_tr2m(args: argparse.Namespace) -> int:
+    from ..models.released import convert_tr2m_reference
+
+    out = convert_tr2m_reference(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
+    cfg = _report(out)["config"]
+    print(f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, "
+          f"recipe for {cfg['data']['dataset']}")
+    print(f"use it: clipdepth predict photo.jpg --checkpoint {out} --caption 'a living room with a sofa' --out depth/")
+    return 0
