@@ -187,14 +187,26 @@ def test_converting_with_another_clip_is_refused_naming_the_tensor(tmp_path, tin
     assert "\n" not in str(err.value) and not (tmp_path / "b").exists()
 
 
+def argparse_namespace():
+    import argparse
+
+    return argparse.Namespace(lr=1e-3)  # training scripts often save their args: a pickled object
+
+
 def test_wrong_files_keys_and_shapes_are_one_line_each(tmp_path, tiny_clip):
     missing = tmp_path / "none.pth"
     with pytest.raises(DataError, match="no such checkpoint file"):
         convert_pureclip_reference(missing, tmp_path / "o", overrides=TINY_CLIP)
-    text = tmp_path / "notes.pth"
-    text.write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a checkpoint written by torch.save"):
-        convert_pureclip_reference(text, tmp_path / "o", overrides=TINY_CLIP)
+    for i, content in enumerate([b"not a checkpoint", b"hello", b"abc", bytes(range(256)), b""]):
+        junk = tmp_path / f"junk{i}.pth"  # foreign bytes fail torch's unpickler in many different ways
+        junk.write_bytes(content)
+        with pytest.raises(CheckpointError, match="not a checkpoint written by torch.save") as err:
+            convert_pureclip_reference(junk, tmp_path / "o", overrides=TINY_CLIP)
+        assert "\n" not in str(err.value)
+    objects = tmp_path / "objects.pth"
+    torch.save({"model_state": {"depth_table.weight": torch.zeros(2, 2)}, "args": argparse_namespace()}, objects)
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors"):
+        convert_pureclip_reference(objects, tmp_path / "o", overrides=TINY_CLIP)
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {"projects.weight": torch.zeros(2, 2)}}, other)
     with pytest.raises(CheckpointError, match="not a released PureCLIP-Depth checkpoint: no 'depth_table.weight'"):
@@ -215,7 +227,7 @@ def test_the_convert_command_writes_once_and_predict_uses_it(tmp_path, tiny_clip
     sets = [a for o in TINY_CLIP for a in ("--set", o)]
     assert main(["convert", "pureclip-reference", str(path), "--out", str(out), *sets]) == 0
     printed = capsys.readouterr().out
-    assert "15 bins over 0.001-10 m, concat fusion" in printed and "frozen CLIP tensors equal" in printed
+    assert "15 bins over 0.001-10 m, concat fusion" in printed and "frozen CLIP tensors equal those of random-weight CLIP" in printed
     assert main(["convert", "pureclip-reference", str(path), "--out", str(out), *sets]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--overwrite" in err

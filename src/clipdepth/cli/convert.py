@@ -32,14 +32,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Depth Anything) to check the widths and record their fingerprint.",
     )
     tr2m.set_defaults(func=run_tr2m)
-    for kind, datasets in ((pure, "default: told by the bins, 10 m NYU, 30 m KITTI"), (tr2m, "default: nyu")):
+    kinds_help = (
+        (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "encoder.name=/models/clip-l14-336"),
+        (tr2m, "default: nyu", "tr2m.image_encoder.name=/models/dinov2-large"),
+    )
+    for kind, datasets, example in kinds_help:
         kind.add_argument("checkpoint", type=Path, metavar="CKPT", help="the released .pth file")
         kind.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
         kind.add_argument("--dataset", choices=["nyu", "kitti"], help=f"the recipe the config starts from ({datasets})")
         kind.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
         kind.add_argument(
             "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-            help="config override, e.g. tr2m.image_encoder.name=/models/dinov2-large (repeatable)",
+            help=f"config override, e.g. {example} (repeatable)",
         )
 
 
@@ -56,7 +60,7 @@ def run_pureclip(args: argparse.Namespace) -> int:
     print(f"wrote {out}: PureCLIP-Depth head, {head['num_bins']} bins over {head['min_depth']:g}-{head['max_depth']:g} m, "
           f"{head['fusion']} fusion, recipe for {meta['config']['data']['dataset']}")
     checked = meta["clip_tensors_checked"]
-    print(f"its {checked} frozen CLIP tensors equal {encoder}'s" if checked
+    print(f"its {checked} frozen CLIP tensors equal those of {meta['clip_checked_against']}" if checked
           else f"the checkpoint holds no CLIP weights: nothing was compared; it is assumed to be {encoder}")
     print(f"use it: clipdepth predict photo.jpg --checkpoint {out} --out depth/")
     return 0

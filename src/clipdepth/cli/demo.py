@@ -20,9 +20,9 @@ from ..evaluation.report import markdown_table
 from ..io.atomic import write_text_atomic
 
 UNTRAINED_NOTE = (
-    "NOTE: the demo's encoder is a small CLIP ViT with RANDOM weights ({desc}); it is not a trained\n"
-    "model and its numbers say nothing about PureCLIP-Depth's accuracy. For real CLIP features, train\n"
-    "with the OpenAI weights (downloaded once from the Hugging Face Hub, or a local folder):\n"
+    "NOTE: the demo's encoder is a small CLIP ViT with RANDOM weights ({desc}).\n"
+    "It is not a trained model and its numbers say nothing about PureCLIP-Depth's accuracy. For real\n"
+    "CLIP features, train with the OpenAI weights (downloaded once from the Hugging Face Hub, or a local folder):\n"
     "  clipdepth train --config <recipe> encoder.random_init=false encoder.name=openai/clip-vit-large-patch14-336"
 )
 

@@ -10,7 +10,7 @@ from ..config import load_config
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a PureCLIP-Depth head",
+        help="train a head (PureCLIP-Depth, TR2M) from a recipe",
         description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 head.use_cls=false",
     )
     p.add_argument(

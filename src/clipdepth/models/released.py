@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -50,9 +49,15 @@ def read_released(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: no such checkpoint file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise CheckpointError(f"{path}: not a checkpoint written by torch.save ({reason[:160]})") from None
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):  # a real pickle, with objects we will not execute
+            raise CheckpointError(
+                f"{path}: holds Python objects besides tensors and plain values, which clipdepth does not unpickle; "
+                "re-save its state dict with torch.save(checkpoint['model_state'], ...)"
+            ) from None
+        raise CheckpointError(f"{path}: not a checkpoint written by torch.save (not a pickle)") from None
+    except Exception as exc:  # noqa: BLE001 - torch's unpickler fails on foreign bytes in many ways
+        raise CheckpointError(f"{path}: not a checkpoint written by torch.save ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors or a training checkpoint, got {type(data).__name__}")
     return data
@@ -265,6 +270,7 @@ def convert_pureclip_reference(
     epoch = data.get("epoch")
     return _write(model, out, overwrite, {
         "converted_from": str(path), "released_format": "PureCLIP-Depth PatchAligner", "clip_tensors_checked": compared,
+        "clip_checked_against": frozen.description,
         "released_epoch": int(epoch) if isinstance(epoch, (int, torch.Tensor)) and not isinstance(epoch, bool) else None,
     })
 
