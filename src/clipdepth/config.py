@@ -22,6 +22,14 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 
+# The allowed values of the fields that name a choice; modules that act on them import these.
+RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides "auto")
+DEPTH_RESIZE_MODES = ("masked", "nearest")  # data.depth_resize
+PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto")
+FUSIONS = ("concat", "film")  # head.fusion
+PATCH_RULES = ("reference", "paper")  # loss.patch_rule
+PHRASE_STYLES = ("reference", "paper")  # head.phrase_style
+
 
 @dataclass
 class EncoderConfig:
@@ -279,6 +287,98 @@ class Config:
     output_dir: str = "outputs/run"
 
 
+# -- value checks: every config is checked once, when it is made, with the rule in the message --------
+def _rule(test, text):
+    return test, text
+
+
+_POSITIVE_INT = _rule(lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+_NON_NEGATIVE_INT = _rule(lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+_POSITIVE = _rule(lambda v: v > 0 and v != float("inf"), "a positive finite number")
+_NON_NEGATIVE = _rule(lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+_FRACTION_OPEN = _rule(lambda v: 0 < v < 1, "strictly between 0 and 1")
+_FRACTION_CLOSED = _rule(lambda v: 0 <= v <= 1, "between 0 and 1")
+_UNIT_LEFT_OPEN = _rule(lambda v: 0 < v <= 1, "in (0, 1]")
+_UNIT_RIGHT_OPEN = _rule(lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def _one_of(values: tuple[str, ...]):
+    return _rule(lambda v: v in values, f"one of {list(values)}")
+
+
+_PRECISION = _one_of(("auto", *PRECISION_NAMES))
+VALUE_RULES: dict[str, tuple] = {
+    "encoder.precision": _PRECISION,
+    "head.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    "head.tau": _POSITIVE, "head.mlp_ratio": _POSITIVE_INT, "head.dropout": _UNIT_RIGHT_OPEN,
+    "head.phrase_style": _one_of(PHRASE_STYLES), "head.fusion": _one_of(FUSIONS),
+    "loss.patch_rule": _one_of(PATCH_RULES), "loss.infonce_weight": _NON_NEGATIVE,
+    "train.batch_size": _POSITIVE_INT, "train.phase_steps": _POSITIVE_INT,
+    "train.embed_lr": _NON_NEGATIVE, "train.embed_weight_decay": _NON_NEGATIVE,
+    "train.depth_lr": _NON_NEGATIVE, "train.depth_weight_decay": _NON_NEGATIVE,
+    "train.max_epochs": _POSITIVE_INT, "train.decay_start": _NON_NEGATIVE_INT, "train.patience": _POSITIVE_INT,
+    "train.final_lr_factor": _UNIT_LEFT_OPEN, "train.cache_shard_size": _POSITIVE_INT,
+    "train.num_workers": _NON_NEGATIVE_INT, "train.log_every": _POSITIVE_INT,
+    "data.val_fraction": _FRACTION_OPEN, "data.depth_scale": _POSITIVE,
+    "data.train_size": _NON_NEGATIVE_INT, "data.val_size": _NON_NEGATIVE_INT, "data.test_size": _NON_NEGATIVE_INT,
+    "data.height": _POSITIVE_INT, "data.width": _POSITIVE_INT, "data.tiles": _POSITIVE_INT,
+    "data.resize": _one_of(("auto", *RESIZE_MODES)), "data.depth_resize": _one_of(DEPTH_RESIZE_MODES),
+    "data.input_crop": _rule(
+        lambda v: v is None or (len(v) == 4 and 0 <= v[0] < v[1] and 0 <= v[2] < v[3]),
+        "null or [top, bottom, left, right] with 0 <= top < bottom and 0 <= left < right",
+    ),
+    "eval.batch_size": _POSITIVE_INT,
+    "tr2m.image_encoder.precision": _PRECISION, "tr2m.relative.precision": _PRECISION,
+    "tr2m.input_height": _POSITIVE_INT, "tr2m.input_width": _POSITIVE_INT, "tr2m.num_heads": _POSITIVE_INT,
+    "tr2m.mlp_ratio": _POSITIVE_INT, "tr2m.neck_channels": _POSITIVE_INT, "tr2m.decoder_channels": _POSITIVE_INT,
+    "tr2m.head_channels": _POSITIVE_INT, "tr2m.head_hidden": _POSITIVE_INT, "tr2m.max_caption_lines": _POSITIVE_INT,
+    "tr2m.si_weight": _NON_NEGATIVE, "tr2m.pseudo_weight": _NON_NEGATIVE, "tr2m.contrast_weight": _NON_NEGATIVE,
+    "tr2m.smooth_weight": _NON_NEGATIVE, "tr2m.si_variance_focus": _FRACTION_CLOSED, "tr2m.pseudo_rho": _FRACTION_CLOSED,
+    "tr2m.contrast_temperature": _POSITIVE, "tr2m.contrast_rank_threshold": _NON_NEGATIVE_INT,
+    "tr2m.contrast_classes": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    "tr2m.contrast_pixels": _POSITIVE_INT, "tr2m.ema_momentum": _UNIT_RIGHT_OPEN,
+    "tr2m.lr": _NON_NEGATIVE, "tr2m.weight_decay": _NON_NEGATIVE, "tr2m.eps": _POSITIVE,
+    "tr2m.warmup_steps": _NON_NEGATIVE_INT, "tr2m.lr_decay": _UNIT_LEFT_OPEN,
+}
+# Pairs that must satisfy low < high (a depth range), with the lower bound's own rule.
+RANGE_RULES = (("head.min_depth", "head.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"))
+_SECTIONS: dict[type, str] = {}  # section dataclass -> its name in Config, filled below
+
+
+def check_values(cfg: Any, section: str = "") -> Any:
+    """Raise ConfigError naming the first field whose value breaks its rule (``VALUE_RULES``,
+    ``RANGE_RULES``); ``cfg`` is a Config, or one section of it named by ``section``. Returns cfg."""
+
+    def lookup(dotted: str):
+        value = cfg
+        for part in (dotted[len(section) + 1:] if section else dotted).split("."):
+            value = getattr(value, part)
+        return value
+
+    prefix = f"{section}." if section else ""
+    for name, (test, text) in VALUE_RULES.items():
+        if not name.startswith(prefix):
+            continue
+        value = lookup(name)
+        try:
+            good = bool(test(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"{name}={value!r}: must be {text}")
+    for low_name, high_name, floor, relation in RANGE_RULES:
+        if not low_name.startswith(prefix):
+            continue
+        low, high = lookup(low_name), lookup(high_name)
+        low_ok = low >= floor if relation == ">=" else low > floor
+        if not (low_ok and low < high and high < float("inf")):
+            raise ConfigError(
+                f"{low_name}={low!r}, {high_name}={high!r}: need {floor:g} {'<=' if relation == '>=' else '<'} "
+                f"{low_name.split('.')[-1]} < {high_name.split('.')[-1]}"
+            )
+    return cfg
+
+
 def builtin_recipe(name: str) -> Path:
     """Path of a recipe shipped with the package, e.g. ``demo`` or ``variants/paper``."""
     root = Path(str(resources.files("clipdepth") / "configs"))
@@ -338,7 +438,7 @@ def load_config(
         # OmegaConf's message spans lines; keep its first line and name the key.
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    return check_values(OmegaConf.to_object(merged))
 
 
 def with_overrides(section: Any, overrides: list[str]) -> Any:
@@ -351,7 +451,8 @@ def with_overrides(section: Any, overrides: list[str]) -> Any:
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+    result = OmegaConf.to_object(merged)
+    return check_values(result, _SECTIONS.get(type(result), ""))
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -361,9 +462,10 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config from a saved dict (checkpoints), checking it against the schema."""
     try:
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"saved config does not match this version of clipdepth: {str(exc).splitlines()[0]}") from None
+    return check_values(cfg)
 
 
 def load_config_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -373,11 +475,16 @@ def load_config_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...
         raise ConfigError(f"override {bad[0]!r} is not of the form section.field=value")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(Config), data, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
+        cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    return check_values(cfg)
 
 
 def config_to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+_SECTIONS.update({f.type if isinstance(f.type, type) else globals()[f.type]: f.name
+                  for f in dataclasses.fields(Config) if f.name in ("encoder", "head", "loss", "train", "data", "eval", "tr2m")})

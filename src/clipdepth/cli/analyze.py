@@ -16,20 +16,11 @@ from ..errors import DataError
 from ..evaluation.analysis import DepthErrorAccumulator, stats_to_json
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, postprocess, valid_mask
 from ..io.atomic import atomic_path, write_text_atomic
+from .args import output_folder, positive_int
 from .score import _depth_files, _errors_naming, _match_by_stem, read_pairs
 
 DEFAULT_BINS = 20
 HIST_BINS = 200  # per axis of the 2-D histogram; the GT histogram is its marginal
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("analysis"), metavar="DIR", help="output folder (default: ./analysis)")
     parser.add_argument(
-        "--bins", type=_positive_int, default=DEFAULT_BINS, metavar="N",
+        "--bins", type=positive_int, default=DEFAULT_BINS, metavar="N",
         help=f"equal GT-depth bins over 0..max depth for the error spread (default: {DEFAULT_BINS})",
     )
     parser.set_defaults(func=run)
@@ -167,6 +158,7 @@ def _format_table(stats: dict[str, np.ndarray]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
+    output_folder(args.out)
     # Checked here first so that messages name this command's flags; then matched as `score` does.
     _depth_files(args.predictions, "--predictions")
     _depth_files(args.gt, "--gt")

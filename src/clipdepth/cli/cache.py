@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+SPLITS = ("train", "val", "test")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help="build or inspect the encoder feature cache")
@@ -14,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--config", action="append", metavar="RECIPE", help="recipe(s), as for train (default: demo)")
     build.add_argument("--cache", help="cache folder (default: the recipe's train.feature_cache)")
-    build.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val", "test"])
+    build.add_argument("--splits", nargs="+", default=["train", "val"], metavar="SPLIT", help="train, val and/or test (default: train val)")
     build.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     build.set_defaults(func=run_build)
     info = actions.add_parser("info", help="size, frame count and key of a cache folder")
@@ -26,13 +28,21 @@ def run_build(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..errors import ConfigError
     from ..training.run import Experiment
+    from .args import OVERRIDE, output_folder
 
-    overrides = list(args.overrides) + ([f"train.feature_cache={args.cache}"] if args.cache else [])
+    # `--splits train val k=v`: the greedy list also swallows overrides placed after it
+    splits = [s for s in args.splits if not OVERRIDE.match(s)]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown or not splits:
+        raise ConfigError(f"--splits {' '.join(args.splits)}: each split must be one of {', '.join(SPLITS)}")
+    overrides = [*args.overrides, *(s for s in args.splits if OVERRIDE.match(s))]
+    overrides += [f"train.feature_cache={args.cache}"] if args.cache else []
     cfg = load_config(args.config or ["demo"], overrides)
     if not cfg.train.feature_cache:
         raise ConfigError("no cache folder: pass --cache DIR or set train.feature_cache")
+    output_folder(cfg.train.feature_cache, "--cache")
     exp = Experiment.create(cfg)
-    for split in args.splits:
+    for split in splits:
         # Validation and test frames are also cached mirrored when flip TTA is on, as training uses them.
         split_data = exp.encode(split, flip=split != "train" and cfg.eval.tta)
         print(f"{split}: {len(split_data)} frames cached under {cfg.train.feature_cache}")

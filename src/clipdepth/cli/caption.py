@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .args import output_folder, positive_int
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -32,8 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="hub id or folder of an image-to-text model and its processor")
     p.add_argument("--out", required=True, type=Path, help="output folder: <name>.txt per image (use it as data.caption_dir)")
     p.add_argument("--prompt", help="text the model continues, passed to its processor as is (default: none)")
-    p.add_argument("--lines", type=int, default=5, help="captions per image: line 1 greedy, the others sampled (default: 5)")
-    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--lines", type=positive_int, default=5, help="captions per image: line 1 greedy, the others sampled (default: 5)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=40)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled lines (default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--overwrite", action="store_true", help="replace caption files that exist (default: keep them)")
@@ -124,8 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.atomic import write_text_atomic
     from .predict import report_failures
 
-    if args.lines < 1 or args.max_new_tokens < 1:
-        raise ConfigError("--lines and --max-new-tokens must be at least 1")
+    output_folder(args.out)
     jobs = _jobs(args)
     processor, model = load_captioner(args.model)
     model.to(torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device))

@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from .args import output_folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -54,6 +56,7 @@ def _report(out: Path) -> dict:
 def run_pureclip(args: argparse.Namespace) -> int:
     from ..models.released import convert_pureclip_reference
 
+    output_folder(args.out)
     out = convert_pureclip_reference(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
     meta = _report(out)
     head, encoder = meta["config"]["head"], meta["config"]["encoder"]["name"]
@@ -69,6 +72,7 @@ def run_pureclip(args: argparse.Namespace) -> int:
 def run_tr2m(args: argparse.Namespace) -> int:
     from ..models.released import convert_tr2m_reference
 
+    output_folder(args.out)
     out = convert_tr2m_reference(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
     cfg = _report(out)["config"]
     print(f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .args import output_file, output_folder, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--split", help="split list (BTS format)")
     show.add_argument("--which", default="test", choices=["train", "val", "test"], help="split to show (default: test)")
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
-    show.add_argument("-n", type=int, default=4, help="frames to show (default: 4)")
+    show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
     show.add_argument("--out", type=Path, default=Path("outputs/data_show.png"), help="PNG to write")
     show.set_defaults(func=run_show)
 
@@ -47,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_prepare_nyu(args: argparse.Namespace) -> int:
     from ..data.nyu import prepare_nyu_mat  # imports torch: only when this command runs
 
+    output_folder(args.out)
     lists = prepare_nyu_mat(args.mat, args.splits, args.out)
     print(f"NYU Depth V2 written to {args.out}; split lists: {lists['train']}, {lists['test']}")
     return 0
@@ -58,6 +61,7 @@ def run_show(args: argparse.Namespace) -> int:
     from ..evaluation.protocol import get_protocol, crop_box, valid_mask
     from ..io.panels import save_contact_sheet
 
+    output_file(args.out, "--out")
     overrides = [f"dataset={args.dataset}"] + [f"root={args.data_root}"] * bool(args.data_root)
     list_field = "test_list" if args.which == "test" else "train_list"
     overrides += [f"{list_field}={args.split}"] * bool(args.split)

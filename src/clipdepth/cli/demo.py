@@ -18,6 +18,7 @@ import numpy as np
 from ..config import Config, load_config
 from ..evaluation.report import markdown_table
 from ..io.atomic import write_text_atomic
+from .args import output_folder
 
 UNTRAINED_NOTE = (
     "NOTE: the demo's encoder is a small CLIP ViT with RANDOM weights ({desc}).\n"
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.run import Experiment
 
     cfg = load_config(args.config, [*args.overrides, *([f"output_dir={args.out}"] if args.out else [])])
+    output_folder(cfg.output_dir)
     if cfg.model == "tr2m":
         return run_tr2m(cfg)
     out = Path(cfg.output_dir)

@@ -7,6 +7,8 @@ metrics as CSV and a markdown table.
 from __future__ import annotations
 
 import argparse
+
+from .args import output_folder, positive_int
 import csv
 import dataclasses
 import json
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--score-at-input", action="store_true",
         help="score at the encoder input size against resized GT, as the reference code (for comparison only)",
     )
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--out", help="output folder (default: outputs/eval/<dataset>)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data overrides, e.g. data.tiles=4")
     p.set_defaults(func=run)
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         protocol = dataclasses.replace(protocol, crop=None)
     tta = model.cfg.eval.tta if args.tta is None else args.tta
 
+    out = output_folder(args.out or f"outputs/eval/{dataset_name}")
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
     preprocessor = model.preprocessor(data)
@@ -95,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise ConfigError(f"no image of {dataset_name} has a valid ground-truth pixel under protocol {protocol.name}")
 
-    out = Path(args.out or f"outputs/eval/{dataset_name}")
     summary = {
         **acc.mean(),
         "dataset": dataset_name,

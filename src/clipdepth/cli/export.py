@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .args import output_folder
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -30,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.onnx_export import REPORT_FILE, export_onnx, require_onnx
 
     require_onnx()  # fail fast, before loading the model
+    output_folder(args.out)
     from ..errors import ConfigError
     from ..models import load_model
 

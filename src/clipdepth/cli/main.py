@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from ..errors import ClipdepthError
+from .args import OVERRIDE
 
 # Imported lazily so that `clipdepth score` does not pay for importing transformers.
 SUBCOMMANDS = {
@@ -38,9 +39,25 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; ``section.field=value`` overrides are accepted anywhere after the command,
+    also after options (`train a=1 --out X b=2`), for commands that take overrides."""
+    parser = build_parser(argv)
+    args, unknown = parser.parse_known_args(argv)
+    overrides = [u for u in unknown if OVERRIDE.match(u)]
+    others = [u for u in unknown if not OVERRIDE.match(u)]
+    if others:
+        parser.error(f"unrecognized arguments: {' '.join(others)}")
+    if overrides:
+        if not isinstance(getattr(args, "overrides", None), list):
+            parser.error(f"{argv[0]} takes no KEY=VALUE overrides: {' '.join(overrides)}")
+        args.overrides = [*args.overrides, *overrides]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    args = parse(argv)
     try:
         return int(args.func(args) or 0)
     except ClipdepthError as exc:

@@ -13,6 +13,8 @@ import glob
 import sys
 from pathlib import Path
 
+from .args import positive_int
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -41,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name in ("fx", "fy", "cx", "cy"):
         p.add_argument(f"--{name}", type=float, help="intrinsics for --ply (default: a 60 degree horizontal field of view)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--tiles", type=int, help="square tiles across the image (default: automatic, wide images get several)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them, skip the image)")
     p.set_defaults(func=run)
 

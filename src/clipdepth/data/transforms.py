@@ -19,13 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DataConfig
+from ..config import DEPTH_RESIZE_MODES, RESIZE_MODES, DataConfig
 
 KB_CROP = (352, 1216)  # KITTI benchmark crop (height, width)
-# "linear": OpenCV INTER_LINEAR (half-pixel centres, no antialiasing); "align_corners": bilinear
-# with corner pixels aligned; "antialias": PIL-like antialiased bilinear when shrinking.
-RESIZE_MODES = ("linear", "align_corners", "antialias")
-DEPTH_RESIZE_MODES = ("masked", "nearest")
+# RESIZE_MODES: "linear" = OpenCV INTER_LINEAR (half-pixel centres, no antialiasing);
+# "align_corners" = bilinear with corner pixels aligned; "antialias" = PIL-like when shrinking.
 # A depth pixel takes part in the mask-aware resize when above this (metres), as in the release.
 VALID_DEPTH_FLOOR = 1e-3
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from ..config import DataConfig
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
-from ..io.atomic import atomic_dir, write_text_atomic
+from ..io.atomic import atomic_dir, clean_stale, write_text_atomic
 from ..data.captions import CaptionLookup
 from .memory import EncodedSplit, encode_split
 
@@ -127,28 +128,62 @@ def _write_shard(folder: Path, part: EncodedSplit) -> None:
     (folder / "names.json").write_text(json.dumps({"frames": part.names, "arrays": sorted(part.arrays)}))
 
 
-def _read_shard(folder: Path) -> EncodedSplit:
-    def load(name: str) -> torch.Tensor:
+class DamagedShard(Exception):
+    """A finished shard folder that cannot be read (truncated, missing or unreadable files)."""
+
+
+def _read_shard(folder: Path, flip: bool) -> EncodedSplit:
+    """A shard, memory-mapped; DamagedShard says what is wrong with it."""
+
+    def load(name: str) -> np.ndarray:
+        path = folder / f"{name}.npy"
+        if not path.is_file():
+            raise DamagedShard(f"{path.name} is missing")
+        try:
+            return np.load(path, mmap_mode="r")  # reads the header; a truncated file fails here
+        except (OSError, ValueError, EOFError) as exc:
+            raise DamagedShard(f"{path.name} is unreadable ({' '.join(str(exc).split())[:120]})") from None
+
+    try:
+        index = json.loads((folder / "names.json").read_text())
+        names, array_names = list(index["frames"]), list(index["arrays"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DamagedShard(f"names.json is missing or damaged ({type(exc).__name__})") from None
+    arrays = {k: load(k) for k in array_names}
+    flipped = {k: load(f"flipped_{k}") for k in array_names} if flip else None
+    depth_input = load("depth_input")
+    gt = [load(f"gt_{i:05d}") for i in range(len(names))]
+    lengths = {len(a) for a in [*arrays.values(), *(flipped or {}).values()]}  # frames x tiles rows each
+    if not names or len(depth_input) != len(names) or len(lengths) != 1 or lengths.pop() % len(names):
+        raise DamagedShard(f"its arrays do not hold the same {len(names)} frames")
+
+    def tensors(group: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         with warnings.catch_warnings():  # read-only memory maps: the cache is never written through
             warnings.simplefilter("ignore", UserWarning)
-            return torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="r"))
+            return {k: torch.from_numpy(v) for k, v in group.items()}
 
-    index = json.loads((folder / "names.json").read_text())
-    names = index["frames"]
-    flipped = (folder / f"flipped_{index['arrays'][0]}.npy").is_file()
     return EncodedSplit(
-        names=names, arrays={k: load(k) for k in index["arrays"]},
-        flipped_arrays={k: load(f"flipped_{k}") for k in index["arrays"]} if flipped else None,
-        depth_input=load("depth_input"),
-        gt=[np.load(folder / f"gt_{i:05d}.npy", mmap_mode="r") for i in range(len(names))],
+        names=names, arrays=tensors(arrays), flipped_arrays=tensors(flipped) if flipped is not None else None,
+        depth_input=tensors({"d": depth_input})["d"], gt=gt,
     )
 
 
 def read_index(cache_dir: str | Path) -> dict[str, Any]:
+    """The cache's ``cache.json``; CheckpointError with what to do when it is missing or damaged."""
     path = Path(cache_dir) / INDEX_NAME
     if not path.is_file():
         raise CheckpointError(f"{cache_dir}: not a feature cache (no {INDEX_NAME})")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text())
+        valid = (
+            isinstance(index, dict) and isinstance(index.get("key"), dict) and isinstance(index.get("shard_size"), int)
+            and index["shard_size"] > 0 and isinstance(index["key"].get("n_frames"), int)
+        )
+    except (ValueError, UnicodeDecodeError):
+        valid = False
+    if not valid:
+        raise CheckpointError(f"{path}: damaged cache index; delete the folder {cache_dir} and build the cache again")
+    return index
 
 
 def build_cache(
@@ -172,7 +207,7 @@ def build_cache(
     index = start_cache(cache_dir, key, shard_size) if rank == 0 else read_index(cache_dir)
     size = index["shard_size"]
     mine = [s for s in range(_n_shards(key, size)) if s % world_size == rank]
-    todo = [s for s in mine if not (cache_dir / _shard_name(s)).is_dir()]
+    todo = [s for s in mine if _shard_state(cache_dir / _shard_name(s), key["flip"]) != "ok"]
     for shard in tqdm(todo, desc="cache build", unit="shard", disable=rank != 0 or not todo):
         frames = Subset(dataset, range(shard * size, min((shard + 1) * size, len(dataset))))
         part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard), captions=captions)
@@ -181,9 +216,23 @@ def build_cache(
     return index
 
 
+def _shard_state(folder: Path, flip: bool) -> str:
+    """"ok", "missing", or "damaged" (then removed, so that it is built again)."""
+    if not folder.is_dir():
+        return "missing"
+    try:
+        _read_shard(folder, flip)
+    except DamagedShard:
+        shutil.rmtree(folder, ignore_errors=True)
+        return "damaged"
+    return "ok"
+
+
 def start_cache(cache_dir: Path, key: dict[str, Any], shard_size: int) -> dict[str, Any]:
-    """The cache's index: written for a new cache, checked against ``key`` for an existing one."""
+    """The cache's index: written for a new cache, checked against ``key`` for an existing one.
+    Temporaries a killed build left are removed first."""
     cache_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale(cache_dir)
     if (cache_dir / INDEX_NAME).is_file():
         index = read_index(cache_dir)
         if index["key"] != key:
@@ -221,7 +270,15 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
     n_shards, finished = _n_shards(key, index["shard_size"]), _finished_shards(cache_dir, index)
     if len(finished) != n_shards:
         raise CheckpointError(f"{cache_dir}: cache is incomplete ({len(finished)} of {n_shards} shards); run cache build again")
-    parts = [_read_shard(cache_dir / name) for name in finished]
+    parts = []
+    for name in finished:
+        try:
+            parts.append(_read_shard(cache_dir / name, key["flip"]))
+        except DamagedShard as exc:
+            raise CheckpointError(
+                f"{cache_dir / name}: damaged cache shard ({exc}); run `clipdepth cache build` (or the training run) "
+                "again: it rebuilds damaged shards and keeps the others"
+            ) from None
 
     def rows(arrays: list[dict[str, torch.Tensor]]) -> dict[str, ShardedRows]:
         return {k: ShardedRows([a[k] for a in arrays]) for k in arrays[0]}
@@ -238,11 +295,13 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
 
 
 def cache_info(cache_dir: str | Path) -> dict[str, Any]:
+    """Frames, finished shards and their size (what an interrupted build left is not counted)."""
     index = read_index(cache_dir)
-    size = sum(p.stat().st_size for p in Path(cache_dir).rglob("*.npy"))
+    finished = _finished_shards(Path(cache_dir), index)
+    size = sum(p.stat().st_size for name in finished for p in (Path(cache_dir) / name).glob("*.npy"))
     key = index["key"]
     return {
-        "frames": key["n_frames"], "shards_done": len(_finished_shards(Path(cache_dir), index)),
+        "frames": key["n_frames"], "shards_done": len(finished),
         "shards_total": _n_shards(key, index["shard_size"]), "bytes": size,
         "bytes_per_frame": size / max(key["n_frames"], 1), "key": key,
     }

@@ -1,5 +1,4 @@
 from .pureclip import (
-    PATCH_RULES,
     PatchTargets,
     alignment_loss,
     bin_index,
@@ -11,7 +10,6 @@ from .pureclip import (
 )
 
 __all__ = [
-    "PATCH_RULES",
     "PatchTargets",
     "alignment_loss",
     "bin_index",

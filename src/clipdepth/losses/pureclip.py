@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-PATCH_RULES = ("reference", "paper")
+from ..config import PATCH_RULES
+
 REFERENCE_MIN_VALID_DEPTH = 0.1  # metres; the released code's pixel threshold for patch targets
 
 

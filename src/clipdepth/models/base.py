@@ -24,7 +24,7 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
+from ..config import PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import atomic_dir
@@ -35,7 +35,7 @@ CONFIG_NAME = "config.json"
 Features = dict[str, torch.Tensor]
 # Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. "auto" in a
 # config means the model's ``released_precision``.
-PRECISIONS: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (torch.bfloat16, torch.float16, None)))
 
 
 @dataclass

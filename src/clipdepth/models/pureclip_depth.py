@@ -15,16 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, HeadConfig
+from ..config import FUSIONS, Config, HeadConfig
 from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
 from ..errors import ConfigError
 from .base import DepthModel, Features, FrameBatch
 
 FEATURE_DTYPE = torch.float16  # tokens and CLS as kept in memory and in the feature cache
-
-
-FUSIONS = ("concat", "film")
 
 
 def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:

@@ -20,8 +20,8 @@ from ...data.transforms import Preprocessor
 from ...errors import ConfigError
 from ...evaluation.protocol import CROPS, crop_mask
 from ...features.memory import TrainBatch, pick_tiles
-from ...losses import PATCH_RULES, embedding_loss, patch_targets, rmse_loss
-from ...models.pureclip_depth import FUSIONS, PureCLIPDepth
+from ...losses import embedding_loss, patch_targets, rmse_loss
+from ...models.pureclip_depth import PureCLIPDepth
 from .base import Objective
 
 EMBEDDING, DEPTH = "embedding", "depth"
@@ -64,12 +64,6 @@ class PureCLIPObjective(Objective):
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
-        if cfg.loss.patch_rule not in PATCH_RULES:
-            raise ConfigError(f"loss.patch_rule must be one of {list(PATCH_RULES)}, got {cfg.loss.patch_rule!r}")
-        if cfg.head.phrase_style not in ("reference", "paper"):
-            raise ConfigError(f"head.phrase_style must be 'reference' or 'paper', got {cfg.head.phrase_style!r}")
-        if cfg.head.fusion not in FUSIONS:
-            raise ConfigError(f"head.fusion must be one of {list(FUSIONS)}, got {cfg.head.fusion!r}")
         if cfg.loss.patch_region not in (None, *CROPS):
             raise ConfigError(f"loss.patch_region must be one of {list(CROPS)} or null, got {cfg.loss.patch_region!r}")
         if cfg.train.freeze_mlps and cfg.train.freeze_table_in_depth_phase:

@@ -63,8 +63,6 @@ class TR2MObjective(Objective):
             )
         if cfg.data.tiles != 1:
             raise ConfigError("TR2M takes whole frames: data.tiles must be 1")
-        if not 0 < t.min_depth < t.max_depth:
-            raise ConfigError(f"need 0 < tr2m.min_depth < tr2m.max_depth, got {t.min_depth}, {t.max_depth}")
 
     def lr_factor(self, epoch: int, since_improvement: int) -> float:
         return self.cfg.tr2m.lr_decay ** (epoch - 1)

@@ -1,0 +1,58 @@
+"""Argument types and checks every command shares: counts, output locations, overrides.
+
+A wrong value is reported before any work, in one line that names the flag and the rule.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from ..errors import DataError
+
+# A config override on the command line: section.field=value (also accepted after options).
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _writable_ancestor(path: Path) -> Path:
+    """The nearest existing folder at or above ``path``; DataError unless this process may write in it."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise DataError(f"{path}: {probe} is a file, so the folder cannot be made")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot write there (no write permission on {probe})")
+    return probe
+
+
+def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is a folder that exists or can be made and written."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: exists and is not a folder ({flag} takes a folder)")
+    _writable_ancestor(path)
+    return path
+
+
+def output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder ({flag} takes a file name)")
+    _writable_ancestor(path.parent)
+    return path
