@@ -27,12 +27,29 @@ def test_depth_png_round_trip(tmp_path):
     assert not list(tmp_path.glob(".*tmp*"))  # the atomic write left no temporary behind
 
 
-def test_depth_png_scale_mismatch_is_refused(tmp_path):
+def test_a_declared_png_scale_is_honoured_and_a_contradicting_given_one_refused(tmp_path):
     path = tmp_path / "d.png"
-    write_depth_png(path, np.ones((2, 2)), 256)
+    write_depth_png(path, np.full((2, 2), 70.0), 256)  # stored as 17920 = 70 * 256
+    # the file says 256 per metre: a reader whose default is millimetres still gets 70 m, not 17.92
+    np.testing.assert_allclose(read_depth(path, 1000), 70.0)
     with pytest.raises(DataError, match="depth_scale=256.0") as excinfo:
-        read_depth(path, 1000)
+        read_depth(path, 1000, strict_scale=True)  # a scale the user gave explicitly
     assert_one_line_naming(excinfo, path)
+
+
+def test_the_png_scale_holds_the_models_range():
+    from clipdepth.io.depth_io import depth_png_scale
+
+    assert depth_png_scale(10.0) == 1000.0 and depth_png_scale(65.535) == 1000.0  # millimetres while they fit
+    assert depth_png_scale(80.0) == 256.0  # 80 m * 1000 > 65535: KITTI's 1/256 m, up to 255.996 m
+    assert depth_png_scale(300.0) == pytest.approx(65535 / 300)  # the finest that still fits
+
+
+def test_empty_depth_maps_are_one_line(tmp_path):
+    np.save(tmp_path / "e.npy", np.zeros((0, 5), np.float32))
+    with pytest.raises(DataError, match="empty") as excinfo:
+        read_depth(tmp_path / "e.npy", 1000)
+    assert_one_line_naming(excinfo, tmp_path / "e.npy")
 
 
 def test_plain_16bit_png_and_npy_round_trip(tmp_path):

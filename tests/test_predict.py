@@ -65,16 +65,10 @@ def test_unreadable_images_are_skipped_and_reported(checkpoint, tmp_path, capsys
     assert "broken.png" in capsys.readouterr().err and (tmp_path / "o" / "good.png").is_file()
 
 
-def test_missing_input_and_clashing_stems_are_one_line(checkpoint, tmp_path, capsys):
+def test_a_missing_input_is_one_line(checkpoint, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nope.jpg"), "--checkpoint", str(checkpoint), "--out", str(tmp_path)]) == 2
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    for folder in ("a", "b"):
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / folder / "x.png")
-    assert main(["predict", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"),
-                 "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "nope.jpg" in err[0] and "x.png" in err[-1] and all("Traceback" not in line for line in err)
+    assert len(err) == 1 and "nope.jpg" in err[0]
 
 
 def test_default_intrinsics_are_a_60_degree_field_of_view():

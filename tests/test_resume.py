@@ -121,12 +121,16 @@ def test_resume_errors_and_stale_state(tiny_cfg, tmp_path, monkeypatch):
     assert "\n" not in str(exc.value)
     (resume_dir(out) / RESUME_TENSORS).write_bytes(tensors)
 
-    # A fresh run in the same folder drops the old state at once: killed in its first epoch,
-    # it leaves nothing that --resume could mistake for its own.
+    # A fresh run in the same folder is refused unless asked to replace the old one ...
+    with pytest.raises(CheckpointError, match="holds a training run .*--resume.*--overwrite") as exc:
+        make_trainer(tiny_cfg, out, **short).fit()
+    assert "\n" not in str(exc.value) and resume_dir(out).is_dir()
+    # ... and then drops the old state at once: killed in its first epoch, it leaves nothing that
+    # --resume could mistake for its own.
     with monkeypatch.context() as m:
         kill_on_validate(m, 1)
         with pytest.raises(Killed):
-            make_trainer(tiny_cfg, out, **short).fit()
+            make_trainer(tiny_cfg, out, **short).fit(overwrite=True)
     assert not resume_dir(out).exists()
     with pytest.raises(CheckpointError, match="no resume state"):
         make_trainer(tiny_cfg, out, **short).fit(resume=True)
@@ -139,6 +143,6 @@ def test_cli_resume_checks_before_any_work(tiny_cfg, tmp_path, monkeypatch):
         raise AssertionError("the model was built before the resume state was checked")
 
     monkeypatch.setattr("clipdepth.training.run.Experiment.create", no_work)
-    args = argparse.Namespace(config=["demo"], out=str(tmp_path / "run"), overrides=[], resume=True)
+    args = argparse.Namespace(config=["demo"], out=str(tmp_path / "run"), overrides=[], resume=True, overwrite=False)
     with pytest.raises(ClipdepthError, match="no resume state"):
         cli_train.run(args)

@@ -97,7 +97,7 @@ def test_serve_upload_view_download(server, tmp_path):
 
             with page.expect_download() as info:
                 page.click("#dl-png")
-            saved = tmp_path / "depth_mm.png"
+            saved = tmp_path / "depth_16bit.png"
             info.value.save_as(saved)
             with Image.open(saved) as im:
                 depth = np.asarray(im)
@@ -137,5 +137,5 @@ def test_serve_bad_upload_is_400(server):
     detail = json.loads(err.value.read())["detail"]
     assert detail.startswith("a.jpg: not a readable image") and "\n" not in detail
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(server + "/result/nope/depth_mm.png", timeout=10)
+        urllib.request.urlopen(server + "/result/nope/depth_16bit.png", timeout=10)
     assert err.value.code == 404

@@ -19,3 +19,7 @@ class ConfigError(ClipdepthError):
 
 class CheckpointError(ClipdepthError):
     """A checkpoint folder that is missing, incomplete or made for another encoder."""
+
+
+class TrainingError(ClipdepthError):
+    """Training cannot go on meaningfully (a non-finite loss); what was saved before is kept."""

@@ -17,7 +17,7 @@ from ..evaluation.analysis import DepthErrorAccumulator, stats_to_json
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, postprocess, valid_mask
 from ..io.atomic import atomic_path, write_text_atomic
 from .args import output_folder, positive_int
-from .score import _depth_files, _errors_naming, _match_by_stem, read_pairs
+from ..evaluation.saved import GT_FORMATS, SavedPairs, depth_files, errors_naming, match_by_stem
 
 DEFAULT_BINS = 20
 HIST_BINS = 200  # per axis of the 2-D histogram; the GT histogram is its marginal
@@ -46,6 +46,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--kb-crop", action="store_true", help="352x1216 predictions are KB crops: paste them into the full GT frame"
     )
+    parser.add_argument(
+        "--gt-format", choices=GT_FORMATS, metavar="DATASET",
+        help=f"read the ground truth as this dataset stores it ({', '.join(GT_FORMATS)}); default: 16-bit PNG / --gt-scale",
+    )
     parser.add_argument("--out", type=Path, default=Path("analysis"), metavar="DIR", help="output folder (default: ./analysis)")
     parser.add_argument(
         "--bins", type=positive_int, default=DEFAULT_BINS, metavar="N",
@@ -61,13 +65,14 @@ def accumulate(
     gt_scale: float | None,
     bins: int,
     kb_crop: bool = False,
+    gt_format: str | None = None,
 ) -> DepthErrorAccumulator:
     """Read, post-process and mask each pair as `clipdepth score` does, adding the valid pixels."""
     accumulator = DepthErrorAccumulator(
         np.linspace(0.0, protocol.max_depth, bins + 1), np.linspace(0.0, protocol.max_depth, HIST_BINS + 1)
     )
-    for pred, gt, gt_path in read_pairs(pairs, protocol, pred_scale, gt_scale, kb_crop, "analyzing"):
-        with _errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
+    for pred, gt, gt_path in SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "analyzing"):
+        with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             mask = valid_mask(gt, protocol)
         pred = postprocess(pred, gt.shape, protocol)
         accumulator.add(pred[mask], gt[mask])
@@ -160,11 +165,10 @@ def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
     output_folder(args.out)
     # Checked here first so that messages name this command's flags; then matched as `score` does.
-    _depth_files(args.predictions, "--predictions")
-    _depth_files(args.gt, "--gt")
-    pairs = _match_by_stem(args.predictions, args.gt)
+    depth_files(args.predictions, "--predictions")
+    pairs = match_by_stem(args.predictions, args.gt, "--predictions", "--gt", args.gt_format)
 
-    acc = accumulate(pairs, protocol, args.pred_scale, args.gt_scale, args.bins, args.kb_crop)
+    acc = accumulate(pairs, protocol, args.pred_scale, args.gt_scale, args.bins, args.kb_crop, args.gt_format)
     if acc.n_images == 0:
         raise DataError(
             f"{args.gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}"

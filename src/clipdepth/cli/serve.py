@@ -5,6 +5,8 @@ python-multipart). Listens on the loopback address only.
 from __future__ import annotations
 
 import argparse
+import signal
+import sys
 import tempfile
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.checkpoint}: the web demo serves caption-free models; use `clipdepth predict --caption` for TR2M")
     model.to(resolve_device(model.cfg.device))
     shown = f"[{args.host}]" if ":" in args.host else args.host
+    # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it unwinds the `with` below,
+    # so the results go with the server instead of staying in the temp folder.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory(prefix="clipdepth-serve-") as workdir:  # results go when the server stops
         app = create_app(model, tta=args.tta, workdir=workdir)
         print(f"clipdepth serve: open http://{shown}:{args.port}/ (Ctrl+C to stop)")

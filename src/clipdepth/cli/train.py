@@ -24,21 +24,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue the run in the output folder from its last finished epoch "
         "(checkpoints/resume/), exactly as if never interrupted; the config must be the same",
     )
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run already in the output folder (default: refuse; --resume continues it)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
     from ..training.run import Experiment
-    from ..training.trainer import read_resume_meta
+    from ..training.trainer import check_config, check_run_folder, read_resume_meta
+    from .args import output_folder
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
     cfg = load_config(args.config or ["demo"], overrides)
-    resume = getattr(args, "resume", False)
-    if resume:
-        # Fail before building the model, encoding, or rewriting the run's config.yaml.
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: give one")
+    # Fail before building the model, encoding, or rewriting the run's config.yaml.
+    check_config(cfg)
+    output_folder(cfg.output_dir)
+    check_run_folder(cfg.output_dir, args.resume, args.overwrite)
+    if args.resume:
         read_resume_meta(cfg.output_dir, cfg)
-    result, _ = Experiment.create(cfg).train(cfg.output_dir, resume=resume)
+    result, _ = Experiment.create(cfg).train(cfg.output_dir, resume=args.resume, overwrite=args.overwrite)
     print(f"trained head: {result.model_dir} (best val {cfg.train.select_metric})")
     print(json.dumps(result.best, indent=2))
     return 0

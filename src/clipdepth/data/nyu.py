@@ -32,11 +32,16 @@ SPLIT_KEYS = {"train": "trainNdxs", "test": "testNdxs"}
 
 
 class NYUDepthV2(Dataset):
-    """Samples of a BTS-format NYU split list; ``name`` is the relative path as one stem."""
+    """Samples of a BTS-format NYU split list; ``name`` is the relative path as one stem.
+
+    Lines whose depth is ``None`` are counted (``n_without_gt``), not yielded, as every reader does.
+    """
 
     def __init__(self, root: str | os.PathLike, entries: list[SplitEntry], name_prefix: str = "") -> None:
         self.root = Path(root)
-        self.entries = entries
+        self.n_listed = len(entries)
+        self.entries = [e for e in entries if e.depth is not None]
+        self.n_without_gt = self.n_listed - len(self.entries)
         self.name_prefix = name_prefix
 
     def __len__(self) -> int:
@@ -59,16 +64,18 @@ class NYUDepthV2(Dataset):
         stem = Path(entry.rgb.lstrip("/")).with_suffix("")
         return self.name_prefix + "_".join(stem.parts)
 
+    def files(self, index: int) -> list[Path]:
+        """The files frame ``index`` is read from (the feature cache keys on their size and time)."""
+        entry = self.entries[index]
+        return [entry.rgb_path(self.root), entry.depth_path(self.root)]
+
     def __getitem__(self, index: int) -> RGBDSample:
         entry = self.entries[index]
         image = read_rgb(entry.rgb_path(self.root))
         depth_path = entry.depth_path(self.root)
-        if depth_path is None:
-            depth = np.zeros(image.shape[:2], dtype=np.float32)
-        else:
-            depth = read_depth(depth_path, NYU_DEPTH_SCALE)
-            if depth.shape != image.shape[:2]:
-                raise DataError(f"{depth_path}: depth is {depth.shape} but its image is {image.shape[:2]}")
+        depth = read_depth(depth_path, NYU_DEPTH_SCALE)
+        if depth.shape != image.shape[:2]:
+            raise DataError(f"{depth_path}: depth is {depth.shape} but its image is {image.shape[:2]}")
         return RGBDSample(image, depth, self.intrinsics(entry), self.name(entry))
 
 

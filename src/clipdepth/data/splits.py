@@ -36,7 +36,11 @@ def read_split_list(path: str | Path) -> list[SplitEntry]:
     if not path.is_file():
         raise DataError(f"{path}: split list not found")
     entries = []
-    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+    try:  # utf-8-sig drops a byte-order mark; splitlines() takes CRLF and LF alike
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: split list is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    for number, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue

@@ -161,6 +161,11 @@ class ListedRGBD(Dataset):
         """Frame names without decoding any file (cache keys use them)."""
         return [self.sample_name(e) for e in self.entries]
 
+    def files(self, index: int) -> list[Path]:
+        """The files frame ``index`` is read from (the feature cache keys on their size and time)."""
+        entry = self.entries[index]
+        return [entry.rgb_path(self.root), entry.depth_path(self.root)]
+
     def sample_name(self, entry: SplitEntry) -> str:
         """The rgb path without suffix, "/" -> "_": unique within a list."""
         return str(Path(entry.rgb.lstrip("/")).with_suffix("")).replace("/", "_")

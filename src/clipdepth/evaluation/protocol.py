@@ -129,11 +129,21 @@ def kb_crop_paste(pred: Any, gt_shape: tuple[int, int]) -> np.ndarray:
 
 
 def median_scale(pred: Any, gt: Any, mask: Any) -> np.ndarray:
-    """Median scaling, ONLY for relative (self-supervised) models: pred * median(g) / median(p) on ``mask``."""
+    """Median scaling, ONLY for relative (self-supervised) models: pred * median(g) / median(p) on ``mask``.
+
+    A prediction whose median there is not positive is a DataError: scaling it would flip or
+    erase it (an all-negative prediction would come out as the mirror of the GT and score perfectly).
+    """
     pred, gt, mask = to_numpy(pred), to_numpy(gt), to_numpy(mask, bool)
     if not mask.any():  # nothing to take a median of; the image will be skipped anyway
         return pred
-    return pred * (np.median(gt[mask]) / np.median(pred[mask]))
+    median = float(np.median(pred[mask]))
+    if not median > 0:
+        raise DataError(
+            f"median scaling needs a positive prediction, but its median over the valid pixels is {median:g} "
+            "(a disparity, or a prediction with its sign flipped?)"
+        )
+    return pred * (np.median(gt[mask]) / median)
 
 
 def score_pair(

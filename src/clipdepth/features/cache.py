@@ -71,6 +71,20 @@ def frame_names(dataset: Dataset) -> list[str]:
     return list(names) if names is not None else [dataset[i].name for i in range(len(dataset))]
 
 
+def files_digest(dataset: Dataset) -> str | None:
+    """Path, size and modification time of every file the frames are read from: a file re-exported
+    in place (new depth PNGs, say) is a new cache. None for datasets without files (synthetic)."""
+    files = getattr(dataset, "files", None)
+    if files is None:
+        return None
+    digest = hashlib.sha256()
+    for index in range(len(dataset)):
+        for path in files(index):
+            stat = Path(path).stat()
+            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def _captions_digest(data: DataConfig, names: list[str]) -> str | None:
     """Content of the frames' caption files: an edited caption is a new cache."""
     if not data.caption_dir:
@@ -83,7 +97,8 @@ def _captions_digest(data: DataConfig, names: list[str]) -> str | None:
 
 
 def cache_key(
-    model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str]
+    model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str],
+    files: str | None = None,
 ) -> dict[str, Any]:
     """Everything the cached arrays depend on; two equal keys mean interchangeable caches.
 
@@ -106,6 +121,7 @@ def cache_key(
         "data": {**asdict(data), "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
         "captions": _captions_digest(data, names) if model.uses_captions else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
+        "files": files,  # files_digest: sizes and times of the frames' files
         "n_frames": len(names),
     }
     return json.loads(json.dumps(key))

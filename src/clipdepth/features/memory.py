@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..data.captions import CaptionLookup
+from ..errors import DataError
 from ..data.synthetic import RGBDSample
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
@@ -79,13 +80,22 @@ def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Ten
     return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile)), :, tile]
 
 
+def _frame(prepare, array, name: str) -> torch.Tensor:
+    """One frame through a Preprocessor step; a crop that does not fit it is a DataError naming it."""
+    try:
+        return prepare(array[None])
+    except ValueError as exc:
+        raise DataError(f"frame {name}: {exc} (see data.input_crop / data.kb_crop)") from None
+
+
 def frame_batch(
     samples: list[RGBDSample], preprocessor: Preprocessor, captions: CaptionLookup | None, device: torch.device | str
 ) -> tuple[FrameBatch, torch.Tensor]:
-    """Samples -> what a model's frozen parts take, and the input-size GT."""
+    """Samples -> what a model's frozen parts take, and the input-size GT. A frame the crop does
+    not fit is a DataError naming the frame."""
     # One frame at a time: frames of a real dataset need not share a size.
-    images = torch.cat([preprocessor.images(s.image[None]) for s in samples]).to(device)
-    depth = torch.cat([preprocessor.depths(s.depth[None]) for s in samples])
+    images = torch.cat([_frame(preprocessor.images, s.image, s.name) for s in samples]).to(device)
+    depth = torch.cat([_frame(preprocessor.depths, s.depth, s.name) for s in samples])
     lines = [captions(s) for s in samples] if captions is not None else None
     return FrameBatch(images, [s.name for s in samples], depth.to(device), lines), depth
 

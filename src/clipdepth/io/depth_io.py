@@ -17,6 +17,9 @@ from ..errors import ConfigError, DataError
 from .atomic import atomic_path
 
 SCALE_TEXT_KEY = "depth_scale"
+# Pixels one photo may have (a 10000 x 10000 image needs gigabytes downstream); checked from the
+# file's header before decoding. `predict --max-pixels` and read_rgb(max_pixels=...) change it.
+MAX_PHOTO_PIXELS = 50_000_000
 UINT16_DEPTH_MODES = ("I;16", "I;16B", "I;16L")
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 
@@ -32,26 +35,34 @@ def _require_file(path: Path) -> None:
         raise DataError(f"{path}: is not a file")
 
 
-def _open_image(path: Path) -> Image.Image:
-    """The fully decoded image (so truncated files fail here, not later)."""
+def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
+    """The fully decoded image (so truncated files fail here, not later); one over ``max_pixels``
+    is refused from its header, before any decoding."""
     _require_file(path)
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise DataError(
+                    f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
+                    f"{max_pixels / 1e6:g} (downscale it, or raise the limit: --max-pixels)"
+                )
             image.load()
             return image.copy()  # detached from the file, which the `with` closes
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
 
 
-def read_rgb(path: str | os.PathLike, photo: bool = False) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, photo: bool = False, max_pixels: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB; grey, palette and alpha images are converted.
 
     Dataset frames (``photo=False``) refuse 16-bit/float images, which there mean a depth map
     was listed as the RGB. A user's photo (``photo=True``) may be 16-bit (scaled to 8 bits), and
-    its EXIF orientation is applied, as a viewer shows it.
+    its EXIF orientation is applied, as a viewer shows it. An image of more than ``max_pixels``
+    pixels is a DataError raised before decoding it.
     """
     path = Path(path)
-    image = _open_image(path)
+    image = _open_image(path, max_pixels)
     if photo:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -66,18 +77,31 @@ def _check_scale(scale: float) -> None:
         raise ConfigError(f"depth scale must be a positive number, got {scale}")
 
 
-def _read_depth_png(path: Path, scale: float) -> np.ndarray:
+def depth_png_scale(max_depth: float) -> float:
+    """Values per metre of a 16-bit depth PNG that holds depths up to ``max_depth`` metres:
+    millimetres (1000) while they fit (to 65.535 m), else 256 per metre as KITTI's files (to
+    255.996 m), else the finest scale that fits. Written in the PNG's ``depth_scale`` text chunk."""
+    for scale in (1000.0, 256.0):
+        if max_depth * scale <= np.iinfo(np.uint16).max:
+            return scale
+    return float(np.iinfo(np.uint16).max) / max_depth
+
+
+def _read_depth_png(path: Path, scale: float, strict_scale: bool) -> np.ndarray:
     image = _open_image(path)
     if image.mode not in UINT16_DEPTH_MODES:
         bits = "8-bit" if image.mode in EIGHT_BIT_MODES else "non-16-bit"
         raise DataError(f"{path}: a depth PNG must be 16-bit single-channel, this one is {bits} mode {image.mode}")
     declared = image.info.get(SCALE_TEXT_KEY)
-    try:
-        scale_matches = declared is None or float(declared) == float(scale)
-    except ValueError:
-        scale_matches = False
-    if not scale_matches:
-        raise DataError(f"{path}: file declares {SCALE_TEXT_KEY}={declared} but is read with scale {scale:g}")
+    if declared is not None:
+        try:
+            declared_scale = float(declared)
+        except ValueError:
+            raise DataError(f"{path}: its {SCALE_TEXT_KEY} text chunk {declared!r} is not a number") from None
+        _check_scale(declared_scale)
+        if strict_scale and declared_scale != float(scale):
+            raise DataError(f"{path}: file declares {SCALE_TEXT_KEY}={declared} but is read with scale {scale:g}")
+        scale = declared_scale
     return (np.asarray(image, dtype=np.float32) / np.float32(scale)).astype(np.float32)
 
 
@@ -96,21 +120,31 @@ def _read_depth_npy(path: Path) -> np.ndarray:
         array = array.reshape(array.shape[-2:])  # (1, H, W) and (1, 1, H, W) as models emit them
     if array.ndim != 2:
         raise DataError(f"{path}: expected an (H, W) depth map, got shape {array.shape}")
+    if array.size == 0:
+        raise DataError(f"{path}: the depth map is empty (shape {array.shape})")
     return array.astype(np.float32)
 
 
-def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = False) -> np.ndarray:
-    """(H, W) float32 depth in metres from a 16-bit PNG (value / ``scale``) or a ``.npy`` (metres).
+def read_depth(
+    path: str | os.PathLike, scale: float, *, prediction: bool = False, strict_scale: bool = False
+) -> np.ndarray:
+    """(H, W) float32 depth in metres from a 16-bit PNG (value / scale) or a ``.npy`` (metres).
 
-    0 stays 0 (no depth). Ground truth (the default) must have no NaN and no negative value.
-    ``prediction=True`` keeps NaN/inf/negative values of a ``.npy`` as they are, because the
-    protocol defines what they become (protocol.md, post-processing step 2).
+    A PNG that declares its scale (a ``depth_scale`` text chunk, as clipdepth writes) is read with
+    it; ``scale`` is for PNGs that do not. With ``strict_scale`` (a scale the user gave) a PNG that
+    declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
+    have no NaN and no negative value. ``prediction=True`` keeps NaN/inf/negative values of a
+    ``.npy`` as they are, because the protocol defines what they become (protocol.md,
+    post-processing step 2). An empty array is a DataError.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".png":
         _check_scale(scale)
-        return _read_depth_png(path, scale)
+        depth = _read_depth_png(path, scale, strict_scale)
+        if depth.size == 0:
+            raise DataError(f"{path}: the depth map is empty ({depth.shape[0]}x{depth.shape[1]})")
+        return depth
     if suffix != ".npy":
         raise DataError(f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png or a .npy")
     depth = _read_depth_npy(path)

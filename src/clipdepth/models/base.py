@@ -26,11 +26,20 @@ from torch import nn
 
 from ..config import PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
 from ..data.transforms import Preprocessor
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_dir
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# Square tiles one image may be cut into (memory grows with them); infer(max_tiles=...) and
+# `predict --max-tiles` raise it.
+MAX_TILES = 8
+# The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
+# from, at which precision, on which device. A trained head's own settings are part of its weights.
+INFERENCE_OVERRIDES = (
+    "encoder.name", "encoder.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
+    "tr2m.relative.name", "tr2m.relative.precision", "device",
+)
 
 Features = dict[str, torch.Tensor]
 # Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. "auto" in a
@@ -81,15 +90,23 @@ def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
         ) from None
 
 
+DAMAGED_HINT = "the checkpoint is damaged: download or copy it again, or train it again"
+
+
 def read_checkpoint_meta(directory: str | Path) -> dict:
+    """A checkpoint folder's ``config.json``; CheckpointError naming the file when it is missing,
+    not JSON, or not of a checkpoint's shape (an object with a ``config`` object)."""
     directory = Path(directory)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory}: not a clipdepth checkpoint folder (no {name})")
     try:
-        return json.loads((directory / CONFIG_NAME).read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc})") from None
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc}); {DAMAGED_HINT}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{directory / CONFIG_NAME}: not a clipdepth checkpoint config (no \"config\" object); {DAMAGED_HINT}")
+    return meta
 
 
 class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["depth-estimation", "monocular-depth"]):
@@ -186,6 +203,21 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+    def auto_tiles(self, height: int, width: int) -> int:
+        """Square tiles an image of this size is cut into; models that take whole frames: 1."""
+        return 1
+
+    def tiles_for(self, height: int, width: int, tiles: int | None = None, max_tiles: int = MAX_TILES) -> int:
+        """``tiles`` or ``auto_tiles``, checked against ``max_tiles``: DataError (without a file
+        name, which the caller adds) for an image that would need more."""
+        count = tiles or self.auto_tiles(height, width)
+        if count > max_tiles:
+            raise DataError(
+                f"a {height}x{width} image needs {count} tiles, more than the limit of {max_tiles} "
+                "(crop it, or raise max_tiles / --max-tiles)"
+            )
+        return count
+
     @classmethod
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
         """A checkpoint's saved config made loadable by this version (fields it predates get the
@@ -260,9 +292,17 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         """A checkpoint folder, or a Hugging Face Hub id (downloaded and cached by huggingface_hub).
 
         ``overrides`` (``section.field=value``) may point the frozen parts elsewhere, e.g. to
-        local folders of the same weights; the fingerprint check still applies.
+        local folders of the same weights; the fingerprint check still applies. Only the fields
+        of ``INFERENCE_OVERRIDES`` may be overridden (ConfigError otherwise). The model is returned
+        in eval mode, as transformers does.
         """
-        return cls._load_folder(checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs), encoder, overrides)
+        fixed = [o for o in overrides if o.split("=", 1)[0].strip() not in INFERENCE_OVERRIDES]
+        if fixed:
+            raise ConfigError(
+                f"override {fixed[0]!r}: a trained checkpoint's settings are part of its weights; only where its "
+                f"frozen parts are loaded from, their precision and the device can change ({', '.join(INFERENCE_OVERRIDES)})"
+            )
+        return cls._load_folder(checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs), encoder, overrides).eval()
 
     @classmethod
     def _load_folder(
@@ -274,8 +314,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             raise CheckpointError(f"{directory}: a {meta['architecture']} checkpoint, not {cls.architecture}")
         try:
             state = load_file(str(Path(directory) / WEIGHTS_NAME))
-        except (RuntimeError, OSError) as exc:
-            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
+        except Exception as exc:  # noqa: BLE001 - safetensors reports a truncated or foreign file in several ways
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({reason}); {DAMAGED_HINT}") from None
         config = cls.upgrade_config(meta["config"], state)
         cfg = load_config_dict(config, overrides) if overrides else config_from_dict(config)
         encoder = encoder or cls.build_encoder(cfg)

@@ -19,7 +19,7 @@ from ..config import FUSIONS, Config, HeadConfig
 from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
 from ..errors import ConfigError
-from .base import DepthModel, Features, FrameBatch
+from .base import MAX_TILES, DepthModel, Features, FrameBatch
 
 FEATURE_DTYPE = torch.float16  # tokens and CLS as kept in memory and in the feature cache
 
@@ -230,12 +230,13 @@ class PureCLIPDepth(DepthModel):
     @torch.inference_mode()
     def infer(
         self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
-        captions: list[str] | None = None,
+        captions: list[str] | None = None, max_tiles: int = MAX_TILES,
     ) -> dict[str, torch.Tensor]:
         """Metric depth for RGB images at their own resolution.
 
         ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
-        [0, 1]. Wide images are cut into square tiles (``tiles``, default ``auto_tiles``).
+        [0, 1]. Wide images are cut into square tiles (``tiles``, default ``auto_tiles``; more
+        than ``max_tiles`` is a DataError, which bounds the memory one image can take).
         Returns ``depth`` and ``uncertainty`` (B, H, W) in metres and ``bin_probs`` (B, h, w, K).
         PureCLIP-Depth takes no caption; passing one is an error rather than silently ignored.
         """
@@ -244,7 +245,7 @@ class PureCLIPDepth(DepthModel):
         self.eval()
         images = self.images_to_tensor(images).to(self.device)
         height, width = images.shape[-2:]
-        tiles = tiles or self.auto_tiles(height, width)
+        tiles = self.tiles_for(height, width, tiles, max_tiles)
         resized = resize_bilinear(images, (self.input_size, tiles * self.input_size), self.resize_mode)
         depth, probs = self.predict(resized, tta)
 

@@ -371,9 +371,10 @@ class TR2M(DepthModel):
     @torch.inference_mode()
     def infer(
         self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
-        captions: list[str] | None = None,
+        captions: list[str] | None = None, max_tiles: int = 1,
     ) -> dict[str, torch.Tensor]:
-        """Metric depth for RGB images at their own resolution, one caption each.
+        """Metric depth for RGB images at their own resolution, one caption each (``max_tiles`` is
+        accepted for a common signature; TR2M takes whole frames).
 
         ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
         [0, 1]. Returns ``depth`` (B, H, W) metres, and the ``relative`` input and the ``scale``

@@ -1,9 +1,10 @@
-"""FastAPI app: upload an image, get depth and uncertainty (colour PNGs), a 16-bit PNG (mm) and a PLY.
+"""FastAPI app: upload an image, get depth and uncertainty (colour PNGs), a 16-bit PNG and a PLY.
 
 Endpoints: ``GET /`` the page, ``POST /predict`` (multipart field ``image``) -> JSON with the
 result id and URLs, ``GET /result/{id}/{file}`` one of the files. A bad upload gets HTTP 400
-with a one-line ``detail``. Results live in a per-server temp folder; only the newest
-``keep`` results are kept.
+with a one-line ``detail`` at once, before any inference: unreadable, over ``MAX_UPLOAD_BYTES``,
+over ``max_pixels`` (from the image header) or needing more than ``max_tiles`` tiles. Results live
+in a per-server temp folder; only the newest ``keep`` results are kept.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from ..errors import DataError
-from ..io.depth_io import read_rgb, write_depth_png
+from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, read_rgb, write_depth_png
+from ..models.base import MAX_TILES
 from ..io.panels import save_depth_colour
 from ..io.pointcloud import default_intrinsics, depth_to_ply
 
@@ -30,7 +32,7 @@ MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 RESULT_FILES = {
     "depth_color.png": "image/png",
     "uncertainty_color.png": "image/png",
-    "depth_mm.png": "image/png",
+    "depth_16bit.png": "image/png",
     "depth.ply": "application/octet-stream",
 }
 
@@ -39,7 +41,10 @@ def _page() -> str:
     return resources.files("clipdepth.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-def create_app(model, *, tta: bool = False, keep: int = 32, workdir: str | Path | None = None) -> FastAPI:
+def create_app(
+    model, *, tta: bool = False, keep: int = 32, workdir: str | Path | None = None,
+    max_pixels: int = MAX_PHOTO_PIXELS, max_tiles: int = MAX_TILES,
+) -> FastAPI:
     """The app around a loaded model (``clipdepth.models.load_model``), already on its device."""
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="clipdepth-serve-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -68,8 +73,9 @@ def create_app(model, *, tta: bool = False, keep: int = 32, workdir: str | Path 
         try:
             upload = out / "upload"
             upload.write_bytes(data)
-            try:
-                rgb = np.array(read_rgb(upload, photo=True))  # writable: torch.from_numpy warns otherwise
+            try:  # the pixel limit is checked from the header, before decoding
+                rgb = np.array(read_rgb(upload, photo=True, max_pixels=max_pixels))  # writable for torch
+                model.tiles_for(rgb.shape[0], rgb.shape[1], max_tiles=max_tiles)
             except DataError as exc:
                 name = Path(image.filename or "upload").name
                 message = str(exc).replace(f"'{upload}'", repr(name)).replace(str(upload), name)
@@ -82,7 +88,7 @@ def create_app(model, *, tta: bool = False, keep: int = 32, workdir: str | Path 
                 spread = result["uncertainty"][0].float().cpu().numpy()
                 save_depth_colour(out / "depth_color.png", depth, max_depth)
                 save_depth_colour(out / "uncertainty_color.png", spread, float(spread.max()) or 1.0)
-                write_depth_png(out / "depth_mm.png", depth, 1000.0)
+                write_depth_png(out / "depth_16bit.png", depth, depth_png_scale(max_depth))
                 points = depth_to_ply(out / "depth.ply", depth, rgb, default_intrinsics(*depth.shape))
                 results[rid] = out
                 while len(results) > keep:

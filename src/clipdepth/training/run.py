@@ -12,12 +12,12 @@ from ..data.transforms import Preprocessor
 from ..errors import ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
-from ..features.cache import build_cache, cache_key, frame_names, load_cache, start_cache
+from ..features.cache import build_cache, cache_key, files_digest, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
 from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
-from .trainer import Trainer, TrainResult, check_config
+from .trainer import Trainer, TrainResult, check_config, check_run_folder
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -55,7 +55,7 @@ class Experiment:
         if not self.cfg.train.feature_cache:
             return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip,
                                 desc=f"encode {split}", captions=self.captions)
-        key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset))
+        key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset), files_digest(dataset))
         folder = Path(self.cfg.train.feature_cache) / f"{split}{'_flip' if flip else ''}"
         if self.dist.is_main:
             start_cache(folder, key, self.cfg.train.cache_shard_size)
@@ -65,9 +65,14 @@ class Experiment:
         self.dist.barrier()
         return load_cache(folder, key)
 
-    def train(self, out_dir: str | Path, resume: bool = False) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
-        """Train the head; returns the result and the encoded training split (for baselines)."""
+    def train(
+        self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
+    ) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
+        """Train the head; returns the result and the encoded training split (for baselines).
+        A folder holding an earlier run is refused unless ``resume`` or ``overwrite``."""
         out_dir = Path(out_dir)
+        if self.dist.is_main:
+            check_run_folder(out_dir, resume, overwrite)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
         for split in ("train", "val"):
@@ -82,4 +87,4 @@ class Experiment:
         )
         val = self.encode("val", flip=self.cfg.eval.tta)
         trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir, self.dist)
-        return trainer.fit(resume=resume), train
+        return trainer.fit(resume=resume, overwrite=overwrite), train

@@ -28,13 +28,13 @@ from tqdm.auto import tqdm
 
 from ..config import Config, config_to_dict
 from ..data import DATASETS
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluation.evaluate import evaluate_encoded
 from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER
 from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
-from ..io.atomic import atomic_dir, atomic_path, write_text_atomic
+from ..io.atomic import atomic_dir, atomic_path, clean_stale, write_text_atomic
 from ..models import DepthModel
 from .objectives import check_model_config, objective_class
 from .distributed import Distributed
@@ -44,6 +44,10 @@ RESUME_WEIGHTS = "head.safetensors"  # head weights
 RESUME_TENSORS = "training_state.pt"  # optimisers and RNG states (torch.save)
 RESUME_META = "state.json"  # counters, best-per-metric, history, config
 RESUME_FILES = (RESUME_WEIGHTS, RESUME_TENSORS, RESUME_META)
+RESUME_FIELD_TYPES = (  # state.json's fields, their types and how a message names them
+    ("config", dict, "an object"), ("epoch", int, "an integer >= 0"), ("step", int, "an integer >= 0"),
+    ("since_improvement", int, "an integer >= 0"), ("best", dict, "an object"), ("history", list, "a list"),
+)
 # Fields a resumed run may change without changing what it computes (dotted names).
 RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache")
 
@@ -102,6 +106,37 @@ def resume_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints" / RESUME_DIR
 
 
+# What a run writes into its folder; any of them there means the folder holds a run.
+RUN_OUTPUTS = ("checkpoints", "model", "train_epochs.csv", "train_steps.jsonl", "best_metrics.json", "tensorboard")
+
+
+def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one (its checkpoints would be replaced by
+    worse ones and its resume state lost) unless asked: ``resume`` continues it, ``overwrite``
+    replaces it (``start_run_folder`` then removes its outputs). Raises CheckpointError."""
+    if resume or overwrite:
+        return
+    found = [name for name in RUN_OUTPUTS if (Path(out_dir) / name).exists()]
+    if found:
+        raise CheckpointError(
+            f"{out_dir}: holds a training run ({', '.join(found)}); continue it with --resume, replace it with "
+            "--overwrite, or choose another output folder"
+        )
+
+
+def start_run_folder(out_dir: Path) -> None:
+    """A fresh run's folder: the outputs of a run it replaces are removed, so that no checkpoint of
+    the old run is mistaken for one of the new."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    clean_stale(out_dir)
+
+
 def _complete(directory: Path) -> bool:
     return directory.is_dir() and all((directory / name).is_file() for name in RESUME_FILES)
 
@@ -133,13 +168,23 @@ def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
     Cheap (no tensors loaded): the CLI calls it before encoding anything.
     """
     directory = find_resume_state(out_dir)
+    path = directory / RESUME_META
+    damaged = "the resume state is damaged: start a new run with --overwrite"
     try:
-        meta = json.loads((directory / RESUME_META).read_text())
+        meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{directory / RESUME_META}: invalid JSON ({exc})") from None
+        raise CheckpointError(f"{path}: invalid JSON ({exc}); {damaged}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: not a resume state (a JSON {type(meta).__name__}); {damaged}")
     missing = [k for k in ("config", "epoch", "step", "since_improvement", "best", "history") if k not in meta]
     if missing:
-        raise CheckpointError(f"{directory / RESUME_META}: incomplete resume state (missing {', '.join(missing)})")
+        raise CheckpointError(f"{path}: incomplete resume state (missing {', '.join(missing)})")
+    for key, kind, what in RESUME_FIELD_TYPES:
+        value = meta[key]
+        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
+            raise CheckpointError(f"{path}: {key} should be {what}, is {value!r}; {damaged}")
+    if not all(isinstance(row, dict) for row in meta["history"]):
+        raise CheckpointError(f"{path}: history should be a list of objects; {damaged}")
     diff = _first_difference(meta["config"], _config_json(cfg))
     if diff is not None:
         saved = _lookup(meta["config"], diff)
@@ -207,6 +252,12 @@ class Trainer:
         """One optimisation step on the frames ``index`` of the training split."""
         batch = self.train_split.random_tiles(index, self.tile_generator, self.device)
         record = self.objective.step(batch, self.step, self.sample_generator)
+        if not math.isfinite(record["loss"]):
+            raise TrainingError(
+                f"step {self.step + 1} ({record['phase']}): the loss is {record['loss']}; training stops here (the "
+                "checkpoints of the epochs before are kept). Likely causes: non-finite features or depth (a damaged "
+                "feature cache: build it again), or a learning rate too high for this data"
+            )
         self.step += 1
         return record
 
@@ -232,9 +283,14 @@ class Trainer:
         padded = torch.cat([order, order[: -n % world]]) if n % world else order
         return padded[self.dist.rank :: world]
 
-    def fit(self, resume: bool = False) -> TrainResult:
-        """Train; with ``resume`` continue from ``checkpoints/resume/`` of ``out_dir`` exactly."""
+    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train; with ``resume`` continue from ``checkpoints/resume/`` of ``out_dir`` exactly.
+
+        A new run refuses a folder that holds an earlier run unless ``overwrite`` (CheckpointError).
+        """
         cfg = self.cfg.train
+        if self.dist.is_main:
+            check_run_folder(self.out_dir, resume, overwrite)
         result = TrainResult()
         first_epoch, since_improvement, metrics = 1, 0, None
         if resume:
@@ -248,9 +304,7 @@ class Trainer:
                 self._truncate_steps_log(self.step)
                 self._write_history(result.history)
         elif self.dist.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            # A stale state from an earlier run in this folder must not be resumed over new logs.
-            shutil.rmtree(resume_dir(self.out_dir), ignore_errors=True)
+            start_run_folder(self.out_dir)
         board = _tensorboard(self.out_dir / "tensorboard") if self.dist.is_main else None
         steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
         steps_log = steps_path.open("a" if resume else "w")
