@@ -43,7 +43,10 @@ def test_tiled_and_at_input_evaluation_run(checkpoint, tmp_path):
     out = tmp_path / "eval"
     args = ["evaluate", "--checkpoint", str(checkpoint), "--out", str(out), "--no-tta"]
     assert main([*args, "data.tiles=2"]) == 0
-    assert main([*args, "--score-at-input"]) == 0
+    first = (out / "metrics.json").read_text()
+    assert main([*args, "--score-at-input"]) == 2  # the first run's results are not replaced silently
+    assert (out / "metrics.json").read_text() == first
+    assert main([*args, "--score-at-input", "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["scored_at"].startswith("encoder input")
 
 

@@ -16,10 +16,11 @@ from ..errors import DataError
 from ..evaluation.analysis import DepthErrorAccumulator, stats_to_json
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, postprocess, valid_mask
 from ..io.atomic import atomic_path, write_text_atomic
-from .args import output_folder, positive_int
+from .args import output_folder, positive_int, refuse_existing
 from ..evaluation.saved import GT_FORMATS, SavedPairs, depth_files, errors_naming, match_by_stem
 
 DEFAULT_BINS = 20
+OUTPUTS = ("joint_histogram.png", "error_spread.png", "gt_histogram.png", "analysis.json")
 HIST_BINS = 200  # per axis of the 2-D histogram; the GT histogram is its marginal
 
 
@@ -51,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"read the ground truth as this dataset stores it ({', '.join(GT_FORMATS)}); default: 16-bit PNG / --gt-scale",
     )
     parser.add_argument("--out", type=Path, default=Path("analysis"), metavar="DIR", help="output folder (default: ./analysis)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     parser.add_argument(
         "--bins", type=positive_int, default=DEFAULT_BINS, metavar="N",
         help=f"equal GT-depth bins over 0..max depth for the error spread (default: {DEFAULT_BINS})",
@@ -164,6 +166,7 @@ def _format_table(stats: dict[str, np.ndarray]) -> str:
 def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
     output_folder(args.out)
+    refuse_existing([args.out / name for name in OUTPUTS], args.overwrite)
     # Checked here first so that messages name this command's flags; then matched as `score` does.
     depth_files(args.predictions, "--predictions")
     pairs = match_by_stem(args.predictions, args.gt, "--predictions", "--gt", args.gt_format)

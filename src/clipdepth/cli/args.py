@@ -49,6 +49,16 @@ def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """An earlier run's results are never replaced silently: DataError naming the first that exists,
+    unless ``overwrite`` (the command's --overwrite)."""
+    if overwrite:
+        return
+    existing = next((p for p in paths if p.exists()), None)
+    if existing is not None:
+        raise DataError(f"{existing}: exists (an earlier run's); pass --overwrite to replace it, or write elsewhere")
+
+
 def output_file(path: str | os.PathLike, flag: str) -> Path:
     """Check, before any work, that ``path`` can be written as a file."""
     path = Path(path)

@@ -105,13 +105,14 @@ def _jobs(args: argparse.Namespace) -> list[tuple[str, Callable[[], np.ndarray]]
     from ..config import DataConfig, with_overrides
     from ..data import get_dataset
     from ..errors import ConfigError
-    from ..io.depth_io import read_rgb
+    from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
     from .predict import collect_inputs
 
     if args.dataset is None:
         if not args.inputs:
             raise ConfigError("nothing to caption: give images, folders, globs or lists, or --dataset NAME")
-        return [(stem.as_posix(), lambda path=path: read_rgb(path, photo=True)) for path, stem in collect_inputs(args.inputs)]
+        return [(stem.as_posix(), lambda path=path: read_rgb(path, photo=True, max_pixels=MAX_PHOTO_PIXELS))
+                for path, stem in collect_inputs(args.inputs)]
     dataset = get_dataset(with_overrides(DataConfig(), [f"dataset={args.dataset}", *args.inputs]), args.split)
     # Datasets that list their names skip existing files without decoding a frame.
     names = getattr(dataset, "names", None) or [dataset[i].name for i in range(len(dataset))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import output_file, output_folder, positive_int
+from .args import output_file, output_folder, positive_int, refuse_existing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
     show.add_argument("--out", type=Path, default=Path("outputs/data_show.png"), help="PNG to write")
+    show.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     show.set_defaults(func=run_show)
 
 
@@ -62,6 +63,7 @@ def run_show(args: argparse.Namespace) -> int:
     from ..io.panels import save_contact_sheet
 
     output_file(args.out, "--out")
+    refuse_existing([args.out], args.overwrite)
     overrides = [f"dataset={args.dataset}"] + [f"root={args.data_root}"] * bool(args.data_root)
     list_field = "test_list" if args.which == "test" else "train_list"
     overrides += [f"{list_field}={args.split}"] * bool(args.split)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import output_folder, positive_int
+from .args import output_folder, positive_int, refuse_existing
 import csv
 import dataclasses
 import json
@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--out", help="output folder (default: outputs/eval/<dataset>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data overrides, e.g. data.tiles=4")
     p.set_defaults(func=run)
 
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     tta = model.cfg.eval.tta if args.tta is None else args.tta
 
     out = output_folder(args.out or f"outputs/eval/{dataset_name}")
+    refuse_existing([out / name for name in ("metrics.json", "per_image.csv", "results.md")], args.overwrite)
     dataset = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
     preprocessor = model.preprocessor(data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import output_folder
+from .args import output_folder, positive_int, refuse_existing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,15 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument("--checkpoint", required=True, help="a head checkpoint folder (or Hub id)")
     o.add_argument("--out", type=Path, default=Path("onnx"), help="output folder (default: ./onnx)")
-    o.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    o.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (default: 18)")
+    o.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     o.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.onnx_export import REPORT_FILE, export_onnx, require_onnx
+    from ..io.onnx_export import HEAD_FILE, MODEL_FILE, REPORT_FILE, export_onnx, require_onnx
 
     require_onnx()  # fail fast, before loading the model
     output_folder(args.out)
+    refuse_existing([args.out / name for name in (MODEL_FILE, HEAD_FILE, REPORT_FILE)], args.overwrite)
     from ..errors import ConfigError
     from ..models import load_model
 

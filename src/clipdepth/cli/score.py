@@ -15,7 +15,7 @@ from ..evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricAccumulato
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, score_pair
 from ..evaluation.saved import GT_FORMATS, SavedPairs, errors_naming, match_by_stem
 from ..io.atomic import write_text_atomic
-from .args import output_file
+from .args import output_file, refuse_existing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of ground truth (.png or .npy)")
     parser.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="depth caps, crop and GT scale")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the mean metrics to this JSON file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file (default: refuse)")
     parser.add_argument(
         "--pred-scale", type=float, metavar="S",
         help="PNG predictions: metres = value / S (default: the scale the PNG declares, as clipdepth writes it, "
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     protocol = get_protocol(args.protocol)
     if args.json is not None:
         output_file(args.json, "--json")
+        refuse_existing([args.json], args.overwrite)
     pairs = match_by_stem(args.pred, args.gt, gt_format=args.gt_format)
     saved = SavedPairs(pairs, protocol, args.pred_scale, args.gt_scale, args.kb_crop, args.gt_format, "scoring")
     accumulator = MetricAccumulator()

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..io.atomic import atomic_path, write_text_atomic
+from ..io.atomic import atomic_path, clean_stale, write_text_atomic
 from ..io.depth_io import read_depth, read_rgb, write_depth_png
 from . import register_dataset
 from .splits import SplitEntry, check_files, split_entries
@@ -184,6 +184,7 @@ def prepare_nyu_mat(
     last, so their presence means the conversion finished. Returns the split list per split.
     """
     mat_path, out_dir = Path(mat_path), Path(out_dir)
+    clean_stale(out_dir)  # what a killed run left half-written
     with _open_labeled_mat(mat_path) as handle:
         images, depths = handle["images"], handle["depths"]
         split_indices = read_nyu_splits(splits_path)
