@@ -93,6 +93,14 @@ def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
 DAMAGED_HINT = "the checkpoint is damaged: download or copy it again, or train it again"
 
 
+def set_missing(config: dict, dotted: str, value: Any) -> dict:
+    """A saved config dict with ``section.field`` set to ``value`` when it lacks that field."""
+    section, name = dotted.split(".")
+    part = dict(config.get(section, {}))
+    part.setdefault(name, value)
+    return {**config, section: part}
+
+
 def read_checkpoint_meta(directory: str | Path) -> dict:
     """A checkpoint folder's ``config.json``; CheckpointError naming the file when it is missing,
     not JSON, or not of a checkpoint's shape (an object with a ``config`` object)."""
@@ -222,9 +230,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
         """A checkpoint's saved config made loadable by this version (fields it predates get the
         value the checkpoint was made with). Checkpoints of clipdepth 0.1 resized with antialiasing."""
-        data = dict(config.get("data", {}))
-        data.setdefault("resize", "antialias")
-        return {**config, "data": data}
+        return set_missing(config, "data.resize", "antialias")
 
     @classmethod
     def build(cls, cfg: Config, encoder: nn.Module | None = None) -> "DepthModel":

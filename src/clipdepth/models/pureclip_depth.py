@@ -19,7 +19,7 @@ from ..config import FUSIONS, Config, HeadConfig
 from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
 from ..errors import ConfigError
-from .base import MAX_TILES, DepthModel, Features, FrameBatch
+from .base import MAX_TILES, DepthModel, Features, FrameBatch, set_missing
 
 FEATURE_DTYPE = torch.float16  # tokens and CLS as kept in memory and in the feature cache
 
@@ -152,10 +152,7 @@ class PureCLIPDepth(DepthModel):
     @classmethod
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
         """clipdepth 0.1 checkpoints had biases in psi (and resized with antialiasing)."""
-        config = super().upgrade_config(config, state)
-        head = dict(config.get("head", {}))
-        head.setdefault("psi_bias", "psi.1.bias" in state)
-        return {**config, "head": head}
+        return set_missing(super().upgrade_config(config, state), "head.psi_bias", "psi.1.bias" in state)
 
     @property
     def input_size(self) -> int:

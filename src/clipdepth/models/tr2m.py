@@ -24,7 +24,7 @@ from ..encoders import CLIPEncoder, build_encoder
 from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
-from .base import DepthModel, Features, FrameBatch, as_float
+from .base import DepthModel, Features, FrameBatch, as_float, set_missing
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0.
 BASE = 0.01
@@ -308,10 +308,7 @@ class TR2M(DepthModel):
     @classmethod
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
         """clipdepth 0.1 checkpoints had a bias in the decoder's 3x3 conv (and 16 heads, saved)."""
-        config = super().upgrade_config(config, state)
-        tr2m = dict(config.get("tr2m", {}))
-        tr2m.setdefault("decoder_conv_bias", "decoder.neck.2.bias" in state)
-        return {**config, "tr2m": tr2m}
+        return set_missing(super().upgrade_config(config, state), "tr2m.decoder_conv_bias", "decoder.neck.2.bias" in state)
 
     def caption_embeddings(self, captions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption lines per frame -> (B, L, D) raw CLIP text embeddings (zero-padded to

@@ -71,8 +71,7 @@ class Experiment:
         """Train the head; returns the result and the encoded training split (for baselines).
         A folder holding an earlier run is refused unless ``resume`` or ``overwrite``."""
         out_dir = Path(out_dir)
-        if self.dist.is_main:
-            check_run_folder(out_dir, resume, overwrite)
+        check_run_folder(out_dir, resume, overwrite, self.dist)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
         for split in ("train", "val"):

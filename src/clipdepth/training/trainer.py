@@ -110,18 +110,21 @@ def resume_dir(out_dir: str | Path) -> Path:
 RUN_OUTPUTS = ("checkpoints", "model", "train_epochs.csv", "train_steps.jsonl", "best_metrics.json", "tensorboard")
 
 
-def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
+def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool, dist: Distributed = Distributed()) -> None:
     """Refuse to start a new run over an earlier one (its checkpoints would be replaced by
     worse ones and its resume state lost) unless asked: ``resume`` continues it, ``overwrite``
-    replaces it (``start_run_folder`` then removes its outputs). Raises CheckpointError."""
-    if resume or overwrite:
-        return
-    found = [name for name in RUN_OUTPUTS if (Path(out_dir) / name).exists()]
-    if found:
-        raise CheckpointError(
+    replaces it (``start_run_folder`` then removes its outputs). Raises CheckpointError, on
+    every rank of a torchrun job alike (rank 0 looks, the others follow its answer)."""
+    problem = None
+    found = [name for name in RUN_OUTPUTS if (Path(out_dir) / name).exists()] if dist.is_main else []
+    if found and not (resume or overwrite):
+        problem = (
             f"{out_dir}: holds a training run ({', '.join(found)}); continue it with --resume, replace it with "
             "--overwrite, or choose another output folder"
         )
+    problem = dist.broadcast(problem)
+    if problem:
+        raise CheckpointError(problem)
 
 
 def start_run_folder(out_dir: Path) -> None:
@@ -289,8 +292,7 @@ class Trainer:
         A new run refuses a folder that holds an earlier run unless ``overwrite`` (CheckpointError).
         """
         cfg = self.cfg.train
-        if self.dist.is_main:
-            check_run_folder(self.out_dir, resume, overwrite)
+        check_run_folder(self.out_dir, resume, overwrite, self.dist)
         result = TrainResult()
         first_epoch, since_improvement, metrics = 1, 0, None
         if resume:
