@@ -21,12 +21,17 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _require() -> None:
-    for module in ("fastapi", "uvicorn", "playwright"):
+def _require_server() -> None:
+    for module in ("fastapi", "uvicorn"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install 'clipdepth[serve]' playwright)")
+            pytest.skip(f"{module} is not installed (pip install 'clipdepth[serve]')")
     if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
         pytest.skip("python-multipart is not installed")
+
+
+def _require_browser() -> None:
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (pip install playwright)")
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
 
@@ -39,7 +44,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def server(tiny_cfg, tmp_path):
-    _require()
+    _require_server()
     import uvicorn
 
     from clipdepth.models import load_model
@@ -68,6 +73,7 @@ def server(tiny_cfg, tmp_path):
 
 
 def test_serve_upload_view_download(server, tmp_path):
+    _require_browser()
     from playwright.sync_api import sync_playwright
 
     rng = np.random.default_rng(0)
@@ -121,21 +127,82 @@ def test_serve_upload_view_download(server, tmp_path):
             context.close()
 
 
-def test_serve_bad_upload_is_400(server):
+def _upload_error(server: str, name: str, content: bytes) -> tuple[int, str]:
+    import json
     import urllib.error
     import urllib.request
 
     boundary = "x1x2x3"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n"
-            f"Content-Type: image/jpeg\r\n\r\nnot a jpeg\r\n--{boundary}--\r\n").encode()
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
     req = urllib.request.Request(server + "/predict", data=body, method="POST",
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=10)
-    assert err.value.code == 400
-    import json
-    detail = json.loads(err.value.read())["detail"]
-    assert detail.startswith("a.jpg: not a readable image") and "\n" not in detail
+        urllib.request.urlopen(req, timeout=60)
+    return err.value.code, json.loads(err.value.read())["detail"]
+
+
+def _png_bytes(height: int, width: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 150)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_serve_bad_upload_is_400(server):
+    import urllib.error
+    import urllib.request
+
+    code, detail = _upload_error(server, "a.jpg", b"not a jpeg")
+    assert code == 400 and detail.startswith("a.jpg: not a readable image") and "\n" not in detail
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(server + "/result/nope/depth_16bit.png", timeout=10)
     assert err.value.code == 404
+
+
+def test_serve_refuses_images_over_the_limits_with_400(server):
+    code, detail = _upload_error(server, "wide.png", _png_bytes(1, 5000))  # 5000 tiles
+    assert code == 400 and detail.startswith("wide.png: a 1x5000 image needs 5000 tiles, more than the limit of 8")
+    code, detail = _upload_error(server, "huge.png", _png_bytes(7500, 7000))  # 52.5 megapixels, header only
+    assert code == 400 and detail.startswith("huge.png: 7000x7500 is 52.5 megapixels, over the limit of 50")
+
+
+def test_serve_stopped_by_sigterm_leaves_no_results_behind(tiny_cfg, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    _require_server()
+    from clipdepth.models.pureclip_depth import PureCLIPDepth
+
+    PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "clipdepth.cli.main", "serve", "--checkpoint", str(tmp_path / "ckpt"), "--port", str(port)],
+        env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()[-2000:]
+                time.sleep(0.2)
+        boundary = "b0undary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n\r\n").encode() \
+            + _png_bytes(48, 64) + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert urllib.request.urlopen(req, timeout=60).status == 200
+        assert any(temp.rglob("depth_16bit.png"))  # the result is on disk while the server runs
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert list(temp.iterdir()) == []

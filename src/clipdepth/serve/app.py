@@ -79,6 +79,8 @@ def create_app(
             except DataError as exc:
                 name = Path(image.filename or "upload").name
                 message = str(exc).replace(f"'{upload}'", repr(name)).replace(str(upload), name)
+                if not message.startswith(name):  # e.g. the tile limit, which knows no file
+                    message = f"{name}: {message}"
                 raise HTTPException(400, message) from None  # names the upload, never the temp path
             finally:
                 upload.unlink(missing_ok=True)
