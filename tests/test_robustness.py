@@ -79,6 +79,34 @@ def test_a_1x5000_image_runs_under_a_small_memory_limit(checkpoint, tmp_path):
     assert (tmp_path / "out" / "fine.png").is_file() and not (tmp_path / "out" / "wide.png").exists()
 
 
+def test_the_point_cloud_is_written_in_blocks_with_the_same_points(tmp_path):
+    from clipdepth.io.pointcloud import ROWS_PER_CHUNK, VERTEX, depth_to_ply
+
+    rng = np.random.default_rng(0)
+    height = 2 * ROWS_PER_CHUNK + 7  # three blocks, the last partial
+    depth = rng.uniform(0.5, 9.0, (height, 5)).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.3] = 0  # unmeasured pixels are left out
+    image = rng.integers(0, 255, (height, 5, 3), dtype=np.uint8)
+    fx, fy, cx, cy = 100.0, 110.0, 2.0, 250.0
+    assert depth_to_ply(tmp_path / "c.ply", depth, image, (fx, fy, cx, cy)) == np.count_nonzero(depth)
+    raw = (tmp_path / "c.ply").read_bytes()
+    vertices = np.frombuffer(raw[raw.index(b"end_header\n") + 11:], dtype=VERTEX)
+    v, u = np.nonzero(depth)  # row-major, as written
+    z = depth[v, u]
+    np.testing.assert_allclose(vertices["x"], (u - cx) * z / fx, rtol=1e-6)
+    np.testing.assert_allclose(vertices["y"], (v - cy) * z / fy, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(vertices["red"], image[v, u, 0])
+
+
+def test_the_colour_image_of_a_large_map_is_shown_at_a_bounded_size(tmp_path):
+    from clipdepth.io.panels import MAX_COLOUR_PIXELS, save_depth_colour
+
+    side = int(np.sqrt(MAX_COLOUR_PIXELS)) * 2 + 1  # ~16 megapixels: shown every 3rd pixel
+    save_depth_colour(tmp_path / "c.png", np.ones((side, side), np.float32), 10.0)
+    with Image.open(tmp_path / "c.png") as im:
+        assert im.size[1] <= side // 3 + 30  # rows of the map shown, plus a margin
+
+
 # -- K2: outputs are never lost, overwritten or left half-made -------------------------------------
 def test_every_distinct_input_gets_distinct_outputs(tmp_path):
     from clipdepth.cli.predict import collect_inputs

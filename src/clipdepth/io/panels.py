@@ -80,8 +80,16 @@ def save_contact_sheet(
     plt.close(fig)
 
 
+# The colour image is for looking at: a larger depth map is shown every k-th pixel, so that its
+# figure stays small (the 16-bit PNG and .npy keep the full resolution).
+MAX_COLOUR_PIXELS = 4_000_000
+
+
 def save_depth_colour(path: str | Path, depth: np.ndarray, max_depth: float) -> None:
-    """A depth map in colour with its metre scale beside it, at roughly the image's own size."""
+    """A depth map in colour with its metre scale beside it, at roughly the image's own size (every
+    k-th pixel beyond ``MAX_COLOUR_PIXELS``)."""
+    step = max(1, int(np.ceil(np.sqrt(depth.size / MAX_COLOUR_PIXELS))))
+    depth = depth[::step, ::step]
     height, width = depth.shape
     dpi = 100
     fig = plt.figure(figsize=(width / dpi + 1.1, height / dpi + 0.2), dpi=dpi)

@@ -24,27 +24,45 @@ def backproject(depth: np.ndarray, intrinsics: tuple[float, float, float, float]
     return np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1)
 
 
-def write_ply(path: str | Path, points: np.ndarray, colours: np.ndarray) -> None:
-    """Binary little-endian PLY of (N, 3) float points with (N, 3) uint8 colours, atomically."""
-    vertex = np.empty(len(points), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+ROWS_PER_CHUNK = 256  # rows of the depth map back-projected at a time: memory stays small for any size
+
+
+def _header(count: int) -> bytes:
+    return (
+        "ply\nformat binary_little_endian 1.0\ncomment clipdepth: metres, camera frame (x right, y down, z forward)\n"
+        f"element vertex {count}\nproperty float x\nproperty float y\nproperty float z\n"
+        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+    ).encode("ascii")
+
+
+def _vertices(points: np.ndarray, colours: np.ndarray) -> bytes:
+    vertex = np.empty(len(points), dtype=VERTEX)
     for i, axis in enumerate("xyz"):
         vertex[axis] = points[:, i]
     for i, channel in enumerate(("red", "green", "blue")):
         vertex[channel] = colours[:, i]
-    header = (
-        "ply\nformat binary_little_endian 1.0\ncomment clipdepth: metres, camera frame (x right, y down, z forward)\n"
-        f"element vertex {len(points)}\nproperty float x\nproperty float y\nproperty float z\n"
-        "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
-    )
-    with atomic_path(path) as tmp:
-        with tmp.open("wb") as f:
-            f.write(header.encode("ascii"))
-            f.write(vertex.tobytes())
+    return vertex.tobytes()
+
+
+def write_ply(path: str | Path, points: np.ndarray, colours: np.ndarray) -> None:
+    """Binary little-endian PLY of (N, 3) float points with (N, 3) uint8 colours, atomically."""
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(_header(len(points)))
+        f.write(_vertices(points, colours))
 
 
 def depth_to_ply(path: str | Path, depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float]) -> int:
-    """Write the measured (depth > 0) pixels as a coloured point cloud; returns the point count."""
-    valid = depth > 0
-    points = backproject(depth, intrinsics)[valid]
-    write_ply(path, points, image[valid])
-    return int(valid.sum())
+    """Write the measured (depth > 0) pixels as a coloured point cloud, a block of rows at a time;
+    returns the point count."""
+    fx, fy, cx, cy = intrinsics
+    count = int(np.count_nonzero(depth > 0))
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.write(_header(count))
+        for top in range(0, depth.shape[0], ROWS_PER_CHUNK):
+            rows = depth[top : top + ROWS_PER_CHUNK]
+            # the block's points in the full frame: shift cy by the block's first row
+            points = backproject(rows, (fx, fy, cx, cy - top))
+            valid = rows > 0
+            f.write(_vertices(points[valid], image[top : top + ROWS_PER_CHUNK][valid]))
+    return count
