@@ -117,16 +117,37 @@ def test_every_distinct_input_gets_distinct_outputs(tmp_path):
     _png(tmp_path / "same" / "a.jpg")
     _png(tmp_path / "x" / "b.png")
     _png(tmp_path / "y" / "b.png")
+    for name in ("c.png", "c_color.png", "e.jpg", "e.png", "e.jpg.png"):
+        _png(tmp_path / "side" / name)
     jobs = collect_inputs([
         str(tmp_path / "seq"), str(tmp_path / "same" / "a.png"), str(tmp_path / "same" / "a.jpg"),
         str(tmp_path / "x" / "b.png"), str(tmp_path / "y" / "b.png"), str(tmp_path / "x" / "b.png"),
+        str(tmp_path / "side"),
     ])
     names = {image.relative_to(tmp_path).as_posix(): name.as_posix() for image, name in jobs}
     assert names == {
         "seq/clip.0001.png": "clip.0001", "seq/clip.0002.png": "clip.0002", "seq/clip.0003.png": "clip.0003",
         "same/a.png": "a.png", "same/a.jpg": "a.jpg",  # same folder and stem: the extension stays
         "x/b.png": "x/b", "y/b.png": "y/b",  # same name in two folders: the folders stay; one job per file
+        # c's colour image would be c_color.png, c_color's depth too; e.jpg's depth e.jpg.png, whose name e.jpg is
+        "side/c.png": "c.png", "side/c_color.png": "c_color.png",
+        "side/e.jpg": "e.jpg", "side/e.png": "e.png", "side/e.jpg.png": "e.jpg.png",
     }
+    claimed = [f"{name}{tail}" for name in names.values() for tail in (".png", "_color.png", ".npy", ".ply")]
+    assert len(claimed) == len(set(claimed))  # no file claimed twice
+
+
+def test_an_earlier_runs_output_for_another_image_is_never_taken_for_this_one(checkpoint, tmp_path, capsys):
+    first, second = _png(tmp_path / "f1" / "same.png", seed=1), _png(tmp_path / "f2" / "same.png", seed=2)
+    out = tmp_path / "out"
+    assert main(["predict", str(first), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    before = (out / "same.png").read_bytes()
+    assert main(["predict", str(second), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{second}: {out / 'same.png'} holds the depth of {first.resolve()}" in err and "--overwrite" in err
+    assert (out / "same.png").read_bytes() == before
+    assert main(["predict", str(first), "--checkpoint", str(checkpoint), "--out", str(out)]) == 0  # its own: kept
+    assert "kept 1 finished before" in capsys.readouterr().out
 
 
 def test_predict_writes_what_is_missing_and_never_reads_its_own_outputs(checkpoint, tmp_path):
@@ -195,10 +216,22 @@ def test_outputs_get_the_permissions_of_the_umask(tmp_path, umask, file_mode, di
             tmp.write_text("{}")
         with atomic_dir(tmp_path / "d") as tmp:
             (tmp / "x").write_text("1")
+            fd = os.open(tmp / "private", os.O_WRONLY | os.O_CREAT, 0o600)  # as safetensors' save_file makes it
+            os.close(fd)
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == file_mode
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == dir_mode
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "d").iterdir()} == {file_mode}
+
+
+def test_a_checkpoint_is_readable_by_others_under_umask_022(tiny_cfg, tmp_path):
+    old = os.umask(0o022)
+    try:
+        PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "ckpt").iterdir()} == {0o644}
 
 
 def test_score_reads_predicts_folder_as_it_is(tmp_path, capsys):
@@ -247,7 +280,10 @@ def test_the_json_is_written_before_a_closed_pipe_ends_the_output(tmp_path):
     ("data.input_crop=[470,40,38,603]", "0 <= top < bottom"),
     ("eval.batch_size=0", "eval.batch_size=0: must be a positive integer"),
     ("train.final_lr_factor=0", "train.final_lr_factor=0.0: must be in (0, 1]"),
-    ("encoder.precision=fp8", "encoder.precision='fp8': must be one of"),
+    ("encoder.precision=fp8", "encoder.precision=.fp8.: must be one of"),
+    ("encoder.image_size=50", "encoder.image_size=50: must be a multiple of encoder.patch_size=14"),
+    ("encoder.patch_size=0", "encoder.patch_size=0: must be a positive integer"),
+    ("output_dir= ", "output_dir"),
 ])
 def test_bad_config_values_are_refused_when_the_config_is_made(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
@@ -295,7 +331,7 @@ def test_an_unwritable_output_folder_is_refused_first(checkpoint, tmp_path, caps
 
 def test_overrides_may_follow_options():
     args = parse(["train", "a.b=1", "--out", "X", "c.d=2"])
-    assert args.overrides == ["a.b=1", "c.d=2"] and args.out == "X"
+    assert args.overrides == ["a.b=1", "c.d=2"] and str(args.out) == "X"
     from clipdepth.cli.cache import SPLITS  # noqa: F401 - `--splits` is greedy: it must let overrides go
     args = parse(["cache", "build", "--splits", "train", "val", "data.seed=3", "--cache", "C"])
     assert args.splits == ["train", "val", "data.seed=3"]  # separated by the command, tested below
@@ -467,3 +503,134 @@ def test_a_loaded_model_is_in_eval_mode(checkpoint):
     assert not model.training and not model.head.training
     image = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     torch.testing.assert_close(model.infer(image)["depth"], model.infer(image)["depth"])  # dropout off
+
+
+# -- cases found by trying the finished work as an attacker would --------------------------------
+def test_tall_images_have_the_same_aspect_limit_as_wide_ones(tiny_cfg):
+    model = PureCLIPDepth.build(tiny_cfg)
+    assert model.tiles_for(800, 100) == 1  # 8 times taller than wide: at the limit
+    with pytest.raises(DataError, match="a 5000x1 image is more than 8 times taller than wide"):
+        model.tiles_for(5000, 1)
+
+
+def test_gifs_in_folders_and_list_paths_relative_to_the_list(tmp_path):
+    from clipdepth.cli.predict import collect_inputs
+
+    _png(tmp_path / "lists" / "imgs" / "a.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "lists" / "imgs" / "anim.gif")
+    (tmp_path / "lists" / "todo.txt").write_text("imgs/a.png\n")
+    assert [p.name for p, _ in collect_inputs([str(tmp_path / "lists" / "imgs")])] == ["a.png", "anim.gif"]
+    assert collect_inputs([str(tmp_path / "lists" / "todo.txt")])[0][0] == tmp_path / "lists" / "imgs" / "a.png"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--fx", "nan", "--ply"], "positive finite number"), (["--fx", "-5", "--ply"], "positive finite number"),
+    (["--fx", "0", "--ply"], "positive finite number"), (["--cx", "inf", "--cy", "3", "--ply"], "finite number"),
+    (["--out", ""], "empty string"),
+])
+def test_intrinsics_and_paths_must_make_sense(checkpoint, tmp_path, capsys, flags, message):
+    args = ["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, *flags])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_intrinsics_without_a_point_cloud_are_refused(checkpoint, tmp_path, capsys):
+    assert main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--fx", "500"]) == 2
+    assert "add --ply" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_score_refuses_a_zero_scale_and_warns_about_predictions_it_must_clamp(tmp_path, capsys):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "g").mkdir()
+    np.save(tmp_path / "g" / "a.npy", np.full((4, 4), 2.0, np.float32))
+    np.save(tmp_path / "p" / "a.npy", np.full((4, 4), np.nan, np.float32))
+    args = ["score", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "g"), "--protocol", "synthetic_indoor"]
+    with pytest.raises(SystemExit):
+        main([*args, "--pred-scale", "0"])
+    assert "positive finite number" in capsys.readouterr().err
+    assert main(args) == 0
+    assert "1 of 1 predictions hold NaN, inf or values <= 0" in capsys.readouterr().err
+
+
+def test_a_write_that_fails_is_one_line(tmp_path, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "s.json"))
+
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "p" / "a.npy", np.full((4, 4), 2.0, np.float32))
+    monkeypatch.setattr("clipdepth.cli.score.write_text_atomic", full)
+    assert main(["score", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "p"), "--protocol", "synthetic_indoor",
+                 "--json", str(tmp_path / "s.json")]) == 2
+    assert capsys.readouterr().err.strip() == f"clipdepth score: error: {tmp_path / 's.json'}: No space left on device"
+
+
+def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_next(tiny_cfg, tmp_path):
+    from clipdepth.training.trainer import check_run_folder
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_steps.jsonl").write_text("")  # all a run leaves when step 1 fails
+    check_run_folder(tmp_path / "run", resume=False, overwrite=False)  # not refused
+    (tmp_path / "run" / "train_epochs.csv").write_text("epoch\n1\n")
+    with pytest.raises(CheckpointError, match="holds a training run"):
+        check_run_folder(tmp_path / "run", resume=False, overwrite=False)
+
+
+def test_resume_state_that_cannot_be_right_is_refused_before_any_work(tiny_cfg, tmp_path, monkeypatch):
+    import argparse
+
+    from clipdepth.cli import train as cli_train
+    from clipdepth.errors import ClipdepthError
+    from clipdepth.training.run import Experiment
+    from clipdepth.training.trainer import read_resume_meta, resume_dir
+
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_epochs=1))
+    Experiment.create(cfg).train(tmp_path / "run")
+    state = resume_dir(tmp_path / "run") / "state.json"
+    meta = json.loads(state.read_text())
+    for bad, message in (({"epoch": 1000}, "epoch 1000 does not match"),
+                         ({"best": {"d1": {"value": "x", "epoch": 1}}}, r"best\['d1'\] should be")):
+        state.write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(CheckpointError, match=message):
+            read_resume_meta(tmp_path / "run", cfg)
+    state.write_text(json.dumps(meta))
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=3))
+    read_resume_meta(tmp_path / "run", longer)  # a longer run continues a shorter one
+    tensors = resume_dir(tmp_path / "run") / "training_state.pt"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    monkeypatch.setattr("clipdepth.training.run.Experiment.create", lambda *a, **k: pytest.fail("built before checking"))
+    args = argparse.Namespace(config=["demo"], out=tmp_path / "run", resume=True, overwrite=False,
+                              overrides=[f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+                                  "data.train_size=6", "data.val_size=3", "data.test_size=3", "data.height=48",
+                                  "data.width=64", "train.batch_size=4", "train.max_epochs=1", "eval.batch_size=4"])
+    with pytest.raises(ClipdepthError, match=r"training_state.pt: cannot load optimiser/RNG state .*start a new run with --overwrite"):
+        cli_train.run(args)
+
+
+def test_a_checkpoint_of_another_shape_names_the_tensor(checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(checkpoint / "model.safetensors"))
+    state["phi.1.weight"] = torch.zeros(3, 3)
+    save_file(state, str(checkpoint / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"tensor 'phi.1.weight' has shape \(3, 3\), this head expects"):
+        load_model(checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "config": {**config["config"], "head": []}}))
+    with pytest.raises(CheckpointError, match="config section 'head' is not an object"):
+        load_model(checkpoint)
+
+
+def test_cache_info_names_damaged_shards_and_reads_a_cache_root(tiny_cfg, tmp_path, capsys):
+    overrides = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+        "data.train_size=4", "data.val_size=1", "data.height=48", "data.width=64", "train.cache_shard_size=2"]
+    assert main(["cache", "build", "--cache", str(tmp_path / "c"), *overrides]) == 0
+    capsys.readouterr()
+    assert main(["cache", "info", str(tmp_path / "c")]) == 0  # the --cache folder: each split in it
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'c' / 'train'}: 4 frames, 2/2 shards" in out and f"{tmp_path / 'c' / 'val_flip'}: 1 frames" in out
+    (tmp_path / "c" / "train" / "shard_00001" / "names.json").unlink()
+    assert main(["cache", "info", str(tmp_path / "c" / "train")]) == 2
+    captured = capsys.readouterr()
+    assert "1/2 shards" in captured.out and "shard_00001: damaged (names.json is missing or damaged" in captured.err

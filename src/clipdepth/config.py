@@ -309,6 +309,11 @@ def _one_of(values: tuple[str, ...]):
 _PRECISION = _one_of(("auto", *PRECISION_NAMES))
 VALUE_RULES: dict[str, tuple] = {
     "encoder.precision": _PRECISION,
+    **{f"encoder.{name}": _POSITIVE_INT for name in (
+        "image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "projection_dim",
+        "text_hidden_size", "text_num_layers", "text_num_heads")},
+    **{f"tr2m.image_encoder.{name}": _POSITIVE_INT for name in ("patch_size", "hidden_size", "num_layers", "num_heads")},
+    **{f"tr2m.relative.{name}": _POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")},
     "head.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "head.tau": _POSITIVE, "head.mlp_ratio": _POSITIVE_INT, "head.dropout": _UNIT_RIGHT_OPEN,
     "head.phrase_style": _one_of(PHRASE_STYLES), "head.fusion": _one_of(FUSIONS),
@@ -328,6 +333,7 @@ VALUE_RULES: dict[str, tuple] = {
         "null or [top, bottom, left, right] with 0 <= top < bottom and 0 <= left < right",
     ),
     "eval.batch_size": _POSITIVE_INT,
+    "output_dir": _rule(lambda v: bool(str(v).strip()), "a folder (not empty)"),
     "tr2m.image_encoder.precision": _PRECISION, "tr2m.relative.precision": _PRECISION,
     "tr2m.input_height": _POSITIVE_INT, "tr2m.input_width": _POSITIVE_INT, "tr2m.num_heads": _POSITIVE_INT,
     "tr2m.mlp_ratio": _POSITIVE_INT, "tr2m.neck_channels": _POSITIVE_INT, "tr2m.decoder_channels": _POSITIVE_INT,
@@ -342,6 +348,14 @@ VALUE_RULES: dict[str, tuple] = {
 }
 # Pairs that must satisfy low < high (a depth range), with the lower bound's own rule.
 RANGE_RULES = (("head.min_depth", "head.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"))
+# (a, b): a must be a multiple of b (patch grids, attention heads).
+DIVISIBLE_RULES = (
+    ("encoder.image_size", "encoder.patch_size"), ("encoder.hidden_size", "encoder.num_heads"),
+    ("encoder.text_hidden_size", "encoder.text_num_heads"),
+    ("tr2m.image_encoder.hidden_size", "tr2m.image_encoder.num_heads"),
+    ("tr2m.image_encoder.hidden_size", "tr2m.num_heads"), ("tr2m.relative.hidden_size", "tr2m.relative.num_heads"),
+    ("tr2m.input_height", "tr2m.image_encoder.patch_size"), ("tr2m.input_width", "tr2m.image_encoder.patch_size"),
+)
 _SECTIONS: dict[type, str] = {}  # section dataclass -> its name in Config, filled below
 
 
@@ -376,6 +390,11 @@ def check_values(cfg: Any, section: str = "") -> Any:
                 f"{low_name}={low!r}, {high_name}={high!r}: need {floor:g} {'<=' if relation == '>=' else '<'} "
                 f"{low_name.split('.')[-1]} < {high_name.split('.')[-1]}"
             )
+    for multiple_name, base_name in DIVISIBLE_RULES:
+        if multiple_name.startswith(prefix) and base_name.startswith(prefix):
+            multiple, base = lookup(multiple_name), lookup(base_name)
+            if multiple % base:
+                raise ConfigError(f"{multiple_name}={multiple!r}: must be a multiple of {base_name}={base!r}")
     return cfg
 
 
@@ -486,5 +505,6 @@ def config_to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+CONFIG_SECTIONS = ("encoder", "head", "loss", "train", "data", "eval", "tr2m")  # the dataclass sections of Config
 _SECTIONS.update({f.type if isinstance(f.type, type) else globals()[f.type]: f.name
-                  for f in dataclasses.fields(Config) if f.name in ("encoder", "head", "loss", "train", "data", "eval", "tr2m")})
+                  for f in dataclasses.fields(Config) if f.name in CONFIG_SECTIONS})

@@ -16,7 +16,7 @@ from ..errors import DataError
 from ..evaluation.analysis import DepthErrorAccumulator, stats_to_json
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, postprocess, valid_mask
 from ..io.atomic import atomic_path, write_text_atomic
-from .args import output_folder, positive_int, refuse_existing
+from .args import path_arg, output_folder, positive_float, positive_int, refuse_existing
 from ..evaluation.saved import GT_FORMATS, SavedPairs, depth_files, errors_naming, match_by_stem
 
 DEFAULT_BINS = 20
@@ -39,10 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of ground truth (.png or .npy)")
     parser.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="depth caps, crop and GT scale")
     parser.add_argument(
-        "--pred-scale", type=float, metavar="S", help="PNG predictions: metres = value / S (default: the protocol's GT scale)"
+        "--pred-scale", type=positive_float, metavar="S", help="PNG predictions: metres = value / S (default: the protocol's GT scale)"
     )
     parser.add_argument(
-        "--gt-scale", type=float, metavar="S", help="PNG ground truth: metres = value / S (default: the protocol's GT scale)"
+        "--gt-scale", type=positive_float, metavar="S", help="PNG ground truth: metres = value / S (default: the protocol's GT scale)"
     )
     parser.add_argument(
         "--kb-crop", action="store_true", help="352x1216 predictions are KB crops: paste them into the full GT frame"
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gt-format", choices=GT_FORMATS, metavar="DATASET",
         help=f"read the ground truth as this dataset stores it ({', '.join(GT_FORMATS)}); default: 16-bit PNG / --gt-scale",
     )
-    parser.add_argument("--out", type=Path, default=Path("analysis"), metavar="DIR", help="output folder (default: ./analysis)")
+    parser.add_argument("--out", type=path_arg, default=Path("analysis"), metavar="DIR", help="output folder (default: ./analysis)")
     parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     parser.add_argument(
         "--bins", type=positive_int, default=DEFAULT_BINS, metavar="N",

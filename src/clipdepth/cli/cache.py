@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+
+from .args import path_arg
 
 SPLITS = ("train", "val", "test")
 
@@ -15,12 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Example: clipdepth cache build --config pureclip_nyu --cache /scratch/nyu_cache data.root=/data/nyu ...",
     )
     build.add_argument("--config", action="append", metavar="RECIPE", help="recipe(s), as for train (default: demo)")
-    build.add_argument("--cache", help="cache folder (default: the recipe's train.feature_cache)")
+    build.add_argument("--cache", type=path_arg, help="cache folder (default: the recipe's train.feature_cache)")
     build.add_argument("--splits", nargs="+", default=["train", "val"], metavar="SPLIT", help="train, val and/or test (default: train val)")
     build.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     build.set_defaults(func=run_build)
-    info = actions.add_parser("info", help="size, frame count and key of a cache folder")
-    info.add_argument("folder")
+    info = actions.add_parser("info", help="size, frame count and damaged shards of a cache folder (or of each split in it)")
+    info.add_argument("folder", help="a split's cache folder, or the --cache folder holding train/, val/, ...")
+    info.add_argument("--key", action="store_true", help="also print each cache's key (what it was built for)")
     info.set_defaults(func=run_info)
 
 
@@ -50,10 +54,16 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from ..features.cache import cache_info
+    from ..features.cache import cache_folders, cache_info
 
-    info = cache_info(args.folder)
-    print(f"{args.folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
-          f"{info['bytes'] / 2**20:.1f} MiB ({info['bytes_per_frame'] / 2**10:.1f} KiB per frame)")
-    print(json.dumps(info["key"], indent=2))
-    return 0
+    damaged_any = False
+    for folder in cache_folders(args.folder):
+        info = cache_info(folder)
+        print(f"{folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
+              f"{info['bytes'] / 2**20:.1f} MiB ({info['bytes_per_frame'] / 2**10:.1f} KiB per frame)")
+        for name, problem in info["shards_damaged"].items():
+            damaged_any = True
+            print(f"  {name}: damaged ({problem}); `clipdepth cache build` rebuilds it", file=sys.stderr)
+        if args.key:
+            print(json.dumps(info["key"], indent=2))
+    return 2 if damaged_any else 0

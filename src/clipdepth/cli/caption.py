@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .args import output_folder, positive_int
+from .args import path_arg, output_folder, positive_int
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="caption a dataset's frames instead (a name in clipdepth.data.DATASETS)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="dataset split (default: train)")
     p.add_argument("--model", required=True, help="hub id or folder of an image-to-text model and its processor")
-    p.add_argument("--out", required=True, type=Path, help="output folder: <name>.txt per image (use it as data.caption_dir)")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder: <name>.txt per image (use it as data.caption_dir)")
     p.add_argument("--prompt", help="text the model continues, passed to its processor as is (default: none)")
     p.add_argument("--lines", type=positive_int, default=5, help="captions per image: line 1 greedy, the others sampled (default: 5)")
     p.add_argument("--max-new-tokens", type=positive_int, default=40)

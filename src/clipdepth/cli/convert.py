@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .args import output_folder
+from .args import path_arg, output_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     for kind, datasets, example in kinds_help:
         kind.add_argument("checkpoint", type=Path, metavar="CKPT", help="the released .pth file")
-        kind.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
+        kind.add_argument("--out", type=path_arg, required=True, help="the checkpoint folder to write")
         kind.add_argument("--dataset", choices=["nyu", "kitti"], help=f"the recipe the config starts from ({datasets})")
         kind.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
         kind.add_argument(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import output_file, output_folder, positive_int, refuse_existing
+from .args import path_arg, output_file, output_folder, positive_int, refuse_existing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--splits", required=True, type=Path, metavar="FILE",
         help="splits.mat with trainNdxs/testNdxs (a MATLAB v5 file needs scipy; an HDF5 copy does not)",
     )
-    nyu.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (use it as data.root)")
+    nyu.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="output folder (use it as data.root)")
     nyu.set_defaults(func=run_prepare_nyu)
 
     show = actions.add_parser(
@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--which", default="test", choices=["train", "val", "test"], help="split to show (default: test)")
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
-    show.add_argument("--out", type=Path, default=Path("outputs/data_show.png"), help="PNG to write")
+    show.add_argument("--out", type=path_arg, default=Path("outputs/data_show.png"), help="PNG to write")
     show.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     show.set_defaults(func=run_show)
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..config import Config, load_config
 from ..evaluation.report import markdown_table
 from ..io.atomic import write_text_atomic
-from .args import output_folder
+from .args import output_folder, path_arg
 
 UNTRAINED_NOTE = (
     "NOTE: the demo's encoder is a small CLIP ViT with RANDOM weights ({desc}).\n"
@@ -31,7 +31,7 @@ UNTRAINED_NOTE = (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train and score a head on built-in synthetic scenes (CPU, minutes)")
     p.add_argument("--config", default="demo", help="recipe (default: demo; demo_outdoor for streets)")
-    p.add_argument("--out", help="output folder (default: the recipe's output_dir)")
+    p.add_argument("--out", type=path_arg, help="output folder (default: the recipe's output_dir)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.train_size=64")
     p.set_defaults(func=run)
 

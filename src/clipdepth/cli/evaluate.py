@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import output_folder, positive_int, refuse_existing
+from .args import output_folder, path_arg, positive_int, refuse_existing
 import csv
 import dataclasses
 import json
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score at the encoder input size against resized GT, as the reference code (for comparison only)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--out", help="output folder (default: outputs/eval/<dataset>)")
+    p.add_argument("--out", type=path_arg, help="output folder (default: outputs/eval/<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data overrides, e.g. data.tiles=4")
     p.set_defaults(func=run)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import output_folder, positive_int, refuse_existing
+from .args import path_arg, output_folder, positive_int, refuse_existing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/ --opset 18",
     )
     o.add_argument("--checkpoint", required=True, help="a head checkpoint folder (or Hub id)")
-    o.add_argument("--out", type=Path, default=Path("onnx"), help="output folder (default: ./onnx)")
+    o.add_argument("--out", type=path_arg, default=Path("onnx"), help="output folder (default: ./onnx)")
     o.add_argument("--opset", type=positive_int, default=18, help="ONNX opset version (default: 18)")
     o.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     o.set_defaults(func=run)

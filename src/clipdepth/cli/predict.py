@@ -17,9 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-from .args import output_folder, positive_int
+from .args import finite_float, output_folder, path_arg, positive_float, positive_int
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 
 def _megapixels(text: str) -> float:
@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", help="metric depth for your images (16-bit PNG, colour PNG, npy, ply)",
         description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image, folder (recursive), glob, or .txt list of paths")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image, folder (recursive), glob, or .txt list of paths (relative ones from the list's folder)")
     p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")
     p.add_argument("--encoder", help="CLIP hub id or folder to use instead of the one the checkpoint names")
     captions = p.add_mutually_exclusive_group()
@@ -54,14 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="point a frozen part elsewhere, e.g. tr2m.relative.name=/models/depth-anything-small (repeatable); "
         "a trained head's own settings cannot change",
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=path_arg, help="output folder")
     p.add_argument("--npy", action="store_true", help="also write <name>.npy (float32 metres)")
     p.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
     p.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.png (and .npy with --npy)")
-    p.add_argument("--fx", type=float, help="focal length in pixels for --ply (default: a 60 degree horizontal field of view)")
-    p.add_argument("--fy", type=float, help="vertical focal length (default: --fx)")
-    p.add_argument("--cx", type=float, help="principal point (default: the image centre)")
-    p.add_argument("--cy", type=float, help="principal point (default: the image centre)")
+    p.add_argument("--fx", type=positive_float, help="focal length in pixels for --ply (default: a 60 degree horizontal field of view)")
+    p.add_argument("--fy", type=positive_float, help="vertical focal length for --ply (default: --fx)")
+    p.add_argument("--cx", type=finite_float, help="principal point for --ply (default: the image centre)")
+    p.add_argument("--cy", type=finite_float, help="principal point for --ply (default: the image centre)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
     p.add_argument(
@@ -100,9 +101,9 @@ def collect_inputs(inputs: list[str], out: Path | None = None) -> list[tuple[Pat
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             found += [(p, p.relative_to(path).with_name(p.stem)) for p in files if out is None or not _inside(p, out)]
-        elif path.suffix.lower() == ".txt" and path.is_file():
+        elif path.suffix.lower() == ".txt" and path.is_file():  # relative paths: from the list's folder
             lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
-            found += [(Path(line), Path(Path(line).stem)) for line in lines]
+            found += [(path.parent / line, Path(Path(line).stem)) for line in lines]
         elif path.is_file():
             found.append((path, Path(path.stem)))
         elif glob.has_magic(item):
@@ -118,21 +119,64 @@ def collect_inputs(inputs: list[str], out: Path | None = None) -> list[tuple[Pat
     return _distinct_names(list(unique.values()))
 
 
+# Every file predict may write for an image named N is N + one of these: names are chosen so that
+# no two images claim one file, whatever options a later run adds.
+OUTPUT_TAILS = (".png", "_color.png", ".npy", "_uncertainty.png", "_uncertainty.npy", ".ply")
+
+
+def _conflicts(named: list[tuple[Path, Path]]) -> list[list[int]]:
+    """Groups of jobs (indices) that claim a common output file."""
+    owners: dict[Path, list[int]] = {}
+    for i, (_, name) in enumerate(named):
+        for tail in OUTPUT_TAILS:
+            owners.setdefault(name.parent / f"{name.name}{tail}", []).append(i)
+    parent = list(range(len(named)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for members in owners.values():
+        for other in members[1:]:
+            parent[root(other)] = root(members[0])
+    groups: dict[int, list[int]] = {}
+    for i in range(len(named)):
+        groups.setdefault(root(i), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _keep_folders(named: list[tuple[Path, Path]], group: list[int]) -> None:
+    images = [named[i][0].resolve() for i in group]
+    parent = Path(os.path.commonpath([str(p.parent) for p in images]))
+    for i, image in zip(group, images):
+        relative = image.relative_to(parent)
+        named[i] = (named[i][0], relative.with_name(relative.stem))
+
+
+def _keep_extension(named: list[tuple[Path, Path]], group: list[int]) -> None:
+    for i in group:
+        image, name = named[i]
+        named[i] = (image, name.with_name(name.name + image.suffix) if not name.name.endswith(image.suffix) else name)
+
+
+def _number(named: list[tuple[Path, Path]], group: list[int]) -> None:
+    for k, i in enumerate(group[1:], start=2):
+        image, name = named[i]
+        named[i] = (image, name.with_name(f"{name.name}~{k}"))
+
+
 def _distinct_names(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
-    groups: dict[Path, list[int]] = {}
-    for i, (_, name) in enumerate(jobs):
-        groups.setdefault(name, []).append(i)
+    """Names such that no two images claim one output file: images whose outputs would meet keep
+    their folders (relative to their common parent), then their extensions, then a number."""
     named = list(jobs)
-    for members in (m for m in groups.values() if len(m) > 1):
-        images = [jobs[i][0].resolve() for i in members]
-        parent = Path(os.path.commonpath([str(p.parent) for p in images]))
-        for i, image in zip(members, images):
-            relative = image.relative_to(parent)
-            named[i] = (jobs[i][0], relative.with_name(relative.stem))
-        names = [named[i][1] for i in members]
-        if len(set(names)) < len(names):  # same folder and stem: the extension tells them apart
-            for i, image in zip(members, images):
-                named[i] = (jobs[i][0], named[i][1].with_name(image.name))
+    for rule in (_keep_folders, _keep_extension, _number):
+        while groups := _conflicts(named):
+            before = list(named)
+            for group in groups:
+                rule(named, group)
+            if named == before:  # this rule cannot tell them apart: the next one
+                break
     return named
 
 
@@ -163,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.captions import read_caption_file
     from ..errors import ConfigError, DataError
     from ..io.atomic import clean_stale
-    from ..io.depth_io import depth_png_scale, read_rgb, write_depth_png, write_npy
+    from ..io.depth_io import depth_png_scale, png_source, read_rgb, write_depth_png, write_npy
     from ..io.panels import save_depth_colour
     from ..io.pointcloud import depth_to_ply
     from ..models import load_model
@@ -172,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.out)
     if (args.cx is None) != (args.cy is None):
         raise ConfigError("--cx and --cy go together (the principal point); give both or neither (the image centre)")
+    if not args.ply and any(v is not None for v in (args.fx, args.fy, args.cx, args.cy)):
+        raise ConfigError("--fx/--fy/--cx/--cy are the point cloud's intrinsics: add --ply, or drop them")
     jobs = collect_inputs(args.inputs, args.out)
     if args.captions is not None and not args.captions.exists():
         raise DataError(f"{args.captions}: no such caption folder or file (--captions takes a folder of <stem>.txt files or one .txt)")
@@ -200,14 +246,14 @@ def run(args: argparse.Namespace) -> int:
     failed: list[str] = []
     kept = done = 0
 
-    def write(image: np.ndarray, out: dict, name: Path) -> None:
+    def write(image: np.ndarray, out: dict, name: Path, source: str) -> None:
         """The outputs of one image that do not exist yet (all of them with --overwrite)."""
         wanted = {path.name[len(name.name):]: path for path in output_paths(args.out, name, args)}
         todo = {tail: path for tail, path in wanted.items() if args.overwrite or not path.exists()}
         depth = out["depth"].cpu().numpy()
         spread = out["uncertainty"].cpu().numpy() if args.uncertainty else None
         writers = {
-            ".png": lambda path: write_depth_png(path, depth, scale),
+            ".png": lambda path: write_depth_png(path, depth, scale, source=source),
             "_color.png": lambda path: save_depth_colour(path, depth, model.max_depth),
             ".npy": lambda path: write_npy(path, depth.astype(np.float32)),
             "_uncertainty.png": lambda path: write_depth_png(path, spread, scale),
@@ -218,23 +264,32 @@ def run(args: argparse.Namespace) -> int:
             writers[tail](path)
 
     # Consecutive images of one size go through the model together.
-    batch: list[tuple[np.ndarray, Path, str | None]] = []
+    batch: list[tuple[np.ndarray, Path, str | None, str]] = []
 
     def flush() -> None:
         nonlocal done
         if batch:
-            captions = [c for _, _, c in batch] if uses_captions else None
-            result = model.infer(np.stack([im for im, _, _ in batch]), tta=args.tta, tiles=args.tiles,
+            captions = [c for _, _, c, _ in batch] if uses_captions else None
+            result = model.infer(np.stack([im for im, _, _, _ in batch]), tta=args.tta, tiles=args.tiles,
                                  captions=captions, max_tiles=args.max_tiles)
-            for i, (image, name, _) in enumerate(batch):
-                write(image, {k: v[i] for k, v in result.items()}, name)
+            for i, (image, name, _, source) in enumerate(batch):
+                write(image, {k: v[i] for k, v in result.items()}, name, source)
             done += len(batch)
             batch.clear()
 
     for path, name in tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True):
-        if not args.overwrite and all(p.exists() for p in output_paths(args.out, name, args)):
-            kept += 1  # a rerun after an interruption continues; nothing written is replaced
-            continue
+        outputs, source = output_paths(args.out, name, args), str(path.resolve())
+        if not args.overwrite and outputs[0].exists():
+            made_from = png_source(outputs[0])
+            if made_from != source:  # an earlier run's output for another image: never taken for this one's
+                failed.append(
+                    f"{path}: {outputs[0]} holds the depth of {made_from or 'another image (it does not say which)'}; "
+                    "choose another --out, or pass --overwrite to replace it"
+                )
+                continue
+            if all(p.exists() for p in outputs):
+                kept += 1  # a rerun after an interruption continues; nothing written is replaced
+                continue
         try:  # one bad file must not lose the others' results
             image = read_rgb(path, photo=True, max_pixels=max_pixels)
             model.tiles_for(image.shape[0], image.shape[1], args.tiles, args.max_tiles)
@@ -245,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         if batch and (image.shape != batch[0][0].shape or len(batch) == args.batch_size):
             flush()
-        batch.append((image, name, caption))
+        batch.append((image, name, caption, source))
     flush()
     unit = "millimetres" if scale == 1000.0 else f"metres = value / {scale:g}"
     print(f"wrote depth for {done} image(s) to {args.out} (16-bit PNG: {unit})"

@@ -15,7 +15,7 @@ from ..evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricAccumulato
 from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, score_pair
 from ..evaluation.saved import GT_FORMATS, SavedPairs, errors_naming, match_by_stem
 from ..io.atomic import write_text_atomic
-from .args import output_file, refuse_existing
+from .args import output_file, positive_float, refuse_existing
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,12 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the mean metrics to this JSON file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json file (default: refuse)")
     parser.add_argument(
-        "--pred-scale", type=float, metavar="S",
+        "--pred-scale", type=positive_float, metavar="S",
         help="PNG predictions: metres = value / S (default: the scale the PNG declares, as clipdepth writes it, "
         "else the protocol's GT scale)",
     )
     parser.add_argument(
-        "--gt-scale", type=float, metavar="S", help="PNG ground truth: metres = value / S (default: the protocol's GT scale)"
+        "--gt-scale", type=positive_float, metavar="S", help="PNG ground truth: metres = value / S (default: the protocol's GT scale)"
     )
     parser.add_argument(
         "--median-scaling",
@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     for pred, gt, gt_path in saved:
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             score_pair(pred, gt, protocol, median_scaling=args.median_scaling, accumulator=accumulator)
-    warning = saved.range_warning()
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (saved.range_warning(), saved.prediction_warning()):
+        if warning:
+            print(warning, file=sys.stderr)
     if accumulator.n_images == 0:
         raise DataError(
             f"{args.gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}"

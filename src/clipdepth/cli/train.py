@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..config import load_config
+from .args import path_arg
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="recipe: a YAML path or a built-in name (demo, variants/paper, ...); repeat to layer "
         "recipes, later ones winning (default: demo)",
     )
-    p.add_argument("--out", help="output folder (default: the recipe's output_dir)")
+    p.add_argument("--out", type=path_arg, help="output folder (default: the recipe's output_dir)")
     p.add_argument(
         "--resume", action="store_true",
         help="continue the run in the output folder from its last finished epoch "
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..training.run import Experiment
-    from ..training.trainer import check_config, check_run_folder, read_resume_meta
+    from ..training.trainer import check_config, check_run_folder, read_resume_meta, read_resume_tensors
     from .args import output_folder
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     output_folder(cfg.output_dir)
     check_run_folder(cfg.output_dir, args.resume, args.overwrite)
     if args.resume:
-        read_resume_meta(cfg.output_dir, cfg)
+        directory, _ = read_resume_meta(cfg.output_dir, cfg)
+        read_resume_tensors(directory)
     result, _ = Experiment.create(cfg).train(cfg.output_dir, resume=args.resume, overwrite=args.overwrite)
     print(f"trained head: {result.model_dir} (best val {cfg.train.select_metric})")
     print(json.dumps(result.best, indent=2))

@@ -143,6 +143,7 @@ class SavedPairs:
     desc: str = "reading"
     n_positive: int = 0
     n_beyond_cap: int = 0
+    n_bad_predictions: int = 0  # predictions holding NaN, inf or values <= 0, which the protocol clamps
 
     def _read_gt(self, path: Path) -> np.ndarray:
         if self.gt_format is not None:
@@ -158,11 +159,22 @@ class SavedPairs:
             self.n_positive += positive.size
             self.n_beyond_cap += int(np.count_nonzero(positive >= self.protocol.max_depth))
             pred = read_depth(pred_path, pred_scale, prediction=True, strict_scale=self.pred_scale is not None)
+            with np.errstate(invalid="ignore"):
+                self.n_bad_predictions += bool(not np.all(np.isfinite(pred)) or np.any(pred <= 0))
             yield to_gt_frame(pred, pred_path, gt.shape, self.kb_crop), gt, gt_path
 
     @property
     def beyond_cap_fraction(self) -> float:
         return self.n_beyond_cap / self.n_positive if self.n_positive else 0.0
+
+    def prediction_warning(self) -> str | None:
+        """A line for the user when predictions hold values the protocol has to clamp, else None."""
+        if not self.n_bad_predictions:
+            return None
+        return (
+            f"warning: {self.n_bad_predictions} of {len(self.pairs)} predictions hold NaN, inf or values <= 0; the "
+            "protocol clamps them (NaN -> min, inf -> max), which rarely means the model works"
+        )
 
     def range_warning(self) -> str | None:
         """A line for the user when most GT lies beyond the cap, else None."""

@@ -232,13 +232,20 @@ def build_cache(
     return index
 
 
+def shard_problem(folder: Path, flip: bool) -> str | None:
+    """Why a finished shard folder cannot be read, or None when it can."""
+    try:
+        _read_shard(folder, flip)
+    except DamagedShard as exc:
+        return str(exc)
+    return None
+
+
 def _shard_state(folder: Path, flip: bool) -> str:
     """"ok", "missing", or "damaged" (then removed, so that it is built again)."""
     if not folder.is_dir():
         return "missing"
-    try:
-        _read_shard(folder, flip)
-    except DamagedShard:
+    if shard_problem(folder, flip) is not None:
         shutil.rmtree(folder, ignore_errors=True)
         return "damaged"
     return "ok"
@@ -311,13 +318,27 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
 
 
 def cache_info(cache_dir: str | Path) -> dict[str, Any]:
-    """Frames, finished shards and their size (what an interrupted build left is not counted)."""
+    """Frames, readable shards and their size; damaged shards by name and problem (a build rebuilds
+    them); what an interrupted build left is not counted."""
     index = read_index(cache_dir)
-    finished = _finished_shards(Path(cache_dir), index)
-    size = sum(p.stat().st_size for name in finished for p in (Path(cache_dir) / name).glob("*.npy"))
     key = index["key"]
+    finished = _finished_shards(Path(cache_dir), index)
+    damaged = {name: problem for name in finished
+               if (problem := shard_problem(Path(cache_dir) / name, key["flip"])) is not None}
+    good = [name for name in finished if name not in damaged]
+    size = sum(p.stat().st_size for name in good for p in (Path(cache_dir) / name).glob("*.npy"))
     return {
-        "frames": key["n_frames"], "shards_done": len(finished),
+        "frames": key["n_frames"], "shards_done": len(good), "shards_damaged": damaged,
         "shards_total": _n_shards(key, index["shard_size"]), "bytes": size,
         "bytes_per_frame": size / max(key["n_frames"], 1), "key": key,
     }
+
+
+def cache_folders(folder: str | Path) -> list[Path]:
+    """The split caches in ``folder``: the folder itself when it is one, else its sub-folders that
+    are (``train/``, ``val_flip/``, ... under a ``train.feature_cache`` folder)."""
+    folder = Path(folder)
+    if (folder / INDEX_NAME).is_file() or not folder.is_dir():
+        return [folder]
+    found = sorted(p for p in folder.iterdir() if (p / INDEX_NAME).is_file())
+    return found or [folder]

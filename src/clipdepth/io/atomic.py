@@ -69,7 +69,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_tag(path.name), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
+        # Libraries that write into the folder may create 0600 files themselves (safetensors does).
+        mask = _umask()
+        for directory, _, files in os.walk(tmp):
+            os.chmod(directory, 0o777 & ~mask)
+            for name in files:
+                os.chmod(os.path.join(directory, name), 0o666 & ~mask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

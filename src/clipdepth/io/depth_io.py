@@ -7,6 +7,7 @@ the file and says what is wrong.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +41,18 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
     is refused from its header, before any decoding."""
     _require_file(path)
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise DataError(
-                    f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-                    f"{max_pixels / 1e6:g} (downscale it, or raise the limit: --max-pixels)"
-                )
-            image.load()
-            return image.copy()  # detached from the file, which the `with` closes
+        with warnings.catch_warnings():
+            if max_pixels is not None:  # our limit replaces Pillow's decompression-bomb warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise DataError(
+                        f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
+                        f"{max_pixels / 1e6:g} (downscale it, or raise the limit: --max-pixels)"
+                    )
+                image.load()
+                return image.copy()  # detached from the file, which the `with` closes
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
 
@@ -158,10 +162,14 @@ def read_depth(
     return depth
 
 
-def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float) -> None:
+SOURCE_TEXT_KEY = "source"  # the image a prediction was made from (clipdepth predict)
+
+
+def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float, source: str | None = None) -> None:
     """Atomically write metres as a 16-bit PNG: round(depth * scale) clipped to 0..65535.
 
-    The scale is stored in a ``depth_scale`` text chunk, which ``read_depth`` checks.
+    The scale is stored in a ``depth_scale`` text chunk, which ``read_depth`` honours; ``source``
+    (the input a prediction was made from) in a ``source`` chunk, which ``png_source`` reads.
     """
     path = Path(path)
     _check_scale(scale)
@@ -175,8 +183,20 @@ def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float) -> None
     text = PngImagePlugin.PngInfo()
     text.add_text(SCALE_TEXT_KEY, str(float(scale)))
     text.add_text("units", f"depth = value / {float(scale)} metres; 0 = no depth")
+    if source is not None:
+        text.add_text(SOURCE_TEXT_KEY, source)
     with atomic_path(path) as tmp:
         Image.fromarray(values).save(tmp, format="PNG", pnginfo=text)
+
+
+def png_source(path: str | os.PathLike) -> str | None:
+    """The ``source`` text chunk of a depth PNG written by ``write_depth_png``, None without one
+    (or for a file that cannot be read)."""
+    try:
+        with Image.open(path) as image:
+            return image.info.get(SOURCE_TEXT_KEY)
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def write_npy(path: str | os.PathLike, array: Any) -> None:

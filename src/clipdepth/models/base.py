@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
+from ..config import CONFIG_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_dir
@@ -93,6 +93,28 @@ def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
 DAMAGED_HINT = "the checkpoint is damaged: download or copy it again, or train it again"
 
 
+def load_head_state(
+    head: nn.Module, state: dict[str, torch.Tensor], where: str, hint: str,
+    name_of: Callable[[str], str] = lambda key: key,
+) -> None:
+    """Copy ``state`` into ``head``, checking every name and shape first, so that a mismatch is one
+    CheckpointError line naming ``where``, the first tensor at fault (``name_of`` gives its name in
+    the file) and ``hint`` (what to do)."""
+    expected = head.state_dict()
+    for key, value in state.items():
+        if key not in expected:
+            raise CheckpointError(f"{where}: tensor {name_of(key)!r} has no place in this head (another architecture?); {hint}")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{where}: tensor {name_of(key)!r} has shape {tuple(value.shape)}, this head expects "
+                f"{tuple(expected[key].shape)}; {hint}"
+            )
+    absent = [k for k in expected if k not in state]
+    if absent:
+        raise CheckpointError(f"{where}: lacks {name_of(absent[0])!r} ({len(absent)} tensors missing); {hint}")
+    head.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
 def set_missing(config: dict, dotted: str, value: Any) -> dict:
     """A saved config dict with ``section.field`` set to ``value`` when it lacks that field."""
     section, name = dotted.split(".")
@@ -114,6 +136,9 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
         raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc}); {DAMAGED_HINT}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{directory / CONFIG_NAME}: not a clipdepth checkpoint config (no \"config\" object); {DAMAGED_HINT}")
+    bad = next((k for k, v in meta["config"].items() if k in CONFIG_SECTIONS and not isinstance(v, dict)), None)
+    if bad is not None:
+        raise CheckpointError(f"{directory / CONFIG_NAME}: its config section {bad!r} is not an object; {DAMAGED_HINT}")
     return meta
 
 
@@ -218,6 +243,11 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     def tiles_for(self, height: int, width: int, tiles: int | None = None, max_tiles: int = MAX_TILES) -> int:
         """``tiles`` or ``auto_tiles``, checked against ``max_tiles``: DataError (without a file
         name, which the caller adds) for an image that would need more."""
+        if height > max_tiles * width:  # a tall image is squashed into one tile: the same limit on its aspect
+            raise DataError(
+                f"a {height}x{width} image is more than {max_tiles} times taller than wide (crop it, or raise "
+                "max_tiles / --max-tiles)"
+            )
         count = tiles or self.auto_tiles(height, width)
         if count > max_tiles:
             raise DataError(
@@ -333,8 +363,5 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
                 f"has {encoder.fingerprint()}; load it with the weights it was trained with"
             )
         head = cls.build_head(cfg, encoder, initialise=False)
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({str(exc).splitlines()[0]})") from None
+        load_head_state(head, state, f"{directory}/{WEIGHTS_NAME}", DAMAGED_HINT)
         return cls(cfg, encoder, head)

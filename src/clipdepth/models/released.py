@@ -18,13 +18,14 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..config import load_config
 from ..errors import CheckpointError, DataError
+from .base import load_head_state
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead, bin_centres
 from .tr2m import TR2M
 
@@ -83,21 +84,7 @@ def _require(path: Path, state: dict[str, torch.Tensor], keys: list[str], what: 
         raise CheckpointError(f"{path}: not a released {what} checkpoint: no {missing[0]!r} (it has {sample}, ...)")
 
 
-def _load_head(path: Path, head: torch.nn.Module, state: dict[str, torch.Tensor], name_of: Callable[[str], str]) -> None:
-    """Copy ``state`` (our names) into ``head``, checking every name and shape first so a mismatch
-    is one line naming the released tensor."""
-    expected = head.state_dict()
-    for key, value in state.items():
-        if key not in expected:
-            raise CheckpointError(f"{path}: tensor {name_of(key)!r} has no place in this head (a different architecture)")
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(
-                f"{path}: tensor {name_of(key)!r} has shape {tuple(value.shape)}, this head expects {tuple(expected[key].shape)}"
-            )
-    absent = [k for k in expected if k not in state]
-    if absent:
-        raise CheckpointError(f"{path}: the checkpoint lacks {name_of(absent[0])!r} ({len(absent)} tensors missing)")
-    head.load_state_dict({k: v.float() for k, v in state.items()})
+RELEASED_HINT = "is it a released checkpoint of this model?"
 
 
 def _write(model: torch.nn.Module, out: Path, overwrite: bool, extra: dict[str, Any]) -> Path:
@@ -266,7 +253,7 @@ def convert_pureclip_reference(
     head = PureCLIPDepthHead(cfg.head, d)
     model = PureCLIPDepth(cfg, frozen, head)
     compared = check_clip(path, released, model)
-    _load_head(path, head, _pureclip_head_state(released), _pureclip_name)
+    load_head_state(head, _pureclip_head_state(released), str(path), RELEASED_HINT, _pureclip_name)
     epoch = data.get("epoch")
     return _write(model, out, overwrite, {
         "converted_from": str(path), "released_format": "PureCLIP-Depth PatchAligner", "clip_tensors_checked": compared,
@@ -350,5 +337,5 @@ def convert_tr2m_reference(
             )
     head = TR2M.build_head(cfg, frozen, initialise=False)
     inverse = {v: k for k, v in TR2M_NAMES.items()}
-    _load_head(path, head, state, lambda key: _rename(key, inverse) or key)
+    load_head_state(head, state, str(path), RELEASED_HINT, lambda key: _rename(key, inverse) or key)
     return _write(TR2M(cfg, frozen, head), out, overwrite, {"converted_from": str(path), "released_format": "TR2M ScaleMapModel"})

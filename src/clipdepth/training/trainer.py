@@ -36,6 +36,7 @@ from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..io.atomic import atomic_dir, atomic_path, clean_stale, write_text_atomic
 from ..models import DepthModel
+from ..models.base import load_head_state
 from .objectives import check_model_config, objective_class
 from .distributed import Distributed
 
@@ -48,8 +49,9 @@ RESUME_FIELD_TYPES = (  # state.json's fields, their types and how a message nam
     ("config", dict, "an object"), ("epoch", int, "an integer >= 0"), ("step", int, "an integer >= 0"),
     ("since_improvement", int, "an integer >= 0"), ("best", dict, "an object"), ("history", list, "a list"),
 )
-# Fields a resumed run may change without changing what it computes (dotted names).
-RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache")
+# Fields a resumed run may change without changing what it computes up to where it stopped (dotted
+# names): a longer run continues a shorter one.
+RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache", "train.max_epochs")
 
 
 def check_config(cfg: Config) -> None:
@@ -106,8 +108,10 @@ def resume_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints" / RESUME_DIR
 
 
-# What a run writes into its folder; any of them there means the folder holds a run.
-RUN_OUTPUTS = ("checkpoints", "model", "train_epochs.csv", "train_steps.jsonl", "best_metrics.json", "tensorboard")
+# What a run writes into its folder once an epoch is done; any of them there means the folder holds
+# a run worth keeping (a run that failed before its first epoch left only logs, which a new run may replace).
+RUN_OUTPUTS = ("checkpoints", "model", "train_epochs.csv", "best_metrics.json")
+RUN_LOGS = ("train_steps.jsonl", "tensorboard")
 
 
 def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool, dist: Distributed = Distributed()) -> None:
@@ -131,7 +135,7 @@ def start_run_folder(out_dir: Path) -> None:
     """A fresh run's folder: the outputs of a run it replaces are removed, so that no checkpoint of
     the old run is mistaken for one of the new."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in RUN_OUTPUTS:
+    for name in (*RUN_OUTPUTS, *RUN_LOGS):
         path = out_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -172,7 +176,7 @@ def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
     """
     directory = find_resume_state(out_dir)
     path = directory / RESUME_META
-    damaged = "the resume state is damaged: start a new run with --overwrite"
+    damaged = RESUME_DAMAGED
     try:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -188,6 +192,15 @@ def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
             raise CheckpointError(f"{path}: {key} should be {what}, is {value!r}; {damaged}")
     if not all(isinstance(row, dict) for row in meta["history"]):
         raise CheckpointError(f"{path}: history should be a list of objects; {damaged}")
+    for metric, best in meta["best"].items():
+        if not (isinstance(best, dict) and isinstance(best.get("value"), (int, float)) and isinstance(best.get("epoch"), int)):
+            raise CheckpointError(f"{path}: best[{metric!r}] should be {{\"value\": number, \"epoch\": integer}}, is {best!r}; {damaged}")
+    saved_max = _lookup(meta["config"], "train.max_epochs")
+    if len(meta["history"]) != meta["epoch"] or (isinstance(saved_max, int) and meta["epoch"] > saved_max):
+        raise CheckpointError(
+            f"{path}: epoch {meta['epoch']} does not match its history of {len(meta['history'])} epochs or its "
+            f"train.max_epochs={saved_max}; {damaged}"
+        )
     diff = _first_difference(meta["config"], _config_json(cfg))
     if diff is not None:
         saved = _lookup(meta["config"], diff)
@@ -197,6 +210,29 @@ def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
             f"{directory / RESUME_META}); resume with the same config or start a new run"
         )
     return directory, meta
+
+
+RESUME_DAMAGED = "the resume state is damaged: start a new run with --overwrite"
+
+
+def read_resume_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The head weights and the optimiser/RNG state of a resume folder, or one CheckpointError line
+    naming the damaged file. Also called before any encoding, to fail early."""
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(directory / RESUME_WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - safetensors reports a truncated file in several ways
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{directory / RESUME_WEIGHTS}: cannot load head weights ({reason}); {RESUME_DAMAGED}") from None
+    try:
+        tensors = torch.load(directory / RESUME_TENSORS, map_location="cpu", weights_only=True)
+        if not isinstance(tensors, dict) or "optimizers" not in tensors or "rng" not in tensors:
+            raise ValueError("not a training state")
+    except Exception as exc:  # noqa: BLE001 - a truncated pickle fails in many ways
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{directory / RESUME_TENSORS}: cannot load optimiser/RNG state ({msg}); {RESUME_DAMAGED}") from None
+    return weights, tensors
 
 
 def _lookup(data: dict, dotted: str):
@@ -423,8 +459,6 @@ class Trainer:
             (tmp / RESUME_META).write_text(json.dumps(meta, indent=2))
 
     def _load_resume_state(self) -> dict:
-        from safetensors.torch import load_file
-
         directory, meta = read_resume_meta(self.out_dir, self.cfg)
         fingerprint = self.model.encoder.fingerprint()
         if meta.get("encoder_fingerprint") not in (None, fingerprint):
@@ -432,20 +466,16 @@ class Trainer:
                 f"{directory}: the run was trained on encoder weights {meta['encoder_fingerprint']}, "
                 f"this encoder has {fingerprint}"
             )
+        weights, tensors = read_resume_tensors(directory)
+        load_head_state(self.model.head, weights, str(directory / RESUME_WEIGHTS), RESUME_DAMAGED)
         try:
-            weights = load_file(str(directory / RESUME_WEIGHTS))
-            self.model.head.load_state_dict(weights)
-        except Exception as exc:  # noqa: BLE001 - any failure here is a broken state file
-            raise CheckpointError(f"{directory / RESUME_WEIGHTS}: cannot load head weights ({str(exc).splitlines()[0]})") from None
-        try:
-            tensors = torch.load(directory / RESUME_TENSORS, map_location="cpu", weights_only=True)
             for phase, opt in self.objective.optimizers.items():
                 opt.load_state_dict(tensors["optimizers"][phase])
             self.objective.load_extra_state(tensors.get("objective", {}))
             self._set_rng_states(tensors["rng"])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - any failure here is a broken state file
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckpointError(f"{directory / RESUME_TENSORS}: cannot load optimiser/RNG state ({msg})") from None
+            raise CheckpointError(f"{directory / RESUME_TENSORS}: cannot load optimiser/RNG state ({msg}); {RESUME_DAMAGED}") from None
         self.step = int(meta["step"])
         meta.setdefault("metrics", None)
         if meta["metrics"] is None and meta["history"]:
