@@ -4,6 +4,7 @@ Outside torchrun everything here is a no-op, so the same commands run on one dev
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -49,4 +50,12 @@ def from_environment() -> Distributed:
         if torch.cuda.is_available():
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # A process group left to the interpreter's exit can abort it ("terminate called without an
+        # active exception" from gloo's threads): every rank takes it down in order instead.
+        atexit.register(_shut_down)
     return Distributed(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def _shut_down() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
