@@ -634,3 +634,13 @@ def test_cache_info_names_damaged_shards_and_reads_a_cache_root(tiny_cfg, tmp_pa
     assert main(["cache", "info", str(tmp_path / "c" / "train")]) == 2
     captured = capsys.readouterr()
     assert "1/2 shards" in captured.out and "shard_00001: damaged (names.json is missing or damaged" in captured.err
+
+
+def test_predict_then_score_on_nyus_own_folder(checkpoint, rgbd_samples, tmp_path, capsys):
+    """NYU keeps rgb_N images (8-bit, some PNG) beside sync_depth_N maps in one folder: predictions
+    of the images score against that folder as it is."""
+    nyu = rgbd_samples / "nyu"
+    assert main(["predict", str(nyu / "rgb_*"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pred")]) == 0
+    assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(nyu), "--protocol", "nyu",
+                 "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["n_images"] == 4  # rgb_u0001.png is an image, not GT

@@ -73,22 +73,22 @@ def depth_files(folder: Path, flag: str, suffixes: tuple[str, ...] = DEPTH_SUFFI
     return files
 
 
-def _nyu_key(stem: str) -> str | None:
-    return next((stem[len(prefix):] for prefix in NYU_NAMES if stem.startswith(prefix)), None)
+def _by_nyu_number(files: dict[str, Path], prefix: str) -> dict[str, Path]:
+    return {stem[len(prefix):]: path for stem, path in files.items() if stem.startswith(prefix)}
 
 
 def match_by_stem(
     pred_dir: Path, gt_dir: Path, pred_flag: str = "--pred", gt_flag: str = "--gt", gt_format: str | None = None
 ) -> list[tuple[Path, Path]]:
-    """(prediction, GT) pairs with the same stem, or, when no stem matches exactly, NYU's
-    ``rgb_N`` / ``sync_depth_N``. DataError naming the first file without a partner."""
+    """(prediction, GT) pairs with the same stem, or NYU's ``rgb_N`` predictions against the
+    ``sync_depth_N`` maps of a GT folder (which may hold the ``rgb_N`` images too). DataError naming
+    the first file without a partner."""
     preds = depth_files(pred_dir, pred_flag)
     gts = depth_files(gt_dir, gt_flag, GT_FORMAT_SUFFIXES.get(gt_format or "", DEPTH_SUFFIXES))
-    if not set(preds) & set(gts):
-        nyu_preds = {_nyu_key(s): p for s, p in preds.items() if _nyu_key(s) is not None}
-        nyu_gts = {_nyu_key(s): p for s, p in gts.items() if _nyu_key(s) is not None}
-        if len(nyu_preds) == len(preds) and len(nyu_gts) == len(gts):
-            preds, gts = nyu_preds, nyu_gts
+    # NYU's folders hold rgb_N images (so the predictions are named rgb_N) beside sync_depth_N maps
+    nyu_preds, nyu_gts = _by_nyu_number(preds, NYU_NAMES[0]), _by_nyu_number(gts, NYU_NAMES[1])
+    if nyu_gts and nyu_preds and len(nyu_preds) == len(preds):
+        preds, gts = nyu_preds, nyu_gts
     unmatched = sorted(
         [(stem, path, gt_dir) for stem, path in preds.items() if stem not in gts]
         + [(stem, path, pred_dir) for stem, path in gts.items() if stem not in preds]
