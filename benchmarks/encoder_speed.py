@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from clipdepth.config import EncoderConfig
+from clipdepth.config import CLIPEncoderConfig
 from clipdepth.encoders import CLIPEncoder
 
 # The text tower is never run here; a tiny one keeps model construction fast.
@@ -37,7 +37,7 @@ VIT_L14_336 = dict(
 
 def build_encoder(vit_l: bool) -> CLIPEncoder:
     arch = VIT_L14_336 if vit_l else VIT_B16_224
-    return CLIPEncoder.from_config(EncoderConfig(random_init=True, **arch, **TINY_TEXT))
+    return CLIPEncoder.from_config(CLIPEncoderConfig(random_init=True, **arch, **TINY_TEXT))
 
 
 def two_pass(encoder: CLIPEncoder, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

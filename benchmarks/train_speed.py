@@ -33,10 +33,10 @@ from clipdepth.training.trainer import Trainer
 # ViT-B/16 @ 224 with projection 512, so the head is the reference head at D = 512; the text
 # tower only initialises the depth table, so it is kept tiny.
 ENCODER = [
-    "encoder.random_init=true", "encoder.image_size=224", "encoder.patch_size=16",
-    "encoder.hidden_size=768", "encoder.num_layers=12", "encoder.num_heads=12",
-    "encoder.intermediate_size=3072", "encoder.projection_dim=512",
-    "encoder.text_hidden_size=64", "encoder.text_num_layers=1", "encoder.text_num_heads=2",
+    "clip.random_init=true", "clip.image_size=224", "clip.patch_size=16",
+    "clip.hidden_size=768", "clip.num_layers=12", "clip.num_heads=12",
+    "clip.intermediate_size=3072", "clip.projection_dim=512",
+    "clip.text_hidden_size=64", "clip.text_num_layers=1", "clip.text_num_heads=2",
 ]
 
 
@@ -78,7 +78,7 @@ def main() -> None:
     steps_per_epoch = -(-args.frames // 8)
     cfg = load_config("demo", ENCODER + [
         f"data.train_size={args.frames}", "data.height=240", "data.width=320", "train.batch_size=8",
-        f"train.phase_steps={max(steps_per_epoch // 2, 1)}", "device=cpu",
+        f"pureclip.phase_steps={max(steps_per_epoch // 2, 1)}", "device=cpu",
     ])
     exp = Experiment.create(cfg)
     model, pre, batch_size = exp.model, exp.preprocessor, cfg.train.batch_size

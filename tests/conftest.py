@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from clipdepth.config import Config, EncoderConfig, load_config
+from clipdepth.config import Config, CLIPEncoderConfig, load_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLES = SHARED / "data" / "rgbd-samples"
@@ -25,14 +25,14 @@ TINY_ENCODER = dict(
 
 
 @pytest.fixture
-def tiny_encoder_cfg() -> EncoderConfig:
-    return EncoderConfig(**TINY_ENCODER)
+def tiny_encoder_cfg() -> CLIPEncoderConfig:
+    return CLIPEncoderConfig(**TINY_ENCODER)
 
 
 @pytest.fixture
 def tiny_cfg(tmp_path: Path) -> Config:
     """A whole recipe at toy size: 4x4 patch grid, a handful of synthetic scenes."""
-    overrides = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         "data.train_size=6", "data.val_size=3", "data.test_size=3", "data.height=48", "data.width=64",
         "train.batch_size=4", "train.max_epochs=2", "eval.batch_size=4", f"output_dir={tmp_path / 'run'}",
     ]

@@ -1,4 +1,6 @@
 """Recipes: defaults, layering, overrides, and one clear error for a bad key or value."""
+import dataclasses
+
 import pytest
 
 from clipdepth.cli.main import main
@@ -8,20 +10,20 @@ from clipdepth.errors import ConfigError
 
 def test_defaults_are_the_reference_recipe():
     cfg = load_config()
-    assert cfg.encoder.name == "openai/clip-vit-large-patch14-336" and not cfg.encoder.random_init
-    assert (cfg.head.num_bins, cfg.head.tau, cfg.head.phrase_style) == (15, 0.07, "reference")
-    t = cfg.train
-    assert (t.phase_steps, t.embed_lr, t.embed_weight_decay, t.depth_lr, t.depth_weight_decay) == (100, 3e-4, 1e-2, 1e-3, 0.0)
-    assert (t.batch_size, t.freeze_table_in_depth_phase, t.decay_start, t.patience) == (8, False, 10, 200)
+    assert cfg.clip.name == "openai/clip-vit-large-patch14-336" and not cfg.clip.random_init
+    assert (cfg.pureclip.num_bins, cfg.pureclip.tau, cfg.pureclip.phrase_style) == (15, 0.07, "reference")
+    p, t = cfg.pureclip, cfg.train
+    assert (p.phase_steps, p.embed_lr, p.embed_weight_decay, p.depth_lr, p.depth_weight_decay) == (100, 3e-4, 1e-2, 1e-3, 0.0)
+    assert (t.batch_size, p.freeze_table_in_depth_phase, p.decay_start, t.patience) == (8, False, 10, 200)
 
 
 def test_layered_recipes_and_overrides_in_order(tmp_path):
     mine = tmp_path / "mine.yaml"
     mine.write_text("base: demo\ntrain:\n  max_epochs: 7\n")
-    cfg = load_config([mine, "variants/paper"], ["train.patience=9", "head.use_cls=false"])
-    assert cfg.encoder.random_init and cfg.train.max_epochs == 7  # from demo, then mine
-    assert cfg.train.freeze_table_in_depth_phase and cfg.loss.patch_rule == "paper"  # from the variant
-    assert cfg.train.patience == 9 and cfg.head.use_cls is False  # overrides win
+    cfg = load_config([mine, "variants/paper"], ["train.patience=9", "pureclip.use_cls=false"])
+    assert cfg.clip.random_init and cfg.train.max_epochs == 7  # from demo, then mine
+    assert cfg.pureclip.freeze_table_in_depth_phase and cfg.pureclip.patch_rule == "paper"  # from the variant
+    assert cfg.train.patience == 9 and cfg.pureclip.use_cls is False  # overrides win
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
@@ -52,6 +54,38 @@ def test_cli_reports_config_errors_in_one_line(capsys):
 
 def test_missing_encoder_folder_is_one_line_naming_it(tmp_path, capsys):
     missing = tmp_path / "no-such-clip"
-    assert main(["train", "encoder.random_init=false", f"encoder.name={missing}", f"output_dir={tmp_path}/run"]) == 2
+    assert main(["train", "clip.random_init=false", f"clip.name={missing}", f"output_dir={tmp_path}/run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(missing) in err and "Traceback" not in err
+
+
+FIRST_LAYOUT = {  # a recipe / saved config as clipdepth wrote them before the per-model sections
+    "encoder": {"name": "openai/clip-vit-base-patch16", "image_size": 224},
+    "head": {"num_bins": 7, "fusion": "film"},
+    "loss": {"patch_rule": "paper"},
+    "train": {"phase_steps": 5, "decay_start": 3, "max_epochs": 4, "batch_size": 2},
+    "data": {"dataset": "kitti"},
+}
+
+
+def test_the_first_config_layout_still_loads(tmp_path):
+    cfg = config_from_dict(FIRST_LAYOUT)
+    assert (cfg.clip.name, cfg.clip.image_size) == ("openai/clip-vit-base-patch16", 224)
+    assert (cfg.pureclip.num_bins, cfg.pureclip.fusion, cfg.pureclip.patch_rule) == (7, "film", "paper")
+    assert (cfg.pureclip.phase_steps, cfg.pureclip.decay_start) == (5, 3)
+    assert (cfg.train.max_epochs, cfg.train.batch_size, cfg.data.dataset) == (4, 2, "kitti")
+    # the same from a recipe file, and old override names land on the new fields
+    import yaml
+
+    recipe = tmp_path / "old.yaml"
+    recipe.write_text(yaml.safe_dump(FIRST_LAYOUT))
+    old = load_config(recipe, ["head.use_cls=false", "train.embed_lr=0.5", "encoder.precision=fp32"])
+    assert old.pureclip.use_cls is False and old.pureclip.embed_lr == 0.5 and old.clip.precision == "fp32"
+    assert dataclasses.replace(old, pureclip=dataclasses.replace(old.pureclip, use_cls=True, embed_lr=3e-4),
+                               clip=dataclasses.replace(old.clip, precision="auto")) == cfg
+
+
+def test_new_names_win_over_old_ones_in_one_mapping():
+    cfg = config_from_dict({"head": {"num_bins": 7}, "pureclip": {"num_bins": 9}, "train": {"phase_steps": 5},
+                            "encoder": {"image_size": 224}})
+    assert cfg.pureclip.num_bins == 9 and cfg.pureclip.phase_steps == 5 and cfg.clip.image_size == 224

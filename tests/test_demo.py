@@ -13,7 +13,7 @@ from .conftest import TINY_ENCODER
 
 def test_demo_writes_metrics_table_panels_and_a_loadable_model(tmp_path, capsys):
     out = tmp_path / "demo"
-    overrides = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         "data.train_size=6", "data.val_size=2", "data.test_size=3", "data.height=48", "data.width=64",
         "train.max_epochs=2", "train.batch_size=3",
     ]

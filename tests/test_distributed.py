@@ -8,7 +8,7 @@ from .conftest import TINY_ENCODER
 
 def test_two_process_torchrun_builds_the_cache_and_trains(tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
-    overrides = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         "data.train_size=6", "data.val_size=2", "data.height=48", "data.width=64", "train.batch_size=2",
         "train.max_epochs=2", "train.log_every=1", "train.cache_shard_size=2",
         f"train.feature_cache={cache}", f"output_dir={out}",

@@ -12,14 +12,14 @@ from safetensors.torch import save_file
 from transformers import CLIPTokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from clipdepth.config import EncoderConfig
-from clipdepth.encoders import CLIPEncoder, EncoderOutput, build_encoder
+from clipdepth.config import CLIPEncoderConfig
+from clipdepth.encoders import CLIPEncoder, EncoderOutput
 from clipdepth.errors import EncoderLoadError
 
 
 @pytest.fixture
-def encoder(tiny_encoder_cfg: EncoderConfig) -> CLIPEncoder:
-    return build_encoder(tiny_encoder_cfg)
+def encoder(tiny_encoder_cfg: CLIPEncoderConfig) -> CLIPEncoder:
+    return CLIPEncoder.from_config(tiny_encoder_cfg)
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +82,11 @@ def test_vision_tower_runs_once_per_forward(encoder: CLIPEncoder, pixels: torch.
 
 
 def test_random_build_is_deterministic_and_leaves_global_rng_alone(
-    tiny_encoder_cfg: EncoderConfig, encoder: CLIPEncoder, pixels: torch.Tensor
+    tiny_encoder_cfg: CLIPEncoderConfig, encoder: CLIPEncoder, pixels: torch.Tensor
 ) -> None:
     rng_state = torch.random.get_rng_state()
-    same = build_encoder(tiny_encoder_cfg)
-    other = build_encoder(dataclasses.replace(tiny_encoder_cfg, seed=1))
+    same = CLIPEncoder.from_config(tiny_encoder_cfg)
+    other = CLIPEncoder.from_config(dataclasses.replace(tiny_encoder_cfg, seed=1))
     assert torch.equal(torch.random.get_rng_state(), rng_state)
     assert same.fingerprint() == encoder.fingerprint() and len(encoder.fingerprint()) == 16
     assert_same_output(same(pixels), encoder(pixels))
@@ -95,9 +95,9 @@ def test_random_build_is_deterministic_and_leaves_global_rng_alone(
 
 
 def test_random_build_logs_no_token_id_warnings(
-    tiny_encoder_cfg: EncoderConfig, capfd: pytest.CaptureFixture[str]
+    tiny_encoder_cfg: CLIPEncoderConfig, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    build_encoder(dataclasses.replace(tiny_encoder_cfg, seed=7))
+    CLIPEncoder.from_config(dataclasses.replace(tiny_encoder_cfg, seed=7))
     assert "within the vocabulary" not in capfd.readouterr().err
 
 
@@ -165,7 +165,7 @@ def test_partial_checkpoint_is_refused(encoder: CLIPEncoder, tmp_path: Path) -> 
 
 def test_saved_folder_loads_the_same_encoder(encoder: CLIPEncoder, pixels: torch.Tensor, tmp_path: Path) -> None:
     folder = saved_folder(encoder, tmp_path)
-    loaded = build_encoder(EncoderConfig(name=str(folder)))
+    loaded = CLIPEncoder.from_config(CLIPEncoderConfig(name=str(folder)))
     assert loaded.description == str(folder)
     assert loaded.fingerprint() == encoder.fingerprint()
     assert_same_output(loaded(pixels), encoder(pixels))

@@ -79,7 +79,7 @@ def test_training_on_real_nyu_samples_end_to_end(rgbd_samples, tiny_cfg, tmp_pat
 
     listing = tmp_path / "train.txt"
     listing.write_text("\n".join(NYU + ["nyu/rgb_u0001.png nyu/sync_depth_u0001.png 518.8579"]) + "\n")
-    cfg = load_config("pureclip_nyu", [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    cfg = load_config("pureclip_nyu", [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         f"data.root={rgbd_samples}", f"data.train_list={listing}", "data.val_fraction=0.5",
         f"data.val_split_dir={tmp_path}", "train.max_epochs=1", "train.batch_size=2", f"output_dir={tmp_path / 'run'}",
     ])

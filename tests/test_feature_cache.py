@@ -43,7 +43,7 @@ def test_cached_split_equals_the_computed_one(experiment):
 
 def test_a_cache_for_other_weights_or_preprocessing_is_refused(experiment, tiny_cfg):
     experiment.encode("val", flip=False)
-    other = Experiment.create(dataclasses.replace(tiny_cfg, encoder=dataclasses.replace(tiny_cfg.encoder, seed=5)))
+    other = Experiment.create(dataclasses.replace(tiny_cfg, clip=dataclasses.replace(tiny_cfg.clip, seed=5)))
     with pytest.raises(CheckpointError, match="built for another setting .*encoder"):
         other.encode("val", flip=False)
     tiled = dataclasses.replace(tiny_cfg, data=dataclasses.replace(tiny_cfg.data, tiles=2))
@@ -100,7 +100,7 @@ def test_cached_and_on_the_fly_training_give_the_same_losses(tiny_cfg, tmp_path)
     from clipdepth.models import PureCLIPDepth
     from clipdepth.training.trainer import Trainer
 
-    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, phase_steps=1))
+    cfg = dataclasses.replace(tiny_cfg, pureclip=dataclasses.replace(tiny_cfg.pureclip, phase_steps=1))
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
     pre, protocol = Preprocessor.create(model.input_size, None, tiles=2), get_protocol("synthetic_indoor")

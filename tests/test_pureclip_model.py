@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipdepth.config import HeadConfig
-from clipdepth.encoders import build_encoder
+from clipdepth.config import PureCLIPConfig
+from clipdepth.encoders import CLIPEncoder
 from clipdepth.errors import CheckpointError, ConfigError
 from clipdepth.models import PureCLIPDepth, PureCLIPDepthHead, load_model
 from clipdepth.models.base import WEIGHTS_NAME, FrameBatch
@@ -26,9 +26,9 @@ def test_nyu_bin_centres_and_phrases():
 
 def test_head_has_the_released_shapes_and_parameter_count():
     with torch.device("meta"):  # full size without allocating it
-        head = PureCLIPDepthHead(HeadConfig(), embed_dim=768)
-        film = PureCLIPDepthHead(HeadConfig(fusion="film"), embed_dim=768)
-        old = PureCLIPDepthHead(HeadConfig(psi_bias=True), embed_dim=768)
+        head = PureCLIPDepthHead(PureCLIPConfig(), embed_dim=768)
+        film = PureCLIPDepthHead(PureCLIPConfig(fusion="film"), embed_dim=768)
+        old = PureCLIPDepthHead(PureCLIPConfig(psi_bias=True), embed_dim=768)
     d = 768
     phi = 8 * d * d + 4 * d  # two bias-free Linears (d -> 4d -> d), LN(d) twice
     psi = 2 * d * 4 * d + 4 * d * d + 4 * d + 2 * d  # bias-free Linears 2d -> 4d -> d, LN(2d), LN(d)
@@ -38,12 +38,12 @@ def test_head_has_the_released_shapes_and_parameter_count():
     film_gen = (d * 2 * d + 2 * d) + (2 * d * 2 * d + 2 * d)  # Linear(d, 2d), Linear(2d, 2d), biased
     assert sum(p.numel() for p in film.parameters()) == phi + film_gen + 15 * d and film.psi is None
     assert head.phi[1].bias is None and head.psi[1].bias is None and head.psi[1].in_features == 2 * d
-    assert PureCLIPDepthHead(HeadConfig(use_cls=False), embed_dim=8).psi[1].in_features == 8
+    assert PureCLIPDepthHead(PureCLIPConfig(use_cls=False), embed_dim=8).psi[1].in_features == 8
 
 
 def test_film_fusion_is_gain_times_phi_plus_shift():
     torch.manual_seed(0)
-    head = PureCLIPDepthHead(HeadConfig(fusion="film", num_bins=3, min_depth=0.0, max_depth=3.0), embed_dim=8).eval()
+    head = PureCLIPDepthHead(PureCLIPConfig(fusion="film", num_bins=3, min_depth=0.0, max_depth=3.0), embed_dim=8).eval()
     tokens, cls = torch.randn(2, 2, 2, 8), F.normalize(torch.randn(2, 8), dim=-1)
     with torch.no_grad():
         out = head(tokens, cls)
@@ -52,14 +52,14 @@ def test_film_fusion_is_gain_times_phi_plus_shift():
         fused = gb[:, None, None, :8] * head.phi(tokens) + gb[:, None, None, 8:]
     torch.testing.assert_close(out.z, F.normalize(fused, dim=-1))
     with pytest.raises(ConfigError, match="use_cls"):
-        PureCLIPDepthHead(HeadConfig(fusion="film", use_cls=False), embed_dim=8)
-    with pytest.raises(ConfigError, match="head.fusion"):
-        PureCLIPDepthHead(HeadConfig(fusion="sum"), embed_dim=8)
+        PureCLIPDepthHead(PureCLIPConfig(fusion="film", use_cls=False), embed_dim=8)
+    with pytest.raises(ConfigError, match="pureclip.fusion"):
+        PureCLIPDepthHead(PureCLIPConfig(fusion="sum"), embed_dim=8)
 
 
 def test_head_soft_bins_depth_and_renormalises_table():
     torch.manual_seed(0)
-    head = PureCLIPDepthHead(HeadConfig(num_bins=4, min_depth=0.0, max_depth=8.0), embed_dim=16).eval()
+    head = PureCLIPDepthHead(PureCLIPConfig(num_bins=4, min_depth=0.0, max_depth=8.0), embed_dim=16).eval()
     tokens, cls = torch.randn(2, 3, 3, 16), F.normalize(torch.randn(2, 16), dim=-1)
     with torch.no_grad():
         out = head(tokens, cls)
@@ -74,7 +74,7 @@ def test_head_soft_bins_depth_and_renormalises_table():
 
 def test_table_is_initialised_from_text_embeddings(tiny_cfg):
     model = PureCLIPDepth.build(tiny_cfg)
-    phrases = depth_phrases(bin_centres(tiny_cfg.head.min_depth, 10.0, 15), "reference")
+    phrases = depth_phrases(bin_centres(tiny_cfg.pureclip.min_depth, 10.0, 15), "reference")
     with torch.no_grad():
         text = model.encoder.encode_text(phrases)
     torch.testing.assert_close(model.head.table.detach(), F.normalize(text, dim=-1))
@@ -97,7 +97,7 @@ def test_checkpoint_is_head_only_and_round_trips(tiny_cfg, tmp_path):
 
 def test_checkpoint_refuses_another_encoder(tiny_cfg, tmp_path):
     PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
-    other = build_encoder(dataclasses.replace(tiny_cfg.encoder, seed=1))
+    other = CLIPEncoder.from_config(dataclasses.replace(tiny_cfg.clip, seed=1))
     with pytest.raises(CheckpointError, match="trained on frozen weights"):
         PureCLIPDepth.from_pretrained(tmp_path / "ckpt", encoder=other)
     with pytest.raises(CheckpointError, match="no config.json"):

@@ -22,7 +22,7 @@ from clipdepth.io.depth_io import read_depth
 
 from .conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER
 
-TINY_CLIP = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()]
+TINY_CLIP = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()]
 TINY_TR2M = TINY_CLIP + TINY_DEPTH_ANYTHING + [
     "tr2m.image_encoder.random_init=true", "tr2m.image_encoder.hidden_size=32", "tr2m.image_encoder.num_layers=1",
     "tr2m.image_encoder.num_heads=2", "tr2m.num_heads=2", "tr2m.neck_channels=16", "tr2m.decoder_channels=8",

@@ -20,7 +20,7 @@ def test_encoder_precision_auto_is_what_each_release_ran():
     with pytest.raises(ConfigError, match="fp8"):
         PureCLIPDepth.precision_name("fp8")
     cfg = Config()
-    assert (cfg.encoder.precision, cfg.tr2m.image_encoder.precision, cfg.tr2m.relative.precision) == ("auto",) * 3
+    assert (cfg.clip.precision, cfg.tr2m.image_encoder.precision, cfg.tr2m.relative.precision) == ("auto",) * 3
     # autocast only ever applies on CUDA
     assert not PureCLIPDepth.autocast(torch.device("cpu"), "auto")._enabled  # noqa: SLF001
 
@@ -42,21 +42,21 @@ def _as_old_checkpoint(folder, drop: dict[str, list[str]]) -> None:
 
 
 def test_a_clipdepth_01_pureclip_checkpoint_loads_with_its_biased_psi_and_antialiased_resize(tiny_cfg, tmp_path):
-    old_cfg = dataclasses.replace(tiny_cfg, head=dataclasses.replace(tiny_cfg.head, psi_bias=True))
+    old_cfg = dataclasses.replace(tiny_cfg, pureclip=dataclasses.replace(tiny_cfg.pureclip, psi_bias=True))
     torch.manual_seed(0)
     old = PureCLIPDepth.build(old_cfg).eval()
     old.save_pretrained(tmp_path / "old")
-    _as_old_checkpoint(tmp_path / "old", {"head": ["psi_bias", "fusion"], "data": ["resize", "depth_resize"]})
+    _as_old_checkpoint(tmp_path / "old", {"pureclip": ["psi_bias", "fusion"], "data": ["resize", "depth_resize"]})
     loaded = load_model(tmp_path / "old")
-    assert loaded.cfg.head.psi_bias and loaded.head.psi[1].bias is not None
-    assert loaded.resize_mode == "antialias" and loaded.cfg.head.fusion == "concat"
+    assert loaded.cfg.pureclip.psi_bias and loaded.head.psi[1].bias is not None
+    assert loaded.resize_mode == "antialias" and loaded.cfg.pureclip.fusion == "concat"
     images = np.random.default_rng(0).integers(0, 255, (1, 40, 50, 3), dtype=np.uint8)
     old.cfg = dataclasses.replace(old.cfg, data=dataclasses.replace(old.cfg.data, resize="antialias"))  # as 0.1 did
     torch.testing.assert_close(loaded.infer(images)["depth"], old.infer(images)["depth"])
     # a checkpoint written now loads as it was written
     PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "new")
     new = load_model(tmp_path / "new")
-    assert not new.cfg.head.psi_bias and new.head.psi[1].bias is None and new.resize_mode == "linear"
+    assert not new.cfg.pureclip.psi_bias and new.head.psi[1].bias is None and new.resize_mode == "linear"
 
 
 def test_a_clipdepth_01_tr2m_checkpoint_loads_with_its_biased_decoder_conv(tiny_tr2m_cfg, tmp_path):

@@ -23,7 +23,7 @@ from clipdepth.models.released import convert_pureclip_reference, convert_tr2m_r
 
 from .conftest import TINY_ENCODER
 
-TINY_CLIP = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()]
+TINY_CLIP = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()]
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -128,9 +128,9 @@ def openai_vit(w: dict[str, torch.Tensor], images: torch.Tensor, heads: int) -> 
 @pytest.fixture
 def tiny_clip():
     from clipdepth.config import load_config
-    from clipdepth.encoders import build_encoder
+    from clipdepth.encoders import CLIPEncoder
 
-    return build_encoder(load_config("demo", TINY_CLIP).encoder)
+    return CLIPEncoder.from_config(load_config("demo", TINY_CLIP).clip)
 
 
 def released_pureclip(tmp_path, clip, fusion="concat", max_depth=10.0, name="released.pth", **edits):
@@ -154,7 +154,7 @@ def test_a_converted_pureclip_checkpoint_gives_the_released_per_patch_depth(tmp_
     path, head, openai = released_pureclip(tmp_path, tiny_clip, fusion)
     out = convert_pureclip_reference(path, tmp_path / "converted", overrides=TINY_CLIP)
     model = load_model(out).eval()
-    assert model.cfg.head.fusion == fusion and model.cfg.head.min_depth == pytest.approx(1e-3)
+    assert model.cfg.pureclip.fusion == fusion and model.cfg.pureclip.min_depth == pytest.approx(1e-3)
     assert model.cfg.data.dataset == "nyu" and model.cfg.data.input_crop == [40, 470, 38, 603]  # told by the 10 m bins
     images = torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -170,7 +170,7 @@ def test_a_converted_pureclip_checkpoint_gives_the_released_per_patch_depth(tmp_
 def test_a_kitti_checkpoint_gets_the_kitti_recipe(tmp_path, tiny_clip):
     path, _, _ = released_pureclip(tmp_path, tiny_clip, max_depth=30.0)
     cfg = load_model(convert_pureclip_reference(path, tmp_path / "kitti", overrides=TINY_CLIP)).cfg
-    assert (cfg.data.dataset, cfg.data.tiles, cfg.loss.patch_region, cfg.head.max_depth) == ("kitti", 4, "garg", 30.0)
+    assert (cfg.data.dataset, cfg.data.tiles, cfg.pureclip.patch_region, cfg.pureclip.max_depth) == ("kitti", 4, "garg", 30.0)
 
 
 def test_converting_with_another_clip_is_refused_naming_the_tensor(tmp_path, tiny_clip):
@@ -183,7 +183,7 @@ def test_converting_with_another_clip_is_refused_naming_the_tensor(tmp_path, tin
         convert_pureclip_reference(path, tmp_path / "a", overrides=TINY_CLIP)
     path, _, _ = released_pureclip(tmp_path, tiny_clip, name="ok.pth")
     with pytest.raises(CheckpointError, match=r"frozen CLIP tensor 'clip\.[\w.]+' differs") as err:
-        convert_pureclip_reference(path, tmp_path / "b", overrides=[*TINY_CLIP, "encoder.seed=1"])
+        convert_pureclip_reference(path, tmp_path / "b", overrides=[*TINY_CLIP, "clip.seed=1"])
     assert "\n" not in str(err.value) and not (tmp_path / "b").exists()
 
 

@@ -61,7 +61,7 @@ def interrupted_run(tiny_cfg, out: Path, monkeypatch, build=make_trainer) -> Non
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
-    assert tiny_cfg.head.dropout > 0  # dropout draws from torch's global RNG: it must be restored
+    assert tiny_cfg.pureclip.dropout > 0  # dropout draws from torch's global RNG: it must be restored
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     result_a = tiled_trainer(tiny_cfg, out_a, **RESUME).fit()
 
@@ -109,7 +109,7 @@ def test_resume_errors_and_stale_state(tiny_cfg, tmp_path, monkeypatch):
             make_trainer(tiny_cfg, out, **short).fit()
 
     # Another config: a one-line error naming the first differing field.
-    with pytest.raises(ConfigError, match=r"train\.depth_lr differs") as exc:
+    with pytest.raises(ConfigError, match=r"pureclip\.depth_lr differs") as exc:
         make_trainer(tiny_cfg, out, **short, depth_lr=5e-4).fit(resume=True)
     assert "\n" not in str(exc.value)
 

@@ -204,7 +204,7 @@ def test_a_new_run_refuses_the_folder_of_an_earlier_one(tiny_cfg, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "best_abs_rel" / "model.safetensors").read_bytes() == best
     assert (tmp_path / "run" / "checkpoints" / "resume").is_dir()
     assert main(["train", "--out", str(tmp_path / "run"), *(f"{k}={v}" for k, v in (
-        ("train.max_epochs", 1), *((f"encoder.{k}", v) for k, v in TINY_ENCODER.items())))]) == 2
+        ("train.max_epochs", 1), *((f"clip.{k}", v) for k, v in TINY_ENCODER.items())))]) == 2
 
 
 # -- K3: outputs are right and readable by the next tool ------------------------------------------
@@ -272,17 +272,17 @@ def test_the_json_is_written_before_a_closed_pipe_ends_the_output(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=-4", "train.batch_size=-4: must be a positive integer"),
     ("train.batch_size=0", "train.batch_size=0: must be a positive integer"),
-    ("head.num_bins=0", "head.num_bins=0: must be an integer >= 2"),
+    ("pureclip.num_bins=0", "pureclip.num_bins=0: must be an integer >= 2"),
     ("data.tiles=0", "data.tiles=0: must be a positive integer"),
-    ("head.tau=0", "head.tau=0.0: must be a positive finite number"),
-    ("head.max_depth=0.0005", "need 0 <= min_depth < max_depth"),
+    ("pureclip.tau=0", "pureclip.tau=0.0: must be a positive finite number"),
+    ("pureclip.max_depth=0.0005", "need 0 <= min_depth < max_depth"),
     ("tr2m.max_depth=0.0001", "need 0 < min_depth < max_depth"),
     ("data.input_crop=[470,40,38,603]", "0 <= top < bottom"),
     ("eval.batch_size=0", "eval.batch_size=0: must be a positive integer"),
-    ("train.final_lr_factor=0", "train.final_lr_factor=0.0: must be in (0, 1]"),
-    ("encoder.precision=fp8", "encoder.precision=.fp8.: must be one of"),
-    ("encoder.image_size=50", "encoder.image_size=50: must be a multiple of encoder.patch_size=14"),
-    ("encoder.patch_size=0", "encoder.patch_size=0: must be a positive integer"),
+    ("pureclip.final_lr_factor=0", "pureclip.final_lr_factor=0.0: must be in (0, 1]"),
+    ("clip.precision=fp8", "clip.precision=.fp8.: must be one of"),
+    ("clip.image_size=50", "clip.image_size=50: must be a multiple of clip.patch_size=14"),
+    ("clip.patch_size=0", "clip.patch_size=0: must be a positive integer"),
     ("output_dir= ", "output_dir"),
 ])
 def test_bad_config_values_are_refused_when_the_config_is_made(override, message):
@@ -291,8 +291,8 @@ def test_bad_config_values_are_refused_when_the_config_is_made(override, message
 
 
 def test_a_trained_heads_settings_cannot_change_at_inference(checkpoint):
-    with pytest.raises(ConfigError, match="override 'head.max_depth=100'"):
-        load_model(checkpoint, ["head.max_depth=100"])
+    with pytest.raises(ConfigError, match="override 'pureclip.max_depth=100'"):
+        load_model(checkpoint, ["pureclip.max_depth=100"])
     assert load_model(checkpoint, ["device=cpu"]).cfg.device == "cpu"  # where and how it runs may
 
 
@@ -338,7 +338,7 @@ def test_overrides_may_follow_options():
 
 
 def test_cache_build_takes_overrides_after_its_splits(tiny_cfg, tmp_path):
-    overrides = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         "data.train_size=2", "data.val_size=1", "data.height=48", "data.width=64"]
     assert main(["cache", "build", "--cache", str(tmp_path / "c"), "--splits", "train", *overrides]) == 0
     assert (tmp_path / "c" / "train" / "cache.json").is_file()
@@ -601,7 +601,7 @@ def test_resume_state_that_cannot_be_right_is_refused_before_any_work(tiny_cfg, 
     tensors.write_bytes(tensors.read_bytes()[:100])
     monkeypatch.setattr("clipdepth.training.run.Experiment.create", lambda *a, **k: pytest.fail("built before checking"))
     args = argparse.Namespace(config=["demo"], out=tmp_path / "run", resume=True, overwrite=False,
-                              overrides=[f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+                              overrides=[f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
                                   "data.train_size=6", "data.val_size=3", "data.test_size=3", "data.height=48",
                                   "data.width=64", "train.batch_size=4", "train.max_epochs=1", "eval.batch_size=4"])
     with pytest.raises(ClipdepthError, match=r"training_state.pt: cannot load optimiser/RNG state .*start a new run with --overwrite"):
@@ -617,13 +617,13 @@ def test_a_checkpoint_of_another_shape_names_the_tensor(checkpoint):
     with pytest.raises(CheckpointError, match=r"tensor 'phi.1.weight' has shape \(3, 3\), this head expects"):
         load_model(checkpoint)
     config = json.loads((checkpoint / "config.json").read_text())
-    (checkpoint / "config.json").write_text(json.dumps({**config, "config": {**config["config"], "head": []}}))
-    with pytest.raises(CheckpointError, match="config section 'head' is not an object"):
+    (checkpoint / "config.json").write_text(json.dumps({**config, "config": {**config["config"], "pureclip": []}}))
+    with pytest.raises(CheckpointError, match="config section 'pureclip' is not an object"):
         load_model(checkpoint)
 
 
 def test_cache_info_names_damaged_shards_and_reads_a_cache_root(tiny_cfg, tmp_path, capsys):
-    overrides = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         "data.train_size=4", "data.val_size=1", "data.height=48", "data.width=64", "train.cache_shard_size=2"]
     assert main(["cache", "build", "--cache", str(tmp_path / "c"), *overrides]) == 0
     capsys.readouterr()

@@ -18,7 +18,7 @@ from clipdepth.models import PureCLIPDepth
 
 from .conftest import TINY_ENCODER
 
-TINY = [f"encoder.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+TINY = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
     "data.train_size=4", "data.val_size=2", "data.height=48", "data.width=64", "train.batch_size=2", "train.max_epochs=1",
 ]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from clipdepth.config import TrainConfig
+from clipdepth.config import PureCLIPConfig, TrainConfig
 from clipdepth.data.transforms import Preprocessor
 from clipdepth.evaluation.protocol import get_protocol
 from clipdepth.features import EncodedSplit
@@ -21,10 +21,10 @@ def test_phase_switches_every_100_steps_embedding_first():
 
 
 def test_lr_constant_then_linear_decay_to_a_tenth():
-    cfg = TrainConfig(decay_start=20, patience=50, final_lr_factor=0.1)
-    assert [lr_factor(n, cfg) for n in (0, 20)] == [1.0, 1.0]
-    assert lr_factor(35, cfg) == pytest.approx(0.55)  # halfway from 20 to 50
-    assert lr_factor(50, cfg) == pytest.approx(0.1) and lr_factor(70, cfg) == pytest.approx(0.1)
+    schedule = (20, 50, 0.1)  # decay_start, patience, final_lr_factor
+    assert [lr_factor(n, *schedule) for n in (0, 20)] == [1.0, 1.0]
+    assert lr_factor(35, *schedule) == pytest.approx(0.55)  # halfway from 20 to 50
+    assert lr_factor(50, *schedule) == pytest.approx(0.1) and lr_factor(70, *schedule) == pytest.approx(0.1)
 
 
 def random_split(model: PureCLIPDepth, n: int, seed: int) -> EncodedSplit:
@@ -43,8 +43,15 @@ def random_split(model: PureCLIPDepth, n: int, seed: int) -> EncodedSplit:
     )
 
 
-def make_trainer(tiny_cfg, tmp_path, **train_overrides) -> Trainer:
-    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, phase_steps=2, **train_overrides))
+def make_trainer(tiny_cfg, tmp_path, **overrides) -> Trainer:
+    """A trainer on random features; ``overrides`` are fields of the train or the pureclip section."""
+    mine = {f.name for f in dataclasses.fields(PureCLIPConfig)}
+    pureclip = {k: v for k, v in overrides.items() if k in mine}
+    train = {k: v for k, v in overrides.items() if k not in mine}
+    cfg = dataclasses.replace(
+        tiny_cfg, train=dataclasses.replace(tiny_cfg.train, **train),
+        pureclip=dataclasses.replace(tiny_cfg.pureclip, **{"phase_steps": 2, **pureclip}),
+    )
     cfg.eval.tta = False
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
@@ -115,7 +122,7 @@ def test_each_training_tile_is_gated_by_its_own_part_of_the_garg_crop(tiny_cfg):
     from clipdepth.losses import patch_targets
     from clipdepth.training.objectives.pureclip import PureCLIPObjective
 
-    cfg = dataclasses.replace(tiny_cfg, loss=dataclasses.replace(tiny_cfg.loss, patch_region="garg"))
+    cfg = dataclasses.replace(tiny_cfg, pureclip=dataclasses.replace(tiny_cfg.pureclip, patch_region="garg"))
     model = PureCLIPDepth.build(cfg)
     objective = PureCLIPObjective(model, cfg, model.head, Preprocessor.create(336, None, tiles=4))
     batch = TrainBatch({}, torch.zeros(2, 336, 336), [(375, 1242), (375, 1242)], torch.tensor([0, 3]), 4)
@@ -143,8 +150,7 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     from clipdepth.training.objectives.pureclip import PureCLIPObjective
 
     cfg = dataclasses.replace(
-        tiny_cfg, loss=dataclasses.replace(tiny_cfg.loss, patch_region="garg"),
-        head=dataclasses.replace(tiny_cfg.head, dropout=0.0),
+        tiny_cfg, pureclip=dataclasses.replace(tiny_cfg.pureclip, patch_region="garg", dropout=0.0),
     )
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
@@ -156,12 +162,12 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     # cols 0..48. Patches of 14 more than half inside: patch row 2 (28..41) x patch cols 0..2 only.
     region = torch.zeros(2, 56, 56, dtype=torch.bool)
     region[:, 21:49, 0:49] = True
-    targets = patch_targets(split.depth_input, 14, cfg.head.min_depth, cfg.head.max_depth, 15, region=region)
+    targets = patch_targets(split.depth_input, 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15, region=region)
     assert targets.mask.sum().item() == 2 * 3
     with torch.no_grad():
         out = model.head(features["tokens"], features["cls"])
         expected = embedding_loss(out.z, out.logits, model.head.normalized_table(), targets, 1.0)["loss"].item()
-        ungated = patch_targets(split.depth_input, 14, cfg.head.min_depth, cfg.head.max_depth, 15)
+        ungated = patch_targets(split.depth_input, 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15)
         without = embedding_loss(out.z, out.logits, model.head.normalized_table(), ungated, 1.0)["loss"].item()
     record = objective.step(batch, 0, torch.Generator())
     assert record["phase"] == EMBEDDING and record["loss"] == pytest.approx(expected, rel=1e-5)

@@ -26,14 +26,15 @@ from .errors import ConfigError
 RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides "auto")
 DEPTH_RESIZE_MODES = ("masked", "nearest")  # data.depth_resize
 PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto")
-FUSIONS = ("concat", "film")  # head.fusion
-PATCH_RULES = ("reference", "paper")  # loss.patch_rule
-PHRASE_STYLES = ("reference", "paper")  # head.phrase_style
+FUSIONS = ("concat", "film")  # pureclip.fusion
+PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
+PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 
 
 @dataclass
-class EncoderConfig:
-    """Frozen CLIP image/text encoder."""
+class CLIPEncoderConfig:
+    """The frozen CLIP: PureCLIP-Depth's image encoder (and the text encoder of its depth table),
+    TR2M's text encoder."""
 
     name: str = "openai/clip-vit-large-patch14-336"  # hub id or local folder
     # random_init builds the architecture below with random weights (tests, demo, benchmarks);
@@ -56,9 +57,11 @@ class EncoderConfig:
 
 
 @dataclass
-class HeadConfig:
-    """phi, psi and the depth table (PureCLIP-Depth paper sec. 2; released ``utils/final_model.py``)."""
+class PureCLIPConfig:
+    """PureCLIP-Depth (arXiv 2603.16238; docs/pureclip-depth.md): its head, targets, losses and
+    alternating optimisation. Defaults follow the released code; ``variants/paper`` the paper."""
 
+    # -- head: phi, psi (or FiLM) and the depth table --
     num_bins: int = 15
     # Bins are K equal parts of [min_depth, max_depth]. Released config: 1e-3 (NYU 10 m, KITTI 30 m);
     # the paper's bins start at 0 (variants/paper).
@@ -77,13 +80,10 @@ class HeadConfig:
     # psi's Linear layers are bias-free in the released code; only checkpoints written by clipdepth
     # 0.1 (whose psi had biases) load with True.
     psi_bias: bool = False
-
-
-@dataclass
-class LossConfig:
+    # -- per-patch targets and losses --
     # "reference": a patch counts when any pixel is valid (> 0.1 m, no upper limit: a patch whose
-    # mean lies beyond head.max_depth takes the last bin); "paper": a pixel is valid in
-    # [head.min_depth, head.max_depth] and a patch is ignored when more than half of its pixels are not.
+    # mean lies beyond max_depth takes the last bin); "paper": a pixel is valid in
+    # [min_depth, max_depth] and a patch is ignored when more than half of its pixels are not.
     patch_rule: str = "reference"
     # An evaluation crop (protocol.py: "garg", "eigen_kitti", "eigen_nyu") that also gates the
     # patch targets: a patch supervises only when more than half of it lies inside the crop, built
@@ -91,26 +91,31 @@ class LossConfig:
     # KITTI runs use "garg"; unset: no gating.
     patch_region: Optional[str] = None
     infonce_weight: float = 1.0  # lambda in L_emb = L_align + lambda * L_InfoNCE
-
-
-@dataclass
-class TrainConfig:
-    batch_size: int = 8
+    # -- alternating optimisation --
     phase_steps: int = 100  # Embedding and Depth phases alternate every this many global steps
     embed_lr: float = 3e-4
     embed_weight_decay: float = 1e-2
     depth_lr: float = 1e-3
     depth_weight_decay: float = 0.0
-    # Reference code: W trains in both phases. Paper: W frozen in the Depth phase.
+    # Released code: W trains in both phases. Paper: W frozen in the Depth phase.
     freeze_table_in_depth_phase: bool = False
     freeze_mlps: bool = False  # ablation: phi and psi stay at their random init, only W trains
-    max_epochs: int = 200
     # LR constant until no validation metric improved for decay_start epochs, then linear decay
-    # to final_lr_factor at `patience` epochs without improvement, then stop.
-    # Reference code: 10 / 200 (never stops within 200 epochs); paper: 20 / 50.
+    # to final_lr_factor at train.patience epochs without improvement (where training stops).
+    # Released code: 10 (with patience 200: never stops within 200 epochs); paper: 20 (patience 50).
     decay_start: int = 10
-    patience: int = 200
     final_lr_factor: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The training loop every model shares (a model's own optimisation is in its section)."""
+
+    batch_size: int = 8
+    max_epochs: int = 200
+    # Training stops after this many epochs without improvement (PureCLIP-Depth's released code:
+    # 200, so never within 200 epochs; its paper: 50).
+    patience: int = 200
     # The single checkpoint a run names as its result (`model/`); one per metric is kept too.
     select_metric: str = "abs_rel"
     # The validation metrics whose improvement resets early stopping and keeps a best_<metric>
@@ -229,10 +234,9 @@ class RelativeDepthConfig:
 
 @dataclass
 class TR2MConfig:
-    """TR2M (arXiv 2506.13387): model sizes, loss weights and optimiser (tr2m.md).
-
-    The text encoder is the ``encoder`` section (CLIP; only its text tower is used).
-    """
+    """TR2M (arXiv 2506.13387; docs/tr2m.md): its frozen image and relative-depth parts, model
+    sizes, loss weights and optimiser. Its text encoder is the shared ``clip`` section (the text
+    tower only)."""
 
     image_encoder: DINOv2Config = field(default_factory=DINOv2Config)
     relative: RelativeDepthConfig = field(default_factory=RelativeDepthConfig)
@@ -274,17 +278,64 @@ class TR2MConfig:
 
 @dataclass
 class Config:
+    """A whole setting. Shared sections (``clip``, ``data``, ``eval``, ``train``) serve every model;
+    each model has its own section (``pureclip``, ``tr2m``) for everything only it reads."""
+
     model: str = "pureclip_depth"  # a name in clipdepth.models.MODELS
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    clip: CLIPEncoderConfig = field(default_factory=CLIPEncoderConfig)
+    pureclip: PureCLIPConfig = field(default_factory=PureCLIPConfig)
+    tr2m: TR2MConfig = field(default_factory=TR2MConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    tr2m: TR2MConfig = field(default_factory=TR2MConfig)
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when present
     output_dir: str = "outputs/run"
+
+
+CONFIG_SECTIONS = ("clip", "pureclip", "tr2m", "train", "data", "eval")  # the dataclass sections of Config
+
+
+# -- the first layout (clipdepth 0.1), still read: recipes, overrides, checkpoints, resume states --
+# Old section or dotted field -> its place now. PureCLIP-Depth's settings were spread over
+# `head`, `loss` and `train`; CLIP was the `encoder` section.
+LEGACY_SECTIONS = {"encoder": "clip", "head": "pureclip", "loss": "pureclip"}
+LEGACY_TRAIN_FIELDS = (
+    "phase_steps", "embed_lr", "embed_weight_decay", "depth_lr", "depth_weight_decay",
+    "freeze_table_in_depth_phase", "freeze_mlps", "decay_start", "final_lr_factor",
+)
+
+
+def legacy_name(dotted: str) -> str:
+    """A dotted field name of the first layout in today's layout (others unchanged)."""
+    section, _, rest = dotted.partition(".")
+    if section in LEGACY_SECTIONS:
+        return f"{LEGACY_SECTIONS[section]}.{rest}" if rest else LEGACY_SECTIONS[section]
+    if section == "train" and rest.split(".")[0] in LEGACY_TRAIN_FIELDS:
+        return f"pureclip.{rest}"
+    return dotted
+
+
+def upgrade_layout(data: dict[str, Any]) -> dict[str, Any]:
+    """A config mapping (a recipe layer, a saved config) with first-layout sections and fields
+    moved to today's places; today's layout passes unchanged. When both appear, today's wins."""
+    data = dict(data)
+    for old, new in LEGACY_SECTIONS.items():
+        if isinstance(data.get(old), dict):
+            moved = data.pop(old)
+            data[new] = {**moved, **data.get(new, {})} if isinstance(data.get(new), dict) else moved
+    train = data.get("train")
+    if isinstance(train, dict) and any(k in train for k in LEGACY_TRAIN_FIELDS):
+        train = dict(train)
+        moved = {k: train.pop(k) for k in LEGACY_TRAIN_FIELDS if k in train}
+        pureclip = data.get("pureclip") if isinstance(data.get("pureclip"), dict) else {}
+        data["train"], data["pureclip"] = train, {**moved, **pureclip}
+    return data
+
+
+def _upgrade_override(override: str) -> str:
+    key, sep, value = override.partition("=")
+    return f"{legacy_name(key.strip())}{sep}{value}"
 
 
 # -- value checks: every config is checked once, when it is made, with the rule in the message --------
@@ -308,22 +359,22 @@ def _one_of(values: tuple[str, ...]):
 
 _PRECISION = _one_of(("auto", *PRECISION_NAMES))
 VALUE_RULES: dict[str, tuple] = {
-    "encoder.precision": _PRECISION,
-    **{f"encoder.{name}": _POSITIVE_INT for name in (
+    "clip.precision": _PRECISION,
+    **{f"clip.{name}": _POSITIVE_INT for name in (
         "image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "projection_dim",
         "text_hidden_size", "text_num_layers", "text_num_heads")},
     **{f"tr2m.image_encoder.{name}": _POSITIVE_INT for name in ("patch_size", "hidden_size", "num_layers", "num_heads")},
     **{f"tr2m.relative.{name}": _POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")},
-    "head.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-    "head.tau": _POSITIVE, "head.mlp_ratio": _POSITIVE_INT, "head.dropout": _UNIT_RIGHT_OPEN,
-    "head.phrase_style": _one_of(PHRASE_STYLES), "head.fusion": _one_of(FUSIONS),
-    "loss.patch_rule": _one_of(PATCH_RULES), "loss.infonce_weight": _NON_NEGATIVE,
-    "train.batch_size": _POSITIVE_INT, "train.phase_steps": _POSITIVE_INT,
-    "train.embed_lr": _NON_NEGATIVE, "train.embed_weight_decay": _NON_NEGATIVE,
-    "train.depth_lr": _NON_NEGATIVE, "train.depth_weight_decay": _NON_NEGATIVE,
-    "train.max_epochs": _POSITIVE_INT, "train.decay_start": _NON_NEGATIVE_INT, "train.patience": _POSITIVE_INT,
-    "train.final_lr_factor": _UNIT_LEFT_OPEN, "train.cache_shard_size": _POSITIVE_INT,
-    "train.num_workers": _NON_NEGATIVE_INT, "train.log_every": _POSITIVE_INT,
+    "pureclip.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    "pureclip.tau": _POSITIVE, "pureclip.mlp_ratio": _POSITIVE_INT, "pureclip.dropout": _UNIT_RIGHT_OPEN,
+    "pureclip.phrase_style": _one_of(PHRASE_STYLES), "pureclip.fusion": _one_of(FUSIONS),
+    "pureclip.patch_rule": _one_of(PATCH_RULES), "pureclip.infonce_weight": _NON_NEGATIVE,
+    "pureclip.phase_steps": _POSITIVE_INT, "pureclip.embed_lr": _NON_NEGATIVE,
+    "pureclip.embed_weight_decay": _NON_NEGATIVE, "pureclip.depth_lr": _NON_NEGATIVE,
+    "pureclip.depth_weight_decay": _NON_NEGATIVE, "pureclip.decay_start": _NON_NEGATIVE_INT,
+    "pureclip.final_lr_factor": _UNIT_LEFT_OPEN,
+    "train.batch_size": _POSITIVE_INT, "train.max_epochs": _POSITIVE_INT, "train.patience": _POSITIVE_INT,
+    "train.cache_shard_size": _POSITIVE_INT, "train.num_workers": _NON_NEGATIVE_INT, "train.log_every": _POSITIVE_INT,
     "data.val_fraction": _FRACTION_OPEN, "data.depth_scale": _POSITIVE,
     "data.train_size": _NON_NEGATIVE_INT, "data.val_size": _NON_NEGATIVE_INT, "data.test_size": _NON_NEGATIVE_INT,
     "data.height": _POSITIVE_INT, "data.width": _POSITIVE_INT, "data.tiles": _POSITIVE_INT,
@@ -347,21 +398,25 @@ VALUE_RULES: dict[str, tuple] = {
     "tr2m.warmup_steps": _NON_NEGATIVE_INT, "tr2m.lr_decay": _UNIT_LEFT_OPEN,
 }
 # Pairs that must satisfy low < high (a depth range), with the lower bound's own rule.
-RANGE_RULES = (("head.min_depth", "head.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"))
+RANGE_RULES = (("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"))
 # (a, b): a must be a multiple of b (patch grids, attention heads).
 DIVISIBLE_RULES = (
-    ("encoder.image_size", "encoder.patch_size"), ("encoder.hidden_size", "encoder.num_heads"),
-    ("encoder.text_hidden_size", "encoder.text_num_heads"),
+    ("clip.image_size", "clip.patch_size"), ("clip.hidden_size", "clip.num_heads"),
+    ("clip.text_hidden_size", "clip.text_num_heads"),
     ("tr2m.image_encoder.hidden_size", "tr2m.image_encoder.num_heads"),
     ("tr2m.image_encoder.hidden_size", "tr2m.num_heads"), ("tr2m.relative.hidden_size", "tr2m.relative.num_heads"),
     ("tr2m.input_height", "tr2m.image_encoder.patch_size"), ("tr2m.input_width", "tr2m.image_encoder.patch_size"),
 )
-_SECTIONS: dict[type, str] = {}  # section dataclass -> its name in Config, filled below
+# section dataclass -> its name in Config (``with_overrides`` checks a lone section by it)
+_SECTIONS: dict[type, str] = {
+    CLIPEncoderConfig: "clip", PureCLIPConfig: "pureclip", TR2MConfig: "tr2m", TrainConfig: "train",
+    DataConfig: "data", EvalConfig: "eval",
+}
 
 
 def check_values(cfg: Any, section: str = "") -> Any:
     """Raise ConfigError naming the first field whose value breaks its rule (``VALUE_RULES``,
-    ``RANGE_RULES``); ``cfg`` is a Config, or one section of it named by ``section``. Returns cfg."""
+    ``RANGE_RULES``, ``DIVISIBLE_RULES``); ``cfg`` is a Config, or its section ``section``. Returns cfg."""
 
     def lookup(dotted: str):
         value = cfg
@@ -431,80 +486,60 @@ def _recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, An
         raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)
     layers = _recipe_layers(_resolve_recipe(base, path.parent), seen + (path.resolve(),)) if base else []
-    return layers + [data]
+    return layers + [upgrade_layout(data)]
+
+
+def _merged(schema: Any, layers: list[Any], overrides: list[str] | tuple[str, ...], upgrade: bool = True) -> Any:
+    """``schema`` (a dataclass or its type) merged with ``layers`` (mappings) and ``field=value``
+    ``overrides``, as the checked dataclass. The one place OmegaConf's errors (several lines) become
+    one ConfigError line naming the key."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"override {bad[0]!r} is not of the form section.field=value")
+    overrides = [_upgrade_override(o) for o in overrides] if upgrade else list(overrides)
+    try:
+        merged = OmegaConf.structured(schema)
+        for layer in layers:
+            merged = OmegaConf.merge(merged, layer)
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
+        result = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
+    return check_values(result, _SECTIONS.get(type(result), ""))
 
 
 def load_config(
     recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> Config:
     """Defaults, then each recipe's chain in order (e.g. ``["demo", "variants/paper"]``), then
-    ``section.field=value`` overrides."""
+    ``section.field=value`` overrides. First-layout names (``head.use_cls``) are read too."""
     if recipes is None:
         recipes = []
     elif isinstance(recipes, (str, Path)):
         recipes = [recipes]
-    merged = OmegaConf.structured(Config)
-    try:
-        for recipe in recipes:
-            for layer in _recipe_layers(_resolve_recipe(str(recipe))):
-                merged = OmegaConf.merge(merged, layer)
-        bad = [o for o in overrides if "=" not in o]
-        if bad:
-            raise ConfigError(f"override {bad[0]!r} is not of the form section.field=value")
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as exc:
-        # OmegaConf's message spans lines; keep its first line and name the key.
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    return check_values(OmegaConf.to_object(merged))
+    layers = [layer for recipe in recipes for layer in _recipe_layers(_resolve_recipe(str(recipe)))]
+    return _merged(Config, layers, overrides)
 
 
 def with_overrides(section: Any, overrides: list[str]) -> Any:
-    """A copy of a config dataclass with ``field=value`` overrides, type-checked like recipes."""
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"override {bad[0]!r} is not of the form field=value")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(section), OmegaConf.from_dotlist(overrides))
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    result = OmegaConf.to_object(merged)
-    return check_values(result, _SECTIONS.get(type(result), ""))
+    """A copy of a config section (dataclass) with ``field=value`` overrides, type-checked like recipes."""
+    return _merged(section, [], overrides, upgrade=False)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a Config from a saved dict (checkpoints), checking it against the schema."""
-    try:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), data))
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"saved config does not match this version of clipdepth: {str(exc).splitlines()[0]}") from None
-    return check_values(cfg)
-
-
 def load_config_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """A saved config (checkpoints) with ``section.field=value`` overrides, checked like recipes."""
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"override {bad[0]!r} is not of the form section.field=value")
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), data, OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
-        raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    return check_values(cfg)
+    """A saved config (checkpoints, resume states; either layout) with ``section.field=value``
+    overrides, checked like recipes."""
+    return _merged(Config, [upgrade_layout(data)], overrides)
+
+
+config_from_dict = load_config_dict  # a saved config without overrides
 
 
 def config_to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-CONFIG_SECTIONS = ("encoder", "head", "loss", "train", "data", "eval", "tr2m")  # the dataclass sections of Config
-_SECTIONS.update({f.type if isinstance(f.type, type) else globals()[f.type]: f.name
-                  for f in dataclasses.fields(Config) if f.name in CONFIG_SECTIONS})

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     tr2m.set_defaults(func=run_tr2m)
     kinds_help = (
-        (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "encoder.name=/models/clip-l14-336"),
+        (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "clip.name=/models/clip-l14-336"),
         (tr2m, "default: nyu", "tr2m.image_encoder.name=/models/dinov2-large"),
     )
     for kind, datasets, example in kinds_help:
@@ -59,7 +59,7 @@ def run_pureclip(args: argparse.Namespace) -> int:
     output_folder(args.out)
     out = convert_pureclip_reference(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
     meta = _report(out)
-    head, encoder = meta["config"]["head"], meta["config"]["encoder"]["name"]
+    head, encoder = meta["config"]["pureclip"], meta["config"]["clip"]["name"]
     print(f"wrote {out}: PureCLIP-Depth head, {head['num_bins']} bins over {head['min_depth']:g}-{head['max_depth']:g} m, "
           f"{head['fusion']} fusion, recipe for {meta['config']['data']['dataset']}")
     checked = meta["clip_tensors_checked"]

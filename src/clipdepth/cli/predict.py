@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = collect_inputs(args.inputs, args.out)
     if args.captions is not None and not args.captions.exists():
         raise DataError(f"{args.captions}: no such caption folder or file (--captions takes a folder of <stem>.txt files or one .txt)")
-    model = load_model(args.checkpoint, [*args.overrides, *([f"encoder.name={args.encoder}"] if args.encoder else [])])
+    model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
     uses_captions = model.uses_captions
     if uses_captions and args.caption is None and args.captions is None:
         raise ConfigError(f"{args.checkpoint} is a TR2M checkpoint: give a caption (--caption TEXT, or --captions DIR)")

@@ -1,15 +1,7 @@
-"""Frozen image/text encoders, built from an EncoderConfig."""
+"""Frozen parts of the models, each from a hub id or folder through ``transformers``: CLIP (image
+and text), DINOv2 and relative-depth sources; all on one base (``frozen.FrozenImageModel``)."""
 from __future__ import annotations
 
-from ..config import EncoderConfig
 from .clip import CLIPEncoder, EncoderOutput
 
-# Every config builds CLIP for now; TR2M adds DINOv2 here.
-ENCODERS: dict[str, type[CLIPEncoder]] = {"clip": CLIPEncoder}
-
-
-def build_encoder(cfg: EncoderConfig) -> CLIPEncoder:
-    return ENCODERS["clip"].from_config(cfg)
-
-
-__all__ = ["CLIPEncoder", "ENCODERS", "EncoderOutput", "build_encoder"]
+__all__ = ["CLIPEncoder", "EncoderOutput"]

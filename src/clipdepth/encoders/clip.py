@@ -1,7 +1,7 @@
 """Frozen CLIP encoder: patch tokens and CLS in the joint image-text space from ONE vision pass.
 
-The reference code takes every token of the last layer through the final LayerNorm and the
-visual projection (pureclip-depth.md, "Encoder"). In ``transformers`` the vision tower's
+The released PureCLIP-Depth code takes every token of the last layer through the final LayerNorm
+and the visual projection (docs/pureclip-depth.md, "Encoder"). In ``transformers`` the vision tower's
 ``last_hidden_state`` is taken BEFORE ``post_layernorm``, so both are applied here to all tokens;
 token 0 then equals the model's own image embedding and no second pass is needed for CLS.
 """
@@ -12,16 +12,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub.utils import HFValidationError, validate_repo_id
-from safetensors import SafetensorError
 from tokenizers.pre_tokenizers import ByteLevel
-from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from ..config import EncoderConfig
+from ..config import CLIPEncoderConfig
 from ..errors import EncoderLoadError
-from .loading import first_line, quiet_transformers, weights_fingerprint
+from .frozen import FrozenImageModel, load_pretrained, random_weights
+from .loading import first_line, quiet_transformers
 
 TEXT_CONTEXT_LENGTH = 77  # CLIP's text positions
 TOKENIZER_PROBE = "1.00 meter"  # a depth phrase: a usable tokenizer must have real tokens for it
@@ -48,7 +46,7 @@ def char_level_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=TEXT_CONTEXT_LENGTH)
 
 
-def _random_clip_config(cfg: EncoderConfig, tokenizer: CLIPTokenizer) -> CLIPConfig:
+def _random_clip_config(cfg: CLIPEncoderConfig, tokenizer: CLIPTokenizer) -> CLIPConfig:
     text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=cfg.text_hidden_size,
@@ -79,30 +77,25 @@ def _random_clip_config(cfg: EncoderConfig, tokenizer: CLIPTokenizer) -> CLIPCon
 
 
 def _load_hint(name_or_path: str) -> str:
-    """What to supply instead, for a folder or a hub id that failed to load."""
+    """What to supply instead, for a folder or a hub id whose tokenizer failed to load."""
     if Path(name_or_path).is_dir():
         return (
             f"save the model into '{name_or_path}' with CLIPModel.save_pretrained "
             "and its tokenizer with CLIPTokenizer.save_pretrained"
         )
-    return f"run once with network access so it is cached, or set encoder.name to {SAVED_FOLDER_HINT}"
+    return f"run once with network access so it is cached, or set clip.name to {SAVED_FOLDER_HINT}"
 
 
-def _check_source_exists(name_or_path: str) -> None:
-    """A path that is neither a folder nor a possible hub id would reach the Hub as a confusing id error."""
-    if Path(name_or_path).is_dir():
-        return
-    try:
-        validate_repo_id(name_or_path)
-    except HFValidationError:
-        raise EncoderLoadError(
-            f"cannot load CLIP weights '{name_or_path}': no such folder; pass {SAVED_FOLDER_HINT}, "
-            "or a Hugging Face Hub id such as 'openai/clip-vit-large-patch14-336'"
-        ) from None
-
-
-def _check_tokenizer(tokenizer: CLIPTokenizer, text_vocab_size: int, name_or_path: str) -> None:
-    """A CLIP tokenizer without its vocabulary files loads without error but maps every word to a special token."""
+def _load_tokenizer(name_or_path: str, text_vocab_size: int) -> CLIPTokenizer:
+    """The tokenizer saved with the weights. One without its vocabulary files loads without error
+    but maps every word to a special token: that, too, is an EncoderLoadError."""
+    with quiet_transformers():
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError) as exc:
+            raise EncoderLoadError(
+                f"cannot load the CLIP tokenizer of '{name_or_path}' ({first_line(exc)}): {_load_hint(name_or_path)}"
+            ) from None
     ids = tokenizer(TOKENIZER_PROBE)["input_ids"]
     if all(i in tokenizer.all_special_ids for i in ids):
         raise EncoderLoadError(
@@ -114,70 +107,36 @@ def _check_tokenizer(tokenizer: CLIPTokenizer, text_vocab_size: int, name_or_pat
             f"cannot load the CLIP tokenizer of '{name_or_path}': it has {len(tokenizer)} entries but the "
             f"text tower only {text_vocab_size}, so it belongs to other weights: {_load_hint(name_or_path)}"
         )
+    return tokenizer
 
 
-class CLIPEncoder(nn.Module):
+class CLIPEncoder(FrozenImageModel):
     """Frozen CLIP: ``forward`` gives patch tokens and CLS, ``encode_text`` the text embeddings."""
 
     def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, description: str) -> None:
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.description = description
         vision = model.config.vision_config
+        super().__init__(model, description, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, vision.patch_size)
+        self.tokenizer = tokenizer
         self.embed_dim: int = model.config.projection_dim
         self.image_size: int = vision.image_size
-        self.patch_size: int = vision.patch_size
         side = self.image_size // self.patch_size
         self.grid_size: tuple[int, int] = (side, side)
-        self.image_mean: tuple[float, float, float] = tuple(OPENAI_CLIP_MEAN)
-        self.image_std: tuple[float, float, float] = tuple(OPENAI_CLIP_STD)
-        # Buffers so that the normalisation follows the module across devices.
-        self.register_buffer("pixel_mean", torch.tensor(self.image_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(self.image_std).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
-    def from_config(cls, cfg: EncoderConfig) -> CLIPEncoder:
+    def from_config(cls, cfg: CLIPEncoderConfig) -> CLIPEncoder:
+        """The CLIP a config names, or (``random_init``) its architecture with seeded random weights."""
         if not cfg.random_init:
             return cls.from_pretrained(cfg.name)
         tokenizer = char_level_tokenizer()
-        # Weights are a function of cfg.seed alone; the caller's RNG stream is left untouched.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.seed)
-            model = CLIPModel(_random_clip_config(cfg, tokenizer))
+        model = random_weights(lambda: CLIPModel(_random_clip_config(cfg, tokenizer)), cfg.seed)
         return cls(model, tokenizer, f"random-weight CLIP ViT, seed {cfg.seed} (untrained; for tests and the demo)")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> CLIPEncoder:
-        """CLIP weights and tokenizer from a Hugging Face Hub id or a folder saved by ``save_pretrained``."""
-        _check_source_exists(name_or_path)
-        with quiet_transformers():
-            try:
-                model, loading_info = CLIPModel.from_pretrained(
-                    name_or_path, attn_implementation="sdpa", output_loading_info=True
-                )
-                tokenizer = CLIPTokenizer.from_pretrained(name_or_path)
-            except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-                raise EncoderLoadError(
-                    f"cannot load CLIP weights '{name_or_path}' ({first_line(exc)}): {_load_hint(name_or_path)}"
-                ) from None
-        # transformers fills weights absent from the checkpoint with random values, silently.
-        missing = loading_info["missing_keys"]
-        if missing:
-            raise EncoderLoadError(
-                f"cannot load CLIP weights '{name_or_path}': the checkpoint lacks {len(missing)} CLIP tensors "
-                f"(e.g. {sorted(missing)[0]}), so it is not a full CLIPModel: {_load_hint(name_or_path)}"
-            )
-        _check_tokenizer(tokenizer, model.config.text_config.vocab_size, name_or_path)
-        return cls(model, tokenizer, name_or_path)
-
-    def train(self, mode: bool = True) -> CLIPEncoder:
-        # Frozen: a parent's .train() must not switch the encoder out of eval mode.
-        return super().train(False)
-
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float images in [0, 1] -> CLIP pixel_values."""
-        return (images - self.pixel_mean) / self.pixel_std
+        """CLIP weights and tokenizer from a Hugging Face Hub id or a folder saved by ``save_pretrained``;
+        every failure is one EncoderLoadError line naming the source."""
+        model = load_pretrained(CLIPModel, name_or_path, SAVED_FOLDER_HINT, attn_implementation="sdpa")
+        return cls(model, _load_tokenizer(name_or_path, model.config.text_config.vocab_size), name_or_path)
 
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
         expected = (3, self.image_size, self.image_size)
@@ -207,6 +166,3 @@ class CLIPEncoder(nn.Module):
         text = self.model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         embeddings = self.model.text_projection(text.pooler_output)
         return F.normalize(embeddings, dim=-1) if normalize else embeddings
-
-    def fingerprint(self) -> str:
-        return weights_fingerprint(self.model)

@@ -1,11 +1,11 @@
-"""What the frozen transformers models of TR2M (DINOv2, Depth Anything) share: loading with one-line
-errors, seeded random weights for tests and demos, ImageNet normalisation, a weight fingerprint,
-and staying frozen inside a model that trains.
+"""What every frozen transformers model (CLIP, DINOv2, Depth Anything) shares: loading with one-line
+errors, seeded random weights for tests and demos, input normalisation, a weight fingerprint, and
+staying frozen inside a model that trains.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -20,17 +20,11 @@ from .loading import first_line, quiet_transformers, weights_fingerprint
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
 
-def imagenet_normalizer() -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, 3, 1, 1) mean and std of ImageNet, the statistics DINOv2 and Depth Anything were trained with."""
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return mean, std
-
-
-def load_pretrained(model_class: type[ModelT], name_or_path: str, hint: str) -> ModelT:
+def load_pretrained(model_class: type[ModelT], name_or_path: str, hint: str, **kwargs: Any) -> ModelT:
     """``model_class.from_pretrained`` whose every failure is a one-line EncoderLoadError naming the source.
 
-    ``hint`` says what to supply instead (the kind of weights, an example id, the saved-folder form).
+    ``hint`` says what to supply instead (the kind of weights, an example id, the saved-folder form);
+    ``kwargs`` go to ``from_pretrained``.
     """
     what = f"cannot load {model_class.__name__} weights '{name_or_path}'"
     is_dir = Path(name_or_path).is_dir()
@@ -42,7 +36,7 @@ def load_pretrained(model_class: type[ModelT], name_or_path: str, hint: str) -> 
             raise EncoderLoadError(f"{what}: no such folder; pass {hint}") from None
     with quiet_transformers():
         try:
-            model, loading_info = model_class.from_pretrained(name_or_path, output_loading_info=True)
+            model, loading_info = model_class.from_pretrained(name_or_path, output_loading_info=True, **kwargs)
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             where = "" if is_dir else "run once with network access so it is cached, or "
             raise EncoderLoadError(f"{what} ({first_line(exc)}): {where}pass {hint}") from None
@@ -65,17 +59,22 @@ def random_weights(build: Callable[[], ModelT], seed: int) -> ModelT:
 
 
 class FrozenImageModel(nn.Module):
-    """A frozen transformers vision model fed images in [0, 1], normalised with ImageNet statistics."""
+    """A frozen transformers vision model fed images in [0, 1], normalised with ``mean`` / ``std``
+    (default ImageNet's, as DINOv2 and Depth Anything were trained; CLIP passes its own)."""
 
-    def __init__(self, model: PreTrainedModel, description: str) -> None:
+    def __init__(
+        self, model: PreTrainedModel, description: str, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] = IMAGENET_DEFAULT_STD, patch_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.description = description
-        self.patch_size: int = model.config.patch_size
-        mean, std = imagenet_normalizer()
+        self.patch_size: int = patch_size or model.config.patch_size
+        self.image_mean: tuple[float, ...] = tuple(mean)
+        self.image_std: tuple[float, ...] = tuple(std)
         # Buffers so that the normalisation follows the module across devices.
-        self.register_buffer("pixel_mean", mean, persistent=False)
-        self.register_buffer("pixel_std", std, persistent=False)
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> "FrozenImageModel":
         # Frozen: a parent's .train() must not switch it out of eval mode.

@@ -37,7 +37,7 @@ class PatchTargets:
 def counted_pixels(depth: torch.Tensor, min_depth: float, max_depth: float, rule: str) -> torch.Tensor:
     """(B, H, W) bool: the GT pixels a patch's mean is taken over, under ``rule``."""
     if rule not in PATCH_RULES:
-        raise ValueError(f"loss.patch_rule must be one of {PATCH_RULES}, got {rule!r}")
+        raise ValueError(f"pureclip.patch_rule must be one of {PATCH_RULES}, got {rule!r}")
     if rule == "reference":
         return torch.isfinite(depth) & (depth > REFERENCE_MIN_VALID_DEPTH)
     # 0 encodes "no measurement" in every dataset, so it is invalid even when min_depth is 0.

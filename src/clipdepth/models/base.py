@@ -24,7 +24,9 @@ from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import CONFIG_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict
+from ..config import (
+    CONFIG_SECTIONS, LEGACY_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict, upgrade_layout,
+)
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_dir
@@ -37,7 +39,7 @@ MAX_TILES = 8
 # The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
 # from, at which precision, on which device. A trained head's own settings are part of its weights.
 INFERENCE_OVERRIDES = (
-    "encoder.name", "encoder.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
+    "clip.name", "clip.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
     "tr2m.relative.name", "tr2m.relative.precision", "device",
 )
 
@@ -136,7 +138,7 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
         raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc}); {DAMAGED_HINT}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{directory / CONFIG_NAME}: not a clipdepth checkpoint config (no \"config\" object); {DAMAGED_HINT}")
-    bad = next((k for k, v in meta["config"].items() if k in CONFIG_SECTIONS and not isinstance(v, dict)), None)
+    bad = next((k for k, v in meta["config"].items() if k in (*CONFIG_SECTIONS, *LEGACY_SECTIONS) and not isinstance(v, dict)), None)
     if bad is not None:
         raise CheckpointError(f"{directory / CONFIG_NAME}: its config section {bad!r} is not an object; {DAMAGED_HINT}")
     return meta
@@ -353,7 +355,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         except Exception as exc:  # noqa: BLE001 - safetensors reports a truncated or foreign file in several ways
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({reason}); {DAMAGED_HINT}") from None
-        config = cls.upgrade_config(meta["config"], state)
+        config = cls.upgrade_config(upgrade_layout(meta["config"]), state)
         cfg = load_config_dict(config, overrides) if overrides else config_from_dict(config)
         encoder = encoder or cls.build_encoder(cfg)
         expected = meta.get("encoder_fingerprint")

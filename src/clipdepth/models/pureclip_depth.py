@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import FUSIONS, Config, HeadConfig
+from ..config import FUSIONS, Config, PureCLIPConfig
 from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
-from ..encoders import CLIPEncoder, EncoderOutput, build_encoder
+from ..encoders import CLIPEncoder, EncoderOutput
 from ..errors import ConfigError
 from .base import MAX_TILES, DepthModel, Features, FrameBatch, set_missing
 
@@ -41,7 +41,7 @@ def depth_phrases(centres: torch.Tensor, style: str) -> list[str]:
             number = f"{c:.2f}".rstrip("0").rstrip(".")
             phrases.append(f"{number} meter" if number == "1" else f"{number} meters")
         return phrases
-    raise ValueError(f"head.phrase_style must be 'reference' or 'paper', got {style!r}")
+    raise ValueError(f"pureclip.phrase_style must be 'reference' or 'paper', got {style!r}")
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float, bias: bool) -> nn.Sequential:
@@ -72,12 +72,12 @@ class PureCLIPDepthHead(nn.Module):
     without CLS.
     """
 
-    def __init__(self, cfg: HeadConfig, embed_dim: int, table_init: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: PureCLIPConfig, embed_dim: int, table_init: torch.Tensor | None = None) -> None:
         super().__init__()
         if cfg.fusion not in FUSIONS:
-            raise ConfigError(f"head.fusion must be one of {list(FUSIONS)}, got {cfg.fusion!r}")
+            raise ConfigError(f"pureclip.fusion must be one of {list(FUSIONS)}, got {cfg.fusion!r}")
         if cfg.fusion == "film" and not cfg.use_cls:
-            raise ConfigError("head.fusion=film is driven by CLS: it cannot be combined with head.use_cls=false")
+            raise ConfigError("pureclip.fusion=film is driven by CLS: it cannot be combined with pureclip.use_cls=false")
         self.cfg = cfg
         d, hidden = embed_dim, cfg.mlp_ratio * embed_dim
         self.phi = _mlp(d, hidden, d, cfg.dropout, bias=False)
@@ -136,23 +136,23 @@ class PureCLIPDepth(DepthModel):
 
     @classmethod
     def build_encoder(cls, cfg: Config) -> CLIPEncoder:
-        return build_encoder(cfg.encoder)
+        return CLIPEncoder.from_config(cfg.clip)
 
     @classmethod
     def build_head(cls, cfg: Config, encoder: CLIPEncoder, initialise: bool) -> PureCLIPDepthHead:
         """A new head starts with W from the text embeddings of its depth phrases."""
         table = None
         if initialise:
-            centres = bin_centres(cfg.head.min_depth, cfg.head.max_depth, cfg.head.num_bins)
+            centres = bin_centres(cfg.pureclip.min_depth, cfg.pureclip.max_depth, cfg.pureclip.num_bins)
             # The text tower at the encoder's precision, as the release encodes the phrases
-            with torch.no_grad(), cls.autocast(encoder.model.device, cfg.encoder.precision):
-                table = encoder.encode_text(depth_phrases(centres, cfg.head.phrase_style)).float()
-        return PureCLIPDepthHead(cfg.head, encoder.embed_dim, table)
+            with torch.no_grad(), cls.autocast(encoder.model.device, cfg.clip.precision):
+                table = encoder.encode_text(depth_phrases(centres, cfg.pureclip.phrase_style)).float()
+        return PureCLIPDepthHead(cfg.pureclip, encoder.embed_dim, table)
 
     @classmethod
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
         """clipdepth 0.1 checkpoints had biases in psi (and resized with antialiasing)."""
-        return set_missing(super().upgrade_config(config, state), "head.psi_bias", "psi.1.bias" in state)
+        return set_missing(super().upgrade_config(config, state), "pureclip.psi_bias", "psi.1.bias" in state)
 
     @property
     def input_size(self) -> int:
@@ -160,11 +160,11 @@ class PureCLIPDepth(DepthModel):
 
     @property
     def frozen_precisions(self) -> dict[str, str]:
-        return {"clip": self.precision_name(self.cfg.encoder.precision)}
+        return {"clip": self.precision_name(self.cfg.clip.precision)}
 
     @property
     def max_depth(self) -> float:
-        return self.cfg.head.max_depth
+        return self.cfg.pureclip.max_depth
 
     def encode(self, images: torch.Tensor) -> EncoderOutput:
         """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS.
@@ -172,7 +172,7 @@ class PureCLIPDepth(DepthModel):
         On CUDA the frozen encoder runs under autocast (``encoder.precision``; "auto" is fp16, as
         the released code ran CLIP); its outputs are returned in float32 for the head.
         """
-        with self.autocast(images.device, self.cfg.encoder.precision):
+        with self.autocast(images.device, self.cfg.clip.precision):
             out = self.encoder(self.encoder.normalize(images))
         return EncoderOutput(out.patch_tokens.float(), out.cls.float())
 

@@ -236,21 +236,21 @@ def convert_pureclip_reference(
     d = table.shape[1]
     hidden = released["rgb_adapter.1.weight"].shape[0]
     head_fields = [
-        f"head.num_bins={table.shape[0]}", f"head.min_depth={low}", f"head.max_depth={high}", f"head.fusion={fusion}",
-        f"head.mlp_ratio={hidden // d}",
+        f"pureclip.num_bins={table.shape[0]}", f"pureclip.min_depth={low}", f"pureclip.max_depth={high}", f"pureclip.fusion={fusion}",
+        f"pureclip.mlp_ratio={hidden // d}",
     ]
     if fusion == "concat":
         head_fields += [
-            f"head.use_cls={released['fusion_mlp.0.weight'].shape[0] == 2 * d}",
-            f"head.psi_bias={'fusion_mlp.1.bias' in released}",
+            f"pureclip.use_cls={released['fusion_mlp.0.weight'].shape[0] == 2 * d}",
+            f"pureclip.psi_bias={'fusion_mlp.1.bias' in released}",
         ]
-    cfg = load_config(PURECLIP_RECIPES[dataset], [*head_fields, *([f"encoder.name={encoder}"] if encoder else []), *overrides])
+    cfg = load_config(PURECLIP_RECIPES[dataset], [*head_fields, *([f"clip.name={encoder}"] if encoder else []), *overrides])
     frozen = PureCLIPDepth.build_encoder(cfg)
     if frozen.embed_dim != d:
         raise CheckpointError(
             f"{path}: depth table is {d}-d but {frozen.description} embeds in {frozen.embed_dim}-d; name the CLIP it was trained with (--encoder)"
         )
-    head = PureCLIPDepthHead(cfg.head, d)
+    head = PureCLIPDepthHead(cfg.pureclip, d)
     model = PureCLIPDepth(cfg, frozen, head)
     compared = check_clip(path, released, model)
     load_head_state(head, _pureclip_head_state(released), str(path), RELEASED_HINT, _pureclip_name)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import Config, TR2MConfig
 from ..data.transforms import resize_bilinear
-from ..encoders import CLIPEncoder, build_encoder
+from ..encoders import CLIPEncoder
 from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
@@ -280,7 +280,7 @@ class TR2M(DepthModel):
     @classmethod
     def build_encoder(cls, cfg: Config) -> TR2MEncoders:
         return TR2MEncoders(
-            build_encoder(cfg.encoder), DINOv2Encoder.from_config(cfg.tr2m.image_encoder),
+            CLIPEncoder.from_config(cfg.clip), DINOv2Encoder.from_config(cfg.tr2m.image_encoder),
             build_relative_source(cfg.tr2m.relative),
         )
 
@@ -296,7 +296,7 @@ class TR2M(DepthModel):
     def frozen_precisions(self) -> dict[str, str]:
         t = self.cfg.tr2m
         return {
-            "text": self.precision_name(self.cfg.encoder.precision),
+            "text": self.precision_name(self.cfg.clip.precision),
             "image": self.precision_name(t.image_encoder.precision),
             "relative": self.precision_name(t.relative.precision),
         }
@@ -317,7 +317,7 @@ class TR2M(DepthModel):
         kept = [lines[:limit] for lines in captions]
         if any(not lines for lines in kept):
             raise DataError("a frame has an empty caption list")
-        with self.autocast(self.device, self.cfg.encoder.precision):
+        with self.autocast(self.device, self.cfg.clip.precision):
             flat = self.encoder.text.encode_text([line for lines in kept for line in lines], normalize=False)
         flat = flat.float()
         out = flat.new_zeros(len(kept), limit, flat.shape[-1])

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ...config import Config, TrainConfig
+from ...config import Config, PureCLIPConfig
 from ...data.transforms import Preprocessor
 from ...errors import ConfigError
 from ...evaluation.protocol import CROPS, crop_mask
@@ -32,16 +32,16 @@ def phase_at(step: int, phase_steps: int) -> str:
     return EMBEDDING if (step // phase_steps) % 2 == 0 else DEPTH
 
 
-def lr_factor(epochs_without_improvement: int, cfg: TrainConfig) -> float:
+def lr_factor(epochs_without_improvement: int, decay_start: int, patience: int, final_lr_factor: float) -> float:
     """1 until ``decay_start``, then linear down to ``final_lr_factor`` at ``patience``."""
-    if epochs_without_improvement <= cfg.decay_start:
+    if epochs_without_improvement <= decay_start:
         return 1.0
-    span = max(cfg.patience - cfg.decay_start, 1)
-    progress = min((epochs_without_improvement - cfg.decay_start) / span, 1.0)
-    return 1.0 - progress * (1.0 - cfg.final_lr_factor)
+    span = max(patience - decay_start, 1)
+    progress = min((epochs_without_improvement - decay_start) / span, 1.0)
+    return 1.0 - progress * (1.0 - final_lr_factor)
 
 
-def build_optimizers(model: PureCLIPDepth, cfg: TrainConfig) -> dict[str, torch.optim.AdamW]:
+def build_optimizers(model: PureCLIPDepth, cfg: PureCLIPConfig) -> dict[str, torch.optim.AdamW]:
     head = model.head
     mlps = [] if cfg.freeze_mlps else head.fusion_parameters()
     for p in head.fusion_parameters():
@@ -59,22 +59,23 @@ class PureCLIPObjective(Objective):
 
     def __init__(self, model: PureCLIPDepth, cfg: Config, trained_head: torch.nn.Module, preprocessor: Preprocessor) -> None:
         super().__init__(model, cfg, trained_head, preprocessor)
-        self.optimizers = build_optimizers(model, cfg.train)
+        self.optimizers = build_optimizers(model, cfg.pureclip)
         self._regions: dict[tuple[int, int], torch.Tensor] = {}  # frame size -> region at the input size
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
-        if cfg.loss.patch_region not in (None, *CROPS):
-            raise ConfigError(f"loss.patch_region must be one of {list(CROPS)} or null, got {cfg.loss.patch_region!r}")
-        if cfg.train.freeze_mlps and cfg.train.freeze_table_in_depth_phase:
-            raise ConfigError("train.freeze_mlps with train.freeze_table_in_depth_phase leaves the Depth phase nothing to train")
+        if cfg.pureclip.patch_region not in (None, *CROPS):
+            raise ConfigError(f"pureclip.patch_region must be one of {list(CROPS)} or null, got {cfg.pureclip.patch_region!r}")
+        if cfg.pureclip.freeze_mlps and cfg.pureclip.freeze_table_in_depth_phase:
+            raise ConfigError("pureclip.freeze_mlps with pureclip.freeze_table_in_depth_phase leaves the Depth phase nothing to train")
 
     def lr_factor(self, epoch: int, since_improvement: int) -> float:
-        return lr_factor(since_improvement, self.cfg.train)
+        p = self.cfg.pureclip
+        return lr_factor(since_improvement, p.decay_start, self.cfg.train.patience, p.final_lr_factor)
 
     def start_epoch(self, epoch: int, since_improvement: int) -> None:
         factor = self.lr_factor(epoch, since_improvement)
-        base = {EMBEDDING: self.cfg.train.embed_lr, DEPTH: self.cfg.train.depth_lr}
+        base = {EMBEDDING: self.cfg.pureclip.embed_lr, DEPTH: self.cfg.pureclip.depth_lr}
         for phase, opt in self.optimizers.items():
             for group in opt.param_groups:
                 group["lr"] = base[phase] * factor
@@ -82,7 +83,7 @@ class PureCLIPObjective(Objective):
     def patch_region(self, batch: TrainBatch) -> torch.Tensor | None:
         """(B, H, W) bool: each training tile's part of ``loss.patch_region`` at the input size,
         or None without one. The crop is built on each frame's own size (KITTI's differ by drive)."""
-        crop = self.cfg.loss.patch_region
+        crop = self.cfg.pureclip.patch_region
         if crop is None:
             return None
         for shape in set(batch.frame_shapes) - set(self._regions):
@@ -93,15 +94,15 @@ class PureCLIPObjective(Objective):
     def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         cfg, head = self.cfg, self.model.head
         features, depth = batch.features, batch.depth
-        phase = phase_at(step, cfg.train.phase_steps)
+        phase = phase_at(step, cfg.pureclip.phase_steps)
         targets = patch_targets(
-            depth, self.model.encoder.patch_size, cfg.head.min_depth, cfg.head.max_depth,
-            cfg.head.num_bins, cfg.loss.patch_rule, self.patch_region(batch),
+            depth, self.model.encoder.patch_size, cfg.pureclip.min_depth, cfg.pureclip.max_depth,
+            cfg.pureclip.num_bins, cfg.pureclip.patch_rule, self.patch_region(batch),
         )
         head.train()
         out = self.trained_head(features["tokens"], features["cls"])
         if phase == EMBEDDING:
-            losses = embedding_loss(out.z, out.logits, head.normalized_table(), targets, cfg.loss.infonce_weight)
+            losses = embedding_loss(out.z, out.logits, head.normalized_table(), targets, cfg.pureclip.infonce_weight)
         else:
             losses = {"loss": rmse_loss(self.model.depth_at_input(out), depth, targets.pixel_valid)}
         # Zero every head gradient, not only the active optimiser's: a parameter the other
