@@ -52,7 +52,7 @@ def test_tiled_and_at_input_evaluation_run(checkpoint, tmp_path):
 
 def test_a_perfect_predictor_scores_abs_rel_0_and_d1_1(checkpoint, tmp_path, monkeypatch):
     oracle = lambda *args, **kwargs: (lambda samples: [(s.depth, s.depth) for s in samples])  # noqa: E731
-    monkeypatch.setattr("clipdepth.evaluation.evaluate.model_predictor", oracle)
+    monkeypatch.setattr("clipdepth.evaluation.checkpoint.model_predictor", oracle)
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     summary = json.loads((out / "metrics.json").read_text())

@@ -25,7 +25,7 @@ def checkpoint(tiny_cfg, tmp_path):
 @pytest.fixture
 def perfect(monkeypatch):
     oracle = lambda *args, **kwargs: (lambda samples: [(s.depth, s.depth) for s in samples])  # noqa: E731
-    monkeypatch.setattr("clipdepth.evaluation.evaluate.model_predictor", oracle)
+    monkeypatch.setattr("clipdepth.evaluation.checkpoint.model_predictor", oracle)
 
 
 @pytest.mark.parametrize("dataset, lines, scored, protocol", [("nyu", NYU, 3, "nyu"), ("kitti", KITTI, 2, "kitti")])

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from clipdepth.cli import export as export_cli
 from clipdepth.errors import ConfigError
-from clipdepth.io.onnx_export import check_onnx, require_onnx
+from clipdepth.models.pureclip_depth_onnx import check_onnx, require_onnx
 from clipdepth.models import load_model
 from clipdepth.models.pureclip_depth import PureCLIPDepth
 
@@ -49,7 +49,8 @@ def test_export_onnx_cli_matches_pytorch(checkpoint: Path, tmp_path: Path, capsy
     size = model.input_size
     images = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        depth, probs = model.predict(images)
+        result = model.infer(images)
+        depth, probs = result["depth"], result["bin_probs"]
         head_out = model.head(model.encode(images).patch_tokens, model.encode(images).cls)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["depth", "bin_probs"]

@@ -109,7 +109,7 @@ def test_the_colour_image_of_a_large_map_is_shown_at_a_bounded_size(tmp_path):
 
 # -- K2: outputs are never lost, overwritten or left half-made -------------------------------------
 def test_every_distinct_input_gets_distinct_outputs(tmp_path):
-    from clipdepth.cli.predict import collect_inputs
+    from clipdepth.io.predictions import collect_inputs
 
     for name in ("clip.0001.png", "clip.0002.png", "clip.0003.png"):
         _png(tmp_path / "seq" / name)
@@ -297,7 +297,7 @@ def test_a_trained_heads_settings_cannot_change_at_inference(checkpoint):
 
 
 def test_partial_intrinsics_use_the_image_centre():
-    from clipdepth.cli.predict import ply_intrinsics
+    from clipdepth.io.predictions import ply_intrinsics
 
     args = parse(["predict", "x.png", "--checkpoint", "c", "--out", "o", "--fx", "500"])
     assert ply_intrinsics(args, 480, 640) == (500.0, 500.0, 319.5, 239.5)  # fy = fx, centre
@@ -514,7 +514,7 @@ def test_tall_images_have_the_same_aspect_limit_as_wide_ones(tiny_cfg):
 
 
 def test_gifs_in_folders_and_list_paths_relative_to_the_list(tmp_path):
-    from clipdepth.cli.predict import collect_inputs
+    from clipdepth.io.predictions import collect_inputs
 
     _png(tmp_path / "lists" / "imgs" / "a.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "lists" / "imgs" / "anim.gif")

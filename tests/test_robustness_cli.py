@@ -2,7 +2,6 @@
 robustness sweep): exit code 2, one line naming the file and what to do, and nothing lost."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import subprocess

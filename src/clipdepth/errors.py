@@ -2,7 +2,15 @@
 
 
 class ClipdepthError(Exception):
-    """Base class: the message must name the file or setting at fault and say what is wrong."""
+    """Base class: the message must name the file or setting at fault and say what is wrong.
+
+    ``setting``: the argument or option at fault, in the library's name (``captions``); the CLI
+    adds the flag that sets it.
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class DataError(ClipdepthError):

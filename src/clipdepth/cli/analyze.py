@@ -1,27 +1,16 @@
-"""`clipdepth analyze`: error-vs-depth figures (the PureCLIP-Depth paper's Fig. 2) from saved predictions.
-
-Predictions and ground truth are matched by stem and read exactly as `clipdepth score` does; each
-prediction is post-processed (resize, clamp) and only the protocol's valid pixels are used.
-Writes into --out: joint_histogram.png, error_spread.png, gt_histogram.png and analysis.json.
+"""`clipdepth analyze`: error-vs-depth figures (the PureCLIP-Depth paper's Fig. 2) from saved
+predictions (``clipdepth.evaluation.error_figures.analyze_saved``): joint_histogram.png,
+error_spread.png, gt_histogram.png and analysis.json.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import numpy as np
-
-from ..errors import DataError
-from ..evaluation.analysis import DepthErrorAccumulator, stats_to_json
-from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, postprocess, valid_mask
-from ..io.atomic import atomic_path, write_text_atomic
-from .args import path_arg, output_folder, positive_float, positive_int, refuse_existing
-from ..evaluation.saved import GT_FORMATS, SavedPairs, depth_files, errors_naming, match_by_stem
-
-DEFAULT_BINS = 20
-OUTPUTS = ("joint_histogram.png", "error_spread.png", "gt_histogram.png", "analysis.json")
-HIST_BINS = 200  # per axis of the 2-D histogram; the GT histogram is its marginal
+from ..evaluation.error_figures import DEFAULT_BINS
+from ..evaluation.protocol import PROTOCOLS
+from ..evaluation.saved import GT_FORMATS
+from .args import output_folder, path_arg, positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,142 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def accumulate(
-    pairs: list[tuple[Path, Path]],
-    protocol: Protocol,
-    pred_scale: float | None,
-    gt_scale: float | None,
-    bins: int,
-    kb_crop: bool = False,
-    gt_format: str | None = None,
-) -> DepthErrorAccumulator:
-    """Read, post-process and mask each pair as `clipdepth score` does, adding the valid pixels."""
-    accumulator = DepthErrorAccumulator(
-        np.linspace(0.0, protocol.max_depth, bins + 1), np.linspace(0.0, protocol.max_depth, HIST_BINS + 1)
-    )
-    for pred, gt, gt_path in SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "analyzing"):
-        with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
-            mask = valid_mask(gt, protocol)
-        pred = postprocess(pred, gt.shape, protocol)
-        accumulator.add(pred[mask], gt[mask])
-    return accumulator
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-
-
-def plot_joint_histogram(path: Path, acc: DepthErrorAccumulator, protocol: Protocol) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    max_depth = protocol.max_depth
-    counts = np.ma.masked_equal(acc.joint.T, 0)  # rows = prediction (y), columns = GT (x)
-    fig, ax = plt.subplots(figsize=(5.6, 4.8), layout="constrained")
-    vmax = max(int(acc.joint.max()), 2)
-    mesh = ax.pcolormesh(acc.hist_edges, acc.hist_edges, counts, cmap="viridis", norm=LogNorm(vmin=1, vmax=vmax))
-    ax.plot([0, max_depth], [0, max_depth], color="red", lw=1, ls="--", label="pred = GT")
-    ax.set_xlim(0, max_depth)
-    ax.set_ylim(0, max_depth)
-    ax.set_aspect("equal")
-    ax.set_xlabel("ground-truth depth [m]")
-    ax.set_ylabel("predicted depth [m]")
-    ax.set_title(f"prediction vs GT ({acc.n_pixels:,} px, {acc.n_images} images, {protocol.name})", fontsize=9)
-    ax.legend(loc="upper left", fontsize=8)
-    fig.colorbar(mesh, ax=ax, label="pixels (log scale)")
-    _save(fig, path)
-
-
-def plot_error_spread(path: Path, stats: dict[str, np.ndarray], protocol: Protocol) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    centers, edges = stats["centers"], stats["edges"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    ax_count = ax.twinx()
-    ax_count.bar(centers, stats["count"], width=np.diff(edges) * 0.9, color="0.85", label="pixels per bin")
-    ax_count.set_ylabel("pixels per bin")
-    ax_count.set_ylim(bottom=0)  # linear from 0, so bar heights compare honestly
-    ax.set_zorder(ax_count.get_zorder() + 1)  # lines in front of the count bars
-    ax.patch.set_visible(False)
-    ax.plot(centers, stats["std_error"], "o-", color="tab:blue", label="std of (pred - GT), population")
-    ax.plot(centers, stats["mean_error"], "s--", color="tab:orange", label="mean of (pred - GT)")
-    ax.axhline(0, color="0.4", lw=0.8)
-    ax.set_xlim(edges[0], edges[-1])
-    ax.set_xlabel("ground-truth depth [m] (bin centre)")
-    ax.set_ylabel("error [m]")
-    ax.set_title(f"error spread per GT-depth bin ({len(centers)} bins, {protocol.name})", fontsize=9)
-    handles = ax.get_legend_handles_labels()
-    count_handles = ax_count.get_legend_handles_labels()
-    ax.legend(handles[0] + count_handles[0], handles[1] + count_handles[1], loc="upper left", fontsize=8)
-    _save(fig, path)
-
-
-def plot_gt_histogram(path: Path, acc: DepthErrorAccumulator, protocol: Protocol) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.0, 3.8), layout="constrained")
-    edges = acc.hist_edges
-    ax.stairs(acc.gt_histogram(), edges, fill=True, color="tab:green", alpha=0.8)
-    ax.set_xlim(0, protocol.max_depth)
-    ax.set_xlabel("ground-truth depth [m]")
-    ax.set_ylabel("pixels")
-    ax.set_title(f"GT depth of valid pixels ({acc.n_pixels:,} px, {protocol.name})", fontsize=9)
-    _save(fig, path)
-
-
-def _format_table(stats: dict[str, np.ndarray]) -> str:
-    lines = [f"{'bin [m]':>15}  {'pixels':>10}  {'mean err':>9}  {'std err':>9}"]
-    for lo, hi, n, mean, std in zip(stats["edges"][:-1], stats["edges"][1:], stats["count"], stats["mean_error"], stats["std_error"]):
-        lines.append(f"{f'{lo:.2f}-{hi:.2f}':>15}  {n:>10d}  {mean:>9.4f}  {std:>9.4f}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.error_figures import analyze_saved, bin_table
+    from ..evaluation.protocol import get_protocol
+
     protocol = get_protocol(args.protocol)
     output_folder(args.out)
-    refuse_existing([args.out / name for name in OUTPUTS], args.overwrite)
-    # Checked here first so that messages name this command's flags; then matched as `score` does.
-    depth_files(args.predictions, "--predictions")
-    pairs = match_by_stem(args.predictions, args.gt, "--predictions", "--gt", args.gt_format)
-
-    acc = accumulate(pairs, protocol, args.pred_scale, args.gt_scale, args.bins, args.kb_crop, args.gt_format)
-    if acc.n_images == 0:
-        raise DataError(
-            f"{args.gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}"
-        )
-    stats = acc.stats()
-    out: Path = args.out
-    plot_joint_histogram(out / "joint_histogram.png", acc, protocol)
-    plot_error_spread(out / "error_spread.png", stats, protocol)
-    plot_gt_histogram(out / "gt_histogram.png", acc, protocol)
-    result = {
-        "protocol": protocol.name,
-        "min_depth": protocol.min_depth,
-        "max_depth": protocol.max_depth,
-        "error": "pred - gt, metres",
-        "std": "population standard deviation (ddof=0)",
-        "binning": "by GT depth, bins [lo, hi), last bin closed",
-        "n_images": acc.n_images,
-        "n_skipped": acc.n_skipped,
-        "n_pixels": acc.n_pixels,
-        "bins": stats_to_json(stats),
-    }
-    write_text_atomic(out / "analysis.json", json.dumps(result, indent=2) + "\n")
-    print(f"protocol {protocol.name}: {acc.n_pixels} valid pixels in {acc.n_images} images"
-          + (f" ({acc.n_skipped} skipped, no valid pixel)" if acc.n_skipped else ""))
-    print(_format_table(stats))
-    print(f"wrote {out}/joint_histogram.png, error_spread.png, gt_histogram.png, analysis.json")
+    result, stats = analyze_saved(args.predictions, args.gt, args.out, protocol, pred_scale=args.pred_scale, gt_scale=args.gt_scale,
+                           kb_crop=args.kb_crop, gt_format=args.gt_format, bins=args.bins, overwrite=args.overwrite)
+    skipped = result["n_skipped"]
+    print(f"protocol {protocol.name}: {result['n_pixels']} valid pixels in {result['n_images']} images"
+          + (f" ({skipped} skipped, no valid pixel)" if skipped else ""))
+    print(bin_table(stats))
+    print(f"wrote {args.out}/joint_histogram.png, error_spread.png, gt_histogram.png, analysis.json")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 
 from ..errors import DataError
@@ -78,16 +79,6 @@ def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
-def refuse_existing(paths: list[Path], overwrite: bool) -> None:
-    """An earlier run's results are never replaced silently: DataError naming the first that exists,
-    unless ``overwrite`` (the command's --overwrite)."""
-    if overwrite:
-        return
-    existing = next((p for p in paths if p.exists()), None)
-    if existing is not None:
-        raise DataError(f"{existing}: exists (an earlier run's); pass --overwrite to replace it, or write elsewhere")
-
-
 def output_file(path: str | os.PathLike, flag: str) -> Path:
     """Check, before any work, that ``path`` can be written as a file."""
     path = Path(path)
@@ -95,3 +86,27 @@ def output_file(path: str | os.PathLike, flag: str) -> Path:
         raise DataError(f"{path}: is a folder ({flag} takes a file name)")
     _writable_ancestor(path.parent)
     return path
+
+
+def report_failures(command: str, failed: list[str], what: str, hint: str = "") -> int:
+    """List the items a command skipped (one line each) on stderr, then ``hint`` (the flags that
+    help); the exit status: 2 when any, else 0."""
+    if not failed:
+        return 0
+    print(f"clipdepth {command}: {len(failed)} image(s) {what}:", file=sys.stderr)
+    for message in failed:
+        print(f"  {message}", file=sys.stderr)
+    if hint:
+        print(f"  ({hint})", file=sys.stderr)
+    return 2
+
+
+def flag_for(args: argparse.Namespace, setting: str | None) -> str | None:
+    """The command's flag for a library setting (``ClipdepthError.setting``): its own mapping
+    (``set_defaults(flags=...)``), else ``--<setting>`` where the command has that option."""
+    if setting is None:
+        return None
+    flags = getattr(args, "flags", {})
+    if setting in flags:
+        return flags[setting]
+    return f"--{setting.replace('_', '-')}" if hasattr(args, setting) else None

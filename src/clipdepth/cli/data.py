@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import path_arg, output_file, output_folder, positive_int, refuse_existing
+from ..io.atomic import refuse_existing
+from .args import path_arg, output_file, output_folder, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -1,18 +1,12 @@
-"""`clipdepth evaluate`: score a trained head on a dataset with the exact protocol.
-
-Every image is scored (no dropped last batch), at the GT's own resolution unless
-``--score-at-input`` asks for the reference code's way. Writes the summary JSON, per-image
-metrics as CSV and a markdown table.
+"""`clipdepth evaluate`: score a trained head on a dataset with the exact protocol
+(``clipdepth.evaluation.checkpoint.evaluate_checkpoint``): every image, at the GT's own resolution
+unless ``--score-at-input``; writes metrics.json, per_image.csv and results.md.
 """
 from __future__ import annotations
 
 import argparse
 
-from .args import output_folder, path_arg, positive_int, refuse_existing
-import csv
-import dataclasses
-import json
-from pathlib import Path
+from .args import output_folder, path_arg, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,85 +43,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import DataConfig, load_config, with_overrides
-    from ..data import DATASET_PROTOCOLS, get_dataset
     from ..errors import ConfigError
-    from ..evaluation.evaluate import evaluate_dataset, model_predictor
-    from ..evaluation.metrics import ALL_METRIC_NAMES
-    from ..evaluation.protocol import get_protocol
-    from ..evaluation.report import markdown_table
-    from ..io.atomic import atomic_path, write_text_atomic
-    from ..models import load_model
-    from ..data.captions import caption_lookup
-    from ..training.run import resolve_device
+    from ..evaluation.checkpoint import evaluate_checkpoint
 
-    model = load_model(args.checkpoint)
-    trained_on = model.cfg.data
-    recipe = load_config(args.config) if args.config else None
-    dataset_name = args.dataset or (recipe.data.dataset if recipe else trained_on.dataset)
-    # Preprocessing (input crop, tiles) is the recipe's, else the checkpoint's on its own dataset,
-    # else plain.
-    if recipe is not None:
-        base = recipe.data
-    else:
-        base = trained_on if dataset_name == trained_on.dataset else DataConfig(seed=trained_on.seed)
     bad = [o for o in args.overrides if not o.startswith("data.")]
     if bad:
         raise ConfigError(f"override {bad[0]!r}: only data.<field>=<value> can be overridden here")
-    data = with_overrides(base, [
-        f"dataset={dataset_name}",
-        *([f"root={args.data_root}"] if args.data_root else []),
-        *([f"test_list={args.split}"] if args.split else []),
-        *([f"caption={args.caption}"] if args.caption is not None else []),
-        *([f"caption_dir={args.caption_dir}"] if args.caption_dir else []),
-        *(o.removeprefix("data.") for o in args.overrides),
-    ])
-    if dataset_name not in DATASET_PROTOCOLS:
-        raise ConfigError(f"unknown dataset {dataset_name!r}; available: {sorted(DATASET_PROTOCOLS)}")
-    protocol = get_protocol(args.protocol or (recipe.eval.protocol if recipe else DATASET_PROTOCOLS[dataset_name]))
-    if args.score_at_input:  # crops are defined on the GT frame, which this mode leaves
-        protocol = dataclasses.replace(protocol, crop=None)
-    tta = model.cfg.eval.tta if args.tta is None else args.tta
-
-    out = output_folder(args.out or f"outputs/eval/{dataset_name}")
-    refuse_existing([out / name for name in ("metrics.json", "per_image.csv", "results.md")], args.overwrite)
-    dataset = get_dataset(data, "test")
-    model.to(resolve_device(model.cfg.device))
-    preprocessor = model.preprocessor(data)
-    predict = model_predictor(model, preprocessor, tta, args.score_at_input,
-                              caption_lookup(data) if model.uses_captions else None)
-    acc, names = evaluate_dataset(dataset, predict, protocol, args.batch_size)
-    if not names:
-        raise ConfigError(f"no image of {dataset_name} has a valid ground-truth pixel under protocol {protocol.name}")
-
-    summary = {
-        **acc.mean(),
-        "dataset": dataset_name,
-        "n_listed": getattr(dataset, "n_listed", len(dataset)),
-        "n_without_gt": getattr(dataset, "n_without_gt", 0),
-        "n_no_valid_pixel": acc.n_skipped,
-        "protocol": protocol.name,
-        "flip_tta": tta,
-        "scored_at": "encoder input (reference code)" if args.score_at_input else "ground-truth resolution",
-        "checkpoint": str(args.checkpoint),
-        "encoder": model.encoder.description,
-        "pixel_pooled": acc.pixel_pooled(),
-    }
-    write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
-    with atomic_path(out / "per_image.csv") as tmp, tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", *ALL_METRIC_NAMES])
-        writer.writerows([name, *(f"{m[k]:.6g}" for k in ALL_METRIC_NAMES)] for name, m in zip(names, acc.per_image))
-    table = markdown_table({f"{Path(args.checkpoint).name} on {dataset_name}": summary})
-    write_text_atomic(
-        out / "results.md",
-        f"# {dataset_name}: protocol `{protocol.name}`, flip TTA {'on' if tta else 'off'}, "
-        f"scored at {summary['scored_at']}\n\n{table}",
+    if args.out is not None:
+        output_folder(args.out)
+    data = [*([f"root={args.data_root}"] if args.data_root else []), *([f"test_list={args.split}"] if args.split else []),
+            *([f"caption={args.caption}"] if args.caption is not None else []),
+            *([f"caption_dir={args.caption_dir}"] if args.caption_dir else []),
+            *(o.removeprefix("data.") for o in args.overrides)]
+    summary, table = evaluate_checkpoint(
+        args.checkpoint, dataset=args.dataset, recipe=args.config, protocol=args.protocol, data_overrides=data,
+        tta=args.tta, score_at_input=args.score_at_input, batch_size=args.batch_size, out=args.out, overwrite=args.overwrite,
     )
     print(table)
-    print(
-        f"{summary['n_listed']} listed, {summary['n_without_gt']} without ground truth, {acc.n_images} scored; "
-        f"wrote {out}/metrics.json, per_image.csv, results.md"
-    )
+    print(f"{summary['n_listed']} listed, {summary['n_without_gt']} without ground truth, {summary['n_images']} scored; "
+          f"wrote {args.out or 'outputs/eval/' + summary['dataset']}/metrics.json, per_image.csv, results.md")
     return 0
-

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import path_arg, output_folder, positive_int, refuse_existing
+from ..io.atomic import refuse_existing
+from .args import path_arg, output_folder, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,21 +31,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io.onnx_export import HEAD_FILE, MODEL_FILE, REPORT_FILE, export_onnx, require_onnx
+    from ..models import load_model
+    from ..models.pureclip_depth_onnx import require_onnx
 
     require_onnx()  # fail fast, before loading the model
     output_folder(args.out)
-    refuse_existing([args.out / name for name in (MODEL_FILE, HEAD_FILE, REPORT_FILE)], args.overwrite)
-    from ..errors import ConfigError
-    from ..models import load_model
-
     model = load_model(args.checkpoint)
-    if model.architecture != "pureclip_depth":
-        raise ConfigError(f"{args.checkpoint}: ONNX export covers PureCLIP-Depth checkpoints, not {model.architecture}")
-    out = args.out
-    report = export_onnx(model, out, args.opset)
+    refuse_existing([args.out / name for name in model.onnx_files], args.overwrite)
+    report = model.export_onnx(args.out, args.opset)
     for key in ("model", "head"):
         print(f"{report[key]['path']}: max abs difference to PyTorch {report[key]['max_abs_diff']:.3g} "
               f"(onnxruntime, batch {report['check_batch']})")
-    print(f"wrote {out / REPORT_FILE}")
+    print(f"wrote {args.out / 'export.json'}")
     return 0

@@ -7,7 +7,7 @@ import os
 import sys
 
 from ..errors import ClipdepthError
-from .args import OVERRIDE
+from .args import OVERRIDE, flag_for
 
 # Imported lazily so that `clipdepth score` does not pay for importing transformers.
 SUBCOMMANDS = {
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ClipdepthError as exc:
-        print(f"clipdepth {args.command}: error: {exc}", file=sys.stderr)
+        flag = flag_for(args, exc.setting)
+        print(f"clipdepth {args.command}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"clipdepth {args.command}: interrupted", file=sys.stderr)

@@ -1,7 +1,7 @@
 """`clipdepth score`: score saved predictions against ground truth under a named protocol.
 
 Predictions and ground truth are matched by file stem; each prediction is post-processed and
-scored per image as protocol.md prescribes, and the table shows the mean over images.
+scored per image (``clipdepth.evaluation.saved.score_saved``), and the table shows the mean over images.
 """
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import DataError
-from ..evaluation.metrics import LOWER_IS_BETTER, METRIC_NAMES, MetricAccumulator
-from ..evaluation.protocol import PROTOCOLS, Protocol, get_protocol, score_pair
-from ..evaluation.saved import GT_FORMATS, SavedPairs, errors_naming, match_by_stem
-from ..io.atomic import write_text_atomic
-from .args import output_file, positive_float, refuse_existing
+from ..evaluation.protocol import PROTOCOLS, get_protocol
+from ..evaluation.report import text_table
+from ..evaluation.saved import GT_FORMATS, score_saved
+from ..io.atomic import refuse_existing, write_text_atomic
+from .args import flag_for, output_file, positive_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "score",
         help="score saved depth predictions against ground truth",
         description="Score depth predictions (.npy metres or 16-bit .png) against ground truth matched by "
-        "file stem, per image, then averaged over images (see protocol.md).",
+        "file stem, per image, then averaged over images (see docs/protocol.md).",
     )
     parser.add_argument("--pred", required=True, type=Path, metavar="DIR", help="folder of predictions (.npy or .png)")
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of ground truth (.png or .npy)")
@@ -50,29 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--gt-format", choices=GT_FORMATS, metavar="DATASET",
         help=f"read the ground truth as this dataset stores it ({', '.join(GT_FORMATS)}); default: 16-bit PNG / --gt-scale",
     )
-    parser.set_defaults(func=run)
-
-
-def _format_table(result: dict[str, float], protocol: Protocol, median_scaling: bool, n_skipped: int) -> str:
-    crop = protocol.crop or "none"
-    lines = [
-        f"protocol {protocol.name}: {protocol.min_depth:g} < gt < {protocol.max_depth:g} m, crop {crop}, "
-        f"median scaling {'ON (relative-depth evaluation)' if median_scaling else 'off'}; mean over images"
-    ]
-    columns = [*METRIC_NAMES, "n_images"]
-    widths = [max(len(name), 8) for name in columns]
-    lines.append("  ".join(name.rjust(width) for name, width in zip(columns, widths)))
-    cells = [f"{result[name]:.4f}" for name in METRIC_NAMES] + [str(result["n_images"])]
-    lines.append("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)))
-    lines.append(
-        "lower is better: "
-        + " ".join(name for name in METRIC_NAMES if LOWER_IS_BETTER[name])
-        + "; higher is better: "
-        + " ".join(name for name in METRIC_NAMES if not LOWER_IS_BETTER[name])
-    )
-    if n_skipped:
-        lines.append(f"skipped {n_skipped} images with no valid ground-truth pixel")
-    return "\n".join(lines)
+    parser.set_defaults(func=run, flags={"predictions": "--pred", "gt_format": "--gt-format, --gt-scale"})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,23 +57,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         output_file(args.json, "--json")
         refuse_existing([args.json], args.overwrite)
-    pairs = match_by_stem(args.pred, args.gt, gt_format=args.gt_format)
-    saved = SavedPairs(pairs, protocol, args.pred_scale, args.gt_scale, args.kb_crop, args.gt_format, "scoring")
-    accumulator = MetricAccumulator()
-    for pred, gt, gt_path in saved:
-        with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
-            score_pair(pred, gt, protocol, median_scaling=args.median_scaling, accumulator=accumulator)
-    for warning in (saved.range_warning(), saved.prediction_warning()):
-        if warning:
-            print(warning, file=sys.stderr)
-    if accumulator.n_images == 0:
-        raise DataError(
-            f"{args.gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}"
-        )
-
-    # The protocol's nine and the image count; abs_diff is no protocol metric.
-    result = {k: v for k, v in accumulator.mean().items() if k in (*METRIC_NAMES, "n_images")}
+    score = score_saved(args.pred, args.gt, protocol, pred_scale=args.pred_scale, gt_scale=args.gt_scale,
+                        kb_crop=args.kb_crop, gt_format=args.gt_format, median_scaling=args.median_scaling)
+    for setting, warning in score.warnings.items():
+        print(f"{warning} ({flag_for(args, setting)})", file=sys.stderr)
     if args.json is not None:  # written before anything is printed: a closed stdout cannot lose it
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-    print(_format_table(result, protocol, args.median_scaling, accumulator.n_skipped))
+        write_text_atomic(args.json, json.dumps(score.metrics, indent=2) + "\n")
+    print(text_table(score.metrics, protocol, args.median_scaling, score.n_skipped))
     return 0

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..models import load_model
     from ..serve import create_app
-    from ..training.run import resolve_device
+    from ..device import resolve_device
 
     model = load_model(args.checkpoint)
     if model.uses_captions:

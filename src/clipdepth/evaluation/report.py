@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES
+from .protocol import Protocol
 
 HEADERS = {
     "abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "RMSE log", "log10": "log10",
@@ -17,3 +18,26 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
         cells = [f"{metrics[m]:.4f}" for m in METRIC_NAMES]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {int(metrics.get('n_images', 0))} |")
     return "\n".join(lines) + "\n"
+
+
+def text_table(result: dict[str, float], protocol: Protocol, median_scaling: bool, n_skipped: int) -> str:
+    """Mean metrics of saved predictions as a text table, headed by the protocol's caps and crop."""
+    crop = protocol.crop or "none"
+    lines = [
+        f"protocol {protocol.name}: {protocol.min_depth:g} < gt < {protocol.max_depth:g} m, crop {crop}, "
+        f"median scaling {'ON (relative-depth evaluation)' if median_scaling else 'off'}; mean over images"
+    ]
+    columns = [*METRIC_NAMES, "n_images"]
+    widths = [max(len(name), 8) for name in columns]
+    lines.append("  ".join(name.rjust(width) for name, width in zip(columns, widths)))
+    cells = [f"{result[name]:.4f}" for name in METRIC_NAMES] + [str(result["n_images"])]
+    lines.append("  ".join(cell.rjust(width) for cell, width in zip(cells, widths)))
+    lines.append(
+        "lower is better: "
+        + " ".join(name for name in METRIC_NAMES if LOWER_IS_BETTER[name])
+        + "; higher is better: "
+        + " ".join(name for name in METRIC_NAMES if not LOWER_IS_BETTER[name])
+    )
+    if n_skipped:
+        lines.append(f"skipped {n_skipped} images with no valid ground-truth pixel")
+    return "\n".join(lines)

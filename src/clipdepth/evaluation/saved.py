@@ -53,11 +53,12 @@ def gt_reader(gt_format: str) -> Callable[[Path], np.ndarray]:
     return readers[gt_format]
 
 
-def depth_files(folder: Path, flag: str, suffixes: tuple[str, ...] = DEPTH_SUFFIXES) -> dict[str, Path]:
+def depth_files(folder: Path, role: str, suffixes: tuple[str, ...] = DEPTH_SUFFIXES) -> dict[str, Path]:
     """Depth files of ``folder`` by stem (``.npy`` preferred over ``.png``), without
-    ``clipdepth predict``'s side outputs. DataError for a missing or empty folder."""
+    ``clipdepth predict``'s side outputs. DataError for a missing or empty folder, naming it by
+    ``role`` (the setting that gave it: ``predictions``, ``gt``)."""
     if not folder.is_dir():
-        raise DataError(f"{folder}: {flag} folder not found")
+        raise DataError(f"{folder}: {role} folder not found", setting=role)
     by_stem: dict[str, dict[str, Path]] = {}
     for path in sorted(folder.iterdir()):
         suffix = path.suffix.lower()
@@ -69,7 +70,7 @@ def depth_files(folder: Path, flag: str, suffixes: tuple[str, ...] = DEPTH_SUFFI
         if side is not None:
             del files[stem]
     if not files:
-        raise DataError(f"{folder}: no {' or '.join(suffixes)} files in the {flag} folder")
+        raise DataError(f"{folder}: no {' or '.join(suffixes)} files in the {role} folder", setting=role)
     return files
 
 
@@ -78,13 +79,13 @@ def _by_nyu_number(files: dict[str, Path], prefix: str) -> dict[str, Path]:
 
 
 def match_by_stem(
-    pred_dir: Path, gt_dir: Path, pred_flag: str = "--pred", gt_flag: str = "--gt", gt_format: str | None = None
+    pred_dir: Path, gt_dir: Path, gt_format: str | None = None
 ) -> list[tuple[Path, Path]]:
     """(prediction, GT) pairs with the same stem, or NYU's ``rgb_N`` predictions against the
     ``sync_depth_N`` maps of a GT folder (which may hold the ``rgb_N`` images too). DataError naming
     the first file without a partner."""
-    preds = depth_files(pred_dir, pred_flag)
-    gts = depth_files(gt_dir, gt_flag, GT_FORMAT_SUFFIXES.get(gt_format or "", DEPTH_SUFFIXES))
+    preds = depth_files(pred_dir, "predictions")
+    gts = depth_files(gt_dir, "gt", GT_FORMAT_SUFFIXES.get(gt_format or "", DEPTH_SUFFIXES))
     # NYU's folders hold rgb_N images (so the predictions are named rgb_N) beside sync_depth_N maps
     nyu_preds, nyu_gts = _by_nyu_number(preds, NYU_NAMES[0]), _by_nyu_number(gts, NYU_NAMES[1])
     if nyu_gts and nyu_preds and len(nyu_preds) == len(preds):
@@ -183,5 +184,41 @@ class SavedPairs:
         return (
             f"warning: {self.beyond_cap_fraction:.0%} of the ground-truth values are at or beyond the "
             f"{self.protocol.max_depth:g} m cap of protocol {self.protocol.name}, so they are not scored; is the "
-            "ground truth read right (--gt-format, --gt-scale)?"
+            "ground truth read right (its format and scale)?"
         )
+
+
+@dataclass
+class SavedScore:
+    metrics: dict[str, float]  # the protocol's nine metrics (means over images) and n_images
+    n_skipped: int  # ground-truth maps without a valid pixel
+    # lines for the user by the setting they are about: gt_format (GT mostly beyond the cap),
+    # predictions (values the protocol clamps)
+    warnings: dict[str, str]
+
+
+def score_saved(
+    predictions: Path, gt: Path, protocol: Protocol, *, pred_scale: float | None = None, gt_scale: float | None = None,
+    kb_crop: bool = False, gt_format: str | None = None, median_scaling: bool = False,
+) -> SavedScore:
+    """Score the depth maps of folder ``predictions`` against those of ``gt`` matched by stem:
+    each prediction read (``SavedPairs``), post-processed and scored per image under ``protocol``
+    (``median_scaling`` only for relative-depth models), then averaged over images. DataError for
+    missing or unmatched folders, or when no ground-truth map has a valid pixel."""
+    from .metrics import METRIC_NAMES, MetricAccumulator
+    from .protocol import score_pair
+
+    pairs = match_by_stem(predictions, gt, gt_format=gt_format)
+    saved = SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring")
+    accumulator = MetricAccumulator()
+    for pred, gt_map, gt_path in saved:
+        with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
+            score_pair(pred, gt_map, protocol, median_scaling=median_scaling, accumulator=accumulator)
+    warnings = {k: w for k, w in (("gt_format", saved.range_warning()), ("predictions", saved.prediction_warning())) if w}
+    if accumulator.n_images == 0:
+        beyond = warnings.get("gt_format", "").removeprefix("warning: ")
+        raise DataError(f"{gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol "
+                        f"{protocol.name}{'; ' + beyond if beyond else ''}", setting="gt_format" if beyond else None)
+    # The protocol's nine and the image count; abs_diff is no protocol metric.
+    metrics = {k: v for k, v in accumulator.mean().items() if k in (*METRIC_NAMES, "n_images")}
+    return SavedScore(metrics, accumulator.n_skipped, warnings)

@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import DataError
+
 # A temporary made by this module: the target name, host, pid, a random part, ".tmp", the suffix.
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp(\.[^.]+)?$")
 _OLD = re.compile(r"^\.(?P<name>.+)\.old$")
@@ -90,6 +92,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def refuse_existing(paths: list[Path], overwrite: bool) -> None:
+    """An earlier run's results are never replaced silently: DataError naming the first of
+    ``paths`` that exists (setting ``overwrite``), unless ``overwrite``."""
+    if overwrite:
+        return
+    existing = next((p for p in map(Path, paths) if p.exists()), None)
+    if existing is not None:
+        raise DataError(f"{existing}: exists (an earlier run's); write elsewhere, or allow overwriting it", setting="overwrite")
 
 
 def _alive(pid: int) -> bool:

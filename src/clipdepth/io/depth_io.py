@@ -19,7 +19,7 @@ from .atomic import atomic_path
 
 SCALE_TEXT_KEY = "depth_scale"
 # Pixels one photo may have (a 10000 x 10000 image needs gigabytes downstream); checked from the
-# file's header before decoding. `predict --max-pixels` and read_rgb(max_pixels=...) change it.
+# file's header before decoding. read_rgb(max_pixels=...) changes it (predict: --max-pixels).
 MAX_PHOTO_PIXELS = 50_000_000
 UINT16_DEPTH_MODES = ("I;16", "I;16B", "I;16L")
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
@@ -49,7 +49,7 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
                 if max_pixels is not None and width * height > max_pixels:
                     raise DataError(
                         f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-                        f"{max_pixels / 1e6:g} (downscale it, or raise the limit: --max-pixels)"
+                        f"{max_pixels / 1e6:g} (downscale it, or raise the max_pixels limit)"
                     )
                 image.load()
                 return image.copy()  # detached from the file, which the `with` closes

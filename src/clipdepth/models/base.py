@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin, snapshot_download
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
@@ -27,14 +28,13 @@ from torch import nn
 from ..config import (
     CONFIG_SECTIONS, LEGACY_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict, upgrade_layout,
 )
-from ..data.transforms import Preprocessor
+from ..data.transforms import Preprocessor, resize_bilinear
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_dir
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-# Square tiles one image may be cut into (memory grows with them); infer(max_tiles=...) and
-# `predict --max-tiles` raise it.
+# Square tiles one image may be cut into (memory grows with them); infer(max_tiles=...) raises it.
 MAX_TILES = 8
 # The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
 # from, at which precision, on which device. A trained head's own settings are part of its weights.
@@ -44,6 +44,7 @@ INFERENCE_OVERRIDES = (
 )
 
 Features = dict[str, torch.Tensor]
+FEATURE_DTYPE = torch.float16  # frozen features as kept in memory and in the feature cache
 # Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. "auto" in a
 # config means the model's ``released_precision``.
 PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (torch.bfloat16, torch.float16, None)))
@@ -154,6 +155,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     architecture: ClassVar[str]  # the name in the model registry and in checkpoints
     uses_captions: ClassVar[bool] = False  # its frozen parts read a caption per frame (TR2M)
     gives_uncertainty: ClassVar[bool] = False  # infer() returns an "uncertainty" map
+    takes_tiles: ClassVar[bool] = False  # wide frames are cut into square tiles (else: whole frames)
+    onnx_files: ClassVar[tuple[str, ...]] = ()  # what export_onnx writes; none: it cannot be exported
+    display_name: ClassVar[str]  # the model's name in messages
     # What "auto" means for this model: the released code's encoder precision on CUDA and its
     # input resize (data/transforms.py RESIZE_MODES).
     released_precision: ClassVar[str]
@@ -248,13 +252,13 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         if height > max_tiles * width:  # a tall image is squashed into one tile: the same limit on its aspect
             raise DataError(
                 f"a {height}x{width} image is more than {max_tiles} times taller than wide (crop it, or raise "
-                "max_tiles / --max-tiles)"
+                "the max_tiles limit)"
             )
         count = tiles or self.auto_tiles(height, width)
         if count > max_tiles:
             raise DataError(
                 f"a {height}x{width} image needs {count} tiles, more than the limit of {max_tiles} "
-                "(crop it, or raise max_tiles / --max-tiles)"
+                "(crop it, or raise the max_tiles limit)"
             )
         return count
 
@@ -275,7 +279,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return next(self.head.parameters()).device
 
     def predict_frames(self, batch: FrameBatch, tta: bool = False) -> torch.Tensor:
-        """Frames at the input size -> depth at the input size (flip TTA mirrors whole frames)."""
+        """Frames at the input size -> depth at the input size from the features as stored (what
+        evaluation and the feature cache see); flip TTA mirrors whole frames."""
         tiles = batch.images.shape[-1] // self._tile_width
         features = as_float(self.encode_frames(batch))
         flipped = as_float(self.encode_frames(batch.flipped())) if tta else None
@@ -286,6 +291,11 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         size = self.input_size
         return size if isinstance(size, int) else size[1]
 
+    def input_shape(self, tiles: int = 1) -> tuple[int, int]:
+        """(H, W) frames are resized to: ``tiles`` square tiles side by side, or the model's own shape."""
+        size = self.input_size
+        return (size, tiles * size) if isinstance(size, int) else size
+
     @staticmethod
     def images_to_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(H, W, 3) / (B, H, W, 3) uint8 arrays, or (B, 3, H, W) tensors in [0, 1] -> the latter."""
@@ -293,6 +303,74 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             arr = images[None] if images.ndim == 3 else images
             return torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
         return images
+
+    def check_captions(self, captions: list[str] | None, count: int) -> list[list[str]] | None:
+        """``captions`` for ``count`` images as caption lines per frame. ConfigError when a model that
+        reads captions lacks one per image, or one that does not is given any (never silently ignored)."""
+        if not self.uses_captions:
+            if captions is not None:
+                raise ConfigError(f"{self.display_name} takes no caption (captions are for TR2M checkpoints)", setting="captions")
+            return None
+        if captions is None or len(captions) != count:
+            raise ConfigError(
+                f"{self.display_name} needs one caption per image ({count} images, "
+                f"{'no' if captions is None else len(captions)} captions)", setting="captions",
+            )
+        return [[c] for c in captions]
+
+    def infer_features(self, batch: FrameBatch) -> Features:
+        """The features ``infer`` runs the head on: by default those of ``encode_frames``, as stored."""
+        return as_float(self.encode_frames(batch))
+
+    def infer_outputs(
+        self, features: Features, head_output: Any, tiles: int, to_image: Callable[[torch.Tensor], torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The model's own outputs of ``infer`` besides depth (``to_image`` resizes a (B, h, w)
+        map at the input size to the image's size); none by default."""
+        return {}
+
+    @torch.inference_mode()
+    def infer(
+        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
+        captions: list[str] | None = None, max_tiles: int = MAX_TILES,
+    ) -> dict[str, torch.Tensor]:
+        """Metric depth for RGB images at their own resolution.
+
+        ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
+        [0, 1]. ``captions``: one per image for models that read them (TR2M), else None. Models
+        that take square tiles cut wide images into ``tiles`` of them (default ``auto_tiles``; more
+        than ``max_tiles`` is a DataError, which bounds the memory one image can take); the others
+        take whole frames. ``tta`` averages in the prediction of the mirrored images.
+
+        Returns ``depth`` (B, H, W) metres, bilinearly resized (align_corners) from the input size,
+        and the model's own outputs (``infer_outputs``). Raises ConfigError for missing or
+        unexpected captions or tiles, DataError for an image over the tile limit.
+        """
+        self.eval()
+        images = self.images_to_tensor(images).to(self.device)
+        lines = self.check_captions(captions, len(images))
+        height, width = images.shape[-2:]
+        if self.takes_tiles:
+            tiles = self.tiles_for(height, width, tiles, max_tiles)
+        elif tiles not in (None, 1):
+            raise ConfigError(f"{self.display_name} takes whole frames: tiles does not apply", setting="tiles")
+        else:
+            tiles = 1
+        resized = resize_bilinear(images, self.input_shape(tiles), self.resize_mode).clamp(0, 1)
+        batch = FrameBatch(resized, [f"image{i}" for i in range(len(images))], captions=lines)
+        features = self.infer_features(batch)
+        flipped = self.infer_features(batch.flipped()) if tta else None
+        depth, head_output = self.predict_from_features(features, flipped, tiles)
+
+        def to_image(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+
+        return {"depth": to_image(depth), **self.infer_outputs(features, head_output, tiles, to_image)}
+
+    def export_onnx(self, out_dir: str | Path, opset: int = 18) -> dict:
+        """Write the model as ONNX graphs (``onnx_files``) into ``out_dir``, checked against PyTorch
+        with onnxruntime; returns the report. ConfigError for a model that cannot be exported."""
+        raise ConfigError(f"{self.display_name} cannot be exported to ONNX (PureCLIP-Depth can)")
 
     # -- head-only checkpoints: the frozen parts are named in the config, never saved --------
     # huggingface_hub's ModelHubMixin supplies push_to_hub and the Hub download in from_pretrained;

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import FUSIONS, Config, PureCLIPConfig
-from ..data.transforms import merge_tiles, resize_bilinear, split_tiles
+from ..data.transforms import merge_tiles, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput
 from ..errors import ConfigError
-from .base import MAX_TILES, DepthModel, Features, FrameBatch, set_missing
-
-FEATURE_DTYPE = torch.float16  # tokens and CLS as kept in memory and in the feature cache
-
+from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 
 def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:
     """Centres (metres) of ``num_bins`` equal bins over [min_depth, max_depth] (fixed, never
@@ -128,7 +124,10 @@ class PureCLIPDepth(DepthModel):
     """
 
     architecture = "pureclip_depth"
+    display_name = "PureCLIP-Depth"
     gives_uncertainty = True  # the spread of the soft bin distribution
+    takes_tiles = True  # KITTI frames as four 336 x 336 tiles, as released
+    onnx_files = ("model.onnx", "head.onnx", "export.json")
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     released_resize = "linear"  # cv2.resize(..., INTER_LINEAR)
     encoder: CLIPEncoder
@@ -181,10 +180,14 @@ class PureCLIPDepth(DepthModel):
         out = self.encode(split_tiles(batch.images, self.input_size))
         return {"tokens": out.patch_tokens.to(FEATURE_DTYPE), "cls": out.cls.to(FEATURE_DTYPE)}
 
+    def upsample_patches(self, per_patch: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) per-patch values -> (B, h * p, w * p) at the input size, NEAREST as the released code."""
+        size = (per_patch.shape[1] * self.encoder.patch_size, per_patch.shape[2] * self.encoder.patch_size)
+        return F.interpolate(per_patch[:, None], size=size, mode="nearest")[:, 0]
+
     def depth_at_input(self, out: HeadOutput) -> torch.Tensor:
-        """Per-patch depth upsampled to the input size with NEAREST, as the reference code."""
-        size = (out.depth.shape[1] * self.encoder.patch_size, out.depth.shape[2] * self.encoder.patch_size)
-        return F.interpolate(out.depth[:, None], size=size, mode="nearest")[:, 0]
+        """Per-patch depth upsampled to the input size (``upsample_patches``)."""
+        return self.upsample_patches(out.depth)
 
     def predict_from_features(
         self, features: Features, flipped: Features | None = None, tiles: int = 1
@@ -199,19 +202,6 @@ class PureCLIPDepth(DepthModel):
             depth = 0.5 * (depth + mirrored.flip(-1))
         return depth, out
 
-    def predict(self, images: torch.Tensor, tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 3, S, k * S) images in [0, 1] -> depth (B, S, k * S) and bin probabilities
-        (B, h, k * w, K). A wide input is cut into k square tiles (KITTI: 4) and merged back."""
-        size = self.input_size
-        k = images.shape[-1] // size
-
-        def features(x: torch.Tensor) -> Features:
-            out = self.encode(split_tiles(x, size))
-            return {"tokens": out.patch_tokens, "cls": out.cls}
-
-        depth, out = self.predict_from_features(features(images), features(images.flip(-1)) if tta else None, k)
-        return depth, merge_tiles(out.probs.movedim(-1, 1), k).movedim(1, -1)
-
     def bin_std(self, probs: torch.Tensor) -> torch.Tensor:
         """Per-patch standard deviation (metres) of the soft bin distribution: sqrt(sum_j p_j
         (c_j - d)^2), the spread the model itself assigns to its depth."""
@@ -224,30 +214,21 @@ class PureCLIPDepth(DepthModel):
         tile per image height across (a KITTI-shaped frame gets 3)."""
         return self.cfg.data.tiles if self.cfg.data.tiles > 1 else max(1, round(width / height))
 
-    @torch.inference_mode()
-    def infer(
-        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
-        captions: list[str] | None = None, max_tiles: int = MAX_TILES,
-    ) -> dict[str, torch.Tensor]:
-        """Metric depth for RGB images at their own resolution.
+    def infer_features(self, batch: FrameBatch) -> Features:
+        """Inference runs the head on CLIP's output as computed, not rounded to the stored dtype."""
+        out = self.encode(split_tiles(batch.images, self.input_size))
+        return {"tokens": out.patch_tokens, "cls": out.cls}
 
-        ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
-        [0, 1]. Wide images are cut into square tiles (``tiles``, default ``auto_tiles``; more
-        than ``max_tiles`` is a DataError, which bounds the memory one image can take).
-        Returns ``depth`` and ``uncertainty`` (B, H, W) in metres and ``bin_probs`` (B, h, w, K).
-        PureCLIP-Depth takes no caption; passing one is an error rather than silently ignored.
-        """
-        if captions is not None:
-            raise ConfigError("PureCLIP-Depth takes no caption (captions are for TR2M checkpoints)")
-        self.eval()
-        images = self.images_to_tensor(images).to(self.device)
-        height, width = images.shape[-2:]
-        tiles = self.tiles_for(height, width, tiles, max_tiles)
-        resized = resize_bilinear(images, (self.input_size, tiles * self.input_size), self.resize_mode)
-        depth, probs = self.predict(resized, tta)
+    def infer_outputs(self, features: Features, head_output: HeadOutput, tiles: int, to_image) -> dict[str, torch.Tensor]:
+        """``uncertainty`` (B, H, W) metres, the spread of each patch's bin distribution (``bin_std``),
+        and ``bin_probs`` (B, h, tiles * w, K), the soft bin assignment of each patch."""
+        probs = merge_tiles(head_output.probs.movedim(-1, 1), tiles).movedim(1, -1)
+        return {"uncertainty": to_image(self.upsample_patches(self.bin_std(probs))), "bin_probs": probs}
 
-        def to_image(x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x[:, None], size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+    def export_onnx(self, out_dir, opset: int = 18) -> dict:
+        """``model.onnx`` (images -> depth, bin probabilities), ``head.onnx`` (tokens and CLS ->
+        per-patch depth) and the ``export.json`` report; see ``pureclip_depth_onnx``. Needs the
+        ``onnx`` extra (ConfigError naming it otherwise)."""
+        from .pureclip_depth_onnx import export_onnx
 
-        std = F.interpolate(self.bin_std(probs)[:, None], size=depth.shape[-2:], mode="nearest")[:, 0]
-        return {"depth": to_image(depth), "uncertainty": to_image(std), "bin_probs": probs}
+        return export_onnx(self, out_dir, opset)

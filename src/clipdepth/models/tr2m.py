@@ -13,18 +13,16 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, TR2MConfig
-from ..data.transforms import resize_bilinear
 from ..encoders import CLIPEncoder
 from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
-from .base import DepthModel, Features, FrameBatch, as_float, set_missing
+from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0.
 BASE = 0.01
@@ -242,7 +240,6 @@ def to_metric(
 
 
 # -- the model: frozen parts + head --------------------------------------------------------------
-FEATURE_DTYPE = torch.float16  # DINOv2 tokens, caption embeddings and relative depth, as cached
 
 
 class TR2MEncoders(nn.Module):
@@ -271,6 +268,7 @@ class TR2M(DepthModel):
     """
 
     architecture = "tr2m"
+    display_name = "TR2M"
     uses_captions = True
     released_precision = "fp32"  # the released evaluation runs its encoders in fp32
     released_resize = "align_corners"  # F.interpolate(..., "bilinear", align_corners=True)
@@ -330,7 +328,7 @@ class TR2M(DepthModel):
     def encode_frames(self, batch: FrameBatch) -> Features:
         """DINOv2 tokens, relative depth, caption embeddings (every line) and the input image."""
         if batch.captions is None:
-            raise ConfigError("TR2M needs a caption per image (data.caption_dir or data.caption; --caption to predict)")
+            raise ConfigError("TR2M needs a caption per image (data.caption_dir or data.caption, or captions= to infer)")
         if batch.images.shape[-2:] != self.input_size:
             raise ValueError(f"TR2M expects frames of {self.input_size}, got {tuple(batch.images.shape[-2:])}")
         images = batch.images
@@ -365,38 +363,7 @@ class TR2M(DepthModel):
             depth = 0.5 * (depth + self.metric(flipped, flipped["text"][:, 0])[0].flip(-1))
         return depth, out
 
-    @torch.inference_mode()
-    def infer(
-        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
-        captions: list[str] | None = None, max_tiles: int = 1,
-    ) -> dict[str, torch.Tensor]:
-        """Metric depth for RGB images at their own resolution, one caption each (``max_tiles`` is
-        accepted for a common signature; TR2M takes whole frames).
-
-        ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
-        [0, 1]. Returns ``depth`` (B, H, W) metres, and the ``relative`` input and the ``scale``
-        and ``shift`` maps at the same size.
-        """
-        if tiles not in (None, 1):
-            raise ConfigError("TR2M takes whole frames: --tiles does not apply")
-        self.eval()
-        images = self.images_to_tensor(images).to(self.device)
-        if captions is None or len(captions) != len(images):
-            raise ConfigError(
-                f"TR2M needs one caption per image ({len(images)} images, "
-                f"{'no' if captions is None else len(captions)} captions): pass --caption or --captions"
-            )
-        height, width = images.shape[-2:]
-        batch = FrameBatch(resize_bilinear(images, self.input_size, self.resize_mode).clamp(0, 1), [f"image{i}" for i in range(len(images))],
-                           captions=[[c] for c in captions])
-        features = as_float(self.encode_frames(batch))
-        depth, out = self.predict_from_features(features, as_float(self.encode_frames(batch.flipped())) if tta else None)
-
-        def to_image(x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
-
-        return {
-            "depth": to_image(depth), "relative": to_image(features["relative"]),
-            "scale": to_image(out.scale), "shift": to_image(out.shift),
-        }
-
+    def infer_outputs(self, features: Features, head_output: TR2MHeadOutput, tiles: int, to_image) -> dict[str, torch.Tensor]:
+        """The ``relative`` depth it rescaled and the ``scale`` and ``shift`` maps, (B, H, W) each."""
+        return {"relative": to_image(features["relative"]), "scale": to_image(head_output.scale),
+                "shift": to_image(head_output.shift)}

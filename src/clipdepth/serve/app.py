@@ -22,18 +22,17 @@ from fastapi import FastAPI, File, HTTPException, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse
 
 from ..errors import DataError
-from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, read_rgb, write_depth_png
+from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
+from ..io.predictions import write_prediction
 from ..models.base import MAX_TILES
-from ..io.panels import save_depth_colour
-from ..io.pointcloud import default_intrinsics, depth_to_ply
 
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-# file name -> media type; only these can be fetched from /result
+# file name -> (what it holds, see write_prediction; media type); only these can be fetched from /result
 RESULT_FILES = {
-    "depth_color.png": "image/png",
-    "uncertainty_color.png": "image/png",
-    "depth_16bit.png": "image/png",
-    "depth.ply": "application/octet-stream",
+    "depth_color.png": ("color", "image/png"),
+    "uncertainty_color.png": ("uncertainty_color", "image/png"),
+    "depth_16bit.png": ("depth", "image/png"),
+    "depth.ply": ("ply", "application/octet-stream"),
 }
 
 
@@ -88,10 +87,8 @@ def create_app(
                 result = model.infer(rgb, tta=tta)
                 depth = result["depth"][0].float().cpu().numpy()
                 spread = result["uncertainty"][0].float().cpu().numpy()
-                save_depth_colour(out / "depth_color.png", depth, max_depth)
-                save_depth_colour(out / "uncertainty_color.png", spread, float(spread.max()) or 1.0)
-                write_depth_png(out / "depth_16bit.png", depth, depth_png_scale(max_depth))
-                points = depth_to_ply(out / "depth.ply", depth, rgb, default_intrinsics(*depth.shape))
+                files = {kind: out / name for name, (kind, _) in RESULT_FILES.items()}
+                points = write_prediction(files, depth, rgb, max_depth, uncertainty=spread)
                 results[rid] = out
                 while len(results) > keep:
                     _, old = results.popitem(last=False)
@@ -117,7 +114,7 @@ def create_app(
             raise HTTPException(404, "no such result (results are kept for the newest few uploads only)")
         download = name if name.endswith("_color.png") else f"{rid[:8]}_{name}"
         disposition = "inline" if name.endswith("_color.png") else "attachment"
-        return FileResponse(folder / name, media_type=RESULT_FILES[name], filename=download,
+        return FileResponse(folder / name, media_type=RESULT_FILES[name][1], filename=download,
                             content_disposition_type=disposition)
 
     return app

@@ -9,6 +9,7 @@ import torch
 from ..config import Config, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
+from ..device import resolve_device
 from ..errors import ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
@@ -18,12 +19,6 @@ from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .trainer import Trainer, TrainResult, check_config, check_run_folder
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""ONNX export of a PureCLIP-Depth model: the whole network and the head alone.
+"""ONNX export of a PureCLIP-Depth model (``PureCLIPDepth.export_onnx``): the whole network and the head alone.
 
 ``model.onnx``: ``images`` (B, 3, S, S) float in [0, 1] (CLIP normalisation is inside the graph)
 -> ``depth`` (B, S, S) metres at the input size and ``bin_probs`` (B, h, w, K): the model's
-``predict`` without flip TTA and with one tile.
+``infer`` at its input size, without flip TTA and with one tile.
 ``head.onnx``: ``patch_tokens`` (B, h, w, D) and ``cls`` (B, D) -> ``depth_patches`` (B, h, w)
 metres and ``bin_probs`` (B, h, w, K), for features computed elsewhere (e.g. the feature cache).
 The batch axis is dynamic in both. Needs the ``onnx`` extra: ``pip install clipdepth[onnx]``.
@@ -20,9 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-MODEL_FILE = "model.onnx"
-HEAD_FILE = "head.onnx"
-REPORT_FILE = "export.json"
+MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"  # PureCLIPDepth.onnx_files
 INSTALL_HINT = "pip install clipdepth[onnx]"
 
 
@@ -150,8 +148,9 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: i
     cls = torch.nn.functional.normalize(torch.randn(check_batch, dim, generator=gen), dim=-1)
     with torch.no_grad():
         ref_full = [t.numpy() for t in full(images)]
-        # The graph must match the model's own predict (no TTA, one tile).
-        depth, probs = model.predict(images, tta=False)
+        # The graph must match the model's own infer (no TTA, one tile).
+        result = model.infer(images, tiles=1)
+        depth, probs = result["depth"], result["bin_probs"]
         predict_diff = max(float((depth - torch.from_numpy(ref_full[0])).abs().max()),
                            float((probs - torch.from_numpy(ref_full[1])).abs().max()))
         ref_head = [t.numpy() for t in head(tokens, cls)]

@@ -1,0 +1,138 @@
+"""Predicting many images into files, resumably: what ``clipdepth predict`` runs.
+
+For each image, the files of ``clipdepth.io.predictions`` (16-bit depth PNG recording its source
+image, colour PNG, and on request npy, PLY and uncertainty) under names no two images share. A rerun
+writes only what is missing and never takes an earlier run's output for another image.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..data.captions import read_caption_file
+from ..errors import ConfigError, DataError
+from ..io.atomic import clean_stale
+from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_source, read_rgb
+from ..io.predictions import OUTPUT_KINDS, output_paths, ply_intrinsics, write_prediction
+from ..models.base import MAX_TILES, DepthModel
+
+
+@dataclass
+class PredictOptions:
+    """What ``predict_to_folder`` writes and how it runs the model."""
+
+    npy: bool = False  # also N.npy (float32 metres)
+    ply: bool = False  # also N.ply, back-projected with fx fy cx cy (pixels)
+    uncertainty: bool = False  # also N_uncertainty.png (and .npy with ``npy``)
+    fx: float | None = None  # None: a 60 degree horizontal field of view
+    fy: float | None = None  # None: fx
+    cx: float | None = None  # None (with cy): the image centre
+    cy: float | None = None
+    tta: bool = False  # flip test-time augmentation
+    tiles: int | None = None  # square tiles across an image; None: the model's choice
+    max_tiles: int = MAX_TILES  # images that need more are refused (bounds memory)
+    max_pixels: int = MAX_PHOTO_PIXELS  # larger images are refused before decoding
+    batch_size: int = 8  # consecutive images of one size go through the model together
+    overwrite: bool = False  # replace outputs that exist (default: write only the missing ones)
+    caption: str | None = None  # models that read captions: one for every image ...
+    captions: Path | None = None  # ... or a folder of <stem>.txt files, or one .txt for all (line 0)
+
+    def tails(self) -> list[str]:
+        return [".png", "_color.png", *([".npy"] if self.npy else []),
+                *(["_uncertainty.png", *(["_uncertainty.npy"] if self.npy else [])] if self.uncertainty else []),
+                *([".ply"] if self.ply else [])]
+
+
+@dataclass
+class PredictReport:
+    done: int = 0  # images predicted now
+    kept: int = 0  # images whose outputs an earlier run had finished
+    failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
+    scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
+
+
+def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path], str | None]:
+    """Each image's caption (None for models that read none); ConfigError for a caption a model
+    cannot use or one it lacks, DataError for a captions path that does not exist."""
+    given = options.caption is not None or options.captions is not None
+    if not model.uses_captions:
+        if given:
+            raise ConfigError(f"{model.display_name} takes no caption: give none", setting="caption")
+        return lambda image: None
+    if not given:
+        raise ConfigError(f"{model.display_name} reads a caption per image: give a caption (one for all, or a captions folder)",
+                          setting="caption")
+    if options.captions is None:
+        return lambda image: options.caption
+    if not options.captions.exists():
+        raise DataError(f"{options.captions}: no such caption folder or file (a folder of <stem>.txt files, or one .txt)",
+                        setting="captions")
+    if options.captions.is_file():
+        shared = read_caption_file(options.captions)[0]
+        return lambda image: shared
+    return lambda image: read_caption_file(options.captions / f"{image.stem}.txt")[0]
+
+
+def predict_to_folder(
+    model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
+) -> PredictReport:
+    """Predict each (image, name) of ``jobs`` (``collect_inputs``) into ``out`` with ``model`` (on
+    its device). An image that cannot be read or is over a limit is skipped and named in the
+    report, the others go on; outputs that exist are kept unless ``options.overwrite``, so a rerun
+    completes what an interrupted one left. Raises ConfigError for options the model cannot use.
+    """
+    if options.uncertainty and not model.gives_uncertainty:
+        raise ConfigError(f"{model.display_name} gives no uncertainty", setting="uncertainty")
+    if options.tiles is not None and options.tiles > options.max_tiles:
+        raise ConfigError(f"tiles {options.tiles} is over max_tiles {options.max_tiles}", setting="tiles")
+    caption_for = _caption_source(model, options)
+    clean_stale(out)  # what a killed run left half-written
+    report = PredictReport(scale=depth_png_scale(model.max_depth))
+    batch: list[tuple[np.ndarray, Path, str | None, str]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        captions = [c for _, _, c, _ in batch] if model.uses_captions else None
+        result = model.infer(np.stack([im for im, _, _, _ in batch]), tta=options.tta, tiles=options.tiles,
+                             captions=captions, max_tiles=options.max_tiles)
+        for i, (image, name, _, source) in enumerate(batch):
+            paths = output_paths(out, name, options.tails())
+            todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or not p.exists()}
+            depth = result["depth"][i].cpu().numpy()
+            spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
+            write_prediction(todo, depth, image, model.max_depth, uncertainty=spread,
+                             intrinsics=ply_intrinsics(options, *depth.shape), source=source)
+        report.done += len(batch)
+        batch.clear()
+
+    for path, name in tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True, disable=not progress):
+        outputs, source = output_paths(out, name, options.tails()), str(path.resolve())
+        if not options.overwrite and outputs[0].exists():
+            made_from = png_source(outputs[0])
+            if made_from != source:  # an earlier run's output for another image: never taken for this one's
+                report.failed.append(
+                    f"{path}: {outputs[0]} holds the depth of {made_from or 'another image (it does not say which)'}; "
+                    "write elsewhere, or overwrite it"
+                )
+                continue
+            if all(p.exists() for p in outputs):
+                report.kept += 1
+                continue
+        try:  # one bad file must not lose the others' results
+            image = read_rgb(path, photo=True, max_pixels=options.max_pixels)
+            model.tiles_for(image.shape[0], image.shape[1], options.tiles, options.max_tiles)
+            caption = caption_for(path)
+        except DataError as exc:
+            message = str(exc)
+            report.failed.append(message if message.startswith(str(path)) else f"{path}: {message}")
+            continue
+        if batch and (image.shape != batch[0][0].shape or len(batch) == options.batch_size):
+            flush()
+        batch.append((image, name, caption, source))
+    flush()
+    return report
