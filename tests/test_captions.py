@@ -12,7 +12,8 @@ from PIL import Image
 from clipdepth.cli.main import main
 from clipdepth.config import DataConfig
 from clipdepth.data.captions import caption_lines, pick_lines, read_caption_file
-from clipdepth.data.synthetic import RGBDSample, SyntheticScenes, render_scene
+from clipdepth.data.sample import RGBDSample
+from clipdepth.data.synthetic import SyntheticScenes, render_scene
 from clipdepth.errors import DataError
 
 

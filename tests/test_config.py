@@ -89,3 +89,28 @@ def test_new_names_win_over_old_ones_in_one_mapping():
     cfg = config_from_dict({"head": {"num_bins": 7}, "pureclip": {"num_bins": 9}, "train": {"phase_steps": 5},
                             "encoder": {"image_size": 224}})
     assert cfg.pureclip.num_bins == 9 and cfg.pureclip.phase_steps == 5 and cfg.clip.image_size == 224
+
+
+def test_first_difference_names_the_field_and_both_values():
+    from clipdepth.config import ABSENT, first_difference
+
+    saved = {"train": {"max_epochs": 5, "lr": 1.0}, "data": {"tiles": 1}}
+    assert first_difference(saved, saved) is None
+    assert first_difference(saved, {"train": {"max_epochs": 5, "lr": 2.0}, "data": {"tiles": 1}}) == ("train.lr", 1.0, 2.0)
+    assert first_difference(saved, {"train": {"max_epochs": 9, "lr": 2.0}, "data": {"tiles": 1}},
+                            ignore=("train.max_epochs",)) == ("train.lr", 1.0, 2.0)
+    assert first_difference(saved, {"train": {"max_epochs": 5, "lr": 1.0}}) == ("data", {"tiles": 1}, ABSENT)
+
+
+def test_a_library_error_names_the_setting_and_the_cli_its_flag(tmp_path, capsys):
+    from clipdepth.errors import DataError
+    from clipdepth.io.atomic import refuse_existing
+
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(DataError) as info:
+        refuse_existing([tmp_path / "metrics.json"], overwrite=False)
+    assert info.value.setting == "overwrite" and "--" not in str(info.value)  # the library's terms
+    (tmp_path / "pred").mkdir()
+    assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path), "--protocol", "nyu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("(--pred)") and "predictions folder" in err  # score's flag for the setting

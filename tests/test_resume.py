@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 from clipdepth.errors import CheckpointError, ClipdepthError, ConfigError
 from clipdepth.features import EncodedSplit
-from clipdepth.training.trainer import RESUME_META, RESUME_TENSORS, Trainer, resume_dir
+from clipdepth.training.resume import RESUME_META, RESUME_TENSORS, resume_dir
+from clipdepth.training.trainer import Trainer
 
 from .test_training import make_trainer, random_split
 

@@ -411,7 +411,7 @@ def test_damaged_cache_shards_are_named_and_rebuilt(tiny_cfg, tmp_path):
 
 def test_a_resume_state_of_wrong_types_is_one_line(tiny_cfg, tmp_path):
     from clipdepth.training.run import Experiment
-    from clipdepth.training.trainer import read_resume_meta, resume_dir
+    from clipdepth.training.resume import read_resume_meta, resume_dir
 
     cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_epochs=1))
     Experiment.create(cfg).train(tmp_path / "run")
@@ -583,7 +583,7 @@ def test_resume_state_that_cannot_be_right_is_refused_before_any_work(tiny_cfg, 
     from clipdepth.cli import train as cli_train
     from clipdepth.errors import ClipdepthError
     from clipdepth.training.run import Experiment
-    from clipdepth.training.trainer import read_resume_meta, resume_dir
+    from clipdepth.training.resume import read_resume_meta, resume_dir
 
     cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, max_epochs=1))
     Experiment.create(cfg).train(tmp_path / "run")

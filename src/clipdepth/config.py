@@ -204,7 +204,7 @@ class DINOv2Config:
 
 @dataclass
 class RelativeDepthConfig:
-    """The frozen relative-depth source whose output TR2M rescales (tr2m.md, "Components")."""
+    """The frozen relative-depth source whose output TR2M rescales (docs/tr2m.md, "Components")."""
 
     # "depth_anything": a transformers DepthAnythingForDepthEstimation (hub id or folder);
     # "oracle": relative depth MADE FROM THE GROUND TRUTH (tests, the synthetic demo, ablations
@@ -293,7 +293,8 @@ class Config:
     output_dir: str = "outputs/run"
 
 
-CONFIG_SECTIONS = ("clip", "pureclip", "tr2m", "train", "data", "eval")  # the dataclass sections of Config
+# The dataclass sections of Config, by name.
+CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(getattr(Config(), f.name)))
 
 
 # -- the first layout (clipdepth 0.1), still read: recipes, overrides, checkpoints, resume states --
@@ -336,6 +337,30 @@ def upgrade_layout(data: dict[str, Any]) -> dict[str, Any]:
 def _upgrade_override(override: str) -> str:
     key, sep, value = override.partition("=")
     return f"{legacy_name(key.strip())}{sep}{value}"
+
+
+ABSENT = "<absent>"  # how first_difference reports a field one side lacks
+
+
+def first_difference(
+    a: Any, b: Any, ignore: tuple[str, ...] = (), prefix: str = ""
+) -> tuple[str, Any, Any] | None:
+    """The first field in sorted order (dotted name, its value in ``a``, in ``b``) where two nested
+    mappings differ, fields in ``ignore`` (dotted names) skipped; None when they agree. A field only one
+    side has differs, with ``ABSENT`` as the other's value. Saved configs, resume states and
+    feature-cache keys are compared with it."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return None if a == b else (prefix, a, b)
+    for key in sorted({*a, *b}, key=str):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if name in ignore:
+            continue
+        if key not in a or key not in b:
+            return name, a.get(key, ABSENT), b.get(key, ABSENT)
+        diff = first_difference(a[key], b[key], ignore, name)
+        if diff is not None:
+            return diff
+    return None
 
 
 # -- value checks: every config is checked once, when it is made, with the rule in the message --------
@@ -408,10 +433,7 @@ DIVISIBLE_RULES = (
     ("tr2m.input_height", "tr2m.image_encoder.patch_size"), ("tr2m.input_width", "tr2m.image_encoder.patch_size"),
 )
 # section dataclass -> its name in Config (``with_overrides`` checks a lone section by it)
-_SECTIONS: dict[type, str] = {
-    CLIPEncoderConfig: "clip", PureCLIPConfig: "pureclip", TR2MConfig: "tr2m", TrainConfig: "train",
-    DataConfig: "data", EvalConfig: "eval",
-}
+_SECTIONS: dict[type, str] = {type(getattr(Config(), name)): name for name in CONFIG_SECTIONS}
 
 
 def check_values(cfg: Any, section: str = "") -> Any:

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..training.run import Experiment
-    from ..training.trainer import check_config, check_run_folder, read_resume_meta, read_resume_tensors
+    from ..training.resume import read_resume_meta, read_resume_tensors
+    from ..training.trainer import check_config, check_run_folder
     from .args import output_folder
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])

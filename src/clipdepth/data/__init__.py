@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig
 from ..errors import ConfigError
-from .synthetic import RGBDSample, SyntheticScenes
+from .sample import RGBDSample
+from .synthetic import SyntheticScenes
 
 DatasetFactory = Callable[[DataConfig, str], Dataset]
 DATASETS: dict[str, DatasetFactory] = {}

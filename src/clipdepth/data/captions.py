@@ -14,7 +14,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import DataError
-from .synthetic import RGBDSample
+from .sample import RGBDSample
 
 __all__ = ["CaptionLookup", "caption_lines", "caption_lookup", "pick_lines", "read_caption_file"]
 

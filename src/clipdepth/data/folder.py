@@ -24,8 +24,9 @@ from . import register_dataset
 from .kitti import read_calib, read_kitti_depth, read_velodyne, velodyne_to_depth
 from .nyu import NYU_DEPTH_SCALE
 from .splits import SplitEntry, read_split_list, required_setting, split_entries
-from .synthetic import RGBDSample
-from .zeroshot import ListedRGBD, read_sun_rgbd_depth, read_tum_depth
+from .listed import ListedRGBD
+from .sample import RGBDSample
+from .zeroshot import read_sun_rgbd_depth, read_tum_depth
 
 __all__ = ["DepthFolder", "ManifestDataset"]
 

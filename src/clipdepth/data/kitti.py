@@ -18,11 +18,11 @@ from ..errors import DataError
 from ..io.depth_io import read_depth
 from . import register_dataset
 from .splits import SplitEntry, split_entries
-from .zeroshot import ListedRGBD
+from .listed import ListedRGBD
 
 __all__ = ["KITTIEigen", "read_calib", "read_kitti_depth", "read_velodyne", "velodyne_to_depth"]
 
-KITTI_SCALE = 256.0  # uint16 / 256 = metres (protocol.md, "Caps and units")
+KITTI_SCALE = 256.0  # uint16 / 256 = metres (docs/protocol.md, "Caps and units")
 CALIB_KEYS = ("P2", "R0_rect", "Tr_velo_to_cam")
 
 

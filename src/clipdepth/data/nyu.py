@@ -3,7 +3,7 @@
 The loader reads split lists in the BTS format (RGB .jpg/.png and a 16-bit depth PNG in
 millimetres per line, paths relative to ``data.root``). ``prepare_nyu_mat`` turns the official
 ``nyu_depth_v2_labeled.mat`` and ``splits.mat`` into that layout: the 795 training and 654 test
-images of the official split (protocol.md, "Splits").
+images of the official split (docs/protocol.md, "Splits").
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..io.atomic import atomic_path, clean_stale, write_text_atomic
 from ..io.depth_io import read_depth, read_rgb, write_depth_png
 from . import register_dataset
 from .splits import SplitEntry, check_files, split_entries
-from .synthetic import RGBDSample
+from .sample import RGBDSample
 
 __all__ = ["NYU_DEPTH_SCALE", "NYU_INTRINSICS", "NYUDepthV2", "prepare_nyu_mat", "read_nyu_splits"]
 

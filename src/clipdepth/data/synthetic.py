@@ -23,8 +23,9 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError
+from .sample import RGBDSample
 
-__all__ = ["DEFAULT_SIZE", "DEPTH_RANGE", "RGBDSample", "SyntheticScenes", "render_scene"]
+__all__ = ["DEFAULT_SIZE", "DEPTH_RANGE", "SyntheticScenes", "render_scene"]
 
 DEPTH_RANGE = {"indoor": 10.0, "outdoor": 80.0}
 DEFAULT_SIZE = {"indoor": (240, 320), "outdoor": (192, 640)}  # (height, width)
@@ -44,17 +45,6 @@ Texture = Callable[[np.ndarray, np.ndarray], np.ndarray]
 On vertical faces b is the height y and a the horizontal axis; on horizontal faces (a, b) = (x, z).
 """
 _FACE_PLANE_AXES = ((2, 1), (0, 2), (0, 1))  # (a, b) world axes for faces normal to x, y, z
-
-
-@dataclass
-class RGBDSample:
-    image: np.ndarray  # (H, W, 3) uint8
-    depth: np.ndarray  # (H, W) float32 metres, 0 = invalid/no measurement
-    intrinsics: np.ndarray  # (4,) float32 fx, fy, cx, cy at this resolution
-    name: str  # unique stem, e.g. "indoor_train_00012"
-    # Descriptions of the frame, one per entry, as a VLM would write them (TR2M's text input);
-    # None: the dataset has none (captions then come from data.caption or data.caption_dir).
-    captions: list[str] | None = None
 
 
 # --------------------------------------------------------------------------- textures

@@ -2,8 +2,8 @@
 
 Each set stores depth its own way; ``read_<name>_depth(path)`` turns one file into float32 metres
 with 0 = invalid, and every problem is a one-line DataError naming the file. The sets are read
-from BTS-format split lists (``rgb depth|None focal``) by ``ListedRGBD``, which KITTI and user
-folders share. None of them has an evaluation protocol of its own in
+from BTS-format split lists (``rgb depth|None focal``) by ``data.listed.ListedRGBD``, which KITTI
+and user folders share. None of them has an evaluation protocol of its own in
 ``clipdepth.evaluation.protocol``: the indoor sets default to ``synthetic_indoor`` (1e-3..10 m,
 no crop) and DIODE, which mixes indoor and outdoor scans, to ``synthetic_outdoor`` (1e-3..80 m, no
 crop); pass ``--protocol`` to score differently.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable
 
 import h5py
 import numpy as np
@@ -20,15 +20,14 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..io.depth_io import read_depth, read_rgb
+from ..io.depth_io import read_depth
 from . import register_dataset
-from .splits import SplitEntry, check_files, split_entries
-from .synthetic import RGBDSample
+from .listed import DepthReader, ListedRGBD
+from .splits import split_entries
 
 __all__ = [
     "HYPERSIM_HORIZONTAL_FOV_DEG",
     "IBIMS_SCALE",
-    "ListedRGBD",
     "hypersim_distance_to_depth",
     "read_diode_depth",
     "read_hypersim_depth",
@@ -37,11 +36,8 @@ __all__ = [
     "read_tum_depth",
 ]
 
-DepthReader = Callable[[Path], np.ndarray]
-
 TUM_SCALE = 5000.0  # TUM RGB-D: uint16 / 5000 = metres
-# Assumption: iBims-1's README gives 16-bit PNG depth as metres = value / 65535 * 50 (50 m full
-# scale). Neither tr2m.md nor protocol.md says, so this could not be checked here.
+# iBims-1: 16-bit PNG depth, metres = value / 65535 * 50 (50 m full scale; docs/tr2m.md, "Data and captions").
 IBIMS_SCALE = 65535.0 / 50.0
 HYPERSIM_HORIZONTAL_FOV_DEG = 60.0  # every HyperSim camera: 1024x768, 60 degrees across the width
 
@@ -123,67 +119,6 @@ def read_hypersim_depth(path: str | Path) -> np.ndarray:
     if distance.ndim != 2:
         raise DataError(f"{path}: expected an (H, W) distance map, got shape {distance.shape}")
     return hypersim_distance_to_depth(np.nan_to_num(distance, nan=0.0))
-
-
-# --------------------------------------------------------------------------- list-based datasets
-
-
-class ListedRGBD(Dataset):
-    """RGB-D pairs from split-list entries; entries without ground truth are counted, not yielded.
-
-    ``n_listed`` and ``n_without_gt`` let a report say e.g. "697 listed, 45 without ground truth,
-    652 scored". Intrinsics: ``intrinsics_by_name`` if it has the sample, else (focal, focal,
-    W/2, H/2) from the line's focal length, else NaN (unknown).
-    """
-
-    def __init__(
-        self,
-        entries: Sequence[SplitEntry],
-        root: str | Path,
-        list_path: str | Path,
-        read_depth_m: DepthReader,
-        intrinsics_by_name: Mapping[str, Sequence[float]] | None = None,
-    ) -> None:
-        self.root = Path(root)
-        self.list_path = Path(list_path)
-        self.read_depth_m = read_depth_m
-        self.intrinsics_by_name = dict(intrinsics_by_name or {})
-        self.n_listed = len(entries)
-        self.entries = [e for e in entries if e.depth is not None]
-        self.n_without_gt = self.n_listed - len(self.entries)
-        check_files(self.entries, self.root, self.list_path)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    @property
-    def names(self) -> list[str]:
-        """Frame names without decoding any file (cache keys use them)."""
-        return [self.sample_name(e) for e in self.entries]
-
-    def files(self, index: int) -> list[Path]:
-        """The files frame ``index`` is read from (the feature cache keys on their size and time)."""
-        entry = self.entries[index]
-        return [entry.rgb_path(self.root), entry.depth_path(self.root)]
-
-    def sample_name(self, entry: SplitEntry) -> str:
-        """The rgb path without suffix, "/" -> "_": unique within a list."""
-        return str(Path(entry.rgb.lstrip("/")).with_suffix("")).replace("/", "_")
-
-    def __getitem__(self, index: int) -> RGBDSample:
-        entry = self.entries[index]
-        rgb_path, depth_path = entry.rgb_path(self.root), entry.depth_path(self.root)
-        image, depth = read_rgb(rgb_path), self.read_depth_m(depth_path)
-        if depth.shape != image.shape[:2]:
-            raise DataError(f"{depth_path}: depth is {depth.shape[0]}x{depth.shape[1]} but {rgb_path.name} is {image.shape[0]}x{image.shape[1]}")
-        name = self.sample_name(entry)
-        if name in self.intrinsics_by_name:
-            intrinsics = self.intrinsics_by_name[name]
-        elif entry.focal is not None:
-            intrinsics = (entry.focal, entry.focal, image.shape[1] / 2, image.shape[0] / 2)
-        else:
-            intrinsics = (math.nan,) * 4
-        return RGBDSample(image, depth, np.asarray(intrinsics, dtype=np.float32), name)
 
 
 def _listed_factory(read_depth_m: DepthReader) -> Callable[[DataConfig, str], Dataset]:

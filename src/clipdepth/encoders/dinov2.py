@@ -1,7 +1,7 @@
 """Frozen DINOv2 encoder for TR2M: last-layer patch tokens after the final norm, without CLS.
 
 In ``transformers``' ``Dinov2Model`` the ``last_hidden_state`` is already taken through the final
-``layernorm`` (unlike CLIP's vision tower), so it is used as is (tr2m.md, "Components").
+``layernorm`` (unlike CLIP's vision tower), so it is used as is (docs/tr2m.md, "Components").
 The position embeddings are interpolated to the input grid, so any multiple of the patch size works.
 
 """

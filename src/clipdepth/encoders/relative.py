@@ -1,4 +1,4 @@
-"""Frozen relative-depth sources whose output TR2M rescales to metric depth (tr2m.md, "Components").
+"""Frozen relative-depth sources whose output TR2M rescales to metric depth (docs/tr2m.md, "Components").
 
 Every source is called as ``source(images, depth, names)``: images (B, 3, H, W) in [0, 1], depth
 (B, H, W) metres with 0 = invalid (or None), the frame names; it returns a (B, H, W) float32

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.synthetic import RGBDSample
+from ..data.sample import RGBDSample
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..data.captions import CaptionLookup

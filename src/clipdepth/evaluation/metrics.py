@@ -1,4 +1,4 @@
-"""The nine standard depth metrics (protocol.md, "Metrics"), and abs_diff as an extra.
+"""The nine standard depth metrics (docs/protocol.md, "Metrics"), and abs_diff as an extra.
 
 Each image is reduced to float64 sufficient statistics over its valid pixels; its metrics come
 from those, and the reported numbers are the plain mean of per-image metrics over images. The

@@ -1,6 +1,6 @@
-"""Evaluation protocol: depth caps, crops, prediction post-processing (protocol.md).
+"""Evaluation protocol: depth caps, crops, prediction post-processing (docs/protocol.md).
 
-Order for one image (protocol.md, "Prediction post-processing before scoring"): resize the
+Order for one image (docs/protocol.md, "Prediction post-processing before scoring"): resize the
 prediction to the GT resolution (bilinear, align_corners=True), clamp it to [min, max] with
 +inf -> max and NaN -> min, then score on min < g < max (strict) inside the crop mask.
 """
@@ -37,7 +37,7 @@ PROTOCOLS: dict[str, Protocol] = {
     for p in (
         Protocol("nyu", 1e-3, 10.0, "eigen_nyu", 1000.0),
         # A protocol names one crop, so "both Garg and Eigen requested" cannot arise; plain
-        # `kitti` is Garg, as protocol.md has Garg win.
+        # `kitti` is Garg, as docs/protocol.md has Garg win.
         Protocol("kitti", 1e-3, 80.0, "garg", 256.0),
         Protocol("kitti_eigen", 1e-3, 80.0, "eigen_kitti", 256.0),
         Protocol("synthetic_indoor", 1e-3, 10.0, None, 1000.0),

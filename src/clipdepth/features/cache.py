@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..config import DataConfig
+from ..config import DataConfig, first_difference
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, clean_stale, write_text_atomic
@@ -127,12 +127,9 @@ def cache_key(
     return json.loads(json.dumps(key))
 
 
-def _first_difference(a: Any, b: Any, path: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-    return f"{path}: cached {a!r}, wanted {b!r}"
+def _describe_difference(cached: dict, wanted: dict) -> str:
+    name, was, now = first_difference(cached, wanted) or ("", cached, wanted)
+    return f"{name}: cached {was!r}, wanted {now!r}"
 
 
 def _write_shard(folder: Path, part: EncodedSplit) -> None:
@@ -260,7 +257,7 @@ def start_cache(cache_dir: Path, key: dict[str, Any], shard_size: int) -> dict[s
         index = read_index(cache_dir)
         if index["key"] != key:
             raise CheckpointError(
-                f"{cache_dir}: feature cache was built for another setting ({_first_difference(index['key'], key)}); "
+                f"{cache_dir}: feature cache was built for another setting ({_describe_difference(index['key'], key)}); "
                 "use another cache folder"
             )
         return index
@@ -288,7 +285,7 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
     index = read_index(cache_dir)
     if index["key"] != key:
         raise CheckpointError(
-            f"{cache_dir}: feature cache was built for another setting ({_first_difference(index['key'], key)})"
+            f"{cache_dir}: feature cache was built for another setting ({_describe_difference(index['key'], key)})"
         )
     n_shards, finished = _n_shards(key, index["shard_size"]), _finished_shards(cache_dir, index)
     if len(finished) != n_shards:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..data.captions import CaptionLookup
 from ..errors import DataError
-from ..data.synthetic import RGBDSample
+from ..data.sample import RGBDSample
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
 

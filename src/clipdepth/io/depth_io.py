@@ -1,6 +1,6 @@
 """Reading and writing RGB images and metric depth maps.
 
-Depth files are 16-bit PNGs (metres = value / scale, 0 = no depth; protocol.md "Caps and units")
+Depth files are 16-bit PNGs (metres = value / scale, 0 = no depth; docs/protocol.md "Caps and units")
 or ``.npy`` arrays in metres. Every problem with an input file is a one-line DataError that names
 the file and says what is wrong.
 """
@@ -138,7 +138,7 @@ def read_depth(
     it; ``scale`` is for PNGs that do not. With ``strict_scale`` (a scale the user gave) a PNG that
     declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
     have no NaN and no negative value. ``prediction=True`` keeps NaN/inf/negative values of a
-    ``.npy`` as they are, because the protocol defines what they become (protocol.md,
+    ``.npy`` as they are, because the protocol defines what they become (docs/protocol.md,
     post-processing step 2). An empty array is a DataError.
     """
     path = Path(path)

@@ -1,4 +1,4 @@
-"""TR2M losses (tr2m.md "Losses"): scale-invariant log loss, threshold-gated pseudo-metric loss,
+"""TR2M losses (docs/tr2m.md "Losses"): scale-invariant log loss, threshold-gated pseudo-metric loss,
 image- and pixel-level scale-oriented contrast, edge-aware smoothness, and the EMA update of the
 key network.
 
@@ -131,7 +131,7 @@ def image_contrast_loss(
 ) -> torch.Tensor:
     """Image-level scale-oriented contrast over pooled features (B, C), ordered by pseudo ``scale`` (B,).
 
-    tr2m.md calls pairs with rank distance < t positives, which for t = 1 leaves only the image itself;
+    docs/tr2m.md calls pairs with rank distance < t positives, which for t = 1 leaves only the image itself;
     here two different images are positives when ``0 < |rank_i - rank_j| <= rank_threshold`` (with the
     default 1: neighbours in the scale ordering). All other images are negatives; self is excluded.
     """
@@ -149,7 +149,7 @@ def image_contrast_loss(
 
 
 def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: int) -> torch.Tensor:
-    """Depth class ``Y = round((d_max - D) / (d_max - d_min) * num_classes)`` in [0, num_classes] (tr2m.md).
+    """Depth class ``Y = round((d_max - D) / (d_max - d_min) * num_classes)`` in [0, num_classes] (docs/tr2m.md).
 
     Near is a high class; ``torch.round`` rounds halves to even. There are ``num_classes + 1`` labels.
     """

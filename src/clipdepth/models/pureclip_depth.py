@@ -4,7 +4,7 @@ A frozen CLIP ViT gives patch tokens and CLS in one pass; phi rotates each patch
 it with CLS; the similarity of the fused, L2-normalised token to a learnable depth table W
 (initialised from CLIP text embeddings of "<c> meter" phrases) gives soft bin probabilities, and
 the expected bin centre is the patch's depth. Shapes follow the reference code
-(``../shared/reference/pureclip-depth.md``); the paper's variants are config fields.
+(``docs/pureclip-depth.md``); the paper's variants are config fields.
 """
 from __future__ import annotations
 

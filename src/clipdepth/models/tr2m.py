@@ -4,7 +4,7 @@ Frozen parts (``TR2MEncoders``): a relative-depth source (Depth Anything small, 
 GT oracle for tests and the synthetic demo), DINOv2 patch tokens and the CLIP text embedding of a
 caption. Trained head (``TR2MHead``): the caption token projected to the image width, one pre-norm
 cross-modal block, a convolutional decoder and two heads giving a scale map A and a shift map B;
-metric depth = 1 / (A * D_r + B) (``to_metric``). Sizes follow ``shared/reference/tr2m.md``
+metric depth = 1 / (A * D_r + B) (``to_metric``). Sizes follow ``docs/tr2m.md``
 ("Components"); ``tr2m.global_factor`` is the RSA-style ablation (one A and B per image).
 """
 from __future__ import annotations

@@ -26,7 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from ..config import Config, config_to_dict
+from ..config import Config
 from ..data import DATASETS
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluation.evaluate import evaluate_encoded
@@ -38,21 +38,10 @@ from ..io.atomic import atomic_dir, atomic_path, clean_stale, write_text_atomic
 from ..models import DepthModel
 from ..models.base import load_head_state
 from .objectives import check_model_config, objective_class
-from .distributed import Distributed
-
-RESUME_DIR = "resume"  # under <out>/checkpoints/
-RESUME_WEIGHTS = "head.safetensors"  # head weights
-RESUME_TENSORS = "training_state.pt"  # optimisers and RNG states (torch.save)
-RESUME_META = "state.json"  # counters, best-per-metric, history, config
-RESUME_FILES = (RESUME_WEIGHTS, RESUME_TENSORS, RESUME_META)
-RESUME_FIELD_TYPES = (  # state.json's fields, their types and how a message names them
-    ("config", dict, "an object"), ("epoch", int, "an integer >= 0"), ("step", int, "an integer >= 0"),
-    ("since_improvement", int, "an integer >= 0"), ("best", dict, "an object"), ("history", list, "a list"),
+from .resume import (
+    RESUME_DAMAGED, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors, write_resume_state,
 )
-# Fields a resumed run may change without changing what it computes up to where it stopped (dotted
-# names): a longer run continues a shorter one.
-RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache", "train.max_epochs")
-
+from .distributed import Distributed
 
 def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
@@ -81,31 +70,6 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
     return value < best if LOWER_IS_BETTER[metric] else value > best
-
-
-def _first_difference(saved, current, prefix: str = "") -> str | None:
-    """Dotted name of the first field where two config dicts differ, or None."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in list(dict.fromkeys([*saved, *current])):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if name in RESUME_IGNORED_FIELDS:
-                continue
-            if key not in saved or key not in current:
-                return name
-            diff = _first_difference(saved[key], current[key], name)
-            if diff is not None:
-                return diff
-        return None
-    return None if saved == current else prefix
-
-
-def _config_json(cfg: Config) -> dict:
-    """The config as it reads back from JSON (tuples become lists), for comparisons."""
-    return json.loads(json.dumps(config_to_dict(cfg)))
-
-
-def resume_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "checkpoints" / RESUME_DIR
 
 
 # What a run writes into its folder once an epoch is done; any of them there means the folder holds
@@ -142,105 +106,6 @@ def start_run_folder(out_dir: Path) -> None:
         elif path.exists():
             path.unlink()
     clean_stale(out_dir)
-
-
-def _complete(directory: Path) -> bool:
-    return directory.is_dir() and all((directory / name).is_file() for name in RESUME_FILES)
-
-
-def find_resume_state(out_dir: str | Path) -> Path:
-    """The resume folder of a run, or a one-line CheckpointError saying what is missing.
-
-    Falls back to ``.resume.old``: a kill in the instant ``atomic_dir`` swaps the folders
-    leaves the previous, complete state there.
-    """
-    directory = resume_dir(out_dir)
-    if _complete(directory):
-        return directory
-    old = directory.with_name(f".{directory.name}.old")
-    if not directory.exists() and _complete(old):
-        return old
-    if not directory.is_dir():
-        raise CheckpointError(
-            f"{directory}: no resume state to continue from (a run writes it at the end of each epoch; "
-            "start without --resume)"
-        )
-    missing = [name for name in RESUME_FILES if not (directory / name).is_file()]
-    raise CheckpointError(f"{directory}: incomplete resume state (missing {', '.join(missing)})")
-
-
-def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
-    """Find and read a run's resume state and check it was made with ``cfg``.
-
-    Cheap (no tensors loaded): the CLI calls it before encoding anything.
-    """
-    directory = find_resume_state(out_dir)
-    path = directory / RESUME_META
-    damaged = RESUME_DAMAGED
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: invalid JSON ({exc}); {damaged}") from None
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: not a resume state (a JSON {type(meta).__name__}); {damaged}")
-    missing = [k for k in ("config", "epoch", "step", "since_improvement", "best", "history") if k not in meta]
-    if missing:
-        raise CheckpointError(f"{path}: incomplete resume state (missing {', '.join(missing)})")
-    for key, kind, what in RESUME_FIELD_TYPES:
-        value = meta[key]
-        if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
-            raise CheckpointError(f"{path}: {key} should be {what}, is {value!r}; {damaged}")
-    if not all(isinstance(row, dict) for row in meta["history"]):
-        raise CheckpointError(f"{path}: history should be a list of objects; {damaged}")
-    for metric, best in meta["best"].items():
-        if not (isinstance(best, dict) and isinstance(best.get("value"), (int, float)) and isinstance(best.get("epoch"), int)):
-            raise CheckpointError(f"{path}: best[{metric!r}] should be {{\"value\": number, \"epoch\": integer}}, is {best!r}; {damaged}")
-    saved_max = _lookup(meta["config"], "train.max_epochs")
-    if len(meta["history"]) != meta["epoch"] or (isinstance(saved_max, int) and meta["epoch"] > saved_max):
-        raise CheckpointError(
-            f"{path}: epoch {meta['epoch']} does not match its history of {len(meta['history'])} epochs or its "
-            f"train.max_epochs={saved_max}; {damaged}"
-        )
-    diff = _first_difference(meta["config"], _config_json(cfg))
-    if diff is not None:
-        saved = _lookup(meta["config"], diff)
-        current = _lookup(_config_json(cfg), diff)
-        raise ConfigError(
-            f"--resume: config field {diff} differs from the saved run's ({current!r} now, {saved!r} in "
-            f"{directory / RESUME_META}); resume with the same config or start a new run"
-        )
-    return directory, meta
-
-
-RESUME_DAMAGED = "the resume state is damaged: start a new run with --overwrite"
-
-
-def read_resume_tensors(directory: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """The head weights and the optimiser/RNG state of a resume folder, or one CheckpointError line
-    naming the damaged file. Also called before any encoding, to fail early."""
-    from safetensors.torch import load_file
-
-    try:
-        weights = load_file(str(directory / RESUME_WEIGHTS))
-    except Exception as exc:  # noqa: BLE001 - safetensors reports a truncated file in several ways
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{directory / RESUME_WEIGHTS}: cannot load head weights ({reason}); {RESUME_DAMAGED}") from None
-    try:
-        tensors = torch.load(directory / RESUME_TENSORS, map_location="cpu", weights_only=True)
-        if not isinstance(tensors, dict) or "optimizers" not in tensors or "rng" not in tensors:
-            raise ValueError("not a training state")
-    except Exception as exc:  # noqa: BLE001 - a truncated pickle fails in many ways
-        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{directory / RESUME_TENSORS}: cannot load optimiser/RNG state ({msg}); {RESUME_DAMAGED}") from None
-    return weights, tensors
-
-
-def _lookup(data: dict, dotted: str):
-    for key in dotted.split("."):
-        if not isinstance(data, dict) or key not in data:
-            return "<absent>"
-        data = data[key]
-    return data
 
 
 def _tensorboard(log_dir: Path):
@@ -437,26 +302,17 @@ class Trainer:
             torch.cuda.set_rng_state_all(cuda)
 
     def _save_resume_state(self, epoch: int, since_improvement: int, result: TrainResult, metrics: dict) -> None:
-        from safetensors.torch import save_file
-
         meta = {
             "epoch": epoch, "step": self.step, "since_improvement": since_improvement,
             "best": result.best, "history": result.history, "metrics": metrics,
             "encoder_fingerprint": self.model.encoder.fingerprint(),
-            "config": _config_json(self.cfg),
+            "config": config_json(self.cfg),
         }
-        with atomic_dir(resume_dir(self.out_dir)) as tmp:
-            weights = {k: v.detach().cpu().contiguous() for k, v in self.model.head.state_dict().items()}
-            save_file(weights, str(tmp / RESUME_WEIGHTS))
-            torch.save(
-                {
-                    "optimizers": {k: opt.state_dict() for k, opt in self.objective.optimizers.items()},
-                    "objective": self.objective.extra_state(), "rng": self._rng_states(),
-                },
-                tmp / RESUME_TENSORS,
-            )
-            # Written last: a folder with state.json has everything (atomic_dir guards the rest).
-            (tmp / RESUME_META).write_text(json.dumps(meta, indent=2))
+        tensors = {
+            "optimizers": {k: opt.state_dict() for k, opt in self.objective.optimizers.items()},
+            "objective": self.objective.extra_state(), "rng": self._rng_states(),
+        }
+        write_resume_state(self.out_dir, self.model.head.state_dict(), tensors, meta)
 
     def _load_resume_state(self) -> dict:
         directory, meta = read_resume_meta(self.out_dir, self.cfg)

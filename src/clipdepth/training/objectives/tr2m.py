@@ -1,4 +1,4 @@
-"""TR2M's training step (tr2m.md, "Losses" and "Training").
+"""TR2M's training step (docs/tr2m.md, "Losses" and "Training").
 
 Loss = w_si * L_si(D_m, GT)
      + w_pseudo * L_si(D_m, D_pseudo) on images whose least-squares fit of D_r to the GT has d1 > rho
