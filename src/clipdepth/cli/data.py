@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
     show.add_argument("--out", type=path_arg, default=Path("outputs/data_show.png"), help="PNG to write")
     show.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
-    show.set_defaults(func=run_show)
+    show.set_defaults(func=run_show, flags={"data.root": "--data-root", "data.test_list": "--split", "data.train_list": "--split"})
 
 
 def run_prepare_nyu(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=path_arg, help="output folder (default: outputs/eval/<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data overrides, e.g. data.tiles=4")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, flags={"data.root": "--data-root", "data.test_list": "--split"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ def check_files(entries: list[SplitEntry], root: str | Path, list_path: str | Pa
     if missing:
         raise DataError(
             f"{list_path}: {len(missing)} listed file(s) missing under {root}, first: {missing[0]} "
-            "(is --data-root the folder the list's paths are relative to?)"
+            "(is data.root the folder the list's paths are relative to?)", setting="data.root",
         )
 
 
@@ -102,8 +102,7 @@ def required_setting(cfg: DataConfig, field: str) -> str:
     """A path setting of ``data`` that must be set and exist, else a ConfigError naming it."""
     value = getattr(cfg, field)
     if not value:
-        flag = {"root": " (on the command line: --data-root)", "test_list": " (on the command line: --split)"}.get(field, "")
-        raise ConfigError(f"data.{field} is not set; dataset {cfg.dataset!r} needs it{flag}")
+        raise ConfigError(f"data.{field} is not set; dataset {cfg.dataset!r} needs it", setting=f"data.{field}")
     if not Path(value).exists():
         raise ConfigError(f"data.{field}={value!r} does not exist")
     return value

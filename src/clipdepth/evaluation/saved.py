@@ -106,7 +106,7 @@ def errors_naming(path: Path) -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        raise DataError(f"{path}: {exc}") from None
+        raise DataError(f"{path}: {exc}", setting=exc.setting) from None
 
 
 def to_gt_frame(pred: np.ndarray, pred_path: Path, gt_shape: tuple[int, int], kb_crop: bool) -> np.ndarray:
@@ -116,10 +116,11 @@ def to_gt_frame(pred: np.ndarray, pred_path: Path, gt_shape: tuple[int, int], kb
             return kb_crop_paste(pred, gt_shape)
     (pred_h, pred_w), (gt_h, gt_w) = pred.shape, gt_shape
     if abs((pred_w / pred_h) / (gt_w / gt_h) - 1) > ASPECT_TOLERANCE:
-        hint = " (use --kb-crop for KB-crop predictions)" if pred.shape == KB_CROP_SHAPE else ""
+        is_kb_crop = pred.shape == KB_CROP_SHAPE
         raise DataError(
             f"{pred_path}: prediction is {pred_h}x{pred_w} but the ground truth is {gt_h}x{gt_w}; "
-            f"aspect ratios differ, so it is not a resize{hint}"
+            f"aspect ratios differ, so it is not a resize{'; KB-crop predictions are pasted with kb_crop' if is_kb_crop else ''}",
+            setting="kb_crop" if is_kb_crop else None,
         )
     return pred
 

@@ -89,7 +89,7 @@ RELEASED_HINT = "is it a released checkpoint of this model?"
 
 def _write(model: torch.nn.Module, out: Path, overwrite: bool, extra: dict[str, Any]) -> Path:
     if out.exists() and not overwrite:
-        raise CheckpointError(f"{out}: exists; choose another --out or pass --overwrite to replace it")
+        raise CheckpointError(f"{out}: exists; write elsewhere, or allow overwriting it", setting="overwrite")
     return model.save_pretrained(out, extra=extra)
 
 
@@ -155,14 +155,14 @@ def check_clip(path: Path, released: dict[str, torch.Tensor], model: PureCLIPDep
             shape = "none" if mine is None else tuple(mine.shape)
             raise CheckpointError(
                 f"{where} {tuple(theirs.shape)} has no counterpart in {model.encoder.description} ({shape}): "
-                "convert with the CLIP the checkpoint was trained with (--encoder)"
+                "convert with the CLIP the checkpoint was trained with", setting="encoder",
             )
         a, b = mine.to(theirs.dtype).double(), theirs.double()
         diff = (a - b).abs().max().item() if a.numel() else 0.0
         if diff > 1e-3 * max(b.abs().max().item(), 1e-6):
             raise CheckpointError(
                 f"{where} differs from {model.encoder.description} (max |difference| {diff:.3g}): convert with "
-                "the CLIP the checkpoint was trained with (--encoder)"
+                "the CLIP the checkpoint was trained with", setting="encoder",
             )
         compared += 1
     return compared
@@ -230,9 +230,10 @@ def convert_pureclip_reference(
     if dataset is None:
         dataset = PURECLIP_MAX_DEPTH.get(high)
         if dataset is None:
-            raise CheckpointError(f"{path}: bins end at {high:g} m, neither NYU's 10 m nor KITTI's 30 m; pass --dataset")
+            raise CheckpointError(f"{path}: bins end at {high:g} m, neither NYU's 10 m nor KITTI's 30 m; name the dataset",
+                                  setting="dataset")
     if dataset not in PURECLIP_RECIPES:
-        raise CheckpointError(f"--dataset must be one of {sorted(PURECLIP_RECIPES)}, got {dataset!r}")
+        raise CheckpointError(f"dataset must be one of {sorted(PURECLIP_RECIPES)}, got {dataset!r}", setting="dataset")
     d = table.shape[1]
     hidden = released["rgb_adapter.1.weight"].shape[0]
     head_fields = [
@@ -248,7 +249,8 @@ def convert_pureclip_reference(
     frozen = PureCLIPDepth.build_encoder(cfg)
     if frozen.embed_dim != d:
         raise CheckpointError(
-            f"{path}: depth table is {d}-d but {frozen.description} embeds in {frozen.embed_dim}-d; name the CLIP it was trained with (--encoder)"
+            f"{path}: depth table is {d}-d but {frozen.description} embeds in {frozen.embed_dim}-d; name the CLIP it was trained with",
+            setting="encoder",
         )
     head = PureCLIPDepthHead(cfg.pureclip, d)
     model = PureCLIPDepth(cfg, frozen, head)
@@ -309,7 +311,7 @@ def convert_tr2m_reference(
     """
     path, out = Path(checkpoint), Path(out)
     if dataset not in TR2M_RECIPES:
-        raise CheckpointError(f"--dataset must be one of {sorted(TR2M_RECIPES)}, got {dataset!r}")
+        raise CheckpointError(f"dataset must be one of {sorted(TR2M_RECIPES)}, got {dataset!r}", setting="dataset")
     released = _state_dict(path, read_released(path), ("state_dict", "model"), ("module.scalemap.", "scalemap.", "module."))
     _require(path, released, ["align_mlp.a_fc.weight", "projects.weight", "layer1_rn.weight", "output_conv_scale1.weight"], "TR2M")
     state = {}
