@@ -51,7 +51,7 @@ def test_tiled_and_at_input_evaluation_run(checkpoint, tmp_path):
 
 
 def test_a_perfect_predictor_scores_abs_rel_0_and_d1_1(checkpoint, tmp_path, monkeypatch):
-    oracle = lambda *args, **kwargs: (lambda samples: [(s.depth, s.depth) for s in samples])  # noqa: E731
+    oracle = lambda *args, **kwargs: (lambda frames: [(f.sample.depth, f.sample.depth) for f in frames])  # noqa: E731
     monkeypatch.setattr("clipdepth.evaluation.checkpoint.model_predictor", oracle)
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
@@ -67,12 +67,14 @@ def test_bad_override_is_one_line(checkpoint, capsys):
 
 def test_random_tiles_pair_each_tile_with_its_own_depth():
     from clipdepth.features import EncodedSplit
+    from clipdepth.io.depth_store import TrainingDepth
 
     n, k, s = 3, 4, 2
     tokens = torch.arange(n * k, dtype=torch.float16)[:, None, None, None].expand(n * k, 1, 1, 1)  # entry id
     depth = torch.arange(k, dtype=torch.float32).repeat_interleave(s).expand(n, s, k * s) + 10 * torch.arange(n)[:, None, None]
     gts = [np.zeros((5 + i, 9)) for i in range(n)]  # full frames of different sizes
-    split = EncodedSplit([f"f{i}" for i in range(n)], {"tokens": tokens, "cls": tokens[:, 0, 0]}, None, depth, gts, tiles=k)
+    split = EncodedSplit([f"f{i}" for i in range(n)], {"tokens": tokens, "cls": tokens[:, 0, 0]}, None,
+                         np.array([g.shape for g in gts]), TrainingDepth.from_float(depth, 1000.0), gts, tiles=k)
     batch = split.random_tiles(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
     for row, frame in enumerate([2, 0]):
         entry = int(batch.features["tokens"][row, 0, 0, 0])
@@ -93,6 +95,6 @@ def test_cached_and_on_the_fly_tiled_evaluation_agree(tiny_cfg):
     dataset = get_dataset(tiny_cfg.data, "test")
     pre, protocol = Preprocessor.create(model.input_size, None, tiles=2), get_protocol("synthetic_indoor")
     cached = evaluate_encoded(model, encode_split(model, dataset, pre, 2, flip=True), pre, protocol, tta=True).mean()
-    direct = evaluate_dataset(dataset, model_predictor(model, pre, tta=True), protocol, 2)[0].mean()
+    direct = evaluate_dataset(dataset, model_predictor(model, pre, tta=True), protocol, 2, pre)[0].mean()
     for m in ("abs_rel", "rmse", "d1"):
         assert cached[m] == pytest.approx(direct[m], rel=2e-3)  # the cache holds fp16 features

@@ -24,7 +24,7 @@ def checkpoint(tiny_cfg, tmp_path):
 
 @pytest.fixture
 def perfect(monkeypatch):
-    oracle = lambda *args, **kwargs: (lambda samples: [(s.depth, s.depth) for s in samples])  # noqa: E731
+    oracle = lambda *args, **kwargs: (lambda frames: [(f.sample.depth, f.sample.depth) for f in frames])  # noqa: E731
     monkeypatch.setattr("clipdepth.evaluation.checkpoint.model_predictor", oracle)
 
 

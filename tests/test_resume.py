@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from clipdepth.errors import CheckpointError, ClipdepthError, ConfigError
 from clipdepth.features import EncodedSplit
+from clipdepth.io.depth_store import TrainingDepth
 from clipdepth.training.resume import RESUME_META, RESUME_TENSORS, resume_dir
 from clipdepth.training.trainer import Trainer
 
@@ -21,9 +22,10 @@ def tiled_trainer(tiny_cfg, out: Path, **overrides) -> Trainer:
     """make_trainer, training on two tiles a frame so the tile generator matters."""
     trainer = make_trainer(tiny_cfg, out, **overrides)
     base = random_split(trainer.model, 16, 1)
+    depth = base.depth.rows(torch.arange(16))
     trainer.train_split = EncodedSplit(
-        names=base.names[:8], arrays=base.arrays, flipped_arrays=None,
-        depth_input=torch.cat([base.depth_input[0::2], base.depth_input[1::2]], dim=-1), gt=base.gt[:8], tiles=2,
+        names=base.names[:8], arrays=base.arrays, flipped_arrays=None, shapes=base.shapes[:8],
+        depth=TrainingDepth.from_float(torch.cat([depth[0::2], depth[1::2]], dim=-1)), gt=base.gt[:8], tiles=2,
     )
     return trainer
 
@@ -144,6 +146,6 @@ def test_cli_resume_checks_before_any_work(tiny_cfg, tmp_path, monkeypatch):
         raise AssertionError("the model was built before the resume state was checked")
 
     monkeypatch.setattr("clipdepth.training.run.Experiment.create", no_work)
-    args = argparse.Namespace(config=["demo"], out=str(tmp_path / "run"), overrides=[], resume=True, overwrite=False)
+    args = argparse.Namespace(config=["demo"], out=str(tmp_path / "run"), overrides=[], resume=True, overwrite=False, workers=None)
     with pytest.raises(ClipdepthError, match="no resume state"):
         cli_train.run(args)

@@ -10,6 +10,7 @@ from clipdepth.config import PureCLIPConfig, TrainConfig
 from clipdepth.data.transforms import Preprocessor
 from clipdepth.evaluation.protocol import get_protocol
 from clipdepth.features import EncodedSplit
+from clipdepth.io.depth_store import TrainingDepth
 from clipdepth.models import PureCLIPDepth
 from clipdepth.training.run import Experiment
 from clipdepth.training.objectives.pureclip import DEPTH, EMBEDDING, lr_factor, phase_at
@@ -39,7 +40,8 @@ def random_split(model: PureCLIPDepth, n: int, seed: int) -> EncodedSplit:
             "tokens": torch.randn(n, h, w, d, generator=g).half(),
             "cls": torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1).half(),
         },
-        flipped_arrays=None, depth_input=depth, gt=[x.numpy() for x in depth],
+        flipped_arrays=None, shapes=np.array([[size, size]] * n), depth=TrainingDepth.from_float(depth),
+        gt=[x.numpy() for x in depth],
     )
 
 
@@ -157,17 +159,17 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     objective = PureCLIPObjective(model, cfg, model.head, Preprocessor.create(model.input_size, None))
     split = random_split(model, 2, 0)
     features = {k: v.float() for k, v in split.arrays.items()}
-    batch = TrainBatch(features, split.depth_input, [(8, 8), (8, 8)], torch.zeros(2, dtype=torch.long), 1)
+    batch = TrainBatch(features, split.depth.rows(torch.arange(len(split))), [(8, 8), (8, 8)], torch.zeros(2, dtype=torch.long), 1)
     # Garg on 8 x 8: rows 3..6, cols 0..6; nearest to 56 x 56 (source floor(i / 7)): rows 21..48,
     # cols 0..48. Patches of 14 more than half inside: patch row 2 (28..41) x patch cols 0..2 only.
     region = torch.zeros(2, 56, 56, dtype=torch.bool)
     region[:, 21:49, 0:49] = True
-    targets = patch_targets(split.depth_input, 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15, region=region)
+    targets = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15, region=region)
     assert targets.mask.sum().item() == 2 * 3
     with torch.no_grad():
         out = model.head(features["tokens"], features["cls"])
         expected = embedding_loss(out.z, out.logits, model.head.normalized_table(), targets, 1.0)["loss"].item()
-        ungated = patch_targets(split.depth_input, 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15)
+        ungated = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15)
         without = embedding_loss(out.z, out.logits, model.head.normalized_table(), ungated, 1.0)["loss"].item()
     record = objective.step(batch, 0, torch.Generator())
     assert record["phase"] == EMBEDDING and record["loss"] == pytest.approx(expected, rel=1e-5)

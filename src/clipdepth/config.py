@@ -29,6 +29,8 @@ PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto")
 FUSIONS = ("concat", "film")  # pureclip.fusion
 PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
+RESIDENCIES = ("auto", "device", "stream")  # train.residency
+HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
 
 
 @dataclass
@@ -134,8 +136,19 @@ class TrainConfig:
     # Run the encoder on the training images at every step instead of once (slower; for
     # comparison, or with augmentation). Validation still encodes its frames once.
     encode_on_the_fly: bool = False
-    num_workers: int = 0
+    # Processes that decode and preprocess frames (cache build, on-the-fly training, evaluation);
+    # unset: the CPUs this process may use, at most 8 (data/loader.py); 0: in the main process.
+    num_workers: Optional[int] = None
+    # Steps between loss records (train_steps.jsonl, progress bar): the only times a step waits
+    # for the device to hand its loss back.
     log_every: int = 10
+    # Where the training arrays go: "auto" loads them once into the device's memory when they fit
+    # (an H100 holds NYU's ~21 GB of tokens) and else reads batches from the cache's shards one
+    # batch ahead; "device" always loads, "stream" never does.
+    residency: str = "auto"
+    # Autocast of the head's training step and validation: "fp32" (none) or "bf16" (CUDA).
+    head_precision: str = "fp32"
+    compile_head: bool = False  # torch.compile the head's forward (CUDA; first steps pay compilation)
 
 
 @dataclass
@@ -399,7 +412,9 @@ VALUE_RULES: dict[str, tuple] = {
     "pureclip.depth_weight_decay": _NON_NEGATIVE, "pureclip.decay_start": _NON_NEGATIVE_INT,
     "pureclip.final_lr_factor": _UNIT_LEFT_OPEN,
     "train.batch_size": _POSITIVE_INT, "train.max_epochs": _POSITIVE_INT, "train.patience": _POSITIVE_INT,
-    "train.cache_shard_size": _POSITIVE_INT, "train.num_workers": _NON_NEGATIVE_INT, "train.log_every": _POSITIVE_INT,
+    "train.cache_shard_size": _POSITIVE_INT, "train.log_every": _POSITIVE_INT,
+    "train.num_workers": _rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
+    "train.residency": _one_of(RESIDENCIES), "train.head_precision": _one_of(HEAD_PRECISIONS),
     "data.val_fraction": _FRACTION_OPEN, "data.depth_scale": _POSITIVE,
     "data.train_size": _NON_NEGATIVE_INT, "data.val_size": _NON_NEGATIVE_INT, "data.test_size": _NON_NEGATIVE_INT,
     "data.height": _POSITIVE_INT, "data.width": _POSITIVE_INT, "data.tiles": _POSITIVE_INT,

@@ -5,13 +5,14 @@ import argparse
 import json
 import sys
 
-from .args import path_arg
+from .args import add_workers, path_arg
 
 SPLITS = ("train", "val", "test")
+HELP = "build or inspect the encoder feature cache"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cache", help="build or inspect the encoder feature cache")
+    p = sub.add_parser("cache", help=HELP)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = actions.add_parser(
         "build", help="run the encoder once per frame and store its outputs",
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--config", action="append", metavar="RECIPE", help="recipe(s), as for train (default: demo)")
     build.add_argument("--cache", type=path_arg, help="cache folder (default: the recipe's train.feature_cache)")
     build.add_argument("--splits", nargs="+", default=["train", "val"], metavar="SPLIT", help="train, val and/or test (default: train val)")
+    add_workers(build, "the frames (sets train.num_workers)")
     build.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     build.set_defaults(func=run_build)
     info = actions.add_parser("info", help="size, frame count and damaged shards of a cache folder (or of each split in it)")
@@ -41,6 +43,7 @@ def run_build(args: argparse.Namespace) -> int:
         raise ConfigError(f"--splits {' '.join(args.splits)}: each split must be one of {', '.join(SPLITS)}")
     overrides = [*args.overrides, *(s for s in args.splits if OVERRIDE.match(s))]
     overrides += [f"train.feature_cache={args.cache}"] if args.cache else []
+    overrides += [f"train.num_workers={args.workers}"] if args.workers is not None else []
     cfg = load_config(args.config or ["demo"], overrides)
     if not cfg.train.feature_cache:
         raise ConfigError("no cache folder: pass --cache DIR or set train.feature_cache")
@@ -60,7 +63,9 @@ def run_info(args: argparse.Namespace) -> int:
     for folder in cache_folders(args.folder):
         info = cache_info(folder)
         print(f"{folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
-              f"{info['bytes'] / 2**20:.1f} MiB ({info['bytes_per_frame'] / 2**10:.1f} KiB per frame)")
+              f"{info['bytes'] / 2**20:.1f} MiB; per frame {info['bytes_per_frame'] / 2**10:.1f} KiB: "
+              f"{info['feature_bytes_per_frame'] / 2**10:.1f} KiB encoder outputs, {info['depth_bytes_per_frame'] / 2**10:.1f} "
+              f"KiB {'input-size depth' if info['purpose'] == 'train' else 'ground truth'}")
         for name, problem in info["shards_damaged"].items():
             damaged_any = True
             print(f"  {name}: damaged ({problem}); `clipdepth cache build` rebuilds it", file=sys.stderr)

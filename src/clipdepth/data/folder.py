@@ -10,6 +10,7 @@ its data: users pick ``--protocol`` explicitly.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -88,7 +89,7 @@ class DepthFolder(ListedRGBD):
             entries,
             root,
             list_path or root,
-            lambda path: read_depth(path, depth_scale),
+            functools.partial(read_depth, scale=depth_scale),  # picklable: workers may be spawned
             _read_intrinsics(root / INTRINSICS_FILE),
         )
 

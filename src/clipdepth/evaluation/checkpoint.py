@@ -29,7 +29,7 @@ OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 def evaluate_checkpoint(
     checkpoint: str | Path, *, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (), tta: bool | None = None, score_at_input: bool = False,
-    batch_size: int = 8, out: str | Path | None = None, overwrite: bool = False,
+    batch_size: int = 8, out: str | Path | None = None, overwrite: bool = False, workers: int | None = None,
 ) -> tuple[dict, str]:
     """Score ``checkpoint`` (folder or Hub id) on the test split of ``dataset`` and write
     ``OUTPUTS`` into ``out`` (default ``outputs/eval/<dataset>``); returns the summary and the
@@ -39,6 +39,7 @@ def evaluate_checkpoint(
     the checkpoint's on its own dataset, else plain; ``data_overrides`` (``field=value`` of
     ``data``) win. ``dataset`` and ``protocol`` default to the recipe's, else the checkpoint's
     dataset and that dataset's protocol; ``tta`` to the checkpoint's ``eval.tta``. Raises
+    ``workers`` processes decode and prepare the frames (None: from the CPU count). Raises
     ConfigError for an unknown dataset or no scorable image, DataError for results of an earlier
     run in ``out`` (unless ``overwrite``) and for the data's own problems.
     """
@@ -64,7 +65,7 @@ def evaluate_checkpoint(
     model.to(resolve_device(model.cfg.device))
     preprocessor = model.preprocessor(data)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
-    acc, names = evaluate_dataset(frames, predict, scoring, batch_size)
+    acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers)
     if not names:
         raise ConfigError(f"no image of {name} has a valid ground-truth pixel under protocol {scoring.name}")
 

@@ -4,27 +4,29 @@ Every frame is scored (no dropped last batch), at the GT's own resolution.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..data.sample import RGBDSample
+from ..data.loader import PreparedFrame, prepared_batches
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..data.captions import CaptionLookup
 from ..features.memory import frame_batch
 from .metrics import MetricAccumulator
-from .protocol import Protocol, postprocess, valid_mask
+from .protocol import Protocol, postprocess, postprocess_tensor, valid_mask, valid_mask_tensor
 
 
 @torch.inference_mode()
 def predict_encoded(
     model: torch.nn.Module, split: EncodedSplit, preprocessor: Preprocessor, tta: bool, batch_size: int = 8
-) -> Iterator[np.ndarray]:
-    """Metric depth per frame of an encoded split, on the frame its GT lives on (unclamped)."""
+) -> Iterator[torch.Tensor]:
+    """Metric depth per frame of an encoded split, on the frame its GT lives on (unclamped), on
+    the model's device; the frames of a batch that share a size are restored together."""
     model.eval()
     device = model.device
     for start in range(0, len(split), batch_size):
@@ -34,13 +36,39 @@ def predict_encoded(
         if tta and flipped is None:
             raise ValueError("flip TTA needs features of the mirrored frames: encode the split with flip=True")
         depth, _ = model.predict_from_features(split.features(tiles, device), flipped, split.tiles)
-        for pred, gt in zip(depth, split.gt[index]):
-            yield preprocessor.restore(pred[None].float().cpu(), gt.shape)[0].numpy()
+        yield from restore_batch(preprocessor, depth.float(), [tuple(int(v) for v in s) for s in split.shapes[index]])
 
 
-def score_predictions(preds: Iterator[np.ndarray], gts: list[np.ndarray], protocol: Protocol) -> MetricAccumulator:
+def restore_batch(preprocessor: Preprocessor, depth: torch.Tensor, frames: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """(B, S, tiles * S) predictions -> each on its own full frame, one ``restore`` per frame size."""
+    restored: list[torch.Tensor | None] = [None] * len(frames)
+    for shape in dict.fromkeys(frames):
+        rows = [i for i, f in enumerate(frames) if f == shape]
+        for i, pred in zip(rows, preprocessor.restore(depth[rows], shape)):
+            restored[i] = pred
+    return restored  # type: ignore[return-value]
+
+
+class ScoringTargets:
+    """A split's GT and valid masks, decoded once and kept on ``device`` for scoring every epoch."""
+
+    def __init__(self, gts: Sequence[np.ndarray], protocol: Protocol, device: torch.device | str) -> None:
+        self.protocol = protocol
+        self.gt = [torch.from_numpy(np.asarray(g, dtype=np.float32)).to(device) for g in gts]
+        self.mask = [valid_mask_tensor(g, protocol) for g in self.gt]
+
+    def score(self, preds: Iterable[torch.Tensor]) -> MetricAccumulator:
+        acc = MetricAccumulator()
+        for pred, gt, mask in zip(preds, self.gt, self.mask, strict=True):
+            acc.add(postprocess_tensor(pred.to(gt.device), tuple(gt.shape), self.protocol), gt.double(), mask)
+        return acc
+
+
+def score_predictions(preds: Iterable[Any], gts: Sequence[np.ndarray], protocol: Protocol) -> MetricAccumulator:
     acc = MetricAccumulator()
     for pred, gt in zip(preds, gts, strict=True):
+        if isinstance(pred, torch.Tensor):
+            pred = pred.cpu()
         acc.add(postprocess(pred, gt.shape, protocol), gt, valid_mask(gt, protocol))
     return acc
 
@@ -52,17 +80,20 @@ def evaluate_encoded(
     protocol: Protocol,
     tta: bool,
     batch_size: int = 8,
+    targets: ScoringTargets | None = None,
 ) -> MetricAccumulator:
-    return score_predictions(predict_encoded(model, split, preprocessor, tta, batch_size), split.gt, protocol)
+    """Score an encoded split; with ``targets`` (its GT already on the device) scored there."""
+    preds = predict_encoded(model, split, preprocessor, tta, batch_size)
+    return targets.score(preds) if targets is not None else score_predictions(preds, split.gt, protocol)
 
 
-def evaluate_constant(depth: float, gts: list[np.ndarray], protocol: Protocol) -> MetricAccumulator:
+def evaluate_constant(depth: float, gts: Sequence[np.ndarray], protocol: Protocol) -> MetricAccumulator:
     """The predictor that outputs one depth everywhere (e.g. the training-set mean)."""
     return score_predictions((np.full(gt.shape, depth, np.float32) for gt in gts), gts, protocol)
 
 
-FramePredictor = Callable[[list[RGBDSample]], list[tuple[np.ndarray, np.ndarray]]]
-"""Frames -> (prediction, ground truth) pairs on one grid, ready for the protocol."""
+FramePredictor = Callable[[list[PreparedFrame]], list[tuple[np.ndarray, np.ndarray]]]
+"""Prepared frames -> (prediction, ground truth) pairs on one grid, ready for the protocol."""
 
 
 def model_predictor(
@@ -77,32 +108,30 @@ def model_predictor(
     """
 
     @torch.inference_mode()
-    def predict(samples: list[RGBDSample]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def predict(frames: list[PreparedFrame]) -> list[tuple[np.ndarray, np.ndarray]]:
         model.eval()
-        batch, depth_input = frame_batch(samples, preprocessor, captions, model.device)
-        depth = model.predict_frames(batch, tta)
-        pairs = []
-        for sample, pred, gt_input in zip(samples, depth.float().cpu(), depth_input):
-            if score_at_input:
-                pairs.append((pred.numpy(), gt_input.numpy()))
-            else:
-                pairs.append((preprocessor.restore(pred[None], sample.depth.shape)[0].numpy(), sample.depth))
-        return pairs
+        batch = frame_batch(frames, captions, model.device)
+        depth = model.predict_frames(batch, tta).float()
+        if score_at_input:
+            return [(pred.cpu().numpy(), f.depth.numpy()) for pred, f in zip(depth, frames)]
+        restored = restore_batch(preprocessor, depth, [tuple(f.sample.depth.shape) for f in frames])
+        return [(pred.cpu().numpy(), f.sample.depth) for pred, f in zip(restored, frames)]
 
     return predict
 
 
 def evaluate_dataset(
-    dataset: Dataset, predict: FramePredictor, protocol: Protocol, batch_size: int = 8
+    dataset: Dataset, predict: FramePredictor, protocol: Protocol, batch_size: int = 8,
+    preprocessor: Preprocessor | None = None, workers: int | None = None,
 ) -> tuple[MetricAccumulator, list[str]]:
-    """Score every frame of ``dataset``, a last partial batch included; returns the metrics and
-    the names of the frames scored, in order."""
+    """Score every frame of ``dataset``, a last partial batch included, the frames decoded and
+    prepared by ``workers`` processes with ``preprocessor``; returns the metrics and the names of
+    the frames scored, in order. Raises DataError naming a frame that cannot be read."""
     acc, names = MetricAccumulator(), []
     with tqdm(total=len(dataset), desc="evaluate", unit="image", dynamic_ncols=True) as bar:
-        for start in range(0, len(dataset), batch_size):
-            samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            for sample, (pred, gt) in zip(samples, predict(samples)):
+        for frames in prepared_batches(dataset, preprocessor, batch_size, workers):
+            for frame, (pred, gt) in zip(frames, predict(frames)):
                 if acc.add(postprocess(pred, gt.shape, protocol), gt, valid_mask(gt, protocol)) is not None:
-                    names.append(sample.name)
+                    names.append(frame.sample.name)
                 bar.update(1)
     return acc, names

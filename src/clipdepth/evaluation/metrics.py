@@ -58,26 +58,24 @@ class DepthStats:
     n_d3: int = 0
 
     @classmethod
-    def from_pixels(cls, pred: np.ndarray, gt: np.ndarray) -> DepthStats:
-        """Statistics of 1-D arrays of valid pixels; both must be finite and > 0."""
-        if not (np.all(np.isfinite(pred)) and np.all(pred > 0) and np.all(np.isfinite(gt)) and np.all(gt > 0)):
-            raise ValueError("depths on valid pixels must be finite and > 0; clamp predictions first (postprocess)")
+    def from_pixels(cls, pred: Any, gt: Any) -> DepthStats:
+        """Statistics of 1-D arrays of valid pixels (numpy, or torch tensors on any device, summed
+        there in float64 with one read-back); both must be finite and > 0."""
+        import torch
+
+        pred, gt = (torch.as_tensor(a).double() for a in (pred, gt))
         err = gt - pred
-        log_err = np.log(pred) - np.log(gt)
-        ratio = np.maximum(gt / pred, pred / gt)
-        return cls(
-            n=int(gt.size),
-            abs_err=float(np.sum(np.abs(err))),
-            abs_rel=float(np.sum(np.abs(err) / gt)),
-            sq_rel=float(np.sum(err**2 / gt)),
-            sq_err=float(np.sum(err**2)),
-            abs_log10_err=float(np.sum(np.abs(np.log10(gt) - np.log10(pred)))),
-            log_err=float(np.sum(log_err)),
-            sq_log_err=float(np.sum(log_err**2)),
-            n_d1=int(np.count_nonzero(ratio < 1.25)),
-            n_d2=int(np.count_nonzero(ratio < 1.25**2)),
-            n_d3=int(np.count_nonzero(ratio < 1.25**3)),
-        )
+        log_err = torch.log(pred) - torch.log(gt)
+        ratio = torch.maximum(gt / pred, pred / gt)
+        sums = torch.stack([
+            torch.isfinite(pred).all() & (pred > 0).all() & torch.isfinite(gt).all() & (gt > 0).all(),
+            err.abs().sum(), (err.abs() / gt).sum(), (err**2 / gt).sum(), (err**2).sum(),
+            (torch.log10(gt) - torch.log10(pred)).abs().sum(), log_err.sum(), (log_err**2).sum(),
+            (ratio < 1.25).sum(), (ratio < 1.25**2).sum(), (ratio < 1.25**3).sum(),
+        ]).tolist()
+        if not sums[0]:
+            raise ValueError("depths on valid pixels must be finite and > 0; clamp predictions first (postprocess)")
+        return cls(int(gt.numel()), *sums[1:8], *(int(v) for v in sums[8:]))
 
     def __add__(self, other: DepthStats) -> DepthStats:
         return DepthStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -119,10 +117,13 @@ class MetricAccumulator:
 
         ``pred`` must already be post-processed (resized to the GT and clamped, see protocol.py).
         """
-        pred, gt, mask = to_numpy(pred), to_numpy(gt), to_numpy(valid_mask, bool)
-        if not pred.shape == gt.shape == mask.shape:
-            raise ValueError(f"shapes differ: pred {pred.shape}, gt {gt.shape}, valid_mask {mask.shape}")
-        if not mask.any():
+        if not all(hasattr(a, "device") for a in (pred, gt, valid_mask)):  # torch tensors stay where they are
+            pred, gt, mask = to_numpy(pred), to_numpy(gt), to_numpy(valid_mask, bool)
+        else:
+            mask = valid_mask
+        if not tuple(pred.shape) == tuple(gt.shape) == tuple(mask.shape):
+            raise ValueError(f"shapes differ: pred {tuple(pred.shape)}, gt {tuple(gt.shape)}, valid_mask {tuple(mask.shape)}")
+        if not bool(mask.any()):
             self.n_skipped += 1
             return None
         stats = DepthStats.from_pixels(pred[mask], gt[mask])

@@ -105,6 +105,20 @@ def postprocess(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> np.
     return _clamp(_resize(pred, gt_shape, protocol), protocol)
 
 
+def postprocess_tensor(pred: torch.Tensor, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
+    """``postprocess`` of an (H, W) tensor on its own device (the GPU during validation)."""
+    pred = torch.nan_to_num(pred.double(), nan=protocol.min_depth, posinf=protocol.max_depth, neginf=protocol.min_depth)
+    if tuple(pred.shape) != tuple(gt_shape):
+        pred = F.interpolate(pred[None, None], size=tuple(gt_shape), mode="bilinear", align_corners=True)[0, 0]
+    return pred.clamp(protocol.min_depth, protocol.max_depth)
+
+
+def valid_mask_tensor(gt: torch.Tensor, protocol: Protocol) -> torch.Tensor:
+    """``valid_mask`` of an (H, W) tensor on its own device."""
+    crop = torch.from_numpy(crop_mask(tuple(gt.shape), protocol.crop)).to(gt.device)
+    return (gt > protocol.min_depth) & (gt < protocol.max_depth) & crop
+
+
 def valid_mask(gt: Any, protocol: Protocol) -> np.ndarray:
     """min < g < max (strict; NaN fails) inside the protocol's crop."""
     gt = to_numpy(gt)

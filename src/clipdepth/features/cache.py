@@ -1,8 +1,10 @@
 """Encoder outputs on disk: computed once per (frame, preprocessing, flip), reused by every run.
 
 A cache folder holds ``cache.json`` (the key and the shard size) and one folder per shard of
-``shard_size`` frames with ``.npy`` arrays (the model's named arrays, e.g. patch tokens and CLS in
-half precision; the input-size depth targets; the GT at its own resolution), loaded memory-mapped. Each shard is
+``shard_size`` frames with ``.npy`` arrays, loaded memory-mapped: the model's named arrays (e.g.
+patch tokens and CLS in half precision), each frame's size, and the depth the split is encoded
+for (``io.depth_store``): a training split keeps the input-size depth as 16-bit PNGs with a scale
+per frame, a scored split the full-resolution GT losslessly. Each shard is
 written to a temporary folder and renamed into place only when complete, so a kill never leaves
 a corrupt shard (a shard folder that exists is complete); a rebuild keeps the finished shards and
 computes the rest. Under torchrun each rank builds every world_size-th shard.
@@ -32,10 +34,11 @@ from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, clean_stale, write_text_atomic
 from ..data.captions import CaptionLookup
+from ..io.depth_store import PackedBlobs, ScoringGT, TrainingDepth, encode_gt, encode_png16, pack
 from .memory import EncodedSplit, encode_split
 
 INDEX_NAME = "cache.json"
-FORMAT_VERSION = 2  # 2: named arrays per model (TR2M)
+FORMAT_VERSION = 3  # 2: named arrays per model (TR2M); 3: compact depth by purpose
 
 
 class ShardedRows:
@@ -98,7 +101,7 @@ def _captions_digest(data: DataConfig, names: list[str]) -> str | None:
 
 def cache_key(
     model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str],
-    files: str | None = None,
+    files: str | None = None, purpose: str = "score",
 ) -> dict[str, Any]:
     """Everything the cached arrays depend on; two equal keys mean interchangeable caches.
 
@@ -117,6 +120,7 @@ def cache_key(
         },
         "flip": flip,
         "split": split,
+        "purpose": purpose,  # "train": input-size depth; "score": full-resolution GT
         # Split lists by content, so an edited list is a new cache even at the same path.
         "data": {**asdict(data), "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
         "captions": _captions_digest(data, names) if model.uses_captions else None,
@@ -132,21 +136,34 @@ def _describe_difference(cached: dict, wanted: dict) -> str:
     return f"{name}: cached {was!r}, wanted {now!r}"
 
 
-def _write_shard(folder: Path, part: EncodedSplit) -> None:
+def write_shard(folder: Path, part: EncodedSplit) -> None:
+    """One shard's files into ``folder``: the arrays as ``.npy``, each frame's size, and the depth
+    the split keeps (training: input-size 16-bit PNGs; scoring: the lossless GT) packed per frame."""
     arrays = {**part.arrays, **{f"flipped_{k}": v for k, v in (part.flipped_arrays or {}).items()}}
-    for name, tensor in {**arrays, "depth_input": part.depth_input}.items():
+    for name, tensor in arrays.items():
         np.save(folder / f"{name}.npy", tensor.numpy())
-    for i, gt in enumerate(part.gt):
-        np.save(folder / f"gt_{i:05d}.npy", gt)
-    (folder / "names.json").write_text(json.dumps({"frames": part.names, "arrays": sorted(part.arrays)}))
+    np.save(folder / "shapes.npy", part.shapes)
+    if part.depth is not None:
+        blobs, scales = [encode_png16(units.numpy()) for units in part.depth.units], part.depth.scale.numpy()
+    else:
+        encoded = [encode_gt(gt) for gt in part.gt]
+        blobs, scales = [b for b, _ in encoded], np.array([s for _, s in encoded], np.float32)
+    data, offsets = pack(blobs)
+    prefix = "depth" if part.depth is not None else "gt"
+    np.save(folder / f"{prefix}_data.npy", data)
+    np.save(folder / f"{prefix}_offsets.npy", offsets)
+    np.save(folder / f"{prefix}_scale.npy", scales)
+    purpose = "train" if part.depth is not None else "score"
+    (folder / "names.json").write_text(json.dumps({"frames": part.names, "arrays": sorted(part.arrays), "purpose": purpose}))
 
 
 class DamagedShard(Exception):
     """A finished shard folder that cannot be read (truncated, missing or unreadable files)."""
 
 
-def _read_shard(folder: Path, flip: bool) -> EncodedSplit:
-    """A shard, memory-mapped; DamagedShard says what is wrong with it."""
+def _read_shard(folder: Path, flip: bool) -> tuple[EncodedSplit, dict[str, np.ndarray]]:
+    """A shard, memory-mapped, and its packed depth (``data``, ``offsets``, ``scale``);
+    DamagedShard says what is wrong with it."""
 
     def load(name: str) -> np.ndarray:
         path = folder / f"{name}.npy"
@@ -159,15 +176,20 @@ def _read_shard(folder: Path, flip: bool) -> EncodedSplit:
 
     try:
         index = json.loads((folder / "names.json").read_text())
-        names, array_names = list(index["frames"]), list(index["arrays"])
+        names, array_names, purpose = list(index["frames"]), list(index["arrays"]), index["purpose"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DamagedShard(f"names.json is missing or damaged ({type(exc).__name__})") from None
     arrays = {k: load(k) for k in array_names}
     flipped = {k: load(f"flipped_{k}") for k in array_names} if flip else None
-    depth_input = load("depth_input")
-    gt = [load(f"gt_{i:05d}") for i in range(len(names))]
+    prefix = "depth" if purpose == "train" else "gt"
+    packed = {k: load(f"{prefix}_{k}") for k in ("data", "offsets", "scale")}
+    shapes = load("shapes")
     lengths = {len(a) for a in [*arrays.values(), *(flipped or {}).values()]}  # frames x tiles rows each
-    if not names or len(depth_input) != len(names) or len(lengths) != 1 or lengths.pop() % len(names):
+    offsets = packed["offsets"]
+    if (
+        not names or len(shapes) != len(names) or len(packed["scale"]) != len(names) or len(offsets) != len(names) + 1
+        or len(lengths) != 1 or lengths.pop() % len(names) or offsets[-1] != len(packed["data"])
+    ):
         raise DamagedShard(f"its arrays do not hold the same {len(names)} frames")
 
     def tensors(group: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -175,10 +197,11 @@ def _read_shard(folder: Path, flip: bool) -> EncodedSplit:
             warnings.simplefilter("ignore", UserWarning)
             return {k: torch.from_numpy(v) for k, v in group.items()}
 
-    return EncodedSplit(
+    part = EncodedSplit(
         names=names, arrays=tensors(arrays), flipped_arrays=tensors(flipped) if flipped is not None else None,
-        depth_input=tensors({"d": depth_input})["d"], gt=gt,
+        shapes=np.asarray(shapes),
     )
+    return part, {"purpose": purpose, **packed}
 
 
 def read_index(cache_dir: str | Path) -> dict[str, Any]:
@@ -196,6 +219,11 @@ def read_index(cache_dir: str | Path) -> dict[str, Any]:
         valid = False
     if not valid:
         raise CheckpointError(f"{path}: damaged cache index; delete the folder {cache_dir} and build the cache again")
+    if index["key"].get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{cache_dir}: feature cache written in format {index['key'].get('format')} by an earlier clipdepth; this "
+            f"version reads format {FORMAT_VERSION} (compact depth): delete the folder and build the cache again"
+        )
     return index
 
 
@@ -210,8 +238,10 @@ def build_cache(
     rank: int = 0,
     world_size: int = 1,
     captions: CaptionLookup | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Encode the frames not cached yet, one shard at a time (this rank's share of them).
+    """Encode the frames not cached yet, one shard at a time (this rank's share of them), the
+    frames decoded by ``workers`` processes (``data.loader``).
 
     Under torchrun, rank 0 must have written ``cache.json`` (call with the index first, then a
     barrier) — ``start_cache`` does that part.
@@ -223,16 +253,19 @@ def build_cache(
     todo = [s for s in mine if _shard_state(cache_dir / _shard_name(s), key["flip"]) != "ok"]
     for shard in tqdm(todo, desc="cache build", unit="shard", disable=rank != 0 or not todo):
         frames = Subset(dataset, range(shard * size, min((shard + 1) * size, len(dataset))))
-        part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard), captions=captions)
+        part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard),
+                            captions=captions, purpose=key["purpose"], workers=workers)
         with atomic_dir(cache_dir / _shard_name(shard)) as tmp:
-            _write_shard(tmp, part)
+            write_shard(tmp, part)
     return index
 
 
 def shard_problem(folder: Path, flip: bool) -> str | None:
     """Why a finished shard folder cannot be read, or None when it can."""
     try:
-        _read_shard(folder, flip)
+        _, packed = _read_shard(folder, flip)
+        if len(packed["data"]):  # the last bytes of the depth: a shard cut short fails here
+            int(packed["data"][-1])
     except DamagedShard as exc:
         return str(exc)
     return None
@@ -303,13 +336,18 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
     def rows(arrays: list[dict[str, torch.Tensor]]) -> dict[str, ShardedRows]:
         return {k: ShardedRows([a[k] for a in arrays]) for k in arrays[0]}
 
-    flipped = parts[0].flipped_arrays is not None
+    shards, packed = [p for p, _ in parts], [d for _, d in parts]
+    blobs = PackedBlobs([(d["data"], d["offsets"]) for d in packed])
+    scales = np.concatenate([d["scale"] for d in packed])
+    shapes = np.concatenate([p.shapes for p in shards])
+    train = key["purpose"] == "train"
     return EncodedSplit(
-        names=[n for p in parts for n in p.names],
-        arrays=rows([p.arrays for p in parts]),
-        flipped_arrays=rows([p.flipped_arrays for p in parts]) if flipped else None,
-        depth_input=ShardedRows([p.depth_input for p in parts]),
-        gt=[g for p in parts for g in p.gt],
+        names=[n for p in shards for n in p.names],
+        arrays=rows([p.arrays for p in shards]),
+        flipped_arrays=rows([p.flipped_arrays for p in shards]) if shards[0].flipped_arrays is not None else None,
+        shapes=shapes,
+        depth=TrainingDepth(torch.from_numpy(scales.copy()), packed=blobs) if train else None,
+        gt=None if train else ScoringGT(blobs, scales, shapes),
         tiles=key["preprocessing"]["tiles"],
     )
 
@@ -323,11 +361,16 @@ def cache_info(cache_dir: str | Path) -> dict[str, Any]:
     damaged = {name: problem for name in finished
                if (problem := shard_problem(Path(cache_dir) / name, key["flip"])) is not None}
     good = [name for name in finished if name not in damaged]
-    size = sum(p.stat().st_size for name in good for p in (Path(cache_dir) / name).glob("*.npy"))
+    files = [p for name in good for p in (Path(cache_dir) / name).glob("*.npy")]
+    depth = sum(p.stat().st_size for p in files if p.name.startswith(("depth_", "gt_", "shapes")))
+    size = sum(p.stat().st_size for p in files)
+    done = sum(len(json.loads((Path(cache_dir) / name / "names.json").read_text())["frames"]) for name in good)
     return {
         "frames": key["n_frames"], "shards_done": len(good), "shards_damaged": damaged,
-        "shards_total": _n_shards(key, index["shard_size"]), "bytes": size,
-        "bytes_per_frame": size / max(key["n_frames"], 1), "key": key,
+        "shards_total": _n_shards(key, index["shard_size"]), "bytes": size, "purpose": key["purpose"],
+        # over the frames of readable shards: features (and flipped copies) apart from depth
+        "bytes_per_frame": size / max(done, 1), "feature_bytes_per_frame": (size - depth) / max(done, 1),
+        "depth_bytes_per_frame": depth / max(done, 1), "key": key,
     }
 
 

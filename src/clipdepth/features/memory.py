@@ -8,17 +8,23 @@ in the dtype they are kept in (half precision for features); the head gets them 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from ..data.captions import CaptionLookup
-from ..errors import DataError
-from ..data.sample import RGBDSample
+from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_errors
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
+from ..io.depth_store import TrainingDepth, quantize
+
+PURPOSES = ("train", "score")  # what a split is encoded for: training keeps input-size depth, scoring the GT
 
 
 @dataclass
@@ -34,17 +40,20 @@ class TrainBatch:
 
 @dataclass
 class EncodedSplit:
-    """One split's frames, encoded: what training and validation need, nothing else.
+    """One split's frames, encoded: what training or scoring needs, nothing else.
 
     A frame resized to H x (tiles * W) may be encoded as ``tiles`` tiles (PureCLIP-Depth on
-    KITTI), stored frame-major: tile t of frame i is row i * tiles + t of every array.
+    KITTI), stored frame-major: tile t of frame i is row i * tiles + t of every array. A split
+    encoded for training keeps the input-size depth (``depth``); one encoded for scoring keeps
+    the full-resolution GT (``gt``); ``io.depth_store`` says how compactly.
     """
 
     names: list[str]
     arrays: dict[str, torch.Tensor]  # name -> (N * tiles, ...) rows, as the model stores them
     flipped_arrays: dict[str, torch.Tensor] | None  # the mirrored frames', for flip TTA
-    depth_input: torch.Tensor  # (N, H, tiles * W) GT at the model input size, 0 = invalid
-    gt: list[np.ndarray]  # GT at its own resolution, metres, 0 = invalid
+    shapes: np.ndarray  # (N, 2) height, width of each full frame (its GT)
+    depth: TrainingDepth | None = None  # (N, H, tiles * W) GT at the model input size, 0 = invalid
+    gt: Sequence[np.ndarray] | None = None  # GT at its own resolution, metres, 0 = invalid
     tiles: int = 1
 
     def __len__(self) -> int:
@@ -58,21 +67,79 @@ class EncodedSplit:
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
     ) -> TrainBatch:
         """One random tile per frame, as the reference code trains on KITTI's four tiles (with
-        one tile, simply the frames)."""
+        one tile, simply the frames). Raises ValueError for a split encoded for scoring."""
+        if self.depth is None:
+            raise ValueError("this split was encoded for scoring: it keeps no input-size depth to train on")
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
         return TrainBatch(
             self.features(frames * self.tiles + tile, device),
-            pick_tiles(self.depth_input[frames], tile, self.tiles).to(device),
-            [tuple(self.gt[int(i)].shape) for i in frames], tile, self.tiles,
+            pick_tiles(self.depth.rows(frames), tile, self.tiles).to(device, non_blocking=True),
+            [tuple(int(v) for v in self.shapes[int(i)]) for i in frames], tile, self.tiles,
         )
 
+    def batches(
+        self, frames: list[torch.Tensor], generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> Iterator[TrainBatch]:
+        """``random_tiles`` of each index batch, in order. Rows read from memory-mapped shards are
+        gathered one batch ahead on a thread while the head trains on the current one."""
+        if self.resident_on is not None:
+            yield from (self.random_tiles(index, generator, device) for index in frames)
+            return
+        yield from prefetched(lambda index: self.random_tiles(index, generator, device), frames)
+
+    @property
+    def resident_on(self) -> torch.device | None:
+        """The device every training array is loaded on, or None where rows are read from disk."""
+        arrays = list(self.arrays.values())
+        if not all(isinstance(v, torch.Tensor) for v in arrays) or (self.depth is not None and self.depth.units is None):
+            return None
+        devices = {v.device for v in arrays}
+        return devices.pop() if len(devices) == 1 else None
+
+    def nbytes(self) -> int:
+        """Bytes of what training reads (arrays and decoded depth) once loaded into memory."""
+        rows = sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in self.arrays.values())
+        return rows + (self.depth.loaded_nbytes() if self.depth is not None else 0)
+
+    def resident(self, device: torch.device | str) -> "EncodedSplit":
+        """This split with every training array and the depth read once into memory on ``device``
+        (the GPU where they fit), so that batches are indexed there without touching the disk."""
+        loaded = {k: _loaded(v, device) for k, v in self.arrays.items()}
+        return replace(self, arrays=loaded, flipped_arrays=None if self.flipped_arrays is None else
+                       {k: _loaded(v, device) for k, v in self.flipped_arrays.items()},
+                       depth=self.depth.unpacked(device) if self.depth is not None else None)
+
     def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> Features:
-        return as_float({k: v[index] for k, v in self.arrays.items()}, device)
+        return as_float({k: _rows(v, index) for k, v in self.arrays.items()}, device)
 
     def flipped_features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> Features | None:
         if self.flipped_arrays is None:
             return None
-        return as_float({k: v[index] for k, v in self.flipped_arrays.items()}, device)
+        return as_float({k: _rows(v, index) for k, v in self.flipped_arrays.items()}, device)
+
+
+def _rows(array, index: torch.Tensor | slice):
+    if isinstance(array, torch.Tensor) and isinstance(index, torch.Tensor):
+        index = index.to(array.device)
+    return array[index]
+
+
+def _loaded(array, device: torch.device | str) -> torch.Tensor:
+    rows = array[slice(None)] if not isinstance(array, torch.Tensor) else array
+    return rows.to(device)
+
+
+def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
+    """``make(item)`` for each item in order, the next one made on a thread while the caller works
+    on the current one (reading rows and decoding PNGs release the GIL)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(make, items[0]) if items else None
+        for item in items[1:]:
+            current = pending.result()
+            pending = pool.submit(make, item)
+            yield current
+        if pending is not None:
+            yield pending.result()
 
 
 def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Tensor:
@@ -80,52 +147,56 @@ def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Ten
     return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile)), :, tile]
 
 
-def _frame(prepare, array, name: str) -> torch.Tensor:
-    """One frame through a Preprocessor step; a crop that does not fit it is a DataError naming it."""
-    try:
-        return prepare(array[None])
-    except ValueError as exc:
-        raise DataError(f"frame {name}: {exc} (see data.input_crop / data.kb_crop)") from None
-
-
 def frame_batch(
-    samples: list[RGBDSample], preprocessor: Preprocessor, captions: CaptionLookup | None, device: torch.device | str
-) -> tuple[FrameBatch, torch.Tensor]:
-    """Samples -> what a model's frozen parts take, and the input-size GT. A frame the crop does
-    not fit is a DataError naming the frame."""
-    # One frame at a time: frames of a real dataset need not share a size.
-    images = torch.cat([_frame(preprocessor.images, s.image, s.name) for s in samples]).to(device)
-    depth = torch.cat([_frame(preprocessor.depths, s.depth, s.name) for s in samples])
-    lines = [captions(s) for s in samples] if captions is not None else None
-    return FrameBatch(images, [s.name for s in samples], depth.to(device), lines), depth
+    frames: list[PreparedFrame], captions: CaptionLookup | None, device: torch.device | str
+) -> FrameBatch:
+    """Prepared frames -> what a model's frozen parts take, on ``device``."""
+    images = torch.stack([f.image for f in frames]).to(device, non_blocking=True)
+    depth = torch.stack([f.depth for f in frames]).to(device, non_blocking=True)
+    lines = [captions(f.sample) for f in frames] if captions is not None else None
+    return FrameBatch(images, [f.sample.name for f in frames], depth, lines)
 
 
 class OnTheFlySplit:
-    """Training frames decoded and encoded again at every step, as uncached training does: for
-    comparison with the cache, or for users who add augmentation. Same interface for training as
-    ``EncodedSplit``."""
+    """Training frames decoded (in ``workers`` processes) and encoded again at every step, as
+    uncached training does: for comparison with the cache, or for users who add augmentation.
+    Same interface for training as ``EncodedSplit``."""
 
     def __init__(
-        self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor, captions: CaptionLookup | None = None
+        self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor,
+        captions: CaptionLookup | None = None, workers: int | None = None,
     ) -> None:
         self.model, self.dataset, self.preprocessor, self.captions = model, dataset, preprocessor, captions
-        self.tiles = preprocessor.tiles
+        self.tiles, self.workers = preprocessor.tiles, workers
 
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def batches(
+        self, frames: list[torch.Tensor], generator: torch.Generator, device: torch.device | str = "cpu"
+    ) -> Iterator[TrainBatch]:
+        """Each index batch decoded and prepared by the workers ahead of the step, then encoded;
+        one random tile per frame drawn here, in order, so the draws do not depend on workers."""
+        loader = frame_loader(self.dataset, self.preprocessor, [f.tolist() for f in frames], self.workers,
+                              pin_memory=torch.device(device).type == "cuda")
+        for items in loader:
+            yield self._encoded(raise_errors(items), generator, device)
+
     def random_tiles(
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
     ) -> TrainBatch:
-        tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        samples = [self.dataset[int(i)] for i in frames]
-        batch, depth = frame_batch(samples, self.preprocessor, self.captions, device)
-        picked = torch.arange(len(frames)) * self.tiles + tile
+        return next(self.batches([frames], generator, device))
+
+    def _encoded(self, prepared: list[PreparedFrame], generator: torch.Generator, device) -> TrainBatch:
+        tile = torch.randint(self.tiles, (len(prepared),), generator=generator)
+        batch = frame_batch(prepared, self.captions, device)
+        picked = torch.arange(len(prepared)) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
             features = self.model.encode_frames(batch)
         return TrainBatch(
-            as_float({k: v[picked] for k, v in features.items()}), pick_tiles(depth, tile, self.tiles).to(device),
-            [tuple(s.depth.shape) for s in samples], tile, self.tiles,
+            as_float({k: v[picked.to(v.device)] for k, v in features.items()}),
+            pick_tiles(batch.depth, tile.to(batch.depth.device), self.tiles).to(device),
+            [tuple(f.sample.depth.shape) for f in prepared], tile, self.tiles,
         )
 
 
@@ -138,30 +209,47 @@ def encode_split(
     flip: bool = False,
     desc: str = "encode",
     captions: CaptionLookup | None = None,
+    purpose: str = "score",
+    workers: int | None = None,
 ) -> EncodedSplit:
-    """Run the model's frozen parts once per frame (and once per mirrored frame when ``flip``)."""
+    """Run the model's frozen parts once per frame (and once per mirrored frame when ``flip``),
+    the frames decoded and prepared by ``workers`` processes (``data.loader``).
+
+    ``purpose`` "train" keeps each frame's input-size depth (16-bit, ``quantize`` at the GT's own
+    scale), "score" its full-resolution GT. Raises DataError naming a frame that cannot be read.
+    """
+    if purpose not in PURPOSES:
+        raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     device = model.device
     names: list[str] = []
+    shapes: list[tuple[int, int]] = []
     gts: list[np.ndarray] = []
+    depths: list[tuple[torch.Tensor, float]] = []
     arrays: dict[str, list[torch.Tensor]] = {}
     flipped: dict[str, list[torch.Tensor]] = {}
-    depths: list[torch.Tensor] = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc=desc, unit="batch", leave=False):
-        samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        batch, depth = frame_batch(samples, preprocessor, captions, device)
+    total = -(-len(dataset) // batch_size)
+    frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train")
+    for frames in tqdm(frame_batches, total=total, desc=desc,
+                       unit="batch", leave=False):
+        batch = frame_batch(frames, captions, device)
         for key, value in model.encode_frames(batch).items():
             arrays.setdefault(key, []).append(value.cpu())
         if flip:
             for key, value in model.encode_frames(batch.flipped()).items():
                 flipped.setdefault(key, []).append(value.cpu())
-        depths.append(depth)
-        names += batch.names
-        gts += [s.depth for s in samples]
+        for frame in frames:
+            names.append(frame.sample.name)
+            shapes.append(frame.sample.depth.shape)
+            if purpose == "train":
+                depths.append(quantize(frame.depth, frame.gt_scale))
+            else:
+                gts.append(frame.sample.depth)
     return EncodedSplit(
         names=names,
         arrays={k: torch.cat(v) for k, v in arrays.items()},
         flipped_arrays={k: torch.cat(v) for k, v in flipped.items()} if flip else None,
-        depth_input=torch.cat(depths),
-        gt=gts,
+        shapes=np.array(shapes, dtype=np.int64).reshape(-1, 2),
+        depth=TrainingDepth.from_maps(depths) if purpose == "train" else None,
+        gt=gts if purpose == "score" else None,
         tiles=preprocessor.tiles,
     )

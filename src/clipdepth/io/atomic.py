@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -25,9 +26,16 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp(\
 _OLD = re.compile(r"^\.(?P<name>.+)\.old$")
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+    # Reading the umask means setting it: without the lock, two threads writing at once (predict
+    # writes on a thread pool) could interleave, one reading the other's momentary 0 and leaving it
+    # set. Every file made here is chmod-ed from the value read, so a momentary 0 changes none.
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
     return mask
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import Config
 from ..data import get_dataset
+from ..data.loader import prepared_batches
 from ..errors import ConfigError
 from ..evaluation.evaluate import evaluate_constant, evaluate_encoded, predict_encoded
 from ..evaluation.protocol import postprocess, valid_mask
@@ -104,7 +105,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         if i == 0:
             log(plan.note(exp.model))
         log(f"training {variant.key} ...")
-        result, train = exp.train(out / variant.folder, overwrite=True)
+        result, _ = exp.train(out / variant.folder, overwrite=True)
         # Score the checkpoint as a later command would load it, not the in-memory head.
         model = type(exp.model).from_pretrained(result.model_dir, encoder=exp.model.encoder).to(exp.model.device)
         test = exp.encode("test", flip=variant.cfg.eval.tta)
@@ -113,7 +114,10 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         ).mean()
         models[variant.key], checkpoints[variant.key] = model, str(result.model_dir)
 
-    train_pixels = np.concatenate([gt[valid_mask(gt, exp.protocol)] for gt in train.gt])
+    # The training split keeps only input-size depth: its full-resolution GT is read again.
+    train_gt = (f.sample.depth for frames in prepared_batches(get_dataset(exp.cfg.data, "train"), None, 32,
+                                                              exp.cfg.train.num_workers) for f in frames)
+    train_pixels = np.concatenate([gt[valid_mask(gt, exp.protocol)] for gt in train_gt])
     mean_depth = float(train_pixels.mean())
     metrics[BASELINE] = evaluate_constant(mean_depth, test.gt, exp.protocol).mean()
     first = plan.variants[0].key

@@ -45,18 +45,22 @@ class Experiment:
 
     def encode(self, split: str, flip: bool) -> EncodedSplit:
         """Frozen-part outputs of a split: from the feature cache when one is configured (built on
-        first use), else computed into memory."""
+        first use), else computed into memory. The training split keeps its input-size depth, the
+        others their full-resolution GT (``encode_split``'s purpose)."""
         dataset = get_dataset(self.cfg.data, split)
+        purpose = "train" if split == "train" else "score"
+        workers = self.cfg.train.num_workers
         if not self.cfg.train.feature_cache:
             return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip,
-                                desc=f"encode {split}", captions=self.captions)
-        key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset), files_digest(dataset))
+                                desc=f"encode {split}", captions=self.captions, purpose=purpose, workers=workers)
+        key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset),
+                        files_digest(dataset), purpose)
         folder = Path(self.cfg.train.feature_cache) / f"{split}{'_flip' if flip else ''}"
         if self.dist.is_main:
             start_cache(folder, key, self.cfg.train.cache_shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
         build_cache(folder, self.model, dataset, self.preprocessor, key, self.cfg.train.cache_shard_size,
-                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, self.captions)
+                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, self.captions, workers)
         self.dist.barrier()
         return load_cache(folder, key)
 
@@ -76,7 +80,8 @@ class Experiment:
                     "(a longer data.train_list, or another data.val_fraction / data.*_size)"
                 )
         train = (
-            OnTheFlySplit(self.model, get_dataset(self.cfg.data, "train"), self.preprocessor, self.captions)
+            OnTheFlySplit(self.model, get_dataset(self.cfg.data, "train"), self.preprocessor, self.captions,
+                          self.cfg.train.num_workers)
             if self.cfg.train.encode_on_the_fly else self.encode("train", flip=False)
         )
         val = self.encode("val", flip=self.cfg.eval.tta)

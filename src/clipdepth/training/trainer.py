@@ -7,6 +7,10 @@
   "Improved" means ANY of ``train.improve_metrics`` improved (released: d1 d2 d3 abs_diff abs_rel
   log10 rmse); training stops after ``patience`` epochs without improvement.
 - ``train.drop_last`` drops each epoch's last partial batch, as the released loaders do.
+- Speed: batches come from ``split.batches`` (device-resident arrays, or shards read a batch ahead,
+  or frames decoded by workers); a step never waits for the device: losses stay on it and are read
+  back every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
+  ``train.head_precision`` bf16 autocasts the head's step, ``train.compile_head`` compiles it.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
   rewritten atomically with the head weights, the optimisers (and any other state of the
   objective, such as TR2M's EMA key network), the counters, the history and every RNG the run
@@ -19,6 +23,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +34,7 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data import DATASETS
 from ..errors import CheckpointError, ConfigError, TrainingError
-from ..evaluation.evaluate import evaluate_encoded
+from ..evaluation.evaluate import ScoringTargets, evaluate_encoded
 from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER
 from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
@@ -54,6 +59,52 @@ def check_config(cfg: Config) -> None:
     if not cfg.train.improve_metrics:
         raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
     check_model_config(cfg)
+
+
+def check_finite(records: list[dict], step: int) -> list[dict[str, float]]:
+    """The records of the steps up to ``step`` read back as floats (one host sync for all);
+    TrainingError naming the first step whose loss is not finite."""
+    if not records:
+        return []
+    keys = [[k for k in r if k != "phase"] for r in records]
+    device = torch.as_tensor(records[0]["loss"]).device  # some terms are plain numbers (a loss that is off)
+    values = torch.stack([torch.as_tensor(r[k]).float().to(device) for r, ks in zip(records, keys) for k in ks]).tolist()
+    out, i = [], 0
+    for offset, (record, ks) in enumerate(zip(records, keys)):
+        floats = {"phase": record["phase"], **dict(zip(ks, values[i : i + len(ks)]))}
+        i += len(ks)
+        if not math.isfinite(floats["loss"]):
+            raise TrainingError(
+                f"step {step - len(records) + offset + 1} ({record['phase']}): the loss is {floats['loss']}; training stops "
+                "here (the checkpoints of the epochs before are kept). Likely causes: non-finite features or depth (a "
+                "damaged feature cache: build it again), or a learning rate too high for this data"
+            )
+        out.append(floats)
+    return out
+
+
+def available_bytes(device: torch.device | str) -> int:
+    """Free memory of a CUDA device, or the RAM available to this process on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+# Share of the free memory the training arrays may take when ``train.residency`` is "auto": the
+# head, its optimiser state and the validation set need the rest.
+RESIDENT_SHARE = 0.8
+
+
+def place_training_split(split, device: torch.device | str, residency: str):
+    """The training split where ``train.residency`` wants it: loaded once into ``device``'s memory
+    ("device", or "auto" when it fits in ``RESIDENT_SHARE`` of what is free), else as it is
+    (memory-mapped shards read one batch ahead; frames decoded on the fly)."""
+    if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device) or residency == "stream":
+        return split
+    if residency == "device" or split.nbytes() <= RESIDENT_SHARE * available_bytes(device):
+        return split.resident(device)
+    return split
 
 
 def steps_per_epoch(n_frames: int, batch_size: int, drop_last: bool) -> int:
@@ -141,8 +192,10 @@ class Trainer:
         self.dist = dist
         # Under torchrun the head is wrapped so gradients are averaged across ranks; every rank
         # keeps identical weights, and rank 0 alone validates and writes.
-        self.trained_head = DistributedDataParallel(model.head) if dist.enabled else model.head
-        self.model, self.cfg, self.train_split, self.val_split = model, cfg, train, val
+        head = torch.compile(model.head) if cfg.train.compile_head else model.head
+        self.trained_head = DistributedDataParallel(head) if dist.enabled else head
+        self.model, self.cfg, self.val_split = model, cfg, val
+        self.train_split = place_training_split(train, model.device, cfg.train.residency)
         self.preprocessor, self.protocol = preprocessor, protocol
         self.out_dir = Path(out_dir)
         self.device = model.device
@@ -151,27 +204,44 @@ class Trainer:
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
         self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling
         self.step = 0
+        self.val_targets: ScoringTargets | None = None
 
     def train_step(self, index: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on the frames ``index`` of the training split."""
-        batch = self.train_split.random_tiles(index, self.tile_generator, self.device)
-        record = self.objective.step(batch, self.step, self.sample_generator)
-        if not math.isfinite(record["loss"]):
-            raise TrainingError(
-                f"step {self.step + 1} ({record['phase']}): the loss is {record['loss']}; training stops here (the "
-                "checkpoints of the epochs before are kept). Likely causes: non-finite features or depth (a damaged "
-                "feature cache: build it again), or a learning rate too high for this data"
-            )
+        """One optimisation step on the frames ``index`` of the training split; its record as floats."""
+        batch = next(self.train_split.batches([index], self.tile_generator, self.device))
+        record = self._step(batch)
+        return check_finite([record], self.step)[0]
+
+    def steps(self, batches: list[torch.Tensor]) -> Iterator[tuple[int, dict[str, float]]]:
+        """One optimisation step per index batch, in order; yields (global step number, record as
+        floats) for each. The losses stay on the device and are read back together every
+        ``train.log_every`` steps and after the last. TrainingError names the first step whose
+        loss is not finite."""
+        pending: list[dict] = []
+        for n, batch in enumerate(self.train_split.batches(batches, self.tile_generator, self.device), 1):
+            pending.append(self._step(batch))
+            if self.step % self.cfg.train.log_every == 0 or n == len(batches):
+                first = self.step - len(pending)
+                yield from enumerate(check_finite(pending, self.step), first + 1)
+                pending = []
+
+    def _step(self, batch) -> dict:
+        """One optimisation step; the record's losses stay on the device."""
+        with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16"):
+            record = self.objective.step(batch, self.step, self.sample_generator)
         self.step += 1
         return record
 
     def validate(self) -> dict[str, float]:
         metrics = None
         if self.dist.is_main:
-            metrics = evaluate_encoded(
-                self.model, self.val_split, self.preprocessor, self.protocol,
-                tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size,
-            ).mean()
+            if self.val_targets is None:  # decoded once, then scored on the device every epoch
+                self.val_targets = ScoringTargets(self.val_split.gt, self.protocol, self.device)
+            with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16"):
+                metrics = evaluate_encoded(
+                    self.model, self.val_split, self.preprocessor, self.protocol,
+                    tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size, targets=self.val_targets,
+                ).mean()
         return self.dist.broadcast(metrics)
 
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
@@ -229,12 +299,12 @@ class Trainer:
                     break
                 self.objective.start_epoch(epoch, since_improvement)
                 order = self.epoch_frames()
+                batches = [order[start : start + cfg.batch_size] for start in range(0, steps * cfg.batch_size, cfg.batch_size)]
                 sums: dict[str, list[float]] = {}
-                for start in range(0, steps * cfg.batch_size, cfg.batch_size):
-                    record = self.train_step(order[start : start + cfg.batch_size])
+                for step, record in self.steps(batches):
                     sums.setdefault(f"{record['phase']}_loss", []).append(record["loss"])
-                    if self.step % cfg.log_every == 0 and self.dist.is_main:
-                        steps_log.write(json.dumps({"step": self.step, "epoch": epoch, **record}) + "\n")
+                    if step % cfg.log_every == 0 and self.dist.is_main:
+                        steps_log.write(json.dumps({"step": step, "epoch": epoch, **record}) + "\n")
                     bar.set_postfix(phase=record["phase"][:5], loss=f"{record['loss']:.3f}", refresh=False)
                     bar.update(1)
                 metrics = self.validate()

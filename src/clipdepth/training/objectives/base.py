@@ -36,7 +36,8 @@ class Objective:
         raise NotImplementedError
 
     def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
-        """One optimisation step; returns a record with at least ``phase`` and ``loss``."""
+        """One optimisation step; returns a record with at least ``phase`` and ``loss``, the losses
+        as detached 0-d tensors (read back to the host only when the trainer logs them)."""
         raise NotImplementedError
 
     def extra_state(self) -> dict[str, Any]:

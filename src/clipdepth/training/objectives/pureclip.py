@@ -110,4 +110,4 @@ class PureCLIPObjective(Objective):
         head.zero_grad(set_to_none=True)
         losses["loss"].backward()
         self.optimizers[phase].step()
-        return {"phase": phase, **{k: v.item() for k, v in losses.items()}}
+        return {"phase": phase, **{k: v.detach() for k, v in losses.items()}}  # no host sync here

@@ -110,7 +110,7 @@ class TR2MObjective(Objective):
         optimizer.step()
         ema_update(self.key_head, head, t.ema_momentum)
         return {
-            "phase": TRAIN, "loss": total.item(), **{k: v.item() for k, v in losses.items()},
+            "phase": TRAIN, "loss": total.detach(), **{k: v.detach() for k, v in losses.items()},
             "pseudo_gated": gate.float().mean().item(),
         }
 
