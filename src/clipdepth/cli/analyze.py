@@ -7,16 +7,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..evaluation.error_figures import DEFAULT_BINS
-from ..evaluation.protocol import PROTOCOLS
-from ..evaluation.saved import GT_FORMATS
 from .args import output_folder, path_arg, positive_float, positive_int
+
+HELP = "plot prediction error against ground-truth depth (PureCLIP-Depth Fig. 2)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..evaluation.error_figures import DEFAULT_BINS
+    from ..evaluation.protocol import PROTOCOLS
+    from ..evaluation.saved import GT_FORMATS
+
     parser = subparsers.add_parser(
         "analyze",
-        help="plot prediction error against ground-truth depth (PureCLIP-Depth Fig. 2)",
+        help=HELP,
         description="Over all valid pixels (protocol post-processing and masks, as `clipdepth score`): a 2-D "
         "histogram of prediction vs GT depth, the mean and standard deviation of pred - gt per GT-depth bin, "
         "and a GT-depth histogram, as PNGs, plus analysis.json with the per-bin numbers.",

@@ -45,15 +45,21 @@ def path_arg(text: str) -> Path:
     return Path(text)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _int_at_least(least: int, meaning: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {meaning}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {meaning}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = _int_at_least(1, "a positive integer")  # argparse type: an integer >= 1
+non_negative_int = _int_at_least(0, "an integer >= 0")  # argparse type: an integer >= 0
 
 
 def _writable_ancestor(path: Path) -> Path:
@@ -110,3 +116,11 @@ def flag_for(args: argparse.Namespace, setting: str | None) -> str | None:
     if setting in flags:
         return flags[setting]
     return f"--{setting.replace('_', '-')}" if hasattr(args, setting) else None
+
+
+def add_workers(parser: argparse.ArgumentParser, reads: str) -> None:
+    """The ``--workers N`` option: processes that read ``reads`` ahead; None (automatic) unless given."""
+    parser.add_argument(
+        "--workers", type=non_negative_int, metavar="N",
+        help=f"processes reading {reads} ahead (default: automatic, from the CPU count; 0: read in the main process)",
+    )

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import argparse
 
-from .args import output_folder, path_arg, positive_int, report_failures
+from .args import add_workers, output_folder, path_arg, positive_int, report_failures
+
+HELP = "caption images or a dataset's frames with an image-to-text model (TR2M's text input)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "caption", help="caption images or a dataset's frames with an image-to-text model (TR2M's text input)",
+        "caption", help=HELP,
         description="Examples: clipdepth caption photos/ --model Salesforce/blip-image-captioning-large --out captions/ ; "
         "clipdepth caption --dataset nyu --split train root=/data/nyu train_list=nyu_train.txt "
         "--model Salesforce/blip-image-captioning-large --out captions/nyu (then set data.caption_dir=captions/nyu)",
@@ -28,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled lines (default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--overwrite", action="store_true", help="replace caption files that exist (default: keep them)")
+    add_workers(p, "the images")
     p.set_defaults(func=run, flags={"inputs": "INPUT or --dataset"})
 
 
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.out)
     jobs = images_to_caption(args.inputs) if args.dataset is None else frames_to_caption(args.dataset, args.split, args.inputs)
     report = caption_to_folder(jobs, args.out, args.model, device=args.device, prompt=args.prompt, lines=args.lines,
-                               max_new_tokens=args.max_new_tokens, seed=args.seed, overwrite=args.overwrite)
+                               max_new_tokens=args.max_new_tokens, seed=args.seed, overwrite=args.overwrite,
+                               workers=args.workers)
     print(f"wrote captions for {report.written} image(s) to {args.out} ({args.lines} line(s) each)"
           + (f"; {report.short} with fewer (the model repeated itself)" if report.short else "")
           + (f"; kept {report.kept} existing (--overwrite to replace)" if report.kept else ""))

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from .args import path_arg, output_folder
 
+HELP = "turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth checkpoint"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "convert", help="turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth checkpoint",
+        "convert", help=HELP,
         description="Example: clipdepth convert pureclip-reference nyu_best.pth --out pureclip-nyu/",
     )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")

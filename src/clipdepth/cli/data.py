@@ -8,10 +8,12 @@ from pathlib import Path
 from ..io.atomic import refuse_existing
 from .args import path_arg, output_file, output_folder, positive_int
 
+HELP = "prepare datasets"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser(
-        "data", help="prepare datasets", description="Prepare datasets for training and evaluation."
+        "data", help=HELP, description="Prepare datasets for training and evaluation."
     )
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
     prepare = actions.add_parser(

@@ -9,9 +9,11 @@ import argparse
 
 from .args import output_folder, path_arg
 
+HELP = "train and score a head on built-in synthetic scenes (CPU, minutes)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train and score a head on built-in synthetic scenes (CPU, minutes)")
+    p = sub.add_parser("demo", help=HELP)
     p.add_argument("--config", default="demo", help="recipe (default: demo; demo_outdoor for streets, demo_tr2m for TR2M)")
     p.add_argument("--out", type=path_arg, help="output folder (default: the recipe's output_dir)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.train_size=64")

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 
-from .args import output_folder, path_arg, positive_int
+from .args import add_workers, output_folder, path_arg, positive_int
+
+HELP = "score a trained head on a dataset"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="score a trained head on a dataset",
+        help=HELP,
         description="Example: clipdepth evaluate --checkpoint outputs/demo/model --dataset nyu "
         "--data-root /data/nyu --split nyudepthv2_test_files_with_gt.txt --tta",
     )
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score at the encoder input size against resized GT, as the reference code (for comparison only)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8)
+    add_workers(p, "the frames")
     p.add_argument("--out", type=path_arg, help="output folder (default: outputs/eval/<dataset>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="data overrides, e.g. data.tiles=4")
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     summary, table = evaluate_checkpoint(
         args.checkpoint, dataset=args.dataset, recipe=args.config, protocol=args.protocol, data_overrides=data,
         tta=args.tta, score_at_input=args.score_at_input, batch_size=args.batch_size, out=args.out, overwrite=args.overwrite,
+        workers=args.workers,
     )
     print(table)
     print(f"{summary['n_listed']} listed, {summary['n_without_gt']} without ground truth, {summary['n_images']} scored; "

@@ -12,10 +12,12 @@ from pathlib import Path
 from ..io.atomic import refuse_existing
 from .args import path_arg, output_folder, positive_int
 
+HELP = "export a checkpoint to another format (onnx)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a checkpoint to another format (onnx)",
+        "export", help=HELP,
         description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/",
     )
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")

@@ -1,4 +1,6 @@
-"""`clipdepth` command line: one module per subcommand, each with ``register(subparsers)``."""
+"""`clipdepth` command line: one module per subcommand, each with ``HELP`` (its line in
+`clipdepth --help`) and ``register(subparsers)``; a module imports the libraries its command
+needs inside its functions, so that listing or parsing commands stays quick."""
 from __future__ import annotations
 
 import argparse
@@ -33,9 +35,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, module in SUBCOMMANDS.items():
-        if wanted is None or name == wanted:
+        if name == wanted:
             importlib.import_module(module).register(sub)
-        else:  # listed in --help without importing its dependencies
+        elif wanted is None:  # `clipdepth --help`: each command's line, without what its options need
+            sub.add_parser(name, help=importlib.import_module(module).HELP)
+        else:
             sub.add_parser(name, help=f"see `clipdepth {name} --help`")
     return parser
 

@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import finite_float, output_folder, path_arg, positive_float, positive_int, report_failures
+from .args import add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures
+
+HELP = "metric depth for your images (16-bit PNG, colour PNG, npy, ply)"
+# models.base.MAX_TILES, which is not imported for it: importing the models takes seconds, too long
+# for --help (tests/test_cli_imports.py checks that the two agree).
+DEFAULT_MAX_TILES = 8
 
 
 def _megapixels(text: str) -> float:
@@ -25,10 +30,9 @@ def _megapixels(text: str) -> float:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ..io.depth_io import MAX_PHOTO_PIXELS
-    from ..models.base import MAX_TILES
 
     p = sub.add_parser(
-        "predict", help="metric depth for your images (16-bit PNG, colour PNG, npy, ply)",
+        "predict", help=HELP,
         description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -57,14 +61,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
     p.add_argument(
-        "--max-tiles", type=positive_int, default=MAX_TILES,
-        help=f"refuse images that need more tiles than this (default {MAX_TILES}: an aspect ratio up to about {MAX_TILES}:1)",
+        "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
+        help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
+        f"{DEFAULT_MAX_TILES}:1)",
     )
     p.add_argument(
         "--max-pixels", type=_megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
         help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",
     )
     p.add_argument("--batch-size", type=positive_int, default=8)
+    add_workers(p, "the images")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them, write only the missing ones)")
     p.set_defaults(func=run, flags={"caption": "--caption/--captions", "captions": "--captions", "uncertainty": "--uncertainty",
                                     "tiles": "--tiles, --max-tiles"})
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy,
         tta=args.tta, tiles=args.tiles, max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6),
         batch_size=args.batch_size, overwrite=args.overwrite, caption=args.caption, captions=args.captions,
+        workers=args.workers,
     )
     jobs = collect_inputs(args.inputs, args.out)
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])

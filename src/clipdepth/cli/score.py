@@ -10,17 +10,19 @@ import json
 import sys
 from pathlib import Path
 
-from ..evaluation.protocol import PROTOCOLS, get_protocol
-from ..evaluation.report import text_table
-from ..evaluation.saved import GT_FORMATS, score_saved
 from ..io.atomic import refuse_existing, write_text_atomic
 from .args import flag_for, output_file, positive_float
 
+HELP = "score saved depth predictions against ground truth"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..evaluation.protocol import PROTOCOLS
+    from ..evaluation.saved import GT_FORMATS
+
     parser = subparsers.add_parser(
         "score",
-        help="score saved depth predictions against ground truth",
+        help=HELP,
         description="Score depth predictions (.npy metres or 16-bit .png) against ground truth matched by "
         "file stem, per image, then averaged over images (see docs/protocol.md).",
     )
@@ -53,6 +55,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.protocol import get_protocol
+    from ..evaluation.report import text_table
+    from ..evaluation.saved import score_saved
+
     protocol = get_protocol(args.protocol)
     if args.json is not None:
         output_file(args.json, "--json")

@@ -10,11 +10,12 @@ import sys
 import tempfile
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+HELP = "a local web page: upload an image, see and download its depth"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "serve", help="a local web page: upload an image, see and download its depth",
+        "serve", help=HELP,
         description="Example: clipdepth serve --checkpoint outputs/demo/model  (then open http://127.0.0.1:7860)",
     )
     p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")

@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import load_config
-from .args import path_arg
+from .args import add_workers, path_arg
+
+HELP = "train a head (PureCLIP-Depth, TR2M) from a recipe"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train a head (PureCLIP-Depth, TR2M) from a recipe",
+        help=HELP,
         description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 head.use_cls=false",
     )
     p.add_argument(
@@ -29,11 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true",
         help="replace the run already in the output folder (default: refuse; --resume continues it)",
     )
+    add_workers(p, "the frames (sets train.num_workers)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
     from ..errors import ConfigError
     from ..training.run import Experiment
     from ..training.resume import read_resume_meta, read_resume_tensors
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from .args import output_folder
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
+    overrides += [f"train.num_workers={args.workers}"] if args.workers is not None else []
     cfg = load_config(args.config or ["demo"], overrides)
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: give one")

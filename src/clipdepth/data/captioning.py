@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig, with_overrides
 from ..encoders.loading import first_line, quiet_transformers
-from ..errors import ConfigError, DataError, EncoderLoadError
+from ..errors import ConfigError, EncoderLoadError
+from ..inference.folder import read_ahead
 from ..io.atomic import write_text_atomic
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
 from ..io.predictions import collect_inputs
@@ -85,8 +87,12 @@ def images_to_caption(inputs: list[str]) -> list[tuple[str, Callable[[], np.ndar
     load only when captioned. ConfigError when there are none to look at."""
     if not inputs:
         raise ConfigError("nothing to caption: give images, folders, globs or lists, or a dataset", setting="inputs")
-    return [(stem.as_posix(), lambda path=path: read_rgb(path, photo=True, max_pixels=MAX_PHOTO_PIXELS))
+    return [(stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=MAX_PHOTO_PIXELS))
             for path, stem in collect_inputs(inputs)]
+
+
+def _frame_image(frames: Any, index: int) -> np.ndarray:
+    return frames[index].image
 
 
 def frames_to_caption(dataset: str, split: str, overrides: list[str]) -> list[tuple[str, Callable[[], np.ndarray]]]:
@@ -95,7 +101,7 @@ def frames_to_caption(dataset: str, split: str, overrides: list[str]) -> list[tu
     frames = get_dataset(with_overrides(DataConfig(), [f"dataset={dataset}", *overrides]), split)
     # Datasets that list their names skip existing files without decoding a frame.
     names = getattr(frames, "names", None) or [frames[i].name for i in range(len(frames))]
-    return [(name, lambda i=i: frames[i].image) for i, name in enumerate(names)]
+    return [(name, partial(_frame_image, frames, i)) for i, name in enumerate(names)]
 
 
 @dataclass
@@ -109,23 +115,25 @@ class CaptionReport:
 def caption_to_folder(
     jobs: list[tuple[str, Callable[[], np.ndarray]]], out: Path, model_name: str, *, device: str = "auto",
     prompt: str | None = None, lines: int = 5, max_new_tokens: int = 40, seed: int = 0, overwrite: bool = False,
-    progress: bool = True,
+    progress: bool = True, workers: int | None = None,
 ) -> CaptionReport:
     """Write ``<out>/<name>.txt`` for each (name, loader) of ``jobs`` with the captioning model
     ``model_name`` (hub id or folder) on ``device`` ("auto": CUDA if available). Files that exist are
-    kept unless ``overwrite``; an image that cannot be read is named in the report, the others go on."""
+    kept unless ``overwrite``; an image that cannot be read is named in the report, the others go on.
+    The loaders run ahead in ``workers`` processes (``inference.folder.read_ahead``; 0: here)."""
     processor, model = load_captioner(model_name)
     model.to(torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device))
     report = CaptionReport()
-    for name, load in tqdm(jobs, desc="caption", unit="image", dynamic_ncols=True, disable=not progress):
+    wanted = [overwrite or not (out / f"{name}.txt").exists() for name, _ in jobs]
+    images = read_ahead([load for (_, load), want in zip(jobs, wanted) if want], workers)
+    for (name, _), want in zip(tqdm(jobs, desc="caption", unit="image", dynamic_ncols=True, disable=not progress), wanted):
         path = out / f"{name}.txt"
-        if path.exists() and not overwrite:
+        image = next(images) if want else None
+        if path.exists() and not overwrite:  # also a file an earlier job of this run wrote, as before
             report.kept += 1
             continue
-        try:
-            image = load()
-        except DataError as exc:
-            report.failed.append(str(exc))
+        if isinstance(image, str):
+            report.failed.append(image)
             continue
         found = caption_image(processor, model, image, prompt, lines, max_new_tokens, seed)
         if not found:

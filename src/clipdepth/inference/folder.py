@@ -6,19 +6,28 @@ writes only what is missing and never takes an earlier run's output for another 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.captions import read_caption_file
+from ..data.loader import resolve_workers
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
 from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_source, read_rgb
 from ..io.predictions import OUTPUT_KINDS, output_paths, ply_intrinsics, write_prediction
 from ..models.base import MAX_TILES, DepthModel
+
+# Threads writing the outputs (PNG encoding runs outside the GIL) while the model works on the next batch.
+WRITE_THREADS = 4
 
 
 @dataclass
@@ -40,6 +49,7 @@ class PredictOptions:
     overwrite: bool = False  # replace outputs that exist (default: write only the missing ones)
     caption: str | None = None  # models that read captions: one for every image ...
     captions: Path | None = None  # ... or a folder of <stem>.txt files, or one .txt for all (line 0)
+    workers: int | None = None  # processes decoding images ahead (0: this one); None: data.loader.resolve_workers
 
     def tails(self) -> list[str]:
         return [".png", "_color.png", *([".npy"] if self.npy else []),
@@ -77,6 +87,58 @@ def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Pat
     return lambda image: read_caption_file(options.captions / f"{image.stem}.txt")[0]
 
 
+class _Reads(Dataset):
+    """``loads[i]()``: an image, or the one-line message of the DataError it raised (DataLoader
+    would wrap an exception in its worker's traceback)."""
+
+    def __init__(self, loads: Sequence[Callable[[], np.ndarray]]) -> None:
+        self.loads = loads
+
+    def __len__(self) -> int:
+        return len(self.loads)
+
+    def __getitem__(self, index: int) -> np.ndarray | str:
+        try:
+            return self.loads[index]()
+        except DataError as exc:
+            return str(exc)
+
+
+def _one_thread(worker_id: int) -> None:
+    # The workers are the parallelism: more threads each would only oversubscribe the cores.
+    torch.set_num_threads(1)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def read_ahead(loads: Sequence[Callable[[], np.ndarray]], workers: int | None = None) -> Iterator[np.ndarray | str]:
+    """``loads[i]()`` for each i in order, called ahead in ``workers`` processes (None:
+    ``data.loader.resolve_workers``; 0: here, when its turn comes): each an (H, W, 3) uint8 image,
+    or the message of the DataError it raised. Fails at once for ``workers`` below 0 (ValueError).
+    ``loads`` must be picklable where processes are spawned rather than forked."""
+    n = min(resolve_workers(workers, len(loads)), len(loads))
+    loader = DataLoader(_Reads(loads), batch_size=1, num_workers=n, collate_fn=_as_list,
+                        worker_init_fn=_one_thread if n else None)
+    # Started now, so that the workers are forked before any thread of the caller's exists.
+    batches = iter(loader)
+    return (item for batch in batches for item in batch)
+
+
+def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bool) -> str | None:
+    """Whether an earlier run finished this image: "kept" (every output there), a message (its
+    depth PNG is another image's), or None (to predict)."""
+    outputs = output_paths(out, name, tails)
+    if overwrite or not outputs[0].exists():
+        return None
+    made_from = png_source(outputs[0])
+    if made_from != str(path.resolve()):  # an earlier run's output for another image: never taken for this one's
+        return (f"{path}: {outputs[0]} holds the depth of {made_from or 'another image (it does not say which)'}; "
+                "write elsewhere, or overwrite it")
+    return "kept" if all(p.exists() for p in outputs) else None
+
+
 def predict_to_folder(
     model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
 ) -> PredictReport:
@@ -84,6 +146,10 @@ def predict_to_folder(
     its device). An image that cannot be read or is over a limit is skipped and named in the
     report, the others go on; outputs that exist are kept unless ``options.overwrite``, so a rerun
     completes what an interrupted one left. Raises ConfigError for options the model cannot use.
+
+    Images are decoded ahead in ``options.workers`` processes (``read_ahead``), and each batch's
+    files are written by ``WRITE_THREADS`` threads while the model runs the next batch; a write
+    that fails (an OSError such as a full disk) is raised once the writes under way have ended.
     """
     if options.uncertainty and not model.gives_uncertainty:
         raise ConfigError(f"{model.display_name} gives no uncertainty", setting="uncertainty")
@@ -92,47 +158,63 @@ def predict_to_folder(
     caption_for = _caption_source(model, options)
     clean_stale(out)  # what a killed run left half-written
     report = PredictReport(scale=depth_png_scale(model.max_depth))
+    tails = options.tails()
+    # Names are distinct (collect_inputs), so what is left to do does not change as images are written.
+    earlier = [_finished(path, name, out, tails, options.overwrite) for path, name in jobs]
+    images = read_ahead([partial(read_rgb, path, photo=True, max_pixels=options.max_pixels)
+                         for (path, _), state in zip(jobs, earlier) if state is None], options.workers)
     batch: list[tuple[np.ndarray, Path, str | None, str]] = []
+    writing: deque[Future] = deque()
 
-    def flush() -> None:
+    def written(keep: int) -> None:
+        """Wait until at most ``keep`` images are being written; raises a writer's error."""
+        while len(writing) > keep or (writing and writing[0].done()):
+            writing.popleft().result()
+            report.done += 1
+
+    def flush(pool: ThreadPoolExecutor) -> None:
         if not batch:
             return
         captions = [c for _, _, c, _ in batch] if model.uses_captions else None
         result = model.infer(np.stack([im for im, _, _, _ in batch]), tta=options.tta, tiles=options.tiles,
                              captions=captions, max_tiles=options.max_tiles)
         for i, (image, name, _, source) in enumerate(batch):
-            paths = output_paths(out, name, options.tails())
+            paths = output_paths(out, name, tails)
             todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or not p.exists()}
             depth = result["depth"][i].cpu().numpy()
             spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
-            write_prediction(todo, depth, image, model.max_depth, uncertainty=spread,
-                             intrinsics=ply_intrinsics(options, *depth.shape), source=source)
-        report.done += len(batch)
+            writing.append(pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
+                                       intrinsics=ply_intrinsics(options, *depth.shape), source=source))
+        # This batch is written while the model runs the next; the one before must be done by now.
+        written(keep=len(batch))
         batch.clear()
 
-    for path, name in tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True, disable=not progress):
-        outputs, source = output_paths(out, name, options.tails()), str(path.resolve())
-        if not options.overwrite and outputs[0].exists():
-            made_from = png_source(outputs[0])
-            if made_from != source:  # an earlier run's output for another image: never taken for this one's
-                report.failed.append(
-                    f"{path}: {outputs[0]} holds the depth of {made_from or 'another image (it does not say which)'}; "
-                    "write elsewhere, or overwrite it"
-                )
-                continue
-            if all(p.exists() for p in outputs):
-                report.kept += 1
-                continue
-        try:  # one bad file must not lose the others' results
-            image = read_rgb(path, photo=True, max_pixels=options.max_pixels)
-            model.tiles_for(image.shape[0], image.shape[1], options.tiles, options.max_tiles)
-            caption = caption_for(path)
-        except DataError as exc:
-            message = str(exc)
-            report.failed.append(message if message.startswith(str(path)) else f"{path}: {message}")
-            continue
-        if batch and (image.shape != batch[0][0].shape or len(batch) == options.batch_size):
-            flush()
-        batch.append((image, name, caption, source))
-    flush()
+    with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="predict-write") as pool:
+        try:
+            for (path, name), state in zip(tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True,
+                                                disable=not progress), earlier):
+                if state == "kept":
+                    report.kept += 1
+                    continue
+                if state is not None:
+                    report.failed.append(state)
+                    continue
+                image = next(images)
+                try:  # one bad file must not lose the others' results
+                    if isinstance(image, str):
+                        raise DataError(image)
+                    model.tiles_for(image.shape[0], image.shape[1], options.tiles, options.max_tiles)
+                    caption = caption_for(path)
+                except DataError as exc:
+                    message = str(exc)
+                    report.failed.append(message if message.startswith(str(path)) else f"{path}: {message}")
+                    continue
+                if batch and (image.shape != batch[0][0].shape or len(batch) == options.batch_size):
+                    flush(pool)
+                batch.append((image, name, caption, str(path.resolve())))
+            flush(pool)
+            written(keep=0)
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the writes begun finish (each file whole or absent)
+            raise
     return report

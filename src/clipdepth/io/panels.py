@@ -78,26 +78,3 @@ def save_contact_sheet(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80)
     plt.close(fig)
-
-
-# The colour image is for looking at: a larger depth map is shown every k-th pixel, so that its
-# figure stays small (the 16-bit PNG and .npy keep the full resolution).
-MAX_COLOUR_PIXELS = 4_000_000
-
-
-def save_depth_colour(path: str | Path, depth: np.ndarray, max_depth: float) -> None:
-    """A depth map in colour with its metre scale beside it, at roughly the image's own size (every
-    k-th pixel beyond ``MAX_COLOUR_PIXELS``)."""
-    step = max(1, int(np.ceil(np.sqrt(depth.size / MAX_COLOUR_PIXELS))))
-    depth = depth[::step, ::step]
-    height, width = depth.shape
-    dpi = 100
-    fig = plt.figure(figsize=(width / dpi + 1.1, height / dpi + 0.2), dpi=dpi)
-    ax = fig.add_axes((0.0, 0.0, width / (width + 110), 1.0))
-    shown = ax.imshow(depth, cmap="turbo", vmin=0, vmax=min(max_depth, float(depth.max()) or max_depth))
-    ax.set_axis_off()
-    bar = fig.add_axes((width / (width + 110) + 0.02, 0.08, 20 / (width + 110), 0.84))
-    fig.colorbar(shown, cax=bar, label="depth [m]")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)

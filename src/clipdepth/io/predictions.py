@@ -11,16 +11,19 @@ twice.
 """
 from __future__ import annotations
 
+import functools
 import glob
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import DataError
+from .atomic import atomic_path
 from .depth_io import depth_png_scale, write_depth_png, write_npy
-from .panels import save_depth_colour
 from .pointcloud import default_intrinsics, depth_to_ply
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -132,6 +135,90 @@ def distinct_names(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     return named
 
 
+# -- colour images --------------------------------------------------------------------------------
+COLOURMAP = "turbo"
+# The colour image is for looking at: a larger depth map is shown every k-th pixel, so that its
+# file stays small (the 16-bit PNG and .npy keep the full resolution).
+MAX_COLOUR_PIXELS = 4_000_000
+INVALID_COLOUR = 255  # NaN and infinite pixels are white, as the background of matplotlib's figures
+
+
+@functools.cache
+def colour_lut(name: str) -> np.ndarray:
+    """(256, 3) uint8: the colours of matplotlib's colormap ``name``, as it gives them as bytes."""
+    import matplotlib  # about 0.3 s, and only the first colour image needs it
+
+    return matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]
+
+
+def colourise(values: np.ndarray, vmax: float, name: str = COLOURMAP) -> np.ndarray:
+    """(H, W, 3) uint8 colours of (H, W) ``values`` over 0..``vmax`` (> 0), binned as matplotlib's
+    ``colormaps[name](Normalize(0, vmax)(values))``: below 0 the first colour, ``vmax`` and above
+    the last; NaN and +-inf white."""
+    values = np.asarray(values)
+    values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
+    # In the values' own precision, as matplotlib, so that a value on a bin edge falls alike.
+    scaled = values / values.dtype.type(vmax) * 256
+    np.fmax(scaled, 0, out=scaled)  # fmax, unlike clip, also turns NaN into 0: any colour, made white below
+    np.fmin(scaled, 255, out=scaled)
+    rgb = np.take(colour_lut(name), scaled.astype(np.uint8), axis=0)  # the truncation is matplotlib's binning
+    invalid = ~np.isfinite(values)
+    if invalid.any():
+        rgb[invalid] = INVALID_COLOUR
+    return rgb
+
+
+def _ticks(vmax: float, most: int) -> list[float]:
+    """0 and the multiples of a round step (1, 2 or 5 times a power of ten) up to ``vmax``, at most
+    ``most`` (>= 2) values; 0 and ``vmax`` where no round step fits."""
+    least_step = vmax / (most - 1)
+    power = 10.0 ** math.floor(math.log10(least_step))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= least_step)
+    ticks = [k * step for k in range(int(vmax / step * (1 + 1e-9)) + 1)]
+    return ticks if len(ticks) > 1 else [0.0, vmax]
+
+
+# The metre scale beside a colour image: a bar BAR_WIDTH pixels wide, BAR_GAP from the image,
+# labels every TICK_SPACING pixels at least, in FONT_SIZE pixel text.
+BAR_GAP, BAR_WIDTH, TICK_LENGTH, FONT_SIZE, TICK_SPACING = 10, 12, 4, 11, 40
+
+
+def colour_image(depth: np.ndarray, max_depth: float) -> np.ndarray:
+    """(H', W', 3) uint8: ``depth`` (H, W) metres in colour over 0..min(``max_depth``, its max)
+    (its max 0 or not finite: 0..``max_depth``), with a bar giving the colours' metres at its
+    right. Beyond ``MAX_COLOUR_PIXELS`` every k-th pixel is shown."""
+    step = max(1, int(np.ceil(np.sqrt(depth.size / MAX_COLOUR_PIXELS))))
+    depth = depth[::step, ::step]
+    vmax = min(max_depth, float(depth.max()) or max_depth)
+    height, width = depth.shape
+    # A font per image: FreeType faces must not be shared by threads drawing at once.
+    font = ImageFont.load_default(size=FONT_SIZE)
+    values = _ticks(vmax, max(2, height // TICK_SPACING))
+    labels = [f"{value:.4g} m" for value in values]
+    pad = FONT_SIZE // 2 + 1  # the labels at the bar's ends stick out by half a line
+    label_x = BAR_GAP + BAR_WIDTH + TICK_LENGTH + 2
+    # The scale is drawn by Pillow on its own strip; the map itself stays a numpy array.
+    scale = Image.new("RGB", (label_x + math.ceil(max(font.getlength(t) for t in labels)) + 4, height + 2 * pad), "white")
+    bar = colourise(np.repeat(np.linspace(vmax, 0.0, height)[:, None], BAR_WIDTH, axis=1), vmax)
+    scale.paste(Image.fromarray(bar), (BAR_GAP, pad))
+    draw = ImageDraw.Draw(scale)
+    for value, label in zip(values, labels):
+        y = pad + round((1 - value / vmax) * (height - 1))
+        draw.line([(BAR_GAP + BAR_WIDTH, y), (BAR_GAP + BAR_WIDTH + TICK_LENGTH - 1, y)], fill="black")
+        top, bottom = font.getbbox(label)[1::2]
+        draw.text((label_x, y - (top + bottom) / 2), label, fill="black", font=font)
+    canvas = np.full((height + 2 * pad, width + scale.width, 3), 255, np.uint8)
+    canvas[pad:pad + height, :width] = colourise(depth, vmax)
+    canvas[:, width:] = np.asarray(scale)
+    return canvas
+
+
+def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float) -> None:
+    """Atomically write ``colour_image(depth, max_depth)`` as an RGB PNG."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(colour_image(depth, max_depth)).save(tmp, format="PNG")
+
+
 # -- writing --------------------------------------------------------------------------------------
 def output_paths(out: Path, name: Path, tails: list[str]) -> list[Path]:
     """The files of the image named ``name`` under ``out``, one per tail of ``OUTPUT_TAILS``."""
@@ -163,11 +250,11 @@ def write_prediction(
     scale = depth_png_scale(max_depth)
     writers: dict[str, Callable[[Path], Any]] = {
         "depth": lambda path: write_depth_png(path, depth, scale, source=source),
-        "color": lambda path: save_depth_colour(path, depth, max_depth),
+        "color": lambda path: write_depth_colour(path, depth, max_depth),
         "npy": lambda path: write_npy(path, depth.astype(np.float32)),
         "uncertainty": lambda path: write_depth_png(path, uncertainty, scale),
         "uncertainty_npy": lambda path: write_npy(path, uncertainty.astype(np.float32)),
-        "uncertainty_color": lambda path: save_depth_colour(path, uncertainty, float(uncertainty.max()) or 1.0),
+        "uncertainty_color": lambda path: write_depth_colour(path, uncertainty, float(uncertainty.max()) or 1.0),
         "ply": lambda path: depth_to_ply(path, depth, image, intrinsics or default_intrinsics(*depth.shape)),
     }
     points = 0

@@ -48,7 +48,7 @@ def create_app(
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="clipdepth-serve-"))
     root.mkdir(parents=True, exist_ok=True)
     results: OrderedDict[str, Path] = OrderedDict()
-    lock = threading.Lock()  # one inference at a time; pyplot is not thread-safe either
+    lock = threading.Lock()  # one inference at a time
     max_depth = float(model.max_depth)
     page = _page()
 
