@@ -75,8 +75,10 @@ def resolve_workers(workers: int | None, n_frames: int) -> int:
 class _Prepared(Dataset):
     """``dataset[i]`` decoded and preprocessed (in a worker when there are workers)."""
 
-    def __init__(self, dataset: Dataset, preprocessor: Preprocessor | None, keep_image: bool, gt_scale: bool) -> None:
-        self.dataset, self.preprocessor, self.keep_image, self.gt_scale = dataset, preprocessor, keep_image, gt_scale
+    def __init__(self, dataset: Dataset, preprocessor: Preprocessor | None, keep_image: bool, keep_gt: bool,
+                 gt_scale: bool) -> None:
+        self.dataset, self.preprocessor, self.gt_scale = dataset, preprocessor, gt_scale
+        self.keep_image, self.keep_gt = keep_image, keep_gt
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -92,8 +94,12 @@ class _Prepared(Dataset):
         except DataError as exc:
             return FrameError(index, str(exc))
         scale = file_scale(sample.depth) if self.gt_scale else None
-        if not self.keep_image:  # the decoded photo is not needed past preprocessing: do not ship it back
+        # What is not needed past preprocessing is not shipped back (a NYU frame's photo and GT are
+        # 2.1 MB): the decoded photo unless asked for, the GT when only its size is.
+        if not self.keep_image:
             sample = replace(sample, image=np.empty((0, 0, 3), np.uint8))
+        if not self.keep_gt:
+            sample = replace(sample, depth=np.broadcast_to(np.float32(0), sample.depth.shape))
         return PreparedFrame(index, sample, image, depth, scale)
 
 
@@ -113,8 +119,75 @@ def _worker_init(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
 
 
-def _as_list(batch: list) -> list:
-    return batch
+@dataclass
+class _Shipment:
+    """A batch on its way from a worker: each kind of array in one tensor, so that it crosses to the
+    main process as one shared-memory segment (one per frame and array costs a file and a mapping
+    each: more than the decoding saves on a NYU frame)."""
+
+    items: list  # PreparedFrame (arrays taken out) or FrameError, in order
+    images: torch.Tensor  # (B, 3, S, tiles * S) of the prepared frames
+    depths: torch.Tensor  # (B, S, tiles * S)
+    photos: torch.Tensor  # the decoded photos, flattened one after another (uint8)
+    gts: torch.Tensor  # the full-resolution GTs, flattened one after another (float32)
+
+
+def _pack(batch: list) -> _Shipment:
+    """In the worker (the DataLoader's collate_fn)."""
+    frames = [f for f in batch if isinstance(f, PreparedFrame)]
+
+    def flat(arrays: list[np.ndarray], dtype) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([np.ascontiguousarray(a, dtype).reshape(-1) for a in arrays] or [np.empty(0, dtype)]))
+
+    def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(tensors) if tensors and tensors[0].numel() else torch.empty(0)
+
+    shipment = _Shipment(
+        [], stacked([f.image for f in frames]), stacked([f.depth for f in frames]),
+        flat([f.sample.image for f in frames], np.uint8),
+        flat([f.sample.depth for f in frames if f.sample.depth.strides != (0, 0)], np.float32),
+    )
+    for f in batch:  # the arrays travel in the tensors above; their shapes in the items
+        shipment.items.append(replace(f, image=None, depth=None, sample=replace(
+            f.sample, image=f.sample.image.shape, depth=(f.sample.depth.shape, f.sample.depth.strides == (0, 0))))
+            if isinstance(f, PreparedFrame) else f)
+    return shipment
+
+
+def _unpack(shipment: _Shipment) -> list:
+    """In the main process: the batch's frames again, their arrays views of the shipped tensors."""
+    out, frame, photo_at, gt_at = [], 0, 0, 0
+    for item in shipment.items:
+        if isinstance(item, FrameError):
+            out.append(item)
+            continue
+        photo_shape, (gt_shape, gt_dropped) = item.sample.image, item.sample.depth
+        photo_size, gt_size = int(np.prod(photo_shape)), int(np.prod(gt_shape))
+        photo = shipment.photos[photo_at:photo_at + photo_size].numpy().reshape(photo_shape)
+        if gt_dropped:
+            gt = np.broadcast_to(np.float32(0), gt_shape)
+        else:
+            gt = shipment.gts[gt_at:gt_at + gt_size].numpy().reshape(gt_shape)
+            gt_at += gt_size
+        photo_at += photo_size
+        image = shipment.images[frame] if shipment.images.numel() else torch.empty(0)
+        depth = shipment.depths[frame] if shipment.depths.numel() else torch.empty(0)
+        out.append(replace(item, image=image, depth=depth, sample=replace(item.sample, image=photo, depth=gt)))
+        frame += 1
+    return out
+
+
+class FrameLoader:
+    """Batches of ``PreparedFrame`` / ``FrameError`` from a DataLoader, their arrays numpy again."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[PreparedFrame | FrameError]]:
+        return (_unpack(batch) if isinstance(batch, _Shipment) else batch for batch in self.loader)
 
 
 def raise_errors(items: list[PreparedFrame | FrameError]) -> list[PreparedFrame]:
@@ -133,25 +206,27 @@ def frame_loader(
     keep_image: bool = False,
     pin_memory: bool = False,
     gt_scale: bool = False,
-) -> DataLoader:
+    keep_gt: bool = True,
+) -> FrameLoader:
     """A DataLoader giving, per index batch of ``batches`` in order, a list of ``PreparedFrame``
     or ``FrameError``. ``preprocessor=None`` only decodes (``image``/``depth`` stay empty).
     ``keep_image`` keeps the decoded photo in ``sample.image``;
-    ``gt_scale`` finds the scale the GT was stored at (``PreparedFrame.gt_scale``).
+    ``gt_scale`` finds the scale the GT was stored at (``PreparedFrame.gt_scale``); without
+    ``keep_gt`` ``sample.depth`` is a zero-strided array of the GT's shape (training reads only that).
 
     ``workers`` (None: ``resolve_workers``) processes decode in parallel, each one thread;
     ``pin_memory`` pins the tensors for a fast copy to the GPU.
     """
     batches = [list(b) for b in batches]
     n = resolve_workers(workers, sum(len(b) for b in batches))
-    return DataLoader(
-        _Prepared(dataset, preprocessor, keep_image, gt_scale),
-        batch_sampler=batches, num_workers=n, collate_fn=_as_list, pin_memory=pin_memory,
+    return FrameLoader(DataLoader(
+        _Prepared(dataset, preprocessor, keep_image, keep_gt, gt_scale),
+        batch_sampler=batches, num_workers=n, collate_fn=_pack if n else list, pin_memory=pin_memory,
         worker_init_fn=_worker_init if n else None,
         # Its own generator for the workers' base seed: starting a loader must not draw from the
         # global RNG, which dropout and resume states depend on.
         generator=torch.Generator().manual_seed(0),
-    )
+    ))
 
 
 def prepared_batches(
@@ -163,6 +238,7 @@ def prepared_batches(
     skip_errors: bool = False,
     failed: list[str] | None = None,
     gt_scale: bool = False,
+    keep_gt: bool = True,
 ) -> Iterator[list[PreparedFrame]]:
     """Every frame of ``dataset`` in order, ``batch_size`` at a time, prepared by ``workers``.
 
@@ -173,7 +249,7 @@ def prepared_batches(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     index = range(len(dataset))
     loader = frame_loader(dataset, preprocessor, [index[i : i + batch_size] for i in index[::batch_size]],
-                          workers, keep_image, gt_scale=gt_scale)
+                          workers, keep_image, gt_scale=gt_scale, keep_gt=keep_gt)
     for items in loader:
         frames = []
         for item in items:

@@ -46,9 +46,10 @@ def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int], mode: str = 
     """(B, H, W) metres, 0 = invalid -> (B, *size): resize(d * m) / resize(m) with the ``mode``
     kernel, invalid (0) where the resized mask is < 0.5; m = finite and > ``VALID_DEPTH_FLOOR``."""
     mask = (depth > VALID_DEPTH_FLOOR) & torch.isfinite(depth)
-    d = torch.where(mask, depth, torch.zeros_like(depth))[:, None]
-    m = mask.float()[:, None]
-    d_r, m_r = resize_bilinear(d, size, mode)[:, 0], resize_bilinear(m, size, mode)[:, 0]
+    d = torch.where(mask, depth, torch.zeros_like(depth))
+    # d * m and m as two channels of one resize: channels are resized independently, so this is
+    # the two resizes at once.
+    d_r, m_r = resize_bilinear(torch.stack([d, mask.float()], dim=1), size, mode).unbind(1)
     return torch.where(m_r >= 0.5, d_r / m_r.clamp_min(1e-6), torch.zeros_like(d_r))
 
 
@@ -109,19 +110,27 @@ class Preprocessor:
         height, width = self.tile_shape
         return height, self.tiles * width
 
+    def _fitting_box(self, frame: tuple[int, int]) -> tuple[int, int, int, int] | None:
+        box = self.crop_box(frame)
+        if box is not None and (box[1] > frame[0] or box[3] > frame[1]):
+            raise ValueError(f"input crop {box} does not fit a {frame} frame")
+        return box
+
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
-        box = self.crop_box(tuple(x.shape[-2:]))
+        box = self._fitting_box(tuple(x.shape[-2:]))
         if box is None:
             return x
         top, bottom, left, right = box
-        if bottom > x.shape[-2] or right > x.shape[-1]:
-            raise ValueError(f"input crop {box} does not fit a {tuple(x.shape[-2:])} frame")
         return x[..., top:bottom, left:right]
 
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 -> (B, 3, S, tiles * S) float in [0, 1]."""
-        x = torch.tensor(np.asarray(images)).permute(0, 3, 1, 2).float() / 255.0  # copies read-only arrays
-        return resize_bilinear(self._crop(x), self.input_shape, self.resize).clamp(0, 1)
+        images = np.asarray(images)
+        box = self._fitting_box(tuple(images.shape[1:3]))
+        if box is not None:  # cropped while still uint8 (a quarter of the bytes): the same values
+            images = images[:, box[0]:box[1], box[2]:box[3]]
+        x = torch.tensor(images).permute(0, 3, 1, 2).float() / 255.0  # copies: decoders give read-only arrays
+        return resize_bilinear(x, self.input_shape, self.resize).clamp(0, 1)
 
     def depths(self, depths: np.ndarray | torch.Tensor) -> torch.Tensor:
         """(B, H, W) metres, 0 = invalid -> (B, S, tiles * S) with the same convention."""

@@ -178,7 +178,7 @@ class OnTheFlySplit:
         """Each index batch decoded and prepared by the workers ahead of the step, then encoded;
         one random tile per frame drawn here, in order, so the draws do not depend on workers."""
         loader = frame_loader(self.dataset, self.preprocessor, [f.tolist() for f in frames], self.workers,
-                              pin_memory=torch.device(device).type == "cuda")
+                              pin_memory=torch.device(device).type == "cuda", keep_gt=False)
         for items in loader:
             yield self._encoded(raise_errors(items), generator, device)
 
@@ -228,7 +228,8 @@ def encode_split(
     arrays: dict[str, list[torch.Tensor]] = {}
     flipped: dict[str, list[torch.Tensor]] = {}
     total = -(-len(dataset) // batch_size)
-    frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train")
+    frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train",
+                                     keep_gt=purpose == "score")
     for frames in tqdm(frame_batches, total=total, desc=desc,
                        unit="batch", leave=False):
         batch = frame_batch(frames, captions, device)

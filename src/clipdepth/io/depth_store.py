@@ -35,14 +35,21 @@ FLOAT32 = 0.0  # scale recorded for a map stored as float32
 def file_scale(depth: np.ndarray) -> float | None:
     """The ``FILE_SCALES`` entry at which ``depth`` (float32 metres) is exactly ``uint16 / scale``
     as decoded, or None."""
-    finite = depth[np.isfinite(depth)]
-    if finite.size != depth.size or finite.min(initial=0) < 0:
-        return None
+    depth = np.asarray(depth, dtype=np.float32)
     for scale in FILE_SCALES:
-        units = np.round(depth.astype(np.float64) * scale)
-        if units.max(initial=0) <= U16_MAX and np.array_equal(_from_units(units, scale), depth):
+        # A sparse sample first: a map that is not on this grid almost always shows it there.
+        if _on_grid(depth.reshape(-1)[::97], scale) and _on_grid(depth, scale):
             return scale
     return None
+
+
+def _on_grid(depth: np.ndarray, scale: float) -> bool:
+    """Whether ``depth`` is exactly ``uint16 / scale`` as decoded (NaN, inf and < 0 are not)."""
+    units = np.rint(depth * np.float32(scale))  # the candidate integers; exactness is checked below
+    with np.errstate(invalid="ignore"):
+        if not (units.size == 0 or (np.all(units >= 0) and units.max() <= U16_MAX)):
+            return False
+    return np.array_equal(_from_units(units.astype(np.float64), scale), depth)
 
 
 def _from_units(units: np.ndarray, scale: float) -> np.ndarray:
