@@ -16,7 +16,7 @@ from clipdepth.cli.main import main
 from clipdepth.data.synthetic import render_scene
 from clipdepth.errors import ConfigError, DataError
 from clipdepth.inference import PredictOptions, predict_to_folder
-from clipdepth.inference.folder import read_ahead
+from clipdepth.data.loader import read_ahead
 from clipdepth.io.predictions import collect_inputs, colourise, write_prediction
 from clipdepth.models import PureCLIPDepth, load_model
 from tests.test_captions import tiny_captioner  # noqa: F401  (a fixture)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..config import DataConfig, with_overrides
 from ..encoders.loading import first_line, quiet_transformers
 from ..errors import ConfigError, EncoderLoadError
-from ..inference.folder import read_ahead
+from .loader import read_ahead
 from ..io.atomic import write_text_atomic
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
 from ..io.predictions import collect_inputs
@@ -120,7 +120,7 @@ def caption_to_folder(
     """Write ``<out>/<name>.txt`` for each (name, loader) of ``jobs`` with the captioning model
     ``model_name`` (hub id or folder) on ``device`` ("auto": CUDA if available). Files that exist are
     kept unless ``overwrite``; an image that cannot be read is named in the report, the others go on.
-    The loaders run ahead in ``workers`` processes (``inference.folder.read_ahead``; 0: here)."""
+    The loaders run ahead in ``workers`` processes (``data.loader.read_ahead``; 0: here)."""
     processor, model = load_captioner(model_name)
     model.to(torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device))
     report = CaptionReport()

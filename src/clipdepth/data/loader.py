@@ -14,7 +14,7 @@ on past bad files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,7 +26,7 @@ from ..io.depth_store import file_scale
 from .sample import RGBDSample
 from .transforms import Preprocessor
 
-__all__ = ["FrameError", "PreparedFrame", "default_workers", "frame_loader", "prepared_batches", "raise_errors", "resolve_workers"]
+__all__ = ["FrameError", "PreparedFrame", "default_workers", "frame_loader", "prepared_batches", "raise_errors", "read_ahead", "resolve_workers"]
 
 MAX_AUTO_WORKERS = 8
 # Starting a worker costs a fork and a first batch; a split this small is read faster in-process.
@@ -262,3 +262,33 @@ def prepared_batches(
                 frames.append(item)
         if frames:
             yield frames
+
+
+class _Reads(Dataset):
+    """``loads[i]()``: an image, or the one-line message of the DataError it raised (DataLoader
+    would wrap an exception in its worker's traceback)."""
+
+    def __init__(self, loads: Sequence[Callable[[], np.ndarray]]) -> None:
+        self.loads = loads
+
+    def __len__(self) -> int:
+        return len(self.loads)
+
+    def __getitem__(self, index: int) -> np.ndarray | str:
+        try:
+            return self.loads[index]()
+        except DataError as exc:
+            return str(exc)
+
+
+def read_ahead(loads: Sequence[Callable[[], np.ndarray]], workers: int | None = None) -> Iterator[np.ndarray | str]:
+    """``loads[i]()`` for each i in order, called ahead in ``workers`` processes (None:
+    ``resolve_workers``; 0: here, when its turn comes): each an (H, W, 3) uint8 image, or the
+    message of the DataError it raised (``predict``, ``caption``). Fails at once for ``workers``
+    below 0 (ValueError). ``loads`` must be picklable where processes are spawned rather than forked."""
+    n = min(resolve_workers(workers, len(loads)), len(loads))
+    loader = DataLoader(_Reads(loads), batch_size=1, num_workers=n, collate_fn=list,
+                        worker_init_fn=_worker_init if n else None, generator=torch.Generator().manual_seed(0))
+    # Started now, so that the workers are forked before any thread of the caller's exists.
+    batches = iter(loader)
+    return (item for batch in batches for item in batch)

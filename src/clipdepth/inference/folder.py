@@ -7,19 +7,17 @@ writes only what is missing and never takes an earlier run's output for another 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..data.captions import read_caption_file
-from ..data.loader import resolve_workers
+from ..data.loader import read_ahead
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
 from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_source, read_rgb
@@ -85,45 +83,6 @@ def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Pat
         shared = read_caption_file(options.captions)[0]
         return lambda image: shared
     return lambda image: read_caption_file(options.captions / f"{image.stem}.txt")[0]
-
-
-class _Reads(Dataset):
-    """``loads[i]()``: an image, or the one-line message of the DataError it raised (DataLoader
-    would wrap an exception in its worker's traceback)."""
-
-    def __init__(self, loads: Sequence[Callable[[], np.ndarray]]) -> None:
-        self.loads = loads
-
-    def __len__(self) -> int:
-        return len(self.loads)
-
-    def __getitem__(self, index: int) -> np.ndarray | str:
-        try:
-            return self.loads[index]()
-        except DataError as exc:
-            return str(exc)
-
-
-def _one_thread(worker_id: int) -> None:
-    # The workers are the parallelism: more threads each would only oversubscribe the cores.
-    torch.set_num_threads(1)
-
-
-def _as_list(batch: list) -> list:
-    return batch
-
-
-def read_ahead(loads: Sequence[Callable[[], np.ndarray]], workers: int | None = None) -> Iterator[np.ndarray | str]:
-    """``loads[i]()`` for each i in order, called ahead in ``workers`` processes (None:
-    ``data.loader.resolve_workers``; 0: here, when its turn comes): each an (H, W, 3) uint8 image,
-    or the message of the DataError it raised. Fails at once for ``workers`` below 0 (ValueError).
-    ``loads`` must be picklable where processes are spawned rather than forked."""
-    n = min(resolve_workers(workers, len(loads)), len(loads))
-    loader = DataLoader(_Reads(loads), batch_size=1, num_workers=n, collate_fn=_as_list,
-                        worker_init_fn=_one_thread if n else None)
-    # Started now, so that the workers are forked before any thread of the caller's exists.
-    batches = iter(loader)
-    return (item for batch in batches for item in batch)
 
 
 def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bool) -> str | None:
