@@ -42,6 +42,25 @@ def test_a_cache_built_with_two_workers_is_byte_identical(tiny_cfg, tmp_path):
         assert all(zero[name] == two[name] for name in zero), split
 
 
+def test_frames_prepared_here_and_in_workers_are_bit_identical():
+    """The CPU bilinear resize rounds differently with another number of threads: the main process
+    (torch on 2 threads here) must prepare a frame exactly as a one-thread worker does."""
+    from clipdepth.data.synthetic import SyntheticScenes
+    from clipdepth.data.transforms import Preprocessor
+
+    frames = SyntheticScenes("indoor", "train", 4, 240, 320, seed=0)
+    pre = Preprocessor.create(224, None, resize="linear")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        here, there = ([f for b in prepared_batches(frames, pre, 2, workers) for f in b] for workers in (0, 2))
+        here, there = list(here), list(there)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads  # restored after the single-thread preprocessing
+    assert all(torch.equal(a.image, b.image) and torch.equal(a.depth, b.depth) for a, b in zip(here, there, strict=True))
+
+
 def test_on_the_fly_training_with_two_workers_gives_the_same_weights(tiny_cfg, tmp_path):
     heads = {}
     for workers in (0, 2):

@@ -118,9 +118,11 @@ def flag_for(args: argparse.Namespace, setting: str | None) -> str | None:
     return f"--{setting.replace('_', '-')}" if hasattr(args, setting) else None
 
 
-def add_workers(parser: argparse.ArgumentParser, reads: str) -> None:
-    """The ``--workers N`` option: processes that read ``reads`` ahead; None (automatic) unless given."""
+def add_workers(parser: argparse.ArgumentParser, reads: str, setting: str | None = None) -> None:
+    """The ``--workers N`` option: processes that read ``reads`` ahead (the config ``setting`` it
+    sets, if any); None (automatic) unless given."""
+    sets = f"; sets {setting}" if setting else ""
     parser.add_argument(
         "--workers", type=non_negative_int, metavar="N",
-        help=f"processes reading {reads} ahead (default: automatic, from the CPU count; 0: read in the main process)",
+        help=f"processes reading {reads} ahead (default: automatic, from the CPU count; 0: read in the main process{sets})",
     )

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--config", action="append", metavar="RECIPE", help="recipe(s), as for train (default: demo)")
     build.add_argument("--cache", type=path_arg, help="cache folder (default: the recipe's train.feature_cache)")
     build.add_argument("--splits", nargs="+", default=["train", "val"], metavar="SPLIT", help="train, val and/or test (default: train val)")
-    add_workers(build, "the frames (sets train.num_workers)")
+    add_workers(build, "the frames", "train.num_workers")
     build.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     build.set_defaults(func=run_build)
     info = actions.add_parser("info", help="size, frame count and damaged shards of a cache folder (or of each split in it)")
@@ -62,13 +62,15 @@ def run_info(args: argparse.Namespace) -> int:
     damaged_any = False
     for folder in cache_folders(args.folder):
         info = cache_info(folder)
+        per_frame = "no readable shard" if not info["shards_done"] else (
+            f"per frame {info['bytes_per_frame'] / 2**10:.1f} KiB: {info['feature_bytes_per_frame'] / 2**10:.1f} KiB "
+            f"encoder outputs, {info['depth_bytes_per_frame'] / 2**10:.1f} KiB "
+            f"{'input-size depth' if info['purpose'] == 'train' else 'ground truth'}")
         print(f"{folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
-              f"{info['bytes'] / 2**20:.1f} MiB; per frame {info['bytes_per_frame'] / 2**10:.1f} KiB: "
-              f"{info['feature_bytes_per_frame'] / 2**10:.1f} KiB encoder outputs, {info['depth_bytes_per_frame'] / 2**10:.1f} "
-              f"KiB {'input-size depth' if info['purpose'] == 'train' else 'ground truth'}")
+              f"{info['bytes'] / 2**20:.1f} MiB; {per_frame}")
         for name, problem in info["shards_damaged"].items():
             damaged_any = True
-            print(f"  {name}: damaged ({problem}); `clipdepth cache build` rebuilds it", file=sys.stderr)
+            print(f"  {folder / name}: damaged ({problem}); `clipdepth cache build` rebuilds it", file=sys.stderr)
         if args.key:
             print(json.dumps(info["key"], indent=2))
     return 2 if damaged_any else 0

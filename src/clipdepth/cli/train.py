@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true",
         help="replace the run already in the output folder (default: refuse; --resume continues it)",
     )
-    add_workers(p, "the frames (sets train.num_workers)")
+    add_workers(p, "the frames", "train.num_workers")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")
     p.set_defaults(func=run)
 

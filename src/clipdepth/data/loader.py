@@ -13,6 +13,7 @@ on past bad files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -89,8 +90,9 @@ class _Prepared(Dataset):
             if self.preprocessor is None:
                 image = depth = torch.empty(0)
             else:
-                image = _step(self.preprocessor.images, sample.image, sample.name)[0]
-                depth = _step(self.preprocessor.depths, sample.depth, sample.name)[0]
+                with _one_thread():
+                    image = _step(self.preprocessor.images, sample.image, sample.name)[0]
+                    depth = _step(self.preprocessor.depths, sample.depth, sample.name)[0]
         except DataError as exc:
             return FrameError(index, str(exc))
         scale = file_scale(sample.depth) if self.gt_scale else None
@@ -101,6 +103,22 @@ class _Prepared(Dataset):
         if not self.keep_gt:
             sample = replace(sample, depth=np.broadcast_to(np.float32(0), sample.depth.shape))
         return PreparedFrame(index, sample, image, depth, scale)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for the duration: the CPU bilinear resize rounds differently (in the
+    last bit) with another number of threads, and a worker runs one, so the main process does too:
+    results do not depend on the number of workers."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _step(prepare, array: np.ndarray, name: str) -> torch.Tensor:
@@ -240,8 +258,16 @@ def prepared_batches(
     gt_scale: bool = False,
     keep_gt: bool = True,
 ) -> Iterator[list[PreparedFrame]]:
-    """Every frame of ``dataset`` in order, ``batch_size`` at a time, prepared by ``workers``.
+    """Every frame of ``dataset`` in order, ``batch_size`` at a time, as lists of ``PreparedFrame``
+    (the sample; its image (3, S, tiles * S) in [0, 1] and depth (S, tiles * S) metres at the
+    model input, by ``preprocessor``; None: decoded only).
 
+    ``workers``: processes that decode and prepare ahead; None = ``resolve_workers`` (the CPUs,
+    at most 8, none for fewer than 64 frames); 0 = here. Results do not depend on it.
+    ``keep_image`` keeps the decoded photo in ``sample.image`` (else an empty array);
+    ``keep_gt=False`` replaces ``sample.depth`` by a zero-strided array of the GT's shape (when
+    only the size is needed, it saves shipping the GT); ``gt_scale`` fills
+    ``PreparedFrame.gt_scale`` (``io.depth_store.file_scale`` of the GT).
     A frame that cannot be read raises its one-line DataError, or with ``skip_errors`` is left
     out and its message appended to ``failed``. Raises ValueError for a batch size below 1.
     """

@@ -113,7 +113,8 @@ def cache_key(
         "model": model.architecture,
         "encoder": model.encoder.description,
         "encoder_fingerprint": model.encoder.fingerprint(),
-        "precision": model.frozen_precisions,
+        # the precision the frozen parts ran in: autocast applies on CUDA only, elsewhere fp32
+        "precision": model.frozen_precisions if model.device.type == "cuda" else dict.fromkeys(model.frozen_precisions, "fp32"),
         "preprocessing": {
             "input_shape": preprocessor.input_shape, "crop": preprocessor.crop, "kb_crop": preprocessor.kb_crop,
             "tiles": preprocessor.tiles, "resize": preprocessor.resize, "depth_resize": preprocessor.depth_resize,

@@ -57,8 +57,9 @@ def _from_units(units: np.ndarray, scale: float) -> np.ndarray:
 
 
 def quantize(depth: torch.Tensor, scale_cap: float | None = None) -> tuple[torch.Tensor, float]:
-    """(H, W) metres, 0 = invalid -> (uint16 values, scale): ``round(d * scale)``, at least 1 where
-    d > 0 so that validity is exact. The scale is ``scale_cap`` (the GT's own, ``file_scale``)
+    """A depth map of any shape, metres, 0 = invalid (NaN, inf and < 0 count as 0) -> (torch.uint16
+    values of the same shape, scale): ``round(d * scale)``, at least 1 where d > 0 so that validity
+    is exact; metres = value / scale. The scale is ``scale_cap`` (the GT's own, ``file_scale``)
     when the largest depth fits in 16 bits with it, else ``65535 / max`` (then a depth moves by at
     most max / 131070)."""
     depth = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0)
@@ -89,7 +90,8 @@ def decode_png16(data: bytes | np.ndarray) -> np.ndarray:
 
 def encode_gt(depth: np.ndarray) -> tuple[bytes, float]:
     """Full-resolution GT (float32 metres) -> (bytes, scale) that ``decode_gt`` turns back into the
-    identical array: PNG of its 16-bit values with their scale, or zlib of float32 (scale 0)."""
+    identical array. The scale is found by ``file_scale``: a PNG of the 16-bit values with that
+    scale, or, where the map is not such values, zlib of float32 with scale 0 (``FLOAT32``)."""
     depth = np.asarray(depth, dtype=np.float32)
     scale = file_scale(depth)
     if scale is None:
@@ -98,9 +100,17 @@ def encode_gt(depth: np.ndarray) -> tuple[bytes, float]:
 
 
 def decode_gt(data: bytes | np.ndarray, scale: float, shape: Sequence[int]) -> np.ndarray:
+    """``encode_gt``'s (bytes, scale) and the map's (H, W) -> float32 metres. Raises ValueError when
+    the bytes do not hold a map of that shape."""
     if scale == FLOAT32:
-        return np.frombuffer(zlib.decompress(bytes(data)), dtype=np.float32).reshape(tuple(shape)).copy()
-    return _from_units(decode_png16(data).astype(np.float64), scale)
+        depth = np.frombuffer(zlib.decompress(bytes(data)), dtype=np.float32)
+        if depth.size != int(np.prod(shape)):
+            raise ValueError(f"stored depth has {depth.size} values, not {tuple(shape)}")
+        return depth.reshape(tuple(shape)).copy()
+    depth = _from_units(decode_png16(data).astype(np.float64), scale)
+    if depth.shape != tuple(shape):
+        raise ValueError(f"stored depth is {depth.shape}, not {tuple(shape)}")
+    return depth
 
 
 def pack(blobs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
