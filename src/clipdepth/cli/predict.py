@@ -101,4 +101,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})"
           + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
     return report_failures("predict", report.failed, "were skipped",
-                           "over a limit: --max-tiles, --max-pixels; another image's output: another --out, or --overwrite")
+                           "where an image is over a limit: --max-tiles, --max-pixels; where an output holds another "
+                           "image's depth: another --out, or --overwrite")
