@@ -48,4 +48,4 @@ register_dataset("synthetic_outdoor", protocol="synthetic_outdoor")(_synthetic("
 
 __all__ = ["DATASETS", "DATASET_PROTOCOLS", "RGBDSample", "SyntheticScenes", "get_dataset", "register_dataset"]
 from . import nyu  # noqa: E402,F401  (registers "nyu")
-from . import folder, kitti, zeroshot  # noqa: E402,F401  (register datasets)
+from . import colonoscopy, folder, kitti, void, zeroshot  # noqa: E402,F401  (register datasets)

@@ -41,6 +41,11 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("kitti", 1e-3, 80.0, "garg", 256.0),
         Protocol("kitti_eigen", 1e-3, 80.0, "eigen_kitti", 256.0),
         Protocol("synthetic_indoor", 1e-3, 10.0, None, 1000.0),
+        # TR2M's other sets, as its release scores them (docs/tr2m.md, "Data and captions"):
+        # VOID 0.2..5 m inside the NYU Eigen crop; C3VD and SimCol 0.1..100 mm, in metres here.
+        Protocol("void", 0.2, 5.0, "eigen_nyu", 256.0),
+        Protocol("c3vd", 1e-4, 0.1, None, 65535.0 / 0.1),
+        Protocol("simcol", 1e-4, 0.1, None, 255.0 * 256.0 / 0.2),
         Protocol("synthetic_outdoor", 1e-3, 80.0, None, 256.0),
     )
 }
