@@ -129,3 +129,41 @@ def test_score_pair_adds_to_accumulator_and_skips_empty():
     assert score_pair(np.ones((2, 2)), np.zeros((2, 2)), protocol, accumulator=accumulator) is None
     assert accumulator.n_images == 1 and accumulator.n_skipped == 1
     assert accumulator.mean()["abs_rel"] == pytest.approx(0.5)
+
+
+# -- TR2M's released variants ---------------------------------------------------------------------
+def test_released_crops_have_the_release_indices():
+    from clipdepth.evaluation.protocol import crop_box
+
+    # KITTI, scored on the 352 x 1216 KB crop: Garg fractions of the crop, [143:349, 43:1172] in it
+    assert crop_box((352, 1216), "garg_kb") == (143, 349, 43, 1172)
+    top, left = 375 - 352, (1242 - 1216) // 2  # a 375 x 1242 frame: the crop starts at (23, 13)
+    assert crop_box((375, 1242), "garg_kb") == (top + 143, top + 349, left + 43, left + 1172)
+    # DIODE: KITTI's Garg fractions on 768 x 1024, [313:761, 36:987] in the release
+    assert crop_box((768, 1024), "garg") == (313, 761, 36, 987)
+    # SUN RGB-D: NYU's Eigen indices whatever the size, cut to the frame
+    assert crop_box((530, 730), "eigen_nyu_fixed") == (45, 471, 41, 601)
+    assert crop_box((300, 400), "eigen_nyu_fixed") == (45, 300, 41, 400)
+
+
+def test_kitti_kb_released_scores_the_kb_crop_as_the_release_does():
+    """Scoring the full frame with ``kitti_kb_released`` equals scoring the 352 x 1216 crop alone
+    under the Garg fractions of that crop (the release's online evaluation), computed here by hand."""
+    from clipdepth.evaluation.metrics import MetricAccumulator
+    from clipdepth.evaluation.protocol import get_protocol, kb_crop_paste, postprocess, valid_mask
+
+    rng = np.random.default_rng(0)
+    gt = np.where(rng.random((375, 1242)) < 0.3, rng.uniform(1, 79, (375, 1242)), 0).astype(np.float32)
+    pred_crop = rng.uniform(1, 79, (352, 1216))
+    protocol = get_protocol("kitti_kb_released")
+    ours = MetricAccumulator()
+    full = kb_crop_paste(pred_crop, gt.shape)
+    ours.add(postprocess(full, gt.shape, protocol), gt, valid_mask(gt, protocol))
+
+    crop_gt = gt[375 - 352:, 13:13 + 1216]
+    mask = np.zeros(crop_gt.shape, bool)
+    mask[143:349, 43:1172] = True
+    mask &= (crop_gt > 1e-3) & (crop_gt < 80)
+    p, g = np.clip(pred_crop, 1e-3, 80)[mask], crop_gt[mask].astype(np.float64)
+    assert ours.mean()["abs_rel"] == pytest.approx(np.mean(np.abs(p - g) / g), rel=1e-12)
+    assert ours.mean()["d1"] == pytest.approx(np.mean(np.maximum(p / g, g / p) < 1.25), rel=1e-12)

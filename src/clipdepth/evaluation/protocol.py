@@ -18,7 +18,8 @@ from .metrics import MetricAccumulator, to_numpy
 
 NYU_EIGEN_SHAPE = (480, 640)
 KB_CROP_SHAPE = (352, 1216)
-CROPS = ("eigen_nyu", "garg", "eigen_kitti")
+CROPS = ("eigen_nyu", "garg", "eigen_kitti", "garg_kb", "eigen_nyu_fixed")
+GARG_ON_KB_CROP = (143, 349, 43, 1172)  # Garg fractions of the 352 x 1216 KB crop, numpy-slice ends
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("void", 0.2, 5.0, "eigen_nyu", 256.0),
         Protocol("c3vd", 1e-4, 0.1, None, 65535.0 / 0.1),
         Protocol("simcol", 1e-4, 0.1, None, 255.0 * 256.0 / 0.2),
+        # Where TR2M's released evaluation departs from the standard: named variants, so that either
+        # can be reproduced and a result says which (docs/protocol.md, "Released variants").
+        Protocol("kitti_kb_released", 1e-3, 80.0, "garg_kb", 256.0),  # scored on the KB crop itself
+        Protocol("sun_rgbd_released", 1e-3, 8.0, "eigen_nyu_fixed", 1000.0),  # NYU's indices, any size
+        Protocol("ibims_released", 1e-3, 10.0, "eigen_nyu", 65535.0 / 50.0),
+        Protocol("hypersim_released", 1e-3, 80.0, None, 1000.0),
+        Protocol("diode_released", 1e-3, 80.0, "garg", 256.0),  # KITTI's Garg fractions on 768 x 1024
         Protocol("synthetic_outdoor", 1e-3, 80.0, None, 256.0),
     )
 }
@@ -70,6 +78,16 @@ def crop_box(shape: tuple[int, int], crop: str) -> tuple[int, int, int, int]:
         return int(0.40810811 * height), int(0.99189189 * height), int(0.03594771 * width), int(0.96405229 * width)
     if crop == "eigen_kitti":
         return int(0.3324324 * height), int(0.91351351 * height), int(0.0359477 * width), int(0.96405229 * width)
+    if crop == "garg_kb":
+        # The Garg fractions of the KB crop (bottom 352 rows, central 1216 columns), where the
+        # released BTS-style online evaluation applies them, placed on the full frame.
+        if height < KB_CROP_SHAPE[0] or width < KB_CROP_SHAPE[1]:
+            raise DataError(f"the KB crop needs ground truth of at least 352x1216, got {height}x{width}")
+        top, left = height - KB_CROP_SHAPE[0], (width - KB_CROP_SHAPE[1]) // 2
+        return top + GARG_ON_KB_CROP[0], top + GARG_ON_KB_CROP[1], left + GARG_ON_KB_CROP[2], left + GARG_ON_KB_CROP[3]
+    if crop == "eigen_nyu_fixed":
+        # The NYU Eigen indices whatever the frame's size, cut to the frame (released SUN RGB-D).
+        return min(45, height), min(471, height), min(41, width), min(601, width)
     raise ConfigError(f"unknown evaluation crop {crop!r}; choose one of: {', '.join(CROPS)} or None")
 
 
