@@ -126,3 +126,22 @@ def test_simcol_without_its_test_list_is_one_line(tmp_path):
     with pytest.raises(DataError, match=r"misc/test_file.txt: SimCol test list not found") as err:
         get_dataset(DataConfig(dataset="simcol", root=str(tmp_path)), "test")
     assert "\n" not in str(err.value)
+
+
+# -- iBims-1 --------------------------------------------------------------------------------------
+def test_ibims_depth_is_masked_by_its_invalid_and_transparent_masks(tmp_path):
+    from clipdepth.data.zeroshot import read_ibims_depth
+
+    units = np.full((4, 5), 13107, np.uint16)  # 13107 / 65535 * 50 = 10 m
+    depth16(tmp_path / "depth" / "corridor_01.png", units)
+    invalid, transparent = np.full((4, 5), 255, np.uint8), np.full((4, 5), 1, np.uint8)
+    invalid[0, 0], transparent[3, 4] = 0, 0
+    for folder, mask in (("mask_invalid", invalid), ("mask_transp", transparent)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(mask).save(tmp_path / folder / "corridor_01.png")
+    depth = read_ibims_depth(tmp_path / "depth" / "corridor_01.png")
+    assert depth[0, 0] == 0 and depth[3, 4] == 0 and depth[1, 1] == pytest.approx(10.0)
+    assert np.count_nonzero(depth) == 18
+    (tmp_path / "mask_transp" / "corridor_01.png").unlink()
+    with pytest.raises(DataError, match=r"mask_transp/corridor_01.png: iBims-1 mask not found"):
+        read_ibims_depth(tmp_path / "depth" / "corridor_01.png")

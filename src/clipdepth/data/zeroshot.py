@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from ..config import DataConfig
 from ..errors import DataError
-from ..io.depth_io import read_depth
+from ..io.depth_io import read_depth, read_mask
 from . import register_dataset
 from .listed import DepthReader, ListedRGBD
 from .splits import split_entries
@@ -58,9 +58,30 @@ def read_tum_depth(path: str | Path) -> np.ndarray:
     return read_depth(path, TUM_SCALE)
 
 
+IBIMS_MASKS = ("mask_invalid", "mask_transp")  # 0 = not to be scored (invalid; transparent surface)
+
+
 def read_ibims_depth(path: str | Path) -> np.ndarray:
-    """iBims-1 depth PNG: uint16 / 65535 * 50 (assumption stated at ``IBIMS_SCALE``)."""
-    return read_depth(path, IBIMS_SCALE)
+    """iBims-1 depth PNG: uint16 / 65535 * 50 (assumption stated at ``IBIMS_SCALE``).
+
+    In iBims-1's own layout (``depth/<name>.png`` beside ``mask_invalid/`` and ``mask_transp/``)
+    depth is zeroed where either mask is 0, as the released evaluation and iBims-1's own do; a
+    missing mask file there is a DataError naming it. A depth PNG outside a ``depth/`` folder is
+    read without masks."""
+    path = Path(path)
+    depth = read_depth(path, IBIMS_SCALE)
+    if path.parent.name != "depth":
+        return depth
+    keep = np.ones(depth.shape, dtype=bool)
+    for folder in IBIMS_MASKS:
+        mask_path = path.parent.parent / folder / path.name
+        if not mask_path.is_file():
+            raise DataError(f"{mask_path}: iBims-1 mask not found (its layout has {' and '.join(IBIMS_MASKS)} beside depth/)")
+        mask = read_mask(mask_path)
+        if mask.shape != depth.shape:
+            raise DataError(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but {path.name} is {depth.shape[0]}x{depth.shape[1]}")
+        keep &= mask != 0
+    return np.where(keep, depth, np.float32(0))
 
 
 def _read_npy(path: Path) -> np.ndarray:

@@ -76,6 +76,13 @@ def read_rgb(path: str | os.PathLike, photo: bool = False, max_pixels: int | Non
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) array of a mask image (any integer mode; colour images give their first channel);
+    DataError naming a missing or unreadable file."""
+    array = np.asarray(_open_image(Path(path)))
+    return array if array.ndim == 2 else array[..., 0]
+
+
 def _check_scale(scale: float) -> None:
     if not (np.isfinite(scale) and scale > 0):
         raise ConfigError(f"depth scale must be a positive number, got {scale}")
