@@ -167,3 +167,14 @@ def test_kitti_kb_released_scores_the_kb_crop_as_the_release_does():
     p, g = np.clip(pred_crop, 1e-3, 80)[mask], crop_gt[mask].astype(np.float64)
     assert ours.mean()["abs_rel"] == pytest.approx(np.mean(np.abs(p - g) / g), rel=1e-12)
     assert ours.mean()["d1"] == pytest.approx(np.mean(np.maximum(p / g, g / p) < 1.25), rel=1e-12)
+
+
+def test_the_device_mask_compares_float32_ground_truth_to_the_caps_as_the_host_does():
+    """float32(1e-3) is a hair above 1e-3: valid on the host (float64); a float32 comparison on the
+    device would round the cap to the same float32 and drop it."""
+    from clipdepth.evaluation.protocol import get_protocol, valid_mask, valid_mask_tensor
+
+    protocol = get_protocol("synthetic_indoor")  # 1e-3 .. 10 m, no crop
+    gt = np.array([[np.float32(1e-3), np.float32(10.0), np.float32(5.0)]], np.float32)
+    assert valid_mask(gt, protocol).tolist() == [[True, False, True]]
+    assert valid_mask_tensor(torch.from_numpy(gt), protocol).tolist() == [[True, False, True]]

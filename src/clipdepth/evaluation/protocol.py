@@ -109,45 +109,41 @@ def _as_2d_tensor(pred: Any) -> torch.Tensor:
     return tensor.reshape(tensor.shape[-2:])
 
 
-def _resize(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
-    tensor = _as_2d_tensor(pred)
+def _resize(pred: torch.Tensor, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
+    """An (H, W) prediction as float64 on its own device, non-finite values replaced, resized to
+    ``gt_shape`` (bilinear, align_corners=True)."""
     # Non-finite values go first: bilinear weights of 0 times inf give NaN, which would turn an
     # +inf pixel (-> max) into its neighbours' NaN (-> min). For finite input this changes nothing.
-    tensor = torch.nan_to_num(tensor, nan=protocol.min_depth, posinf=protocol.max_depth, neginf=protocol.min_depth)
-    if tuple(tensor.shape) == tuple(gt_shape):
-        return tensor
-    return F.interpolate(tensor[None, None], size=tuple(gt_shape), mode="bilinear", align_corners=True)[0, 0]
+    pred = torch.nan_to_num(pred.double(), nan=protocol.min_depth, posinf=protocol.max_depth, neginf=protocol.min_depth)
+    if tuple(pred.shape) == tuple(gt_shape):
+        return pred
+    return F.interpolate(pred[None, None], size=tuple(gt_shape), mode="bilinear", align_corners=True)[0, 0]
 
 
 def _clamp(pred: torch.Tensor, protocol: Protocol) -> np.ndarray:
     return pred.clamp(protocol.min_depth, protocol.max_depth).numpy()
 
 
-def postprocess(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> np.ndarray:
-    """Prediction resized to ``gt_shape`` (bilinear, align_corners=True) and clamped; float64 (H, W)."""
-    return _clamp(_resize(pred, gt_shape, protocol), protocol)
-
-
 def postprocess_tensor(pred: torch.Tensor, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
     """``postprocess`` of an (H, W) tensor on its own device (the GPU during validation)."""
-    pred = torch.nan_to_num(pred.double(), nan=protocol.min_depth, posinf=protocol.max_depth, neginf=protocol.min_depth)
-    if tuple(pred.shape) != tuple(gt_shape):
-        pred = F.interpolate(pred[None, None], size=tuple(gt_shape), mode="bilinear", align_corners=True)[0, 0]
-    return pred.clamp(protocol.min_depth, protocol.max_depth)
+    return _resize(pred, gt_shape, protocol).clamp(protocol.min_depth, protocol.max_depth)
+
+
+def postprocess(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> np.ndarray:
+    """Prediction resized to ``gt_shape`` (bilinear, align_corners=True) and clamped; float64 (H, W)."""
+    return postprocess_tensor(_as_2d_tensor(pred), gt_shape, protocol).numpy()
 
 
 def valid_mask_tensor(gt: torch.Tensor, protocol: Protocol) -> torch.Tensor:
     """``valid_mask`` of an (H, W) tensor on its own device."""
     crop = torch.from_numpy(crop_mask(tuple(gt.shape), protocol.crop)).to(gt.device)
+    gt = gt.double()  # the caps compared in float64 whatever the GT's dtype, as on the host
     return (gt > protocol.min_depth) & (gt < protocol.max_depth) & crop
 
 
 def valid_mask(gt: Any, protocol: Protocol) -> np.ndarray:
     """min < g < max (strict; NaN fails) inside the protocol's crop."""
-    gt = to_numpy(gt)
-    with np.errstate(invalid="ignore"):
-        in_range = (gt > protocol.min_depth) & (gt < protocol.max_depth)
-    return in_range & crop_mask(gt.shape, protocol.crop)
+    return valid_mask_tensor(torch.from_numpy(to_numpy(gt)), protocol).numpy()
 
 
 def kb_crop_paste(pred: Any, gt_shape: tuple[int, int]) -> np.ndarray:
@@ -200,7 +196,7 @@ def score_pair(
     if gt.ndim != 2:
         raise ValueError(f"expected one (H, W) ground-truth map, got shape {gt.shape}")
     mask = valid_mask(gt, protocol)
-    resized = _resize(pred, gt.shape, protocol)
+    resized = _resize(_as_2d_tensor(pred), gt.shape, protocol)
     if median_scaling:
         resized = torch.from_numpy(median_scale(resized, gt, mask))
     accumulator = accumulator if accumulator is not None else MetricAccumulator()
