@@ -40,6 +40,7 @@ from clipdepth.data.loader import prepared_batches  # noqa: E402
 from clipdepth.data.transforms import Preprocessor  # noqa: E402
 from clipdepth.features.cache import write_shard  # noqa: E402
 from clipdepth.features.memory import EncodedSplit  # noqa: E402
+from clipdepth.io.atomic import write_text_atomic  # noqa: E402
 from clipdepth.io.depth_store import TrainingDepth, decode_png16, encode_png16, file_scale, quantize  # noqa: E402
 from clipdepth.models import build_model  # noqa: E402
 
@@ -173,7 +174,7 @@ def main() -> None:
         lines.append(f"| {name} | {seconds / 60:.1f} | {by} | {others} |")
     lines += ["", f"Total: **{total / 60:.0f} minutes** (cache build included; later runs on the same cache skip it).", ""]
     out = Path(__file__).resolve().parent / "projection.md"
-    out.write_text("\n".join(lines))
+    write_text_atomic(out, "\n".join(lines))
     print("\n".join(lines))
     print(f"projected_total_minutes={total / 60:.1f}")
 

@@ -237,14 +237,19 @@ def frame_loader(
     """
     batches = [list(b) for b in batches]
     n = resolve_workers(workers, sum(len(b) for b in batches))
-    return FrameLoader(DataLoader(
-        _Prepared(dataset, preprocessor, keep_image, keep_gt, gt_scale),
-        batch_sampler=batches, num_workers=n, collate_fn=_pack if n else list, pin_memory=pin_memory,
-        worker_init_fn=_worker_init if n else None,
+    prepared = _Prepared(dataset, preprocessor, keep_image, keep_gt, gt_scale)
+    return FrameLoader(_data_loader(prepared, batches, n, _pack if n else list, pin_memory))
+
+
+def _data_loader(dataset: Dataset, batches: list[list[int]], workers: int, collate, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over index ``batches`` with ``workers`` one-thread processes."""
+    return DataLoader(
+        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
+        worker_init_fn=_worker_init if workers else None,
         # Its own generator for the workers' base seed: starting a loader must not draw from the
         # global RNG, which dropout and resume states depend on.
         generator=torch.Generator().manual_seed(0),
-    ))
+    )
 
 
 def prepared_batches(
@@ -277,15 +282,12 @@ def prepared_batches(
     loader = frame_loader(dataset, preprocessor, [index[i : i + batch_size] for i in index[::batch_size]],
                           workers, keep_image, gt_scale=gt_scale, keep_gt=keep_gt)
     for items in loader:
-        frames = []
-        for item in items:
-            if isinstance(item, FrameError):
-                if not skip_errors:
-                    raise DataError(item.message)
-                if failed is not None:
-                    failed.append(item.message)
-            else:
-                frames.append(item)
+        if not skip_errors:
+            yield raise_errors(items)
+            continue
+        if failed is not None:
+            failed += [item.message for item in items if isinstance(item, FrameError)]
+        frames = [item for item in items if isinstance(item, PreparedFrame)]
         if frames:
             yield frames
 
@@ -313,8 +315,7 @@ def read_ahead(loads: Sequence[Callable[[], np.ndarray]], workers: int | None = 
     message of the DataError it raised (``predict``, ``caption``). Fails at once for ``workers``
     below 0 (ValueError). ``loads`` must be picklable where processes are spawned rather than forked."""
     n = min(resolve_workers(workers, len(loads)), len(loads))
-    loader = DataLoader(_Reads(loads), batch_size=1, num_workers=n, collate_fn=list,
-                        worker_init_fn=_worker_init if n else None, generator=torch.Generator().manual_seed(0))
+    loader = _data_loader(_Reads(loads), [[i] for i in range(len(loads))], n, list)
     # Started now, so that the workers are forked before any thread of the caller's exists.
     batches = iter(loader)
     return (item for batch in batches for item in batch)

@@ -194,13 +194,6 @@ class ScoringGT(Sequence):
     def __init__(self, blobs: PackedBlobs, scales: np.ndarray, shapes: np.ndarray) -> None:
         self.blobs, self.scales, self.shapes = blobs, scales, shapes
 
-    @classmethod
-    def from_arrays(cls, gts: list[np.ndarray]) -> "ScoringGT":
-        encoded = [encode_gt(gt) for gt in gts]
-        data, offsets = pack([b for b, _ in encoded])
-        return cls(PackedBlobs([(data, offsets)]), np.array([s for _, s in encoded], np.float32),
-                   np.array([gt.shape for gt in gts], np.int64).reshape(-1, 2))
-
     def __len__(self) -> int:
         return len(self.blobs)
 

@@ -225,9 +225,13 @@ class Trainer:
                 yield from enumerate(check_finite(pending, self.step), first + 1)
                 pending = []
 
+    def _head_autocast(self):
+        """``train.head_precision`` for the head's forward passes (training and validation)."""
+        return torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16")
+
     def _step(self, batch) -> dict:
         """One optimisation step; the record's losses stay on the device."""
-        with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16"):
+        with self._head_autocast():
             record = self.objective.step(batch, self.step, self.sample_generator)
         self.step += 1
         return record
@@ -237,7 +241,7 @@ class Trainer:
         if self.dist.is_main:
             if self.val_targets is None:  # decoded once, then scored on the device every epoch
                 self.val_targets = ScoringTargets(self.val_split.gt, self.protocol, self.device)
-            with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16"):
+            with self._head_autocast():
                 metrics = evaluate_encoded(
                     self.model, self.val_split, self.preprocessor, self.protocol,
                     tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size, targets=self.val_targets,
