@@ -155,10 +155,15 @@ def _pack(batch: list) -> _Shipment:
     frames = [f for f in batch if isinstance(f, PreparedFrame)]
 
     def flat(arrays: list[np.ndarray], dtype) -> torch.Tensor:
-        return torch.from_numpy(np.concatenate([np.ascontiguousarray(a, dtype).reshape(-1) for a in arrays] or [np.empty(0, dtype)]))
+        out = _shared((sum(a.size for a in arrays),), dtype)
+        np.concatenate([np.ascontiguousarray(a, dtype).reshape(-1) for a in arrays] or [np.empty(0, dtype)],
+                       out=out.numpy())
+        return out
 
     def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(tensors) if tensors and tensors[0].numel() else torch.empty(0)
+        if not tensors or not tensors[0].numel():
+            return torch.empty(0)
+        return torch.stack(tensors, out=_shared((len(tensors), *tensors[0].shape), tensors[0].dtype))
 
     shipment = _Shipment(
         [], stacked([f.image for f in frames]), stacked([f.depth for f in frames]),
@@ -170,6 +175,15 @@ def _pack(batch: list) -> _Shipment:
             f.sample, image=f.sample.image.shape, depth=(f.sample.depth.shape, f.sample.depth.strides == (0, 0))))
             if isinstance(f, PreparedFrame) else f)
     return shipment
+
+
+def _shared(shape: tuple[int, ...], dtype) -> torch.Tensor:
+    """An empty tensor in shared memory: written there once, it crosses to the main process
+    without the copy pickling a private tensor costs (about as much as the packing itself)."""
+    dtype = dtype if isinstance(dtype, torch.dtype) else torch.from_numpy(np.empty(0, dtype)).dtype
+    numel = int(np.prod(shape))
+    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)  # as default_collate does
+    return torch.empty(0, dtype=dtype).set_(storage, 0, (numel,)).view(shape)
 
 
 def _unpack(shipment: _Shipment) -> list:
