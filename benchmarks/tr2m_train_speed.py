@@ -78,8 +78,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as out_dir:
         paths = {
-            "cached": Trainer(model, cfg, encoded, encoded, pre, exp.protocol, out_dir),
-            "on_the_fly": Trainer(model, cfg, OnTheFlySplit(model, dataset, pre, exp.captions), encoded, pre,
+            "cached": Trainer.single_dataset(model, cfg, encoded, encoded, pre, exp.protocol, out_dir),
+            "on_the_fly": Trainer.single_dataset(model, cfg, OnTheFlySplit(model, dataset, pre, exp.captions), encoded, pre,
                                   exp.protocol, out_dir),
         }
         generator = torch.Generator().manual_seed(0)

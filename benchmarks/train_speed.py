@@ -114,9 +114,9 @@ def measure(overrides: list[str], frames: int, repeats: int, workers: int | None
         shards = load_cache(Path(tmp) / "cache", key)
         stream_cfg = load_config("demo", [*overrides, "train.residency=stream"])
         paths = {
-            "cached": Trainer(model, stream_cfg, shards, shards, pre, exp.protocol, Path(tmp) / "a"),
-            "cached_in_memory": Trainer(model, cfg, shards.resident("cpu"), shards, pre, exp.protocol, Path(tmp) / "b"),
-            "uncached": Trainer(model, cfg, OnTheFlySplit(model, dataset, pre, workers=workers), shards, pre,
+            "cached": Trainer.single_dataset(model, stream_cfg, shards, shards, pre, exp.protocol, Path(tmp) / "a"),
+            "cached_in_memory": Trainer.single_dataset(model, cfg, shards.resident("cpu"), shards, pre, exp.protocol, Path(tmp) / "b"),
+            "uncached": Trainer.single_dataset(model, cfg, OnTheFlySplit(model, dataset, pre, workers=workers), shards, pre,
                                 exp.protocol, Path(tmp) / "c"),
         }
         encoder = encoder_gflop(cfg)

@@ -148,7 +148,7 @@ def test_the_compact_cache_gives_the_same_losses_and_metrics_to_1e_6(tiny_cfg, t
     runs = {}
     for name, (train_split, val_split) in {"compact": (compact, val), "previous": (previous, previous_val)}.items():
         model = copy.deepcopy(exp.model)
-        trainer = Trainer(model, cfg, train_split, val_split, exp.preprocessor, exp.protocol, tmp_path / name)
+        trainer = Trainer.single_dataset(model, cfg, train_split, val_split, exp.preprocessor, exp.protocol, tmp_path / name)
         torch.manual_seed(5)  # the same dropout masks
         losses = [r["loss"] for _, r in trainer.steps([torch.tensor([0, 3, 1, 5]), torch.tensor([2, 4, 0, 1])] * 3)]
         runs[name] = losses, trainer.validate()
@@ -202,7 +202,7 @@ def test_the_device_resident_split_trains_exactly_as_the_streamed_one(tiny_cfg, 
     for residency in ("stream", "device"):
         model = copy.deepcopy(exp.model)
         run_cfg = with_train(cfg, residency=residency)
-        trainer = Trainer(model, run_cfg, shards, val, exp.preprocessor, exp.protocol, tmp_path / residency)
+        trainer = Trainer.single_dataset(model, run_cfg, shards, val, exp.preprocessor, exp.protocol, tmp_path / residency)
         # the same code path a GPU takes, here on the CPU: every array a tensor on the device, the
         # depth decoded once into one uint16 tensor
         resident = trainer.train_split.resident_on
@@ -229,7 +229,7 @@ def test_auto_residency_loads_what_fits_and_streams_what_does_not(tiny_cfg, tmp_
 
 
 def losses_of(cfg, split, exp, tmp_path, name):
-    trainer = Trainer(copy.deepcopy(exp.model), cfg, split, split, exp.preprocessor, exp.protocol, tmp_path / name)
+    trainer = Trainer.single_dataset(copy.deepcopy(exp.model), cfg, split, split, exp.preprocessor, exp.protocol, tmp_path / name)
     torch.manual_seed(7)
     return [r["loss"] for _, r in trainer.steps([torch.tensor([0, 1, 2, 3]), torch.tensor([4, 5, 0, 1])])]
 

@@ -116,7 +116,7 @@ def test_cached_and_on_the_fly_training_give_the_same_losses(tiny_cfg, tmp_path)
     cached = encode_split(model, dataset, pre, 4, flip=False, purpose="train")
     losses = {}
     for name, split in (("cached", cached), ("on_the_fly", OnTheFlySplit(model, dataset, pre))):
-        trainer = Trainer(copy.deepcopy(model), cfg, split, cached, pre, protocol, tmp_path / name)
+        trainer = Trainer.single_dataset(copy.deepcopy(model), cfg, split, cached, pre, protocol, tmp_path / name)
         records = []
         for _ in range(2):  # an Embedding step, then a Depth step
             torch.manual_seed(1)  # the same dropout masks for both

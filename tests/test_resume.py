@@ -23,7 +23,7 @@ def tiled_trainer(tiny_cfg, out: Path, **overrides) -> Trainer:
     trainer = make_trainer(tiny_cfg, out, **overrides)
     base = random_split(trainer.model, 16, 1)
     depth = base.depth.rows(torch.arange(16))
-    trainer.train_split = EncodedSplit(
+    trainer.sources[0].train = EncodedSplit(
         names=base.names[:8], arrays=base.arrays, flipped_arrays=None, shapes=base.shapes[:8],
         depth=TrainingDepth.from_float(torch.cat([depth[0::2], depth[1::2]], dim=-1)), gt=base.gt[:8], tiles=2,
     )

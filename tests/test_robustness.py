@@ -429,7 +429,7 @@ def test_a_non_finite_loss_stops_training_at_that_step(tiny_cfg, tmp_path):
     from .test_training import make_trainer
 
     trainer = make_trainer(tiny_cfg, tmp_path)
-    trainer.train_split.arrays["tokens"][1] = float("nan")  # a damaged cache row
+    trainer.sources[0].train.arrays["tokens"][1] = float("nan")  # a damaged cache row
     with pytest.raises(TrainingError, match=r"step 1 \(embedding\): the loss is nan"):
         trainer.train_step(torch.tensor([0, 1]))
 

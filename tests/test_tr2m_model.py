@@ -48,7 +48,7 @@ def test_a_step_uses_every_loss_and_moves_the_ema_key_network(tiny_tr2m_cfg):
 
     exp = Experiment.create(tiny_tr2m_cfg)
     split = exp.encode("train", flip=False)
-    trainer = Trainer(exp.model, tiny_tr2m_cfg, split, split, exp.preprocessor, exp.protocol, tiny_tr2m_cfg.output_dir)
+    trainer = Trainer.single_dataset(exp.model, tiny_tr2m_cfg, split, split, exp.preprocessor, exp.protocol, tiny_tr2m_cfg.output_dir)
     key, head = trainer.objective.key_head, exp.model.head
     before_key = {k: v.clone() for k, v in key.state_dict().items()}
     before_head = {k: v.clone() for k, v in head.state_dict().items()}

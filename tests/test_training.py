@@ -58,7 +58,7 @@ def make_trainer(tiny_cfg, tmp_path, **overrides) -> Trainer:
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
     split = random_split(model, 8, 0)
-    return Trainer(model, cfg, split, split, Preprocessor.create(model.input_size, None), get_protocol("synthetic_indoor"), tmp_path)
+    return Trainer.single_dataset(model, cfg, split, split, Preprocessor.create(model.input_size, None), get_protocol("synthetic_indoor"), tmp_path)
 
 
 def run_steps(trainer: Trainer, n: int) -> list[str]:

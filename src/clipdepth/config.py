@@ -31,6 +31,7 @@ PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
+MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 
 
 @dataclass
@@ -149,6 +150,12 @@ class TrainConfig:
     # Autocast of the head's training step and validation: "fp32" (none) or "bf16" (CUDA).
     head_precision: str = "fp32"
     compile_head: bool = False  # torch.compile the head's forward (CUDA; first steps pay compilation)
+    # How a `mixture` recipe draws its batches (each batch is one dataset's): "weighted": each step
+    # draws a dataset with probability proportional to its weight, an epoch being as many steps as
+    # the datasets' batches together; "round_robin": whole batches of each dataset in turn
+    # (NYU, KITTI, C3VD, NYU, ...), each cycling until the largest is through once (TR2M's
+    # released RepetitiveRoundRobinDataLoader).
+    mixture_order: str = "weighted"
 
 
 @dataclass
@@ -290,6 +297,22 @@ class TR2MConfig:
 
 
 @dataclass
+class MixtureSource:
+    """One dataset of a training mixture (``mixture`` in a recipe; docs/tr2m.md, "Mixture training")."""
+
+    # Fields of the `data` section for this dataset (dataset, root, train_list, test_list,
+    # caption_dir, kb_crop, ...), applied over the recipe's own `data` section.
+    data: dict[str, Any] = field(default_factory=dict)
+    name: Optional[str] = None  # label of its metrics, logs and cache folder; unset: data.dataset
+    # Share of the batches under train.mixture_order=weighted; unset: its number of training frames.
+    weight: Optional[float] = None
+    protocol: Optional[str] = None  # its validation protocol; unset: the dataset's own
+    # [height, width] of its frames at the model input, for models whose input size is free
+    # (TR2M: NYU, VOID, C3VD 434 x 560; KITTI 350 x 1204); unset: the model's.
+    input_size: Optional[list[int]] = None
+
+
+@dataclass
 class Config:
     """A whole setting. Shared sections (``clip``, ``data``, ``eval``, ``train``) serve every model;
     each model has its own section (``pureclip``, ``tr2m``) for everything only it reads."""
@@ -301,6 +324,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Several training datasets instead of `data` alone: each batch comes from one of them, and
+    # validation reports each one's metrics and their mean (training/mixture.py).
+    mixture: list[MixtureSource] = field(default_factory=list)
     seed: int = 0
     device: str = "auto"  # "auto" picks CUDA when present
     output_dir: str = "outputs/run"
@@ -415,6 +441,7 @@ VALUE_RULES: dict[str, tuple] = {
     "train.cache_shard_size": _POSITIVE_INT, "train.log_every": _POSITIVE_INT,
     "train.num_workers": _rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
     "train.residency": _one_of(RESIDENCIES), "train.head_precision": _one_of(HEAD_PRECISIONS),
+    "train.mixture_order": _one_of(MIXTURE_ORDERS),
     "data.val_fraction": _FRACTION_OPEN, "data.depth_scale": _POSITIVE,
     "data.train_size": _NON_NEGATIVE_INT, "data.val_size": _NON_NEGATIVE_INT, "data.test_size": _NON_NEGATIVE_INT,
     "data.height": _POSITIVE_INT, "data.width": _POSITIVE_INT, "data.tiles": _POSITIVE_INT,
@@ -538,8 +565,15 @@ def _merged(schema: Any, layers: list[Any], overrides: list[str] | tuple[str, ..
         merged = OmegaConf.structured(schema)
         for layer in layers:
             merged = OmegaConf.merge(merged, layer)
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(overrides))
+        # An item of a list (`mixture.0.data.root=...`) is set in place: merging a dotlist would
+        # make the list a mapping {0: ...}.
+        in_lists = [o for o in overrides if any(part.isdigit() for part in o.partition("=")[0].split("."))]
+        plain = [o for o in overrides if o not in in_lists]
+        if plain:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(plain))
+        for override in in_lists:
+            key, _, value = override.partition("=")
+            OmegaConf.update(merged, key.strip(), OmegaConf.from_dotlist([f"value={value}"])["value"], merge=True)
         result = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
@@ -563,6 +597,12 @@ def load_config(
 def with_overrides(section: Any, overrides: list[str]) -> Any:
     """A copy of a config section (dataclass) with ``field=value`` overrides, type-checked like recipes."""
     return _merged(section, [], overrides, upgrade=False)
+
+
+def merged_section(section: Any, fields: dict[str, Any]) -> Any:
+    """A copy of a config section (dataclass) with ``fields`` (a mapping, nested as in YAML) merged
+    over it, type-checked like recipes."""
+    return _merged(section, [fields], [], upgrade=False)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

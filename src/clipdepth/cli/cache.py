@@ -49,10 +49,12 @@ def run_build(args: argparse.Namespace) -> int:
         raise ConfigError("no cache folder: pass --cache DIR or set train.feature_cache")
     output_folder(cfg.train.feature_cache, "--cache")
     exp = Experiment.create(cfg)
-    for split in splits:
-        # Validation and test frames are also cached mirrored when flip TTA is on, as training uses them.
-        split_data = exp.encode(split, flip=split != "train" and cfg.eval.tta)
-        print(f"{split}: {len(split_data)} frames cached under {cfg.train.feature_cache}")
+    for source in exp.sources:  # a mixture's datasets, each in its own folder
+        for split in splits:
+            # Validation and test frames are also cached mirrored when flip TTA is on, as training uses them.
+            split_data = exp.encode(split, flip=split != "train" and cfg.eval.tta, source=source)
+            label = f"{source.name} {split}" if cfg.mixture else split
+            print(f"{label}: {len(split_data)} frames cached under {cfg.train.feature_cache}")
     return 0
 
 

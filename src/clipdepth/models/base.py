@@ -233,12 +233,13 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         mode = self.cfg.data.resize
         return self.released_resize if mode == "auto" else mode
 
-    def preprocessor(self, data: DataConfig | None = None) -> Preprocessor:
+    def preprocessor(self, data: DataConfig | None = None, input_size: tuple[int, int] | None = None) -> Preprocessor:
         """The model's preprocessing of frames of ``data`` (crop, KB crop, tiles; default the
-        model's own data config), with the resize the model was trained with."""
+        model's own data config), with the resize the model was trained with, to ``input_size``
+        (height, width; default the model's: a mixture's dataset may have its own)."""
         data = data or self.cfg.data
         try:
-            return Preprocessor.for_data(self.input_size, data, self.resize_mode)
+            return Preprocessor.for_data(input_size or self.input_size, data, self.resize_mode)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

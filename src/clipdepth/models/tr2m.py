@@ -329,8 +329,9 @@ class TR2M(DepthModel):
         """DINOv2 tokens, relative depth, caption embeddings (every line) and the input image."""
         if batch.captions is None:
             raise ConfigError("TR2M needs a caption per image (data.caption_dir or data.caption, or captions= to infer)")
-        if batch.images.shape[-2:] != self.input_size:
-            raise ValueError(f"TR2M expects frames of {self.input_size}, got {tuple(batch.images.shape[-2:])}")
+        patch = self.encoder.image.patch_size
+        if any(side % patch for side in batch.images.shape[-2:]):  # a mixture's datasets each have their own size
+            raise ValueError(f"TR2M expects frames whose sides are multiples of {patch}, got {tuple(batch.images.shape[-2:])}")
         images = batch.images
         with self.autocast(images.device, self.cfg.tr2m.image_encoder.precision):
             tokens = self.encoder.image(images)

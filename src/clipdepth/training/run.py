@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, config_to_yaml
+from ..config import Config, DataConfig, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
 from ..device import resolve_device
@@ -18,6 +18,7 @@ from ..io.atomic import write_text_atomic
 from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
+from .mixture import SourceData, SourceSettings, training_sources
 from .trainer import Trainer, TrainResult, check_config, check_run_folder
 
 
@@ -25,65 +26,85 @@ from .trainer import Trainer, TrainResult, check_config, check_run_folder
 class Experiment:
     cfg: Config
     model: DepthModel
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor  # of the `data` section (a mixture's datasets each have their own)
     protocol: Protocol
     dist: Distributed
+    sources: list[SourceSettings]  # the training datasets: the mixture's, or `data` alone
 
     @classmethod
     def create(cls, cfg: Config) -> "Experiment":
         check_config(cfg)
+        sources = training_sources(cfg)
         protocol = get_protocol(cfg.eval.protocol)
+        for source in sources:
+            get_protocol(source.protocol)  # an unknown one fails before any work
         dist = from_environment()
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
         model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
-        return cls(cfg, model, model.preprocessor(), protocol, dist)
+        return cls(cfg, model, model.preprocessor(), protocol, dist, sources)
 
     @property
     def captions(self) -> CaptionLookup | None:
         """Caption lines per frame, for models that read them (data.caption / caption_dir)."""
-        return caption_lookup(self.cfg.data) if self.model.uses_captions else None
+        return self.captions_of(self.cfg.data)
 
-    def encode(self, split: str, flip: bool) -> EncodedSplit:
-        """Frozen-part outputs of a split: from the feature cache when one is configured (built on
-        first use), else computed into memory. The training split keeps its input-size depth, the
-        others their full-resolution GT (``encode_split``'s purpose)."""
-        dataset = get_dataset(self.cfg.data, split)
+    def captions_of(self, data: DataConfig) -> CaptionLookup | None:
+        return caption_lookup(data) if self.model.uses_captions else None
+
+    def encode(self, split: str, flip: bool, source: SourceSettings | None = None) -> EncodedSplit:
+        """Frozen-part outputs of a split of ``source`` (default: the first training dataset): from
+        the feature cache when one is configured (built on first use), else computed into memory.
+        The training split keeps its input-size depth, the others their full-resolution GT
+        (``encode_split``'s purpose). A mixture caches each dataset in its own folder
+        (``<feature_cache>/<name>/<split>``), so adding a dataset reuses the others' caches."""
+        source = source or self.sources[0]
+        dataset = get_dataset(source.data, split)
+        preprocessor, captions = self.model.preprocessor(source.data, source.input_size), self.captions_of(source.data)
         purpose = "train" if split == "train" else "score"
         workers = self.cfg.train.num_workers
         if not self.cfg.train.feature_cache:
-            return encode_split(self.model, dataset, self.preprocessor, self.cfg.eval.batch_size, flip,
-                                desc=f"encode {split}", captions=self.captions, purpose=purpose, workers=workers)
-        key = cache_key(self.model, self.preprocessor, self.cfg.data, split, flip, frame_names(dataset),
+            label = f"{source.name} {split}" if self.cfg.mixture else split
+            return encode_split(self.model, dataset, preprocessor, self.cfg.eval.batch_size, flip,
+                                desc=f"encode {label}", captions=captions, purpose=purpose, workers=workers)
+        key = cache_key(self.model, preprocessor, source.data, split, flip, frame_names(dataset),
                         files_digest(dataset), purpose)
-        folder = Path(self.cfg.train.feature_cache) / f"{split}{'_flip' if flip else ''}"
+        folder = Path(self.cfg.train.feature_cache) / (source.name if self.cfg.mixture else "") / f"{split}{'_flip' if flip else ''}"
         if self.dist.is_main:
             start_cache(folder, key, self.cfg.train.cache_shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
-        build_cache(folder, self.model, dataset, self.preprocessor, key, self.cfg.train.cache_shard_size,
-                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, self.captions, workers)
+        build_cache(folder, self.model, dataset, preprocessor, key, self.cfg.train.cache_shard_size,
+                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, captions, workers)
         self.dist.barrier()
         return load_cache(folder, key)
+
+    def source_data(self, source: SourceSettings) -> SourceData:
+        """A training dataset's splits (training: cached, or decoded and encoded at every step with
+        ``train.encode_on_the_fly``; validation: cached), preprocessing and protocol."""
+        preprocessor = self.model.preprocessor(source.data, source.input_size)
+        train = (
+            OnTheFlySplit(self.model, get_dataset(source.data, "train"), preprocessor, self.captions_of(source.data),
+                          self.cfg.train.num_workers)
+            if self.cfg.train.encode_on_the_fly else self.encode("train", flip=False, source=source)
+        )
+        val = self.encode("val", flip=self.cfg.eval.tta, source=source)
+        return SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight)
 
     def train(
         self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
     ) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
-        """Train the head; returns the result and the encoded training split (for baselines).
+        """Train the head; returns the result and the (first dataset's) training split (for baselines).
         A folder holding an earlier run is refused unless ``resume`` or ``overwrite``."""
         out_dir = Path(out_dir)
         check_run_folder(out_dir, resume, overwrite, self.dist)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
-        for split in ("train", "val"):
-            if len(get_dataset(self.cfg.data, split)) == 0:
-                raise ConfigError(
-                    f"the {split} split of {self.cfg.data.dataset} is empty "
-                    "(a longer data.train_list, or another data.val_fraction / data.*_size)"
-                )
-        train = (
-            OnTheFlySplit(self.model, get_dataset(self.cfg.data, "train"), self.preprocessor, self.captions,
-                          self.cfg.train.num_workers)
-            if self.cfg.train.encode_on_the_fly else self.encode("train", flip=False)
-        )
-        val = self.encode("val", flip=self.cfg.eval.tta)
-        trainer = Trainer(self.model, self.cfg, train, val, self.preprocessor, self.protocol, out_dir, self.dist)
-        return trainer.fit(resume=resume, overwrite=overwrite), train
+        for source in self.sources:  # every dataset checked before any is encoded
+            for split in ("train", "val"):
+                if len(get_dataset(source.data, split)) == 0:
+                    raise ConfigError(
+                        f"the {split} split of {source.name} is empty "
+                        "(a longer data.train_list, or another data.val_fraction / data.*_size)"
+                    )
+        sources = [self.source_data(source) for source in self.sources]
+        trainer = Trainer(self.model, self.cfg, sources, out_dir, self.dist)
+        return trainer.fit(resume=resume, overwrite=overwrite), sources[0].train

@@ -2,6 +2,10 @@
 
 - What a step optimises (optimisers, learning-rate schedule, losses) is the model's objective
   (``training/objectives``): PureCLIP-Depth's alternating phases, TR2M's AdamW.
+- Several training datasets (a ``mixture`` recipe, ``training/mixture.py``): each batch is one
+  dataset's, drawn by weight or in turn; validation scores each with its own protocol and the
+  history keeps each one's metrics (``val_<name>_<metric>``) beside their mean (``val_<metric>``),
+  which is what "improved" compares.
 - Validation on all nine metrics (and abs_diff) after every epoch; a head-only checkpoint is kept
   at the best of each metric of ``train.improve_metrics`` (and of ``train.select_metric``).
   "Improved" means ANY of ``train.improve_metrics`` improved (released: d1 d2 d3 abs_diff abs_rel
@@ -23,8 +27,8 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +51,7 @@ from .resume import (
     RESUME_DAMAGED, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors, write_resume_state,
 )
 from .distributed import Distributed
+from .mixture import SourceData, epoch_schedule, mixed_batches, steps_per_epoch
 
 def check_config(cfg: Config) -> None:
     """Fail before any work on a value that would only break the run later."""
@@ -59,6 +64,11 @@ def check_config(cfg: Config) -> None:
     if not cfg.train.improve_metrics:
         raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
     check_model_config(cfg)
+    if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
+        raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
+
+
+LABELS = ("phase", "source")  # the words of a step record; the rest are numbers
 
 
 def check_finite(records: list[dict], step: int) -> list[dict[str, float]]:
@@ -66,12 +76,12 @@ def check_finite(records: list[dict], step: int) -> list[dict[str, float]]:
     TrainingError naming the first step whose loss is not finite."""
     if not records:
         return []
-    keys = [[k for k in r if k != "phase"] for r in records]
+    keys = [[k for k in r if k not in LABELS] for r in records]
     device = torch.as_tensor(records[0]["loss"]).device  # some terms are plain numbers (a loss that is off)
     values = torch.stack([torch.as_tensor(r[k]).float().to(device) for r, ks in zip(records, keys) for k in ks]).tolist()
     out, i = [], 0
     for offset, (record, ks) in enumerate(zip(records, keys)):
-        floats = {"phase": record["phase"], **dict(zip(ks, values[i : i + len(ks)]))}
+        floats = {**{k: record[k] for k in LABELS if k in record}, **dict(zip(ks, values[i : i + len(ks)]))}
         i += len(ks)
         if not math.isfinite(floats["loss"]):
             raise TrainingError(
@@ -105,11 +115,6 @@ def place_training_split(split, device: torch.device | str, residency: str):
     if residency == "device" or split.nbytes() <= RESIDENT_SHARE * available_bytes(device):
         return split.resident(device)
     return split
-
-
-def steps_per_epoch(n_frames: int, batch_size: int, drop_last: bool) -> int:
-    """Optimisation steps over ``n_frames`` in batches, the last partial one dropped if asked."""
-    return n_frames // batch_size if drop_last else math.ceil(n_frames / batch_size)
 
 
 def tracked_metrics(cfg: Config) -> list[str]:
@@ -181,46 +186,64 @@ class Trainer:
         self,
         model: DepthModel,
         cfg: Config,
-        train: EncodedSplit,
-        val: EncodedSplit,
-        preprocessor: Preprocessor,
-        protocol: Protocol,
+        sources: Sequence[SourceData],
         out_dir: str | Path,
         dist: Distributed = Distributed(),
     ) -> None:
+        """Train ``model``'s head on ``sources`` (one dataset, or a mixture's several)."""
         check_config(cfg)
+        if not sources:
+            raise ConfigError("nothing to train on: no dataset given")
         self.dist = dist
         # Under torchrun the head is wrapped so gradients are averaged across ranks; every rank
         # keeps identical weights, and rank 0 alone validates and writes.
         head = torch.compile(model.head) if cfg.train.compile_head else model.head
         self.trained_head = DistributedDataParallel(head) if dist.enabled else head
-        self.model, self.cfg, self.val_split = model, cfg, val
-        self.train_split = place_training_split(train, model.device, cfg.train.residency)
-        self.preprocessor, self.protocol = preprocessor, protocol
+        self.model, self.cfg = model, cfg
+        self.sources = [replace(s, train=place_training_split(s.train, model.device, cfg.train.residency)) for s in sources]
         self.out_dir = Path(out_dir)
         self.device = model.device
-        self.objective = objective_class(cfg.model)(model, cfg, self.trained_head, preprocessor)
-        self.tile_generator = torch.Generator().manual_seed(cfg.seed + 1)
+        self.objective = objective_class(cfg.model)(model, cfg, self.trained_head, self.sources[0].preprocessor)
+        # Random tiles: each dataset draws from its own generator (the first's seed is a single
+        # dataset's), so the draws do not depend on how the datasets' reads interleave.
+        self.tile_generators = [torch.Generator().manual_seed(cfg.seed + 1 + 1000 * k) for k in range(len(sources))]
         self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
-        self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling
+        self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling and dataset draws
         self.step = 0
-        self.val_targets: ScoringTargets | None = None
+        self.val_targets: list[ScoringTargets | None] = [None] * len(sources)
 
-    def train_step(self, index: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on the frames ``index`` of the training split; its record as floats."""
-        batch = next(self.train_split.batches([index], self.tile_generator, self.device))
+    @classmethod
+    def single_dataset(
+        cls, model: DepthModel, cfg: Config, train: EncodedSplit, val: EncodedSplit, preprocessor: Preprocessor,
+        protocol: Protocol, out_dir: str | Path, dist: Distributed = Distributed(),
+    ) -> "Trainer":
+        """A trainer on one dataset's training and validation splits."""
+        return cls(model, cfg, [SourceData(cfg.data.dataset, train, val, preprocessor, protocol)], out_dir, dist)
+
+    @property
+    def mixed(self) -> bool:
+        return len(self.sources) > 1
+
+    def train_step(self, index: torch.Tensor, source: int = 0) -> dict[str, float]:
+        """One optimisation step on the frames ``index`` of a dataset's training split; its record as floats."""
+        batch = next(self.sources[source].train.batches([index], self.tile_generators[source], self.device))
         record = self._step(batch)
         return check_finite([record], self.step)[0]
 
-    def steps(self, batches: list[torch.Tensor]) -> Iterator[tuple[int, dict[str, float]]]:
-        """One optimisation step per index batch, in order; yields (global step number, record as
-        floats) for each. The losses stay on the device and are read back together every
-        ``train.log_every`` steps and after the last. TrainingError names the first step whose
-        loss is not finite."""
+    def steps(self, batches: list[torch.Tensor | tuple[int, torch.Tensor]]) -> Iterator[tuple[int, dict[str, float]]]:
+        """One optimisation step per index batch, in order (a tensor: frames of the first dataset;
+        (k, tensor): of dataset k); yields (global step number, record as floats) for each, the
+        record naming its dataset (``source``) when there are several. The losses stay on the
+        device and are read back together every ``train.log_every`` steps and after the last.
+        TrainingError names the first step whose loss is not finite."""
+        schedule = [b if isinstance(b, tuple) else (0, b) for b in batches]
         pending: list[dict] = []
-        for n, batch in enumerate(self.train_split.batches(batches, self.tile_generator, self.device), 1):
+        reads = mixed_batches([s.train for s in self.sources], schedule, self.tile_generators, self.device)
+        for n, (k, batch) in enumerate(reads, 1):
             pending.append(self._step(batch))
-            if self.step % self.cfg.train.log_every == 0 or n == len(batches):
+            if self.mixed:
+                pending[-1]["source"] = self.sources[k].name
+            if self.step % self.cfg.train.log_every == 0 or n == len(schedule):
                 first = self.step - len(pending)
                 yield from enumerate(check_finite(pending, self.step), first + 1)
                 pending = []
@@ -236,30 +259,50 @@ class Trainer:
         self.step += 1
         return record
 
-    def validate(self) -> dict[str, float]:
-        metrics = None
+    def validate(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """Each dataset's validation metrics, and their mean over the datasets (the metrics
+        themselves for one): (mean, {name: metrics})."""
+        per_source = None
         if self.dist.is_main:
-            if self.val_targets is None:  # decoded once, then scored on the device every epoch
-                self.val_targets = ScoringTargets(self.val_split.gt, self.protocol, self.device)
-            with self._head_autocast():
-                metrics = evaluate_encoded(
-                    self.model, self.val_split, self.preprocessor, self.protocol,
-                    tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size, targets=self.val_targets,
-                ).mean()
-        return self.dist.broadcast(metrics)
+            per_source = {}
+            for k, source in enumerate(self.sources):
+                if self.val_targets[k] is None:  # decoded once, then scored on the device every epoch
+                    self.val_targets[k] = ScoringTargets(source.val.gt, source.protocol, self.device)
+                with self._head_autocast():
+                    per_source[source.name] = evaluate_encoded(
+                        self.model, source.val, source.preprocessor, source.protocol,
+                        tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size, targets=self.val_targets[k],
+                    ).mean()
+        per_source = self.dist.broadcast(per_source)
+        return {m: sum(v[m] for v in per_source.values()) / len(per_source) for m in ALL_METRIC_NAMES}, per_source
 
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
         if self.dist.is_main:
             self.model.save_pretrained(directory, extra={"epoch": epoch, "step": self.step, "val_metrics": metrics})
 
-    def epoch_frames(self) -> torch.Tensor:
-        """This rank's frames of the next epoch, in order. Every rank draws the same permutation;
-        it is padded by wrapping to a multiple of the world size (as DistributedSampler does), so
-        all ranks take the same number of steps."""
-        n, world = len(self.train_split), self.dist.world_size
-        order = torch.randperm(n, generator=self.epoch_generator)
-        padded = torch.cat([order, order[: -n % world]]) if n % world else order
-        return padded[self.dist.rank :: world]
+    def epoch_schedule(self) -> list[tuple[int, torch.Tensor]]:
+        """This rank's steps of the next epoch: (dataset index, frames) each (``mixture.epoch_schedule``)."""
+        sizes = [len(s.train) for s in self.sources]
+        weights = [s.weight if s.weight is not None else n for s, n in zip(self.sources, sizes)]
+        return epoch_schedule(sizes, weights, self.cfg.train.batch_size, self.cfg.train.drop_last,
+                              self.cfg.train.mixture_order, self.epoch_generator, self.dist.rank, self.dist.world_size)
+
+    def _epoch_steps(self) -> int:
+        """Steps per epoch and rank; ConfigError when a dataset cannot fill one batch."""
+        cfg, world = self.cfg.train, self.dist.world_size
+        per_source = [steps_per_epoch(math.ceil(len(s.train) / world), cfg.batch_size, cfg.drop_last) for s in self.sources]
+        short = [s for s, n in zip(self.sources, per_source) if n == 0]
+        if short:
+            n = math.ceil(len(short[0].train) / world)  # frames per rank and epoch
+            raise ConfigError(
+                f"train.batch_size={cfg.batch_size} with train.drop_last: the training split"
+                f"{f' of {short[0].name}' if self.mixed else ''} has only {n} frames"
+                f"{' per process' if world > 1 else ''}, not one full batch; lower the batch size "
+                "or set train.drop_last=false"
+            )
+        if not self.mixed:
+            return per_source[0]
+        return len(self.sources) * max(per_source) if cfg.mixture_order == "round_robin" else sum(per_source)
 
     def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Train; with ``resume`` continue from ``checkpoints/resume/`` of ``out_dir`` exactly.
@@ -285,14 +328,7 @@ class Trainer:
         board = _tensorboard(self.out_dir / "tensorboard") if self.dist.is_main else None
         steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
         steps_log = steps_path.open("a" if resume else "w")
-        n = math.ceil(len(self.train_split) / self.dist.world_size)  # frames per rank and epoch
-        steps = steps_per_epoch(n, cfg.batch_size, cfg.drop_last)
-        if steps == 0:
-            raise ConfigError(
-                f"train.batch_size={cfg.batch_size} with train.drop_last: the training split has only {n} frames"
-                f"{' per process' if self.dist.world_size > 1 else ''}, not one full batch; lower the batch size "
-                "or set train.drop_last=false"
-            )
+        steps = self._epoch_steps()
         bar = tqdm(
             total=cfg.max_epochs * steps, initial=min(self.step, cfg.max_epochs * steps),
             desc="train", unit="step", dynamic_ncols=True, disable=not self.dist.is_main,
@@ -302,16 +338,14 @@ class Trainer:
                 if result.stopped_early:
                     break
                 self.objective.start_epoch(epoch, since_improvement)
-                order = self.epoch_frames()
-                batches = [order[start : start + cfg.batch_size] for start in range(0, steps * cfg.batch_size, cfg.batch_size)]
                 sums: dict[str, list[float]] = {}
-                for step, record in self.steps(batches):
+                for step, record in self.steps(self.epoch_schedule()):
                     sums.setdefault(f"{record['phase']}_loss", []).append(record["loss"])
                     if step % cfg.log_every == 0 and self.dist.is_main:
                         steps_log.write(json.dumps({"step": step, "epoch": epoch, **record}) + "\n")
                     bar.set_postfix(phase=record["phase"][:5], loss=f"{record['loss']:.3f}", refresh=False)
                     bar.update(1)
-                metrics = self.validate()
+                metrics, per_source = self.validate()
                 bettered = [m for m in tracked_metrics(self.cfg) if is_better(m, metrics[m], result.best.get(m, {}).get("value"))]
                 for m in bettered:
                     result.best[m] = {"value": metrics[m], "epoch": epoch}
@@ -321,6 +355,7 @@ class Trainer:
                 row = {
                     "epoch": epoch, "step": self.step, "lr_factor": self.objective.lr_factor(epoch + 1, since_improvement),
                     **{k: sum(v) / len(v) for k, v in sums.items()}, **{f"val_{k}": metrics[k] for k in ALL_METRIC_NAMES},
+                    **{f"val_{name}_{k}": m[k] for name, m in (per_source.items() if self.mixed else ()) for k in ALL_METRIC_NAMES},
                     "improved": " ".join(improved),
                 }
                 result.history.append(row)
@@ -357,7 +392,8 @@ class Trainer:
     def _rng_states(self) -> dict:
         states = {
             "epoch_generator": self.epoch_generator.get_state(),
-            "tile_generator": self.tile_generator.get_state(),
+            "tile_generator": self.tile_generators[0].get_state(),
+            "mixture_tile_generators": [g.get_state() for g in self.tile_generators[1:]],
             "sample_generator": self.sample_generator.get_state(),
             "torch_cpu": torch.get_rng_state(),
         }
@@ -367,7 +403,9 @@ class Trainer:
 
     def _set_rng_states(self, states: dict) -> None:
         self.epoch_generator.set_state(states["epoch_generator"])
-        self.tile_generator.set_state(states["tile_generator"])
+        self.tile_generators[0].set_state(states["tile_generator"])
+        for generator, state in zip(self.tile_generators[1:], states.get("mixture_tile_generators", [])):
+            generator.set_state(state)
         if "sample_generator" in states:  # absent from states written before TR2M
             self.sample_generator.set_state(states["sample_generator"])
         torch.set_rng_state(states["torch_cpu"])

@@ -20,6 +20,10 @@ class Objective:
     is how the training frames were made from the full frames (crops, resize, tiles).
     """
 
+    # Whether a step may take batches of several datasets (a ``mixture``): it reads nothing of the
+    # data's geometry beyond the batch itself.
+    mixes_datasets = False
+
     def __init__(self, model: DepthModel, cfg: Config, trained_head: nn.Module, preprocessor: Preprocessor) -> None:
         self.model, self.cfg, self.trained_head, self.preprocessor = model, cfg, trained_head, preprocessor
         self.optimizers: dict[str, torch.optim.Optimizer] = {}

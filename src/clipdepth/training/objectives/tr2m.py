@@ -39,6 +39,7 @@ TRAIN = "train"
 
 class TR2MObjective(Objective):
     model: TR2M
+    mixes_datasets = True  # the paper trains on NYU + KITTI + VOID + C3VD
 
     def __init__(self, model: TR2M, cfg: Config, trained_head: torch.nn.Module, preprocessor: Preprocessor) -> None:
         super().__init__(model, cfg, trained_head, preprocessor)
