@@ -26,6 +26,24 @@ from .report import markdown_table
 OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 
 
+def evaluation_settings(
+    trained_on: DataConfig, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
+    data_overrides: list[str] | tuple[str, ...] = (),
+) -> tuple[DataConfig, str]:
+    """The data settings and protocol name ``evaluate_checkpoint`` scores a checkpoint trained on
+    ``trained_on`` with (the rules in its docstring); ConfigError for an unknown dataset."""
+    recipe_cfg = load_config(recipe) if recipe else None
+    name = dataset or (recipe_cfg.data.dataset if recipe_cfg else trained_on.dataset)
+    if recipe_cfg is not None:
+        base = recipe_cfg.data
+    else:
+        base = trained_on if name == trained_on.dataset else DataConfig(seed=trained_on.seed)
+    data = with_overrides(base, [f"dataset={name}", *data_overrides])
+    if name not in DATASET_PROTOCOLS:
+        raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
+    return data, protocol or (recipe_cfg.eval.protocol if recipe_cfg else DATASET_PROTOCOLS[name])
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, *, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (), tta: bool | None = None, score_at_input: bool = False,
@@ -44,17 +62,9 @@ def evaluate_checkpoint(
     run in ``out`` (unless ``overwrite``) and for the data's own problems.
     """
     model = load_model(checkpoint)
-    trained_on = model.cfg.data
-    recipe_cfg = load_config(recipe) if recipe else None
-    name = dataset or (recipe_cfg.data.dataset if recipe_cfg else trained_on.dataset)
-    if recipe_cfg is not None:
-        base = recipe_cfg.data
-    else:
-        base = trained_on if name == trained_on.dataset else DataConfig(seed=trained_on.seed)
-    data = with_overrides(base, [f"dataset={name}", *data_overrides])
-    if name not in DATASET_PROTOCOLS:
-        raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
-    scoring = get_protocol(protocol or (recipe_cfg.eval.protocol if recipe_cfg else DATASET_PROTOCOLS[name]))
+    data, protocol_name = evaluation_settings(model.cfg.data, dataset, recipe, protocol, data_overrides)
+    name = data.dataset
+    scoring = get_protocol(protocol_name)
     if score_at_input:  # crops are defined on the GT frame, which this mode leaves
         scoring = dataclasses.replace(scoring, crop=None)
     tta = model.cfg.eval.tta if tta is None else tta
