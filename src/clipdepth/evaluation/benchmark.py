@@ -1,0 +1,680 @@
+"""Benchmark suites: several evaluations of one or more checkpoints, and one table per suite with
+the papers' published rows beside ours (docs/benchmark.md).
+
+A suite is a list of entries, each a dataset label with the recipe, dataset and protocol it is
+scored with; the checkpoint is given for the whole suite or per entry (suite files). Every
+evaluation is one ``evaluate_checkpoint`` call into its own folder
+``<out>/<suite>/<row>/<label>/`` (``metrics.json``, ``per_image.csv``, ``results.md``); one that
+is finished there is reused, not redone, so an interrupted benchmark resumes. Then
+``<out>/<suite>/table.md`` and ``table.csv`` are written: the published rows (shipped as data in
+``evaluation/published/*.yaml``, each table with its paper, arXiv id and table number), our rows
+in the same columns, the average rank where the paper ranks methods, and for each of our rows
+whether its weights are real or random and whether flip TTA was on.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import yaml
+
+from ..config import DataConfig, load_config_dict, upgrade_layout
+from ..errors import ClipdepthError, ConfigError, DataError
+from ..io.atomic import atomic_path, write_text_atomic
+from .checkpoint import OUTPUTS, evaluate_checkpoint, evaluation_settings
+from .metrics import LOWER_IS_BETTER, METRIC_NAMES
+from .protocol import get_protocol
+from .report import HEADERS
+
+__all__ = [
+    "LENGTH_METRICS", "RANK_DECIMALS", "SUITES", "BenchmarkResult", "PublishedRow", "PublishedTable", "Suite",
+    "SuiteEntry", "average_ranks", "load_suite", "published_tables", "run_benchmark", "weights_summary",
+]
+
+# Metrics with a unit (the others are ratios or logs of ratios): a published millimetre value is
+# divided by 1000 to sit beside ours, in metres.
+LENGTH_METRICS = ("rmse", "sq_rel", "abs_diff")
+# Values are ranked as the table shows them (3 decimals, as the papers print them), so that equal
+# printed numbers share a rank and a reader can check every rank from the table.
+RANK_DECIMALS = 3
+DATASET_TITLES = {
+    "nyu": "NYU", "kitti": "KITTI", "void": "VOID", "c3vd": "C3VD", "sun_rgbd": "SUN RGB-D", "ibims": "iBims-1",
+    "hypersim": "HyperSim", "diode": "DIODE", "simcol": "SimCol",
+}
+# Where TR2M's released evaluation scores a set differently from the standard (docs/protocol.md,
+# "Released variants"): the protocol ``released=True`` picks.
+RELEASED_PROTOCOLS = {
+    "kitti": "kitti_kb_released", "sun_rgbd": "sun_rgbd_released", "ibims": "ibims_released",
+    "hypersim": "hypersim_released", "diode": "diode_released",
+}
+UNITS = {"m": 1.0, "mm": 1000.0}  # published table units -> per metre
+
+
+# --------------------------------------------------------------------------- published numbers
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    method: str
+    info: dict[str, str]  # descriptive columns (backbone, parameters, ...)
+    values: dict[str, float | None]  # "<label>.<metric>" -> value in metres / unit-free; None: not reported
+    avg_rank: float | None = None  # the paper's own average rank, as printed
+
+
+@dataclass(frozen=True)
+class PublishedTable:
+    id: str
+    paper: str
+    arxiv: str
+    venue: str
+    table: str
+    caption: str
+    units: str
+    note: str
+    info: tuple[str, ...]
+    columns: tuple[str, ...]
+    avg_rank: bool
+    rows: tuple[PublishedRow, ...]
+
+    @property
+    def source(self) -> str:
+        short = self.paper.split(":")[0]
+        return f"{short} (arXiv {self.arxiv}, {self.venue}), {self.table}"
+
+
+def _check_column(column: str, where: str) -> None:
+    label, _, metric = column.partition(".")
+    if not label or metric not in METRIC_NAMES:
+        raise ConfigError(f"{where}: column {column!r} is not <dataset label>.<metric>, metric one of {', '.join(METRIC_NAMES)}")
+
+
+def parse_published(data: Mapping[str, Any], where: str) -> list[PublishedTable]:
+    """The tables of one published-numbers mapping (the format of ``evaluation/published/*.yaml``);
+    millimetre values of length metrics converted to metres. ConfigError naming ``where``."""
+    try:
+        tables = []
+        for spec in data["tables"]:
+            units = spec.get("units", "m")
+            if units not in UNITS:
+                raise ConfigError(f"{where}: table {spec['id']}: units {units!r}, expected one of {sorted(UNITS)}")
+            columns = tuple(spec["columns"])
+            for column in columns:
+                _check_column(column, f"{where}: table {spec['id']}")
+            rows = []
+            for row in spec["rows"]:
+                values = dict(row["values"])
+                unknown = set(values) - set(columns)
+                if unknown:
+                    raise ConfigError(f"{where}: table {spec['id']}, {row['method']}: values for undeclared columns {sorted(unknown)}")
+                for column, value in values.items():
+                    if value is not None and column.partition(".")[2] in LENGTH_METRICS:
+                        values[column] = float(value) / UNITS[units]
+                rows.append(PublishedRow(
+                    str(row["method"]), {k: str(row.get(k, "")) for k in spec.get("info", [])},
+                    {c: (None if values.get(c) is None else float(values[c])) for c in columns},
+                    None if row.get("avg_rank") is None else float(row["avg_rank"]),
+                ))
+            tables.append(PublishedTable(
+                str(spec["id"]), str(data["paper"]), str(data["arxiv"]), str(data.get("venue", "")), str(spec["table"]),
+                str(spec.get("caption", "")), units, " ".join(str(spec.get("note", "")).split()),
+                tuple(spec.get("info", [])), columns, bool(spec.get("avg_rank", False)), tuple(rows),
+            ))
+        return tables
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: not a published-numbers file ({type(exc).__name__}: {exc})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def published_tables() -> dict[str, PublishedTable]:
+    """Every published table shipped with clipdepth, by id (e.g. ``tr2m-zeroshot``)."""
+    tables: dict[str, PublishedTable] = {}
+    folder = resources.files("clipdepth") / "evaluation" / "published"
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.name.endswith(".yaml"):
+            for table in parse_published(yaml.safe_load(item.read_text()), f"published/{item.name}"):
+                tables[table.id] = table
+    return tables
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    """One evaluation of a suite: a dataset ``label`` (a table column group) scored with ``recipe``
+    / ``dataset`` / ``protocol`` (each optional, as for ``evaluate_checkpoint``); a suite file may
+    give the entry its own ``checkpoint``, row ``name`` and ``data`` settings."""
+
+    label: str
+    recipe: str | None = None
+    dataset: str | None = None
+    protocol: str | None = None
+    checkpoint: str | None = None
+    name: str | None = None
+    data: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    entries: tuple[SuiteEntry, ...]
+    metrics: tuple[str, ...]  # the columns shown for each dataset label, in this order
+    published: str | None = None  # id of the published table shown beside ours
+    avg_rank: bool = False  # rank the rows (the paper's table does)
+    description: str = ""
+
+    @property
+    def labels(self) -> list[str]:
+        return list(dict.fromkeys(e.label for e in self.entries))
+
+
+SUITES: dict[str, Suite] = {
+    s.name: s
+    for s in (
+        Suite(
+            "tr2m-indomain",
+            (SuiteEntry("nyu", recipe="tr2m_nyu"), SuiteEntry("kitti", recipe="tr2m_kitti"),
+             SuiteEntry("void", dataset="void"), SuiteEntry("c3vd", dataset="c3vd")),
+            ("d1", "abs_rel", "rmse"), published="tr2m-nyu",
+            description="TR2M on its four training sets' test splits (NYU, KITTI, VOID, C3VD)",
+        ),
+        Suite(
+            "tr2m-zeroshot",
+            tuple(SuiteEntry(n, recipe=f"zeroshot/{n}") for n in ("sun_rgbd", "ibims", "hypersim", "diode", "simcol")),
+            ("d1",), published="tr2m-zeroshot", avg_rank=True,
+            description="TR2M zero-shot on SUN RGB-D, iBims-1, HyperSim, DIODE and SimCol",
+        ),
+        Suite(
+            "pureclip-nyu", (SuiteEntry("nyu", recipe="pureclip_nyu"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
+            published="pureclip-nyu", description="PureCLIP-Depth on NYU Depth V2 (Eigen crop)",
+        ),
+        Suite(
+            "pureclip-kitti", (SuiteEntry("kitti", recipe="pureclip_kitti"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
+            published="pureclip-kitti", description="PureCLIP-Depth on KITTI (Garg crop)",
+        ),
+    )
+}
+
+_SUITE_KEYS = {"name", "description", "published", "metrics", "avg_rank", "entries"}
+_ENTRY_KEYS = {"label", "recipe", "dataset", "protocol", "checkpoint", "name", "data"}
+
+
+def _suite_file(path: Path) -> Suite:
+    where = str(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: cannot read suite file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})", setting="suite") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or not spec["entries"]:
+        raise ConfigError(f"{where}: a suite file is a mapping with a non-empty 'entries' list", setting="suite")
+    unknown = set(spec) - _SUITE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; a suite file has {', '.join(sorted(_SUITE_KEYS))}", setting="suite")
+    published = spec.get("published")
+    if published is not None and published not in published_tables():
+        raise ConfigError(f"{where}: published table {published!r} unknown; shipped: {', '.join(published_tables())}", setting="suite")
+    entries = []
+    for number, item in enumerate(spec["entries"], start=1):
+        if not isinstance(item, dict) or not item.get("label"):
+            raise ConfigError(f"{where}: entry {number} is not a mapping with a 'label'", setting="suite")
+        bad = set(item) - _ENTRY_KEYS
+        if bad:
+            raise ConfigError(f"{where}: entry {number}: unknown key {sorted(bad)[0]!r}; an entry has {', '.join(sorted(_ENTRY_KEYS))}", setting="suite")
+        data = item.get("data") or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: entry {number}: 'data' must map data fields to values", setting="suite")
+        entries.append(SuiteEntry(
+            str(item["label"]), *(None if item.get(k) is None else str(item[k]) for k in ("recipe", "dataset", "protocol", "checkpoint", "name")),
+            tuple((str(k), str(v)) for k, v in data.items()),
+        ))
+    table = published_tables()[published] if published else None
+    metrics = spec.get("metrics") or (_metrics_of(table) if table else ("abs_rel", "rmse", "d1"))
+    if isinstance(metrics, str) or any(m not in METRIC_NAMES for m in metrics):
+        raise ConfigError(f"{where}: metrics must be a list of {', '.join(METRIC_NAMES)}", setting="suite")
+    avg_rank = spec.get("avg_rank", table.avg_rank if table else False)
+    return Suite(str(spec.get("name") or path.stem), tuple(entries), tuple(metrics), published, bool(avg_rank), str(spec.get("description", "")))
+
+
+def _metrics_of(table: PublishedTable) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c.partition(".")[2] for c in table.columns))
+
+
+def load_suite(suite: str | Path | Suite) -> Suite:
+    """A built-in suite by name, or a suite YAML file (docs/benchmark.md); ConfigError otherwise."""
+    if isinstance(suite, Suite):
+        return suite
+    text = str(suite)
+    if text in SUITES:
+        return SUITES[text]
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"{path}: suite file not found", setting="suite")
+        return _suite_file(path)
+    raise ConfigError(f"unknown suite {text!r}: choose one of {', '.join(SUITES)}, or give a suite YAML file", setting="suite")
+
+
+# --------------------------------------------------------------------------- ranks
+
+
+def average_ranks(
+    rows: list[Mapping[str, float | None]], columns: Iterable[str], decimals: int | None = RANK_DECIMALS,
+) -> list[float | None]:
+    """Each row's average rank over ``columns`` (``<label>.<metric>`` keys).
+
+    Per column the rows that have a value are ranked 1 (best) to n: ascending for lower-is-better
+    metrics, descending otherwise; rows with equal values (after rounding to ``decimals``, the
+    printed precision) share the mean of the ranks they span. A row's average is over the columns
+    where it has a value; None where it has none.
+    """
+    columns = list(columns)
+    ranks: list[list[float]] = [[] for _ in rows]
+    for column in columns:
+        lower = LOWER_IS_BETTER[column.partition(".")[2]]
+        present = [(i, float(r[column])) for i, r in enumerate(rows) if r.get(column) is not None]
+        if decimals is not None:
+            present = [(i, round(v, decimals)) for i, v in present]
+        ordered = sorted(present, key=lambda item: item[1] if lower else -item[1])
+        start = 0
+        while start < len(ordered):
+            end = start
+            while end + 1 < len(ordered) and ordered[end + 1][1] == ordered[start][1]:
+                end += 1
+            shared = (start + 1 + end + 1) / 2  # mean of ranks start+1 .. end+1
+            for i, _ in ordered[start:end + 1]:
+                ranks[i].append(shared)
+            start = end + 1
+    return [sum(r) / len(r) if r else None for r in ranks]
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_meta(checkpoint: str) -> tuple[dict, Any]:
+    """(config.json, the checkpoint's Config) without loading any weights."""
+    from ..models.base import checkpoint_folder, read_checkpoint_meta
+
+    meta = read_checkpoint_meta(checkpoint_folder(checkpoint))
+    return meta, load_config_dict(upgrade_layout(meta["config"]))
+
+
+def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
+    """(real, one line): whether a checkpoint's weights are real — every frozen part pretrained
+    (no ``random_init``), relative depth from a model (not the ground-truth oracle), and a head
+    with a training record (``epoch`` in config.json) or converted from a released checkpoint —
+    and a line saying which parts are not."""
+    random_parts = ["clip"] if cfg.clip.random_init else []
+    oracle = False
+    if cfg.model == "tr2m":
+        random_parts += ["tr2m.image_encoder"] if cfg.tr2m.image_encoder.random_init else []
+        oracle = cfg.tr2m.relative.source == "oracle"
+        random_parts += ["tr2m.relative"] if not oracle and cfg.tr2m.relative.random_init else []
+    if meta.get("converted_from"):
+        head, trained = "converted from a released checkpoint", True
+    elif meta.get("epoch") is not None:
+        head, trained = f"trained (saved at epoch {meta['epoch']})", True
+    else:
+        head, trained = "untrained, no training record in config.json", False
+    problems = [f"random_init frozen parts: {', '.join(random_parts)}"] if random_parts else []
+    problems += ["relative depth made from the ground truth (oracle)"] if oracle else []
+    if not problems and trained:
+        return True, f"real weights (pretrained frozen parts; head {head})"
+    if not trained:
+        problems.append(f"head {head}")
+    return False, f"RANDOM weights ({'; '.join(problems)}): these numbers measure the pipeline, not the method"
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Evaluation:
+    """One planned or finished evaluation of a benchmark."""
+
+    entry: SuiteEntry
+    row: str
+    checkpoint: str
+    folder: Path
+    data: DataConfig
+    data_overrides: list[str]
+    protocol: str
+    tta: bool
+    status: str = "pending"  # "reused" (finished earlier), "ran" (this call)
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class OurRow:
+    name: str
+    checkpoint: str
+    real_weights: bool
+    weights: str
+    evaluations: list[Evaluation]
+
+
+@dataclass
+class BenchmarkResult:
+    suite: Suite
+    folder: Path
+    evaluations: list[Evaluation]
+    rows: list[OurRow]
+    markdown: str
+    csv_text: str
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or "checkpoint"
+
+
+def _same_checkpoint(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    pa, pb = Path(a), Path(b)
+    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
+
+
+def _finished(evaluation: Evaluation) -> bool:
+    """Whether ``evaluation`` has all its results in its folder from an earlier run of the same
+    evaluation (checkpoint, dataset, protocol, TTA); DataError when they are another's."""
+    paths = [evaluation.folder / name for name in OUTPUTS]
+    if not all(p.is_file() for p in paths):
+        return False  # none, or what a killed run left: done again
+    metrics = paths[0]
+    try:
+        summary = json.loads(metrics.read_text())
+        done = (summary["checkpoint"], summary["dataset"], summary["protocol"], bool(summary["flip_tta"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise DataError(f"{metrics}: not a readable clipdepth metrics.json; remove its folder or allow overwriting it", setting="overwrite") from None
+    wanted = (evaluation.checkpoint, evaluation.data.dataset, evaluation.protocol, evaluation.tta)
+    if not _same_checkpoint(done[0], wanted[0]) or done[1:] != wanted[1:]:
+        def say(v: tuple) -> str:
+            return f"checkpoint {v[0]}, dataset {v[1]}, protocol {v[2]}, flip TTA {'on' if v[3] else 'off'}"
+        raise DataError(
+            f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)} "
+            "(write elsewhere, or allow overwriting it)", setting="overwrite",
+        )
+    evaluation.summary = summary
+    return True
+
+
+def _entry_error(exc: ClipdepthError, where: str) -> ClipdepthError:
+    setting = exc.setting
+    if setting and setting.startswith("data."):
+        setting = "data"
+    return type(exc)(f"{where}: {exc}", setting=setting)
+
+
+def _data_fields(items: Mapping[str, Any] | Iterable[str] | None) -> dict[str, dict[str, str]]:
+    """``{label: {field: value}}`` from a mapping of that shape or ``label.field=value`` strings."""
+    if items is None:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(k): {str(f): str(v) for f, v in dict(fields).items()} for k, fields in items.items()}
+    result: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        label, dot, name = key.strip().partition(".")
+        if not sep or not dot or not label or not name:
+            raise ConfigError(f"data setting {item!r} is not of the form <label>.<field>=<value>", setting="data")
+        result.setdefault(label, {})[name.removeprefix("data.")] = value
+    return result
+
+
+def _check_data(evaluation: Evaluation, uses_captions: bool) -> None:
+    """What can be checked before any evaluation runs: the data root, the test split's files and,
+    for a model that reads captions, the first frame's caption."""
+    from ..data import get_dataset
+    from ..data.captions import caption_lookup
+
+    data = evaluation.data
+    if not data.dataset.startswith("synthetic") and not data.root:
+        raise ConfigError(f"no data root for dataset {data.dataset!r}; set {evaluation.entry.label}.root=<folder>", setting="data")
+    frames = get_dataset(data, "test")
+    if uses_captions and len(frames):
+        caption_lookup(data)(frames[0])
+
+
+def plan_benchmark(
+    suite: str | Path | Suite, checkpoint: str | Path | None = None, *, name: str | None = None,
+    data: Mapping[str, Any] | Iterable[str] | None = None, released: bool = False, tta: bool | None = None,
+    out: str | Path = "outputs/benchmark", overwrite: bool = False,
+) -> tuple[Suite, list[Evaluation], dict[str, tuple[dict, Any]]]:
+    """The evaluations ``run_benchmark`` makes (its arguments), with each one's status: "reused"
+    when finished in its folder, else "pending". Nothing is evaluated or written."""
+    suite = load_suite(suite)
+    fields = _data_fields(data)
+    unknown = sorted(set(fields) - set(suite.labels))
+    if unknown:
+        raise ConfigError(f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: {', '.join(suite.labels)}", setting="data")
+    metas: dict[str, tuple[dict, Any]] = {}
+    evaluations = []
+    for entry in suite.entries:
+        where = f"{suite.name}/{entry.label}"
+        ckpt = entry.checkpoint or (None if checkpoint is None else str(checkpoint))
+        if ckpt is None:
+            raise ConfigError(f"{where}: no checkpoint (give one for the whole suite, or per entry in a suite file)", setting="checkpoint")
+        if ckpt not in metas:
+            metas[ckpt] = _checkpoint_meta(ckpt)
+        cfg = metas[ckpt][1]
+        overrides = [f"{k}={v}" for k, v in (*entry.data, *fields.get(entry.label, {}).items())]
+        protocol = entry.protocol
+        try:
+            settings, default_protocol = evaluation_settings(cfg.data, entry.dataset, entry.recipe, protocol, overrides)
+        except ClipdepthError as exc:
+            raise _entry_error(exc, where) from None
+        if protocol is None and released:
+            protocol = RELEASED_PROTOCOLS.get(settings.dataset)
+        protocol = protocol or default_protocol
+        get_protocol(protocol)
+        row = entry.name or name or _slug(ckpt)
+        evaluation = Evaluation(
+            entry, row, ckpt, Path(out) / suite.name / _slug(row) / _slug(entry.label), settings, overrides, protocol,
+            cfg.eval.tta if tta is None else tta,
+        )
+        if not overwrite and _finished(evaluation):
+            evaluation.status = "reused"
+        evaluations.append(evaluation)
+    return suite, evaluations, metas
+
+
+def run_benchmark(
+    suite: str | Path | Suite, checkpoint: str | Path | None = None, *, name: str | None = None,
+    data: Mapping[str, Any] | Iterable[str] | None = None, released: bool = False, tta: bool | None = None,
+    batch_size: int = 8, workers: int | None = None, out: str | Path = "outputs/benchmark", overwrite: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> BenchmarkResult:
+    """Run ``suite`` (a name in ``SUITES`` or a suite YAML file) and write its table.
+
+    ``checkpoint``: for every entry without its own; ``name``: the row's name (default: from the
+    checkpoint path). ``data``: each dataset label's data settings, ``{label: {field: value}}`` or
+    ``["label.field=value", ...]`` (``root``, ``test_list``, ``caption_dir``, ... of
+    ``DataConfig``). ``released``: score each set with the protocol of TR2M's released evaluation
+    where it differs from the standard (``RELEASED_PROTOCOLS``). ``tta``: flip TTA (default: each
+    checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/``; a finished one
+    is reused unless ``overwrite``. Every pending evaluation's data is checked before the first
+    runs. Writes ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the
+    suite and label (ConfigError, DataError, CheckpointError).
+    """
+    from ..models import model_class
+
+    say = progress or (lambda message: None)
+    suite, evaluations, metas = plan_benchmark(
+        suite, checkpoint, name=name, data=data, released=released, tta=tta, out=out, overwrite=overwrite,
+    )
+    pending = [e for e in evaluations if e.status != "reused"]
+    for evaluation in pending:
+        uses_captions = model_class(metas[evaluation.checkpoint][0].get("architecture", "")).uses_captions
+        try:
+            _check_data(evaluation, uses_captions)
+        except ClipdepthError as exc:
+            raise _entry_error(exc, f"{suite.name}/{evaluation.row}/{evaluation.entry.label}") from None
+    for evaluation in evaluations:
+        where = f"{suite.name}/{evaluation.row}/{evaluation.entry.label}"
+        if evaluation.status == "reused":
+            say(f"{where}: finished earlier, reused ({evaluation.folder}/metrics.json)")
+            continue
+        say(f"{where}: evaluating {evaluation.data.dataset} (protocol {evaluation.protocol}, flip TTA {'on' if evaluation.tta else 'off'})")
+        try:
+            evaluation.summary, _ = evaluate_checkpoint(
+                evaluation.checkpoint, dataset=evaluation.data.dataset, recipe=evaluation.entry.recipe,
+                protocol=evaluation.protocol, data_overrides=evaluation.data_overrides, tta=evaluation.tta,
+                batch_size=batch_size, out=evaluation.folder, overwrite=True, workers=workers,
+            )
+        except ClipdepthError as exc:
+            raise _entry_error(exc, where) from None
+        evaluation.status = "ran"
+
+    rows: dict[str, OurRow] = {}
+    for evaluation in evaluations:
+        if evaluation.row not in rows:
+            real, line = weights_summary(*metas[evaluation.checkpoint])
+            rows[evaluation.row] = OurRow(evaluation.row, evaluation.checkpoint, real, line, [])
+        row = rows[evaluation.row]
+        if not _same_checkpoint(row.checkpoint, evaluation.checkpoint):
+            raise ConfigError(f"{suite.name}: row {evaluation.row!r} has two checkpoints ({row.checkpoint}, {evaluation.checkpoint}); name them apart", setting="suite")
+        row.evaluations.append(evaluation)
+    folder = Path(out) / suite.name
+    markdown, csv_text = benchmark_table(suite, list(rows.values()))
+    write_text_atomic(folder / "table.md", markdown)
+    with atomic_path(folder / "table.csv") as tmp:
+        tmp.write_text(csv_text, newline="")  # csv's own \r\n line ends, unchanged
+    return BenchmarkResult(suite, folder, evaluations, list(rows.values()), markdown, csv_text)
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _title(label: str) -> str:
+    return DATASET_TITLES.get(label, label)
+
+
+def _header(column: str) -> str:
+    label, _, metric = column.partition(".")
+    return f"{_title(label)} {HEADERS[metric]} {'↓' if LOWER_IS_BETTER[metric] else '↑'}"
+
+
+def _cell(value: float | None, digits: int = 3, metric: str = "") -> str:
+    """A printed value: ``digits`` decimals, as the papers print them; a length below 1 (a
+    colonoscopy RMSE in metres) with ``digits`` significant digits instead."""
+    if value is None:
+        return "—"
+    if metric in LENGTH_METRICS and abs(value) < 1:
+        return f"{value:.{digits}g}"
+    return f"{value:.{digits}f}"
+
+
+def _tta_text(row: OurRow) -> str:
+    states = {e.entry.label: bool(e.summary.get("flip_tta", e.tta)) for e in row.evaluations}
+    if len(set(states.values())) == 1:
+        return f"flip TTA {'on' if next(iter(states.values())) else 'off'}"
+    return "flip TTA " + ", ".join(f"{_title(k)} {'on' if v else 'off'}" for k, v in states.items())
+
+
+def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
+    """(markdown, CSV) of ``suite``: the published rows, then ours, in the same columns."""
+    table = published_tables()[suite.published] if suite.published else None
+    columns = [f"{label}.{metric}" for label in suite.labels for metric in suite.metrics]
+    if table is not None:  # the paper's own columns first, in its order, then any others of the suite
+        columns = [*table.columns, *(c for c in columns if c not in table.columns)]
+    info = list(table.info) if table else []
+    published = list(table.rows) if table else []
+    ours = []
+    for row in rows:
+        values: dict[str, float | None] = {c: None for c in columns}
+        for evaluation in row.evaluations:
+            for metric in suite.metrics:
+                values[f"{evaluation.entry.label}.{metric}"] = float(evaluation.summary[metric])
+        ours.append(values)
+    all_values = [dict(r.values) for r in published] + ours
+    rank_columns = [c for c in columns if any(v.get(c) is not None for v in all_values)]
+    ranks = average_ranks(all_values, rank_columns) if suite.avg_rank else [None] * len(all_values)
+    paper_rank = suite.avg_rank and any(r.avg_rank is not None for r in published)
+
+    headers = ["Method", *(i.replace("_", " ").capitalize() for i in info), *map(_header, columns)]
+    headers += ["Avg rank (paper) ↓"] if paper_rank else []
+    headers += ["Avg rank (here) ↓"] if suite.avg_rank else []
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for index, values in enumerate(all_values):
+        is_ours = index >= len(published)
+        method = f"**ours: {rows[index - len(published)].name}**" if is_ours else published[index].method
+        cells = [method, *("" if is_ours else published[index].info.get(i, "") for i in info)]
+        cells += [_cell(values.get(c), metric=c.partition(".")[2]) for c in columns]
+        if paper_rank:
+            cells.append("" if is_ours else _cell(published[index].avg_rank, 2))
+        if suite.avg_rank:
+            cells.append(_cell(ranks[index], 2))
+        lines.append("| " + " | ".join(cells) + " |")
+
+    notes = []
+    if table is not None:
+        notes.append(
+            f"Published rows: {table.source}: {table.caption}; values as printed. "
+            + ("" if table.units == "m" else f"Converted from millimetres: {', '.join(LENGTH_METRICS)} ÷ 1000. ")
+            + (f"{table.note} " if table.note else "") + "'—': not reported."
+        )
+        missing = [c for c in columns if c not in table.columns]
+        if missing:
+            labels = sorted({c.partition('.')[0] for c in missing}, key=suite.labels.index)
+            notes.append(f"No published numbers are shipped for {', '.join(map(_title, labels))}: only our rows fill those columns.")
+    else:
+        notes.append("No published table is shown beside these rows.")
+    for row in rows:
+        notes.append(f"**ours: {row.name}**: checkpoint `{row.checkpoint}`; {row.weights}; {_tta_text(row)}.")
+    if suite.avg_rank:
+        notes.append(
+            f"Avg rank (here): per column, the rows that have a value are ranked 1 (best) to n on the values as printed "
+            f"({RANK_DECIMALS} decimals; lower first for errors, higher first for d1-d3), tied rows sharing the mean of "
+            "their ranks; each row's average is over the columns where it has a value. It ranks every row of this table, ours "
+            "included." + (" Avg rank (paper) is the paper's own figure, as printed." if paper_rank else "")
+        )
+    labels_present = {e.data.dataset for r in rows for e in r.evaluations}
+    if labels_present & {"c3vd", "simcol"}:
+        notes.append(
+            "Units: depth errors (RMSE, SqRel) in metres. C3VD and SimCol ground truth is read in metres (their files hold "
+            "millimetres: × 1000 to compare with millimetre tables); AbsRel, log errors and d1-d3 do not depend on the unit."
+        )
+    else:
+        notes.append("Units: depth errors (RMSE, SqRel) in metres; the other metrics have no unit.")
+
+    runs = ["| Row | Dataset | Protocol | Flip TTA | Images scored | Results | This run |", "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        for e in row.evaluations:
+            p = get_protocol(e.protocol)
+            where = f"`{e.protocol}` ({p.min_depth:g} < gt < {p.max_depth:g} m, crop {p.crop or 'none'})"
+            runs.append(
+                f"| {row.name} | {_title(e.entry.label)} ({e.data.dataset}) | {where} | {'on' if e.summary.get('flip_tta') else 'off'} "
+                f"| {int(e.summary.get('n_images', 0))} | `{e.folder}` | {'reused' if e.status == 'reused' else 'evaluated'} |"
+            )
+
+    heading = f"# Benchmark `{suite.name}`" + (f": {suite.description}" if suite.description else "")
+    markdown = "\n".join([heading, "", *lines, "", *(f"- {n}" for n in notes), "", "## Evaluations", "", *runs]) + "\n"
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["kind", "method", *info, *columns, *(["avg_rank_paper"] if paper_rank else []),
+                     *(["avg_rank_here"] if suite.avg_rank else []), "source"])
+    for index, values in enumerate(all_values):
+        is_ours = index >= len(published)
+        if is_ours:
+            row = rows[index - len(published)]
+            head = ["ours", row.name, *("" for _ in info)]
+            source = f"clipdepth; checkpoint {row.checkpoint}; {row.weights}; {_tta_text(row)}"
+        else:
+            head = ["published", published[index].method, *(published[index].info.get(i, "") for i in info)]
+            source = table.source if table else ""
+        # Ours in full; published values as the paper prints them (3 decimals), unless converted.
+        digits = "{:.6g}" if is_ours or (table is not None and table.units != "m") else "{:.3f}"
+        cells = ["" if values.get(c) is None else digits.format(values[c]) for c in columns]
+        if paper_rank:
+            cells.append("" if is_ours or published[index].avg_rank is None else f"{published[index].avg_rank:.2f}")
+        if suite.avg_rank:
+            cells.append("" if ranks[index] is None else f"{ranks[index]:.4f}")
+        writer.writerow([*head, *cells, source])
+    return markdown, buffer.getvalue()
