@@ -32,6 +32,7 @@ PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
+COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
 
 
 @dataclass
@@ -199,6 +200,17 @@ class DataConfig:
     # captions (the synthetic scenes describe themselves).
     caption: Optional[str] = None
     caption_dir: Optional[str] = None
+    # Training augmentation (data/augment.py), applied when `augment` is true. TR2M's recipes name
+    # the released loaders' (flip 0.5, and with p 0.5 "gamma_brightness" on NYU (brightness
+    # [0.75, 1.25]), KITTI and VOID, "jitter" on C3VD), off by default: a flip alone is served from
+    # mirrored copies the feature cache then also holds, but a colour change needs the encoder at
+    # every step, so such a dataset is decoded and encoded on the fly (the run's train_log.txt says
+    # which), at the cost the cache exists to avoid.
+    augment: bool = False
+    augment_flip: float = 0.0  # probability of mirroring a training frame and its GT
+    augment_colour: Optional[str] = None
+    augment_colour_prob: float = 0.5
+    augment_brightness: list[float] = field(default_factory=lambda: [0.9, 1.1])
 
 
 @dataclass
@@ -450,6 +462,9 @@ VALUE_RULES: dict[str, tuple] = {
         lambda v: v is None or (len(v) == 4 and 0 <= v[0] < v[1] and 0 <= v[2] < v[3]),
         "null or [top, bottom, left, right] with 0 <= top < bottom and 0 <= left < right",
     ),
+    "data.augment_flip": _FRACTION_CLOSED, "data.augment_colour_prob": _FRACTION_CLOSED,
+    "data.augment_colour": _rule(lambda v: v is None or v in COLOUR_AUGMENTATIONS, f"null or one of {list(COLOUR_AUGMENTATIONS)}"),
+    "data.augment_brightness": _rule(lambda v: len(v) == 2 and 0 < v[0] <= v[1] < float("inf"), "[low, high] with 0 < low <= high"),
     "eval.batch_size": _POSITIVE_INT,
     "output_dir": _rule(lambda v: bool(str(v).strip()), "a folder (not empty)"),
     "tr2m.image_encoder.precision": _PRECISION, "tr2m.relative.precision": _PRECISION,

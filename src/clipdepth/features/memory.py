@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data.augment import Augmentation
 from ..data.captions import CaptionLookup
 from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_errors
 from ..data.transforms import Preprocessor
@@ -55,6 +56,9 @@ class EncodedSplit:
     depth: TrainingDepth | None = None  # (N, H, tiles * W) GT at the model input size, 0 = invalid
     gt: Sequence[np.ndarray] | None = None  # GT at its own resolution, metres, 0 = invalid
     tiles: int = 1
+    # Training: the probability of taking a frame's mirrored copy (flip augmentation; needs
+    # ``flipped_arrays``).
+    flip_prob: float = 0.0
 
     def __len__(self) -> int:
         return len(self.names)
@@ -71,9 +75,20 @@ class EncodedSplit:
         if self.depth is None:
             raise ValueError("this split was encoded for scoring: it keeps no input-size depth to train on")
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
+        rows, depth = frames * self.tiles + tile, self.depth.rows(frames)
+        features = self.features(rows, device)
+        if self.flip_prob > 0:
+            if self.flipped_arrays is None:
+                raise ValueError("flip augmentation needs the mirrored frames: encode the training split with flip")
+            flips = torch.rand(len(frames), generator=generator) < self.flip_prob
+            if flips.any():
+                mirrored = self.flipped_features(rows, device)
+                on = flips.to(device)
+                features = {k: torch.where(on.view(-1, *[1] * (v.dim() - 1)), mirrored[k], v) for k, v in features.items()}
+                # tile t of the mirrored frame is the mirror image of the frame's tile tiles-1-t
+                depth = torch.where(flips.view(-1, 1, 1), depth.flip(-1), depth)
         return TrainBatch(
-            self.features(frames * self.tiles + tile, device),
-            pick_tiles(self.depth.rows(frames), tile, self.tiles).to(device, non_blocking=True),
+            features, pick_tiles(depth, tile, self.tiles).to(device, non_blocking=True),
             [tuple(int(v) for v in self.shapes[int(i)]) for i in frames], tile, self.tiles,
         )
 
@@ -164,10 +179,10 @@ class OnTheFlySplit:
 
     def __init__(
         self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor,
-        captions: CaptionLookup | None = None, workers: int | None = None,
+        captions: CaptionLookup | None = None, workers: int | None = None, augmentation: Augmentation | None = None,
     ) -> None:
         self.model, self.dataset, self.preprocessor, self.captions = model, dataset, preprocessor, captions
-        self.tiles, self.workers = preprocessor.tiles, workers
+        self.tiles, self.workers, self.augmentation = preprocessor.tiles, workers, augmentation
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -190,6 +205,11 @@ class OnTheFlySplit:
     def _encoded(self, prepared: list[PreparedFrame], generator: torch.Generator, device) -> TrainBatch:
         tile = torch.randint(self.tiles, (len(prepared),), generator=generator)
         batch = frame_batch(prepared, self.captions, device)
+        if self.augmentation is not None:
+            flips = self.augmentation.flips(len(prepared), generator).to(device)
+            batch = replace(batch, images=self.augmentation.colours(
+                torch.where(flips.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images), generator),
+                depth=torch.where(flips.view(-1, 1, 1), batch.depth.flip(-1), batch.depth))
         picked = torch.arange(len(prepared)) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
             features = self.model.encode_frames(batch)

@@ -1,7 +1,8 @@
 """From a config to a trained head: build the model, encode the splits once, train."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -15,11 +16,15 @@ from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.cache import build_cache, cache_key, files_digest, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
+from ..data.augment import Augmentation
 from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .mixture import SourceData, SourceSettings, training_sources
 from .trainer import Trainer, TrainResult, check_config, check_run_folder
+
+
+TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served
 
 
 @dataclass
@@ -77,17 +82,30 @@ class Experiment:
         self.dist.barrier()
         return load_cache(folder, key)
 
-    def source_data(self, source: SourceSettings) -> SourceData:
+    def source_data(self, source: SourceSettings) -> tuple[SourceData, str]:
         """A training dataset's splits (training: cached, or decoded and encoded at every step with
-        ``train.encode_on_the_fly``; validation: cached), preprocessing and protocol."""
+        ``train.encode_on_the_fly`` or a colour augmentation; validation: cached), preprocessing
+        and protocol; and a line saying how its training frames are served."""
         preprocessor = self.model.preprocessor(source.data, source.input_size)
-        train = (
-            OnTheFlySplit(self.model, get_dataset(source.data, "train"), preprocessor, self.captions_of(source.data),
-                          self.cfg.train.num_workers)
-            if self.cfg.train.encode_on_the_fly else self.encode("train", flip=False, source=source)
-        )
+        augmentation = Augmentation.from_data(source.data)
+        stored = "the feature cache" if self.cfg.train.feature_cache else "memory"
+        if self.cfg.train.encode_on_the_fly or (augmentation is not None and augmentation.needs_encoder):
+            train = OnTheFlySplit(self.model, get_dataset(source.data, "train"), preprocessor,
+                                  self.captions_of(source.data), self.cfg.train.num_workers, augmentation)
+            why = "train.encode_on_the_fly" if self.cfg.train.encode_on_the_fly else (
+                f"data.augment_colour={augmentation.colour}: augmented frames cannot come from a cache")
+            how = f"decoded and encoded at every step ({why})"
+        else:
+            train = self.encode("train", flip=augmentation is not None, source=source)
+            how = f"encoded once, read from {stored}"
+            if augmentation is not None:  # a flip alone: the mirrored copies are encoded beside them
+                train = replace(train, flip_prob=augmentation.flip)
+                how += f"; flip augmentation (p={augmentation.flip:g}) takes their mirrored copies, encoded too"
+        if augmentation is not None and augmentation.needs_encoder:
+            how += f"; flip p={augmentation.flip:g}, {augmentation.colour} colour change p={augmentation.colour_prob:g}"
         val = self.encode("val", flip=self.cfg.eval.tta, source=source)
-        return SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight)
+        data = SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight)
+        return data, f"{source.name}: {len(train)} training frames {how}"
 
     def train(
         self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
@@ -105,6 +123,9 @@ class Experiment:
                         f"the {split} split of {source.name} is empty "
                         "(a longer data.train_list, or another data.val_fraction / data.*_size)"
                     )
-        sources = [self.source_data(source) for source in self.sources]
-        trainer = Trainer(self.model, self.cfg, sources, out_dir, self.dist)
+        sources, lines = zip(*(self.source_data(source) for source in self.sources))
+        if self.dist.is_main:  # how the training frames are served (cache, mirrored copies, on the fly)
+            write_text_atomic(out_dir / TRAIN_LOG, "".join(f"{line}\n" for line in lines))
+            print(*lines, sep="\n", file=sys.stderr)
+        trainer = Trainer(self.model, self.cfg, list(sources), out_dir, self.dist)
         return trainer.fit(resume=resume, overwrite=overwrite), sources[0].train
