@@ -190,3 +190,16 @@ def test_the_mixture_recipes_name_the_papers_and_the_releases_datasets():
     released = load_config("tr2m_mixture_released")
     assert [s.name for s in training_sources(released)] == ["nyu", "kitti", "c3vd"]
     assert released.train.mixture_order == "round_robin"
+
+
+def test_a_run_started_before_mixtures_and_augmentation_existed_resumes(tiny_tr2m_cfg, tmp_path):
+    from clipdepth.training.resume import RESUME_META, read_resume_meta, resume_dir
+
+    cfg = mixture_cfg(tiny_tr2m_cfg, tmp_path / "run", mixture=[], max_epochs=1)
+    Experiment.create(cfg).train(cfg.output_dir)
+    state = resume_dir(cfg.output_dir) / RESUME_META
+    meta = json.loads(state.read_text())
+    del meta["config"]["mixture"], meta["config"]["train"]["mixture_order"]  # as an older clipdepth saved it
+    meta["config"]["data"] = {k: v for k, v in meta["config"]["data"].items() if not k.startswith("augment")}
+    state.write_text(json.dumps(meta))
+    assert read_resume_meta(cfg.output_dir, cfg)[1]["epoch"] == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Config, config_to_dict, first_difference, upgrade_layout
+from ..config import Config, config_to_dict, first_difference, load_config_dict, upgrade_layout
 from ..errors import CheckpointError, ConfigError
 from ..io.atomic import atomic_dir
 
@@ -100,7 +100,11 @@ def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
             f"{path}: epoch {meta['epoch']} does not match its history of {len(meta['history'])} epochs or its "
             f"train.max_epochs={saved_max}; {damaged}"
         )
-    diff = first_difference(upgrade_layout(meta["config"]), config_json(cfg), RESUME_IGNORED_FIELDS)
+    try:  # fields added since the run started compare as their defaults
+        saved_config = config_json(load_config_dict(meta["config"]))
+    except ConfigError:
+        saved_config = upgrade_layout(meta["config"])
+    diff = first_difference(saved_config, config_json(cfg), RESUME_IGNORED_FIELDS)
     if diff is not None:
         diff, saved, current = diff
         raise ConfigError(
