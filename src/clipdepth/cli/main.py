@@ -14,6 +14,7 @@ from .args import OVERRIDE, flag_for
 # Imported lazily so that `clipdepth score` does not pay for importing transformers.
 SUBCOMMANDS = {
     "analyze": "clipdepth.cli.analyze",
+    "benchmark": "clipdepth.cli.benchmark",
     "cache": "clipdepth.cli.cache",
     "caption": "clipdepth.cli.caption",
     "convert": "clipdepth.cli.convert",

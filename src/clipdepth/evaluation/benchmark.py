@@ -561,11 +561,11 @@ def _header(column: str) -> str:
 
 
 def _cell(value: float | None, digits: int = 3, metric: str = "") -> str:
-    """A printed value: ``digits`` decimals, as the papers print them; a length below 1 (a
+    """A printed value: ``digits`` decimals, as the papers print them; a length below 0.1 (a
     colonoscopy RMSE in metres) with ``digits`` significant digits instead."""
     if value is None:
         return "—"
-    if metric in LENGTH_METRICS and abs(value) < 1:
+    if metric in LENGTH_METRICS and abs(value) < 0.1:
         return f"{value:.{digits}g}"
     return f"{value:.{digits}f}"
 
