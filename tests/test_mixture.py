@@ -203,3 +203,18 @@ def test_a_run_started_before_mixtures_and_augmentation_existed_resumes(tiny_tr2
     meta["config"]["data"] = {k: v for k, v in meta["config"]["data"].items() if not k.startswith("augment")}
     state.write_text(json.dumps(meta))
     assert read_resume_meta(cfg.output_dir, cfg)[1]["epoch"] == 1
+
+
+def test_a_mixture_model_is_scored_on_each_dataset_at_the_size_it_trained_it(tiny_tr2m_cfg, tmp_path, monkeypatch):
+    from clipdepth.evaluation import checkpoint as checkpoint_module
+    from clipdepth.evaluation.checkpoint import evaluate_checkpoint
+
+    cfg = mixture_cfg(tiny_tr2m_cfg, tmp_path / "run", max_epochs=1)
+    result, _ = Experiment.create(cfg).train(cfg.output_dir)
+    sizes = []
+    original = checkpoint_module.model_predictor
+    monkeypatch.setattr(checkpoint_module, "model_predictor",
+                        lambda model, pre, *a, **k: (sizes.append(pre.input_shape), original(model, pre, *a, **k))[1])
+    evaluate_checkpoint(result.model_dir, dataset="synthetic_outdoor", data_overrides=["height=40", "width=120"],
+                        out=tmp_path / "eval")
+    assert sizes == [INPUT_SIZES["streets"]]

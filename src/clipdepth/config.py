@@ -620,6 +620,15 @@ def merged_section(section: Any, fields: dict[str, Any]) -> Any:
     return _merged(section, [fields], [], upgrade=False)
 
 
+def mixture_input_size(cfg: Config, dataset: str) -> tuple[int, int] | None:
+    """The input size a run trained ``dataset`` at when it was one of its mixture's datasets with
+    its own ``input_size`` (scoring it again uses the same geometry), else None."""
+    for entry in cfg.mixture:
+        if entry.data.get("dataset", cfg.data.dataset) == dataset and entry.input_size:
+            return tuple(entry.input_size)
+    return None
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

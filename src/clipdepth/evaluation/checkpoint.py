@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..config import DataConfig, load_config, with_overrides
+from ..config import DataConfig, load_config, mixture_input_size, with_overrides
 from ..data import DATASET_PROTOCOLS, get_dataset
 from ..data.captions import caption_lookup
 from ..device import resolve_device
@@ -73,7 +73,7 @@ def evaluate_checkpoint(
     refuse_existing([out / file for file in OUTPUTS], overwrite)
     frames = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
-    preprocessor = model.preprocessor(data)
+    preprocessor = model.preprocessor(data, mixture_input_size(model.cfg, data.dataset))
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers)
     if not names:

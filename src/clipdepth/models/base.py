@@ -282,7 +282,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     def predict_frames(self, batch: FrameBatch, tta: bool = False) -> torch.Tensor:
         """Frames at the input size -> depth at the input size from the features as stored (what
         evaluation and the feature cache see); flip TTA mirrors whole frames."""
-        tiles = batch.images.shape[-1] // self._tile_width
+        # a model of whole frames may take another size than its own (a mixture's dataset)
+        tiles = batch.images.shape[-1] // self._tile_width if self.takes_tiles else 1
         features = as_float(self.encode_frames(batch))
         flipped = as_float(self.encode_frames(batch.flipped())) if tta else None
         return self.predict_from_features(features, flipped, tiles)[0]
