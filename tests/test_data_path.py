@@ -151,7 +151,7 @@ def test_the_compact_cache_gives_the_same_losses_and_metrics_to_1e_6(tiny_cfg, t
         trainer = Trainer.single_dataset(model, cfg, train_split, val_split, exp.preprocessor, exp.protocol, tmp_path / name)
         torch.manual_seed(5)  # the same dropout masks
         losses = [r["loss"] for _, r in trainer.steps([torch.tensor([0, 3, 1, 5]), torch.tensor([2, 4, 0, 1])] * 3)]
-        runs[name] = losses, trainer.validate()
+        runs[name] = losses, trainer.validate()[0]
     (compact_losses, compact_metrics), (previous_losses, previous_metrics) = runs["compact"], runs["previous"]
     assert len(compact_losses) == 6
     np.testing.assert_allclose(compact_losses, previous_losses, rtol=0, atol=1e-6)
@@ -205,11 +205,11 @@ def test_the_device_resident_split_trains_exactly_as_the_streamed_one(tiny_cfg, 
         trainer = Trainer.single_dataset(model, run_cfg, shards, val, exp.preprocessor, exp.protocol, tmp_path / residency)
         # the same code path a GPU takes, here on the CPU: every array a tensor on the device, the
         # depth decoded once into one uint16 tensor
-        resident = trainer.train_split.resident_on
+        resident = trainer.sources[0].train.resident_on
         assert (resident == torch.device("cpu")) == (residency == "device")
         if residency == "device":
-            assert all(isinstance(v, torch.Tensor) for v in trainer.train_split.arrays.values())
-            assert trainer.train_split.depth.units.dtype == torch.uint16
+            assert all(isinstance(v, torch.Tensor) for v in trainer.sources[0].train.arrays.values())
+            assert trainer.sources[0].train.depth.units.dtype == torch.uint16
         torch.manual_seed(3)
         trainer.fit()
         heads[residency] = model.head.state_dict()
@@ -253,7 +253,7 @@ def test_a_non_finite_loss_is_named_by_its_step_when_read_back_in_groups(tiny_cf
     from .test_training import make_trainer
 
     trainer = make_trainer(tiny_cfg, tmp_path, log_every=4)
-    trainer.train_split.arrays["tokens"][5] = float("nan")
+    trainer.sources[0].train.arrays["tokens"][5] = float("nan")
     batches = [torch.tensor([0, 1, 2, 3])] * 2 + [torch.tensor([4, 5, 6, 7])] + [torch.tensor([0, 1, 2, 3])]
     with pytest.raises(TrainingError, match=r"^step 3 \(depth\): the loss is nan"):
         list(trainer.steps(batches))
