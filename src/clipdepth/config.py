@@ -112,6 +112,18 @@ class PureCLIPConfig:
 
 
 @dataclass
+class DepthCLIPConfig:
+    """DepthCLIP (Zhang et al., ACM MM 2022; docs/baselines.md): zero-shot depth from a frozen CLIP,
+    no training."""
+
+
+@dataclass
+class PromptsConfig:
+    """Learned depth prompts (Auty & Mikolajczyk, ICCV 2023; docs/baselines.md): one learnable token
+    embedding per depth bin through CLIP's frozen text transformer."""
+
+
+@dataclass
 class TrainConfig:
     """The training loop every model shares (a model's own optimisation is in its section)."""
 
@@ -333,6 +345,8 @@ class Config:
     clip: CLIPEncoderConfig = field(default_factory=CLIPEncoderConfig)
     pureclip: PureCLIPConfig = field(default_factory=PureCLIPConfig)
     tr2m: TR2MConfig = field(default_factory=TR2MConfig)
+    depthclip: DepthCLIPConfig = field(default_factory=DepthCLIPConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

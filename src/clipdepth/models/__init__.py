@@ -9,7 +9,10 @@ from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_met
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 from .tr2m import TR2M
 
-MODELS: dict[str, type[DepthModel]] = {m.architecture: m for m in (PureCLIPDepth, TR2M)}
+MODELS: dict[str, type[DepthModel]] = {m.architecture: m for m in (
+    PureCLIPDepth,
+    TR2M,
+)}
 
 
 def model_class(name: str) -> type[DepthModel]:

@@ -11,7 +11,10 @@ from .base import Objective
 from .pureclip import PureCLIPObjective
 from .tr2m import TR2MObjective
 
-OBJECTIVES: dict[str, type[Objective]] = {"pureclip_depth": PureCLIPObjective, "tr2m": TR2MObjective}
+OBJECTIVES: dict[str, type[Objective]] = {
+    "pureclip_depth": PureCLIPObjective,
+    "tr2m": TR2MObjective,
+}
 
 
 def objective_class(model: str) -> type[Objective]:
