@@ -33,6 +33,9 @@ RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
+DEPTHCLIP_BACKBONES = ("resnet", "vit")  # depthclip.backbone
+DEPTHCLIP_NORMALIZATIONS = ("imagenet", "clip")  # depthclip.normalization
+DEPTHCLIP_REDUCTIONS = ("nearest", "linear")  # depthclip.channel_reduction
 
 
 @dataclass
@@ -114,7 +117,53 @@ class PureCLIPConfig:
 @dataclass
 class DepthCLIPConfig:
     """DepthCLIP (Zhang et al., ACM MM 2022; docs/baselines.md): zero-shot depth from a frozen CLIP,
-    no training."""
+    no training. Defaults follow the released code (``monoclip.py``, ``datasets_list.py``)."""
+
+    # "resnet": CLIP RN50's layer-4 map, attention pool skipped (the release); "vit": the same
+    # zero-shot head on the projected patch tokens of the `clip` section's ViT (the variant).
+    backbone: str = "resnet"
+    # OpenAI's RN50 weights: the path of the released RN50.pt (a TorchScript archive; any ModifiedResNet
+    # CLIP file works, its sizes are read from it), or "open_clip" to take them from the optional
+    # open_clip package (pip install 'clipdepth[openclip]'; downloaded once into its cache).
+    weights: str = "RN50.pt"
+    # CLIP's BPE tokenizer for a weights file (all OpenAI CLIP models share it): a hub id or a folder
+    # saved by CLIPTokenizer.save_pretrained. With weights=open_clip, open_clip's own is used.
+    tokenizer: str = "openai/clip-vit-base-patch32"
+    # random_init builds a ModifiedResNet CLIP of the sizes below with random weights (tests, demo);
+    # never a trained model. Defaults are RN50's.
+    random_init: bool = False
+    seed: int = 0
+    layers: list[int] = field(default_factory=lambda: [3, 4, 6, 3])  # bottlenecks per stage
+    width: int = 64  # stem width; the layer-4 map has 32 * width channels (RN50: 2048)
+    embed_dim: int = 1024  # joint embedding (text) width
+    text_width: int = 512
+    text_layers: int = 12
+    text_heads: int = 8
+    # The release's input: NYU test frames cropped to 416 x 544 (PIL box (60, 56, 604, 472), i.e.
+    # rows 56..472, cols 60..604; data.input_crop [56, 472, 60, 604]) and fed without resizing.
+    input_height: int = 416
+    input_width: int = 544
+    # Input normalisation of the RN50 tower. "imagenet": the release's loader (ImageNet mean/std);
+    # "clip": CLIP's own statistics. The ViT variant always uses CLIP's (as the rest of clipdepth).
+    normalization: str = "imagenet"
+    # Prompts: every template.format(object, word) per depth word, text embeddings L2-normalised,
+    # averaged over templates and objects, normalised again (``zeroshot_classifier``).
+    templates: list[str] = field(default_factory=lambda: ["This {} is {}"])
+    objects: list[str] = field(default_factory=lambda: ["object"])
+    depth_words: list[str] = field(default_factory=lambda: [
+        "giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen"])
+    bins: list[float] = field(default_factory=lambda: [1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00])  # metres per word
+    # logits = logit_scale * <f, t> / temperature (release: 100 and 0.1, so x1000), softmax over words.
+    logit_scale: float = 100.0
+    temperature: float = 0.1
+    # The 2048-channel map to the text width: F.interpolate along channels with the release's default
+    # "nearest" (keeps channels 0, 2, 4, ...), or "linear" (the mean of each channel pair).
+    channel_reduction: str = "nearest"
+    # Image features L2-normalised over all channels BEFORE the reduction (the release), or not at all.
+    normalize_image: bool = True
+    # Autocast of the frozen RN50 on CUDA ("auto": fp16, as OpenAI's clip.load gives it); the ViT
+    # variant uses clip.precision.
+    precision: str = "auto"
 
 
 @dataclass
@@ -492,6 +541,19 @@ VALUE_RULES: dict[str, tuple] = {
     "tr2m.contrast_pixels": _POSITIVE_INT, "tr2m.ema_momentum": _UNIT_RIGHT_OPEN,
     "tr2m.lr": _NON_NEGATIVE, "tr2m.weight_decay": _NON_NEGATIVE, "tr2m.eps": _POSITIVE,
     "tr2m.warmup_steps": _NON_NEGATIVE_INT, "tr2m.lr_decay": _UNIT_LEFT_OPEN,
+    "depthclip.backbone": _one_of(DEPTHCLIP_BACKBONES), "depthclip.normalization": _one_of(DEPTHCLIP_NORMALIZATIONS),
+    "depthclip.channel_reduction": _one_of(DEPTHCLIP_REDUCTIONS), "depthclip.precision": _PRECISION,
+    "depthclip.weights": _rule(lambda v: bool(str(v).strip()), "a file path or 'open_clip'"),
+    "depthclip.layers": _rule(lambda v: len(v) == 4 and all(isinstance(n, int) and n >= 1 for n in v), "four positive integers"),
+    **{f"depthclip.{name}": _POSITIVE_INT for name in ("embed_dim", "text_width", "text_layers", "text_heads")},
+    "depthclip.width": _rule(lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0, "an even integer >= 2"),
+    **{f"depthclip.{name}": _rule(lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0, "a positive multiple of 32 (the ResNet's stride)")
+       for name in ("input_height", "input_width")},
+    "depthclip.logit_scale": _POSITIVE, "depthclip.temperature": _POSITIVE,
+    "depthclip.templates": _rule(lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v), "templates with two {} each (object, depth word)"),
+    "depthclip.objects": _rule(lambda v: len(v) >= 1, "at least one object word"),
+    "depthclip.depth_words": _rule(lambda v: len(v) >= 2, "at least two depth words"),
+    "depthclip.bins": _rule(lambda v: len(v) >= 2 and all(0 < b < float("inf") for b in v), "at least two positive depths (metres)"),
 }
 # Pairs that must satisfy low < high (a depth range), with the lower bound's own rule.
 RANGE_RULES = (("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"))
@@ -502,6 +564,7 @@ DIVISIBLE_RULES = (
     ("tr2m.image_encoder.hidden_size", "tr2m.image_encoder.num_heads"),
     ("tr2m.image_encoder.hidden_size", "tr2m.num_heads"), ("tr2m.relative.hidden_size", "tr2m.relative.num_heads"),
     ("tr2m.input_height", "tr2m.image_encoder.patch_size"), ("tr2m.input_width", "tr2m.image_encoder.patch_size"),
+    ("depthclip.text_width", "depthclip.text_heads"),
 )
 # section dataclass -> its name in Config (``with_overrides`` checks a lone section by it)
 _SECTIONS: dict[type, str] = {type(getattr(Config(), name)): name for name in CONFIG_SECTIONS}

@@ -6,12 +6,14 @@ from pathlib import Path
 from ..config import Config
 from ..errors import ConfigError
 from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
+from .depthclip import DepthCLIP
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 from .tr2m import TR2M
 
 MODELS: dict[str, type[DepthModel]] = {m.architecture: m for m in (
     PureCLIPDepth,
     TR2M,
+    DepthCLIP,
 )}
 
 
@@ -32,4 +34,4 @@ def load_model(directory: str | Path, overrides: list[str] | tuple[str, ...] = (
     return model_class(read_checkpoint_meta(folder).get("architecture", "")).from_pretrained(folder, overrides=overrides)
 
 
-__all__ = ["MODELS", "DepthModel", "FrameBatch", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model"]
+__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model"]

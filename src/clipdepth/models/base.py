@@ -40,7 +40,8 @@ MAX_TILES = 8
 # from, at which precision, on which device. A trained head's own settings are part of its weights.
 INFERENCE_OVERRIDES = (
     "clip.name", "clip.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
-    "tr2m.relative.name", "tr2m.relative.precision", "device",
+    "tr2m.relative.name", "tr2m.relative.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision",
+    "device",
 )
 
 Features = dict[str, torch.Tensor]
@@ -156,6 +157,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     uses_captions: ClassVar[bool] = False  # its frozen parts read a caption per frame (TR2M)
     gives_uncertainty: ClassVar[bool] = False  # infer() returns an "uncertainty" map
     takes_tiles: ClassVar[bool] = False  # wide frames are cut into square tiles (else: whole frames)
+    zero_shot: ClassVar[bool] = False  # nothing to train: its checkpoint is written without training (DepthCLIP)
     onnx_files: ClassVar[tuple[str, ...]] = ()  # what export_onnx writes; none: it cannot be exported
     display_name: ClassVar[str]  # the model's name in messages
     # What "auto" means for this model: the released code's encoder precision on CUDA and its
