@@ -215,6 +215,6 @@ def test_a_mixture_model_is_scored_on_each_dataset_at_the_size_it_trained_it(tin
     original = checkpoint_module.model_predictor
     monkeypatch.setattr(checkpoint_module, "model_predictor",
                         lambda model, pre, *a, **k: (sizes.append(pre.input_shape), original(model, pre, *a, **k))[1])
-    evaluate_checkpoint(result.model_dir, dataset="synthetic_outdoor", data_overrides=["height=40", "width=120"],
-                        out=tmp_path / "eval")
-    assert sizes == [INPUT_SIZES["streets"]]
+    summary, _ = evaluate_checkpoint(result.model_dir, dataset="synthetic_outdoor", out=tmp_path / "eval")
+    assert sizes == [INPUT_SIZES["streets"]]  # and the frames are that entry's: tiny_cfg's 3 test scenes
+    assert summary["n_images"] == 3 and summary["dataset"] == "synthetic_outdoor"

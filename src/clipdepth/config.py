@@ -33,6 +33,8 @@ RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
+BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
+TEXT_NORMS = ("matrix", "row")  # prompts.text_norm
 DEPTHCLIP_BACKBONES = ("resnet", "vit")  # depthclip.backbone
 DEPTHCLIP_NORMALIZATIONS = ("imagenet", "clip")  # depthclip.normalization
 DEPTHCLIP_REDUCTIONS = ("nearest", "linear")  # depthclip.channel_reduction
@@ -169,7 +171,48 @@ class DepthCLIPConfig:
 @dataclass
 class PromptsConfig:
     """Learned depth prompts (Auty & Mikolajczyk, ICCV 2023; docs/baselines.md): one learnable token
-    embedding per depth bin through CLIP's frozen text transformer."""
+    embedding per depth bin through CLIP's frozen text transformer. Defaults follow the authors'
+    release (PromptLearningCLIP-MDE: ``modules/DepthCLIP.py``, ``modules/MainRunnerLM.py``,
+    ``params/depthclip_nyu_rn50_pv1_ls7_p_dset-even-7.yaml``); the frozen CLIP is the `clip` section."""
+
+    # -- bins and prompts --
+    # Depth bins = learned depth tokens: the release's learned-static-N, N in 7, 20, 128, 256.
+    num_bins: int = 7
+    # Bin centres: "even" (dset-even-N: equal bins over [min_depth, max_depth]) or "log" (dset-log-N:
+    # equal in log depth; its const80-log-N is "log" with min_depth 0.001, max_depth 80).
+    bin_scheme: str = "even"
+    # The dataset's range (the release: NYU 0.001-10 m, KITTI 0.001-80 m).
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    # The prompt: "{depth}" is where each bin's learned token(s) go, every "{ctx}" one more learned
+    # token shared by all bins. Release default ("paper-v1"): "This object appears to be {depth}";
+    # its learned-static-1o1d template: "{ctx} object {ctx} {depth}".
+    template: str = "This object appears to be {depth}"
+    tokens_per_bin: int = 1  # learned tokens per bin in the "{depth}" slot (the release: 1)
+    init_std: float = 0.02  # learned tokens drawn from N(0, init_std^2), as CLIP's token embedding
+    # logits = logit_scale * <image, text> / temperature (the release: 100 and 0.1), softmax over bins.
+    logit_scale: float = 100.0
+    temperature: float = 0.1
+    # Text features: "matrix" (the release) L2-normalises each row, then divides the N x D matrix by its
+    # norm (each row ends at 1/sqrt(N)); "row" keeps unit rows (DepthCLIP's zeroshot_classifier).
+    text_norm: str = "matrix"
+    # Frames are encoded whole at this size (multiples of clip.patch_size). The release tests on full
+    # frames (NYU 480 x 640, KITTI's KB crop 352 x 1216) and trains on random crops of them at the same
+    # scale (416 x 544, 352 x 704), which a cache of frozen features cannot draw (docs/baselines.md).
+    input_height: int = 480
+    input_width: int = 640
+    # -- loss: "silog" with coefficient 1 (AdaBins' SILogLoss: 10 * sqrt(var(g) + 0.15 mean(g)^2),
+    # g = log pred - log gt on GT > min_depth, the prediction upsampled to the GT) --
+    silog_variance_focus: float = 0.85
+    silog_scale: float = 10.0
+    # -- optimiser: AdamW on the learned tokens only, the one-cycle schedule over the whole run
+    # (train.max_epochs; cosine, momentum cycled 0.85-0.95), gradient norm clipped --
+    lr: float = 3.57e-4  # the one-cycle peak
+    weight_decay: float = 0.1
+    div_factor: float = 25.0  # start lr = lr / div_factor
+    final_div_factor: float = 100.0  # end lr = start lr / final_div_factor
+    pct_start: float = 0.3  # share of the steps spent rising (torch's OneCycleLR default)
+    grad_clip: float = 0.1  # max gradient norm; 0: no clipping
 
 
 @dataclass
@@ -541,6 +584,14 @@ VALUE_RULES: dict[str, tuple] = {
     "tr2m.contrast_pixels": _POSITIVE_INT, "tr2m.ema_momentum": _UNIT_RIGHT_OPEN,
     "tr2m.lr": _NON_NEGATIVE, "tr2m.weight_decay": _NON_NEGATIVE, "tr2m.eps": _POSITIVE,
     "tr2m.warmup_steps": _NON_NEGATIVE_INT, "tr2m.lr_decay": _UNIT_LEFT_OPEN,
+    "prompts.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
+    "prompts.bin_scheme": _one_of(BIN_SCHEMES), "prompts.text_norm": _one_of(TEXT_NORMS),
+    "prompts.template": _rule(lambda v: v.count("{depth}") == 1, "a prompt with {depth} exactly once"),
+    "prompts.tokens_per_bin": _POSITIVE_INT, "prompts.init_std": _POSITIVE, "prompts.logit_scale": _POSITIVE,
+    "prompts.temperature": _POSITIVE, "prompts.input_height": _POSITIVE_INT, "prompts.input_width": _POSITIVE_INT,
+    "prompts.silog_variance_focus": _FRACTION_CLOSED, "prompts.silog_scale": _POSITIVE,
+    "prompts.lr": _NON_NEGATIVE, "prompts.weight_decay": _NON_NEGATIVE, "prompts.div_factor": _POSITIVE,
+    "prompts.final_div_factor": _POSITIVE, "prompts.pct_start": _FRACTION_OPEN, "prompts.grad_clip": _NON_NEGATIVE,
     "depthclip.backbone": _one_of(DEPTHCLIP_BACKBONES), "depthclip.normalization": _one_of(DEPTHCLIP_NORMALIZATIONS),
     "depthclip.channel_reduction": _one_of(DEPTHCLIP_REDUCTIONS), "depthclip.precision": _PRECISION,
     "depthclip.weights": _rule(lambda v: bool(str(v).strip()), "a file path or 'open_clip'"),
@@ -556,7 +607,10 @@ VALUE_RULES: dict[str, tuple] = {
     "depthclip.bins": _rule(lambda v: len(v) >= 2 and all(0 < b < float("inf") for b in v), "at least two positive depths (metres)"),
 }
 # Pairs that must satisfy low < high (a depth range), with the lower bound's own rule.
-RANGE_RULES = (("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"))
+RANGE_RULES = (
+    ("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="), ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"),
+    ("prompts.min_depth", "prompts.max_depth", 0.0, ">"),
+)
 # (a, b): a must be a multiple of b (patch grids, attention heads).
 DIVISIBLE_RULES = (
     ("clip.image_size", "clip.patch_size"), ("clip.hidden_size", "clip.num_heads"),
@@ -697,13 +751,15 @@ def merged_section(section: Any, fields: dict[str, Any]) -> Any:
     return _merged(section, [fields], [], upgrade=False)
 
 
-def mixture_input_size(cfg: Config, dataset: str) -> tuple[int, int] | None:
-    """The input size a run trained ``dataset`` at when it was one of its mixture's datasets with
-    its own ``input_size`` (scoring it again uses the same geometry), else None."""
+def trained_setting(cfg: Config, dataset: str) -> tuple[DataConfig, tuple[int, int] | None] | None:
+    """How a run trained ``dataset``: its data settings (a mixture entry's fields over the `data`
+    section, or that section) and its input size (None: the model's); None when it did not train on
+    it. Scoring the dataset again uses the same geometry."""
     for entry in cfg.mixture:
-        if entry.data.get("dataset", cfg.data.dataset) == dataset and entry.input_size:
-            return tuple(entry.input_size)
-    return None
+        data = merged_section(cfg.data, entry.data)
+        if data.dataset == dataset:
+            return data, tuple(entry.input_size) if entry.input_size else None
+    return (cfg.data, None) if cfg.data.dataset == dataset and not cfg.mixture else None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -466,7 +466,7 @@ def plan_benchmark(
         overrides = [f"{k}={v}" for k, v in (*entry.data, *fields.get(entry.label, {}).items())]
         protocol = entry.protocol
         try:
-            settings, default_protocol = evaluation_settings(cfg.data, entry.dataset, entry.recipe, protocol, overrides)
+            settings, default_protocol = evaluation_settings(cfg, entry.dataset, entry.recipe, protocol, overrides)
         except ClipdepthError as exc:
             raise _entry_error(exc, where) from None
         if protocol is None and released:

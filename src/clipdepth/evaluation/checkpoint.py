@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..config import DataConfig, load_config, mixture_input_size, with_overrides
+from ..config import Config, DataConfig, load_config, trained_setting, with_overrides
 from ..data import DATASET_PROTOCOLS, get_dataset
 from ..data.captions import caption_lookup
 from ..device import resolve_device
@@ -27,17 +27,18 @@ OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 
 
 def evaluation_settings(
-    trained_on: DataConfig, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
+    trained: Config, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (),
 ) -> tuple[DataConfig, str]:
-    """The data settings and protocol name ``evaluate_checkpoint`` scores a checkpoint trained on
-    ``trained_on`` with (the rules in its docstring); ConfigError for an unknown dataset."""
+    """The data settings and protocol name ``evaluate_checkpoint`` scores a checkpoint of config
+    ``trained`` with (the rules in its docstring); ConfigError for an unknown dataset."""
     recipe_cfg = load_config(recipe) if recipe else None
-    name = dataset or (recipe_cfg.data.dataset if recipe_cfg else trained_on.dataset)
+    name = dataset or (recipe_cfg.data.dataset if recipe_cfg else trained.data.dataset)
     if recipe_cfg is not None:
         base = recipe_cfg.data
     else:
-        base = trained_on if name == trained_on.dataset else DataConfig(seed=trained_on.seed)
+        setting = trained_setting(trained, name)  # one of its mixture's datasets: that entry's
+        base = setting[0] if setting else DataConfig(seed=trained.data.seed)
     data = with_overrides(base, [f"dataset={name}", *data_overrides])
     if name not in DATASET_PROTOCOLS:
         raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
@@ -54,7 +55,8 @@ def evaluate_checkpoint(
     markdown table.
 
     Dataset settings (input crop, tiles) are the ``recipe``'s (e.g. ``zeroshot/sun_rgbd``), else
-    the checkpoint's on its own dataset, else plain; ``data_overrides`` (``field=value`` of
+    the checkpoint's on a dataset it trained on (a mixture's: that dataset's, input size included),
+    else plain; ``data_overrides`` (``field=value`` of
     ``data``) win. ``dataset`` and ``protocol`` default to the recipe's, else the checkpoint's
     dataset and that dataset's protocol; ``tta`` to the checkpoint's ``eval.tta``. Raises
     ``workers`` processes decode and prepare the frames (None: from the CPU count). Raises
@@ -62,7 +64,7 @@ def evaluate_checkpoint(
     run in ``out`` (unless ``overwrite``) and for the data's own problems.
     """
     model = load_model(checkpoint)
-    data, protocol_name = evaluation_settings(model.cfg.data, dataset, recipe, protocol, data_overrides)
+    data, protocol_name = evaluation_settings(model.cfg, dataset, recipe, protocol, data_overrides)
     name = data.dataset
     scoring = get_protocol(protocol_name)
     if score_at_input:  # crops are defined on the GT frame, which this mode leaves
@@ -73,7 +75,8 @@ def evaluate_checkpoint(
     refuse_existing([out / file for file in OUTPUTS], overwrite)
     frames = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
-    preprocessor = model.preprocessor(data, mixture_input_size(model.cfg, data.dataset))
+    setting = trained_setting(model.cfg, data.dataset)
+    preprocessor = model.preprocessor(data, setting[1] if setting else None)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers)
     if not names:
