@@ -6,7 +6,7 @@ import json
 
 from .args import add_workers, path_arg
 
-HELP = "train a head (PureCLIP-Depth, TR2M) from a recipe"
+HELP = "train a head (PureCLIP-Depth, TR2M) from a recipe; DepthCLIP: write its checkpoint (nothing to train)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..errors import ConfigError
+    from ..models import model_class
     from ..training.run import Experiment
+    from ..training.zero_shot import write_zero_shot_run
     from ..training.resume import read_resume_meta, read_resume_tensors
     from ..training.trainer import check_config, check_run_folder
     from .args import output_folder
@@ -48,6 +50,14 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config or ["demo"], overrides)
     if args.resume and args.overwrite:
         raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: give one")
+    model_cls = model_class(cfg.model)
+    if model_cls.zero_shot:  # nothing to train (DepthCLIP): the run folder gets its checkpoint only
+        if args.resume:
+            raise ConfigError(f"{model_cls.display_name} has nothing to train, so nothing to resume")
+        output_folder(cfg.output_dir)
+        model_dir = write_zero_shot_run(cfg, args.overwrite)
+        print(f"{model_cls.display_name} has nothing to train: wrote its checkpoint {model_dir} (config, no trained weights)")
+        return 0
     # Fail before building the model, encoding, or rewriting the run's config.yaml.
     check_config(cfg)
     output_folder(cfg.output_dir)

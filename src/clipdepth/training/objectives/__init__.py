@@ -10,10 +10,12 @@ from ...errors import ConfigError
 from .base import Objective
 from .pureclip import PureCLIPObjective
 from .tr2m import TR2MObjective
+from .zero_shot import ZeroShotObjective
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "pureclip_depth": PureCLIPObjective,
     "tr2m": TR2MObjective,
+    "depthclip": ZeroShotObjective,  # nothing to train (training/zero_shot.py writes its checkpoint)
 }
 
 
