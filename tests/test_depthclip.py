@@ -223,3 +223,14 @@ def test_train_writes_a_checkpoint_without_weights_and_evaluate_and_predict_use_
     Image.fromarray(np.full((30, 50, 3), 128, np.uint8)).save(image)
     assert main(["predict", str(image), "--checkpoint", str(model_dir), "--out", str(tmp_path / "pred")]) == 0
     assert any((tmp_path / "pred").iterdir())
+
+
+def test_benchmark_labels_a_zero_shot_checkpoint_by_its_clip():
+    from clipdepth.evaluation.benchmark import weights_summary
+
+    real, line = weights_summary({"architecture": "depthclip", "zero_shot": True}, load_config("depthclip_nyu"))
+    assert real and "zero-shot" in line
+    real, line = weights_summary({"zero_shot": True}, load_config("depthclip_nyu", TINY_RN))
+    assert not real and "depthclip" in line and "head" not in line
+    real, _ = weights_summary({"zero_shot": True}, load_config("depthclip_nyu", ["depthclip.backbone=vit", "clip.random_init=true"]))
+    assert not real

@@ -310,7 +310,9 @@ def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
     (no ``random_init``), relative depth from a model (not the ground-truth oracle), and a head
     with a training record (``epoch`` in config.json) or converted from a released checkpoint —
     and a line saying which parts are not."""
-    random_parts = ["clip"] if cfg.clip.random_init else []
+    depthclip_rn = cfg.model == "depthclip" and cfg.depthclip.backbone == "resnet"  # its CLIP is the depthclip section's
+    random_parts = ["clip"] if cfg.clip.random_init and not depthclip_rn else []
+    random_parts += ["depthclip"] if depthclip_rn and cfg.depthclip.random_init else []
     oracle = False
     if cfg.model == "tr2m":
         random_parts += ["tr2m.image_encoder"] if cfg.tr2m.image_encoder.random_init else []
@@ -318,6 +320,8 @@ def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
         random_parts += ["tr2m.relative"] if not oracle and cfg.tr2m.relative.random_init else []
     if meta.get("converted_from"):
         head, trained = "converted from a released checkpoint", True
+    elif meta.get("zero_shot"):
+        head, trained = "none: zero-shot, nothing trained", True
     elif meta.get("epoch") is not None:
         head, trained = f"trained (saved at epoch {meta['epoch']})", True
     else:
