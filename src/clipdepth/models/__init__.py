@@ -7,12 +7,14 @@ from ..config import Config
 from ..errors import ConfigError
 from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
 from .depthclip import DepthCLIP
+from .learned_prompts import LearnedPrompts
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 from .tr2m import TR2M
 
 MODELS: dict[str, type[DepthModel]] = {m.architecture: m for m in (
     PureCLIPDepth,
     TR2M,
+    LearnedPrompts,
     DepthCLIP,
 )}
 
@@ -34,4 +36,4 @@ def load_model(directory: str | Path, overrides: list[str] | tuple[str, ...] = (
     return model_class(read_checkpoint_meta(folder).get("architecture", "")).from_pretrained(folder, overrides=overrides)
 
 
-__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model"]
+__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "LearnedPrompts", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model"]

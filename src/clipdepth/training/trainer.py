@@ -329,6 +329,7 @@ class Trainer:
         steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
         steps_log = steps_path.open("a" if resume else "w")
         steps = self._epoch_steps()
+        self.objective.plan(steps, cfg.max_epochs)
         bar = tqdm(
             total=cfg.max_epochs * steps, initial=min(self.step, cfg.max_epochs * steps),
             desc="train", unit="step", dynamic_ncols=True, disable=not self.dist.is_main,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ...config import Config
 from ...errors import ConfigError
 from .base import Objective
+from .learned_prompts import LearnedPromptsObjective
 from .pureclip import PureCLIPObjective
 from .tr2m import TR2MObjective
 from .zero_shot import ZeroShotObjective
@@ -16,6 +17,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "pureclip_depth": PureCLIPObjective,
     "tr2m": TR2MObjective,
     "depthclip": ZeroShotObjective,  # nothing to train (training/zero_shot.py writes its checkpoint)
+    "learned_prompts": LearnedPromptsObjective,
 }
 
 
@@ -29,4 +31,4 @@ def check_model_config(cfg: Config) -> None:
     objective_class(cfg.model).check_config(cfg)
 
 
-__all__ = ["OBJECTIVES", "Objective", "PureCLIPObjective", "TR2MObjective", "check_model_config", "objective_class"]
+__all__ = ["OBJECTIVES", "LearnedPromptsObjective", "Objective", "PureCLIPObjective", "TR2MObjective", "check_model_config", "objective_class"]

@@ -32,6 +32,9 @@ class Objective:
     def check_config(cls, cfg: Config) -> None:
         """Fail before any work on a value that would only break the run later."""
 
+    def plan(self, steps_per_epoch: int, max_epochs: int) -> None:
+        """The run's length, given once before its first step (a per-step schedule needs it)."""
+
     def lr_factor(self, epoch: int, since_improvement: int) -> float:
         """The learning rate of an epoch, relative to the configured one."""
         raise NotImplementedError

@@ -1,0 +1,227 @@
+"""Learned depth prompts (Auty & Mikolajczyk, "Learning to Prompt CLIP for Monocular Depth
+Estimation: Exploring the Limits of Human Language", ICCV 2023 workshops; docs/baselines.md).
+
+DepthCLIP's recipe with the human depth words replaced by LEARNED token embeddings: a frozen CLIP
+gives dense image features; one prompt per depth bin, "This object appears to be <d_i>", where
+<d_i> is a learnable vector in the text transformer's INPUT space (where word embeddings live),
+goes through CLIP's frozen text transformer; the per-location softmax of the image-text
+similarities weights the bin centres. Only the prompt token embeddings are trained: they are the
+head's parameters (so head-only checkpoints hold them), while the frozen text transformer runs
+inside the head's forward, once per step for the N prompts (never per pixel), and the gradient
+flows through it to the tokens alone. The image side is frozen and comes from the feature cache.
+
+Shapes and constants follow the authors' release (github.com/DylanAuty/PromptLearningCLIP-MDE,
+``modules/DepthCLIP.py``, ``CLIP/clip/model.py``): learned tokens drawn from N(0, 0.02^2) and
+substituted for word embeddings before the positional embedding; the sentence feature at the end
+token; text features normalised per row and then by the norm of the whole N x D matrix; image
+features normalised per location and, when wider than the text features (RN50: 2048 vs 1024),
+reduced by nearest-neighbour interpolation along the channels; logits 100 * cos / 0.1.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import BIN_SCHEMES, Config, PromptsConfig
+from ..encoders import CLIPEncoder
+from ..errors import ConfigError
+from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch
+
+DEPTH_SLOT, CONTEXT_SLOT = "{depth}", "{ctx}"
+
+
+def bin_centres(min_depth: float, max_depth: float, num_bins: int, scheme: str) -> torch.Tensor:
+    """Centres (metres, float64) of ``num_bins`` bins over [min_depth, max_depth], as the release's
+    ``depth_bin_centres`` options: "even" (``dset-even-N``): min + (i + 0.5) * (max - min) / N;
+    "log" (``dset-log-N``, and ``const80-log-N`` with the range 0.001-80): the same in log depth,
+    exp(log min + (i + 0.5) * (log max - log min) / N)."""
+    if scheme not in BIN_SCHEMES:
+        raise ConfigError(f"prompts.bin_scheme must be one of {list(BIN_SCHEMES)}, got {scheme!r}")
+    steps = torch.arange(num_bins, dtype=torch.float64) + 0.5
+    if scheme == "even":
+        return min_depth + steps * (max_depth - min_depth) / num_bins
+    low, high = math.log(min_depth), math.log(max_depth)
+    return torch.exp(low + steps * (high - low) / num_bins)
+
+
+@dataclass
+class PromptLayout:
+    """Where the learned tokens sit in the prompt's token sequence (the same for every bin)."""
+
+    ids: torch.Tensor  # (L,) token ids: start, the template's words, end; learned slots hold a placeholder
+    depth_positions: list[int]  # the tokens_per_bin slots of the bin's own tokens
+    context_positions: list[int]  # one slot per "{ctx}": context tokens shared by all bins
+
+
+def prompt_layout(template: str, tokenizer, tokens_per_bin: int, max_length: int) -> PromptLayout:
+    """The template's words tokenised around its slots: "{depth}" takes the bin's
+    ``tokens_per_bin`` learned tokens, each "{ctx}" one shared learned token. The sequence is not
+    padded: every prompt has the same length and the text transformer is causal, so the end
+    token's output (the sentence feature) is what the release's padded sequence gives."""
+    if template.count(DEPTH_SLOT) != 1:
+        raise ConfigError(f"prompts.template must contain {DEPTH_SLOT} exactly once, got {template!r}")
+    ids, depth, context = [tokenizer.bos_token_id], [], []
+    for part in re.split(r"(\{depth\}|\{ctx\})", template):
+        if part == DEPTH_SLOT:
+            depth = list(range(len(ids), len(ids) + tokens_per_bin))
+            ids += [tokenizer.bos_token_id] * tokens_per_bin
+        elif part == CONTEXT_SLOT:
+            context.append(len(ids))
+            ids.append(tokenizer.bos_token_id)
+        elif part.strip():
+            ids += tokenizer(part.strip(), add_special_tokens=False)["input_ids"]
+    ids.append(tokenizer.eos_token_id)
+    if len(ids) > max_length:
+        raise ConfigError(f"prompts.template gives {len(ids)} tokens, more than the text encoder's {max_length}")
+    return PromptLayout(torch.tensor(ids), depth, context)
+
+
+@dataclass
+class PromptsHeadOutput:
+    logits: torch.Tensor  # (B, h, w, N) image-text similarities * scale
+    probs: torch.Tensor  # (B, h, w, N) soft bin assignment
+    depth: torch.Tensor  # (B, h, w) metres, expected bin centre
+    text: torch.Tensor  # (N, D) the prompts' text features as compared
+
+
+class LearnedPromptsHead(nn.Module):
+    """The learned prompt tokens (the only trained part) and the frozen text transformer they go
+    through. The text encoder is held by reference, not as a submodule: it is never saved with the
+    head, never handed to an optimiser, and moves with the model that owns it."""
+
+    def __init__(self, cfg: PromptsConfig, encoder: CLIPEncoder) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self._frozen = (encoder,)  # a tuple: not registered, so not in state_dict() or parameters()
+        text_cfg = encoder.model.config.text_config
+        self.layout = prompt_layout(cfg.template, encoder.tokenizer, cfg.tokens_per_bin, text_cfg.max_position_embeddings)
+        width = text_cfg.hidden_size
+        self.depth_tokens = nn.Parameter(torch.randn(cfg.num_bins, cfg.tokens_per_bin, width) * cfg.init_std)
+        count = len(self.layout.context_positions)
+        self.context_tokens = nn.Parameter(torch.randn(count, width) * cfg.init_std) if count else None
+        self.register_buffer(
+            "bin_centres", bin_centres(cfg.min_depth, cfg.max_depth, cfg.num_bins, cfg.bin_scheme).float(), persistent=False
+        )
+        self.register_buffer("prompt_ids", self.layout.ids, persistent=False)
+
+    @property
+    def encoder(self) -> CLIPEncoder:
+        return self._frozen[0]
+
+    def prompt_embeddings(self) -> torch.Tensor:
+        """(N, L, W): the word embeddings of the template, the learned tokens in their slots."""
+        frozen = self.encoder.model.text_model.embeddings.token_embedding(self.prompt_ids)
+        x = frozen.to(self.depth_tokens.dtype).expand(self.cfg.num_bins, -1, -1).clone()
+        x[:, self.layout.depth_positions] = self.depth_tokens
+        if self.context_tokens is not None:
+            x[:, self.layout.context_positions] = self.context_tokens.expand(self.cfg.num_bins, -1, -1)
+        return x
+
+    def text_features(self) -> torch.Tensor:
+        """(N, D) the prompts' features: ``encode_token_embeddings`` of ``prompt_embeddings``,
+        normalised per row, then ("matrix", the release) divided by the norm of the whole matrix."""
+        text = F.normalize(encode_token_embeddings(self.encoder, self.prompt_embeddings()), dim=-1)
+        return text / text.norm() if self.cfg.text_norm == "matrix" else text
+
+    def forward(self, tokens: torch.Tensor) -> PromptsHeadOutput:
+        """``tokens`` (B, h, w, C) dense CLIP image features (cached, raw) -> per-location bins and depth."""
+        text = self.text_features().float()
+        image = F.normalize(tokens.float(), dim=-1)
+        if image.shape[-1] != text.shape[-1]:  # the release: F.interpolate(img_f, size=D), nearest
+            b, h, w, c = image.shape
+            image = F.interpolate(image.reshape(b, h * w, c), size=text.shape[-1], mode="nearest").reshape(b, h, w, -1)
+        logits = self.cfg.logit_scale * (image @ text.T) / self.cfg.temperature
+        probs = logits.softmax(dim=-1)
+        return PromptsHeadOutput(logits=logits, probs=probs, depth=probs @ self.bin_centres, text=text)
+
+
+def encode_token_embeddings(encoder: CLIPEncoder, embeddings: torch.Tensor) -> torch.Tensor:
+    """(N, L, W) token embeddings (the text transformer's input, before positions) -> (N, D)
+    projected sentence features at the last position (the end token), as CLIP's text tower computes
+    them from token ids; the encoder stays frozen, the gradient reaches ``embeddings``."""
+    from transformers.masking_utils import create_causal_mask
+
+    text = encoder.model.text_model
+    hidden = text.embeddings(inputs_embeds=embeddings)
+    mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=None, cache=None)
+    hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
+    return encoder.model.text_projection(text.final_layer_norm(hidden)[:, -1])
+
+
+class LearnedPrompts(DepthModel):
+    """Frozen CLIP (image and text) + learned depth prompt tokens. ``infer`` takes images and returns metres."""
+
+    architecture = "learned_prompts"
+    display_name = "Learned depth prompts"
+    released_precision = "fp32"  # clip.load(..., device="cpu") gives fp32 weights; Lightning's default precision
+    # The release never resizes inputs (random crops in training, full frames at test); its one
+    # interpolation, of the prediction to the GT, is bilinear with align_corners=True.
+    released_resize = "align_corners"
+    encoder: CLIPEncoder
+    head: LearnedPromptsHead
+
+    @classmethod
+    def build_encoder(cls, cfg: Config) -> CLIPEncoder:
+        return CLIPEncoder.from_config(cfg.clip)
+
+    @classmethod
+    def build_head(cls, cfg: Config, encoder: CLIPEncoder, initialise: bool) -> LearnedPromptsHead:
+        return LearnedPromptsHead(cfg.prompts, encoder)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.cfg.prompts.input_height, self.cfg.prompts.input_width
+
+    @property
+    def frozen_precisions(self) -> dict[str, str]:
+        return {"clip": self.precision_name(self.cfg.clip.precision)}
+
+    @property
+    def max_depth(self) -> float:
+        return self.cfg.prompts.max_depth
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) frames in [0, 1], sides multiples of the patch size -> (B, H/p, W/p, D) float32
+        patch tokens through the final LayerNorm and the visual projection (the release's ViT path:
+        ``ln_post(x[:, 1:]) @ proj``), CLIP's position embeddings interpolated to the frame's grid."""
+        patch = self.encoder.patch_size
+        height, width = images.shape[-2:]
+        if height % patch or width % patch:
+            raise ValueError(f"{self.display_name} expects frames whose sides are multiples of {patch}, got {(height, width)}")
+        clip = self.encoder.model
+        with self.autocast(images.device, self.cfg.clip.precision):
+            hidden = clip.vision_model(pixel_values=self.encoder.normalize(images), interpolate_pos_encoding=True).last_hidden_state
+            tokens = clip.visual_projection(clip.vision_model.post_layernorm(hidden[:, 1:]))
+        return tokens.float().reshape(len(images), height // patch, width // patch, -1)
+
+    def encode_frames(self, batch: FrameBatch) -> Features:
+        return {"tokens": self.encode(batch.images).to(FEATURE_DTYPE)}
+
+    def infer_features(self, batch: FrameBatch) -> Features:
+        """Inference runs the head on CLIP's output as computed, not rounded to the stored dtype."""
+        return {"tokens": self.encode(batch.images)}
+
+    def depth_at_input(self, depth: torch.Tensor) -> torch.Tensor:
+        """(B, h, w) per-location depth -> (B, h * p, w * p) at the input size, bilinear with
+        align_corners=True as the release upsamples its prediction."""
+        patch = self.encoder.patch_size
+        size = (depth.shape[-2] * patch, depth.shape[-1] * patch)
+        return F.interpolate(depth[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
+
+    def predict_from_features(
+        self, features: Features, flipped: Features | None = None, tiles: int = 1
+    ) -> tuple[torch.Tensor, PromptsHeadOutput]:
+        """Depth (B, H, W) at the input size; with ``flipped`` the mirrored frames' prediction,
+        mirrored back, is averaged in (the release's validation)."""
+        if tiles != 1:
+            raise ConfigError(f"{self.display_name} takes whole frames (data.tiles must be 1)")
+        out = self.head(features["tokens"])
+        depth = self.depth_at_input(out.depth)
+        if flipped is not None:
+            depth = 0.5 * (depth + self.depth_at_input(self.head(flipped["tokens"]).depth).flip(-1))
+        return depth, out

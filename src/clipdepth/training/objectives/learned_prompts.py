@@ -1,0 +1,105 @@
+"""Training the learned depth prompts (Auty & Mikolajczyk, ICCV 2023; docs/baselines.md).
+
+As the authors' release (``modules/MainRunnerLM.py``, ``main.py``, ``params/*.yaml``):
+- loss: "silog" with coefficient 1, AdaBins' SILogLoss 10 * sqrt(var(g) + 0.15 * mean(g)^2),
+  g = log(pred) - log(gt), on pixels with GT > min_depth (no upper limit in training), the
+  per-location prediction upsampled to the GT (here the input size) bilinearly with align_corners;
+- AdamW (lr 3.57e-4, weight decay 0.1) on the learned tokens only; CLIP is never in an optimiser;
+- torch's OneCycleLR over the whole run, stepped every step (cosine, div_factor 25,
+  final_div_factor 100, pct_start 0.3, beta1 cycled 0.95 -> 0.85 -> 0.95);
+- gradient norm clipped at 0.1 (Lightning's gradient_clip_val, over the optimiser's parameters).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ...config import Config
+from ...data.transforms import Preprocessor
+from ...errors import ConfigError
+from ...features.memory import TrainBatch
+from ...losses.tr2m import silog_loss
+from ...models.learned_prompts import LearnedPrompts
+from .base import Objective
+
+TRAIN = "train"
+BASE_MOMENTUM, MAX_MOMENTUM = 0.85, 0.95  # OneCycleLR's defaults, as the release sets them
+
+
+def _cos(start: float, end: float, pct: float) -> float:
+    return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+def one_cycle(step: int, total: int, max_lr: float, div_factor: float, final_div_factor: float,
+              pct_start: float) -> tuple[float, float]:
+    """(lr, beta1) of 0-based ``step`` of ``total`` under torch's OneCycleLR (cosine, two phases,
+    cycle_momentum), steps past the end held at the last."""
+    initial = max_lr / div_factor
+    final = initial / final_div_factor
+    rise_end = float(pct_start * total) - 1
+    end = total - 1
+    step = min(step, end)
+    if step <= rise_end:
+        pct = step / rise_end if rise_end > 0 else 1.0
+        return _cos(initial, max_lr, pct), _cos(MAX_MOMENTUM, BASE_MOMENTUM, pct)
+    pct = (step - rise_end) / (end - rise_end)
+    return _cos(max_lr, final, pct), _cos(BASE_MOMENTUM, MAX_MOMENTUM, pct)
+
+
+class LearnedPromptsObjective(Objective):
+    model: LearnedPrompts
+
+    def __init__(self, model: LearnedPrompts, cfg: Config, trained_head: torch.nn.Module, preprocessor: Preprocessor) -> None:
+        super().__init__(model, cfg, trained_head, preprocessor)
+        p = cfg.prompts
+        self.parameters = [q for q in model.head.parameters() if q.requires_grad]
+        self.optimizers = {TRAIN: torch.optim.AdamW(self.parameters, lr=p.lr, weight_decay=p.weight_decay)}
+        self.total_steps: int | None = None  # set by plan(); until then the peak lr, unscheduled
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        if cfg.data.tiles != 1:
+            raise ConfigError("learned prompts take whole frames: data.tiles must be 1")
+        patch = cfg.clip.patch_size
+        if cfg.prompts.input_height % patch or cfg.prompts.input_width % patch:
+            raise ConfigError(
+                f"prompts.input_height/input_width must be multiples of clip.patch_size={patch}, "
+                f"got {cfg.prompts.input_height} x {cfg.prompts.input_width}"
+            )
+
+    def plan(self, steps_per_epoch: int, max_epochs: int) -> None:
+        self.total_steps = max(1, steps_per_epoch * max_epochs)
+
+    def lr_factor(self, epoch: int, since_improvement: int) -> float:
+        return 1.0  # the schedule is per step (schedule()); the trainer's per-epoch factor does not apply
+
+    def start_epoch(self, epoch: int, since_improvement: int) -> None:
+        pass
+
+    def schedule(self, step: int) -> tuple[float, float]:
+        """(lr, beta1) of a global step."""
+        p = self.cfg.prompts
+        if self.total_steps is None:
+            return p.lr, 0.9
+        return one_cycle(step, self.total_steps, p.lr, p.div_factor, p.final_div_factor, p.pct_start)
+
+    def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
+        p, head = self.cfg.prompts, self.model.head
+        optimizer = self.optimizers[TRAIN]
+        lr, beta1 = self.schedule(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+            group["betas"] = (beta1, group["betas"][1])
+        head.train()
+        out = self.trained_head(batch.features["tokens"])
+        pred = self.model.depth_at_input(out.depth).float()
+        depth = batch.depth
+        loss = p.silog_scale * silog_loss(pred, depth, depth > p.min_depth, p.silog_variance_focus)
+        head.zero_grad(set_to_none=True)
+        loss.backward()
+        if p.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.parameters, p.grad_clip)
+        optimizer.step()
+        return {"phase": TRAIN, "loss": loss.detach(), "lr": lr}

@@ -1,0 +1,181 @@
+"""Learned depth prompts (Auty & Mikolajczyk): bins, prompt layout, the frozen text path, training
+that moves only the prompt tokens, a short synthetic run, checkpoints and the commands."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clipdepth.cli.main import main
+from clipdepth.config import load_config
+from clipdepth.data import get_dataset
+from clipdepth.errors import ConfigError
+from clipdepth.evaluation.evaluate import evaluate_constant
+from clipdepth.evaluation.protocol import valid_mask
+from clipdepth.features.memory import TrainBatch
+from clipdepth.models import FrameBatch, LearnedPrompts, build_model, load_model
+from clipdepth.models.base import as_float
+from clipdepth.models.learned_prompts import bin_centres, encode_token_embeddings, prompt_layout
+from clipdepth.training.objectives import LearnedPromptsObjective
+from clipdepth.training.objectives.learned_prompts import one_cycle
+from clipdepth.training.run import Experiment
+
+from .conftest import TINY_ENCODER
+
+TINY_PROMPTS = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+    "model=learned_prompts", "prompts.input_height=42", "prompts.input_width=56", "data.height=48", "data.width=64",
+    "data.train_size=6", "data.val_size=3", "data.test_size=3", "train.batch_size=3", "train.max_epochs=2",
+    "eval.batch_size=4", "eval.tta=false",
+]
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config("demo", [*TINY_PROMPTS, f"output_dir={tmp_path / 'run'}"])
+
+
+def test_even_and_log_bin_centres_on_hand_computed_examples():
+    # even: 7 bins over [1, 8] m are 1 m wide, centred at 1.5 .. 7.5
+    torch.testing.assert_close(bin_centres(1.0, 8.0, 7, "even"), torch.arange(7, dtype=torch.float64) + 1.5)
+    # log: 3 bins over [1, 1000] m are one decade each, centred at 10^0.5, 10^1.5, 10^2.5
+    torch.testing.assert_close(bin_centres(1.0, 1000.0, 3, "log"), torch.tensor([10**0.5, 10**1.5, 10**2.5], dtype=torch.float64))
+    # the release's dset-even-7 on NYU (0.001 - 10 m): width 9.999 / 7
+    nyu = bin_centres(1e-3, 10.0, 7, "even")
+    assert nyu[0].item() == pytest.approx(1e-3 + 9.999 / 14) and nyu[-1].item() == pytest.approx(10.0 - 9.999 / 14)
+    # const80-log-256: the first centre half a log-bin above 0.001
+    assert bin_centres(1e-3, 80.0, 256, "log")[0].item() == pytest.approx(math.exp(math.log(1e-3) + math.log(8e4) / 512))
+
+
+def test_the_model_uses_the_configured_bins(cfg):
+    model = build_model(load_config("demo", [*TINY_PROMPTS, "prompts.num_bins=4", "prompts.bin_scheme=log",
+                                             "prompts.min_depth=0.5", "prompts.max_depth=8"]))
+    torch.testing.assert_close(model.head.bin_centres, torch.tensor([0.5 * 2**0.5, 0.5 * 2**1.5, 0.5 * 2**2.5, 0.5 * 2**3.5]))
+    assert model.head.depth_tokens.shape == (4, 1, TINY_ENCODER["text_hidden_size"])
+
+
+def test_prompt_layout_puts_learned_slots_between_the_template_words(cfg):
+    tokenizer = build_model(cfg).encoder.tokenizer
+    layout = prompt_layout("{ctx} object {ctx} {depth}", tokenizer, 2, 77)
+    words = tokenizer("object", add_special_tokens=False)["input_ids"]
+    ids = layout.ids.tolist()
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert layout.context_positions == [1, 2 + len(words)] and layout.depth_positions == [3 + len(words), 4 + len(words)]
+    assert ids[2:2 + len(words)] == words and len(ids) == 5 + len(words) + 1
+    with pytest.raises(ConfigError, match="prompts.template"):
+        load_config("demo", [*TINY_PROMPTS, "prompts.template=no slot here"])
+
+
+def test_the_learned_path_is_clips_own_text_tower_on_token_embeddings(cfg):
+    """Word embeddings fed through ``encode_token_embeddings`` give CLIP's text features of the ids."""
+    encoder = build_model(cfg).encoder
+    ids = encoder.tokenizer(["this object appears to be close"], return_tensors="pt")["input_ids"]
+    expected = encoder.model.text_projection(encoder.model.text_model(input_ids=ids).pooler_output)
+    got = encode_token_embeddings(encoder, encoder.model.text_model.embeddings.token_embedding(ids))
+    torch.testing.assert_close(got, expected)
+
+
+def _batch(model, n=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(n, 3, *model.input_size, generator=g)
+    depth = 0.5 + 5 * torch.rand(n, *model.input_size, generator=g)
+    depth[:, :2] = 0  # invalid pixels
+    features = as_float(model.encode_frames(FrameBatch(images, [f"f{i}" for i in range(n)])))
+    return TrainBatch(features, depth, [model.input_size] * n, torch.zeros(n, dtype=torch.long), 1)
+
+
+def test_only_the_prompt_tokens_get_gradient_and_clip_is_unchanged_by_training(cfg):
+    cfg = load_config("demo", [*TINY_PROMPTS, "prompts.template='{ctx} object {depth}'"])
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    tokens_before = model.head.depth_tokens.detach().clone()
+    objective = LearnedPromptsObjective(model, cfg, model.head, model.preprocessor())
+    objective.plan(steps_per_epoch=3, max_epochs=1)
+    trained = {id(p) for group in objective.optimizers["train"].param_groups for p in group["params"]}
+    assert trained == {id(model.head.depth_tokens), id(model.head.context_tokens)}
+    assert dict(model.head.named_parameters()).keys() == {"depth_tokens", "context_tokens"}
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    for step in range(3):
+        record = objective.step(_batch(model, seed=step), step, torch.Generator())
+        assert torch.isfinite(record["loss"])
+        # the gradient went through the frozen text transformer to the tokens, and nowhere else
+        assert model.head.depth_tokens.grad is not None and model.head.depth_tokens.grad.abs().sum() > 0
+        assert model.head.context_tokens.grad.abs().sum() > 0
+        assert all(p.grad is None for p in model.encoder.parameters())
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(tokens_before, model.head.depth_tokens.detach())
+
+
+def test_the_schedule_is_torchs_one_cycle():
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=3.57e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3.57e-4, total_steps=40, div_factor=25, final_div_factor=100)
+    for step in range(40):
+        lr, beta1 = one_cycle(step, 40, 3.57e-4, 25.0, 100.0, 0.3)
+        group = opt.param_groups[0]
+        assert lr == pytest.approx(group["lr"], rel=1e-9) and beta1 == pytest.approx(group["betas"][0], rel=1e-9)
+        opt.step()
+        sched.step()
+
+
+def test_a_short_synthetic_run_beats_the_mean_depth_predictor(tmp_path):
+    """Random-weight CLIP, 96 synthetic scenes, 10 epochs: validation AbsRel well below the
+    training-set mean depth predicted everywhere."""
+    cfg = load_config("demo", [
+        *[f"clip.{k}={v}" for k, v in TINY_ENCODER.items()], "clip.projection_dim=64", "clip.text_hidden_size=64",
+        "clip.text_num_layers=2", "model=learned_prompts", "prompts.input_height=84", "prompts.input_width=112",
+        "prompts.num_bins=20", "prompts.lr=3e-3", "data.height=96", "data.width=128", "data.train_size=96",
+        "data.val_size=16", "train.batch_size=8", "train.max_epochs=10", "eval.batch_size=16", "eval.tta=false",
+        "train.num_workers=0", f"output_dir={tmp_path / 'run'}",
+    ])
+    exp = Experiment.create(cfg)
+    result, _ = exp.train(cfg.output_dir)
+    val = exp.encode("val", flip=False)
+    train = get_dataset(cfg.data, "train")
+    pixels = np.concatenate([s.depth[valid_mask(s.depth, exp.protocol)] for s in (train[i] for i in range(len(train)))])
+    baseline = evaluate_constant(float(pixels.mean()), val.gt, exp.protocol).mean()["abs_rel"]
+    best = result.best["abs_rel"]["value"]
+    assert best < 0.8 * baseline, (best, baseline)
+
+
+def test_a_checkpoint_holds_the_tokens_only_and_loads_predicts_and_evaluates_the_same(cfg, tmp_path):
+    exp = Experiment.create(cfg)
+    result, _ = exp.train(cfg.output_dir)
+    saved = load_file(str(result.model_dir / "model.safetensors"))
+    assert saved.keys() == {"depth_tokens"}  # no CLIP weight in a head-only checkpoint
+    assert isinstance(load_model(result.model_dir), LearnedPrompts)
+    loaded = load_model(cfg.output_dir + "/checkpoints/last")  # the weights training ended with
+    torch.testing.assert_close(loaded.head.depth_tokens, exp.model.head.depth_tokens.detach())
+    images = torch.rand(2, 3, *loaded.input_size)
+    batch = FrameBatch(images, ["a", "b"])
+    torch.testing.assert_close(loaded.predict_frames(batch, tta=True), exp.model.eval().predict_frames(batch, tta=True))
+    depth = loaded.infer(np.zeros((30, 40, 3), np.uint8))["depth"]
+    assert depth.shape == (1, 30, 40) and torch.all(depth > 0)
+
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(tmp_path / "in" / "x.png")
+    assert main(["predict", str(tmp_path / "in"), "--checkpoint", str(result.model_dir), "--out", str(tmp_path / "out"), "--npy"]) == 0
+    assert np.load(tmp_path / "out" / "x.npy").shape == (30, 40)
+    assert main(["evaluate", "--checkpoint", str(result.model_dir), "--out", str(tmp_path / "eval"), "--no-tta"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert np.isfinite(metrics["abs_rel"])
+
+
+def test_train_runs_from_the_command_line_through_the_feature_cache(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--config", "demo", *TINY_PROMPTS, "train.max_epochs=1", f"train.feature_cache={tmp_path / 'cache'}",
+            f"output_dir={run}"]
+    assert main(args) == 0
+    assert (run / "model" / "model.safetensors").is_file() and any((tmp_path / "cache").iterdir())
+
+
+def test_bad_input_sizes_are_one_line(tmp_path):
+    cfg = load_config("demo", [*TINY_PROMPTS, "prompts.input_height=40", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="multiples of clip.patch_size=14"):
+        Experiment.create(cfg)
