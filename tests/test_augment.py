@@ -93,8 +93,9 @@ def test_the_run_log_says_how_augmented_frames_are_served(tiny_tr2m_cfg, tmp_pat
     assert isinstance(train, OnTheFlySplit) and train.augmentation.colour == "jitter"
     assert "decoded and encoded at every step (data.augment_colour=jitter" in log
 
-    _, log = run_with(tiny_tr2m_cfg, tmp_path / "plain")
-    assert log.strip().endswith("encoded once, read from memory")
+    _, log = run_with(tiny_tr2m_cfg, tmp_path / "nothing")  # switched on, but nothing to apply: said so
+    assert log.strip().endswith("encoded once, read from memory; data.augment is on but sets nothing here "
+                                "(augment_flip 0, no augment_colour): no augmentation")
 
 
 def test_augmentation_settings_are_checked():
@@ -107,3 +108,15 @@ def test_augmentation_settings_are_checked():
     assert Augmentation.from_data(with_overrides(DataConfig(), ["augment=true", "augment_flip=0"])) is None
     # the recipes name the release's augmentation; it applies only when switched on
     assert Augmentation.from_data(with_overrides(DataConfig(), ["augment_flip=0.5"])) is None
+
+
+def test_switching_augmentation_on_reuses_the_feature_cache(tiny_tr2m_cfg, tmp_path):
+    cache = tmp_path / "cache"
+    settings = config_to_dict(tiny_tr2m_cfg)
+    settings["train"] = {**settings["train"], "max_epochs": 1, "feature_cache": str(cache)}
+    Experiment.create(load_config_dict(settings)).train(tmp_path / "a")
+    written = {p: p.stat().st_mtime_ns for p in (cache / "train").rglob("*")}
+    settings["data"] = {**settings["data"], "augment": True, "augment_flip": 0.5}
+    Experiment.create(load_config_dict(settings)).train(tmp_path / "b")  # refused before: "data.augment: cached False"
+    assert {p: p.stat().st_mtime_ns for p in written} == written  # the plain frames read, not rebuilt
+    assert (cache / "train_flip").is_dir()  # the mirrored copies added beside them

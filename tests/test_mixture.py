@@ -218,3 +218,21 @@ def test_a_mixture_model_is_scored_on_each_dataset_at_the_size_it_trained_it(tin
     summary, _ = evaluate_checkpoint(result.model_dir, dataset="synthetic_outdoor", out=tmp_path / "eval")
     assert sizes == [INPUT_SIZES["streets"]]  # and the frames are that entry's: tiny_cfg's 3 test scenes
     assert summary["n_images"] == 3 and summary["dataset"] == "synthetic_outdoor"
+
+
+def test_errors_inside_a_mixture_name_the_dataset_and_come_before_any_weights(tiny_tr2m_cfg, tmp_path, monkeypatch):
+    import clipdepth.training.run as run
+    from clipdepth.config import load_config
+    from clipdepth.errors import DataError
+
+    monkeypatch.setattr(run, "build_model", lambda cfg: pytest.fail("weights loaded before the data was checked"))
+    missing = [MIXTURE[0], {"name": "nyu", "data": {"dataset": "nyu", "root": str(tmp_path / "absent"), "train_list": "x.txt"}}]
+    with pytest.raises((ConfigError, DataError), match=r"^mixture dataset nyu: .*absent") as err:
+        Experiment.create(mixture_cfg(tiny_tr2m_cfg, tmp_path / "run", mixture=missing), check_data=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^mixture dataset rooms: unknown evaluation protocol 'nyuu'"):
+        Experiment.create(mixture_cfg(tiny_tr2m_cfg, tmp_path / "run", mixture=[{**MIXTURE[0], "protocol": "nyuu"}, MIXTURE[1]]))
+    with pytest.raises(ConfigError, match=r"mixture\[0\].input_size=\[30, 42\]: both sides must be multiples of the patch size 14"):
+        Experiment.create(mixture_cfg(tiny_tr2m_cfg, tmp_path / "run", mixture=[{**MIXTURE[0], "input_size": [30, 42]}]))
+    with pytest.raises(ConfigError, match=r"override mixture.5.data.root: mixture has 3 entries \(mixture.0 .. mixture.2\)"):
+        load_config("tr2m_mixture_released", ["mixture.5.data.root=/x"])

@@ -644,3 +644,12 @@ def test_predict_then_score_on_nyus_own_folder(checkpoint, rgbd_samples, tmp_pat
     assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(nyu), "--protocol", "nyu",
                  "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["n_images"] == 4  # rgb_u0001.png is an image, not GT
+
+
+def test_a_missing_local_checkpoint_is_named_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    from clipdepth.models.base import checkpoint_folder
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()  # "runs/model" reads like a Hub id, but its first folder is here
+    with pytest.raises(CheckpointError, match=r"^runs/model: checkpoint folder not found$"):
+        checkpoint_folder("runs/model")

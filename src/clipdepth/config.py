@@ -719,12 +719,29 @@ def _merged(schema: Any, layers: list[Any], overrides: list[str] | tuple[str, ..
             merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(plain))
         for override in in_lists:
             key, _, value = override.partition("=")
+            _check_index(merged, key.strip())
             OmegaConf.update(merged, key.strip(), OmegaConf.from_dotlist([f"value={value}"])["value"], merge=True)
         result = OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
     return check_values(result, _SECTIONS.get(type(result), ""))
+
+
+def _check_index(merged: Any, key: str) -> None:
+    """ConfigError naming a list item an override addresses beyond the list (``mixture.5.data.root``
+    where the recipe has two datasets)."""
+    node, parts = merged, key.split(".")
+    for i, part in enumerate(parts):
+        if OmegaConf.is_list(node):
+            if not part.isdigit() or int(part) >= len(node):
+                listed = ".".join(parts[:i])
+                raise ConfigError(f"override {key}: {listed} has {len(node)} entries ({listed}.0 .. {listed}.{len(node) - 1})")
+            node = node[int(part)]
+        elif OmegaConf.is_dict(node) and part in node:
+            node = node[part]
+        else:
+            return  # a key that does not exist: the merge names it
 
 
 def load_config(

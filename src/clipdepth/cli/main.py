@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clipdepth {args.command}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"clipdepth {args.command}: interrupted", file=sys.stderr)
+        # what a rerun does with what was done
+        then = {"train": "; `--resume` continues from the last finished epoch",
+                "benchmark": "; run it again to finish (finished evaluations are kept)"}.get(args.command, "")
+        print(f"clipdepth {args.command}: interrupted{then}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # stdout was closed early (`clipdepth score ... | head -1`): results are already written;

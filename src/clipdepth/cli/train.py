@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help=HELP,
-        description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 head.use_cls=false",
+        description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 pureclip.use_cls=false",
     )
     p.add_argument(
         "--config", action="append", metavar="RECIPE",
@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true",
         help="continue the run in the output folder from its last finished epoch "
-        "(checkpoints/resume/), exactly as if never interrupted; the config must be the same",
+        "(checkpoints/resume/), exactly as if never interrupted; the config must be the same (a larger train.max_epochs "
+        "continues a finished run)",
     )
     p.add_argument(
         "--overwrite", action="store_true",
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         directory, _ = read_resume_meta(cfg.output_dir, cfg)
         read_resume_tensors(directory)
-    result, _ = Experiment.create(cfg).train(cfg.output_dir, resume=args.resume, overwrite=args.overwrite)
+    result, _ = Experiment.create(cfg, check_data=True).train(cfg.output_dir, resume=args.resume, overwrite=args.overwrite)
     print(f"trained head: {result.model_dir} (best val {cfg.train.select_metric})")
     print(json.dumps(result.best, indent=2))
     return 0

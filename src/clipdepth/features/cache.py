@@ -124,7 +124,7 @@ def cache_key(
         "purpose": purpose,  # "train": input-size depth; "score": full-resolution GT
         # Split lists by content, so an edited list is a new cache even at the same path.
         # (training augmentation changes no stored array: a flip is keyed by `flip`)
-        "data": {**{k: v for k, v in asdict(data).items() if not k.startswith("augment_")}, "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
+        "data": {**{k: v for k, v in asdict(data).items() if not k.startswith("augment")}, "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
         "captions": _captions_digest(data, names) if model.uses_captions else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "files": files,  # files_digest: sizes and times of the frames' files

@@ -83,7 +83,8 @@ def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
     name = str(name_or_path)
     if Path(name).is_dir():
         return Path(name)
-    if name.count("/") != 1 or name.startswith((".", "/", "~")):
+    # a path whose first folder exists here is a local path, not a Hub id ("runs/model")
+    if name.count("/") != 1 or name.startswith((".", "/", "~")) or Path(Path(name).parts[0]).is_dir():
         raise CheckpointError(f"{name}: checkpoint folder not found")
     try:
         return Path(snapshot_download(repo_id=name, **hub_kwargs))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from ..config import Config, DataConfig, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
 from ..device import resolve_device
-from ..errors import ConfigError
+from ..errors import ClipdepthError, ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.cache import build_cache, cache_key, files_digest, frame_names, load_cache, start_cache
@@ -27,6 +29,17 @@ from .trainer import Trainer, TrainResult, check_config, check_run_folder
 TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served
 
 
+@contextmanager
+def naming(source: SourceSettings, mixed: bool) -> Iterator[None]:
+    """A ClipdepthError raised inside names the mixture dataset it concerns (one dataset: as is)."""
+    try:
+        yield
+    except ClipdepthError as exc:
+        if not mixed:
+            raise
+        raise type(exc)(f"mixture dataset {source.name}: {exc}", setting=exc.setting) from None
+
+
 @dataclass
 class Experiment:
     cfg: Config
@@ -37,12 +50,18 @@ class Experiment:
     sources: list[SourceSettings]  # the training datasets: the mixture's, or `data` alone
 
     @classmethod
-    def create(cls, cfg: Config) -> "Experiment":
+    def create(cls, cfg: Config, check_data: bool = False) -> "Experiment":
+        """The model built from ``cfg`` (its frozen parts loaded) and the run's datasets. With
+        ``check_data`` the training datasets' train and val splits are opened first, so that a
+        wrong root or list fails before any weights are loaded or downloaded."""
         check_config(cfg)
         sources = training_sources(cfg)
         protocol = get_protocol(cfg.eval.protocol)
         for source in sources:
-            get_protocol(source.protocol)  # an unknown one fails before any work
+            with naming(source, len(sources) > 1):
+                get_protocol(source.protocol)  # an unknown one fails before any work
+                for split in ("train", "val") if check_data else ():
+                    get_dataset(source.data, split)
         dist = from_environment()
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
         model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
@@ -101,6 +120,8 @@ class Experiment:
             if augmentation is not None:  # a flip alone: the mirrored copies are encoded beside them
                 train = replace(train, flip_prob=augmentation.flip)
                 how += f"; flip augmentation (p={augmentation.flip:g}) takes their mirrored copies, encoded too"
+        if augmentation is None and source.data.augment:
+            how += "; data.augment is on but sets nothing here (augment_flip 0, no augment_colour): no augmentation"
         if augmentation is not None and augmentation.needs_encoder:
             how += f"; flip p={augmentation.flip:g}, {augmentation.colour} colour change p={augmentation.colour_prob:g}"
         val = self.encode("val", flip=self.cfg.eval.tta, source=source)
@@ -116,16 +137,23 @@ class Experiment:
         check_run_folder(out_dir, resume, overwrite, self.dist)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
+        mixed = len(self.sources) > 1
         for source in self.sources:  # every dataset checked before any is encoded
             for split in ("train", "val"):
-                if len(get_dataset(source.data, split)) == 0:
-                    raise ConfigError(
-                        f"the {split} split of {source.name} is empty "
-                        "(a longer data.train_list, or another data.val_fraction / data.*_size)"
-                    )
-        sources, lines = zip(*(self.source_data(source) for source in self.sources))
+                with naming(source, mixed):
+                    if len(get_dataset(source.data, split)) == 0:
+                        raise ConfigError(
+                            f"the {split} split of {source.name} is empty "
+                            "(a longer data.train_list, or another data.val_fraction / data.*_size)"
+                        )
+        sources, lines = [], []
+        for source in self.sources:
+            with naming(source, mixed):
+                data, line = self.source_data(source)
+            sources.append(data)
+            lines.append(line)
         if self.dist.is_main:  # how the training frames are served (cache, mirrored copies, on the fly)
             write_text_atomic(out_dir / TRAIN_LOG, "".join(f"{line}\n" for line in lines))
             print(*lines, sep="\n", file=sys.stderr)
-        trainer = Trainer(self.model, self.cfg, list(sources), out_dir, self.dist)
+        trainer = Trainer(self.model, self.cfg, sources, out_dir, self.dist)
         return trainer.fit(resume=resume, overwrite=overwrite), sources[0].train

@@ -62,6 +62,11 @@ class TR2MObjective(Objective):
                 f"tr2m.input_height/input_width must be multiples of the patch size {patch}, "
                 f"got {t.input_height} x {t.input_width}"
             )
+        for i, entry in enumerate(cfg.mixture):
+            if entry.input_size and any(side % patch for side in entry.input_size):
+                raise ConfigError(
+                    f"mixture[{i}].input_size={list(entry.input_size)}: both sides must be multiples of the patch size {patch}"
+                )
         if cfg.data.tiles != 1:
             raise ConfigError("TR2M takes whole frames: data.tiles must be 1")
 
