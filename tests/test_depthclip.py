@@ -24,7 +24,6 @@ from clipdepth.models import DepthCLIP, build_model, load_model
 from clipdepth.models.base import WEIGHTS_NAME, FrameBatch
 from clipdepth.models.depthclip import depth_prompts
 from clipdepth.training.run import Experiment
-from clipdepth.training.zero_shot import write_zero_shot_run
 
 from .conftest import TINY_ENCODER
 
