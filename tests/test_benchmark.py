@@ -196,6 +196,15 @@ def test_the_zeroshot_suite_tabulates_a_random_tr2m_beside_the_published_rows(ra
     err = capsys.readouterr().err.strip()
     assert "sun_rgbd/metrics.json: an earlier evaluation with" in err and "flip TTA off" in err and "\n" not in err
 
+    # Other data settings, or a checkpoint trained again into the same folder: refused, not reused.
+    assert main([*command, "--data", "sun_rgbd.caption=Another caption."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sun_rgbd/metrics.json: data.caption changed (None then, 'Another caption.' now) since that evaluation" in err
+    with (random_tr2m / "config.json").open("a") as f:
+        f.write("\n")
+    assert main(command) == 2
+    assert f"sun_rgbd/metrics.json: the checkpoint {random_tr2m} changed (its files differ)" in capsys.readouterr().err
+
 
 def _fields(args):
     """The --data settings of the command line as run_benchmark's ``data`` (files included)."""

@@ -18,17 +18,17 @@ import functools
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from ..config import DataConfig, load_config_dict, upgrade_layout
+from ..config import DataConfig, first_difference, load_config_dict, upgrade_layout
 from ..errors import ClipdepthError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_text_atomic
-from .checkpoint import OUTPUTS, evaluate_checkpoint, evaluation_settings
+from .checkpoint import OUTPUTS, checkpoint_digest, evaluate_checkpoint, evaluation_settings
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES
 from .protocol import get_protocol
 from .report import HEADERS
@@ -404,8 +404,26 @@ def _finished(evaluation: Evaluation) -> bool:
             f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)} "
             "(write elsewhere, or allow overwriting it)", setting="overwrite",
         )
+    changed = _changed_since(summary, evaluation)
+    if changed:
+        raise DataError(
+            f"{metrics}: {changed} since that evaluation (write elsewhere, or allow overwriting it)", setting="overwrite",
+        )
     evaluation.summary = summary
     return True
+
+
+def _changed_since(summary: dict, evaluation: Evaluation) -> str | None:
+    """What differs between a finished evaluation and this one beyond its name: the data settings
+    or the checkpoint's files (a run trained again into the same folder). Results written before
+    these were recorded cannot tell, and count as the same."""
+    if "data" in summary:
+        diff = first_difference(summary["data"], json.loads(json.dumps(asdict(evaluation.data))))
+        if diff is not None:
+            return f"data.{diff[0]} changed ({diff[1]!r} then, {diff[2]!r} now)"
+    if "checkpoint_digest" in summary and summary["checkpoint_digest"] != checkpoint_digest(evaluation.checkpoint):
+        return f"the checkpoint {evaluation.checkpoint} changed (its files differ)"
+    return None
 
 
 def _entry_error(exc: ClipdepthError, where: str) -> ClipdepthError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
 from ..models import load_model
+from ..models.base import checkpoint_folder
 from .evaluate import evaluate_dataset, model_predictor
 from .metrics import ALL_METRIC_NAMES
 from .protocol import get_protocol
@@ -43,6 +45,19 @@ def evaluation_settings(
     if name not in DATASET_PROTOCOLS:
         raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
     return data, protocol or (recipe_cfg.eval.protocol if recipe_cfg else DATASET_PROTOCOLS[name])
+
+
+def checkpoint_digest(checkpoint: str | Path) -> str:
+    """A short hash of a checkpoint's files (config and weights): a run trained again into the same
+    folder has another."""
+    folder = checkpoint_folder(checkpoint)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        digest.update(path.name.encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def evaluate_checkpoint(
@@ -92,6 +107,8 @@ def evaluate_checkpoint(
         "flip_tta": tta,
         "scored_at": "encoder input (reference code)" if score_at_input else "ground-truth resolution",
         "checkpoint": str(checkpoint),
+        "checkpoint_digest": checkpoint_digest(checkpoint),
+        "data": json.loads(json.dumps(dataclasses.asdict(data))),  # the settings scored with
         "encoder": model.encoder.description,
         "pixel_pooled": acc.pixel_pooled(),
     }
