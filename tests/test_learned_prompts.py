@@ -179,3 +179,32 @@ def test_bad_input_sizes_are_one_line(tmp_path):
     cfg = load_config("demo", [*TINY_PROMPTS, "prompts.input_height=40", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="multiples of clip.patch_size=14"):
         Experiment.create(cfg)
+
+
+def test_the_baselines_demo_tabulates_all_three_beside_the_mean_depth_predictor(tmp_path, capsys):
+    """`clipdepth demo --config demo_baselines` at toy size (the full recipe: about 2-4 minutes on 2 cores)."""
+    out = tmp_path / "demo"
+    overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+        "prompts.input_height=42", "prompts.input_width=56", "data.train_size=6", "data.val_size=2", "data.test_size=3",
+        "data.height=48", "data.width=64", "train.max_epochs=1", "train.batch_size=3",
+    ]
+    assert main(["demo", "--config", "demo_baselines", "--out", str(out), *overrides]) == 0
+    assert "RANDOM weights" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("learned_prompts", "pureclip", "depthclip", "mean_baseline"):
+        assert metrics[key]["n_images"] == 3 and np.isfinite(metrics[key]["abs_rel"])
+    table = (out / "results.md").read_text()
+    for row in ("Learned depth prompts (20 bins)", "PureCLIP-Depth head", "DepthCLIP (zero-shot)", "mean depth", "random-weight"):
+        assert row in table
+    assert [type(load_model(out / k / "model")).architecture for k in ("learned_prompts", "pureclip", "depthclip")] == [
+        "learned_prompts", "pureclip_depth", "depthclip"]
+    assert len(list((out / "panels").glob("*.png"))) == 3
+
+
+@pytest.mark.slow
+def test_the_baselines_demo_recipe_trains_prompts_below_the_mean_depth_predictor(tmp_path):
+    """The real demo_baselines recipe (about 2-4 minutes on 2 cores)."""
+    assert main(["demo", "--config", "demo_baselines", "--out", str(tmp_path / "demo")]) == 0
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    for m in ("abs_rel", "rmse"):
+        assert metrics["learned_prompts"][m] <= 0.8 * metrics["mean_baseline"][m], (m, metrics["learned_prompts"][m])

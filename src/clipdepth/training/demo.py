@@ -4,8 +4,10 @@ Each model's demo is a list of variants (``DEMO_VARIANTS``) trained from one rec
 frozen parts (no pretrained weights can be assumed), each checkpoint scored on the held-out test
 scenes with the protocol beside a predictor that outputs the training-set mean depth. PureCLIP-Depth:
 one head. TR2M: per-pixel maps and the global-factor variant on the same cached features and the
-ORACLE relative depth, the paper's main ablation in kind. Writes ``metrics.json``, ``results.md``,
-one panel per test image and the checkpoints.
+ORACLE relative depth, the paper's main ablation in kind. Learned depth prompts (``demo_baselines``):
+the learned prompts and a PureCLIP-Depth head trained, and DepthCLIP run zero-shot, all three on the
+same random-weight CLIP ViT. Writes ``metrics.json``, ``results.md``, one panel per test image (of
+the first variant) and the checkpoints.
 """
 from __future__ import annotations
 
@@ -26,8 +28,13 @@ from ..evaluation.protocol import postprocess, valid_mask
 from ..evaluation.report import markdown_table
 from ..io.atomic import write_text_atomic
 from ..io.panels import save_panel
-from ..models import DepthModel, model_class
+from ..device import resolve_device
+from ..evaluation.protocol import get_protocol
+from ..models import DepthModel, build_model, model_class
+from .distributed import from_environment
+from .mixture import training_sources
 from .run import Experiment
+from .zero_shot import write_zero_shot_run
 
 BASELINE = "mean_baseline"
 
@@ -81,8 +88,40 @@ def _tr2m(cfg: Config) -> DemoPlan:
     )
 
 
-# A model's demo: its architecture -> the plan for a recipe of it.
-DEMO_VARIANTS: dict[str, Callable[[Config], DemoPlan]] = {"pureclip_depth": _pureclip, "tr2m": _tr2m}
+def _baselines(cfg: Config) -> DemoPlan:
+    """The CLIP baselines side by side on one random-weight CLIP ViT (the `clip` section): the learned
+    depth prompts (the recipe) and a PureCLIP-Depth head trained, DepthCLIP (its ViT variant, the
+    release's words and bins) run zero-shot."""
+    depthclip = dataclasses.replace(cfg, model="depthclip", depthclip=dataclasses.replace(cfg.depthclip, backbone="vit"))
+    return DemoPlan(
+        [DemoVariant("learned_prompts", f"Learned depth prompts ({cfg.prompts.num_bins} bins)", cfg, "learned_prompts"),
+         DemoVariant("pureclip", "PureCLIP-Depth head", dataclasses.replace(cfg, model="pureclip_depth"), "pureclip"),
+         DemoVariant("depthclip", "DepthCLIP (zero-shot)", depthclip, "depthclip")],
+        lambda model: (
+            f"NOTE: all three models share one small CLIP ViT with RANDOM weights ({model.encoder.description}).\n"
+            "It is not a trained model: the numbers show the pipeline, and say nothing about the accuracy of the\n"
+            "learned prompts, PureCLIP-Depth or DepthCLIP with OpenAI's CLIP (DepthCLIP, zero-shot, has nothing to\n"
+            "learn from random features)."
+        ),
+        BASELINE, "{metric}: learned prompts {gain:.1f}% better than the mean-depth predictor;",
+    )
+
+
+# A model's demo: its architecture -> the plan for a recipe of it. The learned prompts' demo is the
+# baselines comparison (``demo_baselines``).
+DEMO_VARIANTS: dict[str, Callable[[Config], DemoPlan]] = {
+    "pureclip_depth": _pureclip, "tr2m": _tr2m, "learned_prompts": _baselines,
+}
+
+
+def _experiment(cfg: Config) -> Experiment:
+    """``Experiment.create``; a zero-shot model (DepthCLIP), which that refuses (there is nothing to
+    train), is built the same way without the training checks."""
+    if not model_class(cfg.model).zero_shot:
+        return Experiment.create(cfg)
+    dist = from_environment()
+    model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
+    return Experiment(cfg, model, model.preprocessor(), get_protocol(cfg.eval.protocol), dist, training_sources(cfg))
 
 
 @dataclass
@@ -99,20 +138,24 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
     if cfg.model not in DEMO_VARIANTS:
         raise ConfigError(f"model {cfg.model!r} has no demo; demos: {sorted(DEMO_VARIANTS)}")
     plan, out = DEMO_VARIANTS[cfg.model](cfg), Path(cfg.output_dir)
-    metrics, models, checkpoints = {}, {}, {}
+    metrics, models, checkpoints, encoded = {}, {}, {}, {}
     for i, variant in enumerate(plan.variants):
-        exp = Experiment.create(variant.cfg)
+        exp = _experiment(variant.cfg)
         if i == 0:
             log(plan.note(exp.model))
-        log(f"training {variant.key} ...")
-        result, _ = exp.train(out / variant.folder, overwrite=True)
+        if type(exp.model).zero_shot:  # nothing to train (DepthCLIP): its checkpoint is written as `train` does
+            log(f"writing {variant.key} (zero-shot) ...")
+            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(out / variant.folder)), overwrite=True)
+        else:
+            log(f"training {variant.key} ...")
+            model_dir = exp.train(out / variant.folder, overwrite=True)[0].model_dir
         # Score the checkpoint as a later command would load it, not the in-memory head.
-        model = type(exp.model).from_pretrained(result.model_dir, encoder=exp.model.encoder).to(exp.model.device)
+        model = type(exp.model).from_pretrained(model_dir, encoder=exp.model.encoder).to(exp.model.device)
         test = exp.encode("test", flip=variant.cfg.eval.tta)
         metrics[variant.key] = evaluate_encoded(
             model, test, exp.preprocessor, exp.protocol, variant.cfg.eval.tta, variant.cfg.eval.batch_size
         ).mean()
-        models[variant.key], checkpoints[variant.key] = model, str(result.model_dir)
+        models[variant.key], checkpoints[variant.key], encoded[variant.key] = model, str(model_dir), (exp, test)
 
     # The training split keeps only input-size depth: its full-resolution GT is read again.
     train_gt = (f.sample.depth for frames in prepared_batches(get_dataset(exp.cfg.data, "train"), None, 32,
@@ -145,7 +188,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         f"Frozen parts: {report['frozen_parts']}. {report['note']}.\n",
     )
     dataset = get_dataset(cfg.data, "test")
-    model = models[first]
+    model, (exp, test) = models[first], encoded[first]  # the variants may be different models, on their own inputs
     preds = predict_encoded(model, test, exp.preprocessor, cfg.eval.tta, cfg.eval.batch_size)
     for i, (pred, gt) in enumerate(zip(preds, test.gt)):
         sample = dataset[i]
