@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.clipdepth-installed
 
-.PHONY: install browser demo demo-tr2m test clean
+.PHONY: install browser demo demo-tr2m demo-baselines test clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 # TR2M and its global-factor ablation on synthetic scenes with the GT-oracle relative depth.
 demo-tr2m: install
 	$(VENV)/bin/clipdepth demo --config demo_tr2m --out outputs/demo-tr2m
+
+# The CLIP baselines (learned prompts, DepthCLIP) beside PureCLIP-Depth, one random-weight CLIP.
+demo-baselines: install
+	$(VENV)/bin/clipdepth demo --config demo_baselines --out outputs/demo-baselines
 
 # The web demo's browser test needs Debian's chromium; installed where the machine allows (root
 # with apt), else that one test skips with its reason.
