@@ -208,3 +208,125 @@ def test_the_baselines_demo_recipe_trains_prompts_below_the_mean_depth_predictor
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     for m in ("abs_rel", "rmse"):
         assert metrics["learned_prompts"][m] <= 0.8 * metrics["mean_baseline"][m], (m, metrics["learned_prompts"][m])
+
+
+# -- the RN50 backbone (prompts.backbone=resnet): DepthCLIP's CLIP ResNet at toy size, random weights --
+TINY_RN_PROMPTS = [
+    "model=learned_prompts", "prompts.backbone=resnet", "depthclip.random_init=true", "depthclip.layers=[1,1,1,1]",
+    "depthclip.width=8", "depthclip.embed_dim=128", "depthclip.text_width=64", "depthclip.text_layers=1",
+    "depthclip.text_heads=1", "prompts.input_height=64", "prompts.input_width=96", "data.height=48", "data.width=64",
+    "data.train_size=6", "data.val_size=3", "data.test_size=3", "train.batch_size=3", "train.max_epochs=2",
+    "eval.batch_size=4", "eval.tta=false", "device=cpu",
+]
+
+
+@pytest.fixture
+def rn_cfg(tmp_path):
+    return load_config("demo", [*TINY_RN_PROMPTS, f"output_dir={tmp_path / 'run'}"])
+
+
+def test_the_recipes_run_on_rn50_as_released_and_the_demo_on_the_shared_vit():
+    assert load_config("prompts_nyu").prompts.backbone == "resnet"
+    assert load_config("prompts_kitti").prompts.backbone == "resnet"
+    assert load_config("demo_baselines").prompts.backbone == "vit"
+    with pytest.raises(ConfigError, match="prompts.backbone"):
+        load_config("prompts_nyu", ["prompts.backbone=rn50"])
+
+
+def test_the_rn50_learned_path_is_the_text_towers_own_output(rn_cfg):
+    """Word embeddings fed through the RN50 text tower's ``inputs_embeds`` entry give its own text
+    features of the ids; the head's prompts with word embeddings in the learned slots give the
+    tower's features of the written sentence; the ids path is OpenAI's encode_text bit for bit."""
+    from clipdepth.encoders.clip_resnet import ResNetCLIPEncoder
+
+    model = build_model(rn_cfg)
+    encoder = model.encoder
+    assert isinstance(encoder, ResNetCLIPEncoder)
+    clip = encoder.model
+    ids = encoder.tokenize(["this object appears to be close"])
+    end = int(ids[0].argmax())
+    expected = clip.encode_text(ids)
+    got = encode_token_embeddings(encoder, clip.token_embedding(ids[:, :end + 1]))
+    torch.testing.assert_close(got, expected)
+    # the ids path unchanged (DepthCLIP's text embeddings): OpenAI's encode_text written out
+    x = clip.token_embedding(ids) + clip.positional_embedding
+    x = clip.ln_final(clip.transformer(x.permute(1, 0, 2), clip.attn_mask).permute(1, 0, 2))
+    assert torch.equal(expected, x[torch.arange(1), ids.argmax(dim=-1)] @ clip.text_projection)
+
+    # the head: "far" written into every bin's learned slot
+    word = encoder.tokenize(["far"])[0]
+    word = word[1:int(word.argmax())]
+    cfg = load_config("demo", [*TINY_RN_PROMPTS, "prompts.num_bins=2", f"prompts.tokens_per_bin={len(word)}"])
+    model = build_model(cfg)
+    with torch.no_grad():
+        model.head.depth_tokens.copy_(model.encoder.model.token_embedding(word).expand(2, -1, -1))
+    sentence = model.encoder.model.encode_text(model.encoder.tokenize(["This object appears to be far"] * 2))
+    torch.testing.assert_close(encode_token_embeddings(model.encoder, model.head.prompt_embeddings()), sentence)
+
+
+def test_rn50_features_are_the_raw_layer4_map_reduced_and_upsampled_as_released(rn_cfg):
+    model = build_model(rn_cfg).eval()
+    images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    tokens = model.encode(images)
+    torch.testing.assert_close(tokens, model.encoder(model.encoder.normalize(images)))
+    assert tokens.shape == (2, 2, 3, 256)  # stride 32, 32 * width channels
+    out = model.head(tokens)
+    # normalised over all 256 channels, then every other channel (nearest, 256 -> 128), as DepthCLIP
+    image = torch.nn.functional.normalize(tokens, dim=-1)[..., ::2]
+    logits = 100.0 * image @ out.text.T / 0.1
+    torch.testing.assert_close(out.logits, logits)
+    depth, _ = model.predict_from_features({"tokens": tokens})
+    # the 2 x 3 map straight to the input size, bilinear with align_corners (the release's only upsampling)
+    expected = torch.nn.functional.interpolate(out.depth[:, None], size=(64, 96), mode="bilinear", align_corners=True)[:, 0]
+    torch.testing.assert_close(depth, expected)
+    cfg = load_config("demo", [*TINY_RN_PROMPTS, "prompts.input_height=56"])
+    with pytest.raises(ConfigError, match="multiples of the RN50 stride=32"):
+        Experiment.create(cfg)
+
+
+def test_rn50_only_the_prompt_tokens_get_gradient_and_both_towers_are_unchanged(rn_cfg):
+    cfg = load_config("demo", [*TINY_RN_PROMPTS, "prompts.template='{ctx} object {depth}'"])
+    model = build_model(cfg)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    assert any(k.startswith("model.visual.") for k in before) and any(k.startswith("model.transformer.") for k in before)
+    tokens_before = model.head.depth_tokens.detach().clone()
+    objective = LearnedPromptsObjective(model, cfg, model.head, model.preprocessor())
+    objective.plan(steps_per_epoch=3, max_epochs=1)
+    trained = {id(p) for group in objective.optimizers["train"].param_groups for p in group["params"]}
+    assert trained == {id(model.head.depth_tokens), id(model.head.context_tokens)}
+    assert dict(model.head.named_parameters()).keys() == {"depth_tokens", "context_tokens"}
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    for step in range(3):
+        record = objective.step(_batch(model, seed=step), step, torch.Generator())
+        assert torch.isfinite(record["loss"])
+        assert model.head.depth_tokens.grad.abs().sum() > 0 and model.head.context_tokens.grad.abs().sum() > 0
+        assert all(p.grad is None for p in model.encoder.parameters())
+    after = model.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(tokens_before, model.head.depth_tokens.detach())
+
+
+def test_an_rn50_checkpoint_holds_the_tokens_only_and_loads_and_predicts_the_same(rn_cfg):
+    exp = Experiment.create(rn_cfg)
+    result, _ = exp.train(rn_cfg.output_dir)
+    saved = load_file(str(result.model_dir / "model.safetensors"))
+    assert saved.keys() == {"depth_tokens"}  # no RN50 weight
+    loaded = load_model(rn_cfg.output_dir + "/checkpoints/last")
+    assert loaded.cfg.prompts.backbone == "resnet" and type(loaded.encoder).__name__ == "ResNetCLIPEncoder"
+    torch.testing.assert_close(loaded.head.depth_tokens, exp.model.head.depth_tokens.detach())
+    batch = FrameBatch(torch.rand(2, 3, *loaded.input_size), ["a", "b"])
+    torch.testing.assert_close(loaded.predict_frames(batch, tta=True), exp.model.eval().predict_frames(batch, tta=True))
+    depth = loaded.infer(np.zeros((30, 40, 3), np.uint8))["depth"]
+    assert depth.shape == (1, 30, 40) and torch.all(depth > 0)
+
+
+def test_rn50_prompts_train_from_the_command_line_through_the_feature_cache(tmp_path):
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["train", "--config", "demo", *TINY_RN_PROMPTS, "train.max_epochs=1", f"train.feature_cache={cache}",
+            f"output_dir={run}"]
+    assert main(args) == 0
+    assert (run / "model" / "model.safetensors").is_file() and any(cache.iterdir())
+    keys = [json.loads(p.read_text())["key"] for p in cache.rglob("cache.json")]
+    assert keys and all("CLIP ResNet" in k["encoder"] and k["model"] == "learned_prompts" for k in keys)
+    # the raw layer-4 map is what is cached: 32 * depthclip.width channels, reduced in the head
+    assert all(np.load(p).shape[-1] == 256 for p in cache.rglob("tokens.npy"))

@@ -35,7 +35,7 @@ MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
 BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
 TEXT_NORMS = ("matrix", "row")  # prompts.text_norm
-DEPTHCLIP_BACKBONES = ("resnet", "vit")  # depthclip.backbone
+DEPTHCLIP_BACKBONES = ("resnet", "vit")  # depthclip.backbone, prompts.backbone
 DEPTHCLIP_NORMALIZATIONS = ("imagenet", "clip")  # depthclip.normalization
 DEPTHCLIP_REDUCTIONS = ("nearest", "linear")  # depthclip.channel_reduction
 
@@ -173,8 +173,17 @@ class PromptsConfig:
     """Learned depth prompts (Auty & Mikolajczyk, ICCV 2023; docs/baselines.md): one learnable token
     embedding per depth bin through CLIP's frozen text transformer. Defaults follow the authors'
     release (PromptLearningCLIP-MDE: ``modules/DepthCLIP.py``, ``modules/MainRunnerLM.py``,
-    ``params/depthclip_nyu_rn50_pv1_ls7_p_dset-even-7.yaml``); the frozen CLIP is the `clip` section."""
+    ``params/depthclip_nyu_rn50_pv1_ls7_p_dset-even-7.yaml``); the frozen CLIP is named by ``backbone``."""
 
+    # -- the frozen CLIP --
+    # "resnet": CLIP RN50 (the release's reported runs: `clip: RN50` in its params files), its raw
+    # layer-4 map as DepthCLIP's; the weights, tokenizer, random_init sizes, input normalisation and
+    # precision are the `depthclip` section's (weights, tokenizer, random_init, seed, layers, width,
+    # embed_dim, text_width, text_layers, text_heads, normalization, precision; its "auto" precision
+    # is this model's: fp32, as released). "vit": the `clip` section's ViT (transformers CLIPModel).
+    # The default stays "vit" (checkpoints written before this field, and the demo's shared ViT); the
+    # prompts_nyu / prompts_kitti recipes set "resnet".
+    backbone: str = "vit"
     # -- bins and prompts --
     # Depth bins = learned depth tokens: the release's learned-static-N, N in 7, 20, 128, 256.
     num_bins: int = 7
@@ -196,9 +205,10 @@ class PromptsConfig:
     # Text features: "matrix" (the release) L2-normalises each row, then divides the N x D matrix by its
     # norm (each row ends at 1/sqrt(N)); "row" keeps unit rows (DepthCLIP's zeroshot_classifier).
     text_norm: str = "matrix"
-    # Frames are encoded whole at this size (multiples of clip.patch_size). The release tests on full
-    # frames (NYU 480 x 640, KITTI's KB crop 352 x 1216) and trains on random crops of them at the same
-    # scale (416 x 544, 352 x 704), which a cache of frozen features cannot draw (docs/baselines.md).
+    # Frames are encoded whole at this size (multiples of clip.patch_size; resnet: of its stride, 32).
+    # The release tests on full frames (NYU 480 x 640, KITTI's KB crop 352 x 1216) and trains on random
+    # crops of them at the same scale (416 x 544, 352 x 704), which a cache of frozen features cannot
+    # draw (docs/baselines.md).
     input_height: int = 480
     input_width: int = 640
     # -- loss: "silog" with coefficient 1 (AdaBins' SILogLoss: 10 * sqrt(var(g) + 0.15 mean(g)^2),
@@ -584,6 +594,7 @@ VALUE_RULES: dict[str, tuple] = {
     "tr2m.contrast_pixels": _POSITIVE_INT, "tr2m.ema_momentum": _UNIT_RIGHT_OPEN,
     "tr2m.lr": _NON_NEGATIVE, "tr2m.weight_decay": _NON_NEGATIVE, "tr2m.eps": _POSITIVE,
     "tr2m.warmup_steps": _NON_NEGATIVE_INT, "tr2m.lr_decay": _UNIT_LEFT_OPEN,
+    "prompts.backbone": _one_of(DEPTHCLIP_BACKBONES),
     "prompts.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "prompts.bin_scheme": _one_of(BIN_SCHEMES), "prompts.text_norm": _one_of(TEXT_NORMS),
     "prompts.template": _rule(lambda v: v.count("{depth}") == 1, "a prompt with {depth} exactly once"),

@@ -4,7 +4,9 @@ transformers has no CLIP ResNet, so the architecture is written here with OpenAI
 names: the ``state_dict`` of OpenAI's released ``RN50.pt`` (or of open_clip's ``RN50``/``openai``
 model) loads into ``CLIPResNet`` as it is, and its sizes are read from the file (RN101, RN50x4 load
 too). The image side gives the raw layer-4 map (the attention pool is built, so the file loads
-strictly, but never run): DepthCLIP's image features.
+strictly, but never run): DepthCLIP's image features, and the learned depth prompts' with
+``prompts.backbone=resnet``. The text tower takes token ids, or token embeddings
+(``encode_text(inputs_embeds=...)``: the learned prompt tokens).
 
 Weights come from ``depthclip.weights``: a file path, or "open_clip" (the optional open_clip
 package). Without them every failure is one EncoderLoadError line saying what to supply.
@@ -195,13 +197,26 @@ class CLIPResNet(nn.Module):
     def embed_dim(self) -> int:
         return self.text_projection.shape[1]
 
-    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """(N, context) token ids -> (N, embed_dim): the projected state at the EOT token (the
-        largest id of each row, as OpenAI's ``encode_text``), not normalised."""
-        x = self.token_embedding(ids) + self.positional_embedding
-        x = self.transformer(x.permute(1, 0, 2), self.attn_mask.to(x.dtype)).permute(1, 0, 2)
+        largest id of each row, as OpenAI's ``encode_text``), not normalised.
+
+        ``inputs_embeds`` (N, L, width), L <= context, instead of ids: token embeddings in the
+        transformer's input space (where ``token_embedding`` puts words, before the positions),
+        e.g. learned prompt tokens; the sequence is not padded and the state at its LAST position
+        (its end token) is projected. The causal mask makes that equal to the padded sequence's."""
+        if (ids is None) == (inputs_embeds is None):
+            raise ValueError("encode_text takes ids or inputs_embeds (one of them)")
+        x = self.token_embedding(ids) if inputs_embeds is None else inputs_embeds
+        length = x.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"{length} tokens, more than the text tower's context of {self.context_length}")
+        x = x + self.positional_embedding[:length]
+        x = self.transformer(x.permute(1, 0, 2), self.attn_mask[:length, :length].to(x.dtype)).permute(1, 0, 2)
         x = self.ln_final(x)
-        return x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)] @ self.text_projection
+        rows = torch.arange(x.shape[0], device=x.device)
+        end = ids.argmax(dim=-1) if ids is not None else torch.full_like(rows, length - 1)
+        return x[rows, end] @ self.text_projection
 
 
 # -- the frozen encoder DepthCLIP uses ---------------------------------------------------------------
@@ -261,7 +276,7 @@ def _load_tokenizer(name: str) -> CLIPTokenizer:
 
 
 class ResNetCLIPEncoder(nn.Module):
-    """Frozen CLIP ResNet: ``forward`` gives the layer-4 map channels-last, ``encode_text`` the text
+    """Frozen CLIP ResNet (DepthCLIP's, and the learned prompts' RN50): ``forward gives the layer-4 map channels-last, ``encode_text`` the text
     embeddings. Images in [0, 1] are normalised with ``normalize`` (ImageNet's statistics by
     default, as DepthCLIP's loader)."""
 

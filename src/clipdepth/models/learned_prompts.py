@@ -10,6 +10,11 @@ head's parameters (so head-only checkpoints hold them), while the frozen text tr
 inside the head's forward, once per step for the N prompts (never per pixel), and the gradient
 flows through it to the tokens alone. The image side is frozen and comes from the feature cache.
 
+The frozen CLIP is ``prompts.backbone``: "resnet", CLIP RN50 as the release's reported runs (the
+self-contained tower of ``encoders/clip_resnet.py`` that DepthCLIP uses, its raw layer-4 map; the
+learned tokens go into its OpenAI-style text tower through ``encode_text(inputs_embeds=...)``), or
+"vit", the ViT of the ``clip`` section (transformers CLIPModel).
+
 Shapes and constants follow the authors' release (github.com/DylanAuty/PromptLearningCLIP-MDE,
 ``modules/DepthCLIP.py``, ``CLIP/clip/model.py``): learned tokens drawn from N(0, 0.02^2) and
 substituted for word embeddings before the positional embedding; the sentence feature at the end
@@ -29,8 +34,12 @@ from torch import nn
 
 from ..config import BIN_SCHEMES, Config, PromptsConfig
 from ..encoders import CLIPEncoder
+from ..encoders.clip_resnet import ResNetCLIPEncoder
 from ..errors import ConfigError
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch
+from .depthclip import reduce_channels
+
+TextEncoder = CLIPEncoder | ResNetCLIPEncoder
 
 DEPTH_SLOT, CONTEXT_SLOT = "{depth}", "{ctx}"
 
@@ -81,6 +90,39 @@ def prompt_layout(template: str, tokenizer, tokens_per_bin: int, max_length: int
     return PromptLayout(torch.tensor(ids), depth, context)
 
 
+class PaddedIdsTokenizer:
+    """The part of a transformers tokenizer ``prompt_layout`` uses, over a CLIP ResNet encoder's
+    ``tokenize`` (phrases -> padded ids "start, words, end, ..."; a transformers CLIPTokenizer or
+    open_clip's): the start and end ids, and a phrase's word ids without them."""
+
+    def __init__(self, tokenize) -> None:
+        self.tokenize = tokenize
+        empty = tokenize([""])[0].tolist()
+        self.bos_token_id, self.eos_token_id = int(empty[0]), int(empty[1])
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        ids = self.tokenize([text])[0].tolist()
+        words = ids[1:ids.index(self.eos_token_id, 1)]
+        return {"input_ids": [self.bos_token_id, *words, self.eos_token_id] if add_special_tokens else words}
+
+
+def text_tokenizer(encoder: TextEncoder):
+    return PaddedIdsTokenizer(encoder.tokenize) if isinstance(encoder, ResNetCLIPEncoder) else encoder.tokenizer
+
+
+def token_embedding(encoder: TextEncoder) -> nn.Embedding:
+    """The frozen text tower's word embedding table (the input space the learned tokens live in)."""
+    if isinstance(encoder, ResNetCLIPEncoder):
+        return encoder.model.token_embedding
+    return encoder.model.text_model.embeddings.token_embedding
+
+
+def text_context_length(encoder: TextEncoder) -> int:
+    if isinstance(encoder, ResNetCLIPEncoder):
+        return encoder.model.context_length
+    return encoder.model.config.text_config.max_position_embeddings
+
+
 @dataclass
 class PromptsHeadOutput:
     logits: torch.Tensor  # (B, h, w, N) image-text similarities * scale
@@ -94,13 +136,12 @@ class LearnedPromptsHead(nn.Module):
     through. The text encoder is held by reference, not as a submodule: it is never saved with the
     head, never handed to an optimiser, and moves with the model that owns it."""
 
-    def __init__(self, cfg: PromptsConfig, encoder: CLIPEncoder) -> None:
+    def __init__(self, cfg: PromptsConfig, encoder: TextEncoder) -> None:
         super().__init__()
         self.cfg = cfg
         self._frozen = (encoder,)  # a tuple: not registered, so not in state_dict() or parameters()
-        text_cfg = encoder.model.config.text_config
-        self.layout = prompt_layout(cfg.template, encoder.tokenizer, cfg.tokens_per_bin, text_cfg.max_position_embeddings)
-        width = text_cfg.hidden_size
+        self.layout = prompt_layout(cfg.template, text_tokenizer(encoder), cfg.tokens_per_bin, text_context_length(encoder))
+        width = token_embedding(encoder).embedding_dim
         self.depth_tokens = nn.Parameter(torch.randn(cfg.num_bins, cfg.tokens_per_bin, width) * cfg.init_std)
         count = len(self.layout.context_positions)
         self.context_tokens = nn.Parameter(torch.randn(count, width) * cfg.init_std) if count else None
@@ -110,12 +151,12 @@ class LearnedPromptsHead(nn.Module):
         self.register_buffer("prompt_ids", self.layout.ids, persistent=False)
 
     @property
-    def encoder(self) -> CLIPEncoder:
+    def encoder(self) -> TextEncoder:
         return self._frozen[0]
 
     def prompt_embeddings(self) -> torch.Tensor:
         """(N, L, W): the word embeddings of the template, the learned tokens in their slots."""
-        frozen = self.encoder.model.text_model.embeddings.token_embedding(self.prompt_ids)
+        frozen = token_embedding(self.encoder)(self.prompt_ids)
         x = frozen.to(self.depth_tokens.dtype).expand(self.cfg.num_bins, -1, -1).clone()
         x[:, self.layout.depth_positions] = self.depth_tokens
         if self.context_tokens is not None:
@@ -131,19 +172,20 @@ class LearnedPromptsHead(nn.Module):
     def forward(self, tokens: torch.Tensor) -> PromptsHeadOutput:
         """``tokens`` (B, h, w, C) dense CLIP image features (cached, raw) -> per-location bins and depth."""
         text = self.text_features().float()
-        image = F.normalize(tokens.float(), dim=-1)
-        if image.shape[-1] != text.shape[-1]:  # the release: F.interpolate(img_f, size=D), nearest
-            b, h, w, c = image.shape
-            image = F.interpolate(image.reshape(b, h * w, c), size=text.shape[-1], mode="nearest").reshape(b, h, w, -1)
+        # normalised over all C channels, then (RN50: 2048 > 1024) reduced to the text width as DepthCLIP
+        # does; the release: F.interpolate(img_f, size=D), nearest. Unchanged when C == D (the ViT).
+        image = reduce_channels(F.normalize(tokens.float(), dim=-1), text.shape[-1], "nearest")
         logits = self.cfg.logit_scale * (image @ text.T) / self.cfg.temperature
         probs = logits.softmax(dim=-1)
         return PromptsHeadOutput(logits=logits, probs=probs, depth=probs @ self.bin_centres, text=text)
 
 
-def encode_token_embeddings(encoder: CLIPEncoder, embeddings: torch.Tensor) -> torch.Tensor:
+def encode_token_embeddings(encoder: TextEncoder, embeddings: torch.Tensor) -> torch.Tensor:
     """(N, L, W) token embeddings (the text transformer's input, before positions) -> (N, D)
     projected sentence features at the last position (the end token), as CLIP's text tower computes
     them from token ids; the encoder stays frozen, the gradient reaches ``embeddings``."""
+    if isinstance(encoder, ResNetCLIPEncoder):
+        return encoder.model.encode_text(inputs_embeds=embeddings)
     from transformers.masking_utils import create_causal_mask
 
     text = encoder.model.text_model
@@ -154,7 +196,8 @@ def encode_token_embeddings(encoder: CLIPEncoder, embeddings: torch.Tensor) -> t
 
 
 class LearnedPrompts(DepthModel):
-    """Frozen CLIP (image and text) + learned depth prompt tokens. ``infer`` takes images and returns metres."""
+    """Frozen CLIP (image and text; RN50 or the ``clip`` section's ViT) + learned depth prompt tokens.
+    ``infer`` takes images and returns metres."""
 
     architecture = "learned_prompts"
     display_name = "Learned depth prompts"
@@ -162,16 +205,22 @@ class LearnedPrompts(DepthModel):
     # The release never resizes inputs (random crops in training, full frames at test); its one
     # interpolation, of the prediction to the GT, is bilinear with align_corners=True.
     released_resize = "align_corners"
-    encoder: CLIPEncoder
+    encoder: TextEncoder
     head: LearnedPromptsHead
 
     @classmethod
-    def build_encoder(cls, cfg: Config) -> CLIPEncoder:
+    def build_encoder(cls, cfg: Config) -> TextEncoder:
+        if cfg.prompts.backbone == "resnet":
+            return ResNetCLIPEncoder.from_config(cfg.depthclip)  # weights, tokenizer, sizes: the depthclip section
         return CLIPEncoder.from_config(cfg.clip)
 
     @classmethod
-    def build_head(cls, cfg: Config, encoder: CLIPEncoder, initialise: bool) -> LearnedPromptsHead:
+    def build_head(cls, cfg: Config, encoder: TextEncoder, initialise: bool) -> LearnedPromptsHead:
         return LearnedPromptsHead(cfg.prompts, encoder)
+
+    @staticmethod
+    def _precision_setting(cfg: Config) -> str:
+        return cfg.depthclip.precision if cfg.prompts.backbone == "resnet" else cfg.clip.precision
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -179,20 +228,31 @@ class LearnedPrompts(DepthModel):
 
     @property
     def frozen_precisions(self) -> dict[str, str]:
-        return {"clip": self.precision_name(self.cfg.clip.precision)}
+        part = "depthclip" if self.cfg.prompts.backbone == "resnet" else "clip"
+        return {part: self.precision_name(self._precision_setting(self.cfg))}
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per feature location: the ViT's patch size, or RN50's 32."""
+        return self.encoder.stride if self.cfg.prompts.backbone == "resnet" else self.encoder.patch_size
 
     @property
     def max_depth(self) -> float:
         return self.cfg.prompts.max_depth
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) frames in [0, 1], sides multiples of the patch size -> (B, H/p, W/p, D) float32
-        patch tokens through the final LayerNorm and the visual projection (the release's ViT path:
-        ``ln_post(x[:, 1:]) @ proj``), CLIP's position embeddings interpolated to the frame's grid."""
-        patch = self.encoder.patch_size
+        """(B, 3, H, W) frames in [0, 1], sides multiples of the stride p -> (B, H/p, W/p, C) float32
+        features. RN50: the raw layer-4 map (C = 2048, attention pool skipped; the release's
+        ``encode_image``), as DepthCLIP encodes it. ViT: the patch tokens through the final LayerNorm
+        and the visual projection (the release's ViT path: ``ln_post(x[:, 1:]) @ proj``), CLIP's
+        position embeddings interpolated to the frame's grid."""
+        patch = self.stride
         height, width = images.shape[-2:]
         if height % patch or width % patch:
             raise ValueError(f"{self.display_name} expects frames whose sides are multiples of {patch}, got {(height, width)}")
+        if self.cfg.prompts.backbone == "resnet":
+            with self.autocast(images.device, self.cfg.depthclip.precision):
+                return self.encoder(self.encoder.normalize(images)).float()
         clip = self.encoder.model
         with self.autocast(images.device, self.cfg.clip.precision):
             hidden = clip.vision_model(pixel_values=self.encoder.normalize(images), interpolate_pos_encoding=True).last_hidden_state
@@ -208,8 +268,9 @@ class LearnedPrompts(DepthModel):
 
     def depth_at_input(self, depth: torch.Tensor) -> torch.Tensor:
         """(B, h, w) per-location depth -> (B, h * p, w * p) at the input size, bilinear with
-        align_corners=True as the release upsamples its prediction."""
-        patch = self.encoder.patch_size
+        align_corners=True as the release upsamples its prediction (straight from the feature grid,
+        RN50's 15 x 20 at 480 x 640, to the GT's size: there is no intermediate upsampling)."""
+        patch = self.stride
         size = (depth.shape[-2] * patch, depth.shape[-1] * patch)
         return F.interpolate(depth[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
 

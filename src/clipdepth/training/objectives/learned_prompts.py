@@ -62,10 +62,10 @@ class LearnedPromptsObjective(Objective):
     def check_config(cls, cfg: Config) -> None:
         if cfg.data.tiles != 1:
             raise ConfigError("learned prompts take whole frames: data.tiles must be 1")
-        patch = cfg.clip.patch_size
+        patch, name = (32, "the RN50 stride") if cfg.prompts.backbone == "resnet" else (cfg.clip.patch_size, "clip.patch_size")
         if cfg.prompts.input_height % patch or cfg.prompts.input_width % patch:
             raise ConfigError(
-                f"prompts.input_height/input_width must be multiples of clip.patch_size={patch}, "
+                f"prompts.input_height/input_width must be multiples of {name}={patch}, "
                 f"got {cfg.prompts.input_height} x {cfg.prompts.input_width}"
             )
 
