@@ -226,6 +226,16 @@ def test_auto_residency_loads_what_fits_and_streams_what_does_not(tiny_cfg, tmp_
     assert trainer_module.place_training_split(shards, "cpu", "auto").resident_on == torch.device("cpu")
     monkeypatch.setattr(trainer_module, "available_bytes", lambda device: shards.nbytes())  # over 80 % of it
     assert trainer_module.place_training_split(shards, "cpu", "auto").resident_on is None
+    # room for the depth alone: the rows stay on disk
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: shards.depth.loaded_nbytes() / 0.8 + 1)
+    streamed = trainer_module.place_training_split(shards, "cpu", "auto")
+    assert streamed.resident_on is None and not isinstance(streamed.arrays["tokens"], torch.Tensor)  # rows from disk
+    # ... but its small 16-bit depth decoded once into host memory, the same values as per batch
+    assert streamed.depth.units is not None and shards.depth.units is None
+    frames = torch.tensor([3, 0, 5])
+    assert torch.equal(streamed.depth.rows(frames), shards.depth.rows(frames))
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 0)  # not even that fits: per batch
+    assert trainer_module.place_training_split(shards, "cpu", "stream").depth.units is None
 
 
 def losses_of(cfg, split, exp, tmp_path, name):

@@ -43,6 +43,7 @@ from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER
 from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
+from ..io.depth_store import TrainingDepth
 from ..io.atomic import atomic_dir, atomic_path, clean_stale, write_text_atomic
 from ..models import DepthModel
 from ..models.base import load_head_state
@@ -108,12 +109,17 @@ RESIDENT_SHARE = 0.8
 
 def place_training_split(split, device: torch.device | str, residency: str):
     """The training split where ``train.residency`` wants it: loaded once into ``device``'s memory
-    ("device", or "auto" when it fits in ``RESIDENT_SHARE`` of what is free), else as it is
-    (memory-mapped shards read one batch ahead; frames decoded on the fly)."""
-    if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device) or residency == "stream":
+    ("device", or "auto" when it fits in ``RESIDENT_SHARE`` of what is free), else streamed: the
+    encoder outputs read from the memory-mapped shards one batch ahead, the 16-bit depth decoded
+    once into host memory where it fits there (a quarter of NYU's token bytes; decoding it per
+    batch takes a core from the step), else per batch too. Frames decoded on the fly stay so."""
+    if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device):
         return split
-    if residency == "device" or split.nbytes() <= RESIDENT_SHARE * available_bytes(device):
+    if residency == "device" or (residency == "auto" and split.nbytes() <= RESIDENT_SHARE * available_bytes(device)):
         return split.resident(device)
+    depth = split.depth
+    if isinstance(depth, TrainingDepth) and depth.units is None and depth.loaded_nbytes() <= RESIDENT_SHARE * available_bytes("cpu"):
+        return replace(split, depth=depth.unpacked("cpu"))
     return split
 
 
