@@ -330,3 +330,16 @@ def test_rn50_prompts_train_from_the_command_line_through_the_feature_cache(tmp_
     assert keys and all("CLIP ResNet" in k["encoder"] and k["model"] == "learned_prompts" for k in keys)
     # the raw layer-4 map is what is cached: 32 * depthclip.width channels, reduced in the head
     assert all(np.load(p).shape[-1] == 256 for p in cache.rglob("tokens.npy"))
+
+
+def test_the_benchmark_labels_a_resnet_prompts_checkpoint_by_its_rn50_weights():
+    from clipdepth.config import load_config
+    from clipdepth.evaluation.benchmark import weights_summary
+
+    trained = {"epoch": 4}
+    real, line = weights_summary(trained, load_config("prompts_nyu", ["depthclip.random_init=true"]))
+    assert not real and "random_init frozen parts: depthclip" in line  # its CLIP is the RN50 of the depthclip section
+    real, _ = weights_summary(trained, load_config("prompts_nyu", ["clip.random_init=true"]))  # the unused ViT
+    assert real
+    real, line = weights_summary(trained, load_config("prompts_nyu", ["prompts.backbone=vit", "clip.random_init=true"]))
+    assert not real and "clip" in line

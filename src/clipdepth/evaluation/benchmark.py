@@ -310,7 +310,9 @@ def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
     (no ``random_init``), relative depth from a model (not the ground-truth oracle), and a head
     with a training record (``epoch`` in config.json) or converted from a released checkpoint —
     and a line saying which parts are not."""
-    depthclip_rn = cfg.model == "depthclip" and cfg.depthclip.backbone == "resnet"  # its CLIP is the depthclip section's
+    # CLIP RN50 (DepthCLIP, and the learned prompts on it) is the depthclip section's, the ViT the clip section's
+    depthclip_rn = (cfg.model == "depthclip" and cfg.depthclip.backbone == "resnet") or (
+        cfg.model == "learned_prompts" and cfg.prompts.backbone == "resnet")
     random_parts = ["clip"] if cfg.clip.random_init and not depthclip_rn else []
     random_parts += ["depthclip"] if depthclip_rn and cfg.depthclip.random_init else []
     oracle = False
