@@ -33,7 +33,8 @@ OPEN_CLIP = "open_clip"  # depthclip.weights value: take OpenAI's RN50 from the 
 OPEN_CLIP_HINT = "pip install 'clipdepth[openclip]' (or open_clip_torch)"
 WEIGHTS_HINT = (
     "download OpenAI's RN50.pt (the file the `clip` package's clip.load('RN50') fetches) and set "
-    f"depthclip.weights to its path, or set depthclip.weights=open_clip with open_clip installed ({OPEN_CLIP_HINT})"
+    f"depthclip.weights to its path, or set depthclip.weights=open_clip with open_clip installed ({OPEN_CLIP_HINT}); "
+    "depthclip.random_init=true builds it with random weights (to try the pipeline, never a trained model)"
 )
 NORMALIZATIONS = {"imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)}
 # Entries of OpenAI's TorchScript archive that are not parameters (its build_model drops them too).
@@ -231,7 +232,8 @@ def _read_weights_file(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle and zip errors come in many types
-        raise EncoderLoadError(f"cannot load CLIP RN50 weights '{path}' ({first_line(exc)}); {WEIGHTS_HINT}") from None
+        reason = f"not a TorchScript archive or torch file: {type(exc).__name__} {first_line(exc)}"
+        raise EncoderLoadError(f"cannot load CLIP RN50 weights '{path}' ({reason}); {WEIGHTS_HINT}") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise EncoderLoadError(f"cannot load CLIP RN50 weights '{path}' (not a state dict); {WEIGHTS_HINT}")

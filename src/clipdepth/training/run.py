@@ -152,7 +152,8 @@ class Experiment:
                 data, line = self.source_data(source)
             sources.append(data)
             lines.append(line)
-        if self.dist.is_main:  # how the training frames are served (cache, mirrored copies, on the fly)
+        if self.dist.is_main:  # the frozen parts (random weights said), how the training frames are served
+            lines = [f"frozen parts: {self.model.encoder.description}", *lines]
             write_text_atomic(out_dir / TRAIN_LOG, "".join(f"{line}\n" for line in lines))
             print(*lines, sep="\n", file=sys.stderr)
         trainer = Trainer(self.model, self.cfg, sources, out_dir, self.dist)
