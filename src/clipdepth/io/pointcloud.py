@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
+from ..errors import ConfigError
 from .atomic import atomic_path
 
 DEFAULT_HORIZONTAL_FOV_DEG = 60.0  # used when no intrinsics are given; stated in the README
@@ -17,11 +20,32 @@ def default_intrinsics(height: int, width: int, fov_deg: float = DEFAULT_HORIZON
     return focal, focal, (width - 1) / 2, (height - 1) / 2
 
 
+def as_intrinsics(intrinsics: Any) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) in pixels from those four numbers or a 3x3 camera matrix K (list, array or
+    tensor). ConfigError for another shape or a focal length that is not positive."""
+    values = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics, dtype=np.float64)
+    if values.shape == (3, 3):
+        values = values[[0, 1, 0, 1], [0, 1, 2, 2]]
+    if values.shape != (4,) or not np.isfinite(values).all():
+        raise ConfigError(f"intrinsics must be fx fy cx cy or a 3x3 matrix K, got shape {values.shape}", setting="intrinsics")
+    if min(values[0], values[1]) <= 0:
+        raise ConfigError(f"intrinsics: the focal lengths fx, fy must be positive, got {values[0]:g}, {values[1]:g}", setting="intrinsics")
+    return tuple(float(v) for v in values)  # type: ignore[return-value]
+
+
+def points_from_depth(depth: torch.Tensor, intrinsics: tuple[float, float, float, float]) -> torch.Tensor:
+    """(..., H, W) planar depth -> (..., H, W, 3) camera coordinates (x right, y down, z forward),
+    metres; pixel (u, v) at its centre's integer coordinates, as OpenCV's K."""
+    fx, fy, cx, cy = intrinsics
+    height, width = depth.shape[-2:]
+    v = torch.arange(height, dtype=depth.dtype, device=depth.device)[:, None]
+    u = torch.arange(width, dtype=depth.dtype, device=depth.device)[None, :]
+    return torch.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], dim=-1)
+
+
 def backproject(depth: np.ndarray, intrinsics: tuple[float, float, float, float]) -> np.ndarray:
     """(H, W) planar depth -> (H, W, 3) camera coordinates (x right, y down, z forward), metres."""
-    fx, fy, cx, cy = intrinsics
-    v, u = np.indices(depth.shape, dtype=np.float32)
-    return np.stack([(u - cx) * depth / fx, (v - cy) * depth / fy, depth], axis=-1)
+    return points_from_depth(torch.from_numpy(np.asarray(depth, dtype=np.float32)), intrinsics).numpy()
 
 
 VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin, snapshot_download
+from PIL import Image
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -31,6 +32,8 @@ from ..config import (
 from ..data.transforms import Preprocessor, resize_bilinear
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_dir
+from ..io.depth_io import read_rgb
+from ..io.pointcloud import as_intrinsics, points_from_depth
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -145,6 +148,16 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
     if bad is not None:
         raise CheckpointError(f"{directory / CONFIG_NAME}: its config section {bad!r} is not an object; {DAMAGED_HINT}")
     return meta
+
+
+def _is_camera(value: Any) -> bool:
+    """Whether a list is one camera's intrinsics (four numbers or a 3x3 matrix), not one per image."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape) in ((4,), (3, 3))
+    try:
+        return np.shape(value) in ((4,), (3, 3))
+    except ValueError:  # ragged: one entry per image (some None)
+        return False
 
 
 class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["depth-estimation", "monocular-depth"]):
@@ -302,12 +315,28 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return (size, tiles * size) if isinstance(size, int) else size
 
     @staticmethod
-    def images_to_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(H, W, 3) / (B, H, W, 3) uint8 arrays, or (B, 3, H, W) tensors in [0, 1] -> the latter."""
+    def images_to_tensor(images: Any) -> torch.Tensor:
+        """One image or a batch of one size -> (B, 3, H, W) float in [0, 1]: a path (read as a
+        photo: EXIF orientation applied), a PIL image, an (H, W, 3) or (B, H, W, 3) uint8 array,
+        a (3, H, W) or (B, 3, H, W) tensor (float in [0, 1], or uint8). DataError naming a file
+        that cannot be read; ConfigError for another kind or shape."""
+        if isinstance(images, (str, Path)):
+            images = read_rgb(images, photo=True)
+        elif isinstance(images, Image.Image):
+            images = np.asarray(images.convert("RGB"))
         if isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
+                raise ConfigError(f"an image array must be (H, W, 3) or (B, H, W, 3) uint8, got {images.shape} {images.dtype}",
+                                  setting="images")
             arr = images[None] if images.ndim == 3 else images
             return torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
-        return images
+        if isinstance(images, torch.Tensor):
+            if images.ndim not in (3, 4) or images.shape[-3] != 3:
+                raise ConfigError(f"an image tensor must be (3, H, W) or (B, 3, H, W), got {tuple(images.shape)}", setting="images")
+            images = images[None] if images.ndim == 3 else images
+            return images.float() / 255.0 if images.dtype == torch.uint8 else images
+        raise ConfigError(f"cannot read an image from a {type(images).__name__}: give a path, a PIL image, an array or a tensor",
+                          setting="images")
 
     def check_captions(self, captions: list[str] | None, count: int) -> list[list[str]] | None:
         """``captions`` for ``count`` images as caption lines per frame. ConfigError when a model that
@@ -334,23 +363,54 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         map at the input size to the image's size); none by default."""
         return {}
 
-    @torch.inference_mode()
     def infer(
-        self, images: torch.Tensor | np.ndarray, tta: bool = False, tiles: int | None = None,
-        captions: list[str] | None = None, max_tiles: int = MAX_TILES,
-    ) -> dict[str, torch.Tensor]:
+        self, images: Any, tta: bool = False, tiles: int | None = None, captions: list[str] | None = None,
+        max_tiles: int = MAX_TILES, intrinsics: Any = None,
+    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Metric depth for RGB images at their own resolution.
 
-        ``images``: (H, W, 3) or (B, H, W, 3) uint8 array, or a (B, 3, H, W) float tensor in
-        [0, 1]. ``captions``: one per image for models that read them (TR2M), else None. Models
-        that take square tiles cut wide images into ``tiles`` of them (default ``auto_tiles``; more
-        than ``max_tiles`` is a DataError, which bounds the memory one image can take); the others
-        take whole frames. ``tta`` averages in the prediction of the mirrored images.
+        ``images``: one image or a batch of one size (``images_to_tensor``: a path, a PIL image, an
+        (H, W, 3) / (B, H, W, 3) uint8 array, a (3, H, W) / (B, 3, H, W) tensor), or a LIST of any
+        of these at any sizes (run in batches of equal size). ``captions``: one per image for
+        models that read them (TR2M), else None. Models that take square tiles cut wide images into
+        ``tiles`` of them (default ``auto_tiles``; more than ``max_tiles`` is a DataError, which
+        bounds the memory one image can take); the others take whole frames. ``tta`` averages in
+        the prediction of the mirrored images. ``intrinsics`` (fx fy cx cy, or a 3x3 matrix K, in
+        pixels of the image; for a list, one for all or one per image) add ``points``.
 
-        Returns ``depth`` (B, H, W) metres, bilinearly resized (align_corners) from the input size,
-        and the model's own outputs (``infer_outputs``). Raises ConfigError for missing or
-        unexpected captions or tiles, DataError for an image over the tile limit.
+        Returns, for one image or batch, ``depth`` (B, H, W) metres, bilinearly resized
+        (align_corners) from the input size, the model's own outputs (``infer_outputs``) and with
+        intrinsics ``points`` (B, H, W, 3) metres in the camera frame (x right, y down, z
+        forward); for a list, one such dict per image, each without the batch dimension. Raises
+        ConfigError for missing or unexpected captions, tiles or intrinsics, DataError for an image
+        that cannot be read or is over the tile limit.
         """
+        if not isinstance(images, (list, tuple)):
+            return self._infer_batch(images, tta, tiles, captions, max_tiles, intrinsics)
+        tensors = [self.images_to_tensor(image) for image in images]
+        if any(len(t) != 1 for t in tensors):
+            raise ConfigError("a list of images takes one image per entry (give a batch without the list)", setting="images")
+        one_each = isinstance(intrinsics, (list, tuple)) and len(intrinsics) == len(images) and not _is_camera(intrinsics)
+        per_image = intrinsics if one_each else [intrinsics] * len(images)
+        if captions is not None and len(captions) != len(images):
+            self.check_captions(captions, len(images))  # the one-line count error
+        sizes: dict[tuple[int, int], list[int]] = {}
+        for i, t in enumerate(tensors):
+            sizes.setdefault(tuple(t.shape[-2:]), []).append(i)
+        results: list[dict[str, torch.Tensor]] = [{} for _ in images]
+        for group in sizes.values():  # images of one size in one batch; each its own intrinsics
+            out = self._infer_batch(torch.cat([tensors[i] for i in group]), tta, tiles,
+                                    None if captions is None else [captions[i] for i in group], max_tiles)
+            for row, i in enumerate(group):
+                results[i] = {k: v[row] for k, v in out.items()}
+                if per_image[i] is not None:
+                    results[i]["points"] = points_from_depth(results[i]["depth"], as_intrinsics(per_image[i]))
+        return results
+
+    @torch.inference_mode()
+    def _infer_batch(
+        self, images: Any, tta: bool, tiles: int | None, captions: list[str] | None, max_tiles: int, intrinsics: Any = None,
+    ) -> dict[str, torch.Tensor]:
         self.eval()
         images = self.images_to_tensor(images).to(self.device)
         lines = self.check_captions(captions, len(images))
@@ -370,7 +430,10 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         def to_image(x: torch.Tensor) -> torch.Tensor:
             return F.interpolate(x[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
 
-        return {"depth": to_image(depth), **self.infer_outputs(features, head_output, tiles, to_image)}
+        out = {"depth": to_image(depth), **self.infer_outputs(features, head_output, tiles, to_image)}
+        if intrinsics is not None:
+            out["points"] = points_from_depth(out["depth"], as_intrinsics(intrinsics))
+        return out
 
     def export_onnx(self, out_dir: str | Path, opset: int = 18) -> dict:
         """Write the model as ONNX graphs (``onnx_files``) into ``out_dir``, checked against PyTorch
