@@ -87,10 +87,14 @@ def _batch(model, n=3, seed=0):
     return TrainBatch(features, depth, [model.input_size] * n, torch.zeros(n, dtype=torch.long), 1)
 
 
-def test_only_the_prompt_tokens_get_gradient_and_clip_is_unchanged_by_training(cfg):
-    cfg = load_config("demo", [*TINY_PROMPTS, "prompts.template='{ctx} object {depth}'"])
+@pytest.mark.parametrize("backbone", ["vit", "resnet"])
+def test_only_the_prompt_tokens_get_gradient_and_clip_is_unchanged_by_training(backbone):
+    tiny = TINY_PROMPTS if backbone == "vit" else TINY_RN_PROMPTS
+    cfg = load_config("demo", [*tiny, "prompts.template='{ctx} object {depth}'"])
     model = build_model(cfg)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    if backbone == "resnet":  # both RN50 towers are checked, the image one and the text one
+        assert any(k.startswith("model.visual.") for k in before) and any(k.startswith("model.transformer.") for k in before)
     tokens_before = model.head.depth_tokens.detach().clone()
     objective = LearnedPromptsObjective(model, cfg, model.head, model.preprocessor())
     objective.plan(steps_per_epoch=3, max_epochs=1)
@@ -282,28 +286,6 @@ def test_rn50_features_are_the_raw_layer4_map_reduced_and_upsampled_as_released(
     cfg = load_config("demo", [*TINY_RN_PROMPTS, "prompts.input_height=56"])
     with pytest.raises(ConfigError, match="multiples of the RN50 stride=32"):
         Experiment.create(cfg)
-
-
-def test_rn50_only_the_prompt_tokens_get_gradient_and_both_towers_are_unchanged(rn_cfg):
-    cfg = load_config("demo", [*TINY_RN_PROMPTS, "prompts.template='{ctx} object {depth}'"])
-    model = build_model(cfg)
-    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
-    assert any(k.startswith("model.visual.") for k in before) and any(k.startswith("model.transformer.") for k in before)
-    tokens_before = model.head.depth_tokens.detach().clone()
-    objective = LearnedPromptsObjective(model, cfg, model.head, model.preprocessor())
-    objective.plan(steps_per_epoch=3, max_epochs=1)
-    trained = {id(p) for group in objective.optimizers["train"].param_groups for p in group["params"]}
-    assert trained == {id(model.head.depth_tokens), id(model.head.context_tokens)}
-    assert dict(model.head.named_parameters()).keys() == {"depth_tokens", "context_tokens"}
-    assert not any(p.requires_grad for p in model.encoder.parameters())
-    for step in range(3):
-        record = objective.step(_batch(model, seed=step), step, torch.Generator())
-        assert torch.isfinite(record["loss"])
-        assert model.head.depth_tokens.grad.abs().sum() > 0 and model.head.context_tokens.grad.abs().sum() > 0
-        assert all(p.grad is None for p in model.encoder.parameters())
-    after = model.encoder.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert not torch.equal(tokens_before, model.head.depth_tokens.detach())
 
 
 def test_an_rn50_checkpoint_holds_the_tokens_only_and_loads_and_predicts_the_same(rn_cfg):
