@@ -121,7 +121,7 @@ def test_hub_mixin_saves_head_only_with_a_model_card_and_loads_back(tiny_cfg, tm
     torch.manual_seed(0)
     model = PureCLIPDepth.build(tiny_cfg).eval()
     model.save_pretrained(tmp_path / "ckpt", extra={"epoch": 3})
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     assert "depth-estimation" in (tmp_path / "ckpt" / "README.md").read_text()
     loaded = PureCLIPDepth.from_pretrained(tmp_path / "ckpt")
     image = np.zeros((32, 40, 3), np.uint8)
@@ -133,11 +133,15 @@ def test_push_to_hub_uploads_the_checkpoint_folder(tiny_cfg, monkeypatch):
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         uploaded["repo"], uploaded["files"] = repo_id, sorted(p.name for p in Path(folder_path).iterdir())
+        uploaded["card"] = (Path(folder_path) / "README.md").read_text()
 
     monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: type("R", (), {"repo_id": repo_id})())
     monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload_folder)
     PureCLIPDepth.build(tiny_cfg).push_to_hub("someone/pureclip-demo")
-    assert uploaded == {"repo": "someone/pureclip-demo", "files": ["README.md", "config.json", "model.safetensors"]}
+    card = uploaded.pop("card")
+    assert uploaded == {"repo": "someone/pureclip-demo",
+                        "files": ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]}
+    assert 'load_model("someone/pureclip-demo")' in card  # the card shows how to load it from there
 
 
 def test_an_unreachable_hub_id_is_one_clear_error(monkeypatch):

@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import ModelHubMixin, snapshot_download
+from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, snapshot_download
 from PIL import Image
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
@@ -37,6 +37,15 @@ from ..io.pointcloud import as_intrinsics, points_from_depth
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# What transformers reads to load a checkpoint folder (clipdepth.hf registers the classes these name).
+PREPROCESSOR_NAME = "preprocessor_config.json"
+IMAGE_PROCESSOR_TYPE = "ClipdepthImageProcessor"
+
+
+def transformers_model_type(architecture: str) -> str:
+    """The ``model_type`` of an architecture's checkpoints in transformers' Auto classes."""
+    return f"clipdepth_{architecture}"
+
 # Square tiles one image may be cut into (memory grows with them); infer(max_tiles=...) raises it.
 MAX_TILES = 8
 # The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
@@ -174,6 +183,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     zero_shot: ClassVar[bool] = False  # nothing to train: its checkpoint is written without training (DepthCLIP)
     onnx_files: ClassVar[tuple[str, ...]] = ()  # what export_onnx writes; none: it cannot be exported
     display_name: ClassVar[str]  # the model's name in messages
+    paper: ClassVar[str]  # the publication, in Markdown with its link (the model card cites it)
     # What "auto" means for this model: the released code's encoder precision on CUDA and its
     # input resize (data/transforms.py RESIZE_MODES).
     released_precision: ClassVar[str]
@@ -445,6 +455,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     # the hooks below define what a checkpoint folder holds.
     def _save_pretrained(self, save_directory: Path) -> None:
         meta = {
+            "model_type": transformers_model_type(self.architecture),
             "architecture": self.architecture,
             "config": config_to_dict(self.cfg),
             "encoder_fingerprint": self.encoder.fingerprint(),
@@ -453,20 +464,78 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(save_directory / WEIGHTS_NAME))
         (save_directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        (save_directory / PREPROCESSOR_NAME).write_text(json.dumps({"image_processor_type": IMAGE_PROCESSOR_TYPE}, indent=2))
+
+    def generate_model_card(self, *args, location: str = "path/to/checkpoint", **kwargs) -> ModelCard:
+        """The checkpoint's README.md: the Hub's metadata (library, ``depth-estimation`` pipeline,
+        licence, tags), the paper, the frozen parts it needs, how it was made and how to load it
+        (``location``: the folder or Hub id shown in the examples)."""
+        data = ModelCardData(
+            library_name="clipdepth", pipeline_tag="depth-estimation", license="apache-2.0",
+            tags=["depth-estimation", "monocular-depth", "metric-depth", "clip", self.architecture.replace("_", "-")],
+        )
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{self._card_text(location)}")
+
+    def _card_text(self, location: str) -> str:
+        extra = self._checkpoint_extra
+        data = ", ".join(f"`{m.name}`" for m in self.cfg.mixture) or f"`{self.cfg.data.dataset}`"
+        made = (
+            "written without training (a zero-shot model)" if extra.get("zero_shot")
+            else f"converted from the authors' released weights ({extra['released_format']})" if "released_format" in extra
+            else f"trained by clipdepth on {data}, epoch {extra['epoch']}" if "epoch" in extra
+            else f"saved by clipdepth without a training record (its recipe's data: {data})"
+        )
+        metrics = extra.get("val_metrics") or {}
+        table = "".join(f"| {k} | {v:.4g} |\n" for k, v in metrics.items() if isinstance(v, (int, float)))
+        caption = ', caption="a kitchen with a table"' if self.uses_captions else ""
+        pipeline_class = ", pipeline_class=CaptionedDepthEstimationPipeline" if self.uses_captions else ""
+        captions = ', captions=["a kitchen with a table"]' if self.uses_captions else ""
+        return (
+            f"# {self.display_name} depth head for clipdepth\n\n"
+            f"Monocular metric depth (metres) from one RGB image: {self.paper}, as implemented by clipdepth.\n\n"
+            "This repository holds the trained head only. clipdepth loads the frozen parts its `config.json` "
+            f"names and checks their weights' fingerprint: {self.encoder.description} "
+            f"(`{self.encoder.fingerprint()}`).\n\n"
+            f"It was {made}."
+            + (f" Validation metrics:\n\n| metric | value |\n|---|---|\n{table}" if table else "\n")
+            + "\n## Use\n\n```python\nfrom clipdepth.models import load_model\n\n"
+            f"model = load_model(\"{location}\")\n"
+            f"out = model.infer(\"photo.jpg\"{captions})  # out[\"depth\"]: (1, H, W) metres\n```\n\n"
+            "With transformers (`import clipdepth.hf` registers the model classes):\n\n```python\n"
+            + ("from clipdepth.hf import CaptionedDepthEstimationPipeline\n" if self.uses_captions
+               else "import clipdepth.hf  # noqa: F401  (registers clipdepth's models)\n")
+            + "from transformers import pipeline\n\n"
+            f"depth = pipeline(\"depth-estimation\", model=\"{location}\"{pipeline_class})\n"
+            f"result = depth(\"photo.jpg\"{caption})\n"
+            "result[\"predicted_depth\"]  # (H, W) metres\n"
+            "result[\"depth\"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n\n"
+            "## Licence\n\nThe head's weights are released under Apache-2.0, as clipdepth. The frozen parts keep "
+            "their own licences (see their model cards).\n"
+        )
 
     def save_pretrained(  # type: ignore[override]
         self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False,
         repo_id: str | None = None, **kwargs,
     ) -> Path:
-        """Write ``model.safetensors`` (head only), ``config.json`` and a model card, the folder
-        replaced as a whole (never half-written); ``push_to_hub`` uploads it too."""
+        """Write ``model.safetensors`` (head only), ``config.json`` (with the ``model_type`` and
+        ``preprocessor_config.json`` transformers reads: see ``clipdepth.hf``) and a model card
+        (``generate_model_card``), the folder replaced as a whole (never half-written);
+        ``push_to_hub`` uploads it too."""
         directory = Path(save_directory)
         self._checkpoint_extra = extra or {}
+        if kwargs.get("model_card_kwargs") is None:
+            kwargs["model_card_kwargs"] = {"location": repo_id or str(directory)}
         with atomic_dir(directory) as tmp:
             super().save_pretrained(tmp, **kwargs)
         if push_to_hub:
             self.push_to_hub(repo_id or directory.name)
         return directory
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:  # type: ignore[override]
+        """Upload the checkpoint (``save_pretrained``'s files) to the Hub repository ``repo_id``,
+        its model card showing how to load it from there."""
+        kwargs.setdefault("model_card_kwargs", {"location": repo_id})
+        return super().push_to_hub(repo_id, **kwargs)
 
     @classmethod
     def from_pretrained(  # type: ignore[override]

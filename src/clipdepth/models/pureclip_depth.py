@@ -125,6 +125,7 @@ class PureCLIPDepth(DepthModel):
 
     architecture = "pureclip_depth"
     display_name = "PureCLIP-Depth"
+    paper = "PureCLIP-Depth ([arXiv 2603.16238](https://arxiv.org/abs/2603.16238))"
     gives_uncertainty = True  # the spread of the soft bin distribution
     takes_tiles = True  # KITTI frames as four 336 x 336 tiles, as released
     onnx_files = ("model.onnx", "head.onnx", "export.json")

@@ -269,6 +269,7 @@ class TR2M(DepthModel):
 
     architecture = "tr2m"
     display_name = "TR2M"
+    paper = "TR2M ([arXiv 2506.13387](https://arxiv.org/abs/2506.13387))"
     uses_captions = True
     released_precision = "fp32"  # the released evaluation runs its encoders in fp32
     released_resize = "align_corners"  # F.interpolate(..., "bilinear", align_corners=True)

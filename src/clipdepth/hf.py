@@ -1,0 +1,179 @@
+"""clipdepth checkpoints inside transformers: ``pipeline("depth-estimation")`` and the Auto classes.
+
+Importing this module registers, for every clipdepth model (``clipdepth.models.MODELS``), a
+config (``model_type`` ``clipdepth_<architecture>``), a ``PreTrainedModel`` returning
+``DepthEstimatorOutput`` and the image processor, with ``AutoConfig``,
+``AutoModelForDepthEstimation`` and ``AutoImageProcessor``. After it::
+
+    import clipdepth.hf  # noqa: F401  (the registration)
+    from transformers import pipeline
+
+    depth = pipeline("depth-estimation", model="outputs/demo/model")   # a checkpoint folder or Hub id
+    out = depth("photo.jpg")
+    out["predicted_depth"]  # (H, W) metres at the image's size: clipdepth's ``infer(...)["depth"]``
+    out["depth"]            # a PIL image for looking at, min-max scaled per image (not metres)
+
+The wrapped model runs ``DepthModel.infer``: the same resize, tiles and output as clipdepth's own
+API, so the two agree to rounding. A TR2M checkpoint reads a caption per image: build the pipeline
+with ``pipeline_class=CaptionedDepthEstimationPipeline`` and call it with ``caption="..."``.
+Checkpoints are clipdepth's own head-only folders (``save_pretrained``), which carry the
+``model_type`` and ``preprocessor_config.json`` transformers looks for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import (
+    AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation, DepthEstimationPipeline, PreTrainedConfig, PreTrainedModel,
+)
+from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.modeling_outputs import DepthEstimatorOutput
+
+from .errors import ConfigError
+from .models import MODELS, DepthModel, load_model
+from .models.base import transformers_model_type
+
+# What from_pretrained may pass on to the Hub download (the rest of transformers' loading options,
+# dtype and device_map among them, do not apply: clipdepth sets the frozen parts' precision itself).
+HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+
+
+class ClipdepthConfig(PreTrainedConfig):
+    """A clipdepth checkpoint's ``config.json`` as transformers reads it: ``architecture``,
+    ``config`` (clipdepth's own recipe sections) and ``encoder_fingerprint`` are kept as they are."""
+
+    model_type = "clipdepth"
+
+
+class ClipdepthImageProcessor(BaseImageProcessor):
+    """Images -> ``pixel_values`` (B, 3, H, W) float in [0, 1] at their own size: the model resizes
+    them as clipdepth's ``infer`` does (``DepthModel.images_to_tensor`` reads them).
+
+    Images of one call must share one size (ConfigError otherwise): the pipeline gives them one at
+    a time; pass a list of mixed sizes to ``DepthModel.infer`` instead.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
+        items = images if isinstance(images, (list, tuple)) else [images]
+        tensors = [DepthModel.images_to_tensor(np.asarray(i) if isinstance(i, Image.Image) else i) for i in items]
+        if len({tuple(t.shape[-2:]) for t in tensors}) > 1:
+            raise ConfigError("images of one call must share one size (give them one at a time)", setting="images")
+        return BatchFeature({"pixel_values": torch.cat(tensors)}, tensor_type=return_tensors)
+
+    def post_process_depth_estimation(
+        self, outputs: DepthEstimatorOutput, target_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[dict[str, torch.Tensor]]:
+        """One ``{"predicted_depth": (H, W) metres}`` per image, resized (bilinear, align_corners,
+        as ``infer``) where a target size differs from the prediction's (it does not for
+        ``pixel_values`` of this processor)."""
+        depth = outputs.predicted_depth
+        sizes = target_sizes if target_sizes is not None else [None] * len(depth)
+        results = []
+        for item, size in zip(depth, sizes):
+            if size is not None and tuple(item.shape[-2:]) != tuple(size):
+                item = F.interpolate(item[None, None], size=tuple(size), mode="bilinear", align_corners=True)[0, 0]
+            results.append({"predicted_depth": item})
+        return results
+
+
+class ClipdepthForDepthEstimation(PreTrainedModel):
+    """A clipdepth ``DepthModel`` (``self.model``) behind transformers' depth-estimation interface.
+
+    ``from_pretrained`` loads a clipdepth checkpoint folder or Hub id with ``clipdepth.models.load_model``
+    (head weights + the frozen parts its config names); ``save_pretrained`` writes it back head-only.
+    """
+
+    config_class = ClipdepthConfig
+    main_input_name = "pixel_values"
+    _no_split_modules: list[str] = []
+
+    def __init__(self, config: ClipdepthConfig, model: DepthModel | None = None) -> None:
+        super().__init__(config)
+        if model is None:
+            raise ConfigError("a clipdepth model is built from a checkpoint: use from_pretrained(folder or Hub id)")
+        self.model = model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> "ClipdepthForDepthEstimation":
+        """The checkpoint folder or Hub id loaded by clipdepth; ``overrides=[...]`` points its frozen
+        parts elsewhere (as ``load_model``). Raises CheckpointError for a folder that is not one."""
+        from .models import checkpoint_folder
+
+        hub = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
+        folder = checkpoint_folder(pretrained_model_name_or_path, **hub)
+        model = load_model(folder, kwargs.get("overrides", ()))
+        config = kwargs.get("config")
+        if not isinstance(config, ClipdepthConfig):
+            config = AutoConfig.from_pretrained(folder)
+        return _MODEL_CLASSES[model.architecture](config, model).eval()
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs: Any) -> Path:  # type: ignore[override]
+        """The clipdepth checkpoint (head only), as ``DepthModel.save_pretrained``."""
+        return self.model.save_pretrained(save_directory, **kwargs)
+
+    def forward(
+        self, pixel_values: torch.Tensor, captions: list[str] | None = None, return_dict: bool | None = None, **kwargs: Any,
+    ) -> DepthEstimatorOutput | tuple[torch.Tensor]:
+        """``pixel_values`` (B, 3, H, W) float in [0, 1] -> ``predicted_depth`` (B, H, W) metres, as
+        ``DepthModel.infer`` (``captions``: one per image for TR2M)."""
+        if self.model.uses_captions and captions is None:
+            raise ConfigError(
+                f"{self.model.display_name} needs a caption per image: build the pipeline with "
+                "pipeline_class=clipdepth.hf.CaptionedDepthEstimationPipeline and call it with caption=\"...\"",
+                setting="captions",
+            )
+        depth = self.model.infer(pixel_values, captions=captions)["depth"]
+        return DepthEstimatorOutput(predicted_depth=depth) if return_dict is not False else (depth,)
+
+
+class CaptionedDepthEstimationPipeline(DepthEstimationPipeline):
+    """The depth-estimation pipeline with a ``caption`` call argument (a string for every image),
+    which TR2M checkpoints need::
+
+        pipe = pipeline("depth-estimation", model=folder, pipeline_class=CaptionedDepthEstimationPipeline)
+        pipe("room.jpg", caption="a kitchen with a table")
+    """
+
+    def _sanitize_parameters(self, timeout=None, parameters=None, caption: str | None = None, **kwargs):
+        preprocess, forward, postprocess = super()._sanitize_parameters(timeout=timeout, parameters=parameters, **kwargs)
+        if caption is not None:
+            preprocess["caption"] = caption
+        return preprocess, forward, postprocess
+
+    def preprocess(self, image, timeout=None, caption: str | None = None):
+        inputs = super().preprocess(image, timeout=timeout)
+        if caption is not None:
+            inputs["captions"] = [caption] * len(inputs["pixel_values"])
+        return inputs
+
+
+def _register() -> dict[str, type[ClipdepthForDepthEstimation]]:
+    """A config and model class per clipdepth architecture, registered with the Auto classes."""
+    classes = {}
+    for architecture, model_class in MODELS.items():
+        stem = f"Clipdepth{model_class.__name__}"
+        config_class = type(f"{stem}Config", (ClipdepthConfig,), {
+            "model_type": transformers_model_type(architecture), "__module__": __name__,
+            "__doc__": f"The transformers config of a clipdepth {model_class.display_name} checkpoint.",
+        })
+        wrapper = type(f"{stem}ForDepthEstimation", (ClipdepthForDepthEstimation,), {
+            "config_class": config_class, "__module__": __name__,
+            "__doc__": f"A clipdepth {model_class.display_name} checkpoint as a transformers depth-estimation model.",
+        })
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModelForDepthEstimation.register(config_class, wrapper, exist_ok=True)
+        AutoImageProcessor.register(config_class, image_processor_classes={"pil": ClipdepthImageProcessor}, exist_ok=True)
+        classes[architecture] = wrapper
+        globals()[config_class.__name__] = config_class
+        globals()[wrapper.__name__] = wrapper
+    return classes
+
+
+_MODEL_CLASSES = _register()
