@@ -14,6 +14,8 @@ from clipdepth.models import MODELS, build_model, load_model
 from clipdepth.models.pureclip_depth import PureCLIPDepth
 
 from .conftest import TINY_DEPTH_ANYTHING
+from .test_depthclip import TINY_RN
+from .test_learned_prompts import TINY_PROMPTS
 
 hf = pytest.importorskip("clipdepth.hf")
 transformers = pytest.importorskip("transformers")
@@ -90,6 +92,15 @@ def test_tr2m_caption_through_the_pipeline(tr2m_folder, photo):
     plain = transformers.pipeline("depth-estimation", model=str(tr2m_folder))
     with pytest.raises(ConfigError, match="CaptionedDepthEstimationPipeline.*caption="):
         plain(str(photo))
+
+
+@pytest.mark.parametrize("recipe, overrides", [("depthclip_nyu", TINY_RN), ("demo", TINY_PROMPTS)], ids=["depthclip", "learned_prompts"])
+def test_the_baselines_through_the_pipeline(recipe, overrides, photo, tmp_path):
+    from clipdepth.config import load_config
+
+    folder = build_model(load_config(recipe, overrides)).save_pretrained(tmp_path / "baseline")
+    out = transformers.pipeline("depth-estimation", model=str(folder))(str(photo))
+    torch.testing.assert_close(out["predicted_depth"], load_model(folder).infer(photo)["depth"][0], atol=1e-5, rtol=0)
 
 
 def test_model_card_has_the_hub_metadata(pureclip_folder, tr2m_folder):
