@@ -6,6 +6,7 @@ from PIL import Image
 
 from clipdepth.cli.main import main
 from clipdepth.data.synthetic import render_scene
+from clipdepth.errors import ConfigError
 from clipdepth.io.pointcloud import backproject, default_intrinsics
 from clipdepth.models import PureCLIPDepth
 
@@ -142,3 +143,51 @@ def test_predict_on_the_real_samples(rgbd_samples, checkpoint, tmp_path):
     np.testing.assert_allclose(points["z"], depth[valid], rtol=1e-6)
     np.testing.assert_allclose(points["x"] * fx / points["z"] + cx, u, atol=1e-3)  # back-projects to its pixel
     np.testing.assert_allclose(points["y"] * fy / points["z"] + cy, v, atol=1e-3)
+
+
+# -- pictures to look at: colour at the image's size, a fixed range, side by side ----------------
+def _turbo(depth, vmin, vmax):
+    """matplotlib's own colouring, the reference the lookup table must equal."""
+    import matplotlib
+    from matplotlib.colors import Normalize
+
+    return matplotlib.colormaps["turbo"](Normalize(vmin, vmax)(depth), bytes=True)[..., :3]
+
+
+def test_the_colour_png_is_the_depth_at_its_size_over_the_range_asked(tmp_path):
+    from clipdepth.io.predictions import write_prediction
+
+    # values off the bins' edges; below the range, above it, and a map whose max is under max_depth
+    depth = np.array([[0.3, 1.1, 2.2, 3.7], [4.9, 5.6, 7.45, 9.8], [12.0, 0.0, 6.1, 2.9]], np.float32)
+    image = np.arange(3 * 4 * 3, dtype=np.uint8).reshape(3, 4, 3) * 7
+    for vmin, vmax, low, high in [(None, None, 0.0, 10.0), (2.0, 6.0, 2.0, 6.0), (1.5, None, 1.5, 10.0)]:
+        files = {"color_map": tmp_path / "c.png", "side": tmp_path / "s.png"}
+        write_prediction(files, depth, image, 10.0, vmin=vmin, vmax=vmax)
+        colour = np.asarray(Image.open(tmp_path / "c.png"))
+        np.testing.assert_array_equal(colour, _turbo(depth, low, high))  # the input's size, no scale beside it
+        side = np.asarray(Image.open(tmp_path / "s.png"))
+        assert side.shape == (3, 8, 3)
+        np.testing.assert_array_equal(side[:, :4], image)  # the image at the left, its colours at the right
+        np.testing.assert_array_equal(side[:, 4:], colour)
+    small = depth.clip(0, 6.5)  # by default each map is coloured up to its own max
+    write_prediction({"color_map": tmp_path / "c.png"}, small, image, 10.0)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png")), _turbo(small, 0.0, 6.5))
+    with pytest.raises(ConfigError, match="vmin 7 must be below vmax 3"):
+        write_prediction({"color_map": tmp_path / "c.png"}, depth, image, 10.0, vmin=7.0, vmax=3.0)
+
+
+def test_predict_colours_every_image_over_vmin_vmax_and_writes_side_by_side(checkpoint, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for seed, (h, w) in enumerate([(48, 64), (40, 90)]):
+        Image.fromarray(render_scene("indoor", seed, h, w).image).save(inputs / f"p{seed}.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--side-by-side",
+                 "--vmin", "1", "--vmax", "4"]) == 0
+    for stem in ("p0", "p1"):
+        depth, rgb = np.load(out / f"{stem}.npy"), np.asarray(Image.open(inputs / f"{stem}.png"))
+        colour = np.asarray(Image.open(out / f"{stem}_color.png"))
+        np.testing.assert_array_equal(colour, _turbo(depth, 1.0, 4.0))
+        np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}_side.png")), np.concatenate([rgb, colour], axis=1))
+    assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--vmin", "5", "--vmax", "2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "clipdepth predict: error: vmin 5 must be below vmax 2 (metres) (--vmin)"

@@ -2,6 +2,7 @@
 lookup table, outputs written on threads, images read ahead in worker processes, --workers."""
 from __future__ import annotations
 
+import json
 import os
 from functools import partial
 
@@ -120,27 +121,31 @@ def test_a_writer_threads_error_is_raised_and_a_rerun_completes_the_images(check
     from clipdepth.io import predictions
 
     jobs = _folder_of_photos(tmp_path / "in")
-    real = predictions.write_depth_colour
+    real = predictions.write_rgb
 
-    def disk_full_at_p4(path, depth, max_depth):
+    def disk_full_at_p4(path, rgb):
         if path.name == "p4_color.png":
             raise OSError(28, "No space left on device", str(path))
-        real(path, depth, max_depth)
+        real(path, rgb)
 
-    monkeypatch.setattr(predictions, "write_depth_colour", disk_full_at_p4)
+    monkeypatch.setattr(predictions, "write_rgb", disk_full_at_p4)
     out = tmp_path / "out"
-    args = ["predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "2"]
+    args = ["predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "2", "--ply"]
     assert main(args) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last == f"clipdepth predict: error: {out / 'p4_color.png'}: No space left on device"
     assert (out / "p4.png").is_file() and not (out / "p4_color.png").exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nothing half-written
+    # the cameras of every image written whole are recorded, though the run stopped
+    whole = {p.stem for p in out.glob("*.ply") if (out / f"{p.stem}_color.png").exists()}
+    assert whole and set(json.loads((out / "cameras.json").read_text())) == whole
 
-    monkeypatch.setattr(predictions, "write_depth_colour", real)
+    monkeypatch.setattr(predictions, "write_rgb", real)
     model = load_model(checkpoint)
-    report = predict_to_folder(model, jobs, out, PredictOptions(batch_size=2, workers=2), progress=False)
+    report = predict_to_folder(model, jobs, out, PredictOptions(batch_size=2, workers=2, ply=True), progress=False)
     assert (out / "p4_color.png").is_file() and all((out / f"p{i}_color.png").is_file() for i in range(6))
     assert report.done + report.kept == 6 and report.done >= 1 and len(report.failed) == 1
+    assert sorted(json.loads((out / "cameras.json").read_text())) == [f"p{i}" for i in range(6)]
 
 
 # -- --workers ------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""`clipdepth predict`: metric depth for your own images, files you can use.
+"""`clipdepth predict`: metric depth for your own images and videos, files you can use.
 
 The files and their names are ``clipdepth.io.predictions``'s, written by ``clipdepth.inference.predict_to_folder``: 16-bit
-depth PNG, colour PNG, and on request npy, PLY and uncertainty. Any checkpoint type works; TR2M
-checkpoints take a caption per image (``--caption`` for all; ``--captions`` a folder of
-``<stem>.txt`` files, or one ``.txt`` file for all; line 0).
+depth PNG, colour PNG, and on request npy, PLY (each image's camera from ``clipdepth.io.intrinsics``),
+uncertainty and side-by-side. A video gives ``<stem>_depth.mp4`` (``clipdepth.inference.predict_videos``).
+Any checkpoint type works; TR2M checkpoints take a caption per image (``--caption`` for all;
+``--captions`` a folder of ``<stem>.txt`` files, or one ``.txt`` file for all; line 0).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from .args import add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures
 
-HELP = "metric depth for your images (16-bit PNG, colour PNG, npy, ply)"
+HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
 # models.base.MAX_TILES, which is not imported for it: importing the models takes seconds, too long
 # for --help (tests/test_cli_imports.py checks that the two agree).
 DEFAULT_MAX_TILES = 8
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image, folder (recursive), glob, or .txt list of paths (relative ones from the list's folder)")
+                   help="image, folder (recursive), glob, or .txt list of paths (relative ones from the list's folder); "
+                   "a video (.mp4 .mov .m4v .mkv .avi .webm, or a glob of them) gives <stem>_depth.mp4")
     p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")
     p.add_argument("--encoder", help="CLIP hub id or folder to use instead of the one the checkpoint names")
     captions = p.add_mutually_exclusive_group()
@@ -54,10 +56,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--npy", action="store_true", help="also write <name>.npy (float32 metres)")
     p.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
     p.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.png (and .npy with --npy)")
-    p.add_argument("--fx", type=positive_float, help="focal length in pixels for --ply (default: a 60 degree horizontal field of view)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="also write <name>_side.png, the image | its colour depth (a video: both halves in the mp4)")
+    p.add_argument("--vmin", type=finite_float, metavar="M", help="colour depth from M metres (default 0)")
+    p.add_argument("--vmax", type=positive_float, metavar="M",
+                   help="colour depth up to M metres, the same for every image (default: each image's max up to the "
+                   "model's range; a video: the model's range)")
+    p.add_argument("--fx", type=positive_float,
+                   help="focal length in pixels of every image for --ply (default: --fy, else --intrinsics, intrinsics.json "
+                   "beside the image, its EXIF 35 mm focal length, a 60 degree horizontal field of view)")
     p.add_argument("--fy", type=positive_float, help="vertical focal length for --ply (default: --fx)")
     p.add_argument("--cx", type=finite_float, help="principal point for --ply (default: the image centre)")
     p.add_argument("--cy", type=finite_float, help="principal point for --ply (default: the image centre)")
+    p.add_argument("--intrinsics", type=path_arg, metavar="FILE",
+                   help="JSON of cameras by image name for --ply: {\"a.jpg\": [fx, fy, cx, cy] or a 3x3 K, ...} or one "
+                   "camera for all (see docs/predict.md)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
     p.add_argument(
@@ -73,33 +86,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workers(p, "the images")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them, write only the missing ones)")
     p.set_defaults(func=run, flags={"caption": "--caption/--captions", "captions": "--captions", "uncertainty": "--uncertainty",
-                                    "tiles": "--tiles, --max-tiles"})
+                                    "tiles": "--tiles, --max-tiles", "side_by_side": "--side-by-side"})
 
 
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import ConfigError
-    from ..inference import PredictOptions, predict_to_folder
+    from ..inference import PredictOptions, predict_to_folder, predict_videos
+    from ..io.intrinsics import RECORD_FILE, describe_cameras
     from ..io.predictions import collect_inputs
+    from ..io.video import collect_videos, is_video
     from ..models import load_model
 
     output_folder(args.out)
     if (args.cx is None) != (args.cy is None):
         raise ConfigError("--cx and --cy go together (the principal point); give both or neither (the image centre)")
-    if not args.ply and any(v is not None for v in (args.fx, args.fy, args.cx, args.cy)):
-        raise ConfigError("--fx/--fy/--cx/--cy are the point cloud's intrinsics: add --ply, or drop them")
+    camera = [flag for flag in ("fx", "fy", "cx", "cy", "intrinsics") if getattr(args, flag) is not None]
+    if not args.ply and camera:
+        raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
     options = PredictOptions(
-        npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, fx=args.fx, fy=args.fy, cx=args.cx, cy=args.cy,
-        tta=args.tta, tiles=args.tiles, max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6),
-        batch_size=args.batch_size, overwrite=args.overwrite, caption=args.caption, captions=args.captions,
-        workers=args.workers,
+        npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, side_by_side=args.side_by_side, fx=args.fx, fy=args.fy,
+        cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, tiles=args.tiles,
+        max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6), batch_size=args.batch_size,
+        overwrite=args.overwrite, caption=args.caption, captions=args.captions, workers=args.workers,
     )
-    jobs = collect_inputs(args.inputs, args.out)
+    images = [item for item in args.inputs if not is_video(item)]
+    videos = [item for item in args.inputs if is_video(item)]
+    if videos and not images and (args.npy or args.ply or args.uncertainty):
+        raise ConfigError("--npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")
+    jobs = collect_inputs(images, args.out) if images else []
+    clips = collect_videos(videos, args.out) if videos else []
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
-    report = predict_to_folder(model.to(resolve_device(model.cfg.device)), jobs, args.out, options)
-    unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"
-    print(f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})"
-          + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
-    return report_failures("predict", report.failed, "were skipped",
+    model = model.to(resolve_device(model.cfg.device))
+    failed: list[str] = []
+    if jobs:
+        report = predict_to_folder(model, jobs, args.out, options)
+        unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"
+        print(f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})"
+              + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
+        if report.cameras:
+            print("\n".join(describe_cameras(report.cameras, args.out / RECORD_FILE)))
+        failed = report.failed
+    for made in predict_videos(model, clips, args.out, options):
+        what = f"{made.frames} frames of {made.width}x{made.height} at {float(made.fps):g} fps"
+        print(f"kept {made.output}: {what}, finished before (--overwrite to replace)" if made.kept else
+              f"wrote {made.output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m")
+    return report_failures("predict", failed, "were skipped",
                            "where an image is over a limit: --max-tiles, --max-pixels; where an output holds another "
                            "image's depth: another --out, or --overwrite")

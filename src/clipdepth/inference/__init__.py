@@ -1,4 +1,6 @@
-"""Running a trained model over many images: ``predict_to_folder``."""
-from .folder import PredictOptions, PredictReport, predict_to_folder
+"""Running a trained model over many images (``predict_to_folder``) and videos (``predict_videos``)."""
+from .folder import PredictOptions, PredictReport, infer_batch, predict_to_folder
+from .video import VideoReport, predict_video, predict_videos
 
-__all__ = ["PredictOptions", "PredictReport", "predict_to_folder"]
+__all__ = ["PredictOptions", "PredictReport", "VideoReport", "infer_batch", "predict_to_folder", "predict_video",
+           "predict_videos"]

@@ -1,8 +1,10 @@
 """Predicting many images into files, resumably: what ``clipdepth predict`` runs.
 
 For each image, the files of ``clipdepth.io.predictions`` (16-bit depth PNG recording its source
-image, colour PNG, and on request npy, PLY and uncertainty) under names no two images share. A rerun
-writes only what is missing and never takes an earlier run's output for another image.
+image, colour PNG, and on request npy, PLY, uncertainty and side-by-side) under names no two images
+share. A rerun writes only what is missing and never takes an earlier run's output for another
+image. Point clouds take each image's camera from ``clipdepth.io.intrinsics`` and record it in
+``cameras.json``.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from ..data.loader import read_ahead
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
 from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_source, read_rgb
-from ..io.predictions import OUTPUT_KINDS, output_paths, ply_intrinsics, write_prediction
+from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
+from ..io.predictions import OUTPUT_KINDS, output_paths, write_prediction
 from ..models.base import MAX_TILES, DepthModel
 
 # Threads writing the outputs (PNG encoding runs outside the GIL) while the model works on the next batch.
@@ -33,12 +36,17 @@ class PredictOptions:
     """What ``predict_to_folder`` writes and how it runs the model."""
 
     npy: bool = False  # also N.npy (float32 metres)
-    ply: bool = False  # also N.ply, back-projected with fx fy cx cy (pixels)
+    ply: bool = False  # also N.ply, back-projected with each image's camera (io.intrinsics.CameraSources)
     uncertainty: bool = False  # also N_uncertainty.png (and .npy with ``npy``)
-    fx: float | None = None  # None: a 60 degree horizontal field of view
+    side_by_side: bool = False  # also N_side.png: the image | its colour depth
+    # The point clouds' camera for every image (pixels), above any other source when one is given:
+    fx: float | None = None  # None: fy, else the next source (intrinsics file, EXIF, 60 degrees)
     fy: float | None = None  # None: fx
     cx: float | None = None  # None (with cy): the image centre
     cy: float | None = None
+    intrinsics: Path | None = None  # a JSON file of cameras by image name (io.intrinsics)
+    vmin: float | None = None  # colour depth from vmin (default 0) ...
+    vmax: float | None = None  # ... to vmax metres (default each image's max, up to the model's max_depth)
     tta: bool = False  # flip test-time augmentation
     tiles: int | None = None  # square tiles across an image; None: the model's choice
     max_tiles: int = MAX_TILES  # images that need more are refused (bounds memory)
@@ -49,10 +57,14 @@ class PredictOptions:
     captions: Path | None = None  # ... or a folder of <stem>.txt files, or one .txt for all (line 0)
     workers: int | None = None  # processes decoding images ahead (0: this one); None: data.loader.resolve_workers
 
+    def __post_init__(self) -> None:
+        if self.vmin is not None and self.vmax is not None and not self.vmin < self.vmax:
+            raise ConfigError(f"vmin {self.vmin:g} must be below vmax {self.vmax:g} (metres)", setting="vmin")
+
     def tails(self) -> list[str]:
         return [".png", "_color.png", *([".npy"] if self.npy else []),
                 *(["_uncertainty.png", *(["_uncertainty.npy"] if self.npy else [])] if self.uncertainty else []),
-                *([".ply"] if self.ply else [])]
+                *([".ply"] if self.ply else []), *(["_side.png"] if self.side_by_side else [])]
 
 
 @dataclass
@@ -61,6 +73,7 @@ class PredictReport:
     kept: int = 0  # images whose outputs an earlier run had finished
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
+    cameras: dict[str, list[str]] = field(default_factory=dict)  # point clouds written: source (Camera.describe) -> names
 
 
 def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path], str | None]:
@@ -98,52 +111,76 @@ def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bo
     return "kept" if all(p.exists() for p in outputs) else None
 
 
+def infer_batch(model: DepthModel, images: np.ndarray, options: PredictOptions,
+                captions: list[str | None] | None) -> dict:
+    """``model.infer`` on (B, H, W, 3) uint8 ``images`` with the options' TTA and tiles: the one
+    inference path of image folders and video frames."""
+    return model.infer(images, tta=options.tta, tiles=options.tiles, captions=captions, max_tiles=options.max_tiles)
+
+
 def predict_to_folder(
     model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
 ) -> PredictReport:
     """Predict each (image, name) of ``jobs`` (``collect_inputs``) into ``out`` with ``model`` (on
     its device). An image that cannot be read or is over a limit is skipped and named in the
     report, the others go on; outputs that exist are kept unless ``options.overwrite``, so a rerun
-    completes what an interrupted one left. Raises ConfigError for options the model cannot use.
+    completes what an interrupted one left. Raises ConfigError for options the model cannot use,
+    DataError for an intrinsics file (``options.intrinsics``, or an ``intrinsics.json`` beside the
+    images) that is not one, before any image is predicted.
 
-    Images are decoded ahead in ``options.workers`` processes (``read_ahead``), and each batch's
-    files are written by ``WRITE_THREADS`` threads while the model runs the next batch; a write
-    that fails (an OSError such as a full disk) is raised once the writes under way have ended.
+    Point clouds take each image's camera from ``CameraSources`` (the report's ``cameras`` says
+    which source each took) and record it in ``out/cameras.json``. Images are decoded ahead in
+    ``options.workers`` processes (``read_ahead``), and each batch's files are written by
+    ``WRITE_THREADS`` threads while the model runs the next batch; a write that fails (an OSError
+    such as a full disk) is raised once the writes under way have ended.
     """
     if options.uncertainty and not model.gives_uncertainty:
         raise ConfigError(f"{model.display_name} gives no uncertainty", setting="uncertainty")
     if options.tiles is not None and options.tiles > options.max_tiles:
         raise ConfigError(f"tiles {options.tiles} is over max_tiles {options.max_tiles}", setting="tiles")
     caption_for = _caption_source(model, options)
-    clean_stale(out)  # what a killed run left half-written
     report = PredictReport(scale=depth_png_scale(model.max_depth))
     tails = options.tails()
     # Names are distinct (collect_inputs), so what is left to do does not change as images are written.
     earlier = [_finished(path, name, out, tails, options.overwrite) for path, name in jobs]
-    images = read_ahead([partial(read_rgb, path, photo=True, max_pixels=options.max_pixels)
-                         for (path, _), state in zip(jobs, earlier) if state is None], options.workers)
-    batch: list[tuple[np.ndarray, Path, str | None, str]] = []
-    writing: deque[Future] = deque()
+    todo_images = [path for (path, _), state in zip(jobs, earlier) if state is None]
+    cameras = CameraSources(options, options.intrinsics, todo_images) if options.ply else None
+    record = CameraRecord(out) if options.ply else None
+    clean_stale(out)  # what a killed run left half-written
+    images = read_ahead([partial(read_rgb, path, photo=True, max_pixels=options.max_pixels) for path in todo_images],
+                        options.workers)
+    batch: list[tuple[np.ndarray, Path, Path, str | None]] = []
+    writing: deque[tuple[Future, Path, Path, Camera | None]] = deque()
+
+    def took(path: Path, name: Path, camera: Camera | None) -> None:
+        if camera is not None:
+            record.add(name, path, camera)
+            report.cameras.setdefault(camera.describe(), []).append(name.as_posix())
 
     def written(keep: int) -> None:
         """Wait until at most ``keep`` images are being written; raises a writer's error."""
-        while len(writing) > keep or (writing and writing[0].done()):
-            writing.popleft().result()
+        while len(writing) > keep or (writing and writing[0][0].done()):
+            future, path, name, camera = writing.popleft()
+            future.result()
             report.done += 1
+            took(path, name, camera)
+        if record is not None:
+            record.save(every=RECORD_EVERY_S)
 
     def flush(pool: ThreadPoolExecutor) -> None:
         if not batch:
             return
-        captions = [c for _, _, c, _ in batch] if model.uses_captions else None
-        result = model.infer(np.stack([im for im, _, _, _ in batch]), tta=options.tta, tiles=options.tiles,
-                             captions=captions, max_tiles=options.max_tiles)
-        for i, (image, name, _, source) in enumerate(batch):
+        captions = [c for _, _, _, c in batch] if model.uses_captions else None
+        result = infer_batch(model, np.stack([im for im, _, _, _ in batch]), options, captions)
+        for i, (image, path, name, _) in enumerate(batch):
             paths = output_paths(out, name, tails)
             todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or not p.exists()}
             depth = result["depth"][i].cpu().numpy()
             spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
-            writing.append(pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
-                                       intrinsics=ply_intrinsics(options, *depth.shape), source=source))
+            camera = cameras.camera(path, *depth.shape) if "ply" in todo else None
+            writing.append((pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
+                                        intrinsics=camera.intrinsics if camera else None, source=str(path.resolve()),
+                                        vmin=options.vmin, vmax=options.vmax), path, name, camera))
         # This batch is written while the model runs the next; the one before must be done by now.
         written(keep=len(batch))
         batch.clear()
@@ -170,10 +207,16 @@ def predict_to_folder(
                     continue
                 if batch and (image.shape != batch[0][0].shape or len(batch) == options.batch_size):
                     flush(pool)
-                batch.append((image, name, caption, str(path.resolve())))
+                batch.append((image, path, name, caption))
             flush(pool)
             written(keep=0)
         except BaseException:
             pool.shutdown(cancel_futures=True)  # the writes begun finish (each file whole or absent)
+            for future, path, name, camera in writing:  # a rerun keeps these: their cameras are recorded now
+                if not future.cancelled() and future.exception() is None:
+                    took(path, name, camera)
             raise
+        finally:
+            if record is not None:  # the cameras of what was written, also when a run stops early
+                record.save()
     return report

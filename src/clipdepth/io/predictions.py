@@ -3,9 +3,10 @@
 
 Per image named N: ``N.png`` 16-bit depth (metres = value / the scale in its ``depth_scale`` text
 chunk: millimetres when the model's range fits, else KITTI's 1/256 m; its ``source`` chunk names
-the image), ``N_color.png`` colourised with a metre scale, and on request ``N.npy`` (float32
-metres), ``N.ply`` (a coloured point cloud) and ``N_uncertainty.png`` / ``.npy`` (models that give
-one). N is the image's stem (its path inside a folder given as input); images that would claim a
+the image), ``N_color.png`` the depth in colour at the image's exact size, and on request ``N.npy``
+(float32 metres), ``N.ply`` (a coloured point cloud), ``N_uncertainty.png`` / ``.npy`` (models
+that give one) and ``N_side.png`` (the image and its colour depth side by side). The web demo's
+colour image with a metre scale beside it is ``colour_image``. N is the image's stem (its path inside a folder given as input); images that would claim a
 common file keep their folders, then their extension, then a number, so that no output is written
 twice.
 """
@@ -21,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .atomic import atomic_path
 from .depth_io import depth_png_scale, write_depth_png, write_npy
 from .pointcloud import default_intrinsics, depth_to_ply
@@ -31,8 +32,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".g
 # write_prediction): names are chosen so that no two images claim one file, whatever options a
 # later run adds.
 OUTPUT_KINDS = {
-    ".png": "depth", "_color.png": "color", ".npy": "npy", "_uncertainty.png": "uncertainty",
-    "_uncertainty.npy": "uncertainty_npy", ".ply": "ply",
+    ".png": "depth", "_color.png": "color_map", ".npy": "npy", "_uncertainty.png": "uncertainty",
+    "_uncertainty.npy": "uncertainty_npy", ".ply": "ply", "_side.png": "side",
 }
 OUTPUT_TAILS = tuple(OUTPUT_KINDS)
 
@@ -137,8 +138,8 @@ def distinct_names(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
 
 # -- colour images --------------------------------------------------------------------------------
 COLOURMAP = "turbo"
-# The colour image is for looking at: a larger depth map is shown every k-th pixel, so that its
-# file stays small (the 16-bit PNG and .npy keep the full resolution).
+# The colour image with a metre scale (colour_image, the web demo's) is for looking at: a larger
+# depth map is shown every k-th pixel there, so that its file stays small.
 MAX_COLOUR_PIXELS = 4_000_000
 INVALID_COLOUR = 255  # NaN and infinite pixels are white, as the background of matplotlib's figures
 
@@ -151,14 +152,18 @@ def colour_lut(name: str) -> np.ndarray:
     return matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]
 
 
-def colourise(values: np.ndarray, vmax: float, name: str = COLOURMAP) -> np.ndarray:
-    """(H, W, 3) uint8 colours of (H, W) ``values`` over 0..``vmax`` (> 0), binned as matplotlib's
-    ``colormaps[name](Normalize(0, vmax)(values))``: below 0 the first colour, ``vmax`` and above
-    the last; NaN and +-inf white."""
+def colourise(values: np.ndarray, vmax: float, name: str = COLOURMAP, *, vmin: float = 0.0) -> np.ndarray:
+    """(H, W, 3) uint8 colours of (H, W) ``values`` over ``vmin``..``vmax`` (vmin < vmax), binned as
+    matplotlib's ``colormaps[name](Normalize(vmin, vmax)(values))``: ``vmin`` and below the first
+    colour, ``vmax`` and above the last; NaN and +-inf white."""
     values = np.asarray(values)
     values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
-    # In the values' own precision, as matplotlib, so that a value on a bin edge falls alike.
-    scaled = values / values.dtype.type(vmax) * 256
+    # As matplotlib's Normalize: in place, each step in float64 rounded to the values' own precision,
+    # so that a value on a bin edge falls alike (the ufuncs cast a block at a time: no float64 copy).
+    scaled = values.copy()
+    np.subtract(scaled, np.float64(vmin), out=scaled)
+    np.divide(scaled, np.float64(vmax) - np.float64(vmin), out=scaled)
+    scaled *= 256
     np.fmax(scaled, 0, out=scaled)  # fmax, unlike clip, also turns NaN into 0: any colour, made white below
     np.fmin(scaled, 255, out=scaled)
     rgb = np.take(colour_lut(name), scaled.astype(np.uint8), axis=0)  # the truncation is matplotlib's binning
@@ -168,14 +173,45 @@ def colourise(values: np.ndarray, vmax: float, name: str = COLOURMAP) -> np.ndar
     return rgb
 
 
-def _ticks(vmax: float, most: int) -> list[float]:
-    """0 and the multiples of a round step (1, 2 or 5 times a power of ten) up to ``vmax``, at most
-    ``most`` (>= 2) values; 0 and ``vmax`` where no round step fits."""
-    least_step = vmax / (most - 1)
+def colour_range(depth: np.ndarray, max_depth: float, vmin: float | None = None, vmax: float | None = None) -> tuple[float, float]:
+    """The metres (low, high) a depth map is coloured over: ``vmin`` (default 0) to ``vmax``
+    (default the map's largest value up to ``max_depth``; ``max_depth`` for a map whose largest
+    value is 0 or not finite, and above ``vmin`` where the map lies wholly below it)."""
+    low = 0.0 if vmin is None else float(vmin)
+    if vmax is not None:
+        high = float(vmax)
+    else:
+        largest = float(np.max(depth))
+        high = min(max_depth, largest) if np.isfinite(largest) and largest > 0 else max_depth
+        if high <= low:  # every pixel at or below vmin: the first colour whatever the top
+            high = max(max_depth, low + 1.0)
+    if not high > low:
+        raise ConfigError(f"vmin {low:g} must be below vmax {high:g} (metres)", setting="vmin")
+    return low, high
+
+
+def colour_map(depth: np.ndarray, max_depth: float, *, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(H, W, 3) uint8: ``depth`` (H, W) metres in colour at its own size, over ``colour_range``."""
+    low, high = colour_range(depth, max_depth, vmin, vmax)
+    return colourise(depth, high, vmin=low)
+
+
+def side_by_side(image: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """(H, 2W, 3) uint8: the (H, W, 3) ``image`` at the left, its (H, W, 3) ``colours`` at the right."""
+    if image.shape != colours.shape:
+        raise DataError(f"side by side needs one size, got the image {image.shape} and its colours {colours.shape}")
+    return np.concatenate([image, colours], axis=1)
+
+
+def _ticks(low: float, high: float, most: int) -> list[float]:
+    """The multiples of a round step (1, 2 or 5 times a power of ten) from ``low`` to ``high``, at
+    most ``most`` (>= 2) values; ``low`` and ``high`` where fewer than two fit."""
+    least_step = (high - low) / (most - 1)
     power = 10.0 ** math.floor(math.log10(least_step))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= least_step)
-    ticks = [k * step for k in range(int(vmax / step * (1 + 1e-9)) + 1)]
-    return ticks if len(ticks) > 1 else [0.0, vmax]
+    # The tolerance keeps an end that is a multiple of the step despite rounding.
+    ticks = [k * step for k in range(math.ceil(low / step - 1e-9), math.floor(high / step + 1e-9) + 1)]
+    return ticks if len(ticks) > 1 else [low, high]
 
 
 # The metre scale beside a colour image: a bar BAR_WIDTH pixels wide, BAR_GAP from the image,
@@ -183,40 +219,46 @@ def _ticks(vmax: float, most: int) -> list[float]:
 BAR_GAP, BAR_WIDTH, TICK_LENGTH, FONT_SIZE, TICK_SPACING = 10, 12, 4, 11, 40
 
 
-def colour_image(depth: np.ndarray, max_depth: float) -> np.ndarray:
-    """(H', W', 3) uint8: ``depth`` (H, W) metres in colour over 0..min(``max_depth``, its max)
-    (its max 0 or not finite: 0..``max_depth``), with a bar giving the colours' metres at its
-    right. Beyond ``MAX_COLOUR_PIXELS`` every k-th pixel is shown."""
+def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """(H', W', 3) uint8: ``depth`` (H, W) metres in colour over ``colour_range`` (by default
+    0..min(``max_depth``, its max)), with a bar giving the colours' metres at its right. Beyond
+    ``MAX_COLOUR_PIXELS`` every k-th pixel is shown."""
     step = max(1, int(np.ceil(np.sqrt(depth.size / MAX_COLOUR_PIXELS))))
     depth = depth[::step, ::step]
-    vmax = min(max_depth, float(depth.max()) or max_depth)
+    low, high = colour_range(depth, max_depth, vmin, vmax)
     height, width = depth.shape
     # A font per image: FreeType faces must not be shared by threads drawing at once.
     font = ImageFont.load_default(size=FONT_SIZE)
-    values = _ticks(vmax, max(2, height // TICK_SPACING))
+    values = _ticks(low, high, max(2, height // TICK_SPACING))
     labels = [f"{value:.4g} m" for value in values]
     pad = FONT_SIZE // 2 + 1  # the labels at the bar's ends stick out by half a line
     label_x = BAR_GAP + BAR_WIDTH + TICK_LENGTH + 2
     # The scale is drawn by Pillow on its own strip; the map itself stays a numpy array.
     scale = Image.new("RGB", (label_x + math.ceil(max(font.getlength(t) for t in labels)) + 4, height + 2 * pad), "white")
-    bar = colourise(np.repeat(np.linspace(vmax, 0.0, height)[:, None], BAR_WIDTH, axis=1), vmax)
+    bar = colourise(np.repeat(np.linspace(high, low, height)[:, None], BAR_WIDTH, axis=1), high, vmin=low)
     scale.paste(Image.fromarray(bar), (BAR_GAP, pad))
     draw = ImageDraw.Draw(scale)
     for value, label in zip(values, labels):
-        y = pad + round((1 - value / vmax) * (height - 1))
+        y = pad + round((high - value) / (high - low) * (height - 1))
         draw.line([(BAR_GAP + BAR_WIDTH, y), (BAR_GAP + BAR_WIDTH + TICK_LENGTH - 1, y)], fill="black")
         top, bottom = font.getbbox(label)[1::2]
         draw.text((label_x, y - (top + bottom) / 2), label, fill="black", font=font)
     canvas = np.full((height + 2 * pad, width + scale.width, 3), 255, np.uint8)
-    canvas[pad:pad + height, :width] = colourise(depth, vmax)
+    canvas[pad:pad + height, :width] = colourise(depth, high, vmin=low)
     canvas[:, width:] = np.asarray(scale)
     return canvas
 
 
-def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float) -> None:
-    """Atomically write ``colour_image(depth, max_depth)`` as an RGB PNG."""
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
+    """Atomically write an (H, W, 3) uint8 array as an RGB PNG."""
     with atomic_path(path) as tmp:
-        Image.fromarray(colour_image(depth, max_depth)).save(tmp, format="PNG")
+        Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *,
+                       vmin: float | None = None, vmax: float | None = None) -> None:
+    """Atomically write ``colour_image(depth, max_depth, vmin=vmin, vmax=vmax)`` as an RGB PNG."""
+    write_rgb(path, colour_image(depth, max_depth, vmin=vmin, vmax=vmax))
 
 
 # -- writing --------------------------------------------------------------------------------------
@@ -237,20 +279,27 @@ def ply_intrinsics(given: Any, height: int, width: int) -> tuple[float, float, f
 def write_prediction(
     files: dict[str, Path], depth: np.ndarray, image: np.ndarray, max_depth: float, *,
     uncertainty: np.ndarray | None = None, intrinsics: tuple[float, float, float, float] | None = None,
-    source: str | None = None,
+    source: str | None = None, vmin: float | None = None, vmax: float | None = None,
 ) -> int:
     """Write one image's prediction: ``files`` maps each kind wanted to its path. Kinds: ``depth``
-    (16-bit PNG, scale from ``max_depth``, ``source`` recorded), ``color`` (colour PNG over 0..max_depth),
-    ``npy``, ``uncertainty`` (16-bit PNG), ``uncertainty_npy``, ``uncertainty_color`` (colour PNG
-    over 0..its max) and ``ply`` (``intrinsics`` fx fy cx cy, default a 60 degree field of view).
+    (16-bit PNG, scale from ``max_depth``, ``source`` recorded), ``color`` (colour PNG with a metre
+    scale, ``colour_image``), ``color_map`` (colour PNG at the image's size, ``colour_map``),
+    ``side`` (the image | ``color_map``, ``side_by_side``), ``npy``, ``uncertainty`` (16-bit PNG),
+    ``uncertainty_npy``, ``uncertainty_color`` (colour PNG over 0..its max) and ``ply``
+    (``intrinsics`` fx fy cx cy, default a 60 degree field of view). The depth's colours span
+    ``vmin``..``vmax`` metres (``colour_range``: by default 0 to the map's max, up to ``max_depth``).
 
     ``depth`` and ``uncertainty`` are (H, W) metres, ``image`` (H, W, 3) uint8. Each file is
-    written atomically. Returns the number of points in the PLY (0 without one).
+    written atomically. Returns the number of points in the PLY (0 without one). ConfigError for
+    ``vmin`` not below ``vmax``.
     """
     scale = depth_png_scale(max_depth)
+    colours = functools.cache(lambda: colour_map(depth, max_depth, vmin=vmin, vmax=vmax))  # color_map and side share it
     writers: dict[str, Callable[[Path], Any]] = {
         "depth": lambda path: write_depth_png(path, depth, scale, source=source),
-        "color": lambda path: write_depth_colour(path, depth, max_depth),
+        "color": lambda path: write_depth_colour(path, depth, max_depth, vmin=vmin, vmax=vmax),
+        "color_map": lambda path: write_rgb(path, colours()),
+        "side": lambda path: write_rgb(path, side_by_side(image, colours())),
         "npy": lambda path: write_npy(path, depth.astype(np.float32)),
         "uncertainty": lambda path: write_depth_png(path, uncertainty, scale),
         "uncertainty_npy": lambda path: write_npy(path, uncertainty.astype(np.float32)),

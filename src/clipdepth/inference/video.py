@@ -1,0 +1,111 @@
+"""Depth of a video as a video: ``predict_videos`` (what ``clipdepth predict clip.mp4`` runs).
+
+Frames go through the model in batches exactly as a folder's images do (``infer_batch``), and
+out as ``<name>_depth.mp4`` at the source's frame rate: the depth in colour over one range for the
+whole clip (``vmin``..``vmax``, default 0..the model's max_depth, so colours do not flicker from
+frame to frame), beside the frame with ``side_by_side``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, DataError
+from ..io.atomic import clean_stale
+from ..io.predictions import colourise, side_by_side
+from ..io.video import VIDEO_TAIL, Mp4Writer, probe_video, read_frames, video_source
+from ..models.base import DepthModel
+from .folder import PredictOptions, _caption_source, infer_batch
+
+
+@dataclass
+class VideoReport:
+    """One video's output: ``frames`` frames of ``width`` x ``height`` at ``fps``; ``colours`` the
+    metres its colours span (None for one kept from an earlier run, ``kept``)."""
+
+    video: Path
+    output: Path
+    frames: int
+    width: int
+    height: int
+    fps: Fraction
+    colours: tuple[float, float] | None
+    kept: bool = False
+
+
+def video_colours(model: DepthModel, options: PredictOptions) -> tuple[float, float]:
+    """The metres a video's colours span: ``options.vmin`` (default 0) to ``options.vmax``
+    (default the model's max_depth); ConfigError where they are not in order."""
+    low = 0.0 if options.vmin is None else options.vmin
+    high = model.max_depth if options.vmax is None else options.vmax
+    if not high > low:
+        raise ConfigError(f"vmin {low:g} must be below {high:g} m, the top of the video's colours "
+                          f"({'vmax' if options.vmax is not None else 'the model max_depth'})", setting="vmin")
+    return low, float(high)
+
+
+def predict_video(
+    model: DepthModel, video: Path, output: Path, options: PredictOptions, caption: str | None = None, progress: bool = True,
+) -> VideoReport:
+    """Write the depth of every frame of ``video`` as the colour mp4 ``output`` (atomically), over
+    ``video_colours``; TR2M-like models read ``caption`` for every frame. DataError naming the video
+    when it cannot be decoded, a frame is over ``options.max_pixels`` or needs more tiles than
+    ``options.max_tiles``; nothing is left at ``output`` then."""
+    low, high = video_colours(model, options)
+    info = probe_video(video)
+    if info.width * info.height > options.max_pixels:
+        raise DataError(f"{video}: {info.width}x{info.height} frames are {info.width * info.height / 1e6:.3g} megapixels, "
+                        f"over the limit of {options.max_pixels / 1e6:g}", setting="max_pixels")
+    batch: list[np.ndarray] = []
+
+    def flush(writer: Mp4Writer) -> None:
+        if not batch:
+            return
+        result = infer_batch(model, np.stack(batch), options, [caption] * len(batch) if model.uses_captions else None)
+        for frame, depth in zip(batch, result["depth"].cpu().numpy()):
+            colours = colourise(depth, high, vmin=low)
+            writer.write(side_by_side(frame, colours) if options.side_by_side else colours)
+        batch.clear()
+
+    with Mp4Writer(output, info.fps, source=str(video.resolve())) as writer:
+        for frame in tqdm(read_frames(video), desc=video.name, unit="frame", total=info.frames or None,
+                          dynamic_ncols=True, disable=not progress):
+            if batch and (frame.shape != batch[0].shape or len(batch) == options.batch_size):
+                flush(writer)
+            if not batch:
+                try:
+                    model.tiles_for(frame.shape[0], frame.shape[1], options.tiles, options.max_tiles)
+                except DataError as exc:
+                    raise DataError(f"{video}: {exc}", setting=exc.setting) from None
+            batch.append(frame)
+        flush(writer)
+    made = probe_video(output)
+    return VideoReport(video, output, writer.frames, made.width, made.height, info.fps, (low, high))
+
+
+def predict_videos(
+    model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
+) -> list[VideoReport]:
+    """``predict_video`` for each (video, name) of ``jobs`` (``collect_videos``) into
+    ``out/<name>_depth.mp4``. An output of this video from an earlier run is kept unless
+    ``options.overwrite``; one of another video is a DataError (nothing replaced). Raises
+    ConfigError for options the model cannot use (captions, as for images)."""
+    caption_for = _caption_source(model, options)
+    clean_stale(out)  # what a killed run left half-written
+    reports = []
+    for video, name in jobs:
+        output = out / name.parent / f"{name.name}{VIDEO_TAIL}"
+        if output.exists() and not options.overwrite:
+            made_from = video_source(output)
+            if made_from != str(video.resolve()):
+                raise DataError(f"{video}: {output} holds the depth of {made_from or 'another video (it does not say which)'}; "
+                                "write elsewhere, or overwrite it", setting="overwrite")
+            info = probe_video(output)
+            reports.append(VideoReport(video, output, info.frames, info.width, info.height, info.fps, None, kept=True))
+            continue
+        reports.append(predict_video(model, video, output, options, caption_for(video), progress))
+    return reports
