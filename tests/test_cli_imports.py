@@ -10,7 +10,7 @@ import pytest
 HEAVY = ("transformers", "matplotlib", "gradio", "h5py")
 
 
-@pytest.mark.parametrize("command", [[], ["score"], ["analyze"], ["predict"]])
+@pytest.mark.parametrize("command", [[], ["score"], ["analyze"], ["predict"], ["serve"]])
 def test_help_imports_no_heavy_library(command):
     # A fresh interpreter: this one has imported whatever other tests needed.
     code = (

@@ -1,39 +1,40 @@
-"""`clipdepth serve` end to end: a real server on a loopback port, driven by headless Chromium.
+"""`clipdepth serve` (the Gradio page of clipdepth.serve): the library without a browser, then a
+real server on a loopback port driven by headless Chromium, then the command stopped by SIGTERM.
 
-Skips when fastapi/uvicorn/python-multipart/playwright are not installed or /usr/bin/chromium is absent.
+Skips when gradio/trimesh (the `serve` extra), playwright or /usr/bin/chromium are absent.
 """
 from __future__ import annotations
 
 import importlib.util
+import math
+import os
 import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from clipdepth.config import config_to_dict, load_config, load_config_dict
+from clipdepth.errors import CheckpointError, ConfigError, DataError
+from clipdepth.models import build_model, load_model
+
+from .conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER, TINY_TR2M
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+TIMEOUT_MS = 20_000
+CAPTION = "a narrow corridor with a door at the end"
 
 
-def _require_server() -> None:
-    for module in ("fastapi", "uvicorn"):
+def _require_serve() -> None:
+    for module in ("gradio", "trimesh"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed (pip install 'clipdepth[serve]')")
-    if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
-        pytest.skip("python-multipart is not installed")
-
-
-def _require_browser() -> None:
-    if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is not installed (pip install playwright)")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
 
 
 def _free_port() -> int:
@@ -42,104 +43,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def server(tiny_cfg, tmp_path):
-    _require_server()
-    import uvicorn
-
-    from clipdepth.models import load_model
-    from clipdepth.models.pureclip_depth import PureCLIPDepth
-    from clipdepth.serve import create_app
-
-    PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
-    model = load_model(tmp_path / "ckpt")
-    app = create_app(model, workdir=tmp_path / "results")
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            srv.should_exit = True
-            pytest.fail("server did not start within 15 s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "server did not stop within 10 s"
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A tiny random-weight PureCLIP-Depth and TR2M (random Depth Anything, so that it runs on
+    images without ground truth) whose depth depends on the caption."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    cfg = load_config("demo", [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [f"output_dir={root / 'run'}"])
+    tr2m_cfg = load_config_dict(config_to_dict(load_config_dict(config_to_dict(cfg), TINY_TR2M)), TINY_DEPTH_ANYTHING)
+    torch.manual_seed(0)
+    build_model(cfg).save_pretrained(root / "pure")
+    tr2m = build_model(tr2m_cfg)
+    with torch.no_grad():  # the factor heads start as constants (zero weights): make them read the features
+        for head in (tr2m.head.scale_head, tr2m.head.shift_head):
+            torch.nn.init.normal_(head.conv_out.weight, std=2.0)
+        tr2m.head.shift_head.conv_out.bias.fill_(3.0)  # inverse depth about 0.2: depths inside the 10 m range
+    tr2m.save_pretrained(root / "tr2m")
+    return {"pure": root / "pure", "tr2m": root / "tr2m"}
 
 
-def test_serve_upload_view_download(server, tmp_path):
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
-    rng = np.random.default_rng(0)
-    photo = tmp_path / "photo.png"
-    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
-    not_image = tmp_path / "notes.png"
-    not_image.write_text("this is not an image\n")
-
-    with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            headless=True, accept_downloads=True, timeout=20_000,
-        )
-        try:
-            page = context.new_page()
-            page.set_default_timeout(20_000)
-            page.goto(server + "/")
-            assert "clipdepth" in page.title()
-
-            page.set_input_files("#file", str(photo))
-            page.click("#submit")
-            page.wait_for_selector("#result:not([hidden])")
-            for sel in ("#depth-img", "#unc-img"):  # both colour PNGs actually load and decode
-                page.wait_for_function(
-                    "s => { const i = document.querySelector(s); return i.complete && i.naturalWidth > 0; }", arg=sel)
-            assert page.text_content("#error") == ""
-
-            with page.expect_download() as info:
-                page.click("#dl-png")
-            saved = tmp_path / "depth_16bit.png"
-            info.value.save_as(saved)
-            with Image.open(saved) as im:
-                depth = np.asarray(im)
-            assert depth.shape == (48, 64) and depth.dtype == np.uint16
-            assert depth.max() > 0
-
-            with page.expect_download() as info:
-                page.click("#dl-ply")
-            ply = tmp_path / "depth.ply"
-            info.value.save_as(ply)
-            assert ply.read_bytes().startswith(b"ply")
-
-            page.set_input_files("#file", str(not_image))
-            page.click("#submit")
-            page.wait_for_function("() => document.querySelector('#error').textContent.length > 0")
-            error = page.text_content("#error")
-            assert "notes.png" in error and "not a readable image" in error
-            assert "\n" not in error and str(tmp_path) not in error  # the temp path never leaks
-            assert page.is_hidden("#result")
-        finally:
-            context.close()
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("images") / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path)
+    return path
 
 
-def _upload_error(server: str, name: str, content: bytes) -> tuple[int, str]:
-    import json
-    import urllib.error
-    import urllib.request
-
-    boundary = "x1x2x3"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n"
-            f"Content-Type: application/octet-stream\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(server + "/predict", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(req, timeout=60)
-    return err.value.code, json.loads(err.value.read())["detail"]
+def _rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def _png_bytes(height: int, width: int) -> bytes:
@@ -150,41 +81,330 @@ def _png_bytes(height: int, width: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_serve_bad_upload_is_400(server):
-    import urllib.error
-    import urllib.request
-
-    code, detail = _upload_error(server, "a.jpg", b"not a jpeg")
-    assert code == 400 and detail.startswith("a.jpg: not a readable image") and "\n" not in detail
-    with pytest.raises(urllib.error.HTTPError) as err:
-        urllib.request.urlopen(server + "/result/nope/depth_16bit.png", timeout=10)
-    assert err.value.code == 404
-
-
-def test_serve_refuses_images_over_the_limits_with_400(server):
-    code, detail = _upload_error(server, "wide.png", _png_bytes(1, 5000))  # 5000 tiles
-    assert code == 400 and detail.startswith("wide.png: a 1x5000 image needs 5000 tiles, more than the limit of 8")
-    code, detail = _upload_error(server, "huge.png", _png_bytes(7500, 7000))  # 52.5 megapixels, header only
-    assert code == 400 and detail.startswith("huge.png: 7000x7500 is 52.5 megapixels, over the limit of 50")
+def _read_ply(path: Path) -> np.ndarray:
+    """The vertices of a binary little-endian PLY of x y z float, red green blue uchar."""
+    data = path.read_bytes()
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii").splitlines()
+    assert header[:2] == ["ply", "format binary_little_endian 1.0"]
+    count = int(next(line for line in header if line.startswith("element vertex")).split()[-1])
+    vertex = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("r", "u1"), ("g", "u1"), ("b", "u1")])
+    assert len(data) - end == count * vertex.itemsize
+    return np.frombuffer(data, dtype=vertex, offset=end)
 
 
-def test_serve_stopped_by_sigterm_leaves_no_results_behind(tiny_cfg, tmp_path):
-    import os
+def _check_ply(path: Path, depth: np.ndarray, rgb: np.ndarray) -> None:
+    """Every pixel's point, back-projected with a 60 degree horizontal field of view (worked out here)."""
+    height, width = depth.shape
+    vertices = _read_ply(path)
+    assert len(vertices) == height * width
+    focal = 0.5 * width / math.tan(math.radians(30))
+    v, u = np.mgrid[:height, :width]
+    np.testing.assert_allclose(vertices["z"], depth.ravel(), rtol=1e-5)
+    np.testing.assert_allclose(vertices["x"], ((u - (width - 1) / 2) * depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vertices["y"], ((v - (height - 1) / 2) * depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    assert np.array_equal(np.stack([vertices["r"], vertices["g"], vertices["b"]], -1), rgb.reshape(-1, 3))
+
+
+def _check_depth_png(path: Path, expected: np.ndarray) -> None:
+    """Millimetres (the model's range fits), rounded: within half a millimetre of the model's depth."""
+    with Image.open(path) as im:
+        assert im.text["depth_scale"] == "1000.0"
+        values = np.asarray(im)
+    assert values.dtype == np.uint16 and values.shape == expected.shape
+    np.testing.assert_allclose(values / 1000.0, expected, rtol=0, atol=0.0005 + 1e-6)
+
+
+# -- the library, without a browser ---------------------------------------------------------------
+def test_view_points_are_every_kth_pixel_in_gltf_axes():
+    _require_serve()
+    from clipdepth.serve import view_points
+    from clipdepth.serve.view3d import view_step
+
+    depth = np.array([[1.0, 2.0, 3.0], [4.0, 0.0, 6.0], [7.0, 8.0, np.nan]], dtype=np.float32)
+    image = np.arange(27, dtype=np.uint8).reshape(3, 3, 3)
+    points, colours = view_points(depth, image, (2.0, 4.0, 1.0, 1.0), max_points=4)  # 3x3 > 4: every 2nd pixel
+    # kept: (0,0) d=1, (0,2) d=3, (2,0) d=7; (2,2) is NaN. x = (u-cx) d / fx, y = (v-cy) d / fy, then y, z negated.
+    np.testing.assert_allclose(points, [[-0.5, 0.25, -1.0], [1.5, 0.75, -3.0], [-3.5, -1.75, -7.0]])
+    assert colours.tolist() == [[0, 1, 2], [6, 7, 8], [18, 19, 20]]
+    assert view_step(3, 3, 9) == 1 and view_step(3, 3, 8) == 2 and view_step(3, 3, 1) == 3
+    assert view_step(1000, 1000, 200_000) == 3  # ceil(1000/3)^2 = 111556 <= 200000 < ceil(1000/2)^2
+
+
+def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(checkpoints, tmp_path):
+    _require_serve()
+    from clipdepth.serve import find_checkpoints
+
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (runs / "a" / name).write_bytes((checkpoints["tr2m"] / name).read_bytes())
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_text("{not json")
+    (runs / "broken" / "model.safetensors").write_bytes(b"")
+    (runs / "notes").mkdir()
+    (runs / "notes" / "config.json").write_text("{}")  # no weights beside it: not a checkpoint
+    found, skipped = find_checkpoints([checkpoints["pure"], checkpoints["pure"]], runs)
+    assert [(c.label, c.model_class.display_name) for c in found] == [
+        (str(checkpoints["pure"]), "PureCLIP-Depth"), (str(runs / "a"), "TR2M")]
+    assert found[1].title == f"{runs / 'a'} (TR2M)"
+    assert len(skipped) == 1 and skipped[0].startswith(f"{runs / 'broken' / 'config.json'}: invalid JSON")
+    with pytest.raises(CheckpointError, match="checkpoint folder not found"):
+        find_checkpoints([tmp_path / "nope"])
+    with pytest.raises(ConfigError, match="no checkpoint to serve in"):
+        find_checkpoints([], runs / "notes")
+
+
+def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints, photo, tmp_path):
+    _require_serve()
+    from clipdepth.serve import DepthService, find_checkpoints
+
+    found, _ = find_checkpoints([checkpoints["pure"], checkpoints["tr2m"]])
+    pure, tr2m = (c.label for c in found)
+    service = DepthService(found, tmp_path / "work", keep=2, max_upload_bytes=2**20)
+    first = service.predict(photo, pure)
+    expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    _check_depth_png(first.depth_png, expected)
+    _check_ply(first.ply, expected, _rgb(photo))
+    assert first.points == 48 * 64 and first.uncertainty_color is not None and first.view.stat().st_size > 0
+    assert [p.name for p in (first.depth_color, first.depth_png, first.ply, first.view)] == [
+        "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb"]
+    with Image.open(first.depth_png) as im:
+        assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
+
+    with_caption = service.predict(photo, tr2m, f"  {CAPTION}\n")  # surrounding blanks do not count
+    assert with_caption.uncertainty_color is None
+    tr2m_model = load_model(checkpoints["tr2m"])
+    expected = tr2m_model.infer(_rgb(photo), captions=[CAPTION])["depth"][0].numpy()
+    _check_depth_png(with_caption.depth_png, expected)
+    other = tr2m_model.infer(_rgb(photo), captions=["a wide open beach"])["depth"][0].numpy()
+    assert np.abs(other - expected).max() > 0.01  # the caption matters: the check above could fail
+    for caption, message in (("", "TR2M reads a caption"), ("   ", "TR2M reads a caption"),
+                             ("x" * 1001, "the caption has 1001 characters, more than the limit of 1000")):
+        with pytest.raises(ConfigError, match=message):
+            service.predict(photo, tr2m, caption)
+
+    service.predict(photo, pure)  # a third result: the first (keep=2) is gone
+    assert not first.depth_png.parent.exists() and with_caption.depth_png.exists()
+    assert len(list(service.results_root.iterdir())) == 2
+
+    cases = {
+        "notes.png": (b"this is not an image\n", "notes.png: not a readable image"),
+        "empty.png": (b"", "empty.png: empty file"),
+        "wide.png": (_png_bytes(1, 5000), "wide.png: a 1x5000 image needs 5000 tiles, more than the limit of 8"),
+        "huge.png": (_png_bytes(7500, 7000), "huge.png: 7000x7500 is 52.5 megapixels, over the limit of 50"),
+        "big.bmp": (b"BM" + bytes(3 * 2**19), "big.bmp: 1.5 MiB, over the upload limit of 1 MiB"),
+    }
+    for name, (content, message) in cases.items():
+        upload = tmp_path / "uploads" / name
+        upload.parent.mkdir(exist_ok=True)
+        upload.write_bytes(content)
+        with pytest.raises(DataError) as err:
+            service.predict(upload, pure)
+        assert str(err.value).startswith(message) and str(tmp_path) not in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="no checkpoint 'x' here"):
+        service.predict(photo, "x")
+
+
+def test_examples_come_from_a_folder_with_their_captions_or_are_synthetic(tmp_path):
+    _require_serve()
+    from clipdepth.serve.examples import folder_examples, synthetic_examples
+
+    source = tmp_path / "mine"
+    (source / "sub").mkdir(parents=True)
+    Image.new("RGB", (8, 6), (10, 20, 30)).save(source / "kitchen.jpg")
+    Image.new("RGB", (8, 6), (40, 50, 60)).save(source / "sub" / "yard.png")
+    (source / "kitchen.txt").write_text("\na kitchen with a window\nsecond line\n")
+    (source / "notes.md").write_text("not an image")
+    listed = folder_examples(source, tmp_path / "copies")
+    assert [(p.relative_to(tmp_path / "copies").as_posix(), c) for p, c in listed] == [
+        ("kitchen.jpg", "a kitchen with a window"), ("sub/yard.png", "")]
+    assert listed[0][0].read_bytes() == (source / "kitchen.jpg").read_bytes()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images found in"):
+        folder_examples(tmp_path / "empty", tmp_path / "x")
+
+    scenes = synthetic_examples(tmp_path / "synthetic")
+    assert [p.name for p, _ in scenes] == ["synthetic_indoor.png", "synthetic_outdoor.png"]
+    assert all(caption for _, caption in scenes)
+    assert [_rgb(p).shape for p, _ in scenes] == [(240, 320, 3), (192, 640, 3)]
+
+
+def test_serving_folder_is_gradios_temp_folder_while_open_and_removed_after():
+    _require_serve()
+    from clipdepth.serve import serving_folder
+
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    with serving_folder() as workdir:
+        assert os.environ["GRADIO_TEMP_DIR"] == str(workdir) and workdir.is_dir()
+        (workdir / "left.txt").write_text("x")
+    assert not workdir.exists() and os.environ.get("GRADIO_TEMP_DIR") == before
+
+
+def test_a_host_off_loopback_is_refused_unless_allowed(checkpoints, capsys):
+    _require_serve()
+    from clipdepth.cli.main import main
+    from clipdepth.serve import check_host
+
+    check_host("0.0.0.0", allow_remote=True)
+    assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipdepth serve: error: 0.0.0.0: not a loopback address") and "(--host)" in err
+    assert err.count("\n") == 1
+    assert main(["serve"]) == 2
+    assert "no checkpoint to serve: give checkpoint folders" in capsys.readouterr().err
+
+
+# -- the page in headless Chromium --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(checkpoints):
+    _require_serve()
+    from clipdepth.serve import DepthService, build_app, find_checkpoints, launch_app, serving_folder
+
+    with serving_folder() as workdir:
+        service = DepthService(find_checkpoints([checkpoints["pure"], checkpoints["tr2m"]])[0], workdir)
+        app = build_app(service)
+        url = launch_app(app, port=_free_port())
+        try:
+            yield url
+        finally:
+            app.close(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if importlib.util.find_spec("playwright") is None:
+        pytest.skip("playwright is not installed (pip install playwright)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+            headless=True, accept_downloads=True, timeout=TIMEOUT_MS, viewport={"width": 1400, "height": 1200},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    elsewhere: list[str] = []  # the page asks nothing of any other server (no fonts, no analytics)
+    page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else elsewhere.append(r.url))
+    page.goto(server)
+    page.wait_for_selector("#run")
+    yield page
+    page.close()
+    assert elsewhere == []
+
+
+def _estimate(page, image: Path, caption: str | None = None) -> str:
+    """Upload ``image``, type ``caption`` (if any), press the button; the status line once it changes."""
+    before = page.input_value("#status textarea")
+    if page.is_visible("#upload button[aria-label=Clear]"):  # the previous upload
+        page.click("#upload button[aria-label=Clear]")
+    page.set_input_files("#upload input[type=file]", str(image))
+    page.wait_for_selector(f'#upload td.filename[aria-label="{image.name}"]')  # uploaded
+    if caption is not None:
+        page.fill("#caption input", caption)
+    page.click("#run")
+    page.wait_for_function("before => document.querySelector('#status textarea').value !== before", arg=before)
+    return page.input_value("#status textarea")
+
+
+def _shown(page, selector: str, to: Path) -> np.ndarray:
+    """The image the page shows at ``selector``, once loaded, as the server sent it."""
+    page.wait_for_function("s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
+                           arg=selector)
+    to.write_bytes(page.request.get(page.get_attribute(selector, "src")).body())
+    return _rgb(to)
+
+
+def _download(page, selector: str, to: Path) -> Path:
+    with page.expect_download() as info:
+        page.click(f"{selector} a.download-link")
+    info.value.save_as(to)
+    return to
+
+
+def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, photo, tmp_path):
+    status = _estimate(page, photo)
+    assert status == page.input_value("#status textarea") and "64x48: depth" in status and "3072 points" in status
+
+    expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    shown = {s: _shown(page, f"#{s} img", tmp_path / f"{s}.png") for s in ("depth", "uncertainty")}
+    for colour in shown.values():  # the map, and its metre scale at the right
+        assert colour.shape[0] > 48 and colour.shape[1] > 64 and len(np.unique(colour.reshape(-1, 3), axis=0)) > 10
+    # Each depth pixel in turbo's colour of its bin over 0 m .. the largest depth (256 bins; one
+    # bin either way for depths on a bin edge, where float32 and float64 may part).
+    from matplotlib import colormaps
+
+    lut = colormaps["turbo"](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]
+    pad = (shown["depth"].shape[0] - 48) // 2
+    mapped = shown["depth"][pad:pad + 48, :64]
+    bins = np.minimum((expected / expected.max() * 256).astype(int), 255)
+    assert all(np.any([np.all(mapped == lut[np.clip(bins + d, 0, 255)], axis=-1) for d in (-1, 0, 1)], axis=0).ravel())
+
+    _check_depth_png(_download(page, "#depth-png", tmp_path / "d.png"), expected)
+    _check_ply(_download(page, "#ply", tmp_path / "p.ply"), expected, _rgb(photo))
+
+    # The 3-D view draws the point cloud: its canvas is not one flat colour.
+    canvas = page.locator("#view canvas")
+    canvas.wait_for()
+    page.wait_for_timeout(500)
+    drawn = tmp_path / "view.png"
+    canvas.screenshot(path=str(drawn))
+    assert len(np.unique(_rgb(drawn).reshape(-1, 3), axis=0)) > 20
+
+
+def test_the_tr2m_caption_box_reaches_the_model(page, checkpoints, photo, tmp_path):
+    assert not page.is_visible("#caption")  # PureCLIP-Depth is first: no caption to give
+    page.click("#model input")
+    page.get_by_role("option", name=f"{checkpoints['tr2m']} (TR2M)").click()
+    page.wait_for_selector("#caption input", state="visible")
+    assert not page.is_visible("#uncertainty")  # TR2M gives none
+
+    status = _estimate(page, photo)  # no caption yet
+    assert status.startswith("Error: TR2M reads a caption: describe the scene in the caption box")
+    status = _estimate(page, photo, CAPTION)
+    assert status.startswith(f"{checkpoints['tr2m']}: 64x48: depth")
+    expected = load_model(checkpoints["tr2m"]).infer(_rgb(photo), captions=[CAPTION])["depth"][0].numpy()
+    _check_depth_png(_download(page, "#depth-png", tmp_path / "d.png"), expected)
+
+
+def test_a_corrupt_upload_gets_one_line_and_the_next_upload_works(page, photo, tmp_path):
+    broken = tmp_path / "notes.png"
+    broken.write_text("this is not an image\n")
+    status = _estimate(page, broken)
+    assert status.startswith("Error: notes.png: not a readable image") and "\n" not in status
+    assert str(tmp_path) not in status and "clipdepth-serve" not in status  # no server path
+    assert not page.is_visible("#depth img")
+    status = _estimate(page, photo)
+    assert "64x48: depth" in status
+    page.wait_for_selector("#depth img")
+
+
+# -- the command -----------------------------------------------------------------------------------
+def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_path):
     import signal
     import subprocess
     import sys
+    import time
     import urllib.request
 
-    _require_server()
-    from clipdepth.models.pureclip_depth import PureCLIPDepth
-
-    PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    _require_serve()
     temp = tmp_path / "tmp"
     temp.mkdir()
     port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "clipdepth.cli.main", "serve", "--checkpoint", str(tmp_path / "ckpt"), "--port", str(port)],
-        env={**os.environ, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "clipdepth.cli.main", "serve", "--checkpoint", str(checkpoints["pure"]), "--port", str(port)],
+        env={**env, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -195,14 +415,16 @@ def test_serve_stopped_by_sigterm_leaves_no_results_behind(tiny_cfg, tmp_path):
             except OSError:
                 assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()[-2000:]
                 time.sleep(0.2)
-        boundary = "b0undary"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.png\"\r\n\r\n").encode() \
-            + _png_bytes(48, 64) + f"\r\n--{boundary}--\r\n".encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, method="POST",
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        assert urllib.request.urlopen(req, timeout=60).status == 200
-        assert any(temp.rglob("depth_16bit.png"))  # the result is on disk while the server runs
+        from gradio_client import Client, handle_file
+
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        outputs = client.predict(handle_file(str(photo)), str(checkpoints["pure"]), "", api_name="/predict")
+        assert "64x48: depth" in outputs[-1]
+        assert any(temp.rglob("photo_depth16.png"))  # the result is on disk while the server runs
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    assert list(temp.iterdir()) == []
+    assert server.returncode == 128 + signal.SIGTERM, server.stderr.read()[-2000:]
+    # Uploads, examples, results and Gradio's own folders went with the server (torch's compiler
+    # cache, which importing transformers makes, is no part of it).
+    assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []

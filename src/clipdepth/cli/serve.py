@@ -1,62 +1,70 @@
-"""`clipdepth serve`: a local web page: upload an image, see depth and uncertainty, download the
-16-bit PNG (millimetres) and the PLY point cloud. Needs the ``serve`` extra (fastapi, uvicorn,
-python-multipart). Listens on the loopback address only.
+"""`clipdepth serve`: a local web page (Gradio): upload an image, pick a model, see depth and
+uncertainty, download the 16-bit PNG and the PLY, turn the point cloud in 3-D. Needs the ``serve``
+extra (gradio, trimesh). The page is ``clipdepth.serve``'s; this module parses the arguments.
 """
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import tempfile
+from pathlib import Path
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-HELP = "a local web page: upload an image, see and download its depth"
+from .args import path_arg, positive_int
+
+HELP = "a local web page (Gradio): upload an image, see its depth in colour and 3-D, download PNG and PLY"
+# serve.app.DEFAULT_HOST / DEFAULT_PORT and serve.service.KEEP_RESULTS, not imported for --help (Gradio takes seconds)
+DEFAULT_HOST, DEFAULT_PORT, DEFAULT_KEEP = "127.0.0.1", 7860, 16
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help=HELP,
-        description="Example: clipdepth serve --checkpoint outputs/demo/model  (then open http://127.0.0.1:7860)",
+        description="Example: clipdepth serve --checkpoint outputs/demo/model  (then open http://127.0.0.1:7860). "
+        "Give checkpoints with --checkpoint (repeatable) and/or --checkpoints DIR; the page has a picker over them.",
     )
-    p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")
-    p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
+                   help="a checkpoint folder to offer (repeatable)")
+    p.add_argument("--checkpoints", type=path_arg, metavar="DIR",
+                   help="offer every checkpoint folder found in DIR and its sub-folders (e.g. outputs/)")
+    p.add_argument("--examples", type=path_arg, metavar="DIR",
+                   help="a folder of example images (<stem>.txt beside one: its caption); default: two synthetic scenes")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="point a frozen part elsewhere, e.g. clip.name=/models/clip (repeatable); applies to every checkpoint",
+    )
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}); only loopback addresses unless --allow-remote")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a --host that is not loopback (e.g. 0.0.0.0): anyone who reaches it can use the page")
+    p.add_argument("--port", type=positive_int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--share", action="store_true",
+                   help="also ask Gradio for a public *.gradio.live link (off by default; needs internet)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.set_defaults(func=run)
+    p.add_argument("--keep", type=positive_int, default=DEFAULT_KEEP,
+                   help=f"results (and uploads) kept on disk while serving; older ones are deleted (default {DEFAULT_KEEP})")
+    p.set_defaults(func=run, flags={"checkpoints": "--checkpoint/--checkpoints"})
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ClipdepthError
-
-    if args.host not in LOOPBACK:
-        raise ClipdepthError(f"--host {args.host}: only a loopback address ({', '.join(LOOPBACK)}) is allowed")
-    if not 0 < args.port < 65536:
-        raise ClipdepthError(f"--port {args.port}: not a port number")
     import importlib.util
 
-    missing = [name for name, module in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"))
-               if importlib.util.find_spec(module) is None]
-    if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
-        missing.append("python-multipart")
-    if missing:
-        raise ClipdepthError(f"serve needs {', '.join(missing)}: pip install 'clipdepth[serve]'")
-    import uvicorn
-
     from ..errors import ConfigError
-    from ..models import load_model
-    from ..serve import create_app
-    from ..device import resolve_device
 
-    model = load_model(args.checkpoint)
-    if model.uses_captions:
-        raise ConfigError(f"{args.checkpoint}: the web demo serves caption-free models; use `clipdepth predict --caption` for TR2M")
-    model.to(resolve_device(model.cfg.device))
-    shown = f"[{args.host}]" if ":" in args.host else args.host
-    # uvicorn re-raises SIGTERM once it has shut down; as SystemExit it unwinds the `with` below,
-    # so the results go with the server instead of staying in the temp folder.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    with tempfile.TemporaryDirectory(prefix="clipdepth-serve-") as workdir:  # results go when the server stops
-        app = create_app(model, tta=args.tta, workdir=workdir)
-        print(f"clipdepth serve: open http://{shown}:{args.port}/ (Ctrl+C to stop)")
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    missing = [name for name in ("gradio", "trimesh") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"serve needs {' and '.join(missing)}: pip install 'clipdepth[serve]'")
+    from ..serve import DepthService, find_checkpoints, serving_folder
+
+    checkpoints, skipped = find_checkpoints(args.checkpoint, args.checkpoints)
+    for line in skipped:
+        print(f"clipdepth serve: skipped {line}", file=sys.stderr)
+    with serving_folder() as workdir:  # uploads and results go when the server stops
+        from ..serve import build_app, check_host, launch_app, serve_until_stopped  # Gradio, once its folder is set
+
+        check_host(args.host, args.allow_remote)
+        service = DepthService(checkpoints, workdir, tta=args.tta, keep=args.keep, overrides=args.overrides)
+        app = build_app(service, examples=Path(args.examples) if args.examples else None)
+        url = launch_app(app, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote)
+        public = f", public link {app.share_url}" if args.share and app.share_url else ""
+        print(f"clipdepth serve: {len(checkpoints)} checkpoint(s); open {url}{public} (Ctrl+C to stop)", flush=True)
+        serve_until_stopped(app)
     return 0

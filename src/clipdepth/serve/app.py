@@ -1,120 +1,155 @@
-"""FastAPI app: upload an image, get depth and uncertainty (colour PNGs), a 16-bit PNG and a PLY.
-
-Endpoints: ``GET /`` the page, ``POST /predict`` (multipart field ``image``) -> JSON with the
-result id and URLs, ``GET /result/{id}/{file}`` one of the files. A bad upload gets HTTP 400
-with a one-line ``detail`` at once, before any inference: unreadable, over ``MAX_UPLOAD_BYTES``,
-over ``max_pixels`` (from the image header) or needing more than ``max_tiles`` tiles. Results live
-in a per-server temp folder; only the newest ``keep`` results are kept.
-"""
+"""The Gradio page of ``clipdepth serve`` around a ``DepthService``, and its launch on a loopback address."""
 from __future__ import annotations
 
-import shutil
-import tempfile
+import os
+import signal
+import sys
 import threading
-import uuid
+import time
 from collections import OrderedDict
-from importlib import resources
 from pathlib import Path
-from typing import Annotated
 
-import numpy as np
-from fastapi import FastAPI, File, HTTPException, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse
+import gradio as gr
 
-from ..errors import DataError
-from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
-from ..io.predictions import write_prediction
-from ..models.base import MAX_TILES
+from ..errors import ClipdepthError, ConfigError
+from .examples import folder_examples, synthetic_examples
+from .service import MAX_UPLOAD_BYTES, DepthService
 
-MAX_UPLOAD_BYTES = 25 * 1024 * 1024
-# file name -> (what it holds, see write_prediction; media type); only these can be fetched from /result
-RESULT_FILES = {
-    "depth_color.png": ("color", "image/png"),
-    "uncertainty_color.png": ("uncertainty_color", "image/png"),
-    "depth_16bit.png": ("depth", "image/png"),
-    "depth.ply": ("ply", "application/octet-stream"),
-}
-
-
-def _page() -> str:
-    return resources.files("clipdepth.serve").joinpath("static/index.html").read_text(encoding="utf-8")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+# The browser's own fonts: Gradio's default theme fetches Google fonts, and the page makes no request
+# outside this server.
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+NO_SHARING = ["download", "fullscreen"]  # an image's buttons, without "share" (an upload to Hugging Face)
+INTRO = (
+    "# clipdepth: metric depth from one image\n"
+    "Upload an image (or pick an example), choose a model, and press *Estimate depth*. Depth is in metres; "
+    "the point cloud assumes a 60 degree horizontal field of view."
+)
 
 
-def create_app(
-    model, *, tta: bool = False, keep: int = 32, workdir: str | Path | None = None,
-    max_pixels: int = MAX_PHOTO_PIXELS, max_tiles: int = MAX_TILES,
-) -> FastAPI:
-    """The app around a loaded model (``clipdepth.models.load_model``), already on its device."""
-    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="clipdepth-serve-"))
-    root.mkdir(parents=True, exist_ok=True)
-    results: OrderedDict[str, Path] = OrderedDict()
-    lock = threading.Lock()  # one inference at a time
-    max_depth = float(model.max_depth)
-    page = _page()
+def build_app(service: DepthService, examples: str | os.PathLike | None = None) -> gr.Blocks:
+    """The page: image upload (any file: the service checks it, so a broken one gets a readable
+    message), the model picker over ``service``'s checkpoints, a caption box shown for models that
+    read captions (TR2M), and the results: depth in colour with its metre scale, the uncertainty
+    where the model gives one, the 16-bit PNG and PLY downloads and a 3-D view of the point cloud.
 
-    app = FastAPI(title="clipdepth", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.workdir = root
+    ``examples``: a folder of images offered as examples (``<stem>.txt`` beside one is its
+    caption); None: two synthetic scenes, labelled as such. Either way they are copied into
+    ``service.workdir``. Uploads beyond the newest ``service.keep`` are deleted.
+    """
+    folder = service.workdir / "examples"
+    if examples is None:
+        listed, examples_label = synthetic_examples(folder), "Examples: synthetic scenes rendered by clipdepth (not photos)"
+    else:
+        listed, examples_label = folder_examples(examples, folder), f"Examples from {examples}"
+    keep_files = {path.resolve() for path, _ in listed}
+    uploads: OrderedDict[Path, None] = OrderedDict()
+    uploads_lock = threading.Lock()
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return page
+    def forget_old_uploads(upload: str) -> None:
+        path = Path(upload).resolve()
+        if path in keep_files:
+            return
+        with uploads_lock:
+            uploads[path] = None
+            uploads.move_to_end(path)
+            while len(uploads) > service.keep:
+                old = uploads.popitem(last=False)[0]
+                old.unlink(missing_ok=True)
+                try:  # Gradio gives each upload a folder of its own
+                    old.parent.rmdir()
+                except OSError:
+                    pass
 
-    @app.post("/predict")
-    def predict(image: Annotated[UploadFile, File()]) -> dict:
-        data = image.file.read(MAX_UPLOAD_BYTES + 1)
-        if not data:
-            raise HTTPException(400, "empty upload: choose an image file")
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise HTTPException(400, f"upload too large (limit {MAX_UPLOAD_BYTES // 2**20} MiB)")
-        rid = uuid.uuid4().hex
-        out = root / rid
-        out.mkdir()
+    def picked(label: str) -> tuple[dict, dict]:
+        checkpoint = service.checkpoint(label)
+        return (gr.update(visible=checkpoint.model_class.uses_captions),
+                gr.update(visible=checkpoint.model_class.gives_uncertainty, value=None))
+
+    def predict(upload: str | None, label: str, caption: str) -> tuple:
+        nothing = (None,) * 5
+        if upload is None:
+            return *nothing, "Choose an image first (upload one, or click an example)."
         try:
-            upload = out / "upload"
-            upload.write_bytes(data)
-            try:  # the pixel limit is checked from the header, before decoding
-                rgb = np.array(read_rgb(upload, photo=True, max_pixels=max_pixels))  # writable for torch
-                model.tiles_for(rgb.shape[0], rgb.shape[1], max_tiles=max_tiles)
-            except DataError as exc:
-                name = Path(image.filename or "upload").name
-                message = str(exc).replace(f"'{upload}'", repr(name)).replace(str(upload), name)
-                if not message.startswith(name):  # e.g. the tile limit, which knows no file
-                    message = f"{name}: {message}"
-                raise HTTPException(400, message) from None  # names the upload, never the temp path
-            finally:
-                upload.unlink(missing_ok=True)
-            with lock:
-                result = model.infer(rgb, tta=tta)
-                depth = result["depth"][0].float().cpu().numpy()
-                spread = result["uncertainty"][0].float().cpu().numpy()
-                files = {kind: out / name for name, (kind, _) in RESULT_FILES.items()}
-                points = write_prediction(files, depth, rgb, max_depth, uncertainty=spread)
-                results[rid] = out
-                while len(results) > keep:
-                    _, old = results.popitem(last=False)
-                    shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            if rid not in results:
-                shutil.rmtree(out, ignore_errors=True)
-            raise
-        h, w = depth.shape
-        return {
-            "id": rid,
-            "width": w,
-            "height": h,
-            "points": int(points),
-            "depth_range_m": [float(np.nanmin(depth)), float(np.nanmax(depth))],
-            "files": {name: f"/result/{rid}/{name}" for name in RESULT_FILES},
-        }
+            result = service.predict(upload, label, caption)
+        except ClipdepthError as exc:
+            return *nothing, f"Error: {exc}"
+        finally:
+            forget_old_uploads(upload)
+        files = (result.depth_color, result.uncertainty_color, result.depth_png, result.ply, result.view)
+        return *(None if f is None else str(f) for f in files), f"{label}: {result.summary}"
 
-    @app.get("/result/{rid}/{name}")
-    def result_file(rid: str, name: str) -> FileResponse:
-        folder = results.get(rid)
-        if folder is None or name not in RESULT_FILES or not (folder / name).is_file():
-            raise HTTPException(404, "no such result (results are kept for the newest few uploads only)")
-        download = name if name.endswith("_color.png") else f"{rid[:8]}_{name}"
-        disposition = "inline" if name.endswith("_color.png") else "attachment"
-        return FileResponse(folder / name, media_type=RESULT_FILES[name][1], filename=download,
-                            content_disposition_type=disposition)
-
+    first = next(iter(service.checkpoints.values()))
+    with gr.Blocks(title="clipdepth", analytics_enabled=False) as app:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=1):
+                model = gr.Dropdown([(c.title, c.label) for c in service.checkpoints.values()], value=first.label,
+                                    label="Model", elem_id="model")
+                image = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
+                caption = gr.Textbox(label="Caption (TR2M reads one: describe the scene)", max_lines=1,
+                                     visible=first.model_class.uses_captions, elem_id="caption")
+                run = gr.Button("Estimate depth", variant="primary", elem_id="run")
+                status = gr.Textbox(label="Status", interactive=False, elem_id="status")
+                gr.Examples([[str(path), text] for path, text in listed], inputs=[image, caption], label=examples_label)
+            with gr.Column(scale=2):
+                depth = gr.Image(label="Depth (metres, scale at the right)", type="filepath", interactive=False,
+                                 buttons=NO_SHARING, elem_id="depth")
+                uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
+                                       visible=first.model_class.gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
+                with gr.Row():
+                    png = gr.File(label="16-bit depth PNG (value / depth_scale = metres)", elem_id="depth-png")
+                    ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
+                view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
+        model.change(picked, model, [caption, uncertainty], api_name=False)
+        gr.on([run.click, caption.submit], predict, [image, model, caption],
+              [depth, uncertainty, png, ply, view, status], api_name="predict",
+              concurrency_limit=1)
     return app
+
+
+def check_host(host: str, allow_remote: bool = False) -> None:
+    """ConfigError for a ``host`` that is not a loopback address, unless ``allow_remote``."""
+    if host not in LOOPBACK and not allow_remote:
+        raise ConfigError(f"{host}: not a loopback address ({', '.join(LOOPBACK)}); the page would be open to "
+                          "the network, so that must be allowed explicitly", setting="host")
+
+
+def launch_app(
+    app: gr.Blocks, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
+    allow_remote: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+) -> str:
+    """Start serving ``app`` on ``host``:``port`` in the background (a loopback address unless
+    ``allow_remote``; a public Gradio share link, ``app.share_url``, only with ``share``) and return
+    its local URL; ``serve_until_stopped`` waits, ``app.close()`` stops it. Gradio refuses uploads
+    over ``max_upload_bytes``.
+
+    Raises ConfigError for a non-loopback host without ``allow_remote`` or a port out of range,
+    OSError when the port is taken.
+    """
+    check_host(host, allow_remote)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{port}: not a port number (1 to 65535)", setting="port")
+    app.launch(
+        server_name=host, server_port=port, share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes,
+        quiet=True, show_error=False, theme=THEME, footer_links=["gradio"], run_history=False, ssr_mode=False,
+        mcp_server=False,
+    )
+    return app.local_url
+
+
+def serve_until_stopped(app: gr.Blocks) -> None:
+    """Wait while ``app`` serves; Ctrl+C or SIGTERM close it (SIGTERM then goes on as SystemExit,
+    so that the caller's ``with serving_folder()`` removes the server's files)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum)) if in_main else None
+    try:
+        while app.is_running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close(verbose=False)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)

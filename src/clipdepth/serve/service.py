@@ -1,0 +1,264 @@
+"""What the web page runs, without the page: the checkpoints it offers, their models (loaded on
+first use and kept), and one prediction at a time into a per-server folder that keeps the newest
+results only. Needs trimesh (the ``serve`` extra) for the 3-D view; no Gradio."""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError, DataError
+from ..io.atomic import is_temporary
+from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
+from ..io.pointcloud import default_intrinsics
+from ..io.predictions import write_prediction
+from ..models import load_model, model_class
+from ..models.base import CONFIG_NAME, MAX_TILES, WEIGHTS_NAME, DepthModel, checkpoint_folder, read_checkpoint_meta
+from .view3d import write_view_glb
+
+MAX_UPLOAD_BYTES = 25 * 2**20
+MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens); longer is a paste gone wrong
+KEEP_RESULTS = 16
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint the page offers: ``label`` (its folder as given, unique) names it in the picker."""
+
+    label: str
+    folder: Path
+    model_class: type[DepthModel]
+
+    @property
+    def title(self) -> str:
+        """The picker's line: the label and the kind of model."""
+        return f"{self.label} ({self.model_class.display_name})"
+
+
+def _checkpoint(label: str, folder: Path) -> Checkpoint:
+    meta = read_checkpoint_meta(folder)
+    return Checkpoint(label, folder, model_class(meta.get("architecture", "")))
+
+
+def find_checkpoints(
+    checkpoints: Sequence[str | os.PathLike] = (), search: str | os.PathLike | None = None,
+) -> tuple[list[Checkpoint], list[str]]:
+    """The checkpoints ``checkpoints`` names (folders, or Hub ids of cached ones) and those found
+    in ``search`` and its sub-folders (folders holding config.json and model.safetensors; folders
+    named ``model``, a training run's result, first), each folder once, given ones first.
+
+    Returns them and one line per checkpoint found in ``search`` that cannot be offered (a
+    damaged config, an unknown model), which is skipped. Raises CheckpointError / ConfigError for a
+    given checkpoint that cannot be offered, DataError when ``search`` is not a folder, and
+    ConfigError when none is found at all.
+    """
+    found: dict[Path, Checkpoint] = {}
+    for given in checkpoints:
+        folder = checkpoint_folder(given)
+        found.setdefault(folder.resolve(), _checkpoint(str(given), folder))
+    skipped: list[str] = []
+    if search is not None:
+        root = Path(search)
+        if not root.is_dir():
+            raise DataError(f"{root}: not a folder (it is searched for checkpoint folders)", setting="checkpoints")
+        # a run's final `model` folders before its other checkpoints (best_*, last): the picker's default is first
+        for config in sorted(root.rglob(CONFIG_NAME), key=lambda p: (p.parent.name != "model", p)):
+            folder = config.parent
+            if not (folder / WEIGHTS_NAME).is_file() or any(is_temporary(p) for p in folder.relative_to(root).parts):
+                continue  # another program's config.json, or what an interrupted save left
+            if folder.resolve() in found:
+                continue
+            try:
+                found[folder.resolve()] = _checkpoint(str(folder), folder)
+            except (CheckpointError, ConfigError) as exc:
+                skipped.append(str(exc))
+    if not found:
+        where = f" in {search}" if search is not None else ""
+        raise ConfigError(f"no checkpoint to serve{where}: give checkpoint folders, or a folder holding some", setting="checkpoints")
+    return list(found.values()), skipped
+
+
+@contextlib.contextmanager
+def serving_folder() -> Iterator[Path]:
+    """A new temporary folder for one server's uploads, examples and results, removed on exit.
+
+    While it is open, Gradio keeps its uploads and cache in it too (``GRADIO_TEMP_DIR``), so that
+    results are not copied and nothing of the session stays behind when the server stops; enter
+    it before Gradio is first imported (``clipdepth.serve.build_app``), which fixes some folders then.
+    """
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    with tempfile.TemporaryDirectory(prefix="clipdepth-serve-") as workdir:
+        os.environ["GRADIO_TEMP_DIR"] = workdir
+        try:
+            yield Path(workdir)
+        finally:
+            if before is None:
+                os.environ.pop("GRADIO_TEMP_DIR", None)
+            else:
+                os.environ["GRADIO_TEMP_DIR"] = before
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _safe_stem(name: str) -> str:
+    """The upload's stem as a file name part: letters, digits, ``-`` ``_`` ``.`` only."""
+    return re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._")[:80] or "image"
+
+
+@dataclass
+class Prediction:
+    """One upload's result: files in a result folder of the server (each name begins with the
+    upload's stem) and what the page says about it."""
+
+    depth_color: Path  # colour PNG with a metre scale
+    depth_png: Path  # 16-bit PNG: metres = value / its depth_scale text chunk (1000: millimetres)
+    ply: Path  # every pixel's point, metres, camera frame (x right, y down, z forward)
+    view: Path  # GLB point cloud for the 3-D view (subsampled, glTF axes)
+    uncertainty_color: Path | None  # colour PNG of the model's uncertainty (metres); None where it gives none
+    depth: np.ndarray  # (H, W) float32 metres
+    points: int  # in the PLY
+    seconds: float  # model time (loading a model the first time included)
+
+    @property
+    def summary(self) -> str:
+        valid = self.depth[np.isfinite(self.depth)]
+        low, high = (float(valid.min()), float(valid.max())) if valid.size else (float("nan"),) * 2
+        height, width = self.depth.shape
+        return (f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY, "
+                f"{self.seconds:.2f} s")
+
+
+class DepthService:
+    """Predictions for uploaded images with any of ``checkpoints`` (``find_checkpoints``), written
+    under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
+    and kept; the newest ``keep`` results are kept, older result folders are removed.
+
+    Limits, each a DataError naming the upload before the model runs: ``max_upload_bytes`` of file,
+    ``max_pixels`` (from the image header, before decoding) and ``max_tiles`` square tiles.
+    ``overrides`` point frozen parts elsewhere (``load_model``).
+    """
+
+    def __init__(
+        self, checkpoints: Sequence[Checkpoint], workdir: str | os.PathLike, *, tta: bool = False,
+        keep: int = KEEP_RESULTS, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PHOTO_PIXELS,
+        max_tiles: int = MAX_TILES, overrides: Sequence[str] = (),
+    ) -> None:
+        if not checkpoints:
+            raise ConfigError("no checkpoint to serve", setting="checkpoints")
+        if keep < 1:
+            raise ConfigError(f"keep must be at least 1 (the result shown), got {keep}", setting="keep")
+        self.checkpoints = {c.label: c for c in checkpoints}
+        self.workdir = Path(workdir)
+        self.results_root = self.workdir / "results"
+        self.results_root.mkdir(parents=True, exist_ok=True)
+        self.tta, self.keep, self.overrides = tta, keep, list(overrides)
+        self.max_upload_bytes, self.max_pixels, self.max_tiles = max_upload_bytes, max_pixels, max_tiles
+        self._models: dict[str, DepthModel] = {}
+        self._results: OrderedDict[Path, None] = OrderedDict()
+        # One model at a time (memory for one inference, not one per request); re-entered by model().
+        self._lock = threading.RLock()
+
+    def checkpoint(self, label: str) -> Checkpoint:
+        """The checkpoint of that label; ConfigError naming the ones offered otherwise."""
+        if label not in self.checkpoints:
+            raise ConfigError(f"no checkpoint {label!r} here; choose one of {', '.join(self.checkpoints)}", setting="checkpoint")
+        return self.checkpoints[label]
+
+    def model(self, label: str) -> DepthModel:
+        """The model of ``label``, loaded on first use and kept (CheckpointError / EncoderLoadError
+        when it cannot be loaded)."""
+        from ..device import resolve_device
+
+        with self._lock:
+            if label not in self._models:
+                model = load_model(self.checkpoint(label).folder, self.overrides)
+                self._models[label] = model.to(resolve_device(model.cfg.device))
+            return self._models[label]
+
+    def _caption(self, checkpoint: Checkpoint, caption: str | None) -> list[str] | None:
+        if not checkpoint.model_class.uses_captions:
+            return None  # the page hides the box for these models; what it holds is not theirs
+        text = _one_line(caption or "")
+        if not text:
+            raise ConfigError(f"{checkpoint.model_class.display_name} reads a caption: describe the scene in the caption box "
+                              "(e.g. 'a small kitchen with a window')", setting="caption")
+        if len(text) > MAX_CAPTION_CHARS:
+            raise ConfigError(f"the caption has {len(text)} characters, more than the limit of {MAX_CAPTION_CHARS}: "
+                              "one sentence describing the scene is enough", setting="caption")
+        return [text]
+
+    def _read(self, upload: Path, name: str) -> np.ndarray:
+        """The upload as (H, W, 3) uint8 after the byte and pixel limits; errors name ``name``."""
+        try:
+            size = upload.stat().st_size
+            if size == 0:
+                raise DataError(f"{upload}: empty file")
+            if size > self.max_upload_bytes:
+                raise DataError(f"{upload}: {size / 2**20:.1f} MiB, over the upload limit of {self.max_upload_bytes / 2**20:g} MiB")
+            return read_rgb(upload, photo=True, max_pixels=self.max_pixels)
+        except FileNotFoundError:
+            raise DataError(f"{name}: the upload is gone (uploaded too long ago): upload it again") from None
+        except DataError as exc:  # named by the upload's name, never by the server's path of it
+            raise DataError(_one_line(str(exc).replace(str(upload), name))) from None
+
+    def predict(self, upload: str | os.PathLike, label: str, caption: str | None = None, name: str | None = None) -> Prediction:
+        """Depth for the image file ``upload`` with the checkpoint ``label``; ``caption`` is read by
+        models that use captions (TR2M) and ignored by the others. ``name`` (default: the file's
+        name) is how messages and result files call the image.
+
+        Raises DataError (an unreadable or empty file, over a limit), ConfigError (a missing or
+        overlong caption, an unknown label), CheckpointError / EncoderLoadError (a model that
+        cannot be loaded): one line each, naming ``name``, never the server's path of the upload.
+        """
+        upload = Path(upload)
+        name = name or upload.name
+        checkpoint = self.checkpoint(label)
+        rgb = self._read(upload, name)
+        captions = self._caption(checkpoint, caption)
+        with self._lock:
+            start = time.perf_counter()
+            model = self.model(label)
+            try:
+                model.tiles_for(*rgb.shape[:2], max_tiles=self.max_tiles)
+            except DataError as exc:  # the tile limit knows no file
+                raise DataError(f"{name}: {exc}") from None
+            result = model.infer(np.ascontiguousarray(rgb), tta=self.tta, captions=captions, max_tiles=self.max_tiles)
+            depth = result["depth"][0].float().cpu().numpy()
+            spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
+            seconds = time.perf_counter() - start
+            folder = self.results_root / uuid.uuid4().hex
+            stem = _safe_stem(name)
+            files = {"color": folder / f"{stem}_depth_color.png", "depth": folder / f"{stem}_depth16.png",
+                     "ply": folder / f"{stem}.ply"}
+            if spread is not None:
+                files["uncertainty_color"] = folder / f"{stem}_uncertainty_color.png"
+            intrinsics = default_intrinsics(*depth.shape)
+            try:
+                points = write_prediction(files, depth, rgb, float(model.max_depth), uncertainty=spread,
+                                          intrinsics=intrinsics, source=name)
+                view = folder / f"{stem}_view.glb"
+                write_view_glb(view, depth, rgb, intrinsics)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            self._results[folder] = None
+            while len(self._results) > self.keep:
+                shutil.rmtree(self._results.popitem(last=False)[0], ignore_errors=True)
+        return Prediction(files["color"], files["depth"], files["ply"], view, files.get("uncertainty_color"),
+                          depth, points, seconds)
+
+
+__all__ = ["Checkpoint", "DepthService", "Prediction", "find_checkpoints", "serving_folder"]
