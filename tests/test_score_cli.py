@@ -201,3 +201,13 @@ def test_error_nyu_crop_needs_480x640(capsys, tmp_path):
 def test_error_no_valid_pixel(capsys, tmp_path):
     synthetic_pair(tmp_path, gt=np.zeros((6, 8)))
     assert_one_line_error(*run_pair(capsys, tmp_path), tmp_path / "gt", "valid pixel")
+
+
+def test_predict_side_outputs_are_not_predictions(tmp_path):
+    """A `clipdepth predict --side-by-side --uncertainty` folder scores its depth maps only; a stem
+    that merely ends like a side output, with no depth map of its own beside it, stays."""
+    from clipdepth.evaluation.saved import depth_files
+
+    for stem in ("a", "a_color", "a_side", "a_uncertainty", "b_side"):
+        Image.fromarray(np.ones((2, 2), np.uint16)).save(tmp_path / f"{stem}.png")
+    assert sorted(depth_files(tmp_path, "predictions")) == ["a", "b_side"]

@@ -26,7 +26,7 @@ from ..io.depth_io import read_depth
 from .protocol import KB_CROP_SHAPE, Protocol, kb_crop_paste
 
 DEPTH_SUFFIXES = (".npy", ".png")  # in order of preference for one stem
-SIDE_OUTPUTS = ("_color", "_uncertainty")  # `clipdepth predict` writes these beside <stem>.png
+SIDE_OUTPUTS = ("_color", "_side", "_uncertainty")  # `clipdepth predict` writes these beside <stem>.png
 NYU_NAMES = ("rgb_", "sync_depth_")  # an NYU image and its depth map share the number
 # A prediction whose aspect ratio is this close to the GT's is taken as a resized prediction.
 ASPECT_TOLERANCE = 0.02
