@@ -262,11 +262,12 @@ def server(checkpoints):
     from clipdepth.serve import DepthService, build_app, find_checkpoints, launch_app, serving_folder
 
     with serving_folder() as workdir:
-        service = DepthService(find_checkpoints([checkpoints["pure"], checkpoints["tr2m"]])[0], workdir)
+        # keep=2: each test reads only its newest result, and the last one counts what is left
+        service = DepthService(find_checkpoints([checkpoints["pure"], checkpoints["tr2m"]])[0], workdir, keep=2)
         app = build_app(service)
         url = launch_app(app, port=_free_port())
         try:
-            yield url
+            yield url, workdir
         finally:
             app.close(verbose=False)
 
@@ -292,6 +293,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture
 def page(browser, server):
+    server, _ = server
     page = browser.new_page()
     page.set_default_timeout(TIMEOUT_MS)
     elsewhere: list[str] = []  # the page asks nothing of any other server (no fonts, no analytics)
@@ -377,16 +379,25 @@ def test_the_tr2m_caption_box_reaches_the_model(page, checkpoints, photo, tmp_pa
     _check_depth_png(_download(page, "#depth-png", tmp_path / "d.png"), expected)
 
 
-def test_a_corrupt_upload_gets_one_line_and_the_next_upload_works(page, photo, tmp_path):
+def test_a_corrupt_upload_gets_one_line_and_the_next_upload_works(page, server, photo, tmp_path):
     broken = tmp_path / "notes.png"
     broken.write_text("this is not an image\n")
     status = _estimate(page, broken)
     assert status.startswith("Error: notes.png: not a readable image") and "\n" not in status
     assert str(tmp_path) not in status and "clipdepth-serve" not in status  # no server path
     assert not page.is_visible("#depth img")
-    status = _estimate(page, photo)
+    fresh = tmp_path / "fresh.png"  # other bytes than photo.png: an upload of its own
+    Image.fromarray(_rgb(photo)[::-1].copy()).save(fresh)
+    status = _estimate(page, fresh)
     assert "64x48: depth" in status
     page.wait_for_selector("#depth img")
+    # The server keeps its newest 2 results and uploads (this module's tests made more of each).
+    workdir = server[1]
+    assert len(list((workdir / "results").iterdir())) <= 2
+    # Gradio keeps each upload in a folder of its own (it also leaves an empty temporary file per
+    # upload beside them, which goes with the server's folder).
+    uploads = [p for p in workdir.glob("*/*") if p.parent.name not in ("results", "examples")]
+    assert sorted(p.name for p in uploads) == ["fresh.png", "notes.png"]
 
 
 # -- the command -----------------------------------------------------------------------------------

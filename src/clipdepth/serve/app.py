@@ -44,12 +44,13 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
     else:
         listed, examples_label = folder_examples(examples, folder), f"Examples from {examples}"
     keep_files = {path.resolve() for path, _ in listed}
+    results = service.results_root.resolve()
     uploads: OrderedDict[Path, None] = OrderedDict()
     uploads_lock = threading.Lock()
 
     def forget_old_uploads(upload: str) -> None:
         path = Path(upload).resolve()
-        if path in keep_files:
+        if path in keep_files or path.is_relative_to(results):  # an example, or a result sent back as input
             return
         with uploads_lock:
             uploads[path] = None
