@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import ExifTags, Image
 
 from clipdepth.config import config_to_dict, load_config, load_config_dict
 from clipdepth.errors import CheckpointError, ConfigError, DataError
@@ -187,6 +187,16 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     service.predict(photo, pure)  # a third result: the first (keep=2) is gone
     assert not first.depth_png.parent.exists() and with_caption.depth_png.exists()
     assert len(list(service.results_root.iterdir())) == 2
+
+    # a photo with an EXIF 35 mm-equivalent focal length: its point cloud uses it (Depth Pro's conversion)
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.FocalLengthIn35mmFilm] = 26
+    Image.fromarray(_rgb(photo)).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    phone = service.predict(tmp_path / "phone.jpg", pure)
+    focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
+    u = np.arange(64)[None, :].repeat(48, 0)
+    np.testing.assert_allclose(_read_ply(phone.ply)["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {
         "notes.png": (b"this is not an image\n", "notes.png: not a readable image"),

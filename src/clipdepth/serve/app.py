@@ -24,7 +24,7 @@ NO_SHARING = ["download", "fullscreen"]  # an image's buttons, without "share" (
 INTRO = (
     "# clipdepth: metric depth from one image\n"
     "Upload an image (or pick an example), choose a model, and press *Estimate depth*. Depth is in metres; "
-    "the point cloud assumes a 60 degree horizontal field of view."
+    "the point cloud takes the photo's EXIF focal length, else a 60 degree horizontal field of view."
 )
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import is_temporary
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
-from ..io.pointcloud import default_intrinsics
+from ..io.intrinsics import CameraSources
 from ..io.predictions import write_prediction
 from ..models import load_model, model_class
 from ..models.base import CONFIG_NAME, MAX_TILES, WEIGHTS_NAME, DepthModel, checkpoint_folder, read_checkpoint_meta
@@ -131,14 +131,15 @@ class Prediction:
     depth: np.ndarray  # (H, W) float32 metres
     points: int  # in the PLY
     seconds: float  # model time (loading a model the first time included)
+    camera: str = ""  # where the point cloud's intrinsics came from (the photo's EXIF, or the default)
 
     @property
     def summary(self) -> str:
         valid = self.depth[np.isfinite(self.depth)]
         low, high = (float(valid.min()), float(valid.max())) if valid.size else (float("nan"),) * 2
         height, width = self.depth.shape
-        return (f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY, "
-                f"{self.seconds:.2f} s")
+        return (f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY "
+                f"(camera: {self.camera}), {self.seconds:.2f} s")
 
 
 class DepthService:
@@ -245,7 +246,9 @@ class DepthService:
                      "ply": folder / f"{stem}.ply"}
             if spread is not None:
                 files["uncertainty_color"] = folder / f"{stem}_uncertainty_color.png"
-            intrinsics = default_intrinsics(*depth.shape)
+            # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
+            camera = CameraSources().camera(upload, *depth.shape)
+            intrinsics = camera.intrinsics
             try:
                 points = write_prediction(files, depth, rgb, float(model.max_depth), uncertainty=spread,
                                           intrinsics=intrinsics, source=name)
@@ -258,7 +261,7 @@ class DepthService:
             while len(self._results) > self.keep:
                 shutil.rmtree(self._results.popitem(last=False)[0], ignore_errors=True)
         return Prediction(files["color"], files["depth"], files["ply"], view, files.get("uncertainty_color"),
-                          depth, points, seconds)
+                          depth, points, seconds, camera.describe())
 
 
 __all__ = ["Checkpoint", "DepthService", "Prediction", "find_checkpoints", "serving_folder"]
