@@ -61,6 +61,35 @@ def test_frames_prepared_here_and_in_workers_are_bit_identical():
     assert all(torch.equal(a.image, b.image) and torch.equal(a.depth, b.depth) for a, b in zip(here, there, strict=True))
 
 
+def test_workers_reuse_their_buffers_yet_never_overwrite_frames_the_caller_keeps(monkeypatch):
+    """A worker refills a shared-memory slot only once the main process has let go of every frame in
+    it: a caller that keeps all frames (more batches than slots) gets them intact, one that lets
+    each batch go gets later batches in the same few slots, and both match frames prepared here."""
+    from clipdepth.data import loader
+    from clipdepth.data.synthetic import SyntheticScenes
+    from clipdepth.data.transforms import Preprocessor
+
+    frames = SyntheticScenes("indoor", "train", 24, 48, 64, seed=0)
+    pre = Preprocessor.create(28, None, resize="linear")
+    expected = [f for b in prepared_batches(frames, pre, 2, 0, keep_image=True) for f in b]
+    sent = []  # per shipment: whether its buffer crossed (a fresh segment, or a slot's first batch)
+    unpack = loader._Unpacker.__call__
+    monkeypatch.setattr(loader._Unpacker, "__call__", lambda self, s: sent.append(s.buffer is not None) or unpack(self, s))
+
+    kept = [f for b in prepared_batches(frames, pre, 2, 2, keep_image=True) for f in b]  # 12 batches, 8 slots
+    assert len(kept) == 24 and sent.count(True) == 12  # every slot in use: fresh segments after the 8
+    for a, b in zip(expected, kept, strict=True):
+        assert torch.equal(a.image, b.image) and torch.equal(a.depth, b.depth)
+        assert np.array_equal(a.sample.image, b.sample.image) and np.array_equal(a.sample.depth, b.sample.depth)
+
+    sent.clear()
+    for i, batch in enumerate(prepared_batches(frames, pre, 2, 2, keep_image=True)):
+        for a, b in zip(expected[2 * i:2 * i + 2], batch, strict=True):
+            assert torch.equal(a.image, b.image) and np.array_equal(a.sample.image, b.sample.image)
+        del batch, a, b  # let go: the slot may be filled again
+    assert len(sent) == 12 and sent.count(True) <= 2 * loader.SLOTS_PER_WORKER and sent.count(False) >= 4
+
+
 def test_on_the_fly_training_with_two_workers_gives_the_same_weights(tiny_cfg, tmp_path):
     heads = {}
     for workers in (0, 2):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -137,89 +138,173 @@ def _worker_init(worker_id: int) -> None:
     np.random.seed(torch.initial_seed() % 2**32)
 
 
+# Shared-memory buffers each worker reuses for its batches: one being filled, the DataLoader's two
+# ahead, one the caller holds. A fresh segment per batch costs a file, a mapping and a page fault per
+# 4 KiB on both sides (12 ms for a NYU batch of 8, as much as decoding a frame and a half).
+SLOTS_PER_WORKER = 4
+SLOT_HEADROOM = 1.25  # a slot outgrown by a batch is replaced by one this much larger
+
+
 @dataclass
 class _Shipment:
-    """A batch on its way from a worker: each kind of array in one tensor, so that it crosses to the
-    main process as one shared-memory segment (one per frame and array costs a file and a mapping
-    each: more than the decoding saves on a NYU frame)."""
+    """A batch on its way from a worker: all its arrays in one shared-memory buffer, so that it
+    crosses to the main process as one segment, or as none when it reuses one of the worker's slots
+    (``slot``): then ``buffer`` is sent with the slot's first batch only."""
 
     items: list  # PreparedFrame (arrays taken out) or FrameError, in order
-    images: torch.Tensor  # (B, 3, S, tiles * S) of the prepared frames
-    depths: torch.Tensor  # (B, S, tiles * S)
-    photos: torch.Tensor  # the decoded photos, flattened one after another (uint8)
-    gts: torch.Tensor  # the full-resolution GTs, flattened one after another (float32)
+    parts: dict[str, tuple[int, torch.dtype, tuple[int, ...]]]  # images, depths, photos, gts: offset, dtype, shape
+    size: int  # bytes of the buffer the parts take
+    buffer: torch.Tensor | None  # uint8 shared memory
+    slot: tuple[int, int, int] | None = None  # (worker, slot, generation) of a reused buffer
 
 
-def _pack(batch: list) -> _Shipment:
-    """In the worker (the DataLoader's collate_fn)."""
-    frames = [f for f in batch if isinstance(f, PreparedFrame)]
+class _Packer:
+    """The DataLoader's collate_fn (in a worker): a batch into a ``_Shipment``, in a free slot of
+    the worker's when there is one. ``busy`` (workers, SLOTS_PER_WORKER), in shared memory, says
+    which slots hold a batch the main process still uses; it clears them (``_Unpacker``)."""
 
-    def flat(arrays: list[np.ndarray], dtype) -> torch.Tensor:
-        out = _shared((sum(a.size for a in arrays),), dtype)
-        np.concatenate([np.ascontiguousarray(a, dtype).reshape(-1) for a in arrays] or [np.empty(0, dtype)],
-                       out=out.numpy())
-        return out
+    def __init__(self, workers: int) -> None:
+        self.busy = torch.zeros(workers, SLOTS_PER_WORKER, dtype=torch.int32).share_memory_()
+        self.slots: list[tuple[int, torch.Tensor]] = []  # this worker's: (generation, uint8 buffer)
 
-    def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-        if not tensors or not tensors[0].numel():
-            return torch.empty(0)
-        return torch.stack(tensors, out=_shared((len(tensors), *tensors[0].shape), tensors[0].dtype))
-
-    shipment = _Shipment(
-        [], stacked([f.image for f in frames]), stacked([f.depth for f in frames]),
-        flat([f.sample.image for f in frames], np.uint8),
-        flat([f.sample.depth for f in frames if f.sample.depth.strides != (0, 0)], np.float32),
-    )
-    for f in batch:  # the arrays travel in the tensors above; their shapes in the items
-        shipment.items.append(replace(f, image=None, depth=None, sample=replace(
+    def __call__(self, batch: list) -> _Shipment:
+        frames = [f for f in batch if isinstance(f, PreparedFrame)]
+        images = [f.image for f in frames if f.image.numel()]
+        depths = [f.depth for f in frames if f.depth.numel()]
+        photos = [f.sample.image for f in frames]
+        gts = [f.sample.depth for f in frames if f.sample.depth.strides != (0, 0)]
+        shapes = {
+            "images": (torch.float32, (len(images), *images[0].shape) if images else (0,)),
+            "depths": (torch.float32, (len(depths), *depths[0].shape) if depths else (0,)),
+            "photos": (torch.uint8, (sum(a.size for a in photos),)),
+            "gts": (torch.float32, (sum(a.size for a in gts),)),
+        }
+        parts, size = {}, 0
+        for name, (dtype, shape) in shapes.items():
+            size = -(-size // 64) * 64  # each part aligned
+            parts[name] = (size, dtype, shape)
+            size += int(np.prod(shape)) * dtype.itemsize
+        buffer, slot, send = self._buffer(size)
+        views = {name: _part(buffer, *part) for name, part in parts.items()}
+        if images:
+            torch.stack(images, out=views["images"])
+        if depths:
+            torch.stack(depths, out=views["depths"])
+        for name, arrays, dtype in (("photos", photos, np.uint8), ("gts", gts, np.float32)):
+            if arrays:
+                np.concatenate([np.ascontiguousarray(a, dtype).reshape(-1) for a in arrays], out=views[name].numpy())
+        items = [replace(f, image=None, depth=None, sample=replace(  # the arrays travel in the buffer; their shapes here
             f.sample, image=f.sample.image.shape, depth=(f.sample.depth.shape, f.sample.depth.strides == (0, 0))))
-            if isinstance(f, PreparedFrame) else f)
-    return shipment
+            if isinstance(f, PreparedFrame) else f for f in batch]
+        return _Shipment(items, parts, size, buffer if send else None, slot)
+
+    def _buffer(self, size: int) -> tuple[torch.Tensor, tuple[int, int, int] | None, bool]:
+        """A buffer of at least ``size`` bytes: a free slot (replaced when too small), a new slot,
+        or, with every slot in use, a fresh segment; whether the main process must be sent it."""
+        worker = torch.utils.data.get_worker_info().id
+        busy = self.busy[worker]
+        free = [k for k in range(len(self.slots)) if busy[k] == 0]
+        if not free and len(self.slots) == SLOTS_PER_WORKER:
+            return _shared((size,), torch.uint8), None, True
+        if free and self.slots[free[0]][1].numel() >= size:
+            k = free[0]
+            busy[k] = 1
+            generation, buffer = self.slots[k]
+            return buffer, (worker, k, generation), False
+        k = free[0] if free else len(self.slots)
+        generation = self.slots[k][0] + 1 if free else 0
+        buffer = _shared((int(size * SLOT_HEADROOM) + 64,), torch.uint8)
+        if free:
+            self.slots[k] = (generation, buffer)
+        else:
+            self.slots.append((generation, buffer))
+        busy[k] = 1
+        return buffer, (worker, k, generation), True
 
 
-def _shared(shape: tuple[int, ...], dtype) -> torch.Tensor:
+def _part(buffer: torch.Tensor | np.ndarray, offset: int, dtype: torch.dtype, shape: tuple[int, ...]):
+    """A part of a shipment's byte buffer as a tensor (worker) or an array (main process)."""
+    size = int(np.prod(shape)) * dtype.itemsize
+    if isinstance(buffer, torch.Tensor):
+        return buffer[offset:offset + size].view(dtype).view(shape)
+    return buffer[offset:offset + size].view(torch.empty(0, dtype=dtype).numpy().dtype).reshape(shape)
+
+
+def _shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An empty tensor in shared memory: written there once, it crosses to the main process
     without the copy pickling a private tensor costs (about as much as the packing itself)."""
-    dtype = dtype if isinstance(dtype, torch.dtype) else torch.from_numpy(np.empty(0, dtype)).dtype
     numel = int(np.prod(shape))
     storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)  # as default_collate does
     return torch.empty(0, dtype=dtype).set_(storage, 0, (numel,)).view(shape)
 
 
-def _unpack(shipment: _Shipment) -> list:
-    """In the main process: the batch's frames again, their arrays views of the shipped tensors."""
+class _Unpacker:
+    """In the main process: a shipment's frames again, their arrays views of its buffer. A slot's
+    buffer is mapped once; each batch in it gets an array of its own over it, and when the last
+    view of that array is gone (the caller has let go of the frames) the slot is freed for the
+    worker to fill again, so frames a caller keeps are never overwritten."""
+
+    def __init__(self, packer: _Packer) -> None:
+        self.busy = packer.busy.numpy()
+        self.mapped: dict[tuple[int, int], tuple[int, np.ndarray]] = {}  # (worker, slot) -> (generation, bytes)
+
+    def __call__(self, shipment: _Shipment) -> list:
+        if shipment.slot is None:
+            data = shipment.buffer.numpy()
+        else:
+            worker, k, generation = shipment.slot
+            if shipment.buffer is not None:
+                self.mapped[worker, k] = (generation, shipment.buffer.numpy())
+            mapped_generation, whole = self.mapped[worker, k]
+            assert mapped_generation == generation, "a slot's buffer came out of order"
+            # An array of this batch's own (its base the memoryview, so views of it keep it alive).
+            data = np.frombuffer(memoryview(whole), np.uint8, shipment.size)
+            weakref.finalize(data, self.busy[worker].__setitem__, k, 0)
+        return _frames(shipment, {name: _part(data, *part) for name, part in shipment.parts.items()})
+
+
+def _frames(shipment: _Shipment, parts: dict[str, np.ndarray]) -> list:
     out, frame, photo_at, gt_at = [], 0, 0, 0
+    images, depths = (torch.from_numpy(parts[name]) for name in ("images", "depths"))
     for item in shipment.items:
         if isinstance(item, FrameError):
             out.append(item)
             continue
         photo_shape, (gt_shape, gt_dropped) = item.sample.image, item.sample.depth
         photo_size, gt_size = int(np.prod(photo_shape)), int(np.prod(gt_shape))
-        photo = shipment.photos[photo_at:photo_at + photo_size].numpy().reshape(photo_shape)
+        photo = parts["photos"][photo_at:photo_at + photo_size].reshape(photo_shape)
         if gt_dropped:
             gt = np.broadcast_to(np.float32(0), gt_shape)
         else:
-            gt = shipment.gts[gt_at:gt_at + gt_size].numpy().reshape(gt_shape)
+            gt = parts["gts"][gt_at:gt_at + gt_size].reshape(gt_shape)
             gt_at += gt_size
         photo_at += photo_size
-        image = shipment.images[frame] if shipment.images.numel() else torch.empty(0)
-        depth = shipment.depths[frame] if shipment.depths.numel() else torch.empty(0)
+        image = images[frame] if images.numel() else torch.empty(0)
+        depth = depths[frame] if depths.numel() else torch.empty(0)
         out.append(replace(item, image=image, depth=depth, sample=replace(item.sample, image=photo, depth=gt)))
         frame += 1
     return out
 
 
 class FrameLoader:
-    """Batches of ``PreparedFrame`` / ``FrameError`` from a DataLoader, their arrays numpy again."""
+    """Batches of ``PreparedFrame`` / ``FrameError`` from a DataLoader over ``prepared``, its
+    ``batches`` of indices in order, their arrays numpy again. Each pass starts ``workers`` worker
+    processes with slots of their own."""
 
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
+    def __init__(self, prepared: "_Prepared", batches: list[list[int]], workers: int, pin_memory: bool) -> None:
+        self.prepared, self.batches, self.workers, self.pin_memory = prepared, batches, workers, pin_memory
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.batches)
 
     def __iter__(self) -> Iterator[list[PreparedFrame | FrameError]]:
-        return (_unpack(batch) if isinstance(batch, _Shipment) else batch for batch in self.loader)
+        # A packer per pass: slots a previous pass's frames still hold are never handed out again.
+        packer = _Packer(self.workers) if self.workers else None
+        loader = _data_loader(self.prepared, self.batches, self.workers, packer or list, self.pin_memory)
+        if packer is None:
+            return iter(loader)
+        unpack = _Unpacker(packer)
+        return (unpack(batch) for batch in loader)
 
 
 def raise_errors(items: list[PreparedFrame | FrameError]) -> list[PreparedFrame]:
@@ -251,8 +336,7 @@ def frame_loader(
     """
     batches = [list(b) for b in batches]
     n = resolve_workers(workers, sum(len(b) for b in batches))
-    prepared = _Prepared(dataset, preprocessor, keep_image, keep_gt, gt_scale)
-    return FrameLoader(_data_loader(prepared, batches, n, _pack if n else list, pin_memory))
+    return FrameLoader(_Prepared(dataset, preprocessor, keep_image, keep_gt, gt_scale), batches, n, pin_memory)
 
 
 def _data_loader(dataset: Dataset, batches: list[list[int]], workers: int, collate, pin_memory: bool = False) -> DataLoader:
