@@ -270,7 +270,7 @@ def test_oracle_without_depth_is_a_data_error() -> None:
         oracle()(torch.zeros(2, 3, 48, 64), None, ["kitchen_0001", "kitchen_0002"])
     message = str(info.value)
     assert "\n" not in message and "kitchen_0001" in message
-    assert message.startswith("the oracle relative-depth source makes relative depth from ground truth")
+    assert message.startswith("this TR2M model takes its relative depth from the ground truth (the oracle source")
     assert "tr2m.relative.source=depth_anything" in message
     with pytest.raises(DataError, match="no valid pixel"):
         oracle()(torch.zeros(1, 3, 4, 4), torch.zeros(1, 4, 4), ["empty"])

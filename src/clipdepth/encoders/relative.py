@@ -196,8 +196,9 @@ class OracleRelativeSource(nn.Module):
         if depth is None:
             which = f"frame {names[0]!r}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
             raise DataError(
-                f"the oracle relative-depth source makes relative depth from ground truth, which {which} has none; "
-                "use tr2m.relative.source=depth_anything for images without depth"
+                f"this TR2M model takes its relative depth from the ground truth (the oracle source of the synthetic "
+                f"demo and tests), which {which} has none of: it cannot predict from images alone; train one with "
+                "tr2m.relative.source=depth_anything to predict on photos"
             )
         frames = [self._frame(d, name) for d, name in zip(depth.detach().cpu().double(), names, strict=True)]
         return torch.stack(frames).to(device=depth.device, dtype=torch.float32)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, config_from_dict, upgrade_layout
 from ..errors import ConfigError
 from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
 from .depthclip import DepthCLIP
@@ -36,4 +36,13 @@ def load_model(directory: str | Path, overrides: list[str] | tuple[str, ...] = (
     return model_class(read_checkpoint_meta(folder).get("architecture", "")).from_pretrained(folder, overrides=overrides)
 
 
-__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "LearnedPrompts", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model"]
+def predicts_from_images(directory: str | Path) -> bool:
+    """Whether the checkpoint folder's model can predict on images alone (not one that reads each
+    frame's ground truth: ``DepthModel.needs_ground_truth``). CheckpointError for a folder that
+    is not a checkpoint."""
+    meta = read_checkpoint_meta(directory)
+    cfg = config_from_dict(upgrade_layout(meta["config"]))
+    return not model_class(meta.get("architecture", "")).needs_ground_truth(cfg)
+
+
+__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "LearnedPrompts", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model", "predicts_from_images"]

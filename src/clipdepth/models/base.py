@@ -56,6 +56,24 @@ INFERENCE_OVERRIDES = (
     "device",
 )
 
+
+
+def check_inference_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """ConfigError unless every override is ``KEY=VALUE`` with a key of ``INFERENCE_OVERRIDES``:
+    a trained checkpoint's own settings are part of its weights."""
+    for override in overrides:
+        key, sep, _ = override.partition("=")
+        if not sep:
+            raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336",
+                              setting="overrides")
+        if key.strip() not in INFERENCE_OVERRIDES:
+            raise ConfigError(
+                f"override {override!r}: a trained checkpoint's settings are part of its weights; only where its "
+                f"frozen parts are loaded from, their precision and the device can change ({', '.join(INFERENCE_OVERRIDES)})",
+                setting="overrides",
+            )
+
+
 Features = dict[str, torch.Tensor]
 FEATURE_DTYPE = torch.float16  # frozen features as kept in memory and in the feature cache
 # Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. "auto" in a
@@ -199,6 +217,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         self._checkpoint_extra: dict = {}
 
     # -- what a subclass defines ---------------------------------------------------------------
+    @classmethod
+    def needs_ground_truth(cls, cfg: Config) -> bool:
+        """Whether a model of this config reads each frame's ground truth (TR2M's oracle relative
+        depth, for the synthetic demo and tests), so that it cannot predict on images alone."""
+        return False
+
     @classmethod
     def build_encoder(cls, cfg: Config) -> nn.Module:
         """The frozen parts a config names."""
@@ -549,12 +573,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         of ``INFERENCE_OVERRIDES`` may be overridden (ConfigError otherwise). The model is returned
         in eval mode, as transformers does.
         """
-        fixed = [o for o in overrides if o.split("=", 1)[0].strip() not in INFERENCE_OVERRIDES]
-        if fixed:
-            raise ConfigError(
-                f"override {fixed[0]!r}: a trained checkpoint's settings are part of its weights; only where its "
-                f"frozen parts are loaded from, their precision and the device can change ({', '.join(INFERENCE_OVERRIDES)})"
-            )
+        check_inference_overrides(overrides)
         return cls._load_folder(checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs), encoder, overrides).eval()
 
     @classmethod

@@ -305,6 +305,10 @@ class TR2M(DepthModel):
         return self.cfg.tr2m.max_depth
 
     @classmethod
+    def needs_ground_truth(cls, cfg: Config) -> bool:
+        return cfg.tr2m.relative.source == "oracle"
+
+    @classmethod
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
         """clipdepth 0.1 checkpoints had a bias in the decoder's 3x3 conv (and 16 heads, saved)."""
         return set_missing(super().upgrade_config(config, state), "tr2m.decoder_conv_bias", "decoder.neck.2.bias" in state)
