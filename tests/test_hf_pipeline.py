@@ -11,6 +11,7 @@ from PIL import Image
 from clipdepth.config import config_to_dict, load_config_dict
 from clipdepth.errors import ConfigError
 from clipdepth.models import MODELS, build_model, load_model
+from clipdepth.models.base import CARD_LOCATION
 from clipdepth.models.pureclip_depth import PureCLIPDepth
 
 from .conftest import TINY_DEPTH_ANYTHING
@@ -103,7 +104,7 @@ def test_the_baselines_through_the_pipeline(recipe, overrides, photo, tmp_path):
     torch.testing.assert_close(out["predicted_depth"], load_model(folder).infer(photo)["depth"][0], atol=1e-5, rtol=0)
 
 
-def test_model_card_has_the_hub_metadata(pureclip_folder, tr2m_folder):
+def test_model_card_has_the_hub_metadata(pureclip_folder, tr2m_folder, tiny_tr2m_cfg, tmp_path):
     from huggingface_hub import ModelCard
 
     for folder, paper in ((pureclip_folder, "https://arxiv.org/abs/2603.16238"), (tr2m_folder, "https://arxiv.org/abs/2506.13387")):
@@ -111,9 +112,13 @@ def test_model_card_has_the_hub_metadata(pureclip_folder, tr2m_folder):
         assert card.data.pipeline_tag == "depth-estimation"
         assert card.data.library_name == "clipdepth" and card.data.license == "apache-2.0"
         assert paper in card.text and "[More Information Needed]" not in card.text
-        assert f'pipeline("depth-estimation", model="{folder}"' in card.text
+        assert f'pipeline("depth-estimation", model="{CARD_LOCATION}"' in card.text
+        assert str(folder) not in card.text and str(folder.parent) not in card.text  # no local path: folders move
         assert "random-weight" in card.text  # the frozen parts are named as what they are
     assert "caption=" in ModelCard.load(tr2m_folder / "README.md").text
+    oracle = build_model(tiny_tr2m_cfg).save_pretrained(tmp_path / "oracle")  # relative depth from the GT
+    text = ModelCard.load(oracle / "README.md").text
+    assert "cannot predict on photos" in text and "load_model(" not in text
     meta = json.loads((pureclip_folder / "preprocessor_config.json").read_text())
     assert meta["image_processor_type"] == hf.ClipdepthImageProcessor.__name__
 

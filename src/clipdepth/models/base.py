@@ -13,6 +13,7 @@ model use the same feature cache, trainer, evaluation and commands:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -40,6 +41,15 @@ CONFIG_NAME = "config.json"
 # What transformers reads to load a checkpoint folder (clipdepth.hf registers the classes these name).
 PREPROCESSOR_NAME = "preprocessor_config.json"
 IMAGE_PROCESSOR_TYPE = "ClipdepthImageProcessor"
+
+
+# A checkpoint's model card loads it from the Hub id it is pushed to; a folder saved here may be
+# copied or uploaded anywhere, so its card names no local path.
+CARD_LOCATION = "<this folder or its Hub id>"
+CARD_LICENCE = (
+    "\n## Licence\n\nThe head's weights are released under Apache-2.0, as clipdepth. The frozen parts keep "
+    "their own licences (see their model cards).\n"
+)
 
 
 def transformers_model_type(architecture: str) -> str:
@@ -490,10 +500,10 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         (save_directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         (save_directory / PREPROCESSOR_NAME).write_text(json.dumps({"image_processor_type": IMAGE_PROCESSOR_TYPE}, indent=2))
 
-    def generate_model_card(self, *args, location: str = "path/to/checkpoint", **kwargs) -> ModelCard:
+    def generate_model_card(self, *args, location: str = CARD_LOCATION, **kwargs) -> ModelCard:
         """The checkpoint's README.md: the Hub's metadata (library, ``depth-estimation`` pipeline,
         licence, tags), the paper, the frozen parts it needs, how it was made and how to load it
-        (``location``: the folder or Hub id shown in the examples)."""
+        (``location``: the Hub id the examples load it from; a placeholder where it is unknown)."""
         data = ModelCardData(
             library_name="clipdepth", pipeline_tag="depth-estimation", license="apache-2.0",
             tags=["depth-estimation", "monocular-depth", "metric-depth", "clip", self.architecture.replace("_", "-")],
@@ -511,30 +521,40 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         )
         metrics = extra.get("val_metrics") or {}
         table = "".join(f"| {k} | {v:.4g} |\n" for k, v in metrics.items() if isinstance(v, (int, float)))
-        caption = ', caption="a kitchen with a table"' if self.uses_captions else ""
-        pipeline_class = ", pipeline_class=CaptionedDepthEstimationPipeline" if self.uses_captions else ""
-        captions = ', captions=["a kitchen with a table"]' if self.uses_captions else ""
-        return (
+        # one line per frozen part ("text: ...; image: ..." for models of several)
+        parts = "".join(f"- {part}\n" for part in re.split(r"; (?=[a-z][a-z ]*: )", self.encoder.description))
+        text = (
             f"# {self.display_name} depth head for clipdepth\n\n"
             f"Monocular metric depth (metres) from one RGB image: {self.paper}, as implemented by clipdepth.\n\n"
-            "This repository holds the trained head only. clipdepth loads the frozen parts its `config.json` "
-            f"names and checks their weights' fingerprint: {self.encoder.description} "
-            f"(`{self.encoder.fingerprint()}`).\n\n"
+            "## What is in it\n\n"
+            "The trained head only (`model.safetensors`). clipdepth loads the frozen parts named in `config.json` "
+            f"and refuses weights other than these (fingerprint `{self.encoder.fingerprint()}`):\n\n{parts}\n"
             f"It was {made}."
-            + (f" Validation metrics:\n\n| metric | value |\n|---|---|\n{table}" if table else "\n")
-            + "\n## Use\n\n```python\nfrom clipdepth.models import load_model\n\n"
-            f"model = load_model(\"{location}\")\n"
+            + (f" Validation metrics (`{self.cfg.eval.protocol}` protocol):\n\n"
+               f"| metric | value |\n|---|---|\n{table}" if table else "\n")
+        )
+        if self.needs_ground_truth(self.cfg):
+            return text + (
+                "\n**It cannot predict on photos**: its relative depth comes from each frame's ground truth (the "
+                "oracle source of clipdepth's synthetic demo and tests). Train with "
+                "`tr2m.relative.source=depth_anything` for a model that predicts from images alone.\n" + CARD_LICENCE
+            )
+        caption = ', caption="a kitchen with a table"' if self.uses_captions else ""
+        captions = ', captions=["a kitchen with a table"]' if self.uses_captions else ""
+        return text + (
+            "\n## Use\n\nWith clipdepth installed (in its repository: `pip install -e .`):\n\n"
+            f"```python\nfrom clipdepth.models import load_model\n\nmodel = load_model(\"{location}\")\n"
             f"out = model.infer(\"photo.jpg\"{captions})  # out[\"depth\"]: (1, H, W) metres\n```\n\n"
             "With transformers (`import clipdepth.hf` registers the model classes):\n\n```python\n"
             + ("from clipdepth.hf import CaptionedDepthEstimationPipeline\n" if self.uses_captions
                else "import clipdepth.hf  # noqa: F401  (registers clipdepth's models)\n")
             + "from transformers import pipeline\n\n"
-            f"depth = pipeline(\"depth-estimation\", model=\"{location}\"{pipeline_class})\n"
+            + f"depth = pipeline(\"depth-estimation\", model=\"{location}\""
+            + (", pipeline_class=CaptionedDepthEstimationPipeline" if self.uses_captions else "") + ")\n"
             f"result = depth(\"photo.jpg\"{caption})\n"
             "result[\"predicted_depth\"]  # (H, W) metres\n"
-            "result[\"depth\"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n\n"
-            "## Licence\n\nThe head's weights are released under Apache-2.0, as clipdepth. The frozen parts keep "
-            "their own licences (see their model cards).\n"
+            "result[\"depth\"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n"
+            + CARD_LICENCE
         )
 
     def save_pretrained(  # type: ignore[override]
@@ -547,8 +567,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         ``push_to_hub`` uploads it too."""
         directory = Path(save_directory)
         self._checkpoint_extra = extra or {}
-        if kwargs.get("model_card_kwargs") is None:
-            kwargs["model_card_kwargs"] = {"location": repo_id or str(directory)}
+        if kwargs.get("model_card_kwargs") is None and repo_id:
+            kwargs["model_card_kwargs"] = {"location": repo_id}
         with atomic_dir(directory) as tmp:
             super().save_pretrained(tmp, **kwargs)
         if push_to_hub:
