@@ -191,3 +191,20 @@ def test_predict_colours_every_image_over_vmin_vmax_and_writes_side_by_side(chec
         np.testing.assert_array_equal(np.asarray(Image.open(out / f"{stem}_side.png")), np.concatenate([rgb, colour], axis=1))
     assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--vmin", "5", "--vmax", "2"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "clipdepth predict: error: vmin 5 must be below vmax 2 (metres) (--vmin)"
+
+
+def test_a_rerun_with_more_outputs_says_the_existing_ones_keep_their_options(checkpoint, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(render_scene("indoor", 0, 48, 64).image).save(inputs / "p0.png")
+    out = tmp_path / "out"
+    base = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out)]
+    assert main(base) == 0
+    colour = (out / "p0_color.png").read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--side-by-side", "--vmax", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 of them had outputs from an earlier run: only the missing files were written" in printed
+    assert (out / "p0_color.png").read_bytes() == colour and (out / "p0_side.png").exists()  # kept as it was
+    assert main([*base, "--side-by-side", "--vmax", "2", "--overwrite"]) == 0
+    assert "earlier run" not in capsys.readouterr().out and (out / "p0_color.png").read_bytes() != colour

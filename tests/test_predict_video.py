@@ -177,3 +177,13 @@ def test_a_tr2m_video_reads_one_caption_for_its_frames(tiny_tr2m_cfg, tmp_path, 
     depth = model.infer(np.stack(_scenes(2, 30, 40)), captions=["a corridor"] * 2)["depth"].numpy()
     expected = matplotlib.colormaps["turbo"](Normalize(0, model.max_depth)(depth), bytes=True)[..., :3]
     _close(np.stack(_decoded(tmp_path / "out" / "walk_depth.mp4")[0]), expected, mean=5, worst=30)
+
+
+def test_a_folder_of_videos_says_videos_are_read_when_named(tmp_path):
+    from clipdepth.errors import DataError
+    from clipdepth.io.predictions import collect_inputs
+
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "a.mp4").write_bytes(b"not read")
+    with pytest.raises(DataError, match=r"no images found in .*clips \(videos in a folder are not read: name each"):
+        collect_inputs([str(tmp_path / "clips")])

@@ -124,6 +124,9 @@ def run(args: argparse.Namespace) -> int:
         unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"
         print(f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})"
               + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
+        if report.completed:
+            print(f"  {report.completed} of them had outputs from an earlier run: only the missing files were written, "
+                  "the others keep that run's options (colour range, camera); --overwrite writes them all again")
         if report.cameras:
             print("\n".join(describe_cameras(report.cameras, args.out / RECORD_FILE)))
         failed = report.failed

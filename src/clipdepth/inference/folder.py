@@ -71,6 +71,7 @@ class PredictOptions:
 class PredictReport:
     done: int = 0  # images predicted now
     kept: int = 0  # images whose outputs an earlier run had finished
+    completed: int = 0  # of ``done``, images an earlier run had begun: only their missing outputs were written
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
     cameras: dict[str, list[str]] = field(default_factory=dict)  # point clouds written: source (Camera.describe) -> names
@@ -175,6 +176,7 @@ def predict_to_folder(
         for i, (image, path, name, _) in enumerate(batch):
             paths = output_paths(out, name, tails)
             todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or not p.exists()}
+            report.completed += len(todo) < len(paths)
             depth = result["depth"][i].cpu().numpy()
             spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
             camera = cameras.camera(path, *depth.shape) if "ply" in todo else None

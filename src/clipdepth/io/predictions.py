@@ -28,6 +28,7 @@ from .depth_io import depth_png_scale, write_depth_png, write_npy
 from .pointcloud import default_intrinsics, depth_to_ply
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")  # read by io.video, when named
 # Every file an image named N may get is N + one of these tails (-> what it holds, see
 # write_prediction): names are chosen so that no two images claim one file, whatever options a
 # later run adds.
@@ -72,7 +73,10 @@ def collect_inputs(inputs: list[str], out: Path | None = None) -> list[tuple[Pat
         else:
             raise DataError(f"{item}: no such image, folder, glob match or list")
     if not found:
-        raise DataError(f"no images found in {' '.join(inputs)}")
+        videos = any(Path(item).is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in Path(item).rglob("*"))
+                     for item in inputs)
+        raise DataError(f"no images found in {' '.join(inputs)}"
+                        + (" (videos in a folder are not read: name each, e.g. clip.mp4)" if videos else ""))
     unique: dict[Path, tuple[Path, Path]] = {}
     for image, name in found:
         unique.setdefault(image.resolve(), (image, name))

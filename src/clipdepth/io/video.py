@@ -20,9 +20,8 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
-from .predictions import _inside, distinct_names
+from .predictions import VIDEO_SUFFIXES, _inside, distinct_names
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")
 VIDEO_TAIL = "_depth.mp4"  # the output of a video named N: N_depth.mp4 (no image output ends in .mp4)
 INSTALL_HINT = "pip install 'clipdepth[video]'"
 DEFAULT_FPS = Fraction(30)  # for a stream that states no frame rate
