@@ -126,7 +126,7 @@ class DepthCLIPConfig:
     backbone: str = "resnet"
     # OpenAI's RN50 weights: the path of the released RN50.pt (a TorchScript archive; any ModifiedResNet
     # CLIP file works, its sizes are read from it), or "open_clip" to take them from the optional
-    # open_clip package (pip install 'clipdepth[openclip]'; downloaded once into its cache).
+    # open_clip package (the openclip extra; downloaded once into its cache).
     weights: str = "RN50.pt"
     # CLIP's BPE tokenizer for a weights file (all OpenAI CLIP models share it): a hub id or a folder
     # saved by CLIPTokenizer.save_pretrained. With weights=open_clip, open_clip's own is used.

@@ -2,7 +2,7 @@
 
 Writes ``model.onnx`` (images in [0, 1] -> depth in metres at the input size, and bin
 probabilities), ``head.onnx`` (patch tokens and CLS -> per-patch depth, bin probabilities) and
-``export.json`` with the max abs differences to PyTorch. Needs ``pip install clipdepth[onnx]``.
+``export.json`` with the max abs differences to PyTorch. Needs the ``onnx`` extra (``pip install -e ".[onnx]"`` in the repository).
 """
 from __future__ import annotations
 

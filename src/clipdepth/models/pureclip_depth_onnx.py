@@ -5,7 +5,7 @@
 ``infer`` at its input size, without flip TTA and with one tile.
 ``head.onnx``: ``patch_tokens`` (B, h, w, D) and ``cls`` (B, D) -> ``depth_patches`` (B, h, w)
 metres and ``bin_probs`` (B, h, w, K), for features computed elsewhere (e.g. the feature cache).
-The batch axis is dynamic in both. Needs the ``onnx`` extra: ``pip install clipdepth[onnx]``.
+The batch axis is dynamic in both. Needs the ``onnx`` extra: ``pip install -e ".[onnx]"`` in the repository.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ConfigError
 
 MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"  # PureCLIPDepth.onnx_files
-INSTALL_HINT = "pip install clipdepth[onnx]"
+INSTALL_HINT = "pip install -e '.[onnx]' in the clipdepth repository"
 
 
 def require_onnx() -> None:
