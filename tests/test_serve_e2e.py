@@ -1,5 +1,6 @@
 """`clipdepth serve` (the Gradio page of clipdepth.serve): the library without a browser, then a
-real server on a loopback port driven by headless Chromium, then the command stopped by SIGTERM.
+real server on a loopback port driven by headless Chromium, then the command stopped by Ctrl+C and
+by SIGTERM.
 
 Skips when gradio/trimesh (the `serve` extra), playwright or /usr/bin/chromium are absent.
 """
@@ -18,7 +19,7 @@ from PIL import ExifTags, Image
 
 from clipdepth.config import config_to_dict, load_config, load_config_dict
 from clipdepth.errors import CheckpointError, ConfigError, DataError
-from clipdepth.models import build_model, load_model
+from clipdepth.models import build_model, load_model, predicts_from_images
 
 from .conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER, TINY_TR2M
 
@@ -34,7 +35,7 @@ CAPTION = "a narrow corridor with a door at the end"
 def _require_serve() -> None:
     for module in ("gradio", "trimesh"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install 'clipdepth[serve]')")
+            pytest.skip(f'{module} is not installed (pip install -e ".[serve]" in the clone)')
 
 
 def _free_port() -> int:
@@ -251,18 +252,167 @@ def test_serving_folder_is_gradios_temp_folder_while_open_and_removed_after():
     assert not workdir.exists() and os.environ.get("GRADIO_TEMP_DIR") == before
 
 
-def test_a_host_off_loopback_is_refused_unless_allowed(checkpoints, capsys):
+def test_only_loopback_hosts_are_allowed_unless_remote_is(checkpoints, capsys):
     _require_serve()
     from clipdepth.cli.main import main
-    from clipdepth.serve import check_host
+    from clipdepth.serve import check_host, is_loopback
 
-    check_host("0.0.0.0", allow_remote=True)
+    for host in ("127.0.0.1", "127.0.0.2", "127.255.255.254", "::1", "[::1]", "localhost", "LocalHost"):
+        assert is_loopback(host), host
+        check_host(host)
+    for host in ("0.0.0.0", "::", "128.0.0.1", "126.255.255.255", "192.168.1.5", "::2", "example.com", "localhost.example"):
+        assert not is_loopback(host), host
+        with pytest.raises(ConfigError, match="not a loopback address .*allow_remote") as err:
+            check_host(host)
+        assert err.value.setting == "allow_remote"
+        check_host(host, allow_remote=True)
     assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--host", "0.0.0.0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("clipdepth serve: error: 0.0.0.0: not a loopback address") and "(--host)" in err
-    assert err.count("\n") == 1
+    assert capsys.readouterr().err == (
+        "clipdepth serve: error: 0.0.0.0: not a loopback address (127.0.0.0/8, ::1, localhost): the page would be "
+        "open to the network; allow that explicitly with allow_remote (--allow-remote)\n")
     assert main(["serve"]) == 2
     assert "no checkpoint to serve: give checkpoint folders" in capsys.readouterr().err
+
+
+def _refuse_serving(monkeypatch) -> None:
+    """Starting a server fails the test: what is checked must be refused before."""
+    import clipdepth.serve.app
+
+    def launch(*args, **kwargs):
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr(clipdepth.serve.app, "launch_app", launch)
+
+
+def test_overrides_are_checked_before_serving(checkpoints, monkeypatch, capsys, tmp_path):
+    _require_serve()
+    from clipdepth.cli.main import main
+    from clipdepth.serve import DepthService, find_checkpoints
+
+    _refuse_serving(monkeypatch)
+    pure = str(checkpoints["pure"])
+    assert main(["serve", "--checkpoint", pure, "--set", "foo"]) == 2
+    assert capsys.readouterr().err == (
+        "clipdepth serve: error: override 'foo': expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336 (--set)\n")
+    assert main(["serve", "--checkpoint", pure, "--set", "clip.name=/models/clip", "--set", "pureclip.num_bins=8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("clipdepth serve: error: override 'pureclip.num_bins=8': a trained checkpoint's settings are "
+                          "part of its weights") and err.endswith("(--set)\n") and err.count("\n") == 1
+    found, _ = find_checkpoints([pure])
+    with pytest.raises(ConfigError, match="override 'data.height=32': a trained checkpoint's settings"):
+        DepthService(found, tmp_path, overrides=["data.height=32"])
+    DepthService(found, tmp_path, overrides=["clip.name=/models/clip"])  # where a frozen part is: allowed
+
+
+def test_the_image_limits_reach_the_service(checkpoints, monkeypatch, capsys):
+    _require_serve()
+    import clipdepth.serve
+    from clipdepth.cli.main import main
+
+    given = {}
+
+    def service(checkpoints, workdir, **kwargs):
+        given.update(kwargs)
+        raise ConfigError("stopped here")
+
+    monkeypatch.setattr(clipdepth.serve, "DepthService", service)
+    assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--max-tiles", "3", "--max-pixels", "2.5"]) == 2
+    assert capsys.readouterr().err == "clipdepth serve: error: stopped here\n"
+    assert (given["max_tiles"], given["max_pixels"]) == (3, 2_500_000)
+    assert main(["serve", "--checkpoint", str(checkpoints["pure"])]) == 2  # predict's defaults
+    assert (given["max_tiles"], given["max_pixels"]) == (8, 50_000_000)
+    with pytest.raises(SystemExit):
+        main(["serve", "--checkpoint", str(checkpoints["pure"]), "--max-pixels", "0"])
+    assert "expected a positive number of megapixels, got 0" in capsys.readouterr().err
+
+
+def test_a_port_in_use_or_an_address_not_here_is_one_line(checkpoints, monkeypatch, capsys):
+    _require_serve()
+    from clipdepth.cli.main import main
+    from clipdepth.serve import check_address
+
+    _refuse_serving(monkeypatch)
+    with socket.socket() as taken:  # another server, listening
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--port", str(port)]) == 2
+        assert capsys.readouterr().err == (
+            f"clipdepth serve: error: 127.0.0.1:{port} is in use (by another server, perhaps another clipdepth serve): "
+            "stop that one, or choose another port (--port)\n")
+        with pytest.raises(ConfigError, match=f"localhost:{port} is in use") as err:
+            check_address("localhost", port)
+        assert err.value.setting == "port"
+    check_address("127.0.0.1", port)  # free again
+    # 192.0.2.0/24 is reserved for documentation: no machine has it
+    assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--host", "192.0.2.1", "--allow-remote"]) == 2
+    assert capsys.readouterr().err == (
+        "clipdepth serve: error: 192.0.2.1: not an address of this machine, so nothing can listen there: give one of "
+        "its addresses (default 127.0.0.1) (--host)\n")
+    with pytest.raises(ConfigError, match="70000: not a port number"):
+        check_address("127.0.0.1", 70000)
+
+
+def test_launch_refuses_a_taken_port_in_one_line_also_when_taken_after_the_check(server, monkeypatch, capfd):
+    import gradio as gr
+
+    import clipdepth.serve.app
+    from clipdepth.serve import launch_app
+
+    port = int(server[0].rstrip("/").rsplit(":", 1)[1])  # the page's server holds it
+    with gr.Blocks() as blank:
+        gr.Markdown("another page")
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{port} is in use"):
+        launch_app(blank, port=port)
+    with pytest.raises(ConfigError, match=f"127.0.0.1:{port} is in use"):  # Gradio checks 127.0.0.1 first
+        launch_app(blank, host="127.0.0.2", port=port)
+    monkeypatch.setattr(clipdepth.serve.app, "check_address", lambda host, port: None)  # taken since the check
+    with pytest.raises(ConfigError) as err:
+        launch_app(blank, port=port)
+    assert str(err.value) == (f"127.0.0.1:{port}: the server could not start there (the port was taken meanwhile?): "
+                              "choose another port") and err.value.setting == "port"
+    assert "ERROR" not in "".join(capfd.readouterr())  # no log line of the server beside it
+
+
+def _copy_checkpoint(source: Path, to: Path) -> Path:
+    to.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (to / name).write_bytes((source / name).read_bytes())
+    return to
+
+
+def test_found_checkpoints_are_a_runs_model_only_and_none_that_needs_ground_truth(
+    checkpoints, tiny_tr2m_cfg, monkeypatch, capsys, tmp_path,
+):
+    _require_serve()
+    from clipdepth.cli.main import main
+    from clipdepth.serve import find_checkpoints
+
+    runs = tmp_path / "runs"
+    for folder in ("done/model", "done/checkpoints/best_abs_rel", "done/checkpoints/last",
+                   "unfinished/checkpoints/best_abs_rel", "unfinished/checkpoints/last", "converted"):
+        _copy_checkpoint(checkpoints["pure"], runs / folder)
+    build_model(tiny_tr2m_cfg).save_pretrained(runs / "oracle" / "model")  # TR2M on the ground-truth oracle
+    _copy_checkpoint(runs / "oracle" / "model", runs / "oracle" / "checkpoints" / "last")
+    assert not predicts_from_images(runs / "oracle" / "model") and predicts_from_images(checkpoints["tr2m"])
+
+    found, skipped = find_checkpoints([], runs)
+    assert [c.label for c in found] == [str(runs / f) for f in (
+        "done/model", "converted", "unfinished/checkpoints/best_abs_rel", "unfinished/checkpoints/last")]
+    reason = (f"{runs / 'oracle' / 'model'}: this TR2M checkpoint takes its relative depth from the ground truth (the "
+              "oracle source of the synthetic demo and tests), so it cannot predict on uploaded images; train one "
+              "with tr2m.relative.source=depth_anything to serve it")
+    assert skipped == [reason]  # its checkpoints/last is part of the run: not listed, not skipped again
+    found, _ = find_checkpoints([], runs / "done" / "checkpoints")  # a run's checkpoints searched: all listed
+    assert [c.label for c in found] == [str(runs / "done" / "checkpoints" / f) for f in ("best_abs_rel", "last")]
+    found, _ = find_checkpoints([runs / "done" / "checkpoints" / "last"], runs / "done")  # named: offered
+    assert [c.label for c in found] == [str(runs / "done" / "checkpoints" / "last"), str(runs / "done" / "model")]
+
+    with pytest.raises(CheckpointError, match="this TR2M checkpoint takes its relative depth from the ground truth"):
+        find_checkpoints([runs / "oracle" / "model"], runs)
+    _refuse_serving(monkeypatch)
+    assert main(["serve", "--checkpoint", str(runs / "oracle" / "model")]) == 2
+    assert capsys.readouterr().err == f"clipdepth serve: error: {reason} (--checkpoint/--checkpoints)\n"
 
 
 # -- the page in headless Chromium --------------------------------------------------------------
@@ -449,3 +599,42 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
     # Uploads, examples, results and Gradio's own folders went with the server (torch's compiler
     # cache, which importing transformers makes, is no part of it).
     assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
+
+
+def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpoints, capsys):
+    # `server`: Gradio is first imported in its folder, not in this command's (which goes when it stops).
+    import _thread
+    import threading
+    import time
+    import urllib.request
+
+    from clipdepth.cli.main import main
+
+    port = _free_port()
+    stop = threading.Event()
+
+    def press_ctrl_c() -> None:  # once the page answers, as a user would
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+            except OSError:
+                time.sleep(0.1)
+                continue
+            time.sleep(0.5)  # the command is waiting in serve_until_stopped by now
+            if not stop.is_set():
+                _thread.interrupt_main()
+            return
+
+    presser = threading.Thread(target=press_ctrl_c, daemon=True)
+    presser.start()
+    try:
+        status = main(["serve", "--checkpoint", str(checkpoints["pure"]), "--port", str(port)])
+    finally:
+        stop.set()
+        presser.join()
+    out, err = capsys.readouterr()
+    assert status == 130, err
+    assert f"open http://127.0.0.1:{port}/ (Ctrl+C to stop)" in out and err == "clipdepth serve: interrupted\n"
+    with pytest.raises(OSError):  # closed
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)

@@ -7,14 +7,15 @@ gradio and trimesh).
     with serving_folder() as workdir:
         app = build_app(DepthService(checkpoints, workdir))
         print(launch_app(app))  # http://127.0.0.1:7860/
-        serve_until_stopped(app)  # until Ctrl+C
+        serve_until_stopped(app)  # until Ctrl+C (KeyboardInterrupt) or SIGTERM (SystemExit)
 """
 from __future__ import annotations
 
+from .network import check_address, check_host, is_loopback
 from .service import Checkpoint, DepthService, Prediction, find_checkpoints, serving_folder
 from .view3d import view_points, write_view_glb
 
-PAGE = ("build_app", "check_host", "launch_app", "serve_until_stopped")
+PAGE = ("build_app", "launch_app", "serve_until_stopped")
 
 
 def __getattr__(name: str):
@@ -27,6 +28,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "Checkpoint", "DepthService", "Prediction", "build_app", "check_host", "find_checkpoints", "launch_app",
-    "serve_until_stopped", "serving_folder", "view_points", "write_view_glb",
+    "Checkpoint", "DepthService", "Prediction", "build_app", "check_address", "check_host", "find_checkpoints",
+    "is_loopback", "launch_app", "serve_until_stopped", "serving_folder", "view_points", "write_view_glb",
 ]

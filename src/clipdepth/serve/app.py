@@ -10,13 +10,13 @@ from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+from gradio.http_server import LOCALHOST_NAME as GRADIO_HOST
 
 from ..errors import ClipdepthError, ConfigError
 from .examples import folder_examples, synthetic_examples
+from .network import DEFAULT_HOST, DEFAULT_PORT, check_address, check_host
 from .service import MAX_UPLOAD_BYTES, DepthService
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 # The browser's own fonts: Gradio's default theme fetches Google fonts, and the page makes no request
 # outside this server.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -110,13 +110,6 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
     return app
 
 
-def check_host(host: str, allow_remote: bool = False) -> None:
-    """ConfigError for a ``host`` that is not a loopback address, unless ``allow_remote``."""
-    if host not in LOOPBACK and not allow_remote:
-        raise ConfigError(f"{host}: not a loopback address ({', '.join(LOOPBACK)}); the page would be open to "
-                          "the network, so that must be allowed explicitly", setting="host")
-
-
 def launch_app(
     app: gr.Blocks, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
     allow_remote: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -126,30 +119,35 @@ def launch_app(
     its local URL; ``serve_until_stopped`` waits, ``app.close()`` stops it. Gradio refuses uploads
     over ``max_upload_bytes``.
 
-    Raises ConfigError for a non-loopback host without ``allow_remote`` or a port out of range,
-    OSError when the port is taken.
+    Raises ConfigError, one line each, for a host that is not loopback without ``allow_remote``
+    (``check_host``), a port out of range or in use, or a host that cannot be listened on
+    (``check_address``).
     """
     check_host(host, allow_remote)
-    if not 0 < port < 65536:
-        raise ConfigError(f"{port}: not a port number (1 to 65535)", setting="port")
-    app.launch(
-        server_name=host, server_port=port, share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes,
-        quiet=True, show_error=False, theme=THEME, footer_links=["gradio"], run_history=False, ssr_mode=False,
-        mcp_server=False,
-    )
+    check_address(host, port)
+    if GRADIO_HOST != host:  # Gradio first checks the port on its own local address, then listens on host
+        check_address(GRADIO_HOST, port)
+    try:
+        app.launch(
+            server_name=host, server_port=port, share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes,
+            quiet=True, show_error=False, theme=THEME, footer_links=["gradio"], run_history=False, ssr_mode=False,
+            mcp_server=False,
+        )
+    except OSError:  # taken since the check; Gradio's message names its own settings, not this command's
+        raise ConfigError(f"{host}:{port}: the server could not start there (the port was taken meanwhile?): "
+                          "choose another port", setting="port") from None
     return app.local_url
 
 
 def serve_until_stopped(app: gr.Blocks) -> None:
-    """Wait while ``app`` serves; Ctrl+C or SIGTERM close it (SIGTERM then goes on as SystemExit,
-    so that the caller's ``with serving_folder()`` removes the server's files)."""
+    """Wait while ``app`` serves; Ctrl+C or SIGTERM close it and go on as KeyboardInterrupt or
+    SystemExit(143) (the command's exit status 130 or 143), so that the caller's
+    ``with serving_folder()`` removes the server's files."""
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum)) if in_main else None
     try:
         while app.is_running:
             time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
     finally:
         app.close(verbose=False)
         if in_main:

@@ -23,8 +23,10 @@ from ..io.atomic import is_temporary
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
 from ..io.intrinsics import CameraSources
 from ..io.predictions import write_prediction
-from ..models import load_model, model_class
-from ..models.base import CONFIG_NAME, MAX_TILES, WEIGHTS_NAME, DepthModel, checkpoint_folder, read_checkpoint_meta
+from ..models import load_model, model_class, predicts_from_images
+from ..models.base import (
+    CONFIG_NAME, MAX_TILES, WEIGHTS_NAME, DepthModel, check_inference_overrides, checkpoint_folder, read_checkpoint_meta,
+)
 from .view3d import write_view_glb
 
 MAX_UPLOAD_BYTES = 25 * 2**20
@@ -48,20 +50,42 @@ class Checkpoint:
 
 def _checkpoint(label: str, folder: Path) -> Checkpoint:
     meta = read_checkpoint_meta(folder)
-    return Checkpoint(label, folder, model_class(meta.get("architecture", "")))
+    checkpoint = Checkpoint(label, folder, model_class(meta.get("architecture", "")))
+    if not predicts_from_images(folder):  # only TR2M's oracle source reads ground truth
+        raise CheckpointError(
+            f"{label}: this {checkpoint.model_class.display_name} checkpoint takes its relative depth from the ground "
+            "truth (the oracle source of the synthetic demo and tests), so it cannot predict on uploaded images; train "
+            "one with tr2m.relative.source=depth_anything to serve it", setting="checkpoints",
+        )
+    return checkpoint
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+
+def _run_has_model(folder: Path, root: Path) -> bool:
+    """Whether ``folder`` is a checkpoint of a training run under ``root`` (``<run>/checkpoints/...``)
+    whose final ``<run>/model`` checkpoint exists."""
+    parts = folder.relative_to(root).parts
+    return any(part == "checkpoints" and _is_checkpoint(root.joinpath(*parts[:i], "model"))
+               for i, part in enumerate(parts[:-1]))
 
 
 def find_checkpoints(
     checkpoints: Sequence[str | os.PathLike] = (), search: str | os.PathLike | None = None,
 ) -> tuple[list[Checkpoint], list[str]]:
     """The checkpoints ``checkpoints`` names (folders, or Hub ids of cached ones) and those found
-    in ``search`` and its sub-folders (folders holding config.json and model.safetensors; folders
-    named ``model``, a training run's result, first), each folder once, given ones first.
+    in ``search`` and its sub-folders (folders holding config.json and model.safetensors), each
+    folder once, given ones first. Of a training run, ``search`` gives its final ``model`` folder
+    only, and its other checkpoints (``checkpoints/best_*``, ``last``) only when it has no
+    ``model`` (an unfinished run); found ``model`` folders come first.
 
     Returns them and one line per checkpoint found in ``search`` that cannot be offered (a
-    damaged config, an unknown model), which is skipped. Raises CheckpointError / ConfigError for a
-    given checkpoint that cannot be offered, DataError when ``search`` is not a folder, and
-    ConfigError when none is found at all.
+    damaged config, an unknown model, a model that cannot predict on images alone:
+    ``clipdepth.models.predicts_from_images``), which is skipped. Raises CheckpointError /
+    ConfigError for a given checkpoint that cannot be offered, DataError when ``search`` is not a
+    folder, and ConfigError when none is found at all.
     """
     found: dict[Path, Checkpoint] = {}
     for given in checkpoints:
@@ -72,12 +96,12 @@ def find_checkpoints(
         root = Path(search)
         if not root.is_dir():
             raise DataError(f"{root}: not a folder (it is searched for checkpoint folders)", setting="checkpoints")
-        # a run's final `model` folders before its other checkpoints (best_*, last): the picker's default is first
+        # a run's final `model` folders first: the picker's default is the first
         for config in sorted(root.rglob(CONFIG_NAME), key=lambda p: (p.parent.name != "model", p)):
             folder = config.parent
-            if not (folder / WEIGHTS_NAME).is_file() or any(is_temporary(p) for p in folder.relative_to(root).parts):
+            if not _is_checkpoint(folder) or any(is_temporary(p) for p in folder.relative_to(root).parts):
                 continue  # another program's config.json, or what an interrupted save left
-            if folder.resolve() in found:
+            if folder.resolve() in found or _run_has_model(folder, root):
                 continue
             try:
                 found[folder.resolve()] = _checkpoint(str(folder), folder)
@@ -149,7 +173,8 @@ class DepthService:
 
     Limits, each a DataError naming the upload before the model runs: ``max_upload_bytes`` of file,
     ``max_pixels`` (from the image header, before decoding) and ``max_tiles`` square tiles.
-    ``overrides`` point frozen parts elsewhere (``load_model``).
+    ``overrides`` point frozen parts elsewhere (``load_model``); ConfigError here, before any
+    request, for one that is not ``KEY=VALUE`` or would change a trained setting.
     """
 
     def __init__(
@@ -161,6 +186,7 @@ class DepthService:
             raise ConfigError("no checkpoint to serve", setting="checkpoints")
         if keep < 1:
             raise ConfigError(f"keep must be at least 1 (the result shown), got {keep}", setting="keep")
+        check_inference_overrides(overrides)
         self.checkpoints = {c.label: c for c in checkpoints}
         self.workdir = Path(workdir)
         self.results_root = self.workdir / "results"
