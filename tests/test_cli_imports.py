@@ -27,7 +27,7 @@ def test_help_imports_no_heavy_library(command):
 
 
 def test_the_predict_help_names_the_models_tile_limit():
-    from clipdepth.cli.predict import DEFAULT_MAX_TILES
+    from clipdepth.cli.args import DEFAULT_MAX_TILES
     from clipdepth.models.base import MAX_TILES
 
     assert DEFAULT_MAX_TILES == MAX_TILES

@@ -208,3 +208,12 @@ def test_a_rerun_with_more_outputs_says_the_existing_ones_keep_their_options(che
     assert (out / "p0_color.png").read_bytes() == colour and (out / "p0_side.png").exists()  # kept as it was
     assert main([*base, "--side-by-side", "--vmax", "2", "--overwrite"]) == 0
     assert "earlier run" not in capsys.readouterr().out and (out / "p0_color.png").read_bytes() != colour
+
+
+def test_a_bad_set_names_the_flag(checkpoint, tmp_path, capsys):
+    Image.fromarray(render_scene("indoor", 0, 48, 64).image).save(tmp_path / "p.png")
+    base = ["predict", str(tmp_path / "p.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    for value, says in (("foo", "expected KEY=VALUE"), ("pureclip.num_bins=3", "part of its weights")):
+        assert main([*base, "--set", value]) == 2
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert says in line and line.endswith("(--set)")

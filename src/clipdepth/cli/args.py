@@ -126,3 +126,34 @@ def add_workers(parser: argparse.ArgumentParser, reads: str, setting: str | None
         "--workers", type=non_negative_int, metavar="N",
         help=f"processes reading {reads} ahead (default: automatic, from the CPU count; 0: read in the main process{sets})",
     )
+
+
+# models.base.MAX_TILES, which is not imported for it: importing the models takes seconds, too long
+# for --help (tests/test_cli_imports.py checks that the two agree).
+DEFAULT_MAX_TILES = 8
+
+
+def megapixels(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, got {value:g}")
+    return value
+
+
+def add_image_limits(parser: argparse.ArgumentParser) -> None:
+    """``--max-tiles`` and ``--max-pixels`` (megapixels): the images a command refuses, which
+    bounds the memory one image can take."""
+    from ..io.depth_io import MAX_PHOTO_PIXELS
+
+    parser.add_argument(
+        "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
+        help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
+        f"{DEFAULT_MAX_TILES}:1)",
+    )
+    parser.add_argument(
+        "--max-pixels", type=megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
+        help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",
+    )

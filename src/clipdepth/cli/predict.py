@@ -11,27 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures
+from .args import (
+    add_image_limits, add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures,
+)
 
 HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
-# models.base.MAX_TILES, which is not imported for it: importing the models takes seconds, too long
-# for --help (tests/test_cli_imports.py checks that the two agree).
-DEFAULT_MAX_TILES = 8
-
-
-def _megapixels(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, got {value:g}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..io.depth_io import MAX_PHOTO_PIXELS
-
     p = sub.add_parser(
         "predict", help=HELP,
         description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply",
@@ -73,20 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "camera for all (see docs/predict.md)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
-    p.add_argument(
-        "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
-        help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
-        f"{DEFAULT_MAX_TILES}:1)",
-    )
-    p.add_argument(
-        "--max-pixels", type=_megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
-        help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",
-    )
+    add_image_limits(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
     add_workers(p, "the images")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them, write only the missing ones)")
     p.set_defaults(func=run, flags={"caption": "--caption/--captions", "captions": "--captions", "uncertainty": "--uncertainty",
-                                    "tiles": "--tiles, --max-tiles", "side_by_side": "--side-by-side"})
+                                    "tiles": "--tiles, --max-tiles", "side_by_side": "--side-by-side",
+                                    "overrides": "--set"})
 
 
 def run(args: argparse.Namespace) -> int:

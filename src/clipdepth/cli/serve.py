@@ -8,8 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .args import path_arg, positive_int
-from .predict import DEFAULT_MAX_TILES, _megapixels
+from .args import add_image_limits, path_arg, positive_int
 
 HELP = "a local web page (Gradio): upload an image, see its depth in colour and 3-D, download PNG and PLY"
 # serve.network.DEFAULT_HOST / DEFAULT_PORT and serve.service.KEEP_RESULTS, not imported for --help
@@ -18,8 +17,6 @@ DEFAULT_HOST, DEFAULT_PORT, DEFAULT_KEEP = "127.0.0.1", 7860, 16
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..io.depth_io import MAX_PHOTO_PIXELS
-
     p = sub.add_parser(
         "serve", help=HELP,
         description="Example: clipdepth serve --checkpoint outputs/demo/model  (then open http://127.0.0.1:7860). "
@@ -48,15 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", action="store_true",
                    help="also ask Gradio for a public *.gradio.live link (off by default; needs internet)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument(
-        "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
-        help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
-        f"{DEFAULT_MAX_TILES}:1)",
-    )
-    p.add_argument(
-        "--max-pixels", type=_megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
-        help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",
-    )
+    add_image_limits(p)
     p.add_argument("--keep", type=positive_int, default=DEFAULT_KEEP,
                    help=f"results (and uploads) kept on disk while serving; older ones are deleted (default {DEFAULT_KEEP})")
     p.set_defaults(func=run, flags={"checkpoints": "--checkpoint/--checkpoints", "overrides": "--set"})
