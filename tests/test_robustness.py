@@ -46,7 +46,7 @@ def test_tiles_are_capped_and_the_cap_names_the_limit(tiny_cfg):
     model = PureCLIPDepth.build(tiny_cfg)
     assert model.tiles_for(100, 800) == 8  # round(800 / 100) = 8: at the limit
     for height, width in ((1, 5000), (100, 900)):  # 5000 and 9 tiles
-        with pytest.raises(DataError, match=rf"{height}x{width} image needs \d+ tiles, more than the limit of 8"):
+        with pytest.raises(DataError, match=rf"{width}x{height} image needs \d+ tiles, more than the limit of 8"):
             model.tiles_for(height, width)
     assert model.tiles_for(1, 5000, max_tiles=5000) == 5000  # the limit is overridable
     with pytest.raises(DataError, match="needs 9 tiles"):
@@ -75,7 +75,7 @@ def test_a_1x5000_image_runs_under_a_small_memory_limit(checkpoint, tmp_path):
          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 2, done.stderr[-2000:]
-    assert "wide.png: a 1x5000 image needs 5000 tiles" in done.stderr and "Traceback" not in done.stderr
+    assert "wide.png: a 5000x1 image needs 5000 tiles" in done.stderr and "Traceback" not in done.stderr
     assert (tmp_path / "out" / "fine.png").is_file() and not (tmp_path / "out" / "wide.png").exists()
 
 
@@ -509,7 +509,7 @@ def test_a_loaded_model_is_in_eval_mode(checkpoint):
 def test_tall_images_have_the_same_aspect_limit_as_wide_ones(tiny_cfg):
     model = PureCLIPDepth.build(tiny_cfg)
     assert model.tiles_for(800, 100) == 1  # 8 times taller than wide: at the limit
-    with pytest.raises(DataError, match="a 5000x1 image is more than 8 times taller than wide"):
+    with pytest.raises(DataError, match="a 1x5000 image is more than 8 times taller than wide"):
         model.tiles_for(5000, 1)
 
 

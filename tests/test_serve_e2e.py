@@ -202,7 +202,7 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     cases = {
         "notes.png": (b"this is not an image\n", "notes.png: not a readable image"),
         "empty.png": (b"", "empty.png: empty file"),
-        "wide.png": (_png_bytes(1, 5000), "wide.png: a 1x5000 image needs 5000 tiles, more than the limit of 8"),
+        "wide.png": (_png_bytes(1, 5000), "wide.png: a 5000x1 image needs 5000 tiles, more than the limit of 8"),
         "huge.png": (_png_bytes(7500, 7000), "huge.png: 7000x7500 is 52.5 megapixels, over the limit of 50"),
         "big.bmp": (b"BM" + bytes(3 * 2**19), "big.bmp: 1.5 MiB, over the upload limit of 1 MiB"),
     }

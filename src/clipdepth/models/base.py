@@ -312,13 +312,13 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         name, which the caller adds) for an image that would need more."""
         if height > max_tiles * width:  # a tall image is squashed into one tile: the same limit on its aspect
             raise DataError(
-                f"a {height}x{width} image is more than {max_tiles} times taller than wide (crop it, or raise "
+                f"a {width}x{height} image is more than {max_tiles} times taller than wide (crop it, or raise "
                 "the max_tiles limit)"
             )
         count = tiles or self.auto_tiles(height, width)
         if count > max_tiles:
             raise DataError(
-                f"a {height}x{width} image needs {count} tiles, more than the limit of {max_tiles} "
+                f"a {width}x{height} image needs {count} tiles, more than the limit of {max_tiles} "
                 "(crop it, or raise the max_tiles limit)"
             )
         return count
