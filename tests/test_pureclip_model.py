@@ -148,3 +148,17 @@ def test_an_unreachable_hub_id_is_one_clear_error(monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match="cannot download checkpoint 'someone/missing'.*local checkpoint folder"):
         PureCLIPDepth.from_pretrained("someone/missing")
+
+
+def test_the_heads_dropout_is_torchs_in_distribution():
+    """Kept values are x / (1 - p), the rest 0, each kept with probability 1 - p (a binomial count
+    over 10^6 values: 5 standard deviations); identity in eval mode."""
+    from clipdepth.models.pureclip_depth import Dropout
+
+    drop, x = Dropout(0.1), torch.full((1000, 1000), 2.0)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert torch.all(y[kept] == 2.0 / 0.9)
+    assert abs(kept.float().mean().item() - 0.9) < 5 * (0.9 * 0.1 / 1e6) ** 0.5
+    assert torch.equal(drop.eval()(x), x)

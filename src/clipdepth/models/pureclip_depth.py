@@ -40,13 +40,24 @@ def depth_phrases(centres: torch.Tensor, style: str) -> list[str]:
     raise ValueError(f"pureclip.phrase_style must be 'reference' or 'paper', got {style!r}")
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (each value kept with probability 1 - p, scaled by 1 / (1 - p)) whose CPU mask
+    comes from uniform numbers, u >= p: the same distribution, drawn in half the time of the CPU
+    Bernoulli kernel, which took 15 % of a cached head step. On CUDA, torch's fused kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.is_cuda:
+            return super().forward(x)
+        return x * ((torch.rand_like(x) >= self.p) * (1.0 / (1.0 - self.p)))
+
+
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float, bias: bool) -> nn.Sequential:
     """LayerNorm -> Linear -> GELU -> Dropout -> Linear -> LayerNorm (the reference code's block)."""
     return nn.Sequential(
         nn.LayerNorm(in_dim),
         nn.Linear(in_dim, hidden, bias=bias),
         nn.GELU(),
-        nn.Dropout(dropout),
+        Dropout(dropout),
         nn.Linear(hidden, out_dim, bias=bias),
         nn.LayerNorm(out_dim),
     )
