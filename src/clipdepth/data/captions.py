@@ -29,7 +29,8 @@ def read_caption_file(path: str | os.PathLike) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(
-            f"{path}: no caption file for this frame (write one with `clipdepth caption`, or set data.caption)"
+            f"{path}: no caption file for this frame (write one with `clipdepth caption`, or give one caption "
+            "for all: --caption, data.caption)"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read caption file ({exc.__class__.__name__}: {exc})".splitlines()[0]) from None
