@@ -180,7 +180,7 @@ def test_missing_weights_or_open_clip_is_one_line(tmp_path):
     try:
         import open_clip  # noqa: F401
     except ImportError:
-        with pytest.raises(EncoderLoadError, match=r"pip install -e '\.\[openclip\]' in the clipdepth repository") as err:
+        with pytest.raises(EncoderLoadError, match=r'pip install -e "\.\[openclip\]" in the clipdepth repository') as err:
             ResNetCLIPEncoder.from_config(load_config("depthclip_nyu", ["depthclip.weights=open_clip"]).depthclip)
         assert "\n" not in str(err.value)
 

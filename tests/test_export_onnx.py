@@ -68,6 +68,6 @@ def test_export_onnx_cli_matches_pytorch(checkpoint: Path, tmp_path: Path, capsy
 
 def test_missing_onnxruntime_is_one_line_error(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
-    with pytest.raises(ConfigError, match=r"pip install -e '\.\[onnx\]' in the clipdepth repository") as info:
+    with pytest.raises(ConfigError, match=r'pip install -e "\.\[onnx\]" in the clipdepth repository') as info:
         require_onnx()
     assert "\n" not in str(info.value)

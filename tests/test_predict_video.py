@@ -145,7 +145,7 @@ def test_without_pyav_a_video_is_one_line_saying_what_to_install(checkpoint, tmp
     monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "clipdepth predict: error: video needs PyAV, which is not installed: pip install -e '.[video]' in the clipdepth repository"]
+        "clipdepth predict: error: video needs PyAV, which is not installed: pip install -e \".[video]\" in the clipdepth repository"]
 
 
 def test_a_rotated_frame_is_turned_upright_as_players_do():

@@ -30,7 +30,7 @@ from .frozen import random_weights
 from .loading import first_line, quiet_transformers, weights_fingerprint
 
 OPEN_CLIP = "open_clip"  # depthclip.weights value: take OpenAI's RN50 from the open_clip package
-OPEN_CLIP_HINT = "pip install -e '.[openclip]' in the clipdepth repository (or pip install open_clip_torch)"
+OPEN_CLIP_HINT = 'pip install -e ".[openclip]" in the clipdepth repository (or pip install open_clip_torch)'
 WEIGHTS_HINT = (
     "download OpenAI's RN50.pt (the file the `clip` package's clip.load('RN50') fetches) and set "
     f"depthclip.weights to its path, or set depthclip.weights=open_clip with open_clip installed ({OPEN_CLIP_HINT}); "

@@ -23,7 +23,7 @@ from .atomic import atomic_path
 from .predictions import VIDEO_SUFFIXES, _inside, distinct_names
 
 VIDEO_TAIL = "_depth.mp4"  # the output of a video named N: N_depth.mp4 (no image output ends in .mp4)
-INSTALL_HINT = "pip install -e '.[video]' in the clipdepth repository"
+INSTALL_HINT = 'pip install -e ".[video]" in the clipdepth repository'
 DEFAULT_FPS = Fraction(30)  # for a stream that states no frame rate
 CRF = "18"  # libx264's constant quality: visually lossless for colour maps, small files
 # 3x the encoding speed of the default preset on colour depth (143 against 48 fps at 640 x 480 on 2

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import ConfigError
 
 MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"  # PureCLIPDepth.onnx_files
-INSTALL_HINT = "pip install -e '.[onnx]' in the clipdepth repository"
+INSTALL_HINT = 'pip install -e ".[onnx]" in the clipdepth repository'
 
 
 def require_onnx() -> None:
