@@ -596,6 +596,7 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     assert server.returncode == 128 + signal.SIGTERM, server.stderr.read()[-2000:]
+    assert f"clipdepth serve: offering {checkpoints['pure']} (PureCLIP-Depth)" in server.stdout.read()
     # Uploads, examples, results and Gradio's own folders went with the server (torch's compiler
     # cache, which importing transformers makes, is no part of it).
     assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []

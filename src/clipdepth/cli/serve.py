@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoints, skipped = find_checkpoints(args.checkpoint, args.checkpoints)
     for line in skipped:
         print(f"clipdepth serve: skipped {line}", file=sys.stderr)
+    for checkpoint in checkpoints:
+        print(f"clipdepth serve: offering {checkpoint.title}")
     with serving_folder() as workdir:  # uploads and results go when the server stops
         service = DepthService(checkpoints, workdir, tta=args.tta, keep=args.keep, overrides=args.overrides,
                                max_pixels=int(args.max_pixels * 1e6), max_tiles=args.max_tiles)
