@@ -92,7 +92,6 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
 
     config_class = ClipdepthConfig
     main_input_name = "pixel_values"
-    _no_split_modules: list[str] = []
 
     def __init__(self, config: ClipdepthConfig, model: DepthModel | None = None) -> None:
         super().__init__(config)
