@@ -31,3 +31,10 @@ def test_the_predict_help_names_the_models_tile_limit():
     from clipdepth.models.base import MAX_TILES
 
     assert DEFAULT_MAX_TILES == MAX_TILES
+
+
+def test_the_crop_choices_are_the_models():
+    from clipdepth.cli.args import INFER_CROPS as choices
+    from clipdepth.models.base import INFER_CROPS
+
+    assert choices == INFER_CROPS

@@ -83,16 +83,17 @@ def test_wrapper_saves_a_clipdepth_checkpoint(pureclip_folder, photo, tmp_path):
 
 
 def test_tr2m_caption_through_the_pipeline(tr2m_folder, photo):
-    pipe = transformers.pipeline("depth-estimation", model=str(tr2m_folder), pipeline_class=hf.CaptionedDepthEstimationPipeline)
+    pipe = transformers.pipeline("depth-estimation", model=str(tr2m_folder))  # import clipdepth.hf: the caption is taken
     model = load_model(tr2m_folder)
     kitchen = pipe(str(photo), caption="a kitchen with a table")["predicted_depth"]
     road = pipe(str(photo), caption="a long road between fields")["predicted_depth"]
     torch.testing.assert_close(kitchen, model.infer(photo, captions=["a kitchen with a table"])["depth"][0], atol=1e-5, rtol=0)
     torch.testing.assert_close(road, model.infer(photo, captions=["a long road between fields"])["depth"][0], atol=1e-5, rtol=0)
     assert (kitchen - road).abs().max() > 1e-3  # the caption reaches the model
-    plain = transformers.pipeline("depth-estimation", model=str(tr2m_folder))
-    with pytest.raises(ConfigError, match="CaptionedDepthEstimationPipeline.*caption="):
-        plain(str(photo))
+    with pytest.raises(ConfigError, match="needs a caption per image: call the pipeline with caption="):
+        pipe(str(photo))
+    old_name = transformers.pipeline("depth-estimation", model=str(tr2m_folder), pipeline_class=hf.CaptionedDepthEstimationPipeline)
+    torch.testing.assert_close(old_name(str(photo), caption="a kitchen with a table")["predicted_depth"], kitchen)
 
 
 @pytest.mark.parametrize("recipe, overrides", [("depthclip_nyu", TINY_RN), ("demo", TINY_PROMPTS)], ids=["depthclip", "learned_prompts"])

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import yaml
 from omegaconf import OmegaConf
@@ -779,15 +779,26 @@ def merged_section(section: Any, fields: dict[str, Any]) -> Any:
     return _merged(section, [fields], [], upgrade=False)
 
 
-def trained_setting(cfg: Config, dataset: str) -> tuple[DataConfig, tuple[int, int] | None] | None:
-    """How a run trained ``dataset``: its data settings (a mixture entry's fields over the `data`
-    section, or that section) and its input size (None: the model's); None when it did not train on
-    it. Scoring the dataset again uses the same geometry."""
+class TrainedSetting(NamedTuple):
+    """How a run trained one dataset: its data settings, input size (None: the model's) and
+    validation protocol (None: the dataset's own)."""
+
+    data: DataConfig
+    input_size: tuple[int, int] | None
+    protocol: str | None
+
+
+def trained_setting(cfg: Config, dataset: str) -> TrainedSetting | None:
+    """How a run trained ``dataset`` (a mixture entry's fields over the `data` section, or that
+    section with ``eval.protocol``); None when it did not train on it. Scoring the dataset again
+    uses the same geometry and protocol (training/mixture.py ``training_sources`` reads runs alike)."""
     for entry in cfg.mixture:
         data = merged_section(cfg.data, entry.data)
         if data.dataset == dataset:
-            return data, tuple(entry.input_size) if entry.input_size else None
-    return (cfg.data, None) if cfg.data.dataset == dataset and not cfg.mixture else None
+            return TrainedSetting(data, tuple(entry.input_size) if entry.input_size else None, entry.protocol)
+    if cfg.data.dataset == dataset and not cfg.mixture:
+        return TrainedSetting(cfg.data, None, cfg.eval.protocol)
+    return None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

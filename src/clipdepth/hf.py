@@ -24,19 +24,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import (
     AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation, DepthEstimationPipeline, PreTrainedConfig, PreTrainedModel,
 )
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
+from transformers.image_utils import load_image
 from transformers.modeling_outputs import DepthEstimatorOutput
+from transformers.pipelines import PIPELINE_REGISTRY, SUPPORTED_TASKS
 
+from .encoders.loading import quiet_transformers
 from .errors import ConfigError
 from .models import MODELS, DepthModel, load_model
-from .models.base import transformers_model_type
+from .models.base import INFER_CROPS, transformers_model_type
 
 # What from_pretrained may pass on to the Hub download (the rest of transformers' loading options,
 # dtype and device_map among them, do not apply: clipdepth sets the frozen parts' precision itself).
@@ -51,8 +52,11 @@ class ClipdepthConfig(PreTrainedConfig):
 
 
 class ClipdepthImageProcessor(BaseImageProcessor):
-    """Images -> ``pixel_values`` (B, 3, H, W) float in [0, 1] at their own size: the model resizes
-    them as clipdepth's ``infer`` does (``DepthModel.images_to_tensor`` reads them).
+    """Images -> ``pixel_values`` (B, 3, H, W) float in [0, 1] at their own size, converted by
+    clipdepth's one conversion (``DepthModel.images_to_tensor``: a path or PIL image as a photo,
+    EXIF orientation applied and 16-bit scaled to 8 bits, never clipped; uint8/uint16 arrays;
+    tensors), so that the pipeline, ``infer`` and ``predict`` feed one image alike; the model
+    resizes (and with ``crop="trained"`` crops) them as ``infer`` does.
 
     Images of one call must share one size (ConfigError otherwise): the pipeline gives them one at
     a time; pass a list of mixed sizes to ``DepthModel.infer`` instead.
@@ -62,7 +66,7 @@ class ClipdepthImageProcessor(BaseImageProcessor):
 
     def preprocess(self, images: Any, return_tensors: str | None = "pt", **kwargs: Any) -> BatchFeature:
         items = images if isinstance(images, (list, tuple)) else [images]
-        tensors = [DepthModel.images_to_tensor(np.asarray(i) if isinstance(i, Image.Image) else i) for i in items]
+        tensors = [DepthModel.images_to_tensor(item) for item in items]
         if len({tuple(t.shape[-2:]) for t in tensors}) > 1:
             raise ConfigError("images of one call must share one size (give them one at a time)", setting="images")
         return BatchFeature({"pixel_values": torch.cat(tensors)}, tensor_type=return_tensors)
@@ -118,39 +122,85 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
         return self.model.save_pretrained(save_directory, **kwargs)
 
     def forward(
-        self, pixel_values: torch.Tensor, captions: list[str] | None = None, return_dict: bool | None = None, **kwargs: Any,
+        self, pixel_values: torch.Tensor | list, captions: list | None = None, return_dict: bool | None = None,
+        crop: str = "none", **kwargs: Any,
     ) -> DepthEstimatorOutput | tuple[torch.Tensor]:
         """``pixel_values`` (B, 3, H, W) float in [0, 1] -> ``predicted_depth`` (B, H, W) metres, as
-        ``DepthModel.infer`` (``captions``: one per image for TR2M)."""
+        ``DepthModel.infer`` (``captions``: one per image for TR2M; ``crop``: "none" or "trained",
+        ``DepthModel.processor_for``). The pipeline passes a (nested) list of single images, which
+        may differ in size; ``predicted_depth`` is then a list of (H, W) maps."""
         if self.model.uses_captions and captions is None:
             raise ConfigError(
-                f"{self.model.display_name} needs a caption per image: build the pipeline with "
-                "pipeline_class=clipdepth.hf.CaptionedDepthEstimationPipeline and call it with caption=\"...\"",
+                f"{self.model.display_name} needs a caption per image: call the pipeline with caption=\"...\"",
                 setting="captions",
             )
-        depth = self.model.infer(pixel_values, captions=captions)["depth"]
+        if isinstance(pixel_values, torch.Tensor):
+            depth = self.model.infer(pixel_values, captions=captions, crop=crop)["depth"]
+        else:  # the pipeline's images, one per entry, batched by size inside infer
+            images = [image for tensor in _flat(pixel_values) for image in tensor.split(1)]
+            depth = [out["depth"] for out in self.model.infer(images, captions=_flat(captions), crop=crop)]
         return DepthEstimatorOutput(predicted_depth=depth) if return_dict is not False else (depth,)
 
 
-class CaptionedDepthEstimationPipeline(DepthEstimationPipeline):
-    """The depth-estimation pipeline with a ``caption`` call argument (a string for every image),
-    which TR2M checkpoints need::
+def _flat(items: Any) -> Any:
+    """Nested lists (the pipeline's collated batches) as one flat list; None stays None."""
+    if not isinstance(items, (list, tuple)):
+        return items
+    return [leaf for item in items for leaf in (_flat(item) if isinstance(item, (list, tuple)) else [item])]
 
-        pipe = pipeline("depth-estimation", model=folder, pipeline_class=CaptionedDepthEstimationPipeline)
-        pipe("room.jpg", caption="a kitchen with a table")
+
+class ClipdepthDepthEstimationPipeline(DepthEstimationPipeline):
+    """transformers' depth-estimation pipeline, which ``import clipdepth.hf`` makes the task's
+    pipeline. For clipdepth models it decodes images with clipdepth's own conversion
+    (``ClipdepthImageProcessor``; transformers' ``load_image`` would clip 16-bit photos), takes
+    ``caption="..."`` (TR2M, one for every image) and ``crop="none"|"trained"``
+    (``DepthModel.processor_for``) call arguments, and batches images of mixed sizes
+    (``batch_size > 1``); for every other model it is transformers' own, unchanged::
+
+        pipe = pipeline("depth-estimation", model=folder)
+        pipe("room.jpg", caption="a kitchen with a table", crop="trained")
     """
 
-    def _sanitize_parameters(self, timeout=None, parameters=None, caption: str | None = None, **kwargs):
+    def _clipdepth(self) -> bool:
+        return isinstance(self.model, ClipdepthForDepthEstimation)
+
+    def _sanitize_parameters(self, timeout=None, parameters=None, caption: str | None = None, crop: str | None = None,
+                             **kwargs):
         preprocess, forward, postprocess = super()._sanitize_parameters(timeout=timeout, parameters=parameters, **kwargs)
+        if (caption is not None or crop is not None) and not self._clipdepth():
+            raise ConfigError("caption= and crop= are clipdepth models' options", setting="caption" if caption else "crop")
         if caption is not None:
             preprocess["caption"] = caption
+        if crop is not None:
+            if crop not in INFER_CROPS:
+                raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {crop!r}", setting="crop")
+            forward["crop"] = crop
         return preprocess, forward, postprocess
 
     def preprocess(self, image, timeout=None, caption: str | None = None):
-        inputs = super().preprocess(image, timeout=timeout)
+        if not self._clipdepth():
+            return super().preprocess(image, timeout=timeout)
+        if isinstance(image, str) and image.startswith(("http://", "https://", "data:image/")):
+            image = load_image(image, timeout)  # fetched by transformers; files are decoded by clipdepth
+        pixels = self.image_processor(images=image)["pixel_values"]
+        # A list, not a tensor: the pipeline's collation concatenates tensors, which fails for images
+        # of different sizes; ClipdepthForDepthEstimation.forward takes the list.
+        inputs = {"pixel_values": [pixels], "target_size": tuple(pixels.shape[-2:])}
         if caption is not None:
-            inputs["captions"] = [caption] * len(inputs["pixel_values"])
+            inputs["captions"] = [caption]
         return inputs
+
+    def _forward(self, model_inputs, crop: str | None = None):
+        if crop is None:
+            return super()._forward(model_inputs)
+        target_size = model_inputs.pop("target_size")
+        outputs = self.model(**model_inputs, crop=crop)
+        outputs["target_size"] = target_size
+        return outputs
+
+
+# The name of clipdepth 0.1, when the caption needed its own pipeline class.
+CaptionedDepthEstimationPipeline = ClipdepthDepthEstimationPipeline
 
 
 def _register() -> dict[str, type[ClipdepthForDepthEstimation]]:
@@ -176,3 +226,8 @@ def _register() -> dict[str, type[ClipdepthForDepthEstimation]]:
 
 
 _MODEL_CLASSES = _register()
+with quiet_transformers():  # transformers warns that the task's pipeline is replaced: by design
+    PIPELINE_REGISTRY.register_pipeline(
+        "depth-estimation", ClipdepthDepthEstimationPipeline, pt_model=AutoModelForDepthEstimation,
+        default=SUPPORTED_TASKS["depth-estimation"].get("default"), type="image",
+    )

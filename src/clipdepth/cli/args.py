@@ -133,6 +133,20 @@ def add_workers(parser: argparse.ArgumentParser, reads: str, setting: str | None
 DEFAULT_MAX_TILES = 8
 
 
+# models.base.INFER_CROPS, not imported for --help (tests/test_cli_imports.py checks that they agree).
+INFER_CROPS = ("none", "trained")
+
+
+def add_crop(parser: argparse.ArgumentParser) -> None:
+    """``--crop none|trained``: what of each image the model is fed (``DepthModel.processor_for``)."""
+    parser.add_argument(
+        "--crop", choices=INFER_CROPS, default="none",
+        help="none (default): feed each whole image, as suits photos; trained: the checkpoint's trained input crop "
+        "(e.g. NYU's [40, 470, 38, 603] white-border crop, KITTI's KB crop) and tiles, as `evaluate` feeds dataset "
+        "frames, so that predictions on those frames score as evaluate does",
+    )
+
+
 def megapixels(text: str) -> float:
     try:
         value = float(text)

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta, score_at_input=args.score_at_input, batch_size=args.batch_size, out=args.out, overwrite=args.overwrite,
         workers=args.workers,
     )
+    print(summary["settings"])
     print(table)
     print(f"{summary['n_listed']} listed, {summary['n_without_gt']} without ground truth, {summary['n_images']} scored; "
           f"wrote {args.out or 'outputs/eval/' + summary['dataset']}/metrics.json, per_image.csv, results.md")

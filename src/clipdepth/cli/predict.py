@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from .args import (
-    add_image_limits, add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures,
+    add_crop, add_image_limits, add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures,
 )
 
 HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
@@ -57,6 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="JSON of cameras by image name for --ply: {\"a.jpg\": [fx, fy, cx, cy] or a 3x3 K, ...} or one "
                    "camera for all (see docs/predict.md)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    add_crop(p)
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
     add_image_limits(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
@@ -70,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import ConfigError
-    from ..inference import PredictOptions, predict_to_folder, predict_videos
+    from ..inference import PredictOptions, predict_to_folder, predict_videos, trained_crop_note
     from ..io.intrinsics import RECORD_FILE, describe_cameras
     from ..io.predictions import collect_inputs
     from ..io.video import collect_videos, is_video
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
     options = PredictOptions(
         npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, side_by_side=args.side_by_side, fx=args.fx, fy=args.fy,
-        cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, tiles=args.tiles,
+        cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, crop=args.crop, tiles=args.tiles,
         max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6), batch_size=args.batch_size,
         overwrite=args.overwrite, caption=args.caption, captions=args.captions, workers=args.workers,
     )
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
     model = model.to(resolve_device(model.cfg.device))
     failed: list[str] = []
+    note = trained_crop_note(model, options.crop)
+    if note:
+        print(note)
     if jobs:
         report = predict_to_folder(model, jobs, args.out, options)
         unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"

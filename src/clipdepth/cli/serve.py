@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .args import add_image_limits, path_arg, positive_int
+from .args import add_crop, add_image_limits, path_arg, positive_int
 
 HELP = "a local web page (Gradio): upload an image, see its depth in colour and 3-D, download PNG and PLY"
 # serve.network.DEFAULT_HOST / DEFAULT_PORT and serve.service.KEEP_RESULTS, not imported for --help
@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--share", action="store_true",
                    help="also ask Gradio for a public *.gradio.live link (off by default; needs internet)")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    add_crop(p)
     add_image_limits(p)
     p.add_argument("--keep", type=positive_int, default=DEFAULT_KEEP,
                    help=f"results (and uploads) kept on disk while serving; older ones are deleted (default {DEFAULT_KEEP})")
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     for checkpoint in checkpoints:
         print(f"clipdepth serve: offering {checkpoint.title}")
     with serving_folder() as workdir:  # uploads and results go when the server stops
-        service = DepthService(checkpoints, workdir, tta=args.tta, keep=args.keep, overrides=args.overrides,
+        service = DepthService(checkpoints, workdir, tta=args.tta, crop=args.crop, keep=args.keep, overrides=args.overrides,
                                max_pixels=int(args.max_pixels * 1e6), max_tiles=args.max_tiles)
         from ..serve import build_app, launch_app, serve_until_stopped  # Gradio, once its folder is set
 

@@ -101,6 +101,19 @@ class Preprocessor:
         top, left = height - KB_CROP[0], (width - KB_CROP[1]) // 2
         return top, height, left, left + KB_CROP[1]
 
+    def describe(self) -> str:
+        """The geometry in words, for tables and summaries: which part of a frame is fed, at what size."""
+        if self.kb_crop:
+            part = f"KB crop (bottom {KB_CROP[0]} rows, central {KB_CROP[1]} columns)"
+        elif self.crop:
+            top, bottom, left, right = self.crop
+            part = f"crop [{top}, {bottom}, {left}, {right}] (rows {top}:{bottom}, columns {left}:{right})"
+        else:
+            part = "whole frame"
+        height, width = self.input_shape
+        tiles = f" in {self.tiles} tiles" if self.tiles > 1 else ""
+        return f"{part} resized to {height}x{width}{tiles} ({self.resize})"
+
     @property
     def tile_shape(self) -> tuple[int, int]:
         return (self.input_size, self.input_size) if isinstance(self.input_size, int) else self.input_size
@@ -124,12 +137,22 @@ class Preprocessor:
         return x[..., top:bottom, left:right]
 
     def images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 -> (B, 3, S, tiles * S) float in [0, 1]."""
+        """(B, H, W, 3) uint8 -> (B, 3, S, tiles * S) float in [0, 1]: ``frames`` of the decoded
+        frames, cropped while still uint8 (a quarter of the bytes; the same values)."""
         images = np.asarray(images)
         box = self._fitting_box(tuple(images.shape[1:3]))
-        if box is not None:  # cropped while still uint8 (a quarter of the bytes): the same values
+        if box is not None:
             images = images[:, box[0]:box[1], box[2]:box[3]]
         x = torch.tensor(images).permute(0, 3, 1, 2).float() / 255.0  # copies: decoders give read-only arrays
+        return self._resized(x)
+
+    def frames(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) float in [0, 1] on any device -> (B, 3, S, tiles * S): the crop, then the
+        resize of ``images``; what ``DepthModel.infer`` feeds the model. ValueError for a crop
+        that does not fit the frame."""
+        return self._resized(self._crop(images))
+
+    def _resized(self, x: torch.Tensor) -> torch.Tensor:
         return resize_bilinear(x, self.input_shape, self.resize).clamp(0, 1)
 
     def depths(self, depths: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -180,23 +180,22 @@ SUITES: dict[str, Suite] = {
     for s in (
         Suite(
             "tr2m-indomain",
-            (SuiteEntry("nyu", recipe="tr2m_nyu"), SuiteEntry("kitti", recipe="tr2m_kitti"),
-             SuiteEntry("void", dataset="void"), SuiteEntry("c3vd", dataset="c3vd")),
+            tuple(SuiteEntry(n, dataset=n) for n in ("nyu", "kitti", "void", "c3vd")),
             ("d1", "abs_rel", "rmse"), published="tr2m-nyu",
             description="TR2M on its four training sets' test splits (NYU, KITTI, VOID, C3VD)",
         ),
         Suite(
             "tr2m-zeroshot",
-            tuple(SuiteEntry(n, recipe=f"zeroshot/{n}") for n in ("sun_rgbd", "ibims", "hypersim", "diode", "simcol")),
+            tuple(SuiteEntry(n, dataset=n) for n in ("sun_rgbd", "ibims", "hypersim", "diode", "simcol")),
             ("d1",), published="tr2m-zeroshot", avg_rank=True,
             description="TR2M zero-shot on SUN RGB-D, iBims-1, HyperSim, DIODE and SimCol",
         ),
         Suite(
-            "pureclip-nyu", (SuiteEntry("nyu", recipe="pureclip_nyu"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
+            "pureclip-nyu", (SuiteEntry("nyu", dataset="nyu"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
             published="pureclip-nyu", description="PureCLIP-Depth on NYU Depth V2 (Eigen crop)",
         ),
         Suite(
-            "pureclip-kitti", (SuiteEntry("kitti", recipe="pureclip_kitti"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
+            "pureclip-kitti", (SuiteEntry("kitti", dataset="kitti"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
             published="pureclip-kitti", description="PureCLIP-Depth on KITTI (Garg crop)",
         ),
     )
@@ -490,12 +489,13 @@ def plan_benchmark(
         overrides = [f"{k}={v}" for k, v in (*entry.data, *fields.get(entry.label, {}).items())]
         protocol = entry.protocol
         try:
-            settings, default_protocol = evaluation_settings(cfg, entry.dataset, entry.recipe, protocol, overrides)
+            chosen = evaluation_settings(cfg, entry.dataset, entry.recipe, protocol, overrides)
         except ClipdepthError as exc:
             raise _entry_error(exc, where) from None
+        settings = chosen.data
         if protocol is None and released:
             protocol = RELEASED_PROTOCOLS.get(settings.dataset)
-        protocol = protocol or default_protocol
+        protocol = protocol or chosen.protocol
         get_protocol(protocol)
         row = entry.name or name or _slug(ckpt)
         evaluation = Evaluation(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+from dataclasses import dataclass
 import hashlib
 import json
 from pathlib import Path
 
 from ..config import Config, DataConfig, load_config, trained_setting, with_overrides
+from ..data.transforms import Preprocessor
 from ..data import DATASET_PROTOCOLS, get_dataset
 from ..data.captions import caption_lookup
 from ..device import resolve_device
@@ -28,23 +30,64 @@ from .report import markdown_table
 OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What a checkpoint is scored with on one dataset (``evaluation_settings``)."""
+
+    data: DataConfig  # the dataset and its input geometry (crop, KB crop, tiles)
+    input_size: tuple[int, int] | None  # the model input (None: the model's own; a mixture's dataset may have its own)
+    protocol: str  # caps and evaluation crop (evaluation/protocol.py)
+    source: str  # where the settings came from, in words (printed with the results)
+
+    def describe(self, preprocessor: Preprocessor, tta: bool) -> str:
+        """One line naming the protocol (caps, evaluation crop), the input geometry, flip TTA and the source."""
+        p = get_protocol(self.protocol)
+        return (f"{self.data.dataset}: protocol {p.name} ({p.min_depth:g} < gt < {p.max_depth:g} m, evaluation crop "
+                f"{p.crop or 'none'}); input {preprocessor.describe()}; flip TTA {'on' if tta else 'off'}; "
+                f"settings: {self.source}")
+
+
 def evaluation_settings(
     trained: Config, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (),
-) -> tuple[DataConfig, str]:
-    """The data settings and protocol name ``evaluate_checkpoint`` scores a checkpoint of config
-    ``trained`` with (the rules in its docstring); ConfigError for an unknown dataset."""
+) -> EvaluationSettings:
+    """The one rule that picks what a checkpoint of config ``trained`` is scored with, shared by
+    ``evaluate`` and ``benchmark`` (and by ``infer(crop="trained")`` for its own dataset).
+
+    The dataset is ``dataset``, else the ``recipe``'s, else the checkpoint's own. Its data settings
+    (input crop, KB crop, tiles) and protocol come from the first that applies: the ``recipe``
+    given; the checkpoint's training of that dataset (a mixture's entry, input size included; its
+    ``eval.protocol``); the recipe its model declares for that dataset (``DepthModel.dataset_recipes``,
+    e.g. ``pureclip_nyu`` for PureCLIP-Depth on NYU); else the dataset's defaults (no crop, its
+    registered protocol). ``data_overrides`` (``field=value`` of ``data``) and ``protocol`` win.
+    ConfigError for an unknown dataset, recipe or field.
+    """
+    from ..models import model_class
+
     recipe_cfg = load_config(recipe) if recipe else None
     name = dataset or (recipe_cfg.data.dataset if recipe_cfg else trained.data.dataset)
-    if recipe_cfg is not None:
-        base = recipe_cfg.data
-    else:
-        setting = trained_setting(trained, name)  # one of its mixture's datasets: that entry's
-        base = setting[0] if setting else DataConfig(seed=trained.data.seed)
-    data = with_overrides(base, [f"dataset={name}", *data_overrides])
     if name not in DATASET_PROTOCOLS:
         raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
-    return data, protocol or (recipe_cfg.eval.protocol if recipe_cfg else DATASET_PROTOCOLS[name])
+    setting = trained_setting(trained, name)
+    declared = model_class(trained.model).dataset_recipes.get(name)
+    if recipe_cfg is not None:
+        base, default_protocol, source = recipe_cfg.data, recipe_cfg.eval.protocol, f"recipe {recipe}"
+    elif setting is not None:
+        base, default_protocol = setting.data, setting.protocol or DATASET_PROTOCOLS[name]
+        source = f"the checkpoint's training on {name}"
+    elif declared is not None:
+        declared_cfg = load_config(declared)
+        base, default_protocol = declared_cfg.data, declared_cfg.eval.protocol
+        source = f"recipe {declared} (the model's for {name}; the checkpoint did not train on it)"
+    else:
+        base, default_protocol = DataConfig(seed=trained.data.seed), DATASET_PROTOCOLS[name]
+        source = f"the defaults of {name} (the checkpoint did not train on it)"
+    data = with_overrides(base, [f"dataset={name}", *data_overrides])
+    if data_overrides:
+        source += f", with {', '.join(data_overrides)}"
+    if protocol and protocol != default_protocol:
+        source += f", protocol {protocol} as asked"
+    return EvaluationSettings(data, setting.input_size if setting else None, protocol or default_protocol, source)
 
 
 def checkpoint_digest(checkpoint: str | Path) -> str:
@@ -69,19 +112,18 @@ def evaluate_checkpoint(
     ``OUTPUTS`` into ``out`` (default ``outputs/eval/<dataset>``); returns the summary and the
     markdown table.
 
-    Dataset settings (input crop, tiles) are the ``recipe``'s (e.g. ``zeroshot/sun_rgbd``), else
-    the checkpoint's on a dataset it trained on (a mixture's: that dataset's, input size included),
-    else plain; ``data_overrides`` (``field=value`` of
-    ``data``) win. ``dataset`` and ``protocol`` default to the recipe's, else the checkpoint's
-    dataset and that dataset's protocol; ``tta`` to the checkpoint's ``eval.tta``. Raises
-    ``workers`` processes decode and prepare the frames (None: from the CPU count). Raises
-    ConfigError for an unknown dataset or no scorable image, DataError for results of an earlier
-    run in ``out`` (unless ``overwrite``) and for the data's own problems.
+    The dataset, its data settings (input crop, KB crop, tiles) and the protocol follow
+    ``evaluation_settings`` (``recipe``, e.g. ``zeroshot/sun_rgbd``; ``data_overrides``,
+    ``field=value`` of ``data``; ``protocol``); the summary's ``settings`` line names them.
+    ``tta`` defaults to the checkpoint's ``eval.tta``. ``workers`` processes decode and prepare the
+    frames (None: from the CPU count). Raises ConfigError for an unknown dataset or no scorable
+    image, DataError for results of an earlier run in ``out`` (unless ``overwrite``) and for the
+    data's own problems.
     """
     model = load_model(checkpoint)
-    data, protocol_name = evaluation_settings(model.cfg, dataset, recipe, protocol, data_overrides)
-    name = data.dataset
-    scoring = get_protocol(protocol_name)
+    settings = evaluation_settings(model.cfg, dataset, recipe, protocol, data_overrides)
+    data, name = settings.data, settings.data.dataset
+    scoring = get_protocol(settings.protocol)
     if score_at_input:  # crops are defined on the GT frame, which this mode leaves
         scoring = dataclasses.replace(scoring, crop=None)
     tta = model.cfg.eval.tta if tta is None else tta
@@ -90,8 +132,7 @@ def evaluate_checkpoint(
     refuse_existing([out / file for file in OUTPUTS], overwrite)
     frames = get_dataset(data, "test")
     model.to(resolve_device(model.cfg.device))
-    setting = trained_setting(model.cfg, data.dataset)
-    preprocessor = model.preprocessor(data, setting[1] if setting else None)
+    preprocessor = model.preprocessor(data, settings.input_size)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers)
     if not names:
@@ -109,6 +150,8 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "checkpoint_digest": checkpoint_digest(checkpoint),
         "data": json.loads(json.dumps(dataclasses.asdict(data))),  # the settings scored with
+        "input": preprocessor.describe(),
+        "settings": settings.describe(preprocessor, tta),
         "encoder": model.encoder.description,
         "pixel_pooled": acc.pixel_pooled(),
     }
@@ -121,6 +164,6 @@ def evaluate_checkpoint(
     write_text_atomic(
         out / "results.md",
         f"# {name}: protocol `{scoring.name}`, flip TTA {'on' if tta else 'off'}, "
-        f"scored at {summary['scored_at']}\n\n{table}",
+        f"scored at {summary['scored_at']}\n\n{summary['settings']}\n\n{table}",
     )
     return summary, table

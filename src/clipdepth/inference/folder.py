@@ -25,7 +25,7 @@ from ..io.atomic import clean_stale
 from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_source, read_rgb
 from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
 from ..io.predictions import OUTPUT_KINDS, output_paths, write_prediction
-from ..models.base import MAX_TILES, DepthModel
+from ..models.base import INFER_CROPS, MAX_TILES, DepthModel
 
 # Threads writing the outputs (PNG encoding runs outside the GIL) while the model works on the next batch.
 WRITE_THREADS = 4
@@ -48,6 +48,10 @@ class PredictOptions:
     vmin: float | None = None  # colour depth from vmin (default 0) ...
     vmax: float | None = None  # ... to vmax metres (default each image's max, up to the model's max_depth)
     tta: bool = False  # flip test-time augmentation
+    # What the model is fed (DepthModel.processor_for): "none", the whole image (photos have no
+    # dataset border to drop); "trained", the checkpoint's trained input crop / KB crop and tiles,
+    # as evaluate feeds dataset frames, so that predict + score gives evaluate's numbers.
+    crop: str = "none"
     tiles: int | None = None  # square tiles across an image; None: the model's choice
     max_tiles: int = MAX_TILES  # images that need more are refused (bounds memory)
     max_pixels: int = MAX_PHOTO_PIXELS  # larger images are refused before decoding
@@ -114,9 +118,27 @@ def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bo
 
 def infer_batch(model: DepthModel, images: np.ndarray, options: PredictOptions,
                 captions: list[str | None] | None) -> dict:
-    """``model.infer`` on (B, H, W, 3) uint8 ``images`` with the options' TTA and tiles: the one
-    inference path of image folders and video frames."""
-    return model.infer(images, tta=options.tta, tiles=options.tiles, captions=captions, max_tiles=options.max_tiles)
+    """``model.infer`` on (B, H, W, 3) uint8 ``images`` with the options' TTA, crop and tiles: the
+    one inference path of image folders and video frames."""
+    return model.infer(images, tta=options.tta, tiles=options.tiles, captions=captions, max_tiles=options.max_tiles,
+                       crop=options.crop)
+
+
+def trained_crop_note(model: DepthModel, crop: str) -> str | None:
+    """A line for a summary when images are fed whole (``crop`` "none") to a checkpoint trained on
+    cropped frames (NYU's input crop, KITTI's KB crop), else None: such predictions on dataset
+    frames differ from evaluate's."""
+    processor = model.trained_preprocessor()
+    if crop != "none" or not (processor.crop or processor.kb_crop):
+        return None
+    return (f"note: the checkpoint was trained on frames fed as {processor.describe()}; these images are fed whole "
+            "(--crop none, the default, as suits photos); on that dataset's frames --crop trained gives evaluate's numbers")
+
+
+def check_image(model: DepthModel, height: int, width: int, options: PredictOptions) -> None:
+    """DataError (without a file name) for an image the options cannot feed: over the tile limit,
+    or smaller than the trained crop; checked before the image joins a batch."""
+    model.processor_for(height, width, options.crop, options.tiles, options.max_tiles)
 
 
 def predict_to_folder(
@@ -139,6 +161,8 @@ def predict_to_folder(
         raise ConfigError(f"{model.display_name} gives no uncertainty", setting="uncertainty")
     if options.tiles is not None and options.tiles > options.max_tiles:
         raise ConfigError(f"tiles {options.tiles} is over max_tiles {options.max_tiles}", setting="tiles")
+    if options.crop not in INFER_CROPS:
+        raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {options.crop!r}", setting="crop")
     caption_for = _caption_source(model, options)
     report = PredictReport(scale=depth_png_scale(model.max_depth))
     tails = options.tails()
@@ -201,7 +225,7 @@ def predict_to_folder(
                 try:  # one bad file must not lose the others' results
                     if isinstance(image, str):
                         raise DataError(image)
-                    model.tiles_for(image.shape[0], image.shape[1], options.tiles, options.max_tiles)
+                    check_image(model, image.shape[0], image.shape[1], options)
                     caption = caption_for(path)
                 except DataError as exc:
                     message = str(exc)

@@ -19,7 +19,7 @@ from ..io.atomic import clean_stale
 from ..io.predictions import colourise, side_by_side
 from ..io.video import VIDEO_TAIL, Mp4Writer, probe_video, read_frames, video_source
 from ..models.base import DepthModel
-from .folder import PredictOptions, _caption_source, infer_batch
+from .folder import PredictOptions, _caption_source, check_image, infer_batch
 
 
 @dataclass
@@ -78,7 +78,7 @@ def predict_video(
                 flush(writer)
             if not batch:
                 try:
-                    model.tiles_for(frame.shape[0], frame.shape[1], options.tiles, options.max_tiles)
+                    check_image(model, frame.shape[0], frame.shape[1], options)
                 except DataError as exc:
                     raise DataError(f"{video}: {exc}", setting=exc.setting) from None
             batch.append(frame)

@@ -7,7 +7,7 @@ the file and says what is wrong.
 from __future__ import annotations
 
 import os
-import warnings
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,44 +36,67 @@ def _require_file(path: Path) -> None:
         raise DataError(f"{path}: is not a file")
 
 
+# Pillow's decompression-bomb guard is a process-wide setting; it is lifted only while a file's
+# header is read, under this lock, because clipdepth's own ``max_pixels`` is the limit that applies.
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
 def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
     """The fully decoded image (so truncated files fail here, not later); one over ``max_pixels``
-    is refused from its header, before any decoding."""
+    is refused from its header, before any decoding. ``max_pixels`` is the only pixel limit:
+    Pillow's own decompression-bomb guard does not apply (it refused 200 MP before any limit a
+    user set could)."""
     _require_file(path)
     try:
-        with warnings.catch_warnings():
-            if max_pixels is not None:  # our limit replaces Pillow's decompression-bomb warning
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if max_pixels is not None and width * height > max_pixels:
-                    raise DataError(
-                        f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
-                        f"{max_pixels / 1e6:g} (downscale it, or raise the max_pixels limit)"
-                    )
-                image.load()
-                return image.copy()  # detached from the file, which the `with` closes
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        with _PIL_LIMIT_LOCK:
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+        with image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise DataError(
+                    f"{path}: {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
+                    f"{max_pixels / 1e6:g} (downscale it, or raise the max_pixels limit)"
+                )
+            image.load()
+            return image.copy()  # detached from the file, which the `with` closes
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
 
 
-def read_rgb(path: str | os.PathLike, photo: bool = False, max_pixels: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; grey, palette and alpha images are converted.
+def eight_bit(values: np.ndarray) -> np.ndarray:
+    """16-bit intensities (0..65535) as 8-bit ones: value / 257, rounded (65535 -> 255)."""
+    return (np.asarray(values, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
 
-    Dataset frames (``photo=False``) refuse 16-bit/float images, which there mean a depth map
-    was listed as the RGB. A user's photo (``photo=True``) may be 16-bit (scaled to 8 bits), and
-    its EXIF orientation is applied, as a viewer shows it. An image of more than ``max_pixels``
-    pixels is a DataError raised before decoding it.
+
+def rgb_array(image: Image.Image, photo: bool = True, where: str = "the image") -> np.ndarray:
+    """A PIL image as (H, W, 3) uint8 RGB: the one conversion every road from a file, a PIL image
+    or an array to the model takes. Grey, palette and alpha images are converted (alpha dropped);
+    16-bit grey is scaled to 8 bits (``eight_bit``), never clipped.
+
+    A ``photo`` is turned upright by its EXIF orientation, as a viewer shows it. Dataset frames
+    (``photo=False``) refuse 16-bit and float images, which there mean a depth map was listed as
+    the RGB. A 32-bit float image is refused either way. DataError naming ``where``.
     """
-    path = Path(path)
-    image = _open_image(path, max_pixels)
     if photo:
         image = ImageOps.exif_transpose(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.repeat((np.asarray(image, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)[..., None], 3, -1)
-    elif image.mode not in EIGHT_BIT_MODES:  # e.g. a depth map passed where a photo is expected
-        raise DataError(f"{path}: expected an 8-bit colour image, got mode {image.mode} (a depth map?)")
+            return np.repeat(eight_bit(np.asarray(image))[..., None], 3, -1)
+    if image.mode not in EIGHT_BIT_MODES:  # e.g. a depth map passed where a photo is expected
+        raise DataError(f"{where}: expected an 8-bit{' or 16-bit' if photo else ''} colour image, got mode {image.mode} "
+                        "(a depth map?)")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_rgb(path: str | os.PathLike, photo: bool = False, max_pixels: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an image file, converted by ``rgb_array`` (``photo``: a user's
+    photo, EXIF orientation applied and 16-bit allowed; else a dataset frame). An image of more
+    than ``max_pixels`` pixels is a DataError raised before decoding it."""
+    path = Path(path)
+    return rgb_array(_open_image(path, max_pixels), photo, str(path))
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:

@@ -20,7 +20,6 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, snapshot_download
 from PIL import Image
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
@@ -28,12 +27,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import (
-    CONFIG_SECTIONS, LEGACY_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict, upgrade_layout,
+    CONFIG_SECTIONS, LEGACY_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict,
+    trained_setting, upgrade_layout,
 )
-from ..data.transforms import Preprocessor, resize_bilinear
+from ..data.transforms import Preprocessor
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import atomic_dir
-from ..io.depth_io import read_rgb
+from ..io.depth_io import eight_bit, read_rgb, rgb_array
 from ..io.pointcloud import as_intrinsics, points_from_depth
 
 WEIGHTS_NAME = "model.safetensors"
@@ -58,6 +58,9 @@ def transformers_model_type(architecture: str) -> str:
 
 # Square tiles one image may be cut into (memory grows with them); infer(max_tiles=...) raises it.
 MAX_TILES = 8
+# What ``infer`` feeds the model (``DepthModel.processor_for``): "none", the whole image; "trained",
+# the checkpoint's trained input geometry (input crop or KB crop, tiles), as ``evaluate`` does.
+INFER_CROPS = ("none", "trained")
 # The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
 # from, at which precision, on which device. A trained head's own settings are part of its weights.
 INFERENCE_OVERRIDES = (
@@ -216,6 +219,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     # input resize (data/transforms.py RESIZE_MODES).
     released_precision: ClassVar[str]
     released_resize: ClassVar[str]
+    # The recipe whose data settings (input crop, KB crop, tiles) and protocol score a dataset the
+    # checkpoint did not train on (evaluate, benchmark: ``evaluation.checkpoint.evaluation_settings``).
+    dataset_recipes: ClassVar[dict[str, str]] = {}
 
     def __init__(self, cfg: Config, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -303,6 +309,48 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+    def trained_preprocessor(self) -> Preprocessor:
+        """The preprocessing the checkpoint was trained with on its own dataset (``data.dataset``;
+        of a mixture, that dataset's entry, input size included): the geometry ``evaluate`` scores
+        that dataset with, and ``infer(crop="trained")`` feeds images with."""
+        setting = trained_setting(self.cfg, self.cfg.data.dataset)
+        return self.preprocessor(setting.data, setting.input_size) if setting else self.preprocessor()
+
+    def processor_for(
+        self, height: int, width: int, crop: str = "none", tiles: int | None = None, max_tiles: int = MAX_TILES,
+    ) -> Preprocessor:
+        """How an image of ``height`` x ``width`` pixels is fed to the model: ``crop`` "none", whole
+        (square tiles where the model takes them: ``tiles``, default ``auto_tiles``), or "trained",
+        the checkpoint's ``trained_preprocessor`` (its input crop or KB crop and tiles; ``tiles``
+        overrides the latter). The prediction comes back on the whole image through ``restore``.
+
+        Raises ConfigError for an unknown ``crop`` or tiles for a model of whole frames, DataError
+        (without a file name, which the caller adds) for an image the trained crop does not fit or
+        that needs more than ``max_tiles`` tiles.
+        """
+        if crop not in INFER_CROPS:
+            raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {crop!r}", setting="crop")
+        if tiles not in (None, 1) and not self.takes_tiles:
+            raise ConfigError(f"{self.display_name} takes whole frames: tiles does not apply", setting="tiles")
+        if crop == "none":
+            count = self.tiles_for(height, width, tiles, max_tiles) if self.takes_tiles else 1
+            return Preprocessor.create(self.input_size, None, count, resize=self.resize_mode)
+        processor = self.trained_preprocessor()
+        try:
+            box = processor.crop_box((height, width)) or (0, height, 0, width)
+        except ValueError as exc:  # the KB crop of a frame smaller than it
+            raise DataError(f"{exc} (crop trained); use crop none for this image") from None
+        if box[1] > height or box[3] > width:
+            raise DataError(
+                f"a {width}x{height} image is smaller than the checkpoint's trained input crop (rows {box[0]}:{box[1]}, "
+                f"columns {box[2]}:{box[3]}, data.input_crop); use crop none for this image"
+            )
+        if tiles is not None:
+            processor = replace(processor, tiles=tiles)
+        if self.takes_tiles:
+            self.tiles_for(box[1] - box[0], box[3] - box[2], processor.tiles, max_tiles)
+        return processor
+
     def auto_tiles(self, height: int, width: int) -> int:
         """Square tiles an image of this size is cut into; models that take whole frames: 1."""
         return 1
@@ -341,38 +389,45 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
     def predict_frames(self, batch: FrameBatch, tta: bool = False) -> torch.Tensor:
         """Frames at the input size -> depth at the input size from the features as stored (what
-        evaluation and the feature cache see); flip TTA mirrors whole frames."""
+        evaluation, ``infer`` and the feature cache see alike); flip TTA mirrors whole frames."""
+        return self._predict(batch, tta)[0]
+
+    def _predict(self, batch: FrameBatch, tta: bool) -> tuple[torch.Tensor, Features, Any]:
+        """(depth at the input size, the features, the head's output) of frames at the input size."""
         # a model of whole frames may take another size than its own (a mixture's dataset)
         tiles = batch.images.shape[-1] // self._tile_width if self.takes_tiles else 1
+        # The features rounded to their stored dtype on every road (the cache stores them so), so that
+        # infer, evaluate and training's validation give one number for one frame.
         features = as_float(self.encode_frames(batch))
         flipped = as_float(self.encode_frames(batch.flipped())) if tta else None
-        return self.predict_from_features(features, flipped, tiles)[0]
+        depth, head_output = self.predict_from_features(features, flipped, tiles)
+        return depth, features, head_output
 
     @property
     def _tile_width(self) -> int:
         size = self.input_size
         return size if isinstance(size, int) else size[1]
 
-    def input_shape(self, tiles: int = 1) -> tuple[int, int]:
-        """(H, W) frames are resized to: ``tiles`` square tiles side by side, or the model's own shape."""
-        size = self.input_size
-        return (size, tiles * size) if isinstance(size, int) else size
-
     @staticmethod
     def images_to_tensor(images: Any) -> torch.Tensor:
-        """One image or a batch of one size -> (B, 3, H, W) float in [0, 1]: a path (read as a
-        photo: EXIF orientation applied), a PIL image, an (H, W, 3) or (B, H, W, 3) uint8 array,
-        a (3, H, W) or (B, 3, H, W) tensor (float in [0, 1], or uint8). DataError naming a file
-        that cannot be read; ConfigError for another kind or shape."""
+        """One image or a batch of one size -> (B, 3, H, W) float in [0, 1]: a path or a PIL image
+        (converted by ``io.depth_io.rgb_array`` as a photo: EXIF orientation applied, 16-bit grey
+        scaled to 8 bits), an (H, W, 3) or (B, H, W, 3) uint8 array, or uint16 scaled to 8 bits as a
+        16-bit file is, a (3, H, W) or (B, 3, H, W) tensor (float in [0, 1], or uint8). Every entry
+        point (infer, predict, serve, the transformers pipeline) converts through here, so a file
+        and the same pixels given any other way give one input. DataError naming a file that cannot
+        be read; ConfigError for another kind or shape."""
         if isinstance(images, (str, Path)):
             images = read_rgb(images, photo=True)
         elif isinstance(images, Image.Image):
-            images = np.asarray(images.convert("RGB"))
+            images = rgb_array(images, photo=True)
         if isinstance(images, np.ndarray):
-            if images.dtype != np.uint8 or images.ndim not in (3, 4) or images.shape[-1] != 3:
-                raise ConfigError(f"an image array must be (H, W, 3) or (B, H, W, 3) uint8, got {images.shape} {images.dtype}",
-                                  setting="images")
-            arr = images[None] if images.ndim == 3 else images
+            if images.dtype not in (np.uint8, np.uint16) or images.ndim not in (3, 4) or images.shape[-1] != 3:
+                raise ConfigError(
+                    f"an image array must be (H, W, 3) or (B, H, W, 3), uint16 or uint8, got {images.shape} {images.dtype}",
+                    setting="images")
+            arr = eight_bit(images) if images.dtype == np.uint16 else images
+            arr = arr[None] if arr.ndim == 3 else arr
             return torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
         if isinstance(images, torch.Tensor):
             if images.ndim not in (3, 4) or images.shape[-3] != 3:
@@ -396,10 +451,6 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             )
         return [[c] for c in captions]
 
-    def infer_features(self, batch: FrameBatch) -> Features:
-        """The features ``infer`` runs the head on: by default those of ``encode_frames``, as stored."""
-        return as_float(self.encode_frames(batch))
-
     def infer_outputs(
         self, features: Features, head_output: Any, tiles: int, to_image: Callable[[torch.Tensor], torch.Tensor]
     ) -> dict[str, torch.Tensor]:
@@ -409,28 +460,32 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
     def infer(
         self, images: Any, tta: bool = False, tiles: int | None = None, captions: list[str] | None = None,
-        max_tiles: int = MAX_TILES, intrinsics: Any = None,
+        max_tiles: int = MAX_TILES, intrinsics: Any = None, crop: str = "none",
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Metric depth for RGB images at their own resolution.
 
         ``images``: one image or a batch of one size (``images_to_tensor``: a path, a PIL image, an
-        (H, W, 3) / (B, H, W, 3) uint8 array, a (3, H, W) / (B, 3, H, W) tensor), or a LIST of any
-        of these at any sizes (run in batches of equal size). ``captions``: one per image for
-        models that read them (TR2M), else None. Models that take square tiles cut wide images into
-        ``tiles`` of them (default ``auto_tiles``; more than ``max_tiles`` is a DataError, which
-        bounds the memory one image can take); the others take whole frames. ``tta`` averages in
-        the prediction of the mirrored images. ``intrinsics`` (fx fy cx cy, or a 3x3 matrix K, in
+        (H, W, 3) / (B, H, W, 3) uint8 or uint16 array, a (3, H, W) / (B, 3, H, W) tensor), or a
+        LIST of any of these at any sizes (run in batches of equal size). ``captions``: one per image
+        for models that read them (TR2M), else None. ``crop`` (``processor_for``): "none" feeds the
+        whole image; "trained" applies the checkpoint's trained input geometry (e.g. NYU's input crop
+        [40, 470, 38, 603], KITTI's KB crop, its tiles) as ``evaluate`` does, so that the depth of a
+        dataset frame equals evaluate's. Models that take square tiles cut wide images into ``tiles``
+        of them (default ``auto_tiles``, or the trained ones; more than ``max_tiles`` is a DataError,
+        which bounds the memory one image can take); the others take whole frames. ``tta`` averages
+        in the prediction of the mirrored images. ``intrinsics`` (fx fy cx cy, or a 3x3 matrix K, in
         pixels of the image; for a list, one for all or one per image) add ``points``.
 
-        Returns, for one image or batch, ``depth`` (B, H, W) metres, bilinearly resized
-        (align_corners) from the input size, the model's own outputs (``infer_outputs``) and with
-        intrinsics ``points`` (B, H, W, 3) metres in the camera frame (x right, y down, z
+        Returns, for one image or batch, ``depth`` (B, H, W) metres on the whole image (resized
+        bilinearly, align_corners, to the image or, with a crop, to the crop, the border outside it
+        filled from its edge: ``Preprocessor.restore``), the model's own outputs (``infer_outputs``)
+        and with intrinsics ``points`` (B, H, W, 3) metres in the camera frame (x right, y down, z
         forward); for a list, one such dict per image, each without the batch dimension. Raises
-        ConfigError for missing or unexpected captions, tiles or intrinsics, DataError for an image
-        that cannot be read or is over the tile limit.
+        ConfigError for missing or unexpected captions, tiles, intrinsics or an unknown crop,
+        DataError for an image that cannot be read, is over the tile limit or smaller than the crop.
         """
         if not isinstance(images, (list, tuple)):
-            return self._infer_batch(images, tta, tiles, captions, max_tiles, intrinsics)
+            return self._infer_batch(images, tta, tiles, captions, max_tiles, intrinsics, crop)
         tensors = [self.images_to_tensor(image) for image in images]
         if any(len(t) != 1 for t in tensors):
             raise ConfigError("a list of images takes one image per entry (give a batch without the list)", setting="images")
@@ -444,7 +499,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         results: list[dict[str, torch.Tensor]] = [{} for _ in images]
         for group in sizes.values():  # images of one size in one batch; each its own intrinsics
             out = self._infer_batch(torch.cat([tensors[i] for i in group]), tta, tiles,
-                                    None if captions is None else [captions[i] for i in group], max_tiles)
+                                    None if captions is None else [captions[i] for i in group], max_tiles, crop=crop)
             for row, i in enumerate(group):
                 results[i] = {k: v[row] for k, v in out.items()}
                 if per_image[i] is not None:
@@ -453,28 +508,21 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
     @torch.inference_mode()
     def _infer_batch(
-        self, images: Any, tta: bool, tiles: int | None, captions: list[str] | None, max_tiles: int, intrinsics: Any = None,
+        self, images: Any, tta: bool, tiles: int | None, captions: list[str] | None, max_tiles: int,
+        intrinsics: Any = None, crop: str = "none",
     ) -> dict[str, torch.Tensor]:
         self.eval()
         images = self.images_to_tensor(images).to(self.device)
         lines = self.check_captions(captions, len(images))
         height, width = images.shape[-2:]
-        if self.takes_tiles:
-            tiles = self.tiles_for(height, width, tiles, max_tiles)
-        elif tiles not in (None, 1):
-            raise ConfigError(f"{self.display_name} takes whole frames: tiles does not apply", setting="tiles")
-        else:
-            tiles = 1
-        resized = resize_bilinear(images, self.input_shape(tiles), self.resize_mode).clamp(0, 1)
-        batch = FrameBatch(resized, [f"image{i}" for i in range(len(images))], captions=lines)
-        features = self.infer_features(batch)
-        flipped = self.infer_features(batch.flipped()) if tta else None
-        depth, head_output = self.predict_from_features(features, flipped, tiles)
+        processor = self.processor_for(height, width, crop, tiles, max_tiles)
+        batch = FrameBatch(processor.frames(images), [f"image{i}" for i in range(len(images))], captions=lines)
+        depth, features, head_output = self._predict(batch, tta)
 
         def to_image(x: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(x[:, None].float(), size=(height, width), mode="bilinear", align_corners=True)[:, 0]
+            return processor.restore(x.float(), (height, width))
 
-        out = {"depth": to_image(depth), **self.infer_outputs(features, head_output, tiles, to_image)}
+        out = {"depth": to_image(depth), **self.infer_outputs(features, head_output, processor.tiles, to_image)}
         if intrinsics is not None:
             out["points"] = points_from_depth(out["depth"], as_intrinsics(intrinsics))
         return out
@@ -546,11 +594,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             f"```python\nfrom clipdepth.models import load_model\n\nmodel = load_model(\"{location}\")\n"
             f"out = model.infer(\"photo.jpg\"{captions})  # out[\"depth\"]: (1, H, W) metres\n```\n\n"
             "With transformers (`import clipdepth.hf` registers the model classes):\n\n```python\n"
-            + ("from clipdepth.hf import CaptionedDepthEstimationPipeline\n" if self.uses_captions
-               else "import clipdepth.hf  # noqa: F401  (registers clipdepth's models)\n")
-            + "from transformers import pipeline\n\n"
-            + f"depth = pipeline(\"depth-estimation\", model=\"{location}\""
-            + (", pipeline_class=CaptionedDepthEstimationPipeline" if self.uses_captions else "") + ")\n"
+            "import clipdepth.hf  # noqa: F401  (registers clipdepth's models)\n"
+            "from transformers import pipeline\n\n"
+            f"depth = pipeline(\"depth-estimation\", model=\"{location}\")\n"
             f"result = depth(\"photo.jpg\"{caption})\n"
             "result[\"predicted_depth\"]  # (H, W) metres\n"
             "result[\"depth\"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n"

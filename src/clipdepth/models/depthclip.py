@@ -92,6 +92,7 @@ class DepthCLIP(DepthModel):
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     # The release feeds the 416 x 544 crop unresized (any mode is the identity at that size).
     released_resize = "align_corners"
+    dataset_recipes = {"nyu": "depthclip_nyu"}
     head: DepthCLIPHead
 
     @classmethod
@@ -140,10 +141,6 @@ class DepthCLIP(DepthModel):
 
     def encode_frames(self, batch: FrameBatch) -> Features:
         return {"features": self.encode(batch.images).to(FEATURE_DTYPE)}
-
-    def infer_features(self, batch: FrameBatch) -> Features:
-        """Inference runs the head on the features as computed, not rounded to the stored dtype."""
-        return {"features": self.encode(batch.images)}
 
     def predict_from_features(
         self, features: Features, flipped: Features | None = None, tiles: int = 1

@@ -206,6 +206,7 @@ class LearnedPrompts(DepthModel):
     # The release never resizes inputs (random crops in training, full frames at test); its one
     # interpolation, of the prediction to the GT, is bilinear with align_corners=True.
     released_resize = "align_corners"
+    dataset_recipes = {"nyu": "prompts_nyu", "kitti": "prompts_kitti"}
     encoder: TextEncoder
     head: LearnedPromptsHead
 
@@ -262,10 +263,6 @@ class LearnedPrompts(DepthModel):
 
     def encode_frames(self, batch: FrameBatch) -> Features:
         return {"tokens": self.encode(batch.images).to(FEATURE_DTYPE)}
-
-    def infer_features(self, batch: FrameBatch) -> Features:
-        """Inference runs the head on CLIP's output as computed, not rounded to the stored dtype."""
-        return {"tokens": self.encode(batch.images)}
 
     def depth_at_input(self, depth: torch.Tensor) -> torch.Tensor:
         """(B, h, w) per-location depth -> (B, h * p, w * p) at the input size, bilinear with

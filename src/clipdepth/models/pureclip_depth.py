@@ -142,6 +142,7 @@ class PureCLIPDepth(DepthModel):
     onnx_files = ("model.onnx", "head.onnx", "export.json")
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     released_resize = "linear"  # cv2.resize(..., INTER_LINEAR)
+    dataset_recipes = {"nyu": "pureclip_nyu", "kitti": "pureclip_kitti"}
     encoder: CLIPEncoder
     head: PureCLIPDepthHead
 
@@ -225,11 +226,6 @@ class PureCLIPDepth(DepthModel):
         """Tiles for a frame: the checkpoint's own when it was trained on tiles, else one square
         tile per image height across (a KITTI-shaped frame gets 3)."""
         return self.cfg.data.tiles if self.cfg.data.tiles > 1 else max(1, round(width / height))
-
-    def infer_features(self, batch: FrameBatch) -> Features:
-        """Inference runs the head on CLIP's output as computed, not rounded to the stored dtype."""
-        out = self.encode(split_tiles(batch.images, self.input_size))
-        return {"tokens": out.patch_tokens, "cls": out.cls}
 
     def infer_outputs(self, features: Features, head_output: HeadOutput, tiles: int, to_image) -> dict[str, torch.Tensor]:
         """``uncertainty`` (B, H, W) metres, the spread of each patch's bin distribution (``bin_std``),

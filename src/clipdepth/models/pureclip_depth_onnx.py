@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .base import FEATURE_DTYPE
 
 MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"  # PureCLIPDepth.onnx_files
 INSTALL_HINT = 'pip install -e ".[onnx]" in the clipdepth repository'
@@ -46,7 +47,9 @@ class DepthGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         encoder = self.model.encoder
         out = encoder(encoder.normalize(images))
-        head = self.model.head(out.patch_tokens, out.cls)
+        # The features rounded to their stored half precision and back, as infer runs the head on them.
+        tokens, cls = (x.to(FEATURE_DTYPE).float() for x in (out.patch_tokens, out.cls))
+        head = self.model.head(tokens, cls)
         return self.model.depth_at_input(head), head.probs
 
 

@@ -273,6 +273,7 @@ class TR2M(DepthModel):
     uses_captions = True
     released_precision = "fp32"  # the released evaluation runs its encoders in fp32
     released_resize = "align_corners"  # F.interpolate(..., "bilinear", align_corners=True)
+    dataset_recipes = {"nyu": "tr2m_nyu", "kitti": "tr2m_kitti"}
     encoder: TR2MEncoders
     head: TR2MHead
 

@@ -25,7 +25,7 @@ from ..io.intrinsics import CameraSources
 from ..io.predictions import write_prediction
 from ..models import load_model, model_class, predicts_from_images
 from ..models.base import (
-    CONFIG_NAME, MAX_TILES, WEIGHTS_NAME, DepthModel, check_inference_overrides, checkpoint_folder, read_checkpoint_meta,
+    CONFIG_NAME, INFER_CROPS, MAX_TILES, WEIGHTS_NAME, DepthModel, check_inference_overrides, checkpoint_folder, read_checkpoint_meta,
 )
 from .view3d import write_view_glb
 
@@ -171,14 +171,16 @@ class DepthService:
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
     and kept; the newest ``keep`` results are kept, older result folders are removed.
 
-    Limits, each a DataError naming the upload before the model runs: ``max_upload_bytes`` of file,
+    ``crop`` is what each upload feeds the model (``DepthModel.processor_for``: "none", the whole
+    image; "trained", the checkpoint's trained input crop and tiles). Limits, each a DataError
+    naming the upload before the model runs: ``max_upload_bytes`` of file,
     ``max_pixels`` (from the image header, before decoding) and ``max_tiles`` square tiles.
     ``overrides`` point frozen parts elsewhere (``load_model``); ConfigError here, before any
     request, for one that is not ``KEY=VALUE`` or would change a trained setting.
     """
 
     def __init__(
-        self, checkpoints: Sequence[Checkpoint], workdir: str | os.PathLike, *, tta: bool = False,
+        self, checkpoints: Sequence[Checkpoint], workdir: str | os.PathLike, *, tta: bool = False, crop: str = "none",
         keep: int = KEEP_RESULTS, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PHOTO_PIXELS,
         max_tiles: int = MAX_TILES, overrides: Sequence[str] = (),
     ) -> None:
@@ -187,11 +189,13 @@ class DepthService:
         if keep < 1:
             raise ConfigError(f"keep must be at least 1 (the result shown), got {keep}", setting="keep")
         check_inference_overrides(overrides)
+        if crop not in INFER_CROPS:
+            raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {crop!r}", setting="crop")
         self.checkpoints = {c.label: c for c in checkpoints}
         self.workdir = Path(workdir)
         self.results_root = self.workdir / "results"
         self.results_root.mkdir(parents=True, exist_ok=True)
-        self.tta, self.keep, self.overrides = tta, keep, list(overrides)
+        self.tta, self.crop, self.keep, self.overrides = tta, crop, keep, list(overrides)
         self.max_upload_bytes, self.max_pixels, self.max_tiles = max_upload_bytes, max_pixels, max_tiles
         self._models: dict[str, DepthModel] = {}
         self._results: OrderedDict[Path, None] = OrderedDict()
@@ -259,10 +263,11 @@ class DepthService:
             start = time.perf_counter()
             model = self.model(label)
             try:
-                model.tiles_for(*rgb.shape[:2], max_tiles=self.max_tiles)
-            except DataError as exc:  # the tile limit knows no file
+                model.processor_for(*rgb.shape[:2], self.crop, max_tiles=self.max_tiles)
+            except DataError as exc:  # the tile limit and the crop know no file
                 raise DataError(f"{name}: {exc}") from None
-            result = model.infer(np.ascontiguousarray(rgb), tta=self.tta, captions=captions, max_tiles=self.max_tiles)
+            result = model.infer(np.ascontiguousarray(rgb), tta=self.tta, captions=captions, max_tiles=self.max_tiles,
+                                 crop=self.crop)
             depth = result["depth"][0].float().cpu().numpy()
             spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
             seconds = time.perf_counter() - start
