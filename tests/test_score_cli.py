@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from clipdepth.cli.main import main
+from clipdepth.evaluation.protocol import PROTOCOLS
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "rgbd-samples"
 # dataset -> (GT glob, protocol, PNG scale, max depth, evaluation crop written out by hand for the
@@ -16,7 +17,8 @@ DATASETS = {
     "nyu": ("nyu/sync_depth_*.png", "nyu", 1000, 10.0, np.s_[45:471, 41:601]),
     "kitti": ("kitti/depth/*.png", "kitti", 256, 80.0, np.s_[153:371, 44:1197]),
 }
-JSON_KEYS = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3", "n_images"]
+JSON_KEYS = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3", "n_images",
+             "n_predictions_without_gt", "n_gt_without_prediction"]
 
 
 def copy_gt(dataset, tmp_path):
@@ -162,8 +164,10 @@ def test_error_unmatched_stem(capsys, tmp_path):
     write_scaled_predictions(gt_files, "nyu", tmp_path, "npy")
     (tmp_path / "pred" / f"{gt_files[1].stem}.npy").unlink()
     np.save(tmp_path / "pred" / "zzz_extra.npy", np.ones((480, 640)))
-    # Sorted by stem, the first unmatched file is the GT whose prediction was removed.
-    assert_one_line_error(*run_pair(capsys, tmp_path, "nyu"), gt_files[1], "unmatched files: 2")
+    assert_one_line_error(
+        *run_pair(capsys, tmp_path, "nyu"), f"1 prediction without ground truth ({tmp_path / 'pred' / 'zzz_extra.npy'})",
+        f"1 ground-truth map without a prediction ({gt_files[1]})", "--allow-missing",
+    )
 
 
 def test_error_size_mismatch_that_is_not_a_resize(capsys, tmp_path):
@@ -211,3 +215,130 @@ def test_predict_side_outputs_are_not_predictions(tmp_path):
     for stem in ("a", "a_color", "a_side", "a_uncertainty", "b_side"):
         Image.fromarray(np.ones((2, 2), np.uint16)).save(tmp_path / f"{stem}.png")
     assert sorted(depth_files(tmp_path, "predictions")) == ["a", "b_side"]
+
+
+def test_one_missing_prediction_is_counted_once_beside_nyus_images(capsys, tmp_path):
+    """A prepared NYU folder holds rgb_N.png images beside sync_depth_N.png maps. With predictions named
+    after the maps and one missing, that one is the only file without a partner: the images are no
+    ground truth (they were counted, "unmatched files: 5", and the first image named)."""
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+    for i in range(4):
+        Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "gt" / f"rgb_{i:05d}.png")
+        Image.fromarray(np.full((6, 8), 2000, np.uint16)).save(tmp_path / "gt" / f"sync_depth_{i:05d}.png")
+        if i != 2:
+            np.save(tmp_path / "pred" / f"sync_depth_{i:05d}.npy", np.full((6, 8), 2.0, np.float32))
+    rc, err = run_pair(capsys, tmp_path)
+    missing = tmp_path / "gt" / "sync_depth_00002.png"
+    assert_one_line_error(rc, err, f"1 ground-truth map without a prediction ({missing})", "the 3 matched pairs",
+                          "--allow-missing")
+    assert "rgb_" not in err and "prediction without" not in err
+
+
+def test_files_without_a_partner_are_counted_per_side(capsys, tmp_path):
+    synthetic_pair(tmp_path)
+    for stem in ("b", "c"):
+        np.save(tmp_path / "pred" / f"{stem}.npy", np.full((6, 8), 2.0))
+    np.save(tmp_path / "gt" / "d.npy", np.full((6, 8), 2.0))
+    assert_one_line_error(
+        *run_pair(capsys, tmp_path), f"2 predictions without ground truth (first: {tmp_path / 'pred' / 'b.npy'}), "
+        f"1 ground-truth map without a prediction ({tmp_path / 'gt' / 'd.npy'})",
+        "the 1 matched pairs only (--allow-missing)",
+    )
+
+
+def write_npy_folder(folder, maps):
+    folder.mkdir(parents=True)
+    for stem, depth in maps.items():
+        np.save(folder / f"{stem}.npy", np.asarray(depth, np.float32))
+
+
+def test_allow_missing_scores_exactly_the_matched_pairs(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    gt = {stem: rng.uniform(0.5, 9.0, (6, 8)) for stem in "abc"}
+    pred = {stem: rng.uniform(0.5, 9.0, (6, 8)) for stem in "abe"}
+    write_npy_folder(tmp_path / "gt", gt)
+    write_npy_folder(tmp_path / "pred", {s: pred[s] for s in "abe"})  # c has no prediction, e no GT
+    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", "synthetic_indoor",
+                         "--json", tmp_path / "result.json", "--allow-missing")
+    assert rc == 0, err
+    result = json.loads((tmp_path / "result.json").read_text())
+    both = tmp_path / "both"
+    write_npy_folder(both / "gt", {s: gt[s] for s in "ab"})  # a folder of only the matched pairs
+    write_npy_folder(both / "pred", {s: pred[s] for s in "ab"})
+    alone = score(capsys, both, "synthetic_indoor")
+    assert result["n_images"] == 2
+    assert {k: v for k, v in result.items() if not k.endswith(("_gt", "_prediction"))} == \
+        {k: v for k, v in alone.items() if not k.endswith(("_gt", "_prediction"))}
+    assert (result["n_predictions_without_gt"], result["n_gt_without_prediction"]) == (1, 1)
+    assert (alone["n_predictions_without_gt"], alone["n_gt_without_prediction"]) == (0, 0)
+    # scored, and said on stderr: each side's count and file
+    assert (f"left out 1 prediction without ground truth ({tmp_path / 'pred' / 'e.npy'}), 1 ground-truth map "
+            f"without a prediction ({tmp_path / 'gt' / 'c.npy'}); scored the 2 matched pairs (--allow-missing)") in err
+
+
+# Two hand-made images: GT 2 m and 4 m; predictions 2.25 m and 3 m (millimetres 2250 and 3000, exact
+# in float32 after / 1000). Per image AbsRel 0.125 and 0.25, SqRel 0.03125 and 0.25, RMSE 0.25 and
+# 1, d1 1 and 0 (4 / 3 > 1.25), d2 1 and 1.
+HAND_GT = {"a": 2.0, "b": 4.0}
+HAND_PRED_MM = {"a": 2250, "b": 3000}
+HAND_METRICS = {"abs_rel": 0.1875, "sq_rel": 0.140625, "rmse": 0.625, "d1": 0.5, "d2": 1.0, "d3": 1.0, "n_images": 2}
+
+
+@pytest.mark.parametrize(("fmt", "protocol", "read_scale"), [
+    ("npy", "synthetic_indoor", 1),  # millimetres in a .npy, taken as metres
+    ("png", "synthetic_outdoor", 256),  # a PNG without a declared scale, at the protocol's GT scale
+])
+def test_millimetre_predictions_are_refused_until_their_scale_is_given(capsys, tmp_path, fmt, protocol, read_scale):
+    write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
+    (tmp_path / "pred").mkdir()
+    for stem, mm in HAND_PRED_MM.items():
+        if fmt == "npy":
+            np.save(tmp_path / "pred" / f"{stem}.npy", np.full((4, 6), mm, np.float32))
+        else:
+            Image.fromarray(np.full((4, 6), mm, np.uint16)).save(tmp_path / "pred" / f"{stem}.png")
+    json_path = tmp_path / "result.json"
+    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", protocol,
+                         "--json", json_path)
+    read_as = "read as metres" if read_scale == 1 else f"read at {read_scale} values per metre"
+    assert_one_line_error(rc, err, tmp_path / "pred" / f"a.{fmt}", f"look like millimetres {read_as}",
+                          "2 of 2 predictions", "pred_scale 1000", f"or pred_scale {read_scale} to take",
+                          "(--pred-scale)")
+    assert not json_path.exists()  # nothing written from values in the wrong unit
+
+    # a given scale states the unit, so nothing is guessed: the scale they were read at scores them as read
+    mm_as_read = {s: np.float32(mm) / np.float32(read_scale) for s, mm in HAND_PRED_MM.items()}
+    result = score(capsys, tmp_path, protocol, "--overwrite", "--pred-scale", str(read_scale))
+    cap = PROTOCOLS[protocol].max_depth
+    expected = np.mean([abs(min(mm_as_read[s], cap) - g) / g for s, g in HAND_GT.items()])
+    assert result["abs_rel"] == pytest.approx(expected)
+
+    result = score(capsys, tmp_path, protocol, "--overwrite", "--pred-scale", "1000")
+    for name, value in HAND_METRICS.items():
+        assert result[name] == value, name
+    metres = tmp_path / "metres"
+    write_npy_folder(metres / "pred", {s: np.full((4, 6), mm / np.float32(1000)) for s, mm in HAND_PRED_MM.items()})
+    shutil.copytree(tmp_path / "gt", metres / "gt")
+    assert score(capsys, metres, protocol) == result  # the same numbers as predictions in metres
+
+
+def test_analyze_refuses_millimetre_predictions_too(capsys, tmp_path):
+    write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
+    write_npy_folder(tmp_path / "pred", {s: np.full((4, 6), mm) for s, mm in HAND_PRED_MM.items()})
+    out = tmp_path / "analysis"
+    rc = main(["analyze", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol",
+               "synthetic_indoor", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert_one_line_error(rc, err, tmp_path / "pred" / "a.npy", "look like millimetres", "--pred-scale")
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(("ratio", "read_scale", "unit"), [
+    (1.9, 1.0, None), (0.6, 1.0, None), (8.0, 1.0, None),  # a poor model, in metres
+    (1125.0, 1.0, 1000.0), (750.0, 1.0, 1000.0), (110.0, 1.0, 100.0), (5000.0, 1.0, 1000.0),  # .npy
+    (1000 / 256, 256.0, 1000.0), (0.1, 1000.0, 100.0), (2.1, 256.0, None),  # PNGs read at the protocol's scale
+])
+def test_unit_mismatch(ratio, read_scale, unit):
+    from clipdepth.evaluation.saved import unit_mismatch
+
+    assert unit_mismatch(ratio, read_scale) == unit

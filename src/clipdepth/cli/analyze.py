@@ -31,7 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of ground truth (.png or .npy)")
     parser.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="depth caps, crop and GT scale")
     parser.add_argument(
-        "--pred-scale", type=positive_float, metavar="S", help="PNG predictions: metres = value / S (default: the protocol's GT scale)"
+        "--pred-scale", type=positive_float, metavar="S",
+        help="predictions that declare no scale (.npy, PNGs without one): metres = value / S (default: .npy in "
+        "metres, PNGs at the scale they declare, else the protocol's GT scale)",
     )
     parser.add_argument(
         "--gt-scale", type=positive_float, metavar="S", help="PNG ground truth: metres = value / S (default: the protocol's GT scale)"

@@ -5,25 +5,29 @@ What ``clipdepth score`` and ``clipdepth analyze`` read, usable from Python too:
 - ``depth_files``: a folder's depth maps by stem, ``.npy`` (metres) preferred over a ``.png`` of
   the same stem; ``clipdepth predict``'s other outputs beside a map (``<stem>_color.png``,
   ``<stem>_uncertainty.png|npy``) are skipped, so its folder scores as it is.
-- ``match_by_stem``: prediction/GT pairs by stem, also across NYU's own naming (an image
-  ``rgb_00001`` against ``sync_depth_00001``).
+- ``match_files``: prediction/GT pairs by stem, also across NYU's own naming (an image
+  ``rgb_00001`` against ``sync_depth_00001``), and each side's files without a partner.
 - ``SavedPairs``: each pair read (PNG scales as the files declare them, ground truth in a
-  dataset's own format with ``gt_format``) and the prediction put on the GT frame.
+  dataset's own format with ``gt_format``), the prediction put on the GT frame, and a
+  prediction whose unit was assumed (no ``pred_scale``, none declared) refused when its values
+  look like another unit (millimetres read as metres).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..io.depth_io import read_depth
-from .protocol import KB_CROP_SHAPE, Protocol, kb_crop_paste
+from ..io.depth_io import SCALE_TEXT_KEY, UINT16_DEPTH_MODES, read_depth
+from .protocol import KB_CROP_SHAPE, Protocol, kb_crop_paste, valid_mask
 
 DEPTH_SUFFIXES = (".npy", ".png")  # in order of preference for one stem
 SIDE_OUTPUTS = ("_color", "_side", "_uncertainty")  # `clipdepth predict` writes these beside <stem>.png
@@ -33,6 +37,8 @@ ASPECT_TOLERANCE = 0.02
 # Ground truth decoded the way a dataset stores it: `score --gt-format NAME`.
 GT_FORMATS = ("nyu", "kitti", "sun_rgbd", "tum", "ibims", "diode", "hypersim")
 GT_FORMAT_SUFFIXES = {"diode": (".npy",), "hypersim": (".hdf5", ".h5")}  # the others: 16-bit PNGs
+# Units depth files come in, as values per metre (docs/protocol.md, "Caps and units").
+UNIT_SCALES = {1.0: "metres", 100.0: "centimetres", 256.0: "1/256 m (KITTI's PNG unit)", 1000.0: "millimetres"}
 
 
 def gt_reader(gt_format: str) -> Callable[[Path], np.ndarray]:
@@ -78,26 +84,67 @@ def _by_nyu_number(files: dict[str, Path], prefix: str) -> dict[str, Path]:
     return {stem[len(prefix):]: path for stem, path in files.items() if stem.startswith(prefix)}
 
 
-def match_by_stem(
-    pred_dir: Path, gt_dir: Path, gt_format: str | None = None
-) -> list[tuple[Path, Path]]:
+def _is_image(path: Path) -> bool:
+    """A PNG that is no depth map (not 16-bit single-channel), as NYU's ``rgb_N.png`` beside its
+    ``sync_depth_N.png``: without a partner it is nothing missing. False for an unreadable file,
+    which is then named."""
+    if path.suffix.lower() != ".png":
+        return False
+    try:
+        with Image.open(path) as image:
+            return image.mode not in UINT16_DEPTH_MODES
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+@dataclass
+class Matched:
+    """The (prediction, GT) pairs of two folders and each side's depth maps without a partner."""
+
+    pairs: list[tuple[Path, Path]]
+    preds_alone: list[Path]  # predictions without ground truth
+    gts_alone: list[Path]  # ground-truth maps without a prediction
+
+    def unpaired(self) -> str:
+        """Each side's files without a partner, counted, the first one named; "" when all pair up."""
+        sides = ((self.preds_alone, "prediction", "without ground truth"),
+                 (self.gts_alone, "ground-truth map", "without a prediction"))
+        return ", ".join(
+            f"{len(files)} {noun}{'s' * (len(files) > 1)} {without} ({'first: ' * (len(files) > 1)}{files[0]})"
+            for files, noun, without in sides if files
+        )
+
+
+def match_files(pred_dir: Path, gt_dir: Path, gt_format: str | None = None, allow_missing: bool = False) -> Matched:
     """(prediction, GT) pairs with the same stem, or NYU's ``rgb_N`` predictions against the
-    ``sync_depth_N`` maps of a GT folder (which may hold the ``rgb_N`` images too). DataError naming
-    the first file without a partner."""
+    ``sync_depth_N`` maps of a GT folder (which may hold the ``rgb_N`` images too), sorted by stem.
+
+    Files without a partner are counted per side; GT-side PNGs that are no depth map (8-bit images)
+    are not counted. DataError when some file has no partner, unless ``allow_missing`` (then the
+    pairs are what is scored), and when no file has one."""
     preds = depth_files(pred_dir, "predictions")
     gts = depth_files(gt_dir, "gt", GT_FORMAT_SUFFIXES.get(gt_format or "", DEPTH_SUFFIXES))
     # NYU's folders hold rgb_N images (so the predictions are named rgb_N) beside sync_depth_N maps
     nyu_preds, nyu_gts = _by_nyu_number(preds, NYU_NAMES[0]), _by_nyu_number(gts, NYU_NAMES[1])
     if nyu_gts and nyu_preds and len(nyu_preds) == len(preds):
         preds, gts = nyu_preds, nyu_gts
-    unmatched = sorted(
-        [(stem, path, gt_dir) for stem, path in preds.items() if stem not in gts]
-        + [(stem, path, pred_dir) for stem, path in gts.items() if stem not in preds]
+    matched = Matched(
+        [(preds[stem], gts[stem]) for stem in sorted(preds) if stem in gts],
+        [preds[stem] for stem in sorted(preds) if stem not in gts],
+        [gts[stem] for stem in sorted(gts) if stem not in preds and not _is_image(gts[stem])],
     )
-    if unmatched:
-        stem, path, other_dir = unmatched[0]
-        raise DataError(f"{path}: no file with stem {stem!r} in {other_dir} (unmatched files: {len(unmatched)})")
-    return [(preds[stem], gts[stem]) for stem in sorted(preds)]
+    if not matched.pairs:
+        raise DataError(f"no prediction in {pred_dir} has a ground-truth map of the same file stem in {gt_dir}: "
+                        f"{matched.unpaired()}")
+    if matched.unpaired() and not allow_missing:
+        raise DataError(f"{pred_dir} and {gt_dir} do not pair up by file stem: {matched.unpaired()}; add the "
+                        f"missing files, or score the {len(matched.pairs)} matched pairs only", setting="allow_missing")
+    return matched
+
+
+def match_by_stem(pred_dir: Path, gt_dir: Path, gt_format: str | None = None) -> list[tuple[Path, Path]]:
+    """``match_files``' pairs, refusing any depth map without a partner (``clipdepth analyze``)."""
+    return match_files(pred_dir, gt_dir, gt_format).pairs
 
 
 @contextlib.contextmanager
@@ -125,15 +172,55 @@ def to_gt_frame(pred: np.ndarray, pred_path: Path, gt_shape: tuple[int, int], kb
     return pred
 
 
+def _declares_scale(path: Path) -> bool:
+    """Whether a depth PNG states its values per metre (clipdepth writes it before the pixels)."""
+    with Image.open(path) as image:
+        return SCALE_TEXT_KEY in image.info
+
+
+def unit_mismatch(ratio: float, read_scale: float) -> float | None:
+    """The values per metre (``UNIT_SCALES``) a prediction read at ``read_scale`` seems to be in,
+    from ``ratio``: its median over the valid pixels / the GT's there; None when it looks like the
+    unit it was read in. Within 2x of the GT a model may simply be poor; beyond, the ratio must be
+    near another unit's (within 1.5x), or beyond 10x, which no metric model in the right unit is."""
+    off = abs(math.log(ratio))
+    if off < math.log(2):
+        return None
+    implied = ratio * read_scale  # the values per metre that would bring the medians together
+    unit = min(UNIT_SCALES, key=lambda scale: abs(math.log(implied / scale)))
+    near = abs(math.log(implied / unit)) < math.log(1.5)
+    return unit if unit != read_scale and (near or off >= math.log(10)) else None
+
+
+def _median_ratio(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> float | None:
+    """median(pred) / median(gt) over the protocol's valid pixels (positive finite predictions);
+    None without such pixels. A smaller prediction is sampled at the nearest pixel of the resize's
+    grid (align_corners=True): enough for a median."""
+    mask = valid_mask(gt, protocol)
+    rows = np.rint(np.linspace(0, pred.shape[0] - 1, gt.shape[0])).astype(int)
+    cols = np.rint(np.linspace(0, pred.shape[1] - 1, gt.shape[1])).astype(int)
+    values = pred[np.ix_(rows, cols)][mask]
+    values = values[np.isfinite(values) & (values > 0)]
+    return float(np.median(values) / np.median(gt[mask])) if values.size else None
+
+
 @dataclass
 class SavedPairs:
     """Iterate (prediction on the GT frame, GT, GT path) over matched files.
 
-    PNGs are read with the scale they declare (clipdepth writes it); otherwise with ``pred_scale``
-    / ``gt_scale``, or the protocol's GT scale when those are None. A scale given explicitly
-    that contradicts a file's declared one is a DataError. ``gt_format`` reads GT as a dataset
-    stores it (``GT_FORMATS``) instead. After iterating, ``beyond_cap_fraction`` is the share of
-    positive GT values at or above the protocol's cap: most of them there means a wrong format.
+    Predictions are read in metres: a PNG with the scale it declares (clipdepth writes it), else
+    value / ``pred_scale``, which also divides ``.npy`` files (metres when None); PNGs that declare
+    none fall back to the protocol's GT scale. Ground truth likewise with ``gt_scale``. A scale given
+    explicitly that contradicts a file's declared one is a DataError. ``gt_format`` reads GT as a
+    dataset stores it (``GT_FORMATS``) instead.
+
+    Where a prediction's unit was assumed (no ``pred_scale``, none declared), ``check_units`` compares
+    its median with the GT's over the valid pixels (``unit_mismatch``): values that look like another
+    unit (millimetres read as metres, which the protocol would clamp to its cap) make the iteration
+    end in a DataError naming the first such file and how many there are, with the ``pred_scale`` to
+    give; an explicit ``pred_scale`` is the way through. Off for relative depth (median scaling).
+    After iterating, ``beyond_cap_fraction`` is the share of positive GT values at or above the
+    protocol's cap: most of them there means a wrong format.
     """
 
     pairs: list[tuple[Path, Path]]
@@ -143,6 +230,7 @@ class SavedPairs:
     kb_crop: bool = False
     gt_format: str | None = None
     desc: str = "reading"
+    check_units: bool = True
     n_positive: int = 0
     n_beyond_cap: int = 0
     n_bad_predictions: int = 0  # predictions holding NaN, inf or values <= 0, which the protocol clamps
@@ -153,17 +241,48 @@ class SavedPairs:
         scale = self.protocol.gt_scale if self.gt_scale is None else self.gt_scale
         return read_depth(path, scale, strict_scale=self.gt_scale is not None)
 
+    def _read_prediction(self, path: Path) -> tuple[np.ndarray, float | None]:
+        """The prediction in metres, and the values per metre it was read at where that was assumed
+        (no ``pred_scale``, none declared), else None."""
+        given = self.pred_scale is not None
+        if path.suffix.lower() == ".npy":  # metres unless pred_scale says otherwise
+            depth = read_depth(path, 1.0, prediction=True)
+            return (depth / np.float32(self.pred_scale), None) if given else (depth, 1.0)
+        scale = self.pred_scale if given else self.protocol.gt_scale
+        depth = read_depth(path, scale, prediction=True, strict_scale=given)
+        return depth, None if given or _declares_scale(path) else scale
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray, Path]]:
-        pred_scale = self.protocol.gt_scale if self.pred_scale is None else self.pred_scale
+        other_units: list[tuple[Path, float, float, float]] = []  # (prediction, unit, ratio, scale read at)
         for pred_path, gt_path in tqdm(self.pairs, desc=self.desc, unit="image", file=sys.stderr, disable=None, leave=False):
             gt = self._read_gt(gt_path)
             positive = gt[np.isfinite(gt) & (gt > 0)]
             self.n_positive += positive.size
             self.n_beyond_cap += int(np.count_nonzero(positive >= self.protocol.max_depth))
-            pred = read_depth(pred_path, pred_scale, prediction=True, strict_scale=self.pred_scale is not None)
+            pred, assumed_scale = self._read_prediction(pred_path)
             with np.errstate(invalid="ignore"):
                 self.n_bad_predictions += bool(not np.all(np.isfinite(pred)) or np.any(pred <= 0))
-            yield to_gt_frame(pred, pred_path, gt.shape, self.kb_crop), gt, gt_path
+            pred = to_gt_frame(pred, pred_path, gt.shape, self.kb_crop)
+            if self.check_units and assumed_scale is not None:
+                with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
+                    ratio = _median_ratio(pred, gt, self.protocol)
+                unit = None if ratio is None else unit_mismatch(ratio, assumed_scale)
+                if unit is not None:
+                    other_units.append((pred_path, unit, ratio, assumed_scale))
+            yield pred, gt, gt_path
+        if other_units:
+            raise DataError(self._unit_refusal(other_units), setting="pred_scale")
+
+    def _unit_refusal(self, other_units: list[tuple[Path, float, float, float]]) -> str:
+        path, unit, ratio, read_scale = other_units[0]
+        read_as = "read as metres" if read_scale == 1 else f"read at {read_scale:g} values per metre"
+        times = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+        return (
+            f"{path}: its values look like {UNIT_SCALES[unit]} {read_as}, its median over the valid pixels "
+            f"being {times} times the ground truth's ({len(other_units)} of {len(self.pairs)} predictions look "
+            f"like another unit); score them with pred_scale {unit:g} (metres = value / {unit:g}), or pred_scale "
+            f"{read_scale:g} to take the values as read"
+        )
 
     @property
     def beyond_cap_fraction(self) -> float:
@@ -193,33 +312,43 @@ class SavedPairs:
 class SavedScore:
     metrics: dict[str, float]  # the protocol's nine metrics (means over images) and n_images
     n_skipped: int  # ground-truth maps without a valid pixel
-    # lines for the user by the setting they are about: gt_format (GT mostly beyond the cap),
-    # predictions (values the protocol clamps)
+    # lines for the user by the setting they are about: allow_missing (files left out), gt_format
+    # (GT mostly beyond the cap), predictions (values the protocol clamps)
     warnings: dict[str, str]
+    n_predictions_without_gt: int  # left out with allow_missing
+    n_gt_without_prediction: int
 
 
 def score_saved(
     predictions: Path, gt: Path, protocol: Protocol, *, pred_scale: float | None = None, gt_scale: float | None = None,
-    kb_crop: bool = False, gt_format: str | None = None, median_scaling: bool = False,
+    kb_crop: bool = False, gt_format: str | None = None, median_scaling: bool = False, allow_missing: bool = False,
 ) -> SavedScore:
-    """Score the depth maps of folder ``predictions`` against those of ``gt`` matched by stem:
-    each prediction read (``SavedPairs``), post-processed and scored per image under ``protocol``
-    (``median_scaling`` only for relative-depth models), then averaged over images. DataError for
-    missing or unmatched folders, or when no ground-truth map has a valid pixel."""
+    """Score the depth maps of folder ``predictions`` against those of ``gt`` matched by stem
+    (``match_files``): each prediction read (``SavedPairs``), post-processed and scored per image
+    under ``protocol`` (``median_scaling`` only for relative-depth models), then averaged over images.
+
+    DataError for missing folders, files without a partner (unless ``allow_missing``: then the
+    matched pairs are scored and the others counted, per side, in the result), predictions whose
+    values look like another unit than the one assumed (``SavedPairs``; give ``pred_scale``), or
+    when no ground-truth map has a valid pixel."""
     from .metrics import METRIC_NAMES, MetricAccumulator
     from .protocol import score_pair
 
-    pairs = match_by_stem(predictions, gt, gt_format=gt_format)
-    saved = SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring")
+    matched = match_files(predictions, gt, gt_format, allow_missing)
+    saved = SavedPairs(matched.pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring",
+                       check_units=not median_scaling)  # a relative model's values have no unit
     accumulator = MetricAccumulator()
     for pred, gt_map, gt_path in saved:
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             score_pair(pred, gt_map, protocol, median_scaling=median_scaling, accumulator=accumulator)
-    warnings = {k: w for k, w in (("gt_format", saved.range_warning()), ("predictions", saved.prediction_warning())) if w}
+    unpaired = matched.unpaired()
+    left_out = unpaired and f"warning: left out {unpaired}; scored the {len(matched.pairs)} matched pairs"
+    warnings = {k: w for k, w in (("allow_missing", left_out), ("gt_format", saved.range_warning()),
+                                  ("predictions", saved.prediction_warning())) if w}
     if accumulator.n_images == 0:
         beyond = warnings.get("gt_format", "").removeprefix("warning: ")
-        raise DataError(f"{gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol "
+        raise DataError(f"{gt}: none of the {len(matched.pairs)} ground-truth maps has a valid pixel under protocol "
                         f"{protocol.name}{'; ' + beyond if beyond else ''}", setting="gt_format" if beyond else None)
     # The protocol's nine and the image count; abs_diff is no protocol metric.
     metrics = {k: v for k, v in accumulator.mean().items() if k in (*METRIC_NAMES, "n_images")}
-    return SavedScore(metrics, accumulator.n_skipped, warnings)
+    return SavedScore(metrics, accumulator.n_skipped, warnings, len(matched.preds_alone), len(matched.gts_alone))
