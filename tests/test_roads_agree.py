@@ -64,9 +64,19 @@ def test_predict_with_the_trained_crop_then_score_equals_evaluate(rgbd_samples, 
     for metric in METRIC_NAMES:
         assert scored[metric] == pytest.approx(evaluated[metric], abs=1e-6), metric
 
-    # Python and the pipeline: the same maps as predict wrote
+    from clipdepth.evaluation.benchmark import run_benchmark
+
+    benchmarked = run_benchmark("pureclip-nyu", nyu_head, data=[f"nyu.root={rgbd_samples}", f"nyu.test_list={nyu_list}"],
+                                tta=tta, out=tmp_path / "bench").evaluations[0].summary
+    for metric in METRIC_NAMES:
+        assert benchmarked[metric] == evaluated[metric], metric
+
+    # Python, the pipeline and the web demo's service: the same maps as predict wrote
+    from clipdepth.serve import DepthService, find_checkpoints
+
     model = load_model(nyu_head)
     pipe = transformers.pipeline("depth-estimation", model=str(nyu_head))
+    service = DepthService(find_checkpoints([str(nyu_head)])[0], tmp_path / "serve", tta=tta, crop="trained")
     for image in images[:2]:
         written = np.load(tmp_path / "pred" / f"{image.rsplit('/', 1)[1].rsplit('.', 1)[0]}.npy")
         inferred = model.infer(image, crop="trained", tta=tta)["depth"][0].numpy()
@@ -74,6 +84,8 @@ def test_predict_with_the_trained_crop_then_score_equals_evaluate(rgbd_samples, 
         if not tta:
             piped = pipe(image, crop="trained")["predicted_depth"].numpy()
             np.testing.assert_allclose(piped, written, atol=1e-6, rtol=0)
+        served = service.predict(image, str(nyu_head)).depth
+        np.testing.assert_allclose(served, written, atol=1e-6, rtol=0)
 
 
 def test_the_whole_frame_differs_from_the_trained_crop_and_predict_says_so(rgbd_samples, nyu_head, tmp_path, capsys):
