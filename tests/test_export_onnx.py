@@ -14,13 +14,16 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+import onnx
 import onnxruntime as ort
+from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
 from clipdepth.cli import export as export_cli
+from clipdepth.cli.main import main
 from clipdepth.errors import ConfigError
-from clipdepth.models.pureclip_depth_onnx import check_onnx, require_onnx
-from clipdepth.models import load_model
+from clipdepth.models import load_model, pureclip_depth_onnx
 from clipdepth.models.pureclip_depth import PureCLIPDepth
+from clipdepth.models.pureclip_depth_onnx import check_onnx, require_onnx
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -36,10 +39,22 @@ def checkpoint(tiny_cfg, tmp_path: Path) -> Path:
 
 def test_export_onnx_cli_matches_pytorch(checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "onnx"
-    args = _parse(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", "18"])
+    (out / "notes").mkdir(parents=True)  # the user's, beside the export
+    args = _parse(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", "20"])
     assert args.func(args) == 0
-    assert "max abs difference" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "max abs difference" in printed
+    files = ["model.onnx.data", "model.onnx", "head.onnx.data", "head.onnx", "export.json"]
+    assert f"wrote {', '.join(files)} to {out} (opset 20)" in printed
     report = json.loads((out / "export.json").read_text())
+    # export.json lists every file written, and nothing else is there (no temporary left)
+    assert report["files"] == files and sorted(p.name for p in out.iterdir()) == sorted([*files, "notes"])
+    for graph, name in (("model", "model.onnx"), ("head", "head.onnx")):
+        proto = onnx.load(str(out / name), load_external_data=False)
+        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [report["opset"]] == [20]
+        locations = {ExternalDataInfo(t).location for t in proto.graph.initializer if uses_external_data(t)}
+        assert locations == {f"{name}.data"} and report[graph]["external_data"] == [f"{name}.data"]
+        assert report[graph]["path"] == str(out / name)
     assert report["model"]["max_abs_diff"] < 1e-4
     assert report["head"]["max_abs_diff"] < 1e-4
     assert report["model"]["max_abs_diff_vs_predict"] < 1e-6
@@ -71,3 +86,43 @@ def test_missing_onnxruntime_is_one_line_error(monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r'pip install -e "\.\[onnx\]" in the clipdepth repository') as info:
         require_onnx()
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("opset", ["13", "17", "99"])
+def test_an_opset_the_exporter_or_onnxruntime_cannot_do_is_one_line_before_any_work(checkpoint, tmp_path, capsys, opset):
+    # torch's exporter writes opset 18 and converts from there (not below), up to what onnxscript,
+    # onnx and onnxruntime know
+    out = tmp_path / "onnx"
+    assert main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", opset]) == 2
+    opsets = pureclip_depth_onnx.supported_opsets()
+    assert opsets.start == 18 and opsets.stop - 1 >= 20
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"clipdepth export: error: opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
+        f"support opsets 18 to {opsets.stop - 1} (--opset)"]
+    assert not out.exists()
+
+
+def test_a_graph_that_fails_its_check_leaves_nothing_under_the_real_names(checkpoint, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "model.onnx").write_text("an earlier export's")  # kept: --overwrite replaces only what passed
+    # as if opset 17 were allowed: torch's exporter writes opset 18 for it, which the read-back catches
+    monkeypatch.setattr(pureclip_depth_onnx, "supported_opsets", lambda: range(13, 26))
+    args = ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", "17", "--overwrite"]
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "clipdepth export: error: model.onnx: torch's exporter wrote opset 18, not the 17 asked for; nothing was written "
+        "(opset 18 is the one it writes itself) (--opset)"]
+    assert [p.name for p in out.iterdir()] == ["model.onnx"] and (out / "model.onnx").read_text() == "an earlier export's"
+
+
+def test_every_file_an_export_writes_is_covered_by_the_refusal_to_replace(checkpoint, tmp_path, capsys):
+    for name in ("model.onnx.data", "head.onnx.data", "export.json"):
+        out = tmp_path / name / "onnx"
+        out.mkdir(parents=True)
+        (out / name).write_text("someone's")
+        assert main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"clipdepth export: error: {out / name}: exists (an earlier run's); write elsewhere, or allow overwriting it "
+            "(--overwrite)"]
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "someone's"

@@ -37,6 +37,28 @@ def _make_video(path, frames, fps, codec="libx264", pix_fmt="yuv420p"):
     return path
 
 
+def _make_vfr_video(path, frames, ticks, time_base):
+    """A clip whose frames are shown at ``ticks`` of ``time_base`` seconds: a variable frame rate, as
+    phones and screen recorders write."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)  # the nominal rate; the timestamps say otherwise
+        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        stream.codec_context.time_base = time_base
+        for frame, tick in zip(frames, ticks):
+            made = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            made.pts, made.time_base = tick, time_base
+            container.mux(stream.encode(made))
+        container.mux(stream.encode())
+    return path
+
+
+def _times(path):
+    """Each decoded frame's presentation time in seconds (exact) and the stream's time base."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [frame.pts * frame.time_base for frame in container.decode(stream)], stream.time_base
+
+
 def _scenes(count, height, width):
     return [render_scene("indoor", seed, height, width).image for seed in range(count)]
 
@@ -68,11 +90,38 @@ def test_a_video_gives_an_mp4_of_its_colour_depth_at_its_frame_rate(checkpoint, 
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "4"]) == 0
     made, rate, codec, size, metadata = _decoded(out / "clip_depth.mp4")
     assert len(made) == 6 and rate == 12 and codec == "h264" and size == (64, 48)
+    assert _times(out / "clip_depth.mp4")[0] == _times(video)[0] == [Fraction(i, 12) for i in range(6)]
     assert metadata["comment"] == str(video.resolve())  # the source it shows
     expected = _expected_colours(checkpoint, source, 0.0, MAX_DEPTH)  # one range for the clip: no flicker
     _close(np.stack(made), expected, mean=5, worst=30)
     assert f"wrote {out / 'clip_depth.mp4'}: 6 frames of 64x48 at 12 fps, colours 0-10 m" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["clip_depth.mp4"]  # nothing half-written beside it
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_a_variable_frame_rate_clip_keeps_each_frames_timestamp(checkpoint, tmp_path, monkeypatch, codec):
+    monkeypatch.setattr("clipdepth.io.video.video_codec", lambda: codec)
+    # 0, 40, 90, 100, 250, 260, 400 and 700 ms in a 90 kHz clock: from 100 fps to 3.3 fps
+    ticks = [0, 3600, 8100, 9000, 22500, 23400, 36000, 63000]
+    video = _make_vfr_video(tmp_path / "phone.mp4", _scenes(8, 48, 64), ticks, Fraction(1, 90000))
+    source, source_base = _times(video)
+    assert source == [Fraction(t, 90000) for t in ticks]
+    out = tmp_path / "out"
+    assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "3"]) == 0
+    made, _ = _times(out / "phone_depth.mp4")
+    assert len(made) == 8
+    # H.264 keeps the source's 90 kHz clock; MPEG-4 part 2 counts in 1/65535 s at the finest
+    step = source_base if codec == "libx264" else Fraction(1, 65535)
+    assert all(abs(m - t) <= step / 2 for m, t in zip(made, source)), [float(m - t) for m, t in zip(made, source)]
+
+
+def test_a_repeated_timestamp_moves_on_by_one_tick_and_a_missing_one_comes_a_frame_later(tmp_path):
+    from clipdepth.io.video import Mp4Writer
+
+    with Mp4Writer(tmp_path / "a.mp4", Fraction(10), time_base=Fraction(1, 1000)) as writer:
+        for time in (Fraction(0), Fraction(0), Fraction(1, 2), None):  # a damaged source repeats one, loses one
+            writer.write(np.zeros((16, 16, 3), np.uint8), time)
+    assert _times(tmp_path / "a.mp4")[0] == [0, Fraction(1, 1000), Fraction(1, 2), Fraction(6, 10)]
 
 
 def test_side_by_side_with_a_fixed_range_an_odd_size_and_a_fractional_rate(checkpoint, tmp_path):
@@ -123,21 +172,44 @@ def test_a_rerun_keeps_the_mp4_and_another_videos_is_never_replaced(checkpoint, 
         "a/clip_depth.mp4", "b/clip_depth.mp4"]
 
 
+HINT = ("  (where an image is over a limit: --max-tiles, --max-pixels; where an output holds another image's depth: "
+        "another --out, or --overwrite)")
+
+
 def test_bad_videos_are_one_line_and_leave_nothing(checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"garbage" * 50)
-    for video, message in [(tmp_path / "broken.mp4", "not a readable video (Invalid data found when processing input)"),
-                           (tmp_path / "nope.mov", "no such video")]:
-        assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
-        assert capsys.readouterr().err.strip().splitlines() == [f"clipdepth predict: error: {video}: {message}"]
+    assert main(["predict", str(tmp_path / "nope.mov"), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"clipdepth predict: error: {tmp_path / 'nope.mov'}: no such video"]
+    assert main(["predict", str(tmp_path / "broken.mp4"), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "clipdepth predict: 1 input(s) were skipped:",
+        f"  {tmp_path / 'broken.mp4'}: not a readable video (Invalid data found when processing input)", HINT]
     assert not out.exists() or not any(out.iterdir())
     video = _make_video(tmp_path / "clip.mp4", _scenes(2, 48, 64), fps=5)
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "clipdepth predict: error: --npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only"]
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--max-pixels", "0.001"]) == 2
-    assert "clip.mp4: 64x48 frames are 0.00307 megapixels, over the limit of 0.001 (--max-pixels)" in capsys.readouterr().err
+    assert f"  {video}: 64x48 frames are 0.00307 megapixels, over the limit of 0.001\n{HINT}" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_one_bad_clip_does_not_stop_the_others_and_is_named(checkpoint, tmp_path, capsys):
+    good = _make_video(tmp_path / "good.mp4", _scenes(2, 48, 64), fps=5)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(_make_video(tmp_path / "whole.mp4", _scenes(2, 48, 64), fps=5).read_bytes()[:-300])  # cut short
+    good2 = _make_video(tmp_path / "good2.mp4", _scenes(3, 48, 64), fps=5)
+    out = tmp_path / "out"
+    assert main(["predict", str(good), str(corrupt), str(good2), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    printed = capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == ["good2_depth.mp4", "good_depth.mp4"]
+    assert len(_decoded(out / "good_depth.mp4")[0]) == 2 and len(_decoded(out / "good2_depth.mp4")[0]) == 3
+    assert f"wrote {out / 'good2_depth.mp4'}: 3 frames" in printed.out  # after the bad one
+    err = printed.err.strip().splitlines()
+    err = err[err.index("clipdepth predict: 1 input(s) were skipped:"):]  # after the progress bars
+    assert len(err) == 3 and err[1].startswith(f"  {corrupt}: not a readable video (") and err[2] == HINT
 
 
 def test_without_pyav_a_video_is_one_line_saying_what_to_install(checkpoint, tmp_path, capsys, monkeypatch):

@@ -187,6 +187,45 @@ def test_converting_with_another_clip_is_refused_naming_the_tensor(tmp_path, tin
     assert "\n" not in str(err.value) and not (tmp_path / "b").exists()
 
 
+def fp16_copy(path, out):
+    """``path`` with every floating tensor cast to fp16, as a release saved from a half-precision model is."""
+    data = torch.load(path, weights_only=True)
+    data["model_state"] = {k: v.half() if v.is_floating_point() else v for k, v in data["model_state"].items()}
+    torch.save(data, out)
+    return out
+
+
+@pytest.mark.parametrize("max_depth, dataset", [(10.0, "nyu"), (30.0, "kitti")])
+def test_an_fp16_copy_converts_to_the_released_bins_and_head(tmp_path, tiny_clip, max_depth, dataset):
+    path, head, openai = released_pureclip(tmp_path, tiny_clip, max_depth=max_depth)
+    out = convert_pureclip_reference(fp16_copy(path, tmp_path / "half.pth"), tmp_path / "converted", overrides=TINY_CLIP)
+    model = load_model(out).eval()
+    # fp16 stores 10 m to 8 mm and 1 m to 1 mm: the bins are still the release's 1e-3 .. max_depth, exactly
+    assert (model.cfg.pureclip.min_depth, model.cfg.pureclip.max_depth, model.cfg.data.dataset) == (1e-3, max_depth, dataset)
+    head.half().float()  # the release's head at the precision of the copy
+    images = torch.rand(2, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        patches, cls = openai_vit(openai, images, heads=TINY_ENCODER["num_heads"])
+        head.bin_centers.copy_(model.head.bin_centres)  # the copy's centres are fp16-rounded; ours are exact
+        expected = head(patches, cls).view(2, 4, 4)
+        features = model.encode(images)
+        ours = model.head(features.patch_tokens, features.cls).depth
+    assert (ours - expected).abs().max().item() < 1e-5
+
+
+def test_another_normalisation_is_refused_at_the_precision_it_is_stored_in(tmp_path, tiny_clip):
+    imagenet = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    off = torch.tensor(MEAN).view(1, 3, 1, 1) + torch.tensor([2e-3, 0, 0]).view(1, 3, 1, 1)  # 8 fp16 steps away
+    for i, mean in enumerate([imagenet, imagenet.half(), off.half(), off]):
+        path, _, _ = released_pureclip(tmp_path, tiny_clip, name=f"mean{i}.pth", clip_mean=mean)
+        with pytest.raises(CheckpointError, match=r"'clip_mean' is \[0\.4[0-9]+, .*not OpenAI CLIP's \[0\.48145466"):
+            convert_pureclip_reference(path, tmp_path / "o", overrides=TINY_CLIP)
+    path, _, _ = released_pureclip(tmp_path, tiny_clip, name="short.pth", clip_std=torch.tensor(STD[:2]))
+    with pytest.raises(CheckpointError, match=r"'clip_std' is \[0\.268629[0-9]*, 0\.261302[0-9]*\], not OpenAI"):
+        convert_pureclip_reference(path, tmp_path / "o", overrides=TINY_CLIP)
+    assert not (tmp_path / "o").exists()
+
+
 def argparse_namespace():
     import argparse
 

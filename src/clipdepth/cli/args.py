@@ -94,12 +94,12 @@ def output_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
-def report_failures(command: str, failed: list[str], what: str, hint: str = "") -> int:
-    """List the items a command skipped (one line each) on stderr, then ``hint`` (the flags that
+def report_failures(command: str, failed: list[str], what: str, hint: str = "", noun: str = "image(s)") -> int:
+    """List the ``noun`` a command skipped (one line each) on stderr, then ``hint`` (the flags that
     help); the exit status: 2 when any, else 0."""
     if not failed:
         return 0
-    print(f"clipdepth {command}: {len(failed)} image(s) {what}:", file=sys.stderr)
+    print(f"clipdepth {command}: {len(failed)} {noun} {what}:", file=sys.stderr)
     for message in failed:
         print(f"  {message}", file=sys.stderr)
     if hint:

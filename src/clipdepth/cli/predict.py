@@ -113,9 +113,12 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(describe_cameras(report.cameras, args.out / RECORD_FILE)))
         failed = report.failed
     for made in predict_videos(model, clips, args.out, options):
+        if made.failed:  # reported with the images that were skipped
+            failed.append(made.failed)
+            continue
         what = f"{made.frames} frames of {made.width}x{made.height} at {float(made.fps):g} fps"
         print(f"kept {made.output}: {what}, finished before (--overwrite to replace)" if made.kept else
               f"wrote {made.output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m")
     return report_failures("predict", failed, "were skipped",
                            "where an image is over a limit: --max-tiles, --max-pixels; where an output holds another "
-                           "image's depth: another --out, or --overwrite")
+                           "image's depth: another --out, or --overwrite", noun="input(s)" if clips else "image(s)")

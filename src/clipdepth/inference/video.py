@@ -1,9 +1,9 @@
 """Depth of a video as a video: ``predict_videos`` (what ``clipdepth predict clip.mp4`` runs).
 
 Frames go through the model in batches exactly as a folder's images do (``infer_batch``), and
-out as ``<name>_depth.mp4`` at the source's frame rate: the depth in colour over one range for the
-whole clip (``vmin``..``vmax``, default 0..the model's max_depth, so colours do not flicker from
-frame to frame), beside the frame with ``side_by_side``.
+out as ``<name>_depth.mp4`` with the source's timestamps (its frame rate, variable or not): the
+depth in colour over one range for the whole clip (``vmin``..``vmax``, default 0..the model's
+max_depth, so colours do not flicker from frame to frame), beside the frame with ``side_by_side``.
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ from .folder import PredictOptions, _caption_source, check_image, infer_batch
 @dataclass
 class VideoReport:
     """One video's output: ``frames`` frames of ``width`` x ``height`` at ``fps``; ``colours`` the
-    metres its colours span (None for one kept from an earlier run, ``kept``)."""
+    metres its colours span (None for one kept from an earlier run, ``kept``). ``failed``: why the
+    video was skipped, one line naming it (then nothing is at ``output`` and the numbers are 0)."""
 
     video: Path
     output: Path
@@ -35,6 +36,7 @@ class VideoReport:
     fps: Fraction
     colours: tuple[float, float] | None
     kept: bool = False
+    failed: str | None = None
 
 
 def video_colours(model: DepthModel, options: PredictOptions) -> tuple[float, float]:
@@ -61,19 +63,21 @@ def predict_video(
         raise DataError(f"{video}: {info.width}x{info.height} frames are {info.width * info.height / 1e6:.3g} megapixels, "
                         f"over the limit of {options.max_pixels / 1e6:g}", setting="max_pixels")
     batch: list[np.ndarray] = []
+    times: list[Fraction | None] = []
 
     def flush(writer: Mp4Writer) -> None:
         if not batch:
             return
         result = infer_batch(model, np.stack(batch), options, [caption] * len(batch) if model.uses_captions else None)
-        for frame, depth in zip(batch, result["depth"].cpu().numpy()):
+        for frame, time, depth in zip(batch, times, result["depth"].cpu().numpy()):
             colours = colourise(depth, high, vmin=low)
-            writer.write(side_by_side(frame, colours) if options.side_by_side else colours)
+            writer.write(side_by_side(frame, colours) if options.side_by_side else colours, time)
         batch.clear()
+        times.clear()
 
-    with Mp4Writer(output, info.fps, source=str(video.resolve())) as writer:
-        for frame in tqdm(read_frames(video), desc=video.name, unit="frame", total=info.frames or None,
-                          dynamic_ncols=True, disable=not progress):
+    with Mp4Writer(output, info.fps, source=str(video.resolve()), time_base=info.time_base) as writer:
+        for frame, time in tqdm(read_frames(video), desc=video.name, unit="frame", total=info.frames or None,
+                                dynamic_ncols=True, disable=not progress):
             if batch and (frame.shape != batch[0].shape or len(batch) == options.batch_size):
                 flush(writer)
             if not batch:
@@ -82,6 +86,7 @@ def predict_video(
                 except DataError as exc:
                     raise DataError(f"{video}: {exc}", setting=exc.setting) from None
             batch.append(frame)
+            times.append(time)
         flush(writer)
     made = probe_video(output)
     return VideoReport(video, output, writer.frames, made.width, made.height, info.fps, (low, high))
@@ -92,8 +97,9 @@ def predict_videos(
 ) -> list[VideoReport]:
     """``predict_video`` for each (video, name) of ``jobs`` (``collect_videos``) into
     ``out/<name>_depth.mp4``. An output of this video from an earlier run is kept unless
-    ``options.overwrite``; one of another video is a DataError (nothing replaced). Raises
-    ConfigError for options the model cannot use (captions, as for images)."""
+    ``options.overwrite``; one of another video is a DataError (nothing replaced). A video that
+    cannot be made (unreadable, over a limit, no caption) is reported in its ``failed`` and the
+    others go on, as images do. Raises ConfigError for options the model cannot use (captions, as for images)."""
     caption_for = _caption_source(model, options)
     clean_stale(out)  # what a killed run left half-written
     reports = []
@@ -107,5 +113,9 @@ def predict_videos(
             info = probe_video(output)
             reports.append(VideoReport(video, output, info.frames, info.width, info.height, info.fps, None, kept=True))
             continue
-        reports.append(predict_video(model, video, output, options, caption_for(video), progress))
+        try:  # one bad video must not lose the others
+            reports.append(predict_video(model, video, output, options, caption_for(video), progress))
+        except DataError as exc:
+            reason = str(exc) if str(exc).startswith(str(video)) else f"{video}: {exc}"
+            reports.append(VideoReport(video, output, 0, 0, 0, Fraction(0), None, failed=reason))
     return reports

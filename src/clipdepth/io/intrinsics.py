@@ -159,11 +159,14 @@ class CameraSources:
     ``given``: an object with attributes fx, fy, cx, cy (None where not given), or None; it
     applies when any of them is given. ``file``: an intrinsics file for every image, or None.
     ``images``: the images to come, whose folders' ``intrinsics.json`` are read now, so that a
-    malformed one is a DataError (naming it and the entry) before any work.
+    malformed one is a DataError (naming it and the entry) before any work; given values that are
+    not finite or a focal length that is not positive are a ConfigError then too.
     """
 
     def __init__(self, given: Any = None, file: Path | None = None, images: list[Path] = ()) -> None:
         self.given = given if given is not None and any(getattr(given, k) is not None for k in ("fx", "fy", "cx", "cy")) else None
+        if self.given is not None:  # checked now (NaN, inf, fx <= 0); what is not given comes from each image's size
+            as_intrinsics([1.0 if getattr(self.given, k) is None else getattr(self.given, k) for k in ("fx", "fy", "cx", "cy")])
         self.file = file
         self.file_cameras = read_intrinsics_file(file) if file is not None else None
         folders = {_where(image).parent for image in images}

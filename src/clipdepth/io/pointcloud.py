@@ -22,12 +22,17 @@ def default_intrinsics(height: int, width: int, fov_deg: float = DEFAULT_HORIZON
 
 def as_intrinsics(intrinsics: Any) -> tuple[float, float, float, float]:
     """(fx, fy, cx, cy) in pixels from those four numbers or a 3x3 camera matrix K (list, array or
-    tensor). ConfigError for another shape or a focal length that is not positive."""
-    values = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics, dtype=np.float64)
-    if values.shape == (3, 3):
-        values = values[[0, 1, 0, 1], [0, 1, 2, 2]]
-    if values.shape != (4,) or not np.isfinite(values).all():
-        raise ConfigError(f"intrinsics must be fx fy cx cy or a 3x3 matrix K, got shape {values.shape}", setting="intrinsics")
+    tensor). ConfigError for another shape, a value that is not finite (NaN, inf; anywhere in K) or
+    a focal length that is not positive."""
+    given = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics, dtype=np.float64)
+    values = given[[0, 1, 0, 1], [0, 1, 2, 2]] if given.shape == (3, 3) else given
+    if values.shape != (4,):
+        raise ConfigError(f"intrinsics must be fx fy cx cy or a 3x3 matrix K, got shape {given.shape}", setting="intrinsics")
+    labels = [f"K[{i}][{j}]" for i in range(3) for j in range(3)] if given.ndim == 2 else ["fx", "fy", "cx", "cy"]
+    bad = [f"{label} {value:g}" for label, value in zip(labels, given.ravel()) if not np.isfinite(value)]
+    if bad:
+        raise ConfigError(f"intrinsics: {', '.join(bad)}: not finite (a camera's values must be finite numbers)",
+                          setting="intrinsics")
     if min(values[0], values[1]) <= 0:
         raise ConfigError(f"intrinsics: the focal lengths fx, fy must be positive, got {values[0]:g}, {values[1]:g}", setting="intrinsics")
     return tuple(float(v) for v in values)  # type: ignore[return-value]

@@ -1,10 +1,12 @@
 """Video in and out with PyAV (the ``video`` extra: ``pip install -e ".[video]"`` in the repository).
 
-``read_frames`` decodes a video's frames upright (a phone's rotation applied) as RGB arrays;
-``Mp4Writer`` encodes RGB frames into an mp4 written atomically: H.264 (``libx264``, which browsers
-play) where the PyAV build has it, else MPEG-4 part 2; yuv 4:2:0, tagged BT.709, so an odd width
-or height gains one column or row copied from the edge. The mp4 records the video it was made from
-(``video_source``). Every problem with a video is a one-line DataError naming it.
+``read_frames`` decodes a video's frames upright (a phone's rotation applied) as RGB arrays, each
+with its timestamp; ``Mp4Writer`` encodes RGB frames into an mp4 written atomically: H.264
+(``libx264``, which browsers play) where the PyAV build has it, else MPEG-4 part 2; yuv 4:2:0,
+tagged BT.709, so an odd width or height gains one column or row copied from the edge. Each frame
+keeps the timestamp it is given (a variable-frame-rate clip stays in step with its source), in the
+source's time base where given. The mp4 records the video it was made from (``video_source``).
+Every problem with a video is a one-line DataError naming it.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ CRF = "18"  # libx264's constant quality: visually lossless for colour maps, sma
 # cores) at about the same size: the encoder must not hold a GPU's frames back.
 PRESET = "veryfast"
 MPEG4_BITS_PER_PIXEL = 0.5  # MPEG-4 part 2 has no constant-quality mode here: a generous bit rate
+MPEG4_MAX_TIME_BASE = 65535  # MPEG-4 part 2 takes time bases of 1/65535 s or coarser
 SOURCE_KEY = "comment"  # the mp4 metadata key that records the source video (an mp4 muxer keeps it)
 
 
@@ -49,12 +52,14 @@ def is_video(item: str | Path) -> bool:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """A video's first stream as stored: frame size (before any rotation), rate, frame count (0 unknown)."""
+    """A video's first stream as stored: frame size (before any rotation), rate, frame count (0
+    unknown), and the time base its timestamps count in (seconds)."""
 
     width: int
     height: int
     fps: Fraction
     frames: int
+    time_base: Fraction
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:
@@ -74,7 +79,8 @@ def probe_video(path: str | Path) -> VideoInfo:
                 raise DataError(f"{path}: has no video stream")
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            return VideoInfo(stream.codec_context.width, stream.codec_context.height, Fraction(fps), stream.frames)
+            return VideoInfo(stream.codec_context.width, stream.codec_context.height, Fraction(fps), stream.frames,
+                             Fraction(stream.time_base))
     except av.error.FFmpegError as exc:
         raise _unreadable(path, exc) from None
 
@@ -96,9 +102,10 @@ def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, k=round(rotation / 90) % 4))
 
 
-def read_frames(path: str | Path) -> Iterator[np.ndarray]:
-    """(H, W, 3) uint8 RGB frames of ``path``'s first video stream, upright; DataError naming the
-    video when it cannot be decoded (also part way through)."""
+def read_frames(path: str | Path) -> Iterator[tuple[np.ndarray, Fraction | None]]:
+    """(frame, time) of ``path``'s first video stream: (H, W, 3) uint8 RGB, upright, and its
+    presentation time in seconds (None where the stream gives none). DataError naming the video
+    when it cannot be decoded (also part way through)."""
     av = require_av()
     path = Path(path)
     try:
@@ -106,7 +113,8 @@ def read_frames(path: str | Path) -> Iterator[np.ndarray]:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"  # decoding on several threads: frames come out in order all the same
             for frame in container.decode(stream):
-                yield upright(frame.to_ndarray(format="rgb24"), frame.rotation)
+                time = None if frame.pts is None else frame.pts * Fraction(frame.time_base)
+                yield upright(frame.to_ndarray(format="rgb24"), frame.rotation), time
     except av.error.FFmpegError as exc:
         raise _unreadable(path, exc) from None
 
@@ -119,12 +127,20 @@ def video_codec() -> str:
 class Mp4Writer:
     """Encode (H, W, 3) uint8 RGB frames, all of one size, at ``fps`` into an mp4 at ``path``,
     atomically (the file appears whole when the ``with`` block ends without error). ``source``
-    (the video it shows) is recorded for ``video_source``. ``codec``: None for ``video_codec()``."""
+    (the video it shows) is recorded for ``video_source``. ``codec``: None for ``video_codec()``.
+    ``time_base``: the seconds timestamps count in (the source's, so that its times carry over
+    exactly; MPEG-4 part 2 rounds it to ``MPEG4_MAX_TIME_BASE``), default 1 / ``fps``."""
 
-    def __init__(self, path: str | Path, fps: Fraction, source: str | None = None, codec: str | None = None) -> None:
+    def __init__(self, path: str | Path, fps: Fraction, source: str | None = None, codec: str | None = None,
+                 time_base: Fraction | None = None) -> None:
         self.path, self.fps, self.source = Path(path), Fraction(fps), source
         self.codec = codec or video_codec()
+        self.time_base = Fraction(time_base) if time_base else 1 / self.fps
+        if self.codec != "libx264":
+            finest = Fraction(1, MPEG4_MAX_TIME_BASE)
+            self.time_base = max(self.time_base, finest).limit_denominator(MPEG4_MAX_TIME_BASE)
         self.frames = 0
+        self._pts: int | None = None  # the last frame's timestamp, in time_base
         self._stack = contextlib.ExitStack()
         self.shape: tuple[int, ...] | None = None
         self._container: Any = None
@@ -146,11 +162,13 @@ class Mp4Writer:
             stream.bit_rate = max(1_000_000, int(stream.width * stream.height * self.fps * MPEG4_BITS_PER_PIXEL))
         # BT.709 both in the conversion and in the stream's tags, so that players invert it exactly.
         context = stream.codec_context
+        context.time_base = self.time_base
         context.colorspace = context.color_primaries = context.color_trc = 1  # AVCOL_*_BT709
         context.color_range = 1  # AVCOL_RANGE_MPEG (limited), what players expect of H.264
         self._container, self._stream = container, stream
 
-    def write(self, rgb: np.ndarray) -> None:
+    def write(self, rgb: np.ndarray, time: Fraction | None = None) -> None:
+        """Add a frame shown at ``time`` seconds (default: 1 / ``fps`` after the last)."""
         av = require_av()
         if self._container is None:
             self._open(*rgb.shape[:2])
@@ -161,6 +179,14 @@ class Mp4Writer:
         even = np.pad(rgb, ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(even, format="rgb24").reformat(
             format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+        if self._pts is None:
+            pts = 0 if time is None else round(time / self.time_base)
+        elif time is None:
+            pts = self._pts + max(1, round(1 / (self.fps * self.time_base)))
+        else:  # timestamps must increase: a repeated one (a damaged source) moves on by one tick
+            pts = max(round(time / self.time_base), self._pts + 1)
+        frame.pts = self._pts = pts
+        frame.time_base = self.time_base
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames += 1
@@ -178,8 +204,9 @@ class Mp4Writer:
 
 def collect_videos(inputs: list[str], out: Path | None = None) -> list[tuple[Path, Path]]:
     """(video, output name as a relative path without suffix) per video of ``inputs`` (files or
-    globs, ``is_video``), each checked readable now; names are made distinct as images' are
-    (``distinct_names``). Videos under ``out`` are skipped. DataError naming a missing or unreadable video."""
+    globs, ``is_video``); names are made distinct as images' are (``distinct_names``). Videos under
+    ``out`` are skipped. DataError naming a missing video, or when none is found; one that cannot
+    be read is reported when its turn comes (``predict_videos``), so that it does not stop the others."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -195,6 +222,4 @@ def collect_videos(inputs: list[str], out: Path | None = None) -> list[tuple[Pat
     unique: dict[Path, Path] = {}
     for video in found:
         unique.setdefault(video.resolve(), video)
-    for video in unique.values():
-        probe_video(video)
     return distinct_names([(video, Path(video.stem)) for video in unique.values()])

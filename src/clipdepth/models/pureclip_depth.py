@@ -19,6 +19,7 @@ from ..data.transforms import merge_tiles, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput
 from ..errors import ConfigError
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
+from .pureclip_depth_onnx import ONNX_FILES
 
 def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:
     """Centres (metres) of ``num_bins`` equal bins over [min_depth, max_depth] (fixed, never
@@ -139,7 +140,7 @@ class PureCLIPDepth(DepthModel):
     paper = "PureCLIP-Depth ([arXiv 2603.16238](https://arxiv.org/abs/2603.16238))"
     gives_uncertainty = True  # the spread of the soft bin distribution
     takes_tiles = True  # KITTI frames as four 336 x 336 tiles, as released
-    onnx_files = ("model.onnx", "head.onnx", "export.json")
+    onnx_files = ONNX_FILES
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     released_resize = "linear"  # cv2.resize(..., INTER_LINEAR)
     dataset_recipes = {"nyu": "pureclip_nyu", "kitti": "pureclip_kitti"}

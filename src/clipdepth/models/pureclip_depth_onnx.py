@@ -5,12 +5,22 @@
 ``infer`` at its input size, without flip TTA and with one tile.
 ``head.onnx``: ``patch_tokens`` (B, h, w, D) and ``cls`` (B, D) -> ``depth_patches`` (B, h, w)
 metres and ``bin_probs`` (B, h, w, K), for features computed elsewhere (e.g. the feature cache).
-The batch axis is dynamic in both. Needs the ``onnx`` extra: ``pip install -e ".[onnx]"`` in the repository.
+The batch axis is dynamic in both. Each graph's weights are in ``<graph>.data`` beside it (ONNX
+external data, as torch's exporter writes them). Needs the ``onnx`` extra: ``pip install -e ".[onnx]"``
+in the repository.
+
+Nothing appears under these names until it is verified: the graphs are written into a temporary
+folder inside the output folder, each read back (its opset is the one asked for, every weights file
+it references was written and is listed) and run with onnxruntime against PyTorch, and only then
+are the files renamed into place, ``export.json`` last.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,9 +29,20 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..io.atomic import _tag, clean_stale
 from .base import FEATURE_DTYPE
 
-MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"  # PureCLIPDepth.onnx_files
+MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"
+DATA_SUFFIX = ".data"  # torch's exporter writes a graph's weights beside it as <graph>.data
+# Every file an export may write (PureCLIPDepth.onnx_files), in the order they are moved into place:
+# each graph's weights before it, the report last.
+ONNX_FILES = (MODEL_FILE + DATA_SUFFIX, MODEL_FILE, HEAD_FILE + DATA_SUFFIX, HEAD_FILE, REPORT_FILE)
+# torch's exporter translates to opset 18 (torchlib's) and converts from there; onnxscript's
+# converter goes no lower (a lower opset came out as an opset-18 file).
+MIN_OPSET = 18
+# onnxruntime's outputs may differ from PyTorch's by this much, relative to the largest output value
+# (at least 1): float32 rounding is about 1e-6; a graph that computes something else is far over.
+CHECK_TOLERANCE = 1e-3
 INSTALL_HINT = 'pip install -e ".[onnx]" in the clipdepth repository'
 
 
@@ -35,6 +56,38 @@ def require_onnx() -> None:
             missing.append(name)
     if missing:
         raise ConfigError(f"ONNX export needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}")
+
+
+def _onnxruntime_opset() -> int:
+    """The newest ai.onnx opset onnxruntime has kernels for (the latest version any kernel starts at)."""
+    from onnxruntime.capi import _pybind_state
+
+    kernels = _pybind_state.get_all_opkernel_def()
+    return max(kernel.version_range[0] for kernel in kernels if kernel.domain in ("", "ai.onnx"))
+
+
+def supported_opsets() -> range:
+    """The opsets ``export_onnx`` can write and check here: ``MIN_OPSET`` to the newest that
+    onnxscript's version converter (which torch's exporter converts with), onnx and onnxruntime all
+    know: 18 to 25 with onnxscript 0.7, onnx 1.23 and onnxruntime 1.32."""
+    import onnx
+
+    try:
+        from onnxscript.version_converter._version_converter import (
+            SUPPORTED_MAX_ONNX_OPSET as converter_max,
+        )
+    except ImportError:  # an onnxscript that does not say: the check of the written file still holds
+        converter_max = onnx.defs.onnx_opset_version()
+    return range(MIN_OPSET, min(converter_max, onnx.defs.onnx_opset_version(), _onnxruntime_opset()) + 1)
+
+
+def check_opset(opset: int) -> None:
+    """ConfigError (setting ``opset``) unless ``opset`` is one of ``supported_opsets``: said before
+    any work, instead of a file of another opset or onnxruntime's error after it."""
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise ConfigError(f"opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
+                          f"support opsets {opsets.start} to {opsets.stop - 1}", setting="opset")
 
 
 class DepthGraph(nn.Module):
@@ -122,13 +175,89 @@ def check_onnx(path: str | Path, inputs: dict[str, np.ndarray], reference: list[
     return diff
 
 
+def _tensors(graph) -> list:
+    """Every tensor a graph holds: initialisers and node attributes, in subgraphs too."""
+    found = [*graph.initializer]
+    for node in graph.node:
+        for attr in node.attribute:
+            found += [attr.t] if attr.HasField("t") else []
+            found += [*attr.tensors]
+            for sub in ([attr.g] if attr.HasField("g") else []) + [*attr.graphs]:
+                found += _tensors(sub)
+    return found
+
+
+def _verify_graph(path: Path, opset: int) -> list[str]:
+    """Read the graph file ``path`` back: ConfigError unless its ai.onnx opset is ``opset`` and
+    every external-data file it references lies beside it. Returns those files' names."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    proto = onnx.load(str(path), load_external_data=False)
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise ConfigError(f"{path.name}: torch's exporter wrote opset {written}, not the {opset} asked for; "
+                          f"nothing was written (opset {MIN_OPSET} is the one it writes itself)", setting="opset")
+    files = sorted({ExternalDataInfo(t).location for t in _tensors(proto.graph) if uses_external_data(t)})
+    for name in files:
+        if Path(name).name != name or not (path.parent / name).is_file():
+            raise ConfigError(f"{path.name}: references the weights file {name!r}, which the export did not write "
+                              "beside it; nothing was written")
+    return files
+
+
+def _checked(path: Path, inputs: dict[str, np.ndarray], reference: list[np.ndarray]) -> float:
+    """``check_onnx``, as a ConfigError naming the graph when onnxruntime cannot run it or its
+    outputs are over ``CHECK_TOLERANCE``."""
+    try:
+        diff = check_onnx(path, inputs, reference)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one class
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path.name}: onnxruntime cannot run the exported graph ({reason}); "
+                          "nothing was written") from None
+    scale = max([1.0] + [float(np.abs(r).max()) for r in reference if np.size(r)])
+    if not diff <= CHECK_TOLERANCE * scale:  # NaN included
+        raise ConfigError(f"{path.name}: onnxruntime's outputs differ from PyTorch's by {diff:.3g} (more than "
+                          f"{CHECK_TOLERANCE:g} x {scale:.3g}); nothing was written")
+    return diff
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename each of ``ONNX_FILES`` that ``staging`` holds onto ``out_dir``; one it does not hold
+    is removed from ``out_dir`` (an earlier export's, which this one replaces)."""
+    for name in ONNX_FILES:
+        if (staging / name).exists():
+            os.replace(staging / name, out_dir / name)
+        else:
+            (out_dir / name).unlink(missing_ok=True)
+
+
 def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: int = 2, seed: int = 0) -> dict:
-    """Write ``model.onnx`` and ``head.onnx`` into ``out_dir``, check both with onnxruntime on random
-    inputs (batch ``batch``, a different size than the export's, to exercise the dynamic axis) and
-    write ``export.json``. Returns that report: paths, shapes and max abs differences."""
+    """Write ``model.onnx`` and ``head.onnx`` (and their ``.data`` weights) into ``out_dir``, each
+    verified first (``_verify_graph``; onnxruntime on random inputs of batch ``batch``, a different size
+    than the export's, to exercise the dynamic axis, within ``CHECK_TOLERANCE`` of PyTorch), then
+    ``export.json``. Returns that report: opset, paths, shapes, max abs differences and ``files``,
+    every file written. ConfigError (one line) for an opset outside ``supported_opsets``, before any
+    work, and for a graph that fails a check; nothing is written under ``ONNX_FILES``' names then."""
     require_onnx()
+    check_opset(opset)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale(out_dir)  # what a killed export left
+    staging = Path(tempfile.mkdtemp(prefix=_tag(REPORT_FILE), suffix=".tmp", dir=out_dir))
+    try:
+        report = _export_verified(model, staging, out_dir, opset, batch, seed)
+        report["files"] = [name for name in ONNX_FILES if (staging / name).exists()] + [REPORT_FILE]
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        _move_into_place(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return report
+
+
+def _export_verified(model: nn.Module, folder: Path, out_dir: Path, opset: int, batch: int, seed: int) -> dict:
+    """Export both graphs into ``folder`` and verify them (``export_onnx``); returns the report,
+    its paths in ``out_dir``."""
     model = model.cpu().float().eval()
     size, grid = model.encoder.image_size, model.encoder.grid_size
     dim, bins = model.encoder.embed_dim, model.head.cfg.num_bins
@@ -139,11 +268,16 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: i
     images = torch.rand(2, 3, size, size, generator=gen)
     tokens = torch.randn(2, *grid, dim, generator=gen)
     cls = torch.nn.functional.normalize(torch.randn(2, dim, generator=gen), dim=-1)
-    model_path, head_path = out_dir / MODEL_FILE, out_dir / HEAD_FILE
+    model_path, head_path = folder / MODEL_FILE, folder / HEAD_FILE
     exporter = {
         MODEL_FILE: _export(full, (images,), model_path, ["images"], ["depth", "bin_probs"], opset),
         HEAD_FILE: _export(head, (tokens, cls), head_path, ["patch_tokens", "cls"], ["depth_patches", "bin_probs"], opset),
     }
+    data = {name: _verify_graph(folder / name, opset) for name in (MODEL_FILE, HEAD_FILE)}
+    stray = sorted({p.name for p in folder.iterdir()} - set(ONNX_FILES))
+    if stray:  # a file not in ONNX_FILES would escape the check for an earlier export's files
+        raise ConfigError(f"torch's exporter also wrote {', '.join(stray)}, which clipdepth does not know; "
+                          "nothing was written")
 
     check_batch = batch + 1 if batch == 2 else batch
     images = torch.rand(check_batch, 3, size, size, generator=gen)
@@ -157,23 +291,23 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: i
         predict_diff = max(float((depth - torch.from_numpy(ref_full[0])).abs().max()),
                            float((probs - torch.from_numpy(ref_full[1])).abs().max()))
         ref_head = [t.numpy() for t in head(tokens, cls)]
-    report = {
+    return {
         "opset": opset,
         "exporter": exporter,
         "check_batch": check_batch,
         "model": {
-            "path": str(model_path),
+            "path": str(out_dir / MODEL_FILE),
+            "external_data": data[MODEL_FILE],
             "inputs": {"images": ["batch", 3, size, size]},
             "outputs": {"depth": ["batch", size, size], "bin_probs": ["batch", *grid, bins]},
-            "max_abs_diff": check_onnx(model_path, {"images": images.numpy()}, ref_full),
+            "max_abs_diff": _checked(model_path, {"images": images.numpy()}, ref_full),
             "max_abs_diff_vs_predict": predict_diff,
         },
         "head": {
-            "path": str(head_path),
+            "path": str(out_dir / HEAD_FILE),
+            "external_data": data[HEAD_FILE],
             "inputs": {"patch_tokens": ["batch", *grid, dim], "cls": ["batch", dim]},
             "outputs": {"depth_patches": ["batch", *grid], "bin_probs": ["batch", *grid, bins]},
-            "max_abs_diff": check_onnx(head_path, {"patch_tokens": tokens.numpy(), "cls": cls.numpy()}, ref_head),
+            "max_abs_diff": _checked(head_path, {"patch_tokens": tokens.numpy(), "cls": cls.numpy()}, ref_head),
         },
     }
-    (out_dir / REPORT_FILE).write_text(json.dumps(report, indent=2))
-    return report

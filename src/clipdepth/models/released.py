@@ -37,6 +37,11 @@ TR2M_RECIPES = {"nyu": "tr2m_nyu", "kitti": "tr2m_kitti"}
 PURECLIP_MAX_DEPTH = {10.0: "nyu", 30.0: "kitti"}
 # OpenAI CLIP entries that are hyper-parameters, not weights (its JIT archive stores them).
 CLIP_NON_WEIGHTS = {"input_resolution", "context_length", "vocab_size"}
+# Both releases' config.ini: bins start at 1e-3 m (and end at PURECLIP_MAX_DEPTH's 10 or 30 m).
+RELEASED_MIN_DEPTH = 1e-3
+# Bin centres equal the bins they name to 0.1 mm, or to two units in the last place of their dtype
+# where that is coarser (an fp16 copy stores 10 m to 8 mm).
+BIN_TOLERANCE_M = 1e-4
 
 
 # -- reading a released file --------------------------------------------------------------------
@@ -186,18 +191,31 @@ def _pureclip_head_state(released: dict[str, torch.Tensor]) -> dict[str, torch.T
     return state
 
 
+def stored_tolerance(stored: torch.Tensor) -> torch.Tensor:
+    """How far each value of ``stored`` may be from the number it was saved as: two units in the last
+    place of its dtype (a cast rounds by half a unit, float32 arithmetic before it by about one),
+    0 for integers. Elementwise, float64."""
+    eps = torch.finfo(stored.dtype).eps if stored.is_floating_point() else 0.0
+    return 2 * eps * stored.double().abs()
+
+
 def _bins(path: Path, centres: torch.Tensor) -> tuple[float, float]:
-    """(min, max) of the K equal bins whose centres the checkpoint stores; CheckpointError if they are not equal bins."""
-    centres = centres.double().flatten()
+    """(min, max) of the K equal bins whose centres the checkpoint stores: the releases' own
+    (``RELEASED_MIN_DEPTH`` to a ``PURECLIP_MAX_DEPTH``) where the centres are those, in the precision
+    they are stored in (fp16 cannot tell 0 from 1e-3 m); else the ends the centres give, rounded.
+    CheckpointError if they are not equal bins (``BIN_TOLERANCE_M``, ``stored_tolerance``)."""
+    centres = centres.flatten()
     if centres.numel() < 2:
         raise CheckpointError(f"{path}: 'bin_centers' has {centres.numel()} value(s); need one per bin, at least 2")
-    width = (centres[-1] - centres[0]).item() / (centres.numel() - 1)
-    low, high = centres[0].item() - width / 2, centres[-1].item() + width / 2
-    low, high = round(low, 5), round(high, 4)  # float32 centres of 1e-3 .. 10 m read back as 9.99e-4 .. 10.0000002
-    rebuilt = bin_centres(low, high, centres.numel())
-    if (rebuilt - centres).abs().max().item() > 1e-4:
-        raise CheckpointError(f"{path}: 'bin_centers' are not {centres.numel()} equal bins ({centres[:3].tolist()} ...)")
-    return low, high
+    values, tolerance = centres.double(), stored_tolerance(centres).clamp(min=BIN_TOLERANCE_M)
+    width = (values[-1] - values[0]).item() / (values.numel() - 1)
+    low, high = values[0].item() - width / 2, values[-1].item() + width / 2
+    # float32 centres of 1e-3 .. 10 m read back as 9.99e-4 .. 10.0000002
+    candidates = [(RELEASED_MIN_DEPTH, end) for end in PURECLIP_MAX_DEPTH] + [(round(low, 5), round(high, 4))]
+    for low, high in candidates:
+        if ((bin_centres(low, high, values.numel()) - values).abs() <= tolerance).all():
+            return low, high
+    raise CheckpointError(f"{path}: 'bin_centers' are not {values.numel()} equal bins ({values[:3].tolist()} ...)")
 
 
 def convert_pureclip_reference(
@@ -220,8 +238,11 @@ def convert_pureclip_reference(
     if fusion is None:
         raise CheckpointError(f"{path}: not a released PureCLIP-Depth checkpoint: neither 'fusion_mlp.*' nor 'film_gen.*'")
     for name, value in (("clip_mean", OPENAI_CLIP_MEAN), ("clip_std", OPENAI_CLIP_STD)):
-        if name in released and not torch.allclose(released[name].flatten().double(), torch.tensor(value, dtype=torch.float64), atol=1e-6):
-            raise CheckpointError(f"{path}: {name!r} is {released[name].flatten().tolist()}, not OpenAI CLIP's {list(value)}")
+        stored = released[name].flatten() if name in released else None
+        # compared in the precision the file keeps them in: an fp16 copy holds 0.48145466 as 0.48144531
+        if stored is not None and not (stored.numel() == len(value) and (
+                (stored.double() - torch.tensor(value, dtype=torch.float64)).abs() <= stored_tolerance(stored)).all()):
+            raise CheckpointError(f"{path}: {name!r} is {stored.tolist()}, not OpenAI CLIP's {list(value)}")
     table = released["depth_table.weight"]
     centres = released["bin_centers"]
     if centres.numel() != table.shape[0]:
