@@ -1,0 +1,241 @@
+"""Outputs never lost, failures as one line: folder swaps touch only what clipdepth wrote (kind B),
+nothing escapes as a traceback (D), a failed write names its file and cause (E), a record several
+runs update loses no update (F). Each at its shared mechanism (io.atomic, data.loader, the CLI's
+last resort, io.atomic.locked), and through a command that goes through it."""
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import SafetensorError
+
+from clipdepth.cli.main import main
+from clipdepth.errors import DataError
+from clipdepth.io.atomic import atomic_dir, atomic_path, clean_stale, is_temporary
+from clipdepth.models import PureCLIPDepth, load_model
+
+CHECKPOINT_FILES = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+NUMPY_SHORT_WRITE = "307200 requested and 260064 written"  # numpy's whole message (tofile, np.save) on a full disk
+SAFETENSORS_FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+
+
+class Killed(BaseException):
+    """A kill at a chosen step: nothing of the writer's runs after it but its `finally` clauses."""
+
+
+def _head(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.head.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _user_files(folder):
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "data").mkdir()
+    (folder / "data" / "x.bin").write_bytes(b"\x00\x01")
+
+
+def _user_files_kept(folder) -> bool:
+    return (folder / "notes.txt").read_text() == "my notes" and (folder / "data" / "x.bin").read_bytes() == b"\x00\x01"
+
+
+def _killed_at(step: int, write) -> bool:
+    """Run ``write()`` with its ``step``-th os.replace raising Killed; whether it was killed."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(src)
+        if len(calls) == step:
+            raise Killed
+        real(src, dst)
+
+    os.replace = replace
+    try:
+        write()
+    except Killed:
+        return True
+    finally:
+        os.replace = real
+    return False
+
+
+@pytest.fixture
+def two_heads(tiny_cfg):
+    torch.manual_seed(0)
+    old = PureCLIPDepth.build(tiny_cfg)
+    torch.manual_seed(1)
+    new = PureCLIPDepth.build(tiny_cfg)
+    assert not _same(_head(old), _head(new))
+    return old, new
+
+
+# -- B: a folder swap touches only what clipdepth wrote ---------------------------------------------
+def test_saving_over_a_checkpoint_keeps_the_users_files(two_heads, tmp_path):
+    old, new = two_heads
+    folder = old.save_pretrained(tmp_path / "ckpt")
+    _user_files(folder)
+    new.save_pretrained(folder)
+    assert _user_files_kept(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".clipdepth", *CHECKPOINT_FILES, "data", "notes.txt"])
+    assert _same(_head(load_model(folder)), _head(new))
+
+
+def test_the_pipelines_save_keeps_the_users_files(two_heads, tmp_path):
+    import transformers
+
+    import clipdepth.hf  # noqa: F401  (registers the model classes)
+
+    old, new = two_heads
+    source = new.save_pretrained(tmp_path / "new")
+    folder = old.save_pretrained(tmp_path / "ckpt")
+    _user_files(folder)
+    transformers.pipeline("depth-estimation", model=str(source)).save_pretrained(folder)
+    assert _user_files_kept(folder) and _same(_head(load_model(folder)), _head(new))
+
+
+def test_a_file_clipdepth_did_not_write_is_refused_and_nothing_changes(two_heads, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"my": "settings"}')
+    _user_files(folder)
+    with pytest.raises(DataError) as err:
+        two_heads[0].save_pretrained(folder)
+    assert str(err.value) == f"{folder / 'config.json'}: exists and was not written there by clipdepth; move it, or write elsewhere"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "data", "notes.txt"]  # no temporary left either
+    assert (folder / "config.json").read_text() == '{"my": "settings"}' and _user_files_kept(folder)
+
+
+def test_a_checkpoint_saved_without_the_list_is_replaced_and_the_users_files_kept(two_heads, tmp_path):
+    old, new = two_heads
+    folder = old.save_pretrained(tmp_path / "ckpt")
+    shutil.rmtree(folder / ".clipdepth")  # as saved before checkpoint folders kept one
+    _user_files(folder)
+    new.save_pretrained(folder)
+    assert _user_files_kept(folder) and _same(_head(load_model(folder)), _head(new))
+
+
+def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_checkpoint(two_heads, tmp_path):
+    """A kill at each rename of the swap in turn; after clean_stale (odd steps) or with only a
+    reader (even steps: load_model finishes the swap itself) the folder holds one whole checkpoint,
+    its weights, config and card of one save, and the user's files."""
+    old, new = two_heads
+    heads = {1: _head(old), 2: _head(new)}
+    folder = old.save_pretrained(tmp_path / "ckpt", extra={"epoch": 1})
+    _user_files(folder)
+    seen = set()
+    for step in range(1, 40):
+        killed = _killed_at(step, lambda: new.save_pretrained(folder, extra={"epoch": 2}))
+        if step % 2:
+            clean_stale(tmp_path)
+        loaded = load_model(folder)
+        epoch = json.loads((folder / "config.json").read_text())["epoch"]
+        assert _same(_head(loaded), heads[epoch]) and f"epoch {epoch}" in (folder / "README.md").read_text()
+        assert sorted(p.name for p in folder.iterdir()) == sorted([".clipdepth", *CHECKPOINT_FILES, "data", "notes.txt"])
+        assert sorted(p.name for p in (folder / ".clipdepth").iterdir()) == [".written.json.lock", "written.json"]
+        assert _user_files_kept(folder)
+        if not killed:
+            break
+        seen.add(epoch)
+        old.save_pretrained(folder, extra={"epoch": 1})  # the next step starts from the old one again
+    assert step > 5 and seen == {1, 2}  # kills before the swap's commit (old) and after it (new) were tried
+
+
+def test_a_resume_state_cut_short_is_finished_when_read(tmp_path):
+    from clipdepth.training.resume import find_resume_state, write_resume_state
+
+    write_resume_state(tmp_path, {"w": torch.zeros(2)}, {"rng": torch.zeros(1)}, {"epoch": 1})
+    assert _killed_at(4, lambda: write_resume_state(tmp_path, {"w": torch.ones(2)}, {"rng": torch.ones(1)}, {"epoch": 2}))
+    folder = find_resume_state(tmp_path)  # without clean_stale
+    assert json.loads((folder / "state.json").read_text()) == {"epoch": 2}
+    assert sorted(p.name for p in folder.iterdir()) == [".clipdepth", "head.safetensors", "state.json", "training_state.pt"]
+
+
+# -- E: a failed write names its file and its cause ------------------------------------------------
+def _error_line(stderr: str) -> str:
+    """The command's one error line (the rest of stderr may only be progress bars)."""
+    [line] = [line for line in stderr.splitlines() if line.startswith("clipdepth ")]
+    assert "Traceback" not in stderr
+    return line
+
+
+def _disk(monkeypatch, free: int) -> None:
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40 - free, free))
+
+
+FULL = "no space left on device; free some space there, or write elsewhere"
+
+
+@pytest.mark.parametrize("error, free, said", [
+    (OSError(NUMPY_SHORT_WRITE), 0, FULL),
+    (OSError(NUMPY_SHORT_WRITE), 2**30, f"{NUMPY_SHORT_WRITE}; write elsewhere"),  # not for lack of space: as numpy said
+    (SafetensorError(SAFETENSORS_FULL), 2**30, FULL),
+    (OSError(errno.ENOSPC, "No space left on device"), 2**30, FULL),  # Pillow's, a plain write's
+    (RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
+                  "file write failed"), 0, FULL),  # torch.save's
+])
+def test_a_failed_write_is_one_line_naming_the_file_and_the_cause(tmp_path, monkeypatch, error, free, said):
+    _disk(monkeypatch, free)
+
+    def write(path):
+        path.write_bytes(b"partly")
+        raise error
+
+    with pytest.raises(DataError) as err:
+        with atomic_path(tmp_path / "out" / "a.npy") as tmp:
+            write(tmp)
+    assert str(err.value) == f"{tmp_path / 'out' / 'a.npy'}: cannot write it: {said}"
+    with pytest.raises(DataError) as err:
+        with atomic_dir(tmp_path / "out" / "ckpt") as tmp:
+            write(tmp / "model.safetensors")
+    assert str(err.value) == f"{tmp_path / 'out' / 'ckpt'}: cannot write it: {said}"
+    assert list((tmp_path / "out").iterdir()) == []  # the temporaries are removed
+    with pytest.raises(FileNotFoundError):  # an error about another file is not taken for a failed write
+        with atomic_path(tmp_path / "out" / "a.png") as tmp:
+            shutil.copyfile(tmp_path / "missing.png", tmp)  # an input that is not there
+    with pytest.raises(ValueError):  # nor a writer's own complaint about what it is given
+        with atomic_path(tmp_path / "out" / "a.png") as tmp:
+            raise ValueError("bad array")
+
+
+@pytest.mark.parametrize("error", [SafetensorError(SAFETENSORS_FULL), OSError(errno.ENOSPC, "No space left on device")])
+def test_a_save_on_a_full_disk_is_one_line_and_keeps_the_old_checkpoint(two_heads, tmp_path, monkeypatch, error):
+    old, new = two_heads
+    folder = old.save_pretrained(tmp_path / "ckpt")
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("clipdepth.models.base.save_file", full)
+    with pytest.raises(DataError) as err:
+        new.save_pretrained(folder)
+    assert str(err.value) == f"{folder}: cannot write it: {FULL}"
+    assert sorted(p.name for p in folder.iterdir()) == [".clipdepth", *CHECKPOINT_FILES]
+    assert _same(_head(load_model(folder)), _head(old))
+
+
+def test_predict_on_a_full_disk_is_one_line(tiny_cfg, tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "a.png")
+
+    def short_write(file, array, *args, **kwargs):
+        file.write(b"\x93NUMPY")
+        raise OSError(NUMPY_SHORT_WRITE)
+
+    monkeypatch.setattr(np, "save", short_write)
+    _disk(monkeypatch, 0)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--out", str(out), "--npy"]) == 2
+    assert _error_line(capsys.readouterr().err) == f"clipdepth predict: error: {out / 'a.npy'}: cannot write it: {FULL}"
+    assert not [p for p in out.iterdir() if is_temporary(p.name)] and not (out / "a.npy").exists()
