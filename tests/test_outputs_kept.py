@@ -239,3 +239,57 @@ def test_predict_on_a_full_disk_is_one_line(tiny_cfg, tmp_path, monkeypatch, cap
     assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--out", str(out), "--npy"]) == 2
     assert _error_line(capsys.readouterr().err) == f"clipdepth predict: error: {out / 'a.npy'}: cannot write it: {FULL}"
     assert not [p for p in out.iterdir() if is_temporary(p.name)] and not (out / "a.npy").exists()
+
+
+# -- D: worker processes that die or run out of shared memory ---------------------------------------
+def _in_worker() -> bool:
+    return torch.utils.data.get_worker_info() is not None
+
+
+def _kill_own_worker(*args, **kwargs):
+    if _in_worker():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return np.zeros((8, 8, 3), np.uint8)
+
+
+class _Dataset(torch.utils.data.Dataset):
+    def __init__(self, fail) -> None:
+        self.fail = fail
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        if _in_worker():
+            self.fail()
+        raise AssertionError("read in the main process")
+
+
+def _shm_full() -> None:
+    raise RuntimeError("unable to write to file </torch_4242_1793116049_0>: No space left on device (28)")
+
+
+def test_a_worker_killed_or_out_of_shared_memory_is_one_line():
+    from clipdepth.data.loader import prepared_batches, read_ahead
+
+    with pytest.raises(DataError, match=r"^a process reading the data stopped \(DataLoader worker \(pid\(s\) \d+\) "
+                       r"exited unexpectedly\), most often killed for lack of memory; read with fewer worker processes") as err:
+        list(read_ahead([_kill_own_worker] * 3, workers=1))
+    assert err.value.setting == "workers"
+    with pytest.raises(DataError, match="^a process reading the data stopped"):
+        list(prepared_batches(_Dataset(lambda: _kill_own_worker()), None, 2, workers=1))
+    with pytest.raises(DataError, match=r"^the processes reading the data ran out of shared memory in /dev/shm .*"
+                       r"free space there .*or read with fewer worker processes \(0: none, no shared memory\)$") as err:
+        list(prepared_batches(_Dataset(_shm_full), None, 2, workers=1))
+    assert err.value.setting == "workers"
+
+
+def test_predict_with_a_killed_worker_names_the_option(tiny_cfg, tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setattr("clipdepth.inference.folder.read_rgb", _kill_own_worker)
+    assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
+                 "--workers", "1"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith("clipdepth predict: error: a process reading the data stopped") and line.endswith("(--workers)")
