@@ -293,3 +293,27 @@ def test_predict_with_a_killed_worker_names_the_option(tiny_cfg, tmp_path, monke
                  "--workers", "1"]) == 2
     line = _error_line(capsys.readouterr().err)
     assert line.startswith("clipdepth predict: error: a process reading the data stopped") and line.endswith("(--workers)")
+
+
+# -- D: the CLI's last resort ------------------------------------------------------------------------
+def test_an_unexpected_error_is_one_line_and_its_traceback_is_saved(tmp_path, monkeypatch, capsys):
+    def bug(args):
+        raise RuntimeError("no such thing\nsecond line")
+
+    monkeypatch.setattr("clipdepth.cli.score.run", bug)
+    monkeypatch.setenv("CLIPDEPTH_TRACEBACK_DIR", str(tmp_path / "tb"))
+    argv = ["score", "--pred", str(tmp_path), "--gt", str(tmp_path), "--protocol", "nyu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    [saved] = (tmp_path / "tb").iterdir()
+    assert err == (f"clipdepth score: error: RuntimeError: no such thing (an unexpected error: please report it with its "
+                   f"traceback, saved in {saved})\n")
+    text = saved.read_text()
+    assert f"command: clipdepth score --pred {tmp_path} --gt {tmp_path} --protocol nyu" in text
+    assert "Traceback (most recent call last)" in text and "RuntimeError: no such thing\nsecond line" in text
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("CLIPDEPTH_TRACEBACK_DIR", str(tmp_path / "file"))  # not a folder: said, still one line
+    assert main(argv) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("clipdepth score: error: RuntimeError: no such thing (an unexpected error; its traceback could not "
+                           "be saved: ") and line.endswith("; set CLIPDEPTH_TRACEBACK_DIR to a writable folder)")
