@@ -317,3 +317,28 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_saved(tmp_path, mo
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("clipdepth score: error: RuntimeError: no such thing (an unexpected error; its traceback could not "
                            "be saved: ") and line.endswith("; set CLIPDEPTH_TRACEBACK_DIR to a writable folder)")
+
+
+# -- F: a record several runs update keeps every update --------------------------------------------
+def _record_cameras(folder, me: str, both_read) -> None:
+    from clipdepth.io.intrinsics import Camera, CameraRecord
+
+    record = CameraRecord(folder)
+    both_read.wait(timeout=60)  # both runs read the record before either writes
+    for i in range(12):
+        record.add(Path(f"{me}{i:02d}"), Path(f"{me}{i:02d}.png"), Camera(50.0 + i, 50.0, 31.5, 23.5, 64, 48, "default"))
+        record.save()
+
+
+def test_two_runs_recording_cameras_into_one_folder_keep_all_24(tmp_path):
+    fork = multiprocessing.get_context("fork")  # two processes, started in an instant
+    both_read = fork.Barrier(2)
+    runs = [fork.Process(target=_record_cameras, args=(tmp_path, me, both_read)) for me in "ab"]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=60)
+    assert [run.exitcode for run in runs] == [0, 0]
+    record = json.loads((tmp_path / "cameras.json").read_text())
+    assert sorted(record) == [f"{me}{i:02d}" for me in "ab" for i in range(12)]
+    assert [record[f"b{i:02d}"]["fx"] for i in range(12)] == [50.0 + i for i in range(12)]
