@@ -208,6 +208,20 @@ def test_a_failed_write_is_one_line_naming_the_file_and_the_cause(tmp_path, monk
             raise ValueError("bad array")
 
 
+def test_a_temporary_that_cannot_be_made_is_reported_for_the_target(tmp_path, monkeypatch):
+    def refused(prefix, suffix, dir):  # as a read-only folder refuses it (root may write anywhere)
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, f"{prefix}x1y2{suffix}"))
+
+    (tmp_path / "ckpt").mkdir()
+    monkeypatch.setattr("tempfile.mkstemp", refused)
+    monkeypatch.setattr("tempfile.mkdtemp", refused)
+    for target, writer in ((tmp_path / "a.png", atomic_path), (tmp_path / "ckpt", atomic_dir)):
+        with pytest.raises(DataError) as err:
+            with writer(target):
+                pass
+        assert str(err.value) == f"{target}: cannot write it: Permission denied; write elsewhere"
+
+
 @pytest.mark.parametrize("error", [SafetensorError(SAFETENSORS_FULL), OSError(errno.ENOSPC, "No space left on device")])
 def test_a_save_on_a_full_disk_is_one_line_and_keeps_the_old_checkpoint(two_heads, tmp_path, monkeypatch, error):
     old, new = two_heads

@@ -100,6 +100,18 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
+def _named(name: Path, target: Path, temporary: Path | None) -> Path | None:
+    """The file a write of ``target`` that failed on the (absolute) ``name`` is reported for: a file
+    of a folder's by its final name, else ``target`` itself; None when ``name`` is about another file."""
+    if temporary is not None and _within(name, temporary):
+        return target / name.relative_to(os.path.abspath(temporary))
+    if _within(name, target):  # a folder's entry or what this module keeps there
+        inside = name.relative_to(os.path.abspath(target))
+        return target if any(is_temporary(part) for part in inside.parts) else target / inside
+    beside = name.parent == Path(os.path.abspath(target.parent)) and _TEMP.match(name.name)
+    return target if beside or _within(target, name) else None  # its temporary, or a folder it is made in
+
+
 def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataError | None:
     """A failed write of ``target`` (through the file or folder ``temporary``) as one line: the
     file, the cause (a full disk named as such) and what to do. None for an error that is not about
@@ -109,11 +121,8 @@ def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataEr
         return None
     named = target
     if isinstance(exc, OSError) and exc.filename is not None:
-        if temporary is not None and _within(exc.filename, temporary):  # a file of a folder's, by its final name
-            named = target / os.path.relpath(os.path.abspath(exc.filename), os.path.abspath(temporary))
-        elif _within(exc.filename, target):
-            named = Path(exc.filename)
-        elif not _within(target, exc.filename):  # neither the target nor a folder it is made in
+        named = _named(Path(os.path.abspath(exc.filename)), target, temporary)
+        if named is None:
             return None
     code = getattr(exc, "errno", None)
     free = _free_bytes(target.parent) if code is None else None
