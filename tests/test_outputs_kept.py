@@ -151,6 +151,26 @@ def test_a_save_killed_at_any_step_leaves_the_old_or_the_new_checkpoint(two_head
     assert step > 5 and seen == {1, 2}  # kills before the swap's commit (old) and after it (new) were tried
 
 
+def test_finishing_a_swap_never_replaces_a_file_made_meanwhile(tmp_path):
+    folder = tmp_path / "d"
+    with atomic_dir(folder) as tmp:
+        (tmp / "a").write_text("old a")
+
+    def write():
+        with atomic_dir(folder) as tmp:
+            (tmp / "a").write_text("new a")
+            (tmp / "b").write_text("new b")
+
+    assert _killed_at(2, write)  # committed, nothing moved yet
+    (folder / "b").write_text("mine")  # someone's file, of a name the new content has
+    with pytest.raises(DataError, match=f"^{folder / 'b'}: exists and was not written there by clipdepth; move it, and run again"):
+        clean_stale(folder)
+    assert (folder / "b").read_text() == "mine"
+    (folder / "b").rename(tmp_path / "b")
+    assert clean_stale(folder) == 1
+    assert [(folder / n).read_text() for n in "ab"] == ["new a", "new b"] and (tmp_path / "b").read_text() == "mine"
+
+
 def test_a_resume_state_cut_short_is_finished_when_read(tmp_path):
     from clipdepth.training.resume import find_resume_state, write_resume_state
 

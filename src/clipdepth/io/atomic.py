@@ -239,7 +239,7 @@ def _owned(folder: Path, names: list[str], legacy: Callable[[Path], bool] | None
     present = {n for n in os.listdir(folder) if n != META and not _TEMP.match(n)}
     if (folder / META / MANIFEST).is_file():
         owned = set(_listed(folder / META / MANIFEST)) & present
-    elif legacy(folder) if legacy is not None else present <= set(names):
+    elif (legacy(folder) if legacy is not None else present <= set(names)):
         owned = present & set(names)
     else:
         owned = set()
