@@ -24,8 +24,8 @@ from clipdepth.io.atomic import atomic_dir, atomic_path, clean_stale, is_tempora
 from clipdepth.models import PureCLIPDepth, load_model
 
 CHECKPOINT_FILES = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
-NUMPY_SHORT_WRITE = "307200 requested and 260064 written"  # numpy's whole message (tofile, np.save) on a full disk
-SAFETENSORS_FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+NUMPY_SHORT_WRITE = "307200 requested and 51168 written"  # numpy's whole message (tofile, np.save) on a full disk
+SAFETENSORS_FULL = "Error while serializing: I/O error: No space left on device (os error 28)"  # safetensors 0.8's
 
 
 class Killed(BaseException):
@@ -203,6 +203,7 @@ FULL = "no space left on device; free some space there, or write elsewhere"
     (OSError(errno.ENOSPC, "No space left on device"), 2**30, FULL),  # Pillow's, a plain write's
     (RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
                   "file write failed"), 0, FULL),  # torch.save's
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), 0, FULL),  # also torch.save's
 ])
 def test_a_failed_write_is_one_line_naming_the_file_and_the_cause(tmp_path, monkeypatch, error, free, said):
     _disk(monkeypatch, free)

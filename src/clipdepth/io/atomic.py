@@ -56,8 +56,10 @@ MANIFEST = "written.json"  # in META: the names of the entries clipdepth wrote t
 SWAP, OLD = "swap", "old"  # in META while a swap is under way: the new content, the entries it replaced
 REPLACES = "replaces.json"  # in SWAP's META: the entries of the previous list the swap removes
 # What writers raise when a write fails: OSError (numpy's "N requested and M written", Pillow's,
-# PyAV's), safetensors' SafetensorError, torch.save's RuntimeError from its zip writer.
+# PyAV's), safetensors' SafetensorError, torch.save's RuntimeError from its zip writer, which names
+# its source file ("PytorchStreamWriter failed writing file ...", "unexpected pos 704 vs 598").
 WRITE_ERRORS = (OSError, SafetensorError, RuntimeError)
+TORCH_WRITER = "inline_container.cc"
 FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
 # A write that failed without an errno (numpy's, safetensors') with less than this left on the
 # disk failed for lack of space.
@@ -117,7 +119,7 @@ def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataEr
     file, the cause (a full disk named as such) and what to do. None for an error that is not about
     writing it (an OSError naming another file, such as an input read on the way; a RuntimeError
     that is not torch.save's), which is raised as it is."""
-    if isinstance(exc, RuntimeError) and "PytorchStreamWriter" not in str(exc):
+    if isinstance(exc, RuntimeError) and TORCH_WRITER not in str(exc):
         return None
     named = target
     if isinstance(exc, OSError) and exc.filename is not None:
