@@ -111,7 +111,8 @@ def test_a_file_clipdepth_did_not_write_is_refused_and_nothing_changes(two_heads
     _user_files(folder)
     with pytest.raises(DataError) as err:
         two_heads[0].save_pretrained(folder)
-    assert str(err.value) == f"{folder / 'config.json'}: exists and was not written there by clipdepth; move it, or write elsewhere"
+    assert str(err.value) == (f"{folder / 'config.json'}: exists and was not written there by clipdepth; "
+                              "move it, or write elsewhere")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "data", "notes.txt"]  # no temporary left either
     assert (folder / "config.json").read_text() == '{"my": "settings"}' and _user_files_kept(folder)
 
@@ -163,7 +164,7 @@ def test_finishing_a_swap_never_replaces_a_file_made_meanwhile(tmp_path):
 
     assert _killed_at(2, write)  # committed, nothing moved yet
     (folder / "b").write_text("mine")  # someone's file, of a name the new content has
-    with pytest.raises(DataError, match=f"^{folder / 'b'}: exists and was not written there by clipdepth; move it, and run again"):
+    with pytest.raises(DataError, match=f"^{folder / 'b'}: exists and was not written there by clipdepth; move it, and run"):
         clean_stale(folder)
     assert (folder / "b").read_text() == "mine"
     (folder / "b").rename(tmp_path / "b")

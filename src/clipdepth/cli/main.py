@@ -120,7 +120,8 @@ def report_unexpected(exc: Exception, name: str, argv: list[str]) -> str:
     try:
         write_text_atomic(path, text)
     except (ClipdepthError, OSError) as error:
-        return f"{line} (an unexpected error; its traceback could not be saved: {error}; set {TRACEBACK_DIR} to a writable folder)"
+        return (f"{line} (an unexpected error; its traceback could not be saved: {error}; "
+                f"set {TRACEBACK_DIR} to a writable folder)")
     return f"{line} (an unexpected error: please report it with its traceback, saved in {path})"
 
 

@@ -247,7 +247,8 @@ def _owned(folder: Path, names: list[str], legacy: Callable[[Path], bool] | None
         owned = set()
     foreign = sorted(present & set(names) - owned)
     if foreign:
-        raise DataError(f"{folder / foreign[0]}: exists and was not written there by clipdepth; move it, or write elsewhere")
+        raise DataError(f"{folder / foreign[0]}: exists and was not written there by clipdepth; "
+                        "move it, or write elsewhere")
     return owned
 
 
