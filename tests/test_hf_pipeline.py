@@ -78,7 +78,8 @@ def test_auto_classes_load_a_checkpoint(pureclip_folder, photo):
 def test_wrapper_saves_a_clipdepth_checkpoint(pureclip_folder, photo, tmp_path):
     model = transformers.AutoModelForDepthEstimation.from_pretrained(pureclip_folder)
     again = model.save_pretrained(tmp_path / "again")
-    assert sorted(p.name for p in again.iterdir()) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(p.name for p in again.iterdir()) == [  # .clipdepth: the list of what clipdepth wrote there
+        ".clipdepth", "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     torch.testing.assert_close(load_model(again).infer(photo)["depth"], load_model(pureclip_folder).infer(photo)["depth"])
 
 

@@ -121,7 +121,8 @@ def test_hub_mixin_saves_head_only_with_a_model_card_and_loads_back(tiny_cfg, tm
     torch.manual_seed(0)
     model = PureCLIPDepth.build(tiny_cfg).eval()
     model.save_pretrained(tmp_path / "ckpt", extra={"epoch": 3})
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [  # .clipdepth: the list of what clipdepth wrote there
+        ".clipdepth", "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     assert "depth-estimation" in (tmp_path / "ckpt" / "README.md").read_text()
     loaded = PureCLIPDepth.from_pretrained(tmp_path / "ckpt")
     image = np.zeros((32, 40, 3), np.uint8)
@@ -132,8 +133,12 @@ def test_push_to_hub_uploads_the_checkpoint_folder(tiny_cfg, monkeypatch):
     uploaded = {}
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
-        uploaded["repo"], uploaded["files"] = repo_id, sorted(p.name for p in Path(folder_path).iterdir())
+        files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+        uploaded["repo"], uploaded["files"] = repo_id, sorted(filter_repo_objects(  # what upload_folder sends
+            files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=kwargs.get("ignore_patterns")))
         uploaded["card"] = (Path(folder_path) / "README.md").read_text()
+
+    from huggingface_hub.utils import filter_repo_objects
 
     monkeypatch.setattr("huggingface_hub.HfApi.create_repo", lambda self, repo_id, **kw: type("R", (), {"repo_id": repo_id})())
     monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload_folder)

@@ -6,8 +6,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import platform
+import shlex
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 
+from .. import __version__
 from ..errors import ClipdepthError
 from .args import OVERRIDE, flag_for
 
@@ -62,19 +69,24 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``clipdepth`` with ``argv``; the exit status: 0, 2 for an error the user can act on (one
+    line), 130 for Ctrl+C, 1 for anything else (one line, the traceback saved: ``report_unexpected``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse(argv)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    name = f"clipdepth {command}" if command else "clipdepth"
+    args = None
     try:
+        args = parse(argv)
         return int(args.func(args) or 0)
     except ClipdepthError as exc:
-        flag = flag_for(args, exc.setting)
-        print(f"clipdepth {args.command}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
+        flag = flag_for(args, exc.setting) if args is not None else None
+        print(f"{name}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # what a rerun does with what was done
         then = {"train": "; `--resume` continues from the last finished epoch",
-                "benchmark": "; run it again to finish (finished evaluations are kept)"}.get(args.command, "")
-        print(f"clipdepth {args.command}: interrupted{then}", file=sys.stderr)
+                "benchmark": "; run it again to finish (finished evaluations are kept)"}.get(command, "")
+        print(f"{name}: interrupted{then}", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # stdout was closed early (`clipdepth score ... | head -1`): results are already written;
@@ -83,8 +95,34 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:  # a disk that filled up, a folder that vanished, a file system that refuses
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"clipdepth {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the last resort: anything else is one line too
+        print(report_unexpected(exc, name, argv), file=sys.stderr)
+        return 1
+
+
+TRACEBACK_DIR = "CLIPDEPTH_TRACEBACK_DIR"  # where report_unexpected saves tracebacks (default: the system's temp folder)
+
+
+def report_unexpected(exc: Exception, name: str, argv: list[str]) -> str:
+    """The line for an error clipdepth did not expect in ``name`` (``clipdepth predict``): its type
+    and first line, and the file its full traceback (and ``argv``) was saved in, under
+    ``$CLIPDEPTH_TRACEBACK_DIR``, else the system's temp folder, to report."""
+    from ..io.atomic import write_text_atomic
+
+    first = (str(exc).strip().splitlines() or [""])[0]
+    line = f"{name}: error: {type(exc).__name__}{f': {first}' if first else ''}"
+    folder = Path(os.environ.get(TRACEBACK_DIR) or tempfile.gettempdir())
+    path = folder / f"{name.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    text = (f"clipdepth {__version__}, Python {sys.version.split()[0]}, {platform.platform()}\n"
+            f"command: clipdepth {shlex.join(argv)}\n\n" + "".join(traceback.format_exception(exc)))
+    try:
+        write_text_atomic(path, text)
+    except (ClipdepthError, OSError) as error:
+        return (f"{line} (an unexpected error; its traceback could not be saved: {error}; "
+                f"set {TRACEBACK_DIR} to a writable folder)")
+    return f"{line} (an unexpected error: please report it with its traceback, saved in {path})"
 
 
 if __name__ == "__main__":

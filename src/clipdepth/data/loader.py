@@ -9,12 +9,16 @@ no step draws random numbers in a worker, so results do not depend on ``workers`
 A frame that cannot be read (a corrupt file, a crop that does not fit) comes back as a
 ``FrameError`` holding the one-line ``DataError`` message naming it, never as DataLoader's
 multi-line worker traceback: the caller re-raises it, or skips the frame where its command goes
-on past bad files.
+on past bad files. A worker process that dies (killed for memory, a crash) and shared memory
+that runs out (``/dev/shm`` full), which DataLoader reports as a RuntimeError wherever it notices,
+are one ``DataError`` line too, saying what to do (``_loader_failure``).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -304,7 +308,61 @@ class FrameLoader:
         if packer is None:
             return iter(loader)
         unpack = _Unpacker(packer)
-        return (unpack(batch) for batch in loader)
+        return (unpack(batch) for batch in _started(loader))
+
+
+SHM = "/dev/shm"  # where torch's worker processes put the batches they hand over
+
+
+def _loader_failure(exc: BaseException) -> DataError | None:
+    """What DataLoader raises when its workers fail for want of resources, as one line saying what
+    to do (setting ``workers``): a worker that died ("DataLoader worker (pid(s) N) exited
+    unexpectedly", "... is killed by signal: Killed"; the kernel's out-of-memory killer, a crash), or
+    shared memory that ran out (torch's "unable to write to file </torch_...>: No space left on
+    device", a worker's Bus error, no room for a queue's semaphore). None for anything else."""
+    text = str(exc)
+    shm_full = "</torch_" in text or "shared memory" in text or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOSPC and exc.filename is None)
+    if shm_full:
+        try:
+            free = f" ({shutil.disk_usage(SHM).free / 2**20:.0f} MiB free there now)"
+        except OSError:
+            free = ""
+        return DataError(
+            f"the processes reading the data ran out of shared memory in {SHM}{free}; free space there "
+            "(in a container, give it more, e.g. docker run --shm-size=8g), or read with fewer worker "
+            "processes (0: none, no shared memory)", setting="workers",
+        )
+    if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
+        reason = next(line for line in text.splitlines() if "DataLoader worker" in line).strip().rstrip(".")
+        return DataError(
+            f"a process reading the data stopped ({reason}), most often killed for lack of memory; "
+            "read with fewer worker processes (0: none, all in this one)", setting="workers",
+        )
+    return None
+
+
+def _started(loader: DataLoader) -> Iterator:
+    """``loader``'s batches, its workers started now; ``_loader_failure``'s failures as its DataError."""
+    try:
+        return _reported(iter(loader))
+    except (RuntimeError, OSError) as exc:
+        if (error := _loader_failure(exc)) is None:
+            raise
+        raise error from None
+
+
+def _reported(batches: Iterator) -> Iterator:
+    try:
+        yield from batches
+        return
+    except (RuntimeError, OSError) as exc:
+        if (error := _loader_failure(exc)) is None:
+            raise
+    # The error's traceback keeps this frame: without the loader in it, its workers are shut down
+    # now rather than when the error is collected (a process forked meanwhile would inherit them).
+    batches = None
+    raise error
 
 
 def raise_errors(items: list[PreparedFrame | FrameError]) -> list[PreparedFrame]:
@@ -331,7 +389,8 @@ def frame_loader(
     ``gt_scale`` finds the scale the GT was stored at (``PreparedFrame.gt_scale``); without
     ``keep_gt`` ``sample.depth`` is a zero-strided array of the GT's shape (training reads only that).
 
-    ``workers`` (None: ``resolve_workers``) processes decode in parallel, each one thread;
+    ``workers`` (None: ``resolve_workers``) processes decode in parallel, each one thread (one
+    that dies, or shared memory that runs out, is a DataError with setting ``workers``);
     ``pin_memory`` pins the tensors for a fast copy to the GPU.
     """
     batches = [list(b) for b in batches]
@@ -411,9 +470,10 @@ def read_ahead(loads: Sequence[Callable[[], np.ndarray]], workers: int | None = 
     """``loads[i]()`` for each i in order, called ahead in ``workers`` processes (None:
     ``resolve_workers``; 0: here, when its turn comes): each an (H, W, 3) uint8 image, or the
     message of the DataError it raised (``predict``, ``caption``). Fails at once for ``workers``
-    below 0 (ValueError). ``loads`` must be picklable where processes are spawned rather than forked."""
+    below 0 (ValueError); a worker that dies or shared memory that runs out is a DataError (setting
+    ``workers``). ``loads`` must be picklable where processes are spawned rather than forked."""
     n = min(resolve_workers(workers, len(loads)), len(loads))
     loader = _data_loader(_Reads(loads), [[i] for i in range(len(loads))], n, list)
     # Started now, so that the workers are forked before any thread of the caller's exists.
-    batches = iter(loader)
+    batches = _started(loader)
     return (item for batch in batches for item in batch)

@@ -32,7 +32,7 @@ from typing import Any
 from PIL import ExifTags, Image
 
 from ..errors import ClipdepthError, DataError
-from .atomic import write_text_atomic
+from .atomic import locked, write_text_atomic
 from .pointcloud import DEFAULT_HORIZONTAL_FOV_DEG, as_intrinsics, default_intrinsics
 from .predictions import ply_intrinsics
 
@@ -200,33 +200,40 @@ def _record_entry(value: Any) -> bool:
 class CameraRecord:
     """``cameras.json`` in an output folder: {output name: {image, width, height, fx, fy, cx, cy,
     source, origin}} of every point cloud written there, merged over runs (an image written again
-    gets its new entry) and written atomically. DataError naming the file when it exists and is not
-    such a record (nothing of another's is replaced)."""
+    gets its new entry) and written atomically. Runs writing into one folder at the same time each
+    add their own: every save reads the file again and merges into it under a lock
+    (``io.atomic.locked``). DataError naming the file when it exists and is not such a record
+    (nothing of another's is replaced)."""
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / RECORD_FILE
-        self.entries: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DataError(f"{self.path}: not a readable camera record ({exc}); move it, or write elsewhere") from None
-            bad = next((k for k, v in data.items() if not _record_entry(v)), None) if isinstance(data, dict) else "(top level)"
-            if bad is not None:
-                raise DataError(f"{self.path}: not a clipdepth camera record (entry {bad!r}); move it, or write elsewhere")
-            self.entries = data
-        self.changed = False
+        self.entries = self._read()  # a file that is not a record stops the run before any work
+        self.added: dict[str, dict[str, Any]] = {}  # this run's, not saved yet
         self.saved_at = time.monotonic()
 
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{self.path}: not a readable camera record ({exc}); move it, or write elsewhere") from None
+        bad = next((k for k, v in data.items() if not _record_entry(v)), None) if isinstance(data, dict) else "(top level)"
+        if bad is not None:
+            raise DataError(f"{self.path}: not a clipdepth camera record (entry {bad!r}); move it, or write elsewhere")
+        return data
+
     def add(self, name: Path, image: Path, camera: Camera) -> None:
-        self.entries[name.as_posix()] = {"image": str(image.resolve()), **asdict(camera)}
-        self.changed = True
+        self.added[name.as_posix()] = {"image": str(image.resolve()), **asdict(camera)}
 
     def save(self, every: float = 0.0) -> None:
-        """Write the record if it changed and ``every`` seconds have passed since the last write."""
-        if self.changed and time.monotonic() - self.saved_at >= every:
-            write_text_atomic(self.path, json.dumps(dict(sorted(self.entries.items())), indent=1) + "\n")
-            self.changed, self.saved_at = False, time.monotonic()
+        """Merge this run's new entries into the record if there are any and ``every`` seconds have
+        passed since the last write (what another run saved meanwhile is kept)."""
+        if self.added and time.monotonic() - self.saved_at >= every:
+            with locked(self.path):
+                self.entries = {**self._read(), **self.added}
+                write_text_atomic(self.path, json.dumps(dict(sorted(self.entries.items())), indent=1) + "\n")
+            self.added, self.saved_at = {}, time.monotonic()
 
 
 def describe_cameras(used: dict[str, list[str]], record: Path, shown: int = 5) -> list[str]:

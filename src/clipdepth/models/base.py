@@ -32,7 +32,7 @@ from ..config import (
 )
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError, ConfigError, DataError
-from ..io.atomic import atomic_dir
+from ..io.atomic import META, atomic_dir, recover
 from ..io.depth_io import eight_bit, read_rgb, rgb_array
 from ..io.pointcloud import as_intrinsics, points_from_depth
 
@@ -175,6 +175,7 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
     """A checkpoint folder's ``config.json``; CheckpointError naming the file when it is missing,
     not JSON, or not of a checkpoint's shape (an object with a ``config`` object)."""
     directory = Path(directory)
+    recover(directory)  # a save that a kill cut short is finished first
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (directory / name).is_file():
             raise CheckpointError(f"{directory}: not a clipdepth checkpoint folder (no {name})")
@@ -188,6 +189,16 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
     if bad is not None:
         raise CheckpointError(f"{directory / CONFIG_NAME}: its config section {bad!r} is not an object; {DAMAGED_HINT}")
     return meta
+
+
+def _reads_as_checkpoint(directory: Path) -> bool:
+    """Whether a folder reads as a clipdepth checkpoint: one saved before checkpoint folders kept
+    their list of what clipdepth wrote (``io.atomic``) is replaced like one that keeps it."""
+    try:
+        read_checkpoint_meta(directory)
+    except CheckpointError:
+        return False
+    return True
 
 
 def _is_camera(value: Any) -> bool:
@@ -609,13 +620,16 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     ) -> Path:
         """Write ``model.safetensors`` (head only), ``config.json`` (with the ``model_type`` and
         ``preprocessor_config.json`` transformers reads: see ``clipdepth.hf``) and a model card
-        (``generate_model_card``), the folder replaced as a whole (never half-written);
-        ``push_to_hub`` uploads it too."""
+        (``generate_model_card``) into ``save_directory`` (``io.atomic.atomic_dir``: never
+        half-written; into an existing folder, only the files an earlier save wrote are replaced,
+        and the user's own files there are kept); ``push_to_hub`` uploads it too. DataError for a
+        file there of the same name that clipdepth did not write, or a write that fails (naming
+        the file and the cause)."""
         directory = Path(save_directory)
         self._checkpoint_extra = extra or {}
         if kwargs.get("model_card_kwargs") is None and repo_id:
             kwargs["model_card_kwargs"] = {"location": repo_id}
-        with atomic_dir(directory) as tmp:
+        with atomic_dir(directory, legacy=_reads_as_checkpoint) as tmp:
             super().save_pretrained(tmp, **kwargs)
         if push_to_hub:
             self.push_to_hub(repo_id or directory.name)
@@ -625,6 +639,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         """Upload the checkpoint (``save_pretrained``'s files) to the Hub repository ``repo_id``,
         its model card showing how to load it from there."""
         kwargs.setdefault("model_card_kwargs", {"location": repo_id})
+        ignore = kwargs.get("ignore_patterns") or []
+        # what io.atomic keeps about the folder is not part of the checkpoint
+        kwargs["ignore_patterns"] = [*([ignore] if isinstance(ignore, str) else ignore), f"{META}/*"]
         return super().push_to_hub(repo_id, **kwargs)
 
     @classmethod

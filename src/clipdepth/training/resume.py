@@ -15,7 +15,7 @@ import torch
 
 from ..config import Config, config_to_dict, first_difference, load_config_dict, upgrade_layout
 from ..errors import CheckpointError, ConfigError
-from ..io.atomic import atomic_dir
+from ..io.atomic import atomic_dir, recover
 
 RESUME_DIR = "resume"  # under <out>/checkpoints/
 RESUME_WEIGHTS = "head.safetensors"  # head weights
@@ -50,15 +50,12 @@ def _complete(directory: Path) -> bool:
 def find_resume_state(out_dir: str | Path) -> Path:
     """The resume folder of a run, or a one-line CheckpointError saying what is missing.
 
-    Falls back to ``.resume.old``: a kill in the instant ``atomic_dir`` swaps the folders
-    leaves the previous, complete state there.
+    A rewrite of it that a kill cut short is finished first (``io.atomic.recover``).
     """
     directory = resume_dir(out_dir)
+    recover(directory)
     if _complete(directory):
         return directory
-    old = directory.with_name(f".{directory.name}.old")
-    if not directory.exists() and _complete(old):
-        return old
     if not directory.is_dir():
         raise CheckpointError(
             f"{directory}: no resume state to continue from (a run writes it at the end of each epoch; "
