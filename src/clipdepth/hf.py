@@ -32,9 +32,8 @@ from transformers import (
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import load_image
 from transformers.modeling_outputs import DepthEstimatorOutput
-from transformers.pipelines import PIPELINE_REGISTRY, SUPPORTED_TASKS
+from transformers.pipelines import PIPELINE_REGISTRY
 
-from .encoders.loading import quiet_transformers
 from .errors import ConfigError
 from .models import MODELS, DepthModel, load_model
 from .models.base import INFER_CROPS, transformers_model_type
@@ -226,8 +225,7 @@ def _register() -> dict[str, type[ClipdepthForDepthEstimation]]:
 
 
 _MODEL_CLASSES = _register()
-with quiet_transformers():  # transformers warns that the task's pipeline is replaced: by design
-    PIPELINE_REGISTRY.register_pipeline(
-        "depth-estimation", ClipdepthDepthEstimationPipeline, pt_model=AutoModelForDepthEstimation,
-        default=SUPPORTED_TASKS["depth-estimation"].get("default"), type="image",
-    )
+# The task's pipeline becomes clipdepth's subclass (transformers' own for every other model), named
+# by its dotted path as transformers names its built-in ones: register_pipeline would mark it as
+# custom code, which a pipeline's save_pretrained then copies into the checkpoint folder.
+PIPELINE_REGISTRY.supported_tasks["depth-estimation"]["impl"] = f"{__name__}.{ClipdepthDepthEstimationPipeline.__name__}"
