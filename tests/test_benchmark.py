@@ -17,7 +17,7 @@ from clipdepth.config import DataConfig, config_to_dict, load_config_dict
 from clipdepth.data import get_dataset
 from clipdepth.errors import ConfigError
 from clipdepth.evaluation import benchmark
-from clipdepth.evaluation.benchmark import average_ranks, parse_published, published_tables
+from clipdepth.evaluation.benchmark import average_ranks, parse_published, published_tables, weights_summary
 from clipdepth.models import build_model
 
 from .conftest import TINY_DEPTH_ANYTHING
@@ -174,7 +174,7 @@ def test_the_zeroshot_suite_tabulates_a_random_tr2m_beside_the_published_rows(ra
     assert [float(r["avg_rank_here"]) for r in rows] == pytest.approx(expected, abs=1e-3)
     assert "| ZoeDepth | BeiT384-L | - | 0.545 | 0.656 | 0.302 | 0.237 | 0.438 | 4.70 |" in table
     assert "| **ours: tiny** |" in table and "SUN RGB-D d1 ↑" in table
-    assert "RANDOM weights (random_init frozen parts: clip, tr2m.image_encoder, tr2m.relative; head untrained" in table
+    assert "RANDOM weights (random frozen parts: clip, tr2m.image_encoder, tr2m.relative; head untrained" in table
     assert "flip TTA off" in table and "SimCol ground truth is read in metres" in table
 
     # A second run reuses every finished evaluation: nothing is scored again.
@@ -314,3 +314,63 @@ def test_the_indomain_table_puts_nyu_beside_table_1_and_the_other_sets_alone():
     assert "| **ours: run** |  |  | 0.900 | 0.100 | 0.350 | 0.800 | 0.120 | 4.100 | 0.500 | 0.300 | 0.800 | 0.700 | 0.200 | 0.00412 |" in markdown
     assert "No published numbers are shipped for KITTI, VOID, C3VD" in markdown and "real weights" in markdown
     assert "C3VD and SimCol ground truth is read in metres" in markdown
+
+
+# --------------------------------------------------------------------------- what the weights are
+
+
+def clip_folder(folder, clip_cfg, trained):
+    """A CLIP saved by save_pretrained (weights and tokenizer), of random weights; ``trained``: its
+    normalisation layers moved off their initial values, a stand-in for trained weights."""
+    import torch
+
+    from clipdepth.encoders.clip import CLIPEncoder
+
+    encoder = CLIPEncoder.from_config(clip_cfg)
+    if trained:
+        with torch.no_grad():
+            for module in encoder.model.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    module.weight.mul_(1.01)
+                    module.bias.add_(0.01)
+    encoder.model.save_pretrained(folder)
+    encoder.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_random_weights_named_by_path_are_labelled_random_from_the_weights_themselves(tiny_cfg, tmp_path):
+    """Item 5: the label comes from what the weights are (normalisation layers at their initial
+    values), not from where they were loaded: a folder of random CLIP weights named by path is
+    RANDOM; the same folder with its normalisation layers perturbed is real."""
+    import torch
+
+    checkpoints = {}
+    for kind in ("random", "trained"):
+        folder = clip_folder(tmp_path / f"clip_{kind}", tiny_cfg.clip, trained=kind == "trained")
+        cfg = load_config_dict(config_to_dict(tiny_cfg), ["clip.random_init=false", f"clip.name={folder}"])
+        torch.manual_seed(0)
+        checkpoints[kind] = build_model(cfg).save_pretrained(tmp_path / f"ckpt_{kind}", extra={"epoch": 3})
+    suite = tmp_path / "weights.yaml"
+    suite.write_text("entries:\n" + "".join(
+        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {path}, name: {kind}}}\n" for kind, path in checkpoints.items()
+    ))
+    out = tmp_path / "out"
+    result = benchmark.run_benchmark(suite, out=out, workers=0)
+    random_row, trained_row = result.rows
+    assert not random_row.real_weights and random_row.weights.startswith("RANDOM weights (random frozen parts: clip)")
+    assert trained_row.real_weights and trained_row.weights == "real weights (pretrained frozen parts; head trained (saved at epoch 3))"
+    table = (out / "weights" / "table.md").read_text()
+    assert f"**ours: random**: checkpoint `{checkpoints['random']}`; RANDOM weights" in table
+    # The records it was decided from: the checkpoint's config.json (at save) and each metrics.json.
+    for kind, parts in (("random", ["clip"]), ("trained", [])):
+        assert json.loads((checkpoints[kind] / "config.json").read_text())["untrained_frozen_parts"] == parts
+        assert json.loads((out / "weights" / kind / "synthetic" / "metrics.json").read_text())["untrained_frozen_parts"] == parts
+    # A checkpoint saved before config.json had the record: its evaluation's metrics.json still tells.
+    meta, cfg = benchmark._checkpoint_meta(str(checkpoints["random"]))
+    del meta["untrained_frozen_parts"]
+    summary = json.loads((out / "weights" / "random" / "synthetic" / "metrics.json").read_text())
+    assert weights_summary(meta, cfg, [summary])[0] is False
+    # Reused on a second run: the same labels, from the records.
+    again = benchmark.run_benchmark(suite, out=out, workers=0)
+    assert [e.status for e in again.evaluations] == ["reused", "reused"]
+    assert [(r.real_weights, r.weights) for r in again.rows] == [(r.real_weights, r.weights) for r in result.rows]
