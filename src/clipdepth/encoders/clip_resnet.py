@@ -291,7 +291,6 @@ class ResNetCLIPEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.untrained = at_initialisation(model)
         self.tokenize = tokenize
         mean, std = NORMALIZATIONS[normalization]
         self.description = f"{description}, layer-4 map, {normalization} input normalisation"
@@ -330,6 +329,10 @@ class ResNetCLIPEncoder(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.pixel_mean) / self.pixel_std
+
+    @property
+    def untrained(self) -> bool:
+        return at_initialisation(self.model)
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self.model)

@@ -61,7 +61,7 @@ def random_weights(build: Callable[[], ModelT], seed: int) -> ModelT:
 def untrained_parts(encoder: nn.Module) -> list[str]:
     """The config sections (``part``: ``clip``, ``depthclip``, ``tr2m.image_encoder``,
     ``tr2m.relative``) of the frozen parts in ``encoder`` whose weights are untrained
-    (``loading.at_initialisation``, checked when each part was built or loaded), in module order;
+    (``loading.at_initialisation``, on the weights as they are now), in module order;
     checkpoints (config.json) and evaluations (metrics.json) record it as ``untrained_frozen_parts``."""
     return [m.part for m in encoder.modules() if getattr(m, "untrained", False)]
 
@@ -80,7 +80,6 @@ class FrozenImageModel(nn.Module):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.description = description
-        self.untrained = at_initialisation(model)
         self.patch_size: int = patch_size or model.config.patch_size
         self.image_mean: tuple[float, ...] = tuple(mean)
         self.image_std: tuple[float, ...] = tuple(std)
@@ -94,6 +93,10 @@ class FrozenImageModel(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.pixel_mean) / self.pixel_std
+
+    @property
+    def untrained(self) -> bool:
+        return at_initialisation(self.model)
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self.model)
