@@ -5,7 +5,8 @@ A suite is a list of entries, each a dataset label with the recipe, dataset and 
 scored with; the checkpoint is given for the whole suite or per entry (suite files). Every
 evaluation is one ``evaluate_checkpoint`` call into its own folder
 ``<out>/<suite>/<row>/<label>/`` (``metrics.json``, ``per_image.csv``, ``results.md``); one that
-is finished there is reused, not redone, so an interrupted benchmark resumes. Then
+is finished there, of the same checkpoint, settings and frames, is reused, not redone, so an
+interrupted benchmark resumes. Then
 ``<out>/<suite>/table.md`` and ``table.csv`` are written: the published rows (shipped as data in
 ``evaluation/published/*.yaml``, each table with its paper, arXiv id and table number), our rows
 in the same columns, the average rank where the paper ranks methods, and for each of our rows
@@ -410,7 +411,8 @@ def _same_checkpoint(a: str, b: str) -> bool:
 
 def _finished(evaluation: Evaluation) -> bool:
     """Whether ``evaluation`` has all its results in its folder from an earlier run of the same
-    evaluation (checkpoint, dataset, protocol, TTA); DataError when they are another's."""
+    evaluation (checkpoint, dataset, protocol, TTA, and ``_changed_since``: data settings,
+    checkpoint files, frames); DataError when they are another's."""
     paths = [evaluation.folder / name for name in OUTPUTS]
     if not all(p.is_file() for p in paths):
         return False  # none, or what a killed run left: done again
@@ -501,7 +503,8 @@ def plan_benchmark(
     out: str | Path = "outputs/benchmark", overwrite: bool = False,
 ) -> tuple[Suite, list[Evaluation], dict[str, tuple[dict, Any]]]:
     """The evaluations ``run_benchmark`` makes (its arguments), with each one's status: "reused"
-    when finished in its folder, else "pending". Nothing is evaluated or written."""
+    when finished in its folder, else "pending"; DataError for results there of another evaluation,
+    or of other frames (``_finished``). Nothing is evaluated or written."""
     suite = load_suite(suite)
     fields = _data_fields(data)
     unknown = sorted(set(fields) - set(suite.labels))
@@ -555,8 +558,8 @@ def run_benchmark(
     ``["label.field=value", ...]`` (``root``, ``test_list``, ``caption_dir``, ... of
     ``DataConfig``). ``released``: score each set with the protocol of TR2M's released evaluation
     where it differs from the standard (``RELEASED_PROTOCOLS``). ``tta``: flip TTA (default: each
-    checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/``; a finished one
-    is reused unless ``overwrite``. Every pending evaluation's data is checked before the first
+    checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/`` (``_folder_name``
+    of each); a finished one of the same checkpoint, settings and frames is reused unless ``overwrite``. Every pending evaluation's data is checked before the first
     runs. Writes ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the
     suite and label (ConfigError, DataError, CheckpointError).
     """
