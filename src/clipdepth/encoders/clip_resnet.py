@@ -278,10 +278,10 @@ def _load_tokenizer(name: str) -> CLIPTokenizer:
 
 
 class ResNetCLIPEncoder(nn.Module):
-    """Frozen CLIP ResNet (DepthCLIP's, and the learned prompts' RN50): ``forward`` gives the layer-4 map channels-last, ``encode_text`` the text
-    embeddings. Images in [0, 1] are normalised with ``normalize`` (ImageNet's statistics by
-    default, as DepthCLIP's loader). ``untrained``: its weights are at their random initialisation,
-    wherever they came from (``loading.at_initialisation``)."""
+    """Frozen CLIP ResNet (DepthCLIP's, and the learned prompts' RN50): ``forward`` gives the layer-4
+    map channels-last, ``encode_text`` the text embeddings. Images in [0, 1] are normalised with
+    ``normalize`` (ImageNet's statistics by default, as DepthCLIP's loader). ``untrained``: its
+    weights are at their random initialisation, wherever they came from (``loading.at_initialisation``)."""
 
     part = "depthclip"  # the config section that names these weights
 

@@ -456,7 +456,8 @@ def _changed_since(summary: dict, evaluation: Evaluation) -> str | None:
         frames = get_dataset(evaluation.data, "test")
         if summary["frames_digest"] != frames_digest(frames, evaluation.data, evaluation.uses_captions):
             what = "a frame added to or removed from the list, or a file such as the ground truth rewritten in place"
-            return f"the test frames' files changed ({what}{', or a caption file edited' if evaluation.uses_captions else ''})"
+            what += ", or a caption file edited" if evaluation.uses_captions else ""
+            return f"the test frames' files changed ({what})"
     return None
 
 
@@ -532,8 +533,8 @@ def plan_benchmark(
         get_protocol(protocol)
         row = entry.name or name or _slug(ckpt)
         evaluation = Evaluation(
-            entry, row, ckpt, Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label), settings, overrides,
-            protocol, cfg.eval.tta if tta is None else tta,
+            entry, row, ckpt, Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label), settings,
+            overrides, protocol, cfg.eval.tta if tta is None else tta,
             uses_captions=model_class(metas[ckpt][0].get("architecture", "")).uses_captions,
         )
         try:
@@ -559,9 +560,10 @@ def run_benchmark(
     ``DataConfig``). ``released``: score each set with the protocol of TR2M's released evaluation
     where it differs from the standard (``RELEASED_PROTOCOLS``). ``tta``: flip TTA (default: each
     checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/`` (``_folder_name``
-    of each); a finished one of the same checkpoint, settings and frames is reused unless ``overwrite``. Every pending evaluation's data is checked before the first
-    runs. Writes ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the
-    suite and label (ConfigError, DataError, CheckpointError).
+    of each); a finished one of the same checkpoint, settings and frames is reused unless
+    ``overwrite``. Every pending evaluation's data is checked before the first runs. Writes
+    ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the suite and label
+    (ConfigError, DataError, CheckpointError).
     """
     say = progress or (lambda message: None)
     suite, evaluations, metas = plan_benchmark(

@@ -106,7 +106,7 @@ def evaluate_checkpoint(
     out = Path(out or f"outputs/eval/{name}")
     refuse_existing([out / file for file in OUTPUTS], overwrite)
     frames = get_dataset(data, "test")
-    inputs = frames_digest(frames, data, model.uses_captions)  # before reading them: a file rewritten meanwhile is noticed
+    inputs = frames_digest(frames, data, model.uses_captions)  # before reading: a file rewritten meanwhile shows
     model.to(resolve_device(model.cfg.device))
     setting = trained_setting(model.cfg, data.dataset)
     preprocessor = model.preprocessor(data, setting[1] if setting else None)
