@@ -17,7 +17,7 @@ from clipdepth.config import DataConfig, config_to_dict, load_config_dict
 from clipdepth.data import get_dataset
 from clipdepth.errors import ConfigError
 from clipdepth.evaluation import benchmark
-from clipdepth.evaluation.benchmark import average_ranks, parse_published, published_tables
+from clipdepth.evaluation.benchmark import average_ranks, parse_published, published_tables, weights_summary
 from clipdepth.models import build_model
 
 from .conftest import TINY_DEPTH_ANYTHING
@@ -174,7 +174,7 @@ def test_the_zeroshot_suite_tabulates_a_random_tr2m_beside_the_published_rows(ra
     assert [float(r["avg_rank_here"]) for r in rows] == pytest.approx(expected, abs=1e-3)
     assert "| ZoeDepth | BeiT384-L | - | 0.545 | 0.656 | 0.302 | 0.237 | 0.438 | 4.70 |" in table
     assert "| **ours: tiny** |" in table and "SUN RGB-D d1 ↑" in table
-    assert "RANDOM weights (random_init frozen parts: clip, tr2m.image_encoder, tr2m.relative; head untrained" in table
+    assert "RANDOM weights (random frozen parts: clip, tr2m.image_encoder, tr2m.relative; head untrained" in table
     assert "flip TTA off" in table and "SimCol ground truth is read in metres" in table
 
     # A second run reuses every finished evaluation: nothing is scored again.
@@ -314,3 +314,156 @@ def test_the_indomain_table_puts_nyu_beside_table_1_and_the_other_sets_alone():
     assert "| **ours: run** |  |  | 0.900 | 0.100 | 0.350 | 0.800 | 0.120 | 4.100 | 0.500 | 0.300 | 0.800 | 0.700 | 0.200 | 0.00412 |" in markdown
     assert "No published numbers are shipped for KITTI, VOID, C3VD" in markdown and "real weights" in markdown
     assert "C3VD and SimCol ground truth is read in metres" in markdown
+
+
+# --------------------------------------------------------------------------- what the weights are
+
+
+def clip_folder(folder, clip_cfg, trained):
+    """A CLIP saved by save_pretrained (weights and tokenizer), of random weights; ``trained``: its
+    normalisation layers moved off their initial values, a stand-in for trained weights."""
+    import torch
+
+    from clipdepth.encoders.clip import CLIPEncoder
+
+    encoder = CLIPEncoder.from_config(clip_cfg)
+    if trained:
+        with torch.no_grad():
+            for module in encoder.model.modules():
+                if isinstance(module, torch.nn.LayerNorm):
+                    module.weight.mul_(1.01)
+                    module.bias.add_(0.01)
+    encoder.model.save_pretrained(folder)
+    encoder.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_random_weights_named_by_path_are_labelled_random_from_the_weights_themselves(tiny_cfg, tmp_path):
+    """Item 5: the label comes from what the weights are (normalisation layers at their initial
+    values), not from where they were loaded: a folder of random CLIP weights named by path is
+    RANDOM; the same folder with its normalisation layers perturbed is real."""
+    import torch
+
+    checkpoints = {}
+    for kind in ("random", "trained"):
+        folder = clip_folder(tmp_path / f"clip_{kind}", tiny_cfg.clip, trained=kind == "trained")
+        cfg = load_config_dict(config_to_dict(tiny_cfg), ["clip.random_init=false", f"clip.name={folder}"])
+        torch.manual_seed(0)
+        checkpoints[kind] = build_model(cfg).save_pretrained(tmp_path / f"ckpt_{kind}", extra={"epoch": 3})
+    suite = tmp_path / "weights.yaml"
+    suite.write_text("entries:\n" + "".join(
+        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {path}, name: {kind}}}\n" for kind, path in checkpoints.items()
+    ))
+    out = tmp_path / "out"
+    result = benchmark.run_benchmark(suite, out=out, workers=0)
+    random_row, trained_row = result.rows
+    assert not random_row.real_weights and random_row.weights.startswith("RANDOM weights (random frozen parts: clip)")
+    assert trained_row.real_weights and trained_row.weights == "real weights (pretrained frozen parts; head trained (saved at epoch 3))"
+    table = (out / "weights" / "table.md").read_text()
+    assert f"**ours: random**: checkpoint `{checkpoints['random']}`; RANDOM weights" in table
+    # The records it was decided from: the checkpoint's config.json (at save) and each metrics.json.
+    for kind, parts in (("random", ["clip"]), ("trained", [])):
+        assert json.loads((checkpoints[kind] / "config.json").read_text())["untrained_frozen_parts"] == parts
+        assert json.loads((out / "weights" / kind / "synthetic" / "metrics.json").read_text())["untrained_frozen_parts"] == parts
+    # A checkpoint saved before config.json had the record: its evaluation's metrics.json still tells.
+    meta, cfg = benchmark._checkpoint_meta(str(checkpoints["random"]))
+    del meta["untrained_frozen_parts"]
+    summary = json.loads((out / "weights" / "random" / "synthetic" / "metrics.json").read_text())
+    assert weights_summary(meta, cfg, [summary])[0] is False
+    # Reused on a second run: the same labels, from the records.
+    again = benchmark.run_benchmark(suite, out=out, workers=0)
+    assert [e.status for e in again.evaluations] == ["reused", "reused"]
+    assert [(r.real_weights, r.weights) for r in again.rows] == [(r.real_weights, r.weights) for r in result.rows]
+
+
+# --------------------------------------------------------------------------- reuse and folders
+
+
+def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_cfg, tmp_path, capsys):
+    """Kind C: "already done" compares the frames' files, not the settings' names. A frame added
+    to the list, a depth map or mask re-exported in place, or an edited caption file stops the reuse
+    (one line naming --overwrite, as for changed data settings); the very same files are reused."""
+    import os
+
+    import torch
+
+    from clipdepth.errors import DataError
+
+    root = tmp_path / "ibims"
+    root.mkdir()
+    ibims(root)
+    captions = tmp_path / "captions"
+    captions.mkdir()
+    for name in ("rgb_corridor_01", "rgb_office_02"):
+        (captions / f"{name}.txt").write_text("An image of a corridor.\n")
+    torch.manual_seed(0)
+    checkpoint = build_model(tiny_tr2m_cfg).save_pretrained(tmp_path / "tr2m")
+    suite = tmp_path / "frames.yaml"
+    suite.write_text(
+        f"entries:\n  - {{label: ibims, recipe: zeroshot/ibims, checkpoint: {checkpoint}, name: run, "
+        f"data: {{root: {root}, test_list: {root / 'test.txt'}, caption_dir: {captions}}}}}\n"
+    )
+    out = tmp_path / "out"
+    benchmark.run_benchmark(suite, out=out, workers=0)
+
+    def status():
+        return [e.status for e in benchmark.plan_benchmark(suite, out=out)[1]]
+
+    changed = r"frames/run/ibims: .*ibims/metrics.json: the test frames' files changed"
+    assert status() == ["reused"]
+    listing = root / "test.txt"
+    listed = listing.read_text()
+    listing.write_text(listed + "rgb/corridor_01.png depth/corridor_01.png\n")  # one more frame, same settings
+    with pytest.raises(DataError, match=changed + r" \(a frame added to or removed from the list"):
+        status()
+    listing.write_text(listed)
+    assert status() == ["reused"]  # the same frames again (the list file's own time does not count)
+
+    # Each file a frame is read from: rewritten in place, then put back as it was (content and time).
+    for path in (root / "depth" / "office_02.png", root / "mask_invalid" / "corridor_01.png", captions / "rgb_office_02.txt"):
+        content, stat = path.read_bytes(), path.stat()
+        if path.suffix == ".txt":
+            path.write_text("An image of an office.\n")
+        else:
+            png16(path, np.asarray(Image.open(path)) // 2)
+        with pytest.raises(DataError, match=changed):
+            status()
+        path.write_bytes(content)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert status() == ["reused"], path
+
+    png16(root / "depth" / "office_02.png", np.round(metres(1, 2.0, 7.0) * 65535 / 50))
+    capsys.readouterr()
+    assert main(["benchmark", "--suite", str(suite), "--out", str(out), "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "the test frames' files changed" in err and err.endswith("(write elsewhere, or allow overwriting it) (--overwrite)")
+    assert main(["benchmark", "--suite", str(suite), "--out", str(out), "--workers", "0", "--overwrite"]) == 0
+    assert "1 evaluated, 0 reused" in capsys.readouterr().out
+
+
+def test_distinct_row_names_never_share_a_folder(tiny_cfg, tmp_path):
+    """Kind G: "ours (A)" and "ours [A]" (one slug, ours_A) get a folder each, so neither evaluation
+    overwrites the other's and each is reused as its own; a plain name keeps its folder."""
+    import torch
+
+    checkpoints = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        checkpoints.append(build_model(tiny_cfg).save_pretrained(tmp_path / f"ckpt{seed}"))
+    names = [("ours (A)", checkpoints[0]), ("ours [A]", checkpoints[1])]
+    suite = tmp_path / "names.yaml"
+    suite.write_text("entries:\n" + "".join(
+        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}, name: '{n}'}}\n" for n, c in names
+    ))
+    out = tmp_path / "out"
+    result = benchmark.run_benchmark(suite, out=out, workers=0)
+    folders = [e.folder for e in result.evaluations]
+    assert folders[0] != folders[1] and all(f.parent.name.startswith("ours_A+") for f in folders)
+    for folder, (_, checkpoint) in zip(folders, names):
+        assert json.loads((folder / "metrics.json").read_text())["checkpoint"] == str(checkpoint)
+    again = benchmark.run_benchmark(suite, out=out, workers=0)
+    assert [e.status for e in again.evaluations] == ["reused", "reused"]
+    assert [e.summary["abs_rel"] for e in again.evaluations] == [e.summary["abs_rel"] for e in result.evaluations]
+    assert again.evaluations[0].summary["abs_rel"] != again.evaluations[1].summary["abs_rel"]
+    # A plain name is its own folder, where earlier runs wrote it (the zero-shot test's "tiny").
+    assert benchmark._folder_name("plain-name_1.0") == "plain-name_1.0"

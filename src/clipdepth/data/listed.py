@@ -21,6 +21,8 @@ DepthReader = Callable[[Path], np.ndarray]
 class ListedRGBD(Dataset):
     """RGB-D pairs from split-list entries; entries without ground truth are counted, not yielded.
 
+    ``companions``: the files besides the listed depth file that ``read_depth_m`` reads (iBims-1's and
+    DIODE's masks), so that ``files`` names every file a frame is read from.
     ``n_listed`` and ``n_without_gt`` let a report say e.g. "697 listed, 45 without ground truth,
     652 scored". Intrinsics: ``intrinsics_by_name`` if it has the sample, else (focal, focal,
     W/2, H/2) from the line's focal length, else NaN (unknown).
@@ -33,11 +35,13 @@ class ListedRGBD(Dataset):
         list_path: str | Path,
         read_depth_m: DepthReader,
         intrinsics_by_name: Mapping[str, Sequence[float]] | None = None,
+        companions: Callable[[Path], list[Path]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.list_path = Path(list_path)
         self.read_depth_m = read_depth_m
         self.intrinsics_by_name = dict(intrinsics_by_name or {})
+        self.companions = companions  # the other files read_depth_m reads for a depth file (masks)
         self.n_listed = len(entries)
         self.entries = [e for e in entries if e.depth is not None]
         self.n_without_gt = self.n_listed - len(self.entries)
@@ -52,9 +56,12 @@ class ListedRGBD(Dataset):
         return [self.sample_name(e) for e in self.entries]
 
     def files(self, index: int) -> list[Path]:
-        """The files frame ``index`` is read from (the feature cache keys on their size and time)."""
+        """The files frame ``index`` is read from (the feature cache and benchmark key on their size and time)."""
         entry = self.entries[index]
-        return [entry.rgb_path(self.root), entry.depth_path(self.root)]
+        depth = entry.depth_path(self.root)
+        # a missing companion is the decoder's one-line error when the frame is read, not here
+        extra = [path for path in self.companions(depth) if path.is_file()] if self.companions else []
+        return [entry.rgb_path(self.root), depth, *extra]
 
     def sample_name(self, entry: SplitEntry) -> str:
         """The rgb path without suffix, "/" -> "_": unique within a list."""

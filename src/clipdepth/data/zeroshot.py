@@ -61,6 +61,11 @@ def read_tum_depth(path: str | Path) -> np.ndarray:
 IBIMS_MASKS = ("mask_invalid", "mask_transp")  # 0 = not to be scored (invalid; transparent surface)
 
 
+def _ibims_masks(path: Path) -> list[Path]:
+    """The masks iBims-1's own layout keeps for a ``depth/<name>.png`` (none outside a ``depth/`` folder)."""
+    return [path.parent.parent / folder / path.name for folder in IBIMS_MASKS] if path.parent.name == "depth" else []
+
+
 def read_ibims_depth(path: str | Path) -> np.ndarray:
     """iBims-1 depth PNG: uint16 / 65535 * 50 (assumption stated at ``IBIMS_SCALE``).
 
@@ -73,8 +78,7 @@ def read_ibims_depth(path: str | Path) -> np.ndarray:
     if path.parent.name != "depth":
         return depth
     keep = np.ones(depth.shape, dtype=bool)
-    for folder in IBIMS_MASKS:
-        mask_path = path.parent.parent / folder / path.name
+    for mask_path in _ibims_masks(path):
         if not mask_path.is_file():
             raise DataError(f"{mask_path}: iBims-1 mask not found (its layout has {' and '.join(IBIMS_MASKS)} beside depth/)")
         mask = read_mask(mask_path)
@@ -93,10 +97,15 @@ def _read_npy(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy file ({' '.join(str(exc).split())})") from None
 
 
+def _diode_mask(path: Path) -> list[Path]:
+    """DIODE's validity mask beside a ``*_depth.npy``."""
+    return [path.with_name(f"{path.stem}_mask.npy")]
+
+
 def read_diode_depth(path: str | Path) -> np.ndarray:
     """DIODE ``*_depth.npy`` (H, W, 1) metres, zeroed where ``*_depth_mask.npy`` is 0."""
     path = Path(path)
-    mask_path = path.with_name(f"{path.stem}_mask.npy")
+    (mask_path,) = _diode_mask(path)
     depth, mask = _read_npy(path), _read_npy(mask_path)
     if depth.ndim == 3 and depth.shape[-1] == 1:
         depth = depth[..., 0]
@@ -142,16 +151,18 @@ def read_hypersim_depth(path: str | Path) -> np.ndarray:
     return hypersim_distance_to_depth(np.nan_to_num(distance, nan=0.0))
 
 
-def _listed_factory(read_depth_m: DepthReader) -> Callable[[DataConfig, str], Dataset]:
+def _listed_factory(
+    read_depth_m: DepthReader, companions: Callable[[Path], list[Path]] | None = None,
+) -> Callable[[DataConfig, str], Dataset]:
     def factory(cfg: DataConfig, split: str) -> Dataset:
         root, entries, list_path = split_entries(cfg, split)
-        return ListedRGBD(entries, root, list_path, read_depth_m)
+        return ListedRGBD(entries, root, list_path, read_depth_m, companions=companions)
 
     return factory
 
 
 register_dataset("sun_rgbd", protocol="synthetic_indoor")(_listed_factory(read_sun_rgbd_depth))
 register_dataset("tum", protocol="synthetic_indoor")(_listed_factory(read_tum_depth))
-register_dataset("ibims", protocol="synthetic_indoor")(_listed_factory(read_ibims_depth))
+register_dataset("ibims", protocol="synthetic_indoor")(_listed_factory(read_ibims_depth, _ibims_masks))
 register_dataset("hypersim", protocol="synthetic_indoor")(_listed_factory(read_hypersim_depth))
-register_dataset("diode", protocol="synthetic_outdoor")(_listed_factory(read_diode_depth))
+register_dataset("diode", protocol="synthetic_outdoor")(_listed_factory(read_diode_depth, _diode_mask))

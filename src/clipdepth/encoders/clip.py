@@ -113,6 +113,8 @@ def _load_tokenizer(name_or_path: str, text_vocab_size: int) -> CLIPTokenizer:
 class CLIPEncoder(FrozenImageModel):
     """Frozen CLIP: ``forward`` gives patch tokens and CLS, ``encode_text`` the text embeddings."""
 
+    part = "clip"
+
     def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, description: str) -> None:
         vision = model.config.vision_config
         super().__init__(model, description, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, vision.patch_size)

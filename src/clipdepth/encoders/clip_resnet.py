@@ -27,7 +27,7 @@ from ..config import DepthCLIPConfig
 from ..errors import EncoderLoadError
 from .clip import TEXT_CONTEXT_LENGTH, char_level_tokenizer
 from .frozen import random_weights
-from .loading import first_line, quiet_transformers, weights_fingerprint
+from .loading import at_initialisation, first_line, quiet_transformers, weights_fingerprint
 
 OPEN_CLIP = "open_clip"  # depthclip.weights value: take OpenAI's RN50 from the open_clip package
 OPEN_CLIP_HINT = 'pip install -e ".[openclip]" in the clipdepth repository (or pip install open_clip_torch)'
@@ -278,9 +278,12 @@ def _load_tokenizer(name: str) -> CLIPTokenizer:
 
 
 class ResNetCLIPEncoder(nn.Module):
-    """Frozen CLIP ResNet (DepthCLIP's, and the learned prompts' RN50): ``forward gives the layer-4 map channels-last, ``encode_text`` the text
-    embeddings. Images in [0, 1] are normalised with ``normalize`` (ImageNet's statistics by
-    default, as DepthCLIP's loader)."""
+    """Frozen CLIP ResNet (DepthCLIP's, and the learned prompts' RN50): ``forward`` gives the layer-4
+    map channels-last, ``encode_text`` the text embeddings. Images in [0, 1] are normalised with
+    ``normalize`` (ImageNet's statistics by default, as DepthCLIP's loader). ``untrained``: its
+    weights are at their random initialisation, wherever they came from (``loading.at_initialisation``)."""
+
+    part = "depthclip"  # the config section that names these weights
 
     def __init__(
         self, model: CLIPResNet, tokenize: Callable[[list[str]], torch.Tensor], description: str,
@@ -326,6 +329,10 @@ class ResNetCLIPEncoder(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.pixel_mean) / self.pixel_std
+
+    @property
+    def untrained(self) -> bool:
+        return at_initialisation(self.model)
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self.model)

@@ -18,6 +18,8 @@ DINOV2_HINT = "DINOv2 weights (e.g. facebook/dinov2-large, or a folder saved by 
 class DINOv2Encoder(FrozenImageModel):
     """Frozen DINOv2: ``forward`` maps images in [0, 1] to a (B, H/p, W/p, D) grid of patch tokens."""
 
+    part = "tr2m.image_encoder"
+
     def __init__(self, model: Dinov2Model, description: str) -> None:
         super().__init__(model, description)
         self.embed_dim: int = model.config.hidden_size

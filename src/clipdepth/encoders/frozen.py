@@ -1,11 +1,11 @@
 """What every frozen transformers model (CLIP, DINOv2, Depth Anything) shares: loading with one-line
-errors, seeded random weights for tests and demos, input normalisation, a weight fingerprint, and
-staying frozen inside a model that trains.
+errors, seeded random weights for tests and demos, input normalisation, a weight fingerprint, whether
+the weights are untrained, and staying frozen inside a model that trains.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -15,7 +15,7 @@ from transformers import PreTrainedModel
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from ..errors import EncoderLoadError
-from .loading import first_line, quiet_transformers, weights_fingerprint
+from .loading import at_initialisation, first_line, quiet_transformers, weights_fingerprint
 
 ModelT = TypeVar("ModelT", bound=PreTrainedModel)
 
@@ -58,9 +58,20 @@ def random_weights(build: Callable[[], ModelT], seed: int) -> ModelT:
         return build()
 
 
+def untrained_parts(encoder: nn.Module) -> list[str]:
+    """The config sections (``part``: ``clip``, ``depthclip``, ``tr2m.image_encoder``,
+    ``tr2m.relative``) of the frozen parts in ``encoder`` whose weights are untrained
+    (``loading.at_initialisation``, on the weights as they are now), in module order;
+    checkpoints (config.json) and evaluations (metrics.json) record it as ``untrained_frozen_parts``."""
+    return [m.part for m in encoder.modules() if getattr(m, "untrained", False)]
+
+
 class FrozenImageModel(nn.Module):
     """A frozen transformers vision model fed images in [0, 1], normalised with ``mean`` / ``std``
-    (default ImageNet's, as DINOv2 and Depth Anything were trained; CLIP passes its own)."""
+    (default ImageNet's, as DINOv2 and Depth Anything were trained; CLIP passes its own).
+    ``untrained``: its weights are at their random initialisation, wherever they came from."""
+
+    part: ClassVar[str]  # the config section that names these weights
 
     def __init__(
         self, model: PreTrainedModel, description: str, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
@@ -82,6 +93,10 @@ class FrozenImageModel(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images - self.pixel_mean) / self.pixel_std
+
+    @property
+    def untrained(self) -> bool:
+        return at_initialisation(self.model)
 
     def fingerprint(self) -> str:
         return weights_fingerprint(self.model)

@@ -1,4 +1,5 @@
-"""Helpers every frozen transformers model shares: quiet loading, short error lines, a weight fingerprint."""
+"""Helpers every frozen model shares: quiet loading, short error lines, a weight fingerprint, and
+telling untrained weights from trained ones."""
 from __future__ import annotations
 
 import contextlib
@@ -9,6 +10,10 @@ import transformers
 from torch import nn
 
 FINGERPRINT_SAMPLES_PER_TENSOR = 4096
+# Normalisation layers and the values torch's and transformers' initialisation give their weights
+# and running statistics (BatchNorm*, InstanceNorm* and SyncBatchNorm share _NormBase).
+NORM_LAYERS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.modules.batchnorm._NormBase)
+NORM_INITIAL = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
 
 
 @contextlib.contextmanager
@@ -40,3 +45,19 @@ def weights_fingerprint(module: nn.Module) -> str:
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
         digest.update(sample.float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def at_initialisation(module: nn.Module) -> bool:
+    """Whether ``module``'s weights are untrained: it has normalisation layers and every one of
+    them is still exactly at its initial state (scale 1, shift 0; batch norm also running mean 0
+    and variance 1). Random initialisation (``random_init``, or any model built from a config and
+    saved without training) leaves them there and training moves them, so this tells random weights
+    from trained ones whatever folder or file they were loaded from. A module without normalisation
+    layers is never called untrained (nothing to tell by)."""
+    values = [
+        (tensor, expected)
+        for layer in module.modules() if isinstance(layer, NORM_LAYERS)
+        for name, expected in NORM_INITIAL.items()
+        if (tensor := getattr(layer, name, None)) is not None
+    ]
+    return bool(values) and all(bool((tensor == expected).all()) for tensor, expected in values)

@@ -52,6 +52,7 @@ class DepthAnythingSource(FrozenImageModel):
     """Frozen Depth Anything: relative inverse depth (disparity-like) from the image alone."""
 
     is_oracle = False
+    part = "tr2m.relative"
 
     def __init__(self, model: DepthAnythingForDepthEstimation, description: str) -> None:
         super().__init__(model, description)

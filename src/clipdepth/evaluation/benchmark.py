@@ -5,7 +5,8 @@ A suite is a list of entries, each a dataset label with the recipe, dataset and 
 scored with; the checkpoint is given for the whole suite or per entry (suite files). Every
 evaluation is one ``evaluate_checkpoint`` call into its own folder
 ``<out>/<suite>/<row>/<label>/`` (``metrics.json``, ``per_image.csv``, ``results.md``); one that
-is finished there is reused, not redone, so an interrupted benchmark resumes. Then
+is finished there, of the same checkpoint, settings and frames, is reused, not redone, so an
+interrupted benchmark resumes. Then
 ``<out>/<suite>/table.md`` and ``table.csv`` are written: the published rows (shipped as data in
 ``evaluation/published/*.yaml``, each table with its paper, arXiv id and table number), our rows
 in the same columns, the average rank where the paper ranks methods, and for each of our rows
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import json
 import re
@@ -28,7 +30,8 @@ import yaml
 from ..config import DataConfig, first_difference, load_config_dict, upgrade_layout
 from ..errors import ClipdepthError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_text_atomic
-from .checkpoint import OUTPUTS, checkpoint_digest, evaluate_checkpoint, evaluation_settings
+from ..models import model_class
+from .checkpoint import OUTPUTS, checkpoint_digest, evaluate_checkpoint, evaluation_settings, frames_digest
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES
 from .protocol import get_protocol
 from .report import HEADERS
@@ -304,11 +307,18 @@ def _checkpoint_meta(checkpoint: str) -> tuple[dict, Any]:
     return meta, load_config_dict(upgrade_layout(meta["config"]))
 
 
-def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
-    """(real, one line): whether a checkpoint's weights are real — every frozen part pretrained
-    (no ``random_init``), relative depth from a model (not the ground-truth oracle), and a head
-    with a training record (``epoch`` in config.json) or converted from a released checkpoint —
-    and a line saying which parts are not."""
+def weights_summary(meta: Mapping[str, Any], cfg: Any, summaries: Iterable[Mapping[str, Any]] = ()) -> tuple[bool, str]:
+    """(real, one line): whether a checkpoint's weights are real — every frozen part pretrained,
+    relative depth from a model (not the ground-truth oracle), and a head with a training record
+    (``epoch`` in config.json) or converted from a released checkpoint — and a line saying which
+    parts are not.
+
+    A frozen part is random when its config section says ``random_init``, or when a record made
+    from the weights themselves names it: ``untrained_frozen_parts`` (``encoders.frozen.untrained_parts``:
+    normalisation layers at their initial values) in the checkpoint's config.json, written at save,
+    or in ``summaries`` (the metrics.json of its evaluations). So a folder of random weights named
+    by path (``clip.name=/some/folder``) is random too; checkpoints and results written before the
+    record have only the config to go by."""
     # CLIP RN50 (DepthCLIP, and the learned prompts on it) is the depthclip section's, the ViT the clip section's
     depthclip_rn = (cfg.model == "depthclip" and cfg.depthclip.backbone == "resnet") or (
         cfg.model == "learned_prompts" and cfg.prompts.backbone == "resnet")
@@ -319,6 +329,9 @@ def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
         random_parts += ["tr2m.image_encoder"] if cfg.tr2m.image_encoder.random_init else []
         oracle = cfg.tr2m.relative.source == "oracle"
         random_parts += ["tr2m.relative"] if not oracle and cfg.tr2m.relative.random_init else []
+    for record in (meta, *summaries):
+        random_parts += record.get("untrained_frozen_parts") or []
+    random_parts = list(dict.fromkeys(random_parts))
     if meta.get("converted_from"):
         head, trained = "converted from a released checkpoint", True
     elif meta.get("zero_shot"):
@@ -327,7 +340,7 @@ def weights_summary(meta: Mapping[str, Any], cfg: Any) -> tuple[bool, str]:
         head, trained = f"trained (saved at epoch {meta['epoch']})", True
     else:
         head, trained = "untrained, no training record in config.json", False
-    problems = [f"random_init frozen parts: {', '.join(random_parts)}"] if random_parts else []
+    problems = [f"random frozen parts: {', '.join(random_parts)}"] if random_parts else []
     problems += ["relative depth made from the ground truth (oracle)"] if oracle else []
     if not problems and trained:
         return True, f"real weights (pretrained frozen parts; head {head})"
@@ -353,6 +366,7 @@ class Evaluation:
     tta: bool
     status: str = "pending"  # "reused" (finished earlier), "ran" (this call)
     summary: dict = field(default_factory=dict)
+    uses_captions: bool = False  # the checkpoint's model reads a caption per frame (TR2M)
 
 
 @dataclass
@@ -378,6 +392,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or "checkpoint"
 
 
+def _folder_name(name: str) -> str:
+    """The folder of a row or dataset label: the name itself where it is a plain one (its own
+    ``_slug``, so folders of earlier runs stay where they are), else its slug, ``+`` and a hash of
+    the exact name. A plain name has no ``+``, so distinct names never share a folder: "ours (A)"
+    and "ours [A]", both ``ours_A`` as slugs, go to ``ours_A+<hash>`` with two hashes."""
+    slug = _slug(name)
+    return name if slug == name else f"{slug}+{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def _same_checkpoint(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -387,7 +410,8 @@ def _same_checkpoint(a: str, b: str) -> bool:
 
 def _finished(evaluation: Evaluation) -> bool:
     """Whether ``evaluation`` has all its results in its folder from an earlier run of the same
-    evaluation (checkpoint, dataset, protocol, TTA); DataError when they are another's."""
+    evaluation (checkpoint, dataset, protocol, TTA, and ``_changed_since``: data settings,
+    checkpoint files, frames); DataError when they are another's."""
     paths = [evaluation.folder / name for name in OUTPUTS]
     if not all(p.is_file() for p in paths):
         return False  # none, or what a killed run left: done again
@@ -415,15 +439,24 @@ def _finished(evaluation: Evaluation) -> bool:
 
 
 def _changed_since(summary: dict, evaluation: Evaluation) -> str | None:
-    """What differs between a finished evaluation and this one beyond its name: the data settings
-    or the checkpoint's files (a run trained again into the same folder). Results written before
-    these were recorded cannot tell, and count as the same."""
+    """What differs between a finished evaluation and this one beyond its name: the data settings,
+    the checkpoint's files (a run trained again into the same folder) or the files the test frames
+    are read from (``frames_digest``). Results written before these were recorded cannot tell, and
+    count as the same. The frames are listed again (not decoded): data that cannot be is an error."""
     if "data" in summary:
         diff = first_difference(summary["data"], json.loads(json.dumps(asdict(evaluation.data))))
         if diff is not None:
             return f"data.{diff[0]} changed ({diff[1]!r} then, {diff[2]!r} now)"
     if "checkpoint_digest" in summary and summary["checkpoint_digest"] != checkpoint_digest(evaluation.checkpoint):
         return f"the checkpoint {evaluation.checkpoint} changed (its files differ)"
+    if "frames_digest" in summary:
+        from ..data import get_dataset
+
+        frames = get_dataset(evaluation.data, "test")
+        if summary["frames_digest"] != frames_digest(frames, evaluation.data, evaluation.uses_captions):
+            what = "a frame added to or removed from the list, or a file such as the ground truth rewritten in place"
+            what += ", or a caption file edited" if evaluation.uses_captions else ""
+            return f"the test frames' files changed ({what})"
     return None
 
 
@@ -470,7 +503,8 @@ def plan_benchmark(
     out: str | Path = "outputs/benchmark", overwrite: bool = False,
 ) -> tuple[Suite, list[Evaluation], dict[str, tuple[dict, Any]]]:
     """The evaluations ``run_benchmark`` makes (its arguments), with each one's status: "reused"
-    when finished in its folder, else "pending". Nothing is evaluated or written."""
+    when finished in its folder, else "pending"; DataError for results there of another evaluation,
+    or of other frames (``_finished``). Nothing is evaluated or written."""
     suite = load_suite(suite)
     fields = _data_fields(data)
     unknown = sorted(set(fields) - set(suite.labels))
@@ -499,11 +533,15 @@ def plan_benchmark(
         get_protocol(protocol)
         row = entry.name or name or _slug(ckpt)
         evaluation = Evaluation(
-            entry, row, ckpt, Path(out) / suite.name / _slug(row) / _slug(entry.label), settings, overrides, protocol,
-            cfg.eval.tta if tta is None else tta,
+            entry, row, ckpt, Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label), settings,
+            overrides, protocol, cfg.eval.tta if tta is None else tta,
+            uses_captions=model_class(metas[ckpt][0].get("architecture", "")).uses_captions,
         )
-        if not overwrite and _finished(evaluation):
-            evaluation.status = "reused"
+        try:
+            if not overwrite and _finished(evaluation):
+                evaluation.status = "reused"
+        except ClipdepthError as exc:
+            raise _entry_error(exc, f"{suite.name}/{row}/{entry.label}") from None
         evaluations.append(evaluation)
     return suite, evaluations, metas
 
@@ -521,22 +559,20 @@ def run_benchmark(
     ``["label.field=value", ...]`` (``root``, ``test_list``, ``caption_dir``, ... of
     ``DataConfig``). ``released``: score each set with the protocol of TR2M's released evaluation
     where it differs from the standard (``RELEASED_PROTOCOLS``). ``tta``: flip TTA (default: each
-    checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/``; a finished one
-    is reused unless ``overwrite``. Every pending evaluation's data is checked before the first
-    runs. Writes ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the
-    suite and label (ConfigError, DataError, CheckpointError).
+    checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/`` (``_folder_name``
+    of each); a finished one of the same checkpoint, settings and frames is reused unless
+    ``overwrite``. Every pending evaluation's data is checked before the first runs. Writes
+    ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the suite and label
+    (ConfigError, DataError, CheckpointError).
     """
-    from ..models import model_class
-
     say = progress or (lambda message: None)
     suite, evaluations, metas = plan_benchmark(
         suite, checkpoint, name=name, data=data, released=released, tta=tta, out=out, overwrite=overwrite,
     )
     pending = [e for e in evaluations if e.status != "reused"]
     for evaluation in pending:
-        uses_captions = model_class(metas[evaluation.checkpoint][0].get("architecture", "")).uses_captions
         try:
-            _check_data(evaluation, uses_captions)
+            _check_data(evaluation, evaluation.uses_captions)
         except ClipdepthError as exc:
             raise _entry_error(exc, f"{suite.name}/{evaluation.row}/{evaluation.entry.label}") from None
     for evaluation in evaluations:
@@ -557,13 +593,12 @@ def run_benchmark(
 
     rows: dict[str, OurRow] = {}
     for evaluation in evaluations:
-        if evaluation.row not in rows:
-            real, line = weights_summary(*metas[evaluation.checkpoint])
-            rows[evaluation.row] = OurRow(evaluation.row, evaluation.checkpoint, real, line, [])
-        row = rows[evaluation.row]
+        row = rows.setdefault(evaluation.row, OurRow(evaluation.row, evaluation.checkpoint, False, "", []))
         if not _same_checkpoint(row.checkpoint, evaluation.checkpoint):
             raise ConfigError(f"{suite.name}: row {evaluation.row!r} has two checkpoints ({row.checkpoint}, {evaluation.checkpoint}); name them apart", setting="suite")
         row.evaluations.append(evaluation)
+    for row in rows.values():  # what every evaluation of the row recorded of the weights, too
+        row.real_weights, row.weights = weights_summary(*metas[row.checkpoint], [e.summary for e in row.evaluations])
     folder = Path(out) / suite.name
     markdown, csv_text = benchmark_table(suite, list(rows.values()))
     write_text_atomic(folder / "table.md", markdown)

@@ -13,12 +13,16 @@ import hashlib
 import json
 from pathlib import Path
 
+from torch.utils.data import Dataset
+
 from ..config import Config, DataConfig, load_config, trained_setting, with_overrides
 from ..data.transforms import Preprocessor
 from ..data import DATASET_PROTOCOLS, get_dataset
 from ..data.captions import caption_lookup
 from ..device import resolve_device
+from ..encoders.frozen import untrained_parts
 from ..errors import ConfigError
+from ..features.cache import _captions_digest, files_digest, frame_names
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
 from ..models import load_model
 from ..models.base import checkpoint_folder
@@ -103,6 +107,19 @@ def checkpoint_digest(checkpoint: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def frames_digest(frames: Dataset, data: DataConfig, uses_captions: bool) -> str | None:
+    """A short hash of what the scored frames are read from: every file of every frame, by path, size
+    and modification time (``features.cache.files_digest``, as the feature cache keys on them), so
+    that a frame added to or removed from the list, or a file rewritten in place, changes it; for a
+    model that reads captions also the caption files' content. None for frames without files
+    (synthetic scenes, a function of the data settings) when no caption file is read."""
+    files = files_digest(frames)
+    captions = _captions_digest(data, frame_names(frames)) if uses_captions and data.caption_dir else None
+    if files is None and captions is None:
+        return None
+    return hashlib.sha256(f"{files}|{captions}".encode()).hexdigest()[:16]
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path, *, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (), tta: bool | None = None, score_at_input: bool = False,
@@ -131,6 +148,7 @@ def evaluate_checkpoint(
     out = Path(out or f"outputs/eval/{name}")
     refuse_existing([out / file for file in OUTPUTS], overwrite)
     frames = get_dataset(data, "test")
+    inputs = frames_digest(frames, data, model.uses_captions)  # before reading: a file rewritten meanwhile shows
     model.to(resolve_device(model.cfg.device))
     preprocessor = model.preprocessor(data, settings.input_size)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
@@ -153,6 +171,8 @@ def evaluate_checkpoint(
         "input": preprocessor.describe(),
         "settings": settings.describe(preprocessor, tta),
         "encoder": model.encoder.description,
+        "untrained_frozen_parts": untrained_parts(model.encoder),  # from the weights (benchmark's label)
+        "frames_digest": inputs,
         "pixel_pooled": acc.pixel_pooled(),
     }
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))

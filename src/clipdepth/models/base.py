@@ -547,11 +547,15 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     # huggingface_hub's ModelHubMixin supplies push_to_hub and the Hub download in from_pretrained;
     # the hooks below define what a checkpoint folder holds.
     def _save_pretrained(self, save_directory: Path) -> None:
+        from ..encoders.frozen import untrained_parts  # transformers: not at import (quick --help)
+
         meta = {
             "model_type": transformers_model_type(self.architecture),
             "architecture": self.architecture,
             "config": config_to_dict(self.cfg),
             "encoder_fingerprint": self.encoder.fingerprint(),
+            # what the frozen weights are, not where they load from (benchmark's real/random label)
+            "untrained_frozen_parts": untrained_parts(self.encoder),
             **self._checkpoint_extra,
         }
         state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
