@@ -467,3 +467,15 @@ def test_distinct_row_names_never_share_a_folder(tiny_cfg, tmp_path):
     assert again.evaluations[0].summary["abs_rel"] != again.evaluations[1].summary["abs_rel"]
     # A plain name is its own folder, where earlier runs wrote it (the zero-shot test's "tiny").
     assert benchmark._folder_name("plain-name_1.0") == "plain-name_1.0"
+
+
+def test_the_checkpoint_digest_is_of_its_config_and_weights_only(tiny_cfg, tmp_path):
+    from clipdepth.evaluation.checkpoint import checkpoint_digest
+    from clipdepth.models import PureCLIPDepth
+
+    folder = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "head")
+    before = checkpoint_digest(folder)
+    (folder / "notes.txt").write_text("trained on the lab's frames\n")  # the user's own file beside it
+    assert checkpoint_digest(folder) == before
+    PureCLIPDepth.build(tiny_cfg).save_pretrained(folder)  # trained again into the same folder
+    assert checkpoint_digest(folder) != before

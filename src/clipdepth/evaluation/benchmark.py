@@ -702,14 +702,16 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
     else:
         notes.append("Units: depth errors (RMSE, SqRel) in metres; the other metrics have no unit.")
 
-    runs = ["| Row | Dataset | Protocol | Flip TTA | Images scored | Results | This run |", "|---|---|---|---|---|---|---|"]
+    runs = ["| Row | Dataset | Protocol | Model input | Flip TTA | Images scored | Results | This run |",
+            "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         for e in row.evaluations:
             p = get_protocol(e.protocol)
             where = f"`{e.protocol}` ({p.min_depth:g} < gt < {p.max_depth:g} m, crop {p.crop or 'none'})"
             runs.append(
-                f"| {row.name} | {_title(e.entry.label)} ({e.data.dataset}) | {where} | {'on' if e.summary.get('flip_tta') else 'off'} "
-                f"| {int(e.summary.get('n_images', 0))} | `{e.folder}` | {'reused' if e.status == 'reused' else 'evaluated'} |"
+                f"| {row.name} | {_title(e.entry.label)} ({e.data.dataset}) | {where} | {e.summary.get('input', '—')} "
+                f"| {'on' if e.summary.get('flip_tta') else 'off'} | {int(e.summary.get('n_images', 0))} | `{e.folder}` "
+                f"| {'reused' if e.status == 'reused' else 'evaluated'} |"
             )
 
     heading = f"# Benchmark `{suite.name}`" + (f": {suite.description}" if suite.description else "")

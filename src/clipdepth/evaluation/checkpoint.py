@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..features.cache import _captions_digest, files_digest, frame_names
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
 from ..models import load_model
-from ..models.base import checkpoint_folder
+from ..models.base import CONFIG_NAME, WEIGHTS_NAME, checkpoint_folder
 from .evaluate import evaluate_dataset, model_predictor
 from .metrics import ALL_METRIC_NAMES
 from .protocol import get_protocol
@@ -95,11 +95,11 @@ def evaluation_settings(
 
 
 def checkpoint_digest(checkpoint: str | Path) -> str:
-    """A short hash of a checkpoint's files (config and weights): a run trained again into the same
-    folder has another."""
+    """A short hash of a checkpoint's config and weights: a run trained again into the same folder
+    has another; other files a user keeps in the folder (notes, a README) change nothing."""
     folder = checkpoint_folder(checkpoint)
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in (folder / CONFIG_NAME, folder / WEIGHTS_NAME):
         digest.update(path.name.encode())
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
