@@ -3,8 +3,9 @@
 ``read_frames`` decodes a video's frames upright (a phone's rotation applied) as RGB arrays;
 ``Mp4Writer`` encodes RGB frames into an mp4 written atomically: H.264 (``libx264``, which browsers
 play) where the PyAV build has it, else MPEG-4 part 2; yuv 4:2:0, tagged BT.709, so an odd width
-or height gains one column or row copied from the edge. The mp4 records the video it was made from
-(``video_source``). Every problem with a video is a one-line DataError naming it.
+or height gains one column or row copied from the edge. The mp4 records what it was made from
+(``video_made``: the video, its content, the model and options). Every problem with a video is a
+one-line DataError naming it.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
+from .fingerprint import Made, readable
 from .predictions import VIDEO_SUFFIXES, _inside, distinct_names
 
 VIDEO_TAIL = "_depth.mp4"  # the output of a video named N: N_depth.mp4 (no image output ends in .mp4)
@@ -30,7 +32,8 @@ CRF = "18"  # libx264's constant quality: visually lossless for colour maps, sma
 # cores) at about the same size: the encoder must not hold a GPU's frames back.
 PRESET = "veryfast"
 MPEG4_BITS_PER_PIXEL = 0.5  # MPEG-4 part 2 has no constant-quality mode here: a generous bit rate
-SOURCE_KEY = "comment"  # the mp4 metadata key that records the source video (an mp4 muxer keeps it)
+SOURCE_KEY = "comment"  # the mp4 metadata key that names the source video as text (an mp4 muxer keeps it)
+MADE_KEY = "description"  # ... and the one that records what it was made from (io.fingerprint.Made)
 
 
 def require_av() -> Any:
@@ -79,14 +82,18 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise _unreadable(path, exc) from None
 
 
-def video_source(path: str | Path) -> str | None:
-    """The source video an mp4 of ``Mp4Writer`` records, None without one (or for a file that cannot be read)."""
+def video_made(path: str | Path) -> Made | None:
+    """What an mp4 of ``Mp4Writer`` records it was made from; for one of a clipdepth that recorded
+    only the source video, that source alone (``Made(source)``); None without either (or for a
+    file that cannot be read)."""
     av = require_av()
     try:
         with av.open(str(path)) as container:
-            return container.metadata.get(SOURCE_KEY)
+            metadata = container.metadata
     except av.error.FFmpegError:
         return None
+    made = Made.parse(metadata.get(MADE_KEY))
+    return made if made is not None or SOURCE_KEY not in metadata else Made(metadata[SOURCE_KEY])
 
 
 def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -118,11 +125,11 @@ def video_codec() -> str:
 
 class Mp4Writer:
     """Encode (H, W, 3) uint8 RGB frames, all of one size, at ``fps`` into an mp4 at ``path``,
-    atomically (the file appears whole when the ``with`` block ends without error). ``source``
-    (the video it shows) is recorded for ``video_source``. ``codec``: None for ``video_codec()``."""
+    atomically (the file appears whole when the ``with`` block ends without error). ``made``
+    (what it shows) is recorded for ``video_made``. ``codec``: None for ``video_codec()``."""
 
-    def __init__(self, path: str | Path, fps: Fraction, source: str | None = None, codec: str | None = None) -> None:
-        self.path, self.fps, self.source = Path(path), Fraction(fps), source
+    def __init__(self, path: str | Path, fps: Fraction, made: Made | None = None, codec: str | None = None) -> None:
+        self.path, self.fps, self.made = Path(path), Fraction(fps), made
         self.codec = codec or video_codec()
         self.frames = 0
         self._stack = contextlib.ExitStack()
@@ -138,8 +145,9 @@ class Mp4Writer:
         av = require_av()
         container = self._stack.enter_context(av.open(str(self._tmp), "w", format="mp4",
                                                       options={"movflags": "+faststart"}))  # playable while loading
-        if self.source is not None:
-            container.metadata[SOURCE_KEY] = self.source
+        if self.made is not None:  # FFmpeg takes UTF-8 only: the exact name is in the record's ASCII escapes
+            container.metadata[SOURCE_KEY] = readable(self.made.source)
+            container.metadata[MADE_KEY] = self.made.text()
         stream = container.add_stream(self.codec, rate=self.fps, options={"crf": CRF, "preset": PRESET} if self.codec == "libx264" else {})
         stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
         if self.codec != "libx264":
