@@ -47,7 +47,8 @@ def test_a_record_tells_same_content_from_rewritten_other_settings_and_other_ima
     assert made.compare(other) == "other settings"  # settings first: another result, whatever its image
     assert made.refusal(other, out, "the depth") == (
         f"{out} holds the depth made with tta=true (this run: tta=false); write elsewhere, or overwrite it")
-    assert made.compare(Made("/in/b.jpg", {"image": "11"}, {"checkpoint": "c1", "tta": False})) == "other source"
+    assert made.compare(Made("/in/b.jpg", {"image": "33"}, {"checkpoint": "c1", "tta": False})) == "other source"
+    assert made.compare(Made("/old/a.jpg", {"image": "11"}, {"checkpoint": "c1", "tta": False})) == "same"  # moved
     assert made.refusal(Made("/in/b.jpg"), out, "the depth") == (
         f"{out} holds the depth of /in/b.jpg; write elsewhere, or overwrite it")
     assert made.compare(None) == "unknown" and made.refusal(None, out, "the depth").endswith(

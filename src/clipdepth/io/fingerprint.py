@@ -6,13 +6,14 @@ that input's content (``inputs``: the image's bytes, its caption's text) and wha
 the output (``settings``: the model's digest and the options that change the values). A rerun
 compares the record with what it would make now (``Made.compare``):
 
-- ``same``: the output is done (kept);
+- ``same``: the output is done (kept), also when the input has moved since (same content);
 - ``inputs changed``: the input was rewritten in place (re-exported, edited): the output is
   clipdepth's own for this very input and out of date, so it is made again;
 - ``other settings``, ``other source``, ``unknown``: the output is another result (another
-  checkpoint or options, another image, a file that does not say): it is neither kept nor
-  replaced, one line says so (``refusal``) and ``--overwrite`` replaces it;
-- ``unrecorded``: made by a clipdepth that recorded only the source: kept as before.
+  checkpoint or options, another input of other content, a file that does not say): it is
+  neither kept nor replaced, one line says so (``refusal``) and ``--overwrite`` replaces it;
+- ``unrecorded``: made by a clipdepth that recorded only the source: kept as before when that
+  is this input.
 
 Content is the SHA-256 of the bytes (``file_digest``), not size and modification time as the
 feature cache takes for dataset frames: a rewrite of equal size within the file system's time
@@ -111,10 +112,10 @@ class Made:
         record at all); the module docstring says what each means."""
         if earlier is None:
             return "unknown"
-        if earlier.source != self.source:
-            return "other source"
         if earlier.inputs is None:
-            return "unrecorded"
+            return "unrecorded" if earlier.source == self.source else "other source"
+        if earlier.source != self.source and earlier.inputs != self.inputs:
+            return "other source"
         if earlier.settings != self.settings:
             return "other settings"
         return "same" if earlier.inputs == self.inputs else "inputs changed"
