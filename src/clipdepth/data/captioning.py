@@ -30,14 +30,13 @@ from ..config import DataConfig, with_overrides
 from ..encoders.loading import first_line, quiet_transformers, weights_fingerprint
 from ..errors import ConfigError, DataError, EncoderLoadError
 from .loader import read_ahead
-from ..io.atomic import atomic_path, write_text_atomic
+from ..io.atomic import atomic_path
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
-from ..io.fingerprint import Made, bytes_digest, file_digest
+from ..io.fingerprint import RECORD_FOLDER, Made, bytes_digest, file_digest, read_record, write_record
 from ..io.predictions import collect_inputs
 from . import get_dataset
 
 SAMPLING_ROUNDS = 3  # tries to find the sampled lines that differ from those already written
-RECORD_FOLDER = ".clipdepth"  # <out>/.clipdepth/<name>.json: what clipdepth wrote as <out>/<name>.txt
 
 
 def load_captioner(name_or_path: str) -> tuple[Any, Any]:
@@ -155,7 +154,7 @@ def _earlier(name: str, path: Path, record: Path, now: Callable[[], Made], overw
     another image or with other settings (``now()``: what this run would record)."""
     if overwrite or not path.exists():
         return "write"
-    earlier = Made.parse(record.read_text(encoding="utf-8", errors="replace") if record.is_file() else None)
+    earlier = read_record(record)
     if earlier is None:  # written by hand, or by a clipdepth that kept no record: never replaced
         return "kept"
     if earlier.written != file_digest(path):
@@ -217,8 +216,7 @@ def caption_to_folder(
         # The old file goes first and the record before the new one: a run killed between them leaves
         # no file whose record says other text, which would read as edited by hand and be kept for good.
         path.unlink(missing_ok=True)
-        write_text_atomic(out / RECORD_FOLDER / f"{job.name}.json",
-                          Made(job.source, {"image": digest}, settings, bytes_digest(text)).text())
+        write_record(out / RECORD_FOLDER / f"{job.name}.json", Made(job.source, {"image": digest}, settings, bytes_digest(text)))
         with atomic_path(path) as tmp:
             tmp.write_bytes(text)
         report.written += 1

@@ -37,8 +37,11 @@ from typing import Any
 
 from ..config import ABSENT, first_difference
 from ..errors import DataError
+from .atomic import write_text_atomic
 
 DIGEST_CHARS = 16  # hex characters kept of a SHA-256, as the feature cache's and checkpoint digests
+# <folder>/.clipdepth/<name>.json: the records of outputs that cannot hold their own (caption files, a converted dataset)
+RECORD_FOLDER = ".clipdepth"
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -137,3 +140,16 @@ class Made:
 
 def _shown(value: Any) -> str:
     return "none" if value is ABSENT else json.dumps(value)
+
+
+def read_record(path: str | os.PathLike) -> Made | None:
+    """The record ``write_record`` wrote at ``path``; None where there is none, or the file is not one."""
+    try:
+        return Made.parse(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+def write_record(path: str | os.PathLike, made: Made) -> None:
+    """Write ``made`` at ``path`` atomically, for ``read_record``."""
+    write_text_atomic(path, made.text() + "\n")
