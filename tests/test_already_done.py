@@ -13,11 +13,14 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from clipdepth.cli.main import main
+from clipdepth.config import config_to_dict, load_config_dict
 from clipdepth.data.synthetic import render_scene
 from clipdepth.inference.folder import DEPTH_OPTIONS, PredictOptions
 from clipdepth.io.depth_io import png_made, read_depth
 from clipdepth.io.fingerprint import Made, file_digest
-from clipdepth.models import PureCLIPDepth, load_model
+from clipdepth.models import TR2M, PureCLIPDepth, load_model
+
+from .conftest import TINY_DEPTH_ANYTHING
 
 
 @pytest.fixture
@@ -121,6 +124,25 @@ def test_a_rerun_with_tta_or_another_checkpoint_leaves_the_earlier_depth_and_nam
     capsys.readouterr()
     assert main([*base, "--checkpoint", str(checkpoint), "--tta"]) == 0
     assert "kept 1 finished before" in capsys.readouterr().out
+
+
+def test_a_caption_edited_since_makes_the_depth_of_its_image_again(tiny_tr2m_cfg, tmp_path, capsys):
+    torch.manual_seed(0)
+    checkpoint = TR2M.build(load_config_dict(config_to_dict(tiny_tr2m_cfg), TINY_DEPTH_ANYTHING)).save_pretrained(
+        tmp_path / "ckpt")
+    inputs, captions, out = tmp_path / "in", tmp_path / "captions", tmp_path / "out"
+    inputs.mkdir()
+    captions.mkdir()
+    image = render_scene("indoor", 0, 48, 64).image
+    Image.fromarray(image).save(inputs / "x.png")
+    (captions / "x.txt").write_text("a dark corridor\n")
+    args = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--captions", str(captions)]
+    assert main(args) == 0
+    (captions / "x.txt").write_text("a bright kitchen\n")
+    capsys.readouterr()
+    assert main(args) == 0 and "1 of them had changed since" in capsys.readouterr().out
+    expected = load_model(checkpoint).infer(image, captions=["a bright kitchen"])["depth"][0].numpy()
+    np.testing.assert_allclose(np.load(out / "x.npy"), expected, rtol=1e-5)
 
 
 def _make_video(path, count, fps=5):
