@@ -216,7 +216,8 @@ def caption_to_folder(
         # The old file goes first and the record before the new one: a run killed between them leaves
         # no file whose record says other text, which would read as edited by hand and be kept for good.
         path.unlink(missing_ok=True)
-        write_record(out / RECORD_FOLDER / f"{job.name}.json", Made(job.source, {"image": digest}, settings, bytes_digest(text)))
+        made = Made(job.source, {"image": digest}, settings, bytes_digest(text))
+        write_record(out / RECORD_FOLDER / f"{job.name}.json", made)
         with atomic_path(path) as tmp:
             tmp.write_bytes(text)
         report.written += 1

@@ -150,7 +150,9 @@ def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
     return read_rgb(path, photo=True, max_pixels=max_pixels), file_digest(path)
 
 
-def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path], Made]) -> str | None:
+def _finished(
+    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path], Made],
+) -> str | None:
     """Whether an earlier run finished this image, from its depth PNG's record against ``now(path)``,
     what this run would make (``io.fingerprint``): "kept" (made from this content and these
     settings, every output there), "again" (made from content the image no longer has: predicted
