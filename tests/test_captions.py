@@ -3,6 +3,7 @@ own descriptions, and `clipdepth caption` with a tiny random captioning model.""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from clipdepth.data.captions import caption_lines, pick_lines, read_caption_file
 from clipdepth.data.sample import RGBDSample
 from clipdepth.data.synthetic import SyntheticScenes, render_scene
 from clipdepth.errors import DataError
+from clipdepth.io.fingerprint import Made, file_digest
 
 
 def sample(name: str = "frame_001", captions: list[str] | None = None) -> RGBDSample:
@@ -182,3 +184,40 @@ def test_caption_cli_bad_model_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "'/nonexistent'" in err and "save_pretrained" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_caption_rerun_captions_a_rewritten_image_again_and_never_replaces_an_edited_file(tiny_captioner, tmp_path, capsys):
+    """BMPs of one shape keep their size: with their time put back, only the content tells a rewrite."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for stem in ("kitchen", "street", "hall"):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(images / f"{stem}.bmp")
+    out = tmp_path / "captions"
+
+    def caption(into, *more):
+        return main(["caption", str(images), "--model", str(tiny_captioner), "--out", str(into), "--lines", "2",
+                     "--max-new-tokens", "6", "--device", "cpu", *more])
+
+    assert caption(out) == 0
+    hall = (out / "hall.txt").stat().st_mtime_ns
+    for stem in ("kitchen", "street"):  # both images rewritten in place; street's captions edited by hand
+        before = (images / f"{stem}.bmp").stat()
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(images / f"{stem}.bmp")
+        os.utime(images / f"{stem}.bmp", ns=(before.st_atime_ns, before.st_mtime_ns))
+    (out / "street.txt").write_text("a street I described myself\n")
+    capsys.readouterr()
+    assert caption(out) == 0
+    printed = capsys.readouterr().out
+    assert ("wrote captions for 1 image(s)" in printed and "1 of them replace those of an image since rewritten" in printed
+            and "kept 1 existing" in printed and "kept 1 edited since" in printed)
+    assert read_caption_file(out / "street.txt") == ["a street I described myself"]
+    record = Made.parse((out / ".clipdepth" / "kitchen.json").read_text())
+    assert record.inputs == {"image": file_digest(images / "kitchen.bmp")} and record.written == file_digest(out / "kitchen.txt")
+    assert (out / "hall.txt").stat().st_mtime_ns == hall
+    fresh = tmp_path / "fresh"  # the new kitchen captioned into a new folder: the same lines
+    assert caption(fresh) == 0
+    assert read_caption_file(out / "kitchen.txt") == read_caption_file(fresh / "kitchen.txt")
+    assert caption(out, "--seed", "1") == 2  # hall, unchanged, was made with seed 0
+    err = capsys.readouterr().err
+    assert f"hall: {out / 'hall.txt'} holds the captions made with seed=0 (this run: seed=1); write elsewhere" in err

@@ -122,7 +122,7 @@ def test_prepare_resumes_after_a_kill(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not (out / "nyu_train.txt").exists() and not (out / "nyu_test.txt").exists()
     # Frames 1 and 2 are complete; frame 4 was killed between its two files.
     assert [p.relative_to(out).as_posix() for p in written] == [
-        "train/rgb_00001.png", "train/rgb_00002.png", "train/rgb_00004.png",
+        ".clipdepth/nyu.json", "train/rgb_00001.png", "train/rgb_00002.png", "train/rgb_00004.png",
         "train/sync_depth_00001.png", "train/sync_depth_00002.png",
     ]
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written}
@@ -178,3 +178,20 @@ def test_official_matlab_v5_splits_are_read(tmp_path: Path) -> None:
     splits = tmp_path / "splits.mat"  # the toolbox's format: column vectors of 1-based indices
     scipy.io.savemat(splits, {"trainNdxs": np.array([[1], [2], [4]]), "testNdxs": np.array([[3], [5]])})
     assert {k: list(v) for k, v in nyu.read_nyu_splits(splits).items()} == {"train": [1, 2, 4], "test": [3, 5]}
+
+
+def test_prepare_converts_again_from_a_mat_rewritten_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames are kept by what they were converted from, not by their names."""
+    mat, splits, rgb, _ = make_official_files(tmp_path)
+    out = tmp_path / "nyu"
+    nyu.prepare_nyu_mat(mat, splits, out, progress=False)
+    first = out / "train" / "rgb_00001.png"
+    kept = first.stat().st_mtime_ns
+    nyu.prepare_nyu_mat(mat, splits, out, progress=False)
+    assert first.stat().st_mtime_ns == kept  # the same .mat: nothing written again
+    with h5py.File(mat, "r+") as handle:  # re-exported in place: other images
+        handle["images"][...] = 255 - handle["images"][...]
+    nyu.prepare_nyu_mat(mat, splits, out, progress=False)
+    for split, indices in (("train", TRAIN), ("test", TEST)):
+        for i in indices:
+            np.testing.assert_array_equal(np.asarray(Image.open(out / split / f"rgb_{i:05d}.png")), 255 - rgb[i - 1])

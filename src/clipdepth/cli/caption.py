@@ -1,6 +1,7 @@
 """`clipdepth caption`: caption files for TR2M, written by any transformers image-to-text model
 (``clipdepth.data.captioning``): ``<out>/<name>.txt`` per image or dataset frame, line 1 greedy,
-the others sampled; existing files are kept, so an interrupted run resumes.
+the others sampled. A rerun keeps the files made from the same image content with the same settings
+(an interrupted run resumes) and those edited since, and captions again the images rewritten in place.
 """
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=40)
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled lines (default: 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--overwrite", action="store_true", help="replace caption files that exist (default: keep them)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace caption files that exist, also those edited since (default: keep those made from the "
+                   "same image content and settings, and edited ones; caption again images rewritten since)")
     add_workers(p, "the images")
     p.set_defaults(func=run, flags={"inputs": "INPUT or --dataset"})
 
@@ -44,5 +47,9 @@ def run(args: argparse.Namespace) -> int:
                                workers=args.workers)
     print(f"wrote captions for {report.written} image(s) to {args.out} ({args.lines} line(s) each)"
           + (f"; {report.short} with fewer (the model repeated itself)" if report.short else "")
-          + (f"; kept {report.kept} existing (--overwrite to replace)" if report.kept else ""))
-    return report_failures("caption", report.failed, "got no caption")
+          + (f"; {report.again} of them replace those of an image since rewritten" if report.again else "")
+          + (f"; kept {report.kept} existing (--overwrite to replace)" if report.kept else "")
+          + (f"; kept {report.edited} edited since (--overwrite replaces them too)" if report.edited else ""))
+    return report_failures("caption", report.failed, "got no caption",
+                           "where a file holds the captions of another image or made with other settings: another "
+                           "--out, or --overwrite")

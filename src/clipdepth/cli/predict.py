@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..inference import PredictOptions, predict_to_folder, predict_videos, trained_crop_note
     from ..io.intrinsics import RECORD_FILE, describe_cameras
+    from ..io.fingerprint import readable
     from ..io.predictions import collect_inputs
     from ..io.video import collect_videos, is_video
     from ..models import load_model
@@ -106,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
         unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"
         print(f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})"
               + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
+        if report.again:
+            print(f"  {report.again} of them had changed since an earlier run made their outputs: those were replaced"
+                  + (f" ({report.removed} that this run does not write were removed)" if report.removed else ""))
         if report.completed:
             print(f"  {report.completed} of them had outputs from an earlier run: only the missing files were written, "
                   "the others keep that run's options (colour range, camera); --overwrite writes them all again")
@@ -117,8 +121,11 @@ def run(args: argparse.Namespace) -> int:
             failed.append(made.failed)
             continue
         what = f"{made.frames} frames of {made.width}x{made.height} at {float(made.fps):g} fps"
-        print(f"kept {made.output}: {what}, finished before (--overwrite to replace)" if made.kept else
-              f"wrote {made.output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m")
+        output = readable(str(made.output))  # stdout takes no undecodable byte of a file name
+        print(f"kept {output}: {what}, finished before (--overwrite to replace)" if made.kept else
+              f"wrote {output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m"
+              + (" (replacing the mp4 of the video's earlier content)" if made.again else ""))
     return report_failures("predict", failed, "were skipped",
                            "where an image is over a limit: --max-tiles, --max-pixels; where an output holds another "
-                           "image's depth: another --out, or --overwrite", noun="input(s)" if clips else "image(s)")
+                           "image's depth, or depth made with other settings: another --out, or --overwrite",
+                           noun="input(s)" if clips else "image(s)")

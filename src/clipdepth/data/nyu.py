@@ -20,6 +20,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from ..io.atomic import atomic_path, clean_stale, write_text_atomic
 from ..io.depth_io import read_depth, read_rgb, write_depth_png
+from ..io.fingerprint import RECORD_FOLDER, Made, file_digest, read_record, write_record
 from . import register_dataset
 from .splits import SplitEntry, check_files, split_entries
 from .sample import RGBDSample
@@ -181,7 +182,10 @@ def prepare_nyu_mat(
 
     XXXXX is the 1-based frame index of the .mat. Resumable: every file is written atomically, so
     an existing one is complete and is kept; the split lists ``nyu_{train,test}.txt`` are written
-    last, so their presence means the conversion finished. Returns the split list per split.
+    last, so their presence means the conversion finished. Which .mat and splits file (their
+    content's digest) the frames are converted from is recorded in ``out_dir/.clipdepth/nyu.json``
+    first: the frames of other files' content (a .mat rewritten in place, or another one) are
+    removed and converted again, never kept. Returns the split list per split.
     """
     mat_path, out_dir = Path(mat_path), Path(out_dir)
     clean_stale(out_dir)  # what a killed run left half-written
@@ -195,6 +199,18 @@ def prepare_nyu_mat(
                     f"{splits_path}: {SPLIT_KEYS[split]} index {bad[0]} is outside 1..{len(images)} of {mat_path}"
                 )
         frames = [(split, int(index)) for split, indices in split_indices.items() for index in indices]
+        made = Made(str(mat_path.resolve()), {"mat": file_digest(mat_path), "splits": file_digest(splits_path)},
+                    {"depth_scale": NYU_DEPTH_SCALE})
+        record = out_dir / RECORD_FOLDER / "nyu.json"
+        earlier = read_record(record)
+        if earlier is not None and made.compare(earlier) != "same":  # removed before the new record: also after a kill
+            for split, index in frames:
+                for relative in _frame_paths(split, index):
+                    (out_dir / relative.lstrip("/")).unlink(missing_ok=True)
+            for split in split_indices:
+                (out_dir / f"nyu_{split}.txt").unlink(missing_ok=True)
+        if earlier != made:
+            write_record(record, made)
         for split, index in tqdm(frames, desc="NYU frames", unit="frame", disable=not progress):
             rgb_path, depth_path = (out_dir / relative.lstrip("/") for relative in _frame_paths(split, index))
             if rgb_path.is_file() and depth_path.is_file():

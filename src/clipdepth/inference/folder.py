@@ -1,13 +1,17 @@
 """Predicting many images into files, resumably: what ``clipdepth predict`` runs.
 
-For each image, the files of ``clipdepth.io.predictions`` (16-bit depth PNG recording its source
-image, colour PNG, and on request npy, PLY, uncertainty and side-by-side) under names no two images
-share. A rerun writes only what is missing and never takes an earlier run's output for another
-image. Point clouds take each image's camera from ``clipdepth.io.intrinsics`` and record it in
-``cameras.json``.
+For each image, the files of ``clipdepth.io.predictions`` (16-bit depth PNG recording what it was
+made from, colour PNG, and on request npy, PLY, uncertainty and side-by-side) under names no two
+images share. "Already done" is decided from content (``_finished``, ``io.fingerprint``): a rerun
+keeps the outputs made from the same image content, caption, checkpoint and depth options
+(``DEPTH_OPTIONS``) and writes what is missing; an image rewritten in place is predicted again; an
+output made from another image or with other settings is never taken for this one's. Point clouds
+take each image's camera from ``clipdepth.io.intrinsics`` and record it in ``cameras.json``.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,16 +20,19 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
+from ..config import config_to_dict
 from ..data.captions import read_caption_file
 from ..data.loader import read_ahead
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
-from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_source, read_rgb
+from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_made, read_rgb
+from ..io.fingerprint import Made, file_digest, text_digest
 from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
-from ..io.predictions import OUTPUT_KINDS, output_paths, write_prediction
-from ..models.base import INFER_CROPS, MAX_TILES, DepthModel
+from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
+from ..models.base import INFER_CROPS, INFERENCE_OVERRIDES, MAX_TILES, DepthModel
 
 # Threads writing the outputs (PNG encoding runs outside the GIL) while the model works on the next batch.
 WRITE_THREADS = 4
@@ -76,6 +83,8 @@ class PredictReport:
     done: int = 0  # images predicted now
     kept: int = 0  # images whose outputs an earlier run had finished
     completed: int = 0  # of ``done``, images an earlier run had begun: only their missing outputs were written
+    again: int = 0  # of ``done``, images (or captions) rewritten since an earlier run made their outputs: all replaced
+    removed: int = 0  # outputs of those ``again`` images that this run does not write (made from the old content): deleted
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
     cameras: dict[str, list[str]] = field(default_factory=dict)  # point clouds written: source (Camera.describe) -> names
@@ -103,16 +112,69 @@ def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Pat
     return lambda image: read_caption_file(options.captions / f"{image.stem}.txt")[0]
 
 
-def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bool) -> str | None:
-    """Whether an earlier run finished this image: "kept" (every output there), a message (its
-    depth PNG is another image's), or None (to predict)."""
+# The options that change the depth values, recorded in each depth PNG; the others choose the files
+# written, their colours and cameras, or how a run goes (tests/test_already_done.py holds the split).
+DEPTH_OPTIONS = ("tta", "tiles", "crop")
+
+
+def model_digest(model: DepthModel) -> str:
+    """A short hash of what a model's depth depends on: its architecture, its config (but where the
+    frozen parts are loaded from, their precision and the device: ``INFERENCE_OVERRIDES``), the
+    frozen weights' fingerprint and every value of the trained head. Another checkpoint, or one
+    trained again into the same folder, has another; a local copy of the same frozen weights
+    (``--encoder``) has the same."""
+    config = config_to_dict(model.cfg)
+    for key in INFERENCE_OVERRIDES:
+        *sections, last = key.split(".")
+        parent = config
+        for part in sections:
+            parent = parent.get(part, {})
+        parent.pop(last, None)
+    digest = hashlib.sha256(json.dumps([model.architecture, config, model.encoder.fingerprint()], sort_keys=True,
+                                       default=str).encode())
+    for name, tensor in sorted(model.head.state_dict().items()):
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
+        digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def depth_settings(model: DepthModel, options: PredictOptions) -> dict:
+    """What the depth of an image depends on besides the image and its caption: the model
+    (``model_digest``, as ``checkpoint``), its frozen parts' precision (autocast applies on CUDA
+    only, as the feature cache keys it) and the ``DEPTH_OPTIONS``."""
+    precisions = model.frozen_precisions
+    return {"checkpoint": model_digest(model),
+            "precision": precisions if model.device.type == "cuda" else dict.fromkeys(precisions, "fp32"),
+            **{key: getattr(options, key) for key in DEPTH_OPTIONS}}
+
+
+def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
+    """The image as ``read_rgb`` reads a photo, and the digest of the file's content (its record)."""
+    return read_rgb(path, photo=True, max_pixels=max_pixels), file_digest(path)
+
+
+def _finished(
+    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path], Made],
+) -> str | None:
+    """Whether an earlier run finished this image, from its depth PNG's record against ``now(path)``,
+    what this run would make (``io.fingerprint``): "kept" (made from this content and these
+    settings, every output there), "again" (made from content the image no longer has: predicted
+    again, its outputs replaced), a message (another image's, or other settings: left as it is),
+    or None (to predict what is missing). An output of a clipdepth that recorded only the source
+    image is taken as made from it."""
     outputs = output_paths(out, name, tails)
     if overwrite or not outputs[0].exists():
         return None
-    made_from = png_source(outputs[0])
-    if made_from != str(path.resolve()):  # an earlier run's output for another image: never taken for this one's
-        return (f"{path}: {outputs[0]} holds the depth of {made_from or 'another image (it does not say which)'}; "
-                "write elsewhere, or overwrite it")
+    earlier = png_made(outputs[0])
+    try:
+        made = now(path)
+    except DataError as exc:
+        return str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+    refused = made.refusal(earlier, outputs[0], "the depth")
+    if refused is not None:
+        return f"{path}: {refused}"
+    if made.compare(earlier) == "inputs changed":
+        return "again"
     return "kept" if all(p.exists() for p in outputs) else None
 
 
@@ -146,10 +208,14 @@ def predict_to_folder(
 ) -> PredictReport:
     """Predict each (image, name) of ``jobs`` (``collect_inputs``) into ``out`` with ``model`` (on
     its device). An image that cannot be read or is over a limit is skipped and named in the
-    report, the others go on; outputs that exist are kept unless ``options.overwrite``, so a rerun
-    completes what an interrupted one left. Raises ConfigError for options the model cannot use,
-    DataError for an intrinsics file (``options.intrinsics``, or an ``intrinsics.json`` beside the
-    images) that is not one, before any image is predicted.
+    report, the others go on. Unless ``options.overwrite``, an earlier run's outputs are taken as
+    ``_finished`` decides from their depth PNG's record: made from this image's content (and
+    caption) with this model and these ``DEPTH_OPTIONS``, they are kept and what is missing is
+    written, so a rerun completes what an interrupted one left; made from content the image no
+    longer has, they are replaced (``again``, ``removed``); another image's or other settings' are
+    left as they are and the image is named in ``failed``. Raises ConfigError for options the
+    model cannot use, DataError for an intrinsics file (``options.intrinsics``, or an
+    ``intrinsics.json`` beside the images) that is not one, before any image is predicted.
 
     Point clouds take each image's camera from ``CameraSources`` (the report's ``cameras`` says
     which source each took) and record it in ``out/cameras.json``. Images are decoded ahead in
@@ -166,15 +232,24 @@ def predict_to_folder(
     caption_for = _caption_source(model, options)
     report = PredictReport(scale=depth_png_scale(model.max_depth))
     tails = options.tails()
+    settings = depth_settings(model, options)
+
+    def made(path: Path, digest: str, caption: str | None) -> Made:
+        inputs = {"image": digest, **({"caption": text_digest(caption)} if caption is not None else {})}
+        return Made(str(path.resolve()), inputs, settings)
+
+    def made_now(path: Path) -> Made:
+        return made(path, file_digest(path), caption_for(path))
+
     # Names are distinct (collect_inputs), so what is left to do does not change as images are written.
-    earlier = [_finished(path, name, out, tails, options.overwrite) for path, name in jobs]
-    todo_images = [path for (path, _), state in zip(jobs, earlier) if state is None]
+    earlier = [_finished(path, name, out, tails, options.overwrite, made_now) for path, name in jobs]
+    todo_images = [path for (path, _), state in zip(jobs, earlier) if state in (None, "again")]
     cameras = CameraSources(options, options.intrinsics, todo_images) if options.ply else None
     record = CameraRecord(out) if options.ply else None
     clean_stale(out)  # what a killed run left half-written
-    images = read_ahead([partial(read_rgb, path, photo=True, max_pixels=options.max_pixels) for path in todo_images],
-                        options.workers)
-    batch: list[tuple[np.ndarray, Path, Path, str | None]] = []
+    images = read_ahead([partial(_read_photo, path, options.max_pixels) for path in todo_images], options.workers)
+    # (image, path, name, caption, its content's digest, whether it replaces outputs of its earlier content)
+    batch: list[tuple[np.ndarray, Path, Path, str | None, str, bool]] = []
     writing: deque[tuple[Future, Path, Path, Camera | None]] = deque()
 
     def took(path: Path, name: Path, camera: Camera | None) -> None:
@@ -195,17 +270,24 @@ def predict_to_folder(
     def flush(pool: ThreadPoolExecutor) -> None:
         if not batch:
             return
-        captions = [c for _, _, _, c in batch] if model.uses_captions else None
-        result = infer_batch(model, np.stack([im for im, _, _, _ in batch]), options, captions)
-        for i, (image, path, name, _) in enumerate(batch):
+        captions = [entry[3] for entry in batch] if model.uses_captions else None
+        result = infer_batch(model, np.stack([entry[0] for entry in batch]), options, captions)
+        for i, (image, path, name, caption, digest, again) in enumerate(batch):
             paths = output_paths(out, name, tails)
-            todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or not p.exists()}
+            todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or again or not p.exists()}
             report.completed += len(todo) < len(paths)
+            if "depth" in todo:  # the record last: a depth PNG vouches for the files written before it
+                todo["depth"] = todo.pop("depth")
+            if again:  # what this run does not write would show the image's old content beside its new depth
+                stale = [p for p in output_paths(out, name, list(OUTPUT_TAILS)) if p not in paths and p.exists()]
+                for p in stale:
+                    p.unlink()
+                report.again, report.removed = report.again + 1, report.removed + len(stale)
             depth = result["depth"][i].cpu().numpy()
             spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
             camera = cameras.camera(path, *depth.shape) if "ply" in todo else None
             writing.append((pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
-                                        intrinsics=camera.intrinsics if camera else None, source=str(path.resolve()),
+                                        intrinsics=camera.intrinsics if camera else None, made=made(path, digest, caption),
                                         vmin=options.vmin, vmax=options.vmax), path, name, camera))
         # This batch is written while the model runs the next; the one before must be done by now.
         written(keep=len(batch))
@@ -218,13 +300,14 @@ def predict_to_folder(
                 if state == "kept":
                     report.kept += 1
                     continue
-                if state is not None:
+                if state not in (None, "again"):
                     report.failed.append(state)
                     continue
-                image = next(images)
+                read = next(images)
                 try:  # one bad file must not lose the others' results
-                    if isinstance(image, str):
-                        raise DataError(image)
+                    if isinstance(read, str):
+                        raise DataError(read)
+                    image, digest = read
                     check_image(model, image.shape[0], image.shape[1], options)
                     caption = caption_for(path)
                 except DataError as exc:
@@ -233,7 +316,7 @@ def predict_to_folder(
                     continue
                 if batch and (image.shape != batch[0][0].shape or len(batch) == options.batch_size):
                     flush(pool)
-                batch.append((image, path, name, caption))
+                batch.append((image, path, name, caption, digest, state == "again"))
             flush(pool)
             written(keep=0)
         except BaseException:

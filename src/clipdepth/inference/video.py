@@ -7,7 +7,7 @@ max_depth, so colours do not flicker from frame to frame), beside the frame with
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,17 +16,19 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
+from ..io.fingerprint import Made, file_digest, text_digest
 from ..io.predictions import colourise, side_by_side
-from ..io.video import VIDEO_TAIL, Mp4Writer, probe_video, read_frames, video_source
+from ..io.video import VIDEO_TAIL, Mp4Writer, probe_video, read_frames, video_made
 from ..models.base import DepthModel
-from .folder import PredictOptions, _caption_source, check_image, infer_batch
+from .folder import PredictOptions, _caption_source, check_image, depth_settings, infer_batch
 
 
 @dataclass
 class VideoReport:
     """One video's output: ``frames`` frames of ``width`` x ``height`` at ``fps``; ``colours`` the
-    metres its colours span (None for one kept from an earlier run, ``kept``). ``failed``: why the
-    video was skipped, one line naming it (then nothing is at ``output`` and the numbers are 0)."""
+    metres its colours span (None for one kept from an earlier run, ``kept``); ``again``: it
+    replaced an earlier run's mp4 of this video, made before the video was rewritten. ``failed``:
+    why the video was skipped, one line naming it (then ``output`` is untouched and the numbers are 0)."""
 
     video: Path
     output: Path
@@ -36,6 +38,7 @@ class VideoReport:
     fps: Fraction
     colours: tuple[float, float] | None
     kept: bool = False
+    again: bool = False
     failed: str | None = None
 
 
@@ -52,11 +55,13 @@ def video_colours(model: DepthModel, options: PredictOptions) -> tuple[float, fl
 
 def predict_video(
     model: DepthModel, video: Path, output: Path, options: PredictOptions, caption: str | None = None, progress: bool = True,
+    made: Made | None = None,
 ) -> VideoReport:
     """Write the depth of every frame of ``video`` as the colour mp4 ``output`` (atomically), over
-    ``video_colours``; TR2M-like models read ``caption`` for every frame. DataError naming the video
-    when it cannot be decoded, a frame is over ``options.max_pixels`` or needs more tiles than
-    ``options.max_tiles``; nothing is left at ``output`` then."""
+    ``video_colours``; TR2M-like models read ``caption`` for every frame; ``made`` is recorded in
+    it (``io.video.video_made``). DataError naming the video when it cannot be decoded, a frame is
+    over ``options.max_pixels`` or needs more tiles than ``options.max_tiles``; nothing is left at
+    ``output`` then."""
     low, high = video_colours(model, options)
     info = probe_video(video)
     if info.width * info.height > options.max_pixels:
@@ -75,7 +80,7 @@ def predict_video(
         batch.clear()
         times.clear()
 
-    with Mp4Writer(output, info.fps, source=str(video.resolve()), time_base=info.time_base) as writer:
+    with Mp4Writer(output, info.fps, made=made, time_base=info.time_base) as writer:
         for frame, time in tqdm(read_frames(video), desc=video.name, unit="frame", total=info.frames or None,
                                 dynamic_ncols=True, disable=not progress):
             if batch and (frame.shape != batch[0].shape or len(batch) == options.batch_size):
@@ -96,25 +101,38 @@ def predict_videos(
     model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
 ) -> list[VideoReport]:
     """``predict_video`` for each (video, name) of ``jobs`` (``collect_videos``) into
-    ``out/<name>_depth.mp4``. An output of this video from an earlier run is kept unless
-    ``options.overwrite``; one of another video is a DataError (nothing replaced). A video that
-    cannot be made (unreadable, over a limit, no caption) is reported in its ``failed`` and the
-    others go on, as images do. Raises ConfigError for options the model cannot use (captions, as for images)."""
+    ``out/<name>_depth.mp4``. Unless ``options.overwrite``, an earlier run's mp4 is taken as its
+    record says (``io.fingerprint``): made from this video's content (and caption) with this model,
+    these depth options, colours and layout, it is kept; made from content the video no longer has,
+    it is replaced (``again``); another video's, or other settings', is left as it is. A video that
+    is not made (unreadable, over a limit, no caption, or such an earlier mp4) is reported in its
+    ``failed``, one line naming it, and the others go on, as images do. Raises ConfigError for
+    options the model cannot use (captions, as for images)."""
     caption_for = _caption_source(model, options)
     clean_stale(out)  # what a killed run left half-written
+    # The mp4 is the colours themselves: their range and layout are settings as the depth options are.
+    settings = {**depth_settings(model, options), "colours": list(video_colours(model, options)),
+                "side_by_side": options.side_by_side} if jobs else {}
     reports = []
     for video, name in jobs:
         output = out / name.parent / f"{name.name}{VIDEO_TAIL}"
-        if output.exists() and not options.overwrite:
-            made_from = video_source(output)
-            if made_from != str(video.resolve()):
-                raise DataError(f"{video}: {output} holds the depth of {made_from or 'another video (it does not say which)'}; "
-                                "write elsewhere, or overwrite it", setting="overwrite")
-            info = probe_video(output)
-            reports.append(VideoReport(video, output, info.frames, info.width, info.height, info.fps, None, kept=True))
-            continue
         try:  # one bad video must not lose the others
-            reports.append(predict_video(model, video, output, options, caption_for(video), progress))
+            caption = caption_for(video)
+            made = Made(str(video.resolve()), {"video": file_digest(video),
+                                               **({"caption": text_digest(caption)} if caption is not None else {})},
+                        settings)
+            again = False
+            if output.exists() and not options.overwrite:
+                earlier = video_made(output)
+                refused = made.refusal(earlier, output, "the depth")
+                if refused is not None:
+                    raise DataError(refused, setting="overwrite")
+                again = made.compare(earlier) == "inputs changed"
+                if not again:
+                    info = probe_video(output)
+                    reports.append(VideoReport(video, output, info.frames, info.width, info.height, info.fps, None, kept=True))
+                    continue
+            reports.append(replace(predict_video(model, video, output, options, caption, progress, made), again=again))
         except DataError as exc:
             reason = str(exc) if str(exc).startswith(str(video)) else f"{video}: {exc}"
             reports.append(VideoReport(video, output, 0, 0, 0, Fraction(0), None, failed=reason))

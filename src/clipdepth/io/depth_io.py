@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
+from .fingerprint import Made, readable
 
 SCALE_TEXT_KEY = "depth_scale"
 # Pixels one photo may have (a 10000 x 10000 image needs gigabytes downstream); checked from the
@@ -192,14 +193,17 @@ def read_depth(
     return depth
 
 
-SOURCE_TEXT_KEY = "source"  # the image a prediction was made from (clipdepth predict)
+SOURCE_TEXT_KEY = "source"  # the image a prediction was made from, as text (clipdepth predict; io.fingerprint.readable)
+MADE_TEXT_KEY = "made"  # what it was made from: the exact source, its content, the settings (io.fingerprint.Made)
 
 
-def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float, source: str | None = None) -> None:
+def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float, made: Made | None = None) -> None:
     """Atomically write metres as a 16-bit PNG: round(depth * scale) clipped to 0..65535.
 
-    The scale is stored in a ``depth_scale`` text chunk, which ``read_depth`` honours; ``source``
-    (the input a prediction was made from) in a ``source`` chunk, which ``png_source`` reads.
+    The scale is stored in a ``depth_scale`` text chunk, which ``read_depth`` honours. ``made``
+    (what a prediction was made from) is stored in a ``made`` chunk, which ``png_made`` reads, and
+    its source's name as text in a ``source`` chunk (a name that is not UTF-8 with ``\\xNN`` for
+    its undecodable bytes).
     """
     path = Path(path)
     _check_scale(scale)
@@ -213,20 +217,25 @@ def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float, source:
     text = PngImagePlugin.PngInfo()
     text.add_text(SCALE_TEXT_KEY, str(float(scale)))
     text.add_text("units", f"depth = value / {float(scale)} metres; 0 = no depth")
-    if source is not None:
-        text.add_text(SOURCE_TEXT_KEY, source)
+    if made is not None:
+        text.add_text(SOURCE_TEXT_KEY, readable(made.source))
+        text.add_text(MADE_TEXT_KEY, made.text())
     with atomic_path(path) as tmp:
         Image.fromarray(values).save(tmp, format="PNG", pnginfo=text)
 
 
-def png_source(path: str | os.PathLike) -> str | None:
-    """The ``source`` text chunk of a depth PNG written by ``write_depth_png``, None without one
-    (or for a file that cannot be read)."""
+def png_made(path: str | os.PathLike) -> Made | None:
+    """The record of a depth PNG written by ``write_depth_png``: its ``made`` chunk; for a PNG of
+    a clipdepth that wrote only the ``source`` chunk, that source alone (``Made(source)``); None
+    without either, or for a file that cannot be read."""
     try:
         with Image.open(path) as image:
-            return image.info.get(SOURCE_TEXT_KEY)
+            info = image.info
     except (OSError, SyntaxError, ValueError):
         return None
+    made = Made.parse(info.get(MADE_TEXT_KEY))
+    source = info.get(SOURCE_TEXT_KEY)
+    return made if made is not None or not isinstance(source, str) else Made(source)
 
 
 def write_npy(path: str | os.PathLike, array: Any) -> None:

@@ -2,13 +2,13 @@
 ``clipdepth predict`` (``clipdepth.inference.predict_to_folder``) and the web demo.
 
 Per image named N: ``N.png`` 16-bit depth (metres = value / the scale in its ``depth_scale`` text
-chunk: millimetres when the model's range fits, else KITTI's 1/256 m; its ``source`` chunk names
-the image), ``N_color.png`` the depth in colour at the image's exact size, and on request ``N.npy``
-(float32 metres), ``N.ply`` (a coloured point cloud), ``N_uncertainty.png`` / ``.npy`` (models
-that give one) and ``N_side.png`` (the image and its colour depth side by side). The web demo's
-colour image with a metre scale beside it is ``colour_image``. N is the image's stem (its path inside a folder given as input); images that would claim a
-common file keep their folders, then their extension, then a number, so that no output is written
-twice.
+chunk: millimetres when the model's range fits, else KITTI's 1/256 m; its ``made`` chunk records
+what it was made from, ``io.fingerprint``), ``N_color.png`` the depth in colour at the image's exact
+size, and on request ``N.npy`` (float32 metres), ``N.ply`` (a coloured point cloud),
+``N_uncertainty.png`` / ``.npy`` (models that give one) and ``N_side.png`` (the image and its colour
+depth side by side). The web demo's colour image with a metre scale beside it is ``colour_image``. N
+is the image's stem (its path inside a folder given as input); images that would claim a common file
+keep their folders, then their extension, then a number, so that no output is written twice.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
 from .depth_io import depth_png_scale, write_depth_png, write_npy
+from .fingerprint import Made
 from .pointcloud import default_intrinsics, depth_to_ply
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -283,12 +284,12 @@ def ply_intrinsics(given: Any, height: int, width: int) -> tuple[float, float, f
 def write_prediction(
     files: dict[str, Path], depth: np.ndarray, image: np.ndarray, max_depth: float, *,
     uncertainty: np.ndarray | None = None, intrinsics: tuple[float, float, float, float] | None = None,
-    source: str | None = None, vmin: float | None = None, vmax: float | None = None,
+    made: Made | None = None, vmin: float | None = None, vmax: float | None = None,
 ) -> int:
     """Write one image's prediction: ``files`` maps each kind wanted to its path. Kinds: ``depth``
-    (16-bit PNG, scale from ``max_depth``, ``source`` recorded), ``color`` (colour PNG with a metre
-    scale, ``colour_image``), ``color_map`` (colour PNG at the image's size, ``colour_map``),
-    ``side`` (the image | ``color_map``, ``side_by_side``), ``npy``, ``uncertainty`` (16-bit PNG),
+    (16-bit PNG, scale from ``max_depth``, ``made`` recorded: ``write_depth_png``), ``color``
+    (colour PNG with a metre scale, ``colour_image``), ``color_map`` (colour PNG at the image's
+    size, ``colour_map``), ``side`` (the image | ``color_map``, ``side_by_side``), ``npy``, ``uncertainty`` (16-bit PNG),
     ``uncertainty_npy``, ``uncertainty_color`` (colour PNG over 0..its max) and ``ply``
     (``intrinsics`` fx fy cx cy, default a 60 degree field of view). The depth's colours span
     ``vmin``..``vmax`` metres (``colour_range``: by default 0 to the map's max, up to ``max_depth``).
@@ -300,7 +301,7 @@ def write_prediction(
     scale = depth_png_scale(max_depth)
     colours = functools.cache(lambda: colour_map(depth, max_depth, vmin=vmin, vmax=vmax))  # color_map and side share it
     writers: dict[str, Callable[[Path], Any]] = {
-        "depth": lambda path: write_depth_png(path, depth, scale, source=source),
+        "depth": lambda path: write_depth_png(path, depth, scale, made=made),
         "color": lambda path: write_depth_colour(path, depth, max_depth, vmin=vmin, vmax=vmax),
         "color_map": lambda path: write_rgb(path, colours()),
         "side": lambda path: write_rgb(path, side_by_side(image, colours())),

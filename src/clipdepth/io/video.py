@@ -5,8 +5,8 @@ with its timestamp; ``Mp4Writer`` encodes RGB frames into an mp4 written atomica
 (``libx264``, which browsers play) where the PyAV build has it, else MPEG-4 part 2; yuv 4:2:0,
 tagged BT.709, so an odd width or height gains one column or row copied from the edge. Each frame
 keeps the timestamp it is given (a variable-frame-rate clip stays in step with its source), in the
-source's time base where given. The mp4 records the video it was made from (``video_source``).
-Every problem with a video is a one-line DataError naming it.
+source's time base where given. The mp4 records what it was made from (``video_made``: the video,
+its content, the model and options). Every problem with a video is a one-line DataError naming it.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
+from .fingerprint import Made, readable
 from .predictions import VIDEO_SUFFIXES, _inside, distinct_names
 
 VIDEO_TAIL = "_depth.mp4"  # the output of a video named N: N_depth.mp4 (no image output ends in .mp4)
@@ -33,7 +34,8 @@ CRF = "18"  # libx264's constant quality: visually lossless for colour maps, sma
 PRESET = "veryfast"
 MPEG4_BITS_PER_PIXEL = 0.5  # MPEG-4 part 2 has no constant-quality mode here: a generous bit rate
 MPEG4_MAX_TIME_BASE = 65535  # MPEG-4 part 2 takes time bases of 1/65535 s or coarser
-SOURCE_KEY = "comment"  # the mp4 metadata key that records the source video (an mp4 muxer keeps it)
+SOURCE_KEY = "comment"  # the mp4 metadata key that names the source video as text (an mp4 muxer keeps it)
+MADE_KEY = "description"  # ... and the one that records what it was made from (io.fingerprint.Made)
 
 
 def require_av() -> Any:
@@ -85,14 +87,18 @@ def probe_video(path: str | Path) -> VideoInfo:
         raise _unreadable(path, exc) from None
 
 
-def video_source(path: str | Path) -> str | None:
-    """The source video an mp4 of ``Mp4Writer`` records, None without one (or for a file that cannot be read)."""
+def video_made(path: str | Path) -> Made | None:
+    """What an mp4 of ``Mp4Writer`` records it was made from; for one of a clipdepth that recorded
+    only the source video, that source alone (``Made(source)``); None without either (or for a
+    file that cannot be read)."""
     av = require_av()
     try:
         with av.open(str(path)) as container:
-            return container.metadata.get(SOURCE_KEY)
+            metadata = container.metadata
     except av.error.FFmpegError:
         return None
+    made = Made.parse(metadata.get(MADE_KEY))
+    return made if made is not None or SOURCE_KEY not in metadata else Made(metadata[SOURCE_KEY])
 
 
 def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -126,14 +132,14 @@ def video_codec() -> str:
 
 class Mp4Writer:
     """Encode (H, W, 3) uint8 RGB frames, all of one size, at ``fps`` into an mp4 at ``path``,
-    atomically (the file appears whole when the ``with`` block ends without error). ``source``
-    (the video it shows) is recorded for ``video_source``. ``codec``: None for ``video_codec()``.
+    atomically (the file appears whole when the ``with`` block ends without error). ``made``
+    (what it shows) is recorded for ``video_made``. ``codec``: None for ``video_codec()``.
     ``time_base``: the seconds timestamps count in (the source's, so that its times carry over
     exactly; MPEG-4 part 2 rounds it to ``MPEG4_MAX_TIME_BASE``), default 1 / ``fps``."""
 
-    def __init__(self, path: str | Path, fps: Fraction, source: str | None = None, codec: str | None = None,
+    def __init__(self, path: str | Path, fps: Fraction, made: Made | None = None, codec: str | None = None,
                  time_base: Fraction | None = None) -> None:
-        self.path, self.fps, self.source = Path(path), Fraction(fps), source
+        self.path, self.fps, self.made = Path(path), Fraction(fps), made
         self.codec = codec or video_codec()
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
         if self.codec != "libx264":
@@ -154,8 +160,9 @@ class Mp4Writer:
         av = require_av()
         container = self._stack.enter_context(av.open(str(self._tmp), "w", format="mp4",
                                                       options={"movflags": "+faststart"}))  # playable while loading
-        if self.source is not None:
-            container.metadata[SOURCE_KEY] = self.source
+        if self.made is not None:  # FFmpeg takes UTF-8 only: the exact name is in the record's ASCII escapes
+            container.metadata[SOURCE_KEY] = readable(self.made.source)
+            container.metadata[MADE_KEY] = self.made.text()
         stream = container.add_stream(self.codec, rate=self.fps, options={"crf": CRF, "preset": PRESET} if self.codec == "libx264" else {})
         stream.width, stream.height, stream.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
         if self.codec != "libx264":

@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import is_temporary
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
+from ..io.fingerprint import Made
 from ..io.intrinsics import CameraSources
 from ..io.predictions import write_prediction
 from ..models import load_model, model_class, predicts_from_images
@@ -282,7 +283,7 @@ class DepthService:
             intrinsics = camera.intrinsics
             try:
                 points = write_prediction(files, depth, rgb, float(model.max_depth), uncertainty=spread,
-                                          intrinsics=intrinsics, source=name)
+                                          intrinsics=intrinsics, made=Made(name))
                 view = folder / f"{stem}_view.glb"
                 write_view_glb(view, depth, rgb, intrinsics)
             except BaseException:
