@@ -175,7 +175,7 @@ def test_a_video_rewritten_in_place_is_predicted_again_and_other_colours_are_nam
     assert main(args) == 0 and "finished before" in capsys.readouterr().out
     assert main([*args, "--vmax", "5"]) == 2
     assert (f"{out / 'clip_depth.mp4'} holds the depth made with colours=[0.0, 10.0] (this run: colours=[0.0, 5.0]); "
-            "write elsewhere, or overwrite it (--overwrite)") in capsys.readouterr().err
+            "write elsewhere, or overwrite it") in capsys.readouterr().err
     assert (out / "clip_depth.mp4").stat().st_mtime_ns == before
 
 

@@ -181,7 +181,7 @@ def test_evaluate_passes_workers(monkeypatch, capsys):
 
     def evaluate_checkpoint(checkpoint, **kwargs):
         calls.append(kwargs)
-        return {"n_listed": 1, "n_without_gt": 0, "n_images": 1, "dataset": "nyu"}, "table"
+        return {"n_listed": 1, "n_without_gt": 0, "n_images": 1, "dataset": "nyu", "settings": "nyu: protocol nyu"}, "table"
 
     monkeypatch.setattr("clipdepth.evaluation.checkpoint.evaluate_checkpoint", evaluate_checkpoint)
     assert main(["evaluate", "--checkpoint", "ckpt", "--workers", "0"]) == 0

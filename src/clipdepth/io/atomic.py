@@ -297,13 +297,17 @@ def recover(folder: str | os.PathLike) -> int:
 @contextlib.contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of ``path`` for the duration, across processes and threads: a
-    ``flock`` on ``.<name>.lock`` beside it (made when missing, and kept: removing it while another
-    process waits on it would let a third lock a new one). For a record that several runs update
-    (read, merge, write)."""
+    ``flock`` on the folder ``path`` itself when it is one (no file is made in a user's folder), else
+    on ``.<name>.lock`` beside it (made when missing, and kept: removing it while another process
+    waits on it would let a third lock a new one). For a record that several runs update (read,
+    merge, write)."""
     path = Path(path)
-    lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY)
+    else:
+        lock = path.with_name(f".{path.name}.lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -230,7 +230,8 @@ class CameraRecord:
         """Merge this run's new entries into the record if there are any and ``every`` seconds have
         passed since the last write (what another run saved meanwhile is kept)."""
         if self.added and time.monotonic() - self.saved_at >= every:
-            with locked(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with locked(self.path.parent):  # the output folder: no lock file beside the outputs
                 self.entries = {**self._read(), **self.added}
                 write_text_atomic(self.path, json.dumps(dict(sorted(self.entries.items())), indent=1) + "\n")
             self.added, self.saved_at = {}, time.monotonic()
