@@ -27,6 +27,15 @@ from .trainer import Trainer, TrainResult, check_config, check_run_folder
 
 
 TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served
+# What fills an empty split, by (split, data.val_source).
+EMPTY_SPLIT_HINTS = {
+    ("train", "held_out"): "a longer data.train_list or a smaller data.val_fraction; built-in scenes: data.train_size",
+    ("train", "test_list"): "a longer data.train_list; built-in scenes: data.train_size",
+    ("val", "held_out"): "a larger data.val_fraction, or data.val_source=test_list to validate on data.test_list; "
+                         "built-in scenes: data.val_size",
+    ("val", "test_list"): "a data.test_list with ground truth, or data.val_source=held_out to validate on a "
+                          "data.val_fraction of data.train_list; built-in scenes: data.test_size",
+}
 
 
 @contextmanager
@@ -143,8 +152,8 @@ class Experiment:
                 with naming(source, mixed):
                     if len(get_dataset(source.data, split)) == 0:
                         raise ConfigError(
-                            f"the {split} split of {source.name} is empty "
-                            "(a longer data.train_list, or another data.val_fraction / data.*_size)"
+                            f"the {split} split of {source.name} is empty: no frame with ground truth "
+                            f"({EMPTY_SPLIT_HINTS[split, source.data.val_source]})"
                         )
         sources, lines = [], []
         for source in self.sources:
