@@ -369,6 +369,8 @@ def test_a_released_prompts_run_trains_on_every_frame_validates_on_the_test_list
     exp = Experiment.create(cfg)
     result, train = exp.train(cfg.output_dir)
     assert train.names == TRAIN and exp.encode("val", flip=False).names == TEST
+    log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert "folder: 3 validation frames of the test split (data.val_source=test_list), 10 training frames" in log
     # 10 frames in batches of 4, the last partial one kept: 3 steps an epoch, 6 in all, and the
     # one-cycle schedule spans those 6 (torch's OneCycleLR with total_steps=6)
     log = [json.loads(line) for line in (tmp_path / "run" / "train_steps.jsonl").read_text().splitlines()]

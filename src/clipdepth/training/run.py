@@ -113,7 +113,8 @@ class Experiment:
     def source_data(self, source: SourceSettings) -> tuple[SourceData, str]:
         """A training dataset's splits (training: cached, or decoded and encoded at every step with
         ``train.encode_on_the_fly`` or a colour augmentation; validation: cached), preprocessing
-        and protocol; and a line saying how its training frames are served."""
+        and protocol; and a line saying where its validation frames come from and how its training
+        frames are served."""
         preprocessor = self.model.preprocessor(source.data, source.input_size)
         augmentation = Augmentation.from_data(source.data)
         stored = "the feature cache" if self.cfg.train.feature_cache else "memory"
@@ -135,7 +136,9 @@ class Experiment:
             how += f"; flip p={augmentation.flip:g}, {augmentation.colour} colour change p={augmentation.colour_prob:g}"
         val = self.encode("val", flip=self.cfg.eval.tta, source=source)
         data = SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight)
-        return data, f"{source.name}: {len(train)} training frames {how}"
+        whence = "of the test split" if source.data.val_source == "test_list" else "held out"
+        validated = f"{len(val)} validation frames {whence} (data.val_source={source.data.val_source})"
+        return data, f"{source.name}: {validated}, {len(train)} training frames {how}"
 
     def train(
         self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
