@@ -252,3 +252,19 @@ def test_an_empty_validation_split_says_what_fills_it(tiny_cfg):
     with pytest.raises(ConfigError, match=r"the val split .* \(a data.test_list with ground truth, or "
                                           r"data.val_source=held_out .*; built-in scenes: data.test_size\)$"):
         Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
+
+
+def test_evaluate_scores_a_checkpoint_with_the_protocol_and_frames_its_run_validated_on(tiny_cfg, tmp_path):
+    """With data.val_source=test_list and train.publish=last, the run's last validation and
+    `clipdepth evaluate` of model/ score the same frames with the same protocol: the same numbers.
+    The protocol here is not the dataset's own (synthetic_indoor), as prompts_kitti's is not kitti's."""
+    from clipdepth.evaluation.checkpoint import evaluate_checkpoint
+
+    tiny_cfg.eval.protocol, tiny_cfg.data.val_source, tiny_cfg.train.publish = "synthetic_outdoor", "test_list", "last"
+    result, _ = Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
+    summary, _ = evaluate_checkpoint(result.model_dir, out=tmp_path / "eval")
+    validated = json.loads((result.model_dir / "config.json").read_text())["val_metrics"]
+    assert summary["protocol"] == "synthetic_outdoor" and summary["n_images"] == tiny_cfg.data.test_size
+    assert [summary[m] for m in ("abs_rel", "rmse", "d1")] == [validated[m] for m in ("abs_rel", "rmse", "d1")]
+    summary, _ = evaluate_checkpoint(result.model_dir, protocol="synthetic_indoor", out=tmp_path / "eval", overwrite=True)
+    assert summary["protocol"] == "synthetic_indoor"  # --protocol still wins

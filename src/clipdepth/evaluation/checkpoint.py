@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
 from ..models import load_model
 from ..models.base import checkpoint_folder
+from ..training.mixture import validation_protocol
 from .evaluate import evaluate_dataset, model_predictor
 from .metrics import ALL_METRIC_NAMES
 from .protocol import get_protocol
@@ -73,12 +74,16 @@ def evaluate_checkpoint(
     the checkpoint's on a dataset it trained on (a mixture's: that dataset's, input size included),
     else plain; ``data_overrides`` (``field=value`` of
     ``data``) win. ``dataset`` and ``protocol`` default to the recipe's, else the checkpoint's
-    dataset and that dataset's protocol; ``tta`` to the checkpoint's ``eval.tta``. Raises
+    dataset and the protocol its training validated that dataset with (so that the score agrees
+    with the run's own; e.g. ``prompts_kitti``'s ``kitti_kb_released``), else the dataset's
+    protocol; ``tta`` to the checkpoint's ``eval.tta``. Raises
     ``workers`` processes decode and prepare the frames (None: from the CPU count). Raises
     ConfigError for an unknown dataset or no scorable image, DataError for results of an earlier
     run in ``out`` (unless ``overwrite``) and for the data's own problems.
     """
     model = load_model(checkpoint)
+    if protocol is None and recipe is None:
+        protocol = validation_protocol(model.cfg, dataset or model.cfg.data.dataset)
     data, protocol_name = evaluation_settings(model.cfg, dataset, recipe, protocol, data_overrides)
     name = data.dataset
     scoring = get_protocol(protocol_name)

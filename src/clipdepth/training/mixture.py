@@ -24,7 +24,10 @@ from ..evaluation.protocol import Protocol
 from ..features import EncodedSplit, OnTheFlySplit
 from ..features.memory import TrainBatch
 
-__all__ = ["SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources"]
+__all__ = [
+    "SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources",
+    "validation_protocol",
+]
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ def training_sources(cfg: Config) -> list[SourceSettings]:
         sources.append(SourceSettings(name, data, entry.protocol or DATASET_PROTOCOLS[data.dataset],
                                       tuple(size) if size is not None else None, entry.weight))
     return sources
+
+
+def validation_protocol(cfg: Config, dataset: str) -> str | None:
+    """The protocol a run of ``cfg`` validated ``dataset`` with (``eval.protocol`` for the ``data``
+    section's, a mixture entry's own); None when the run did not train on ``dataset``."""
+    return next((source.protocol for source in training_sources(cfg) if source.data.dataset == dataset), None)
 
 
 def steps_per_epoch(n_frames: int, batch_size: int, drop_last: bool) -> int:
