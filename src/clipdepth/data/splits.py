@@ -130,20 +130,18 @@ def list_file(cfg: DataConfig, field: str, why: str = "") -> Path:
     while a file of that name is in the current folder: lists are never read from there, since the
     same setting must mean the same file from any folder."""
     root = required_setting(cfg, "root")
-    value = getattr(cfg, field)
+    value, setting = getattr(cfg, field), f"data.{field}"
     if not value:
-        raise ConfigError(f"data.{field} is not set; {why or f'dataset {cfg.dataset!r} needs it'}", setting=f"data.{field}")
+        raise ConfigError(f"{setting} is not set; {why or f'dataset {cfg.dataset!r} needs it'}", setting=setting)
     path = under_root(root, value)
     if path.is_file():
         return path
     if not Path(value).is_absolute() and Path(value).is_file():
         raise ConfigError(
-            f"data.{field}={value!r}: not under data.root ({path} does not exist); split lists are read relative to "
-            f"data.root, not the current folder: give the absolute path {Path(value).resolve()}", setting=f"data.{field}",
+            f"{setting}={value!r}: not under data.root ({path} does not exist); split lists are read relative to "
+            f"data.root, not the current folder: give the absolute path {Path(value).resolve()}", setting=setting,
         )
-    raise ConfigError(
-        f"data.{field}={value!r}: {path} does not exist (a relative list path is read from data.root)", setting=f"data.{field}",
-    )
+    raise ConfigError(f"{setting}={value!r}: {path} does not exist (a relative list path is read from data.root)", setting=setting)
 
 
 def listed_path(cfg: DataConfig, field: str) -> Path | None:

@@ -129,7 +129,7 @@ def cache_key(
         "purpose": purpose,  # "train": input-size depth; "score": full-resolution GT
         # Split lists by content, so an edited list is a new cache even at the same path.
         # (training augmentation changes no stored array: a flip is keyed by `flip`)
-        "data": {**{k: v for k, v in asdict(data).items() if not k.startswith("augment") and k not in UNKEYED_DATA_FIELDS},
+        "data": {**{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},
                  "train_list_sha": _file_digest(listed_path(data, "train_list")),
                  "test_list_sha": _file_digest(listed_path(data, "test_list"))},
         "captions": _captions_digest(data, names) if model.uses_captions else None,
