@@ -325,3 +325,75 @@ def test_the_benchmark_labels_a_resnet_prompts_checkpoint_by_its_rn50_weights():
     assert real
     real, line = weights_summary(trained, load_config("prompts_nyu", ["prompts.backbone=vit", "clip.random_init=true"]))
     assert not real and "clip" in line
+
+
+# -- the recipes' run as released (PromptLearningCLIP-MDE) --------------------------------------------
+def test_the_recipes_train_validate_publish_and_score_as_released():
+    from clipdepth.evaluation.protocol import crop_box, get_protocol
+
+    for recipe in ("prompts_nyu", "prompts_kitti"):
+        cfg = load_config(recipe)
+        # dataloader.py: drop_last=False, the whole filenames_file_train, filenames_file_eval validates;
+        # misc_utils.get_latest_checkpoint: last.ckpt is what is evaluated
+        assert (cfg.train.drop_last, cfg.data.val_source, cfg.train.publish) == (False, "test_list", "last")
+        assert (cfg.train.batch_size, cfg.train.max_epochs) == (16, 25)
+    assert load_config("prompts_nyu").eval.protocol == "nyu"
+    kitti = get_protocol(load_config("prompts_kitti").eval.protocol)
+    # MetricsPreprocess.py's Garg fractions of the 352 x 1216 KB-cropped GT: rows int(0.40810811 * 352) = 143 ..
+    # int(0.99189189 * 352) = 349, columns int(0.03594771 * 1216) = 43 .. int(0.96405229 * 1216) = 1172; the crop
+    # of a 375 x 1242 frame starts at row 375 - 352 = 23, column (1242 - 1216) / 2 = 13; caps 0.001 .. 80 m
+    assert crop_box((375, 1242), kitti.crop) == (23 + 143, 23 + 349, 13 + 43, 13 + 1172)
+    assert (kitti.min_depth, kitti.max_depth) == (1e-3, 80.0)
+
+
+def released_run_cfg(root, out):
+    """prompts_nyu's run at toy size (RN50 random weights) on a folder dataset: 10 training frames,
+    3 test frames, batch 4, 2 epochs."""
+    tiny = [o for o in TINY_RN_PROMPTS if not o.startswith(("data.", "train."))]
+    return load_config("prompts_nyu", [
+        *tiny, "data.dataset=folder", f"data.root={root}", "data.train_list=train.txt", "data.test_list=test.txt",
+        "eval.protocol=synthetic_indoor", "train.batch_size=4", "train.max_epochs=2", "train.log_every=1",
+        "train.num_workers=0", f"output_dir={out}",
+    ])
+
+
+def test_a_released_prompts_run_trains_on_every_frame_validates_on_the_test_list_and_publishes_the_last_epoch(
+    tmp_path, monkeypatch
+):
+    from .test_resume import kill_on_validate, Killed
+    from .test_splits import TEST, TRAIN, rgbd_root, write_list
+
+    root = rgbd_root(tmp_path / "data", TRAIN + TEST)
+    write_list(root / "train.txt", TRAIN), write_list(root / "test.txt", TEST)
+    cfg = released_run_cfg(root, tmp_path / "run")
+    exp = Experiment.create(cfg)
+    result, train = exp.train(cfg.output_dir)
+    assert train.names == TRAIN and exp.encode("val", flip=False).names == TEST
+    log = (tmp_path / "run" / "train_log.txt").read_text()
+    assert "folder: 3 validation frames of the test split (data.val_source=test_list), 10 training frames" in log
+    # 10 frames in batches of 4, the last partial one kept: 3 steps an epoch, 6 in all, and the
+    # one-cycle schedule spans those 6 (torch's OneCycleLR with total_steps=6)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_steps.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6] and [r["epoch"] for r in log] == [1, 1, 1, 2, 2, 2]
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=3.57e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3.57e-4, total_steps=6, div_factor=25, final_div_factor=100)
+    expected = []
+    for _ in range(6):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert [r["lr"] for r in log] == pytest.approx(expected, rel=1e-6)
+    # model/ is the final epoch's, whichever epoch validated best
+    assert result.published_epoch == 2 and json.loads((result.model_dir / "config.json").read_text())["epoch"] == 2
+    last = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
+    assert torch.equal(load_file(str(result.model_dir / "model.safetensors"))["depth_tokens"], last["depth_tokens"])
+
+    # exact resume: killed in epoch 2's validation, resumed, the same steps and the same model/
+    with monkeypatch.context() as m:
+        kill_on_validate(m, 2)
+        with pytest.raises(Killed):
+            Experiment.create(released_run_cfg(root, tmp_path / "again")).train(tmp_path / "again")
+    Experiment.create(released_run_cfg(root, tmp_path / "again")).train(tmp_path / "again", resume=True)
+    assert (tmp_path / "again" / "train_steps.jsonl").read_text() == (tmp_path / "run" / "train_steps.jsonl").read_text()
+    resumed = load_file(str(tmp_path / "again" / "model" / "model.safetensors"))["depth_tokens"]
+    assert torch.equal(resumed, last["depth_tokens"])

@@ -207,3 +207,64 @@ def test_improvement_is_judged_on_the_released_metric_set(tiny_cfg, tmp_path):
         cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, improve_metrics=bad))
         with pytest.raises(ConfigError, match="improve_metrics"):
             check_config(cfg)
+
+
+def scripted_validation(monkeypatch, abs_rel: list[float]) -> None:
+    """Trainer.validate returning ``abs_rel[epoch - 1]`` (every other metric 0): epoch 1 is the best here."""
+    from clipdepth.evaluation.metrics import ALL_METRIC_NAMES
+
+    calls = []
+
+    def validate(self):
+        calls.append(1)
+        metrics = {m: 0.0 for m in ALL_METRIC_NAMES} | {"abs_rel": abs_rel[len(calls) - 1]}
+        return metrics, {"synthetic_indoor": metrics}
+
+    monkeypatch.setattr(Trainer, "validate", validate)
+
+
+@pytest.mark.parametrize("publish, epoch, checkpoint", [("best", 1, "best_abs_rel"), ("last", 3, "last")])
+def test_train_publish_puts_the_best_or_the_final_epoch_in_model(tiny_cfg, tmp_path, monkeypatch, publish, epoch, checkpoint):
+    from safetensors.torch import load_file
+
+    scripted_validation(monkeypatch, [0.1, 0.5, 0.9])
+    trainer = make_trainer(tiny_cfg, tmp_path, max_epochs=3, improve_metrics=["abs_rel"], publish=publish)
+    result = trainer.fit()
+    assert result.best["abs_rel"] == {"value": 0.1, "epoch": 1} and result.published_epoch == epoch
+    weights = {name: load_file(str(tmp_path / name / "model.safetensors")) for name in ("model", "checkpoints/last",
+                                                                                         "checkpoints/best_abs_rel")}
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["epoch"] == epoch
+    assert all(torch.equal(weights["model"][k], weights[f"checkpoints/{checkpoint}"][k]) for k in weights["model"])
+    assert not all(torch.equal(weights["checkpoints/last"][k], weights["checkpoints/best_abs_rel"][k]) for k in weights["model"])
+    published = json.loads((tmp_path / "best_metrics.json").read_text())["published"]
+    assert published == {"checkpoint": checkpoint, "epoch": epoch}
+
+
+def test_an_empty_validation_split_says_what_fills_it(tiny_cfg):
+    from clipdepth.errors import ConfigError
+
+    tiny_cfg.data.val_size = 0
+    with pytest.raises(ConfigError, match=r"the val split of synthetic_indoor is empty: no frame with ground truth \(a larger "
+                                          r"data.val_fraction, or data.val_source=test_list to validate on data.test_list; "
+                                          r"built-in scenes: data.val_size\)$"):
+        Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
+    tiny_cfg.data.val_source, tiny_cfg.data.test_size = "test_list", 0
+    with pytest.raises(ConfigError, match=r"the val split .* \(a data.test_list with ground truth, or "
+                                          r"data.val_source=held_out .*; built-in scenes: data.test_size\)$"):
+        Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
+
+
+def test_evaluate_scores_a_checkpoint_with_the_protocol_and_frames_its_run_validated_on(tiny_cfg, tmp_path):
+    """With data.val_source=test_list and train.publish=last, the run's last validation and
+    `clipdepth evaluate` of model/ score the same frames with the same protocol: the same numbers.
+    The protocol here is not the dataset's own (synthetic_indoor), as prompts_kitti's is not kitti's."""
+    from clipdepth.evaluation.checkpoint import evaluate_checkpoint
+
+    tiny_cfg.eval.protocol, tiny_cfg.data.val_source, tiny_cfg.train.publish = "synthetic_outdoor", "test_list", "last"
+    result, _ = Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
+    summary, _ = evaluate_checkpoint(result.model_dir, out=tmp_path / "eval")
+    validated = json.loads((result.model_dir / "config.json").read_text())["val_metrics"]
+    assert summary["protocol"] == "synthetic_outdoor" and summary["n_images"] == tiny_cfg.data.test_size
+    assert [summary[m] for m in ("abs_rel", "rmse", "d1")] == [validated[m] for m in ("abs_rel", "rmse", "d1")]
+    summary, _ = evaluate_checkpoint(result.model_dir, protocol="synthetic_indoor", out=tmp_path / "eval", overwrite=True)
+    assert summary["protocol"] == "synthetic_indoor"  # --protocol still wins

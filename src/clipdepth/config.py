@@ -32,6 +32,8 @@ PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
+PUBLISHED_EPOCHS = ("best", "last")  # train.publish
+VAL_SOURCES = ("held_out", "test_list")  # data.val_source
 COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
 BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
 TEXT_NORMS = ("matrix", "row")  # prompts.text_norm
@@ -234,16 +236,20 @@ class TrainConfig:
     # Training stops after this many epochs without improvement (PureCLIP-Depth's released code:
     # 200, so never within 200 epochs; its paper: 50).
     patience: int = 200
-    # The single checkpoint a run names as its result (`model/`); one per metric is kept too.
+    # The metric whose best epoch is kept as checkpoints/best_<metric> (one per metric of
+    # improve_metrics is kept too) and, with publish "best", is the run's result `model/`.
     select_metric: str = "abs_rel"
+    # Which epoch a run publishes as `model/`: "best" (the epoch of the best select_metric) or
+    # "last" (the final epoch, checkpoints/last: the learned-prompts release evaluates last.ckpt).
+    publish: str = "best"
     # The validation metrics whose improvement resets early stopping and keeps a best_<metric>
     # checkpoint ("improved" = any of them improved). Released code: d1 d2 d3 abs_diff abs_rel log10
     # rmse (abs_diff = mean |g - p|, reported beside the nine protocol metrics).
     improve_metrics: list[str] = field(
         default_factory=lambda: ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
     )
-    # Drop the last partial training batch of each epoch, as the released loaders do (it also fixes
-    # where each phase boundary falls within an epoch).
+    # Drop the last partial training batch of each epoch, as PureCLIP-Depth's released loaders do (it
+    # also fixes where each phase boundary falls within an epoch); the learned-prompts release keeps it.
     drop_last: bool = True
     # Folder of the on-disk encoder feature cache (built on first use, reused after); unset keeps
     # the features in memory for this run only.
@@ -277,11 +283,15 @@ class TrainConfig:
 class DataConfig:
     dataset: str = "synthetic_indoor"  # a name in clipdepth.data.DATASETS
     root: Optional[str] = None  # dataset folder (real datasets)
-    # Split lists in the BTS format ("rgb depth|None focal" per line), relative to `root`.
+    # Split lists in the BTS format ("rgb depth|None focal" per line). A relative list path is read
+    # from `root`, as the paths inside it are; an absolute one as given.
     train_list: Optional[str] = None
     test_list: Optional[str] = None
-    # The validation split: a fixed, seeded val_fraction of train_list, written once to
-    # val_split_dir (default: beside train_list) and reused.
+    # Where validation frames come from. "held_out": a fixed, seeded val_fraction of train_list,
+    # written once to val_split_dir (default: beside train_list; relative: under root) and reused,
+    # the rest training; "test_list": test_list (the built-in scenes: their test split), the whole
+    # train_list training (the learned-prompts release validates on its test list).
+    val_source: str = "held_out"
     val_fraction: float = 0.1
     val_split_dir: Optional[str] = None
     depth_scale: float = 1000.0  # "folder" dataset: PNG depth = value / depth_scale metres
@@ -569,7 +579,8 @@ VALUE_RULES: dict[str, tuple] = {
     "train.cache_shard_size": _POSITIVE_INT, "train.log_every": _POSITIVE_INT,
     "train.num_workers": _rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
     "train.residency": _one_of(RESIDENCIES), "train.head_precision": _one_of(HEAD_PRECISIONS),
-    "train.mixture_order": _one_of(MIXTURE_ORDERS),
+    "train.mixture_order": _one_of(MIXTURE_ORDERS), "train.publish": _one_of(PUBLISHED_EPOCHS),
+    "data.val_source": _one_of(VAL_SOURCES),
     "data.val_fraction": _FRACTION_OPEN, "data.depth_scale": _POSITIVE,
     "data.train_size": _NON_NEGATIVE_INT, "data.val_size": _NON_NEGATIVE_INT, "data.test_size": _NON_NEGATIVE_INT,
     "data.height": _POSITIVE_INT, "data.width": _POSITIVE_INT, "data.tiles": _POSITIVE_INT,

@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     show.add_argument("--dataset", required=True, help="dataset name (see clipdepth.data.DATASETS)")
     show.add_argument("--data-root", help="dataset folder")
-    show.add_argument("--split", help="split list (BTS format)")
+    show.add_argument("--split", help="split list (BTS format); a relative path is read from --data-root")
     show.add_argument("--which", default="test", choices=["train", "val", "test"], help="split to show (default: test)")
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")

@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a head checkpoint folder (e.g. outputs/demo/model)")
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
     p.add_argument("--data-root", help="dataset folder the split list's paths are relative to")
-    p.add_argument("--split", help="test split list (BTS format)")
-    p.add_argument("--protocol", help="evaluation protocol (default: the dataset's, e.g. nyu, kitti)")
+    p.add_argument("--split", help="test split list (BTS format); a relative path is read from --data-root")
+    p.add_argument("--protocol", help="evaluation protocol (default: the one the checkpoint's training validated this "
+                                      "dataset with, else the dataset's, e.g. nyu, kitti)")
     p.add_argument(
         "--config", metavar="RECIPE",
         help="take the dataset settings and protocol from a recipe, e.g. zeroshot/sun_rgbd (flags still win)",

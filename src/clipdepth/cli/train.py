@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         directory, _ = read_resume_meta(cfg.output_dir, cfg)
         read_resume_tensors(directory)
     result, _ = Experiment.create(cfg, check_data=True).train(cfg.output_dir, resume=args.resume, overwrite=args.overwrite)
-    print(f"trained head: {result.model_dir} (best val {cfg.train.select_metric})")
+    which = "the final epoch" if cfg.train.publish == "last" else f"best val {cfg.train.select_metric}"
+    print(f"trained head: {result.model_dir} ({which}: epoch {result.published_epoch})")
     print(json.dumps(result.best, indent=2))
     return 0

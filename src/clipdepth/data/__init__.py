@@ -37,6 +37,8 @@ def get_dataset(cfg: DataConfig, split: str) -> Dataset:
 
 def _synthetic(kind: str) -> DatasetFactory:
     def factory(cfg: DataConfig, split: str) -> Dataset:
+        if split == "val" and cfg.val_source == "test_list":  # as split lists validate on test_list
+            split = "test"
         size = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}.get(split, 0)
         return SyntheticScenes(kind, split, size, cfg.height, cfg.width, cfg.seed)
 

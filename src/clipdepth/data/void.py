@@ -20,7 +20,7 @@ from ..errors import DataError
 from ..io.depth_io import read_depth
 from . import register_dataset
 from .listed import ListedRGBD
-from .splits import SplitEntry, required_setting, train_val_split
+from .splits import SplitEntry, split_entries
 
 VOID_SCALE = 256.0  # uint16 / 256 = metres
 
@@ -54,10 +54,5 @@ def void_entries(image_list: str | Path, root: str | Path) -> list[SplitEntry]:
 
 @register_dataset("void", protocol="void")
 def void_dataset(cfg: DataConfig, split: str) -> Dataset:
-    root = required_setting(cfg, "root")
-    if split == "test":
-        listing = required_setting(cfg, "test_list")
-        return ListedRGBD(void_entries(listing, root), root, listing, read_void_depth)
-    listing = required_setting(cfg, "train_list")
-    train, val = train_val_split(void_entries(listing, root), listing, cfg.val_split_dir, cfg.val_fraction, cfg.seed)
-    return ListedRGBD(train if split == "train" else val, root, listing, read_void_depth)
+    root, entries, listing = split_entries(cfg, split, void_entries)
+    return ListedRGBD(entries, root, listing, read_void_depth)

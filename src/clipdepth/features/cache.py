@@ -34,6 +34,7 @@ from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, clean_stale, write_text_atomic
 from ..data.captions import CaptionLookup
+from ..data.splits import listed_path
 from ..io.depth_store import PackedBlobs, ScoringGT, TrainingDepth, encode_gt, encode_png16, pack
 from .memory import EncodedSplit, encode_split
 
@@ -64,8 +65,12 @@ class ShardedRows:
         return out
 
 
-def _file_digest(path: str | None) -> str | None:
+def _file_digest(path: str | Path | None) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).is_file() else None
+
+
+# Data fields that only choose which frames a split holds, which the frame names already key.
+UNKEYED_DATA_FIELDS = ("val_source",)
 
 
 def frame_names(dataset: Dataset) -> list[str]:
@@ -124,7 +129,9 @@ def cache_key(
         "purpose": purpose,  # "train": input-size depth; "score": full-resolution GT
         # Split lists by content, so an edited list is a new cache even at the same path.
         # (training augmentation changes no stored array: a flip is keyed by `flip`)
-        "data": {**{k: v for k, v in asdict(data).items() if not k.startswith("augment")}, "train_list_sha": _file_digest(data.train_list), "test_list_sha": _file_digest(data.test_list)},
+        "data": {**{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},
+                 "train_list_sha": _file_digest(listed_path(data, "train_list")),
+                 "test_list_sha": _file_digest(listed_path(data, "test_list"))},
         "captions": _captions_digest(data, names) if model.uses_captions else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "files": files,  # files_digest: sizes and times of the frames' files

@@ -24,7 +24,9 @@ from ..evaluation.protocol import Protocol
 from ..features import EncodedSplit, OnTheFlySplit
 from ..features.memory import TrainBatch
 
-__all__ = ["SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources"]
+__all__ = [
+    "SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources",
+]
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,15 @@ from .trainer import Trainer, TrainResult, check_config, check_run_folder
 
 
 TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served
+# What fills an empty split, by (split, data.val_source).
+EMPTY_SPLIT_HINTS = {
+    ("train", "held_out"): "a longer data.train_list or a smaller data.val_fraction; built-in scenes: data.train_size",
+    ("train", "test_list"): "a longer data.train_list; built-in scenes: data.train_size",
+    ("val", "held_out"): "a larger data.val_fraction, or data.val_source=test_list to validate on data.test_list; "
+                         "built-in scenes: data.val_size",
+    ("val", "test_list"): "a data.test_list with ground truth, or data.val_source=held_out to validate on a "
+                          "data.val_fraction of data.train_list; built-in scenes: data.test_size",
+}
 
 
 @contextmanager
@@ -104,7 +113,8 @@ class Experiment:
     def source_data(self, source: SourceSettings) -> tuple[SourceData, str]:
         """A training dataset's splits (training: cached, or decoded and encoded at every step with
         ``train.encode_on_the_fly`` or a colour augmentation; validation: cached), preprocessing
-        and protocol; and a line saying how its training frames are served."""
+        and protocol; and a line saying where its validation frames come from and how its training
+        frames are served."""
         preprocessor = self.model.preprocessor(source.data, source.input_size)
         augmentation = Augmentation.from_data(source.data)
         stored = "the feature cache" if self.cfg.train.feature_cache else "memory"
@@ -126,7 +136,9 @@ class Experiment:
             how += f"; flip p={augmentation.flip:g}, {augmentation.colour} colour change p={augmentation.colour_prob:g}"
         val = self.encode("val", flip=self.cfg.eval.tta, source=source)
         data = SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight)
-        return data, f"{source.name}: {len(train)} training frames {how}"
+        whence = "of the test split" if source.data.val_source == "test_list" else "held out"
+        validated = f"{len(val)} validation frames {whence} (data.val_source={source.data.val_source})"
+        return data, f"{source.name}: {validated}, {len(train)} training frames {how}"
 
     def train(
         self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
@@ -143,8 +155,8 @@ class Experiment:
                 with naming(source, mixed):
                     if len(get_dataset(source.data, split)) == 0:
                         raise ConfigError(
-                            f"the {split} split of {source.name} is empty "
-                            "(a longer data.train_list, or another data.val_fraction / data.*_size)"
+                            f"the {split} split of {source.name} is empty: no frame with ground truth "
+                            f"({EMPTY_SPLIT_HINTS[split, source.data.val_source]})"
                         )
         sources, lines = [], []
         for source in self.sources:

@@ -7,10 +7,13 @@
   history keeps each one's metrics (``val_<name>_<metric>``) beside their mean (``val_<metric>``),
   which is what "improved" compares.
 - Validation on all nine metrics (and abs_diff) after every epoch; a head-only checkpoint is kept
-  at the best of each metric of ``train.improve_metrics`` (and of ``train.select_metric``).
+  at the best of each metric of ``train.improve_metrics`` (and of ``train.select_metric``), and of
+  the final epoch (``checkpoints/last``). ``model/``, the run's result, is the best
+  ``train.select_metric`` epoch's, or with ``train.publish: last`` the final epoch's.
   "Improved" means ANY of ``train.improve_metrics`` improved (released: d1 d2 d3 abs_diff abs_rel
   log10 rmse); training stops after ``patience`` epochs without improvement.
-- ``train.drop_last`` drops each epoch's last partial batch, as the released loaders do.
+- ``train.drop_last`` drops each epoch's last partial batch, as PureCLIP-Depth's released loaders
+  do; without it an epoch is ceil(frames / batch) steps, and a per-step schedule spans that many.
 - Speed: batches come from ``split.batches`` (device-resident arrays, or shards read a batch ahead,
   or frames decoded by workers); a step never waits for the device: losses stay on it and are read
   back every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
@@ -184,6 +187,7 @@ class TrainResult:
     best: dict[str, dict] = field(default_factory=dict)  # metric -> {"value", "epoch"}
     history: list[dict] = field(default_factory=list)
     model_dir: Path | None = None
+    published_epoch: int | None = None  # the epoch model/ holds
     stopped_early: bool = False
 
 
@@ -389,8 +393,9 @@ class Trainer:
             steps_log.close()
             if board is not None:
                 board.close()
+        result.published_epoch = self._published_epoch(result)
         if self.dist.is_main:
-            self._publish_selected(cfg.select_metric, result.best)
+            self._publish(result)
         self.dist.barrier()  # the other ranks return once model/ is in place
         result.model_dir = self.out_dir / "model"
         return result
@@ -482,16 +487,28 @@ class Trainer:
                 writer.writeheader()
                 writer.writerows(history)
 
-    def _publish_selected(self, metric: str, best: dict[str, dict]) -> Path:
-        """``model/``: the checkpoint at the best validation ``metric``, the run's single result."""
-        source = self.out_dir / "checkpoints" / f"best_{metric}"
-        if not source.exists():
-            source = self.out_dir / "checkpoints" / "last"
+    def _published_checkpoint(self, result: TrainResult) -> str:
+        """The checkpoint ``model/`` copies: ``best_<select_metric>`` with ``train.publish`` "best"
+        ("last" when no epoch had a finite value), ``last`` with "last" (the learned-prompts release
+        evaluates its ``last.ckpt``: ``misc_utils.get_latest_checkpoint``)."""
+        metric = self.cfg.train.select_metric
+        return f"best_{metric}" if self.cfg.train.publish == "best" and metric in result.best else "last"
+
+    def _published_epoch(self, result: TrainResult) -> int:
+        if self._published_checkpoint(result) == "last":
+            return result.history[-1]["epoch"]
+        return result.best[self.cfg.train.select_metric]["epoch"]
+
+    def _publish(self, result: TrainResult) -> Path:
+        """``model/``, the run's single result (``_published_checkpoint``), and ``best_metrics.json``
+        saying which epoch it holds beside the best epoch of every tracked metric."""
+        name = self._published_checkpoint(result)
         target = self.out_dir / "model"
         with atomic_dir(target) as tmp:
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
-        write_text_atomic(
-            self.out_dir / "best_metrics.json",
-            json.dumps({"select_metric": metric, "best_per_metric": best}, indent=2),
-        )
+            shutil.copytree(self.out_dir / "checkpoints" / name, tmp, dirs_exist_ok=True)
+        summary = {
+            "select_metric": self.cfg.train.select_metric, "best_per_metric": result.best,
+            "published": {"checkpoint": name, "epoch": result.published_epoch},
+        }
+        write_text_atomic(self.out_dir / "best_metrics.json", json.dumps(summary, indent=2))
         return target

@@ -1,12 +1,15 @@
 """Training the learned depth prompts (Auty & Mikolajczyk, ICCV 2023; docs/baselines.md).
 
 As the authors' release (``modules/MainRunnerLM.py``, ``main.py``, ``params/*.yaml``):
-- loss: "silog" with coefficient 1, AdaBins' SILogLoss 10 * sqrt(var(g) + 0.15 * mean(g)^2),
+- loss: "silog" with coefficient 1, the release's ``losses/SILogLoss.py`` (the AdaBins paper's form):
+  10 * sqrt(mean(g^2) - 0.85 * mean(g)^2) = 10 * sqrt(var(g) + 0.15 * mean(g)^2), variance over n,
   g = log(pred) - log(gt), on pixels with GT > min_depth (no upper limit in training), the
   per-location prediction upsampled to the GT (here the input size) bilinearly with align_corners;
 - AdamW (lr 3.57e-4, weight decay 0.1) on the learned tokens only; CLIP is never in an optimiser;
 - torch's OneCycleLR over the whole run, stepped every step (cosine, div_factor 25,
-  final_div_factor 100, pct_start 0.3, beta1 cycled 0.95 -> 0.85 -> 0.95);
+  final_div_factor 100, pct_start 0.3, beta1 cycled 0.95 -> 0.85 -> 0.95); its length is the run's
+  real step count (``plan``), as Lightning's ``estimated_stepping_batches`` over the release's loader
+  (``drop_last=False``: ceil(frames / batch) steps an epoch);
 - gradient norm clipped at 0.1 (Lightning's gradient_clip_val, over the optimiser's parameters).
 """
 from __future__ import annotations
@@ -70,6 +73,8 @@ class LearnedPromptsObjective(Objective):
             )
 
     def plan(self, steps_per_epoch: int, max_epochs: int) -> None:
+        """The one-cycle schedule's length: ``steps_per_epoch`` (the trainer's count for this run:
+        ceil(frames / batch) without ``train.drop_last``) times ``max_epochs``."""
         self.total_steps = max(1, steps_per_epoch * max_epochs)
 
     def lr_factor(self, epoch: int, since_improvement: int) -> float:
