@@ -320,7 +320,7 @@ def test_the_benchmark_labels_a_resnet_prompts_checkpoint_by_its_rn50_weights():
 
     trained = {"epoch": 4}
     real, line = weights_summary(trained, load_config("prompts_nyu", ["depthclip.random_init=true"]))
-    assert not real and "random_init frozen parts: depthclip" in line  # its CLIP is the RN50 of the depthclip section
+    assert not real and "random frozen parts: depthclip" in line  # its CLIP is the RN50 of the depthclip section
     real, _ = weights_summary(trained, load_config("prompts_nyu", ["clip.random_init=true"]))  # the unused ViT
     assert real
     real, line = weights_summary(trained, load_config("prompts_nyu", ["prompts.backbone=vit", "clip.random_init=true"]))
