@@ -60,15 +60,18 @@ def test_the_tr2m_demo_trains_both_variants_from_one_cache(tmp_path, capsys):
     assert len(list((out / "panels").glob("*.png"))) == 2
 
 
-TINY_TR2M_DEMO = ["data.train_size=2", "data.val_size=1", "data.test_size=1", "data.height=48", "data.width=64",
-                  "train.max_epochs=2", "train.batch_size=2"]
-
-
-def tr2m_demo(out, *extra):
+def tiny_tr2m_demo() -> list[str]:
+    """Overrides of the demo_tr2m recipe: two epochs of one step each."""
     from .conftest import TINY_TR2M
 
-    return ["demo", "--config", "demo_tr2m", "--out", str(out),
-            *[o for o in TINY_TR2M if not o.startswith("model=")], *TINY_TR2M_DEMO, *extra]
+    return [o for o in TINY_TR2M if not o.startswith("model=")] + [
+        "data.train_size=2", "data.val_size=1", "data.test_size=1", "data.height=48", "data.width=64",
+        "train.max_epochs=2", "train.batch_size=2",
+    ]
+
+
+def tr2m_demo(out) -> list[str]:
+    return ["demo", "--config", "demo_tr2m", "--out", str(out), *tiny_tr2m_demo()]
 
 
 @pytest.fixture
@@ -116,19 +119,19 @@ def test_a_rerun_resumes_an_interrupted_demo_and_gives_the_uninterrupted_numbers
     epochs_trained.clear()
     assert main(tr2m_demo(tmp_path / "cut")) == 0
     assert epochs_trained == [("tr2m", 2), ("global_factor", 1), ("global_factor", 2)]  # epoch 1 not trained again
-    assert f"{tmp_path / 'cut'} holds an earlier demo: resuming tr2m (after epoch 1 of 2)" in capsys.readouterr().out
+    assert f"{tmp_path / 'cut'} holds earlier runs: resuming tr2m (after epoch 1 of 2)" in capsys.readouterr().out
     assert metrics_of(tmp_path / "cut") == metrics_of(tmp_path / "whole")
 
     epochs_trained.clear()
     assert main(tr2m_demo(tmp_path / "cut")) == 0
     assert epochs_trained == []
-    assert "holds an earlier demo: kept tr2m, global_factor (finished with this config)" in capsys.readouterr().out
+    assert "holds earlier runs: kept tr2m, global_factor (finished with this config)" in capsys.readouterr().out
     assert metrics_of(tmp_path / "cut") == metrics_of(tmp_path / "whole")
 
     # What decides: the config as the run saved it (a field added since: the value it was made with) and its epochs.
     from clipdepth.training.demo import DEMO_VARIANTS, RerunStep, rerun_step
 
-    cfg = load_config("demo_tr2m", tr2m_demo(tmp_path / "cut")[5:] + [f"output_dir={tmp_path / 'cut'}"])
+    cfg = load_config("demo_tr2m", [*tiny_tr2m_demo(), f"output_dir={tmp_path / 'cut'}"])
     variant = DEMO_VARIANTS["tr2m"](cfg).variants[0]
     exp, run = Experiment.create(variant.cfg), tmp_path / "cut" / "tr2m"
     longer = dataclasses.replace(variant.cfg, train=dataclasses.replace(variant.cfg.train, max_epochs=3))
@@ -142,7 +145,7 @@ def test_a_rerun_resumes_an_interrupted_demo_and_gives_the_uninterrupted_numbers
     assert rerun_step(exp, variant.cfg, run) == RerunStep("redo", "tr2m.head_init was 'zero', is 'released' now")
 
 
-def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tiny_cfg, tmp_path, capsys, epochs_trained):
+def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tmp_path, capsys, epochs_trained):
     tiny = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
         "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
         "train.max_epochs=1", "train.batch_size=2",
@@ -154,13 +157,16 @@ def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tiny_
     capsys.readouterr()
     assert main(["demo", "--out", str(demo), *tiny, "seed=1"]) == 0
     assert epochs_trained == [("demo", 1)]
-    assert f"{demo} holds an earlier demo: training again head (seed was 0, is 1 now)" in capsys.readouterr().out
+    assert f"{demo} holds earlier runs: training again head (seed was 0, is 1 now)" in capsys.readouterr().out
     assert json.loads((demo / "demo.json").read_text()) == {"runs": ["."]}
 
-    mine = tmp_path / "mine"  # a run `train` wrote: the demo may not replace it
+    mine = tmp_path / "mine"  # a run `train` wrote: the demo may keep it, never replace it
     assert main(["train", "--config", "demo", "--out", str(mine), *tiny]) == 0
-    before = {p: p.stat().st_mtime_ns for p in mine.rglob("*")}
     capsys.readouterr()
+    assert main(["demo", "--out", str(mine), *tiny]) == 0
+    assert f"{mine} holds earlier runs: kept head" in capsys.readouterr().out
+    assert json.loads((mine / "demo.json").read_text()) == {"runs": []}  # kept, so still not the demo's
+    before = {p: p.stat().st_mtime_ns for p in mine.rglob("*")}
     assert main(["demo", "--out", str(mine), *tiny, "seed=1"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{mine}: holds a training run that no demo wrote" in err and "seed was 0" in err

@@ -58,7 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     output_folder(args.out)
     words = [*args.inputs, *args.overrides]
-    jobs = images_to_caption(words) if args.dataset is None else frames_to_caption(args.dataset, args.split, data_overrides(words))
+    if args.dataset is None:
+        jobs = images_to_caption(words)
+    else:
+        jobs = frames_to_caption(args.dataset, args.split, data_overrides(words))
     report = caption_to_folder(jobs, args.out, args.model, device=args.device, prompt=args.prompt, lines=args.lines,
                                max_new_tokens=args.max_new_tokens, seed=args.seed, overwrite=args.overwrite,
                                workers=args.workers)

@@ -192,25 +192,29 @@ def plan_rerun(variants: list[DemoVariant], exps: list[Experiment], out: Path) -
     """Each variant's step (``rerun_step``) and one line saying what an earlier demo in ``out`` left
     that is kept, resumed or trained again ("" where nothing was there). A run folder to train again
     must be one a demo wrote (``demo.json``, or a finished demo's ``metrics.json`` from before it):
-    another is refused with CheckpointError before anything is written. Records the variants' run
-    folders in ``demo.json``."""
+    another is refused with CheckpointError before anything is written. Records in ``demo.json`` the run
+    folders the demo trains from the start (with those it recorded before)."""
     steps = [rerun_step(exp, v.cfg, out / v.folder) for v, exp in zip(variants, exps)]
-    runs = _read_json(out / DEMO_RECORD).get("runs")
-    finished = _read_json(out / "metrics.json").get("checkpoints")  # what demos before demo.json wrote
-    ours = {*(runs if isinstance(runs, list) else []),
-            *(v.folder or "." for v in variants if isinstance(finished, dict) and v.key in finished)}
+    if (out / DEMO_RECORD).exists():
+        runs = _read_json(out / DEMO_RECORD).get("runs")
+        ours = set(runs) if isinstance(runs, list) else set()
+    else:  # a demo from before demo.json: the runs its metrics.json names
+        finished = _read_json(out / "metrics.json").get("checkpoints")
+        ours = {v.folder or "." for v in variants if isinstance(finished, dict) and v.key in finished}
     for v, step in zip(variants, steps):
         if step.action == "redo" and (v.folder or ".") not in ours:
             raise CheckpointError(f"{out / v.folder}: holds a training run that no demo wrote, and the demo cannot "
                                   f"reuse it ({step.why}); give the demo another output folder", setting="output_dir")
+    # A run the demo keeps or resumes in place stays whoever's it was: only what the demo trains from the start is its own.
+    ours |= {v.folder or "." for v, step in zip(variants, steps) if step.action in ("train", "redo")}
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / DEMO_RECORD, json.dumps({"runs": sorted(ours | {v.folder or "." for v in variants})}, indent=2))
+    write_text_atomic(out / DEMO_RECORD, json.dumps({"runs": sorted(ours)}, indent=2))
     kept = [v.key for v, step in zip(variants, steps) if step.action == "keep"]
     said = ([f"kept {', '.join(kept)} (finished with this config)"] if kept else []) + [
         f"{'resuming' if step.action == 'resume' else 'training again'} {v.key} ({step.why})"
         for v, step in zip(variants, steps) if step.action in ("resume", "redo")
     ]
-    return steps, f"{out} holds an earlier demo: {'; '.join(said)}" if said else ""
+    return steps, f"{out} holds earlier runs: {'; '.join(said)}" if said else ""
 
 
 @dataclass
@@ -240,7 +244,8 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
             model_dir = run / "model"
         elif type(exp.model).zero_shot:  # nothing to train (DepthCLIP): its checkpoint is written as `train` does
             log(f"writing {variant.key} (zero-shot) ...")
-            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(run)), overwrite=step.action == "redo")
+            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(run)),
+                                            overwrite=step.action == "redo")
         else:
             log(f"{'resuming' if step.action == 'resume' else 'training'} {variant.key} ...")
             model_dir = exp.train(run, resume=step.action == "resume", overwrite=step.action == "redo")[0].model_dir
