@@ -58,3 +58,117 @@ def test_the_tr2m_demo_trains_both_variants_from_one_cache(tmp_path, capsys):
     per_pixel, global_factor = load_model(out / "tr2m" / "model"), load_model(out / "global_factor" / "model")
     assert not per_pixel.cfg.tr2m.global_factor and global_factor.cfg.tr2m.global_factor
     assert len(list((out / "panels").glob("*.png"))) == 2
+
+
+def tiny_tr2m_demo() -> list[str]:
+    """Overrides of the demo_tr2m recipe: two epochs of one step each."""
+    from .conftest import TINY_TR2M
+
+    return [o for o in TINY_TR2M if not o.startswith("model=")] + [
+        "data.train_size=2", "data.val_size=1", "data.test_size=1", "data.height=48", "data.width=64",
+        "train.max_epochs=2", "train.batch_size=2",
+    ]
+
+
+def tr2m_demo(out) -> list[str]:
+    return ["demo", "--config", "demo_tr2m", "--out", str(out), *tiny_tr2m_demo()]
+
+
+@pytest.fixture
+def epochs_trained(monkeypatch):
+    """(run folder name, epoch) for every epoch a trainer finishes."""
+    from clipdepth.training.trainer import Trainer
+
+    done, original = [], Trainer._save_resume_state
+
+    def recorded(self, epoch, *args):
+        original(self, epoch, *args)
+        done.append((self.out_dir.name, epoch))
+
+    monkeypatch.setattr(Trainer, "_save_resume_state", recorded)
+    return done
+
+
+def metrics_of(out):
+    return {k: v for k, v in json.loads((out / "metrics.json").read_text()).items() if k != "checkpoints"}
+
+
+def test_a_rerun_resumes_an_interrupted_demo_and_gives_the_uninterrupted_numbers(tmp_path, capsys, epochs_trained):
+    import dataclasses
+
+    from clipdepth.config import load_config
+    from clipdepth.training.run import Experiment
+    from clipdepth.training.trainer import Trainer
+
+    assert main(tr2m_demo(tmp_path / "whole")) == 0
+    epochs_trained.clear()
+
+    validate = Trainer.validate
+
+    def killed_in_the_second_epoch(self):
+        if epochs_trained:
+            raise KeyboardInterrupt
+        return validate(self)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Trainer, "validate", killed_in_the_second_epoch)
+        assert main(tr2m_demo(tmp_path / "cut")) == 130
+    assert epochs_trained == [("tr2m", 1)]
+    capsys.readouterr()
+
+    epochs_trained.clear()
+    assert main(tr2m_demo(tmp_path / "cut")) == 0
+    assert epochs_trained == [("tr2m", 2), ("global_factor", 1), ("global_factor", 2)]  # epoch 1 not trained again
+    assert f"{tmp_path / 'cut'} holds earlier runs: resuming tr2m (after epoch 1 of 2)" in capsys.readouterr().out
+    assert metrics_of(tmp_path / "cut") == metrics_of(tmp_path / "whole")
+
+    epochs_trained.clear()
+    assert main(tr2m_demo(tmp_path / "cut")) == 0
+    assert epochs_trained == []
+    assert "holds earlier runs: kept tr2m, global_factor (finished with this config)" in capsys.readouterr().out
+    assert metrics_of(tmp_path / "cut") == metrics_of(tmp_path / "whole")
+
+    # What decides: the config as the run saved it (a field added since: the value it was made with) and its epochs.
+    from clipdepth.training.demo import DEMO_VARIANTS, RerunStep, rerun_step
+
+    cfg = load_config("demo_tr2m", [*tiny_tr2m_demo(), f"output_dir={tmp_path / 'cut'}"])
+    variant = DEMO_VARIANTS["tr2m"](cfg).variants[0]
+    exp, run = Experiment.create(variant.cfg), tmp_path / "cut" / "tr2m"
+    longer = dataclasses.replace(variant.cfg, train=dataclasses.replace(variant.cfg.train, max_epochs=3))
+    assert rerun_step(exp, longer, run) == RerunStep("resume", "after epoch 2 of 3")
+    shorter = dataclasses.replace(variant.cfg, train=dataclasses.replace(variant.cfg.train, max_epochs=1))
+    assert rerun_step(exp, shorter, run) == RerunStep("redo", "it ran 2 epochs, train.max_epochs is 1 now")
+    state = run / "checkpoints" / "resume" / "state.json"
+    meta = json.loads(state.read_text())
+    del meta["config"]["tr2m"]["head_init"]  # a run of a version before the field, which started from zero
+    state.write_text(json.dumps(meta))
+    assert rerun_step(exp, variant.cfg, run) == RerunStep("redo", "tr2m.head_init was 'zero', is 'released' now")
+
+
+def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tmp_path, capsys, epochs_trained):
+    tiny = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+        "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
+        "train.max_epochs=1", "train.batch_size=2",
+    ]
+    demo = tmp_path / "demo"
+    assert main(["demo", "--out", str(demo), *tiny]) == 0
+    (demo / "demo.json").unlink(missing_ok=True)  # as a demo before demo.json left it: its metrics.json names its run
+    epochs_trained.clear()
+    capsys.readouterr()
+    assert main(["demo", "--out", str(demo), *tiny, "seed=1"]) == 0
+    assert epochs_trained == [("demo", 1)]
+    assert f"{demo} holds earlier runs: training again head (seed was 0, is 1 now)" in capsys.readouterr().out
+    assert json.loads((demo / "demo.json").read_text()) == {"runs": ["."]}
+
+    mine = tmp_path / "mine"  # a run `train` wrote: the demo may keep it, never replace it
+    assert main(["train", "--config", "demo", "--out", str(mine), *tiny]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--out", str(mine), *tiny]) == 0
+    assert f"{mine} holds earlier runs: kept head" in capsys.readouterr().out
+    assert json.loads((mine / "demo.json").read_text()) == {"runs": []}  # kept, so still not the demo's
+    before = {p: p.stat().st_mtime_ns for p in mine.rglob("*")}
+    assert main(["demo", "--out", str(mine), *tiny, "seed=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{mine}: holds a training run that no demo wrote" in err and "seed was 0" in err
+    assert err.endswith("(--out)")
+    assert before == {p: p.stat().st_mtime_ns for p in mine.rglob("*")}

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from clipdepth.config import TR2MConfig
+from clipdepth.config import TR2MConfig, load_config
+from clipdepth.errors import ConfigError
 from clipdepth.models.tr2m import GlobalHead, TR2MHead, to_metric
 
 DIM, TEXT_DIM, H, W, PATCH = 32, 16, 3, 4, 14
@@ -23,11 +24,9 @@ def tiny_head(**overrides: object) -> TR2MHead:
     return TR2MHead(tiny_cfg(**overrides), DIM, TEXT_DIM, patch_size=PATCH)
 
 
-def randomise_last_layers(head: TR2MHead) -> None:
-    """The last layers start at zero weight; give them weights so the outputs can vary."""
-    for sub in (head.scale_head, head.shift_head):
-        last = sub.net[-1] if isinstance(sub, GlobalHead) else sub.conv_out
-        nn.init.normal_(last.weight, std=0.5)
+def last_layers(head: TR2MHead) -> list[nn.Conv2d | nn.Linear]:
+    """The layer that gives each raw factor (the one ``tr2m.head_init`` acts on)."""
+    return [sub.net[-1] if isinstance(sub, GlobalHead) else sub.conv_out for sub in (head.scale_head, head.shift_head)]
 
 
 def inputs(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,8 +38,8 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def test_shapes_positivity_and_exact_init() -> None:
-    out = tiny_head()(*inputs())
+def test_shapes_positivity_and_exact_zero_init() -> None:
+    out = tiny_head(head_init="zero")(*inputs())
     assert out.scale.shape == out.shift.shape == (2, PATCH * H, PATCH * W)
     assert out.log_scale.shape == out.log_shift.shape == (2, PATCH * H, PATCH * W)
     assert out.pooled.shape == (2, DIM)
@@ -50,19 +49,37 @@ def test_shapes_positivity_and_exact_init() -> None:
     assert torch.allclose(out.log_scale, torch.full_like(out.log_scale, math.log(0.01)))
 
 
-def test_init_logs_set_the_initial_factors() -> None:
-    head = TR2MHead(tiny_cfg(), DIM, TEXT_DIM, patch_size=PATCH, init_scale_log=0.5, init_shift_log=-1.0)
-    out = head(*inputs())
-    assert torch.allclose(out.scale, torch.full_like(out.scale, 0.01 * math.exp(0.5)))
-    assert torch.allclose(out.shift, torch.full_like(out.shift, 0.01 * math.exp(-1.0)))
-
-
-def test_factors_stay_positive_with_random_last_layers() -> None:
-    head = tiny_head()
-    randomise_last_layers(head)
-    out = head(*inputs())
+@pytest.mark.parametrize("global_factor", [False, True])
+def test_the_released_init_is_pytorchs_default_and_zero_differs_only_in_the_last_layers(global_factor) -> None:
+    """The release's init_weights initialises nothing (scalemap_depth.py): every layer keeps PyTorch's
+    default, the last ones too. A wide last layer (256 inputs) makes its distribution testable."""
+    wide = {"head_hidden": 256, "global_factor": global_factor}
+    released = tiny_head(**wide)
+    after_released = torch.rand(3)  # the RNG stream after building: resuming must not depend on head_init
+    zero = tiny_head(head_init="zero", **wide)
+    assert torch.equal(torch.rand(3), after_released)
+    bound = 1 / math.sqrt(256)  # kaiming_uniform(a=sqrt(5)) and the bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    for layer in last_layers(released):
+        w = layer.weight.flatten()
+        assert w.numel() == 256 and w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.15)  # a uniform's std
+        assert 0 < layer.bias.abs().item() <= bound
+    for layer in last_layers(zero):
+        assert not layer.weight.any() and not layer.bias.any()
+    last = {id(p) for layer in last_layers(released) for p in (layer.weight, layer.bias)}
+    zero_params = dict(zero.named_parameters())
+    for name, value in released.named_parameters():  # the same draws everywhere else
+        assert id(value) in last or torch.equal(value, zero_params[name]), name
+    out = released(*inputs())
     assert (out.scale > 0).all() and (out.shift > 0).all()
-    assert out.scale.std() > 0
+    for factor in (out.scale, out.shift):  # A = 0.01 * exp(raw): not the constant 0.01 of the zero init
+        assert not torch.allclose(factor, torch.full_like(factor, 0.01))
+        assert factor[0, 0, 0] != factor[1, 0, 0] if global_factor else factor.flatten(1).std(dim=1).gt(0).all()
+
+
+def test_head_init_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"tr2m.head_init='kaiming': must be one of \['released', 'zero'\]"):
+        load_config(overrides=["tr2m.head_init=kaiming"])
 
 
 def test_heads_must_divide_the_image_dim() -> None:
@@ -97,7 +114,6 @@ def test_global_variant() -> None:
     head = tiny_head(global_factor=True)
     assert head.decoder is None
     assert n_params(head) < n_params(tiny_head())
-    randomise_last_layers(head)
     out = head(*inputs())
     assert out.pixel_features is None
     assert out.scale.shape == out.shift.shape == (2, PATCH * H, PATCH * W)
@@ -109,7 +125,6 @@ def test_global_variant() -> None:
 
 def test_text_changes_the_maps() -> None:
     head = tiny_head()
-    randomise_last_layers(head)
     tokens, text = inputs(batch=1)
     a = head(tokens, text)
     b = head(tokens, text + 1.0)
@@ -135,7 +150,6 @@ def test_block_update_depends_on_the_text() -> None:
 
 def test_gradients_reach_text_projection_and_decoder() -> None:
     head = tiny_head()
-    randomise_last_layers(head)
     out = head(*inputs())
     (out.scale.mean() + out.shift.mean()).backward()
     assert head.decoder is not None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +216,13 @@ def test_an_interrupted_tr2m_run_resumes_exactly(tiny_tr2m_cfg, tmp_path, monkey
     key_a = torch.load(tmp_path / "a" / "checkpoints" / "resume" / "training_state.pt", weights_only=True)["objective"]
     key_b = torch.load(tmp_path / "b" / "checkpoints" / "resume" / "training_state.pt", weights_only=True)["objective"]
     assert all(torch.equal(key_a["key_head"][k], key_b["key_head"][k]) for k in key_a["key_head"])
+
+
+def test_head_init_is_saved_and_older_checkpoints_load_as_the_zero_init_they_trained_from(tiny_tr2m_cfg, tmp_path):
+    model = save_checkpoint(tiny_tr2m_cfg, tmp_path / "new")
+    assert model.cfg.tr2m.head_init == "released" and model.head.scale_head.conv_out.weight.any()
+    assert load_model(tmp_path / "new").cfg.tr2m.head_init == "released"
+    # Written before tr2m.head_init existed, when the last layers started at zero.
+    assert load_model(Path(__file__).parent / "fixtures" / "layout_v1" / "tr2m").cfg.tr2m.head_init == "zero"
+    zero = build_model(load_config_dict(config_to_dict(tiny_tr2m_cfg), ["tr2m.head_init=zero"]))
+    assert not zero.head.scale_head.conv_out.weight.any() and not zero.head.shift_head.conv_out.bias.any()

@@ -31,6 +31,7 @@ PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
+TR2M_HEAD_INITS = ("released", "zero")  # tr2m.head_init
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 PUBLISHED_EPOCHS = ("best", "last")  # train.publish
 VAL_SOURCES = ("held_out", "test_list")  # data.val_source
@@ -407,6 +408,11 @@ class TR2MConfig:
     decoder_conv_bias: bool = False  # True only for checkpoints of clipdepth 0.1 (that conv had a bias)
     head_channels: int = 64  # scale/shift heads: 3x3 conv 128 -> 64, bilinear, 3x3 conv 64 -> 32, 1x1 -> 1
     head_hidden: int = 32
+    # How the head starts: "released" = PyTorch's default init of every layer (the release's
+    # ScaleMapModel.init_weights initialises nothing); "zero" = the scale and shift heads' last layers
+    # at zero weight and bias, so A = B = 0.01 everywhere at step 0 (checkpoints saved before this
+    # field existed were trained so, and load as "zero").
+    head_init: str = "released"
     # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.
     global_factor: bool = False
     max_caption_lines: int = 16  # caption lines kept per frame (the released data has about 15)
@@ -605,6 +611,7 @@ VALUE_RULES: dict[str, tuple] = {
     "tr2m.contrast_pixels": _POSITIVE_INT, "tr2m.ema_momentum": _UNIT_RIGHT_OPEN,
     "tr2m.lr": _NON_NEGATIVE, "tr2m.weight_decay": _NON_NEGATIVE, "tr2m.eps": _POSITIVE,
     "tr2m.warmup_steps": _NON_NEGATIVE_INT, "tr2m.lr_decay": _UNIT_LEFT_OPEN,
+    "tr2m.head_init": _one_of(TR2M_HEAD_INITS),
     "prompts.backbone": _one_of(DEPTHCLIP_BACKBONES),
     "prompts.num_bins": _rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
     "prompts.bin_scheme": _one_of(BIN_SCHEMES), "prompts.text_norm": _one_of(TEXT_NORMS),

@@ -2,12 +2,14 @@
 (``clipdepth.data.captioning``): ``<out>/<name>.txt`` per image or dataset frame, line 1 greedy,
 the others sampled. A rerun keeps the files made from the same image content with the same settings
 (an interrupted run resumes) and those edited since, and captions again the images rewritten in place.
+With ``--dataset`` the frames' ``data`` settings are ``data.<field>=<value>`` overrides, as for
+``train`` and ``evaluate`` (a bare ``<field>=<value>`` is read the same).
 """
 from __future__ import annotations
 
 import argparse
 
-from .args import add_workers, output_folder, path_arg, positive_int, report_failures
+from .args import OVERRIDE, add_workers, output_folder, path_arg, positive_int, report_failures
 
 HELP = "caption images or a dataset's frames with an image-to-text model (TR2M's text input)"
 
@@ -16,11 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "caption", help=HELP,
         description="Examples: clipdepth caption photos/ --model Salesforce/blip-image-captioning-large --out captions/ ; "
-        "clipdepth caption --dataset nyu --split train root=/data/nyu train_list=nyu_train.txt "
+        "clipdepth caption --dataset nyu --split train data.root=/data/nyu data.train_list=nyu_train.txt "
         "--model Salesforce/blip-image-captioning-large --out captions/nyu (then set data.caption_dir=captions/nyu)",
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="image, folder (recursive), glob, or .txt list of paths; with --dataset: data overrides KEY=VALUE")
+                   help="image, folder (recursive), glob, or .txt list of paths; with --dataset: data.FIELD=VALUE overrides")
     p.add_argument("--dataset", help="caption a dataset's frames instead (a name in clipdepth.data.DATASETS)")
     p.add_argument("--split", default="train", choices=["train", "val", "test"], help="dataset split (default: train)")
     p.add_argument("--model", required=True, help="hub id or folder of an image-to-text model and its processor")
@@ -34,14 +36,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace caption files that exist, also those edited since (default: keep those made from the "
                    "same image content and settings, and edited ones; caption again images rewritten since)")
     add_workers(p, "the images")
-    p.set_defaults(func=run, flags={"inputs": "INPUT or --dataset"})
+    # overrides: KEY=VALUE words after the options (the parser collects them there)
+    p.set_defaults(func=run, overrides=[], flags={"inputs": "INPUT or --dataset"})
+
+
+def data_overrides(words: list[str]) -> list[str]:
+    """``data.<field>=<value>`` (or ``<field>=<value>``) words -> the ``<field>=<value>`` overrides of
+    the ``data`` section; ConfigError naming the first word that is not one."""
+    from ..errors import ConfigError
+
+    fields = []
+    for word in words:
+        key = word.partition("=")[0]
+        field = key.removeprefix("data.")
+        if not OVERRIDE.match(word) or "." in field:
+            raise ConfigError(f"{word!r}: with --dataset, give the frames' data settings as data.<field>=<value> "
+                              "(e.g. data.root=/data/nyu), not images or other sections")
+        fields.append(f"{field}={word.partition('=')[2]}")
+    return fields
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data.captioning import caption_to_folder, frames_to_caption, images_to_caption
 
     output_folder(args.out)
-    jobs = images_to_caption(args.inputs) if args.dataset is None else frames_to_caption(args.dataset, args.split, args.inputs)
+    words = [*args.inputs, *args.overrides]
+    if args.dataset is None:
+        jobs = images_to_caption(words)
+    else:
+        jobs = frames_to_caption(args.dataset, args.split, data_overrides(words))
     report = caption_to_folder(jobs, args.out, args.model, device=args.device, prompt=args.prompt, lines=args.lines,
                                max_new_tokens=args.max_new_tokens, seed=args.seed, overwrite=args.overwrite,
                                workers=args.workers)

@@ -1,7 +1,8 @@
 """`clipdepth demo`: the whole pipeline on built-in synthetic scenes, on a CPU, in minutes
 (``clipdepth.training.demo.run_demo``): PureCLIP-Depth's head, or with ``--config demo_tr2m`` TR2M
 and its global-factor variant, trained on random-weight frozen parts and scored beside the
-mean-depth predictor.
+mean-depth predictor. Run again into the same folder, it keeps finished runs of the same config,
+resumes interrupted ones and trains again those whose config changed, and says so in one line.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="demo", help="recipe (default: demo; demo_outdoor for streets, demo_tr2m for TR2M)")
     p.add_argument("--out", type=path_arg, help="output folder (default: the recipe's output_dir)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.train_size=64")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, flags={"output_dir": "--out"})
 
 
 def run(args: argparse.Namespace) -> int:

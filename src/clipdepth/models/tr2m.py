@@ -5,7 +5,8 @@ GT oracle for tests and the synthetic demo), DINOv2 patch tokens and the CLIP te
 caption. Trained head (``TR2MHead``): the caption token projected to the image width, one pre-norm
 cross-modal block, a convolutional decoder and two heads giving a scale map A and a shift map B;
 metric depth = 1 / (A * D_r + B) (``to_metric``). Sizes follow ``docs/tr2m.md``
-("Components"); ``tr2m.global_factor`` is the RSA-style ablation (one A and B per image).
+("Components"); ``tr2m.global_factor`` is the RSA-style ablation (one A and B per image);
+``tr2m.head_init`` chooses the initial weights ("Scale and shift maps").
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 
-# A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0.
+# A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0 (the
+# release's coef_scale = coef_shift = 0.01, options.py, applied so in scalemap_depth.py's forward).
 BASE = 0.01
 
 
@@ -109,12 +111,13 @@ class Decoder(nn.Module):
 class MapHead(nn.Module):
     """Pixel features -> one raw map at patch resolution (Depth Anything's output-head layout)."""
 
-    def __init__(self, in_channels: int, head_channels: int, hidden: int, init_log: float) -> None:
+    def __init__(self, in_channels: int, head_channels: int, hidden: int, zero_init: bool) -> None:
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, head_channels, 3, padding=1)
         self.conv_hidden = nn.Conv2d(head_channels, hidden, 3, padding=1)
         self.conv_out = nn.Conv2d(hidden, 1, 1)
-        _zero_init(self.conv_out, init_log)
+        if zero_init:
+            _zero_init(self.conv_out)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(B, C, H', W') -> (B, *size) raw log-factor map."""
@@ -125,19 +128,21 @@ class MapHead(nn.Module):
 class GlobalHead(nn.Module):
     """Pooled fused feature -> one raw log factor per image (the RSA-style ablation)."""
 
-    def __init__(self, dim: int, hidden: int, init_log: float) -> None:
+    def __init__(self, dim: int, hidden: int, zero_init: bool) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        _zero_init(self.net[-1], init_log)
+        if zero_init:
+            _zero_init(self.net[-1])
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.net(pooled).squeeze(1)
 
 
-def _zero_init(layer: nn.Conv2d | nn.Linear, init_log: float) -> None:
-    """Zero weight, bias ``init_log``: at init every factor is exactly BASE * exp(init_log)."""
+def _zero_init(layer: nn.Conv2d | nn.Linear) -> None:
+    """Zero weight and bias: at init every factor is exactly BASE. Draws nothing from the RNG (the
+    layer's default init already did), so both ``tr2m.head_init`` values consume the same draws."""
     nn.init.zeros_(layer.weight)
-    nn.init.constant_(layer.bias, init_log)
+    nn.init.zeros_(layer.bias)
 
 
 @dataclass
@@ -158,22 +163,16 @@ class TR2MHeadOutput:
 class TR2MHead(nn.Module):
     """Text projection + cross-modal block + decoder + scale/shift heads (TR2M's trainable part).
 
-    ``init_scale_log`` / ``init_shift_log`` set the bias of the last (zero-weight) layer of each
-    head, so that at init A = 0.01 * exp(init_scale_log) and B = 0.01 * exp(init_shift_log)
-    everywhere; the defaults 0.0 give the paper's A = B = 0.01.
-    With ``cfg.global_factor`` the decoder is replaced by two MLPs on the pooled fused tokens
-    that give one A and one B per image (the paper's "global factors" ablation).
+    Every layer starts at PyTorch's default init (``cfg.head_init="released"``): the released
+    ``ScaleMapModel.init_weights`` (scalemap_depth.py) tests ``isinstance(self, nn.Conv2d)`` on the
+    model itself and so initialises nothing, and A = 0.01 * exp(head_A) then varies from the first
+    step. ``cfg.head_init="zero"`` zeroes the last layer of each head (weight and bias), so that
+    A = B = 0.01 everywhere at init. With ``cfg.global_factor`` the decoder is replaced by two MLPs
+    on the pooled fused tokens that give one A and one B per image (the paper's "global factors"
+    ablation); ``head_init`` acts on their last layers alike.
     """
 
-    def __init__(
-        self,
-        cfg: TR2MConfig,
-        image_dim: int,
-        text_dim: int,
-        patch_size: int = 14,
-        init_scale_log: float = 0.0,
-        init_shift_log: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: TR2MConfig, image_dim: int, text_dim: int, patch_size: int = 14) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.global_factor = cfg.global_factor
@@ -182,13 +181,14 @@ class TR2MHead(nn.Module):
         self.decoder: Decoder | None = None
         self.scale_head: MapHead | GlobalHead
         self.shift_head: MapHead | GlobalHead
+        zero = cfg.head_init == "zero"
         if cfg.global_factor:
-            self.scale_head = GlobalHead(image_dim, cfg.head_hidden, init_scale_log)
-            self.shift_head = GlobalHead(image_dim, cfg.head_hidden, init_shift_log)
+            self.scale_head = GlobalHead(image_dim, cfg.head_hidden, zero)
+            self.shift_head = GlobalHead(image_dim, cfg.head_hidden, zero)
         else:
             self.decoder = Decoder(image_dim, cfg.neck_channels, cfg.decoder_channels, cfg.decoder_conv_bias)
-            self.scale_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, init_scale_log)
-            self.shift_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, init_shift_log)
+            self.scale_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, zero)
+            self.shift_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, zero)
 
     def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> TR2MHeadOutput:
         """``tokens`` (B, h, w, image_dim) patch tokens, ``text`` (B, text_dim) caption embedding."""
@@ -311,8 +311,10 @@ class TR2M(DepthModel):
 
     @classmethod
     def upgrade_config(cls, config: dict, state: dict[str, torch.Tensor]) -> dict:
-        """clipdepth 0.1 checkpoints had a bias in the decoder's 3x3 conv (and 16 heads, saved)."""
-        return set_missing(super().upgrade_config(config, state), "tr2m.decoder_conv_bias", "decoder.neck.2.bias" in state)
+        """clipdepth 0.1 checkpoints had a bias in the decoder's 3x3 conv (and 16 heads, saved);
+        checkpoints saved before ``tr2m.head_init`` existed were trained from the zero init."""
+        config = set_missing(super().upgrade_config(config, state), "tr2m.decoder_conv_bias", "decoder.neck.2.bias" in state)
+        return set_missing(config, "tr2m.head_init", "zero")
 
     def caption_embeddings(self, captions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption lines per frame -> (B, L, D) raw CLIP text embeddings (zero-padded to

@@ -8,6 +8,11 @@ ORACLE relative depth, the paper's main ablation in kind. Learned depth prompts 
 the learned prompts and a PureCLIP-Depth head trained, and DepthCLIP run zero-shot, all three on the
 same random-weight CLIP ViT. Writes ``metrics.json``, ``results.md``, one panel per test image (of
 the first variant) and the checkpoints.
+
+A rerun into the same folder completes what an earlier one left (``plan_rerun``): a variant whose
+run finished with the same config is kept, one that stopped part-way resumes from its resume state,
+one whose config changed is trained again. ``demo.json`` lists the run folders the demo wrote;
+a run folder it did not write is reused when it can be and refused otherwise, never replaced.
 """
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config import Config, first_difference, load_config_dict, upgrade_layout
 from ..data import get_dataset
 from ..data.loader import prepared_batches
-from ..errors import ConfigError
+from ..errors import CheckpointError, ClipdepthError, ConfigError
 from ..evaluation.evaluate import evaluate_constant, evaluate_encoded, predict_encoded
 from ..evaluation.protocol import postprocess, valid_mask
 from ..evaluation.report import markdown_table
@@ -33,10 +38,15 @@ from ..evaluation.protocol import get_protocol
 from ..models import DepthModel, build_model, model_class
 from .distributed import from_environment
 from .mixture import training_sources
+from .resume import (
+    RESUME_IGNORED_FIELDS, RESUME_META, config_json, find_resume_state, read_resume_meta, read_resume_tensors,
+)
 from .run import Experiment
+from .trainer import RUN_OUTPUTS
 from .zero_shot import write_zero_shot_run
 
 BASELINE = "mean_baseline"
+DEMO_RECORD = "demo.json"  # the run folders (relative to the demo's folder) that demos wrote there
 
 
 @dataclass
@@ -125,6 +135,89 @@ def _experiment(cfg: Config) -> Experiment:
 
 
 @dataclass
+class RerunStep:
+    """What the demo does with one variant's run folder."""
+
+    action: str  # "train" (nothing there), "keep", "resume" or "redo"
+    why: str = ""  # resume: how far the run got; redo: what differs or cannot be read
+
+
+def _difference(saved: Config, cfg: Config) -> str | None:
+    """The first config field where a run's ``saved`` config and ``cfg`` differ, said; where the run
+    is kept, its cache and its length (``train.max_epochs``) do not count, as for ``--resume``."""
+    diff = first_difference(config_json(saved), config_json(cfg), RESUME_IGNORED_FIELDS)
+    return None if diff is None else f"{diff[0]} was {diff[1]!r}, is {diff[2]!r} now"
+
+
+def rerun_step(exp: Experiment, cfg: Config, run: Path) -> RerunStep:
+    """What to do with the run folder ``run`` of a variant (config ``cfg``, built as ``exp``), decided
+    from what it holds: no run -> train; a run of this config that finished -> keep it; one that
+    stopped before -> resume it from its resume state; a config that differs, or a run that cannot
+    be read, -> train it again. A saved config is read as the model reads a checkpoint of its time
+    (``upgrade_config``): a field added since gets the value the run was made with."""
+    if not any((run / name).exists() for name in RUN_OUTPUTS):
+        return RerunStep("train")
+    model = type(exp.model)
+    try:
+        if model.zero_shot:  # nothing trained: its checkpoint is the whole run
+            diff = _difference(model.from_pretrained(run / "model", encoder=exp.model.encoder).cfg, cfg)
+            return RerunStep("redo", diff) if diff else RerunStep("keep")
+        try:
+            directory, meta = read_resume_meta(run, cfg)
+        except ConfigError:  # a readable state of another config (read here to name the field)
+            directory = find_resume_state(run)
+            meta = json.loads((directory / RESUME_META).read_text())
+        saved = load_config_dict(model.upgrade_config(upgrade_layout(meta["config"]), read_resume_tensors(directory)[0]))
+    except ClipdepthError as exc:  # nothing that can be continued
+        return RerunStep("redo", str(exc))
+    diff = _difference(saved, cfg)
+    epochs, limit = meta["epoch"], cfg.train.max_epochs
+    if diff or epochs > limit:
+        return RerunStep("redo", diff or f"it ran {epochs} epochs, train.max_epochs is {limit} now")
+    if (epochs == limit or meta["since_improvement"] >= cfg.train.patience) and (run / "model").is_dir():
+        return RerunStep("keep")
+    return RerunStep("resume", f"after epoch {epochs} of {limit}")
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object file, or {} where there is none that reads as one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def plan_rerun(variants: list[DemoVariant], exps: list[Experiment], out: Path) -> tuple[list[RerunStep], str]:
+    """Each variant's step (``rerun_step``) and one line saying what an earlier demo in ``out`` left
+    that is kept, resumed or trained again ("" where nothing was there). A run folder to train again
+    must be one a demo wrote (``demo.json``, or a finished demo's ``metrics.json`` from before it):
+    another is refused with CheckpointError before anything is written. Records in ``demo.json`` the run
+    folders the demo trains from the start (with those it recorded before)."""
+    steps = [rerun_step(exp, v.cfg, out / v.folder) for v, exp in zip(variants, exps)]
+    if (out / DEMO_RECORD).exists():
+        runs = _read_json(out / DEMO_RECORD).get("runs")
+        ours = set(runs) if isinstance(runs, list) else set()
+    else:  # a demo from before demo.json: the runs its metrics.json names
+        finished = _read_json(out / "metrics.json").get("checkpoints")
+        ours = {v.folder or "." for v in variants if isinstance(finished, dict) and v.key in finished}
+    for v, step in zip(variants, steps):
+        if step.action == "redo" and (v.folder or ".") not in ours:
+            raise CheckpointError(f"{out / v.folder}: holds a training run that no demo wrote, and the demo cannot "
+                                  f"reuse it ({step.why}); give the demo another output folder", setting="output_dir")
+    # A run the demo keeps or resumes in place stays whoever's it was: only what the demo trains from the start is its own.
+    ours |= {v.folder or "." for v, step in zip(variants, steps) if step.action in ("train", "redo")}
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / DEMO_RECORD, json.dumps({"runs": sorted(ours)}, indent=2))
+    kept = [v.key for v, step in zip(variants, steps) if step.action == "keep"]
+    said = ([f"kept {', '.join(kept)} (finished with this config)"] if kept else []) + [
+        f"{'resuming' if step.action == 'resume' else 'training again'} {v.key} ({step.why})"
+        for v, step in zip(variants, steps) if step.action in ("resume", "redo")
+    ]
+    return steps, f"{out} holds earlier runs: {'; '.join(said)}" if said else ""
+
+
+@dataclass
 class DemoResult:
     report: dict  # what metrics.json holds
     table: str  # the results table (markdown)
@@ -132,23 +225,30 @@ class DemoResult:
 
 
 def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
-    """Train and score the demo variants of ``cfg.model`` under ``cfg.output_dir`` (replaced: the
-    demo's folder is regenerated by every run). ConfigError for a model without a demo."""
+    """Train and score the demo variants of ``cfg.model`` under ``cfg.output_dir``, completing what
+    an earlier demo there left (``plan_rerun``; its one line is logged). ConfigError for a model
+    without a demo; CheckpointError for a run folder there that no demo wrote and that cannot be reused."""
     model_class(cfg.model)  # an unknown model is its own error
     if cfg.model not in DEMO_VARIANTS:
         raise ConfigError(f"model {cfg.model!r} has no demo; demos: {sorted(DEMO_VARIANTS)}")
     plan, out = DEMO_VARIANTS[cfg.model](cfg), Path(cfg.output_dir)
+    exps = [_experiment(variant.cfg) for variant in plan.variants]
+    log(plan.note(exps[0].model))
+    steps, said = plan_rerun(plan.variants, exps, out)
+    if said:
+        log(said)
     metrics, models, checkpoints, encoded = {}, {}, {}, {}
-    for i, variant in enumerate(plan.variants):
-        exp = _experiment(variant.cfg)
-        if i == 0:
-            log(plan.note(exp.model))
-        if type(exp.model).zero_shot:  # nothing to train (DepthCLIP): its checkpoint is written as `train` does
+    for variant, exp, step in zip(plan.variants, exps, steps):
+        run = out / variant.folder
+        if step.action == "keep":
+            model_dir = run / "model"
+        elif type(exp.model).zero_shot:  # nothing to train (DepthCLIP): its checkpoint is written as `train` does
             log(f"writing {variant.key} (zero-shot) ...")
-            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(out / variant.folder)), overwrite=True)
+            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(run)),
+                                            overwrite=step.action == "redo")
         else:
-            log(f"training {variant.key} ...")
-            model_dir = exp.train(out / variant.folder, overwrite=True)[0].model_dir
+            log(f"{'resuming' if step.action == 'resume' else 'training'} {variant.key} ...")
+            model_dir = exp.train(run, resume=step.action == "resume", overwrite=step.action == "redo")[0].model_dir
         # Score the checkpoint as a later command would load it, not the in-memory head.
         model = type(exp.model).from_pretrained(model_dir, encoder=exp.model.encoder).to(exp.model.device)
         test = exp.encode("test", flip=variant.cfg.eval.tta)
