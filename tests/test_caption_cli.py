@@ -14,7 +14,7 @@ def captioned(monkeypatch):
     seen: dict = {}
 
     def record(jobs, out, model_name, **options):
-        seen.update(jobs={name: load for name, load in jobs}, model=model_name, lines=options["lines"])
+        seen.update(jobs={job.name: job.load for job in jobs}, model=model_name, lines=options["lines"])
         return captioning.CaptionReport(written=len(jobs))
 
     monkeypatch.setattr(captioning, "caption_to_folder", record)
