@@ -22,7 +22,7 @@ from ..data.captions import caption_lookup
 from ..device import resolve_device
 from ..encoders.frozen import untrained_parts
 from ..errors import ConfigError
-from ..features.cache import _captions_digest, files_digest, frame_names
+from ..features.cache import captions_digest, files_digest, frame_names
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
 from ..models import load_model
 from ..models.base import CONFIG_NAME, WEIGHTS_NAME, checkpoint_folder
@@ -114,7 +114,7 @@ def frames_digest(frames: Dataset, data: DataConfig, uses_captions: bool) -> str
     model that reads captions also the caption files' content. None for frames without files
     (synthetic scenes, a function of the data settings) when no caption file is read."""
     files = files_digest(frames)
-    captions = _captions_digest(data, frame_names(frames)) if uses_captions and data.caption_dir else None
+    captions = captions_digest(data, frame_names(frames)) if uses_captions and data.caption_dir else None
     if files is None and captions is None:
         return None
     return hashlib.sha256(f"{files}|{captions}".encode()).hexdigest()[:16]

@@ -93,7 +93,7 @@ def files_digest(dataset: Dataset) -> str | None:
     return digest.hexdigest()[:16]
 
 
-def _captions_digest(data: DataConfig, names: list[str]) -> str | None:
+def captions_digest(data: DataConfig, names: list[str]) -> str | None:
     """Content of the frames' caption files: an edited caption is a new cache."""
     if not data.caption_dir:
         return None
@@ -132,7 +132,7 @@ def cache_key(
         "data": {**{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},
                  "train_list_sha": _file_digest(listed_path(data, "train_list")),
                  "test_list_sha": _file_digest(listed_path(data, "test_list"))},
-        "captions": _captions_digest(data, names) if model.uses_captions else None,
+        "captions": captions_digest(data, names) if model.uses_captions else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "files": files,  # files_digest: sizes and times of the frames' files
         "n_frames": len(names),

@@ -83,7 +83,9 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 
 
-def _tag(name: str) -> str:
+def temporary_prefix(name: str) -> str:
+    """How a temporary for ``name`` made by this process begins: what ``clean_stale`` recognises
+    (once this process is gone) and removes."""
     return f".{name}.{_host()}-{os.getpid()}."
 
 
@@ -149,7 +151,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_tag(path.name), suffix=f".tmp{path.suffix}", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=f".tmp{path.suffix}", dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
@@ -183,7 +185,7 @@ def atomic_dir(path: str | os.PathLike, legacy: Callable[[Path], bool] | None = 
             raise DataError(f"{path}: exists and is not a folder; move it, or write elsewhere")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Inside a folder that exists: the renames stay within it, also where it is a mount point.
-        tmp = Path(tempfile.mkdtemp(prefix=_tag(path.name), suffix=".tmp", dir=path if path.is_dir() else path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path if path.is_dir() else path.parent))
         yield tmp
         names = _seal(tmp)
         if not os.path.lexists(path):
@@ -274,7 +276,7 @@ def _finish_swap(folder: Path) -> bool:
                                     "and run again to finish writing this folder")
                 os.replace(swap / name, folder / name)
             os.replace(staged, meta / MANIFEST)
-        retired = meta / f"{_tag(SWAP)}{secrets.token_hex(4)}.tmp"
+        retired = meta / f"{temporary_prefix(SWAP)}{secrets.token_hex(4)}.tmp"
         os.replace(swap, retired)
         shutil.rmtree(retired, ignore_errors=True)
     elif not os.path.lexists(old):

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..io.atomic import _tag, clean_stale
+from ..io.atomic import clean_stale, temporary_prefix
 from .base import FEATURE_DTYPE
 
 MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"
@@ -244,7 +244,7 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: i
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(out_dir)  # what a killed export left
-    staging = Path(tempfile.mkdtemp(prefix=_tag(REPORT_FILE), suffix=".tmp", dir=out_dir))
+    staging = Path(tempfile.mkdtemp(prefix=temporary_prefix(REPORT_FILE), suffix=".tmp", dir=out_dir))
     try:
         report = _export_verified(model, staging, out_dir, opset, batch, seed)
         report["files"] = [name for name in ONNX_FILES if (staging / name).exists()] + [REPORT_FILE]
