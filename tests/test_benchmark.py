@@ -436,7 +436,7 @@ def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_c
     capsys.readouterr()
     assert main(["benchmark", "--suite", str(suite), "--out", str(out), "--workers", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "the test frames' files changed" in err and err.endswith("(write elsewhere, or allow overwriting it) (--overwrite)")
+    assert "\n" not in err and "the test frames' files changed" in err and err.endswith("since that evaluation; write elsewhere, or allow overwriting it (--overwrite)")
     assert main(["benchmark", "--suite", str(suite), "--out", str(out), "--workers", "0", "--overwrite"]) == 0
     assert "1 evaluated, 0 reused" in capsys.readouterr().out
 

@@ -221,3 +221,12 @@ def test_caption_rerun_captions_a_rewritten_image_again_and_never_replaces_an_ed
     assert caption(out, "--seed", "1") == 2  # hall, unchanged, was made with seed 0
     err = capsys.readouterr().err
     assert f"hall: {out / 'hall.txt'} holds the captions made with seed=0 (this run: seed=1); write elsewhere" in err
+
+
+def test_a_captioning_model_folder_that_does_not_exist_is_named_as_such(tmp_path):
+    from clipdepth.data.captioning import load_captioner
+    from clipdepth.errors import EncoderLoadError
+
+    with pytest.raises(EncoderLoadError, match="no such folder; pass a folder saved by save_pretrained") as err:
+        load_captioner(str(tmp_path / "nonexistent" / "blip"))
+    assert "network" not in str(err.value)  # a missing local folder is not a download problem

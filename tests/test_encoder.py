@@ -171,3 +171,14 @@ def test_saved_folder_loads_the_same_encoder(encoder: CLIPEncoder, pixels: torch
     assert_same_output(loaded(pixels), encoder(pixels))
     phrases = ["1.00 meter", "2.00 meter"]
     torch.testing.assert_close(loaded.encode_text(phrases), encoder.encode_text(phrases), rtol=0, atol=0)
+
+
+def test_loading_quiets_the_hubs_retry_lines_and_restores_the_levels():
+    from huggingface_hub.utils import logging as hub_logging
+
+    from clipdepth.encoders.loading import quiet_transformers
+
+    before = hub_logging.get_verbosity()
+    with quiet_transformers():
+        assert hub_logging.get_verbosity() == hub_logging.ERROR  # "Retrying in 8s" is a warning
+    assert hub_logging.get_verbosity() == before

@@ -106,16 +106,30 @@ def test_the_trained_crop_of_a_smaller_image_is_one_line_and_the_others_go_on(rg
     assert main(["predict", str(small.parent), "--checkpoint", str(nyu_head), "--crop", "trained",
                  "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
-    assert "small.png: a 400x300 image is smaller than the checkpoint's trained input crop" in err
+    assert "small.png: a 400x300 image is smaller than the trained input crop" in err
     assert (tmp_path / "p" / "good.png").is_file() and not (tmp_path / "p" / "small.png").exists()
     with pytest.raises(ConfigError, match="crop must be one of none, trained"):
         load_model(nyu_head).infer(good, crop="eigen")
+    with pytest.raises(ConfigError, match="unknown dataset 'nyu2'"):
+        load_model(nyu_head).infer(good, crop="trained", dataset="nyu2")
+    with pytest.raises(ConfigError, match="it goes with crop trained"):
+        load_model(nyu_head).infer(good, dataset="kitti")
 
 
-def test_evaluate_and_benchmark_take_one_rule_on_a_dataset_the_head_did_not_train_on(
-    rgbd_samples, nyu_list, tiny_cfg, tmp_path,
+def test_a_trained_crop_that_would_cut_most_of_an_image_away_is_refused(nyu_head):
+    """NYU's [40, 470, 38, 603] keeps 79 % of its 480 x 640 frames but 2 % of a 12 MP photo: refused, not applied."""
+    model = load_model(nyu_head)
+    model.processor_for(480, 640, "trained")  # its own frames: 430 x 565 of 480 x 640 kept
+    model.processor_for(600, 800, "trained")  # 430 x 565 of 600 x 800: just over half kept
+    with pytest.raises(DataError, match=r"keeps 2% of a 4032x3024 image: it was made for the frames of a dataset"):
+        model.processor_for(3024, 4032, "trained")
+
+
+def test_evaluate_benchmark_and_predict_take_one_rule_on_a_dataset_the_head_did_not_train_on(
+    rgbd_samples, nyu_list, tiny_cfg, tmp_path, capsys,
 ):
-    """A head trained on synthetic scenes, scored on NYU: evaluate and benchmark agree, with the model's NYU crop."""
+    """A head trained on synthetic scenes, scored on NYU: evaluate, benchmark and predict --crop
+    trained --dataset nyu + score agree, with the model's NYU crop."""
     torch.manual_seed(0)
     head = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "synthetic_head")
     assert main(["evaluate", "--checkpoint", str(head), "--dataset", "nyu", "--data-root", str(rgbd_samples),
@@ -123,6 +137,22 @@ def test_evaluate_and_benchmark_take_one_rule_on_a_dataset_the_head_did_not_trai
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["data"]["input_crop"] == [40, 470, 38, 603] and evaluated["protocol"] == "nyu"
     assert "recipe pureclip_nyu" in evaluated["settings"]
+
+    capsys.readouterr()
+    images = [str(p) for p in _images(rgbd_samples)]
+    assert main(["predict", *images, "--checkpoint", str(head), "--crop", "trained", "--dataset", "nyu", "--npy",
+                 "--out", str(tmp_path / "pred")]) == 0
+    printed = capsys.readouterr().out
+    assert "input: crop [40, 470, 38, 603] (rows 40:470, columns 38:603) resized to 56x56 (linear), as evaluate feeds " \
+           "nyu's frames (--crop trained); flip TTA off" in printed
+    assert "note: evaluate uses flip TTA on (the checkpoint's eval.tta): add --tta here" in printed
+    assert main(["predict", *images, "--checkpoint", str(head), "--crop", "trained", "--dataset", "nyu", "--npy", "--tta",
+                 "--out", str(tmp_path / "pred_tta")]) == 0
+    assert main(["score", "--pred", str(tmp_path / "pred_tta"), "--gt", str(rgbd_samples / "nyu"), "--protocol", "nyu",
+                 "--json", str(tmp_path / "score.json")]) == 0
+    scored = json.loads((tmp_path / "score.json").read_text())
+    for metric in METRIC_NAMES:
+        assert scored[metric] == pytest.approx(evaluated[metric], abs=1e-6), metric
 
     from clipdepth.evaluation.benchmark import run_benchmark
 

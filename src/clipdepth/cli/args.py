@@ -138,12 +138,18 @@ INFER_CROPS = ("none", "trained")
 
 
 def add_crop(parser: argparse.ArgumentParser) -> None:
-    """``--crop none|trained``: what of each image the model is fed (``DepthModel.processor_for``)."""
+    """``--crop none|trained`` and ``--dataset``: what of each image the model is fed
+    (``DepthModel.processor_for``)."""
     parser.add_argument(
         "--crop", choices=INFER_CROPS, default="none",
         help="none (default): feed each whole image, as suits photos; trained: the checkpoint's trained input crop "
         "(e.g. NYU's [40, 470, 38, 603] white-border crop, KITTI's KB crop) and tiles, as `evaluate` feeds dataset "
         "frames, so that predictions on those frames score as evaluate does",
+    )
+    parser.add_argument(
+        "--dataset", metavar="NAME",
+        help="with --crop trained: the dataset the images are frames of, fed as `evaluate --dataset NAME` feeds them "
+        "(default: the checkpoint's own dataset)",
     )
 
 

@@ -71,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..device import resolve_device
     from ..errors import ConfigError
-    from ..inference import PredictOptions, predict_to_folder, predict_videos, trained_crop_note
+    from ..inference import PredictOptions, predict_to_folder, predict_videos, input_lines
     from ..io.intrinsics import RECORD_FILE, describe_cameras
     from ..io.fingerprint import readable
     from ..io.predictions import collect_inputs
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
     options = PredictOptions(
         npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, side_by_side=args.side_by_side, fx=args.fx, fy=args.fy,
-        cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, crop=args.crop, tiles=args.tiles,
+        cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, crop=args.crop,
+        dataset=args.dataset, tiles=args.tiles,
         max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6), batch_size=args.batch_size,
         overwrite=args.overwrite, caption=args.caption, captions=args.captions, workers=args.workers,
     )
@@ -99,14 +100,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
     model = model.to(resolve_device(model.cfg.device))
     failed: list[str] = []
-    note = trained_crop_note(model, options.crop)
-    if note:
-        print(note)
+    print("\n".join(input_lines(model, options)))
     if jobs:
         report = predict_to_folder(model, jobs, args.out, options)
         unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"
-        print(f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})"
-              + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
+        print((f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})" if report.done else
+               "wrote no depth") + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
         if report.again:
             print(f"  {report.again} of them had changed since an earlier run made their outputs: those were replaced"
                   + (f" ({report.removed} that this run does not write were removed)" if report.removed else ""))
@@ -125,7 +124,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"kept {output}: {what}, finished before (--overwrite to replace)" if made.kept else
               f"wrote {output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m"
               + (" (replacing the mp4 of the video's earlier content)" if made.again else ""))
-    return report_failures("predict", failed, "were skipped",
-                           "where an image is over a limit: --max-tiles, --max-pixels; where an output holds another "
-                           "image's depth, or depth made with other settings: another --out, or --overwrite",
-                           noun="input(s)" if clips else "image(s)")
+    return report_failures("predict", failed, "were skipped", _hint(failed), noun="input(s)" if clips else "image(s)")
+
+
+def _hint(failed: list[str]) -> str:
+    """The options that help with these failures (none for an unreadable file)."""
+    helps = [("limit of", "where an image is over a limit: --max-tiles, --max-pixels"),
+             ("(crop none)", "where the trained crop does not suit an image: --crop none"),
+             ("overwrite it", "where an output holds another image's depth, or depth made with other settings: another "
+                              "--out, or --overwrite")]
+    return "; ".join(text for marker, text in helps if any(marker in line for line in failed))

@@ -46,14 +46,16 @@ def load_captioner(name_or_path: str) -> tuple[Any, Any]:
     def failure(reason: str) -> EncoderLoadError:
         return EncoderLoadError(
             f"cannot load captioning model '{name_or_path}' ({reason}): run once with network access so it "
-            "is cached, or pass a folder saved by save_pretrained (model and processor)"
+            "is cached (offline, HF_HUB_OFFLINE=1 says so at once), or pass a folder saved by save_pretrained "
+            "(model and processor)"
         )
 
     if not Path(name_or_path).is_dir():
         try:  # a path that cannot be a hub id would reach the Hub as a confusing id error
             validate_repo_id(name_or_path)
         except HFValidationError:
-            raise failure("no such folder") from None
+            raise EncoderLoadError(f"cannot load captioning model '{name_or_path}': no such folder; pass a folder "
+                                   "saved by save_pretrained (model and processor), or a Hub id") from None
     with quiet_transformers():
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)

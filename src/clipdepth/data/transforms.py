@@ -101,18 +101,20 @@ class Preprocessor:
         top, left = height - KB_CROP[0], (width - KB_CROP[1]) // 2
         return top, height, left, left + KB_CROP[1]
 
+    def part(self) -> str:
+        """Which part of a frame is fed, in words."""
+        if self.kb_crop:
+            return f"KB crop (bottom {KB_CROP[0]} rows, central {KB_CROP[1]} columns)"
+        if self.crop:
+            top, bottom, left, right = self.crop
+            return f"crop [{top}, {bottom}, {left}, {right}] (rows {top}:{bottom}, columns {left}:{right})"
+        return "whole frame"
+
     def describe(self) -> str:
         """The geometry in words, for tables and summaries: which part of a frame is fed, at what size."""
-        if self.kb_crop:
-            part = f"KB crop (bottom {KB_CROP[0]} rows, central {KB_CROP[1]} columns)"
-        elif self.crop:
-            top, bottom, left, right = self.crop
-            part = f"crop [{top}, {bottom}, {left}, {right}] (rows {top}:{bottom}, columns {left}:{right})"
-        else:
-            part = "whole frame"
         height, width = self.input_shape
         tiles = f" in {self.tiles} tiles" if self.tiles > 1 else ""
-        return f"{part} resized to {height}x{width}{tiles} ({self.resize})"
+        return f"{self.part()} resized to {height}x{width}{tiles} ({self.resize})"
 
     @property
     def tile_shape(self) -> tuple[int, int]:

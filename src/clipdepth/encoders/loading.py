@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Iterator
 
 import transformers
+from huggingface_hub.utils import logging as hub_logging
 from torch import nn
 
 FINGERPRINT_SAMPLES_PER_TENSOR = 4096
@@ -18,15 +19,19 @@ NORM_INITIAL = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' loading warnings and progress bars; failures surface as EncoderLoadError."""
+    """Silence transformers' loading warnings and progress bars, and huggingface_hub's retry lines
+    (dozens of them when the Hub cannot be reached); failures surface as one error line."""
     verbosity = transformers.logging.get_verbosity()
+    hub_verbosity = hub_logging.get_verbosity()
     progress_bars = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     try:
         yield
     finally:
         transformers.logging.set_verbosity(verbosity)
+        hub_logging.set_verbosity(hub_verbosity)
         if progress_bars:
             transformers.logging.enable_progress_bar()
 

@@ -426,13 +426,13 @@ def _finished(evaluation: Evaluation) -> bool:
         def say(v: tuple) -> str:
             return f"checkpoint {v[0]}, dataset {v[1]}, protocol {v[2]}, flip TTA {'on' if v[3] else 'off'}"
         raise DataError(
-            f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)} "
-            "(write elsewhere, or allow overwriting it)", setting="overwrite",
+            f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)}; "
+            "write elsewhere, or allow overwriting it", setting="overwrite",
         )
     changed = _changed_since(summary, evaluation)
     if changed:
         raise DataError(
-            f"{metrics}: {changed} since that evaluation (write elsewhere, or allow overwriting it)", setting="overwrite",
+            f"{metrics}: {changed} since that evaluation; write elsewhere, or allow overwriting it", setting="overwrite",
         )
     evaluation.summary = summary
     return True

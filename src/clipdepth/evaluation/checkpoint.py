@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from dataclasses import dataclass
 import hashlib
 import json
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ..config import Config, DataConfig, load_config, trained_setting, with_overrides
+from ..config import Config, DataConfig
 from ..data.transforms import Preprocessor
-from ..data import DATASET_PROTOCOLS, get_dataset
+from ..data import get_dataset
 from ..data.captions import caption_lookup
 from ..device import resolve_device
 from ..encoders.frozen import untrained_parts
 from ..errors import ConfigError
 from ..features.cache import captions_digest, files_digest, frame_names
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
-from ..models import load_model
+from ..models import load_model, model_class
 from ..models.base import CONFIG_NAME, WEIGHTS_NAME, checkpoint_folder
+from ..models.settings import DatasetSettings, dataset_settings
 from .evaluate import evaluate_dataset, model_predictor
 from .metrics import ALL_METRIC_NAMES
 from .protocol import get_protocol
@@ -34,64 +34,23 @@ from .report import markdown_table
 OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 
 
-@dataclass(frozen=True)
-class EvaluationSettings:
-    """What a checkpoint is scored with on one dataset (``evaluation_settings``)."""
-
-    data: DataConfig  # the dataset and its input geometry (crop, KB crop, tiles)
-    input_size: tuple[int, int] | None  # the model input (None: the model's own; a mixture's dataset may have its own)
-    protocol: str  # caps and evaluation crop (evaluation/protocol.py)
-    source: str  # where the settings came from, in words (printed with the results)
-
-    def describe(self, preprocessor: Preprocessor, tta: bool) -> str:
-        """One line naming the protocol (caps, evaluation crop), the input geometry, flip TTA and the source."""
-        p = get_protocol(self.protocol)
-        return (f"{self.data.dataset}: protocol {p.name} ({p.min_depth:g} < gt < {p.max_depth:g} m, evaluation crop "
-                f"{p.crop or 'none'}); input {preprocessor.describe()}; flip TTA {'on' if tta else 'off'}; "
-                f"settings: {self.source}")
-
-
 def evaluation_settings(
     trained: Config, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (),
-) -> EvaluationSettings:
-    """The one rule that picks what a checkpoint of config ``trained`` is scored with, shared by
-    ``evaluate`` and ``benchmark`` (and by ``infer(crop="trained")`` for its own dataset).
+) -> DatasetSettings:
+    """What a checkpoint of config ``trained`` is scored with (``models.settings.dataset_settings``,
+    its model's declared recipes): the one rule ``evaluate``, ``benchmark`` and
+    ``infer(crop="trained")`` share. ConfigError for an unknown dataset, recipe or field."""
+    return dataset_settings(trained, model_class(trained.model).dataset_recipes, dataset, recipe, protocol, data_overrides)
 
-    The dataset is ``dataset``, else the ``recipe``'s, else the checkpoint's own. Its data settings
-    (input crop, KB crop, tiles) and protocol come from the first that applies: the ``recipe``
-    given; the checkpoint's training of that dataset (a mixture's entry, input size included; its
-    ``eval.protocol``); the recipe its model declares for that dataset (``DepthModel.dataset_recipes``,
-    e.g. ``pureclip_nyu`` for PureCLIP-Depth on NYU); else the dataset's defaults (no crop, its
-    registered protocol). ``data_overrides`` (``field=value`` of ``data``) and ``protocol`` win.
-    ConfigError for an unknown dataset, recipe or field.
-    """
-    from ..models import model_class
 
-    recipe_cfg = load_config(recipe) if recipe else None
-    name = dataset or (recipe_cfg.data.dataset if recipe_cfg else trained.data.dataset)
-    if name not in DATASET_PROTOCOLS:
-        raise ConfigError(f"unknown dataset {name!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
-    setting = trained_setting(trained, name)
-    declared = model_class(trained.model).dataset_recipes.get(name)
-    if recipe_cfg is not None:
-        base, default_protocol, source = recipe_cfg.data, recipe_cfg.eval.protocol, f"recipe {recipe}"
-    elif setting is not None:
-        base, default_protocol = setting.data, setting.protocol or DATASET_PROTOCOLS[name]
-        source = f"the checkpoint's training on {name}"
-    elif declared is not None:
-        declared_cfg = load_config(declared)
-        base, default_protocol = declared_cfg.data, declared_cfg.eval.protocol
-        source = f"recipe {declared} (the model's for {name}; the checkpoint did not train on it)"
-    else:
-        base, default_protocol = DataConfig(seed=trained.data.seed), DATASET_PROTOCOLS[name]
-        source = f"the defaults of {name} (the checkpoint did not train on it)"
-    data = with_overrides(base, [f"dataset={name}", *data_overrides])
-    if data_overrides:
-        source += f", with {', '.join(data_overrides)}"
-    if protocol and protocol != default_protocol:
-        source += f", protocol {protocol} as asked"
-    return EvaluationSettings(data, setting.input_size if setting else None, protocol or default_protocol, source)
+def settings_line(settings: DatasetSettings, preprocessor: Preprocessor, tta: bool) -> str:
+    """One line naming the protocol (caps, evaluation crop), the model input, flip TTA and where the
+    settings came from: printed with every evaluation's table."""
+    p = get_protocol(settings.protocol)
+    return (f"{settings.data.dataset}: protocol {p.name} ({p.min_depth:g} < gt < {p.max_depth:g} m, evaluation crop "
+            f"{p.crop or 'none'}); input {preprocessor.describe()}; flip TTA {'on' if tta else 'off'}; "
+            f"settings: {settings.source}")
 
 
 def checkpoint_digest(checkpoint: str | Path) -> str:
@@ -169,7 +128,7 @@ def evaluate_checkpoint(
         "checkpoint_digest": checkpoint_digest(checkpoint),
         "data": json.loads(json.dumps(dataclasses.asdict(data))),  # the settings scored with
         "input": preprocessor.describe(),
-        "settings": settings.describe(preprocessor, tta),
+        "settings": settings_line(settings, preprocessor, tta),
         "encoder": model.encoder.description,
         "untrained_frozen_parts": untrained_parts(model.encoder),  # from the weights (benchmark's label)
         "frames_digest": inputs,

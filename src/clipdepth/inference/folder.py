@@ -59,6 +59,7 @@ class PredictOptions:
     # dataset border to drop); "trained", the checkpoint's trained input crop / KB crop and tiles,
     # as evaluate feeds dataset frames, so that predict + score gives evaluate's numbers.
     crop: str = "none"
+    dataset: str | None = None  # crop "trained": whose frames these are (default: the checkpoint's own dataset)
     tiles: int | None = None  # square tiles across an image; None: the model's choice
     max_tiles: int = MAX_TILES  # images that need more are refused (bounds memory)
     max_pixels: int = MAX_PHOTO_PIXELS  # larger images are refused before decoding
@@ -114,7 +115,7 @@ def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Pat
 
 # The options that change the depth values, recorded in each depth PNG; the others choose the files
 # written, their colours and cameras, or how a run goes (tests/test_already_done.py holds the split).
-DEPTH_OPTIONS = ("tta", "tiles", "crop")
+DEPTH_OPTIONS = ("tta", "tiles", "crop", "dataset")
 
 
 def model_digest(model: DepthModel) -> str:
@@ -183,24 +184,41 @@ def infer_batch(model: DepthModel, images: np.ndarray, options: PredictOptions,
     """``model.infer`` on (B, H, W, 3) uint8 ``images`` with the options' TTA, crop and tiles: the
     one inference path of image folders and video frames."""
     return model.infer(images, tta=options.tta, tiles=options.tiles, captions=captions, max_tiles=options.max_tiles,
-                       crop=options.crop)
+                       crop=options.crop, dataset=options.dataset)
 
 
-def trained_crop_note(model: DepthModel, crop: str) -> str | None:
-    """A line for a summary when images are fed whole (``crop`` "none") to a checkpoint trained on
-    cropped frames (NYU's input crop, KITTI's KB crop), else None: such predictions on dataset
-    frames differ from evaluate's."""
-    processor = model.trained_preprocessor()
-    if crop != "none" or not (processor.crop or processor.kb_crop):
-        return None
-    return (f"note: the checkpoint was trained on frames fed as {processor.describe()}; these images are fed whole "
-            "(--crop none, the default, as suits photos); on that dataset's frames --crop trained gives evaluate's numbers")
+def input_lines(model: DepthModel, options: PredictOptions) -> list[str]:
+    """What the model is fed, for the start of a run: the images' geometry and flip TTA, and where
+    that differs from how ``evaluate`` would feed the frames of the checkpoint's dataset (its trained
+    crop, its ``eval.tta``), what to give for evaluate's numbers. ConfigError for an unknown crop or
+    dataset, or a dataset without crop "trained"."""
+    if options.crop not in INFER_CROPS:
+        raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {options.crop!r}", setting="crop")
+    tta = f"flip TTA {'on' if options.tta else 'off'}"
+    if options.crop == "none":
+        if options.dataset is not None:
+            raise ConfigError(f"dataset {options.dataset!r} says how a dataset's frames are fed: it goes with crop trained",
+                              setting="dataset")
+        lines = [f"input: each whole image, resized to the model's input (--crop none); {tta}"]
+        trained = model.trained_preprocessor()
+        if trained.crop or trained.kb_crop:
+            lines.append(f"note: the checkpoint was trained on its frames' {trained.part()}; on that dataset's frames "
+                         "--crop trained gives evaluate's numbers (photos are best fed whole)")
+        return lines
+    dataset = options.dataset or model.cfg.data.dataset
+    lines = [f"input: {model.trained_preprocessor(options.dataset).describe()}, as evaluate feeds {dataset}'s frames "
+             f"(--crop trained); {tta}"]
+    if options.tta != model.cfg.eval.tta:
+        lines.append(f"note: evaluate uses flip TTA {'on' if model.cfg.eval.tta else 'off'} (the checkpoint's eval.tta): "
+                     f"{'add --tta' if model.cfg.eval.tta else 'drop --tta'} here, or give evaluate "
+                     f"{'--no-tta' if model.cfg.eval.tta else '--tta'}, for its numbers")
+    return lines
 
 
 def check_image(model: DepthModel, height: int, width: int, options: PredictOptions) -> None:
     """DataError (without a file name) for an image the options cannot feed: over the tile limit,
-    or smaller than the trained crop; checked before the image joins a batch."""
-    model.processor_for(height, width, options.crop, options.tiles, options.max_tiles)
+    smaller than the trained crop or mostly cut away by it; checked before the image joins a batch."""
+    model.processor_for(height, width, options.crop, options.tiles, options.max_tiles, options.dataset)
 
 
 def predict_to_folder(
@@ -227,8 +245,7 @@ def predict_to_folder(
         raise ConfigError(f"{model.display_name} gives no uncertainty", setting="uncertainty")
     if options.tiles is not None and options.tiles > options.max_tiles:
         raise ConfigError(f"tiles {options.tiles} is over max_tiles {options.max_tiles}", setting="tiles")
-    if options.crop not in INFER_CROPS:
-        raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {options.crop!r}", setting="crop")
+    input_lines(model, options)  # an unknown crop or dataset, before any work
     caption_for = _caption_source(model, options)
     report = PredictReport(scale=depth_png_scale(model.max_depth))
     tails = options.tails()

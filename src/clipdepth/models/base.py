@@ -28,13 +28,14 @@ from torch import nn
 
 from ..config import (
     CONFIG_SECTIONS, LEGACY_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict,
-    trained_setting, upgrade_layout,
+    upgrade_layout,
 )
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import META, atomic_dir, recover
 from ..io.depth_io import eight_bit, read_rgb, rgb_array
 from ..io.pointcloud import as_intrinsics, points_from_depth
+from .settings import dataset_settings
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -61,6 +62,9 @@ MAX_TILES = 8
 # What ``infer`` feeds the model (``DepthModel.processor_for``): "none", the whole image; "trained",
 # the checkpoint's trained input geometry (input crop or KB crop, tiles), as ``evaluate`` does.
 INFER_CROPS = ("none", "trained")
+# A trained crop that would keep less of an image than this was made for another size of frame (NYU's
+# [40, 470, 38, 603] keeps 79 % of its 480 x 640 frames and 2 % of a 12 MP photo): refused, not applied.
+MIN_CROP_SHARE = 0.5
 # The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
 # from, at which precision, on which device. A trained head's own settings are part of its weights.
 INFERENCE_OVERRIDES = (
@@ -320,41 +324,55 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
-    def trained_preprocessor(self) -> Preprocessor:
-        """The preprocessing the checkpoint was trained with on its own dataset (``data.dataset``;
-        of a mixture, that dataset's entry, input size included): the geometry ``evaluate`` scores
-        that dataset with, and ``infer(crop="trained")`` feeds images with."""
-        setting = trained_setting(self.cfg, self.cfg.data.dataset)
-        return self.preprocessor(setting.data, setting.input_size) if setting else self.preprocessor()
+    def trained_preprocessor(self, dataset: str | None = None) -> Preprocessor:
+        """The preprocessing of ``dataset``'s frames (default: the checkpoint's own dataset, as
+        trained; of a mixture, that dataset's entry, input size included) by the one rule
+        ``evaluate`` and ``benchmark`` score with (``models.settings.dataset_settings``): what
+        ``infer(crop="trained")`` feeds images with. ConfigError for an unknown dataset."""
+        settings = dataset_settings(self.cfg, self.dataset_recipes, dataset)
+        return self.preprocessor(settings.data, settings.input_size)
 
     def processor_for(
         self, height: int, width: int, crop: str = "none", tiles: int | None = None, max_tiles: int = MAX_TILES,
+        dataset: str | None = None,
     ) -> Preprocessor:
         """How an image of ``height`` x ``width`` pixels is fed to the model: ``crop`` "none", whole
         (square tiles where the model takes them: ``tiles``, default ``auto_tiles``), or "trained",
-        the checkpoint's ``trained_preprocessor`` (its input crop or KB crop and tiles; ``tiles``
-        overrides the latter). The prediction comes back on the whole image through ``restore``.
+        as ``evaluate`` feeds the frames of ``dataset`` (default: the checkpoint's own):
+        ``trained_preprocessor``'s input crop or KB crop and tiles (``tiles`` overrides the latter).
+        The prediction comes back on the whole image through ``restore``.
 
-        Raises ConfigError for an unknown ``crop`` or tiles for a model of whole frames, DataError
-        (without a file name, which the caller adds) for an image the trained crop does not fit or
-        that needs more than ``max_tiles`` tiles.
+        Raises ConfigError for an unknown ``crop`` or dataset, tiles for a model of whole frames, or
+        a ``dataset`` without crop "trained"; DataError (without a file name, which the caller adds)
+        for an image the trained crop does not fit or that it would mostly cut away (it keeps less
+        than ``MIN_CROP_SHARE`` of the image: a crop made for another camera's frames), or that
+        needs more than ``max_tiles`` tiles.
         """
         if crop not in INFER_CROPS:
             raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {crop!r}", setting="crop")
         if tiles not in (None, 1) and not self.takes_tiles:
             raise ConfigError(f"{self.display_name} takes whole frames: tiles does not apply", setting="tiles")
         if crop == "none":
+            if dataset is not None:
+                raise ConfigError(f"dataset {dataset!r} says how a dataset's frames are fed: it goes with crop trained",
+                                  setting="dataset")
             count = self.tiles_for(height, width, tiles, max_tiles) if self.takes_tiles else 1
             return Preprocessor.create(self.input_size, None, count, resize=self.resize_mode)
-        processor = self.trained_preprocessor()
+        processor = self.trained_preprocessor(dataset)
         try:
             box = processor.crop_box((height, width)) or (0, height, 0, width)
         except ValueError as exc:  # the KB crop of a frame smaller than it
-            raise DataError(f"{exc} (crop trained); use crop none for this image") from None
+            raise DataError(f"{exc} (crop trained); feed it whole (crop none)") from None
         if box[1] > height or box[3] > width:
             raise DataError(
-                f"a {width}x{height} image is smaller than the checkpoint's trained input crop (rows {box[0]}:{box[1]}, "
-                f"columns {box[2]}:{box[3]}, data.input_crop); use crop none for this image"
+                f"a {width}x{height} image is smaller than the trained input crop (rows {box[0]}:{box[1]}, "
+                f"columns {box[2]}:{box[3]}, data.input_crop); feed it whole (crop none)"
+            )
+        kept = (box[1] - box[0]) * (box[3] - box[2]) / (height * width)
+        if kept < MIN_CROP_SHARE:
+            raise DataError(
+                f"the trained input crop ({processor.part()}) keeps {kept:.0%} of a {width}x{height} "
+                "image: it was made for the frames of a dataset, not this image's size; feed it whole (crop none)"
             )
         if tiles is not None:
             processor = replace(processor, tiles=tiles)
@@ -471,7 +489,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
     def infer(
         self, images: Any, tta: bool = False, tiles: int | None = None, captions: list[str] | None = None,
-        max_tiles: int = MAX_TILES, intrinsics: Any = None, crop: str = "none",
+        max_tiles: int = MAX_TILES, intrinsics: Any = None, crop: str = "none", dataset: str | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Metric depth for RGB images at their own resolution.
 
@@ -481,7 +499,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         for models that read them (TR2M), else None. ``crop`` (``processor_for``): "none" feeds the
         whole image; "trained" applies the checkpoint's trained input geometry (e.g. NYU's input crop
         [40, 470, 38, 603], KITTI's KB crop, its tiles) as ``evaluate`` does, so that the depth of a
-        dataset frame equals evaluate's. Models that take square tiles cut wide images into ``tiles``
+        dataset frame equals evaluate's; ``dataset`` names the dataset whose frames these are, for a
+        checkpoint trained on another (default: its own). Models that take square tiles cut wide images into ``tiles``
         of them (default ``auto_tiles``, or the trained ones; more than ``max_tiles`` is a DataError,
         which bounds the memory one image can take); the others take whole frames. ``tta`` averages
         in the prediction of the mirrored images. ``intrinsics`` (fx fy cx cy, or a 3x3 matrix K, in
@@ -496,7 +515,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         DataError for an image that cannot be read, is over the tile limit or smaller than the crop.
         """
         if not isinstance(images, (list, tuple)):
-            return self._infer_batch(images, tta, tiles, captions, max_tiles, intrinsics, crop)
+            return self._infer_batch(images, tta, tiles, captions, max_tiles, intrinsics, crop, dataset)
         tensors = [self.images_to_tensor(image) for image in images]
         if any(len(t) != 1 for t in tensors):
             raise ConfigError("a list of images takes one image per entry (give a batch without the list)", setting="images")
@@ -510,7 +529,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         results: list[dict[str, torch.Tensor]] = [{} for _ in images]
         for group in sizes.values():  # images of one size in one batch; each its own intrinsics
             out = self._infer_batch(torch.cat([tensors[i] for i in group]), tta, tiles,
-                                    None if captions is None else [captions[i] for i in group], max_tiles, crop=crop)
+                                    None if captions is None else [captions[i] for i in group], max_tiles, crop=crop,
+                                    dataset=dataset)
             for row, i in enumerate(group):
                 results[i] = {k: v[row] for k, v in out.items()}
                 if per_image[i] is not None:
@@ -520,13 +540,13 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     @torch.inference_mode()
     def _infer_batch(
         self, images: Any, tta: bool, tiles: int | None, captions: list[str] | None, max_tiles: int,
-        intrinsics: Any = None, crop: str = "none",
+        intrinsics: Any = None, crop: str = "none", dataset: str | None = None,
     ) -> dict[str, torch.Tensor]:
         self.eval()
         images = self.images_to_tensor(images).to(self.device)
         lines = self.check_captions(captions, len(images))
         height, width = images.shape[-2:]
-        processor = self.processor_for(height, width, crop, tiles, max_tiles)
+        processor = self.processor_for(height, width, crop, tiles, max_tiles, dataset)
         batch = FrameBatch(processor.frames(images), [f"image{i}" for i in range(len(images))], captions=lines)
         depth, features, head_output = self._predict(batch, tta)
 

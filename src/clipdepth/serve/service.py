@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..data import DATASET_PROTOCOLS
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import is_temporary
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
@@ -173,7 +174,7 @@ class DepthService:
     and kept; the newest ``keep`` results are kept, older result folders are removed.
 
     ``crop`` is what each upload feeds the model (``DepthModel.processor_for``: "none", the whole
-    image; "trained", the checkpoint's trained input crop and tiles). Limits, each a DataError
+    image; "trained", the checkpoint's trained input crop and tiles, of ``dataset``'s frames). Limits, each a DataError
     naming the upload before the model runs: ``max_upload_bytes`` of file,
     ``max_pixels`` (from the image header, before decoding) and ``max_tiles`` square tiles.
     ``overrides`` point frozen parts elsewhere (``load_model``); ConfigError here, before any
@@ -182,7 +183,7 @@ class DepthService:
 
     def __init__(
         self, checkpoints: Sequence[Checkpoint], workdir: str | os.PathLike, *, tta: bool = False, crop: str = "none",
-        keep: int = KEEP_RESULTS, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PHOTO_PIXELS,
+        dataset: str | None = None, keep: int = KEEP_RESULTS, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PHOTO_PIXELS,
         max_tiles: int = MAX_TILES, overrides: Sequence[str] = (),
     ) -> None:
         if not checkpoints:
@@ -192,11 +193,16 @@ class DepthService:
         check_inference_overrides(overrides)
         if crop not in INFER_CROPS:
             raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {crop!r}", setting="crop")
+        if dataset is not None and crop != "trained":
+            raise ConfigError(f"dataset {dataset!r} says how a dataset's frames are fed: it goes with crop trained",
+                              setting="dataset")
+        if dataset is not None and dataset not in DATASET_PROTOCOLS:
+            raise ConfigError(f"unknown dataset {dataset!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
         self.checkpoints = {c.label: c for c in checkpoints}
         self.workdir = Path(workdir)
         self.results_root = self.workdir / "results"
         self.results_root.mkdir(parents=True, exist_ok=True)
-        self.tta, self.crop, self.keep, self.overrides = tta, crop, keep, list(overrides)
+        self.tta, self.crop, self.dataset, self.keep, self.overrides = tta, crop, dataset, keep, list(overrides)
         self.max_upload_bytes, self.max_pixels, self.max_tiles = max_upload_bytes, max_pixels, max_tiles
         self._models: dict[str, DepthModel] = {}
         self._results: OrderedDict[Path, None] = OrderedDict()
@@ -264,11 +270,11 @@ class DepthService:
             start = time.perf_counter()
             model = self.model(label)
             try:
-                model.processor_for(*rgb.shape[:2], self.crop, max_tiles=self.max_tiles)
+                model.processor_for(*rgb.shape[:2], self.crop, max_tiles=self.max_tiles, dataset=self.dataset)
             except DataError as exc:  # the tile limit and the crop know no file
                 raise DataError(f"{name}: {exc}") from None
             result = model.infer(np.ascontiguousarray(rgb), tta=self.tta, captions=captions, max_tiles=self.max_tiles,
-                                 crop=self.crop)
+                                 crop=self.crop, dataset=self.dataset)
             depth = result["depth"][0].float().cpu().numpy()
             spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
             seconds = time.perf_counter() - start
