@@ -81,9 +81,8 @@ def test_predict_with_the_trained_crop_then_score_equals_evaluate(rgbd_samples, 
         written = np.load(tmp_path / "pred" / f"{image.rsplit('/', 1)[1].rsplit('.', 1)[0]}.npy")
         inferred = model.infer(image, crop="trained", tta=tta)["depth"][0].numpy()
         np.testing.assert_allclose(inferred, written, atol=1e-6, rtol=0)
-        if not tta:
-            piped = pipe(image, crop="trained")["predicted_depth"].numpy()
-            np.testing.assert_allclose(piped, written, atol=1e-6, rtol=0)
+        piped = pipe(image, crop="trained", tta=tta)["predicted_depth"].numpy()
+        np.testing.assert_allclose(piped, written, atol=1e-6, rtol=0)
         served = service.predict(image, str(nyu_head)).depth
         np.testing.assert_allclose(served, written, atol=1e-6, rtol=0)
 
@@ -208,6 +207,12 @@ def test_a_16_bit_photo_is_one_input_on_every_road(nyu_head, tmp_path):
         torch.testing.assert_close(depth, reference, atol=1e-6, rtol=0, msg=road)
 
 
+def test_the_pipeline_refuses_an_option_it_would_ignore(nyu_head, rgbd_samples):
+    pipe = transformers.pipeline("depth-estimation", model=str(nyu_head))
+    with pytest.raises(ConfigError, match="unknown option bogus= for a clipdepth model's pipeline"):
+        pipe(str(_images(rgbd_samples)[0]), bogus=3)
+
+
 def test_the_pipeline_batches_images_of_several_sizes(nyu_head, tmp_path):
     rng = np.random.default_rng(0)
     paths = []
@@ -228,3 +233,18 @@ def test_max_pixels_is_the_only_pixel_limit(tmp_path, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1000  # Pillow's own setting is left as it was
     with pytest.raises(DataError, match=r"big.png: 64x64 is 0.0 megapixels, over the limit of 0.001"):
         read_rgb(path, photo=True, max_pixels=1000)
+
+
+def test_predict_names_a_mixtures_datasets_and_feeds_the_one_asked(tiny_tr2m_cfg):
+    from clipdepth.inference import PredictOptions, input_lines
+    from clipdepth.models import build_model
+
+    cfg = load_config_dict(config_to_dict(tiny_tr2m_cfg), [
+        "mixture=[{data: {dataset: nyu}}, {data: {dataset: kitti, kb_crop: true}, input_size: [28, 98]}]"])
+    model = build_model(cfg)
+    own = input_lines(model, PredictOptions(crop="trained"))
+    assert own[0].startswith("input: whole frame resized to 28x42") and "as evaluate feeds synthetic_indoor's frames" in own[0]
+    assert "the checkpoint trained on nyu, kitti, each fed its own way: --dataset NAME" in own[1]
+    kitti = input_lines(model, PredictOptions(crop="trained", dataset="kitti"))
+    assert kitti[0].startswith("input: KB crop (bottom 352 rows, central 1216 columns) resized to 28x98")
+    assert model.processor_for(375, 1242, "trained", dataset="kitti").kb_crop

@@ -122,11 +122,11 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
 
     def forward(
         self, pixel_values: torch.Tensor | list, captions: list | None = None, return_dict: bool | None = None,
-        crop: str = "none", dataset: str | None = None, **kwargs: Any,
+        crop: str = "none", dataset: str | None = None, tta: bool = False, **kwargs: Any,
     ) -> DepthEstimatorOutput | tuple[torch.Tensor]:
         """``pixel_values`` (B, 3, H, W) float in [0, 1] -> ``predicted_depth`` (B, H, W) metres, as
         ``DepthModel.infer`` (``captions``: one per image for TR2M; ``crop``: "none" or "trained",
-        with ``dataset``: ``DepthModel.processor_for``). The pipeline passes a (nested) list of single images, which
+        with ``dataset``: ``DepthModel.processor_for``; ``tta``: flip test-time augmentation). The pipeline passes a (nested) list of single images, which
         may differ in size; ``predicted_depth`` is then a list of (H, W) maps."""
         if self.model.uses_captions and captions is None:
             raise ConfigError(
@@ -134,10 +134,11 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
                 setting="captions",
             )
         if isinstance(pixel_values, torch.Tensor):
-            depth = self.model.infer(pixel_values, captions=captions, crop=crop, dataset=dataset)["depth"]
+            depth = self.model.infer(pixel_values, captions=captions, crop=crop, dataset=dataset, tta=tta)["depth"]
         else:  # the pipeline's images, one per entry, batched by size inside infer
             images = [image for tensor in _flat(pixel_values) for image in tensor.split(1)]
-            depth = [out["depth"] for out in self.model.infer(images, captions=_flat(captions), crop=crop, dataset=dataset)]
+            depth = [out["depth"] for out in self.model.infer(images, captions=_flat(captions), crop=crop, dataset=dataset,
+                                                              tta=tta)]
         return DepthEstimatorOutput(predicted_depth=depth) if return_dict is not False else (depth,)
 
 
@@ -153,7 +154,7 @@ class ClipdepthDepthEstimationPipeline(DepthEstimationPipeline):
     pipeline. For clipdepth models it decodes images with clipdepth's own conversion
     (``ClipdepthImageProcessor``; transformers' ``load_image`` would clip 16-bit photos), takes
     ``caption="..."`` (TR2M, one for every image), ``crop="none"|"trained"`` and ``dataset=``
-    (``DepthModel.processor_for``) call arguments, and batches images of mixed sizes
+    (``DepthModel.processor_for``) and ``tta=True`` call arguments (any other is refused, not ignored), and batches images of mixed sizes
     (``batch_size > 1``); for every other model it is transformers' own, unchanged::
 
         pipe = pipeline("depth-estimation", model=folder)
@@ -164,11 +165,17 @@ class ClipdepthDepthEstimationPipeline(DepthEstimationPipeline):
         return isinstance(self.model, ClipdepthForDepthEstimation)
 
     def _sanitize_parameters(self, timeout=None, parameters=None, caption: str | None = None, crop: str | None = None,
-                             dataset: str | None = None, **kwargs):
-        preprocess, forward, postprocess = super()._sanitize_parameters(timeout=timeout, parameters=parameters, **kwargs)
-        given = {name: value for name, value in (("caption", caption), ("crop", crop), ("dataset", dataset)) if value is not None}
+                             dataset: str | None = None, tta: bool | None = None, **kwargs):
+        options = (("caption", caption), ("crop", crop), ("dataset", dataset), ("tta", tta))
+        given = {name: value for name, value in options if value is not None}
         if given and not self._clipdepth():
-            raise ConfigError("caption=, crop= and dataset= are clipdepth models' options", setting=next(iter(given)))
+            raise ConfigError("caption=, crop=, dataset= and tta= are clipdepth models' options", setting=next(iter(given)))
+        if kwargs and self._clipdepth():  # transformers' own pipeline would ignore them without a word
+            raise ConfigError(f"unknown option {sorted(kwargs)[0]}= for a clipdepth model's pipeline; it takes caption=, "
+                              "crop=, dataset=, tta=, timeout= and batch_size=", setting=sorted(kwargs)[0])
+        preprocess, forward, postprocess = super()._sanitize_parameters(timeout=timeout, parameters=parameters, **kwargs)
+        if tta is not None:
+            forward["tta"] = bool(tta)
         if caption is not None:
             preprocess["caption"] = caption
         if crop is not None:
@@ -192,11 +199,11 @@ class ClipdepthDepthEstimationPipeline(DepthEstimationPipeline):
             inputs["captions"] = [caption]
         return inputs
 
-    def _forward(self, model_inputs, crop: str | None = None, dataset: str | None = None):
-        if crop is None and dataset is None:
+    def _forward(self, model_inputs, crop: str | None = None, dataset: str | None = None, tta: bool = False):
+        if crop is None and dataset is None and not tta:
             return super()._forward(model_inputs)
         target_size = model_inputs.pop("target_size")
-        outputs = self.model(**model_inputs, crop=crop or "none", dataset=dataset)
+        outputs = self.model(**model_inputs, crop=crop or "none", dataset=dataset, tta=tta)
         outputs["target_size"] = target_size
         return outputs
 

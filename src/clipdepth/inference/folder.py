@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import config_to_dict
+from ..config import config_to_dict, merged_section
 from ..data.captions import read_caption_file
 from ..data.loader import read_ahead
 from ..errors import ConfigError, DataError
@@ -208,6 +208,10 @@ def input_lines(model: DepthModel, options: PredictOptions) -> list[str]:
     dataset = options.dataset or model.cfg.data.dataset
     lines = [f"input: {model.trained_preprocessor(options.dataset).describe()}, as evaluate feeds {dataset}'s frames "
              f"(--crop trained); {tta}"]
+    trained_on = [merged_section(model.cfg.data, entry.data).dataset for entry in model.cfg.mixture]
+    if options.dataset is None and len(trained_on) > 1:
+        lines.append(f"note: the checkpoint trained on {', '.join(trained_on)}, each fed its own way: --dataset NAME feeds "
+                     f"the images as that dataset's frames (here {dataset}'s)")
     if options.tta != model.cfg.eval.tta:
         lines.append(f"note: evaluate uses flip TTA {'on' if model.cfg.eval.tta else 'off'} (the checkpoint's eval.tta): "
                      f"{'add --tta' if model.cfg.eval.tta else 'drop --tta'} here, or give evaluate "
