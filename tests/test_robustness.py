@@ -314,6 +314,16 @@ def test_counts_and_output_locations_are_checked_first(checkpoint, tmp_path, cap
     assert "--cx and --cy go together" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["predict", "x.png", "--out", "o"], ["serve"]])
+@pytest.mark.parametrize("value", ["inf", "1e999"])
+def test_the_pixel_limit_must_be_a_finite_number(command, value, capsys):
+    # int(inf * 1e6) would overflow once the images are read
+    with pytest.raises(SystemExit) as exited:
+        parse([*command, "--checkpoint", "c", "--max-pixels", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.endswith(f"argument --max-pixels: expected a finite number of megapixels, got {value}\n")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere, so a read-only folder cannot be tested")
 def test_an_unwritable_output_folder_is_refused_first(checkpoint, tmp_path, capsys):
     locked = tmp_path / "locked"

@@ -154,10 +154,13 @@ def add_crop(parser: argparse.ArgumentParser) -> None:
 
 
 def megapixels(text: str) -> float:
+    """argparse type: a finite number of megapixels > 0 (inf has no pixel count; nan is no number)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of megapixels, got {text}")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, got {value:g}")
     return value
