@@ -27,6 +27,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
 
 from ..config import DataConfig, with_overrides
+from ..device import resolve_device
 from ..encoders.loading import first_line, quiet_transformers, weights_fingerprint
 from ..errors import ConfigError, DataError, EncoderLoadError
 from .loader import read_ahead
@@ -175,12 +176,13 @@ def caption_to_folder(
 ) -> CaptionReport:
     """Write ``<out>/<name>.txt`` for each job (``images_to_caption``, ``frames_to_caption``) with
     the captioning model ``model_name`` (hub id or folder) on ``device`` ("auto": CUDA if
-    available), and its record in ``<out>/.clipdepth/<name>.json``. Files that exist are taken as
+    available; ``device.resolve_device``, whose ConfigError names the devices there are), and its record in ``<out>/.clipdepth/<name>.json``. Files that exist are taken as
     the module docstring says (all replaced with ``overwrite``); an image that cannot be read is
     named in the report, the others go on. The loaders run ahead in ``workers`` processes
     (``data.loader.read_ahead``; 0: here)."""
+    target = resolve_device(device)  # a device this machine does not have, before the model loads
     processor, model = load_captioner(model_name)
-    model.to(torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device))
+    model.to(target)
     settings = {"model": weights_fingerprint(model), "prompt": prompt, "lines": lines, "max_new_tokens": max_new_tokens,
                 "seed": seed}
     report = CaptionReport()
