@@ -314,12 +314,13 @@ def test_counts_and_output_locations_are_checked_first(checkpoint, tmp_path, cap
     assert "--cx and --cy go together" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["predict", "x.png", "--out", "o"], ["serve"]])
+@pytest.mark.parametrize("command", [["predict", "x.png", "--checkpoint", "c", "--out", "o"], ["serve", "--checkpoint", "c"],
+                                     ["caption", "x.png", "--model", "m", "--out", "o"]])
 @pytest.mark.parametrize("value", ["inf", "1e999"])
 def test_the_pixel_limit_must_be_a_finite_number(command, value, capsys):
     # int(inf * 1e6) would overflow once the images are read
     with pytest.raises(SystemExit) as exited:
-        parse([*command, "--checkpoint", "c", "--max-pixels", value])
+        parse([*command, "--max-pixels", value])
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.endswith(f"argument --max-pixels: expected a finite number of megapixels, got {value}\n")
 

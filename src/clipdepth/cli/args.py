@@ -169,13 +169,19 @@ def megapixels(text: str) -> float:
 def add_image_limits(parser: argparse.ArgumentParser) -> None:
     """``--max-tiles`` and ``--max-pixels`` (megapixels): the images a command refuses, which
     bounds the memory one image can take."""
-    from ..io.depth_io import MAX_PHOTO_PIXELS
-
     parser.add_argument(
         "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
         help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
         f"{DEFAULT_MAX_TILES}:1)",
     )
+    add_max_pixels(parser)
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels MP``: images larger than this many megapixels are refused from their header,
+    before decoding (``io.depth_io.read_rgb``'s ``max_pixels``, MP x 1e6)."""
+    from ..io.depth_io import MAX_PHOTO_PIXELS
+
     parser.add_argument(
         "--max-pixels", type=megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
         help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",

@@ -106,12 +106,13 @@ class CaptionJob:
     digest: Callable[[], str]
 
 
-def images_to_caption(inputs: list[str]) -> list[CaptionJob]:
+def images_to_caption(inputs: list[str], max_pixels: int = MAX_PHOTO_PIXELS) -> list[CaptionJob]:
     """A job per image of ``inputs`` (as ``collect_inputs`` finds them), named by its stem; images
-    load only when captioned, their content is the file's bytes. ConfigError when there are none to look at."""
+    load only when captioned (one over ``max_pixels`` pixels is a DataError, from its header), their
+    content is the file's bytes. ConfigError when there are none to look at."""
     if not inputs:
         raise ConfigError("nothing to caption: give images, folders, globs or lists, or a dataset", setting="inputs")
-    return [CaptionJob(stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=MAX_PHOTO_PIXELS),
+    return [CaptionJob(stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=max_pixels),
                        str(path.resolve()), partial(file_digest, path))
             for path, stem in collect_inputs(inputs)]
 
