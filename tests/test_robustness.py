@@ -333,6 +333,25 @@ def test_an_unwritable_output_folder_is_refused_first(checkpoint, tmp_path, caps
     assert "no write permission" in capsys.readouterr().err
 
 
+def test_an_output_folder_on_a_read_only_file_system_is_named_as_such(checkpoint, tmp_path, monkeypatch, capsys):
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    real = os.statvfs
+
+    def statvfs(path):  # `mounted` as a read-only mount shows it (os.access then refuses root too)
+        found = real(path)
+        if os.path.abspath(path) != str(mounted):
+            return found
+        return os.statvfs_result((*found[:8], found.f_flag | os.ST_RDONLY, found.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    out = mounted / "depth" / "o"
+    assert main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"clipdepth predict: error: {out}: cannot write there ({mounted} is on a read-only "
+                                       "file system); write elsewhere\n")
+    assert os.listdir(mounted) == []
+
+
 def test_overrides_may_follow_options():
     args = parse(["train", "a.b=1", "--out", "X", "c.d=2"])
     assert args.overrides == ["a.b=1", "c.d=2"] and str(args.out) == "X"

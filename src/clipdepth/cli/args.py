@@ -62,8 +62,17 @@ positive_int = _int_at_least(1, "a positive integer")  # argparse type: an integ
 non_negative_int = _int_at_least(0, "an integer >= 0")  # argparse type: an integer >= 0
 
 
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (where nobody, root included, may write)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+
+
 def _writable_ancestor(path: Path) -> Path:
-    """The nearest existing folder at or above ``path``; DataError unless this process may write in it."""
+    """The nearest existing folder at or above ``path``; DataError unless this process may write in it
+    (a read-only file system named as such, not as a permission)."""
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -71,6 +80,8 @@ def _writable_ancestor(path: Path) -> Path:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise DataError(f"{path}: {probe} is a file, so the folder cannot be made")
+    if _read_only(probe):
+        raise DataError(f"{path}: cannot write there ({probe} is on a read-only file system); write elsewhere")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise DataError(f"{path}: cannot write there (no write permission on {probe})")
     return probe
