@@ -345,8 +345,10 @@ def test_a_worker_killed_while_the_command_is_busy_elsewhere_is_one_line(tiny_cf
     for name in ("a", "b"):
         Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / f"{name}.png")
 
+    earlier = {child.pid for child in multiprocessing.active_children()}  # another test's, not to be killed
+
     def busy(*args, **kwargs):
-        [worker] = multiprocessing.active_children()
+        [worker] = [child for child in multiprocessing.active_children() if child.pid not in earlier]
         subprocess.run(["kill", "-9", str(worker.pid)], check=True)
         time.sleep(60)  # the handler raises in here, as soon as the worker is gone
         raise AssertionError("the worker's death was not noticed")
