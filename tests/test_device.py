@@ -54,8 +54,9 @@ def test_a_name_that_is_no_device_is_one_line(machine, name):
     assert refusal(name) == f"device {name!r} is not a device name; use auto, or one this machine has: cpu, cuda:0"
 
 
-def test_predict_and_caption_name_the_device_setting(machine, tiny_cfg, tmp_path, capsys):
+def test_predict_and_caption_name_the_device_setting(machine, tiny_cfg, tmp_path, capsys, monkeypatch):
     machine(gpus=0)
+    monkeypatch.setenv("CLIPDEPTH_TRACEBACK_DIR", str(tmp_path / "tb"))  # where an unexpected error's would go
     image = tmp_path / "a.png"
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(image)
     checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
