@@ -167,6 +167,22 @@ def test_caption_cli_writes_resumable_files(tiny_captioner, tmp_path, capsys):
     assert read_caption_file(out / "kitchen.txt") == written["kitchen.txt"]
 
 
+def test_caption_takes_a_pixel_limit_as_predict_does(tiny_captioner, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(images / "small.png")
+    Image.fromarray(np.zeros((1000, 1200, 3), np.uint8)).save(images / "large.png")  # 1.2 megapixels
+    out = tmp_path / "captions"
+    assert main(["caption", str(images), "--model", str(tiny_captioner), "--out", str(out), "--lines", "1",
+                 "--max-new-tokens", "4", "--device", "cpu", "--max-pixels", "1"]) == 2
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith(("clipdepth", "  "))] == [
+        "clipdepth caption: 1 image(s) got no caption:",
+        f"  {images / 'large.png'}: 1200x1000 is 1.2 megapixels, over the limit of 1 (downscale it, or raise the "
+        "max_pixels limit)",
+        "  (where an image is over the limit: --max-pixels)"]
+    assert [p.name for p in out.glob("*.txt")] == ["small.txt"]
+
+
 def test_caption_cli_dataset_form(tiny_captioner, tmp_path, capsys):
     out = tmp_path / "captions"
     assert main(["caption", "--dataset", "synthetic_indoor", "--split", "val", "val_size=2", "height=24", "width=32",

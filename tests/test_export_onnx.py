@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -126,3 +128,27 @@ def test_every_file_an_export_writes_is_covered_by_the_refusal_to_replace(checkp
             f"clipdepth export: error: {out / name}: exists (an earlier run's); write elsewhere, or allow overwriting it "
             "(--overwrite)"]
         assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "someone's"
+
+
+NUMPY_SHORT_WRITE = "problem writing element 2048 to file"  # numpy's tofile on a full disk (the dynamo exporter's)
+
+
+@pytest.mark.parametrize("dynamo, torchscript, free", [
+    (OSError(NUMPY_SHORT_WRITE), OSError(errno.ENOSPC, "No space left on device"), 0),  # no errno: no room left there
+    (RuntimeError("an operator it cannot export"), OSError(errno.ENOSPC, "No space left on device"), 2**30),
+])
+def test_an_export_onto_a_full_disk_is_one_line_naming_the_folder(checkpoint, tmp_path, capsys, monkeypatch, dynamo,
+                                                                   torchscript, free):
+    def export(module, args, path, dynamo, **kwargs):
+        Path(path).write_bytes(b"\0" * 64)  # what it wrote before the disk filled up
+        raise failures[dynamo]
+
+    failures = {True: dynamo, False: torchscript}
+    monkeypatch.setattr(torch.onnx, "export", export)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(2**40, 2**40 - free, free))
+    out = tmp_path / "onnx"
+    assert main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"clipdepth export: error: {out}: cannot export model.onnx there: no space left on device; free some space "
+        "there, or export elsewhere"]
+    assert list(out.iterdir()) == []  # what was staged is gone

@@ -8,8 +8,11 @@ import errno
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -329,6 +332,34 @@ def test_predict_with_a_killed_worker_names_the_option(tiny_cfg, tmp_path, monke
                  "--workers", "1"]) == 2
     line = _error_line(capsys.readouterr().err)
     assert line.startswith("clipdepth predict: error: a process reading the data stopped") and line.endswith("(--workers)")
+
+
+def test_a_worker_killed_while_the_command_is_busy_elsewhere_is_one_line(tiny_cfg, tmp_path, monkeypatch, capsys):
+    # `kill -9` of a worker (as the out-of-memory killer does) while the main process runs the model, outside
+    # the loop over the loader: torch's SIGCHLD handler raises the death there, and the CLI's last resort
+    # words it as the loader does
+    from clipdepth.inference import folder
+
+    torch.manual_seed(0)
+    checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    for name in ("a", "b"):
+        Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / f"{name}.png")
+
+    earlier = {child.pid for child in multiprocessing.active_children()}  # another test's, not to be killed
+
+    def busy(*args, **kwargs):
+        [worker] = [child for child in multiprocessing.active_children() if child.pid not in earlier]
+        subprocess.run(["kill", "-9", str(worker.pid)], check=True)
+        time.sleep(60)  # the handler raises in here, as soon as the worker is gone
+        raise AssertionError("the worker's death was not noticed")
+
+    monkeypatch.setattr(folder, "infer_batch", busy)
+    monkeypatch.setenv("CLIPDEPTH_TRACEBACK_DIR", str(tmp_path / "tb"))  # where an unexpected error's would go
+    assert main(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--checkpoint", str(checkpoint),
+                 "--out", str(tmp_path / "o"), "--workers", "1"]) == 2
+    assert re.fullmatch(r"clipdepth predict: error: a process reading the data stopped \(DataLoader worker \(pid \d+\) "
+                        r"is killed by signal: Killed\), most often killed for lack of memory; read with fewer worker "
+                        r"processes \(0: none, all in this one\) \(--workers\)", _error_line(capsys.readouterr().err))
 
 
 # -- D: the CLI's last resort ------------------------------------------------------------------------

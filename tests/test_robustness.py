@@ -314,12 +314,42 @@ def test_counts_and_output_locations_are_checked_first(checkpoint, tmp_path, cap
     assert "--cx and --cy go together" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["predict", "x.png", "--checkpoint", "c", "--out", "o"], ["serve", "--checkpoint", "c"],
+                                     ["caption", "x.png", "--model", "m", "--out", "o"]])
+@pytest.mark.parametrize("value", ["inf", "1e999"])
+def test_the_pixel_limit_must_be_a_finite_number(command, value, capsys):
+    # int(inf * 1e6) would overflow once the images are read
+    with pytest.raises(SystemExit) as exited:
+        parse([*command, "--max-pixels", value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.endswith(f"argument --max-pixels: expected a finite number of megapixels, got {value}\n")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere, so a read-only folder cannot be tested")
 def test_an_unwritable_output_folder_is_refused_first(checkpoint, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(locked / "o")]) == 2
     assert "no write permission" in capsys.readouterr().err
+
+
+def test_an_output_folder_on_a_read_only_file_system_is_named_as_such(checkpoint, tmp_path, monkeypatch, capsys):
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    real = os.statvfs
+
+    def statvfs(path):  # `mounted` as a read-only mount shows it (os.access then refuses root too)
+        found = real(path)
+        if os.path.abspath(path) != str(mounted):
+            return found
+        return os.statvfs_result((*found[:8], found.f_flag | os.ST_RDONLY, found.f_namemax))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    out = mounted / "depth" / "o"
+    assert main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"clipdepth predict: error: {out}: cannot write there ({mounted} is on a read-only "
+                                       "file system); write elsewhere\n")
+    assert os.listdir(mounted) == []
 
 
 def test_overrides_may_follow_options():

@@ -62,8 +62,17 @@ positive_int = _int_at_least(1, "a positive integer")  # argparse type: an integ
 non_negative_int = _int_at_least(0, "an integer >= 0")  # argparse type: an integer >= 0
 
 
+def _read_only(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system mounted read-only (where nobody, root included, may write)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+
+
 def _writable_ancestor(path: Path) -> Path:
-    """The nearest existing folder at or above ``path``; DataError unless this process may write in it."""
+    """The nearest existing folder at or above ``path``; DataError unless this process may write in it
+    (a read-only file system named as such, not as a permission)."""
     probe = path
     while not probe.exists():
         if probe.parent == probe:
@@ -71,6 +80,8 @@ def _writable_ancestor(path: Path) -> Path:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise DataError(f"{path}: {probe} is a file, so the folder cannot be made")
+    if _read_only(probe):
+        raise DataError(f"{path}: cannot write there ({probe} is on a read-only file system); write elsewhere")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise DataError(f"{path}: cannot write there (no write permission on {probe})")
     return probe
@@ -154,10 +165,13 @@ def add_crop(parser: argparse.ArgumentParser) -> None:
 
 
 def megapixels(text: str) -> float:
+    """argparse type: a finite number of megapixels > 0 (inf has no pixel count; nan is no number)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of megapixels, got {text!r}") from None
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of megapixels, got {text}")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of megapixels, got {value:g}")
     return value
@@ -166,13 +180,19 @@ def megapixels(text: str) -> float:
 def add_image_limits(parser: argparse.ArgumentParser) -> None:
     """``--max-tiles`` and ``--max-pixels`` (megapixels): the images a command refuses, which
     bounds the memory one image can take."""
-    from ..io.depth_io import MAX_PHOTO_PIXELS
-
     parser.add_argument(
         "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
         help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
         f"{DEFAULT_MAX_TILES}:1)",
     )
+    add_max_pixels(parser)
+
+
+def add_max_pixels(parser: argparse.ArgumentParser) -> None:
+    """``--max-pixels MP``: images larger than this many megapixels are refused from their header,
+    before decoding (``io.depth_io.read_rgb``'s ``max_pixels``, MP x 1e6)."""
+    from ..io.depth_io import MAX_PHOTO_PIXELS
+
     parser.add_argument(
         "--max-pixels", type=megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
         help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .args import OVERRIDE, add_workers, output_folder, path_arg, positive_int, report_failures
+from .args import OVERRIDE, add_max_pixels, add_workers, output_folder, path_arg, positive_int, report_failures
 
 HELP = "caption images or a dataset's frames with an image-to-text model (TR2M's text input)"
 
@@ -35,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace caption files that exist, also those edited since (default: keep those made from the "
                    "same image content and settings, and edited ones; caption again images rewritten since)")
+    add_max_pixels(p)
     add_workers(p, "the images")
     # overrides: KEY=VALUE words after the options (the parser collects them there)
     p.set_defaults(func=run, overrides=[], flags={"inputs": "INPUT or --dataset"})
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     output_folder(args.out)
     words = [*args.inputs, *args.overrides]
     if args.dataset is None:
-        jobs = images_to_caption(words)
+        jobs = images_to_caption(words, max_pixels=int(args.max_pixels * 1e6))
     else:
         jobs = frames_to_caption(args.dataset, args.split, data_overrides(words))
     report = caption_to_folder(jobs, args.out, args.model, device=args.device, prompt=args.prompt, lines=args.lines,
@@ -73,6 +74,12 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {report.again} of them replace those of an image since rewritten" if report.again else "")
           + (f"; kept {report.kept} existing (--overwrite to replace)" if report.kept else "")
           + (f"; kept {report.edited} edited since (--overwrite replaces them too)" if report.edited else ""))
-    return report_failures("caption", report.failed, "got no caption",
-                           "where a file holds the captions of another image or made with other settings: another "
-                           "--out, or --overwrite")
+    return report_failures("caption", report.failed, "got no caption", _hint(report.failed))
+
+
+def _hint(failed: list[str]) -> str:
+    """The options that help with these failures (none for an unreadable file)."""
+    helps = [("limit of", "where an image is over the limit: --max-pixels"),
+             ("overwrite it", "where a file holds the captions of another image or made with other settings: another "
+                              "--out, or --overwrite")]
+    return "; ".join(text for marker, text in helps if any(marker in line for line in failed))

@@ -79,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv)
         return int(args.func(args) or 0)
     except ClipdepthError as exc:
-        flag = flag_for(args, exc.setting) if args is not None else None
-        print(f"{name}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
-        return 2
+        return _user_error(name, args, exc)
     except KeyboardInterrupt:
         # what a rerun does with what was done
         then = {"train": "; `--resume` continues from the last finished epoch",
@@ -98,8 +96,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last resort: anything else is one line too
+        if (known := _worker_failure(exc)) is not None:
+            return _user_error(name, args, known)
         print(report_unexpected(exc, name, argv), file=sys.stderr)
         return 1
+
+
+def _user_error(name: str, args: argparse.Namespace | None, exc: ClipdepthError) -> int:
+    """Print ``exc`` as the one line of an error the user can act on, with the flag of its setting; 2."""
+    flag = flag_for(args, exc.setting) if args is not None else None
+    print(f"{name}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
+    return 2
+
+
+def _worker_failure(exc: Exception) -> ClipdepthError | None:
+    """A DataLoader worker that died, or shared memory that ran out, as ``data.loader`` words it
+    (``loader_failure``): torch's SIGCHLD handler raises a worker's death wherever this process is
+    then (writing outputs, running the model), outside the loop over the loader that translates it.
+    None for anything else; torch is not imported for an error that cannot be one of its."""
+    if not isinstance(exc, RuntimeError) or "torch" not in sys.modules:
+        return None
+    from ..data.loader import loader_failure
+
+    return loader_failure(exc)
 
 
 TRACEBACK_DIR = "CLIPDEPTH_TRACEBACK_DIR"  # where report_unexpected saves tracebacks (default: the system's temp folder)

@@ -27,6 +27,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from tqdm.auto import tqdm
 
 from ..config import DataConfig, with_overrides
+from ..device import resolve_device
 from ..encoders.loading import first_line, quiet_transformers, weights_fingerprint
 from ..errors import ConfigError, DataError, EncoderLoadError
 from .loader import read_ahead
@@ -105,12 +106,13 @@ class CaptionJob:
     digest: Callable[[], str]
 
 
-def images_to_caption(inputs: list[str]) -> list[CaptionJob]:
+def images_to_caption(inputs: list[str], max_pixels: int = MAX_PHOTO_PIXELS) -> list[CaptionJob]:
     """A job per image of ``inputs`` (as ``collect_inputs`` finds them), named by its stem; images
-    load only when captioned, their content is the file's bytes. ConfigError when there are none to look at."""
+    load only when captioned (one over ``max_pixels`` pixels is a DataError, from its header), their
+    content is the file's bytes. ConfigError when there are none to look at."""
     if not inputs:
         raise ConfigError("nothing to caption: give images, folders, globs or lists, or a dataset", setting="inputs")
-    return [CaptionJob(stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=MAX_PHOTO_PIXELS),
+    return [CaptionJob(stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=max_pixels),
                        str(path.resolve()), partial(file_digest, path))
             for path, stem in collect_inputs(inputs)]
 
@@ -175,12 +177,13 @@ def caption_to_folder(
 ) -> CaptionReport:
     """Write ``<out>/<name>.txt`` for each job (``images_to_caption``, ``frames_to_caption``) with
     the captioning model ``model_name`` (hub id or folder) on ``device`` ("auto": CUDA if
-    available), and its record in ``<out>/.clipdepth/<name>.json``. Files that exist are taken as
+    available; ``device.resolve_device``, whose ConfigError names the devices there are), and its record in ``<out>/.clipdepth/<name>.json``. Files that exist are taken as
     the module docstring says (all replaced with ``overwrite``); an image that cannot be read is
     named in the report, the others go on. The loaders run ahead in ``workers`` processes
     (``data.loader.read_ahead``; 0: here)."""
+    target = resolve_device(device)  # a device this machine does not have, before the model loads
     processor, model = load_captioner(model_name)
-    model.to(torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device))
+    model.to(target)
     settings = {"model": weights_fingerprint(model), "prompt": prompt, "lines": lines, "max_new_tokens": max_new_tokens,
                 "seed": seed}
     report = CaptionReport()

@@ -11,7 +11,8 @@ A frame that cannot be read (a corrupt file, a crop that does not fit) comes bac
 multi-line worker traceback: the caller re-raises it, or skips the frame where its command goes
 on past bad files. A worker process that dies (killed for memory, a crash) and shared memory
 that runs out (``/dev/shm`` full), which DataLoader reports as a RuntimeError wherever it notices,
-are one ``DataError`` line too, saying what to do (``_loader_failure``).
+are one ``DataError`` line too, saying what to do (``loader_failure``; the CLI's last resort
+uses it for the same errors raised outside a loop over the loader).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from ..io.depth_store import file_scale
 from .sample import RGBDSample
 from .transforms import Preprocessor
 
-__all__ = ["FrameError", "PreparedFrame", "default_workers", "frame_loader", "prepared_batches", "raise_errors", "read_ahead", "resolve_workers"]
+__all__ = ["FrameError", "PreparedFrame", "default_workers", "frame_loader", "loader_failure", "prepared_batches", "raise_errors",
+           "read_ahead", "resolve_workers"]
 
 MAX_AUTO_WORKERS = 8
 # Starting a worker costs a fork and a first batch; a split this small is read faster in-process.
@@ -314,9 +316,10 @@ class FrameLoader:
 SHM = "/dev/shm"  # where torch's worker processes put the batches they hand over
 
 
-def _loader_failure(exc: BaseException) -> DataError | None:
-    """What DataLoader raises when its workers fail for want of resources, as one line saying what
-    to do (setting ``workers``): a worker that died ("DataLoader worker (pid(s) N) exited
+def loader_failure(exc: BaseException) -> DataError | None:
+    """What DataLoader raises when its workers fail for want of resources (in a loop over it, or from
+    its SIGCHLD handler wherever this process is then), as one line saying what to do (setting
+    ``workers``): a worker that died ("DataLoader worker (pid(s) N) exited
     unexpectedly", "... is killed by signal: Killed"; the kernel's out-of-memory killer, a crash), or
     shared memory that ran out (torch's "unable to write to file </torch_...>: No space left on
     device", a worker's Bus error, no room for a queue's semaphore). None for anything else."""
@@ -343,11 +346,11 @@ def _loader_failure(exc: BaseException) -> DataError | None:
 
 
 def _started(loader: DataLoader) -> Iterator:
-    """``loader``'s batches, its workers started now; ``_loader_failure``'s failures as its DataError."""
+    """``loader``'s batches, its workers started now; ``loader_failure``'s failures as its DataError."""
     try:
         return _reported(iter(loader))
     except (RuntimeError, OSError) as exc:
-        if (error := _loader_failure(exc)) is None:
+        if (error := loader_failure(exc)) is None:
             raise
         raise error from None
 
@@ -357,7 +360,7 @@ def _reported(batches: Iterator) -> Iterator:
         yield from batches
         return
     except (RuntimeError, OSError) as exc:
-        if (error := _loader_failure(exc)) is None:
+        if (error := loader_failure(exc)) is None:
             raise
     # The error's traceback keeps this frame: without the loader in it, its workers are shut down
     # now rather than when the error is collected (a process forked meanwhile would inherit them).

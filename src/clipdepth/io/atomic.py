@@ -116,6 +116,17 @@ def _named(name: Path, target: Path, temporary: Path | None) -> Path | None:
     return target if beside or _within(target, name) else None  # its temporary, or a folder it is made in
 
 
+def disk_full(exc: BaseException, folder: str | os.PathLike) -> str | None:
+    """The cause ("no space left on device", "disk quota exceeded") when ``exc``, raised writing
+    into ``folder``, failed for a full disk: by its errno or message, or, for an error without an
+    errno (numpy's, safetensors'), by less than ``FULL_BELOW_BYTES`` left there; else None."""
+    code = getattr(exc, "errno", None)
+    free = _free_bytes(Path(folder)) if code is None else None
+    if code in FULL_ERRNOS or "No space left on device" in str(exc) or (free is not None and free < FULL_BELOW_BYTES):
+        return FULL_ERRNOS.get(code, FULL_ERRNOS[errno.ENOSPC])
+    return None
+
+
 def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataError | None:
     """A failed write of ``target`` (through the file or folder ``temporary``) as one line: the
     file, the cause (a full disk named as such) and what to do. None for an error that is not about
@@ -128,10 +139,7 @@ def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataEr
         named = _named(Path(os.path.abspath(exc.filename)), target, temporary)
         if named is None:
             return None
-    code = getattr(exc, "errno", None)
-    free = _free_bytes(target.parent) if code is None else None
-    if code in FULL_ERRNOS or "No space left on device" in str(exc) or (free is not None and free < FULL_BELOW_BYTES):
-        cause = FULL_ERRNOS.get(code, FULL_ERRNOS[errno.ENOSPC])
+    if (cause := disk_full(exc, target.parent)) is not None:
         return DataError(f"{named}: cannot write it: {cause}; free some space there, or write elsewhere")
     cause = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) \
         or (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..io.atomic import clean_stale, temporary_prefix
+from ..errors import ConfigError, DataError
+from ..io.atomic import clean_stale, disk_full, temporary_prefix
 from .base import FEATURE_DTYPE
 
 MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"
@@ -132,9 +132,14 @@ class _quiet_logger:
         self.logger.setLevel(self.level)
 
 
+def _no_room(out_dir: Path, name: str, cause: str) -> DataError:
+    return DataError(f"{out_dir}: cannot export {name} there: {cause}; free some space there, or export elsewhere")
+
+
 def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            opset: int) -> str:
-    """Export with the dynamo exporter, falling back to the TorchScript one; returns which was used."""
+            opset: int, out_dir: Path) -> str:
+    """Export with the dynamo exporter, falling back to the TorchScript one; returns which was used.
+    A full disk (``io.atomic.disk_full``) is a DataError naming ``out_dir``, the folder ``path`` is staged in."""
     batch = {name: {0: "batch"} for name in input_names + output_names}
     errors = []
     for dynamo in (True, False):
@@ -153,6 +158,8 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
                 torch.onnx.export(module, args, str(path), **kwargs)
             return "dynamo" if dynamo else "torchscript"
         except Exception as exc:  # noqa: BLE001 - try the other exporter, report both if neither works
+            if (cause := disk_full(exc, path.parent)) is not None:  # the other would fail alike
+                raise _no_room(out_dir, path.name, cause) from None
             errors.append(f"{'dynamo' if dynamo else 'torchscript'}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
     raise ConfigError(f"cannot export {path.name} to ONNX ({'; '.join(errors)})")
 
@@ -238,7 +245,8 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: i
     than the export's, to exercise the dynamic axis, within ``CHECK_TOLERANCE`` of PyTorch), then
     ``export.json``. Returns that report: opset, paths, shapes, max abs differences and ``files``,
     every file written. ConfigError (one line) for an opset outside ``supported_opsets``, before any
-    work, and for a graph that fails a check; nothing is written under ``ONNX_FILES``' names then."""
+    work, and for a graph that fails a check; DataError naming ``out_dir`` for a full disk; nothing
+    is written under ``ONNX_FILES``' names then."""
     require_onnx()
     check_opset(opset)
     out_dir = Path(out_dir)
@@ -250,6 +258,10 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = 18, batch: i
         report["files"] = [name for name in ONNX_FILES if (staging / name).exists()] + [REPORT_FILE]
         (staging / REPORT_FILE).write_text(json.dumps(report, indent=2))
         _move_into_place(staging, out_dir)
+    except OSError as exc:
+        if (cause := disk_full(exc, staging)) is None:
+            raise
+        raise _no_room(out_dir, REPORT_FILE, cause) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return report
@@ -270,8 +282,9 @@ def _export_verified(model: nn.Module, folder: Path, out_dir: Path, opset: int, 
     cls = torch.nn.functional.normalize(torch.randn(2, dim, generator=gen), dim=-1)
     model_path, head_path = folder / MODEL_FILE, folder / HEAD_FILE
     exporter = {
-        MODEL_FILE: _export(full, (images,), model_path, ["images"], ["depth", "bin_probs"], opset),
-        HEAD_FILE: _export(head, (tokens, cls), head_path, ["patch_tokens", "cls"], ["depth_patches", "bin_probs"], opset),
+        MODEL_FILE: _export(full, (images,), model_path, ["images"], ["depth", "bin_probs"], opset, out_dir),
+        HEAD_FILE: _export(head, (tokens, cls), head_path, ["patch_tokens", "cls"], ["depth_patches", "bin_probs"], opset,
+                           out_dir),
     }
     data = {name: _verify_graph(folder / name, opset) for name in (MODEL_FILE, HEAD_FILE)}
     stray = sorted({p.name for p in folder.iterdir()} - set(ONNX_FILES))
