@@ -105,14 +105,18 @@ def output_file(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
-def report_failures(command: str, failed: list[str], what: str, hint: str = "", noun: str = "image(s)") -> int:
-    """List the ``noun`` a command skipped (one line each) on stderr, then ``hint`` (the flags that
-    help); the exit status: 2 when any, else 0."""
+def report_failures(
+    command: str, failed: list[str], what: str, helps: list[tuple[str, str]] = (), noun: str = "image(s)",
+) -> int:
+    """List the ``noun`` a command skipped (one line each) on stderr, then the flags that help with
+    them: of ``helps`` ((a marker in a failure's line, what helps), ...) those whose marker some
+    line holds (none for an unreadable file); the exit status: 2 when any, else 0."""
     if not failed:
         return 0
     print(f"clipdepth {command}: {len(failed)} {noun} {what}:", file=sys.stderr)
     for message in failed:
         print(f"  {message}", file=sys.stderr)
+    hint = "; ".join(text for marker, text in helps if any(marker in line for line in failed))
     if hint:
         print(f"  ({hint})", file=sys.stderr)
     return 2

@@ -12,6 +12,10 @@ import argparse
 from .args import OVERRIDE, add_max_pixels, add_workers, output_folder, path_arg, positive_int, report_failures
 
 HELP = "caption images or a dataset's frames with an image-to-text model (TR2M's text input)"
+# What helps with a skipped item, by a marker in its line (cli.args.report_failures).
+HELPS = [("limit of", "where an image is over the limit: --max-pixels"),
+         ("overwrite it", "where a file holds the captions of another image or made with other settings: another "
+                          "--out, or --overwrite")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -74,12 +78,4 @@ def run(args: argparse.Namespace) -> int:
           + (f"; {report.again} of them replace those of an image since rewritten" if report.again else "")
           + (f"; kept {report.kept} existing (--overwrite to replace)" if report.kept else "")
           + (f"; kept {report.edited} edited since (--overwrite replaces them too)" if report.edited else ""))
-    return report_failures("caption", report.failed, "got no caption", _hint(report.failed))
-
-
-def _hint(failed: list[str]) -> str:
-    """The options that help with these failures (none for an unreadable file)."""
-    helps = [("limit of", "where an image is over the limit: --max-pixels"),
-             ("overwrite it", "where a file holds the captions of another image or made with other settings: another "
-                              "--out, or --overwrite")]
-    return "; ".join(text for marker, text in helps if any(marker in line for line in failed))
+    return report_failures("caption", report.failed, "got no caption", HELPS)

@@ -16,6 +16,13 @@ from .args import (
 )
 
 HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
+# What helps with a skipped item, by a marker in its line (cli.args.report_failures).
+HELPS = [("limit of", "where an image is over a limit: --max-tiles, --max-pixels"),
+         ("(crop none)", "where the trained crop does not suit an image: --crop none"),
+         ("overwrite it", "where an output holds another image's depth, or depth made with other settings: another "
+                          "--out, or --overwrite")]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict", help=HELP,
@@ -124,13 +131,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"kept {output}: {what}, finished before (--overwrite to replace)" if made.kept else
               f"wrote {output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m"
               + (" (replacing the mp4 of the video's earlier content)" if made.again else ""))
-    return report_failures("predict", failed, "were skipped", _hint(failed), noun="input(s)" if clips else "image(s)")
-
-
-def _hint(failed: list[str]) -> str:
-    """The options that help with these failures (none for an unreadable file)."""
-    helps = [("limit of", "where an image is over a limit: --max-tiles, --max-pixels"),
-             ("(crop none)", "where the trained crop does not suit an image: --crop none"),
-             ("overwrite it", "where an output holds another image's depth, or depth made with other settings: another "
-                              "--out, or --overwrite")]
-    return "; ".join(text for marker, text in helps if any(marker in line for line in failed))
+    return report_failures("predict", failed, "were skipped", HELPS, noun="input(s)" if clips else "image(s)")
