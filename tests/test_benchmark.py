@@ -501,6 +501,41 @@ def test_distinct_row_names_never_share_a_folder(tiny_cfg, tmp_path):
     assert benchmark._folder_name("plain-name_1.0") == "plain-name_1.0"
 
 
+def test_unnamed_rows_of_paths_with_one_slug_get_a_folder_each_and_a_clash_is_refused_first(tiny_cfg, tmp_path):
+    """Kind G: /x/a_b/model and /x/a/b/model (one slug, x_a_b_model) with no row name are two rows
+    in two folders, each scoring its own checkpoint; one row name for two checkpoints is refused
+    before anything is evaluated or written."""
+    import torch
+
+    from clipdepth.errors import ConfigError
+
+    checkpoints = []
+    for seed, path in enumerate(("x/a_b/model", "x/a/b/model")):
+        torch.manual_seed(seed)
+        checkpoints.append(build_model(tiny_cfg).save_pretrained(tmp_path / path))
+    suite = tmp_path / "paths.yaml"
+    suite.write_text("entries:\n" + "".join(
+        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}}}\n" for c in checkpoints
+    ))
+    out = tmp_path / "out"
+    result = benchmark.run_benchmark(suite, out=out, workers=0)
+    assert [row.name for row in result.rows] == [str(c) for c in checkpoints]
+    folders = [e.folder for e in result.evaluations]
+    assert folders[0] != folders[1]
+    for folder, checkpoint in zip(folders, checkpoints):
+        assert json.loads((folder / "metrics.json").read_text())["checkpoint"] == str(checkpoint)
+    assert result.evaluations[0].summary["abs_rel"] != result.evaluations[1].summary["abs_rel"]
+
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("entries:\n" + "".join(
+        f"  - {{label: {label}, dataset: synthetic_indoor, checkpoint: {c}, name: ours}}\n"
+        for label, c in zip(("first", "second"), checkpoints)
+    ))
+    with pytest.raises(ConfigError, match=rf"^clash: row 'ours' has two checkpoints \({checkpoints[0]}, {checkpoints[1]}\)"):
+        benchmark.run_benchmark(clash, out=tmp_path / "clash_out", workers=0)
+    assert not (tmp_path / "clash_out").exists()
+
+
 def test_the_checkpoint_digest_is_of_its_config_and_weights_only(tiny_cfg, tmp_path):
     from clipdepth.evaluation.checkpoint import checkpoint_digest
     from clipdepth.models import PureCLIPDepth
