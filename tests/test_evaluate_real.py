@@ -86,6 +86,20 @@ def test_data_show_refuses_an_out_of_no_image_type_before_reading_frames(tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_checkpoint_given_as_a_file_is_named_a_file_and_its_folder_suggested(checkpoint, tmp_path, capsys):
+    weights = checkpoint / "model.safetensors"
+    assert main(["evaluate", "--checkpoint", str(weights), "--dataset", "synthetic_indoor", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{weights}: is a file, not a checkpoint folder; " in err
+    assert err.endswith(f"(the checkpoint is likely its folder {checkpoint})")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    assert main(["evaluate", "--checkpoint", str(notes), "--dataset", "synthetic_indoor", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith(f"{notes}: is a file, not a checkpoint folder; give the folder holding "
+                                             "model.safetensors and config.json")
+
+
 def test_training_on_real_nyu_samples_end_to_end(rgbd_samples, tiny_cfg, tmp_path):
     """The pureclip_nyu recipe's path (split list, 9:1-style split, reference input crop) on real frames."""
     from clipdepth.config import load_config
