@@ -531,7 +531,8 @@ def test_unnamed_rows_of_paths_with_one_slug_get_a_folder_each_and_a_clash_is_re
         f"  - {{label: {label}, dataset: synthetic_indoor, checkpoint: {c}, name: ours}}\n"
         for label, c in zip(("first", "second"), checkpoints)
     ))
-    with pytest.raises(ConfigError, match=rf"^clash: row 'ours' has two checkpoints \({checkpoints[0]}, {checkpoints[1]}\)"):
+    refused = rf"^clash: row 'ours' has two checkpoints \({checkpoints[0]}, {checkpoints[1]}\)"
+    with pytest.raises(ConfigError, match=refused):
         benchmark.run_benchmark(clash, out=tmp_path / "clash_out", workers=0)
     assert not (tmp_path / "clash_out").exists()
 

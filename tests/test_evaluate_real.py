@@ -87,14 +87,18 @@ def test_data_show_refuses_an_out_of_no_image_type_before_reading_frames(tmp_pat
 
 
 def test_a_checkpoint_given_as_a_file_is_named_a_file_and_its_folder_suggested(checkpoint, tmp_path, capsys):
+    def evaluate(path):
+        return main(["evaluate", "--checkpoint", str(path), "--dataset", "synthetic_indoor",
+                     "--out", str(tmp_path / "e")])
+
     weights = checkpoint / "model.safetensors"
-    assert main(["evaluate", "--checkpoint", str(weights), "--dataset", "synthetic_indoor", "--out", str(tmp_path / "e")]) == 2
+    assert evaluate(weights) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{weights}: is a file, not a checkpoint folder; " in err
     assert err.endswith(f"(the checkpoint is likely its folder {checkpoint})")
     notes = tmp_path / "notes.txt"
     notes.write_text("not a checkpoint")
-    assert main(["evaluate", "--checkpoint", str(notes), "--dataset", "synthetic_indoor", "--out", str(tmp_path / "e")]) == 2
+    assert evaluate(notes) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.endswith(f"{notes}: is a file, not a checkpoint folder; give the folder holding "
                                              "model.safetensors and config.json")

@@ -285,9 +285,10 @@ def test_train_overwrite_removes_only_what_clipdepth_wrote(tmp_path, capsys):
     board = run / "tensorboard"
     board.mkdir(exist_ok=True)
     (board / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"old run")  # as SummaryWriter names them
+    checkpoints = run / "checkpoints"
     mine = {run / "model" / "notes.txt": "model", run / "model" / "data" / "x.txt": "data",
-            run / "checkpoints" / "notes.txt": "checkpoints", run / "checkpoints" / "best_abs_rel" / "notes.txt": "best",
-            run / "checkpoints" / "best_rmse" / "notes.txt": "rmse", board / "notes.txt": "board"}
+            checkpoints / "notes.txt": "checkpoints", checkpoints / "best_abs_rel" / "notes.txt": "best",
+            checkpoints / "best_rmse" / "notes.txt": "rmse", board / "notes.txt": "board"}
     for path, text in mine.items():
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
