@@ -379,15 +379,10 @@ def test_random_weights_named_by_path_are_labelled_random_from_the_weights_thems
 # --------------------------------------------------------------------------- reuse and folders
 
 
-def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_cfg, tmp_path, capsys):
-    """Kind C: "already done" compares the frames' files, not the settings' names. A frame added
-    to the list, a depth map or mask re-exported in place, or an edited caption file stops the reuse
-    (one line naming --overwrite, as for changed data settings); the very same files are reused."""
-    import os
-
+def ibims_suite(tiny_tr2m_cfg, tmp_path):
+    """A one-entry suite of a random TR2M on two hand-made iBims-1 frames with captions; (suite,
+    data root, caption folder)."""
     import torch
-
-    from clipdepth.errors import DataError
 
     root = tmp_path / "ibims"
     root.mkdir()
@@ -403,6 +398,18 @@ def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_c
         f"entries:\n  - {{label: ibims, recipe: zeroshot/ibims, checkpoint: {checkpoint}, name: run, "
         f"data: {{root: {root}, test_list: {root / 'test.txt'}, caption_dir: {captions}}}}}\n"
     )
+    return suite, root, captions
+
+
+def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_cfg, tmp_path, capsys):
+    """Kind C: "already done" compares the frames' files, not the settings' names. A frame added
+    to the list, a depth map or mask re-exported in place, or an edited caption file stops the reuse
+    (one line naming --overwrite, as for changed data settings); the very same files are reused."""
+    import os
+
+    from clipdepth.errors import DataError
+
+    suite, root, captions = ibims_suite(tiny_tr2m_cfg, tmp_path)
     out = tmp_path / "out"
     benchmark.run_benchmark(suite, out=out, workers=0)
 
@@ -441,6 +448,31 @@ def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_c
     assert "1 evaluated, 0 reused" in capsys.readouterr().out
 
 
+def test_a_frame_rewritten_in_place_with_its_size_and_time_kept_is_not_reused(tiny_tr2m_cfg, tmp_path):
+    """Kind C: the reuse check hashes the frames' content. An image rewritten with other pixels in
+    a file of the same size, its modification time put back (as `cp -p` or `touch -r` leave it),
+    is noticed; its original bytes back, the evaluation is reused again."""
+    import os
+
+    from clipdepth.errors import DataError
+
+    suite, root, _ = ibims_suite(tiny_tr2m_cfg, tmp_path)
+    image = root / "rgb" / "office_02.png"
+    pixels = np.random.default_rng(3).integers(0, 256, (*SHAPE, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(image, compress_level=0)  # stored: its size depends on the shape only
+    out = tmp_path / "out"
+    benchmark.run_benchmark(suite, out=out, workers=0)
+    content, stat = image.read_bytes(), image.stat()
+    Image.fromarray(255 - pixels).save(image, compress_level=0)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert image.read_bytes() != content and image.stat().st_size == stat.st_size
+    assert image.stat().st_mtime_ns == stat.st_mtime_ns
+    with pytest.raises(DataError, match=r"ibims/metrics.json: the test frames' files changed"):
+        benchmark.plan_benchmark(suite, out=out)
+    image.write_bytes(content)
+    assert [e.status for e in benchmark.plan_benchmark(suite, out=out)[1]] == ["reused"]
+
+
 def test_distinct_row_names_never_share_a_folder(tiny_cfg, tmp_path):
     """Kind G: "ours (A)" and "ours [A]" (one slug, ours_A) get a folder each, so neither evaluation
     overwrites the other's and each is reused as its own; a plain name keeps its folder."""
@@ -467,6 +499,42 @@ def test_distinct_row_names_never_share_a_folder(tiny_cfg, tmp_path):
     assert again.evaluations[0].summary["abs_rel"] != again.evaluations[1].summary["abs_rel"]
     # A plain name is its own folder, where earlier runs wrote it (the zero-shot test's "tiny").
     assert benchmark._folder_name("plain-name_1.0") == "plain-name_1.0"
+
+
+def test_unnamed_rows_of_paths_with_one_slug_get_a_folder_each_and_a_clash_is_refused_first(tiny_cfg, tmp_path):
+    """Kind G: /x/a_b/model and /x/a/b/model (one slug, x_a_b_model) with no row name are two rows
+    in two folders, each scoring its own checkpoint; one row name for two checkpoints is refused
+    before anything is evaluated or written."""
+    import torch
+
+    from clipdepth.errors import ConfigError
+
+    checkpoints = []
+    for seed, path in enumerate(("x/a_b/model", "x/a/b/model")):
+        torch.manual_seed(seed)
+        checkpoints.append(build_model(tiny_cfg).save_pretrained(tmp_path / path))
+    suite = tmp_path / "paths.yaml"
+    suite.write_text("entries:\n" + "".join(
+        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}}}\n" for c in checkpoints
+    ))
+    out = tmp_path / "out"
+    result = benchmark.run_benchmark(suite, out=out, workers=0)
+    assert [row.name for row in result.rows] == [str(c) for c in checkpoints]
+    folders = [e.folder for e in result.evaluations]
+    assert folders[0] != folders[1]
+    for folder, checkpoint in zip(folders, checkpoints):
+        assert json.loads((folder / "metrics.json").read_text())["checkpoint"] == str(checkpoint)
+    assert result.evaluations[0].summary["abs_rel"] != result.evaluations[1].summary["abs_rel"]
+
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("entries:\n" + "".join(
+        f"  - {{label: {label}, dataset: synthetic_indoor, checkpoint: {c}, name: ours}}\n"
+        for label, c in zip(("first", "second"), checkpoints)
+    ))
+    refused = rf"^clash: row 'ours' has two checkpoints \({checkpoints[0]}, {checkpoints[1]}\)"
+    with pytest.raises(ConfigError, match=refused):
+        benchmark.run_benchmark(clash, out=tmp_path / "clash_out", workers=0)
+    assert not (tmp_path / "clash_out").exists()
 
 
 def test_the_checkpoint_digest_is_of_its_config_and_weights_only(tiny_cfg, tmp_path):

@@ -172,3 +172,21 @@ def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tmp_p
     assert "\n" not in err and f"{mine}: holds a training run that no demo wrote" in err and "seed was 0" in err
     assert err.endswith("(--out)")
     assert before == {p: p.stat().st_mtime_ns for p in mine.rglob("*")}
+
+
+def test_a_demo_training_a_run_again_keeps_the_users_files_in_it(tmp_path, capsys):
+    tiny = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
+        "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
+        "train.max_epochs=1", "train.batch_size=2",
+    ]
+    demo = tmp_path / "demo"
+    assert main(["demo", "--out", str(demo), *tiny]) == 0
+    mine = {demo / "model" / "notes.txt": "model", demo / "checkpoints" / "notes.txt": "checkpoints",
+            demo / "checkpoints" / "last" / "notes.txt": "last"}
+    for path, text in mine.items():
+        path.write_text(text)
+    assert main(["demo", "--out", str(demo), *tiny, "seed=1"]) == 0
+    assert "training again head (seed was 0, is 1 now)" in capsys.readouterr().out
+    assert {path: path.read_text() for path in mine} == mine
+    for folder in ("model", "checkpoints/last"):
+        assert json.loads((demo / folder / "config.json").read_text())["config"]["seed"] == 1, folder

@@ -72,6 +72,38 @@ def test_data_show_draws_a_contact_sheet(rgbd_samples, tmp_path):
     assert Image.open(out).size[0] > 500
 
 
+@pytest.mark.parametrize("name, said", [("sheet", "has no file type"), ("sheet.txt", "type .txt is not an image type")])
+def test_data_show_refuses_an_out_of_no_image_type_before_reading_frames(tmp_path, monkeypatch, capsys, name, said):
+    def no_frames(*args, **kwargs):
+        raise AssertionError("frames were read before --out was checked")
+
+    monkeypatch.setattr("clipdepth.data.get_dataset", no_frames)
+    out = tmp_path / name
+    assert main(["data", "show", "--dataset", "synthetic_indoor", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"clipdepth data: error: {out}: {said}; end the name in one of ")
+    assert ".jpg" in err and ".png" in err and ".svg" in err and err.endswith("(--out)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_given_as_a_file_is_named_a_file_and_its_folder_suggested(checkpoint, tmp_path, capsys):
+    def evaluate(path):
+        return main(["evaluate", "--checkpoint", str(path), "--dataset", "synthetic_indoor",
+                     "--out", str(tmp_path / "e")])
+
+    weights = checkpoint / "model.safetensors"
+    assert evaluate(weights) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{weights}: is a file, not a checkpoint folder; " in err
+    assert err.endswith(f"(the checkpoint is likely its folder {checkpoint})")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a checkpoint")
+    assert evaluate(notes) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.endswith(f"{notes}: is a file, not a checkpoint folder; give the folder holding "
+                                             "model.safetensors and config.json")
+
+
 def test_training_on_real_nyu_samples_end_to_end(rgbd_samples, tiny_cfg, tmp_path):
     """The pureclip_nyu recipe's path (split list, 9:1-style split, reference input crop) on real frames."""
     from clipdepth.config import load_config

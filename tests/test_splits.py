@@ -57,6 +57,16 @@ def test_malformed_line_names_file_and_line(tmp_path):
         read_split_list(listing)
 
 
+@pytest.mark.parametrize("focal", ["nan", "inf", "-inf", "0", "-518.8579", "0.0"])
+def test_a_focal_length_not_finite_and_positive_names_the_file_and_line(tmp_path, focal):
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"a.jpg a.png 518.8579\nb.jpg b.png {focal}\n")
+    with pytest.raises(DataError) as exc:
+        read_split_list(listing)
+    assert str(exc.value).startswith(f"{listing}:2: focal length {focal!r} is not a finite number > 0; ")
+    assert "\n" not in str(exc.value)
+
+
 def test_train_val_split_is_fixed_and_written_once(tmp_path):
     listing = tmp_path / "train.txt"
     listing.write_text("".join(f"/s/rgb_{i}.jpg /s/d_{i}.png 518.8579\n" for i in range(100)))

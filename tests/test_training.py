@@ -268,3 +268,53 @@ def test_evaluate_scores_a_checkpoint_with_the_protocol_and_frames_its_run_valid
     assert [summary[m] for m in ("abs_rel", "rmse", "d1")] == [validated[m] for m in ("abs_rel", "rmse", "d1")]
     summary, _ = evaluate_checkpoint(result.model_dir, protocol="synthetic_indoor", out=tmp_path / "eval", overwrite=True)
     assert summary["protocol"] == "synthetic_indoor"  # --protocol still wins
+
+
+def test_train_overwrite_removes_only_what_clipdepth_wrote(tmp_path, capsys):
+    """`train --overwrite` replaces the old run but keeps the user's files in its folders: the old
+    checkpoints leave (best_rmse/, which the new run does not write, too), the new run's arrive."""
+    from clipdepth.cli.main import main
+
+    from .conftest import TINY_ENCODER
+
+    run = tmp_path / "run"
+    tiny = ["--config", "demo", "--out", str(run), *(f"clip.{k}={v}" for k, v in TINY_ENCODER.items()),
+            "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
+            "train.max_epochs=1", "train.batch_size=2"]
+    assert main(["train", *tiny, "train.improve_metrics=[abs_rel,rmse]"]) == 0
+    board = run / "tensorboard"
+    board.mkdir(exist_ok=True)
+    (board / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"old run")  # as SummaryWriter names them
+    checkpoints = run / "checkpoints"
+    mine = {run / "model" / "notes.txt": "model", run / "model" / "data" / "x.txt": "data",
+            checkpoints / "notes.txt": "checkpoints", checkpoints / "best_abs_rel" / "notes.txt": "best",
+            checkpoints / "best_rmse" / "notes.txt": "rmse", board / "notes.txt": "board"}
+    for path, text in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+
+    assert main(["train", "--overwrite", *tiny, "train.improve_metrics=[abs_rel]", "seed=1"]) == 0
+    capsys.readouterr()
+    assert {path: path.read_text() for path in mine} == mine
+    assert not (board / "events.out.tfevents.1700000000.host.1.0").exists()
+    assert sorted(p.name for p in (run / "checkpoints" / "best_rmse").iterdir()) == ["notes.txt"]
+    for folder in ("model", "checkpoints/best_abs_rel", "checkpoints/last"):
+        assert json.loads((run / folder / "config.json").read_text())["config"]["seed"] == 1, folder
+    assert sorted(p.name for p in (run / "model").iterdir()) == [
+        ".clipdepth", "README.md", "config.json", "data", "model.safetensors", "notes.txt", "preprocessor_config.json"]
+    assert json.loads((run / "checkpoints" / "resume" / "state.json").read_text())["config"]["seed"] == 1
+
+
+def test_a_new_run_removes_a_checkpoint_saved_without_the_list_and_keeps_the_users_files(tmp_path):
+    from clipdepth.training.trainer import start_run_folder
+
+    checkpoint = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    resume = ["head.safetensors", "training_state.pt", "state.json"]
+    for folder, names in (("model", checkpoint), ("checkpoints/last", checkpoint), ("checkpoints/resume", resume)):
+        (tmp_path / folder).mkdir(parents=True)  # as a clipdepth before the lists left them
+        for name in names:
+            (tmp_path / folder / name).write_text("old")
+    (tmp_path / "model" / "notes.txt").write_text("mine")
+    (tmp_path / "train_epochs.csv").write_text("epoch\n1\n")
+    start_run_folder(tmp_path)
+    assert [p.name for p in tmp_path.rglob("*")] == ["model", "notes.txt"]

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--which", default="test", choices=["train", "val", "test"], help="split to show (default: test)")
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
-    show.add_argument("--out", type=path_arg, default=Path("outputs/data_show.png"), help="PNG to write")
+    show.add_argument("--out", type=path_arg, default=Path("outputs/data_show.png"),
+                      help="image to write, of the type its suffix names (default: outputs/data_show.png)")
     show.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     show.set_defaults(func=run_show, flags={"data.root": "--data-root", "data.test_list": "--split", "data.train_list": "--split"})
 
@@ -63,9 +64,9 @@ def run_show(args: argparse.Namespace) -> int:
     from ..config import DataConfig, with_overrides
     from ..data import DATASET_PROTOCOLS, get_dataset
     from ..evaluation.protocol import get_protocol, crop_box, valid_mask
-    from ..io.panels import save_contact_sheet
+    from ..io.panels import check_figure_path, save_contact_sheet
 
-    output_file(args.out, "--out")
+    check_figure_path(output_file(args.out, "--out"), "out")
     refuse_existing([args.out], args.overwrite)
     overrides = [f"dataset={args.dataset}"] + [f"root={args.data_root}"] * bool(args.data_root)
     list_field = "test_list" if args.which == "test" else "train_list"

@@ -8,6 +8,7 @@ from ``data.root`` too when relative, so that one root places a list and what it
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,7 +35,8 @@ class SplitEntry:
 
 
 def read_split_list(path: str | Path) -> list[SplitEntry]:
-    """Parse a split list; a malformed line is an error naming the file and line."""
+    """Parse a split list; a malformed line, or a focal length that is not a finite number > 0
+    (pixels), is a DataError naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split list not found")
@@ -53,6 +55,9 @@ def read_split_list(path: str | Path) -> list[SplitEntry]:
             focal = float(fields[2]) if len(fields) == 3 else None
         except ValueError:
             raise DataError(f"{path}:{number}: focal length {fields[2]!r} is not a number") from None
+        if focal is not None and not (math.isfinite(focal) and focal > 0):
+            raise DataError(f"{path}:{number}: focal length {fields[2]!r} is not a finite number > 0; give the "
+                            "camera's focal length in pixels (518.8579 for NYU's Kinect, as the BTS lists have it)")
         depth = None if fields[1] == "None" else fields[1]
         entries.append(SplitEntry(fields[0], depth, focal, number))
     if not entries:

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import io
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -512,11 +513,21 @@ def plan_benchmark(
         raise ConfigError(f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: {', '.join(suite.labels)}", setting="data")
     metas: dict[str, tuple[dict, Any]] = {}
     evaluations = []
+    row_checkpoints: dict[str, str] = {}
     for entry in suite.entries:
         where = f"{suite.name}/{entry.label}"
         ckpt = entry.checkpoint or (None if checkpoint is None else str(checkpoint))
         if ckpt is None:
             raise ConfigError(f"{where}: no checkpoint (give one for the whole suite, or per entry in a suite file)", setting="checkpoint")
+        # By default the checkpoint as given (``_folder_name`` keeps distinct paths apart, where
+        # their slugs may agree: /x/a_b/model and /x/a/b/model); a row of two checkpoints would
+        # put both evaluations of a label into one folder, so it is refused before any runs.
+        row = entry.name or name or os.path.normpath(ckpt)
+        if not _same_checkpoint(row_checkpoints.setdefault(row, ckpt), ckpt):
+            raise ConfigError(
+                f"{suite.name}: row {row!r} has two checkpoints ({row_checkpoints[row]}, {ckpt}); name them apart",
+                setting="suite",
+            )
         if ckpt not in metas:
             metas[ckpt] = _checkpoint_meta(ckpt)
         cfg = metas[ckpt][1]
@@ -531,7 +542,6 @@ def plan_benchmark(
             protocol = RELEASED_PROTOCOLS.get(settings.dataset)
         protocol = protocol or chosen.protocol
         get_protocol(protocol)
-        row = entry.name or name or _slug(ckpt)
         evaluation = Evaluation(
             entry, row, ckpt, Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label), settings,
             overrides, protocol, cfg.eval.tta if tta is None else tta,
@@ -554,8 +564,9 @@ def run_benchmark(
 ) -> BenchmarkResult:
     """Run ``suite`` (a name in ``SUITES`` or a suite YAML file) and write its table.
 
-    ``checkpoint``: for every entry without its own; ``name``: the row's name (default: from the
-    checkpoint path). ``data``: each dataset label's data settings, ``{label: {field: value}}`` or
+    ``checkpoint``: for every entry without its own; ``name``: the row's name (default: the
+    checkpoint path as given, ``os.path.normpath``; ConfigError before anything runs for one row
+    name given to two checkpoints). ``data``: each dataset label's data settings, ``{label: {field: value}}`` or
     ``["label.field=value", ...]`` (``root``, ``test_list``, ``caption_dir``, ... of
     ``DataConfig``). ``released``: score each set with the protocol of TR2M's released evaluation
     where it differs from the standard (``RELEASED_PROTOCOLS``). ``tta``: flip TTA (default: each
@@ -594,8 +605,6 @@ def run_benchmark(
     rows: dict[str, OurRow] = {}
     for evaluation in evaluations:
         row = rows.setdefault(evaluation.row, OurRow(evaluation.row, evaluation.checkpoint, False, "", []))
-        if not _same_checkpoint(row.checkpoint, evaluation.checkpoint):
-            raise ConfigError(f"{suite.name}: row {evaluation.row!r} has two checkpoints ({row.checkpoint}, {evaluation.checkpoint}); name them apart", setting="suite")
         row.evaluations.append(evaluation)
     for row in rows.values():  # what every evaluation of the row recorded of the weights, too
         row.real_weights, row.weights = weights_summary(*metas[row.checkpoint], [e.summary for e in row.evaluations])

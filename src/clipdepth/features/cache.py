@@ -33,6 +33,7 @@ from ..config import DataConfig, first_difference
 from ..data.transforms import Preprocessor
 from ..errors import CheckpointError
 from ..io.atomic import atomic_dir, clean_stale, write_text_atomic
+from ..io.fingerprint import file_digest
 from ..data.captions import CaptionLookup
 from ..data.splits import listed_path
 from ..io.depth_store import PackedBlobs, ScoringGT, TrainingDepth, encode_gt, encode_png16, pack
@@ -79,17 +80,22 @@ def frame_names(dataset: Dataset) -> list[str]:
     return list(names) if names is not None else [dataset[i].name for i in range(len(dataset))]
 
 
-def files_digest(dataset: Dataset) -> str | None:
+def files_digest(dataset: Dataset, content: bool = False) -> str | None:
     """Path, size and modification time of every file the frames are read from: a file re-exported
-    in place (new depth PNGs, say) is a new cache. None for datasets without files (synthetic)."""
+    in place (new depth PNGs, say) is a new cache. With ``content``, path and content
+    (``io.fingerprint.file_digest``) instead, which also tells a rewrite that kept the size and the
+    time. None for datasets without files (synthetic)."""
     files = getattr(dataset, "files", None)
     if files is None:
         return None
     digest = hashlib.sha256()
     for index in range(len(dataset)):
         for path in files(index):
-            stat = Path(path).stat()
-            digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            if content:
+                digest.update(f"{path}|{file_digest(path)}\n".encode())
+            else:
+                stat = Path(path).stat()
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
 

@@ -304,6 +304,33 @@ def recover(folder: str | os.PathLike) -> int:
         return int(_finish_swap(folder))
 
 
+def written(folder: str | os.PathLike) -> list[str]:
+    """The entries of the ``atomic_dir`` folder ``folder`` that clipdepth wrote (its list; none
+    without one), whether or not they are still there."""
+    return _listed(Path(folder) / META / MANIFEST)
+
+
+def remove_written(folder: str | os.PathLike, legacy_names: tuple[str, ...] = ()) -> None:
+    """Remove what clipdepth wrote in the ``atomic_dir`` folder ``folder``: the entries its list
+    names and what this module keeps there, then ``folder`` itself when nothing else is left in it.
+    Every other entry (the user's) stays. A folder without a list was written by an earlier
+    clipdepth, which kept none: its entries named in ``legacy_names`` count as clipdepth's. A swap
+    a killed process left is finished first (``recover``); a missing folder is fine."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    recover(folder)
+    for name in written(folder) if (folder / META / MANIFEST).is_file() else legacy_names:
+        entry = folder / name
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        elif os.path.lexists(entry):
+            entry.unlink()
+    shutil.rmtree(folder / META, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: the user's files stay, and their folder
+        folder.rmdir()
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
     """Hold the exclusive lock of ``path`` for the duration, across processes and threads: a

@@ -8,8 +8,28 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
+from ..errors import ConfigError  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
+
+# The file types a figure can be written as: matplotlib's, by the name's suffix (any case), less
+# pgf, which needs a LaTeX installation.
+FIGURE_TYPES = tuple(sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"}))
+
+
+def check_figure_path(path: str | Path, setting: str | None = None) -> Path:
+    """``path`` when its suffix is a file type a figure can be written as (``FIGURE_TYPES``), else
+    a one-line ConfigError naming it and the choices (``setting``: the option that gave it). The
+    writers check it before drawing: matplotlib takes the type from the suffix, and an atomic
+    write's temporary name would otherwise lend it its own (``.tmp``)."""
+    path = Path(path)
+    suffix = path.suffix[1:].lower()
+    if suffix not in FIGURE_TYPES:
+        said = f"type .{suffix} is not an image type" if suffix else "has no file type"
+        raise ConfigError(f"{path}: {said}; end the name in one of "
+                          f"{', '.join(f'.{t}' for t in FIGURE_TYPES)} (.png for a plain image)", setting=setting)
+    return path
 
 
 def save_panel(
@@ -20,7 +40,9 @@ def save_panel(
     max_depth: float,
     title: str = "",
 ) -> None:
-    """One PNG; GT and prediction share a depth colour bar, invalid GT pixels are grey."""
+    """One PNG (or another ``FIGURE_TYPES`` type, by ``path``'s suffix; ConfigError for others);
+    GT and prediction share a depth colour bar, invalid GT pixels are grey."""
+    check_figure_path(path)
     valid = gt > 0
     gt_shown = np.ma.masked_where(~valid, gt)
     error = np.ma.masked_where(~valid, np.abs(pred - gt))
@@ -56,7 +78,9 @@ def save_contact_sheet(
 ) -> None:
     """One PNG to check decoding and crops: per frame RGB, GT depth (colour bar in metres) and
     the valid mask, with rectangles (top, bottom, left, right) such as the evaluation crop drawn
-    on the RGB. ``rows``: (name, image, depth, valid mask)."""
+    on the RGB. ``rows``: (name, image, depth, valid mask). Another ``FIGURE_TYPES`` type than PNG
+    by ``path``'s suffix; ConfigError for others (``check_figure_path``)."""
+    check_figure_path(path)
     outlines = outlines or {}
     aspect = rows[0][1].shape[1] / rows[0][1].shape[0]
     fig, axes = plt.subplots(len(rows), 3, figsize=(3 * 2.6 * aspect + 1.2, 2.6 * len(rows)), squeeze=False, layout="constrained")

@@ -126,10 +126,17 @@ def as_float(features: Features | None, device: torch.device | str | None = None
 
 
 def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
-    """A local checkpoint folder as is; a Hub id downloaded (and cached) by huggingface_hub."""
+    """A local checkpoint folder as is; a Hub id downloaded (and cached) by huggingface_hub.
+    CheckpointError for a file (one of a checkpoint's, say: its folder is named), a missing local
+    path, or a Hub id that cannot be downloaded."""
     name = str(name_or_path)
     if Path(name).is_dir():
         return Path(name)
+    if Path(name).exists():
+        folder = Path(name).parent
+        hint = f" (the checkpoint is likely its folder {folder})" if (folder / WEIGHTS_NAME).is_file() else ""
+        raise CheckpointError(f"{name}: is a file, not a checkpoint folder; give the folder holding {WEIGHTS_NAME} "
+                              f"and {CONFIG_NAME}{hint}")
     # a path whose first folder exists here is a local path, not a Hub id ("runs/model")
     if name.count("/") != 1 or name.startswith((".", "/", "~")) or Path(Path(name).parts[0]).is_dir():
         raise CheckpointError(f"{name}: checkpoint folder not found")

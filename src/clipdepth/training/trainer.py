@@ -25,6 +25,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -47,12 +48,13 @@ from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..io.depth_store import TrainingDepth
-from ..io.atomic import atomic_dir, atomic_path, clean_stale, write_text_atomic
+from ..io.atomic import atomic_dir, atomic_path, clean_stale, remove_written, write_text_atomic, written
 from ..models import DepthModel
-from ..models.base import load_head_state
+from ..models.base import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_head_state
 from .objectives import check_model_config, objective_class
 from .resume import (
-    RESUME_DAMAGED, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors, write_resume_state,
+    RESUME_DAMAGED, RESUME_FILES, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors,
+    resume_dir, write_resume_state,
 )
 from .distributed import Distributed
 from .mixture import SourceData, epoch_schedule, mixed_batches, steps_per_epoch
@@ -160,17 +162,34 @@ def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool, dist: D
         raise CheckpointError(problem)
 
 
+# What a run writes in its folders besides the files of RUN_OUTPUTS and RUN_LOGS: checkpoint folders
+# (``io.atomic.atomic_dir``, each listing what it wrote; these names for those of a clipdepth that kept
+# no list) and TensorBoard's event files.
+CHECKPOINT_FILES = (WEIGHTS_NAME, CONFIG_NAME, PREPROCESSOR_NAME, "README.md")
+TENSORBOARD_EVENTS = "events.out.tfevents."  # how the name of every file SummaryWriter writes begins
+
+
 def start_run_folder(out_dir: Path) -> None:
     """A fresh run's folder: the outputs of a run it replaces are removed, so that no checkpoint of
-    the old run is mistaken for one of the new."""
+    the old run is mistaken for one of the new. Only what clipdepth wrote leaves (the files each
+    checkpoint folder lists, TensorBoard's event files, the run's logs and records): the user's own
+    files in ``model/``, ``checkpoints/`` and ``tensorboard/`` stay, and so do the folders holding them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*RUN_OUTPUTS, *RUN_LOGS):
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
     clean_stale(out_dir)
+    remove_written(out_dir / "model", CHECKPOINT_FILES)
+    checkpoints = out_dir / "checkpoints"
+    for name in (*(f"best_{m}" for m in ALL_METRIC_NAMES), "last"):
+        remove_written(checkpoints / name, CHECKPOINT_FILES)
+    remove_written(resume_dir(out_dir), RESUME_FILES)
+    board = out_dir / "tensorboard"
+    for path in board.glob(f"{TENSORBOARD_EVENTS}*"):
+        path.unlink()
+    for folder in (checkpoints, board):
+        with contextlib.suppress(OSError):  # not empty: the user's files stay
+            folder.rmdir()
+    for name in (*RUN_OUTPUTS, *RUN_LOGS):
+        if (out_dir / name).is_file():
+            (out_dir / name).unlink()
 
 
 def _tensorboard(log_dir: Path):
@@ -504,8 +523,10 @@ class Trainer:
         saying which epoch it holds beside the best epoch of every tracked metric."""
         name = self._published_checkpoint(result)
         target = self.out_dir / "model"
+        source = self.out_dir / "checkpoints" / name
         with atomic_dir(target) as tmp:
-            shutil.copytree(self.out_dir / "checkpoints" / name, tmp, dirs_exist_ok=True)
+            for entry in written(source):  # the checkpoint's files, not the user's beside them
+                shutil.copy2(source / entry, tmp / entry)
         summary = {
             "select_metric": self.cfg.train.select_metric, "best_per_metric": result.best,
             "published": {"checkpoint": name, "epoch": result.published_epoch},
