@@ -69,8 +69,11 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
 
 
 def eight_bit(values: np.ndarray) -> np.ndarray:
-    """16-bit intensities (0..65535) as 8-bit ones: value / 257, rounded (65535 -> 255)."""
-    return (np.asarray(values, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+    """16-bit intensities (0..65535) as 8-bit ones: the high byte, value >> 8 (65535 -> 255), the
+    rule Pillow's own PNG decoder applies to 48-bit RGB and 16-bit grey-alpha files, so that every
+    16-bit source (those files, 16-bit grey ones, uint16 arrays) gives the same 8 bits. Values
+    outside 0..65535 (32-bit integer images) are clipped to 0..255 after the shift."""
+    return (np.asarray(values).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
 
 
 def rgb_array(image: Image.Image, photo: bool = True, where: str = "the image") -> np.ndarray:
