@@ -203,6 +203,21 @@ def test_the_record_is_merged_over_reruns_and_another_file_is_not_replaced(check
     assert (out / "cameras.json").read_text() == '{"notes": "mine"}' and not (out / "b.ply").exists()
 
 
+def test_predict_reads_exif_and_its_records_whatever_the_image_size(checkpoint, tmp_path, capsys, monkeypatch):
+    """The EXIF focal length and an earlier depth PNG's record are header reads without Pillow's
+    decompression-bomb guard, as the image itself is read (--max-pixels is the limit): a large photo
+    gave a DecompressionBombError traceback."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses beyond twice this: 48 x 64 > 200
+    photo = _photo(tmp_path / "photos" / "c.jpg", focal_35mm=26, seed=3)
+    out = tmp_path / "out"
+    args = ["predict", str(photo), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]
+    assert main(args) == 0
+    assert json.loads((out / "cameras.json").read_text())["c"]["source"] == "exif"
+    capsys.readouterr()
+    assert main(args) == 0 and "kept 1 finished before" in capsys.readouterr().out
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
 def test_the_record_is_saved_when_due_and_reads_back(tmp_path):
     record = CameraRecord(tmp_path)
     camera = CameraSources(None, None, []).camera(_photo(tmp_path / "in" / "a.png"), 48, 64)
