@@ -203,6 +203,31 @@ def test_the_record_is_merged_over_reruns_and_another_file_is_not_replaced(check
     assert (out / "cameras.json").read_text() == '{"notes": "mine"}' and not (out / "b.ply").exists()
 
 
+def test_a_rerun_records_the_camera_of_a_kept_point_cloud_the_record_lacks(checkpoint, tmp_path, capsys):
+    """A run stopped after writing a point cloud but before saving cameras.json keeps the image on the
+    next run: that run adds its entry, as the first would have made it (here an EXIF photo shown 48
+    wide and 64 high, and one from its folder's intrinsics.json)."""
+    photos = tmp_path / "photos"
+    _photo(photos / "c.jpg", focal_35mm=26, orientation=6, seed=3)
+    _photo(photos / "b.png", seed=2)
+    (photos / "intrinsics.json").write_text(json.dumps({"b": [40, 41, 30.5, 22]}))
+    out = tmp_path / "out"
+    args = ["predict", str(photos), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]
+    assert main(args) == 0
+    whole = json.loads((out / "cameras.json").read_text())
+    for name in ("c", "b"):
+        (out / "cameras.json").write_text(json.dumps({k: v for k, v in whole.items() if k != name}))
+        plys = {p.name: p.read_bytes() for p in out.glob("*.ply")}
+        capsys.readouterr()
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        assert "kept 2 finished before" in printed and f": {name}" in printed
+        assert json.loads((out / "cameras.json").read_text()) == whole
+        assert {p.name: p.read_bytes() for p in out.glob("*.ply")} == plys  # the point clouds are kept as they are
+    assert (whole["c"]["source"], whole["c"]["width"], whole["c"]["height"]) == ("exif", 48, 64)
+    assert (whole["b"]["source"], whole["b"]["fx"]) == ("folder", 40.0)
+
+
 def test_predict_reads_exif_and_its_records_whatever_the_image_size(checkpoint, tmp_path, capsys, monkeypatch):
     """The EXIF focal length and an earlier depth PNG's record are header reads without Pillow's
     decompression-bomb guard, as the image itself is read (--max-pixels is the limit): a large photo

@@ -28,7 +28,7 @@ from ..data.captions import read_caption_file
 from ..data.loader import read_ahead
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
-from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_made, read_rgb
+from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_made, read_rgb
 from ..io.fingerprint import Made, file_digest, text_digest
 from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
 from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
@@ -88,7 +88,9 @@ class PredictReport:
     removed: int = 0  # outputs of those ``again`` images that this run does not write (made from the old content): deleted
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
-    cameras: dict[str, list[str]] = field(default_factory=dict)  # point clouds written: source (Camera.describe) -> names
+    # cameras recorded, of point clouds written now or kept from a run stopped before it recorded theirs:
+    # source (Camera.describe) -> names
+    cameras: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path], str | None]:
@@ -236,7 +238,9 @@ def predict_to_folder(
     ``intrinsics.json`` beside the images) that is not one, before any image is predicted.
 
     Point clouds take each image's camera from ``CameraSources`` (the report's ``cameras`` says
-    which source each took) and record it in ``out/cameras.json``. Images are decoded ahead in
+    which source each took) and record it in ``out/cameras.json``; a kept point cloud that the
+    record lacks (a run stopped between writing it and saving the record) gets its entry too, the
+    camera derived by the same rules at its depth PNG's size. Images are decoded ahead in
     ``options.workers`` processes (``read_ahead``), and each batch's files are written by
     ``WRITE_THREADS`` threads while the model runs the next batch; a write that fails (an OSError
     such as a full disk) is raised once the writes under way have ended.
@@ -261,8 +265,13 @@ def predict_to_folder(
     # Names are distinct (collect_inputs), so what is left to do does not change as images are written.
     earlier = [_finished(path, name, out, tails, options.overwrite, made_now) for path, name in jobs]
     todo_images = [path for (path, _), state in zip(jobs, earlier) if state in (None, "again")]
-    cameras = CameraSources(options, options.intrinsics, todo_images) if options.ply else None
     record = CameraRecord(out) if options.ply else None
+    # A run stopped after writing a point cloud but before saving the record left it out, and its
+    # image is kept now: its camera is recorded from the same sources, at its depth PNG's size.
+    unrecorded = [(path, name) for (path, name), state in zip(jobs, earlier)
+                  if record is not None and state == "kept" and name.as_posix() not in record.entries]
+    cameras = CameraSources(options, options.intrinsics, [*todo_images, *(path for path, _ in unrecorded)]) \
+        if options.ply else None
     clean_stale(out)  # what a killed run left half-written
     images = read_ahead([partial(_read_photo, path, options.max_pixels) for path in todo_images], options.workers)
     # (image, path, name, caption, its content's digest, whether it replaces outputs of its earlier content)
@@ -273,6 +282,10 @@ def predict_to_folder(
         if camera is not None:
             record.add(name, path, camera)
             report.cameras.setdefault(camera.describe(), []).append(name.as_posix())
+
+    for path, name in unrecorded:
+        with open_header(output_paths(out, name, tails)[0]) as depth_png:  # as large as the image as shown
+            took(path, name, cameras.camera(path, depth_png.height, depth_png.width))
 
     def written(keep: int) -> None:
         """Wait until at most ``keep`` images are being written; raises a writer's error."""
