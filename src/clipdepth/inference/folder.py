@@ -66,7 +66,7 @@ class PredictOptions:
     batch_size: int = 8  # consecutive images of one size go through the model together
     overwrite: bool = False  # replace outputs that exist (default: write only the missing ones)
     caption: str | None = None  # models that read captions: one for every image ...
-    captions: Path | None = None  # ... or a folder of <stem>.txt files, or one .txt for all (line 0)
+    captions: Path | None = None  # ... or a folder of <name>.txt files (caption_file), or one .txt for all (line 0)
     workers: int | None = None  # processes decoding images ahead (0: this one); None: data.loader.resolve_workers
 
     def __post_init__(self) -> None:
@@ -93,26 +93,38 @@ class PredictReport:
     cameras: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path], str | None]:
-    """Each image's caption (None for models that read none); ConfigError for a caption a model
-    cannot use or one it lacks, DataError for a captions path that does not exist."""
+def caption_file(folder: Path, image: Path, name: Path) -> Path:
+    """The caption file of ``image`` in a captions ``folder``, ``name`` being its output name
+    (``collect_inputs``, ``collect_videos``): ``<name>.txt``, as ``clipdepth caption`` names the
+    caption of each image it is given (``data.captioning.images_to_caption``: ``sub1/b.txt``,
+    ``a.jpg.txt`` where ``a.png`` is beside it); where that is missing and the name has no folder
+    part, ``<image stem>.txt`` if there is one (a folder of captions written by hand by stem)."""
+    named = folder / f"{name.as_posix()}.txt"
+    by_stem = folder / f"{image.stem}.txt"
+    return by_stem if len(name.parts) == 1 and not named.is_file() and by_stem.is_file() else named
+
+
+def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path, Path], str | None]:
+    """Each input's caption from its path and output name (None for models that read none);
+    ConfigError for a caption a model cannot use or one it lacks, DataError for a captions path
+    that does not exist."""
     given = options.caption is not None or options.captions is not None
     if not model.uses_captions:
         if given:
             raise ConfigError(f"{model.display_name} takes no caption: give none", setting="caption")
-        return lambda image: None
+        return lambda image, name: None
     if not given:
         raise ConfigError(f"{model.display_name} reads a caption per image: give a caption (one for all, or a captions folder)",
                           setting="caption")
     if options.captions is None:
-        return lambda image: options.caption
+        return lambda image, name: options.caption
     if not options.captions.exists():
-        raise DataError(f"{options.captions}: no such caption folder or file (a folder of <stem>.txt files, or one .txt)",
-                        setting="captions")
+        raise DataError(f"{options.captions}: no such caption folder or file (a folder of caption files as `clipdepth "
+                        "caption` writes them, or one .txt)", setting="captions")
     if options.captions.is_file():
         shared = read_caption_file(options.captions)[0]
-        return lambda image: shared
-    return lambda image: read_caption_file(options.captions / f"{image.stem}.txt")[0]
+        return lambda image, name: shared
+    return lambda image, name: read_caption_file(caption_file(options.captions, image, name))[0]
 
 
 # The options that change the depth values, recorded in each depth PNG; the others choose the files
@@ -157,9 +169,9 @@ def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
 
 
 def _finished(
-    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path], Made],
+    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path, Path], Made],
 ) -> str | None:
-    """Whether an earlier run finished this image, from its depth PNG's record against ``now(path)``,
+    """Whether an earlier run finished this image, from its depth PNG's record against ``now(path, name)``,
     what this run would make (``io.fingerprint``): "kept" (made from this content and these
     settings, every output there), "again" (made from content the image no longer has: predicted
     again, its outputs replaced), a message (another image's, or other settings: left as it is),
@@ -170,7 +182,7 @@ def _finished(
         return None
     earlier = png_made(outputs[0])
     try:
-        made = now(path)
+        made = now(path, name)
     except DataError as exc:
         return str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
     refused = made.refusal(earlier, outputs[0], "the depth")
@@ -259,8 +271,8 @@ def predict_to_folder(
         inputs = {"image": digest, **({"caption": text_digest(caption)} if caption is not None else {})}
         return Made(str(path.resolve()), inputs, settings)
 
-    def made_now(path: Path) -> Made:
-        return made(path, file_digest(path), caption_for(path))
+    def made_now(path: Path, name: Path) -> Made:
+        return made(path, file_digest(path), caption_for(path, name))
 
     # Names are distinct (collect_inputs), so what is left to do does not change as images are written.
     earlier = [_finished(path, name, out, tails, options.overwrite, made_now) for path, name in jobs]
@@ -339,7 +351,7 @@ def predict_to_folder(
                         raise DataError(read)
                     image, digest = read
                     check_image(model, image.shape[0], image.shape[1], options)
-                    caption = caption_for(path)
+                    caption = caption_for(path, name)
                 except DataError as exc:
                     message = str(exc)
                     report.failed.append(message if message.startswith(str(path)) else f"{path}: {message}")
