@@ -204,9 +204,9 @@ def test_the_record_is_merged_over_reruns_and_another_file_is_not_replaced(check
 
 
 def test_a_rerun_records_the_camera_of_a_kept_point_cloud_the_record_lacks(checkpoint, tmp_path, capsys):
-    """A run stopped after writing a point cloud but before saving cameras.json keeps the image on the
-    next run: that run adds its entry, as the first would have made it (here an EXIF photo shown 48
-    wide and 64 high, and one from its folder's intrinsics.json)."""
+    """A run stopped after writing a point cloud but before saving cameras.json keeps the point cloud
+    on the next run: that run adds its entry, as the first would have made it (here an EXIF photo shown
+    48 wide and 64 high, and one from its folder's intrinsics.json)."""
     photos = tmp_path / "photos"
     _photo(photos / "c.jpg", focal_35mm=26, orientation=6, seed=3)
     _photo(photos / "b.png", seed=2)
@@ -224,6 +224,14 @@ def test_a_rerun_records_the_camera_of_a_kept_point_cloud_the_record_lacks(check
         assert "kept 2 finished before" in printed and f": {name}" in printed
         assert json.loads((out / "cameras.json").read_text()) == whole
         assert {p.name: p.read_bytes() for p in out.glob("*.ply")} == plys  # the point clouds are kept as they are
+    # killed after the point cloud, before its depth PNG (written last) and the record: the rerun writes
+    # the depth PNG and records the camera of the point cloud it keeps
+    (out / "cameras.json").write_text(json.dumps({k: v for k, v in whole.items() if k != "c"}))
+    (out / "c.png").unlink()
+    plys = {p.name: p.read_bytes() for p in out.glob("*.ply")}
+    assert main(args) == 0 and "only the missing files were written" in capsys.readouterr().out
+    assert json.loads((out / "cameras.json").read_text()) == whole and (out / "c.png").is_file()
+    assert {p.name: p.read_bytes() for p in out.glob("*.ply")} == plys
     assert (whole["c"]["source"], whole["c"]["width"], whole["c"]["height"]) == ("exif", 48, 64)
     assert (whole["b"]["source"], whole["b"]["fx"]) == ("folder", 40.0)
 

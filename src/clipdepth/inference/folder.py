@@ -252,7 +252,7 @@ def predict_to_folder(
     Point clouds take each image's camera from ``CameraSources`` (the report's ``cameras`` says
     which source each took) and record it in ``out/cameras.json``; a kept point cloud that the
     record lacks (a run stopped between writing it and saving the record) gets its entry too, the
-    camera derived by the same rules at its depth PNG's size. Images are decoded ahead in
+    camera derived by the same rules at its depth's size. Images are decoded ahead in
     ``options.workers`` processes (``read_ahead``), and each batch's files are written by
     ``WRITE_THREADS`` threads while the model runs the next batch; a write that fails (an OSError
     such as a full disk) is raised once the writes under way have ended.
@@ -327,7 +327,9 @@ def predict_to_folder(
                 report.again, report.removed = report.again + 1, report.removed + len(stale)
             depth = result["depth"][i].cpu().numpy()
             spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
-            camera = cameras.camera(path, *depth.shape) if "ply" in todo else None
+            # a point cloud kept from a run killed before its depth PNG and record were written is recorded too
+            unrecorded_ply = options.ply and "ply" not in todo and name.as_posix() not in record.entries
+            camera = cameras.camera(path, *depth.shape) if "ply" in todo or unrecorded_ply else None
             writing.append((pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
                                         intrinsics=camera.intrinsics if camera else None, made=made(path, digest, caption),
                                         vmin=options.vmin, vmax=options.vmax), path, name, camera))
