@@ -71,7 +71,8 @@ def test_captions_written_by_hand_by_stem_are_read_where_the_name_is_a_stem(tr2m
     assert main(["predict", str(photos), "--checkpoint", str(tr2m), "--out", str(out), "--npy",
                  "--captions", str(captions)]) == 2
     err = capsys.readouterr().err
-    assert f"{captions / 'sub1' / 'b.txt'}: no caption file" in err and f"{captions / 'sub2' / 'b.txt'}: no caption file" in err
+    for folder in ("sub1", "sub2"):
+        assert f"{captions / folder / 'b.txt'}: no caption file" in err
     model = load_model(tr2m)
     for image in ("a.jpg", "a.png"):
         expected = model.infer(photos / image, captions=["a kitchen"])["depth"][0].numpy()
@@ -97,7 +98,8 @@ def test_videos_of_one_stem_read_their_own_caption_files(tr2m, tmp_path, capsys)
     for folder, text in (("x", "a corridor"), ("y", "a beach")):
         (captions / folder).mkdir(parents=True)
         (captions / folder / "walk.txt").write_text(f"{text}\n")
-    assert main(["predict", str(tmp_path / "x" / "walk.mov"), str(tmp_path / "y" / "walk.mov"), "--checkpoint", str(tr2m),
-                 "--out", str(out), "--captions", str(captions)]) == 0, capsys.readouterr().err
+    videos = [str(tmp_path / folder / "walk.mov") for folder in ("x", "y")]
+    assert main(["predict", *videos, "--checkpoint", str(tr2m), "--out", str(out), "--captions", str(captions)]) == 0, \
+        capsys.readouterr().err
     for folder, text in (("x", "a corridor"), ("y", "a beach")):
         assert video_made(out / folder / "walk_depth.mp4").inputs["caption"] == text_digest(text)

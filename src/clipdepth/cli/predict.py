@@ -4,7 +4,8 @@ The files and their names are ``clipdepth.io.predictions``'s, written by ``clipd
 depth PNG, colour PNG, and on request npy, PLY (each image's camera from ``clipdepth.io.intrinsics``),
 uncertainty and side-by-side. A video gives ``<stem>_depth.mp4`` (``clipdepth.inference.predict_videos``).
 Any checkpoint type works; TR2M checkpoints take a caption per image (``--caption`` for all;
-``--captions`` a folder of ``<name>.txt`` files as ``clipdepth caption`` writes them, or one ``.txt`` file for all; line 0).
+``--captions`` a folder of ``<name>.txt`` files as ``clipdepth caption`` writes them, or one ``.txt``
+file for all; line 0).
 """
 from __future__ import annotations
 

@@ -169,7 +169,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         suffix = f".tmp{path.suffix}"
-        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name, suffix, path.parent), suffix=suffix, dir=path.parent)
+        prefix = temporary_prefix(path.name, suffix, path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path

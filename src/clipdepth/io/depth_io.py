@@ -179,9 +179,9 @@ def read_depth(
     A PNG that declares its scale (a ``depth_scale`` text chunk, as clipdepth writes) is read with
     it; ``scale`` is for PNGs that do not. With ``strict_scale`` (a scale the user gave) a PNG that
     declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
-    have no NaN, no infinite and no negative value (0 marks missing depth). ``prediction=True`` keeps NaN/inf/negative values of a
-    ``.npy`` as they are, because the protocol defines what they become (docs/protocol.md,
-    post-processing step 2). An empty array is a DataError.
+    have no NaN, no infinite and no negative value (0 marks missing depth). ``prediction=True``
+    keeps NaN/inf/negative values of a ``.npy`` as they are, because the protocol defines what they
+    become (docs/protocol.md, post-processing step 2). An empty array is a DataError.
     """
     path = Path(path)
     suffix = path.suffix.lower()
