@@ -138,6 +138,17 @@ def test_nan_and_negative_depth_npy(tmp_path):
     assert_one_line_naming(excinfo, negative)
 
 
+def test_infinite_ground_truth_is_refused_as_nan_is(tmp_path):
+    """+inf and -inf in ground truth would be dropped as no depth without a word: refused, named and
+    counted; a prediction keeps them (the protocol maps inf to max_depth)."""
+    path = tmp_path / "inf.npy"
+    np.save(path, np.array([[1.0, np.inf], [-np.inf, 0.0], [np.inf, 2.0]], np.float32))
+    with pytest.raises(DataError) as excinfo:
+        read_depth(path, 1000)
+    assert str(excinfo.value) == f"{path}: depth contains 3 infinite values; mark missing depth as 0"
+    assert np.isinf(read_depth(path, 1000, prediction=True)).sum() == 3
+
+
 def test_unsupported_depth_files(tmp_path):
     for name, array in [("d.jpg", None), ("flat.npy", np.ones(5)), ("text.npy", np.array(["a"]))]:
         path = tmp_path / name

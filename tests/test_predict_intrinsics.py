@@ -203,6 +203,54 @@ def test_the_record_is_merged_over_reruns_and_another_file_is_not_replaced(check
     assert (out / "cameras.json").read_text() == '{"notes": "mine"}' and not (out / "b.ply").exists()
 
 
+def test_a_rerun_records_the_camera_of_a_kept_point_cloud_the_record_lacks(checkpoint, tmp_path, capsys):
+    """A run stopped after writing a point cloud but before saving cameras.json keeps the point cloud
+    on the next run: that run adds its entry, as the first would have made it (here an EXIF photo shown
+    48 wide and 64 high, and one from its folder's intrinsics.json)."""
+    photos = tmp_path / "photos"
+    _photo(photos / "c.jpg", focal_35mm=26, orientation=6, seed=3)
+    _photo(photos / "b.png", seed=2)
+    (photos / "intrinsics.json").write_text(json.dumps({"b": [40, 41, 30.5, 22]}))
+    out = tmp_path / "out"
+    args = ["predict", str(photos), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]
+    assert main(args) == 0
+    whole = json.loads((out / "cameras.json").read_text())
+    for name in ("c", "b"):
+        (out / "cameras.json").write_text(json.dumps({k: v for k, v in whole.items() if k != name}))
+        plys = {p.name: p.read_bytes() for p in out.glob("*.ply")}
+        capsys.readouterr()
+        assert main(args) == 0
+        printed = capsys.readouterr().out
+        assert "kept 2 finished before" in printed and f": {name}" in printed
+        assert json.loads((out / "cameras.json").read_text()) == whole
+        assert {p.name: p.read_bytes() for p in out.glob("*.ply")} == plys  # the point clouds are kept as they are
+    # killed after the point cloud, before its depth PNG (written last) and the record: the rerun writes
+    # the depth PNG and records the camera of the point cloud it keeps
+    (out / "cameras.json").write_text(json.dumps({k: v for k, v in whole.items() if k != "c"}))
+    (out / "c.png").unlink()
+    plys = {p.name: p.read_bytes() for p in out.glob("*.ply")}
+    assert main(args) == 0 and "only the missing files were written" in capsys.readouterr().out
+    assert json.loads((out / "cameras.json").read_text()) == whole and (out / "c.png").is_file()
+    assert {p.name: p.read_bytes() for p in out.glob("*.ply")} == plys
+    assert (whole["c"]["source"], whole["c"]["width"], whole["c"]["height"]) == ("exif", 48, 64)
+    assert (whole["b"]["source"], whole["b"]["fx"]) == ("folder", 40.0)
+
+
+def test_predict_reads_exif_and_its_records_whatever_the_image_size(checkpoint, tmp_path, capsys, monkeypatch):
+    """The EXIF focal length and an earlier depth PNG's record are header reads without Pillow's
+    decompression-bomb guard, as the image itself is read (--max-pixels is the limit): a large photo
+    gave a DecompressionBombError traceback."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow refuses beyond twice this: 48 x 64 > 200
+    photo = _photo(tmp_path / "photos" / "c.jpg", focal_35mm=26, seed=3)
+    out = tmp_path / "out"
+    args = ["predict", str(photo), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]
+    assert main(args) == 0
+    assert json.loads((out / "cameras.json").read_text())["c"]["source"] == "exif"
+    capsys.readouterr()
+    assert main(args) == 0 and "kept 1 finished before" in capsys.readouterr().out
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
 def test_the_record_is_saved_when_due_and_reads_back(tmp_path):
     record = CameraRecord(tmp_path)
     camera = CameraSources(None, None, []).camera(_photo(tmp_path / "in" / "a.png"), 48, 64)

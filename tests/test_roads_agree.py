@@ -2,6 +2,8 @@
 ``infer`` and the transformers pipeline agree on real NYU frames; the settings evaluate and benchmark
 use come from one rule; every road converts an image the same way."""
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -185,14 +187,30 @@ def test_the_settings_rule(tiny_cfg):
     assert (void.protocol, void.input_size) == ("nyu", (434, 560))
 
 
+def _png_16_bit(path, pixels, colour_type):
+    """A PNG of 16 bits per sample written by hand (Pillow writes no 48-bit RGB): (H, W, C) uint16,
+    colour type 2 (RGB) or 4 (grey and alpha)."""
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in pixels)  # filter 0 per row
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                     + chunk(b"IEND", b""))
+
+
 def test_a_16_bit_photo_is_one_input_on_every_road(nyu_head, tmp_path):
-    """A 16-bit grey PNG is scaled to 8 bits (value / 257), never clipped, by infer(path), infer(PIL),
-    infer(uint16 array) and the pipeline alike."""
+    """A 16-bit grey PNG is scaled to 8 bits by its high byte (value >> 8, as Pillow decodes 48-bit
+    RGB and 16-bit grey-alpha PNGs), never clipped, by infer(path), infer(PIL), infer(uint16 array)
+    and the pipeline alike; a 48-bit RGB PNG and a 16-bit grey-alpha one give what the same pixels
+    as a uint16 array give."""
     ramp = np.tile(np.linspace(0, 65535, 64).round().astype(np.uint16), (48, 1))
     path = tmp_path / "ramp16.png"
     Image.fromarray(ramp).save(path)
     model = load_model(nyu_head)
-    expected = np.repeat((ramp / 257.0).round().astype(np.uint8)[..., None], 3, -1)
+    expected = np.repeat((ramp >> 8).astype(np.uint8)[..., None], 3, -1)
+    assert read_rgb(path, photo=True).tolist() == expected.tolist()
     reference = model.infer(expected)["depth"][0]
     clipped = model.infer(np.repeat(np.minimum(ramp, 255).astype(np.uint8)[..., None], 3, -1))["depth"][0]
     assert (reference - clipped).abs().max() > 1e-3  # what a clipping decoder would give instead
@@ -205,6 +223,19 @@ def test_a_16_bit_photo_is_one_input_on_every_road(nyu_head, tmp_path):
     }
     for road, depth in roads.items():
         torch.testing.assert_close(depth, reference, atol=1e-6, rtol=0, msg=road)
+
+    colour = np.random.default_rng(0).integers(0, 65536, (48, 64, 3)).astype(np.uint16)
+    assert np.count_nonzero((colour >> 8) != (colour / 257.0).round()) > 0.2 * colour.size  # where the rules differ
+    _png_16_bit(tmp_path / "rgb48.png", colour, 2)
+    _png_16_bit(tmp_path / "la16.png", np.stack([colour[..., 0], colour[..., 1]], -1), 4)
+    assert read_rgb(tmp_path / "rgb48.png", photo=True).tolist() == (colour >> 8).astype(np.uint8).tolist()
+    assert read_rgb(tmp_path / "la16.png", photo=True).tolist() == \
+        np.repeat((colour[..., :1] >> 8).astype(np.uint8), 3, -1).tolist()
+    torch.testing.assert_close(model.infer(tmp_path / "rgb48.png")["depth"][0], model.infer(colour)["depth"][0],
+                               atol=1e-6, rtol=0)
+    grey = np.repeat(colour[..., :1], 3, -1)
+    torch.testing.assert_close(model.infer(tmp_path / "la16.png")["depth"][0], model.infer(grey)["depth"][0],
+                               atol=1e-6, rtol=0)
 
 
 def test_the_pipeline_refuses_an_option_it_would_ignore(nyu_head, rgbd_samples):

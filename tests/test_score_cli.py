@@ -322,6 +322,35 @@ def test_millimetre_predictions_are_refused_until_their_scale_is_given(capsys, t
     assert score(capsys, metres, protocol) == result  # the same numbers as predictions in metres
 
 
+def test_a_prediction_near_no_unit_is_refused_without_naming_one(capsys, tmp_path):
+    """Predictions 20 times the ground truth are 5 times from centimetres: refused with how far off
+    they are, not told to take pred_scale 100."""
+    write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
+    write_npy_folder(tmp_path / "pred", {s: np.full((4, 6), 20 * v) for s, v in HAND_GT.items()})
+    rc, err = run_pair(capsys, tmp_path)
+    assert_one_line_error(rc, err, f"{tmp_path / 'pred' / 'a.npy'}: its values, read as metres, are 20 times the "
+                          "ground truth's", "2 of 2 predictions", "give pred_scale, the values per metre they are in",
+                          "or pred_scale 1 to take the values as read (--pred-scale)")
+    assert "centimetres" not in err and "pred_scale 100" not in err
+
+
+def test_score_reads_png_headers_whatever_the_image_size(capsys, tmp_path, monkeypatch):
+    """What score reads from a PNG's header (whether a prediction declares its scale, whether a
+    ground-truth-side PNG is an image) is read as depth maps are, without Pillow's decompression-bomb
+    guard (a DecompressionBombError traceback for a large PNG)."""
+    from clipdepth.io.depth_io import write_depth_png
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)  # Pillow refuses beyond twice this: 6 x 8 = 48 > 20
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.zeros((6, 8, 3), np.uint8)).save(tmp_path / "gt" / "rgb_00000.png")  # NYU's image beside
+    write_depth_png(tmp_path / "gt" / "sync_depth_00000.png", np.full((6, 8), 2.0), 1000.0)
+    write_depth_png(tmp_path / "pred" / "sync_depth_00000.png", np.full((6, 8), 2.5), 1000.0)
+    result = score(capsys, tmp_path, "synthetic_indoor")
+    assert (result["abs_rel"], result["n_images"]) == (0.25, 1)
+    assert Image.MAX_IMAGE_PIXELS == 10  # Pillow's own setting is left as it was
+
+
 def test_analyze_refuses_millimetre_predictions_too(capsys, tmp_path):
     write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
     write_npy_folder(tmp_path / "pred", {s: np.full((4, 6), mm) for s, mm in HAND_PRED_MM.items()})
@@ -335,8 +364,11 @@ def test_analyze_refuses_millimetre_predictions_too(capsys, tmp_path):
 
 @pytest.mark.parametrize(("ratio", "read_scale", "unit"), [
     (1.9, 1.0, None), (0.6, 1.0, None), (8.0, 1.0, None),  # a poor model, in metres
-    (1125.0, 1.0, 1000.0), (750.0, 1.0, 1000.0), (110.0, 1.0, 100.0), (5000.0, 1.0, 1000.0),  # .npy
+    (1125.0, 1.0, 1000.0), (750.0, 1.0, 1000.0), (110.0, 1.0, 100.0),  # .npy
     (1000 / 256, 256.0, 1000.0), (0.1, 1000.0, 100.0), (2.1, 256.0, None),  # PNGs read at the protocol's scale
+    # beyond 10x and near no unit (over 1.5x from each): the values per metre that would bring the medians
+    # together, no unit (5000 is 5x millimetres, 20 is 5x centimetres, 12000 is 12x millimetres)
+    (5000.0, 1.0, 5000.0), (20.0, 1.0, 20.0), (12.0, 1000.0, 12000.0),
 ])
 def test_unit_mismatch(ratio, read_scale, unit):
     from clipdepth.evaluation.saved import unit_mismatch

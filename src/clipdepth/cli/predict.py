@@ -4,7 +4,8 @@ The files and their names are ``clipdepth.io.predictions``'s, written by ``clipd
 depth PNG, colour PNG, and on request npy, PLY (each image's camera from ``clipdepth.io.intrinsics``),
 uncertainty and side-by-side. A video gives ``<stem>_depth.mp4`` (``clipdepth.inference.predict_videos``).
 Any checkpoint type works; TR2M checkpoints take a caption per image (``--caption`` for all;
-``--captions`` a folder of ``<stem>.txt`` files, or one ``.txt`` file for all; line 0).
+``--captions`` a folder of ``<name>.txt`` files as ``clipdepth caption`` writes them, or one ``.txt``
+file for all; line 0).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     captions.add_argument("--caption", help="TR2M: one caption for every image")
     captions.add_argument(
         "--captions", type=Path,
-        help="TR2M: folder of <stem>.txt caption files (e.g. from `clipdepth caption`), or one .txt for all; line 0 is used",
+        help="TR2M: folder of <name>.txt caption files, named as the outputs are (as `clipdepth caption` writes them; "
+        "<stem>.txt where the name has no folder), or one .txt for all; line 0 is used",
     )
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..io.depth_io import SCALE_TEXT_KEY, UINT16_DEPTH_MODES, read_depth
+from ..io.depth_io import SCALE_TEXT_KEY, UINT16_DEPTH_MODES, open_header, read_depth
 from .protocol import KB_CROP_SHAPE, Protocol, kb_crop_paste, valid_mask
 
 DEPTH_SUFFIXES = (".npy", ".png")  # in order of preference for one stem
@@ -91,7 +90,7 @@ def _is_image(path: Path) -> bool:
     if path.suffix.lower() != ".png":
         return False
     try:
-        with Image.open(path) as image:
+        with open_header(path) as image:  # the header only, whatever the image's size
             return image.mode not in UINT16_DEPTH_MODES
     except (OSError, SyntaxError, ValueError):
         return False
@@ -173,23 +172,27 @@ def to_gt_frame(pred: np.ndarray, pred_path: Path, gt_shape: tuple[int, int], kb
 
 
 def _declares_scale(path: Path) -> bool:
-    """Whether a depth PNG states its values per metre (clipdepth writes it before the pixels)."""
-    with Image.open(path) as image:
+    """Whether a depth PNG states its values per metre (clipdepth writes it before the pixels); the
+    file has been read as a depth map already."""
+    with open_header(path) as image:
         return SCALE_TEXT_KEY in image.info
 
 
 def unit_mismatch(ratio: float, read_scale: float) -> float | None:
-    """The values per metre (``UNIT_SCALES``) a prediction read at ``read_scale`` seems to be in,
-    from ``ratio``: its median over the valid pixels / the GT's there; None when it looks like the
-    unit it was read in. Within 2x of the GT a model may simply be poor; beyond, the ratio must be
-    near another unit's (within 1.5x), or beyond 10x, which no metric model in the right unit is."""
+    """The values per metre a prediction read at ``read_scale`` seems to be in, from ``ratio``: its
+    median over the valid pixels / the GT's there; None when it looks like the unit it was read in.
+    Within 2x of the GT a model may simply be poor; beyond, the ratio must be near another unit's
+    (within 1.5x), which is then returned (a key of ``UNIT_SCALES``), or beyond 10x, which no metric
+    model in the right unit is: then ``ratio * read_scale`` itself, the values per metre that would
+    bring the medians together, which names no unit (a 20x prediction is not centimetres)."""
     off = abs(math.log(ratio))
     if off < math.log(2):
         return None
-    implied = ratio * read_scale  # the values per metre that would bring the medians together
+    implied = ratio * read_scale
     unit = min(UNIT_SCALES, key=lambda scale: abs(math.log(implied / scale)))
-    near = abs(math.log(implied / unit)) < math.log(1.5)
-    return unit if unit != read_scale and (near or off >= math.log(10)) else None
+    if abs(math.log(implied / unit)) < math.log(1.5):
+        return unit if unit != read_scale else None
+    return implied if off >= math.log(10) else None
 
 
 def _median_ratio(pred: np.ndarray, gt: np.ndarray, protocol: Protocol) -> float | None:
@@ -274,14 +277,21 @@ class SavedPairs:
             raise DataError(self._unit_refusal(other_units), setting="pred_scale")
 
     def _unit_refusal(self, other_units: list[tuple[Path, float, float, float]]) -> str:
+        """The refusal of the first prediction of ``other_units``: the unit it looks like where one
+        is near (``unit_mismatch``), else how far off it is."""
         path, unit, ratio, read_scale = other_units[0]
         read_as = "read as metres" if read_scale == 1 else f"read at {read_scale:g} values per metre"
         times = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
+        count = f"{len(other_units)} of {len(self.pairs)} predictions look like another unit"
+        as_read = f"or pred_scale {read_scale:g} to take the values as read"
+        if unit not in UNIT_SCALES:
+            return (f"{path}: its values, {read_as}, are {times} times the ground truth's (medians over the valid "
+                    f"pixels), near no unit's factor ({count}); give pred_scale, the values per metre they are in "
+                    f"(metres = value / pred_scale), {as_read}")
         return (
             f"{path}: its values look like {UNIT_SCALES[unit]} {read_as}, its median over the valid pixels "
-            f"being {times} times the ground truth's ({len(other_units)} of {len(self.pairs)} predictions look "
-            f"like another unit); score them with pred_scale {unit:g} (metres = value / {unit:g}), or pred_scale "
-            f"{read_scale:g} to take the values as read"
+            f"being {times} times the ground truth's ({count}); score them with pred_scale {unit:g} (metres = "
+            f"value / {unit:g}), {as_read}"
         )
 
     @property

@@ -28,7 +28,7 @@ from ..data.captions import read_caption_file
 from ..data.loader import read_ahead
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
-from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, png_made, read_rgb
+from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_made, read_rgb
 from ..io.fingerprint import Made, file_digest, text_digest
 from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
 from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
@@ -66,7 +66,7 @@ class PredictOptions:
     batch_size: int = 8  # consecutive images of one size go through the model together
     overwrite: bool = False  # replace outputs that exist (default: write only the missing ones)
     caption: str | None = None  # models that read captions: one for every image ...
-    captions: Path | None = None  # ... or a folder of <stem>.txt files, or one .txt for all (line 0)
+    captions: Path | None = None  # ... or a folder of <name>.txt files (caption_file), or one .txt for all (line 0)
     workers: int | None = None  # processes decoding images ahead (0: this one); None: data.loader.resolve_workers
 
     def __post_init__(self) -> None:
@@ -88,29 +88,43 @@ class PredictReport:
     removed: int = 0  # outputs of those ``again`` images that this run does not write (made from the old content): deleted
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
-    cameras: dict[str, list[str]] = field(default_factory=dict)  # point clouds written: source (Camera.describe) -> names
+    # cameras recorded, of point clouds written now or kept from a run stopped before it recorded theirs:
+    # source (Camera.describe) -> names
+    cameras: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path], str | None]:
-    """Each image's caption (None for models that read none); ConfigError for a caption a model
-    cannot use or one it lacks, DataError for a captions path that does not exist."""
+def caption_file(folder: Path, image: Path, name: Path) -> Path:
+    """The caption file of ``image`` in a captions ``folder``, ``name`` being its output name
+    (``collect_inputs``, ``collect_videos``): ``<name>.txt``, as ``clipdepth caption`` names the
+    caption of each image it is given (``data.captioning.images_to_caption``: ``sub1/b.txt``,
+    ``a.jpg.txt`` where ``a.png`` is beside it); where that is missing and the name has no folder
+    part, ``<image stem>.txt`` if there is one (a folder of captions written by hand by stem)."""
+    named = folder / f"{name.as_posix()}.txt"
+    by_stem = folder / f"{image.stem}.txt"
+    return by_stem if len(name.parts) == 1 and not named.is_file() and by_stem.is_file() else named
+
+
+def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Path, Path], str | None]:
+    """Each input's caption from its path and output name (None for models that read none);
+    ConfigError for a caption a model cannot use or one it lacks, DataError for a captions path
+    that does not exist."""
     given = options.caption is not None or options.captions is not None
     if not model.uses_captions:
         if given:
             raise ConfigError(f"{model.display_name} takes no caption: give none", setting="caption")
-        return lambda image: None
+        return lambda image, name: None
     if not given:
         raise ConfigError(f"{model.display_name} reads a caption per image: give a caption (one for all, or a captions folder)",
                           setting="caption")
     if options.captions is None:
-        return lambda image: options.caption
+        return lambda image, name: options.caption
     if not options.captions.exists():
-        raise DataError(f"{options.captions}: no such caption folder or file (a folder of <stem>.txt files, or one .txt)",
-                        setting="captions")
+        raise DataError(f"{options.captions}: no such caption folder or file (a folder of caption files as `clipdepth "
+                        "caption` writes them, or one .txt)", setting="captions")
     if options.captions.is_file():
         shared = read_caption_file(options.captions)[0]
-        return lambda image: shared
-    return lambda image: read_caption_file(options.captions / f"{image.stem}.txt")[0]
+        return lambda image, name: shared
+    return lambda image, name: read_caption_file(caption_file(options.captions, image, name))[0]
 
 
 # The options that change the depth values, recorded in each depth PNG; the others choose the files
@@ -155,9 +169,9 @@ def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
 
 
 def _finished(
-    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path], Made],
+    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path, Path], Made],
 ) -> str | None:
-    """Whether an earlier run finished this image, from its depth PNG's record against ``now(path)``,
+    """Whether an earlier run finished this image, from its depth PNG's record against ``now(path, name)``,
     what this run would make (``io.fingerprint``): "kept" (made from this content and these
     settings, every output there), "again" (made from content the image no longer has: predicted
     again, its outputs replaced), a message (another image's, or other settings: left as it is),
@@ -168,7 +182,7 @@ def _finished(
         return None
     earlier = png_made(outputs[0])
     try:
-        made = now(path)
+        made = now(path, name)
     except DataError as exc:
         return str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
     refused = made.refusal(earlier, outputs[0], "the depth")
@@ -240,7 +254,9 @@ def predict_to_folder(
     ``intrinsics.json`` beside the images) that is not one, before any image is predicted.
 
     Point clouds take each image's camera from ``CameraSources`` (the report's ``cameras`` says
-    which source each took) and record it in ``out/cameras.json``. Images are decoded ahead in
+    which source each took) and record it in ``out/cameras.json``; a kept point cloud that the
+    record lacks (a run stopped between writing it and saving the record) gets its entry too, the
+    camera derived by the same rules at its depth's size. Images are decoded ahead in
     ``options.workers`` processes (``read_ahead``), and each batch's files are written by
     ``WRITE_THREADS`` threads while the model runs the next batch; a write that fails (an OSError
     such as a full disk) is raised once the writes under way have ended.
@@ -259,14 +275,19 @@ def predict_to_folder(
         inputs = {"image": digest, **({"caption": text_digest(caption)} if caption is not None else {})}
         return Made(str(path.resolve()), inputs, settings)
 
-    def made_now(path: Path) -> Made:
-        return made(path, file_digest(path), caption_for(path))
+    def made_now(path: Path, name: Path) -> Made:
+        return made(path, file_digest(path), caption_for(path, name))
 
     # Names are distinct (collect_inputs), so what is left to do does not change as images are written.
     earlier = [_finished(path, name, out, tails, options.overwrite, made_now) for path, name in jobs]
     todo_images = [path for (path, _), state in zip(jobs, earlier) if state in (None, "again")]
-    cameras = CameraSources(options, options.intrinsics, todo_images) if options.ply else None
     record = CameraRecord(out) if options.ply else None
+    # A run stopped after writing a point cloud but before saving the record left it out, and its
+    # image is kept now: its camera is recorded from the same sources, at its depth PNG's size.
+    unrecorded = [(path, name) for (path, name), state in zip(jobs, earlier)
+                  if record is not None and state == "kept" and name.as_posix() not in record.entries]
+    cameras = CameraSources(options, options.intrinsics, [*todo_images, *(path for path, _ in unrecorded)]) \
+        if options.ply else None
     clean_stale(out)  # what a killed run left half-written
     images = read_ahead([partial(_read_photo, path, options.max_pixels) for path in todo_images], options.workers)
     # (image, path, name, caption, its content's digest, whether it replaces outputs of its earlier content)
@@ -277,6 +298,10 @@ def predict_to_folder(
         if camera is not None:
             record.add(name, path, camera)
             report.cameras.setdefault(camera.describe(), []).append(name.as_posix())
+
+    for path, name in unrecorded:
+        with open_header(output_paths(out, name, tails)[0]) as depth_png:  # as large as the image as shown
+            took(path, name, cameras.camera(path, depth_png.height, depth_png.width))
 
     def written(keep: int) -> None:
         """Wait until at most ``keep`` images are being written; raises a writer's error."""
@@ -306,7 +331,9 @@ def predict_to_folder(
                 report.again, report.removed = report.again + 1, report.removed + len(stale)
             depth = result["depth"][i].cpu().numpy()
             spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
-            camera = cameras.camera(path, *depth.shape) if "ply" in todo else None
+            # a point cloud kept from a run killed before its depth PNG and record were written is recorded too
+            unrecorded_ply = options.ply and "ply" not in todo and name.as_posix() not in record.entries
+            camera = cameras.camera(path, *depth.shape) if "ply" in todo or unrecorded_ply else None
             writing.append((pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
                                         intrinsics=camera.intrinsics if camera else None, made=made(path, digest, caption),
                                         vmin=options.vmin, vmax=options.vmax), path, name, camera))
@@ -330,7 +357,7 @@ def predict_to_folder(
                         raise DataError(read)
                     image, digest = read
                     check_image(model, image.shape[0], image.shape[1], options)
-                    caption = caption_for(path)
+                    caption = caption_for(path, name)
                 except DataError as exc:
                     message = str(exc)
                     report.failed.append(message if message.startswith(str(path)) else f"{path}: {message}")

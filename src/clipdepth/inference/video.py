@@ -117,7 +117,7 @@ def predict_videos(
     for video, name in jobs:
         output = out / name.parent / f"{name.name}{VIDEO_TAIL}"
         try:  # one bad video must not lose the others
-            caption = caption_for(video)
+            caption = caption_for(video, name)  # <name>.txt, as for images (folder.caption_file)
             made = Made(str(video.resolve()), {"video": file_digest(video),
                                                **({"caption": text_digest(caption)} if caption is not None else {})},
                         settings)

@@ -6,7 +6,8 @@ complete, with the permissions a plain ``open`` would give under the process uma
 0755 folders under umask 022; ``tempfile`` itself creates 0600 / 0700). Temporary names carry the
 host and process that made them (``.<name>.<host>-<pid>.<random>.tmp<suffix>``), so that
 ``clean_stale`` can delete what a killed process left, and only that, when a later run writes
-into the same folder.
+into the same folder. ``<name>`` is cut short where the whole would exceed the file system's
+limit on a name (255 bytes on most), so that every name a file may have can be written.
 
 Folders (``atomic_dir``) are written whole into a temporary folder first. A new folder is that
 folder renamed into place. An existing folder may hold the user's own files beside clipdepth's
@@ -49,8 +50,10 @@ from safetensors import SafetensorError
 
 from ..errors import DataError
 
-# A temporary made by this module: the target name, host, pid, a random part, ".tmp", the suffix.
+# A temporary made by this module: the target name (or its start), host, pid, a random part, ".tmp", the suffix.
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp(\.[^.]+)?$")
+RANDOM_CHARS = 8  # the random part: tempfile's (and secrets.token_hex(4) for a swap folder's)
+NAME_MAX = 255  # bytes in a file name where the file system does not say (ext4, XFS, btrfs, tmpfs)
 META = ".clipdepth"  # in each folder atomic_dir writes: what clipdepth keeps about it
 MANIFEST = "written.json"  # in META: the names of the entries clipdepth wrote there
 SWAP, OLD = "swap", "old"  # in META while a swap is under way: the new content, the entries it replaced
@@ -83,10 +86,24 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 
 
-def temporary_prefix(name: str) -> str:
+def _name_max(folder: str | os.PathLike | None) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes (``NAME_MAX`` where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX") if folder is not None else NAME_MAX
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def temporary_prefix(name: str, suffix: str = ".tmp", folder: str | os.PathLike | None = None) -> str:
     """How a temporary for ``name`` made by this process begins: what ``clean_stale`` recognises
-    (once this process is gone) and removes."""
-    return f".{name}.{_host()}-{os.getpid()}."
+    (once this process is gone) and removes. The temporary is this prefix, ``RANDOM_CHARS`` random
+    characters and ``suffix``; ``name`` is cut short (a character at a time, so never inside one)
+    where the whole would be longer than the file system of ``folder`` takes, host and pid kept."""
+    tail = f".{_host()}-{os.getpid()}."
+    room = _name_max(folder) - len(os.fsencode(f".{tail}{suffix}")) - RANDOM_CHARS
+    while len(name) > 1 and len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return f".{name}{tail}"
 
 
 def _within(name: str | os.PathLike, folder: str | os.PathLike) -> bool:
@@ -159,7 +176,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path.name), suffix=f".tmp{path.suffix}", dir=path.parent)
+        suffix = f".tmp{path.suffix}"
+        prefix = temporary_prefix(path.name, suffix, path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
         yield tmp_path
@@ -193,7 +212,8 @@ def atomic_dir(path: str | os.PathLike, legacy: Callable[[Path], bool] | None = 
             raise DataError(f"{path}: exists and is not a folder; move it, or write elsewhere")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Inside a folder that exists: the renames stay within it, also where it is a mount point.
-        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name), suffix=".tmp", dir=path if path.is_dir() else path.parent))
+        into = path if path.is_dir() else path.parent
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path.name, folder=into), suffix=".tmp", dir=into))
         yield tmp
         names = _seal(tmp)
         if not os.path.lexists(path):

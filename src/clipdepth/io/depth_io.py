@@ -42,20 +42,28 @@ def _require_file(path: Path) -> None:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
+def open_header(path: str | os.PathLike) -> Image.Image:
+    """``Image.open`` of a file: its header read (mode, size, text chunks, EXIF), its pixels not
+    decoded; use it as a context manager. Pillow's decompression-bomb guard does not apply, so that
+    what a header tells never fails for the image's size (the limits that apply are clipdepth's
+    own, such as ``max_pixels``). Raises what ``Image.open`` raises for a file that is not an image
+    (OSError, SyntaxError, ValueError)."""
+    with _PIL_LIMIT_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
 def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
     """The fully decoded image (so truncated files fail here, not later); one over ``max_pixels``
     is refused from its header, before any decoding. ``max_pixels`` is the only pixel limit:
-    Pillow's own decompression-bomb guard does not apply (it refused 200 MP before any limit a
-    user set could)."""
+    Pillow's own decompression-bomb guard does not apply (``open_header``; it refused 200 MP
+    before any limit a user set could)."""
     _require_file(path)
     try:
-        with _PIL_LIMIT_LOCK:
-            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                image = Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
-        with image:
+        with open_header(path) as image:
             width, height = image.size
             if max_pixels is not None and width * height > max_pixels:
                 raise DataError(
@@ -69,8 +77,11 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
 
 
 def eight_bit(values: np.ndarray) -> np.ndarray:
-    """16-bit intensities (0..65535) as 8-bit ones: value / 257, rounded (65535 -> 255)."""
-    return (np.asarray(values, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8)
+    """16-bit intensities (0..65535) as 8-bit ones: the high byte, value >> 8 (65535 -> 255), the
+    rule Pillow's own PNG decoder applies to 48-bit RGB and 16-bit grey-alpha files, so that every
+    16-bit source (those files, 16-bit grey ones, uint16 arrays) gives the same 8 bits. Values
+    outside 0..65535 (32-bit integer images) are clipped to 0..255 after the shift."""
+    return (np.asarray(values).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
 
 
 def rgb_array(image: Image.Image, photo: bool = True, where: str = "the image") -> np.ndarray:
@@ -168,9 +179,9 @@ def read_depth(
     A PNG that declares its scale (a ``depth_scale`` text chunk, as clipdepth writes) is read with
     it; ``scale`` is for PNGs that do not. With ``strict_scale`` (a scale the user gave) a PNG that
     declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
-    have no NaN and no negative value. ``prediction=True`` keeps NaN/inf/negative values of a
-    ``.npy`` as they are, because the protocol defines what they become (docs/protocol.md,
-    post-processing step 2). An empty array is a DataError.
+    have no NaN, no infinite and no negative value (0 marks missing depth). ``prediction=True``
+    keeps NaN/inf/negative values of a ``.npy`` as they are, because the protocol defines what they
+    become (docs/protocol.md, post-processing step 2). An empty array is a DataError.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -187,6 +198,9 @@ def read_depth(
         n_nan = int(np.count_nonzero(np.isnan(depth)))
         if n_nan:
             raise DataError(f"{path}: depth contains {n_nan} NaN values; mark missing depth as 0")
+        n_infinite = int(np.count_nonzero(np.isinf(depth)))
+        if n_infinite:  # scored as no depth, it would drop those pixels without a word
+            raise DataError(f"{path}: depth contains {n_infinite} infinite values; mark missing depth as 0")
         n_negative = int(np.count_nonzero(depth < 0))
         if n_negative:
             raise DataError(f"{path}: depth contains {n_negative} negative values; depth must be >= 0 (0 = missing)")
@@ -229,7 +243,7 @@ def png_made(path: str | os.PathLike) -> Made | None:
     a clipdepth that wrote only the ``source`` chunk, that source alone (``Made(source)``); None
     without either, or for a file that cannot be read."""
     try:
-        with Image.open(path) as image:
+        with open_header(path) as image:
             info = image.info
     except (OSError, SyntaxError, ValueError):
         return None

@@ -29,10 +29,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from PIL import ExifTags, Image
+from PIL import ExifTags
 
 from ..errors import ClipdepthError, DataError
 from .atomic import locked, write_text_atomic
+from .depth_io import open_header
 from .pointcloud import DEFAULT_HORIZONTAL_FOV_DEG, as_intrinsics, default_intrinsics
 from .predictions import ply_intrinsics
 
@@ -137,7 +138,7 @@ def lookup(cameras: dict[str, tuple[float, float, float, float]], image: Path) -
 def exif_focal_35mm(path: Path) -> float | None:
     """The image's EXIF FocalLengthIn35mmFilm in mm, None without one (or 0, which means unknown)."""
     try:
-        with Image.open(path) as image:
+        with open_header(path) as image:  # whatever the image's size: predict's --max-pixels is the limit
             exif = image.getexif()
             value = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.FocalLengthIn35mmFilm) \
                 or exif.get(ExifTags.Base.FocalLengthIn35mmFilm)
