@@ -128,8 +128,9 @@ def test_a_rerun_with_tta_or_another_checkpoint_leaves_the_earlier_depth_and_nam
 
 def test_a_caption_edited_since_makes_the_depth_of_its_image_again(tiny_tr2m_cfg, tmp_path, capsys):
     torch.manual_seed(0)
-    checkpoint = TR2M.build(load_config_dict(config_to_dict(tiny_tr2m_cfg), TINY_DEPTH_ANYTHING)).save_pretrained(
-        tmp_path / "ckpt")
+    # max_depth 100: the tiny head's depth lies beyond 10 m, where a 10 m clamp would hide the caption
+    cfg = load_config_dict(config_to_dict(tiny_tr2m_cfg), [*TINY_DEPTH_ANYTHING, "tr2m.max_depth=100"])
+    checkpoint = TR2M.build(cfg).save_pretrained(tmp_path / "ckpt")
     inputs, captions, out = tmp_path / "in", tmp_path / "captions", tmp_path / "out"
     inputs.mkdir()
     captions.mkdir()
@@ -141,8 +142,11 @@ def test_a_caption_edited_since_makes_the_depth_of_its_image_again(tiny_tr2m_cfg
     (captions / "x.txt").write_text("a bright kitchen\n")
     capsys.readouterr()
     assert main(args) == 0 and "1 of them had changed since" in capsys.readouterr().out
-    expected = load_model(checkpoint).infer(image, captions=["a bright kitchen"])["depth"][0].numpy()
+    model = load_model(checkpoint)
+    expected = model.infer(image, captions=["a bright kitchen"])["depth"][0].numpy()
     np.testing.assert_allclose(np.load(out / "x.npy"), expected, rtol=1e-5)
+    earlier = model.infer(image, captions=["a dark corridor"])["depth"][0].numpy()
+    assert np.abs(expected - earlier).max() > 1e-3  # the caption moves the depth: the file is the new caption's
 
 
 def _make_video(path, count, fps=5):
