@@ -318,3 +318,16 @@ def test_a_new_run_removes_a_checkpoint_saved_without_the_list_and_keeps_the_use
     (tmp_path / "train_epochs.csv").write_text("epoch\n1\n")
     start_run_folder(tmp_path)
     assert [p.name for p in tmp_path.rglob("*")] == ["model", "notes.txt"]
+
+
+def test_a_run_trains_the_same_whatever_the_process_drew_since_its_head_was_built(tiny_cfg, tmp_path):
+    """Training (dropout draws from torch's global generator) starts from the state right after the
+    head was built, as a standalone `clipdepth train` does: the demo builds every variant first."""
+    alone = Experiment.create(dataclasses.replace(tiny_cfg, output_dir=str(tmp_path / "a")))
+    weights_alone = alone.train(tmp_path / "a")[0]
+    later = Experiment.create(dataclasses.replace(tiny_cfg, output_dir=str(tmp_path / "b")))
+    torch.rand(1000)  # another variant built, or anything else that draws, in between
+    weights_later = later.train(tmp_path / "b")[0]
+    assert weights_alone.history == weights_later.history
+    for key, value in alone.model.head.state_dict().items():
+        torch.testing.assert_close(later.model.head.state_dict()[key], value, rtol=0, atol=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,9 @@ class Experiment:
     protocol: Protocol
     dist: Distributed
     sources: list[SourceSettings]  # the training datasets: the mixture's, or `data` alone
+    # The random number state right after the head was built: training starts from it, so that a run's
+    # numbers do not depend on what else the process did in between (the demo builds every variant first).
+    rng: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, cfg: Config, check_data: bool = False) -> "Experiment":
@@ -74,7 +77,7 @@ class Experiment:
         dist = from_environment()
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
         model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
-        return cls(cfg, model, model.preprocessor(), protocol, dist, sources)
+        return cls(cfg, model, model.preprocessor(), protocol, dist, sources, torch.get_rng_state())
 
     @property
     def captions(self) -> CaptionLookup | None:
@@ -147,6 +150,8 @@ class Experiment:
         A folder holding an earlier run is refused unless ``resume`` or ``overwrite``."""
         out_dir = Path(out_dir)
         check_run_folder(out_dir, resume, overwrite, self.dist)
+        if self.rng is not None:  # a resumed run restores the state it saved instead
+            torch.set_rng_state(self.rng)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
         mixed = len(self.sources) > 1
