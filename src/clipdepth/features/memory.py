@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..data.augment import Augmentation
@@ -23,7 +23,7 @@ from ..data.captions import CaptionLookup
 from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_errors
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
-from ..io.depth_store import TrainingDepth, quantize
+from ..io.depth_store import TrainingDepth
 
 PURPOSES = ("train", "score")  # what a split is encoded for: training keeps input-size depth, scoring the GT
 
@@ -236,41 +236,95 @@ def encode_split(
     the frames decoded and prepared by ``workers`` processes (``data.loader``).
 
     ``purpose`` "train" keeps each frame's input-size depth (16-bit, ``quantize`` at the GT's own
-    scale), "score" its full-resolution GT. Raises DataError naming a frame that cannot be read.
+    scale), "score" its full-resolution GT. Each array is allocated once at its final (N * tiles,
+    ...) size when the first batch shows its row shape, and every batch is copied into its rows
+    (the input-size depth likewise, ``TrainingDepth.empty``): the peak is the split plus one batch,
+    never a list of batches and their concatenation at once. Raises DataError naming a frame that
+    cannot be read.
     """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
-    device = model.device
+    device, n = model.device, len(dataset)
     names: list[str] = []
-    shapes: list[tuple[int, int]] = []
+    shapes = np.zeros((n, 2), dtype=np.int64)
     gts: list[np.ndarray] = []
-    depths: list[tuple[torch.Tensor, float]] = []
-    arrays: dict[str, list[torch.Tensor]] = {}
-    flipped: dict[str, list[torch.Tensor]] = {}
-    total = -(-len(dataset) // batch_size)
+    arrays: dict[str, torch.Tensor] = {}
+    flipped: dict[str, torch.Tensor] = {}
+    depth = TrainingDepth.empty(n, preprocessor.input_shape) if purpose == "train" else None
     frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train",
                                      keep_gt=purpose == "score")
-    for frames in tqdm(frame_batches, total=total, desc=desc,
-                       unit="batch", leave=False):
-        batch = frame_batch(frames, captions, device)
-        for key, value in model.encode_frames(batch).items():
-            arrays.setdefault(key, []).append(value.cpu())
+    for frames in tqdm(frame_batches, total=-(-n // batch_size), desc=desc, unit="batch", leave=False):
+        batch, start = frame_batch(frames, captions, device), len(names)
+        _fill(arrays, model.encode_frames(batch), start, len(frames), n)
         if flip:
-            for key, value in model.encode_frames(batch.flipped()).items():
-                flipped.setdefault(key, []).append(value.cpu())
-        for frame in frames:
+            _fill(flipped, model.encode_frames(batch.flipped()), start, len(frames), n)
+        for i, frame in enumerate(frames, start):
             names.append(frame.sample.name)
-            shapes.append(frame.sample.depth.shape)
-            if purpose == "train":
-                depths.append(quantize(frame.depth, frame.gt_scale))
+            shapes[i] = frame.sample.depth.shape
+            if depth is not None:
+                depth.put(i, frame.depth, frame.gt_scale)
             else:
                 gts.append(frame.sample.depth)
     return EncodedSplit(
-        names=names,
-        arrays={k: torch.cat(v) for k, v in arrays.items()},
-        flipped_arrays={k: torch.cat(v) for k, v in flipped.items()} if flip else None,
-        shapes=np.array(shapes, dtype=np.int64).reshape(-1, 2),
-        depth=TrainingDepth.from_maps(depths) if purpose == "train" else None,
-        gt=gts if purpose == "score" else None,
-        tiles=preprocessor.tiles,
+        names=names, arrays=arrays, flipped_arrays=flipped if flip else None, shapes=shapes, depth=depth,
+        gt=gts if purpose == "score" else None, tiles=preprocessor.tiles,
     )
+
+
+def _fill(arrays: dict[str, torch.Tensor], encoded: Features, start: int, frames: int, total: int) -> None:
+    """Copy one batch's encoded arrays (``frames`` frames, from frame ``start``) into the split's
+    host arrays of ``total`` frames, allocated on the first batch (a frame is ``rows`` rows: its tiles)."""
+    for key, value in encoded.items():
+        rows = len(value) // frames
+        if key not in arrays:
+            arrays[key] = torch.empty((total * rows, *value.shape[1:]), dtype=value.dtype)
+        arrays[key][start * rows : (start + frames) * rows].copy_(value)
+
+
+def held_nbytes(split: EncodedSplit) -> int:
+    """Bytes a split encoded into memory holds: its arrays (and mirrored copies), input-size depth
+    and scales, full-resolution GT."""
+    groups = [split.arrays, split.flipped_arrays or {}]
+    rows = sum(int(np.prod(v.shape)) * v.dtype.itemsize for group in groups for v in group.values())
+    depth = split.depth.loaded_nbytes() if split.depth is not None else 0
+    return rows + depth + sum(int(g.nbytes) for g in split.gt or ())
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    """What encoding one split into memory would hold."""
+
+    name: str  # e.g. "nyu train"
+    frames: int
+    frame_bytes: int  # one frame's arrays (and mirrored copies) and depth, ``held_nbytes``
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames * self.frame_bytes
+
+
+def frame_bytes(
+    model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor, flip: bool = False,
+    captions: CaptionLookup | None = None, purpose: str = "score",
+) -> int:
+    """Bytes one frame of ``dataset`` takes once encoded into memory, found by encoding its first
+    frame (the arrays' shapes and dtypes are the model's; a split's frames share them, the GT of
+    a scored split its first frame's size). 0 for an empty dataset."""
+    if len(dataset) == 0:
+        return 0
+    one = encode_split(model, Subset(dataset, [0]), preprocessor, 1, flip, desc="size", captions=captions,
+                       purpose=purpose, workers=0)
+    return held_nbytes(one)
+
+
+def plan_memory(splits: Sequence[SplitSize], budget: float) -> list[bool]:
+    """Which splits are encoded into memory (True) and which are streamed to a cache folder
+    (False): in order, each split that still fits in ``budget`` bytes beside those kept before it.
+    A run holds all its splits at once (a mixture's datasets, training and validation), so the
+    budget is shared; ``training.run`` uses ``train.memory_share`` of the RAM available."""
+    held, plan = 0, []
+    for split in splits:
+        fits = held + split.nbytes <= budget
+        held += split.nbytes if fits else 0
+        plan.append(fits)
+    return plan
