@@ -253,8 +253,13 @@ class TrainConfig:
     # also fixes where each phase boundary falls within an epoch); the learned-prompts release keeps it.
     drop_last: bool = True
     # Folder of the on-disk encoder feature cache (built on first use, reused after); unset keeps
-    # the features in memory for this run only.
+    # the features in memory for this run only, where they fit in memory_share of the RAM
+    # available (else they are streamed to <output folder>/feature_cache, reused by reruns).
     feature_cache: Optional[str] = None
+    # Share of the RAM available at the start that a run's splits encoded into memory may take,
+    # all together (a mixture's datasets, training and validation); the rest is left to the run
+    # and the system (features/memory.py, plan_memory).
+    memory_share: float = 0.5
     cache_shard_size: int = 256  # frames per cache shard
     # Run the encoder on the training images at every step instead of once (slower; for
     # comparison, or with augmentation). Validation still encodes its frames once.
@@ -583,6 +588,7 @@ VALUE_RULES: dict[str, tuple] = {
     "pureclip.final_lr_factor": _UNIT_LEFT_OPEN,
     "train.batch_size": _POSITIVE_INT, "train.max_epochs": _POSITIVE_INT, "train.patience": _POSITIVE_INT,
     "train.cache_shard_size": _POSITIVE_INT, "train.log_every": _POSITIVE_INT,
+    "train.memory_share": _UNIT_LEFT_OPEN,
     "train.num_workers": _rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
     "train.residency": _one_of(RESIDENCIES), "train.head_precision": _one_of(HEAD_PRECISIONS),
     "train.mixture_order": _one_of(MIXTURE_ORDERS), "train.publish": _one_of(PUBLISHED_EPOCHS),
