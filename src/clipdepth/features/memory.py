@@ -5,6 +5,10 @@ augmentation, so their outputs for a frame never change either: computing them o
 training into work on the head alone. Each model names its arrays (PureCLIP-Depth: tokens and
 CLS; TR2M: DINOv2 tokens, relative depth, caption embeddings, the input image) and returns them
 in the dtype they are kept in (half precision for features); the head gets them as float32.
+
+A split is held in memory only where it fits: ``frame_bytes`` sizes it from one encoded frame,
+``plan_memory`` shares a budget among a run's splits (``training.run`` streams the others to a
+cache folder), and ``encode_split`` fills arrays allocated once at their final size.
 """
 from __future__ import annotations
 
