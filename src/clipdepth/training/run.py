@@ -53,6 +53,14 @@ def naming(source: SourceSettings, mixed: bool) -> Iterator[None]:
         raise type(exc)(f"mixture dataset {source.name}: {exc}", setting=exc.setting) from None
 
 
+def _amount(nbytes: float) -> str:
+    """Bytes in words: "4.24 MB", "103 GB"."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}" if nbytes < 100 * size else f"{nbytes / size:,.0f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
 @dataclass
 class Experiment:
     cfg: Config
@@ -108,7 +116,7 @@ class Experiment:
         preprocessor, captions = self.model.preprocessor(source.data, source.input_size), self.captions_of(source.data)
         purpose = "train" if split == "train" else "score"
         workers, shard_size = self.cfg.train.num_workers, self.cfg.train.cache_shard_size
-        root = self.cfg.train.feature_cache
+        root, streamed = self.cfg.train.feature_cache, None
         if not root:
             if (source.name, split, flip) not in self.placement:
                 self.plan([(source, split, flip)])
@@ -118,13 +126,14 @@ class Experiment:
                 return encode_split(self.model, dataset, preprocessor, self.cfg.eval.batch_size, flip,
                                     desc=f"encode {label}", captions=captions, purpose=purpose, workers=workers)
             root = self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE
-            # a shard is encoded in memory before it is written: at most a quarter of the budget
-            shard_size = max(1, min(shard_size, int(self.budget // (4 * max(size.frame_bytes, 1)))))
-            if self.dist.is_main:
-                print(self._streaming_line(size, Path(root) / (source.name if self.cfg.mixture else "") / split), file=sys.stderr)
+            # a shard is encoded in memory, then copied as it is written: an eighth of the budget leaves
+            # room for both and the encoder's working memory
+            shard_size, streamed = max(1, min(shard_size, int(self.budget // (8 * max(size.frame_bytes, 1))))), size
         key = cache_key(self.model, preprocessor, source.data, split, flip, frame_names(dataset),
                         files_digest(dataset), purpose)
         folder = Path(root) / (source.name if self.cfg.mixture else "") / f"{split}{'_flip' if flip else ''}"
+        if streamed is not None and self.dist.is_main:
+            print(self._streaming_line(streamed, folder), file=sys.stderr)
         if self.dist.is_main:
             start_cache(folder, key, shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
@@ -157,10 +166,10 @@ class Experiment:
     def _streaming_line(self, size: SplitSize, folder: Path) -> str:
         held = sum(s.nbytes for s, in_memory in self.placement.values() if in_memory)
         return (
-            f"{size.name}: {size.frames:,} frames x {size.frame_bytes / 1e6:.2f} MB = {size.nbytes / 1e9:.2f} GB do not "
-            f"fit in the {self.budget / 1e9:.2f} GB that train.memory_share={self.cfg.train.memory_share:g} allows of the "
-            f"RAM available ({held / 1e9:.2f} GB of it for the splits kept in memory): streaming them to {folder}, "
-            "reused by reruns (train.feature_cache: another folder; train.memory_share: a larger share)"
+            f"{size.name}: {size.frames:,} frames x {_amount(size.frame_bytes)} = {_amount(size.nbytes)} do not fit in "
+            f"the {_amount(self.budget)} that train.memory_share={self.cfg.train.memory_share:g} allows of the RAM "
+            f"available ({_amount(held)} of it for the splits kept in memory): streaming them to {folder}, reused by "
+            "reruns (train.feature_cache: another folder; train.memory_share: a larger share)"
         )
 
     def source_data(self, source: SourceSettings) -> tuple[SourceData, str]:
@@ -175,7 +184,8 @@ class Experiment:
         else:
             flip = augmentation is not None
             stored = "memory" if self.placement.get((source.name, "train", flip), (None, True))[1] else (
-                f"{self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE} (too large for train.memory_share of the RAM)")
+                f"{self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE} "
+                "(too large for train.memory_share of the RAM)")
         if self.encoded_on_the_fly(augmentation):
             train = OnTheFlySplit(self.model, get_dataset(source.data, "train"), preprocessor,
                                   self.captions_of(source.data), self.cfg.train.num_workers, augmentation)
