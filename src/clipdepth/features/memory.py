@@ -24,6 +24,7 @@ from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_e
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
 from ..io.depth_store import TrainingDepth, quantize
+from .stored import concat
 
 PURPOSES = ("train", "score")  # what a split is encoded for: training keeps input-size depth, scoring the GT
 
@@ -140,8 +141,7 @@ def _rows(array, index: torch.Tensor | slice):
 
 
 def _loaded(array, device: torch.device | str) -> torch.Tensor:
-    rows = array[slice(None)] if not isinstance(array, torch.Tensor) else array
-    return rows.to(device)
+    return array.to(device)  # a tensor, or rows read from shards or decoded (features.stored)
 
 
 def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
@@ -253,10 +253,10 @@ def encode_split(
     for frames in tqdm(frame_batches, total=total, desc=desc,
                        unit="batch", leave=False):
         batch = frame_batch(frames, captions, device)
-        for key, value in model.encode_frames(batch).items():
+        for key, value in model.stored(model.encode_frames(batch), purpose).items():
             arrays.setdefault(key, []).append(value.cpu())
         if flip:
-            for key, value in model.encode_frames(batch.flipped()).items():
+            for key, value in model.stored(model.encode_frames(batch.flipped()), purpose).items():
                 flipped.setdefault(key, []).append(value.cpu())
         for frame in frames:
             names.append(frame.sample.name)
@@ -267,8 +267,8 @@ def encode_split(
                 gts.append(frame.sample.depth)
     return EncodedSplit(
         names=names,
-        arrays={k: torch.cat(v) for k, v in arrays.items()},
-        flipped_arrays={k: torch.cat(v) for k, v in flipped.items()} if flip else None,
+        arrays={k: concat(v) for k, v in arrays.items()},
+        flipped_arrays={k: concat(v) for k, v in flipped.items()} if flip else None,
         shapes=np.array(shapes, dtype=np.int64).reshape(-1, 2),
         depth=TrainingDepth.from_maps(depths) if purpose == "train" else None,
         gt=gts if purpose == "score" else None,
