@@ -15,6 +15,7 @@ from clipdepth.cli.main import main
 from clipdepth.config import config_to_dict, load_config_dict
 from clipdepth.errors import DataError, EncoderLoadError
 from clipdepth.evaluation.evaluate import evaluate_encoded
+from clipdepth.features.stored import EncodedRows
 from clipdepth.models import TR2M, FrameBatch, PureCLIPDepth, build_model, load_model
 from clipdepth.models.base import as_float
 from clipdepth.training.run import Experiment
@@ -182,6 +183,7 @@ def test_tr2m_features_cache_like_the_in_memory_ones(tiny_tr2m_cfg, tmp_path, sp
     fresh = Experiment.create(tiny_tr2m_cfg).encode(split, flip=False)
     # only training reads the image (the smoothness loss)
     assert sorted(cached.arrays) == ["image"] * (split == "train") + ["image_tokens", "relative", "text", "text_lines"]
+    assert all(isinstance(s.arrays["relative"], EncodedRows) for s in (cached, fresh))  # lossless PNGs of its fp16
     every = torch.arange(len(fresh))
     for name, value in fresh.arrays.items():
         assert torch.equal(cached.arrays[name][every], value[every]), name
