@@ -24,7 +24,8 @@ from .conftest import TINY_ENCODER, TINY_TR2M
 
 MB = 1e6
 # TR2M at 224 x 280 on 300 tiny synthetic frames: ~0.46 MB per frame in memory (uint8 image, fp16
-# relative depth, 16-bit depth, small tokens), ~138 MB in all, against a 40 MB budget.
+# relative depth, 16-bit depth, small tokens), ~138 MB in all, against a 40 MB budget. The image and
+# relative depth are kept raw here, so that a frame's size does not depend on how well it compresses.
 FRAMES, BUDGET = 300, 40 * MB
 MEASURE = textwrap.dedent("""
     import json, sys
@@ -73,7 +74,7 @@ MEASURE = textwrap.dedent("""
 def big_tr2m_cfg(tiny_tr2m_cfg, tmp_path):
     return load_config_dict(config_to_dict(tiny_tr2m_cfg), [
         f"data.train_size={FRAMES}", "tr2m.input_height=224", "tr2m.input_width=280", "train.num_workers=0",
-        "eval.batch_size=2", f"output_dir={tmp_path / 'run'}",
+        "eval.batch_size=2", f"output_dir={tmp_path / 'run'}", "tr2m.cache_image=raw", "tr2m.cache_relative=fp16",
     ])
 
 
@@ -157,9 +158,10 @@ def test_the_mixture_at_the_paper_frame_counts_is_planned_to_stream_on_a_128_gb_
         pre = exp.model.preprocessor(source.data, source.input_size)
         sizes[source.name] = frame_bytes(exp.model, get_dataset(data, "train"), pre, captions=exp.captions_of(data),
                                          purpose="train")
-    # 31 x 40 tokens x 1024 in fp16, relative depth in fp16 and the 16-bit depth at 434 x 560: a lower bound
-    assert tuple(exp.sources[0].input_size) == (434, 560) and sizes["nyu"] >= 31 * 40 * 1024 * 2 + 2 * 434 * 560 * 2
-    assert tuple(exp.sources[1].input_size) == (350, 1204) and sizes["kitti"] >= 25 * 86 * 1024 * 2 + 2 * 350 * 1204 * 2
+    # 31 x 40 tokens x 1024 in fp16 and the 16-bit depth at 434 x 560 (the image and relative depth
+    # are stored compressed, tr2m.cache_image / cache_relative): a lower bound
+    assert tuple(exp.sources[0].input_size) == (434, 560) and sizes["nyu"] >= 31 * 40 * 1024 * 2 + 434 * 560 * 2
+    assert tuple(exp.sources[1].input_size) == (350, 1204) and sizes["kitti"] >= 25 * 86 * 1024 * 2 + 350 * 1204 * 2
     # NYU's BTS list and KITTI's Eigen split (docs/baselines.md); VOID and C3VD hold the rest of the
     # paper's 102K, both at 434 x 560
     paper = [SplitSize("nyu train", 24_231, sizes["nyu"]), SplitSize("kitti train", 23_158, sizes["kitti"]),

@@ -421,6 +421,14 @@ class TR2MConfig:
     # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.
     global_factor: bool = False
     max_caption_lines: int = 16  # caption lines kept per frame (the released data has about 15)
+    # How a split's arrays are kept in memory and in the feature cache (docs/tr2m.md, "The feature
+    # cache"): the input image of training frames, read only by the edge-aware smoothness loss, as
+    # "jpeg" (at cache_image_quality), "png" (lossless) or "raw" uint8; the relative depth as "png"
+    # (its fp16 values, losslessly) or "fp16"; the DINOv2 tokens as "fp16" or "int8" (a scale per token).
+    cache_image: str = "jpeg"
+    cache_image_quality: int = 90
+    cache_relative: str = "png"
+    cache_tokens: str = "fp16"
     min_depth: float = 1e-3  # predictions are clamped to [min_depth, max_depth]
     max_depth: float = 10.0
     # Loss weights; paper: 1, 0.5, 0.1, 0.01 (the released options: 10, 2, 0.2, 0.1).

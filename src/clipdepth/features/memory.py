@@ -28,6 +28,7 @@ from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_e
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
 from ..io.depth_store import TrainingDepth
+from .stored import QuantizedRows, concat, held_bytes
 
 PURPOSES = ("train", "score")  # what a split is encoded for: training keeps input-size depth, scoring the GT
 
@@ -144,8 +145,7 @@ def _rows(array, index: torch.Tensor | slice):
 
 
 def _loaded(array, device: torch.device | str) -> torch.Tensor:
-    rows = array[slice(None)] if not isinstance(array, torch.Tensor) else array
-    return rows.to(device)
+    return array.to(device)  # a tensor, or rows read from shards or decoded (features.stored)
 
 
 def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
@@ -259,9 +259,9 @@ def encode_split(
                                      keep_gt=purpose == "score")
     for frames in tqdm(frame_batches, total=-(-n // batch_size), desc=desc, unit="batch", leave=False):
         batch, start = frame_batch(frames, captions, device), len(names)
-        _fill(arrays, model.encode_frames(batch), start, len(frames), n)
+        _fill(arrays, model.stored(model.encode_frames(batch), purpose), start, len(frames), n)
         if flip:
-            _fill(flipped, model.encode_frames(batch.flipped()), start, len(frames), n)
+            _fill(flipped, model.stored(model.encode_frames(batch.flipped()), purpose), start, len(frames), n)
         for i, frame in enumerate(frames, start):
             names.append(frame.sample.name)
             shapes[i] = frame.sample.depth.shape
@@ -270,26 +270,44 @@ def encode_split(
             else:
                 gts.append(frame.sample.depth)
     return EncodedSplit(
-        names=names, arrays=arrays, flipped_arrays=flipped if flip else None, shapes=shapes, depth=depth,
-        gt=gts if purpose == "score" else None, tiles=preprocessor.tiles,
+        names=names, arrays=_joined(arrays), flipped_arrays=_joined(flipped) if flip else None, shapes=shapes,
+        depth=depth, gt=gts if purpose == "score" else None, tiles=preprocessor.tiles,
     )
 
 
-def _fill(arrays: dict[str, torch.Tensor], encoded: Features, start: int, frames: int, total: int) -> None:
-    """Copy one batch's encoded arrays (``frames`` frames, from frame ``start``) into the split's
-    host arrays of ``total`` frames, allocated on the first batch (a frame is ``rows`` rows: its tiles)."""
+def _fill(arrays: dict[str, Any], encoded: dict[str, Any], start: int, frames: int, total: int) -> None:
+    """Copy one batch's stored arrays (``frames`` frames, from frame ``start``) into the split's host
+    arrays of ``total`` frames, allocated on the first batch (a frame is ``rows`` rows: its tiles).
+    Quantised tokens fill preallocated values and scales alike; compressed rows (``EncodedRows``,
+    bytes of unknown length) are listed per batch and joined without copying (``_joined``)."""
     for key, value in encoded.items():
-        rows = len(value) // frames
-        if key not in arrays:
-            arrays[key] = torch.empty((total * rows, *value.shape[1:]), dtype=value.dtype)
-        arrays[key][start * rows : (start + frames) * rows].copy_(value)
+        if isinstance(value, QuantizedRows):
+            parts = [("values", value.values), ("scale", value.scale)]
+            into = arrays.setdefault(key, {})
+        elif isinstance(value, torch.Tensor):
+            parts, into = [(key, value)], arrays
+        else:
+            arrays.setdefault(key, []).append(value)
+            continue
+        for name, part in parts:
+            rows = len(part) // frames
+            if name not in into:
+                into[name] = torch.empty((total * rows, *part.shape[1:]), dtype=part.dtype)
+            into[name][start * rows : (start + frames) * rows].copy_(part)
+
+
+def _joined(arrays: dict[str, Any]) -> dict[str, Any]:
+    """``_fill``'s arrays as the split keeps them."""
+    return {key: QuantizedRows(value["values"], value["scale"]) if isinstance(value, dict)
+            else concat(value) if isinstance(value, list) else value for key, value in arrays.items()}
 
 
 def held_nbytes(split: EncodedSplit) -> int:
-    """Bytes a split encoded into memory holds: its arrays (and mirrored copies), input-size depth
-    and scales, full-resolution GT."""
+    """Bytes a split encoded into memory holds: its arrays (and mirrored copies) as stored
+    (``features.stored``: compressed or quantised where the model says so), input-size depth and
+    scales, full-resolution GT."""
     groups = [split.arrays, split.flipped_arrays or {}]
-    rows = sum(int(np.prod(v.shape)) * v.dtype.itemsize for group in groups for v in group.values())
+    rows = sum(held_bytes(v) for group in groups for v in group.values())
     depth = split.depth.loaded_nbytes() if split.depth is not None else 0
     return rows + depth + sum(int(g.nbytes) for g in split.gt or ())
 

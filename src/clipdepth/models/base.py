@@ -284,6 +284,16 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     def encode_frames(self, batch: FrameBatch) -> Features:
         raise NotImplementedError
 
+    def storage(self, purpose: str) -> dict[str, Any]:
+        """How ``stored`` keeps the arrays of a split encoded for ``purpose`` ("train" or "score"),
+        part of the feature cache's key; empty: as ``encode_frames`` returns them."""
+        return {}
+
+    def stored(self, features: Features, purpose: str) -> dict[str, Any]:
+        """``encode_frames``' arrays as a split keeps them (``features.stored``: compressed or
+        quantised forms whose rows read back as features); by default unchanged."""
+        return features
+
     def predict_from_features(
         self, features: Features, flipped: Features | None = None, tiles: int = 1
     ) -> tuple[torch.Tensor, Any]:

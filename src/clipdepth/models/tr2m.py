@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,11 @@ from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
+
+# How a split keeps TR2M's arrays (``TR2M.storage``): the first of each is the default.
+IMAGE_STORAGE = ("jpeg", "png", "raw")
+RELATIVE_STORAGE = ("png", "fp16")
+TOKEN_STORAGE = ("fp16", "int8")
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0 (the
 # release's coef_scale = coef_shift = 0.01, options.py, applied so in scalemap_depth.py's forward).
@@ -334,7 +340,9 @@ class TR2M(DepthModel):
         return out, torch.tensor([len(lines) for lines in kept], device=flat.device)
 
     def encode_frames(self, batch: FrameBatch) -> Features:
-        """DINOv2 tokens, relative depth, caption embeddings (every line) and the input image."""
+        """DINOv2 tokens (B, h, w, D) and relative depth (B, H, W) in fp16, caption embeddings
+        (B, max_caption_lines, D_text) fp16 and line counts (B,), and the input image (B, 3, H, W)
+        uint8, which only the edge-aware smoothness loss reads (``stored`` keeps it compressed)."""
         if batch.captions is None:
             raise ConfigError("TR2M needs a caption per image (data.caption_dir or data.caption, or captions= to infer)")
         patch = self.encoder.image.patch_size
@@ -353,6 +361,44 @@ class TR2M(DepthModel):
             "text_lines": lines,
             "image": (images * 255).round().to(torch.uint8),  # for the edge-aware smoothness loss
         }
+
+    def storage(self, purpose: str) -> dict[str, Any]:
+        """How a split keeps its arrays (``tr2m.cache_image``, ``cache_image_quality``,
+        ``cache_relative``, ``cache_tokens``; docs/tr2m.md, "The feature cache"). A split encoded
+        for scoring keeps no image (no loss reads it) and fp16 tokens, so that validation, ``evaluate``
+        and ``infer`` see the same features. ConfigError for a value not in the choices."""
+        t = self.cfg.tr2m
+        for name, value, choices in (("cache_image", t.cache_image, IMAGE_STORAGE),
+                                     ("cache_relative", t.cache_relative, RELATIVE_STORAGE),
+                                     ("cache_tokens", t.cache_tokens, TOKEN_STORAGE)):
+            if value not in choices:
+                raise ConfigError(f"tr2m.{name} must be one of {list(choices)}, got {value!r}", setting=f"tr2m.{name}")
+        if t.cache_image == "jpeg" and not 1 <= t.cache_image_quality <= 95:  # Pillow: above 95 only grows
+            raise ConfigError(f"tr2m.cache_image_quality must be in [1, 95], got {t.cache_image_quality}",
+                              setting="tr2m.cache_image_quality")
+        if purpose != "train":
+            return {"image": "none", "relative": t.cache_relative, "tokens": "fp16"}
+        image = {"image": t.cache_image, **({"image_quality": t.cache_image_quality} if t.cache_image == "jpeg" else {})}
+        return {**image, "relative": t.cache_relative, "tokens": t.cache_tokens}
+
+    def stored(self, features: Features, purpose: str) -> dict[str, Any]:
+        """``encode_frames``' arrays in the forms ``storage`` names (``features.stored``): the image as
+        JPEG or PNG bytes (or dropped), the relative depth as lossless PNGs of its fp16 values, the
+        tokens as int8 with a scale per token; their rows read back as (B, 3, H, W) uint8, (B, H, W)
+        and (B, h, w, D) float."""
+        from ..features.stored import EncodedRows, QuantizedRows  # features imports the models
+
+        how, out = self.storage(purpose), dict(features)
+        image = out.pop("image")
+        if how["image"] in ("jpeg", "png"):
+            out["image"] = EncodedRows.encode(image, how["image"], self.cfg.tr2m.cache_image_quality)
+        elif how["image"] == "raw":
+            out["image"] = image
+        if how["relative"] == "png":
+            out["relative"] = EncodedRows.encode(out["relative"], "fp16_png")
+        if how["tokens"] == "int8":
+            out["image_tokens"] = QuantizedRows.quantize(out["image_tokens"])
+        return out
 
     def metric(self, features: Features, text: torch.Tensor, clamp: bool = True) -> tuple[torch.Tensor, TR2MHeadOutput]:
         """Depth at the input size from stored features and one caption embedding per frame."""
