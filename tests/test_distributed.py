@@ -141,3 +141,16 @@ def test_every_rank_draws_the_same_datasets_and_only_frames_of_its_block():
     # one dataset: a permutation of the block, a block one short wrapping to its first frame
     mine = [epoch_schedule([7], [7], 4, False, "weighted", torch.Generator().manual_seed(1), rank, 2) for rank in (0, 1)]
     assert sorted(mine[0][0][1].tolist()) == [0, 0, 1, 2] and sorted(mine[1][0][1].tolist()) == [0, 1, 2, 3]
+
+
+def test_auto_residency_counts_the_mirrored_frames_of_a_validation_split(tmp_path, monkeypatch):
+    from clipdepth.training import trainer as trainer_module
+
+    val = Experiment.create(_cfg(tmp_path)).encode("val", flip=True)
+    features = sum(v[:].numel() * v.dtype.itemsize for v in val.arrays.values())
+    assert val.nbytes() == features  # no training depth: the features alone, without their mirrored copies
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 1.5 * features / trainer_module.RESIDENT_SHARE)
+    assert trainer_module.place_training_split(val, "cpu", "auto").resident_on is None  # 2 x features do not fit
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 2 * features / trainer_module.RESIDENT_SHARE)
+    placed = trainer_module.place_training_split(val, "cpu", "auto")
+    assert placed.resident_on == torch.device("cpu") and all(isinstance(v, torch.Tensor) for v in placed.flipped_arrays.values())

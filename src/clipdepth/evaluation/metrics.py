@@ -109,12 +109,13 @@ def pixel_sums(pred: Any, gt: Any, mask: Any) -> Any:
     # masked out of the d counts), so no inf or NaN enters a sum.
     pred, gt = (torch.where(mask, a.reshape(len(a), -1).double(), 1.0) for a in (pred, gt))
     err = gt - pred
+    abs_err, sq_err = err.abs(), err**2
     log_err = torch.log(pred) - torch.log(gt)
     ratio = torch.maximum(gt / pred, pred / gt)
     bad = ~(torch.isfinite(pred) & (pred > 0) & torch.isfinite(gt) & (gt > 0))
-    terms = [bad, mask, err.abs(), err.abs() / gt, err**2 / gt, err**2, (torch.log10(gt) - torch.log10(pred)).abs(),
+    terms = [bad, mask, abs_err, abs_err / gt, sq_err / gt, sq_err, (torch.log10(gt) - torch.log10(pred)).abs(),
              log_err, log_err**2, mask & (ratio < 1.25), mask & (ratio < 1.25**2), mask & (ratio < 1.25**3)]
-    return torch.stack([t.double().sum(dim=1) for t in terms], dim=1)
+    return torch.stack([t.sum(dim=1).double() for t in terms], dim=1)  # masks counted as integers
 
 
 class MetricAccumulator:

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -113,6 +114,13 @@ def available_bytes(device: torch.device | str) -> int:
 RESIDENT_SHARE = 0.8
 
 
+def resident_nbytes(split: EncodedSplit) -> int:
+    """Bytes ``split.resident`` loads: ``nbytes`` and the mirrored frames' arrays (flip TTA, flip
+    augmentation), which double a validation split's features."""
+    flipped = split.flipped_arrays or {}
+    return split.nbytes() + sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in flipped.values())
+
+
 def place_training_split(split, device: torch.device | str, residency: str):
     """A split (a rank's share under torchrun) where ``train.residency`` wants it: loaded once into
     ``device``'s memory ("device", or "auto" when it fits in ``RESIDENT_SHARE`` of what is free),
@@ -123,7 +131,7 @@ def place_training_split(split, device: torch.device | str, residency: str):
     decoded on the fly stay so."""
     if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device):
         return split
-    if residency == "device" or (residency == "auto" and split.nbytes() <= RESIDENT_SHARE * available_bytes(device)):
+    if residency == "device" or (residency == "auto" and resident_nbytes(split) <= RESIDENT_SHARE * available_bytes(device)):
         return split.resident(device)
     depth = split.depth
     if isinstance(depth, TrainingDepth) and depth.units is None and depth.loaded_nbytes() <= RESIDENT_SHARE * available_bytes("cpu"):
