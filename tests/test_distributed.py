@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from clipdepth.config import load_config
+from clipdepth.data import get_dataset
+from clipdepth.features import OnTheFlySplit
 from clipdepth.training.distributed import rank_share, shard_bounds
 from clipdepth.training.mixture import epoch_schedule
 from clipdepth.training.run import Experiment
@@ -62,7 +64,7 @@ def _rank(rank, world, port, cfg, out):
     torch.set_num_threads(1)
     trainer, whole = _trainer(cfg, out / "run")
     placed = trainer.sources[0].train
-    storage = [v.untyped_storage().nbytes() for v in placed.arrays.values()] + [placed.depth.units.untyped_storage().nbytes()]
+    storage = [v.untyped_storage().nbytes() for v in [*placed.arrays.values(), placed.depth.units]]
     schedule = [placed.names[int(i)] for _, frames in trainer.epoch_schedule() for i in frames]
     record = {
         "names": placed.names, "nbytes": placed.nbytes(), "whole_nbytes": whole.nbytes(), "storage": sum(storage),
@@ -109,7 +111,7 @@ def test_two_ranks_hold_half_the_training_split_each_and_split_validation_equals
     assert ranks[0]["head"] == ranks[1]["head"]
 
 
-def test_a_rank_share_reads_the_same_rows_as_the_whole_split(tiny_cfg, tmp_path):
+def test_a_rank_share_reads_the_same_rows_as_the_whole_split(tmp_path):
     cfg = _cfg(tmp_path)
     exp = Experiment.create(cfg)
     for whole in (exp.encode("train", flip=True), exp.encode("val", flip=True)):
@@ -126,6 +128,10 @@ def test_a_rank_share_reads_the_same_rows_as_the_whole_split(tiny_cfg, tmp_path)
             assert share.depth.units is None and torch.equal(share.depth.rows(frames), whole.depth.rows(frames + start))
         else:
             assert all(np.array_equal(a, b) for a, b in zip(share.gt, whole.gt[start:stop], strict=True))
+    # frames decoded at every step: the rank's block of the dataset
+    frames = get_dataset(cfg.data, "train")
+    share = rank_share(OnTheFlySplit(exp.model, frames, exp.preprocessor), 1, 2)
+    assert [s.name for s in share.dataset] == [frames[i].name for i in range(3, 6)]
 
 
 def test_every_rank_draws_the_same_datasets_and_only_frames_of_its_block():
@@ -139,7 +145,7 @@ def test_every_rank_draws_the_same_datasets_and_only_frames_of_its_block():
             held = shard_bounds(sizes[k], rank, 2)
             assert len(frames) == 2 and 0 <= int(frames.min()) and int(frames.max()) < held[1] - held[0]
     # one dataset: a permutation of the block, a block one short wrapping to its first frame
-    mine = [epoch_schedule([7], [7], 4, False, "weighted", torch.Generator().manual_seed(1), rank, 2) for rank in (0, 1)]
+    mine = [epoch_schedule([7], [7], 4, False, "weighted", torch.Generator().manual_seed(1), r, 2) for r in (0, 1)]
     assert sorted(mine[0][0][1].tolist()) == [0, 0, 1, 2] and sorted(mine[1][0][1].tolist()) == [0, 1, 2, 3]
 
 
@@ -149,8 +155,10 @@ def test_auto_residency_counts_the_mirrored_frames_of_a_validation_split(tmp_pat
     val = Experiment.create(_cfg(tmp_path)).encode("val", flip=True)
     features = sum(v[:].numel() * v.dtype.itemsize for v in val.arrays.values())
     assert val.nbytes() == features  # no training depth: the features alone, without their mirrored copies
-    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 1.5 * features / trainer_module.RESIDENT_SHARE)
+    share = trainer_module.RESIDENT_SHARE
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 1.5 * features / share)
     assert trainer_module.place_training_split(val, "cpu", "auto").resident_on is None  # 2 x features do not fit
-    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 2 * features / trainer_module.RESIDENT_SHARE)
+    monkeypatch.setattr(trainer_module, "available_bytes", lambda device: 2 * features / share)
     placed = trainer_module.place_training_split(val, "cpu", "auto")
-    assert placed.resident_on == torch.device("cpu") and all(isinstance(v, torch.Tensor) for v in placed.flipped_arrays.values())
+    assert placed.resident_on == torch.device("cpu")
+    assert all(isinstance(v, torch.Tensor) for v in placed.flipped_arrays.values())

@@ -101,7 +101,8 @@ def test_cached_and_on_the_fly_tiled_evaluation_agree(tiny_cfg):
 
 
 def _metrics_by_hand(pred, gt, lo, hi):
-    """abs_rel, rmse, d1 and silog of one frame with numpy: non-finite predictions replaced, clamped, valid lo < g < hi."""
+    """abs_rel, rmse, d1 and silog of one frame with numpy: non-finite predictions replaced and
+    clamped, valid where lo < g < hi."""
     pred = np.clip(np.nan_to_num(pred.astype(np.float64), nan=lo, posinf=hi, neginf=lo), lo, hi)
     mask = (gt > lo) & (gt < hi)
     p, g = pred[mask].astype(np.float64), gt[mask].astype(np.float64)
@@ -164,7 +165,8 @@ def test_evaluate_scores_on_the_model_device(checkpoint, tmp_path, monkeypatch):
 
     devices = []
     scorer = evaluate.FrameScorer
-    monkeypatch.setattr(evaluate, "FrameScorer", lambda protocol, device: (devices.append(device), scorer(protocol, device))[1])
+    monkeypatch.setattr(evaluate, "FrameScorer",
+                        lambda protocol, device: (devices.append(device), scorer(protocol, device))[1])
     # "cpu:0" stands for the model's accelerator: the scorer gets the model's device, not the default "cpu"
     monkeypatch.setattr(PureCLIPDepth, "device", property(lambda self: torch.device("cpu", 0)))
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")]) == 0

@@ -92,8 +92,9 @@ def rank_share(split: EncodedSplit | OnTheFlySplit, rank: int, world: int) -> En
     rows = slice(start * split.tiles, stop * split.tiles)
     depth, gt = split.depth, split.gt
     if depth is not None:
-        depth = TrainingDepth(depth.scale[start:stop].clone(), units=None if depth.units is None else depth.units[start:stop].clone(),
-                              packed=None if depth.packed is None else _blobs_window(depth.packed, start, stop))
+        units = None if depth.units is None else depth.units[start:stop].clone()
+        packed = None if depth.packed is None else _blobs_window(depth.packed, start, stop)
+        depth = TrainingDepth(depth.scale[start:stop].clone(), units=units, packed=packed)
     if isinstance(gt, ScoringGT):
         gt = ScoringGT(_blobs_window(gt.blobs, start, stop), gt.scales[start:stop], gt.shapes[start:stop])
     elif gt is not None:

@@ -131,7 +131,8 @@ def place_training_split(split, device: torch.device | str, residency: str):
     decoded on the fly stay so."""
     if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device):
         return split
-    if residency == "device" or (residency == "auto" and resident_nbytes(split) <= RESIDENT_SHARE * available_bytes(device)):
+    fits = resident_nbytes(split) <= RESIDENT_SHARE * available_bytes(device)
+    if residency == "device" or (residency == "auto" and fits):
         return split.resident(device)
     depth = split.depth
     if isinstance(depth, TrainingDepth) and depth.units is None and depth.loaded_nbytes() <= RESIDENT_SHARE * available_bytes("cpu"):
