@@ -1,5 +1,6 @@
 """`clipdepth evaluate`: every image scored, per-image CSV, tiles, and a perfect predictor."""
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -171,3 +172,33 @@ def test_evaluate_scores_on_the_model_device(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(PureCLIPDepth, "device", property(lambda self: torch.device("cpu", 0)))
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")]) == 0
     assert devices == [torch.device("cpu", 0)]
+
+
+def test_validation_waits_for_the_device_only_to_read_its_table_back(tiny_cfg, tmp_path):
+    """No per-frame scalar read (``.item()``, ``bool(t.any())``) nor data-dependent indexing
+    (``t[mask]``, ``nonzero``) while scoring: on a GPU each is a host sync. The table itself is read
+    back once at the end (``.cpu()``, invisible on the CPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from clipdepth.training.run import Experiment
+    from clipdepth.training.trainer import Trainer
+
+    syncing = ("aten._local_scalar_dense", "aten.nonzero", "aten.is_nonzero", "aten.equal", "aten.masked_select",
+               "aten.index.Tensor")
+
+    class Syncs(TorchDispatchMode):
+        seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func).startswith(syncing):
+                self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    cfg = dataclasses.replace(tiny_cfg, eval=dataclasses.replace(tiny_cfg.eval, batch_size=2))
+    exp = Experiment.create(cfg)
+    trainer = Trainer.single_dataset(exp.model, cfg, exp.encode("train", flip=False), exp.encode("val", flip=True),
+                                     exp.preprocessor, exp.protocol, tmp_path / "run")
+    first, _ = trainer.validate()  # the first epoch decodes the GT and moves the crop masks
+    with Syncs() as syncs:
+        again, _ = trainer.validate()
+    assert syncs.seen == [] and again == first

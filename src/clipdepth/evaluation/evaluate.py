@@ -56,7 +56,8 @@ def restore_batch(preprocessor: Preprocessor, depth: torch.Tensor, frames: list[
     restored: list[torch.Tensor | None] = [None] * len(frames)
     for shape in dict.fromkeys(frames):
         rows = [i for i, f in enumerate(frames) if f == shape]
-        for i, pred in zip(rows, preprocessor.restore(depth[rows], shape)):
+        # one size (the usual case): no index tensor to copy to the device
+        for i, pred in zip(rows, preprocessor.restore(depth if len(rows) == len(frames) else depth[rows], shape)):
             restored[i] = pred
     return restored  # type: ignore[return-value]
 
@@ -72,9 +73,11 @@ class FrameScorer:
     a batch that share a size are post-processed (``postprocess_tensor``), masked and summed together
     (``metrics.pixel_sums``). Nothing is read back until ``sums`` is (once per split)."""
 
-    def __init__(self, protocol: Protocol, device: torch.device | str) -> None:
+    def __init__(self, protocol: Protocol, device: torch.device | str, crops: dict | None = None) -> None:
+        """``crops``: the crop mask per GT size on ``device``, filled here; pass the same dict to the
+        scorers of every epoch so that each mask moves to the device once."""
         self.protocol, self.device = protocol, torch.device(device)
-        self._crops: dict[tuple[int, int], torch.Tensor] = {}  # crop mask per GT size, moved once
+        self._crops: dict[tuple[int, int], torch.Tensor] = {} if crops is None else crops
         self._rows: list[torch.Tensor] = []
         self._frames: list[int] = []  # the frame of each summed row, in the order they were summed
 
@@ -114,6 +117,7 @@ class ScoringTargets:
         self.maps = [_compact(gts, i) for i in range(len(gts))]
         if self.device.type == "cuda":
             self.maps = [(units.pin_memory(), scale) for units, scale in self.maps]
+        self.crops: dict[tuple[int, int], torch.Tensor] = {}  # kept across epochs (``FrameScorer``)
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -126,7 +130,7 @@ class ScoringTargets:
     def sums(self, batches: Iterable[Sequence[torch.Tensor]]) -> torch.Tensor:
         """(N, 12) ``pixel_sums`` of the split's frames, the predictions coming a batch at a time
         (``predicted_batches``), on the device; no host sync."""
-        scorer, done = FrameScorer(self.protocol, self.device), 0
+        scorer, done = FrameScorer(self.protocol, self.device, self.crops), 0
         for preds in batches:
             scorer.add(preds, self.gt(range(done, done + len(preds))))
             done += len(preds)
