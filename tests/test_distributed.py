@@ -162,3 +162,20 @@ def test_auto_residency_counts_the_mirrored_frames_of_a_validation_split(tmp_pat
     placed = trainer_module.place_training_split(val, "cpu", "auto")
     assert placed.resident_on == torch.device("cpu")
     assert all(isinstance(v, torch.Tensor) for v in placed.flipped_arrays.values())
+
+
+def test_a_training_split_with_fewer_frames_than_processes_is_one_line(tmp_path, monkeypatch):
+    from clipdepth.errors import ConfigError
+    from clipdepth.training import trainer as trainer_module
+    from clipdepth.training.distributed import Distributed
+
+    cfg = _cfg(tmp_path)
+    exp = Experiment.create(cfg)
+    train, val = exp.encode("train", flip=False), exp.encode("val", flip=True)
+    one = rank_share(train, 0, 6)  # a training split of one frame
+    monkeypatch.setattr(trainer_module, "DistributedDataParallel", lambda head: head)  # no process group here
+    trainer = Trainer.single_dataset(exp.model, cfg, one, val, exp.preprocessor, exp.protocol, tmp_path / "run",
+                                     Distributed(rank=0, world_size=2))
+    assert len(trainer.sources[0].train) == 0  # rank 0 of 2 holds no frame of it: it could draw no batch
+    with pytest.raises(ConfigError, match=r"^the training split has 1 frames, fewer than the 2 processes: run fewer"):
+        trainer._epoch_steps()

@@ -129,8 +129,8 @@ def place_training_split(split, device: torch.device | str, residency: str):
     NYU's token bytes; decoding it per batch takes a core from the step), else per batch too.
     Validation splits go the same way (their GT stays on the host: ``ScoringTargets``). Frames
     decoded on the fly stay so."""
-    if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device):
-        return split
+    if not isinstance(split, EncodedSplit) or len(split) == 0 or split.resident_on == torch.device(device):
+        return split  # (a rank's share of fewer frames than ranks may be empty)
     fits = resident_nbytes(split) <= RESIDENT_SHARE * available_bytes(device)
     if residency == "device" or (residency == "auto" and fits):
         return split.resident(device)
@@ -361,12 +361,12 @@ class Trainer:
                 f"fewer than the {world} processes: run fewer processes (--nproc_per_node) or train on more frames"
             )
         per_source = [steps_per_epoch(math.ceil(n / world), cfg.batch_size, cfg.drop_last) for n in self.train_sizes]
-        short = [s for s, n in zip(self.sources, per_source) if n == 0]
+        short = [(s, n) for s, n, steps in zip(self.sources, self.train_sizes, per_source) if steps == 0]
         if short:
-            n = math.ceil(self.train_sizes[self.sources.index(short[0])] / world)  # frames per rank and epoch
+            n = math.ceil(short[0][1] / world)  # frames per rank and epoch
             raise ConfigError(
                 f"train.batch_size={cfg.batch_size} with train.drop_last: the training split"
-                f"{f' of {short[0].name}' if self.mixed else ''} has only {n} frames"
+                f"{f' of {short[0][0].name}' if self.mixed else ''} has only {n} frames"
                 f"{' per process' if world > 1 else ''}, not one full batch; lower the batch size "
                 "or set train.drop_last=false"
             )
