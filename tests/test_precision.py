@@ -4,6 +4,9 @@ import contextlib
 import copy
 import dataclasses
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,3 +94,12 @@ def test_a_checkpoint_records_the_precision_each_part_ran_at(tiny_cfg):
     meta = json.loads((result.model_dir / "config.json").read_text())
     assert meta["config"]["train"]["head_precision"] == "auto" and meta["config"]["clip"]["precision"] == "auto"
     assert meta["precision"] == {"clip": "fp32", "head": "fp32"}  # what "auto" was on this CPU
+
+
+def test_the_gpu_check_refuses_in_one_line_without_a_gpu():
+    if shutil.which("nvidia-smi") or torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: gpu_check.sh runs there")
+    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "run it on a machine with one" in done.stderr

@@ -100,7 +100,7 @@ PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (torch.bfl
 
 def head_precision(setting: str, device: torch.device | str) -> str:
     """``train.head_precision`` resolved for ``device``: "auto" is bf16 on CUDA and fp32 elsewhere
-    (on a CPU, bf16 autocast is slower than fp32); "bf16" and "fp32" are taken as they are."""
+    (a CPU run gives fp32's results); "bf16" and "fp32" are taken as they are."""
     if setting == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return setting
