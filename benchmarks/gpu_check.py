@@ -67,8 +67,6 @@ def sync_debug(mode: str, device: str):
 def check_steps(name: str, trainer, device: str, steps: int = 6) -> None:
     """Time ``steps`` training steps, count their host syncs ("warn": one warning each), then run one
     more under "error". The batch's gather from the training arrays is part of each step."""
-    from clipdepth.training.trainer import Trainer
-
     source = trainer.sources[0]
     n = len(source.train)
     size = trainer.cfg.train.batch_size
@@ -76,7 +74,7 @@ def check_steps(name: str, trainer, device: str, steps: int = 6) -> None:
     def one_step(k: int) -> None:
         index = (torch.arange(size) + k * size) % n
         batch = next(source.train.batches([index], trainer.tile_generators[0], trainer.device))
-        Trainer._step(trainer, batch)
+        trainer._step(batch)
 
     one_step(0)  # the optimiser's state, autocast caches, cuDNN's choices
     synchronize(device)
@@ -104,8 +102,9 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def agreement(name: str, model, features, device: str) -> None:
     """The head's forward under bf16 autocast against fp32 (no autocast)."""
-    from clipdepth.models.base import head_autocast
+    from clipdepth.models.base import as_float, head_autocast
 
+    features = as_float(features, device)
     model.eval()
     with torch.no_grad():
         reference = model.predict_from_features(features)[0]
@@ -191,9 +190,10 @@ def tr2m(work: Path, device: str, dry_run: bool) -> None:
         overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + TINY_TR2M + TINY_DEPTH_ANYTHING + [
             "data.train_size=8", "data.val_size=4", "data.height=48", "data.width=64"]
     else:  # the paper's frozen parts at full size with random weights, 434 x 560
-        overrides = full_size_clip() + ["model=tr2m", "tr2m.image_encoder.random_init=true",
-                     "tr2m.relative.random_init=true", "data.train_size=64", "data.val_size=16", "data.height=480",
-                     "data.width=640", "eval.tta=false"]
+        overrides = full_size_clip() + [
+            "model=tr2m", "tr2m.input_height=434", "tr2m.input_width=560", "tr2m.image_encoder.random_init=true",
+            "tr2m.relative.random_init=true", "data.train_size=64", "data.val_size=16", "data.height=480",
+            "data.width=640", "eval.tta=false"]
     cfg = load_config("demo", overrides + [
         "train.batch_size=8", f"train.feature_cache={work / 'tr2m_cache'}", f"device={device}", f"output_dir={work / 'tr2m'}"])
     exp = Experiment.create(cfg)
@@ -202,7 +202,7 @@ def tr2m(work: Path, device: str, dry_run: bool) -> None:
     train = exp.encode("train", flip=False)
     synchronize(device)
     figure("tr2m_encode_frames_per_s", len(train) / (time.perf_counter() - start))
-    figure("tr2m_frozen_precisions", ",".join(f"{k}:{v}" for k, v in exp.model.run_precisions(cfg.train.head_precision).items()))
+    figure("tr2m_precisions", ",".join(f"{k}:{v}" for k, v in exp.model.run_precisions(cfg.train.head_precision).items()))
     trainer = Trainer.single_dataset(exp.model, cfg, train, train, exp.preprocessor, exp.protocol, work / "tr2m_probe")
     check_steps("tr2m", trainer, device)
     agreement("tr2m", exp.model, train.features(slice(0, 4)), device)
@@ -216,11 +216,10 @@ def predict(checkpoint: Path, work: Path, dry_run: bool) -> None:
 
     n = 16 if dry_run else 256
     write_pairs(work / "photos", n)
-    out = work / "depth"
-    args = ["predict", str(work / "photos" / "rgb"), "--checkpoint", str(checkpoint), "--out", str(out), "--batch-size", "32"]
-    main(args[:3] + ["--out", str(work / "warm")] + args[5:])  # imports, weights, cuDNN's choices
+    args = ["predict", str(work / "photos" / "rgb"), "--checkpoint", str(checkpoint), "--batch-size", "32", "--out"]
+    main(args + [str(work / "warm")])  # imports, weights, cuDNN's choices
     start = time.perf_counter()
-    status = main(args)
+    status = main(args + [str(work / "depth")])
     figure("predict_images_per_s", n / (time.perf_counter() - start) if status == 0 else f"failed_exit_{status}")
 
 
