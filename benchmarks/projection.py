@@ -98,7 +98,8 @@ RUN = {  # the recipes' datasets; the frame counts and their sources
         Dataset("NYU", 24_231, (434, 560), (480, 640), "BTS nyudepthv2_train_files_with_gt.txt"),
         Dataset("KITTI", 23_158, (350, 1204), (375, 1242), "BTS eigen_train_files_with_gt.txt"),
         Dataset("VOID", 45_000, (434, 560), (480, 640), "VOID's 48 training sequences, ~45K frames (approximate)"),
-        Dataset("C3VD", 9_611, (434, 560), (1080, 1350), "the rest of the paper's 102K: its 15 training sequences (approximate)"),
+        Dataset("C3VD", 9_611, (434, 560), (1080, 1350),
+                "the rest of the paper's 102K: its 15 training sequences (approximate)"),
     ],
 }
 VAL_FRACTION = 0.1  # data.val_fraction (data.val_source: held_out, the default)
@@ -332,8 +333,10 @@ def tr2m_rows(sc: Scenario, gpus: int, m: dict) -> list[tuple[str, dict[str, flo
     n_train, n_val = sum(train.values()), sum(val.values())
     frame_bytes = {d.name: sc.tr2m_bytes * ratio[d.name] for d in sets}
     build = {
-        "GPU compute": sum(d.frames * m["tr2m_encoder"][d.size] for d in sets) / tflops("encoder", sc.encoder_precision) / gpus,
-        "host decode": sum(d.frames * m["decode_ms"] * d.frame[0] * d.frame[1] / (480 * 640) for d in sets) / 1000 / H100["cores"],
+        "GPU compute": sum(d.frames * m["tr2m_encoder"][d.size] for d in sets)
+        / tflops("encoder", sc.encoder_precision) / gpus,
+        "host decode": sum(d.frames * m["decode_ms"] * d.frame[0] * d.frame[1] / (480 * 640) for d in sets)
+        / 1000 / H100["cores"],
         "disk write": sum(d.frames * frame_bytes[d.name] for d in sets) / (H100["disk_gbps"] * 1e9),
     }
     rows = [("cache build (once; shared by later runs)", build)]
