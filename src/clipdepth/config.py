@@ -25,12 +25,12 @@ from .errors import ConfigError
 # The allowed values of the fields that name a choice; modules that act on them import these.
 RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides "auto")
 DEPTH_RESIZE_MODES = ("masked", "nearest")  # data.depth_resize
-PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto")
+PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto" and "released")
 FUSIONS = ("concat", "film")  # pureclip.fusion
 PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
-HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
+HEAD_PRECISIONS = ("auto", "fp32", "bf16")  # train.head_precision
 TR2M_HEAD_INITS = ("released", "zero")  # tr2m.head_init
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 PUBLISHED_EPOCHS = ("best", "last")  # train.publish
@@ -63,8 +63,9 @@ class CLIPEncoderConfig:
     text_hidden_size: int = 768
     text_num_layers: int = 12
     text_num_heads: int = 12
-    # Autocast of the frozen encoder on CUDA: bf16, fp16, fp32, or "auto" for the precision the
-    # released code of the model ran it in (PureCLIP-Depth fp16, TR2M fp32; models/base.py).
+    # Autocast of the frozen encoder on CUDA (on a CPU it runs in fp32): bf16, fp16, fp32, "auto"
+    # (bf16 for PureCLIP-Depth and TR2M, the release's for the baselines) or "released" for the
+    # precision the model's released code ran it in (PureCLIP-Depth fp16, TR2M fp32; models/base.py).
     precision: str = "auto"
 
 
@@ -166,8 +167,8 @@ class DepthCLIPConfig:
     channel_reduction: str = "nearest"
     # Image features L2-normalised over all channels BEFORE the reduction (the release), or not at all.
     normalize_image: bool = True
-    # Autocast of the frozen RN50 on CUDA ("auto": fp16, as OpenAI's clip.load gives it); the ViT
-    # variant uses clip.precision.
+    # Autocast of the frozen RN50 on CUDA ("auto" and "released": fp16, as OpenAI's clip.load gives
+    # it); the ViT variant uses clip.precision.
     precision: str = "auto"
 
 
@@ -274,8 +275,9 @@ class TrainConfig:
     # (an H100 holds NYU's ~21 GB of tokens) and else reads batches from the cache's shards one
     # batch ahead; "device" always loads, "stream" never does.
     residency: str = "auto"
-    # Autocast of the head's training step and validation: "fp32" (none) or "bf16" (CUDA).
-    head_precision: str = "fp32"
+    # Autocast of the head's training step and validation: "auto" (bf16 on CUDA, fp32 on a CPU),
+    # "bf16" or "fp32" (none: what the released code of PureCLIP-Depth trains in; models/base.py).
+    head_precision: str = "auto"
     compile_head: bool = False  # torch.compile the head's forward (CUDA; first steps pay compilation)
     # How a `mixture` recipe draws its batches (each batch is one dataset's): "weighted": each step
     # draws a dataset with probability proportional to its weight, an epoch being as many steps as
@@ -361,7 +363,8 @@ class DINOv2Config:
     hidden_size: int = 1024
     num_layers: int = 24
     num_heads: int = 16
-    precision: str = "auto"  # autocast on CUDA: bf16, fp16, fp32 or auto (the release's: fp32)
+    # autocast on CUDA: bf16, fp16, fp32, auto (TR2M: bf16) or released (fp32)
+    precision: str = "auto"
 
 
 @dataclass
@@ -578,7 +581,7 @@ def _one_of(values: tuple[str, ...]):
     return _rule(lambda v: v in values, f"one of {list(values)}")
 
 
-_PRECISION = _one_of(("auto", *PRECISION_NAMES))
+_PRECISION = _one_of(("auto", "released", *PRECISION_NAMES))
 VALUE_RULES: dict[str, tuple] = {
     "clip.precision": _PRECISION,
     **{f"clip.{name}": _POSITIVE_INT for name in (

@@ -278,6 +278,7 @@ class TR2M(DepthModel):
     paper = "TR2M ([arXiv 2506.13387](https://arxiv.org/abs/2506.13387))"
     uses_captions = True
     released_precision = "fp32"  # the released evaluation runs its encoders in fp32
+    auto_precision = "bf16"  # DINOv2, CLIP text and the relative-depth model on the tensor cores, fp32's range
     released_resize = "align_corners"  # F.interpolate(..., "bilinear", align_corners=True)
     dataset_recipes = {"nyu": "tr2m_nyu", "kitti": "tr2m_kitti"}
     encoder: TR2MEncoders

@@ -17,7 +17,7 @@
 - Speed: batches come from ``split.batches`` (device-resident arrays, or shards read a batch ahead,
   or frames decoded by workers); a step never waits for the device: losses stay on it and are read
   back every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
-  ``train.head_precision`` bf16 autocasts the head's step, ``train.compile_head`` compiles it.
+  ``train.head_precision`` (auto: bf16 on CUDA) autocasts the head's step, ``train.compile_head`` compiles it.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
   rewritten atomically with the head weights, the optimisers (and any other state of the
   objective, such as TR2M's EMA key network), the counters, the history and every RNG the run
@@ -52,7 +52,7 @@ from ..features import EncodedSplit
 from ..io.depth_store import TrainingDepth
 from ..io.atomic import atomic_dir, atomic_path, clean_stale, remove_written, write_text_atomic, written
 from ..models import DepthModel
-from ..models.base import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_head_state
+from ..models.base import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, head_autocast, load_head_state
 from .objectives import check_model_config, objective_class
 from .resume import (
     RESUME_DAMAGED, RESUME_FILES, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors,
@@ -298,7 +298,7 @@ class Trainer:
 
     def _head_autocast(self):
         """``train.head_precision`` for the head's forward passes (training and validation)."""
-        return torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16")
+        return head_autocast(self.cfg.train.head_precision, self.device)
 
     def _step(self, batch) -> dict:
         """One optimisation step; the record's losses stay on the device."""
@@ -340,7 +340,9 @@ class Trainer:
 
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
         if self.dist.is_main:
-            self.model.save_pretrained(directory, extra={"epoch": epoch, "step": self.step, "val_metrics": metrics})
+            self.model.save_pretrained(directory, extra={
+                "epoch": epoch, "step": self.step, "val_metrics": metrics,
+                "precision": self.model.run_precisions(self.cfg.train.head_precision)})
 
     def epoch_schedule(self) -> list[tuple[int, torch.Tensor]]:
         """This rank's steps of the next epoch: (dataset index, frames of its share) each
