@@ -2,8 +2,9 @@
 
 ``count_ops()`` is a ``TorchDispatchMode``: it sees every aten op the code in its block dispatches,
 forward and backward alike, on any device (the CPU included), so a step's launch and sync profile
-can be checked without an accelerator. On CUDA each op that computes (not a view) is about one
-kernel launch; foreach/fused ops launch one kernel per chunk of their tensor list.
+can be checked without an accelerator. On CUDA each op that computes is about one kernel launch
+(views, allocations and reads to the host launch none and are not counted); foreach/fused ops
+launch one kernel per chunk of their tensor list.
 
 A host sync is an op whose result the host must wait for the device to produce:
 
@@ -12,8 +13,8 @@ A host sync is an op whose result the host must wait for the device to produce:
 - ops whose output size depends on the data: ``nonzero``, ``masked_select``, ``unique`` (all
   forms), ``repeat_interleave`` without ``output_size``, and ``index`` / ``index_put`` with a
   boolean mask (``x[mask]``, ``x[mask] = v``);
-- a copy from host memory to another device (``tensor.to("cuda")`` of a tensor made on the host):
-  blocking unless from pinned memory with ``non_blocking=True``, so every one is counted.
+- a copy from host memory to another device (``tensor.to("cuda")`` of a tensor made on the host),
+  unless from pinned memory with ``non_blocking=True``, which the host does not wait for.
 
 ``torch.cuda.set_sync_debug_mode("error")`` is the same check on a GPU.
 """
@@ -32,8 +33,10 @@ SYNC_OPS = frozenset({aten._local_scalar_dense, aten.is_nonzero, aten.equal, ate
                       aten._unique, aten._unique2, aten.unique_dim, aten.unique_consecutive})
 _INDEX_OPS = frozenset({aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default})
 _COPY_OPS = frozenset({aten._to_copy.default, aten.copy_.default, aten._copy_from.default})
-# Dispatched but launching nothing: the profiler's markers (an optimiser's step records one).
-_NOT_KERNELS = frozenset({aten._local_scalar_dense, torch.ops.profiler._record_function_enter_new,
+# Dispatched but launching nothing: reads to the host, allocations (the caching allocator's),
+# ``_unsafe_view`` (a view by another name) and the profiler's markers (an optimiser step records one).
+_NOT_KERNELS = frozenset({aten._local_scalar_dense, aten._unsafe_view, aten.empty, aten.empty_like, aten.empty_strided,
+                          aten.new_empty, aten.new_empty_strided, torch.ops.profiler._record_function_enter_new,
                           torch.ops.profiler._record_function_exit})
 
 
@@ -59,8 +62,11 @@ def _is_host_sync(func, args, kwargs, out) -> bool:
     if func in _COPY_OPS:
         source = args[1] if func is aten.copy_.default else args[0]
         target = out if func is not aten.copy_.default else args[0]
+        non_blocking = kwargs.get("non_blocking", False) if func is aten._to_copy.default else \
+            (len(args) > 2 and bool(args[2])) or kwargs.get("non_blocking", False)
         return (isinstance(source, torch.Tensor) and isinstance(target, torch.Tensor)
-                and source.device.type == "cpu" and target.device.type not in ("cpu", "meta"))
+                and source.device.type == "cpu" and target.device.type not in ("cpu", "meta")
+                and not (non_blocking and source.is_pinned()))
     return False
 
 

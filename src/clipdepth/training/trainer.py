@@ -15,8 +15,10 @@
 - ``train.drop_last`` drops each epoch's last partial batch, as PureCLIP-Depth's released loaders
   do; without it an epoch is ceil(frames / batch) steps, and a per-step schedule spans that many.
 - Speed: batches come from ``split.batches`` (device-resident arrays, or shards read a batch ahead,
-  or frames decoded by workers); a step never waits for the device: losses stay on it and are read
-  back every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
+  or frames decoded by workers). From a device-resident split a step does not wait for the device
+  (``benchmarks/step_overhead.py`` counts 0 host syncs): its draws reach the device in one
+  non-blocking copy, losses are masked reductions, and the losses stay on the device, read back
+  every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
   ``train.head_precision`` bf16 autocasts the head's step, ``train.compile_head`` compiles it.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
   rewritten atomically with the head weights, the optimisers (and any other state of the
@@ -236,7 +238,8 @@ class Trainer:
         # Random tiles: each dataset draws from its own generator (the first's seed is a single
         # dataset's), so the draws do not depend on how the datasets' reads interleave.
         self.tile_generators = [torch.Generator().manual_seed(cfg.seed + 1 + 1000 * k) for k in range(len(sources))]
-        self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
+        # The objective's draws (TR2M's caption lines and contrast pixels), made on the device
+        self.sample_generator = torch.Generator(self.device).manual_seed(cfg.seed + 2)
         self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling and dataset draws
         self.step = 0
         self.val_targets: list[ScoringTargets | None] = [None] * len(sources)
