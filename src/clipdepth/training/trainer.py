@@ -76,6 +76,22 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
 
 
+def check_cuda_graph(cfg: Config, device: torch.device | str) -> None:
+    """ConfigError unless ``train.cuda_graph`` can replay the head's step: a CUDA device, and one
+    batch shape for every step (``train.drop_last``, a single input size)."""
+    if not cfg.train.cuda_graph:
+        return
+    problem = None
+    if torch.device(device).type != "cuda":
+        problem = f"CUDA graphs need a CUDA device, and this run trains on {device}"
+    elif not cfg.train.drop_last:
+        problem = "the last partial batch of each epoch has another shape: set train.drop_last=true"
+    elif len({tuple(e.input_size) if e.input_size else None for e in cfg.mixture}) > 1:
+        problem = "the mixture's datasets have different input sizes"
+    if problem:
+        raise ConfigError(f"train.cuda_graph: {problem}; or set train.cuda_graph=false")
+
+
 LABELS = ("phase", "source")  # the words of a step record; the rest are numbers
 
 
@@ -228,7 +244,10 @@ class Trainer:
         self.dist = dist
         # Under torchrun the head is wrapped so gradients are averaged across ranks; every rank
         # keeps identical weights, and rank 0 alone validates and writes.
-        head = torch.compile(model.head) if cfg.train.compile_head else model.head
+        check_cuda_graph(cfg, model.device)
+        # "reduce-overhead" records the compiled forward and backward as CUDA graphs, replayed by one launch each
+        head = torch.compile(model.head, mode="reduce-overhead" if cfg.train.cuda_graph else None) \
+            if cfg.train.compile_head or cfg.train.cuda_graph else model.head
         self.trained_head = DistributedDataParallel(head) if dist.enabled else head
         self.model, self.cfg = model, cfg
         self.sources = [replace(s, train=place_training_split(s.train, model.device, cfg.train.residency)) for s in sources]
@@ -286,6 +305,8 @@ class Trainer:
 
     def _step(self, batch) -> dict:
         """One optimisation step; the record's losses stay on the device."""
+        if self.cfg.train.cuda_graph:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         with self._head_autocast():
             record = self.objective.step(batch, self.step, self.sample_generator)
         self.step += 1
