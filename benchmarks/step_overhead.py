@@ -17,6 +17,10 @@ projected to 768, 24 x 24 patches, 15 bins, NYU, batch 8) and the TR2M head on D
 depend on the image size, so ``--grid small`` (the default; 8 x 10 TR2M tokens, seconds on a CPU)
 gives the same figures as ``--grid paper`` (minutes on a CPU).
 
+Counted so on the code before the steps were made host-free (58e9837, the same script): PureCLIP-Depth
+174 kernels and 8 host syncs per step, TR2M 1,283 kernels (its AdamW's per-parameter loop, as the CPU
+runs it, included) and 81 host syncs.
+
     python benchmarks/step_overhead.py                 # prints pureclip_*/tr2m_* kernels and syncs per step
     python benchmarks/step_overhead.py --grid paper --device cuda
 """
