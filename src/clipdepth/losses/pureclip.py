@@ -55,7 +55,9 @@ def bin_index(mean: torch.Tensor, min_depth: float, max_depth: float, num_bins: 
 
 
 @functools.lru_cache(maxsize=16)
-def _bin_edges(min_depth: float, max_depth: float, num_bins: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _bin_edges(
+    min_depth: float, max_depth: float, num_bins: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """The K + 1 edges, computed in float64 on the host and copied to ``device`` once, not every step."""
     width = (max_depth - min_depth) / num_bins
     return (min_depth + torch.arange(num_bins + 1, dtype=torch.float64) * width).to(device, dtype)

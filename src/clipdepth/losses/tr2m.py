@@ -174,7 +174,9 @@ def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: 
     return y.clamp(0, num_classes).long()
 
 
-def sample_pixels(mask: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pixels(
+    mask: torch.Tensor, samples: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``samples`` pixels of each image of ``mask`` (B, H, W), uniformly without replacement
     among its valid ones, drawn on the device: ``(index, valid)``, (B, n) each with
     n = min(samples, H * W), flat pixel indices and whether each is a draw (the first
@@ -185,6 +187,7 @@ def sample_pixels(mask: torch.Tensor, samples: int, generator: torch.Generator |
     """
     valid = mask.flatten(1)
     device = generator.device if generator is not None else valid.device
+    # drawn where the generator lives: the trainer's is on the training device, so nothing is copied
     keys = torch.rand(valid.shape, generator=generator, device=device).to(valid.device)
     index = torch.where(valid, keys, -1.0).topk(min(samples, valid.shape[1]), dim=1).indices
     return index, valid.gather(1, index)

@@ -31,7 +31,9 @@ aten = torch.ops.aten
 # Ops that always read a device value on the host or size their output by the data (every overload).
 SYNC_OPS = frozenset({aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.nonzero, aten.masked_select,
                       aten._unique, aten._unique2, aten.unique_dim, aten.unique_consecutive})
-_INDEX_OPS = frozenset({aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default})
+_INDEX_OPS = frozenset(
+    {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+)
 _COPY_OPS = frozenset({aten._to_copy.default, aten.copy_.default, aten._copy_from.default})
 # Dispatched but launching nothing: reads to the host, allocations (the caching allocator's),
 # ``_unsafe_view`` (a view by another name) and the profiler's markers (an optimiser step records one).

@@ -52,7 +52,9 @@ class TR2MObjective(Objective):
         t = cfg.tr2m
         self.optimizers = {
             # fused: one kernel for all parameters, and no per-parameter loop on the host
-            TRAIN: torch.optim.AdamW(model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps, fused=True)
+            TRAIN: torch.optim.AdamW(
+                model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps, fused=True
+            )
         }
         # Key network of the pixel-level contrast: an EMA copy of the head, never trained directly.
         self.key_head = copy.deepcopy(model.head).requires_grad_(False)
@@ -85,11 +87,11 @@ class TR2MObjective(Objective):
         self.epoch_factor = self.lr_factor(epoch, since_improvement)
 
     def _weights(self, like: torch.Tensor) -> torch.Tensor:
-        """The loss weights as one tensor on ``like``'s device and dtype, made once (a step copies nothing)."""
-        if self._loss_weights is None or self._loss_weights.device != like.device or self._loss_weights.dtype != like.dtype:
-            t = self.cfg.tr2m
-            self._loss_weights = torch.tensor([getattr(t, f"{k}_weight") for k in LOSS_TERMS], dtype=like.dtype).to(like.device)
-        return self._loss_weights
+        """The loss weights as one tensor on ``like``'s device, copied there once (not at every step)."""
+        if self._loss_weights is None or self._loss_weights.device != like.device:
+            weights = [getattr(self.cfg.tr2m, f"{k}_weight") for k in LOSS_TERMS]
+            self._loss_weights = torch.tensor(weights).to(like.device)
+        return self._loss_weights.to(like.dtype)
 
     def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         t, head = self.cfg.tr2m, self.model.head
