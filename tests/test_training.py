@@ -8,6 +8,7 @@ import torch
 
 from clipdepth.config import PureCLIPConfig, TrainConfig
 from clipdepth.data.transforms import Preprocessor
+from clipdepth.errors import ConfigError
 from clipdepth.evaluation.protocol import get_protocol
 from clipdepth.features import EncodedSplit
 from clipdepth.io.depth_store import TrainingDepth
@@ -331,3 +332,19 @@ def test_a_run_trains_the_same_whatever_the_process_drew_since_its_head_was_buil
     assert weights_alone.history == weights_later.history
     for key, value in alone.model.head.state_dict().items():
         torch.testing.assert_close(later.model.head.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device, overrides, says", [
+    ("cpu", [], "need a CUDA device"),
+    ("cuda", ["train.drop_last=false"], "train.drop_last=true"),
+])
+def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, device, overrides, says):
+    from clipdepth.config import config_to_dict, load_config_dict
+    from clipdepth.training.trainer import check_cuda_graph
+
+    cfg = load_config_dict(config_to_dict(tiny_cfg), ["train.cuda_graph=true", *overrides])
+    with pytest.raises(ConfigError) as err:
+        check_cuda_graph(cfg, device)
+    message = str(err.value)
+    assert says in message and message.startswith("train.cuda_graph:") and "\n" not in message
+    check_cuda_graph(load_config_dict(config_to_dict(cfg), ["train.cuda_graph=false"]), device)  # off: nothing to check

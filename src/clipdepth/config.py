@@ -279,6 +279,10 @@ class TrainConfig:
     # "bf16" or "fp32" (none: what the released code of PureCLIP-Depth trains in; models/base.py).
     head_precision: str = "auto"
     compile_head: bool = False  # torch.compile the head's forward (CUDA; first steps pay compilation)
+    # Replay the head's forward and backward as CUDA graphs (torch.compile "reduce-overhead"): one
+    # launch for their kernels. CUDA only, and only where every batch has one shape (drop_last, one
+    # input size); refused otherwise.
+    cuda_graph: bool = False
     # How a `mixture` recipe draws its batches (each batch is one dataset's): "weighted": each step
     # draws a dataset with probability proportional to its weight, an epoch being as many steps as
     # the datasets' batches together; "round_robin": whole batches of each dataset in turn

@@ -39,8 +39,8 @@ class TrainBatch:
 
     features: Features  # the model's arrays of the tiles, float32 for the head
     depth: torch.Tensor  # (B, H, W) GT of the tiles at the input size, metres, 0 = invalid
-    frame_shapes: list[tuple[int, int]]  # (height, width) of each full frame (its GT)
-    tile: torch.Tensor  # (B,) which tile of its frame each row is (0 .. tiles - 1)
+    frame_shapes: list[tuple[int, int]]  # (height, width) of each full frame (its GT), known on the host
+    tile: torch.Tensor  # (B,) which tile of its frame each row is (0 .. tiles - 1), on the batch's device
     tiles: int  # tiles per frame
 
 
@@ -76,25 +76,32 @@ class EncodedSplit:
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
     ) -> TrainBatch:
         """One random tile per frame, as the reference code trains on KITTI's four tiles (with
-        one tile, simply the frames). Raises ValueError for a split encoded for scoring."""
+        one tile, simply the frames), and the mirrored frame with probability ``flip_prob``.
+        ``frames`` (B,) and ``generator`` live on the host; the draws reach the data's device in one
+        non-blocking copy, and nothing is read back from it. Raises ValueError for a split encoded
+        for scoring, or flips without ``flipped_arrays``."""
         if self.depth is None:
             raise ValueError("this split was encoded for scoring: it keeps no input-size depth to train on")
+        if self.flip_prob > 0 and self.flipped_arrays is None:
+            raise ValueError("flip augmentation needs the mirrored frames: encode the training split with flip")
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        rows, depth = frames * self.tiles + tile, self.depth.rows(frames)
-        features = self.features(rows, device)
+        draws = [frames, tile]
         if self.flip_prob > 0:
-            if self.flipped_arrays is None:
-                raise ValueError("flip augmentation needs the mirrored frames: encode the training split with flip")
-            flips = torch.rand(len(frames), generator=generator) < self.flip_prob
-            if flips.any():
-                mirrored = self.flipped_features(rows, device)
-                on = flips.to(device)
-                features = {k: torch.where(on.view(-1, *[1] * (v.dim() - 1)), mirrored[k], v) for k, v in features.items()}
-                # tile t of the mirrored frame is the mirror image of the frame's tile tiles-1-t
-                depth = torch.where(flips.view(-1, 1, 1), depth.flip(-1), depth)
+            draws.append((torch.rand(len(frames), generator=generator) < self.flip_prob).long())
+        frames_on, tile_on, *flips = to_device(torch.stack(draws), self.resident_on or "cpu")
+        rows, depth = frames_on * self.tiles + tile_on, self.depth.rows(frames_on)
+        features = self.features(rows, device)
+        if flips:
+            # Every row of both copies, then a choice per row: no branch on the draws.
+            on = flips[0].bool().to(device)
+            mirrored = self.flipped_features(rows, device)
+            features = {k: torch.where(on.view(-1, *[1] * (v.dim() - 1)), mirrored[k], v) for k, v in features.items()}
+            # tile t of the mirrored frame is the mirror image of the frame's tile tiles-1-t
+            depth = torch.where(on.to(depth.device).view(-1, 1, 1), depth.flip(-1), depth)
         return TrainBatch(
-            features, pick_tiles(depth, tile, self.tiles).to(device, non_blocking=True),
-            [tuple(int(v) for v in self.shapes[int(i)]) for i in frames], tile, self.tiles,
+            features, pick_tiles(depth, tile_on, self.tiles).to(device, non_blocking=True),
+            [tuple(map(int, shape)) for shape in self.shapes[frames.numpy()]], tile_on.to(device, non_blocking=True),
+            self.tiles,
         )
 
     def batches(
@@ -138,6 +145,15 @@ class EncodedSplit:
         return as_float({k: _rows(v, index) for k, v in self.flipped_arrays.items()}, device)
 
 
+def to_device(index: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A small host tensor (indices, draws) on ``device``: to a GPU by one non-blocking copy from
+    pinned memory, which the host does not wait for."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
+
+
 def _rows(array, index: torch.Tensor | slice):
     if isinstance(array, torch.Tensor) and isinstance(index, torch.Tensor):
         index = index.to(array.device)
@@ -162,8 +178,8 @@ def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
 
 
 def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Tensor:
-    """(B, H, tiles * W) -> (B, H, W): tile ``tile[b]`` of frame b."""
-    return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile)), :, tile]
+    """(B, H, tiles * W) -> (B, H, W): tile ``tile[b]`` of frame b (``tile`` on ``depth``'s device)."""
+    return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile), device=tile.device), :, tile]
 
 
 def frame_batch(
@@ -214,13 +230,14 @@ class OnTheFlySplit:
             batch = replace(batch, images=self.augmentation.colours(
                 torch.where(flips.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images), generator),
                 depth=torch.where(flips.view(-1, 1, 1), batch.depth.flip(-1), batch.depth))
-        picked = torch.arange(len(prepared)) * self.tiles + tile
+        tile = to_device(tile, batch.depth.device)
+        picked = torch.arange(len(prepared), device=tile.device) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
             features = self.model.encode_frames(batch)
         return TrainBatch(
             as_float({k: v[picked.to(v.device)] for k, v in features.items()}),
-            pick_tiles(batch.depth, tile.to(batch.depth.device), self.tiles).to(device),
-            [tuple(f.sample.depth.shape) for f in prepared], tile, self.tiles,
+            pick_tiles(batch.depth, tile, self.tiles).to(device),
+            [tuple(f.sample.depth.shape) for f in prepared], tile.to(device), self.tiles,
         )
 
 

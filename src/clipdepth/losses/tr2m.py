@@ -2,7 +2,10 @@
 image- and pixel-level scale-oriented contrast, edge-aware smoothness, and the EMA update of the
 key network.
 
-All functions take plain tensors, work on any device and reduce over the whole batch.
+All functions take plain tensors, work on any device and reduce over the whole batch. None of them
+waits for the device: masks enter as masked reductions (``where``, sums and counts), never as boolean
+indexing or a branch on a device value, and pixels are sampled on the device with fixed shapes, so a
+training step queues its kernels without a host sync (``benchmarks/step_overhead.py``).
 """
 from __future__ import annotations
 
@@ -16,11 +19,28 @@ _SILOG_EPS = 1e-12  # floor of the sqrt argument: keeps the gradient finite at a
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
-    """A scalar zero still attached to ``like``'s graph, so ``backward()`` works on an empty loss.
-
-    Callers pass only selected (finite) entries, often an empty selection: NaN * 0 would be NaN.
-    """
+    """A scalar zero still attached to ``like``'s (finite) graph, so ``backward()`` works on an empty loss."""
     return like.sum() * 0
+
+
+def silog_losses(
+    pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float = 0.85
+) -> torch.Tensor:
+    """``silog_loss`` of one prediction against K targets at once: ``pred`` (B, H, W) and ``targets`` /
+    ``masks`` (K, B, H, W) -> (K,) losses, each over its own mask (one pass for TR2M's L_si and pseudo
+    loss instead of two)."""
+    dims = tuple(range(1, targets.dim()))
+    m = masks.to(pred.dtype)
+    # Off-mask entries become 1 before the log (its gradient at 0 or below is inf or NaN), so that
+    # g is finite everywhere and the masks can enter as products.
+    g = (torch.log(torch.where(masks, pred, 1.0)) - torch.log(torch.where(masks, targets, 1.0))) * m
+    n = m.sum(dims)
+    mean = g.sum(dims) / n.clamp_min(1)
+    centred = (g - mean.view(-1, *[1] * len(dims))) * m
+    # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
+    # pred is (nearly) a scaled copy of target.
+    arg = centred.square().sum(dims) / n.clamp_min(1) + (1.0 - variance_focus) * mean.square()
+    return torch.sqrt(arg.clamp_min(_SILOG_EPS)) * (n > 0)  # an empty mask: a graph-keeping 0
 
 
 def silog_loss(
@@ -29,16 +49,9 @@ def silog_loss(
     """Scale-invariant log loss over the masked pixels of the whole batch (BTS/AdaBins, no x10).
 
     ``sqrt(mean(g^2) - variance_focus * mean(g)^2)`` with ``g = log(pred) - log(target)``; ``pred`` and
-    ``target`` must be positive on ``mask``.
+    ``target`` must be positive on ``mask``. An empty mask gives 0, still attached to ``pred``'s graph.
     """
-    if not mask.any():
-        return _zero(pred[mask])
-    g = torch.log(pred[mask]) - torch.log(target[mask])
-    mean = g.mean()
-    # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
-    # pred is (nearly) a scaled copy of target.
-    arg = (g - mean).pow(2).mean() + (1.0 - variance_focus) * mean.pow(2)
-    return torch.sqrt(arg.clamp_min(_SILOG_EPS))
+    return silog_losses(pred, target[None], mask[None], variance_focus)[0]
 
 
 def fit_affine(
@@ -49,20 +62,20 @@ def fit_affine(
     Degenerate images (fewer than 2 valid pixels, or constant ``relative``) get ``alpha = 0`` and
     ``beta`` = the mean valid target (0 with no valid pixel).
     """
-    m = mask.detach().flatten(1).to(torch.float64)
+    mask = mask.flatten(1)
+    m = mask.to(torch.float64)
     # where() rather than a product: unmasked pixels may hold inf/NaN, and NaN * 0 is NaN.
-    r = torch.where(mask.flatten(1), relative.detach().flatten(1).to(torch.float64), 0.0)
-    t = torch.where(mask.flatten(1), target.detach().flatten(1).to(torch.float64), 0.0)
+    r, t = torch.where(mask, torch.stack([relative.detach().flatten(1), target.detach().flatten(1)]).double(), 0.0)
     n = m.sum(1)
     n_safe = n.clamp_min(1.0)
     mean_r = r.sum(1) / n_safe
     mean_t = t.sum(1) / n_safe
     dr = (r - mean_r[:, None]) * m
-    var = dr.pow(2).sum(1)
+    var = dr.square().sum(1)
     cov = (dr * (t - mean_t[:, None])).sum(1)
     # Relative threshold: a constant map leaves only rounding noise (~1e-32 of sum r^2) in var.
-    degenerate = (n < 2) | (var <= 1e-12 * r.pow(2).sum(1))
-    alpha = torch.where(degenerate, torch.zeros_like(var), cov / torch.where(degenerate, 1.0, var))
+    degenerate = (n < 2) | (var <= 1e-12 * r.square().sum(1))
+    alpha = torch.where(degenerate, 0.0, cov / var)  # var may be 0 where degenerate: that value is not taken
     beta = mean_t - alpha * mean_r
     return alpha.to(relative.dtype), beta.to(relative.dtype)
 
@@ -95,35 +108,40 @@ def pseudo_metric(
     return PseudoMetric(depth=depth, alpha=alpha, beta=beta, d1=d1)
 
 
+def pseudo_gate(pseudo: PseudoMetric, rho: float) -> torch.Tensor:
+    """(B,) bool: the images whose pseudo d1 > ``rho``, supervised by their pseudo depth."""
+    return pseudo.d1 > rho
+
+
 def pseudo_metric_loss(
     pred: torch.Tensor, pseudo: PseudoMetric, rho: float, variance_focus: float = 0.85
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SILog of ``pred`` against the pseudo depth on images whose pseudo d1 > ``rho``.
 
     Uses ALL pixels of the gated images: the point is to supervise where the GT is missing.
-    Returns ``(loss, gate)`` with ``gate`` (B,) bool.
+    Returns ``(loss, gate)`` with ``gate`` (B,) bool; 0 (graph-keeping) when no image is gated.
     """
-    gate = pseudo.d1 > rho
-    if not gate.any():
-        return _zero(pred), gate
-    p = pred[gate]
-    return silog_loss(p, pseudo.depth[gate].detach(), torch.ones_like(p, dtype=torch.bool), variance_focus), gate
+    gate = pseudo_gate(pseudo, rho)
+    return silog_loss(pred, pseudo.depth.detach(), gate[:, None, None].expand_as(pred), variance_focus), gate
+
+
+def _excluded(logits: torch.Tensor) -> float:
+    """What an entry left out of a softmax holds: the dtype's lowest finite value, not -inf, so that
+    ``exp`` gives exactly 0 yet products with a 0 weight stay 0 (-inf * 0 is NaN)."""
+    return torch.finfo(logits.dtype).min
 
 
 def _sup_con(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """Supervised-contrastive InfoNCE: per anchor (row), mean over its positives of -log softmax.
 
-    Entries to leave out of the softmax must already be -inf in ``logits``. Averages over anchors with
-    at least one positive; a graph-keeping zero when there is none.
+    Entries to leave out of the softmax must already hold ``_excluded(logits)``. Averages over anchors
+    with at least one positive; a graph-keeping zero when there is none.
     """
-    count = positive.sum(1)
-    has_pos = count > 0
-    if not has_pos.any():
-        return _zero(logits[positive])
+    weight = positive.to(logits.dtype)
+    count = weight.sum(1)
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    # where() keeps -inf (excluded entries) out of the sum and out of the gradient.
-    pos_sum = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(1)
-    return -(pos_sum[has_pos] / count[has_pos]).mean()
+    per_anchor = (log_prob * weight).sum(1) / count.clamp_min(1)  # 0 for an anchor without positives
+    return -per_anchor.sum() / (count > 0).sum().clamp_min(1)
 
 
 def image_contrast_loss(
@@ -138,13 +156,12 @@ def image_contrast_loss(
     b = features.shape[0]
     if b < 2:
         return _zero(features)
-    rank = torch.empty(b, dtype=torch.long, device=scale.device)
-    rank[torch.argsort(scale.detach(), stable=True)] = torch.arange(b, device=scale.device)
+    rank = torch.argsort(torch.argsort(scale.detach(), stable=True), stable=True)  # the inverse permutation
     dist = (rank[:, None] - rank[None, :]).abs()
     positive = (dist > 0) & (dist <= rank_threshold)
     f = F.normalize(features, dim=1)
-    eye = torch.eye(b, dtype=torch.bool, device=features.device)
-    logits = (f @ f.T / temperature).masked_fill(eye, float("-inf"))
+    logits = f @ f.T / temperature
+    logits = logits.masked_fill(torch.eye(b, dtype=torch.bool, device=features.device), _excluded(logits))
     return _sup_con(logits, positive.to(features.device))
 
 
@@ -155,6 +172,25 @@ def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: 
     """
     y = torch.round((d_max - depth) / (d_max - d_min) * num_classes)
     return y.clamp(0, num_classes).long()
+
+
+def sample_pixels(
+    mask: torch.Tensor, samples: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``samples`` pixels of each image of ``mask`` (B, H, W), uniformly without replacement
+    among its valid ones, drawn on the device: ``(index, valid)``, (B, n) each with
+    n = min(samples, H * W), flat pixel indices and whether each is a draw (the first
+    min(valid count, samples) of a row are; the rest pad the row to a fixed shape).
+
+    Each pixel gets a uniform random key, invalid ones below every valid one; the n largest keys
+    of a row are a uniform draw without replacement of min(count, n) valid pixels.
+    """
+    valid = mask.flatten(1)
+    device = generator.device if generator is not None else valid.device
+    # drawn where the generator lives: the trainer's is on the training device, so nothing is copied
+    keys = torch.rand(valid.shape, generator=generator, device=device).to(valid.device)
+    index = torch.where(valid, keys, -1.0).topk(min(samples, valid.shape[1]), dim=1).indices
+    return index, valid.gather(1, index)
 
 
 def pixel_contrast_loss(
@@ -171,34 +207,30 @@ def pixel_contrast_loss(
 ) -> torch.Tensor:
     """Pixel-level scale-oriented contrast, MoCo-style.
 
-    Per image, up to ``samples`` valid pixels are drawn uniformly without replacement (the same pixels
-    for ``query`` and ``key``, both (B, C, H, W)); the samples of all images are pooled. Query pixels are
-    anchors; key pixels (detached: they come from the EMA network) are candidates; positives are keys
-    of the same depth class, including the key of the anchor's own pixel (the MoCo positive).
+    Per image, up to ``samples`` valid pixels of ``mask`` (B, H, W) are drawn uniformly without
+    replacement (``sample_pixels``; the same pixels for ``query`` and ``key``, both (B, C, H, W)); the
+    samples of all images are pooled. Query pixels are anchors; key pixels (detached: they come from
+    the EMA network) are candidates; positives are keys of the same depth class (``depth`` (B, H, W)
+    metres), including the key of the anchor's own pixel (the MoCo positive). Padding entries of
+    the fixed-shape sample take no part. 0 (graph-keeping) with no valid pixel.
     """
-    qs, ks, cs = [], [], []
-    for b in range(query.shape[0]):
-        idx = mask[b].flatten().nonzero().squeeze(1)
-        if idx.numel() > samples:
-            gen_device = generator.device if generator is not None else "cpu"
-            perm = torch.randperm(idx.numel(), generator=generator, device=gen_device).to(idx.device)
-            idx = idx[perm[:samples]]
-        qs.append(query[b].flatten(1)[:, idx].T)
-        ks.append(key[b].detach().flatten(1)[:, idx].T)
-        cs.append(depth_classes(depth[b].flatten()[idx], d_min, d_max, num_classes))
-    q = F.normalize(torch.cat(qs), dim=1)
-    if q.shape[0] == 0:
-        return _zero(q)
-    k = F.normalize(torch.cat(ks), dim=1)
-    c = torch.cat(cs)
-    return _sup_con(q @ k.T / temperature, c[:, None] == c[None, :])
+    index, valid = sample_pixels(mask, samples, generator)
+    gather = index[..., None].expand(-1, -1, query.shape[1])
+    q = F.normalize(query.flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+    k = F.normalize(key.detach().flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+    c = depth_classes(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
+    v = valid.flatten()
+    logits = q @ k.T / temperature
+    logits = torch.where(v[None, :], logits, _excluded(logits))  # padding keys out of every softmax
+    return _sup_con(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
 
 
 def edge_aware_smoothness(maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Edge-aware smoothness (monodepth2): mean ``|d map| * exp(-mean_c |d image|)`` along x plus along y.
 
-    ``maps`` is (B, 1, H, W) or (B, H, W); ``image`` (B, 3, h, w) in [0, 1] is resized bilinearly to the
-    maps' size when it differs, so map gradients are allowed where the image has edges.
+    ``maps`` is (B, H, W) or (B, K, H, W): the sum of the K maps' smoothness, in one pass (TR2M's
+    log A and log B). ``image`` (B, 3, h, w) in [0, 1] is resized bilinearly to the maps' size when it
+    differs, so map gradients are allowed where the image has edges.
     """
     if maps.dim() == 3:
         maps = maps.unsqueeze(1)
@@ -208,17 +240,31 @@ def edge_aware_smoothness(maps: torch.Tensor, image: torch.Tensor) -> torch.Tens
     dy = (maps[..., 1:, :] - maps[..., :-1, :]).abs()
     ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
     iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
-    return (dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean()
+    # the mean over K maps times K: each map's mean, summed
+    return maps.shape[1] * ((dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean())
+
+
+def _paired(target, source, kind: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two modules' named parameters (or buffers), checked to match name by name."""
+    targets, sources = [], []
+    for (tn, t), (sn, s) in zip(target, source, strict=True):
+        if tn != sn:
+            raise ValueError(f"EMA {kind} mismatch: {tn!r} vs {sn!r}")
+        targets.append(t)
+        sources.append(s.detach())
+    return targets, sources
 
 
 @torch.no_grad()
 def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
-    """Key-network update: ``t = momentum * t + (1 - momentum) * s`` for parameters; buffers copied."""
-    for (tn, tp), (sn, sp) in zip(target.named_parameters(), source.named_parameters(), strict=True):
-        if tn != sn:
-            raise ValueError(f"EMA parameter mismatch: {tn!r} vs {sn!r}")
-        tp.mul_(momentum).add_(sp.detach(), alpha=1.0 - momentum)
-    for (tn, tb), (sn, sb) in zip(target.named_buffers(), source.named_buffers(), strict=True):
-        if tn != sn:
-            raise ValueError(f"EMA buffer mismatch: {tn!r} vs {sn!r}")
-        tb.copy_(sb)
+    """Key-network update: ``t = momentum * t + (1 - momentum) * s`` for parameters; buffers copied.
+
+    One foreach kernel for all parameters (``t += (1 - momentum) * (s - t)``, the same update up to
+    rounding). ValueError when the two modules' parameter or buffer names differ.
+    """
+    targets, sources = _paired(target.named_parameters(), source.named_parameters(), "parameter")
+    if targets:
+        torch._foreach_lerp_(targets, sources, 1.0 - momentum)
+    targets, sources = _paired(target.named_buffers(), source.named_buffers(), "buffer")
+    if targets:
+        torch._foreach_copy_(targets, sources)

@@ -196,19 +196,35 @@ class TR2MHead(nn.Module):
             self.scale_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, zero)
             self.shift_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, zero)
 
+    def _fused(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, image_dim) tokens and (B, text_dim) text -> (B, h * w, image_dim) fused tokens."""
+        b, h, w, dim = tokens.shape
+        return self.block(tokens.reshape(b, h * w, dim), self.text_proj(text).unsqueeze(1))
+
+    def _decoded(self, fused: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, _, dim = fused.shape
+        return self.decoder(fused.transpose(1, 2).reshape(b, dim, *grid))
+
+    def pixel_features(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The decoder's pixel features (B, decoder_channels, 8h, 8w) alone, as ``forward`` computes
+        them: all the pixel-level contrast's key network needs (no scale or shift heads). ValueError
+        for a head with global factors, which has no decoder."""
+        if self.decoder is None:
+            raise ValueError("a TR2M head with global factors (tr2m.global_factor) has no pixel features")
+        return self._decoded(self._fused(tokens, text), tuple(tokens.shape[1:3]))
+
     def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> TR2MHeadOutput:
         """``tokens`` (B, h, w, image_dim) patch tokens, ``text`` (B, text_dim) caption embedding."""
-        b, h, w, dim = tokens.shape
+        b, h, w, _ = tokens.shape
         size = (self.patch_size * h, self.patch_size * w)
-        fused = self.block(tokens.reshape(b, h * w, dim), self.text_proj(text).unsqueeze(1))
+        fused = self._fused(tokens, text)
         pooled = fused.mean(dim=1)
         if self.decoder is None:
             raw_scale = self.scale_head(pooled)[:, None, None].expand(b, *size)
             raw_shift = self.shift_head(pooled)[:, None, None].expand(b, *size)
             pixel_features = None
         else:
-            grid = fused.transpose(1, 2).reshape(b, dim, h, w)
-            pixel_features = self.decoder(grid)
+            pixel_features = self._decoded(fused, (h, w))
             raw_scale = self.scale_head(pixel_features, size)
             raw_shift = self.shift_head(pixel_features, size)
         return TR2MHeadOutput(

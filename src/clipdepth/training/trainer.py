@@ -15,8 +15,10 @@
 - ``train.drop_last`` drops each epoch's last partial batch, as PureCLIP-Depth's released loaders
   do; without it an epoch is ceil(frames / batch) steps, and a per-step schedule spans that many.
 - Speed: batches come from ``split.batches`` (device-resident arrays, or shards read a batch ahead,
-  or frames decoded by workers); a step never waits for the device: losses stay on it and are read
-  back every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
+  or frames decoded by workers). From a device-resident split a step does not wait for the device
+  (``benchmarks/step_overhead.py`` counts 0 host syncs): its draws reach the device in one
+  non-blocking copy, losses are masked reductions, and the losses stay on the device, read back
+  every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
   ``train.head_precision`` (auto: bf16 on CUDA) autocasts the head's step, ``train.compile_head`` compiles it.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
   rewritten atomically with the head weights, the optimisers (and any other state of the
@@ -74,6 +76,22 @@ def check_config(cfg: Config) -> None:
     check_model_config(cfg)
     if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
+
+
+def check_cuda_graph(cfg: Config, device: torch.device | str) -> None:
+    """ConfigError unless ``train.cuda_graph`` can replay the head's step: a CUDA device, and one
+    batch shape for every step (``train.drop_last``, a single input size)."""
+    if not cfg.train.cuda_graph:
+        return
+    problem = None
+    if torch.device(device).type != "cuda":
+        problem = f"CUDA graphs need a CUDA device, and this run trains on {device}"
+    elif not cfg.train.drop_last:
+        problem = "the last partial batch of each epoch has another shape: set train.drop_last=true"
+    elif len({tuple(e.input_size) if e.input_size else None for e in cfg.mixture}) > 1:
+        problem = "the mixture's datasets have different input sizes"
+    if problem:
+        raise ConfigError(f"train.cuda_graph: {problem}; or set train.cuda_graph=false")
 
 
 LABELS = ("phase", "source")  # the words of a step record; the rest are numbers
@@ -239,7 +257,10 @@ class Trainer:
         # Under torchrun the head is wrapped so gradients are averaged across ranks; every rank
         # keeps identical weights, and rank 0 alone writes. Each rank holds only its block of every
         # split (``rank_share``): it trains on its training frames and scores its validation frames.
-        head = torch.compile(model.head) if cfg.train.compile_head else model.head
+        check_cuda_graph(cfg, model.device)
+        # "reduce-overhead" records the compiled forward and backward as CUDA graphs, replayed by one launch each
+        head = torch.compile(model.head, mode="reduce-overhead" if cfg.train.cuda_graph else None) \
+            if cfg.train.compile_head or cfg.train.cuda_graph else model.head
         self.trained_head = DistributedDataParallel(head) if dist.enabled else head
         self.model, self.cfg = model, cfg
         self.train_sizes = [len(s.train) for s in sources]  # whole splits, as every rank's schedule counts
@@ -255,7 +276,8 @@ class Trainer:
         # Random tiles: each dataset draws from its own generator (the first's seed is a single
         # dataset's), so the draws do not depend on how the datasets' reads interleave.
         self.tile_generators = [torch.Generator().manual_seed(cfg.seed + 1 + 1000 * k) for k in range(len(sources))]
-        self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
+        # The objective's draws (TR2M's caption lines and contrast pixels), made on the device
+        self.sample_generator = torch.Generator(self.device).manual_seed(cfg.seed + 2)
         self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling and dataset draws
         self.step = 0
         self.val_targets: list[ScoringTargets | None] = [None] * len(sources)
@@ -302,6 +324,8 @@ class Trainer:
 
     def _step(self, batch) -> dict:
         """One optimisation step; the record's losses stay on the device."""
+        if self.cfg.train.cuda_graph:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         with self._head_autocast():
             record = self.objective.step(batch, self.step, self.sample_generator)
         self.step += 1
