@@ -26,7 +26,6 @@ from ..errors import ConfigError, DataError
 from .atomic import atomic_path
 from .depth_io import depth_png_scale, write_depth_png, write_npy
 from .fingerprint import Made
-from .pointcloud import default_intrinsics, depth_to_ply
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")  # read by io.video, when named
@@ -275,6 +274,8 @@ def output_paths(out: Path, name: Path, tails: list[str]) -> list[Path]:
 def ply_intrinsics(given: Any, height: int, width: int) -> tuple[float, float, float, float]:
     """fx, fy, cx, cy (pixels) from ``given``'s attributes of those names: fy = fx and the image
     centre where not given, a 60 degree horizontal field of view without any."""
+    from .pointcloud import default_intrinsics  # imports torch: not needed to collect a command's inputs
+
     fx, fy, cx, cy = default_intrinsics(height, width)
     fx = given.fx if given.fx is not None else (given.fy if given.fy is not None else fx)
     fy = given.fy if given.fy is not None else fx
@@ -298,6 +299,8 @@ def write_prediction(
     written atomically. Returns the number of points in the PLY (0 without one). ConfigError for
     ``vmin`` not below ``vmax``.
     """
+    from .pointcloud import default_intrinsics, depth_to_ply  # imports torch: not needed to collect a command's inputs
+
     scale = depth_png_scale(max_depth)
     colours = functools.cache(lambda: colour_map(depth, max_depth, vmin=vmin, vmax=vmax))  # color_map and side share it
     writers: dict[str, Callable[[Path], Any]] = {
