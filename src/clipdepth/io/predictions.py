@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
-from .depth_io import depth_png_scale, write_depth_png, write_npy
+from .depth_io import PNG_COMPRESS_LEVEL, depth_png_scale, write_depth_png, write_npy
 from .fingerprint import Made
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
@@ -254,9 +254,9 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
 
 
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Atomically write an (H, W, 3) uint8 array as an RGB PNG."""
+    """Atomically write an (H, W, 3) uint8 array as an RGB PNG (zlib level ``PNG_COMPRESS_LEVEL``)."""
     with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
+        Image.fromarray(rgb).save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *,
