@@ -132,6 +132,73 @@ def test_view_points_are_every_kth_pixel_in_gltf_axes():
     assert view_step(1000, 1000, 200_000) == 3  # ceil(1000/3)^2 = 111556 <= 200000 < ceil(1000/2)^2
 
 
+def test_the_view_glb_holds_the_points_and_colours_as_trimesh_reads_them(tmp_path):
+    _require_serve()
+    import io
+    import struct
+
+    import trimesh
+
+    from clipdepth.serve.view3d import glb_bytes, write_view_glb
+
+    points = np.array([[0.5, -1.0, -2.0], [1.5, 0.25, -3.0], [-2.0, 2.0, -1.0]], dtype=np.float32)
+    colours = np.array([[255, 0, 0], [0, 128, 0], [1, 2, 3]], dtype=np.uint8)
+    data = glb_bytes(points, colours)
+    magic, version, length = struct.unpack("<III", data[:12])
+    assert (magic, version, length) == (0x46546C67, 2, len(data)) and length % 4 == 0  # b"glTF", version 2
+    cloud = trimesh.load(io.BytesIO(data), file_type="glb").to_geometry()
+    assert isinstance(cloud, trimesh.PointCloud)
+    assert np.asarray(cloud.vertices).tolist() == points.tolist()
+    assert np.asarray(cloud.colors).tolist() == [[255, 0, 0, 255], [0, 128, 0, 255], [1, 2, 3, 255]]
+    # no valid depth: a file with an empty scene
+    assert len(trimesh.load(io.BytesIO(glb_bytes(points[:0], colours[:0])), file_type="glb").geometry) == 0
+    depth = np.array([[1.0, 2.0], [0.0, 4.0]], dtype=np.float32)  # 3 valid pixels, written whole
+    assert write_view_glb(tmp_path / "v.glb", depth, np.zeros((2, 2, 3), np.uint8), (1.0, 1.0, 0.5, 0.5)) == 3
+    assert len(trimesh.load(tmp_path / "v.glb").to_geometry().vertices) == 3
+
+
+def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path, monkeypatch):
+    """While one request's files are being written, the next request's model runs (and its files are
+    written): the lock covers the model call only."""
+    _require_serve()
+    import threading
+
+    from clipdepth.serve import DepthService, find_checkpoints, service as service_module
+
+    found, _ = find_checkpoints([checkpoints["pure"]])
+    service = DepthService(found, tmp_path / "work")
+    real, release, first = service_module.write_view_glb, threading.Event(), []
+
+    def held_first(*args, **kwargs):  # the first request's last file waits until released
+        if not first:
+            first.append(True)
+            assert release.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_view_glb", held_first)
+    results: dict[str, object] = {}
+
+    def request(key: str) -> None:
+        results[key] = service.predict(photo, found[0].label)
+
+    writing = threading.Thread(target=request, args=("first",))
+    writing.start()
+    while not first and writing.is_alive():
+        writing.join(0.01)
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    second.join(120)  # returns at once when done; without the fix it waits on the lock held by the first
+    done_while_writing = not second.is_alive() and writing.is_alive()
+    release.set()
+    writing.join(120)
+    second.join(120)
+    assert done_while_writing
+    expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    for result in (results["first"], results["second"]):
+        _check_depth_png(result.depth_png, expected)
+        assert result.view.is_file()
+
+
 def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(checkpoints, tmp_path):
     _require_serve()
     from clipdepth.serve import find_checkpoints

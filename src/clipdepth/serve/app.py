@@ -20,6 +20,9 @@ from .service import MAX_UPLOAD_BYTES, DepthService
 # The browser's own fonts: Gradio's default theme fetches Google fonts, and the page makes no request
 # outside this server.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+# Requests handled at once: the model runs one at a time (DepthService), and one request's files are
+# written while the next one's model runs; more would only queue at the model and hold more memory.
+CONCURRENT_REQUESTS = 2
 NO_SHARING = ["download", "fullscreen"]  # an image's buttons, without "share" (an upload to Hugging Face)
 INTRO = (
     "# clipdepth: metric depth from one image\n"
@@ -106,7 +109,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
         model.change(picked, model, [caption, uncertainty], api_name=False)
         gr.on([run.click, caption.submit], predict, [image, model, caption],
               [depth, uncertainty, png, ply, view, status], api_name="predict",
-              concurrency_limit=1)
+              concurrency_limit=CONCURRENT_REQUESTS)
     return app
 
 

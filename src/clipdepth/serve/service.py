@@ -1,6 +1,6 @@
 """What the web page runs, without the page: the checkpoints it offers, their models (loaded on
 first use and kept), and one prediction at a time into a per-server folder that keeps the newest
-results only. Needs trimesh (the ``serve`` extra) for the 3-D view; no Gradio."""
+results only. No Gradio."""
 from __future__ import annotations
 
 import contextlib
@@ -171,7 +171,9 @@ class Prediction:
 class DepthService:
     """Predictions for uploaded images with any of ``checkpoints`` (``find_checkpoints``), written
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
-    and kept; the newest ``keep`` results are kept, older result folders are removed.
+    and kept; a result's files are written after its model call, while another request's model
+    runs (``predict`` may be called from several threads); the newest ``keep`` results are kept,
+    older result folders are removed.
 
     ``crop`` is what each upload feeds the model (``DepthModel.processor_for``: "none", the whole
     image; "trained", the checkpoint's trained input crop and tiles, of ``dataset``'s frames). Limits, each a DataError
@@ -206,7 +208,9 @@ class DepthService:
         self.max_upload_bytes, self.max_pixels, self.max_tiles = max_upload_bytes, max_pixels, max_tiles
         self._models: dict[str, DepthModel] = {}
         self._results: OrderedDict[Path, None] = OrderedDict()
-        # One model at a time (memory for one inference, not one per request); re-entered by model().
+        self._results_lock = threading.Lock()
+        # One model call at a time (memory for one inference, not one per request); re-entered by model().
+        # The files of a result are written outside it, while the next request's model runs.
         self._lock = threading.RLock()
 
     def checkpoint(self, label: str) -> Checkpoint:
@@ -266,6 +270,38 @@ class DepthService:
         checkpoint = self.checkpoint(label)
         rgb = self._read(upload, name)
         captions = self._caption(checkpoint, caption)
+        depth, spread, max_depth, seconds = self._infer(label, rgb, captions, name)
+        # The files are written outside the model lock: the next request's model call runs meanwhile.
+        folder = self.results_root / uuid.uuid4().hex
+        stem = _safe_stem(name)
+        files = {"color": folder / f"{stem}_depth_color.png", "depth": folder / f"{stem}_depth16.png",
+                 "ply": folder / f"{stem}.ply"}
+        if spread is not None:
+            files["uncertainty_color"] = folder / f"{stem}_uncertainty_color.png"
+        # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
+        camera = CameraSources().camera(upload, *depth.shape)
+        intrinsics = camera.intrinsics
+        try:
+            points = write_prediction(files, depth, rgb, max_depth, uncertainty=spread, intrinsics=intrinsics,
+                                      made=Made(name))
+            view = folder / f"{stem}_view.glb"
+            write_view_glb(view, depth, rgb, intrinsics)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        with self._results_lock:
+            self._results[folder] = None
+            old = [self._results.popitem(last=False)[0] for _ in range(len(self._results) - self.keep)]
+        for gone in old:
+            shutil.rmtree(gone, ignore_errors=True)
+        return Prediction(files["color"], files["depth"], files["ply"], view, files.get("uncertainty_color"),
+                          depth, points, seconds, camera.describe())
+
+    def _infer(self, label: str, rgb: np.ndarray, captions: list[str] | None,
+               name: str) -> tuple[np.ndarray, np.ndarray | None, float, float]:
+        """The model of ``label`` on ``rgb`` (H, W, 3) uint8, holding the model lock for that alone:
+        depth (H, W) float32 metres, the uncertainty (H, W) metres or None, the model's max depth
+        (metres) and the seconds taken (loading the model the first time included)."""
         with self._lock:
             start = time.perf_counter()
             model = self.model(label)
@@ -277,29 +313,7 @@ class DepthService:
                                  crop=self.crop, dataset=self.dataset)
             depth = result["depth"][0].float().cpu().numpy()
             spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
-            seconds = time.perf_counter() - start
-            folder = self.results_root / uuid.uuid4().hex
-            stem = _safe_stem(name)
-            files = {"color": folder / f"{stem}_depth_color.png", "depth": folder / f"{stem}_depth16.png",
-                     "ply": folder / f"{stem}.ply"}
-            if spread is not None:
-                files["uncertainty_color"] = folder / f"{stem}_uncertainty_color.png"
-            # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
-            camera = CameraSources().camera(upload, *depth.shape)
-            intrinsics = camera.intrinsics
-            try:
-                points = write_prediction(files, depth, rgb, float(model.max_depth), uncertainty=spread,
-                                          intrinsics=intrinsics, made=Made(name))
-                view = folder / f"{stem}_view.glb"
-                write_view_glb(view, depth, rgb, intrinsics)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            self._results[folder] = None
-            while len(self._results) > self.keep:
-                shutil.rmtree(self._results.popitem(last=False)[0], ignore_errors=True)
-        return Prediction(files["color"], files["depth"], files["ply"], view, files.get("uncertainty_color"),
-                          depth, points, seconds, camera.describe())
+            return depth, spread, float(model.max_depth), time.perf_counter() - start
 
 
 __all__ = ["Checkpoint", "DepthService", "Prediction", "find_checkpoints", "serving_folder"]

@@ -1,8 +1,11 @@
-"""The point cloud as a browser's 3-D viewer takes it: a GLB file (binary glTF, written by trimesh)."""
+"""The point cloud as a browser's 3-D viewer takes it: a GLB file (binary glTF 2.0, written here with numpy:
+trimesh's export took ~170 ms for 200,000 points, this ~2 ms)."""
 from __future__ import annotations
 
+import json
 import math
 import os
+import struct
 
 import numpy as np
 
@@ -39,16 +42,47 @@ def view_points(
     return points[valid] * GLTF_AXES, image[::step, ::step][valid]
 
 
+# glTF 2.0 constants (the specification's section 3.6, "Binary Data Storage", and 4.1, "GLB File Format")
+GLB_MAGIC, GLB_VERSION, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 2, 0x4E4F534A, 0x004E4942
+FLOAT, UNSIGNED_BYTE, ARRAY_BUFFER, POINTS = 5126, 5121, 34962, 0
+
+
+def glb_bytes(points: np.ndarray, colours: np.ndarray) -> bytes:
+    """A GLB file of one point-cloud primitive (mode POINTS): (N, 3) ``points`` as float32 ``POSITION``
+    (with the min and max the format requires) and (N, 3) uint8 ``colours`` as normalised RGBA ``COLOR_0``;
+    no primitive where N is 0 (an accessor counts at least one element)."""
+    positions = np.ascontiguousarray(points, dtype="<f4").reshape(-1, 3)
+    rgba = np.concatenate([colours.reshape(-1, 3).astype(np.uint8), np.full((len(positions), 1), 255, np.uint8)], axis=1)
+    count = len(positions)
+    binary = positions.tobytes() + rgba.tobytes()  # 12 N then 4 N bytes: each view starts 4-byte aligned
+    gltf: dict = {"asset": {"version": "2.0", "generator": "clipdepth"}, "scene": 0, "scenes": [{"nodes": []}]}
+    if count:
+        gltf.update(
+            scenes=[{"nodes": [0]}], nodes=[{"mesh": 0}],
+            meshes=[{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": POINTS}]}],
+            buffers=[{"byteLength": len(binary)}],
+            bufferViews=[{"buffer": 0, "byteOffset": 0, "byteLength": 12 * count, "target": ARRAY_BUFFER},
+                         {"buffer": 0, "byteOffset": 12 * count, "byteLength": 4 * count, "target": ARRAY_BUFFER}],
+            accessors=[{"bufferView": 0, "componentType": FLOAT, "count": count, "type": "VEC3",
+                        "min": positions.min(axis=0).tolist(), "max": positions.max(axis=0).tolist()},
+                       {"bufferView": 1, "componentType": UNSIGNED_BYTE, "normalized": True, "count": count,
+                        "type": "VEC4"}],
+        )
+    text = json.dumps(gltf, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned: JSON padded with spaces, binary with zeros
+    binary += b"\0" * (-len(binary) % 4)
+    chunks = struct.pack("<II", len(text), JSON_CHUNK) + text
+    if count:
+        chunks += struct.pack("<II", len(binary), BIN_CHUNK) + binary
+    return struct.pack("<III", GLB_MAGIC, GLB_VERSION, 12 + len(chunks)) + chunks
+
+
 def write_view_glb(
     path: str | os.PathLike, depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float],
     max_points: int = VIEW_POINTS,
 ) -> int:
-    """Atomically write ``view_points`` as a coloured GLB point cloud; returns its point count."""
-    import trimesh  # the `serve` extra
-
+    """Atomically write ``view_points`` as a coloured GLB point cloud (``glb_bytes``); returns its point count."""
     points, colours = view_points(depth, image, intrinsics, max_points)
-    rgba = np.concatenate([colours, np.full((len(colours), 1), 255, np.uint8)], axis=1)
-    data = trimesh.PointCloud(points, colors=rgba).export(file_type="glb")
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        tmp.write_bytes(glb_bytes(points, colours))
     return len(points)
