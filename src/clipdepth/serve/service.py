@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,6 +35,8 @@ from .view3d import write_view_glb
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens); longer is a paste gone wrong
 KEEP_RESULTS = 16
+# Threads writing results' files (colour PNG, 16-bit PNG, PLY, 3-D view), shared by the requests being written.
+WRITE_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,7 @@ class DepthService:
         self._models: dict[str, DepthModel] = {}
         self._results: OrderedDict[Path, None] = OrderedDict()
         self._results_lock = threading.Lock()
+        self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="serve-write")
         # One model call at a time (memory for one inference, not one per request); re-entered by model().
         # The files of a result are written outside it, while the next request's model runs.
         self._lock = threading.RLock()
@@ -281,14 +285,20 @@ class DepthService:
         # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
         camera = CameraSources().camera(upload, *depth.shape)
         intrinsics = camera.intrinsics
+        view = folder / f"{stem}_view.glb"
+        # each file on a thread of its own (PNG, zlib and numpy work outside the GIL)
+        jobs = {kind: self._writers.submit(write_prediction, {kind: path}, depth, rgb, max_depth, uncertainty=spread,
+                                           intrinsics=intrinsics, made=Made(name)) for kind, path in files.items()}
+        jobs["view"] = self._writers.submit(write_view_glb, view, depth, rgb, intrinsics)
         try:
-            points = write_prediction(files, depth, rgb, max_depth, uncertainty=spread, intrinsics=intrinsics,
-                                      made=Made(name))
-            view = folder / f"{stem}_view.glb"
-            write_view_glb(view, depth, rgb, intrinsics)
+            wait(jobs.values())
+            for job in jobs.values():  # the first error, once every file is written whole or absent
+                job.result()
         except BaseException:
+            wait(jobs.values())
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        points = jobs["ply"].result()
         with self._results_lock:
             self._results[folder] = None
             old = [self._results.popitem(last=False)[0] for _ in range(len(self._results) - self.keep)]
