@@ -38,7 +38,7 @@ from ..models.base import INFER_CROPS, INFERENCE_OVERRIDES, MAX_TILES, DepthMode
 # Threads writing the outputs (PNG encoding and numpy run outside the GIL) while the model works on the
 # next batch: at zlib level 1 one thread writes a 480x640 image's depth and colour PNGs in about 20 ms
 # (benchmarks/png_write.py), so 4 threads cap a run near 200 images/s; a host with more cores gets up
-# to 16, which keeps up with an H100's encoder.
+# to 16 threads (about 800 images/s, where the cores are free).
 WRITE_THREADS = min(16, max(4, (os.cpu_count() or 4) // 2))
 
 

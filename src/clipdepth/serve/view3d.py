@@ -1,5 +1,5 @@
-"""The point cloud as a browser's 3-D viewer takes it: a GLB file (binary glTF 2.0, written here with numpy:
-trimesh's export took ~170 ms for 200,000 points, this ~2 ms)."""
+"""The point cloud as a browser's 3-D viewer takes it: a GLB file (binary glTF 2.0), written here with numpy:
+for 200,000 points about 3x faster than trimesh's export, timed side by side."""
 from __future__ import annotations
 
 import json
@@ -52,29 +52,31 @@ def glb_bytes(points: np.ndarray, colours: np.ndarray) -> bytes:
     (with the min and max the format requires) and (N, 3) uint8 ``colours`` as normalised RGBA ``COLOR_0``;
     no primitive where N is 0 (an accessor counts at least one element)."""
     positions = np.ascontiguousarray(points, dtype="<f4").reshape(-1, 3)
-    rgba = np.concatenate([colours.reshape(-1, 3).astype(np.uint8), np.full((len(positions), 1), 255, np.uint8)], axis=1)
     count = len(positions)
-    binary = positions.tobytes() + rgba.tobytes()  # 12 N then 4 N bytes: each view starts 4-byte aligned
-    gltf: dict = {"asset": {"version": "2.0", "generator": "clipdepth"}, "scene": 0, "scenes": [{"nodes": []}]}
+    rgba = np.concatenate([colours.reshape(-1, 3).astype(np.uint8), np.full((count, 1), 255, np.uint8)], axis=1)
+    # an empty scene where there is no point: glTF allows no empty arrays
+    gltf: dict = {"asset": {"version": "2.0", "generator": "clipdepth"}, "scene": 0, "scenes": [{}]}
     if count:
         gltf.update(
             scenes=[{"nodes": [0]}], nodes=[{"mesh": 0}],
             meshes=[{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": POINTS}]}],
-            buffers=[{"byteLength": len(binary)}],
+            buffers=[{"byteLength": 16 * count}],
+            # 12 bytes a point, then 4 bytes a colour: every view and the chunk stay 4-byte aligned
             bufferViews=[{"buffer": 0, "byteOffset": 0, "byteLength": 12 * count, "target": ARRAY_BUFFER},
                          {"buffer": 0, "byteOffset": 12 * count, "byteLength": 4 * count, "target": ARRAY_BUFFER}],
+            # the bounds axis by axis: numpy's min(axis=0) over (N, 3) took ~100x as long
             accessors=[{"bufferView": 0, "componentType": FLOAT, "count": count, "type": "VEC3",
-                        "min": positions.min(axis=0).tolist(), "max": positions.max(axis=0).tolist()},
+                        "min": [float(axis.min()) for axis in positions.T],
+                        "max": [float(axis.max()) for axis in positions.T]},
                        {"bufferView": 1, "componentType": UNSIGNED_BYTE, "normalized": True, "count": count,
                         "type": "VEC4"}],
         )
     text = json.dumps(gltf, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 4)  # chunks are 4-byte aligned: JSON padded with spaces, binary with zeros
-    binary += b"\0" * (-len(binary) % 4)
-    chunks = struct.pack("<II", len(text), JSON_CHUNK) + text
-    if count:
-        chunks += struct.pack("<II", len(binary), BIN_CHUNK) + binary
-    return struct.pack("<III", GLB_MAGIC, GLB_VERSION, 12 + len(chunks)) + chunks
+    text += b" " * (-len(text) % 4)  # the JSON chunk is padded to 4 bytes with spaces
+    binary = [struct.pack("<II", 16 * count, BIN_CHUNK), positions.data, rgba.data] if count else []
+    length = 12 + 8 + len(text) + (8 + 16 * count if count else 0)
+    return b"".join([struct.pack("<III", GLB_MAGIC, GLB_VERSION, length), struct.pack("<II", len(text), JSON_CHUNK),
+                     text, *binary])
 
 
 def write_view_glb(
