@@ -163,7 +163,8 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
     _require_serve()
     import threading
 
-    from clipdepth.serve import DepthService, find_checkpoints, service as service_module
+    from clipdepth.serve import DepthService, find_checkpoints
+    from clipdepth.serve import service as service_module
 
     found, _ = find_checkpoints([checkpoints["pure"]])
     service = DepthService(found, tmp_path / "work")

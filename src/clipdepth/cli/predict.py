@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
     clips = collect_videos(videos, args.out) if videos else []
 
     from ..device import resolve_device
-    from ..inference import PredictOptions, predict_to_folder, predict_videos, input_lines
-    from ..io.intrinsics import RECORD_FILE, describe_cameras
+    from ..inference import PredictOptions, input_lines, predict_to_folder, predict_videos
     from ..io.fingerprint import readable
+    from ..io.intrinsics import RECORD_FILE, describe_cameras
     from ..models import load_model
 
     options = PredictOptions(
