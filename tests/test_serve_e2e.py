@@ -196,7 +196,7 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
     assert done_while_writing
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
     for result in (results["first"], results["second"]):
-        _check_depth_png(result.depth_png, expected)
+        _check_depth_png(service.download(result.key, "depth"), expected)
         assert result.view.is_file()
 
 
@@ -233,19 +233,28 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     service = DepthService(found, tmp_path / "work", keep=2, max_upload_bytes=2**20)
     first = service.predict(photo, pure)
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
-    _check_depth_png(first.depth_png, expected)
-    _check_ply(first.ply, expected, _rgb(photo))
+    # a request writes what the page shows; the downloads wait until asked for
+    assert sorted(p.name for p in first.depth_color.parent.iterdir()) == [
+        "photo_depth_color.png", "photo_uncertainty_color.png", "photo_view.glb"]
+    first_png, first_ply = service.download(first.key, "depth"), service.download(first.key, "ply")
+    _check_depth_png(first_png, expected)
+    _check_ply(first_ply, expected, _rgb(photo))
     assert first.points == 48 * 64 and first.uncertainty_color is not None and first.view.stat().st_size > 0
-    assert [p.name for p in (first.depth_color, first.depth_png, first.ply, first.view)] == [
+    assert [p.name for p in (first.depth_color, first_png, first_ply, first.view)] == [
         "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb"]
-    with Image.open(first.depth_png) as im:
+    assert first_png.parent == first.depth_color.parent
+    with Image.open(first_png) as im:
         assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
+    written = first_ply.stat().st_mtime_ns
+    assert service.download(first.key, "ply") == first_ply and first_ply.stat().st_mtime_ns == written  # not again
+    with pytest.raises(ConfigError, match="no download 'npy'; choose one of depth, ply"):
+        service.download(first.key, "npy")
 
     with_caption = service.predict(photo, tr2m, f"  {CAPTION}\n")  # surrounding blanks do not count
     assert with_caption.uncertainty_color is None
     tr2m_model = load_model(checkpoints["tr2m"])
     expected = tr2m_model.infer(_rgb(photo), captions=[CAPTION])["depth"][0].numpy()
-    _check_depth_png(with_caption.depth_png, expected)
+    _check_depth_png(service.download(with_caption.key, "depth"), expected)
     other = tr2m_model.infer(_rgb(photo), captions=["a wide open beach"])["depth"][0].numpy()
     assert np.abs(other - expected).max() > 0.01  # the caption matters: the check above could fail
     for caption, message in (("", "TR2M reads a caption"), ("   ", "TR2M reads a caption"),
@@ -253,9 +262,13 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
         with pytest.raises(ConfigError, match=message):
             service.predict(photo, tr2m, caption)
 
-    service.predict(photo, pure)  # a third result: the first (keep=2) is gone
-    assert not first.depth_png.parent.exists() and with_caption.depth_png.exists()
+    service.predict(photo, pure)  # a third result: the first (keep=2) is gone, from disk and from memory
+    assert not first.depth_color.parent.exists() and with_caption.depth_color.exists()
     assert len(list(service.results_root.iterdir())) == 2
+    with pytest.raises(DataError) as err:
+        service.download(first.key, "ply")
+    assert str(err.value) == "that result is no longer kept (the server keeps its newest 2): estimate the depth again"
+    assert not first.depth_color.parent.exists()
 
     # a photo with an EXIF 35 mm-equivalent focal length: its point cloud uses it (Depth Pro's conversion)
     exif = Image.Exif()
@@ -264,7 +277,7 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     phone = service.predict(tmp_path / "phone.jpg", pure)
     focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
     u = np.arange(64)[None, :].repeat(48, 0)
-    np.testing.assert_allclose(_read_ply(phone.ply)["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_read_ply(service.download(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
     assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {
@@ -556,8 +569,12 @@ def _shown(page, selector: str, to: Path) -> np.ndarray:
 
 
 def _download(page, selector: str, to: Path) -> Path:
+    """Press the button of the download at ``selector`` (the server writes the file), then its link."""
+    page.click(f"{selector}-button")
+    link = page.locator(f"{selector} a.download-link")
+    link.wait_for()
     with page.expect_download() as info:
-        page.click(f"{selector} a.download-link")
+        link.click()
     info.value.save_as(to)
     return to
 
@@ -659,6 +676,8 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         outputs = client.predict(handle_file(str(photo)), str(checkpoints["pure"]), "", api_name="/predict")
         assert "64x48: depth" in outputs[-1]
+        assert any(temp.rglob("photo_depth_color.png")) and not any(temp.rglob("photo_depth16.png"))
+        client.predict(api_name="/download_depth_png")  # the session's result: written now, on the server's disk
         assert any(temp.rglob("photo_depth16.png"))  # the result is on disk while the server runs
     finally:
         server.send_signal(signal.SIGTERM)
