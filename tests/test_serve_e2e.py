@@ -132,6 +132,74 @@ def test_view_points_are_every_kth_pixel_in_gltf_axes():
     assert view_step(1000, 1000, 200_000) == 3  # ceil(1000/3)^2 = 111556 <= 200000 < ceil(1000/2)^2
 
 
+def test_the_view_glb_holds_the_points_and_colours_as_trimesh_reads_them(tmp_path):
+    _require_serve()
+    import io
+    import struct
+
+    import trimesh
+
+    from clipdepth.serve.view3d import glb_bytes, write_view_glb
+
+    points = np.array([[0.5, -1.0, -2.0], [1.5, 0.25, -3.0], [-2.0, 2.0, -1.0]], dtype=np.float32)
+    colours = np.array([[255, 0, 0], [0, 128, 0], [1, 2, 3]], dtype=np.uint8)
+    data = glb_bytes(points, colours)
+    magic, version, length = struct.unpack("<III", data[:12])
+    assert (magic, version, length) == (0x46546C67, 2, len(data)) and length % 4 == 0  # b"glTF", version 2
+    cloud = trimesh.load(io.BytesIO(data), file_type="glb").to_geometry()
+    assert isinstance(cloud, trimesh.PointCloud)
+    assert np.asarray(cloud.vertices).tolist() == points.tolist()
+    assert np.asarray(cloud.colors).tolist() == [[255, 0, 0, 255], [0, 128, 0, 255], [1, 2, 3, 255]]
+    # no valid depth: a file with an empty scene
+    assert len(trimesh.load(io.BytesIO(glb_bytes(points[:0], colours[:0])), file_type="glb").geometry) == 0
+    depth = np.array([[1.0, 2.0], [0.0, 4.0]], dtype=np.float32)  # 3 valid pixels, written whole
+    assert write_view_glb(tmp_path / "v.glb", depth, np.zeros((2, 2, 3), np.uint8), (1.0, 1.0, 0.5, 0.5)) == 3
+    assert len(trimesh.load(tmp_path / "v.glb").to_geometry().vertices) == 3
+
+
+def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path, monkeypatch):
+    """While one request's files are being written, the next request's model runs (and its files are
+    written): the lock covers the model call only."""
+    _require_serve()
+    import threading
+
+    from clipdepth.serve import DepthService, find_checkpoints
+    from clipdepth.serve import service as service_module
+
+    found, _ = find_checkpoints([checkpoints["pure"]])
+    service = DepthService(found, tmp_path / "work")
+    real, release, first = service_module.write_view_glb, threading.Event(), []
+
+    def held_first(*args, **kwargs):  # the first request's last file waits until released
+        if not first:
+            first.append(True)
+            assert release.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_view_glb", held_first)
+    results: dict[str, object] = {}
+
+    def request(key: str) -> None:
+        results[key] = service.predict(photo, found[0].label)
+
+    writing = threading.Thread(target=request, args=("first",))
+    writing.start()
+    while not first and writing.is_alive():
+        writing.join(0.01)
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    second.join(120)  # returns at once when done; without the fix it waits on the lock held by the first
+    done_while_writing = not second.is_alive() and writing.is_alive()
+    release.set()
+    writing.join(120)
+    second.join(120)
+    assert done_while_writing
+    expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    for result in (results["first"], results["second"]):
+        _check_depth_png(service.download(result.key, "depth"), expected)
+        assert result.view.is_file()
+
+
 def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(checkpoints, tmp_path):
     _require_serve()
     from clipdepth.serve import find_checkpoints
@@ -165,19 +233,28 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     service = DepthService(found, tmp_path / "work", keep=2, max_upload_bytes=2**20)
     first = service.predict(photo, pure)
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
-    _check_depth_png(first.depth_png, expected)
-    _check_ply(first.ply, expected, _rgb(photo))
+    # a request writes what the page shows; the downloads wait until asked for
+    assert sorted(p.name for p in first.depth_color.parent.iterdir()) == [
+        "photo_depth_color.png", "photo_uncertainty_color.png", "photo_view.glb"]
+    first_png, first_ply = service.download(first.key, "depth"), service.download(first.key, "ply")
+    _check_depth_png(first_png, expected)
+    _check_ply(first_ply, expected, _rgb(photo))
     assert first.points == 48 * 64 and first.uncertainty_color is not None and first.view.stat().st_size > 0
-    assert [p.name for p in (first.depth_color, first.depth_png, first.ply, first.view)] == [
+    assert [p.name for p in (first.depth_color, first_png, first_ply, first.view)] == [
         "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb"]
-    with Image.open(first.depth_png) as im:
+    assert first_png.parent == first.depth_color.parent
+    with Image.open(first_png) as im:
         assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
+    written = first_ply.stat().st_mtime_ns
+    assert service.download(first.key, "ply") == first_ply and first_ply.stat().st_mtime_ns == written  # not again
+    with pytest.raises(ConfigError, match="no download 'npy'; choose one of depth, ply"):
+        service.download(first.key, "npy")
 
     with_caption = service.predict(photo, tr2m, f"  {CAPTION}\n")  # surrounding blanks do not count
     assert with_caption.uncertainty_color is None
     tr2m_model = load_model(checkpoints["tr2m"])
     expected = tr2m_model.infer(_rgb(photo), captions=[CAPTION])["depth"][0].numpy()
-    _check_depth_png(with_caption.depth_png, expected)
+    _check_depth_png(service.download(with_caption.key, "depth"), expected)
     other = tr2m_model.infer(_rgb(photo), captions=["a wide open beach"])["depth"][0].numpy()
     assert np.abs(other - expected).max() > 0.01  # the caption matters: the check above could fail
     for caption, message in (("", "TR2M reads a caption"), ("   ", "TR2M reads a caption"),
@@ -185,9 +262,13 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
         with pytest.raises(ConfigError, match=message):
             service.predict(photo, tr2m, caption)
 
-    service.predict(photo, pure)  # a third result: the first (keep=2) is gone
-    assert not first.depth_png.parent.exists() and with_caption.depth_png.exists()
+    service.predict(photo, pure)  # a third result: the first (keep=2) is gone, from disk and from memory
+    assert not first.depth_color.parent.exists() and with_caption.depth_color.exists()
     assert len(list(service.results_root.iterdir())) == 2
+    with pytest.raises(DataError) as err:
+        service.download(first.key, "ply")
+    assert str(err.value) == "that result is no longer kept (the server keeps its newest 2): estimate the depth again"
+    assert not first.depth_color.parent.exists()
 
     # a photo with an EXIF 35 mm-equivalent focal length: its point cloud uses it (Depth Pro's conversion)
     exif = Image.Exif()
@@ -196,7 +277,7 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     phone = service.predict(tmp_path / "phone.jpg", pure)
     focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
     u = np.arange(64)[None, :].repeat(48, 0)
-    np.testing.assert_allclose(_read_ply(phone.ply)["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_read_ply(service.download(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
     assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {
@@ -488,8 +569,12 @@ def _shown(page, selector: str, to: Path) -> np.ndarray:
 
 
 def _download(page, selector: str, to: Path) -> Path:
+    """Press the button of the download at ``selector`` (the server writes the file), then its link."""
+    page.click(f"{selector}-button")
+    link = page.locator(f"{selector} a.download-link")
+    link.wait_for()
     with page.expect_download() as info:
-        page.click(f"{selector} a.download-link")
+        link.click()
     info.value.save_as(to)
     return to
 
@@ -591,6 +676,8 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         outputs = client.predict(handle_file(str(photo)), str(checkpoints["pure"]), "", api_name="/predict")
         assert "64x48: depth" in outputs[-1]
+        assert any(temp.rglob("photo_depth_color.png")) and not any(temp.rglob("photo_depth16.png"))
+        client.predict(api_name="/download_depth_png")  # the session's result: written now, on the server's disk
         assert any(temp.rglob("photo_depth16.png"))  # the result is on disk while the server runs
     finally:
         server.send_signal(signal.SIGTERM)

@@ -1,6 +1,6 @@
 """`clipdepth serve`: a local web page (Gradio): upload an image, pick a model, see depth and
 uncertainty, download the 16-bit PNG and the PLY, turn the point cloud in 3-D. Needs the ``serve``
-extra (gradio, trimesh). The page is ``clipdepth.serve``'s; this module parses the arguments.
+extra (gradio). The page is ``clipdepth.serve``'s; this module parses the arguments.
 """
 from __future__ import annotations
 
@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
 
-    missing = [name for name in ("gradio", "trimesh") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"serve needs {' and '.join(missing)}: pip install -e \".[serve]\" in a clone of clipdepth")
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("serve needs gradio: pip install -e \".[serve]\" in a clone of clipdepth")
     from ..serve import DepthService, check_address, check_host, find_checkpoints, serving_folder
 
     # everything that can be refused, before Gradio is imported (seconds) and the server starts

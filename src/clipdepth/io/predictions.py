@@ -16,6 +16,9 @@ import functools
 import glob
 import math
 import os
+import struct
+import threading
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,9 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
-from .depth_io import depth_png_scale, write_depth_png, write_npy
+from .depth_io import PNG_COMPRESS_LEVEL, depth_png_scale, write_depth_png, write_npy
 from .fingerprint import Made
-from .pointcloud import default_intrinsics, depth_to_ply
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")  # read by io.video, when named
@@ -224,6 +226,17 @@ def _ticks(low: float, high: float, most: int) -> list[float]:
 BAR_GAP, BAR_WIDTH, TICK_LENGTH, FONT_SIZE, TICK_SPACING = 10, 12, 4, 11, 40
 
 
+_FONTS = threading.local()
+
+
+def _font() -> ImageFont.FreeTypeFont:
+    """The scale's font, one per thread: FreeType faces must not be shared by threads drawing at
+    once, and loading one costs about a millisecond, as much as colouring a 480 x 640 map."""
+    if not hasattr(_FONTS, "font"):
+        _FONTS.font = ImageFont.load_default(size=FONT_SIZE)
+    return _FONTS.font
+
+
 def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """(H', W', 3) uint8: ``depth`` (H, W) metres in colour over ``colour_range`` (by default
     0..min(``max_depth``, its max)), with a bar giving the colours' metres at its right. Beyond
@@ -232,8 +245,7 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
     depth = depth[::step, ::step]
     low, high = colour_range(depth, max_depth, vmin, vmax)
     height, width = depth.shape
-    # A font per image: FreeType faces must not be shared by threads drawing at once.
-    font = ImageFont.load_default(size=FONT_SIZE)
+    font = _font()
     values = _ticks(low, high, max(2, height // TICK_SPACING))
     labels = [f"{value:.4g} m" for value in values]
     pad = FONT_SIZE // 2 + 1  # the labels at the bar's ends stick out by half a line
@@ -254,10 +266,34 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
     return canvas
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def rgb_png(rgb: np.ndarray) -> bytes:
+    """The bytes of an 8-bit RGB PNG of (H, W, 3) uint8 ``rgb``: every row with filter type 0 (None),
+    deflated at zlib level ``PNG_COMPRESS_LEVEL`` (PNG specification, sections 11.2.2 IHDR and 9.2).
+
+    Pillow tries the five filters on every row and keeps the best; for colour maps (runs of a
+    few hundred colours) no filter is as small or smaller (an NYU frame's: 125 KB against
+    Pillow's 142 KB at level 1) and the whole PNG is ~3.5x faster (480 x 640: 1.8 ms against 6.4).
+    """
+    height, width, channels = rgb.shape
+    if channels != 3 or rgb.dtype != np.uint8:
+        raise DataError(f"an RGB PNG needs (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    rows = np.empty((height, 1 + 3 * width), np.uint8)
+    rows[:, 0] = 0  # each row's filter type: None
+    rows[:, 1:] = rgb.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter 0, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(rows, PNG_COMPRESS_LEVEL)) + _png_chunk(b"IEND", b""))
+
+
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Atomically write an (H, W, 3) uint8 array as an RGB PNG."""
+    """Atomically write an (H, W, 3) uint8 array as an RGB PNG (``rgb_png``)."""
+    data = rgb_png(rgb)
     with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
+        tmp.write_bytes(data)
 
 
 def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *,
@@ -275,6 +311,8 @@ def output_paths(out: Path, name: Path, tails: list[str]) -> list[Path]:
 def ply_intrinsics(given: Any, height: int, width: int) -> tuple[float, float, float, float]:
     """fx, fy, cx, cy (pixels) from ``given``'s attributes of those names: fy = fx and the image
     centre where not given, a 60 degree horizontal field of view without any."""
+    from .pointcloud import default_intrinsics  # imports torch: not needed to collect a command's inputs
+
     fx, fy, cx, cy = default_intrinsics(height, width)
     fx = given.fx if given.fx is not None else (given.fy if given.fy is not None else fx)
     fy = given.fy if given.fy is not None else fx
@@ -298,6 +336,8 @@ def write_prediction(
     written atomically. Returns the number of points in the PLY (0 without one). ConfigError for
     ``vmin`` not below ``vmax``.
     """
+    from .pointcloud import default_intrinsics, depth_to_ply  # imports torch: not needed to collect a command's inputs
+
     scale = depth_png_scale(max_depth)
     colours = functools.cache(lambda: colour_map(depth, max_depth, vmin=vmin, vmax=vmax))  # color_map and side share it
     writers: dict[str, Callable[[Path], Any]] = {

@@ -20,6 +20,9 @@ from .service import MAX_UPLOAD_BYTES, DepthService
 # The browser's own fonts: Gradio's default theme fetches Google fonts, and the page makes no request
 # outside this server.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+# Requests handled at once: the model runs one at a time (DepthService), and one request's files are
+# written while the next one's model runs; more would only queue at the model and hold more memory.
+CONCURRENT_REQUESTS = 2
 NO_SHARING = ["download", "fullscreen"]  # an image's buttons, without "share" (an upload to Hugging Face)
 INTRO = (
     "# clipdepth: metric depth from one image\n"
@@ -32,7 +35,8 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
     """The page: image upload (any file: the service checks it, so a broken one gets a readable
     message), the model picker over ``service``'s checkpoints, a caption box shown for models that
     read captions (TR2M), and the results: depth in colour with its metre scale, the uncertainty
-    where the model gives one, the 16-bit PNG and PLY downloads and a 3-D view of the point cloud.
+    where the model gives one and a 3-D view of the point cloud, then the 16-bit PNG and PLY
+    downloads, each written when its button is pressed (``DepthService.download``).
 
     ``examples``: a folder of images offered as examples (``<stem>.txt`` beside one is its
     caption); None: two synthetic scenes, labelled as such. Either way they are copied into
@@ -69,7 +73,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                 gr.update(visible=checkpoint.model_class.gives_uncertainty, value=None))
 
     def predict(upload: str | None, label: str, caption: str) -> tuple:
-        nothing = (None,) * 5
+        nothing = (None,) * 6  # the shown files, the downloads of the previous result, its key
         if upload is None:
             return *nothing, "Choose an image first (upload one, or click an example)."
         try:
@@ -78,8 +82,22 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             return *nothing, f"Error: {exc}"
         finally:
             forget_old_uploads(upload)
-        files = (result.depth_color, result.uncertainty_color, result.depth_png, result.ply, result.view)
-        return *(None if f is None else str(f) for f in files), f"{label}: {result.summary}"
+        shown = (result.depth_color, result.uncertainty_color)
+        return (*(None if f is None else str(f) for f in shown), None, None, str(result.view),
+                (result.key, Path(upload).name), f"{label}: {result.summary}")
+
+    def downloader(kind: str):
+        def download(result: tuple[str, str] | None) -> tuple:
+            """The file of ``kind`` for the page's result, written now (DepthService.download); the status
+            line is left as it is unless it fails."""
+            if result is None:
+                return None, "Estimate the depth first: its downloads are written from the result."
+            key, name = result
+            try:
+                return str(service.download(key, kind)), gr.skip()
+            except ClipdepthError as exc:
+                return None, f"Error: {name}: {exc}"
+        return download
 
     first = next(iter(service.checkpoints.values()))
     with gr.Blocks(title="clipdepth", analytics_enabled=False) as app:
@@ -99,14 +117,22 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                                  buttons=NO_SHARING, elem_id="depth")
                 uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
                                        visible=first.model_class.gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
-                with gr.Row():
-                    png = gr.File(label="16-bit depth PNG (value / depth_scale = metres)", elem_id="depth-png")
-                    ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
                 view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
+                # Written when asked for, from the result the server keeps: a request writes only what is shown.
+                with gr.Row():
+                    with gr.Column():
+                        png_button = gr.Button("Write the 16-bit depth PNG", size="sm", elem_id="depth-png-button")
+                        png = gr.File(label="16-bit depth PNG (value / depth_scale = metres)", elem_id="depth-png")
+                    with gr.Column():
+                        ply_button = gr.Button("Write the point cloud (PLY)", size="sm", elem_id="ply-button")
+                        ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
+        result = gr.State(None)  # (the service's key of the page's result, the upload's name)
         model.change(picked, model, [caption, uncertainty], api_name=False)
         gr.on([run.click, caption.submit], predict, [image, model, caption],
-              [depth, uncertainty, png, ply, view, status], api_name="predict",
-              concurrency_limit=1)
+              [depth, uncertainty, png, ply, view, result, status], api_name="predict",
+              concurrency_limit=CONCURRENT_REQUESTS)
+        png_button.click(downloader("depth"), result, [png, status], api_name="download_depth_png")
+        ply_button.click(downloader("ply"), result, [ply, status], api_name="download_ply")
     return app
 
 

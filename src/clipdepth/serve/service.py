@@ -1,6 +1,6 @@
 """What the web page runs, without the page: the checkpoints it offers, their models (loaded on
 first use and kept), and one prediction at a time into a per-server folder that keeps the newest
-results only. Needs trimesh (the ``serve`` extra) for the 3-D view; no Gradio."""
+results only. No Gradio."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -34,6 +35,11 @@ from .view3d import write_view_glb
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens); longer is a paste gone wrong
 KEEP_RESULTS = 16
+# Threads writing what the page shows of a result (the colour PNGs and the 3-D view), shared by the requests.
+WRITE_THREADS = 4
+# The downloads, written only when asked for (DepthService.download): write_prediction's kind -> the
+# file's name after the upload's stem. A request writes only what the page shows.
+DOWNLOADS = {"depth": "_depth16.png", "ply": ".ply"}
 
 
 @dataclass(frozen=True)
@@ -146,16 +152,16 @@ def _safe_stem(name: str) -> str:
 
 @dataclass
 class Prediction:
-    """One upload's result: files in a result folder of the server (each name begins with the
-    upload's stem) and what the page says about it."""
+    """One upload's result: what the page shows, as files in a result folder of the server (each
+    name begins with the upload's stem), and what the page says about it. Its downloads are
+    written on demand: ``DepthService.download(key, kind)``."""
 
+    key: str  # the result's name in its service (DepthService.download)
     depth_color: Path  # colour PNG with a metre scale
-    depth_png: Path  # 16-bit PNG: metres = value / its depth_scale text chunk (1000: millimetres)
-    ply: Path  # every pixel's point, metres, camera frame (x right, y down, z forward)
     view: Path  # GLB point cloud for the 3-D view (subsampled, glTF axes)
     uncertainty_color: Path | None  # colour PNG of the model's uncertainty (metres); None where it gives none
     depth: np.ndarray  # (H, W) float32 metres
-    points: int  # in the PLY
+    points: int  # pixels with a positive depth: the PLY download's points
     seconds: float  # model time (loading a model the first time included)
     camera: str = ""  # where the point cloud's intrinsics came from (the photo's EXIF, or the default)
 
@@ -168,10 +174,31 @@ class Prediction:
                 f"(camera: {self.camera}), {self.seconds:.2f} s")
 
 
+@dataclass
+class _Kept:
+    """What a result's downloads are written from, while it is among the newest ``keep``: (H, W)
+    float32 metres, the (H, W, 3) uint8 upload, fx fy cx cy (pixels). ``lock`` is held while a
+    download is written and while the result is removed, so that neither meets the other half-done."""
+
+    folder: Path
+    stem: str
+    name: str
+    depth: np.ndarray
+    rgb: np.ndarray
+    max_depth: float
+    intrinsics: tuple[float, float, float, float]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    removed: bool = False
+
+
 class DepthService:
     """Predictions for uploaded images with any of ``checkpoints`` (``find_checkpoints``), written
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
-    and kept; the newest ``keep`` results are kept, older result folders are removed.
+    and kept; what the page shows of a result (the colour PNGs, the 3-D view) is written after its
+    model call, while another request's model runs (``predict`` may be called from several
+    threads), and its downloads (16-bit depth PNG, PLY) when asked for (``download``). The newest
+    ``keep`` results are kept, in memory for their downloads (7 bytes per pixel: a 12-megapixel photo
+    holds 84 MB) and on disk; older result folders are removed.
 
     ``crop`` is what each upload feeds the model (``DepthModel.processor_for``: "none", the whole
     image; "trained", the checkpoint's trained input crop and tiles, of ``dataset``'s frames). Limits, each a DataError
@@ -205,8 +232,11 @@ class DepthService:
         self.tta, self.crop, self.dataset, self.keep, self.overrides = tta, crop, dataset, keep, list(overrides)
         self.max_upload_bytes, self.max_pixels, self.max_tiles = max_upload_bytes, max_pixels, max_tiles
         self._models: dict[str, DepthModel] = {}
-        self._results: OrderedDict[Path, None] = OrderedDict()
-        # One model at a time (memory for one inference, not one per request); re-entered by model().
+        self._results: OrderedDict[str, _Kept] = OrderedDict()
+        self._results_lock = threading.Lock()
+        self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="serve-write")
+        # One model call at a time (memory for one inference, not one per request); re-entered by model().
+        # The files of a result are written outside it, while the next request's model runs.
         self._lock = threading.RLock()
 
     def checkpoint(self, label: str) -> Checkpoint:
@@ -255,7 +285,9 @@ class DepthService:
     def predict(self, upload: str | os.PathLike, label: str, caption: str | None = None, name: str | None = None) -> Prediction:
         """Depth for the image file ``upload`` with the checkpoint ``label``; ``caption`` is read by
         models that use captions (TR2M) and ignored by the others. ``name`` (default: the file's
-        name) is how messages and result files call the image.
+        name) is how messages and result files call the image. Writes what the page shows (the
+        colour PNG with its metre scale, the uncertainty's where the model gives one, the 3-D
+        view's GLB) and keeps the result for ``download``.
 
         Raises DataError (an unreadable or empty file, over a limit), ConfigError (a missing or
         overlong caption, an unknown label), CheckpointError / EncoderLoadError (a model that
@@ -266,6 +298,68 @@ class DepthService:
         checkpoint = self.checkpoint(label)
         rgb = self._read(upload, name)
         captions = self._caption(checkpoint, caption)
+        depth, spread, max_depth, seconds = self._infer(label, rgb, captions, name)
+        # The files are written outside the model lock: the next request's model call runs meanwhile.
+        # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
+        camera = CameraSources().camera(upload, *depth.shape)
+        kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, max_depth, camera.intrinsics)
+        files = {"color": kept.folder / f"{kept.stem}_depth_color.png"}
+        if spread is not None:
+            files["uncertainty_color"] = kept.folder / f"{kept.stem}_uncertainty_color.png"
+        view = kept.folder / f"{kept.stem}_view.glb"
+        # each file on a thread of its own (zlib and numpy work outside the GIL)
+        jobs = [self._writers.submit(write_prediction, {kind: path}, depth, rgb, max_depth, uncertainty=spread)
+                for kind, path in files.items()]
+        jobs.append(self._writers.submit(write_view_glb, view, depth, rgb, kept.intrinsics))
+        try:
+            wait(jobs)
+            for job in jobs:  # the first error, once every file is written whole or absent
+                job.result()
+        except BaseException:
+            wait(jobs)
+            shutil.rmtree(kept.folder, ignore_errors=True)
+            raise
+        with self._results_lock:
+            self._results[kept.folder.name] = kept
+            old = [self._results.popitem(last=False)[1] for _ in range(len(self._results) - self.keep)]
+        for gone in old:
+            with gone.lock:  # after a download of it being written
+                gone.removed = True
+                shutil.rmtree(gone.folder, ignore_errors=True)
+        return Prediction(kept.folder.name, files["color"], view, files.get("uncertainty_color"), depth,
+                          int(np.count_nonzero(depth > 0)), seconds, camera.describe())
+
+    def download(self, key: str, kind: str) -> Path:
+        """The file of download ``kind`` of the result ``key`` (``Prediction.key``): ``"depth"``,
+        the 16-bit depth PNG ``<stem>_depth16.png`` (metres = value / its ``depth_scale`` chunk,
+        ``io.depth_io.write_depth_png``), or ``"ply"``, every pixel with a positive depth as a
+        coloured point (metres, camera frame, ``<stem>.ply``). Written atomically into the result's
+        folder the first time it is asked for, from the result kept in memory; the same file after.
+
+        Raises ConfigError for another ``kind``, DataError for a result no longer kept (beyond the
+        newest ``keep``), one line each.
+        """
+        if kind not in DOWNLOADS:
+            raise ConfigError(f"no download {kind!r}; choose one of {', '.join(DOWNLOADS)}", setting="kind")
+        with self._results_lock:
+            kept = self._results.get(key)
+        gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): estimate the depth again")
+        if kept is None:
+            raise gone
+        path = kept.folder / f"{kept.stem}{DOWNLOADS[kind]}"
+        with kept.lock:
+            if kept.removed:
+                raise gone
+            if not path.is_file():  # the result's own folder: only this method writes it there
+                write_prediction({kind: path}, kept.depth, kept.rgb, kept.max_depth, intrinsics=kept.intrinsics,
+                                 made=Made(kept.name))
+        return path
+
+    def _infer(self, label: str, rgb: np.ndarray, captions: list[str] | None,
+               name: str) -> tuple[np.ndarray, np.ndarray | None, float, float]:
+        """The model of ``label`` on ``rgb`` (H, W, 3) uint8, holding the model lock for that alone:
+        depth (H, W) float32 metres, the uncertainty (H, W) metres or None, the model's max depth
+        (metres) and the seconds taken (loading the model the first time included)."""
         with self._lock:
             start = time.perf_counter()
             model = self.model(label)
@@ -277,29 +371,7 @@ class DepthService:
                                  crop=self.crop, dataset=self.dataset)
             depth = result["depth"][0].float().cpu().numpy()
             spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
-            seconds = time.perf_counter() - start
-            folder = self.results_root / uuid.uuid4().hex
-            stem = _safe_stem(name)
-            files = {"color": folder / f"{stem}_depth_color.png", "depth": folder / f"{stem}_depth16.png",
-                     "ply": folder / f"{stem}.ply"}
-            if spread is not None:
-                files["uncertainty_color"] = folder / f"{stem}_uncertainty_color.png"
-            # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
-            camera = CameraSources().camera(upload, *depth.shape)
-            intrinsics = camera.intrinsics
-            try:
-                points = write_prediction(files, depth, rgb, float(model.max_depth), uncertainty=spread,
-                                          intrinsics=intrinsics, made=Made(name))
-                view = folder / f"{stem}_view.glb"
-                write_view_glb(view, depth, rgb, intrinsics)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            self._results[folder] = None
-            while len(self._results) > self.keep:
-                shutil.rmtree(self._results.popitem(last=False)[0], ignore_errors=True)
-        return Prediction(files["color"], files["depth"], files["ply"], view, files.get("uncertainty_color"),
-                          depth, points, seconds, camera.describe())
+            return depth, spread, float(model.max_depth), time.perf_counter() - start
 
 
 __all__ = ["Checkpoint", "DepthService", "Prediction", "find_checkpoints", "serving_folder"]
