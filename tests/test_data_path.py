@@ -163,6 +163,9 @@ def float_depth_split(split: EncodedSplit, dataset, preprocessor) -> EncodedSpli
         def rows(self, index):
             return self.depth[index]
 
+        def loaded_nbytes(self):
+            return self.depth.numel() * self.depth.element_size()
+
     depth = torch.stack([f.depth for b in prepared_batches(dataset, preprocessor, 4, 0) for f in b])
     return dataclasses.replace(split, depth=FloatDepth(depth))
 
