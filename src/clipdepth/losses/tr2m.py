@@ -32,14 +32,17 @@ def silog_losses(
     dims = tuple(range(1, targets.dim()))
     m = masks.to(pred.dtype)
     # Off-mask entries become 1 before the log (its gradient at 0 or below is inf or NaN), so that
-    # g is finite everywhere and the masks can enter as products.
-    g = (torch.log(torch.where(masks, pred, 1.0)) - torch.log(torch.where(masks, targets, 1.0))) * m
+    # g is finite everywhere and the masks can enter as products. The targets take no gradient.
+    with torch.no_grad():
+        log_target = torch.log(torch.where(masks, targets, 1.0))
+    g = (torch.log(torch.where(masks, pred, 1.0)) - log_target) * m
     n = m.sum(dims)
-    mean = g.sum(dims) / n.clamp_min(1)
-    centred = (g - mean.view(-1, *[1] * len(dims))) * m
+    n_safe = n.clamp_min(1)
+    mean = g.sum(dims) / n_safe
+    centred = torch.addcmul(g, mean.view(-1, *[1] * len(dims)), m, value=-1.0)  # g is 0 off the mask already
     # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
     # pred is (nearly) a scaled copy of target.
-    arg = centred.square().sum(dims) / n.clamp_min(1) + (1.0 - variance_focus) * mean.square()
+    arg = (centred.square().sum(dims) / n_safe).addcmul(mean, mean, value=1.0 - variance_focus)
     return torch.sqrt(arg.clamp_min(_SILOG_EPS)) * (n > 0)  # an empty mask: a graph-keeping 0
 
 
@@ -62,22 +65,35 @@ def fit_affine(
     Degenerate images (fewer than 2 valid pixels, or constant ``relative``) get ``alpha = 0`` and
     ``beta`` = the mean valid target (0 with no valid pixel).
     """
-    mask = mask.flatten(1)
-    m = mask.to(torch.float64)
-    # where() rather than a product: unmasked pixels may hold inf/NaN, and NaN * 0 is NaN.
-    r, t = torch.where(mask, torch.stack([relative.detach().flatten(1), target.detach().flatten(1)]).double(), 0.0)
-    n = m.sum(1)
+    alpha, beta, _, _ = _fit_affine(relative, target, mask)
+    return alpha, beta
+
+
+@torch.no_grad()
+def _fit_affine(
+    relative: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fit_affine``'s ``(alpha, beta)``, and the valid-pixel count (B,) and the masked target (B, H * W),
+    both float64, for ``pseudo_metric``'s d1.
+
+    All the sums come from one batched product: with x = [relative, target, 1] on the mask (0 off it),
+    x x^T holds sum r^2, sum r t, sum r, sum t and n per image. float64 keeps the one-pass moments
+    n sum r^2 - (sum r)^2 exact to ~1e-16 of their terms, far below the degeneracy threshold.
+    """
+    valid = mask.flatten(1)
+    x = torch.stack([relative.flatten(1), target.flatten(1), valid], 1).double()  # (B, 3, N)
+    # masked_fill rather than a product: unmasked pixels may hold inf/NaN, and NaN * 0 is NaN.
+    x = x.masked_fill(~valid[:, None], 0.0)
+    moments = torch.bmm(x, x.transpose(1, 2))  # (B, 3, 3)
+    n, sums = moments[:, 2, 2], moments[:, 2, :2]  # n and [sum r, sum t]
+    scaled = n[:, None] * moments[:, 0, :2]  # n * [sum r^2, sum r t]
+    var, cov = torch.addcmul(scaled, moments[:, 0, 2:], sums, value=-1.0).unbind(1)  # n^2 * (var r, cov(r, t))
+    # Relative threshold: a constant map leaves only rounding noise (~1e-16 of n sum r^2) in var; with
+    # fewer than 2 pixels var is 0 (up to rounding) too.
+    alpha = (cov / var).masked_fill(var <= 1e-12 * scaled[:, 0], 0.0)  # var may be 0 there: that value is not taken
     n_safe = n.clamp_min(1.0)
-    mean_r = r.sum(1) / n_safe
-    mean_t = t.sum(1) / n_safe
-    dr = (r - mean_r[:, None]) * m
-    var = dr.square().sum(1)
-    cov = (dr * (t - mean_t[:, None])).sum(1)
-    # Relative threshold: a constant map leaves only rounding noise (~1e-32 of sum r^2) in var.
-    degenerate = (n < 2) | (var <= 1e-12 * r.square().sum(1))
-    alpha = torch.where(degenerate, 0.0, cov / var)  # var may be 0 where degenerate: that value is not taken
-    beta = mean_t - alpha * mean_r
-    return alpha.to(relative.dtype), beta.to(relative.dtype)
+    beta = torch.addcmul(sums[:, 1], alpha, sums[:, 0], value=-1.0) / n_safe  # mean t - alpha * mean r
+    return alpha.to(relative.dtype), beta.to(relative.dtype), n_safe, x[:, 1]
 
 
 @dataclass
@@ -97,15 +113,13 @@ def pseudo_metric(
     consistent with the model's ``D_m = 1 / (A * D_r + B)``.
     """
     with torch.no_grad():
-        inv_gt = torch.where(mask, 1.0 / gt, torch.zeros_like(gt))
-        alpha, beta = fit_affine(relative, inv_gt, mask)
-        inv = (alpha[:, None, None] * relative + beta[:, None, None]).clamp(1.0 / max_depth, 1.0 / min_depth)
-        depth = 1.0 / inv
-        safe_gt = torch.where(mask, gt, depth)  # avoid 0-division on missing GT; those pixels are not counted
-        ratio = torch.maximum(depth / safe_gt, safe_gt / depth)
-        hits = ((ratio < 1.25) & mask).flatten(1).sum(1)
-        d1 = hits.to(depth.dtype) / mask.flatten(1).sum(1).clamp_min(1).to(depth.dtype)
-    return PseudoMetric(depth=depth, alpha=alpha, beta=beta, d1=d1)
+        alpha, beta, n, inv_gt = _fit_affine(relative, gt.reciprocal(), mask)  # inv_gt (B, H * W): 0 off the mask
+        inv = torch.addcmul(beta[:, None, None], alpha[:, None, None], relative).clamp(1.0 / max_depth, 1.0 / min_depth)
+        # max(p/g, g/p) < 1.25  <=>  p/g = (1/g) / (1/p) in (1/1.25, 1.25), an interval centred on 1.025; pixels
+        # off the mask have p/g = 0 and do not count
+        ratio = inv_gt / inv.flatten(1)
+        d1 = ((ratio - 1.025).abs() < 0.225).sum(1) / n
+    return PseudoMetric(depth=inv.reciprocal(), alpha=alpha, beta=beta, d1=d1.to(inv.dtype))
 
 
 def pseudo_gate(pseudo: PseudoMetric, rho: float) -> torch.Tensor:
@@ -137,11 +151,11 @@ def _sup_con(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     Entries to leave out of the softmax must already hold ``_excluded(logits)``. Averages over anchors
     with at least one positive; a graph-keeping zero when there is none.
     """
-    weight = positive.to(logits.dtype)
-    count = weight.sum(1)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    per_anchor = (log_prob * weight).sum(1) / count.clamp_min(1)  # 0 for an anchor without positives
-    return -per_anchor.sum() / (count > 0).sum().clamp_min(1)
+    with torch.no_grad():  # each positive's weight: -1 / (its anchor's positives * anchors with a positive)
+        weight = positive.to(logits.dtype)
+        count = weight.sum(1)
+        weight = weight.div_((count.clamp_min(1) * (count > 0).sum().clamp_min(1))[:, None]).neg_()
+    return (torch.log_softmax(logits, dim=1) * weight).sum()
 
 
 def image_contrast_loss(
@@ -216,12 +230,12 @@ def pixel_contrast_loss(
     """
     index, valid = sample_pixels(mask, samples, generator)
     gather = index[..., None].expand(-1, -1, query.shape[1])
-    q = F.normalize(query.flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
-    k = F.normalize(key.detach().flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+    q, k = F.normalize(torch.stack([  # both normalised in one pass
+        query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
+    ]).flatten(1, 2), dim=2)
     c = depth_classes(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
     v = valid.flatten()
-    logits = q @ k.T / temperature
-    logits = torch.where(v[None, :], logits, _excluded(logits))  # padding keys out of every softmax
+    logits = (q @ k.T / temperature).masked_fill(~v[None, :], _excluded(q))  # padding keys out of every softmax
     return _sup_con(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
 
 
@@ -238,10 +252,11 @@ def edge_aware_smoothness(maps: torch.Tensor, image: torch.Tensor) -> torch.Tens
         image = F.interpolate(image, size=maps.shape[-2:], mode="bilinear", align_corners=False)
     dx = (maps[..., :, 1:] - maps[..., :, :-1]).abs()
     dy = (maps[..., 1:, :] - maps[..., :-1, :]).abs()
-    ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
-    iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
+    with torch.no_grad():  # x / exp(e) is x * exp(-e) up to rounding, without a negation
+        ex = torch.exp((image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
+        ey = torch.exp((image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
     # the mean over K maps times K: each map's mean, summed
-    return maps.shape[1] * ((dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean())
+    return maps.shape[1] * ((dx / ex).mean() + (dy / ey).mean())
 
 
 def _paired(target, source, kind: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
