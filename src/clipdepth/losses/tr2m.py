@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_SILOG_EPS = 1e-12  # floor of the sqrt argument: keeps the gradient finite at a perfect fit
+_SILOG_EPS = 1e-12  # added to the sqrt argument: keeps the gradient finite at a perfect fit
+_NORM_EPS = 1e-12  # F.normalize's floor of the norm
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,9 @@ def silog_losses(
     # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
     # pred is (nearly) a scaled copy of target.
     arg = (centred.square().sum(dims) / n_safe).addcmul(mean, mean, value=1.0 - variance_focus)
-    return torch.sqrt(arg.clamp_min(_SILOG_EPS)) * (n > 0)  # an empty mask: a graph-keeping 0
+    # + eps rather than a clamp: the same value (arg is >= 0, eps is below its rounding unless arg is ~0), and
+    # an add costs no kernel backward
+    return torch.sqrt(arg + _SILOG_EPS) * (n > 0)  # an empty mask: a graph-keeping 0
 
 
 def silog_loss(
@@ -139,6 +142,25 @@ def pseudo_metric_loss(
     return silog_loss(pred, pseudo.depth.detach(), gate[:, None, None].expand_as(pred), variance_focus), gate
 
 
+class _Normalize(torch.autograd.Function):
+    """``F.normalize(x, dim=-1)`` with its gradient written out: ``(g - y (y . g)) / |x|`` for ``y = x / |x|``,
+    4 kernels where autograd's chain through the norm and the clamp launches ~13. Below the norm floor
+    (never for features) it is the projection's gradient divided by the floor, where ``F.normalize``'s
+    is ``g`` divided by the floor; both are 0 for an all-zero ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+        y = x / norm
+        ctx.save_for_backward(y, norm)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        y, norm = ctx.saved_tensors
+        return torch.addcmul(grad, y, (y * grad).sum(-1, keepdim=True), value=-1.0) / norm
+
+
 def _excluded(logits: torch.Tensor) -> float:
     """What an entry left out of a softmax holds: the dtype's lowest finite value, not -inf, so that
     ``exp`` gives exactly 0 yet products with a 0 weight stay 0 (-inf * 0 is NaN)."""
@@ -173,7 +195,7 @@ def image_contrast_loss(
     rank = torch.argsort(torch.argsort(scale.detach(), stable=True), stable=True)  # the inverse permutation
     dist = (rank[:, None] - rank[None, :]).abs()
     positive = (dist > 0) & (dist <= rank_threshold)
-    f = F.normalize(features, dim=1)
+    f = _Normalize.apply(features)
     logits = f @ f.T / temperature
     logits = logits.masked_fill(torch.eye(b, dtype=torch.bool, device=features.device), _excluded(logits))
     return _sup_con(logits, positive.to(features.device))
@@ -196,14 +218,14 @@ def sample_pixels(
     n = min(samples, H * W), flat pixel indices and whether each is a draw (the first
     min(valid count, samples) of a row are; the rest pad the row to a fixed shape).
 
-    Each pixel gets a uniform random key, invalid ones below every valid one; the n largest keys
-    of a row are a uniform draw without replacement of min(count, n) valid pixels.
+    Each pixel gets a uniform random key in [0, 1), plus 1 where valid (so below every valid one where
+    not); the n largest keys of a row are a uniform draw without replacement of min(count, n) valid pixels.
     """
     valid = mask.flatten(1)
     device = generator.device if generator is not None else valid.device
     # drawn where the generator lives: the trainer's is on the training device, so nothing is copied
     keys = torch.rand(valid.shape, generator=generator, device=device).to(valid.device)
-    index = torch.where(valid, keys, -1.0).topk(min(samples, valid.shape[1]), dim=1).indices
+    index = (keys + valid).topk(min(samples, valid.shape[1]), dim=1).indices
     return index, valid.gather(1, index)
 
 
@@ -230,9 +252,9 @@ def pixel_contrast_loss(
     """
     index, valid = sample_pixels(mask, samples, generator)
     gather = index[..., None].expand(-1, -1, query.shape[1])
-    q, k = F.normalize(torch.stack([  # both normalised in one pass
+    q, k = _Normalize.apply(torch.stack([  # both normalised in one pass
         query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
-    ]).flatten(1, 2), dim=2)
+    ]).flatten(1, 2))
     c = depth_classes(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
     v = valid.flatten()
     logits = (q @ k.T / temperature).masked_fill(~v[None, :], _excluded(q))  # padding keys out of every softmax

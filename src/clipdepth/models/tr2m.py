@@ -31,10 +31,12 @@ BASE = 0.01
 
 
 class QuickGELU(nn.Module):
-    """CLIP's GELU approximation x * sigmoid(1.702 x), used by the paper's fusion block."""
+    """CLIP's GELU approximation x * sigmoid(1.702 x), used by the paper's fusion block.
+
+    Computed as silu(1.702 x) / 1.702, equal up to rounding, whose backward is one fused kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return F.silu(1.702 * x) * (1 / 1.702)
 
 
 class CrossModalBlock(nn.Module):
@@ -127,7 +129,9 @@ class Decoder(nn.Module):
 
 
 class MapHead(nn.Module):
-    """Pixel features -> one raw map at patch resolution (Depth Anything's output-head layout)."""
+    """The layers of one raw map at patch resolution from pixel features (Depth Anything's output-head
+    layout): conv3x3, bilinear resize, conv3x3, ReLU, conv1x1. ``TR2MHead`` runs its two map heads
+    together (``_map_pair``)."""
 
     def __init__(self, in_channels: int, head_channels: int, hidden: int, zero_init: bool) -> None:
         super().__init__()
@@ -137,10 +141,19 @@ class MapHead(nn.Module):
         if zero_init:
             _zero_init(self.conv_out)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(B, C, H', W') -> (B, *size) raw log-factor map."""
-        x = F.interpolate(self.conv_in(x), size=size, mode="bilinear", align_corners=True)
-        return self.conv_out(F.relu(self.conv_hidden(x))).squeeze(1)
+
+
+def _map_pair(first: MapHead, second: MapHead, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Both heads' raw maps, ``torch.stack([head(x) for head in (first, second)], 1)`` for the layers of
+    ``MapHead``, up to rounding: (B, C, H', W') -> (B, 2, *size). The first conv stacks the two heads'
+    filters, the others are grouped convolutions (groups=2), so each layer is one kernel for both heads."""
+    def both(layer: str, part: str) -> torch.Tensor:
+        return torch.cat([getattr(getattr(head, layer), part) for head in (first, second)])
+
+    x = F.conv2d(x, both("conv_in", "weight"), both("conv_in", "bias"), padding=1)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    x = F.relu(F.conv2d(x, both("conv_hidden", "weight"), both("conv_hidden", "bias"), padding=1, groups=2))
+    return F.conv2d(x, both("conv_out", "weight"), both("conv_out", "bias"), groups=2)
 
 
 class GlobalHead(nn.Module):
@@ -167,15 +180,25 @@ def _zero_init(layer: nn.Conv2d | nn.Linear) -> None:
 class TR2MHeadOutput:
     """What the losses need; maps are at patch resolution (patch_size*h, patch_size*w).
 
-    ``log_scale`` / ``log_shift`` are log A and log B (the smoothness loss may act on them).
+    ``log_maps`` stacks log A and log B (the smoothness loss acts on them); ``log_scale`` / ``log_shift``
+    are its two maps.
     """
 
     scale: torch.Tensor  # (B, ph, pw) A > 0
     shift: torch.Tensor  # (B, ph, pw) B > 0
     pooled: torch.Tensor  # (B, image_dim) mean of the fused tokens (image-level contrast)
     pixel_features: torch.Tensor | None  # (B, decoder_channels, 8h, 8w); None for global factors
-    log_scale: torch.Tensor  # (B, ph, pw)
-    log_shift: torch.Tensor  # (B, ph, pw)
+    log_maps: torch.Tensor  # (B, 2, ph, pw) log A, log B
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        """(B, ph, pw) log A."""
+        return self.log_maps[:, 0]
+
+    @property
+    def log_shift(self) -> torch.Tensor:
+        """(B, ph, pw) log B."""
+        return self.log_maps[:, 1]
 
 
 class TR2MHead(nn.Module):
@@ -232,17 +255,15 @@ class TR2MHead(nn.Module):
         fused = self._fused(tokens, text)
         pooled = fused.mean(dim=1)
         if self.decoder is None:
-            raw_scale = self.scale_head(pooled)[:, None, None].expand(b, *size)
-            raw_shift = self.shift_head(pooled)[:, None, None].expand(b, *size)
+            raw = torch.stack([self.scale_head(pooled), self.shift_head(pooled)], 1)[..., None, None].expand(b, 2, *size)
             pixel_features = None
         else:
             pixel_features = self._decoded(fused, (h, w))
-            raw_scale = self.scale_head(pixel_features, size)
-            raw_shift = self.shift_head(pixel_features, size)
-        log_scale, log_shift = raw_scale + math.log(BASE), raw_shift + math.log(BASE)
-        # exp(log A) is BASE * exp(head_A) up to rounding, one kernel fewer forward and backward
-        return TR2MHeadOutput(scale=torch.exp(log_scale), shift=torch.exp(log_shift), pooled=pooled,
-                              pixel_features=pixel_features, log_scale=log_scale, log_shift=log_shift)
+            raw = _map_pair(self.scale_head, self.shift_head, pixel_features, size)
+        # A and B stacked: each step below is one kernel for both; exp(log A) is BASE * exp(head_A) up to rounding
+        log_maps = raw + math.log(BASE)
+        scale, shift = torch.exp(log_maps).unbind(1)
+        return TR2MHeadOutput(scale=scale, shift=shift, pooled=pooled, pixel_features=pixel_features, log_maps=log_maps)
 
 
 def to_metric(
@@ -264,7 +285,7 @@ def to_metric(
         scale = F.interpolate(scale.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
     if shift.shape[-2:] != size:
         shift = F.interpolate(shift.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
-    inverse = scale * relative + shift
+    inverse = torch.addcmul(shift, scale, relative)
     inverse = inverse.clamp(1.0 / max_depth, 1.0 / min_depth) if clamp else inverse.clamp_min(1e-6)
     return 1.0 / inverse
 
