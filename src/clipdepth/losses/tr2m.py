@@ -29,24 +29,44 @@ def silog_losses(
 ) -> torch.Tensor:
     """``silog_loss`` of one prediction against K targets at once: ``pred`` (B, H, W) and ``targets`` /
     ``masks`` (K, B, H, W) -> (K,) losses, each over its own mask (one pass for TR2M's L_si and pseudo
-    loss instead of two)."""
-    dims = tuple(range(1, targets.dim()))
-    m = masks.to(pred.dtype)
-    # Off-mask entries become 1 before the log (its gradient at 0 or below is inf or NaN), so that
-    # g is finite everywhere and the masks can enter as products. The targets take no gradient.
-    with torch.no_grad():
-        log_target = torch.log(torch.where(masks, targets, 1.0))
-    g = (torch.log(torch.where(masks, pred, 1.0)) - log_target) * m
-    n = m.sum(dims)
-    n_safe = n.clamp_min(1)
-    mean = g.sum(dims) / n_safe
-    centred = torch.addcmul(g, mean.view(-1, *[1] * len(dims)), m, value=-1.0)  # g is 0 off the mask already
-    # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
-    # pred is (nearly) a scaled copy of target.
-    arg = (centred.square().sum(dims) / n_safe).addcmul(mean, mean, value=1.0 - variance_focus)
-    # + eps rather than a clamp: the same value (arg is >= 0, eps is below its rounding unless arg is ~0), and
-    # an add costs no kernel backward
-    return torch.sqrt(arg + _SILOG_EPS) * (n > 0)  # an empty mask: a graph-keeping 0
+    loss instead of two). The gradient flows to ``pred`` only."""
+    return _SILog.apply(pred, targets.detach(), masks, variance_focus)
+
+
+class _SILog(torch.autograd.Function):
+    """``silog_losses`` with its gradient written out, 5 kernels where autograd's chain launches ~20: with
+    ``c = (g - mean g) * m``, ``d loss / d pred = (c + (1 - vf) * mean g * m) / (n * loss * pred)``, summed
+    over the K terms (0 for a term with an empty mask)."""
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float):
+        dims = tuple(range(1, targets.dim()))
+        m = masks.to(pred.dtype)
+        # Off-mask entries become 1 before the log (log 0 is -inf), so that g is finite everywhere and the
+        # masks can enter as products.
+        safe = torch.where(masks, pred, 1.0)
+        g = (torch.log(safe) - torch.log(torch.where(masks, targets, 1.0))) * m
+        n = m.sum(dims)
+        n_safe = n.clamp_min(1)
+        mean = g.sum(dims) / n_safe
+        mean_view = mean.view(-1, *[1] * len(dims))
+        centred = torch.addcmul(g, mean_view, m, value=-1.0)  # g is 0 off the mask already
+        # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
+        # pred is (nearly) a scaled copy of target.
+        arg = (centred.square().sum(dims) / n_safe).addcmul(mean, mean, value=1.0 - variance_focus)
+        # eps keeps the gradient finite at a perfect fit; it is below arg's rounding unless arg is ~0
+        root = torch.sqrt(arg + _SILOG_EPS)
+        nonempty = n > 0
+        ctx.save_for_backward(safe, m, centred, mean_view, nonempty / (n_safe * root))
+        ctx.variance_focus = variance_focus
+        return root * nonempty  # an empty mask: 0, and a 0 gradient
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        safe, m, centred, mean_view, scale = ctx.saved_tensors
+        slope = torch.addcmul(centred, mean_view, m, value=1.0 - ctx.variance_focus)
+        grad_pred = (slope * (grad * scale).view_as(mean_view) / safe).sum(0)
+        return grad_pred, None, None, None
 
 
 def silog_loss(
@@ -272,13 +292,40 @@ def edge_aware_smoothness(maps: torch.Tensor, image: torch.Tensor) -> torch.Tens
         maps = maps.unsqueeze(1)
     if image.shape[-2:] != maps.shape[-2:]:
         image = F.interpolate(image, size=maps.shape[-2:], mode="bilinear", align_corners=False)
-    dx = (maps[..., :, 1:] - maps[..., :, :-1]).abs()
-    dy = (maps[..., 1:, :] - maps[..., :-1, :]).abs()
     with torch.no_grad():  # x / exp(e) is x * exp(-e) up to rounding, without a negation
         ex = torch.exp((image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
         ey = torch.exp((image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
-    # the mean over K maps times K: each map's mean, summed
-    return maps.shape[1] * ((dx / ex).mean() + (dy / ey).mean())
+    return _EdgeAwareSmoothness.apply(maps, ex, ey)
+
+
+class _EdgeAwareSmoothness(torch.autograd.Function):
+    """K * (mean(|dx maps| / ex) + mean(|dy maps| / ey)) for maps (B, K, H, W) and edge divisors ex
+    (B, 1, H, W - 1), ey (B, 1, H - 1, W) (the mean over K maps times K: each map's mean, summed).
+
+    |d| / e = d * sign(d) / e, and the signed weights sign(d) / e are the gradient with respect to each
+    difference (sign(0) = 0, as autograd's subgradient of abs), so the backward scatters them onto the
+    map in 6 kernels where autograd's chain through slices and abs launches ~18."""
+
+    @staticmethod
+    def forward(ctx, maps: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor) -> torch.Tensor:
+        dx = maps[..., :, 1:] - maps[..., :, :-1]
+        dy = maps[..., 1:, :] - maps[..., :-1, :]
+        wx, wy = dx.sgn().div_(ex), dy.sgn().div_(ey)
+        ctx.scales = maps.shape[1] / dx.numel(), maps.shape[1] / dy.numel()
+        ctx.shape = maps.shape
+        ctx.save_for_backward(wx, wy)
+        return torch.add(torch.dot(dx.flatten(), wx.flatten()) * ctx.scales[0], torch.dot(dy.flatten(), wy.flatten()),
+                         alpha=ctx.scales[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        wx, wy = ctx.saved_tensors
+        (cx, cy), grad_maps = ctx.scales, wx.new_zeros(ctx.shape)
+        grad_maps[..., :, 1:].add_(wx, alpha=cx)
+        grad_maps[..., :, :-1].sub_(wx, alpha=cx)
+        grad_maps[..., 1:, :].add_(wy, alpha=cy)
+        grad_maps[..., :-1, :].sub_(wy, alpha=cy)
+        return grad_maps.mul_(grad), None, None
 
 
 def _paired(target, source, kind: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
