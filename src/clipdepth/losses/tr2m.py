@@ -314,8 +314,7 @@ class _EdgeAwareSmoothness(torch.autograd.Function):
         ctx.scales = maps.shape[1] / dx.numel(), maps.shape[1] / dy.numel()
         ctx.shape = maps.shape
         ctx.save_for_backward(wx, wy)
-        return torch.add(torch.dot(dx.flatten(), wx.flatten()) * ctx.scales[0], torch.dot(dy.flatten(), wy.flatten()),
-                         alpha=ctx.scales[1])
+        return torch.add((dx * wx).sum() * ctx.scales[0], (dy * wy).sum(), alpha=ctx.scales[1])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -78,9 +78,10 @@ def _attention(attn: nn.MultiheadAttention, query: torch.Tensor, context: torch.
     weight, bias = attn.in_proj_weight, attn.in_proj_bias
     if query is context:  # self-attention: one packed projection
         q, k, v = F.linear(query, weight, bias).unflatten(-1, (3, heads, dim // heads)).permute(2, 0, 3, 1, 4).unbind(0)
-    else:
-        q = F.linear(query, weight[:dim], bias[:dim]).unflatten(-1, (heads, dim // heads)).transpose(1, 2)
-        k, v = F.linear(context, weight[dim:], bias[dim:]).unflatten(-1, (2, heads, dim // heads)).permute(
+    else:  # split, not sliced: the backward joins the two parts in one kernel
+        (weight_q, weight_kv), (bias_q, bias_kv) = weight.split([dim, 2 * dim]), bias.split([dim, 2 * dim])
+        q = F.linear(query, weight_q, bias_q).unflatten(-1, (heads, dim // heads)).transpose(1, 2)
+        k, v = F.linear(context, weight_kv, bias_kv).unflatten(-1, (2, heads, dim // heads)).permute(
             2, 0, 3, 1, 4).unbind(0)
     out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, N, heads * head_dim)
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
@@ -176,6 +177,22 @@ def _zero_init(layer: nn.Conv2d | nn.Linear) -> None:
     nn.init.zeros_(layer.bias)
 
 
+class _TokenGrid(torch.autograd.Function):
+    """(B, h * w, dim) tokens -> a contiguous (B, dim, h, w) grid, and its gradient back as contiguous tokens.
+
+    The transposed view alone is channels-last: the decoder's weight gradients would follow that layout
+    and be copied into the parameters' own (one copy per weight and step), and a plain copy would hand the
+    block a transposed gradient that each of its linear layers copies again. One copy each way instead."""
+
+    @staticmethod
+    def forward(ctx, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.flatten(2).transpose(1, 2).contiguous(), None
+
+
 @dataclass
 class TR2MHeadOutput:
     """What the losses need; maps are at patch resolution (patch_size*h, patch_size*w).
@@ -237,8 +254,7 @@ class TR2MHead(nn.Module):
         return self.block(tokens.reshape(b, h * w, dim), self.text_proj(text).unsqueeze(1))
 
     def _decoded(self, fused: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        b, _, dim = fused.shape
-        return self.decoder(fused.transpose(1, 2).reshape(b, dim, *grid))
+        return self.decoder(_TokenGrid.apply(fused, grid))
 
     def pixel_features(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """The decoder's pixel features (B, decoder_channels, 8h, 8w) alone, as ``forward`` computes
