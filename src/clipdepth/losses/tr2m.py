@@ -42,10 +42,11 @@ class _SILog(torch.autograd.Function):
     def forward(ctx, pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float):
         dims = tuple(range(1, targets.dim()))
         m = masks.to(pred.dtype)
-        # Off-mask entries become 1 before the log (log 0 is -inf), so that g is finite everywhere and the
-        # masks can enter as products.
-        safe = torch.where(masks, pred, 1.0)
-        g = (torch.log(safe) - torch.log(torch.where(masks, targets, 1.0))) * m
+        # Off-mask entries of both become 1 (log 0 is -inf, NaN stays NaN), so that g = log(pred / target)
+        # is finite everywhere and 0 off the mask, where its gradient is 0.
+        safe_target = targets.masked_fill(~masks, 1.0)
+        safe = torch.where(masks, pred, safe_target)
+        g = torch.log(safe / safe_target)
         n = m.sum(dims)
         n_safe = n.clamp_min(1)
         mean = g.sum(dims) / n_safe
@@ -124,7 +125,7 @@ class PseudoMetric:
     depth: torch.Tensor  # (B, H, W) metres, 1 / (alpha * relative + beta), in [min_depth, max_depth]
     alpha: torch.Tensor  # (B,) pseudo scale (image-level contrast sorts by it)
     beta: torch.Tensor  # (B,) pseudo shift
-    d1: torch.Tensor  # (B,) fraction of GT pixels with max(p/g, g/p) < 1.25 (0 with no GT pixel)
+    d1: torch.Tensor  # (B,) fraction of GT pixels with max(p/g, g/p) < 1.25 (0 with no GT pixel), float64
 
 
 def pseudo_metric(
@@ -142,7 +143,7 @@ def pseudo_metric(
         # off the mask have p/g = 0 and do not count
         ratio = inv_gt / inv.flatten(1)
         d1 = ((ratio - 1.025).abs() < 0.225).sum(1) / n
-    return PseudoMetric(depth=inv.reciprocal(), alpha=alpha, beta=beta, d1=d1.to(inv.dtype))
+    return PseudoMetric(depth=inv.reciprocal(), alpha=alpha, beta=beta, d1=d1)
 
 
 def pseudo_gate(pseudo: PseudoMetric, rho: float) -> torch.Tensor:
@@ -163,22 +164,25 @@ def pseudo_metric_loss(
 
 
 class _Normalize(torch.autograd.Function):
-    """``F.normalize(x, dim=-1)`` with its gradient written out: ``(g - y (y . g)) / |x|`` for ``y = x / |x|``,
-    4 kernels where autograd's chain through the norm and the clamp launches ~13. Below the norm floor
-    (never for features) it is the projection's gradient divided by the floor, where ``F.normalize``'s
-    is ``g`` divided by the floor; both are 0 for an all-zero ``x``."""
+    """``scale * F.normalize(x, dim=-1)`` with its gradient written out: ``(g - y (y . g) / scale^2) / d`` for
+    ``y = x / d``, ``d = |x| / scale``, 4 kernels where autograd's chain through the norm and the clamp
+    launches ~13. ``scale = 1 / sqrt(temperature)`` puts a contrast's temperature into the features, so
+    that their products are the logits. Below the norm floor (never for features) it is the projection's
+    gradient divided by the floor, where ``F.normalize``'s is ``g`` divided by the floor; both are 0 for
+    an all-zero ``x``."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_NORM_EPS)
-        y = x / norm
-        ctx.save_for_backward(y, norm)
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        divisor = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_NORM_EPS) / scale
+        y = x / divisor
+        ctx.save_for_backward(y, divisor)
+        ctx.scale = scale
         return y
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        y, norm = ctx.saved_tensors
-        return torch.addcmul(grad, y, (y * grad).sum(-1, keepdim=True), value=-1.0) / norm
+    def backward(ctx, grad: torch.Tensor):
+        y, divisor = ctx.saved_tensors
+        return torch.addcmul(grad, y, (y * grad).sum(-1, keepdim=True), value=-1.0 / ctx.scale**2) / divisor, None
 
 
 def _excluded(logits: torch.Tensor) -> float:
@@ -194,9 +198,8 @@ def _sup_con(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     with at least one positive; a graph-keeping zero when there is none.
     """
     with torch.no_grad():  # each positive's weight: -1 / (its anchor's positives * anchors with a positive)
-        weight = positive.to(logits.dtype)
-        count = weight.sum(1)
-        weight = weight.div_((count.clamp_min(1) * (count > 0).sum().clamp_min(1))[:, None]).neg_()
+        count = positive.sum(1)
+        weight = positive / (count.clamp_min(1) * (count > 0).sum().clamp_min(1).neg())[:, None]
     return (torch.log_softmax(logits, dim=1) * weight).sum()
 
 
@@ -215,8 +218,8 @@ def image_contrast_loss(
     rank = torch.argsort(torch.argsort(scale.detach(), stable=True), stable=True)  # the inverse permutation
     dist = (rank[:, None] - rank[None, :]).abs()
     positive = (dist > 0) & (dist <= rank_threshold)
-    f = _Normalize.apply(features)
-    logits = f @ f.T / temperature
+    f = _Normalize.apply(features, temperature**-0.5)
+    logits = f @ f.T  # cosine / temperature
     logits = logits.masked_fill(torch.eye(b, dtype=torch.bool, device=features.device), _excluded(logits))
     return _sup_con(logits, positive.to(features.device))
 
@@ -272,12 +275,12 @@ def pixel_contrast_loss(
     """
     index, valid = sample_pixels(mask, samples, generator)
     gather = index[..., None].expand(-1, -1, query.shape[1])
-    q, k = _Normalize.apply(torch.stack([  # both normalised in one pass
+    q, k = _Normalize.apply(torch.stack([  # both normalised in one pass; q . k is cosine / temperature
         query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
-    ]).flatten(1, 2))
+    ]).flatten(1, 2), temperature**-0.5)
     c = depth_classes(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
     v = valid.flatten()
-    logits = (q @ k.T / temperature).masked_fill(~v[None, :], _excluded(q))  # padding keys out of every softmax
+    logits = (q @ k.T).masked_fill(~v[None, :], _excluded(q))  # padding keys out of every softmax
     return _sup_con(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
 
 
