@@ -57,16 +57,15 @@ class _SILog(torch.autograd.Function):
         arg = (centred.square().sum(dims) / n_safe).addcmul(mean, mean, value=1.0 - variance_focus)
         # eps keeps the gradient finite at a perfect fit; it is below arg's rounding unless arg is ~0
         root = torch.sqrt(arg + _SILOG_EPS)
-        nonempty = n > 0
-        ctx.save_for_backward(safe, m, centred, mean_view, nonempty / (n_safe * root))
+        ctx.save_for_backward(safe, m, centred, mean_view, n_safe * root)
         ctx.variance_focus = variance_focus
-        return root * nonempty  # an empty mask: 0, and a 0 gradient
+        return root * (n > 0)  # an empty mask: 0, and a 0 gradient (its centred and m are 0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        safe, m, centred, mean_view, scale = ctx.saved_tensors
+        safe, m, centred, mean_view, n_root = ctx.saved_tensors
         slope = torch.addcmul(centred, mean_view, m, value=1.0 - ctx.variance_focus)
-        grad_pred = (slope * (grad * scale).view_as(mean_view) / safe).sum(0)
+        grad_pred = (slope * (grad / n_root).view_as(mean_view) / safe).sum(0)
         return grad_pred, None, None, None
 
 

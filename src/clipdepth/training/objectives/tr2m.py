@@ -102,7 +102,8 @@ class TR2MObjective(Objective):
             group["lr"] = t.lr * self.epoch_factor * warmup
 
         line = pick_lines(features["text_lines"], generator)
-        text = features["text"][torch.arange(len(line), device=line.device), line]
+        texts = features["text"]  # (B, lines, text_dim): one line per frame, gathered
+        text = texts.gather(1, line.view(-1, 1, 1).expand(-1, 1, texts.shape[2])).squeeze(1)
         relative, image = features["relative"], features["image"] / 255.0
         mask = (depth > t.min_depth) & (depth < t.max_depth)
 
