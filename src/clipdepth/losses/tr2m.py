@@ -228,8 +228,12 @@ def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: 
 
     Near is a high class; ``torch.round`` rounds halves to even. There are ``num_classes + 1`` labels.
     """
-    y = torch.round((d_max - depth) / (d_max - d_min) * num_classes)
-    return y.clamp(0, num_classes).long()
+    return _class_values(depth, d_min, d_max, num_classes).long()
+
+
+def _class_values(depth: torch.Tensor, d_min: float, d_max: float, num_classes: int) -> torch.Tensor:
+    """``depth_classes`` in ``depth``'s floating dtype: the pixel contrast only compares them."""
+    return torch.round((d_max - depth) / (d_max - d_min) * num_classes).clamp(0, num_classes)
 
 
 def sample_pixels(
@@ -277,7 +281,7 @@ def pixel_contrast_loss(
     q, k = _Normalize.apply(torch.stack([  # both normalised in one pass; q . k is cosine / temperature
         query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
     ]).flatten(1, 2), temperature**-0.5)
-    c = depth_classes(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
+    c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
     v = valid.flatten()
     logits = (q @ k.T).masked_fill(~v[None, :], _excluded(q))  # padding keys out of every softmax
     return _sup_con(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
