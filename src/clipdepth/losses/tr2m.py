@@ -214,13 +214,12 @@ def image_contrast_loss(
     b = features.shape[0]
     if b < 2:
         return _zero(features)
-    rank = torch.argsort(torch.argsort(scale.detach(), stable=True), stable=True)  # the inverse permutation
+    rank = torch.argsort(torch.argsort(scale.detach().to(features.device), stable=True), stable=True)  # inverse permutation
     dist = (rank[:, None] - rank[None, :]).abs()
-    positive = (dist > 0) & (dist <= rank_threshold)
+    self_pair = dist == 0  # the ranks are a permutation: the diagonal alone
     f = _Normalize.apply(features, temperature**-0.5)
-    logits = f @ f.T  # cosine / temperature
-    logits = logits.masked_fill(torch.eye(b, dtype=torch.bool, device=features.device), _excluded(logits))
-    return _sup_con(logits, positive.to(features.device))
+    logits = (f @ f.T).masked_fill(self_pair, _excluded(f))  # cosine / temperature, self left out
+    return _sup_con(logits, (dist <= rank_threshold) ^ self_pair)
 
 
 def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: int) -> torch.Tensor:
@@ -281,10 +280,12 @@ def pixel_contrast_loss(
     q, k = _Normalize.apply(torch.stack([  # both normalised in one pass; q . k is cosine / temperature
         query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
     ]).flatten(1, 2), temperature**-0.5)
-    c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten()
-    v = valid.flatten()
-    logits = (q @ k.T).masked_fill(~v[None, :], _excluded(q))  # padding keys out of every softmax
-    return _sup_con(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
+    padding = ~valid.flatten()
+    # padding pixels get class NaN, equal to none: neither anchors nor keys of a positive pair
+    c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten().masked_fill(
+        padding, float("nan"))
+    logits = (q @ k.T).masked_fill(padding[None, :], _excluded(q))  # padding keys out of every softmax
+    return _sup_con(logits, c[:, None] == c[None, :])
 
 
 def edge_aware_smoothness(maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
