@@ -527,10 +527,10 @@ def _sup_con_by_autograd(logits, positive):
     return -((log_prob * weight).sum(1) / count.clamp_min(1)).sum() / (count > 0).sum().clamp_min(1)
 
 
-def _kernels(fn):
-    """The value of ``fn()``, the gradients it leaves, and the kernels of its forward and backward."""
+def _kernels(loss, *args):
+    """The value of ``loss(*args)`` and the kernels of its forward and backward (which leaves the gradients)."""
     with count_ops() as counted:
-        out = fn()
+        out = loss(*args)
         out.backward()
     return out.detach(), counted.count.kernels
 
@@ -575,7 +575,7 @@ def test_silog_gradient_equals_autograd_of_the_formula_in_fewer_kernels(case):
     results = []
     for fn in (silog_losses, _silog_by_autograd):
         x = pred.clone().requires_grad_(True)
-        value, kernels = _kernels(lambda: fn(x, targets, masks, 0.85) @ torch.tensor([1.0, 0.5]))
+        value, kernels = _kernels(lambda p, f: f(p, targets, masks, 0.85) @ torch.tensor([1.0, 0.5]), x, fn)
         results.append((value, x.grad, kernels))
     (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
     assert value.item() == pytest.approx(ref_value.item(), rel=1e-6)
@@ -593,7 +593,7 @@ def test_smoothness_gradient_equals_autograd_of_the_formula_in_fewer_kernels():
     results = []
     for fn in (edge_aware_smoothness, _smoothness_by_autograd):
         x = maps.clone().requires_grad_(True)
-        value, kernels = _kernels(lambda: fn(x, image))
+        value, kernels = _kernels(fn, x, image)
         results.append((value, x.grad, kernels))
     (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
     assert value.item() == pytest.approx(ref_value.item(), rel=1e-6)
@@ -637,7 +637,7 @@ def test_contrasts_equal_autograd_through_f_normalize_in_fewer_kernels():
         results = []
         for fn in (loss, reference):
             x = leaf.clone().requires_grad_(True)
-            value, kernels = _kernels(lambda: fn(x))
+            value, kernels = _kernels(fn, x)
             results.append((value, x.grad, kernels))
         (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
         assert value.item() == pytest.approx(ref_value.item(), rel=1e-5)

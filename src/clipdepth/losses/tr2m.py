@@ -214,7 +214,8 @@ def image_contrast_loss(
     b = features.shape[0]
     if b < 2:
         return _zero(features)
-    rank = torch.argsort(torch.argsort(scale.detach().to(features.device), stable=True), stable=True)  # inverse permutation
+    # the inverse permutation
+    rank = torch.argsort(torch.argsort(scale.detach().to(features.device), stable=True), stable=True)
     dist = (rank[:, None] - rank[None, :]).abs()
     self_pair = dist == 0  # the ranks are a permutation: the diagonal alone
     f = _Normalize.apply(features, temperature**-0.5)

@@ -271,7 +271,8 @@ class TR2MHead(nn.Module):
         fused = self._fused(tokens, text)
         pooled = fused.mean(dim=1)
         if self.decoder is None:
-            raw = torch.stack([self.scale_head(pooled), self.shift_head(pooled)], 1)[..., None, None].expand(b, 2, *size)
+            raw = torch.stack([self.scale_head(pooled), self.shift_head(pooled)], 1)
+            raw = raw[..., None, None].expand(b, 2, *size)
             pixel_features = None
         else:
             pixel_features = self._decoded(fused, (h, w))

@@ -136,7 +136,8 @@ class TR2MObjective(Objective):
         ema_update(self.key_head, head, t.ema_momentum)
         return {
             "phase": TRAIN, "loss": total.detach(), **dict(zip(LOSS_TERMS, terms.detach())),
-            "pseudo_gated": torch.mean(gate, dtype=torch.float32),  # read back with the losses (``trainer.check_finite``)
+            # read back with the losses (``trainer.check_finite``)
+            "pseudo_gated": torch.mean(gate, dtype=torch.float32),
         }
 
     def extra_state(self) -> dict[str, Any]:
