@@ -244,8 +244,9 @@ def sample_pixels(
     n = min(samples, H * W), flat pixel indices and whether each is a draw (the first
     min(valid count, samples) of a row are; the rest pad the row to a fixed shape).
 
-    Each pixel gets a uniform random key in [0, 1), plus 1 where valid (so below every valid one where
-    not); the n largest keys of a row are a uniform draw without replacement of min(count, n) valid pixels.
+    Each pixel gets a uniform random key in [0, 1), plus 1 if it is valid, so that every invalid key is
+    below every valid one; the n largest keys of a row are a uniform draw without replacement of
+    min(count, n) valid pixels.
     """
     valid = mask.flatten(1)
     device = generator.device if generator is not None else valid.device

@@ -131,8 +131,8 @@ class Decoder(nn.Module):
 
 class MapHead(nn.Module):
     """The layers of one raw map at patch resolution from pixel features (Depth Anything's output-head
-    layout): conv3x3, bilinear resize, conv3x3, ReLU, conv1x1. ``TR2MHead`` runs its two map heads
-    together (``_map_pair``)."""
+    layout): conv3x3, bilinear resize, conv3x3, ReLU, conv1x1. It only holds them: ``TR2MHead`` runs its
+    two map heads together (``_map_pair``)."""
 
     def __init__(self, in_channels: int, head_channels: int, hidden: int, zero_init: bool) -> None:
         super().__init__()
@@ -143,11 +143,12 @@ class MapHead(nn.Module):
             _zero_init(self.conv_out)
 
 
-
 def _map_pair(first: MapHead, second: MapHead, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Both heads' raw maps, ``torch.stack([head(x) for head in (first, second)], 1)`` for the layers of
-    ``MapHead``, up to rounding: (B, C, H', W') -> (B, 2, *size). The first conv stacks the two heads'
-    filters, the others are grouped convolutions (groups=2), so each layer is one kernel for both heads."""
+    """Both map heads on pixel features (B, C, H', W') -> raw maps (B, 2, *size), ``first``'s then
+    ``second``'s: conv_in, bilinear resize (align_corners=True), conv_hidden, ReLU, conv_out. The first
+    conv stacks the two heads' filters and the others are grouped (groups=2), so each layer is one
+    kernel for both heads; the maps equal running the heads one by one, up to rounding."""
+
     def both(layer: str, part: str) -> torch.Tensor:
         return torch.cat([getattr(getattr(head, layer), part) for head in (first, second)])
 
