@@ -19,7 +19,8 @@ gives the same figures as ``--grid paper`` (minutes on a CPU).
 
 Counted so on the code before the steps were made host-free (58e9837, the same script): PureCLIP-Depth
 174 kernels and 8 host syncs per step, TR2M 1,283 kernels (its AdamW's per-parameter loop, as the CPU
-runs it, included) and 81 host syncs.
+runs it, included) and 81 host syncs. Now, on the CPU: PureCLIP-Depth 171 kernels, TR2M 396 (563 once
+host-free, before TR2M's losses and head were cut down to fewer kernels), 0 host syncs each.
 
     python benchmarks/step_overhead.py                 # prints pureclip_*/tr2m_* kernels and syncs per step
     python benchmarks/step_overhead.py --grid paper --device cuda

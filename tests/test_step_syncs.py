@@ -119,3 +119,11 @@ def test_pixel_features_of_a_head_with_global_factors_is_refused(tiny_tr2m_cfg):
     head = TR2MHead(dataclasses.replace(tiny_tr2m_cfg.tr2m, global_factor=True), 32, 16, PATCH)
     with pytest.raises(ValueError, match="global_factor"):
         head.pixel_features(torch.zeros(1, 2, 2, 32), torch.zeros(1, 16))
+
+
+
+def test_a_tr2m_step_launches_at_most_a_third_of_the_old_kernels(tiny_tr2m_cfg):
+    """Issue 23: a TR2M step counted 1,251-1,283 kernels before the steps were made host-free and 563
+    after; a third of the old count is 417. The count depends on the ops, not on the sizes."""
+    count, _ = _second_step(tiny_tr2m_cfg, *_tr2m(tiny_tr2m_cfg, torch.Generator().manual_seed(0)))
+    assert count.kernels <= 417, dict(count.ops.most_common())

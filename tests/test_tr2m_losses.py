@@ -473,3 +473,173 @@ def test_pixel_contrast_equals_brute_force_on_the_sampled_pixels():
                   torch.cat(cs))
     expected = _sup_con_by_indexing(qn @ kn.T / 0.5, cl[:, None] == cl[None, :])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- the same numbers in fewer kernels -------------------------------------------------------------
+# The formulas as autograd writes them (the code before the TR2M step's kernel count was cut), as an
+# independent reference for the batched fit and the written-out gradients.
+
+
+def _fit_two_pass(relative, target, mask):
+    mask = mask.flatten(1)
+    m = mask.double()
+    r, t = torch.where(mask, torch.stack([relative.flatten(1), target.flatten(1)]).double(), 0.0)
+    n = m.sum(1)
+    mean_r, mean_t = r.sum(1) / n.clamp_min(1), t.sum(1) / n.clamp_min(1)
+    dr = (r - mean_r[:, None]) * m
+    var, cov = dr.square().sum(1), (dr * (t - mean_t[:, None])).sum(1)
+    alpha = torch.where((n < 2) | (var <= 1e-12 * r.square().sum(1)), 0.0, cov / var)
+    return alpha, mean_t - alpha * mean_r
+
+
+def _pseudo_by_the_formula(relative, gt, mask, min_depth, max_depth):
+    alpha, beta = _fit_two_pass(relative, torch.where(mask, 1.0 / gt, 0.0), mask)
+    alpha, beta = alpha.to(relative.dtype), beta.to(relative.dtype)
+    depth = 1.0 / (alpha[:, None, None] * relative + beta[:, None, None]).clamp(1.0 / max_depth, 1.0 / min_depth)
+    safe_gt = torch.where(mask, gt, depth)
+    hits = ((torch.maximum(depth / safe_gt, safe_gt / depth) < 1.25) & mask).flatten(1).sum(1)
+    return alpha, beta, depth, hits / mask.flatten(1).sum(1).clamp_min(1)
+
+
+def _silog_by_autograd(pred, targets, masks, vf):
+    dims = tuple(range(1, targets.dim()))
+    m = masks.to(pred.dtype)
+    g = (torch.log(torch.where(masks, pred, 1.0)) - torch.log(torch.where(masks, targets, 1.0))) * m
+    n = m.sum(dims)
+    mean = g.sum(dims) / n.clamp_min(1)
+    centred = (g - mean.view(-1, *[1] * len(dims))) * m
+    arg = centred.square().sum(dims) / n.clamp_min(1) + (1.0 - vf) * mean.square()
+    return torch.sqrt(arg.clamp_min(1e-12)) * (n > 0)
+
+
+def _smoothness_by_autograd(maps, image):
+    image = torch.nn.functional.interpolate(image, size=maps.shape[-2:], mode="bilinear", align_corners=False)
+    dx, dy = (maps[..., :, 1:] - maps[..., :, :-1]).abs(), (maps[..., 1:, :] - maps[..., :-1, :]).abs()
+    ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
+    iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
+    return maps.shape[1] * ((dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean())
+
+
+def _sup_con_by_autograd(logits, positive):
+    weight = positive.to(logits.dtype)
+    count = weight.sum(1)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -((log_prob * weight).sum(1) / count.clamp_min(1)).sum() / (count > 0).sum().clamp_min(1)
+
+
+def _kernels(loss, *args):
+    """The value of ``loss(*args)`` and the kernels of its forward and backward (which leaves the gradients)."""
+    with count_ops() as counted:
+        out = loss(*args)
+        out.backward()
+    return out.detach(), counted.count.kernels
+
+
+def test_pseudo_metric_equals_the_two_pass_fit_in_half_the_kernels():
+    """One batched x x^T product gives all the sums of the float64 fit: the same alpha, beta, pseudo depth
+    and d1 as the two-pass centred fit, for ordinary, constant-map, one-pixel and empty images, with
+    half precision relative depth as the step stores it and GT that is missing (0) or beyond max_depth."""
+    g = torch.Generator().manual_seed(13)
+    gt = torch.rand(5, 6, 7, generator=g) * 12 + 0.2
+    gt[:, ::3] = 0.0
+    relative = (1.7 / gt.clamp_min(0.3) + 0.1 * torch.rand(5, 6, 7, generator=g)).half()
+    relative[1] = 0.75  # constant: degenerate
+    mask = (gt > 1e-3) & (gt < 10.0)
+    mask[2] = False
+    mask[2, 1, 1] = True  # one pixel
+    mask[3] = False  # none
+    with count_ops() as counted:
+        p = pseudo_metric(relative, gt, mask, 1e-3, 10.0)
+    with count_ops() as reference:
+        alpha, beta, depth, d1 = _pseudo_by_the_formula(relative, gt, mask, 1e-3, 10.0)
+    assert torch.allclose(p.alpha.float(), alpha.float(), rtol=1e-3, atol=0) and p.alpha[1] == 0 and p.alpha[3] == 0
+    assert torch.allclose(p.beta.float(), beta.float(), rtol=1e-3, atol=1e-6)
+    assert torch.allclose(p.depth.float(), depth.float(), rtol=2e-3, atol=0)  # half precision, as stored
+    assert p.d1.tolist() == pytest.approx(d1.tolist(), abs=1e-6)  # the reference divides in float32
+    assert counted.count.kernels <= 0.6 * reference.count.kernels, (counted.count.kernels, reference.count.kernels)
+
+
+@pytest.mark.parametrize("case", ["random", "garbage_off_mask", "one_term_empty"])
+def test_silog_gradient_equals_autograd_of_the_formula_in_fewer_kernels(case):
+    """silog_losses writes its gradient out; value and gradient equal autograd's through the formula,
+    including 0 and NaN off the masks and an empty term, with at least a third fewer kernels."""
+    g = torch.Generator().manual_seed(14)
+    pred = torch.rand(3, 5, 6, generator=g) * 5 + 0.1
+    targets = torch.rand(2, 3, 5, 6, generator=g) * 5 + 0.1
+    masks = torch.rand(2, 3, 5, 6, generator=g) > 0.4
+    if case == "garbage_off_mask":
+        pred = torch.where(masks.any(0), pred, 0.0)
+        targets = torch.where(masks, targets, float("nan"))
+    elif case == "one_term_empty":
+        masks[1] = False
+    results = []
+    for fn in (silog_losses, _silog_by_autograd):
+        x = pred.clone().requires_grad_(True)
+        value, kernels = _kernels(lambda p, f: f(p, targets, masks, 0.85) @ torch.tensor([1.0, 0.5]), x, fn)
+        results.append((value, x.grad, kernels))
+    (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
+    assert value.item() == pytest.approx(ref_value.item(), rel=1e-6)
+    assert torch.isfinite(grad).all() and torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-8)
+    assert kernels <= 0.67 * ref_kernels, (kernels, ref_kernels)
+    double = (pred.double() + 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: silog_losses(p, targets.double().nan_to_num(1.0) + 0.5, masks), (double,))
+
+
+def test_smoothness_gradient_equals_autograd_of_the_formula_in_fewer_kernels():
+    """edge_aware_smoothness scatters its signed edge weights as the gradient: value and gradient equal
+    autograd's through |d map| * exp(-mean |d image|), with at least a quarter fewer kernels."""
+    g = torch.Generator().manual_seed(15)
+    maps, image = torch.randn(2, 2, 5, 7, generator=g), torch.rand(2, 3, 10, 14, generator=g)
+    results = []
+    for fn in (edge_aware_smoothness, _smoothness_by_autograd):
+        x = maps.clone().requires_grad_(True)
+        value, kernels = _kernels(fn, x, image)
+        results.append((value, x.grad, kernels))
+    (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
+    assert value.item() == pytest.approx(ref_value.item(), rel=1e-6)
+    assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    assert kernels <= 0.75 * ref_kernels, (kernels, ref_kernels)
+    double = maps.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda m: edge_aware_smoothness(m, image.double()), (double,))
+
+
+def test_contrasts_equal_autograd_through_f_normalize_in_fewer_kernels():
+    """Both contrasts normalise with a written-out gradient and the temperature inside the features:
+    values and gradients equal autograd's through F.normalize, logits / temperature and -log softmax."""
+    g = torch.Generator().manual_seed(16)
+    features, scale = torch.randn(6, 5, generator=g), torch.rand(6, generator=g)
+    q, k = torch.randn(2, 4, 5, 6, generator=g), torch.randn(2, 4, 5, 6, generator=g)
+    depth, mask = torch.rand(2, 5, 6, generator=g) * 10, torch.rand(2, 5, 6, generator=g) > 0.3
+    index, valid = sample_pixels(mask, 7, torch.Generator().manual_seed(4))
+
+    def image_reference(f):
+        rank = torch.argsort(torch.argsort(scale, stable=True), stable=True)
+        dist = (rank[:, None] - rank[None, :]).abs()
+        f = torch.nn.functional.normalize(f, dim=1)
+        logits = (f @ f.T / 0.1).masked_fill(torch.eye(6, dtype=torch.bool), torch.finfo(f.dtype).min)
+        return _sup_con_by_autograd(logits, (dist > 0) & (dist <= 1))
+
+    def pixel_reference(query):
+        gather = index[..., None].expand(-1, -1, 4)
+        qs = torch.nn.functional.normalize(query.flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+        ks = torch.nn.functional.normalize(k.flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+        c = depth_classes(depth.flatten(1).gather(1, index), 0.0, 10.0, 5).flatten()
+        v = valid.flatten()
+        logits = torch.where(v[None, :], qs @ ks.T / 0.1, torch.finfo(qs.dtype).min)
+        return _sup_con_by_autograd(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
+
+    cases = [
+        (features, lambda f: image_contrast_loss(f, scale, 1, 0.1), image_reference),
+        (q, lambda x: pixel_contrast_loss(x, k, depth, mask, 0.0, 10.0, 5, 0.1, 7, torch.Generator().manual_seed(4)),
+         pixel_reference),
+    ]
+    for leaf, loss, reference in cases:
+        results = []
+        for fn in (loss, reference):
+            x = leaf.clone().requires_grad_(True)
+            value, kernels = _kernels(fn, x)
+            results.append((value, x.grad, kernels))
+        (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
+        assert value.item() == pytest.approx(ref_value.item(), rel=1e-5)
+        assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+        assert kernels <= 0.8 * ref_kernels, (kernels, ref_kernels)

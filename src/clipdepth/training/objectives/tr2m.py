@@ -102,8 +102,9 @@ class TR2MObjective(Objective):
             group["lr"] = t.lr * self.epoch_factor * warmup
 
         line = pick_lines(features["text_lines"], generator)
-        text = features["text"][torch.arange(len(line), device=line.device), line]
-        relative, image = features["relative"], features["image"].float() / 255.0
+        texts = features["text"]  # (B, lines, text_dim): one line per frame, gathered
+        text = texts.gather(1, line.view(-1, 1, 1).expand(-1, 1, texts.shape[2])).squeeze(1)
+        relative, image = features["relative"], features["image"] / 255.0
         mask = (depth > t.min_depth) & (depth < t.max_depth)
 
         head.train()
@@ -112,10 +113,10 @@ class TR2MObjective(Objective):
         pseudo = pseudo_metric(relative, depth, mask, t.min_depth, t.max_depth)
         gate = pseudo_gate(pseudo, t.pseudo_rho)
         # L_si against the GT on its pixels and the pseudo loss on all pixels of the gated images, in one pass
-        losses = dict(zip(("si", "pseudo"), silog_losses(
+        si_pseudo = silog_losses(
             pred, torch.stack([depth, pseudo.depth]), torch.stack([mask, gate[:, None, None].expand_as(mask)]),
             t.si_variance_focus,
-        )))
+        )
         contrast = image_contrast_loss(out.pooled, pseudo.alpha, t.contrast_rank_threshold, t.contrast_temperature)
         if out.pixel_features is not None:
             with torch.no_grad():
@@ -126,16 +127,17 @@ class TR2MObjective(Objective):
                 out.pixel_features, keys, small, (small > t.min_depth) & (small < t.max_depth),
                 t.min_depth, t.max_depth, t.contrast_classes, t.contrast_temperature, t.contrast_pixels, generator,
             )
-        losses["contrast"] = contrast
-        losses["smooth"] = edge_aware_smoothness(torch.stack([out.log_scale, out.log_shift], 1), image)
-        total = torch.dot(torch.stack([losses[k] for k in LOSS_TERMS]), self._weights(pred))
+        smooth = edge_aware_smoothness(out.log_maps, image)
+        terms = torch.cat([si_pseudo, contrast[None], smooth[None]])  # in LOSS_TERMS order
+        total = torch.dot(terms, self._weights(pred))
         head.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         ema_update(self.key_head, head, t.ema_momentum)
         return {
-            "phase": TRAIN, "loss": total.detach(), **{k: v.detach() for k, v in losses.items()},
-            "pseudo_gated": gate.float().mean(),  # read back with the losses (``trainer.check_finite``)
+            "phase": TRAIN, "loss": total.detach(), **dict(zip(LOSS_TERMS, terms.detach())),
+            # read back with the losses (``trainer.check_finite``)
+            "pseudo_gated": torch.mean(gate, dtype=torch.float32),
         }
 
     def extra_state(self) -> dict[str, Any]:
