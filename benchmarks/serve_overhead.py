@@ -1,10 +1,20 @@
 """What ``clipdepth serve`` costs per request over the model's own ``infer``, on the same images.
 
-In process, without Gradio or HTTP: ``DepthService.predict`` (what the page's button calls: read the
-upload, run the model under its lock, then write the colour PNG with its metre scale, the 16-bit depth
-PNG, the PLY and the 3-D view's GLB) against ``model.infer(path)`` (read the image, run the model,
-depth to numpy), interleaved round by round, after a warm-up, on a random-weight PureCLIP-Depth (by
-default the demo recipe's, as ``clipdepth demo`` trains it) and 480 x 640 JPEG photos of rendered rooms. Serve is timed two ways:
+In process, without Gradio or HTTP: ``DepthService.predict`` (what the page's button calls) against
+``model.infer(path)`` (read the image, run the model, depth to numpy), interleaved round by round,
+after a warm-up, on a random-weight PureCLIP-Depth (by default the demo recipe's, as ``clipdepth
+demo`` trains it) and 480 x 640 JPEG photos of rendered rooms.
+
+A request produces what the page shows at once, and ``predict`` returns only once all of it is on
+disk (nothing is left to a thread the timing does not wait for): it reads the upload and its EXIF,
+runs the model under its lock, then writes the depth's colour PNG with its metre scale and the 3-D
+view's GLB. The rest is written only when the user presses its button (``DepthService.result_file``,
+from the result kept in memory): the uncertainty's colour PNG (PureCLIP-Depth gives one) and the
+downloads, the 16-bit depth PNG and the PLY. Their cost is timed apart, once per result of a round,
+and printed on a line of its own (``uncertainty_ms``, ``depth_png_ms``, ``ply_ms``), not counted in
+a request.
+
+Serve is timed two ways:
 
 - ``serve_concurrent``: requests from ``CONCURRENT_REQUESTS`` clients at once, as the page takes
   them (``clipdepth.serve.app``): one request's files are written while the next one's model runs;
@@ -36,6 +46,7 @@ from clipdepth.data.synthetic import render_scene
 from clipdepth.models import build_model
 from clipdepth.serve import DepthService, find_checkpoints
 from clipdepth.serve.app import CONCURRENT_REQUESTS
+from clipdepth.serve.service import ON_DEMAND
 
 ENCODERS = {
     "demo": {},  # the demo recipe's own small random-weight CLIP (224 px input, 4 layers of width 192)
@@ -124,6 +135,7 @@ def main() -> None:
             side()
         per_request: dict[str, list[float]] = {name: [] for name in sides}
         model_seconds: list[float] = []
+        on_demand: dict[str, list[float]] = {kind: [] for kind in ON_DEMAND}
         for _ in range(args.rounds):
             for name, side in sides.items():
                 start = time.perf_counter()
@@ -131,6 +143,11 @@ def main() -> None:
                 per_request[name].append((time.perf_counter() - start) / len(images))
                 if name == "serve_sequential":
                     model_seconds += [prediction.seconds for prediction in made]
+            for prediction in made:  # the round's last results (keep: all of them kept): each file once
+                for kind, times in on_demand.items():
+                    start = time.perf_counter()
+                    service.result_file(prediction.key, kind)
+                    times.append(time.perf_counter() - start)
 
     ms = {name: statistics.median(times) * 1e3 for name, times in per_request.items()}
     model_ms = statistics.median(model_seconds) * 1e3
@@ -141,6 +158,9 @@ def main() -> None:
     print(f"serve_sequential_ms={ms['serve_sequential']:.1f} serve_model_ms={model_ms:.1f} "
           f"serve_read_and_files_ms={ms['serve_sequential'] - model_ms:.1f}")
     print(f"serve_concurrent_ms={ms['serve_concurrent']:.1f}")
+    on_demand_ms = {kind: statistics.median(times) * 1e3 for kind, times in on_demand.items()}
+    print(f"on demand, once per result when asked for, not in a request: uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} "
+          f"depth_png_ms={on_demand_ms['depth']:.1f} ply_ms={on_demand_ms['ply']:.1f}")
     print(f"serve_over_infer={ms['serve_concurrent'] / ms['infer']:.2f} infer_ms={ms['infer']:.1f} "
           f"serve_ms={ms['serve_concurrent']:.1f} serve_sequential_ms={ms['serve_sequential']:.1f} "
           f"serve_sequential_over_infer={ms['serve_sequential'] / ms['infer']:.2f}")

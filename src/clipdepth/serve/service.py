@@ -35,11 +35,12 @@ from .view3d import write_view_glb
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens); longer is a paste gone wrong
 KEEP_RESULTS = 16
-# Threads writing what the page shows of a result (the colour PNGs and the 3-D view), shared by the requests.
-WRITE_THREADS = 4
-# The downloads, written only when asked for (DepthService.download): write_prediction's kind -> the
-# file's name after the upload's stem. A request writes only what the page shows.
-DOWNLOADS = {"depth": "_depth16.png", "ply": ".ply"}
+# Threads writing the 3-D views of results, shared by the requests (the colour PNG is written by the request's own).
+WRITE_THREADS = 2
+# A result's files written only when the user asks for them (DepthService.result_file), from the result kept in
+# memory: write_prediction's kind -> the file's name after the upload's stem. A request writes the depth's colour
+# PNG and the 3-D view, which the page shows at once.
+ON_DEMAND = {"depth": "_depth16.png", "ply": ".ply", "uncertainty_color": "_uncertainty_color.png"}
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,14 @@ def _safe_stem(name: str) -> str:
 
 @dataclass
 class Prediction:
-    """One upload's result: what the page shows, as files in a result folder of the server (each
-    name begins with the upload's stem), and what the page says about it. Its downloads are
-    written on demand: ``DepthService.download(key, kind)``."""
+    """One upload's result: what the page shows at once, as files in a result folder of the server
+    (each name begins with the upload's stem), and what the page says about it. Its other files
+    are written when asked for: ``DepthService.result_file(key, kind)``."""
 
-    key: str  # the result's name in its service (DepthService.download)
+    key: str  # the result's name in its service (DepthService.result_file)
     depth_color: Path  # colour PNG with a metre scale
     view: Path  # GLB point cloud for the 3-D view (subsampled, glTF axes)
-    uncertainty_color: Path | None  # colour PNG of the model's uncertainty (metres); None where it gives none
+    uncertainty: bool  # whether the model gives an uncertainty (result_file's "uncertainty_color")
     depth: np.ndarray  # (H, W) float32 metres
     points: int  # pixels with a positive depth: the PLY download's points
     seconds: float  # model time (loading a model the first time included)
@@ -176,15 +177,17 @@ class Prediction:
 
 @dataclass
 class _Kept:
-    """What a result's downloads are written from, while it is among the newest ``keep``: (H, W)
-    float32 metres, the (H, W, 3) uint8 upload, fx fy cx cy (pixels). ``lock`` is held while a
-    download is written and while the result is removed, so that neither meets the other half-done."""
+    """What a result's files on demand are written from, while it is among the newest ``keep``:
+    (H, W) float32 metres, the (H, W, 3) uint8 upload, the (H, W) float32 uncertainty (metres) or
+    None, fx fy cx cy (pixels). ``lock`` is held while such a file is written and while the result
+    is removed, so that neither meets the other half-done."""
 
     folder: Path
     stem: str
     name: str
     depth: np.ndarray
     rgb: np.ndarray
+    spread: np.ndarray | None
     max_depth: float
     intrinsics: tuple[float, float, float, float]
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -196,9 +199,10 @@ class DepthService:
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
     and kept; what the page shows of a result (the colour PNGs, the 3-D view) is written after its
     model call, while another request's model runs (``predict`` may be called from several
-    threads), and its downloads (16-bit depth PNG, PLY) when asked for (``download``). The newest
-    ``keep`` results are kept, in memory for their downloads (7 bytes per pixel: a 12-megapixel photo
-    holds 84 MB) and on disk; older result folders are removed.
+    threads), and its other files (16-bit depth PNG, PLY, the uncertainty's colour PNG) when asked
+    for (``result_file``). The newest ``keep`` results are kept, in memory for those files (7 bytes
+    per pixel, 11 with an uncertainty: a 12-megapixel photo holds 84 or 132 MB) and on disk; older
+    ones are dropped and their folders removed.
 
     ``crop`` is what each upload feeds the model (``DepthModel.processor_for``: "none", the whole
     image; "trained", the checkpoint's trained input crop and tiles, of ``dataset``'s frames). Limits, each a DataError
@@ -285,9 +289,9 @@ class DepthService:
     def predict(self, upload: str | os.PathLike, label: str, caption: str | None = None, name: str | None = None) -> Prediction:
         """Depth for the image file ``upload`` with the checkpoint ``label``; ``caption`` is read by
         models that use captions (TR2M) and ignored by the others. ``name`` (default: the file's
-        name) is how messages and result files call the image. Writes what the page shows (the
-        colour PNG with its metre scale, the uncertainty's where the model gives one, the 3-D
-        view's GLB) and keeps the result for ``download``.
+        name) is how messages and result files call the image. Writes what the page shows at once
+        (the depth's colour PNG with its metre scale, the 3-D view's GLB) and keeps the result for
+        ``result_file``.
 
         Raises DataError (an unreadable or empty file, over a limit), ConfigError (a missing or
         overlong caption, an unknown label), CheckpointError / EncoderLoadError (a model that
@@ -302,57 +306,58 @@ class DepthService:
         # The files are written outside the model lock: the next request's model call runs meanwhile.
         # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
         camera = CameraSources().camera(upload, *depth.shape)
-        kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, max_depth, camera.intrinsics)
-        files = {"color": kept.folder / f"{kept.stem}_depth_color.png"}
-        if spread is not None:
-            files["uncertainty_color"] = kept.folder / f"{kept.stem}_uncertainty_color.png"
-        view = kept.folder / f"{kept.stem}_view.glb"
-        # each file on a thread of its own (zlib and numpy work outside the GIL)
-        jobs = [self._writers.submit(write_prediction, {kind: path}, depth, rgb, max_depth, uncertainty=spread)
-                for kind, path in files.items()]
-        jobs.append(self._writers.submit(write_view_glb, view, depth, rgb, kept.intrinsics))
+        kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth,
+                     camera.intrinsics)
+        color, view = kept.folder / f"{kept.stem}_depth_color.png", kept.folder / f"{kept.stem}_view.glb"
+        # the view on a writer thread while this one writes the colour PNG (zlib and numpy work outside the GIL)
+        job = self._writers.submit(write_view_glb, view, depth, rgb, kept.intrinsics)
         try:
-            wait(jobs)
-            for job in jobs:  # the first error, once every file is written whole or absent
-                job.result()
+            try:
+                write_prediction({"color": color}, depth, rgb, max_depth)
+            finally:  # the first error, once both files are written whole or absent
+                wait([job])
+            job.result()
         except BaseException:
-            wait(jobs)
             shutil.rmtree(kept.folder, ignore_errors=True)
             raise
         with self._results_lock:
             self._results[kept.folder.name] = kept
             old = [self._results.popitem(last=False)[1] for _ in range(len(self._results) - self.keep)]
         for gone in old:
-            with gone.lock:  # after a download of it being written
+            with gone.lock:  # after a file of it being written
                 gone.removed = True
                 shutil.rmtree(gone.folder, ignore_errors=True)
-        return Prediction(kept.folder.name, files["color"], view, files.get("uncertainty_color"), depth,
-                          int(np.count_nonzero(depth > 0)), seconds, camera.describe())
+        return Prediction(kept.folder.name, color, view, spread is not None, depth, int(np.count_nonzero(depth > 0)),
+                          seconds, camera.describe())
 
-    def download(self, key: str, kind: str) -> Path:
-        """The file of download ``kind`` of the result ``key`` (``Prediction.key``): ``"depth"``,
-        the 16-bit depth PNG ``<stem>_depth16.png`` (metres = value / its ``depth_scale`` chunk,
-        ``io.depth_io.write_depth_png``), or ``"ply"``, every pixel with a positive depth as a
-        coloured point (metres, camera frame, ``<stem>.ply``). Written atomically into the result's
-        folder the first time it is asked for, from the result kept in memory; the same file after.
+    def result_file(self, key: str, kind: str) -> Path:
+        """The file ``kind`` of the result ``key`` (``Prediction.key``): ``"depth"``, the 16-bit depth
+        PNG ``<stem>_depth16.png`` (metres = value / its ``depth_scale`` chunk,
+        ``io.depth_io.write_depth_png``); ``"ply"``, every pixel with a positive depth as a coloured
+        point (metres, camera frame, ``<stem>.ply``); ``"uncertainty_color"``, the model's
+        uncertainty in colour over 0..its max with a metre scale (``<stem>_uncertainty_color.png``).
+        Written atomically into the result's folder the first time it is asked for, from the result
+        kept in memory; the same file after.
 
-        Raises ConfigError for another ``kind``, DataError for a result no longer kept (beyond the
-        newest ``keep``), one line each.
+        Raises ConfigError for another ``kind`` or an uncertainty of a model that gives none,
+        DataError for a result no longer kept (beyond the newest ``keep``), one line each.
         """
-        if kind not in DOWNLOADS:
-            raise ConfigError(f"no download {kind!r}; choose one of {', '.join(DOWNLOADS)}", setting="kind")
+        if kind not in ON_DEMAND:
+            raise ConfigError(f"no result file {kind!r}; choose one of {', '.join(ON_DEMAND)}", setting="kind")
         with self._results_lock:
             kept = self._results.get(key)
         gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): estimate the depth again")
         if kept is None:
             raise gone
-        path = kept.folder / f"{kept.stem}{DOWNLOADS[kind]}"
+        if kind == "uncertainty_color" and kept.spread is None:
+            raise ConfigError("this result's model gives no uncertainty", setting="kind")
+        path = kept.folder / f"{kept.stem}{ON_DEMAND[kind]}"
         with kept.lock:
             if kept.removed:
                 raise gone
             if not path.is_file():  # the result's own folder: only this method writes it there
-                write_prediction({kind: path}, kept.depth, kept.rgb, kept.max_depth, intrinsics=kept.intrinsics,
-                                 made=Made(kept.name))
+                write_prediction({kind: path}, kept.depth, kept.rgb, kept.max_depth, uncertainty=kept.spread,
+                                 intrinsics=kept.intrinsics, made=Made(kept.name))
         return path
 
     def _infer(self, label: str, rgb: np.ndarray, captions: list[str] | None,
