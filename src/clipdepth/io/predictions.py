@@ -167,8 +167,7 @@ def colourise(values: np.ndarray, vmax: float, name: str = COLOURMAP, *, vmin: f
     values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
     # As matplotlib's Normalize: in place, each step in float64 rounded to the values' own precision,
     # so that a value on a bin edge falls alike (the ufuncs cast a block at a time: no float64 copy).
-    scaled = values.copy()
-    np.subtract(scaled, np.float64(vmin), out=scaled)
+    scaled = np.subtract(values, np.float64(vmin), out=np.empty_like(values))
     np.divide(scaled, np.float64(vmax) - np.float64(vmin), out=scaled)
     scaled *= 256
     np.fmax(scaled, 0, out=scaled)  # fmax, unlike clip, also turns NaN into 0: any colour, made white below

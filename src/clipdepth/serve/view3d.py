@@ -55,9 +55,16 @@ def glb_bytes(points: np.ndarray, colours: np.ndarray) -> bytes:
     """A GLB file of one point-cloud primitive (mode POINTS): (N, 3) ``points`` as float32 ``POSITION``
     (with the min and max the format requires) and (N, 3) uint8 ``colours`` as normalised RGBA ``COLOR_0``;
     no primitive where N is 0 (an accessor counts at least one element)."""
+    return b"".join(_glb_parts(points, colours))
+
+
+def _glb_parts(points: np.ndarray, colours: np.ndarray) -> list[bytes | memoryview]:
+    """``glb_bytes``'s bytes in pieces, to be written one after the other without joining them."""
     positions = np.ascontiguousarray(points, dtype="<f4").reshape(-1, 3)
     count = len(positions)
-    rgba = np.concatenate([colours.reshape(-1, 3).astype(np.uint8), np.full((count, 1), 255, np.uint8)], axis=1)
+    rgba = np.empty((count, 4), np.uint8)
+    rgba[:, :3] = colours.reshape(-1, 3)
+    rgba[:, 3] = 255
     # an empty scene where there is no point: glTF allows no empty arrays
     gltf: dict = {"asset": {"version": "2.0", "generator": "clipdepth"}, "scene": 0, "scenes": [{}]}
     if count:
@@ -79,8 +86,7 @@ def glb_bytes(points: np.ndarray, colours: np.ndarray) -> bytes:
     text += b" " * (-len(text) % 4)  # the JSON chunk is padded to 4 bytes with spaces
     binary = [struct.pack("<II", 16 * count, BIN_CHUNK), positions.data, rgba.data] if count else []
     length = 12 + 8 + len(text) + (8 + 16 * count if count else 0)
-    return b"".join([struct.pack("<III", GLB_MAGIC, GLB_VERSION, length), struct.pack("<II", len(text), JSON_CHUNK),
-                     text, *binary])
+    return [struct.pack("<III", GLB_MAGIC, GLB_VERSION, length), struct.pack("<II", len(text), JSON_CHUNK), text, *binary]
 
 
 def write_view_glb(
@@ -89,6 +95,6 @@ def write_view_glb(
 ) -> int:
     """Atomically write ``view_points`` as a coloured GLB point cloud (``glb_bytes``); returns its point count."""
     points, colours = view_points(depth, image, intrinsics, max_points)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(glb_bytes(points, colours))
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.writelines(_glb_parts(points, colours))
     return len(points)
