@@ -21,6 +21,10 @@ Serve is timed two ways:
   per request = wall time / requests. This is ``serve_over_infer``.
 - ``serve_sequential``: one request after another (one user's latency).
 
+Besides wall time, the process's CPU time per request (every thread's; ``serve_cpu_over_infer``, of
+the sequential requests): the work a request causes, which other programs on a shared machine
+change less than they change wall times.
+
     python benchmarks/serve_overhead.py                  # the demo's random CLIP, ~1.5 min on 2 cores
     python benchmarks/serve_overhead.py --encoder tiny    # the tests' 56 px encoder: the files' cost alone
     python benchmarks/serve_overhead.py --encoder vit-b16 # CLIP ViT-B/16 @ 224 shapes, random weights
@@ -134,13 +138,15 @@ def main() -> None:
         for side in sides.values():  # warm-up
             side()
         per_request: dict[str, list[float]] = {name: [] for name in sides}
+        cpu: dict[str, list[float]] = {name: [] for name in sides}  # the process's CPU seconds, every thread's
         model_seconds: list[float] = []
         on_demand: dict[str, list[float]] = {kind: [] for kind in ON_DEMAND}
         for _ in range(args.rounds):
             for name, side in sides.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 made = side()
                 per_request[name].append((time.perf_counter() - start) / len(images))
+                cpu[name].append((time.process_time() - start_cpu) / len(images))
                 if name == "serve_sequential":
                     model_seconds += [prediction.seconds for prediction in made]
             for prediction in made:  # the round's last results (keep: all of them kept): each file once
@@ -158,6 +164,9 @@ def main() -> None:
     print(f"serve_sequential_ms={ms['serve_sequential']:.1f} serve_model_ms={model_ms:.1f} "
           f"serve_read_and_files_ms={ms['serve_sequential'] - model_ms:.1f}")
     print(f"serve_concurrent_ms={ms['serve_concurrent']:.1f}")
+    cpu_ms = {name: statistics.median(times) * 1e3 for name, times in cpu.items()}
+    print(f"cpu per request (this process, all threads): infer_cpu_ms={cpu_ms['infer']:.1f} "
+          f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}")
     on_demand_ms = {kind: statistics.median(times) * 1e3 for kind, times in on_demand.items()}
     print(f"on demand, once per result when asked for, not in a request: uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} "
           f"depth_png_ms={on_demand_ms['depth']:.1f} ply_ms={on_demand_ms['ply']:.1f}")

@@ -168,7 +168,8 @@ class Prediction:
 
     @property
     def summary(self) -> str:
-        valid = self.depth[np.isfinite(self.depth)]
+        finite = np.isfinite(self.depth)
+        valid = self.depth if finite.all() else self.depth[finite]  # a model's depth: no copy
         low, high = (float(valid.min()), float(valid.max())) if valid.size else (float("nan"),) * 2
         height, width = self.depth.shape
         return (f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY "
