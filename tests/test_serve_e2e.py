@@ -200,6 +200,50 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
         assert result.view.is_file()
 
 
+def test_a_file_on_demand_being_written_is_finished_before_its_result_is_dropped(checkpoints, photo, tmp_path, monkeypatch):
+    """A download of the oldest result is being written while a new request drops that result
+    (keep=1): the folder is removed only once the file is written whole, and the download succeeds."""
+    _require_serve()
+    import threading
+
+    from clipdepth.serve import DepthService, find_checkpoints
+    from clipdepth.serve import service as service_module
+
+    found, _ = find_checkpoints([checkpoints["pure"]])
+    service = DepthService(found, tmp_path / "work", keep=1)
+    first = service.predict(photo, found[0].label)
+    real_write, real_rmtree = service_module.write_prediction, service_module.shutil.rmtree
+    started, release, events = threading.Event(), threading.Event(), []
+
+    def held_write(files, *args, **kwargs):
+        started.set()
+        assert release.wait(120)
+        real_write(files, *args, **kwargs)
+        events.append(("written", next(iter(files.values())).is_file()))
+
+    def rmtree(path, *args, **kwargs):
+        events.append(("removed", path))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_prediction", held_write)
+    downloaded: list = []
+    download = threading.Thread(target=lambda: downloaded.append(service.result_file(first.key, "ply")))
+    download.start()
+    assert started.wait(120)
+    monkeypatch.setattr(service_module, "write_prediction", real_write)
+    monkeypatch.setattr(service_module.shutil, "rmtree", rmtree)
+    second = threading.Thread(target=service.predict, args=(photo, found[0].label))
+    second.start()
+    while first.key in service._results and second.is_alive():  # the second request has dropped the first
+        second.join(0.01)
+    release.set()
+    download.join(120)
+    second.join(120)
+    assert downloaded == [first.depth_color.parent / "photo.ply"]
+    assert events == [("written", True), ("removed", first.depth_color.parent)]
+    assert not first.depth_color.parent.exists()
+
+
 def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(checkpoints, tmp_path):
     _require_serve()
     from clipdepth.serve import find_checkpoints
