@@ -41,6 +41,18 @@ def test_rgb_png_rows_are_unfiltered_pixels_that_pillow_reads_back(tmp_path):
         assert im.mode == "RGB" and np.array_equal(np.asarray(im), rgb[:, ::-1])
 
 
+def test_the_page_shows_the_depth_as_a_stored_png_with_the_same_pixels():
+    # serve's shown image: zlib level 0, the rows stored as they are (RFC 1951 section 3.2.4: stored blocks)
+    from clipdepth.serve.service import SHOWN_PNG_LEVEL
+
+    rgb = np.tile(np.arange(64, dtype=np.uint8)[None, :, None], (32, 1, 3))  # smooth: level 1 would shrink it
+    idat = dict(_chunks(rgb_png(rgb, SHOWN_PNG_LEVEL)))[b"IDAT"]
+    assert SHOWN_PNG_LEVEL == 0 and idat[0] & 0x0F == 8 and idat[1] >> 6 == 0  # deflate, "fastest" (level 0-1)
+    assert idat[2] & 0b110 == 0 and len(idat) > 32 * (1 + 64 * 3)  # the first block stored, nothing squeezed
+    assert np.array_equal(np.frombuffer(zlib.decompress(idat), np.uint8).reshape(32, -1)[:, 1:].reshape(32, 64, 3), rgb)
+    assert len(dict(_chunks(rgb_png(rgb)))[b"IDAT"]) < 32 * 64  # the default level deflates
+
+
 def test_rgb_png_refuses_what_is_not_rgb_bytes():
     with pytest.raises(DataError, match=r"an RGB PNG needs \(H, W, 3\) uint8, got \(2, 2, 4\) uint8"):
         rgb_png(np.zeros((2, 2, 4), np.uint8))

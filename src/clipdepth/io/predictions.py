@@ -269,9 +269,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def rgb_png(rgb: np.ndarray) -> bytes:
+def rgb_png(rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
     """The bytes of an 8-bit RGB PNG of (H, W, 3) uint8 ``rgb``: every row with filter type 0 (None),
-    deflated at zlib level ``PNG_COMPRESS_LEVEL`` (PNG specification, sections 11.2.2 IHDR and 9.2).
+    deflated at zlib ``level`` (0: stored as it is; PNG specification, sections 11.2.2 IHDR and 9.2).
 
     Pillow tries the five filters on every row and keeps the best; for colour maps (runs of a
     few hundred colours) no filter is as small or smaller (an NYU frame's: 125 KB against
@@ -285,20 +285,20 @@ def rgb_png(rgb: np.ndarray) -> bytes:
     rows[:, 1:] = rgb.reshape(height, -1)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter 0, no interlace
     return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows, PNG_COMPRESS_LEVEL)) + _png_chunk(b"IEND", b""))
+            + _png_chunk(b"IDAT", zlib.compress(rows, level)) + _png_chunk(b"IEND", b""))
 
 
-def write_rgb(path: str | os.PathLike, rgb: np.ndarray) -> None:
-    """Atomically write an (H, W, 3) uint8 array as an RGB PNG (``rgb_png``)."""
-    data = rgb_png(rgb)
+def write_rgb(path: str | os.PathLike, rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> None:
+    """Atomically write an (H, W, 3) uint8 array as an RGB PNG (``rgb_png`` at zlib ``level``)."""
+    data = rgb_png(rgb, level)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *,
-                       vmin: float | None = None, vmax: float | None = None) -> None:
-    """Atomically write ``colour_image(depth, max_depth, vmin=vmin, vmax=vmax)`` as an RGB PNG."""
-    write_rgb(path, colour_image(depth, max_depth, vmin=vmin, vmax=vmax))
+def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *, vmin: float | None = None,
+                       vmax: float | None = None, level: int = PNG_COMPRESS_LEVEL) -> None:
+    """Atomically write ``colour_image(depth, max_depth, vmin=vmin, vmax=vmax)`` as an RGB PNG at zlib ``level``."""
+    write_rgb(path, colour_image(depth, max_depth, vmin=vmin, vmax=vmax), level)
 
 
 # -- writing --------------------------------------------------------------------------------------

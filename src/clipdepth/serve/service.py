@@ -25,7 +25,7 @@ from ..io.atomic import is_temporary
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
 from ..io.fingerprint import Made
 from ..io.intrinsics import CameraSources
-from ..io.predictions import write_prediction
+from ..io.predictions import write_depth_colour, write_prediction
 from ..models import load_model, model_class, predicts_from_images
 from ..models.base import (
     CONFIG_NAME, INFER_CROPS, MAX_TILES, WEIGHTS_NAME, DepthModel, check_inference_overrides, checkpoint_folder, read_checkpoint_meta,
@@ -37,6 +37,10 @@ MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens
 KEEP_RESULTS = 16
 # Threads writing the 3-D views of results, shared by the requests (the colour PNG is written by the request's own).
 WRITE_THREADS = 2
+# The depth's colour PNG that the page shows is stored, not deflated: deflating it (zlib level 1) took 2-5 ms of
+# a 480 x 640 request (a rendered room, an NYU frame), up to a fifth of the model; stored it is ~1 MB, which a
+# browser fetches from this server at once. The files written on demand stay deflated.
+SHOWN_PNG_LEVEL = 0
 # A result's files written only when the user asks for them (DepthService.result_file), from the result kept in
 # memory: write_prediction's kind -> the file's name after the upload's stem. A request writes the depth's colour
 # PNG and the 3-D view, which the page shows at once.
@@ -314,7 +318,7 @@ class DepthService:
         job = self._writers.submit(write_view_glb, view, depth, rgb, kept.intrinsics)
         try:
             try:
-                write_prediction({"color": color}, depth, rgb, max_depth)
+                write_depth_colour(color, depth, max_depth, level=SHOWN_PNG_LEVEL)
             finally:  # the first error, once both files are written whole or absent
                 wait([job])
             job.result()
