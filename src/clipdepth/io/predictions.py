@@ -265,8 +265,22 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
     return canvas
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+def _png_chunk(kind: bytes, data: bytes) -> list[bytes]:
+    # in pieces: a megabyte of stored pixels is not copied to be framed
+    return [struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))]
+
+
+def _rgb_png_parts(rgb: np.ndarray, level: int) -> list[bytes]:
+    """``rgb_png``'s bytes in pieces, to be written one after the other without joining them."""
+    height, width, channels = rgb.shape
+    if channels != 3 or rgb.dtype != np.uint8:
+        raise DataError(f"an RGB PNG needs (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    rows = np.empty((height, 1 + 3 * width), np.uint8)
+    rows[:, 0] = 0  # each row's filter type: None
+    rows[:, 1:] = rgb.reshape(height, -1)
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter 0, no interlace
+    return [b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header), *_png_chunk(b"IDAT", zlib.compress(rows, level)),
+            *_png_chunk(b"IEND", b"")]
 
 
 def rgb_png(rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
@@ -276,23 +290,16 @@ def rgb_png(rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
     Pillow tries the five filters on every row and keeps the best; for colour maps (runs of a
     few hundred colours) no filter is as small or smaller (an NYU frame's: 125 KB against
     Pillow's 142 KB at level 1) and the whole PNG is ~3.5x faster (480 x 640: 1.8 ms against 6.4).
+    DataError for an array that is not (H, W, 3) uint8.
     """
-    height, width, channels = rgb.shape
-    if channels != 3 or rgb.dtype != np.uint8:
-        raise DataError(f"an RGB PNG needs (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    rows = np.empty((height, 1 + 3 * width), np.uint8)
-    rows[:, 0] = 0  # each row's filter type: None
-    rows[:, 1:] = rgb.reshape(height, -1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter 0, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(rows, level)) + _png_chunk(b"IEND", b""))
+    return b"".join(_rgb_png_parts(rgb, level))
 
 
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> None:
     """Atomically write an (H, W, 3) uint8 array as an RGB PNG (``rgb_png`` at zlib ``level``)."""
-    data = rgb_png(rgb, level)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    parts = _rgb_png_parts(rgb, level)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.writelines(parts)
 
 
 def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *, vmin: float | None = None,
