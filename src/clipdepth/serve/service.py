@@ -12,7 +12,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -35,8 +34,6 @@ from .view3d import write_view_glb
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens); longer is a paste gone wrong
 KEEP_RESULTS = 16
-# Threads writing the 3-D views of results, shared by the requests (the colour PNG is written by the request's own).
-WRITE_THREADS = 2
 # The depth's colour PNG that the page shows is stored, not deflated: deflating it (zlib level 1) took 2-5 ms of
 # a 480 x 640 request (a rendered room, an NYU frame), up to a fifth of the model; stored it is ~1 MB, which a
 # browser fetches from this server at once. The files written on demand stay deflated.
@@ -243,7 +240,6 @@ class DepthService:
         self._models: dict[str, DepthModel] = {}
         self._results: OrderedDict[str, _Kept] = OrderedDict()
         self._results_lock = threading.Lock()
-        self._writers = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="serve-write")
         # One model call at a time (memory for one inference, not one per request); re-entered by model().
         # The files of a result are written outside it, while the next request's model runs.
         self._lock = threading.RLock()
@@ -314,14 +310,11 @@ class DepthService:
         kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth,
                      camera.intrinsics)
         color, view = kept.folder / f"{kept.stem}_depth_color.png", kept.folder / f"{kept.stem}_view.glb"
-        # the view on a writer thread while this one writes the colour PNG (zlib and numpy work outside the GIL)
-        job = self._writers.submit(write_view_glb, view, depth, rgb, kept.intrinsics)
+        # On this request's thread: a second request's model runs meanwhile (the page takes two at once), and no
+        # hand-over to another thread waits for a core on a busy machine.
         try:
-            try:
-                write_depth_colour(color, depth, max_depth, level=SHOWN_PNG_LEVEL)
-            finally:  # the first error, once both files are written whole or absent
-                wait([job])
-            job.result()
+            write_depth_colour(color, depth, max_depth, level=SHOWN_PNG_LEVEL)
+            write_view_glb(view, depth, rgb, kept.intrinsics)
         except BaseException:
             shutil.rmtree(kept.folder, ignore_errors=True)
             raise
