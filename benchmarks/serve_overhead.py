@@ -5,14 +5,14 @@ In process, without Gradio or HTTP: ``DepthService.predict`` (what the page's bu
 after a warm-up, on a random-weight PureCLIP-Depth (by default the demo recipe's, as ``clipdepth
 demo`` trains it) and 480 x 640 JPEG photos of rendered rooms.
 
-A request produces what the page shows at once, and ``predict`` returns only once all of it is on
-disk (nothing is left to a thread the timing does not wait for): it reads the upload and its EXIF,
-runs the model under its lock, then writes the depth's colour PNG with its metre scale and the 3-D
-view's GLB. The rest is written only when the user presses its button (``DepthService.result_file``,
-from the result kept in memory): the uncertainty's colour PNG (PureCLIP-Depth gives one) and the
-downloads, the 16-bit depth PNG and the PLY. Their cost is timed apart, once per result of a round,
-and printed on a line of its own (``uncertainty_ms``, ``depth_png_ms``, ``ply_ms``), not counted in
-a request.
+A request produces what the page shows at once, and ``predict`` returns only once it is on disk
+(nothing is left to a thread the timing does not wait for): it reads the upload and its EXIF, runs
+the model under its lock, writes the depth's colour PNG with its metre scale (stored, not deflated)
+and drops the oldest result beyond ``keep`` (its folder deleted). The rest is written only when the
+user presses its button (``DepthService.result_file``, from the result kept in memory): the 3-D
+view's GLB, the uncertainty's colour PNG (PureCLIP-Depth gives one) and the downloads, the 16-bit
+depth PNG and the PLY. Their cost is timed apart, once per result of a round, and printed on a line
+of its own (``view_ms``, ``uncertainty_ms``, ``depth_png_ms``, ``ply_ms``), not counted in a request.
 
 Serve is timed two ways:
 
@@ -168,8 +168,9 @@ def main() -> None:
     print(f"cpu per request (this process, all threads): infer_cpu_ms={cpu_ms['infer']:.1f} "
           f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}")
     on_demand_ms = {kind: statistics.median(times) * 1e3 for kind, times in on_demand.items()}
-    print(f"on demand, once per result when asked for, not in a request: uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} "
-          f"depth_png_ms={on_demand_ms['depth']:.1f} ply_ms={on_demand_ms['ply']:.1f}")
+    print(f"on demand, once per result when asked for, not in a request: view_ms={on_demand_ms['view']:.1f} "
+          f"uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} depth_png_ms={on_demand_ms['depth']:.1f} "
+          f"ply_ms={on_demand_ms['ply']:.1f}")
     print(f"serve_over_infer={ms['serve_concurrent'] / ms['infer']:.2f} infer_ms={ms['infer']:.1f} "
           f"serve_ms={ms['serve_concurrent']:.1f} serve_sequential_ms={ms['serve_sequential']:.1f} "
           f"serve_sequential_over_infer={ms['serve_sequential'] / ms['infer']:.2f}")

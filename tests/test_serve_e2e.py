@@ -168,15 +168,15 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
 
     found, _ = find_checkpoints([checkpoints["pure"]])
     service = DepthService(found, tmp_path / "work")
-    real, release, first = service_module.write_view_glb, threading.Event(), []
+    real, release, first = service_module.write_depth_colour, threading.Event(), []
 
-    def held_first(*args, **kwargs):  # the first request's last file waits until released
+    def held_first(*args, **kwargs):  # the first request's file waits until released
         if not first:
             first.append(True)
             assert release.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service_module, "write_view_glb", held_first)
+    monkeypatch.setattr(service_module, "write_depth_colour", held_first)
     results: dict[str, object] = {}
 
     def request(key: str) -> None:
@@ -197,7 +197,7 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
     for result in (results["first"], results["second"]):
         _check_depth_png(service.result_file(result.key, "depth"), expected)
-        assert result.view.is_file()
+        assert result.depth_color.is_file()
 
 
 def test_a_file_on_demand_being_written_is_finished_before_its_result_is_dropped(checkpoints, photo, tmp_path, monkeypatch):
@@ -278,20 +278,21 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     first = service.predict(photo, pure)
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
     # a request writes what the page shows at once; the rest waits until asked for
-    assert sorted(p.name for p in first.depth_color.parent.iterdir()) == ["photo_depth_color.png", "photo_view.glb"]
+    assert [p.name for p in first.depth_color.parent.iterdir()] == ["photo_depth_color.png"]
     first_png, first_ply = service.result_file(first.key, "depth"), service.result_file(first.key, "ply")
     _check_depth_png(first_png, expected)
     _check_ply(first_ply, expected, _rgb(photo))
-    assert first.points == 48 * 64 and first.uncertainty and first.view.stat().st_size > 0
-    spread = service.result_file(first.key, "uncertainty_color")
-    assert [p.name for p in (first.depth_color, first_png, first_ply, first.view, spread)] == [
+    assert first.points == 48 * 64 and first.uncertainty
+    spread, view = service.result_file(first.key, "uncertainty_color"), service.result_file(first.key, "view")
+    assert view.stat().st_size > 0
+    assert [p.name for p in (first.depth_color, first_png, first_ply, view, spread)] == [
         "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb", "photo_uncertainty_color.png"]
-    assert {p.parent for p in (first_png, first_ply, spread)} == {first.depth_color.parent}
+    assert {p.parent for p in (first_png, first_ply, view, spread)} == {first.depth_color.parent}
     with Image.open(first_png) as im:
         assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
     written = first_ply.stat().st_mtime_ns
     assert service.result_file(first.key, "ply") == first_ply and first_ply.stat().st_mtime_ns == written  # not again
-    with pytest.raises(ConfigError, match="no result file 'npy'; choose one of depth, ply, uncertainty_color"):
+    with pytest.raises(ConfigError, match="no result file 'npy'; choose one of view, depth, ply, uncertainty_color"):
         service.result_file(first.key, "npy")
 
     with_caption = service.predict(photo, tr2m, f"  {CAPTION}\n")  # surrounding blanks do not count
@@ -648,7 +649,8 @@ def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, p
     _check_depth_png(_download(page, "#depth-png", tmp_path / "d.png"), expected)
     _check_ply(_download(page, "#ply", tmp_path / "p.ply"), expected, _rgb(photo))
 
-    # The 3-D view draws the point cloud: its canvas is not one flat colour.
+    # The 3-D view, once asked for, draws the point cloud: its canvas is not one flat colour.
+    page.click("#view-button")
     canvas = page.locator("#view canvas")
     canvas.wait_for()
     page.wait_for_timeout(500)

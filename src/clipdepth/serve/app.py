@@ -34,9 +34,9 @@ INTRO = (
 def build_app(service: DepthService, examples: str | os.PathLike | None = None) -> gr.Blocks:
     """The page: image upload (any file: the service checks it, so a broken one gets a readable
     message), the model picker over ``service``'s checkpoints, a caption box shown for models that
-    read captions (TR2M), and the results: depth in colour with its metre scale and a 3-D view of
-    the point cloud; then, each written when its button is pressed (``DepthService.result_file``),
-    the uncertainty in colour where the model gives one and the 16-bit PNG and PLY downloads.
+    read captions (TR2M), and the results: depth in colour with its metre scale; then, each written
+    when its button is pressed (``DepthService.result_file``), a 3-D view of the point cloud, the
+    uncertainty in colour where the model gives one and the 16-bit PNG and PLY downloads.
 
     ``examples``: a folder of images offered as examples (``<stem>.txt`` beside one is its
     caption); None: two synthetic scenes, labelled as such. Either way they are copied into
@@ -74,7 +74,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                 gr.update(visible=gives_uncertainty, value=None))
 
     def predict(upload: str | None, label: str, caption: str) -> tuple:
-        nothing = (None,) * 6  # the depth, its 3-D view, the previous result's uncertainty and downloads, its key
+        nothing = (None,) * 6  # the depth, and the previous result's 3-D view, uncertainty, downloads and key
         if upload is None:
             return *nothing, "Choose an image first (upload one, or click an example)."
         try:
@@ -83,7 +83,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             return *nothing, f"Error: {exc}"
         finally:
             forget_old_uploads(upload)
-        return (str(result.depth_color), str(result.view), None, None, None, (result.key, Path(upload).name),
+        return (str(result.depth_color), None, None, None, None, (result.key, Path(upload).name),
                 f"{label}: {result.summary}")
 
     def on_demand(kind: str):
@@ -115,9 +115,10 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             with gr.Column(scale=2):
                 depth = gr.Image(label="Depth (metres, scale at the right)", type="filepath", interactive=False,
                                  buttons=NO_SHARING, elem_id="depth")
-                view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
                 # The rest is written when asked for, from the result the server keeps: a request writes only the
-                # depth's colour image and the 3-D view.
+                # depth's colour image.
+                view_button = gr.Button("Show the point cloud in 3-D", size="sm", elem_id="view-button")
+                view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
                 gives_uncertainty = first.model_class.gives_uncertainty
                 uncertainty_button = gr.Button("Show the uncertainty", size="sm", visible=gives_uncertainty,
                                                elem_id="uncertainty-button")
@@ -135,6 +136,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
         gr.on([run.click, caption.submit], predict, [image, model, caption],
               [depth, view, uncertainty, png, ply, result, status], api_name="predict",
               concurrency_limit=CONCURRENT_REQUESTS)
+        view_button.click(on_demand("view"), result, [view, status], api_name="view")
         uncertainty_button.click(on_demand("uncertainty_color"), result, [uncertainty, status], api_name="uncertainty")
         png_button.click(on_demand("depth"), result, [png, status], api_name="download_depth_png")
         ply_button.click(on_demand("ply"), result, [ply, status], api_name="download_ply")

@@ -39,9 +39,9 @@ KEEP_RESULTS = 16
 # browser fetches from this server at once. The files written on demand stay deflated.
 SHOWN_PNG_LEVEL = 0
 # A result's files written only when the user asks for them (DepthService.result_file), from the result kept in
-# memory: write_prediction's kind -> the file's name after the upload's stem. A request writes the depth's colour
-# PNG and the 3-D view, which the page shows at once.
-ON_DEMAND = {"depth": "_depth16.png", "ply": ".ply", "uncertainty_color": "_uncertainty_color.png"}
+# memory: "view" (the 3-D view's GLB) or write_prediction's kind -> the file's name after the upload's stem. A
+# request writes the depth's colour PNG alone, which the page shows at once.
+ON_DEMAND = {"view": "_view.glb", "depth": "_depth16.png", "ply": ".ply", "uncertainty_color": "_uncertainty_color.png"}
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,6 @@ class Prediction:
 
     key: str  # the result's name in its service (DepthService.result_file)
     depth_color: Path  # colour PNG with a metre scale
-    view: Path  # GLB point cloud for the 3-D view (subsampled, glTF axes)
     uncertainty: bool  # whether the model gives an uncertainty (result_file's "uncertainty_color")
     depth: np.ndarray  # (H, W) float32 metres
     points: int  # pixels with a positive depth: the PLY download's points
@@ -199,10 +198,10 @@ class _Kept:
 class DepthService:
     """Predictions for uploaded images with any of ``checkpoints`` (``find_checkpoints``), written
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
-    and kept; what the page shows of a result (the colour PNGs, the 3-D view) is written after its
+    and kept; what the page shows of a result at once (the depth's colour PNG) is written after its
     model call, while another request's model runs (``predict`` may be called from several
-    threads), and its other files (16-bit depth PNG, PLY, the uncertainty's colour PNG) when asked
-    for (``result_file``). The newest ``keep`` results are kept, in memory for those files (7 bytes
+    threads), and its other files (the 3-D view, the uncertainty's colour PNG, 16-bit depth PNG,
+    PLY) when asked for (``result_file``). The newest ``keep`` results are kept, in memory for those files (7 bytes
     per pixel, 11 with an uncertainty: a 12-megapixel photo holds 84 or 132 MB) and on disk; older
     ones are dropped and their folders removed.
 
@@ -290,9 +289,8 @@ class DepthService:
     def predict(self, upload: str | os.PathLike, label: str, caption: str | None = None, name: str | None = None) -> Prediction:
         """Depth for the image file ``upload`` with the checkpoint ``label``; ``caption`` is read by
         models that use captions (TR2M) and ignored by the others. ``name`` (default: the file's
-        name) is how messages and result files call the image. Writes what the page shows at once
-        (the depth's colour PNG with its metre scale, the 3-D view's GLB) and keeps the result for
-        ``result_file``.
+        name) is how messages and result files call the image. Writes what the page shows at once,
+        the depth's colour PNG with its metre scale, and keeps the result for ``result_file``.
 
         Raises DataError (an unreadable or empty file, over a limit), ConfigError (a missing or
         overlong caption, an unknown label), CheckpointError / EncoderLoadError (a model that
@@ -309,12 +307,11 @@ class DepthService:
         camera = CameraSources().camera(upload, *depth.shape)
         kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth,
                      camera.intrinsics)
-        color, view = kept.folder / f"{kept.stem}_depth_color.png", kept.folder / f"{kept.stem}_view.glb"
+        color = kept.folder / f"{kept.stem}_depth_color.png"
         # On this request's thread: a second request's model runs meanwhile (the page takes two at once), and no
         # hand-over to another thread waits for a core on a busy machine.
         try:
             write_depth_colour(color, depth, max_depth, level=SHOWN_PNG_LEVEL)
-            write_view_glb(view, depth, rgb, kept.intrinsics)
         except BaseException:
             shutil.rmtree(kept.folder, ignore_errors=True)
             raise
@@ -325,12 +322,13 @@ class DepthService:
             with gone.lock:  # after a file of it being written
                 gone.removed = True
                 shutil.rmtree(gone.folder, ignore_errors=True)
-        return Prediction(kept.folder.name, color, view, spread is not None, depth, int(np.count_nonzero(depth > 0)),
+        return Prediction(kept.folder.name, color, spread is not None, depth, int(np.count_nonzero(depth > 0)),
                           seconds, camera.describe())
 
     def result_file(self, key: str, kind: str) -> Path:
-        """The file ``kind`` of the result ``key`` (``Prediction.key``): ``"depth"``, the 16-bit depth
-        PNG ``<stem>_depth16.png`` (metres = value / its ``depth_scale`` chunk,
+        """The file ``kind`` of the result ``key`` (``Prediction.key``): ``"view"``, the 3-D view's
+        GLB point cloud (``view3d.write_view_glb``: every k-th pixel, at most 200 000 points, glTF
+        axes, ``<stem>_view.glb``); ``"depth"``, the 16-bit depth PNG ``<stem>_depth16.png`` (metres = value / its ``depth_scale`` chunk,
         ``io.depth_io.write_depth_png``); ``"ply"``, every pixel with a positive depth as a coloured
         point (metres, camera frame, ``<stem>.ply``); ``"uncertainty_color"``, the model's
         uncertainty in colour over 0..its max with a metre scale (``<stem>_uncertainty_color.png``).
@@ -353,7 +351,11 @@ class DepthService:
         with kept.lock:
             if kept.removed:
                 raise gone
-            if not path.is_file():  # the result's own folder: only this method writes it there
+            if path.is_file():  # written before: the result's own folder, where only this method writes
+                return path
+            if kind == "view":
+                write_view_glb(path, kept.depth, kept.rgb, kept.intrinsics)
+            else:
                 write_prediction({kind: path}, kept.depth, kept.rgb, kept.max_depth, uncertainty=kept.spread,
                                  intrinsics=kept.intrinsics, made=Made(kept.name))
         return path
