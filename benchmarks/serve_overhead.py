@@ -166,7 +166,8 @@ def main() -> None:
     print(f"serve_concurrent_ms={ms['serve_concurrent']:.1f}")
     cpu_ms = {name: statistics.median(times) * 1e3 for name, times in cpu.items()}
     print(f"cpu per request (this process, all threads): infer_cpu_ms={cpu_ms['infer']:.1f} "
-          f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}")
+          f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} "
+          f"serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}")
     on_demand_ms = {kind: statistics.median(times) * 1e3 for kind, times in on_demand.items()}
     print(f"on demand, once per result when asked for, not in a request: view_ms={on_demand_ms['view']:.1f} "
           f"uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} depth_png_ms={on_demand_ms['depth']:.1f} "

@@ -302,14 +302,13 @@ class DepthService:
         rgb = self._read(upload, name)
         captions = self._caption(checkpoint, caption)
         depth, spread, max_depth, seconds = self._infer(label, rgb, captions, name)
-        # The files are written outside the model lock: the next request's model call runs meanwhile.
         # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
         camera = CameraSources().camera(upload, *depth.shape)
         kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth,
                      camera.intrinsics)
         color = kept.folder / f"{kept.stem}_depth_color.png"
-        # On this request's thread: a second request's model runs meanwhile (the page takes two at once), and no
-        # hand-over to another thread waits for a core on a busy machine.
+        # Outside the model lock and on this request's thread: a second request's model runs meanwhile (the page
+        # takes two at once), and no hand-over to another thread waits for a core on a busy machine.
         try:
             write_depth_colour(color, depth, max_depth, level=SHOWN_PNG_LEVEL)
         except BaseException:
@@ -328,10 +327,11 @@ class DepthService:
     def result_file(self, key: str, kind: str) -> Path:
         """The file ``kind`` of the result ``key`` (``Prediction.key``): ``"view"``, the 3-D view's
         GLB point cloud (``view3d.write_view_glb``: every k-th pixel, at most 200 000 points, glTF
-        axes, ``<stem>_view.glb``); ``"depth"``, the 16-bit depth PNG ``<stem>_depth16.png`` (metres = value / its ``depth_scale`` chunk,
-        ``io.depth_io.write_depth_png``); ``"ply"``, every pixel with a positive depth as a coloured
-        point (metres, camera frame, ``<stem>.ply``); ``"uncertainty_color"``, the model's
-        uncertainty in colour over 0..its max with a metre scale (``<stem>_uncertainty_color.png``).
+        axes, ``<stem>_view.glb``); ``"depth"``, the 16-bit depth PNG ``<stem>_depth16.png``
+        (metres = value / its ``depth_scale`` chunk, ``io.depth_io.write_depth_png``); ``"ply"``,
+        every pixel with a positive depth as a coloured point (metres, camera frame, ``<stem>.ply``);
+        ``"uncertainty_color"``, the model's uncertainty in colour over 0..its max with a metre scale
+        (``<stem>_uncertainty_color.png``).
         Written atomically into the result's folder the first time it is asked for, from the result
         kept in memory; the same file after.
 
@@ -342,7 +342,8 @@ class DepthService:
             raise ConfigError(f"no result file {kind!r}; choose one of {', '.join(ON_DEMAND)}", setting="kind")
         with self._results_lock:
             kept = self._results.get(key)
-        gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): estimate the depth again")
+        gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): "
+                         "estimate the depth again")
         if kept is None:
             raise gone
         if kind == "uncertainty_color" and kept.spread is None:
