@@ -236,6 +236,18 @@ def _font() -> ImageFont.FreeTypeFont:
     return _FONTS.font
 
 
+@functools.lru_cache(maxsize=4096)
+def _label_ink(label: str) -> np.ndarray:
+    """(h, w) uint8 coverage (255: black) of ``label`` in the scale's font, from its ink's top row:
+    drawn once per label (the same round numbers recur from image to image), then pasted as it is."""
+    _, top, right, bottom = _font().getbbox(label)
+    mask = Image.new("L", (max(1, right), max(1, bottom - top)), 0)
+    ImageDraw.Draw(mask).text((0, -top), label, fill=255, font=_font())
+    ink = np.asarray(mask)
+    ink.flags.writeable = False  # shared by every thread drawing a scale
+    return ink
+
+
 def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """(H', W', 3) uint8: ``depth`` (H, W) metres in colour over ``colour_range`` (by default
     0..min(``max_depth``, its max)), with a bar giving the colours' metres at its right. Beyond
@@ -254,14 +266,19 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
     bar = colourise(np.repeat(np.linspace(high, low, height)[:, None], BAR_WIDTH, axis=1), high, vmin=low)
     scale.paste(Image.fromarray(bar), (BAR_GAP, pad))
     draw = ImageDraw.Draw(scale)
-    for value, label in zip(values, labels):
+    for value in values:
         y = pad + round((high - value) / (high - low) * (height - 1))
         draw.line([(BAR_GAP + BAR_WIDTH, y), (BAR_GAP + BAR_WIDTH + TICK_LENGTH - 1, y)], fill="black")
-        top, bottom = font.getbbox(label)[1::2]
-        draw.text((label_x, y - (top + bottom) / 2), label, fill="black", font=font)
     canvas = np.full((height + 2 * pad, width + scale.width, 3), 255, np.uint8)
     canvas[pad:pad + height, :width] = colourise(depth, high, vmin=low)
     canvas[:, width:] = np.asarray(scale)
+    for value, label in zip(values, labels):  # each label's ink centred on its tick, in black
+        ink = _label_ink(label)
+        y = pad + round((high - value) / (high - low) * (height - 1)) - len(ink) // 2
+        area = canvas[y:y + ink.shape[0], width + label_x:width + label_x + ink.shape[1]]
+        # Pillow's blend of black over the pixels, as its draw.text gave (exactly, where labels overlap too)
+        blend = -area.astype(np.int32) * ink[:len(area), :area.shape[1], None] + 128
+        area[...] = area + ((blend + (blend >> 8)) >> 8)  # never below 0: at most the pixel's own value is taken
     return canvas
 
 
