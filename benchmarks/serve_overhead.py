@@ -14,7 +14,7 @@ view's GLB, the uncertainty's colour PNG (PureCLIP-Depth gives one) and the down
 depth PNG and the PLY. Their cost is timed apart, after the rounds, once per result of the last one,
 and printed on a line of its own (``view_ms``, ``uncertainty_ms``, ``depth_png_ms``, ``ply_ms``), not
 counted in a request. (Written between rounds, for every result, their ~50 MB of files made the
-next round's requests ~3 ms slower each on this machine: a burst no page gets.)
+next round's requests 2-3 ms slower each on this machine: a burst no page gets.)
 
 Serve is timed two ways:
 
