@@ -1,15 +1,31 @@
 """What ``clipdepth serve`` costs per request over the model's own ``infer``, on the same images.
 
-In process, without Gradio or HTTP: ``DepthService.predict`` (what the page's button calls: read the
-upload, run the model under its lock, then write the colour PNG with its metre scale, the 16-bit depth
-PNG, the PLY and the 3-D view's GLB) against ``model.infer(path)`` (read the image, run the model,
-depth to numpy), interleaved round by round, after a warm-up, on a random-weight PureCLIP-Depth (by
-default the demo recipe's, as ``clipdepth demo`` trains it) and 480 x 640 JPEG photos of rendered rooms. Serve is timed two ways:
+In process, without Gradio or HTTP: ``DepthService.predict`` (what the page's button calls) against
+``model.infer(path)`` (read the image, run the model, depth to numpy), interleaved round by round,
+after a warm-up, on a random-weight PureCLIP-Depth (by default the demo recipe's, as ``clipdepth
+demo`` trains it) and 480 x 640 JPEG photos of rendered rooms.
+
+A request produces what the page shows at once, and ``predict`` returns only once it is on disk
+(nothing is left to a thread the timing does not wait for): it reads the upload and its EXIF, runs
+the model under its lock, writes the depth's colour PNG with its metre scale (stored, not deflated)
+and drops the oldest result beyond ``keep`` (its folder deleted). The rest is written only when the
+user presses its button (``DepthService.result_file``, from the result kept in memory): the 3-D
+view's GLB, the uncertainty's colour PNG (PureCLIP-Depth gives one) and the downloads, the 16-bit
+depth PNG and the PLY. Their cost is timed apart, after the rounds, once per result of the last one,
+and printed on a line of its own (``view_ms``, ``uncertainty_ms``, ``depth_png_ms``, ``ply_ms``), not
+counted in a request. (Written between rounds, for every result, their ~50 MB of files made the
+next round's requests 2-3 ms slower each on this machine: a burst no page gets.)
+
+Serve is timed two ways:
 
 - ``serve_concurrent``: requests from ``CONCURRENT_REQUESTS`` clients at once, as the page takes
   them (``clipdepth.serve.app``): one request's files are written while the next one's model runs;
   per request = wall time / requests. This is ``serve_over_infer``.
 - ``serve_sequential``: one request after another (one user's latency).
+
+Besides wall time, the process's CPU time per request (every thread's; ``serve_cpu_over_infer``, of
+the sequential requests): the work a request causes, which other programs on a shared machine
+change less than they change wall times.
 
     python benchmarks/serve_overhead.py                  # the demo's random CLIP, ~1.5 min on 2 cores
     python benchmarks/serve_overhead.py --encoder tiny    # the tests' 56 px encoder: the files' cost alone
@@ -36,6 +52,7 @@ from clipdepth.data.synthetic import render_scene
 from clipdepth.models import build_model
 from clipdepth.serve import DepthService, find_checkpoints
 from clipdepth.serve.app import CONCURRENT_REQUESTS
+from clipdepth.serve.service import ON_DEMAND
 
 ENCODERS = {
     "demo": {},  # the demo recipe's own small random-weight CLIP (224 px input, 4 layers of width 192)
@@ -123,14 +140,24 @@ def main() -> None:
         for side in sides.values():  # warm-up
             side()
         per_request: dict[str, list[float]] = {name: [] for name in sides}
+        cpu: dict[str, list[float]] = {name: [] for name in sides}  # the process's CPU seconds, every thread's
         model_seconds: list[float] = []
+        on_demand: dict[str, list[float]] = {kind: [] for kind in ON_DEMAND}
         for _ in range(args.rounds):
             for name, side in sides.items():
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 made = side()
                 per_request[name].append((time.perf_counter() - start) / len(images))
+                cpu[name].append((time.process_time() - start_cpu) / len(images))
                 if name == "serve_sequential":
                     model_seconds += [prediction.seconds for prediction in made]
+        # After the rounds, so that their burst of writes does not weigh on the requests' times: the last round's
+        # results (keep: all of them kept), each file once.
+        for prediction in made:
+            for kind, times in on_demand.items():
+                start = time.perf_counter()
+                service.result_file(prediction.key, kind)
+                times.append(time.perf_counter() - start)
 
     ms = {name: statistics.median(times) * 1e3 for name, times in per_request.items()}
     model_ms = statistics.median(model_seconds) * 1e3
@@ -141,6 +168,14 @@ def main() -> None:
     print(f"serve_sequential_ms={ms['serve_sequential']:.1f} serve_model_ms={model_ms:.1f} "
           f"serve_read_and_files_ms={ms['serve_sequential'] - model_ms:.1f}")
     print(f"serve_concurrent_ms={ms['serve_concurrent']:.1f}")
+    cpu_ms = {name: statistics.median(times) * 1e3 for name, times in cpu.items()}
+    print(f"cpu per request (this process, all threads): infer_cpu_ms={cpu_ms['infer']:.1f} "
+          f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} "
+          f"serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}")
+    on_demand_ms = {kind: statistics.median(times) * 1e3 for kind, times in on_demand.items()}
+    print(f"on demand, once per result when asked for, not in a request: view_ms={on_demand_ms['view']:.1f} "
+          f"uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} depth_png_ms={on_demand_ms['depth']:.1f} "
+          f"ply_ms={on_demand_ms['ply']:.1f}")
     print(f"serve_over_infer={ms['serve_concurrent'] / ms['infer']:.2f} infer_ms={ms['infer']:.1f} "
           f"serve_ms={ms['serve_concurrent']:.1f} serve_sequential_ms={ms['serve_sequential']:.1f} "
           f"serve_sequential_over_infer={ms['serve_sequential'] / ms['infer']:.2f}")

@@ -168,15 +168,15 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
 
     found, _ = find_checkpoints([checkpoints["pure"]])
     service = DepthService(found, tmp_path / "work")
-    real, release, first = service_module.write_view_glb, threading.Event(), []
+    real, release, first = service_module.write_depth_colour, threading.Event(), []
 
-    def held_first(*args, **kwargs):  # the first request's last file waits until released
+    def held_first(*args, **kwargs):  # the first request's file waits until released
         if not first:
             first.append(True)
             assert release.wait(120)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service_module, "write_view_glb", held_first)
+    monkeypatch.setattr(service_module, "write_depth_colour", held_first)
     results: dict[str, object] = {}
 
     def request(key: str) -> None:
@@ -196,8 +196,52 @@ def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path
     assert done_while_writing
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
     for result in (results["first"], results["second"]):
-        _check_depth_png(service.download(result.key, "depth"), expected)
-        assert result.view.is_file()
+        _check_depth_png(service.result_file(result.key, "depth"), expected)
+        assert result.depth_color.is_file()
+
+
+def test_a_file_on_demand_being_written_is_finished_before_its_result_is_dropped(checkpoints, photo, tmp_path, monkeypatch):
+    """A download of the oldest result is being written while a new request drops that result
+    (keep=1): the folder is removed only once the file is written whole, and the download succeeds."""
+    _require_serve()
+    import threading
+
+    from clipdepth.serve import DepthService, find_checkpoints
+    from clipdepth.serve import service as service_module
+
+    found, _ = find_checkpoints([checkpoints["pure"]])
+    service = DepthService(found, tmp_path / "work", keep=1)
+    first = service.predict(photo, found[0].label)
+    real_write, real_rmtree = service_module.write_prediction, service_module.shutil.rmtree
+    started, release, events = threading.Event(), threading.Event(), []
+
+    def held_write(files, *args, **kwargs):
+        started.set()
+        assert release.wait(120)
+        real_write(files, *args, **kwargs)
+        events.append(("written", next(iter(files.values())).is_file()))
+
+    def rmtree(path, *args, **kwargs):
+        events.append(("removed", path))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_prediction", held_write)
+    downloaded: list = []
+    download = threading.Thread(target=lambda: downloaded.append(service.result_file(first.key, "ply")))
+    download.start()
+    assert started.wait(120)
+    monkeypatch.setattr(service_module, "write_prediction", real_write)
+    monkeypatch.setattr(service_module.shutil, "rmtree", rmtree)
+    second = threading.Thread(target=service.predict, args=(photo, found[0].label))
+    second.start()
+    while first.key in service._results and second.is_alive():  # the second request has dropped the first
+        second.join(0.01)
+    release.set()
+    download.join(120)
+    second.join(120)
+    assert downloaded == [first.depth_color.parent / "photo.ply"]
+    assert events == [("written", True), ("removed", first.depth_color.parent)]
+    assert not first.depth_color.parent.exists()
 
 
 def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(checkpoints, tmp_path):
@@ -233,28 +277,31 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     service = DepthService(found, tmp_path / "work", keep=2, max_upload_bytes=2**20)
     first = service.predict(photo, pure)
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
-    # a request writes what the page shows; the downloads wait until asked for
-    assert sorted(p.name for p in first.depth_color.parent.iterdir()) == [
-        "photo_depth_color.png", "photo_uncertainty_color.png", "photo_view.glb"]
-    first_png, first_ply = service.download(first.key, "depth"), service.download(first.key, "ply")
+    # a request writes what the page shows at once; the rest waits until asked for
+    assert [p.name for p in first.depth_color.parent.iterdir()] == ["photo_depth_color.png"]
+    first_png, first_ply = service.result_file(first.key, "depth"), service.result_file(first.key, "ply")
     _check_depth_png(first_png, expected)
     _check_ply(first_ply, expected, _rgb(photo))
-    assert first.points == 48 * 64 and first.uncertainty_color is not None and first.view.stat().st_size > 0
-    assert [p.name for p in (first.depth_color, first_png, first_ply, first.view)] == [
-        "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb"]
-    assert first_png.parent == first.depth_color.parent
+    assert first.points == 48 * 64 and first.uncertainty
+    spread, view = service.result_file(first.key, "uncertainty_color"), service.result_file(first.key, "view")
+    assert view.stat().st_size > 0
+    assert [p.name for p in (first.depth_color, first_png, first_ply, view, spread)] == [
+        "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb", "photo_uncertainty_color.png"]
+    assert {p.parent for p in (first_png, first_ply, view, spread)} == {first.depth_color.parent}
     with Image.open(first_png) as im:
         assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
     written = first_ply.stat().st_mtime_ns
-    assert service.download(first.key, "ply") == first_ply and first_ply.stat().st_mtime_ns == written  # not again
-    with pytest.raises(ConfigError, match="no download 'npy'; choose one of depth, ply"):
-        service.download(first.key, "npy")
+    assert service.result_file(first.key, "ply") == first_ply and first_ply.stat().st_mtime_ns == written  # not again
+    with pytest.raises(ConfigError, match="no result file 'npy'; choose one of view, depth, ply, uncertainty_color"):
+        service.result_file(first.key, "npy")
 
     with_caption = service.predict(photo, tr2m, f"  {CAPTION}\n")  # surrounding blanks do not count
-    assert with_caption.uncertainty_color is None
+    assert not with_caption.uncertainty
+    with pytest.raises(ConfigError, match="^this result's model gives no uncertainty$"):
+        service.result_file(with_caption.key, "uncertainty_color")
     tr2m_model = load_model(checkpoints["tr2m"])
     expected = tr2m_model.infer(_rgb(photo), captions=[CAPTION])["depth"][0].numpy()
-    _check_depth_png(service.download(with_caption.key, "depth"), expected)
+    _check_depth_png(service.result_file(with_caption.key, "depth"), expected)
     other = tr2m_model.infer(_rgb(photo), captions=["a wide open beach"])["depth"][0].numpy()
     assert np.abs(other - expected).max() > 0.01  # the caption matters: the check above could fail
     for caption, message in (("", "TR2M reads a caption"), ("   ", "TR2M reads a caption"),
@@ -266,7 +313,7 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     assert not first.depth_color.parent.exists() and with_caption.depth_color.exists()
     assert len(list(service.results_root.iterdir())) == 2
     with pytest.raises(DataError) as err:
-        service.download(first.key, "ply")
+        service.result_file(first.key, "ply")
     assert str(err.value) == "that result is no longer kept (the server keeps its newest 2): estimate the depth again"
     assert not first.depth_color.parent.exists()
 
@@ -277,7 +324,7 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     phone = service.predict(tmp_path / "phone.jpg", pure)
     focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
     u = np.arange(64)[None, :].repeat(48, 0)
-    np.testing.assert_allclose(_read_ply(service.download(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_read_ply(service.result_file(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
     assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {
@@ -584,6 +631,8 @@ def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, p
     assert status == page.input_value("#status textarea") and "64x48: depth" in status and "3072 points" in status
 
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    assert not page.is_visible("#uncertainty img")  # written when asked for
+    page.click("#uncertainty-button")
     shown = {s: _shown(page, f"#{s} img", tmp_path / f"{s}.png") for s in ("depth", "uncertainty")}
     for colour in shown.values():  # the map, and its metre scale at the right
         assert colour.shape[0] > 48 and colour.shape[1] > 64 and len(np.unique(colour.reshape(-1, 3), axis=0)) > 10
@@ -600,7 +649,8 @@ def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, p
     _check_depth_png(_download(page, "#depth-png", tmp_path / "d.png"), expected)
     _check_ply(_download(page, "#ply", tmp_path / "p.ply"), expected, _rgb(photo))
 
-    # The 3-D view draws the point cloud: its canvas is not one flat colour.
+    # The 3-D view, once asked for, draws the point cloud: its canvas is not one flat colour.
+    page.click("#view-button")
     canvas = page.locator("#view canvas")
     canvas.wait_for()
     page.wait_for_timeout(500)
@@ -614,7 +664,7 @@ def test_the_tr2m_caption_box_reaches_the_model(page, checkpoints, photo, tmp_pa
     page.click("#model input")
     page.get_by_role("option", name=f"{checkpoints['tr2m']} (TR2M)").click()
     page.wait_for_selector("#caption input", state="visible")
-    assert not page.is_visible("#uncertainty")  # TR2M gives none
+    assert not page.is_visible("#uncertainty") and not page.is_visible("#uncertainty-button")  # TR2M gives none
 
     status = _estimate(page, photo)  # no caption yet
     assert status.startswith("Error: TR2M reads a caption: describe the scene in the caption box")

@@ -34,9 +34,9 @@ INTRO = (
 def build_app(service: DepthService, examples: str | os.PathLike | None = None) -> gr.Blocks:
     """The page: image upload (any file: the service checks it, so a broken one gets a readable
     message), the model picker over ``service``'s checkpoints, a caption box shown for models that
-    read captions (TR2M), and the results: depth in colour with its metre scale, the uncertainty
-    where the model gives one and a 3-D view of the point cloud, then the 16-bit PNG and PLY
-    downloads, each written when its button is pressed (``DepthService.download``).
+    read captions (TR2M), and the results: depth in colour with its metre scale; then, each written
+    when its button is pressed (``DepthService.result_file``), a 3-D view of the point cloud, the
+    uncertainty in colour where the model gives one and the 16-bit PNG and PLY downloads.
 
     ``examples``: a folder of images offered as examples (``<stem>.txt`` beside one is its
     caption); None: two synthetic scenes, labelled as such. Either way they are copied into
@@ -67,13 +67,14 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                 except OSError:
                     pass
 
-    def picked(label: str) -> tuple[dict, dict]:
+    def picked(label: str) -> tuple[dict, dict, dict]:
         checkpoint = service.checkpoint(label)
-        return (gr.update(visible=checkpoint.model_class.uses_captions),
-                gr.update(visible=checkpoint.model_class.gives_uncertainty, value=None))
+        gives_uncertainty = checkpoint.model_class.gives_uncertainty
+        return (gr.update(visible=checkpoint.model_class.uses_captions), gr.update(visible=gives_uncertainty),
+                gr.update(visible=gives_uncertainty, value=None))
 
     def predict(upload: str | None, label: str, caption: str) -> tuple:
-        nothing = (None,) * 6  # the shown files, the downloads of the previous result, its key
+        nothing = (None,) * 6  # the depth, and the previous result's 3-D view, uncertainty, downloads and key
         if upload is None:
             return *nothing, "Choose an image first (upload one, or click an example)."
         try:
@@ -82,22 +83,21 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             return *nothing, f"Error: {exc}"
         finally:
             forget_old_uploads(upload)
-        shown = (result.depth_color, result.uncertainty_color)
-        return (*(None if f is None else str(f) for f in shown), None, None, str(result.view),
-                (result.key, Path(upload).name), f"{label}: {result.summary}")
+        return (str(result.depth_color), None, None, None, None, (result.key, Path(upload).name),
+                f"{label}: {result.summary}")
 
-    def downloader(kind: str):
-        def download(result: tuple[str, str] | None) -> tuple:
-            """The file of ``kind`` for the page's result, written now (DepthService.download); the status
-            line is left as it is unless it fails."""
+    def on_demand(kind: str):
+        def write(result: tuple[str, str] | None) -> tuple:
+            """The file ``kind`` of the page's result, written now (``DepthService.result_file``); the
+            status line is left as it is unless that fails."""
             if result is None:
-                return None, "Estimate the depth first: its downloads are written from the result."
+                return None, "Estimate the depth first: this is written from its result."
             key, name = result
             try:
-                return str(service.download(key, kind)), gr.skip()
+                return str(service.result_file(key, kind)), gr.skip()
             except ClipdepthError as exc:
                 return None, f"Error: {name}: {exc}"
-        return download
+        return write
 
     first = next(iter(service.checkpoints.values()))
     with gr.Blocks(title="clipdepth", analytics_enabled=False) as app:
@@ -115,10 +115,15 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             with gr.Column(scale=2):
                 depth = gr.Image(label="Depth (metres, scale at the right)", type="filepath", interactive=False,
                                  buttons=NO_SHARING, elem_id="depth")
-                uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
-                                       visible=first.model_class.gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
+                # The rest is written when asked for, from the result the server keeps: a request writes only the
+                # depth's colour image.
+                view_button = gr.Button("Show the point cloud in 3-D", size="sm", elem_id="view-button")
                 view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
-                # Written when asked for, from the result the server keeps: a request writes only what is shown.
+                gives_uncertainty = first.model_class.gives_uncertainty
+                uncertainty_button = gr.Button("Show the uncertainty", size="sm", visible=gives_uncertainty,
+                                               elem_id="uncertainty-button")
+                uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
+                                       visible=gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
                 with gr.Row():
                     with gr.Column():
                         png_button = gr.Button("Write the 16-bit depth PNG", size="sm", elem_id="depth-png-button")
@@ -127,12 +132,14 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                         ply_button = gr.Button("Write the point cloud (PLY)", size="sm", elem_id="ply-button")
                         ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
         result = gr.State(None)  # (the service's key of the page's result, the upload's name)
-        model.change(picked, model, [caption, uncertainty], api_name=False)
+        model.change(picked, model, [caption, uncertainty_button, uncertainty], api_name=False)
         gr.on([run.click, caption.submit], predict, [image, model, caption],
-              [depth, uncertainty, png, ply, view, result, status], api_name="predict",
+              [depth, view, uncertainty, png, ply, result, status], api_name="predict",
               concurrency_limit=CONCURRENT_REQUESTS)
-        png_button.click(downloader("depth"), result, [png, status], api_name="download_depth_png")
-        ply_button.click(downloader("ply"), result, [ply, status], api_name="download_ply")
+        view_button.click(on_demand("view"), result, [view, status], api_name="view")
+        uncertainty_button.click(on_demand("uncertainty_color"), result, [uncertainty, status], api_name="uncertainty")
+        png_button.click(on_demand("depth"), result, [png, status], api_name="download_depth_png")
+        ply_button.click(on_demand("ply"), result, [ply, status], api_name="download_ply")
     return app
 
 

@@ -14,8 +14,6 @@ from ..io.pointcloud import backproject
 
 # A browser draws this many points smoothly; the PLY download keeps every pixel.
 VIEW_POINTS = 200_000
-# Camera axes (x right, y down, z forward) -> glTF's (x right, y up, the camera looking along -z).
-GLTF_AXES = np.array([1.0, -1.0, -1.0], dtype=np.float32)
 
 
 def view_step(height: int, width: int, max_points: int = VIEW_POINTS) -> int:
@@ -36,10 +34,11 @@ def view_points(
     step = view_step(*depth.shape, max_points)
     fx, fy, cx, cy = intrinsics
     depth, image = depth[::step, ::step], image[::step, ::step]
-    # pixel (i, j) of the subsampled grid is (i * step, j * step) of the full one
-    points = backproject(depth, (fx / step, fy / step, cx / step, cy / step))
-    points *= GLTF_AXES
-    points, colours = points.reshape(-1, 3), image.reshape(-1, 3)
+    # Pixel (i, j) of the subsampled grid is (i * step, j * step) of the full one. glTF's axes (x right, y up, the
+    # camera looking along -z) are the camera's with y and z negated: back-projecting -depth with -fx does it
+    # exactly (negation is exact) without a pass over the points.
+    points = backproject(-depth, (-fx / step, fy / step, cx / step, cy / step)).reshape(-1, 3)
+    colours = image.reshape(-1, 3)
     valid = (np.isfinite(depth) & (depth > 0)).reshape(-1)
     if valid.all():  # a model's depth: every pixel
         return points, colours
@@ -55,9 +54,16 @@ def glb_bytes(points: np.ndarray, colours: np.ndarray) -> bytes:
     """A GLB file of one point-cloud primitive (mode POINTS): (N, 3) ``points`` as float32 ``POSITION``
     (with the min and max the format requires) and (N, 3) uint8 ``colours`` as normalised RGBA ``COLOR_0``;
     no primitive where N is 0 (an accessor counts at least one element)."""
+    return b"".join(_glb_parts(points, colours))
+
+
+def _glb_parts(points: np.ndarray, colours: np.ndarray) -> list[bytes | memoryview]:
+    """``glb_bytes``'s bytes in pieces, to be written one after the other without joining them."""
     positions = np.ascontiguousarray(points, dtype="<f4").reshape(-1, 3)
     count = len(positions)
-    rgba = np.concatenate([colours.reshape(-1, 3).astype(np.uint8), np.full((count, 1), 255, np.uint8)], axis=1)
+    rgba = np.empty((count, 4), np.uint8)
+    rgba[:, :3] = colours.reshape(-1, 3)
+    rgba[:, 3] = 255
     # an empty scene where there is no point: glTF allows no empty arrays
     gltf: dict = {"asset": {"version": "2.0", "generator": "clipdepth"}, "scene": 0, "scenes": [{}]}
     if count:
@@ -79,8 +85,7 @@ def glb_bytes(points: np.ndarray, colours: np.ndarray) -> bytes:
     text += b" " * (-len(text) % 4)  # the JSON chunk is padded to 4 bytes with spaces
     binary = [struct.pack("<II", 16 * count, BIN_CHUNK), positions.data, rgba.data] if count else []
     length = 12 + 8 + len(text) + (8 + 16 * count if count else 0)
-    return b"".join([struct.pack("<III", GLB_MAGIC, GLB_VERSION, length), struct.pack("<II", len(text), JSON_CHUNK),
-                     text, *binary])
+    return [struct.pack("<III", GLB_MAGIC, GLB_VERSION, length), struct.pack("<II", len(text), JSON_CHUNK), text, *binary]
 
 
 def write_view_glb(
@@ -89,6 +94,6 @@ def write_view_glb(
 ) -> int:
     """Atomically write ``view_points`` as a coloured GLB point cloud (``glb_bytes``); returns its point count."""
     points, colours = view_points(depth, image, intrinsics, max_points)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(glb_bytes(points, colours))
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        f.writelines(_glb_parts(points, colours))
     return len(points)
