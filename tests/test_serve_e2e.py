@@ -739,7 +739,7 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
     assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
 
 
-def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpoints, capsys):
+def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpoints, capsys, monkeypatch):
     # `server`: Gradio is first imported in its folder, not in this command's (which goes when it stops).
     import _thread
     import threading
@@ -748,10 +748,19 @@ def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpo
 
     from clipdepth.cli.main import main
 
-    port = _free_port()
-    stop = threading.Event()
+    import clipdepth.serve
 
-    def press_ctrl_c() -> None:  # once the page answers, as a user would
+    port = _free_port()
+    stop, waiting = threading.Event(), threading.Event()
+    serve_until_stopped = clipdepth.serve.serve_until_stopped
+
+    def waits(app) -> None:  # the command has printed its address and waits
+        waiting.set()
+        serve_until_stopped(app)
+
+    monkeypatch.setattr(clipdepth.serve, "serve_until_stopped", waits)
+
+    def press_ctrl_c() -> None:  # once the page answers and the command waits, as a user would
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
             try:
@@ -759,8 +768,7 @@ def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpo
             except OSError:
                 time.sleep(0.1)
                 continue
-            time.sleep(0.5)  # the command is waiting in serve_until_stopped by now
-            if not stop.is_set():
+            if waiting.wait(timeout=max(0.0, deadline - time.monotonic())) and not stop.is_set():
                 _thread.interrupt_main()
             return
 

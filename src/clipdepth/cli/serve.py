@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
 
         app = build_app(service, examples=Path(args.examples) if args.examples else None)
         url = launch_app(app, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote)
-        public = f", public link {app.share_url}" if args.share and app.share_url else ""
-        print(f"clipdepth serve: {len(checkpoints)} checkpoint(s); open {url}{public} (Ctrl+C to stop)", flush=True)
+        try:
+            public = f", public link {app.share_url}" if args.share and app.share_url else ""
+            print(f"clipdepth serve: {len(checkpoints)} checkpoint(s); open {url}{public} (Ctrl+C to stop)", flush=True)
+        except BaseException:  # Ctrl+C before the server is waited on: it still closes
+            app.close(verbose=False)
+            raise
         serve_until_stopped(app)  # Ctrl+C: KeyboardInterrupt, exit status 130
     return 0
