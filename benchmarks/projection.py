@@ -104,10 +104,14 @@ RUN = {  # the recipes' datasets; the frame counts and their sources
 }
 VAL_FRACTION = 0.1  # data.val_fraction (data.val_source: held_out, the default)
 TR2M_EPOCHS, NYU_EPOCHS = 20, 200
-# Bytes per cached TR2M frame at 434 x 560 (issue 23): as shipped (fp16 DINOv2 tokens 2.54 MB, the
-# raw image 0.73 MB, relative depth 0.49 MB, ...) and in the compact format (no raw image), which
-# benchmarks/cache_size.py measures (tr2m_bytes_per_train_frame=, <= 3.2e6).
-TR2M_FRAME_BYTES = {"shipped": 3.97e6, "compact": 3.03e6}
+# Bytes per cached TR2M frame at 434 x 560 (issue 23), as benchmarks/cache_size.py measures them on
+# the real NYU samples: as shipped (fp16 DINOv2 tokens 2.54 MB, the raw image 0.73 MB, relative depth
+# 0.49 MB, ...: tr2m_bytes_per_train_frame_previous=) and in the compact format (JPEG image, PNG
+# relative depth: tr2m_bytes_per_train_frame=).
+TR2M_FRAME_BYTES = {"shipped": 3.92e6, "compact": 2.94e6}
+# Kernels per step before the steps were made host-free (58e9837), counted by this script's own
+# KernelCount on that code (AdamW in its CUDA multi-tensor form): what the steps launched as shipped.
+KERNELS_BEFORE = {"pureclip": 196, "tr2m": 1018}
 
 
 class KernelCount(TorchDispatchMode):
@@ -129,7 +133,8 @@ class KernelCount(TorchDispatchMode):
 class Head:
     train_gflop: float  # per frame
     forward_gflop: float  # per frame
-    kernels: float  # per step
+    kernels: float  # per step, as this checkout runs it
+    kernels_before: float  # per step, before the steps were made host-free (KERNELS_BEFORE)
     forward_kernels: float  # per validation frame (batch 1)
     params: int
 
@@ -197,7 +202,7 @@ def pureclip_head() -> Head:
         forward, kernels = counted(lambda: head.predict_from_features(one))
     return Head(
         train_gflop=statistics.mean(f for f, _ in steps) / 1e9 / BATCH, forward_gflop=forward / 1e9,
-        kernels=statistics.mean(k.kernels for _, k in steps),
+        kernels=statistics.mean(k.kernels for _, k in steps), kernels_before=KERNELS_BEFORE["pureclip"],
         forward_kernels=kernels.kernels, params=sum(p.numel() for p in model.head.parameters() if p.requires_grad),
     )
 
@@ -228,6 +233,7 @@ def tr2m_head(tmp: Path) -> Head:
         forward, forward_kernels = counted(lambda: exp.model.eval().predict_from_features(one))
     return Head(
         train_gflop=flops / 1e9 / BATCH, forward_gflop=forward / 1e9, kernels=kernels.kernels,
+        kernels_before=KERNELS_BEFORE["tr2m"],
         forward_kernels=forward_kernels.kernels, params=sum(p.numel() for p in exp.model.head.parameters()),
     )
 
@@ -260,7 +266,8 @@ def training(steps: float, step_gflop: float, head: Head, precision: str, host_f
     """Seconds of ``steps`` optimisation steps per GPU: compute, launches and (several GPUs) the
     gradient all-reduce, which DDP overlaps with the backward pass."""
     compute = steps * step_gflop / tflops("head", precision)
-    launches = steps * head.kernels * H100["launch_us"] / 1e6
+    # the steps with host syncs are the code before issue 23, with its kernel count
+    launches = steps * (head.kernels if host_free else head.kernels_before) * H100["launch_us"] / 1e6
     parts = {"GPU compute": compute, "kernel launches": launches} if host_free else {
         "GPU compute + launches (host syncs)": compute + launches}
     if gpus > 1:  # ring all-reduce of fp32 gradients
@@ -280,7 +287,7 @@ class Scenario:
 
 SHIPPED = Scenario("as shipped (fp32 head; host syncs in steps; validation frame by frame on rank 0)",
                    "fp32", "fp32", False, False, TR2M_FRAME_BYTES["shipped"])
-BF16 = Scenario("defaults now (bf16 on CUDA), host syncs still in steps", "bf16", "bf16", False, False,
+BF16 = Scenario("bf16 alone (the code before with today's bf16 default; host syncs in steps)", "bf16", "bf16", False, False,
                 TR2M_FRAME_BYTES["shipped"])
 ISSUE = Scenario("issue 23 built (bf16; host-free steps; batched, split validation; one shard per GPU; compact cache)",
                  "bf16", "bf16", True, True, TR2M_FRAME_BYTES["compact"])
@@ -436,8 +443,9 @@ def main() -> None:
         "the whole training split and rank 0 alone validates; with one shard per GPU each holds 1/8 and validation "
         "is split across ranks.",
         "- A phase costs its slowest part where the parts overlap; a step with host syncs costs compute + launches. "
-        "The \"issue 23 built\" column counts the kernels of the steps this checkout runs: rerun the script where "
-        "the host-free steps are in (TR2M's kernels cut to a third or less) for its launch figures.",
+        "The \"issue 23 built\" column counts the kernels of the steps this checkout runs; the two columns with host "
+        "syncs in the step count those of the code before (PureCLIP-Depth "
+        f"{KERNELS_BEFORE['pureclip']}, TR2M {KERNELS_BEFORE['tr2m']:,} per step, this script on 58e9837).",
         "",
         "## Projections",
         "",
@@ -449,7 +457,7 @@ def main() -> None:
             lines += block
             summary[title, gpus] = totals
     lines += ["## Summary (minutes, cache build included)", "",
-              "| run | GPUs | as shipped | bf16 defaults | issue 23 built |", "|---|---:|---:|---:|---:|"]
+              "| run | GPUs | as shipped | bf16 alone | issue 23 built |", "|---|---:|---:|---:|---:|"]
     for (title, gpus), totals in summary.items():
         lines.append(f"| {title} | {gpus} | " + " | ".join(f"{v / 60:.0f}" for v in totals.values()) + " |")
     lines.append("")

@@ -115,7 +115,10 @@ def old_road(model, dataset, preprocessor, batch_size, flip, captions, purpose):
             q = (depth * scale).round().clamp(0, U16_MAX)
             units.append(torch.where(depth > 0, q.clamp_min(1), 0).to(torch.int32))
             scales.append(scale)
-    cat = lambda group: {k: torch.cat(v) for k, v in group.items()}
+
+    def cat(group):
+        return {k: torch.cat(v) for k, v in group.items()}
+
     return names, np.array(shapes), cat(arrays), cat(flipped), torch.stack(units), torch.tensor(scales), gts
 
 

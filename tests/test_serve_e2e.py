@@ -324,7 +324,8 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     phone = service.predict(tmp_path / "phone.jpg", pure)
     focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
     u = np.arange(64)[None, :].repeat(48, 0)
-    np.testing.assert_allclose(_read_ply(service.result_file(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_read_ply(service.result_file(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(),
+                               rtol=1e-4, atol=1e-5)
     assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {

@@ -59,7 +59,8 @@ def make_trainer(tiny_cfg, tmp_path, **overrides) -> Trainer:
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
     split = random_split(model, 8, 0)
-    return Trainer.single_dataset(model, cfg, split, split, Preprocessor.create(model.input_size, None), get_protocol("synthetic_indoor"), tmp_path)
+    return Trainer.single_dataset(model, cfg, split, split, Preprocessor.create(model.input_size, None),
+                                  get_protocol("synthetic_indoor"), tmp_path)
 
 
 def run_steps(trainer: Trainer, n: int) -> list[str]:
@@ -165,7 +166,8 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     # cols 0..48. Patches of 14 more than half inside: patch row 2 (28..41) x patch cols 0..2 only.
     region = torch.zeros(2, 56, 56, dtype=torch.bool)
     region[:, 21:49, 0:49] = True
-    targets = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15, region=region)
+    targets = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15,
+                            region=region)
     assert targets.mask.sum().item() == 2 * 3
     with torch.no_grad():
         out = model.head(features["tokens"], features["cls"])

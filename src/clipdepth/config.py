@@ -648,10 +648,12 @@ VALUE_RULES: dict[str, tuple] = {
     "depthclip.layers": _rule(lambda v: len(v) == 4 and all(isinstance(n, int) and n >= 1 for n in v), "four positive integers"),
     **{f"depthclip.{name}": _POSITIVE_INT for name in ("embed_dim", "text_width", "text_layers", "text_heads")},
     "depthclip.width": _rule(lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0, "an even integer >= 2"),
-    **{f"depthclip.{name}": _rule(lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0, "a positive multiple of 32 (the ResNet's stride)")
+    **{f"depthclip.{name}": _rule(lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0,
+                                  "a positive multiple of 32 (the ResNet's stride)")
        for name in ("input_height", "input_width")},
     "depthclip.logit_scale": _POSITIVE, "depthclip.temperature": _POSITIVE,
-    "depthclip.templates": _rule(lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v), "templates with two {} each (object, depth word)"),
+    "depthclip.templates": _rule(lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v),
+                                 "templates with two {} each (object, depth word)"),
     "depthclip.objects": _rule(lambda v: len(v) >= 1, "at least one object word"),
     "depthclip.depth_words": _rule(lambda v: len(v) >= 2, "at least two depth words"),
     "depthclip.bins": _rule(lambda v: len(v) >= 2 and all(0 < b < float("inf") for b in v), "at least two positive depths (metres)"),

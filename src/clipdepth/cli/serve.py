@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for checkpoint in checkpoints:
         print(f"clipdepth serve: offering {checkpoint.title}")
     with serving_folder() as workdir:  # uploads and results go when the server stops
-        service = DepthService(checkpoints, workdir, tta=args.tta, crop=args.crop, dataset=args.dataset, keep=args.keep, overrides=args.overrides,
-                               max_pixels=int(args.max_pixels * 1e6), max_tiles=args.max_tiles)
+        service = DepthService(checkpoints, workdir, tta=args.tta, crop=args.crop, dataset=args.dataset, keep=args.keep,
+                               overrides=args.overrides, max_pixels=int(args.max_pixels * 1e6), max_tiles=args.max_tiles)
         from ..serve import build_app, launch_app, serve_until_stopped  # Gradio, once its folder is set
 
         app = build_app(service, examples=Path(args.examples) if args.examples else None)
