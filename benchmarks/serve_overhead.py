@@ -18,9 +18,10 @@ next round's requests 2-3 ms slower each on this machine: a burst no page gets.)
 
 Serve is timed two ways:
 
-- ``serve_concurrent``: requests from ``CONCURRENT_REQUESTS`` clients at once, as the page takes
-  them (``clipdepth.serve.app``): one request's files are written while the next one's model runs;
-  per request = wall time / requests. This is ``serve_over_infer``.
+- ``serve_concurrent``: requests from ``clipdepth.serve.service.concurrent_requests()`` clients at once, as the
+  page takes them: 2 where the model leaves cores free (a GPU, or ``--threads`` below the CPUs), so
+  that one request's colour PNG is written while the next one's model runs, else 1; per request =
+  wall time / requests. This is ``serve_over_infer``.
 - ``serve_sequential``: one request after another (one user's latency).
 
 Besides wall time, the process's CPU time per request (every thread's; ``serve_cpu_over_infer``, of
@@ -51,7 +52,7 @@ from clipdepth.config import load_config
 from clipdepth.data.synthetic import render_scene
 from clipdepth.models import build_model
 from clipdepth.serve import DepthService, find_checkpoints
-from clipdepth.serve.app import CONCURRENT_REQUESTS
+from clipdepth.serve.service import concurrent_requests
 from clipdepth.serve.service import ON_DEMAND
 
 ENCODERS = {
@@ -75,7 +76,11 @@ def photos(folder: Path, count: int, height: int, width: int) -> list[Path]:
 
 
 def concurrently(service: DepthService, label: str, images: list[Path], clients: int) -> list:
-    """Each image once, ``clients`` requests at a time; the predictions in the images' order."""
+    """Each image once, ``clients`` requests at a time; the predictions in the images' order. One client
+    runs in this thread: the page's one worker thread is a lasting one, and a fresh thread here would
+    start a second team of torch's intra-op threads beside this thread's idle one, a cost no page has."""
+    if clients == 1:
+        return [service.predict(path, label) for path in images]
     results: list = [None] * len(images)
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -134,7 +139,7 @@ def main() -> None:
             return [service.predict(path, label) for path in images]
 
         def serve_concurrent() -> list:
-            return concurrently(service, label, images, CONCURRENT_REQUESTS)
+            return concurrently(service, label, images, concurrent_requests())
 
         sides = {"infer": infer_all, "serve_sequential": serve_sequential, "serve_concurrent": serve_concurrent}
         for side in sides.values():  # warm-up
@@ -163,7 +168,8 @@ def main() -> None:
     model_ms = statistics.median(model_seconds) * 1e3
     print(f"{args.encoder} encoder, random weights, CPU ({torch.get_num_threads()} torch threads); {args.images} "
           f"{args.size[0]}x{args.size[1]} JPEGs x {args.rounds} rounds; medians per request; serve in process "
-          f"(DepthService.predict, no HTTP), {CONCURRENT_REQUESTS} clients at once for serve_concurrent", file=sys.stderr)
+          f"(DepthService.predict, no HTTP), {concurrent_requests()} client(s) at once for serve_concurrent, as the page "
+          "takes them", file=sys.stderr)
     print(f"infer_ms={ms['infer']:.1f}")
     print(f"serve_sequential_ms={ms['serve_sequential']:.1f} serve_model_ms={model_ms:.1f} "
           f"serve_read_and_files_ms={ms['serve_sequential'] - model_ms:.1f}")

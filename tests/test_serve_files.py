@@ -7,6 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clipdepth.errors import DataError
@@ -58,3 +59,20 @@ def test_rgb_png_refuses_what_is_not_rgb_bytes():
         rgb_png(np.zeros((2, 2, 4), np.uint8))
     with pytest.raises(DataError, match="got \\(2, 2, 3\\) float32"):
         rgb_png(np.zeros((2, 2, 3), np.float32))
+
+
+@pytest.mark.parametrize(("cuda", "threads", "cpus", "expected"), [
+    (False, 2, 2, 1),  # torch's threads on every core: a second request's files would only slow the model
+    (False, 1, 2, 2),  # a core left free: one request's PNG is written while the next model runs
+    (False, 8, 4, 1),
+    (True, 2, 2, 2),  # the model on the GPU leaves the host's cores to the files
+])
+def test_the_page_takes_two_requests_at_once_only_where_the_model_leaves_cores_free(monkeypatch, cuda, threads, cpus,
+                                                                                   expected):
+    from clipdepth.data import loader
+    from clipdepth.serve.service import concurrent_requests
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(loader, "usable_cpus", lambda: cpus)
+    assert concurrent_requests() == expected

@@ -15,14 +15,11 @@ from gradio.http_server import LOCALHOST_NAME as GRADIO_HOST
 from ..errors import ClipdepthError, ConfigError
 from .examples import folder_examples, synthetic_examples
 from .network import DEFAULT_HOST, DEFAULT_PORT, check_address, check_host
-from .service import MAX_UPLOAD_BYTES, DepthService
+from .service import MAX_UPLOAD_BYTES, DepthService, concurrent_requests
 
 # The browser's own fonts: Gradio's default theme fetches Google fonts, and the page makes no request
 # outside this server.
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-# Requests handled at once: the model runs one at a time (DepthService), and one request's files are
-# written while the next one's model runs; more would only queue at the model and hold more memory.
-CONCURRENT_REQUESTS = 2
 NO_SHARING = ["download", "fullscreen"]  # an image's buttons, without "share" (an upload to Hugging Face)
 INTRO = (
     "# clipdepth: metric depth from one image\n"
@@ -135,7 +132,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
         model.change(picked, model, [caption, uncertainty_button, uncertainty], api_name=False)
         gr.on([run.click, caption.submit], predict, [image, model, caption],
               [depth, view, uncertainty, png, ply, result, status], api_name="predict",
-              concurrency_limit=CONCURRENT_REQUESTS)
+              concurrency_limit=concurrent_requests())  # more would only queue at the model's lock
         view_button.click(on_demand("view"), result, [view, status], api_name="view")
         uncertainty_button.click(on_demand("uncertainty_color"), result, [uncertainty, status], api_name="uncertainty")
         png_button.click(on_demand("depth"), result, [png, status], api_name="download_depth_png")

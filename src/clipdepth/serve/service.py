@@ -195,6 +195,19 @@ class _Kept:
     removed: bool = False
 
 
+def concurrent_requests() -> int:
+    """Requests worth handling at once: 2 where a model call leaves host cores free (a GPU, where the
+    models' "auto" device puts them, or torch using fewer threads than this process's CPUs), so that
+    one request's colour PNG is written while the next one's model runs; 1 where torch's threads take
+    every core, since writing beside them makes them wait on each other (benchmarks/serve_overhead.py
+    on 2 cores with 2 torch threads: 34 ms a request with 2 at once, 27 with 1)."""
+    import torch
+
+    from ..data.loader import usable_cpus
+
+    return 2 if torch.cuda.is_available() or torch.get_num_threads() < usable_cpus() else 1
+
+
 class DepthService:
     """Predictions for uploaded images with any of ``checkpoints`` (``find_checkpoints``), written
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
