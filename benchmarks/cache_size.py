@@ -49,7 +49,7 @@ from clipdepth.data.transforms import Preprocessor
 from clipdepth.encoders.relative import OracleRelativeSource
 from clipdepth.features.cache import write_shard
 from clipdepth.features.memory import EncodedSplit
-from clipdepth.features.stored import concat
+from clipdepth.io.stored import concat
 from clipdepth.io.depth_store import TrainingDepth, file_scale, quantize
 from clipdepth.models import build_model
 

@@ -1,4 +1,4 @@
-"""TR2M's compact split storage (features.stored): the image as JPEG, the relative depth as lossless
+"""TR2M's compact split storage (io.stored): the image as JPEG, the relative depth as lossless
 PNGs, int8 tokens; what reads back equals an independent decode, the cache key follows the
 storage, and a cache of an earlier format is built anew rather than misread."""
 import dataclasses
@@ -13,7 +13,7 @@ from PIL import Image
 from clipdepth.config import config_to_dict, load_config_dict
 from clipdepth.errors import ConfigError
 from clipdepth.features.cache import FORMAT_VERSION, cache_key, frame_names
-from clipdepth.features.stored import EncodedRows, QuantizedRows
+from clipdepth.io.stored import EncodedRows, QuantizedRows
 from clipdepth.data import get_dataset
 from clipdepth.training.run import Experiment
 

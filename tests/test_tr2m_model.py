@@ -15,7 +15,7 @@ from clipdepth.cli.main import main
 from clipdepth.config import config_to_dict, load_config_dict
 from clipdepth.errors import DataError, EncoderLoadError
 from clipdepth.evaluation.evaluate import evaluate_encoded
-from clipdepth.features.stored import EncodedRows
+from clipdepth.io.stored import EncodedRows
 from clipdepth.models import TR2M, FrameBatch, PureCLIPDepth, build_model, load_model
 from clipdepth.models.base import as_float
 from clipdepth.training.run import Experiment

@@ -2,7 +2,7 @@
 
 A cache folder holds ``cache.json`` (the key and the shard size) and one folder per shard of
 ``shard_size`` frames with ``.npy`` arrays, loaded memory-mapped: the model's named arrays (e.g.
-patch tokens and CLS in half precision; in the compact forms of ``features.stored``, a ragged
+patch tokens and CLS in half precision; in the compact forms of ``io.stored``, a ragged
 ``<name>.bytes`` + ``<name>.offsets`` pair for compressed rows, ``<name>`` int8 +
 ``<name>.scale`` for quantised ones, named in ``names.json``), each frame's size, and the depth the split is encoded
 for (``io.depth_store``): a training split keeps the input-size depth as 16-bit PNGs with a scale
@@ -41,11 +41,11 @@ from ..data.captions import CaptionLookup
 from ..data.splits import listed_path
 from ..io.depth_store import PackedBlobs, ScoringGT, TrainingDepth, encode_gt, encode_png16, pack
 from .memory import EncodedSplit, encode_split
-from .stored import EncodedRows, QuantizedRows
+from ..io.stored import EncodedRows, QuantizedRows
 
 INDEX_NAME = "cache.json"
 # 2: named arrays per model (TR2M); 3: compact depth by purpose; 4: compressed and quantised
-# arrays (features.stored) and the key's "storage"
+# arrays (io.stored) and the key's "storage"
 FORMAT_VERSION = 4
 
 
@@ -143,7 +143,7 @@ def cache_key(
         "flip": flip,
         "split": split,
         "purpose": purpose,  # "train": input-size depth; "score": full-resolution GT
-        "storage": model.storage(purpose),  # compressed or quantised arrays (features.stored)
+        "storage": model.storage(purpose),  # compressed or quantised arrays (io.stored)
         # Split lists by content, so an edited list is a new cache even at the same path.
         # (training augmentation changes no stored array: a flip is keyed by `flip`)
         "data": {**{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},

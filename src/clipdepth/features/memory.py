@@ -28,7 +28,7 @@ from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_e
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
 from ..io.depth_store import TrainingDepth
-from .stored import QuantizedRows, concat, held_bytes
+from ..io.stored import QuantizedRows, concat, held_bytes
 
 PURPOSES = ("train", "score")  # what a split is encoded for: training keeps input-size depth, scoring the GT
 
@@ -161,7 +161,7 @@ def _rows(array, index: torch.Tensor | slice):
 
 
 def _loaded(array, device: torch.device | str) -> torch.Tensor:
-    return array.to(device)  # a tensor, or rows read from shards or decoded (features.stored)
+    return array.to(device)  # a tensor, or rows read from shards or decoded (io.stored)
 
 
 def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
@@ -321,7 +321,7 @@ def _joined(arrays: dict[str, Any]) -> dict[str, Any]:
 
 def held_nbytes(split: EncodedSplit) -> int:
     """Bytes a split encoded into memory holds: its arrays (and mirrored copies) as stored
-    (``features.stored``: compressed or quantised where the model says so), input-size depth and
+    (``io.stored``: compressed or quantised where the model says so), input-size depth and
     scales, full-resolution GT."""
     groups = [split.arrays, split.flipped_arrays or {}]
     rows = sum(held_bytes(v) for group in groups for v in group.values())

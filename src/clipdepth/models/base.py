@@ -307,7 +307,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return {}
 
     def stored(self, features: Features, purpose: str) -> dict[str, Any]:
-        """``encode_frames``' arrays as a split keeps them (``features.stored``: compressed or
+        """``encode_frames``' arrays as a split keeps them (``io.stored``: compressed or
         quantised forms whose rows read back as features); by default unchanged."""
         return features
 

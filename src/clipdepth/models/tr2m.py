@@ -24,6 +24,7 @@ from ..encoders import CLIPEncoder
 from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
+from ..io.stored import EncodedRows, QuantizedRows
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 
 # How a split keeps TR2M's arrays (``TR2M.storage``): the first of each is the default.
@@ -452,12 +453,10 @@ class TR2M(DepthModel):
         return {**image, "relative": t.cache_relative, "tokens": t.cache_tokens}
 
     def stored(self, features: Features, purpose: str) -> dict[str, Any]:
-        """``encode_frames``' arrays in the forms ``storage`` names (``features.stored``): the image as
+        """``encode_frames``' arrays in the forms ``storage`` names (``io.stored``): the image as
         JPEG or PNG bytes (or dropped), the relative depth as lossless PNGs of its fp16 values, the
         tokens as int8 with a scale per token; their rows read back as (B, 3, H, W) uint8, (B, H, W)
         and (B, h, w, D) float."""
-        from ..features.stored import EncodedRows, QuantizedRows  # features imports the models
-
         how, out = self.storage(purpose), dict(features)
         image = out.pop("image")
         if how["image"] in ("jpeg", "png"):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..io.depth_store import PackedBlobs, pack
+from .depth_store import PackedBlobs, pack
 
 IMAGE_CODECS = ("jpeg", "png")  # (3, H, W) uint8 rows
 MAP_CODECS = ("fp16_png",)  # (H, W) float16 rows, losslessly
