@@ -114,7 +114,8 @@ def zeroshot_data(tmp_path):
             args += ["--data", f"{label}.test_list={root / 'test.txt'}"]
     captions = tmp_path / "captions" / "sun_rgbd"
     captions.mkdir(parents=True)
-    sun = DataConfig(dataset="sun_rgbd", root=str(tmp_path / "data" / "sun_rgbd"), test_list=str(tmp_path / "data" / "sun_rgbd" / "test.txt"))
+    sun = DataConfig(dataset="sun_rgbd", root=str(tmp_path / "data" / "sun_rgbd"),
+                     test_list=str(tmp_path / "data" / "sun_rgbd" / "test.txt"))
     for name in get_dataset(sun, "test").names:
         (captions / f"{name}.txt").write_text("An image of a bedroom with a bed and a lamp.\nAn image with one bed.\n")
     settings = tmp_path / "datasets.yaml"
@@ -265,7 +266,8 @@ def test_bad_inputs_are_one_line_before_any_evaluation(random_tr2m, zeroshot_dat
     args = [a for pair in pairs if not pair[1].startswith("hypersim.root=") for a in pair]
     assert main(["benchmark", "--suite", "tr2m-zeroshot", "--checkpoint", str(random_tr2m), *args, "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "tr2m-zeroshot/" in err and "/hypersim: no data root for dataset 'hypersim'; set hypersim.root=<folder>" in err
+    assert "\n" not in err and "tr2m-zeroshot/" in err
+    assert "/hypersim: no data root for dataset 'hypersim'; set hypersim.root=<folder>" in err
     assert not (tmp_path / "b" / "tr2m-zeroshot").exists()
     assert main(["benchmark", "--suite", "tr2m-zeroshot", "--checkpoint", str(random_tr2m), "--data", "sun_rgbd=/x"]) == 2
     assert "expected LABEL.FIELD=VALUE" in capsys.readouterr().err
@@ -305,13 +307,15 @@ def test_the_indomain_table_puts_nyu_beside_table_1_and_the_other_sets_alone():
     for entry in suite.entries:
         d1, abs_rel, rmse, protocol = scored[entry.label]
         summary = {"d1": d1, "abs_rel": abs_rel, "rmse": rmse, "flip_tta": False, "n_images": 3}
-        evaluations.append(Evaluation(entry, "run", "ckpt", Path("x"), DataConfig(dataset=entry.label), [], protocol, False, "ran", summary))
+        evaluations.append(Evaluation(entry, "run", "ckpt", Path("x"), DataConfig(dataset=entry.label), [], protocol, False, "ran",
+                                      summary))
     row = OurRow("run", "ckpt", True, "real weights (pretrained frozen parts; head trained (saved at epoch 20))", evaluations)
     markdown, text = benchmark_table(suite, [row])
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["method"] for r in rows][-2:] == ["TR2M", "run"] and rows[-2]["nyu.d1"] == "0.954" and rows[-2]["kitti.d1"] == ""
     assert rows[-1]["c3vd.rmse"] == "0.00412" and "avg_rank_here" not in rows[-1]  # Table 1 ranks nothing
-    assert "| **ours: run** |  |  | 0.900 | 0.100 | 0.350 | 0.800 | 0.120 | 4.100 | 0.500 | 0.300 | 0.800 | 0.700 | 0.200 | 0.00412 |" in markdown
+    assert ("| **ours: run** |  |  | 0.900 | 0.100 | 0.350 | 0.800 | 0.120 | 4.100 | 0.500 | 0.300 | 0.800 | 0.700 | 0.200 "
+            "| 0.00412 |") in markdown
     assert "No published numbers are shipped for KITTI, VOID, C3VD" in markdown and "real weights" in markdown
     assert "C3VD and SimCol ground truth is read in metres" in markdown
 
@@ -443,7 +447,8 @@ def test_a_finished_evaluation_is_not_reused_once_its_frames_changed(tiny_tr2m_c
     capsys.readouterr()
     assert main(["benchmark", "--suite", str(suite), "--out", str(out), "--workers", "0"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "the test frames' files changed" in err and err.endswith("since that evaluation; write elsewhere, or allow overwriting it (--overwrite)")
+    assert "\n" not in err and "the test frames' files changed" in err
+    assert err.endswith("since that evaluation; write elsewhere, or allow overwriting it (--overwrite)")
     assert main(["benchmark", "--suite", str(suite), "--out", str(out), "--workers", "0", "--overwrite"]) == 0
     assert "1 evaluated, 0 reused" in capsys.readouterr().out
 

@@ -1,5 +1,7 @@
 """`clipdepth --help` and the help of commands whose options need no model stay quick: they do not
-import the heavy libraries (transformers alone takes seconds)."""
+import the heavy libraries (transformers alone takes seconds); `clipdepth --help` and the help of the
+commands that run a model (predict, serve, caption) import neither torch nor numpy nor Pillow: the
+command's own module and argparse, its heavy imports after parsing."""
 from __future__ import annotations
 
 import subprocess
@@ -8,10 +10,15 @@ import sys
 import pytest
 
 HEAVY = ("transformers", "matplotlib", "gradio", "h5py")
+# What `clipdepth predict --help` needs none of: torch alone takes a second or two to import.
+LIBRARIES = (*HEAVY, "torch", "numpy", "PIL", "yaml", "tokenizers")
 
 
-@pytest.mark.parametrize("command", [[], ["score"], ["analyze"], ["predict"], ["serve"]])
-def test_help_imports_no_heavy_library(command):
+@pytest.mark.parametrize("command, unwanted", [
+    ([], LIBRARIES), (["predict"], LIBRARIES), (["serve"], LIBRARIES), (["caption"], LIBRARIES),
+    (["score"], HEAVY), (["analyze"], HEAVY),
+])
+def test_help_imports_no_heavy_library(command, unwanted):
     # A fresh interpreter: this one has imported whatever other tests needed.
     code = (
         "import contextlib, io, sys\n"
@@ -19,7 +26,7 @@ def test_help_imports_no_heavy_library(command):
         "with contextlib.redirect_stdout(io.StringIO()) as shown, contextlib.suppress(SystemExit):\n"
         f"    main({[*command, '--help']!r})\n"
         f"assert 'usage: clipdepth' in shown.getvalue()\n"
-        f"print(' '.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+        f"print(' '.join(m for m in {unwanted!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -33,8 +40,29 @@ def test_the_predict_help_names_the_models_tile_limit():
     assert DEFAULT_MAX_TILES == MAX_TILES
 
 
+def test_the_pixel_limit_of_the_help_is_the_readers():
+    from clipdepth.cli.args import DEFAULT_MAX_PIXELS
+    from clipdepth.io.depth_io import MAX_PHOTO_PIXELS
+
+    assert DEFAULT_MAX_PIXELS == MAX_PHOTO_PIXELS
+
+
 def test_the_crop_choices_are_the_models():
     from clipdepth.cli.args import INFER_CROPS as choices
     from clipdepth.models.base import INFER_CROPS
 
     assert choices == INFER_CROPS
+
+
+def test_predict_refuses_a_missing_input_before_importing_torch(tmp_path):
+    # A wrong path is told at once, not after the seconds that importing torch and transformers takes.
+    code = (
+        "import sys\n"
+        "from clipdepth.cli.main import main\n"
+        f"status = main(['predict', {str(tmp_path / 'nope.jpg')!r}, '--checkpoint', 'x', '--out', {str(tmp_path / 'out')!r}])\n"
+        "print(status, ' '.join(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+    assert done.stderr.strip() == f"clipdepth predict: error: {tmp_path / 'nope.jpg'}: no such image, folder, glob match or list"

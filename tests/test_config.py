@@ -114,3 +114,25 @@ def test_a_library_error_names_the_setting_and_the_cli_its_flag(tmp_path, capsys
     assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path), "--protocol", "nyu"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("(--pred)") and "predictions folder" in err  # score's flag for the setting
+
+
+PRECISION_FIELDS = ("clip.precision", "tr2m.image_encoder.precision", "tr2m.relative.precision", "depthclip.precision",
+                    "train.head_precision")
+
+
+@pytest.mark.parametrize("recipe", ["pureclip_nyu", "tr2m_mixture"])
+def test_the_released_precision_variant_changes_the_precisions_and_nothing_else(recipe):
+    from clipdepth.config import first_difference
+    from clipdepth.models import TR2M, PureCLIPDepth
+
+    default, released = load_config(recipe), load_config([recipe, "variants/released_precision"])
+    assert (default.train.head_precision, default.clip.precision) == ("auto", "auto")
+    assert first_difference(config_to_dict(default), config_to_dict(released), ignore=PRECISION_FIELDS) is None
+    t, cuda = released.tr2m, "cuda"
+    assert released.train.head_precision == "fp32"
+    # each release's own: PureCLIP-Depth's CLIP fp16 (clip.load on CUDA), TR2M's three encoders fp32
+    assert PureCLIPDepth.device_precision(released.clip.precision, cuda) == "fp16"
+    assert {TR2M.device_precision(p, cuda) for p in (released.clip.precision, t.image_encoder.precision,
+                                                     t.relative.precision)} == {"fp32"}
+    assert {TR2M.device_precision(p, cuda) for p in (default.clip.precision, default.tr2m.image_encoder.precision,
+                                                     default.tr2m.relative.precision)} == {"bf16"}

@@ -163,6 +163,9 @@ def float_depth_split(split: EncodedSplit, dataset, preprocessor) -> EncodedSpli
         def rows(self, index):
             return self.depth[index]
 
+        def loaded_nbytes(self):
+            return self.depth.numel() * self.depth.element_size()
+
     depth = torch.stack([f.depth for b in prepared_batches(dataset, preprocessor, 4, 0) for f in b])
     return dataclasses.replace(split, depth=FloatDepth(depth))
 
@@ -207,8 +210,8 @@ def test_a_cache_in_the_previous_format_is_refused_with_one_line(tiny_cfg, tmp_p
     index = json.loads(index_path.read_text())
     index["key"]["format"] = 2
     index_path.write_text(json.dumps(index))
-    with pytest.raises(CheckpointError, match=r"cache/train: feature cache written in format 2 .*build the cache again") as err:
-        exp.encode("train", flip=False)
+    with pytest.raises(CheckpointError, match=r"cache/train: feature cache written in format 2 .*builds the cache anew") as err:
+        load_cache(tmp_path / "cache" / "train", index["key"])  # reading it: refused (a build rebuilds it)
     assert "\n" not in str(err.value)
 
 

@@ -1,5 +1,6 @@
 """`clipdepth evaluate`: every image scored, per-image CSV, tiles, and a perfect predictor."""
 import csv
+import dataclasses
 import json
 
 import numpy as np
@@ -98,3 +99,106 @@ def test_cached_and_on_the_fly_tiled_evaluation_agree(tiny_cfg):
     direct = evaluate_dataset(dataset, model_predictor(model, pre, tta=True), protocol, 2, pre)[0].mean()
     for m in ("abs_rel", "rmse", "d1"):
         assert cached[m] == pytest.approx(direct[m], rel=2e-3)  # the cache holds fp16 features
+
+
+def _metrics_by_hand(pred, gt, lo, hi):
+    """abs_rel, rmse, d1 and silog of one frame with numpy: non-finite predictions replaced and
+    clamped, valid where lo < g < hi."""
+    pred = np.clip(np.nan_to_num(pred.astype(np.float64), nan=lo, posinf=hi, neginf=lo), lo, hi)
+    mask = (gt > lo) & (gt < hi)
+    p, g = pred[mask].astype(np.float64), gt[mask].astype(np.float64)
+    e = np.log(p) - np.log(g)
+    return {"abs_rel": np.mean(np.abs(g - p) / g), "rmse": np.sqrt(np.mean((g - p) ** 2)),
+            "d1": np.mean(np.maximum(g / p, p / g) < 1.25), "silog": 100 * np.sqrt(np.mean(e**2) - np.mean(e) ** 2)}
+
+
+def test_batched_scoring_on_the_device_matches_per_frame_numbers_worked_out_by_hand():
+    from clipdepth.evaluation.evaluate import FrameScorer
+    from clipdepth.evaluation.metrics import MetricAccumulator
+    from clipdepth.evaluation.protocol import get_protocol
+
+    rng = np.random.default_rng(0)
+    gts = [rng.uniform(0.5, 9.5, (6, 8)).astype(np.float32) for _ in range(3)]
+    gts[0][0, :3] = 0  # invalid pixels
+    gts[2][5, 7] = 12.0  # beyond the cap: not scored
+    preds = [(g * rng.uniform(0.7, 1.4, g.shape)).astype(np.float32) for g in gts]
+    preds[0][1, 1], preds[0][2, 2] = np.nan, np.inf  # -> min and max
+    empty = np.zeros((5, 7), np.float32)  # a frame of another size without a valid pixel: skipped
+    scorer = FrameScorer(get_protocol("synthetic_indoor"), "cpu")
+    scorer.add([torch.from_numpy(preds[0]), empty, preds[1]], [gts[0], empty, torch.from_numpy(gts[1])])  # sizes mixed
+    scorer.add([preds[2]], [gts[2]])
+    acc = MetricAccumulator.from_sums(scorer.sums())
+    assert acc.n_images == 3 and acc.n_skipped == 1
+    by_hand = [_metrics_by_hand(p, g, 1e-3, 10.0) for p, g in zip(preds, gts)]
+    for frame, expected in zip(acc.per_image, by_hand):  # in the order the frames were added
+        for metric, value in expected.items():
+            assert frame[metric] == pytest.approx(value, rel=1e-12), metric
+    assert acc.mean()["abs_rel"] == pytest.approx(np.mean([m["abs_rel"] for m in by_hand]), rel=1e-12)
+
+
+def test_device_scoring_resizes_and_crops_as_the_host_road():
+    from clipdepth.evaluation.evaluate import FrameScorer, ScoringTargets
+    from clipdepth.evaluation.metrics import MetricAccumulator
+    from clipdepth.evaluation.protocol import get_protocol, score_pair
+
+    protocol = get_protocol("kitti")  # the Garg crop
+    rng = np.random.default_rng(1)
+    gts = [np.round(rng.uniform(1, 70, (40, 60)) * 256) / 256 for _ in range(2)] + [rng.uniform(1, 70, (30, 50))]
+    gts = [g.astype(np.float32) for g in gts]
+    preds = [torch.from_numpy(rng.uniform(1, 70, (12, 20)).astype(np.float32)) for _ in gts]  # resized to the GT
+    host = MetricAccumulator()
+    for p, g in zip(preds, gts):
+        score_pair(p, g, protocol, accumulator=host)
+    targets = ScoringTargets(gts, protocol, "cpu")
+    # GT on KITTI's 1/256 m grid is kept as its 16-bit values, the rest as float32; both give back the map
+    assert [m.dtype for m, _ in targets.maps] == [torch.uint16, torch.uint16, torch.float32]
+    assert all(torch.equal(t, torch.from_numpy(g)) for t, g in zip(targets.gt(range(3)), gts))
+    device = targets.score([preds[:2], preds[2:]])
+    for ours, theirs in zip(device.per_image, host.per_image, strict=True):
+        assert ours == pytest.approx(theirs, rel=1e-12)
+    scorer = FrameScorer(protocol, "cpu")
+    scorer.add(preds, gts)
+    assert MetricAccumulator.from_sums(scorer.sums()).per_image == device.per_image
+
+
+def test_evaluate_scores_on_the_model_device(checkpoint, tmp_path, monkeypatch):
+    from clipdepth.evaluation import evaluate
+
+    devices = []
+    scorer = evaluate.FrameScorer
+    monkeypatch.setattr(evaluate, "FrameScorer",
+                        lambda protocol, device: (devices.append(device), scorer(protocol, device))[1])
+    # "cpu:0" stands for the model's accelerator: the scorer gets the model's device, not the default "cpu"
+    monkeypatch.setattr(PureCLIPDepth, "device", property(lambda self: torch.device("cpu", 0)))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")]) == 0
+    assert devices == [torch.device("cpu", 0)]
+
+
+def test_validation_waits_for_the_device_only_to_read_its_table_back(tiny_cfg, tmp_path):
+    """No per-frame scalar read (``.item()``, ``bool(t.any())``) nor data-dependent indexing
+    (``t[mask]``, ``nonzero``) while scoring: on a GPU each is a host sync. The table itself is read
+    back once at the end (``.cpu()``, invisible on the CPU)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from clipdepth.training.run import Experiment
+    from clipdepth.training.trainer import Trainer
+
+    syncing = ("aten._local_scalar_dense", "aten.nonzero", "aten.is_nonzero", "aten.equal", "aten.masked_select",
+               "aten.index.Tensor")
+
+    class Syncs(TorchDispatchMode):
+        seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func).startswith(syncing):
+                self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    cfg = dataclasses.replace(tiny_cfg, eval=dataclasses.replace(tiny_cfg.eval, batch_size=2))
+    exp = Experiment.create(cfg)
+    trainer = Trainer.single_dataset(exp.model, cfg, exp.encode("train", flip=False), exp.encode("val", flip=True),
+                                     exp.preprocessor, exp.protocol, tmp_path / "run")
+    first, _ = trainer.validate()  # the first epoch decodes the GT and moves the crop masks
+    with Syncs() as syncs:
+        again, _ = trainer.validate()
+    assert syncs.seen == [] and again == first

@@ -110,3 +110,15 @@ def test_embedding_loss_weights_infonce():
     assert out["align"].item() == pytest.approx(0.0)
     assert out["infonce"].item() == pytest.approx(nce)
     assert out["loss"].item() == pytest.approx(0.5 * nce)
+
+
+def test_patch_targets_copy_nothing_to_the_device_after_the_first_step():
+    from clipdepth.training.op_count import count_ops
+
+    patch_targets(DEPTH, 2, 0.0, 10.0, 5)  # the bin edges are made once per device
+    with count_ops() as counted:
+        again = patch_targets(DEPTH, 2, 0.0, 10.0, 5)
+    # no edges rebuilt on the host (then copied to the device at every step)
+    assert "arange" not in counted.count.ops, dict(counted.count.ops)
+    assert counted.count.host_syncs == 0
+    assert torch.equal(again.bins, patch_targets(DEPTH, 2, 0.0, 10.0, 5).bins)

@@ -116,6 +116,29 @@ def test_workers_change_nothing_but_who_reads(checkpoint, tmp_path):
         assert (tmp_path / "out0" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes(), name
 
 
+# -- PNG compression ------------------------------------------------------------------------------
+def _zlib_level(path) -> int:
+    """FLEVEL of a PNG's zlib stream (RFC 1950: bits 6-7 of its second byte): 0 for zlib level 1, the
+    fastest; 1 for 2-5; 2 for 6, the default; 3 for 7-9."""
+    data = path.read_bytes()
+    at = data.index(b"IDAT") + 4  # the chunk's data begins with the zlib header (CMF, FLG)
+    return data[at + 1] >> 6
+
+
+def test_the_pngs_are_written_at_zlibs_fastest_level_with_the_same_pixels(tmp_path):
+    # zlib level 1 encodes a 480x640 depth map about 4x faster than the default 6, for a file 15-60 % larger
+    # (benchmarks/png_write.py); the pixels are the same whatever the level.
+    depth = np.array([[0.5, 1.25], [2.0, 9.9994]], dtype=np.float32)
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    files = {kind: tmp_path / f"{kind}.png" for kind in ("depth", "color_map", "side", "color", "uncertainty")}
+    write_prediction(files, depth, image, 10.0, uncertainty=depth / 10)
+    assert {kind: _zlib_level(path) for kind, path in files.items()} == dict.fromkeys(files, 0)
+    with Image.open(files["depth"]) as png:
+        assert np.asarray(png).tolist() == [[500, 1250], [2000, 9999]]
+    with Image.open(files["side"]) as png:
+        assert np.array_equal(np.asarray(png)[:, :2], image)
+
+
 # -- writing on threads ---------------------------------------------------------------------------
 def test_a_writer_threads_error_is_raised_and_a_rerun_completes_the_images(checkpoint, tmp_path, monkeypatch, capsys):
     from clipdepth.io import predictions

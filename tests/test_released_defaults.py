@@ -12,11 +12,10 @@ from clipdepth.models import TR2M, PureCLIPDepth, load_model
 from clipdepth.models.base import CONFIG_NAME
 
 
-def test_encoder_precision_auto_is_what_each_release_ran():
+def test_encoder_precision_released_is_what_each_release_ran():
     # PureCLIP-Depth: OpenAI's clip.load on CUDA gives fp16 weights; TR2M's evaluation runs fp32
-    assert PureCLIPDepth.precision_name("auto") == "fp16" and TR2M.precision_name("auto") == "fp32"
-    assert PureCLIPDepth.resolve_precision("auto") == torch.float16 and TR2M.resolve_precision("auto") is None
-    assert PureCLIPDepth.resolve_precision("bf16") == torch.bfloat16
+    assert PureCLIPDepth.precision_name("released") == "fp16" and TR2M.precision_name("released") == "fp32"
+    assert PureCLIPDepth.precision_name("bf16") == "bf16"
     with pytest.raises(ConfigError, match="fp8"):
         PureCLIPDepth.precision_name("fp8")
     cfg = Config()

@@ -132,6 +132,118 @@ def test_view_points_are_every_kth_pixel_in_gltf_axes():
     assert view_step(1000, 1000, 200_000) == 3  # ceil(1000/3)^2 = 111556 <= 200000 < ceil(1000/2)^2
 
 
+def test_the_view_glb_holds_the_points_and_colours_as_trimesh_reads_them(tmp_path):
+    _require_serve()
+    import io
+    import struct
+
+    import trimesh
+
+    from clipdepth.serve.view3d import glb_bytes, write_view_glb
+
+    points = np.array([[0.5, -1.0, -2.0], [1.5, 0.25, -3.0], [-2.0, 2.0, -1.0]], dtype=np.float32)
+    colours = np.array([[255, 0, 0], [0, 128, 0], [1, 2, 3]], dtype=np.uint8)
+    data = glb_bytes(points, colours)
+    magic, version, length = struct.unpack("<III", data[:12])
+    assert (magic, version, length) == (0x46546C67, 2, len(data)) and length % 4 == 0  # b"glTF", version 2
+    cloud = trimesh.load(io.BytesIO(data), file_type="glb").to_geometry()
+    assert isinstance(cloud, trimesh.PointCloud)
+    assert np.asarray(cloud.vertices).tolist() == points.tolist()
+    assert np.asarray(cloud.colors).tolist() == [[255, 0, 0, 255], [0, 128, 0, 255], [1, 2, 3, 255]]
+    # no valid depth: a file with an empty scene
+    assert len(trimesh.load(io.BytesIO(glb_bytes(points[:0], colours[:0])), file_type="glb").geometry) == 0
+    depth = np.array([[1.0, 2.0], [0.0, 4.0]], dtype=np.float32)  # 3 valid pixels, written whole
+    assert write_view_glb(tmp_path / "v.glb", depth, np.zeros((2, 2, 3), np.uint8), (1.0, 1.0, 0.5, 0.5)) == 3
+    assert len(trimesh.load(tmp_path / "v.glb").to_geometry().vertices) == 3
+
+
+def test_a_result_is_written_outside_the_model_lock(checkpoints, photo, tmp_path, monkeypatch):
+    """While one request's files are being written, the next request's model runs (and its files are
+    written): the lock covers the model call only."""
+    _require_serve()
+    import threading
+
+    from clipdepth.serve import DepthService, find_checkpoints
+    from clipdepth.serve import service as service_module
+
+    found, _ = find_checkpoints([checkpoints["pure"]])
+    service = DepthService(found, tmp_path / "work")
+    real, release, first = service_module.write_depth_colour, threading.Event(), []
+
+    def held_first(*args, **kwargs):  # the first request's file waits until released
+        if not first:
+            first.append(True)
+            assert release.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_depth_colour", held_first)
+    results: dict[str, object] = {}
+
+    def request(key: str) -> None:
+        results[key] = service.predict(photo, found[0].label)
+
+    writing = threading.Thread(target=request, args=("first",))
+    writing.start()
+    while not first and writing.is_alive():
+        writing.join(0.01)
+    second = threading.Thread(target=request, args=("second",))
+    second.start()
+    second.join(120)  # returns at once when done; without the fix it waits on the lock held by the first
+    done_while_writing = not second.is_alive() and writing.is_alive()
+    release.set()
+    writing.join(120)
+    second.join(120)
+    assert done_while_writing
+    expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    for result in (results["first"], results["second"]):
+        _check_depth_png(service.result_file(result.key, "depth"), expected)
+        assert result.depth_color.is_file()
+
+
+def test_a_file_on_demand_being_written_is_finished_before_its_result_is_dropped(checkpoints, photo, tmp_path, monkeypatch):
+    """A download of the oldest result is being written while a new request drops that result
+    (keep=1): the folder is removed only once the file is written whole, and the download succeeds."""
+    _require_serve()
+    import threading
+
+    from clipdepth.serve import DepthService, find_checkpoints
+    from clipdepth.serve import service as service_module
+
+    found, _ = find_checkpoints([checkpoints["pure"]])
+    service = DepthService(found, tmp_path / "work", keep=1)
+    first = service.predict(photo, found[0].label)
+    real_write, real_rmtree = service_module.write_prediction, service_module.shutil.rmtree
+    started, release, events = threading.Event(), threading.Event(), []
+
+    def held_write(files, *args, **kwargs):
+        started.set()
+        assert release.wait(120)
+        real_write(files, *args, **kwargs)
+        events.append(("written", next(iter(files.values())).is_file()))
+
+    def rmtree(path, *args, **kwargs):
+        events.append(("removed", path))
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(service_module, "write_prediction", held_write)
+    downloaded: list = []
+    download = threading.Thread(target=lambda: downloaded.append(service.result_file(first.key, "ply")))
+    download.start()
+    assert started.wait(120)
+    monkeypatch.setattr(service_module, "write_prediction", real_write)
+    monkeypatch.setattr(service_module.shutil, "rmtree", rmtree)
+    second = threading.Thread(target=service.predict, args=(photo, found[0].label))
+    second.start()
+    while first.key in service._results and second.is_alive():  # the second request has dropped the first
+        second.join(0.01)
+    release.set()
+    download.join(120)
+    second.join(120)
+    assert downloaded == [first.depth_color.parent / "photo.ply"]
+    assert events == [("written", True), ("removed", first.depth_color.parent)]
+    assert not first.depth_color.parent.exists()
+
+
 def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(checkpoints, tmp_path):
     _require_serve()
     from clipdepth.serve import find_checkpoints
@@ -165,19 +277,31 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     service = DepthService(found, tmp_path / "work", keep=2, max_upload_bytes=2**20)
     first = service.predict(photo, pure)
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
-    _check_depth_png(first.depth_png, expected)
-    _check_ply(first.ply, expected, _rgb(photo))
-    assert first.points == 48 * 64 and first.uncertainty_color is not None and first.view.stat().st_size > 0
-    assert [p.name for p in (first.depth_color, first.depth_png, first.ply, first.view)] == [
-        "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb"]
-    with Image.open(first.depth_png) as im:
+    # a request writes what the page shows at once; the rest waits until asked for
+    assert [p.name for p in first.depth_color.parent.iterdir()] == ["photo_depth_color.png"]
+    first_png, first_ply = service.result_file(first.key, "depth"), service.result_file(first.key, "ply")
+    _check_depth_png(first_png, expected)
+    _check_ply(first_ply, expected, _rgb(photo))
+    assert first.points == 48 * 64 and first.uncertainty
+    spread, view = service.result_file(first.key, "uncertainty_color"), service.result_file(first.key, "view")
+    assert view.stat().st_size > 0
+    assert [p.name for p in (first.depth_color, first_png, first_ply, view, spread)] == [
+        "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb", "photo_uncertainty_color.png"]
+    assert {p.parent for p in (first_png, first_ply, view, spread)} == {first.depth_color.parent}
+    with Image.open(first_png) as im:
         assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
+    written = first_ply.stat().st_mtime_ns
+    assert service.result_file(first.key, "ply") == first_ply and first_ply.stat().st_mtime_ns == written  # not again
+    with pytest.raises(ConfigError, match="no result file 'npy'; choose one of view, depth, ply, uncertainty_color"):
+        service.result_file(first.key, "npy")
 
     with_caption = service.predict(photo, tr2m, f"  {CAPTION}\n")  # surrounding blanks do not count
-    assert with_caption.uncertainty_color is None
+    assert not with_caption.uncertainty
+    with pytest.raises(ConfigError, match="^this result's model gives no uncertainty$"):
+        service.result_file(with_caption.key, "uncertainty_color")
     tr2m_model = load_model(checkpoints["tr2m"])
     expected = tr2m_model.infer(_rgb(photo), captions=[CAPTION])["depth"][0].numpy()
-    _check_depth_png(with_caption.depth_png, expected)
+    _check_depth_png(service.result_file(with_caption.key, "depth"), expected)
     other = tr2m_model.infer(_rgb(photo), captions=["a wide open beach"])["depth"][0].numpy()
     assert np.abs(other - expected).max() > 0.01  # the caption matters: the check above could fail
     for caption, message in (("", "TR2M reads a caption"), ("   ", "TR2M reads a caption"),
@@ -185,9 +309,13 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
         with pytest.raises(ConfigError, match=message):
             service.predict(photo, tr2m, caption)
 
-    service.predict(photo, pure)  # a third result: the first (keep=2) is gone
-    assert not first.depth_png.parent.exists() and with_caption.depth_png.exists()
+    service.predict(photo, pure)  # a third result: the first (keep=2) is gone, from disk and from memory
+    assert not first.depth_color.parent.exists() and with_caption.depth_color.exists()
     assert len(list(service.results_root.iterdir())) == 2
+    with pytest.raises(DataError) as err:
+        service.result_file(first.key, "ply")
+    assert str(err.value) == "that result is no longer kept (the server keeps its newest 2): estimate the depth again"
+    assert not first.depth_color.parent.exists()
 
     # a photo with an EXIF 35 mm-equivalent focal length: its point cloud uses it (Depth Pro's conversion)
     exif = Image.Exif()
@@ -196,7 +324,8 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     phone = service.predict(tmp_path / "phone.jpg", pure)
     focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
     u = np.arange(64)[None, :].repeat(48, 0)
-    np.testing.assert_allclose(_read_ply(phone.ply)["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(_read_ply(service.result_file(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(),
+                               rtol=1e-4, atol=1e-5)
     assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {
@@ -488,8 +617,12 @@ def _shown(page, selector: str, to: Path) -> np.ndarray:
 
 
 def _download(page, selector: str, to: Path) -> Path:
+    """Press the button of the download at ``selector`` (the server writes the file), then its link."""
+    page.click(f"{selector}-button")
+    link = page.locator(f"{selector} a.download-link")
+    link.wait_for()
     with page.expect_download() as info:
-        page.click(f"{selector} a.download-link")
+        link.click()
     info.value.save_as(to)
     return to
 
@@ -499,6 +632,8 @@ def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, p
     assert status == page.input_value("#status textarea") and "64x48: depth" in status and "3072 points" in status
 
     expected = load_model(checkpoints["pure"]).infer(_rgb(photo))["depth"][0].numpy()
+    assert not page.is_visible("#uncertainty img")  # written when asked for
+    page.click("#uncertainty-button")
     shown = {s: _shown(page, f"#{s} img", tmp_path / f"{s}.png") for s in ("depth", "uncertainty")}
     for colour in shown.values():  # the map, and its metre scale at the right
         assert colour.shape[0] > 48 and colour.shape[1] > 64 and len(np.unique(colour.reshape(-1, 3), axis=0)) > 10
@@ -515,7 +650,8 @@ def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, p
     _check_depth_png(_download(page, "#depth-png", tmp_path / "d.png"), expected)
     _check_ply(_download(page, "#ply", tmp_path / "p.ply"), expected, _rgb(photo))
 
-    # The 3-D view draws the point cloud: its canvas is not one flat colour.
+    # The 3-D view, once asked for, draws the point cloud: its canvas is not one flat colour.
+    page.click("#view-button")
     canvas = page.locator("#view canvas")
     canvas.wait_for()
     page.wait_for_timeout(500)
@@ -529,7 +665,7 @@ def test_the_tr2m_caption_box_reaches_the_model(page, checkpoints, photo, tmp_pa
     page.click("#model input")
     page.get_by_role("option", name=f"{checkpoints['tr2m']} (TR2M)").click()
     page.wait_for_selector("#caption input", state="visible")
-    assert not page.is_visible("#uncertainty")  # TR2M gives none
+    assert not page.is_visible("#uncertainty") and not page.is_visible("#uncertainty-button")  # TR2M gives none
 
     status = _estimate(page, photo)  # no caption yet
     assert status.startswith("Error: TR2M reads a caption: describe the scene in the caption box")
@@ -591,6 +727,8 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         outputs = client.predict(handle_file(str(photo)), str(checkpoints["pure"]), "", api_name="/predict")
         assert "64x48: depth" in outputs[-1]
+        assert any(temp.rglob("photo_depth_color.png")) and not any(temp.rglob("photo_depth16.png"))
+        client.predict(api_name="/download_depth_png")  # the session's result: written now, on the server's disk
         assert any(temp.rglob("photo_depth16.png"))  # the result is on disk while the server runs
     finally:
         server.send_signal(signal.SIGTERM)
@@ -602,7 +740,7 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
     assert [p.name for p in temp.iterdir() if not p.name.startswith("torchinductor_")] == []
 
 
-def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpoints, capsys):
+def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpoints, capsys, monkeypatch):
     # `server`: Gradio is first imported in its folder, not in this command's (which goes when it stops).
     import _thread
     import threading
@@ -611,10 +749,19 @@ def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpo
 
     from clipdepth.cli.main import main
 
-    port = _free_port()
-    stop = threading.Event()
+    import clipdepth.serve
 
-    def press_ctrl_c() -> None:  # once the page answers, as a user would
+    port = _free_port()
+    stop, waiting = threading.Event(), threading.Event()
+    serve_until_stopped = clipdepth.serve.serve_until_stopped
+
+    def waits(app) -> None:  # the command has printed its address and waits
+        waiting.set()
+        serve_until_stopped(app)
+
+    monkeypatch.setattr(clipdepth.serve, "serve_until_stopped", waits)
+
+    def press_ctrl_c() -> None:  # once the page answers and the command waits, as a user would
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
             try:
@@ -622,8 +769,7 @@ def test_serve_stopped_by_ctrl_c_exits_130_and_closes_the_server(server, checkpo
             except OSError:
                 time.sleep(0.1)
                 continue
-            time.sleep(0.5)  # the command is waiting in serve_until_stopped by now
-            if not stop.is_set():
+            if waiting.wait(timeout=max(0.0, deadline - time.monotonic())) and not stop.is_set():
                 _thread.interrupt_main()
             return
 

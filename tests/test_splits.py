@@ -122,7 +122,7 @@ def test_relative_list_paths_are_read_from_data_root_absolute_ones_as_given(tmp_
 
     encoder = SimpleNamespace(description="e", fingerprint=lambda: "f")
     model = SimpleNamespace(architecture="m", device=torch.device("cpu"), frozen_precisions={}, encoder=encoder,
-                            uses_captions=False)
+                            uses_captions=False, storage=lambda purpose: {})
     key = cache_key(model, Preprocessor.create(8, None), cfg, "train", False, train.names)
     assert key["data"]["train_list_sha"] == hashlib.sha256((root / "lists" / "train.txt").read_bytes()).hexdigest()[:16]
 

@@ -39,7 +39,9 @@ def test_depth_beyond_the_cap_is_marked_missing():
 
 def test_texture_period_is_fixed_in_metres():
     # 0.5 m stripes across the floor: a far stripe covers fewer image rows than a near one
-    stripes = lambda a, b: np.where(np.floor(b / 0.5) % 2 == 0, 0.9, 0.1)[:, None].repeat(3, 1)
+    def stripes(a, b):
+        return np.where(np.floor(b / 0.5) % 2 == 0, 0.9, 0.1)[:, None].repeat(3, 1)
+
     image, depth = _render(room_scene(texture=stripes, length=9.5, height=320))
     floor_rows = np.flatnonzero((depth[:, 120] > 0) & (depth[:, 120] < 9.4))
     column = image[floor_rows, 120, 0] > 127

@@ -9,7 +9,8 @@ from torch import nn
 
 from clipdepth.config import TR2MConfig, load_config
 from clipdepth.errors import ConfigError
-from clipdepth.models.tr2m import GlobalHead, TR2MHead, to_metric
+from clipdepth.models.tr2m import GlobalHead, TR2MHead, TR2MHeadOutput, to_metric
+from clipdepth.training.op_count import count_ops
 
 DIM, TEXT_DIM, H, W, PATCH = 32, 16, 3, 4, 14
 
@@ -170,3 +171,52 @@ def test_released_sizes_heads_and_parameter_count() -> None:
     assert n_params(head) == 18_959_746
     assert head.block.self_attn.num_heads == 8 and head.block.cross_attn.num_heads == 8
     assert head.decoder.neck[2].bias is None
+
+
+def _head_by_the_modules(head: TR2MHead, tokens: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The head's forward written with the modules' own calls: ``nn.MultiheadAttention``, each map head
+    on its own, QuickGELU as x * sigmoid(1.702 x) and A = 0.01 * exp(head_A) (docs/tr2m.md)."""
+    b, h, w, dim = tokens.shape
+    block = head.block
+    t = head.text_proj[0](text)
+    t = (t * torch.sigmoid(1.702 * t))[:, None]
+    x = tokens.reshape(b, h * w, dim)
+    y = block.norm_self(x)
+    x = x + block.self_attn(y, y, y, need_weights=False)[0]
+    q, kv = block.norm_query(x), block.norm_text(t)
+    x = x + block.cross_attn(q, kv, kv, need_weights=False)[0]
+    y = block.mlp[0](block.norm_mlp(x))
+    x = x + block.mlp[2](y * torch.sigmoid(1.702 * y))
+    features = head.decoder(x.transpose(1, 2).reshape(b, dim, h, w))
+    size = (PATCH * h, PATCH * w)
+
+    def raw(m):
+        y = nn.functional.interpolate(m.conv_in(features), size=size, mode="bilinear", align_corners=True)
+        return m.conv_out(torch.relu(m.conv_hidden(y)))[:, 0]
+
+    return 0.01 * torch.exp(raw(head.scale_head)), 0.01 * torch.exp(raw(head.shift_head)), x.mean(1), features
+
+
+def test_the_head_equals_its_modules_calls_in_fewer_kernels() -> None:
+    """The forward runs attention from nn.MultiheadAttention's parameters and both map heads as grouped
+    convolutions: the same outputs and parameter gradients as the modules' own calls, with at least a
+    fifth fewer kernels forward and backward."""
+    head = tiny_head()
+    tokens, text = inputs()
+    weights = [torch.randn(PATCH * H, PATCH * W), torch.randn(PATCH * H, PATCH * W), torch.randn(DIM),
+               torch.randn(12, 8 * H, 8 * W)]
+    results = []
+    for forward in (lambda: _head_by_the_modules(head, tokens, text), lambda: head(tokens, text)):
+        head.zero_grad(set_to_none=True)
+        with count_ops() as counted:
+            out = forward()
+            if isinstance(out, TR2MHeadOutput):
+                out = (out.scale, out.shift, out.pooled, out.pixel_features)
+            sum((o * wt).sum() for o, wt in zip(out, weights)).backward()
+        results.append((out, {n: p.grad.clone() for n, p in head.named_parameters()}, counted.count.kernels))
+    (ref, ref_grads, ref_kernels), (new, new_grads, new_kernels) = results
+    for a, b in zip(ref, new):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    for name, grad in ref_grads.items():
+        assert torch.allclose(new_grads[name], grad, rtol=1e-4, atol=1e-6), name
+    assert new_kernels <= 0.8 * ref_kernels, (new_kernels, ref_kernels)

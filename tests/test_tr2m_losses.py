@@ -17,8 +17,11 @@ from clipdepth.losses.tr2m import (
     pixel_contrast_loss,
     pseudo_metric,
     pseudo_metric_loss,
+    sample_pixels,
     silog_loss,
+    silog_losses,
 )
+from clipdepth.training.op_count import count_ops
 
 # --- silog -------------------------------------------------------------------------------------
 
@@ -314,3 +317,329 @@ def test_ema_update_momentum_and_buffers():
     for p in target.parameters():
         assert torch.allclose(p, torch.full_like(p, 0.0199), rtol=1e-6, atol=0)
     assert all(p.grad is None for p in target.parameters())
+
+
+# --- the same numbers without host syncs ----------------------------------------------------------
+# The old formulas, written with boolean indexing and branches on device values (host syncs), as an
+# independent reference for the masked reductions.
+
+
+def _silog_by_indexing(pred, target, mask, vf=0.85):
+    if not mask.any():
+        return torch.zeros(())
+    g = torch.log(pred[mask]) - torch.log(target[mask])
+    return torch.sqrt(((g - g.mean()).pow(2).mean() + (1 - vf) * g.mean().pow(2)).clamp_min(1e-12))
+
+
+def _sup_con_by_indexing(logits, positive):
+    count = positive.sum(1)
+    has_pos = count > 0
+    if not has_pos.any():
+        return torch.zeros(())
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    pos_sum = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(1)
+    return -(pos_sum[has_pos] / count[has_pos]).mean()
+
+
+def _image_contrast_by_indexing(features, scale, t=1, temperature=0.1):
+    b = features.shape[0]
+    rank = torch.empty(b, dtype=torch.long)
+    rank[torch.argsort(scale, stable=True)] = torch.arange(b)
+    dist = (rank[:, None] - rank[None, :]).abs()
+    f = torch.nn.functional.normalize(features, dim=1)
+    logits = (f @ f.T / temperature).masked_fill(torch.eye(b, dtype=torch.bool), float("-inf"))
+    return _sup_con_by_indexing(logits, (dist > 0) & (dist <= t))
+
+
+def _no_syncs(fn):
+    with count_ops() as counted:
+        out = fn()
+    assert counted.count.host_syncs == 0, dict(counted.count.syncs)
+    return out
+
+
+@pytest.mark.parametrize("case", ["random", "empty", "one_pixel", "garbage_off_mask"])
+def test_silog_equals_the_indexed_formula_without_host_syncs(case):
+    g = torch.Generator().manual_seed(7)
+    pred = torch.rand(3, 5, 6, generator=g) * 5 + 0.1
+    target = torch.rand(3, 5, 6, generator=g) * 5 + 0.1
+    mask = torch.rand(3, 5, 6, generator=g) > 0.4
+    if case == "empty":
+        mask[:] = False
+    elif case == "one_pixel":
+        mask[:] = False
+        mask[1, 2, 3] = True
+    elif case == "garbage_off_mask":
+        pred = torch.where(mask, pred, torch.tensor(0.0))  # log(0) off the mask must not leak
+        target = torch.where(mask, target, torch.tensor(float("nan")))
+    pred.requires_grad_(True)
+    loss = _no_syncs(lambda: silog_loss(pred, target, mask))
+    assert loss.item() == pytest.approx(_silog_by_indexing(pred.detach(), target, mask).item(), rel=1e-5, abs=1e-7)
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and (pred.grad[~mask] == 0).all()
+
+
+def test_silog_losses_is_each_target_on_its_own_mask():
+    g = torch.Generator().manual_seed(8)
+    pred = torch.rand(2, 4, 4, generator=g) + 0.5
+    targets = torch.rand(2, 2, 4, 4, generator=g) + 0.5
+    masks = torch.rand(2, 2, 4, 4, generator=g) > 0.3
+    masks[1] = False  # the second term has no pixel
+    both = _no_syncs(lambda: silog_losses(pred, targets, masks, 0.5))
+    assert both.shape == (2,) and both[1].item() == 0.0
+    assert both[0].item() == pytest.approx(_silog_by_indexing(pred, targets[0], masks[0], 0.5).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("gated", [[True, False, True], [False, False, False]])
+def test_pseudo_loss_equals_the_indexed_formula_without_host_syncs(gated):
+    g = torch.Generator().manual_seed(9)
+    pred = (torch.rand(3, 4, 5, generator=g) + 0.2).requires_grad_(True)
+    d1 = torch.tensor([0.9 if on else 0.1 for on in gated])
+    pseudo = PseudoMetric(depth=torch.rand(3, 4, 5, generator=g) + 0.3, alpha=torch.ones(3), beta=torch.zeros(3), d1=d1)
+    loss, gate = _no_syncs(lambda: pseudo_metric_loss(pred, pseudo, 0.5))
+    assert gate.tolist() == gated
+    on = torch.tensor(gated)
+    expected = _silog_by_indexing(pred.detach()[on], pseudo.depth[on], torch.ones_like(pred[on], dtype=torch.bool)) \
+        if any(gated) else torch.zeros(())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6, abs=0)
+    loss.backward()  # graph-keeping even with no gated image
+    assert (pred.grad[~on] == 0).all()
+
+
+@pytest.mark.parametrize("b", [2, 3, 6])
+def test_image_contrast_equals_the_indexed_formula_without_host_syncs(b):
+    g = torch.Generator().manual_seed(b)
+    features, scale = torch.randn(b, 5, generator=g), torch.rand(b, generator=g)
+    loss = _no_syncs(lambda: image_contrast_loss(features, scale, rank_threshold=1 if b < 6 else 2))
+    expected = _image_contrast_by_indexing(features, scale, t=1 if b < 6 else 2)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_smoothness_of_stacked_maps_is_the_sum_of_each():
+    g = torch.Generator().manual_seed(10)
+    a, b, image = torch.randn(2, 5, 7, generator=g), torch.randn(2, 5, 7, generator=g), torch.rand(2, 3, 5, 7, generator=g)
+    both = _no_syncs(lambda: edge_aware_smoothness(torch.stack([a, b], 1), image))
+    assert both.item() == pytest.approx((edge_aware_smoothness(a, image) + edge_aware_smoothness(b, image)).item(), rel=1e-6)
+
+
+def test_sampled_pixels_are_valid_distinct_and_min_of_count_and_samples():
+    g = torch.Generator().manual_seed(11)
+    mask = torch.rand(4, 6, 7, generator=g) > 0.5
+    mask[1] = False  # no valid pixel
+    mask[2] = False
+    mask[2, 0, :3] = True  # 3 valid pixels, fewer than samples
+    index, valid = _no_syncs(lambda: sample_pixels(mask, 5, torch.Generator().manual_seed(0)))
+    assert index.shape == valid.shape == (4, 5)
+    flat = mask.flatten(1)
+    for b in range(4):
+        count = int(flat[b].sum())
+        drawn = index[b][valid[b]]
+        assert len(drawn) == min(count, 5) and valid[b, : len(drawn)].all()  # the draws come first
+        assert flat[b, drawn].all() and len(set(drawn.tolist())) == len(drawn)  # valid, no repeats
+    assert sorted(index[2][valid[2]].tolist()) == [0, 1, 2]  # fewer valid than samples: all of them
+
+
+def test_sampled_pixels_are_uniform_among_the_valid_ones():
+    mask = torch.zeros(1, 1, 10, dtype=torch.bool)
+    mask[0, 0, 2:8] = True  # 6 valid pixels, 3 drawn: each with probability 1/2
+    gen = torch.Generator().manual_seed(1)
+    hits = torch.zeros(10)
+    for _ in range(2000):
+        index, valid = sample_pixels(mask, 3, gen)
+        hits[index[0][valid[0]]] += 1
+    assert hits[~mask[0, 0]].sum() == 0
+    assert torch.allclose(hits[2:8] / 2000, torch.full((6,), 0.5), atol=0.05)
+
+
+def test_pixel_contrast_equals_brute_force_on_the_sampled_pixels():
+    g = torch.Generator().manual_seed(12)
+    b, c, h, w, classes, samples = 3, 4, 5, 6, 5, 7
+    q = torch.randn(b, c, h, w, generator=g)
+    k = torch.randn(b, c, h, w, generator=g)
+    depth = torch.rand(b, h, w, generator=g) * 10
+    mask = torch.rand(b, h, w, generator=g) > 0.3
+    mask[1] = False
+    mask[1, 0, 0] = True  # one valid pixel
+    loss = _no_syncs(lambda: pixel_contrast_loss(q, k, depth, mask, 0.0, 10.0, classes, 0.5, samples,
+                                                 torch.Generator().manual_seed(3)))
+    index, valid = sample_pixels(mask, samples, torch.Generator().manual_seed(3))  # the same draws
+    qs, ks, cs = [], [], []
+    for i in range(b):
+        idx = index[i][valid[i]]  # the same pixels for query and key
+        qs.append(q[i].flatten(1)[:, idx].T)
+        ks.append(k[i].flatten(1)[:, idx].T)
+        cs.append(depth_classes(depth[i].flatten()[idx], 0.0, 10.0, classes))
+    qn, kn, cl = (torch.nn.functional.normalize(torch.cat(qs), dim=1), torch.nn.functional.normalize(torch.cat(ks), dim=1),
+                  torch.cat(cs))
+    expected = _sup_con_by_indexing(qn @ kn.T / 0.5, cl[:, None] == cl[None, :])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- the same numbers in fewer kernels -------------------------------------------------------------
+# The formulas as autograd writes them (the code before the TR2M step's kernel count was cut), as an
+# independent reference for the batched fit and the written-out gradients.
+
+
+def _fit_two_pass(relative, target, mask):
+    mask = mask.flatten(1)
+    m = mask.double()
+    r, t = torch.where(mask, torch.stack([relative.flatten(1), target.flatten(1)]).double(), 0.0)
+    n = m.sum(1)
+    mean_r, mean_t = r.sum(1) / n.clamp_min(1), t.sum(1) / n.clamp_min(1)
+    dr = (r - mean_r[:, None]) * m
+    var, cov = dr.square().sum(1), (dr * (t - mean_t[:, None])).sum(1)
+    alpha = torch.where((n < 2) | (var <= 1e-12 * r.square().sum(1)), 0.0, cov / var)
+    return alpha, mean_t - alpha * mean_r
+
+
+def _pseudo_by_the_formula(relative, gt, mask, min_depth, max_depth):
+    alpha, beta = _fit_two_pass(relative, torch.where(mask, 1.0 / gt, 0.0), mask)
+    alpha, beta = alpha.to(relative.dtype), beta.to(relative.dtype)
+    depth = 1.0 / (alpha[:, None, None] * relative + beta[:, None, None]).clamp(1.0 / max_depth, 1.0 / min_depth)
+    safe_gt = torch.where(mask, gt, depth)
+    hits = ((torch.maximum(depth / safe_gt, safe_gt / depth) < 1.25) & mask).flatten(1).sum(1)
+    return alpha, beta, depth, hits / mask.flatten(1).sum(1).clamp_min(1)
+
+
+def _silog_by_autograd(pred, targets, masks, vf):
+    dims = tuple(range(1, targets.dim()))
+    m = masks.to(pred.dtype)
+    g = (torch.log(torch.where(masks, pred, 1.0)) - torch.log(torch.where(masks, targets, 1.0))) * m
+    n = m.sum(dims)
+    mean = g.sum(dims) / n.clamp_min(1)
+    centred = (g - mean.view(-1, *[1] * len(dims))) * m
+    arg = centred.square().sum(dims) / n.clamp_min(1) + (1.0 - vf) * mean.square()
+    return torch.sqrt(arg.clamp_min(1e-12)) * (n > 0)
+
+
+def _smoothness_by_autograd(maps, image):
+    image = torch.nn.functional.interpolate(image, size=maps.shape[-2:], mode="bilinear", align_corners=False)
+    dx, dy = (maps[..., :, 1:] - maps[..., :, :-1]).abs(), (maps[..., 1:, :] - maps[..., :-1, :]).abs()
+    ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
+    iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
+    return maps.shape[1] * ((dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean())
+
+
+def _sup_con_by_autograd(logits, positive):
+    weight = positive.to(logits.dtype)
+    count = weight.sum(1)
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -((log_prob * weight).sum(1) / count.clamp_min(1)).sum() / (count > 0).sum().clamp_min(1)
+
+
+def _kernels(loss, *args):
+    """The value of ``loss(*args)`` and the kernels of its forward and backward (which leaves the gradients)."""
+    with count_ops() as counted:
+        out = loss(*args)
+        out.backward()
+    return out.detach(), counted.count.kernels
+
+
+def test_pseudo_metric_equals_the_two_pass_fit_in_half_the_kernels():
+    """One batched x x^T product gives all the sums of the float64 fit: the same alpha, beta, pseudo depth
+    and d1 as the two-pass centred fit, for ordinary, constant-map, one-pixel and empty images, with
+    half precision relative depth as the step stores it and GT that is missing (0) or beyond max_depth."""
+    g = torch.Generator().manual_seed(13)
+    gt = torch.rand(5, 6, 7, generator=g) * 12 + 0.2
+    gt[:, ::3] = 0.0
+    relative = (1.7 / gt.clamp_min(0.3) + 0.1 * torch.rand(5, 6, 7, generator=g)).half()
+    relative[1] = 0.75  # constant: degenerate
+    mask = (gt > 1e-3) & (gt < 10.0)
+    mask[2] = False
+    mask[2, 1, 1] = True  # one pixel
+    mask[3] = False  # none
+    with count_ops() as counted:
+        p = pseudo_metric(relative, gt, mask, 1e-3, 10.0)
+    with count_ops() as reference:
+        alpha, beta, depth, d1 = _pseudo_by_the_formula(relative, gt, mask, 1e-3, 10.0)
+    assert torch.allclose(p.alpha.float(), alpha.float(), rtol=1e-3, atol=0) and p.alpha[1] == 0 and p.alpha[3] == 0
+    assert torch.allclose(p.beta.float(), beta.float(), rtol=1e-3, atol=1e-6)
+    assert torch.allclose(p.depth.float(), depth.float(), rtol=2e-3, atol=0)  # half precision, as stored
+    assert p.d1.tolist() == pytest.approx(d1.tolist(), abs=1e-6)  # the reference divides in float32
+    assert counted.count.kernels <= 0.6 * reference.count.kernels, (counted.count.kernels, reference.count.kernels)
+
+
+@pytest.mark.parametrize("case", ["random", "garbage_off_mask", "one_term_empty"])
+def test_silog_gradient_equals_autograd_of_the_formula_in_fewer_kernels(case):
+    """silog_losses writes its gradient out; value and gradient equal autograd's through the formula,
+    including 0 and NaN off the masks and an empty term, with at least a third fewer kernels."""
+    g = torch.Generator().manual_seed(14)
+    pred = torch.rand(3, 5, 6, generator=g) * 5 + 0.1
+    targets = torch.rand(2, 3, 5, 6, generator=g) * 5 + 0.1
+    masks = torch.rand(2, 3, 5, 6, generator=g) > 0.4
+    if case == "garbage_off_mask":
+        pred = torch.where(masks.any(0), pred, 0.0)
+        targets = torch.where(masks, targets, float("nan"))
+    elif case == "one_term_empty":
+        masks[1] = False
+    results = []
+    for fn in (silog_losses, _silog_by_autograd):
+        x = pred.clone().requires_grad_(True)
+        value, kernels = _kernels(lambda p, f: f(p, targets, masks, 0.85) @ torch.tensor([1.0, 0.5]), x, fn)
+        results.append((value, x.grad, kernels))
+    (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
+    assert value.item() == pytest.approx(ref_value.item(), rel=1e-6)
+    assert torch.isfinite(grad).all() and torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-8)
+    assert kernels <= 0.67 * ref_kernels, (kernels, ref_kernels)
+    double = (pred.double() + 0.5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: silog_losses(p, targets.double().nan_to_num(1.0) + 0.5, masks), (double,))
+
+
+def test_smoothness_gradient_equals_autograd_of_the_formula_in_fewer_kernels():
+    """edge_aware_smoothness scatters its signed edge weights as the gradient: value and gradient equal
+    autograd's through |d map| * exp(-mean |d image|), with at least a quarter fewer kernels."""
+    g = torch.Generator().manual_seed(15)
+    maps, image = torch.randn(2, 2, 5, 7, generator=g), torch.rand(2, 3, 10, 14, generator=g)
+    results = []
+    for fn in (edge_aware_smoothness, _smoothness_by_autograd):
+        x = maps.clone().requires_grad_(True)
+        value, kernels = _kernels(fn, x, image)
+        results.append((value, x.grad, kernels))
+    (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
+    assert value.item() == pytest.approx(ref_value.item(), rel=1e-6)
+    assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+    assert kernels <= 0.75 * ref_kernels, (kernels, ref_kernels)
+    double = maps.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda m: edge_aware_smoothness(m, image.double()), (double,))
+
+
+def test_contrasts_equal_autograd_through_f_normalize_in_fewer_kernels():
+    """Both contrasts normalise with a written-out gradient and the temperature inside the features:
+    values and gradients equal autograd's through F.normalize, logits / temperature and -log softmax."""
+    g = torch.Generator().manual_seed(16)
+    features, scale = torch.randn(6, 5, generator=g), torch.rand(6, generator=g)
+    q, k = torch.randn(2, 4, 5, 6, generator=g), torch.randn(2, 4, 5, 6, generator=g)
+    depth, mask = torch.rand(2, 5, 6, generator=g) * 10, torch.rand(2, 5, 6, generator=g) > 0.3
+    index, valid = sample_pixels(mask, 7, torch.Generator().manual_seed(4))
+
+    def image_reference(f):
+        rank = torch.argsort(torch.argsort(scale, stable=True), stable=True)
+        dist = (rank[:, None] - rank[None, :]).abs()
+        f = torch.nn.functional.normalize(f, dim=1)
+        logits = (f @ f.T / 0.1).masked_fill(torch.eye(6, dtype=torch.bool), torch.finfo(f.dtype).min)
+        return _sup_con_by_autograd(logits, (dist > 0) & (dist <= 1))
+
+    def pixel_reference(query):
+        gather = index[..., None].expand(-1, -1, 4)
+        qs = torch.nn.functional.normalize(query.flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+        ks = torch.nn.functional.normalize(k.flatten(2).transpose(1, 2).gather(1, gather).flatten(0, 1), dim=1)
+        c = depth_classes(depth.flatten(1).gather(1, index), 0.0, 10.0, 5).flatten()
+        v = valid.flatten()
+        logits = torch.where(v[None, :], qs @ ks.T / 0.1, torch.finfo(qs.dtype).min)
+        return _sup_con_by_autograd(logits, (c[:, None] == c[None, :]) & v[:, None] & v[None, :])
+
+    cases = [
+        (features, lambda f: image_contrast_loss(f, scale, 1, 0.1), image_reference),
+        (q, lambda x: pixel_contrast_loss(x, k, depth, mask, 0.0, 10.0, 5, 0.1, 7, torch.Generator().manual_seed(4)),
+         pixel_reference),
+    ]
+    for leaf, loss, reference in cases:
+        results = []
+        for fn in (loss, reference):
+            x = leaf.clone().requires_grad_(True)
+            value, kernels = _kernels(fn, x)
+            results.append((value, x.grad, kernels))
+        (value, grad, kernels), (ref_value, ref_grad, ref_kernels) = results
+        assert value.item() == pytest.approx(ref_value.item(), rel=1e-5)
+        assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)
+        assert kernels <= 0.8 * ref_kernels, (kernels, ref_kernels)

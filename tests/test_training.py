@@ -8,6 +8,7 @@ import torch
 
 from clipdepth.config import PureCLIPConfig, TrainConfig
 from clipdepth.data.transforms import Preprocessor
+from clipdepth.errors import ConfigError
 from clipdepth.evaluation.protocol import get_protocol
 from clipdepth.features import EncodedSplit
 from clipdepth.io.depth_store import TrainingDepth
@@ -58,7 +59,8 @@ def make_trainer(tiny_cfg, tmp_path, **overrides) -> Trainer:
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
     split = random_split(model, 8, 0)
-    return Trainer.single_dataset(model, cfg, split, split, Preprocessor.create(model.input_size, None), get_protocol("synthetic_indoor"), tmp_path)
+    return Trainer.single_dataset(model, cfg, split, split, Preprocessor.create(model.input_size, None),
+                                  get_protocol("synthetic_indoor"), tmp_path)
 
 
 def run_steps(trainer: Trainer, n: int) -> list[str]:
@@ -164,7 +166,8 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     # cols 0..48. Patches of 14 more than half inside: patch row 2 (28..41) x patch cols 0..2 only.
     region = torch.zeros(2, 56, 56, dtype=torch.bool)
     region[:, 21:49, 0:49] = True
-    targets = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15, region=region)
+    targets = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15,
+                            region=region)
     assert targets.mask.sum().item() == 2 * 3
     with torch.no_grad():
         out = model.head(features["tokens"], features["cls"])
@@ -331,3 +334,19 @@ def test_a_run_trains_the_same_whatever_the_process_drew_since_its_head_was_buil
     assert weights_alone.history == weights_later.history
     for key, value in alone.model.head.state_dict().items():
         torch.testing.assert_close(later.model.head.state_dict()[key], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device, overrides, says", [
+    ("cpu", [], "need a CUDA device"),
+    ("cuda", ["train.drop_last=false"], "train.drop_last=true"),
+])
+def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, device, overrides, says):
+    from clipdepth.config import config_to_dict, load_config_dict
+    from clipdepth.training.trainer import check_cuda_graph
+
+    cfg = load_config_dict(config_to_dict(tiny_cfg), ["train.cuda_graph=true", *overrides])
+    with pytest.raises(ConfigError) as err:
+        check_cuda_graph(cfg, device)
+    message = str(err.value)
+    assert says in message and message.startswith("train.cuda_graph:") and "\n" not in message
+    check_cuda_graph(load_config_dict(config_to_dict(cfg), ["train.cuda_graph=false"]), device)  # off: nothing to check

@@ -25,12 +25,12 @@ from .errors import ConfigError
 # The allowed values of the fields that name a choice; modules that act on them import these.
 RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides "auto")
 DEPTH_RESIZE_MODES = ("masked", "nearest")  # data.depth_resize
-PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto")
+PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto" and "released")
 FUSIONS = ("concat", "film")  # pureclip.fusion
 PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
-HEAD_PRECISIONS = ("fp32", "bf16")  # train.head_precision
+HEAD_PRECISIONS = ("auto", "fp32", "bf16")  # train.head_precision
 TR2M_HEAD_INITS = ("released", "zero")  # tr2m.head_init
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 PUBLISHED_EPOCHS = ("best", "last")  # train.publish
@@ -63,8 +63,9 @@ class CLIPEncoderConfig:
     text_hidden_size: int = 768
     text_num_layers: int = 12
     text_num_heads: int = 12
-    # Autocast of the frozen encoder on CUDA: bf16, fp16, fp32, or "auto" for the precision the
-    # released code of the model ran it in (PureCLIP-Depth fp16, TR2M fp32; models/base.py).
+    # Autocast of the frozen encoder on CUDA (on a CPU it runs in fp32): bf16, fp16, fp32, "auto"
+    # (bf16 for PureCLIP-Depth and TR2M, the release's for the baselines) or "released" for the
+    # precision the model's released code ran it in (PureCLIP-Depth fp16, TR2M fp32; models/base.py).
     precision: str = "auto"
 
 
@@ -166,8 +167,8 @@ class DepthCLIPConfig:
     channel_reduction: str = "nearest"
     # Image features L2-normalised over all channels BEFORE the reduction (the release), or not at all.
     normalize_image: bool = True
-    # Autocast of the frozen RN50 on CUDA ("auto": fp16, as OpenAI's clip.load gives it); the ViT
-    # variant uses clip.precision.
+    # Autocast of the frozen RN50 on CUDA ("auto" and "released": fp16, as OpenAI's clip.load gives
+    # it); the ViT variant uses clip.precision.
     precision: str = "auto"
 
 
@@ -253,8 +254,13 @@ class TrainConfig:
     # also fixes where each phase boundary falls within an epoch); the learned-prompts release keeps it.
     drop_last: bool = True
     # Folder of the on-disk encoder feature cache (built on first use, reused after); unset keeps
-    # the features in memory for this run only.
+    # the features in memory for this run only, where they fit in memory_share of the RAM
+    # available (else they are streamed to <output folder>/feature_cache, reused by reruns).
     feature_cache: Optional[str] = None
+    # Share of the RAM available at the start that a run's splits encoded into memory may take,
+    # all together (a mixture's datasets, training and validation); the rest is left to the run
+    # and the system (features/memory.py, plan_memory).
+    memory_share: float = 0.5
     cache_shard_size: int = 256  # frames per cache shard
     # Run the encoder on the training images at every step instead of once (slower; for
     # comparison, or with augmentation). Validation still encodes its frames once.
@@ -269,9 +275,14 @@ class TrainConfig:
     # (an H100 holds NYU's ~21 GB of tokens) and else reads batches from the cache's shards one
     # batch ahead; "device" always loads, "stream" never does.
     residency: str = "auto"
-    # Autocast of the head's training step and validation: "fp32" (none) or "bf16" (CUDA).
-    head_precision: str = "fp32"
+    # Autocast of the head's training step and validation: "auto" (bf16 on CUDA, fp32 on a CPU),
+    # "bf16" or "fp32" (none: what the released code of PureCLIP-Depth trains in; models/base.py).
+    head_precision: str = "auto"
     compile_head: bool = False  # torch.compile the head's forward (CUDA; first steps pay compilation)
+    # Replay the head's forward and backward as CUDA graphs (torch.compile "reduce-overhead"): one
+    # launch for their kernels. CUDA only, and only where every batch has one shape (drop_last, one
+    # input size); refused otherwise.
+    cuda_graph: bool = False
     # How a `mixture` recipe draws its batches (each batch is one dataset's): "weighted": each step
     # draws a dataset with probability proportional to its weight, an epoch being as many steps as
     # the datasets' batches together; "round_robin": whole batches of each dataset in turn
@@ -356,7 +367,8 @@ class DINOv2Config:
     hidden_size: int = 1024
     num_layers: int = 24
     num_heads: int = 16
-    precision: str = "auto"  # autocast on CUDA: bf16, fp16, fp32 or auto (the release's: fp32)
+    # autocast on CUDA: bf16, fp16, fp32, auto (TR2M: bf16) or released (fp32)
+    precision: str = "auto"
 
 
 @dataclass
@@ -416,6 +428,14 @@ class TR2MConfig:
     # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.
     global_factor: bool = False
     max_caption_lines: int = 16  # caption lines kept per frame (the released data has about 15)
+    # How a split's arrays are kept in memory and in the feature cache (docs/tr2m.md, "The feature
+    # cache"): the input image of training frames, read only by the edge-aware smoothness loss, as
+    # "jpeg" (at cache_image_quality), "png" (lossless) or "raw" uint8; the relative depth as "png"
+    # (its fp16 values, losslessly) or "fp16"; the DINOv2 tokens as "fp16" or "int8" (a scale per token).
+    cache_image: str = "jpeg"
+    cache_image_quality: int = 90
+    cache_relative: str = "png"
+    cache_tokens: str = "fp16"
     min_depth: float = 1e-3  # predictions are clamped to [min_depth, max_depth]
     max_depth: float = 10.0
     # Loss weights; paper: 1, 0.5, 0.1, 0.01 (the released options: 10, 2, 0.2, 0.1).
@@ -565,7 +585,7 @@ def _one_of(values: tuple[str, ...]):
     return _rule(lambda v: v in values, f"one of {list(values)}")
 
 
-_PRECISION = _one_of(("auto", *PRECISION_NAMES))
+_PRECISION = _one_of(("auto", "released", *PRECISION_NAMES))
 VALUE_RULES: dict[str, tuple] = {
     "clip.precision": _PRECISION,
     **{f"clip.{name}": _POSITIVE_INT for name in (
@@ -583,6 +603,7 @@ VALUE_RULES: dict[str, tuple] = {
     "pureclip.final_lr_factor": _UNIT_LEFT_OPEN,
     "train.batch_size": _POSITIVE_INT, "train.max_epochs": _POSITIVE_INT, "train.patience": _POSITIVE_INT,
     "train.cache_shard_size": _POSITIVE_INT, "train.log_every": _POSITIVE_INT,
+    "train.memory_share": _UNIT_LEFT_OPEN,
     "train.num_workers": _rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
     "train.residency": _one_of(RESIDENCIES), "train.head_precision": _one_of(HEAD_PRECISIONS),
     "train.mixture_order": _one_of(MIXTURE_ORDERS), "train.publish": _one_of(PUBLISHED_EPOCHS),
@@ -627,10 +648,12 @@ VALUE_RULES: dict[str, tuple] = {
     "depthclip.layers": _rule(lambda v: len(v) == 4 and all(isinstance(n, int) and n >= 1 for n in v), "four positive integers"),
     **{f"depthclip.{name}": _POSITIVE_INT for name in ("embed_dim", "text_width", "text_layers", "text_heads")},
     "depthclip.width": _rule(lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0, "an even integer >= 2"),
-    **{f"depthclip.{name}": _rule(lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0, "a positive multiple of 32 (the ResNet's stride)")
+    **{f"depthclip.{name}": _rule(lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0,
+                                  "a positive multiple of 32 (the ResNet's stride)")
        for name in ("input_height", "input_width")},
     "depthclip.logit_scale": _POSITIVE, "depthclip.temperature": _POSITIVE,
-    "depthclip.templates": _rule(lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v), "templates with two {} each (object, depth word)"),
+    "depthclip.templates": _rule(lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v),
+                                 "templates with two {} each (object, depth word)"),
     "depthclip.objects": _rule(lambda v: len(v) >= 1, "at least one object word"),
     "depthclip.depth_words": _rule(lambda v: len(v) >= 2, "at least two depth words"),
     "depthclip.bins": _rule(lambda v: len(v) >= 2 and all(0 < b < float("inf") for b in v), "at least two positive depths (metres)"),

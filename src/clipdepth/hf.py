@@ -126,8 +126,9 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
     ) -> DepthEstimatorOutput | tuple[torch.Tensor]:
         """``pixel_values`` (B, 3, H, W) float in [0, 1] -> ``predicted_depth`` (B, H, W) metres, as
         ``DepthModel.infer`` (``captions``: one per image for TR2M; ``crop``: "none" or "trained",
-        with ``dataset``: ``DepthModel.processor_for``; ``tta``: flip test-time augmentation). The pipeline passes a (nested) list of single images, which
-        may differ in size; ``predicted_depth`` is then a list of (H, W) maps."""
+        with ``dataset``: ``DepthModel.processor_for``; ``tta``: flip test-time augmentation).
+        The pipeline passes a (nested) list of single images, which may differ in size;
+        ``predicted_depth`` is then a list of (H, W) maps."""
         if self.model.uses_captions and captions is None:
             raise ConfigError(
                 f"{self.model.display_name} needs a caption per image: call the pipeline with caption=\"...\"",

@@ -152,6 +152,11 @@ DEFAULT_MAX_TILES = 8
 INFER_CROPS = ("none", "trained")
 
 
+# io.depth_io.MAX_PHOTO_PIXELS, not imported for --help: it imports numpy and Pillow (tests/test_cli_imports.py
+# checks that the two agree).
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
 def add_crop(parser: argparse.ArgumentParser) -> None:
     """``--crop none|trained`` and ``--dataset``: what of each image the model is fed
     (``DepthModel.processor_for``)."""
@@ -195,9 +200,7 @@ def add_image_limits(parser: argparse.ArgumentParser) -> None:
 def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     """``--max-pixels MP``: images larger than this many megapixels are refused from their header,
     before decoding (``io.depth_io.read_rgb``'s ``max_pixels``, MP x 1e6)."""
-    from ..io.depth_io import MAX_PHOTO_PIXELS
-
     parser.add_argument(
-        "--max-pixels", type=megapixels, default=MAX_PHOTO_PIXELS / 1e6, metavar="MP",
-        help=f"refuse images larger than this many megapixels (default {MAX_PHOTO_PIXELS / 1e6:g})",
+        "--max-pixels", type=megapixels, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+        help=f"refuse images larger than this many megapixels (default {DEFAULT_MAX_PIXELS / 1e6:g})",
     )

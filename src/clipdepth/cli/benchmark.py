@@ -59,7 +59,8 @@ def _data_settings(items: list[str]) -> dict[str, dict[str, str]]:
             try:
                 loaded = yaml.safe_load(Path(item).read_text())
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                raise ConfigError(f"--data {item}: not a label.field=value setting nor a readable YAML file ({type(exc).__name__})") from None
+                raise ConfigError(f"--data {item}: not a label.field=value setting nor a readable YAML file "
+                                  f"({type(exc).__name__})") from None
             if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
                 raise ConfigError(f"{item}: expected a mapping of dataset labels to their data fields")
             pairs = [(str(label), str(k), str(v)) for label, fields in loaded.items() for k, v in fields.items()]

@@ -78,21 +78,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..device import resolve_device
     from ..errors import ConfigError
-    from ..inference import PredictOptions, predict_to_folder, predict_videos, input_lines
-    from ..io.intrinsics import RECORD_FILE, describe_cameras
-    from ..io.fingerprint import readable
     from ..io.predictions import collect_inputs
     from ..io.video import collect_videos, is_video
-    from ..models import load_model
 
+    # What can be refused without torch first: a wrong path or flag is told at once, not after the
+    # seconds that importing torch and transformers takes.
     output_folder(args.out)
     if (args.cx is None) != (args.cy is None):
         raise ConfigError("--cx and --cy go together (the principal point); give both or neither (the image centre)")
     camera = [flag for flag in ("fx", "fy", "cx", "cy", "intrinsics") if getattr(args, flag) is not None]
     if not args.ply and camera:
         raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
+    images = [item for item in args.inputs if not is_video(item)]
+    videos = [item for item in args.inputs if is_video(item)]
+    if videos and not images and (args.npy or args.ply or args.uncertainty):
+        raise ConfigError("--npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")
+    jobs = collect_inputs(images, args.out) if images else []
+    clips = collect_videos(videos, args.out) if videos else []
+
+    from ..device import resolve_device
+    from ..inference import PredictOptions, input_lines, predict_to_folder, predict_videos
+    from ..io.fingerprint import readable
+    from ..io.intrinsics import RECORD_FILE, describe_cameras
+    from ..models import load_model
+
     options = PredictOptions(
         npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, side_by_side=args.side_by_side, fx=args.fx, fy=args.fy,
         cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, crop=args.crop,
@@ -100,12 +110,6 @@ def run(args: argparse.Namespace) -> int:
         max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6), batch_size=args.batch_size,
         overwrite=args.overwrite, caption=args.caption, captions=args.captions, workers=args.workers,
     )
-    images = [item for item in args.inputs if not is_video(item)]
-    videos = [item for item in args.inputs if is_video(item)]
-    if videos and not images and (args.npy or args.ply or args.uncertainty):
-        raise ConfigError("--npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")
-    jobs = collect_inputs(images, args.out) if images else []
-    clips = collect_videos(videos, args.out) if videos else []
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
     model = model.to(resolve_device(model.cfg.device))
     failed: list[str] = []

@@ -1,6 +1,6 @@
 """`clipdepth serve`: a local web page (Gradio): upload an image, pick a model, see depth and
 uncertainty, download the 16-bit PNG and the PLY, turn the point cloud in 3-D. Needs the ``serve``
-extra (gradio, trimesh). The page is ``clipdepth.serve``'s; this module parses the arguments.
+extra (gradio). The page is ``clipdepth.serve``'s; this module parses the arguments.
 """
 from __future__ import annotations
 
@@ -57,9 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import ConfigError
 
-    missing = [name for name in ("gradio", "trimesh") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(f"serve needs {' and '.join(missing)}: pip install -e \".[serve]\" in a clone of clipdepth")
+    if importlib.util.find_spec("gradio") is None:
+        raise ConfigError("serve needs gradio: pip install -e \".[serve]\" in a clone of clipdepth")
     from ..serve import DepthService, check_address, check_host, find_checkpoints, serving_folder
 
     # everything that can be refused, before Gradio is imported (seconds) and the server starts
@@ -71,13 +70,17 @@ def run(args: argparse.Namespace) -> int:
     for checkpoint in checkpoints:
         print(f"clipdepth serve: offering {checkpoint.title}")
     with serving_folder() as workdir:  # uploads and results go when the server stops
-        service = DepthService(checkpoints, workdir, tta=args.tta, crop=args.crop, dataset=args.dataset, keep=args.keep, overrides=args.overrides,
-                               max_pixels=int(args.max_pixels * 1e6), max_tiles=args.max_tiles)
+        service = DepthService(checkpoints, workdir, tta=args.tta, crop=args.crop, dataset=args.dataset, keep=args.keep,
+                               overrides=args.overrides, max_pixels=int(args.max_pixels * 1e6), max_tiles=args.max_tiles)
         from ..serve import build_app, launch_app, serve_until_stopped  # Gradio, once its folder is set
 
         app = build_app(service, examples=Path(args.examples) if args.examples else None)
         url = launch_app(app, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote)
-        public = f", public link {app.share_url}" if args.share and app.share_url else ""
-        print(f"clipdepth serve: {len(checkpoints)} checkpoint(s); open {url}{public} (Ctrl+C to stop)", flush=True)
+        try:
+            public = f", public link {app.share_url}" if args.share and app.share_url else ""
+            print(f"clipdepth serve: {len(checkpoints)} checkpoint(s); open {url}{public} (Ctrl+C to stop)", flush=True)
+        except BaseException:  # Ctrl+C before the server is waited on: it still closes
+            app.close(verbose=False)
+            raise
         serve_until_stopped(app)  # Ctrl+C: KeyboardInterrupt, exit status 130
     return 0

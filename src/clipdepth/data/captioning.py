@@ -177,9 +177,10 @@ def caption_to_folder(
 ) -> CaptionReport:
     """Write ``<out>/<name>.txt`` for each job (``images_to_caption``, ``frames_to_caption``) with
     the captioning model ``model_name`` (hub id or folder) on ``device`` ("auto": CUDA if
-    available; ``device.resolve_device``, whose ConfigError names the devices there are), and its record in ``<out>/.clipdepth/<name>.json``. Files that exist are taken as
-    the module docstring says (all replaced with ``overwrite``); an image that cannot be read is
-    named in the report, the others go on. The loaders run ahead in ``workers`` processes
+    available; ``device.resolve_device``, whose ConfigError names the devices there are), and
+    its record in ``<out>/.clipdepth/<name>.json``. Files that exist are taken as the module
+    docstring says (all replaced with ``overwrite``); an image that cannot be read is named in
+    the report, the others go on. The loaders run ahead in ``workers`` processes
     (``data.loader.read_ahead``; 0: here)."""
     target = resolve_device(device)  # a device this machine does not have, before the model loads
     processor, model = load_captioner(model_name)

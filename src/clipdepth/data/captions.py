@@ -58,10 +58,11 @@ def caption_lines(sample: RGBDSample, data: DataConfig) -> list[str]:
 def pick_lines(counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Which caption line each frame uses, given its number of lines: line 0 without a generator
     (evaluation), a uniformly random line with one (training), as the reference does."""
-    counts = counts.cpu()
     if generator is None:
         return torch.zeros_like(counts)
-    return (torch.rand(len(counts), generator=generator) * counts).long().clamp_max(counts - 1)
+    # Drawn where the generator lives and kept on the counts' device: no wait for the device.
+    draw = torch.rand(len(counts), generator=generator, device=generator.device).to(counts.device)
+    return (draw * counts).long().clamp_max(counts - 1)
 
 
 def caption_lookup(data: DataConfig) -> CaptionLookup:

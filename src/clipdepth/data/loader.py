@@ -61,13 +61,17 @@ class FrameError:
     message: str
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may use (its affinity on Linux, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Worker processes when none are asked for: the CPUs this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return min(cpus, MAX_AUTO_WORKERS)
+    return min(usable_cpus(), MAX_AUTO_WORKERS)
 
 
 def resolve_workers(workers: int | None, n_frames: int) -> int:

@@ -214,12 +214,14 @@ def _suite_file(path: Path) -> Suite:
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: cannot read suite file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})", setting="suite") from None
+        raise ConfigError(f"{where}: cannot read suite file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})",
+                          setting="suite") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or not spec["entries"]:
         raise ConfigError(f"{where}: a suite file is a mapping with a non-empty 'entries' list", setting="suite")
     unknown = set(spec) - _SUITE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; a suite file has {', '.join(sorted(_SUITE_KEYS))}", setting="suite")
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; a suite file has {', '.join(sorted(_SUITE_KEYS))}",
+                          setting="suite")
     published = spec.get("published")
     if published is not None and published not in published_tables():
         raise ConfigError(f"{where}: published table {published!r} unknown; shipped: {', '.join(published_tables())}", setting="suite")
@@ -229,12 +231,14 @@ def _suite_file(path: Path) -> Suite:
             raise ConfigError(f"{where}: entry {number} is not a mapping with a 'label'", setting="suite")
         bad = set(item) - _ENTRY_KEYS
         if bad:
-            raise ConfigError(f"{where}: entry {number}: unknown key {sorted(bad)[0]!r}; an entry has {', '.join(sorted(_ENTRY_KEYS))}", setting="suite")
+            raise ConfigError(f"{where}: entry {number}: unknown key {sorted(bad)[0]!r}; an entry has "
+                              f"{', '.join(sorted(_ENTRY_KEYS))}", setting="suite")
         data = item.get("data") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: entry {number}: 'data' must map data fields to values", setting="suite")
         entries.append(SuiteEntry(
-            str(item["label"]), *(None if item.get(k) is None else str(item[k]) for k in ("recipe", "dataset", "protocol", "checkpoint", "name")),
+            str(item["label"]),
+            *(None if item.get(k) is None else str(item[k]) for k in ("recipe", "dataset", "protocol", "checkpoint", "name")),
             tuple((str(k), str(v)) for k, v in data.items()),
         ))
     table = published_tables()[published] if published else None
@@ -242,7 +246,8 @@ def _suite_file(path: Path) -> Suite:
     if isinstance(metrics, str) or any(m not in METRIC_NAMES for m in metrics):
         raise ConfigError(f"{where}: metrics must be a list of {', '.join(METRIC_NAMES)}", setting="suite")
     avg_rank = spec.get("avg_rank", table.avg_rank if table else False)
-    return Suite(str(spec.get("name") or path.stem), tuple(entries), tuple(metrics), published, bool(avg_rank), str(spec.get("description", "")))
+    return Suite(str(spec.get("name") or path.stem), tuple(entries), tuple(metrics), published, bool(avg_rank),
+                 str(spec.get("description", "")))
 
 
 def _metrics_of(table: PublishedTable) -> tuple[str, ...]:
@@ -421,7 +426,8 @@ def _finished(evaluation: Evaluation) -> bool:
         summary = json.loads(metrics.read_text())
         done = (summary["checkpoint"], summary["dataset"], summary["protocol"], bool(summary["flip_tta"]))
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"{metrics}: not a readable clipdepth metrics.json; remove its folder or allow overwriting it", setting="overwrite") from None
+        raise DataError(f"{metrics}: not a readable clipdepth metrics.json; remove its folder or allow overwriting it",
+                        setting="overwrite") from None
     wanted = (evaluation.checkpoint, evaluation.data.dataset, evaluation.protocol, evaluation.tta)
     if not _same_checkpoint(done[0], wanted[0]) or done[1:] != wanted[1:]:
         def say(v: tuple) -> str:
@@ -510,7 +516,8 @@ def plan_benchmark(
     fields = _data_fields(data)
     unknown = sorted(set(fields) - set(suite.labels))
     if unknown:
-        raise ConfigError(f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: {', '.join(suite.labels)}", setting="data")
+        raise ConfigError(f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: "
+                          f"{', '.join(suite.labels)}", setting="data")
     metas: dict[str, tuple[dict, Any]] = {}
     evaluations = []
     row_checkpoints: dict[str, str] = {}

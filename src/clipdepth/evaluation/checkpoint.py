@@ -113,7 +113,7 @@ def evaluate_checkpoint(
     model.to(resolve_device(model.cfg.device))
     preprocessor = model.preprocessor(data, settings.input_size)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
-    acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers)
+    acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers, model.device)
     if not names:
         raise ConfigError(f"no image of {name} has a valid ground-truth pixel under protocol {scoring.name}")
 

@@ -135,8 +135,9 @@ def analyze_saved(
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Match the depth maps of folder ``predictions`` with those of ``gt`` by stem, and write the
     three figures and ``analysis.json`` (``bins`` equal GT-depth bins over 0..max depth) into
-    ``out``; returns what analysis.json holds and the per-bin statistics (``bin_table`` prints them). DataError for missing or unmatched folders, results
-    of an earlier run there (unless ``overwrite``) or no valid ground-truth pixel at all."""
+    ``out``; returns what analysis.json holds and the per-bin statistics (``bin_table`` prints them).
+    DataError for missing or unmatched folders, results of an earlier run there (unless
+    ``overwrite``) or no valid ground-truth pixel at all."""
     refuse_existing([out / name for name in OUTPUTS], overwrite)
     pairs = match_by_stem(predictions, gt, gt_format)
     acc = accumulate(pairs, protocol, pred_scale, gt_scale, bins, kb_crop, gt_format)

@@ -63,19 +63,16 @@ class DepthStats:
         there in float64 with one read-back); both must be finite and > 0."""
         import torch
 
-        pred, gt = (torch.as_tensor(a).double() for a in (pred, gt))
-        err = gt - pred
-        log_err = torch.log(pred) - torch.log(gt)
-        ratio = torch.maximum(gt / pred, pred / gt)
-        sums = torch.stack([
-            torch.isfinite(pred).all() & (pred > 0).all() & torch.isfinite(gt).all() & (gt > 0).all(),
-            err.abs().sum(), (err.abs() / gt).sum(), (err**2 / gt).sum(), (err**2).sum(),
-            (torch.log10(gt) - torch.log10(pred)).abs().sum(), log_err.sum(), (log_err**2).sum(),
-            (ratio < 1.25).sum(), (ratio < 1.25**2).sum(), (ratio < 1.25**3).sum(),
-        ]).tolist()
-        if not sums[0]:
+        pred, gt = (torch.as_tensor(a).double().reshape(1, -1) for a in (pred, gt))
+        return cls.from_row(pixel_sums(pred, gt, torch.ones_like(gt, dtype=torch.bool))[0].tolist())
+
+    @classmethod
+    def from_row(cls, row: list[float]) -> DepthStats:
+        """A row of ``pixel_sums`` read back to the host. ValueError where it flags a valid pixel
+        that is not finite and > 0."""
+        if row[0]:
             raise ValueError("depths on valid pixels must be finite and > 0; clamp predictions first (postprocess)")
-        return cls(int(gt.numel()), *sums[1:8], *(int(v) for v in sums[8:]))
+        return cls(int(row[1]), *row[2:9], *(int(v) for v in row[9:]))
 
     def __add__(self, other: DepthStats) -> DepthStats:
         return DepthStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -98,6 +95,27 @@ class DepthStats:
             "d3": self.n_d3 / n,
             "abs_diff": self.abs_err / n,
         }
+
+
+def pixel_sums(pred: Any, gt: Any, mask: Any) -> Any:
+    """(B, ...) torch predictions and GT (metres) and a boolean valid mask of the same shape ->
+    (B, 12) float64 sums over each frame's valid pixels, on their device with no host sync: a flag
+    (> 0 where a valid pixel is not finite and > 0), then ``DepthStats``'s fields in order. A frame
+    without a valid pixel gives zeros. Batched validation and ``evaluate`` read these back once."""
+    import torch
+
+    mask = mask.reshape(len(mask), -1)
+    # Pixels outside the mask become 1 m on both sides, where every term below is 0 (ratio 1 is
+    # masked out of the d counts), so no inf or NaN enters a sum.
+    pred, gt = (torch.where(mask, a.reshape(len(a), -1).double(), 1.0) for a in (pred, gt))
+    err = gt - pred
+    abs_err, sq_err = err.abs(), err**2
+    log_err = torch.log(pred) - torch.log(gt)
+    ratio = torch.maximum(gt / pred, pred / gt)
+    bad = ~(torch.isfinite(pred) & (pred > 0) & torch.isfinite(gt) & (gt > 0))
+    terms = [bad, mask, abs_err, abs_err / gt, sq_err / gt, sq_err, (torch.log10(gt) - torch.log10(pred)).abs(),
+             log_err, log_err**2, mask & (ratio < 1.25), mask & (ratio < 1.25**2), mask & (ratio < 1.25**3)]
+    return torch.stack([t.sum(dim=1).double() for t in terms], dim=1)  # masks counted as integers
 
 
 class MetricAccumulator:
@@ -126,11 +144,26 @@ class MetricAccumulator:
         if not bool(mask.any()):
             self.n_skipped += 1
             return None
-        stats = DepthStats.from_pixels(pred[mask], gt[mask])
+        return self.add_stats(DepthStats.from_pixels(pred[mask], gt[mask]))
+
+    def add_stats(self, stats: DepthStats) -> dict[str, float] | None:
+        """Add one image's sums over its valid pixels (``DepthStats``); returns its metrics, or
+        None if it has no valid pixel (counted as skipped)."""
+        if stats.n == 0:
+            self.n_skipped += 1
+            return None
         self._pooled = self._pooled + stats
         image_metrics = stats.metrics()
         self.per_image.append(image_metrics)
         return image_metrics
+
+    @classmethod
+    def from_sums(cls, sums: Any) -> MetricAccumulator:
+        """The images of a (N, 12) ``pixel_sums`` array (any device; read back once), in order."""
+        acc = cls()
+        for row in to_numpy(sums).tolist():
+            acc.add_stats(DepthStats.from_row(row))
+        return acc
 
     def mean(self) -> dict[str, float]:
         """Plain mean over images of the per-image metrics (the nine and abs_diff), plus ``n_images``."""

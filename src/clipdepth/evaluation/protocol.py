@@ -110,14 +110,16 @@ def _as_2d_tensor(pred: Any) -> torch.Tensor:
 
 
 def _resize(pred: torch.Tensor, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
-    """An (H, W) prediction as float64 on its own device, non-finite values replaced, resized to
-    ``gt_shape`` (bilinear, align_corners=True)."""
+    """An (..., H, W) prediction (one map, or a batch) as float64 on its own device, non-finite
+    values replaced, each map resized to ``gt_shape`` (bilinear, align_corners=True)."""
     # Non-finite values go first: bilinear weights of 0 times inf give NaN, which would turn an
     # +inf pixel (-> max) into its neighbours' NaN (-> min). For finite input this changes nothing.
     pred = torch.nan_to_num(pred.double(), nan=protocol.min_depth, posinf=protocol.max_depth, neginf=protocol.min_depth)
-    if tuple(pred.shape) == tuple(gt_shape):
+    if tuple(pred.shape[-2:]) == tuple(gt_shape):
         return pred
-    return F.interpolate(pred[None, None], size=tuple(gt_shape), mode="bilinear", align_corners=True)[0, 0]
+    maps = pred.reshape(-1, 1, *pred.shape[-2:])
+    resized = F.interpolate(maps, size=tuple(gt_shape), mode="bilinear", align_corners=True)
+    return resized.reshape(*pred.shape[:-2], *gt_shape)
 
 
 def _clamp(pred: torch.Tensor, protocol: Protocol) -> np.ndarray:
@@ -125,7 +127,8 @@ def _clamp(pred: torch.Tensor, protocol: Protocol) -> np.ndarray:
 
 
 def postprocess_tensor(pred: torch.Tensor, gt_shape: tuple[int, int], protocol: Protocol) -> torch.Tensor:
-    """``postprocess`` of an (H, W) tensor on its own device (the GPU during validation)."""
+    """``postprocess`` of an (H, W) tensor, or a (B, H, W) batch, on its own device (the GPU during
+    validation and ``evaluate``)."""
     return _resize(pred, gt_shape, protocol).clamp(protocol.min_depth, protocol.max_depth)
 
 
@@ -134,9 +137,11 @@ def postprocess(pred: Any, gt_shape: tuple[int, int], protocol: Protocol) -> np.
     return postprocess_tensor(_as_2d_tensor(pred), gt_shape, protocol).numpy()
 
 
-def valid_mask_tensor(gt: torch.Tensor, protocol: Protocol) -> torch.Tensor:
-    """``valid_mask`` of an (H, W) tensor on its own device."""
-    crop = torch.from_numpy(crop_mask(tuple(gt.shape), protocol.crop)).to(gt.device)
+def valid_mask_tensor(gt: torch.Tensor, protocol: Protocol, crop: torch.Tensor | None = None) -> torch.Tensor:
+    """``valid_mask`` of an (H, W) tensor, or a (B, H, W) batch, on its own device; ``crop``: the
+    (H, W) crop mask already there (made here when not given)."""
+    if crop is None:
+        crop = torch.from_numpy(crop_mask(tuple(gt.shape[-2:]), protocol.crop)).to(gt.device)
     gt = gt.double()  # the caps compared in float64 whatever the GT's dtype, as on the host
     return (gt > protocol.min_depth) & (gt < protocol.max_depth) & crop
 

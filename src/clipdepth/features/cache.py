@@ -2,7 +2,9 @@
 
 A cache folder holds ``cache.json`` (the key and the shard size) and one folder per shard of
 ``shard_size`` frames with ``.npy`` arrays, loaded memory-mapped: the model's named arrays (e.g.
-patch tokens and CLS in half precision), each frame's size, and the depth the split is encoded
+patch tokens and CLS in half precision; in the compact forms of ``io.stored``, a ragged
+``<name>.bytes`` + ``<name>.offsets`` pair for compressed rows, ``<name>`` int8 +
+``<name>.scale`` for quantised ones, named in ``names.json``), each frame's size, and the depth the split is encoded
 for (``io.depth_store``): a training split keeps the input-size depth as 16-bit PNGs with a scale
 per frame, a scored split the full-resolution GT losslessly. Each shard is
 written to a temporary folder and renamed into place only when complete, so a kill never leaves
@@ -12,13 +14,14 @@ computes the rest. Under torchrun each rank builds every world_size-th shard.
 The key names everything that changes the content: the model type, its frozen weights
 (fingerprint), input size, crop, tiles, flip, dataset settings, the frames' names and, for
 models that read captions, the caption files' content. A cache built for another key is
-refused, never silently reused.
+refused, never silently reused; one written in an earlier format is rebuilt.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import shutil
+import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -38,9 +41,12 @@ from ..data.captions import CaptionLookup
 from ..data.splits import listed_path
 from ..io.depth_store import PackedBlobs, ScoringGT, TrainingDepth, encode_gt, encode_png16, pack
 from .memory import EncodedSplit, encode_split
+from ..io.stored import EncodedRows, QuantizedRows
 
 INDEX_NAME = "cache.json"
-FORMAT_VERSION = 3  # 2: named arrays per model (TR2M); 3: compact depth by purpose
+# 2: named arrays per model (TR2M); 3: compact depth by purpose; 4: compressed and quantised
+# arrays (io.stored) and the key's "storage"
+FORMAT_VERSION = 4
 
 
 class ShardedRows:
@@ -64,6 +70,10 @@ class ShardedRows:
             picked = np.flatnonzero(shard == s)
             out[torch.from_numpy(picked)] = self.parts[s][torch.from_numpy(rows[picked] - self.offsets[s])]
         return out
+
+    def to(self, device: torch.device | str) -> torch.Tensor:
+        """Every row read into one tensor on ``device``."""
+        return self[slice(None)].to(device)
 
 
 def _file_digest(path: str | Path | None) -> str | None:
@@ -133,6 +143,7 @@ def cache_key(
         "flip": flip,
         "split": split,
         "purpose": purpose,  # "train": input-size depth; "score": full-resolution GT
+        "storage": model.storage(purpose),  # compressed or quantised arrays (io.stored)
         # Split lists by content, so an edited list is a new cache even at the same path.
         # (training augmentation changes no stored array: a flip is keyed by `flip`)
         "data": {**{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},
@@ -155,8 +166,11 @@ def write_shard(folder: Path, part: EncodedSplit) -> None:
     """One shard's files into ``folder``: the arrays as ``.npy``, each frame's size, and the depth
     the split keeps (training: input-size 16-bit PNGs; scoring: the lossless GT) packed per frame."""
     arrays = {**part.arrays, **{f"flipped_{k}": v for k, v in (part.flipped_arrays or {}).items()}}
-    for name, tensor in arrays.items():
-        np.save(folder / f"{name}.npy", tensor.numpy())
+    kinds = {}
+    for name, array in arrays.items():
+        files, kinds[name] = _array_files(name, array)
+        for stem, values in files.items():
+            np.save(folder / f"{stem}.npy", values)
     np.save(folder / "shapes.npy", part.shapes)
     if part.depth is not None:
         blobs, scales = [encode_png16(units.numpy()) for units in part.depth.units], part.depth.scale.numpy()
@@ -169,7 +183,47 @@ def write_shard(folder: Path, part: EncodedSplit) -> None:
     np.save(folder / f"{prefix}_offsets.npy", offsets)
     np.save(folder / f"{prefix}_scale.npy", scales)
     purpose = "train" if part.depth is not None else "score"
-    (folder / "names.json").write_text(json.dumps({"frames": part.names, "arrays": sorted(part.arrays), "purpose": purpose}))
+    (folder / "names.json").write_text(json.dumps({
+        "frames": part.names, "arrays": sorted(part.arrays), "purpose": purpose,
+        "kinds": {k: kind for k, kind in kinds.items() if kind is not None and not k.startswith("flipped_")},
+    }))
+
+
+def _array_files(name: str, array) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """The ``.npy`` files that hold one array of a shard (file stem -> values) and its kind for
+    ``names.json`` (None for a plain array)."""
+    if isinstance(array, EncodedRows):
+        data, offsets = pack([array.blobs[i] for i in range(len(array))])
+        return {f"{name}.bytes": data, f"{name}.offsets": offsets}, {"codec": array.codec, "row_shape": list(array.row_shape)}
+    if isinstance(array, QuantizedRows):
+        return {name: array.values.numpy(), f"{name}.scale": array.scale.numpy()}, {"codec": "int8"}
+    return {name: array.numpy()}, None
+
+
+def _array_from_files(name: str, kind: dict[str, Any] | None, load) -> torch.Tensor | EncodedRows | QuantizedRows:
+    """``_array_files``' files read back (memory-mapped); DamagedShard when they do not fit together."""
+    with warnings.catch_warnings():  # read-only memory maps: the cache is never written through
+        warnings.simplefilter("ignore", UserWarning)
+        if kind is None:
+            return torch.from_numpy(load(name))
+        if kind["codec"] == "int8":
+            values, scale = load(name), load(f"{name}.scale")
+            if scale.shape != (*values.shape[:-1], 1):
+                raise DamagedShard(f"{name}.scale.npy does not fit {name}.npy")
+            return QuantizedRows(torch.from_numpy(values), torch.from_numpy(scale))
+        data, offsets = load(f"{name}.bytes"), load(f"{name}.offsets")
+        if not len(offsets) or offsets[-1] != len(data):
+            raise DamagedShard(f"{name}.offsets.npy does not fit {name}.bytes.npy")
+        return EncodedRows(kind["codec"], kind["row_shape"], [(data, offsets)])
+
+
+def _joined(parts: list) -> ShardedRows | EncodedRows | QuantizedRows:
+    """One array's rows of several shards, seen as one array."""
+    if isinstance(parts[0], EncodedRows):
+        return EncodedRows.concat(parts)
+    if isinstance(parts[0], QuantizedRows):
+        return QuantizedRows(ShardedRows([p.values for p in parts]), ShardedRows([p.scale for p in parts]))
+    return ShardedRows(parts)
 
 
 class DamagedShard(Exception):
@@ -192,10 +246,11 @@ def _read_shard(folder: Path, flip: bool) -> tuple[EncodedSplit, dict[str, np.nd
     try:
         index = json.loads((folder / "names.json").read_text())
         names, array_names, purpose = list(index["frames"]), list(index["arrays"]), index["purpose"]
+        kinds = dict(index["kinds"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DamagedShard(f"names.json is missing or damaged ({type(exc).__name__})") from None
-    arrays = {k: load(k) for k in array_names}
-    flipped = {k: load(f"flipped_{k}") for k in array_names} if flip else None
+    arrays = {k: _array_from_files(k, kinds.get(k), load) for k in array_names}
+    flipped = {k: _array_from_files(f"flipped_{k}", kinds.get(k), load) for k in array_names} if flip else None
     prefix = "depth" if purpose == "train" else "gt"
     packed = {k: load(f"{prefix}_{k}") for k in ("data", "offsets", "scale")}
     shapes = load("shapes")
@@ -207,15 +262,7 @@ def _read_shard(folder: Path, flip: bool) -> tuple[EncodedSplit, dict[str, np.nd
     ):
         raise DamagedShard(f"its arrays do not hold the same {len(names)} frames")
 
-    def tensors(group: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        with warnings.catch_warnings():  # read-only memory maps: the cache is never written through
-            warnings.simplefilter("ignore", UserWarning)
-            return {k: torch.from_numpy(v) for k, v in group.items()}
-
-    part = EncodedSplit(
-        names=names, arrays=tensors(arrays), flipped_arrays=tensors(flipped) if flipped is not None else None,
-        shapes=np.asarray(shapes),
-    )
+    part = EncodedSplit(names=names, arrays=arrays, flipped_arrays=flipped, shapes=np.asarray(shapes))
     return part, {"purpose": purpose, **packed}
 
 
@@ -236,10 +283,28 @@ def read_index(cache_dir: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: damaged cache index; delete the folder {cache_dir} and build the cache again")
     if index["key"].get("format") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{cache_dir}: feature cache written in format {index['key'].get('format')} by an earlier clipdepth; this "
-            f"version reads format {FORMAT_VERSION} (compact depth): delete the folder and build the cache again"
+            f"{cache_dir}: feature cache written in format {index['key'].get('format')} by another clipdepth; this "
+            f"version reads format {FORMAT_VERSION} (compressed arrays): run `clipdepth cache build` (or the training "
+            "run) again: it builds the cache anew in its place"
         )
     return index
+
+
+def _discard_earlier_format(cache_dir: Path) -> None:
+    """Remove a cache an earlier clipdepth wrote in another format (its index and shard folders,
+    nothing else), saying so, so that it is built anew rather than misread."""
+    try:
+        key = json.loads((cache_dir / INDEX_NAME).read_text())["key"]
+        earlier = isinstance(key["format"], int) and key["format"] < FORMAT_VERSION and isinstance(key["n_frames"], int)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no index, or a damaged one: read_index says what to do
+    if not earlier:
+        return
+    print(f"{cache_dir}: feature cache in format {key['format']} of an earlier clipdepth; building it anew in "
+          f"format {FORMAT_VERSION}", file=sys.stderr)
+    for shard in cache_dir.glob("shard_[0-9][0-9][0-9][0-9][0-9]"):
+        shutil.rmtree(shard)
+    (cache_dir / INDEX_NAME).unlink()
 
 
 def build_cache(
@@ -298,9 +363,11 @@ def _shard_state(folder: Path, flip: bool) -> str:
 
 def start_cache(cache_dir: Path, key: dict[str, Any], shard_size: int) -> dict[str, Any]:
     """The cache's index: written for a new cache, checked against ``key`` for an existing one.
-    Temporaries a killed build left are removed first."""
+    Temporaries a killed build left are removed first, and a cache in an earlier format (it is
+    built anew)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     clean_stale(cache_dir)
+    _discard_earlier_format(cache_dir)
     if (cache_dir / INDEX_NAME).is_file():
         index = read_index(cache_dir)
         if index["key"] != key:
@@ -348,8 +415,8 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
                 "again: it rebuilds damaged shards and keeps the others"
             ) from None
 
-    def rows(arrays: list[dict[str, torch.Tensor]]) -> dict[str, ShardedRows]:
-        return {k: ShardedRows([a[k] for a in arrays]) for k in arrays[0]}
+    def rows(arrays: list[dict[str, Any]]) -> dict[str, Any]:
+        return {k: _joined([a[k] for a in arrays]) for k in arrays[0]}
 
     shards, packed = [p for p, _ in parts], [d for _, d in parts]
     blobs = PackedBlobs([(d["data"], d["offsets"]) for d in packed])

@@ -5,6 +5,10 @@ augmentation, so their outputs for a frame never change either: computing them o
 training into work on the head alone. Each model names its arrays (PureCLIP-Depth: tokens and
 CLS; TR2M: DINOv2 tokens, relative depth, caption embeddings, the input image) and returns them
 in the dtype they are kept in (half precision for features); the head gets them as float32.
+
+A split is held in memory only where it fits: ``frame_bytes`` sizes it from one encoded frame,
+``plan_memory`` shares a budget among a run's splits (``training.run`` streams the others to a
+cache folder), and ``encode_split`` fills arrays allocated once at their final size.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
 from ..data.augment import Augmentation
@@ -23,7 +27,8 @@ from ..data.captions import CaptionLookup
 from ..data.loader import PreparedFrame, frame_loader, prepared_batches, raise_errors
 from ..data.transforms import Preprocessor
 from ..models.base import Features, FrameBatch, as_float
-from ..io.depth_store import TrainingDepth, quantize
+from ..io.depth_store import TrainingDepth
+from ..io.stored import QuantizedRows, concat, held_bytes
 
 PURPOSES = ("train", "score")  # what a split is encoded for: training keeps input-size depth, scoring the GT
 
@@ -34,8 +39,8 @@ class TrainBatch:
 
     features: Features  # the model's arrays of the tiles, float32 for the head
     depth: torch.Tensor  # (B, H, W) GT of the tiles at the input size, metres, 0 = invalid
-    frame_shapes: list[tuple[int, int]]  # (height, width) of each full frame (its GT)
-    tile: torch.Tensor  # (B,) which tile of its frame each row is (0 .. tiles - 1)
+    frame_shapes: list[tuple[int, int]]  # (height, width) of each full frame (its GT), known on the host
+    tile: torch.Tensor  # (B,) which tile of its frame each row is (0 .. tiles - 1), on the batch's device
     tiles: int  # tiles per frame
 
 
@@ -71,25 +76,32 @@ class EncodedSplit:
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
     ) -> TrainBatch:
         """One random tile per frame, as the reference code trains on KITTI's four tiles (with
-        one tile, simply the frames). Raises ValueError for a split encoded for scoring."""
+        one tile, simply the frames), and the mirrored frame with probability ``flip_prob``.
+        ``frames`` (B,) and ``generator`` live on the host; the draws reach the data's device in one
+        non-blocking copy, and nothing is read back from it. Raises ValueError for a split encoded
+        for scoring, or flips without ``flipped_arrays``."""
         if self.depth is None:
             raise ValueError("this split was encoded for scoring: it keeps no input-size depth to train on")
+        if self.flip_prob > 0 and self.flipped_arrays is None:
+            raise ValueError("flip augmentation needs the mirrored frames: encode the training split with flip")
         tile = torch.randint(self.tiles, (len(frames),), generator=generator)
-        rows, depth = frames * self.tiles + tile, self.depth.rows(frames)
-        features = self.features(rows, device)
+        draws = [frames, tile]
         if self.flip_prob > 0:
-            if self.flipped_arrays is None:
-                raise ValueError("flip augmentation needs the mirrored frames: encode the training split with flip")
-            flips = torch.rand(len(frames), generator=generator) < self.flip_prob
-            if flips.any():
-                mirrored = self.flipped_features(rows, device)
-                on = flips.to(device)
-                features = {k: torch.where(on.view(-1, *[1] * (v.dim() - 1)), mirrored[k], v) for k, v in features.items()}
-                # tile t of the mirrored frame is the mirror image of the frame's tile tiles-1-t
-                depth = torch.where(flips.view(-1, 1, 1), depth.flip(-1), depth)
+            draws.append((torch.rand(len(frames), generator=generator) < self.flip_prob).long())
+        frames_on, tile_on, *flips = to_device(torch.stack(draws), self.resident_on or "cpu")
+        rows, depth = frames_on * self.tiles + tile_on, self.depth.rows(frames_on)
+        features = self.features(rows, device)
+        if flips:
+            # Every row of both copies, then a choice per row: no branch on the draws.
+            on = flips[0].bool().to(device)
+            mirrored = self.flipped_features(rows, device)
+            features = {k: torch.where(on.view(-1, *[1] * (v.dim() - 1)), mirrored[k], v) for k, v in features.items()}
+            # tile t of the mirrored frame is the mirror image of the frame's tile tiles-1-t
+            depth = torch.where(on.to(depth.device).view(-1, 1, 1), depth.flip(-1), depth)
         return TrainBatch(
-            features, pick_tiles(depth, tile, self.tiles).to(device, non_blocking=True),
-            [tuple(int(v) for v in self.shapes[int(i)]) for i in frames], tile, self.tiles,
+            features, pick_tiles(depth, tile_on, self.tiles).to(device, non_blocking=True),
+            [tuple(map(int, shape)) for shape in self.shapes[frames.numpy()]], tile_on.to(device, non_blocking=True),
+            self.tiles,
         )
 
     def batches(
@@ -133,6 +145,15 @@ class EncodedSplit:
         return as_float({k: _rows(v, index) for k, v in self.flipped_arrays.items()}, device)
 
 
+def to_device(index: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A small host tensor (indices, draws) on ``device``: to a GPU by one non-blocking copy from
+    pinned memory, which the host does not wait for."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
+
+
 def _rows(array, index: torch.Tensor | slice):
     if isinstance(array, torch.Tensor) and isinstance(index, torch.Tensor):
         index = index.to(array.device)
@@ -140,8 +161,7 @@ def _rows(array, index: torch.Tensor | slice):
 
 
 def _loaded(array, device: torch.device | str) -> torch.Tensor:
-    rows = array[slice(None)] if not isinstance(array, torch.Tensor) else array
-    return rows.to(device)
+    return array.to(device)  # a tensor, or rows read from shards or decoded (io.stored)
 
 
 def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
@@ -158,8 +178,8 @@ def prefetched(make: Callable[[Any], Any], items: list) -> Iterator[Any]:
 
 
 def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Tensor:
-    """(B, H, tiles * W) -> (B, H, W): tile ``tile[b]`` of frame b."""
-    return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile)), :, tile]
+    """(B, H, tiles * W) -> (B, H, W): tile ``tile[b]`` of frame b (``tile`` on ``depth``'s device)."""
+    return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile), device=tile.device), :, tile]
 
 
 def frame_batch(
@@ -210,13 +230,14 @@ class OnTheFlySplit:
             batch = replace(batch, images=self.augmentation.colours(
                 torch.where(flips.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images), generator),
                 depth=torch.where(flips.view(-1, 1, 1), batch.depth.flip(-1), batch.depth))
-        picked = torch.arange(len(prepared)) * self.tiles + tile
+        tile = to_device(tile, batch.depth.device)
+        picked = torch.arange(len(prepared), device=tile.device) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
             features = self.model.encode_frames(batch)
         return TrainBatch(
             as_float({k: v[picked.to(v.device)] for k, v in features.items()}),
-            pick_tiles(batch.depth, tile.to(batch.depth.device), self.tiles).to(device),
-            [tuple(f.sample.depth.shape) for f in prepared], tile, self.tiles,
+            pick_tiles(batch.depth, tile, self.tiles).to(device),
+            [tuple(f.sample.depth.shape) for f in prepared], tile.to(device), self.tiles,
         )
 
 
@@ -236,41 +257,113 @@ def encode_split(
     the frames decoded and prepared by ``workers`` processes (``data.loader``).
 
     ``purpose`` "train" keeps each frame's input-size depth (16-bit, ``quantize`` at the GT's own
-    scale), "score" its full-resolution GT. Raises DataError naming a frame that cannot be read.
+    scale), "score" its full-resolution GT. Each array is allocated once at its final (N * tiles,
+    ...) size when the first batch shows its row shape, and every batch is copied into its rows
+    (the input-size depth likewise, ``TrainingDepth.empty``): the peak is the split plus one batch,
+    never a list of batches and their concatenation at once. Raises DataError naming a frame that
+    cannot be read.
     """
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
-    device = model.device
+    device, n = model.device, len(dataset)
     names: list[str] = []
-    shapes: list[tuple[int, int]] = []
+    shapes = np.zeros((n, 2), dtype=np.int64)
     gts: list[np.ndarray] = []
-    depths: list[tuple[torch.Tensor, float]] = []
-    arrays: dict[str, list[torch.Tensor]] = {}
-    flipped: dict[str, list[torch.Tensor]] = {}
-    total = -(-len(dataset) // batch_size)
+    arrays: dict[str, torch.Tensor] = {}
+    flipped: dict[str, torch.Tensor] = {}
+    depth = TrainingDepth.empty(n, preprocessor.input_shape) if purpose == "train" else None
     frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train",
                                      keep_gt=purpose == "score")
-    for frames in tqdm(frame_batches, total=total, desc=desc,
-                       unit="batch", leave=False):
-        batch = frame_batch(frames, captions, device)
-        for key, value in model.encode_frames(batch).items():
-            arrays.setdefault(key, []).append(value.cpu())
+    for frames in tqdm(frame_batches, total=-(-n // batch_size), desc=desc, unit="batch", leave=False):
+        batch, start = frame_batch(frames, captions, device), len(names)
+        _fill(arrays, model.stored(model.encode_frames(batch), purpose), start, len(frames), n)
         if flip:
-            for key, value in model.encode_frames(batch.flipped()).items():
-                flipped.setdefault(key, []).append(value.cpu())
-        for frame in frames:
+            _fill(flipped, model.stored(model.encode_frames(batch.flipped()), purpose), start, len(frames), n)
+        for i, frame in enumerate(frames, start):
             names.append(frame.sample.name)
-            shapes.append(frame.sample.depth.shape)
-            if purpose == "train":
-                depths.append(quantize(frame.depth, frame.gt_scale))
+            shapes[i] = frame.sample.depth.shape
+            if depth is not None:
+                depth.put(i, frame.depth, frame.gt_scale)
             else:
                 gts.append(frame.sample.depth)
     return EncodedSplit(
-        names=names,
-        arrays={k: torch.cat(v) for k, v in arrays.items()},
-        flipped_arrays={k: torch.cat(v) for k, v in flipped.items()} if flip else None,
-        shapes=np.array(shapes, dtype=np.int64).reshape(-1, 2),
-        depth=TrainingDepth.from_maps(depths) if purpose == "train" else None,
-        gt=gts if purpose == "score" else None,
-        tiles=preprocessor.tiles,
+        names=names, arrays=_joined(arrays), flipped_arrays=_joined(flipped) if flip else None, shapes=shapes,
+        depth=depth, gt=gts if purpose == "score" else None, tiles=preprocessor.tiles,
     )
+
+
+def _fill(arrays: dict[str, Any], encoded: dict[str, Any], start: int, frames: int, total: int) -> None:
+    """Copy one batch's stored arrays (``frames`` frames, from frame ``start``) into the split's host
+    arrays of ``total`` frames, allocated on the first batch (a frame is ``rows`` rows: its tiles).
+    Quantised tokens fill preallocated values and scales alike; compressed rows (``EncodedRows``,
+    bytes of unknown length) are listed per batch and joined without copying (``_joined``)."""
+    for key, value in encoded.items():
+        if isinstance(value, QuantizedRows):
+            parts = [("values", value.values), ("scale", value.scale)]
+            into = arrays.setdefault(key, {})
+        elif isinstance(value, torch.Tensor):
+            parts, into = [(key, value)], arrays
+        else:
+            arrays.setdefault(key, []).append(value)
+            continue
+        for name, part in parts:
+            rows = len(part) // frames
+            if name not in into:
+                into[name] = torch.empty((total * rows, *part.shape[1:]), dtype=part.dtype)
+            into[name][start * rows : (start + frames) * rows].copy_(part)
+
+
+def _joined(arrays: dict[str, Any]) -> dict[str, Any]:
+    """``_fill``'s arrays as the split keeps them."""
+    return {key: QuantizedRows(value["values"], value["scale"]) if isinstance(value, dict)
+            else concat(value) if isinstance(value, list) else value for key, value in arrays.items()}
+
+
+def held_nbytes(split: EncodedSplit) -> int:
+    """Bytes a split encoded into memory holds: its arrays (and mirrored copies) as stored
+    (``io.stored``: compressed or quantised where the model says so), input-size depth and
+    scales, full-resolution GT."""
+    groups = [split.arrays, split.flipped_arrays or {}]
+    rows = sum(held_bytes(v) for group in groups for v in group.values())
+    depth = split.depth.loaded_nbytes() if split.depth is not None else 0
+    return rows + depth + sum(int(g.nbytes) for g in split.gt or ())
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    """What encoding one split into memory would hold."""
+
+    name: str  # e.g. "nyu train"
+    frames: int
+    frame_bytes: int  # one frame's arrays (and mirrored copies) and depth, ``held_nbytes``
+
+    @property
+    def nbytes(self) -> int:
+        return self.frames * self.frame_bytes
+
+
+def frame_bytes(
+    model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor, flip: bool = False,
+    captions: CaptionLookup | None = None, purpose: str = "score",
+) -> int:
+    """Bytes one frame of ``dataset`` takes once encoded into memory, found by encoding its first
+    frame (the arrays' shapes and dtypes are the model's; a split's frames share them, the GT of
+    a scored split its first frame's size). 0 for an empty dataset."""
+    if len(dataset) == 0:
+        return 0
+    one = encode_split(model, Subset(dataset, [0]), preprocessor, 1, flip, desc="size", captions=captions,
+                       purpose=purpose, workers=0)
+    return held_nbytes(one)
+
+
+def plan_memory(splits: Sequence[SplitSize], budget: float) -> list[bool]:
+    """Which splits are encoded into memory (True) and which are streamed to a cache folder
+    (False): in order, each split that still fits in ``budget`` bytes beside those kept before it.
+    A run holds all its splits at once (a mixture's datasets, training and validation), so the
+    budget is shared; ``training.run`` uses ``train.memory_share`` of the RAM available."""
+    held, plan = 0, []
+    for split in splits:
+        fits = held + split.nbytes <= budget
+        held += split.nbytes if fits else 0
+        plan.append(fits)
+    return plan

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,8 +35,11 @@ from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
 from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
 from ..models.base import INFER_CROPS, INFERENCE_OVERRIDES, MAX_TILES, DepthModel
 
-# Threads writing the outputs (PNG encoding runs outside the GIL) while the model works on the next batch.
-WRITE_THREADS = 4
+# Threads writing the outputs (PNG encoding and numpy run outside the GIL) while the model works on the
+# next batch: at zlib level 1 one thread writes a 480x640 image's depth and colour PNGs in about 20 ms
+# (benchmarks/png_write.py), so 4 threads cap a run near 200 images/s; a host with more cores gets up
+# to 16 threads (about 800 images/s, where the cores are free).
+WRITE_THREADS = min(16, max(4, (os.cpu_count() or 4) // 2))
 
 
 @dataclass
@@ -318,6 +322,9 @@ def predict_to_folder(
             return
         captions = [entry[3] for entry in batch] if model.uses_captions else None
         result = infer_batch(model, np.stack([entry[0] for entry in batch]), options, captions)
+        # one copy to the host per batch, not one (and one device sync) per image
+        depths = result["depth"].float().cpu().numpy()
+        spreads = result["uncertainty"].float().cpu().numpy() if options.uncertainty else None
         for i, (image, path, name, caption, digest, again) in enumerate(batch):
             paths = output_paths(out, name, tails)
             todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or again or not p.exists()}
@@ -329,8 +336,8 @@ def predict_to_folder(
                 for p in stale:
                     p.unlink()
                 report.again, report.removed = report.again + 1, report.removed + len(stale)
-            depth = result["depth"][i].cpu().numpy()
-            spread = result["uncertainty"][i].cpu().numpy() if options.uncertainty else None
+            depth = depths[i]
+            spread = spreads[i] if spreads is not None else None
             # a point cloud kept from a run killed before its depth PNG and record were written is recorded too
             unrecorded_ply = options.ply and "ply" not in todo and name.as_posix() not in record.entries
             camera = cameras.camera(path, *depth.shape) if "ply" in todo or unrecorded_ply else None

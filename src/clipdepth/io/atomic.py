@@ -184,6 +184,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+        tmp_path = None  # renamed: nothing left to remove
     except WRITE_ERRORS as exc:
         if (error := _failure(exc, path, tmp_path)) is None:
             raise

@@ -22,6 +22,9 @@ SCALE_TEXT_KEY = "depth_scale"
 # Pixels one photo may have (a 10000 x 10000 image needs gigabytes downstream); checked from the
 # file's header before decoding. read_rgb(max_pixels=...) changes it (predict: --max-pixels).
 MAX_PHOTO_PIXELS = 50_000_000
+# zlib level of the PNGs clipdepth writes (depth and colour): only the file size depends on it, never a
+# pixel (benchmarks/png_write.py measures the levels).
+PNG_COMPRESS_LEVEL = 1
 UINT16_DEPTH_MODES = ("I;16", "I;16B", "I;16L")
 EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV")
 
@@ -235,7 +238,7 @@ def write_depth_png(path: str | os.PathLike, depth_m: Any, scale: float, made: M
         text.add_text(SOURCE_TEXT_KEY, readable(made.source))
         text.add_text(MADE_TEXT_KEY, made.text())
     with atomic_path(path) as tmp:
-        Image.fromarray(values).save(tmp, format="PNG", pnginfo=text)
+        Image.fromarray(values).save(tmp, format="PNG", pnginfo=text, compress_level=PNG_COMPRESS_LEVEL)
 
 
 def png_made(path: str | os.PathLike) -> Made | None:

@@ -56,19 +56,24 @@ def _from_units(units: np.ndarray, scale: float) -> np.ndarray:
     return (units / scale).astype(np.float32)
 
 
-def quantize(depth: torch.Tensor, scale_cap: float | None = None) -> tuple[torch.Tensor, float]:
+def quantize(
+    depth: torch.Tensor, scale_cap: float | None = None, out: torch.Tensor | None = None
+) -> tuple[torch.Tensor, float]:
     """A depth map of any shape, metres, 0 = invalid (NaN, inf and < 0 count as 0) -> (torch.uint16
     values of the same shape, scale): ``round(d * scale)``, at least 1 where d > 0 so that validity
     is exact; metres = value / scale. The scale is ``scale_cap`` (the GT's own, ``file_scale``)
     when the largest depth fits in 16 bits with it, else ``65535 / max`` (then a depth moves by at
-    most max / 131070)."""
+    most max / 131070). ``out``: a uint16 tensor of the same shape the values are written into
+    (a row of a preallocated split) and returned."""
     depth = torch.nan_to_num(depth.float(), nan=0.0, posinf=0.0, neginf=0.0).clamp_min(0)
     largest = float(depth.max()) if depth.numel() else 0.0
     fits = U16_MAX / largest if largest > 0 else 1.0
     scale = scale_cap if scale_cap and round(largest * scale_cap) <= U16_MAX else fits
     units = (depth.double() * scale).round().clamp(0, U16_MAX)
-    units = torch.where(depth > 0, units.clamp_min(1), torch.zeros_like(units))
-    return units.to(torch.int32).to(torch.uint16), float(scale)
+    units = torch.where(depth > 0, units.clamp_min(1), torch.zeros_like(units)).to(torch.int32).to(torch.uint16)
+    if out is None:
+        return units, float(scale)
+    return out.copy_(units), float(scale)
 
 
 def dequantize(units: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -151,14 +156,30 @@ class TrainingDepth:
         return len(self.scale)
 
     @classmethod
-    def from_maps(cls, maps: list[tuple[torch.Tensor, float]]) -> "TrainingDepth":
-        """From ``quantize`` results."""
-        return cls(torch.tensor([s for _, s in maps], dtype=torch.float32), units=torch.stack([u for u, _ in maps]))
+    def empty(cls, frames: int, shape: Sequence[int]) -> "TrainingDepth":
+        """Room for ``frames`` maps of ``shape`` (H, W), allocated once at its final size and filled
+        frame by frame with ``put``: a split's depth never exists twice (as a list and stacked)."""
+        return cls(torch.zeros(frames), units=torch.empty((frames, *shape), dtype=torch.uint16))
+
+    def put(self, index: int, depth: torch.Tensor, scale_cap: float | None = None) -> None:
+        """Frame ``index`` from its (H, W) metres, through ``quantize`` (``scale_cap``: the GT's own scale)."""
+        self.scale[index] = quantize(depth, scale_cap, out=self.units[index])[1]
+
+    @classmethod
+    def from_maps(cls, maps: Sequence[tuple[torch.Tensor, float]]) -> "TrainingDepth":
+        """From ``quantize`` results, (H, W) uint16 each, copied into one preallocated (N, H, W) array."""
+        depth = cls.empty(len(maps), maps[0][0].shape if maps else (0, 0))
+        for i, (units, scale) in enumerate(maps):
+            depth.units[i], depth.scale[i] = units, scale
+        return depth
 
     @classmethod
     def from_float(cls, depth: torch.Tensor, scale_cap: float | None = None) -> "TrainingDepth":
         """From (N, H, W) metres, each frame through ``quantize``."""
-        return cls.from_maps([quantize(d, scale_cap) for d in depth])
+        out = cls.empty(len(depth), depth.shape[1:])
+        for i, d in enumerate(depth):
+            out.put(i, d, scale_cap)
+        return out
 
     def unpacked(self, device: torch.device | str = "cpu") -> "TrainingDepth":
         """Every frame decoded into one uint16 tensor on ``device`` (read once, indexed there)."""

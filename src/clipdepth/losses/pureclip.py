@@ -16,6 +16,7 @@ Garg crop). The RMSE of the Depth phase uses the pixels with min < GT < max (str
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -49,9 +50,17 @@ def bin_index(mean: torch.Tensor, min_depth: float, max_depth: float, num_bins: 
     """Bin of each patch mean: ``bucketize(mean, edges) - 1`` clamped to [-1, K - 1], edges
     min + k (max - min) / K for k = 0..K (released ``_patchify_depth``). A value on an edge goes to
     the lower bin, one beyond ``max_depth`` to the last, one at or below ``min_depth`` to -1."""
-    width = (max_depth - min_depth) / num_bins
-    edges = (min_depth + torch.arange(num_bins + 1, dtype=torch.float64) * width).to(mean.device, mean.dtype)
+    edges = _bin_edges(min_depth, max_depth, num_bins, mean.device, mean.dtype)
     return (torch.bucketize(mean, edges) - 1).clamp(-1, num_bins - 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _bin_edges(
+    min_depth: float, max_depth: float, num_bins: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """The K + 1 edges, computed in float64 on the host and copied to ``device`` once, not every step."""
+    width = (max_depth - min_depth) / num_bins
+    return (min_depth + torch.arange(num_bins + 1, dtype=torch.float64) * width).to(device, dtype)
 
 
 def _patch_sums(x: torch.Tensor, patch: int) -> torch.Tensor:

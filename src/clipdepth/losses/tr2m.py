@@ -2,7 +2,10 @@
 image- and pixel-level scale-oriented contrast, edge-aware smoothness, and the EMA update of the
 key network.
 
-All functions take plain tensors, work on any device and reduce over the whole batch.
+All functions take plain tensors, work on any device and reduce over the whole batch. None of them
+waits for the device: masks enter as masked reductions (``where``, sums and counts), never as boolean
+indexing or a branch on a device value, and pixels are sampled on the device with fixed shapes, so a
+training step queues its kernels without a host sync (``benchmarks/step_overhead.py``).
 """
 from __future__ import annotations
 
@@ -12,15 +15,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_SILOG_EPS = 1e-12  # floor of the sqrt argument: keeps the gradient finite at a perfect fit
+_SILOG_EPS = 1e-12  # added to the sqrt argument: keeps the gradient finite at a perfect fit
+_NORM_EPS = 1e-12  # F.normalize's floor of the norm
 
 
 def _zero(like: torch.Tensor) -> torch.Tensor:
-    """A scalar zero still attached to ``like``'s graph, so ``backward()`` works on an empty loss.
-
-    Callers pass only selected (finite) entries, often an empty selection: NaN * 0 would be NaN.
-    """
+    """A scalar zero still attached to ``like``'s (finite) graph, so ``backward()`` works on an empty loss."""
     return like.sum() * 0
+
+
+def silog_losses(
+    pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float = 0.85
+) -> torch.Tensor:
+    """``silog_loss`` of one prediction against K targets at once: ``pred`` (B, H, W) and ``targets`` /
+    ``masks`` (K, B, H, W) -> (K,) losses, each over its own mask (one pass for TR2M's L_si and pseudo
+    loss instead of two). The gradient flows to ``pred`` only."""
+    return _SILog.apply(pred, targets.detach(), masks, variance_focus)
+
+
+class _SILog(torch.autograd.Function):
+    """``silog_losses`` with its gradient written out, 5 kernels where autograd's chain launches ~20: with
+    ``c = (g - mean g) * m``, ``d loss / d pred = (c + (1 - vf) * mean g * m) / (n * loss * pred)``, summed
+    over the K terms (0 for a term with an empty mask)."""
+
+    @staticmethod
+    def forward(ctx, pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float):
+        dims = tuple(range(1, targets.dim()))
+        m = masks.to(pred.dtype)
+        # Off-mask entries of both become 1 (log 0 is -inf, NaN stays NaN), so that g = log(pred / target)
+        # is finite everywhere and 0 off the mask, where its gradient is 0.
+        safe_target = targets.masked_fill(~masks, 1.0)
+        safe = torch.where(masks, pred, safe_target)
+        g = torch.log(safe / safe_target)
+        n = m.sum(dims)
+        n_safe = n.clamp_min(1)
+        mean = g.sum(dims) / n_safe
+        mean_view = mean.view(-1, *[1] * len(dims))
+        centred = torch.addcmul(g, mean_view, m, value=-1.0)  # g is 0 off the mask already
+        # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
+        # pred is (nearly) a scaled copy of target.
+        arg = (centred.square().sum(dims) / n_safe).addcmul(mean, mean, value=1.0 - variance_focus)
+        # eps keeps the gradient finite at a perfect fit; it is below arg's rounding unless arg is ~0
+        root = torch.sqrt(arg + _SILOG_EPS)
+        ctx.save_for_backward(safe, m, centred, mean_view, n_safe * root)
+        ctx.variance_focus = variance_focus
+        return root * (n > 0)  # an empty mask: 0, and a 0 gradient (its centred and m are 0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        safe, m, centred, mean_view, n_root = ctx.saved_tensors
+        slope = torch.addcmul(centred, mean_view, m, value=1.0 - ctx.variance_focus)
+        grad_pred = (slope * (grad / n_root).view_as(mean_view) / safe).sum(0)
+        return grad_pred, None, None, None
 
 
 def silog_loss(
@@ -29,16 +75,9 @@ def silog_loss(
     """Scale-invariant log loss over the masked pixels of the whole batch (BTS/AdaBins, no x10).
 
     ``sqrt(mean(g^2) - variance_focus * mean(g)^2)`` with ``g = log(pred) - log(target)``; ``pred`` and
-    ``target`` must be positive on ``mask``.
+    ``target`` must be positive on ``mask``. An empty mask gives 0, still attached to ``pred``'s graph.
     """
-    if not mask.any():
-        return _zero(pred[mask])
-    g = torch.log(pred[mask]) - torch.log(target[mask])
-    mean = g.mean()
-    # mean(g^2) - vf*mean^2 == var(g) + (1 - vf)*mean^2; the centred form avoids cancellation when
-    # pred is (nearly) a scaled copy of target.
-    arg = (g - mean).pow(2).mean() + (1.0 - variance_focus) * mean.pow(2)
-    return torch.sqrt(arg.clamp_min(_SILOG_EPS))
+    return silog_losses(pred, target[None], mask[None], variance_focus)[0]
 
 
 def fit_affine(
@@ -49,22 +88,35 @@ def fit_affine(
     Degenerate images (fewer than 2 valid pixels, or constant ``relative``) get ``alpha = 0`` and
     ``beta`` = the mean valid target (0 with no valid pixel).
     """
-    m = mask.detach().flatten(1).to(torch.float64)
-    # where() rather than a product: unmasked pixels may hold inf/NaN, and NaN * 0 is NaN.
-    r = torch.where(mask.flatten(1), relative.detach().flatten(1).to(torch.float64), 0.0)
-    t = torch.where(mask.flatten(1), target.detach().flatten(1).to(torch.float64), 0.0)
-    n = m.sum(1)
+    alpha, beta, _, _ = _fit_affine(relative, target, mask)
+    return alpha, beta
+
+
+@torch.no_grad()
+def _fit_affine(
+    relative: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fit_affine``'s ``(alpha, beta)``, and the valid-pixel count (B,) and the masked target (B, H * W),
+    both float64, for ``pseudo_metric``'s d1.
+
+    All the sums come from one batched product: with x = [relative, target, 1] on the mask (0 off it),
+    x x^T holds sum r^2, sum r t, sum r, sum t and n per image. float64 keeps the one-pass moments
+    n sum r^2 - (sum r)^2 exact to ~1e-16 of their terms, far below the degeneracy threshold.
+    """
+    valid = mask.flatten(1)
+    x = torch.stack([relative.flatten(1), target.flatten(1), valid], 1).double()  # (B, 3, N)
+    # masked_fill rather than a product: unmasked pixels may hold inf/NaN, and NaN * 0 is NaN.
+    x = x.masked_fill(~valid[:, None], 0.0)
+    moments = torch.bmm(x, x.transpose(1, 2))  # (B, 3, 3)
+    n, sums = moments[:, 2, 2], moments[:, 2, :2]  # n and [sum r, sum t]
+    scaled = n[:, None] * moments[:, 0, :2]  # n * [sum r^2, sum r t]
+    var, cov = torch.addcmul(scaled, moments[:, 0, 2:], sums, value=-1.0).unbind(1)  # n^2 * (var r, cov(r, t))
+    # Relative threshold: a constant map leaves only rounding noise (~1e-16 of n sum r^2) in var; with
+    # fewer than 2 pixels var is 0 (up to rounding) too.
+    alpha = (cov / var).masked_fill(var <= 1e-12 * scaled[:, 0], 0.0)  # var may be 0 there: that value is not taken
     n_safe = n.clamp_min(1.0)
-    mean_r = r.sum(1) / n_safe
-    mean_t = t.sum(1) / n_safe
-    dr = (r - mean_r[:, None]) * m
-    var = dr.pow(2).sum(1)
-    cov = (dr * (t - mean_t[:, None])).sum(1)
-    # Relative threshold: a constant map leaves only rounding noise (~1e-32 of sum r^2) in var.
-    degenerate = (n < 2) | (var <= 1e-12 * r.pow(2).sum(1))
-    alpha = torch.where(degenerate, torch.zeros_like(var), cov / torch.where(degenerate, 1.0, var))
-    beta = mean_t - alpha * mean_r
-    return alpha.to(relative.dtype), beta.to(relative.dtype)
+    beta = torch.addcmul(sums[:, 1], alpha, sums[:, 0], value=-1.0) / n_safe  # mean t - alpha * mean r
+    return alpha.to(relative.dtype), beta.to(relative.dtype), n_safe, x[:, 1]
 
 
 @dataclass
@@ -72,7 +124,7 @@ class PseudoMetric:
     depth: torch.Tensor  # (B, H, W) metres, 1 / (alpha * relative + beta), in [min_depth, max_depth]
     alpha: torch.Tensor  # (B,) pseudo scale (image-level contrast sorts by it)
     beta: torch.Tensor  # (B,) pseudo shift
-    d1: torch.Tensor  # (B,) fraction of GT pixels with max(p/g, g/p) < 1.25 (0 with no GT pixel)
+    d1: torch.Tensor  # (B,) fraction of GT pixels with max(p/g, g/p) < 1.25 (0 with no GT pixel), float64
 
 
 def pseudo_metric(
@@ -84,15 +136,18 @@ def pseudo_metric(
     consistent with the model's ``D_m = 1 / (A * D_r + B)``.
     """
     with torch.no_grad():
-        inv_gt = torch.where(mask, 1.0 / gt, torch.zeros_like(gt))
-        alpha, beta = fit_affine(relative, inv_gt, mask)
-        inv = (alpha[:, None, None] * relative + beta[:, None, None]).clamp(1.0 / max_depth, 1.0 / min_depth)
-        depth = 1.0 / inv
-        safe_gt = torch.where(mask, gt, depth)  # avoid 0-division on missing GT; those pixels are not counted
-        ratio = torch.maximum(depth / safe_gt, safe_gt / depth)
-        hits = ((ratio < 1.25) & mask).flatten(1).sum(1)
-        d1 = hits.to(depth.dtype) / mask.flatten(1).sum(1).clamp_min(1).to(depth.dtype)
-    return PseudoMetric(depth=depth, alpha=alpha, beta=beta, d1=d1)
+        alpha, beta, n, inv_gt = _fit_affine(relative, gt.reciprocal(), mask)  # inv_gt (B, H * W): 0 off the mask
+        inv = torch.addcmul(beta[:, None, None], alpha[:, None, None], relative).clamp(1.0 / max_depth, 1.0 / min_depth)
+        # max(p/g, g/p) < 1.25  <=>  p/g = (1/g) / (1/p) in (1/1.25, 1.25), an interval centred on 1.025; pixels
+        # off the mask have p/g = 0 and do not count
+        ratio = inv_gt / inv.flatten(1)
+        d1 = ((ratio - 1.025).abs() < 0.225).sum(1) / n
+    return PseudoMetric(depth=inv.reciprocal(), alpha=alpha, beta=beta, d1=d1)
+
+
+def pseudo_gate(pseudo: PseudoMetric, rho: float) -> torch.Tensor:
+    """(B,) bool: the images whose pseudo d1 > ``rho``, supervised by their pseudo depth."""
+    return pseudo.d1 > rho
 
 
 def pseudo_metric_loss(
@@ -101,29 +156,50 @@ def pseudo_metric_loss(
     """SILog of ``pred`` against the pseudo depth on images whose pseudo d1 > ``rho``.
 
     Uses ALL pixels of the gated images: the point is to supervise where the GT is missing.
-    Returns ``(loss, gate)`` with ``gate`` (B,) bool.
+    Returns ``(loss, gate)`` with ``gate`` (B,) bool; 0 (graph-keeping) when no image is gated.
     """
-    gate = pseudo.d1 > rho
-    if not gate.any():
-        return _zero(pred), gate
-    p = pred[gate]
-    return silog_loss(p, pseudo.depth[gate].detach(), torch.ones_like(p, dtype=torch.bool), variance_focus), gate
+    gate = pseudo_gate(pseudo, rho)
+    return silog_loss(pred, pseudo.depth.detach(), gate[:, None, None].expand_as(pred), variance_focus), gate
+
+
+class _Normalize(torch.autograd.Function):
+    """``scale * F.normalize(x, dim=-1)`` with its gradient written out: ``(g - y (y . g) / scale^2) / d`` for
+    ``y = x / d``, ``d = |x| / scale``, 4 kernels where autograd's chain through the norm and the clamp
+    launches ~13. ``scale = 1 / sqrt(temperature)`` puts a contrast's temperature into the features, so
+    that their products are the logits. Below the norm floor (never for features) it is the projection's
+    gradient divided by the floor, where ``F.normalize``'s is ``g`` divided by the floor; both are 0 for
+    an all-zero ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        divisor = torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(_NORM_EPS) / scale
+        y = x / divisor
+        ctx.save_for_backward(y, divisor)
+        ctx.scale = scale
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y, divisor = ctx.saved_tensors
+        return torch.addcmul(grad, y, (y * grad).sum(-1, keepdim=True), value=-1.0 / ctx.scale**2) / divisor, None
+
+
+def _excluded(logits: torch.Tensor) -> float:
+    """What an entry left out of a softmax holds: the dtype's lowest finite value, not -inf, so that
+    ``exp`` gives exactly 0 yet products with a 0 weight stay 0 (-inf * 0 is NaN)."""
+    return torch.finfo(logits.dtype).min
 
 
 def _sup_con(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     """Supervised-contrastive InfoNCE: per anchor (row), mean over its positives of -log softmax.
 
-    Entries to leave out of the softmax must already be -inf in ``logits``. Averages over anchors with
-    at least one positive; a graph-keeping zero when there is none.
+    Entries to leave out of the softmax must already hold ``_excluded(logits)``. Averages over anchors
+    with at least one positive; a graph-keeping zero when there is none.
     """
-    count = positive.sum(1)
-    has_pos = count > 0
-    if not has_pos.any():
-        return _zero(logits[positive])
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    # where() keeps -inf (excluded entries) out of the sum and out of the gradient.
-    pos_sum = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(1)
-    return -(pos_sum[has_pos] / count[has_pos]).mean()
+    with torch.no_grad():  # each positive's weight: -1 / (its anchor's positives * anchors with a positive)
+        count = positive.sum(1)
+        weight = positive / (count.clamp_min(1) * (count > 0).sum().clamp_min(1).neg())[:, None]
+    return (torch.log_softmax(logits, dim=1) * weight).sum()
 
 
 def image_contrast_loss(
@@ -138,14 +214,13 @@ def image_contrast_loss(
     b = features.shape[0]
     if b < 2:
         return _zero(features)
-    rank = torch.empty(b, dtype=torch.long, device=scale.device)
-    rank[torch.argsort(scale.detach(), stable=True)] = torch.arange(b, device=scale.device)
+    # the inverse permutation
+    rank = torch.argsort(torch.argsort(scale.detach().to(features.device), stable=True), stable=True)
     dist = (rank[:, None] - rank[None, :]).abs()
-    positive = (dist > 0) & (dist <= rank_threshold)
-    f = F.normalize(features, dim=1)
-    eye = torch.eye(b, dtype=torch.bool, device=features.device)
-    logits = (f @ f.T / temperature).masked_fill(eye, float("-inf"))
-    return _sup_con(logits, positive.to(features.device))
+    self_pair = dist == 0  # the ranks are a permutation: the diagonal alone
+    f = _Normalize.apply(features, temperature**-0.5)
+    logits = (f @ f.T).masked_fill(self_pair, _excluded(f))  # cosine / temperature, self left out
+    return _sup_con(logits, (dist <= rank_threshold) ^ self_pair)
 
 
 def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: int) -> torch.Tensor:
@@ -153,8 +228,32 @@ def depth_classes(depth: torch.Tensor, d_min: float, d_max: float, num_classes: 
 
     Near is a high class; ``torch.round`` rounds halves to even. There are ``num_classes + 1`` labels.
     """
-    y = torch.round((d_max - depth) / (d_max - d_min) * num_classes)
-    return y.clamp(0, num_classes).long()
+    return _class_values(depth, d_min, d_max, num_classes).long()
+
+
+def _class_values(depth: torch.Tensor, d_min: float, d_max: float, num_classes: int) -> torch.Tensor:
+    """``depth_classes`` in ``depth``'s floating dtype: the pixel contrast only compares them."""
+    return torch.round((d_max - depth) / (d_max - d_min) * num_classes).clamp(0, num_classes)
+
+
+def sample_pixels(
+    mask: torch.Tensor, samples: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``samples`` pixels of each image of ``mask`` (B, H, W), uniformly without replacement
+    among its valid ones, drawn on the device: ``(index, valid)``, (B, n) each with
+    n = min(samples, H * W), flat pixel indices and whether each is a draw (the first
+    min(valid count, samples) of a row are; the rest pad the row to a fixed shape).
+
+    Each pixel gets a uniform random key in [0, 1), plus 1 if it is valid, so that every invalid key is
+    below every valid one; the n largest keys of a row are a uniform draw without replacement of
+    min(count, n) valid pixels.
+    """
+    valid = mask.flatten(1)
+    device = generator.device if generator is not None else valid.device
+    # drawn where the generator lives: the trainer's is on the training device, so nothing is copied
+    keys = torch.rand(valid.shape, generator=generator, device=device).to(valid.device)
+    index = (keys + valid).topk(min(samples, valid.shape[1]), dim=1).indices
+    return index, valid.gather(1, index)
 
 
 def pixel_contrast_loss(
@@ -171,54 +270,93 @@ def pixel_contrast_loss(
 ) -> torch.Tensor:
     """Pixel-level scale-oriented contrast, MoCo-style.
 
-    Per image, up to ``samples`` valid pixels are drawn uniformly without replacement (the same pixels
-    for ``query`` and ``key``, both (B, C, H, W)); the samples of all images are pooled. Query pixels are
-    anchors; key pixels (detached: they come from the EMA network) are candidates; positives are keys
-    of the same depth class, including the key of the anchor's own pixel (the MoCo positive).
+    Per image, up to ``samples`` valid pixels of ``mask`` (B, H, W) are drawn uniformly without
+    replacement (``sample_pixels``; the same pixels for ``query`` and ``key``, both (B, C, H, W)); the
+    samples of all images are pooled. Query pixels are anchors; key pixels (detached: they come from
+    the EMA network) are candidates; positives are keys of the same depth class (``depth`` (B, H, W)
+    metres), including the key of the anchor's own pixel (the MoCo positive). Padding entries of
+    the fixed-shape sample take no part. 0 (graph-keeping) with no valid pixel.
     """
-    qs, ks, cs = [], [], []
-    for b in range(query.shape[0]):
-        idx = mask[b].flatten().nonzero().squeeze(1)
-        if idx.numel() > samples:
-            gen_device = generator.device if generator is not None else "cpu"
-            perm = torch.randperm(idx.numel(), generator=generator, device=gen_device).to(idx.device)
-            idx = idx[perm[:samples]]
-        qs.append(query[b].flatten(1)[:, idx].T)
-        ks.append(key[b].detach().flatten(1)[:, idx].T)
-        cs.append(depth_classes(depth[b].flatten()[idx], d_min, d_max, num_classes))
-    q = F.normalize(torch.cat(qs), dim=1)
-    if q.shape[0] == 0:
-        return _zero(q)
-    k = F.normalize(torch.cat(ks), dim=1)
-    c = torch.cat(cs)
-    return _sup_con(q @ k.T / temperature, c[:, None] == c[None, :])
+    index, valid = sample_pixels(mask, samples, generator)
+    gather = index[..., None].expand(-1, -1, query.shape[1])
+    q, k = _Normalize.apply(torch.stack([  # both normalised in one pass; q . k is cosine / temperature
+        query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
+    ]).flatten(1, 2), temperature**-0.5)
+    padding = ~valid.flatten()
+    # padding pixels get class NaN, equal to none: neither anchors nor keys of a positive pair
+    c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten().masked_fill(
+        padding, float("nan"))
+    logits = (q @ k.T).masked_fill(padding[None, :], _excluded(q))  # padding keys out of every softmax
+    return _sup_con(logits, c[:, None] == c[None, :])
 
 
 def edge_aware_smoothness(maps: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     """Edge-aware smoothness (monodepth2): mean ``|d map| * exp(-mean_c |d image|)`` along x plus along y.
 
-    ``maps`` is (B, 1, H, W) or (B, H, W); ``image`` (B, 3, h, w) in [0, 1] is resized bilinearly to the
-    maps' size when it differs, so map gradients are allowed where the image has edges.
+    ``maps`` is (B, H, W) or (B, K, H, W): the sum of the K maps' smoothness, in one pass (TR2M's
+    log A and log B). ``image`` (B, 3, h, w) in [0, 1] is resized bilinearly to the maps' size when it
+    differs, so map gradients are allowed where the image has edges.
     """
     if maps.dim() == 3:
         maps = maps.unsqueeze(1)
     if image.shape[-2:] != maps.shape[-2:]:
         image = F.interpolate(image, size=maps.shape[-2:], mode="bilinear", align_corners=False)
-    dx = (maps[..., :, 1:] - maps[..., :, :-1]).abs()
-    dy = (maps[..., 1:, :] - maps[..., :-1, :]).abs()
-    ix = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True)
-    iy = (image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True)
-    return (dx * torch.exp(-ix)).mean() + (dy * torch.exp(-iy)).mean()
+    with torch.no_grad():  # x / exp(e) is x * exp(-e) up to rounding, without a negation
+        ex = torch.exp((image[..., :, 1:] - image[..., :, :-1]).abs().mean(1, keepdim=True))
+        ey = torch.exp((image[..., 1:, :] - image[..., :-1, :]).abs().mean(1, keepdim=True))
+    return _EdgeAwareSmoothness.apply(maps, ex, ey)
+
+
+class _EdgeAwareSmoothness(torch.autograd.Function):
+    """K * (mean(|dx maps| / ex) + mean(|dy maps| / ey)) for maps (B, K, H, W) and edge divisors ex
+    (B, 1, H, W - 1), ey (B, 1, H - 1, W) (the mean over K maps times K: each map's mean, summed).
+
+    |d| / e = d * sign(d) / e, and the signed weights sign(d) / e are the gradient with respect to each
+    difference (sign(0) = 0, as autograd's subgradient of abs), so the backward scatters them onto the
+    map in 6 kernels where autograd's chain through slices and abs launches ~18."""
+
+    @staticmethod
+    def forward(ctx, maps: torch.Tensor, ex: torch.Tensor, ey: torch.Tensor) -> torch.Tensor:
+        dx = maps[..., :, 1:] - maps[..., :, :-1]
+        dy = maps[..., 1:, :] - maps[..., :-1, :]
+        wx, wy = dx.sgn().div_(ex), dy.sgn().div_(ey)
+        ctx.scales = maps.shape[1] / dx.numel(), maps.shape[1] / dy.numel()
+        ctx.shape = maps.shape
+        ctx.save_for_backward(wx, wy)
+        return torch.add((dx * wx).sum() * ctx.scales[0], (dy * wy).sum(), alpha=ctx.scales[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        wx, wy = ctx.saved_tensors
+        (cx, cy), grad_maps = ctx.scales, wx.new_zeros(ctx.shape)
+        grad_maps[..., :, 1:].add_(wx, alpha=cx)
+        grad_maps[..., :, :-1].sub_(wx, alpha=cx)
+        grad_maps[..., 1:, :].add_(wy, alpha=cy)
+        grad_maps[..., :-1, :].sub_(wy, alpha=cy)
+        return grad_maps.mul_(grad), None, None
+
+
+def _paired(target, source, kind: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two modules' named parameters (or buffers), checked to match name by name."""
+    targets, sources = [], []
+    for (tn, t), (sn, s) in zip(target, source, strict=True):
+        if tn != sn:
+            raise ValueError(f"EMA {kind} mismatch: {tn!r} vs {sn!r}")
+        targets.append(t)
+        sources.append(s.detach())
+    return targets, sources
 
 
 @torch.no_grad()
 def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
-    """Key-network update: ``t = momentum * t + (1 - momentum) * s`` for parameters; buffers copied."""
-    for (tn, tp), (sn, sp) in zip(target.named_parameters(), source.named_parameters(), strict=True):
-        if tn != sn:
-            raise ValueError(f"EMA parameter mismatch: {tn!r} vs {sn!r}")
-        tp.mul_(momentum).add_(sp.detach(), alpha=1.0 - momentum)
-    for (tn, tb), (sn, sb) in zip(target.named_buffers(), source.named_buffers(), strict=True):
-        if tn != sn:
-            raise ValueError(f"EMA buffer mismatch: {tn!r} vs {sn!r}")
-        tb.copy_(sb)
+    """Key-network update: ``t = momentum * t + (1 - momentum) * s`` for parameters; buffers copied.
+
+    One foreach kernel for all parameters (``t += (1 - momentum) * (s - t)``, the same update up to
+    rounding). ValueError when the two modules' parameter or buffer names differ.
+    """
+    targets, sources = _paired(target.named_parameters(), source.named_parameters(), "parameter")
+    if targets:
+        torch._foreach_lerp_(targets, sources, 1.0 - momentum)
+    targets, sources = _paired(target.named_buffers(), source.named_buffers(), "buffer")
+    if targets:
+        torch._foreach_copy_(targets, sources)

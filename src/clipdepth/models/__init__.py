@@ -45,4 +45,5 @@ def predicts_from_images(directory: str | Path) -> bool:
     return not model_class(meta.get("architecture", "")).needs_ground_truth(cfg)
 
 
-__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "LearnedPrompts", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M", "build_model", "load_model", "predicts_from_images"]
+__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "LearnedPrompts", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M",
+           "build_model", "load_model", "predicts_from_images"]

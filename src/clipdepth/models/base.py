@@ -93,9 +93,23 @@ def check_inference_overrides(overrides: list[str] | tuple[str, ...]) -> None:
 
 Features = dict[str, torch.Tensor]
 FEATURE_DTYPE = torch.float16  # frozen features as kept in memory and in the feature cache
-# Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. "auto" in a
-# config means the model's ``released_precision``.
+# Autocast dtypes of the frozen parts on CUDA; "fp32" runs them without autocast. In a config,
+# "auto" means the model's ``auto_precision`` and "released" its ``released_precision``.
 PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (torch.bfloat16, torch.float16, None)))
+
+
+def head_precision(setting: str, device: torch.device | str) -> str:
+    """``train.head_precision`` resolved for ``device``: "auto" is bf16 on CUDA and fp32 elsewhere
+    (a CPU run gives fp32's results); "bf16" and "fp32" are taken as they are."""
+    if setting == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return setting
+
+
+def head_autocast(setting: str, device: torch.device | str):
+    """Autocast context of the head's forward passes for ``train.head_precision`` on ``device``."""
+    device_type = torch.device(device).type
+    return torch.autocast(device_type, torch.bfloat16, enabled=head_precision(setting, device) == "bf16")
 
 
 @dataclass
@@ -237,9 +251,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     onnx_files: ClassVar[tuple[str, ...]] = ()  # what export_onnx writes; none: it cannot be exported
     display_name: ClassVar[str]  # the model's name in messages
     paper: ClassVar[str]  # the publication, in Markdown with its link (the model card cites it)
-    # What "auto" means for this model: the released code's encoder precision on CUDA and its
-    # input resize (data/transforms.py RESIZE_MODES).
+    # The released code's encoder precision on CUDA ("released" in a config) and its input resize
+    # ("auto" for data.resize: data/transforms.py RESIZE_MODES).
     released_precision: ClassVar[str]
+    # What "auto" means for the frozen parts' precision on CUDA: bf16 for the models clipdepth
+    # trains at scale (PureCLIP-Depth, TR2M), the released precision for the baselines.
+    auto_precision: ClassVar[str]
     released_resize: ClassVar[str]
     # The recipe whose data settings (input crop, KB crop, tiles) and protocol score a dataset the
     # checkpoint did not train on (evaluate, benchmark: ``evaluation.checkpoint.evaluation_settings``).
@@ -284,6 +301,16 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     def encode_frames(self, batch: FrameBatch) -> Features:
         raise NotImplementedError
 
+    def storage(self, purpose: str) -> dict[str, Any]:
+        """How ``stored`` keeps the arrays of a split encoded for ``purpose`` ("train" or "score"),
+        part of the feature cache's key; empty: as ``encode_frames`` returns them."""
+        return {}
+
+    def stored(self, features: Features, purpose: str) -> dict[str, Any]:
+        """``encode_frames``' arrays as a split keeps them (``io.stored``: compressed or
+        quantised forms whose rows read back as features); by default unchanged."""
+        return features
+
     def predict_from_features(
         self, features: Features, flipped: Features | None = None, tiles: int = 1
     ) -> tuple[torch.Tensor, Any]:
@@ -293,27 +320,36 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     # -- shared ----------------------------------------------------------------------------------
     @classmethod
     def precision_name(cls, precision: str) -> str:
-        """A ``precision`` setting resolved ("auto": the release's). Raises ConfigError for an unknown value."""
-        name = cls.released_precision if precision == "auto" else precision
+        """A ``precision`` setting resolved for CUDA ("auto": ``auto_precision``, "released": the
+        release's). Raises ConfigError for an unknown value."""
+        name = {"auto": cls.auto_precision, "released": cls.released_precision}.get(precision, precision)
         if name not in PRECISIONS:
-            raise ConfigError(f"encoder precision must be one of {[*PRECISIONS, 'auto']}, got {precision!r}")
+            raise ConfigError(f"encoder precision must be one of {[*PRECISIONS, 'auto', 'released']}, got {precision!r}")
         return name
 
     @classmethod
-    def resolve_precision(cls, precision: str) -> torch.dtype | None:
-        """The autocast dtype of a ``precision`` setting, None for fp32."""
-        return PRECISIONS[cls.precision_name(precision)]
+    def device_precision(cls, precision: str, device: torch.device | str) -> str:
+        """The precision a frozen part set to ``precision`` runs at on ``device``: autocast applies
+        on CUDA only, so elsewhere fp32."""
+        name = cls.precision_name(precision)
+        return name if torch.device(device).type == "cuda" else "fp32"
 
     @property
     def frozen_precisions(self) -> dict[str, str]:
         """The resolved precision of each frozen part (the feature cache keys on it)."""
         raise NotImplementedError
 
+    def run_precisions(self, head_setting: str) -> dict[str, str]:
+        """What ran at which precision on the model's device: each frozen part (``frozen_precisions``,
+        fp32 off CUDA) and the head (``train.head_precision`` ``head_setting``). Checkpoints record it."""
+        frozen = {part: self.device_precision(name, self.device) for part, name in self.frozen_precisions.items()}
+        return {**frozen, "head": head_precision(head_setting, self.device)}
+
     @classmethod
     def autocast(cls, device: torch.device, precision: str):
         """Autocast context for a frozen part running on ``device``: only on CUDA, never for fp32."""
-        dtype = cls.resolve_precision(precision)
-        return torch.autocast("cuda", dtype=dtype or torch.float32, enabled=device.type == "cuda" and dtype is not None)
+        dtype = PRECISIONS[cls.device_precision(precision, device)]
+        return torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None)
 
     @property
     def resize_mode(self) -> str:

@@ -90,6 +90,7 @@ class DepthCLIP(DepthModel):
     paper = "DepthCLIP, Zhang et al., \"Can Language Understand Depth?\" ([arXiv 2207.01077](https://arxiv.org/abs/2207.01077))"
     zero_shot = True
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
+    auto_precision = released_precision  # a baseline: as released
     # The release feeds the 416 x 544 crop unresized (any mode is the identity at that size).
     released_resize = "align_corners"
     dataset_recipes = {"nyu": "depthclip_nyu"}

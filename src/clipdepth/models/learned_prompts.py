@@ -201,8 +201,10 @@ class LearnedPrompts(DepthModel):
 
     architecture = "learned_prompts"
     display_name = "Learned depth prompts"
-    paper = "learned depth prompts, Auty and Mikolajczyk, \"Learning to Prompt CLIP for Monocular Depth Estimation: Exploring the Limits of Human Language\" (ICCV 2023 Workshops)"
+    paper = ("learned depth prompts, Auty and Mikolajczyk, \"Learning to Prompt CLIP for Monocular Depth Estimation: "
+             "Exploring the Limits of Human Language\" (ICCV 2023 Workshops)")
     released_precision = "fp32"  # clip.load(..., device="cpu") gives fp32 weights; Lightning's default precision
+    auto_precision = released_precision  # a baseline: as released
     # The release never resizes inputs (random crops in training, full frames at test); its one
     # interpolation, of the prediction to the GT, is bilinear with align_corners=True.
     released_resize = "align_corners"

@@ -142,6 +142,7 @@ class PureCLIPDepth(DepthModel):
     takes_tiles = True  # KITTI frames as four 336 x 336 tiles, as released
     onnx_files = ONNX_FILES
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
+    auto_precision = "bf16"  # fp16's range without its overflow risk; the cache stores fp16 either way
     released_resize = "linear"  # cv2.resize(..., INTER_LINEAR)
     dataset_recipes = {"nyu": "pureclip_nyu", "kitti": "pureclip_kitti"}
     encoder: CLIPEncoder
@@ -182,8 +183,8 @@ class PureCLIPDepth(DepthModel):
     def encode(self, images: torch.Tensor) -> EncoderOutput:
         """(B, 3, S, S) float images in [0, 1] at the encoder's input size -> tokens and CLS.
 
-        On CUDA the frozen encoder runs under autocast (``encoder.precision``; "auto" is fp16, as
-        the released code ran CLIP); its outputs are returned in float32 for the head.
+        On CUDA the frozen encoder runs under autocast (``clip.precision``; "auto" is bf16,
+        "released" fp16 as the released code ran CLIP); its outputs are returned in float32 for the head.
         """
         with self.autocast(images.device, self.cfg.clip.precision):
             out = self.encoder(self.encoder.normalize(images))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,13 @@ from ..encoders import CLIPEncoder
 from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
+from ..io.stored import EncodedRows, QuantizedRows
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
+
+# How a split keeps TR2M's arrays (``TR2M.storage``): the first of each is the default.
+IMAGE_STORAGE = ("jpeg", "png", "raw")
+RELATIVE_STORAGE = ("png", "fp16")
+TOKEN_STORAGE = ("fp16", "int8")
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0 (the
 # release's coef_scale = coef_shift = 0.01, options.py, applied so in scalemap_depth.py's forward).
@@ -31,10 +38,12 @@ BASE = 0.01
 
 
 class QuickGELU(nn.Module):
-    """CLIP's GELU approximation x * sigmoid(1.702 x), used by the paper's fusion block."""
+    """CLIP's GELU approximation x * sigmoid(1.702 x), used by the paper's fusion block.
+
+    Computed as silu(1.702 x) / 1.702, equal up to rounding, whose backward is one fused kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return F.silu(1.702 * x) * (1 / 1.702)
 
 
 class CrossModalBlock(nn.Module):
@@ -60,10 +69,29 @@ class CrossModalBlock(nn.Module):
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """``x`` (B, N, dim) image tokens, ``text`` (B, T, dim) text tokens -> fused (B, N, dim)."""
         h = self.norm_self(x)
-        x = x + self.self_attn(h, h, h, need_weights=False)[0]
-        q, kv = self.norm_query(x), self.norm_text(text)
-        x = x + self.cross_attn(q, kv, kv, need_weights=False)[0]
+        x = x + _attention(self.self_attn, h, h)
+        x = x + _attention(self.cross_attn, self.norm_query(x), self.norm_text(text))
         return x + self.mlp(self.norm_mlp(x))
+
+
+def _attention(attn: nn.MultiheadAttention, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """``attn(query, context, context, need_weights=False)[0]`` for a batch-first ``nn.MultiheadAttention``
+    without dropout, from its own parameters: (B, N, dim) queries attend to (B, T, dim) context -> (B, N, dim).
+
+    The same projections and scaled dot-product attention as ``F.multi_head_attention_forward``, up to
+    rounding, in about a fifth fewer kernels forward and backward (no (L, B, dim) transposes, packed
+    projections split by views instead of ``contiguous`` copies and selects)."""
+    dim, heads = attn.embed_dim, attn.num_heads
+    weight, bias = attn.in_proj_weight, attn.in_proj_bias
+    if query is context:  # self-attention: one packed projection
+        q, k, v = F.linear(query, weight, bias).unflatten(-1, (3, heads, dim // heads)).permute(2, 0, 3, 1, 4).unbind(0)
+    else:  # split, not sliced: the backward joins the two parts in one kernel
+        (weight_q, weight_kv), (bias_q, bias_kv) = weight.split([dim, 2 * dim]), bias.split([dim, 2 * dim])
+        q = F.linear(query, weight_q, bias_q).unflatten(-1, (heads, dim // heads)).transpose(1, 2)
+        k, v = F.linear(context, weight_kv, bias_kv).unflatten(-1, (2, heads, dim // heads)).permute(
+            2, 0, 3, 1, 4).unbind(0)
+    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, N, heads * head_dim)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
 
 class ResidualConvUnit(nn.Module):
@@ -109,7 +137,9 @@ class Decoder(nn.Module):
 
 
 class MapHead(nn.Module):
-    """Pixel features -> one raw map at patch resolution (Depth Anything's output-head layout)."""
+    """The layers of one raw map at patch resolution from pixel features (Depth Anything's output-head
+    layout): conv3x3, bilinear resize, conv3x3, ReLU, conv1x1. It only holds them: ``TR2MHead`` runs its
+    two map heads together (``_map_pair``)."""
 
     def __init__(self, in_channels: int, head_channels: int, hidden: int, zero_init: bool) -> None:
         super().__init__()
@@ -119,10 +149,20 @@ class MapHead(nn.Module):
         if zero_init:
             _zero_init(self.conv_out)
 
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(B, C, H', W') -> (B, *size) raw log-factor map."""
-        x = F.interpolate(self.conv_in(x), size=size, mode="bilinear", align_corners=True)
-        return self.conv_out(F.relu(self.conv_hidden(x))).squeeze(1)
+
+def _map_pair(first: MapHead, second: MapHead, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Both map heads on pixel features (B, C, H', W') -> raw maps (B, 2, *size), ``first``'s then
+    ``second``'s: conv_in, bilinear resize (align_corners=True), conv_hidden, ReLU, conv_out. The first
+    conv stacks the two heads' filters and the others are grouped (groups=2), so each layer is one
+    kernel for both heads; the maps equal running the heads one by one, up to rounding."""
+
+    def both(layer: str, part: str) -> torch.Tensor:
+        return torch.cat([getattr(getattr(head, layer), part) for head in (first, second)])
+
+    x = F.conv2d(x, both("conv_in", "weight"), both("conv_in", "bias"), padding=1)
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    x = F.relu(F.conv2d(x, both("conv_hidden", "weight"), both("conv_hidden", "bias"), padding=1, groups=2))
+    return F.conv2d(x, both("conv_out", "weight"), both("conv_out", "bias"), groups=2)
 
 
 class GlobalHead(nn.Module):
@@ -145,19 +185,45 @@ def _zero_init(layer: nn.Conv2d | nn.Linear) -> None:
     nn.init.zeros_(layer.bias)
 
 
+class _TokenGrid(torch.autograd.Function):
+    """(B, h * w, dim) tokens -> a contiguous (B, dim, h, w) grid, and its gradient back as contiguous tokens.
+
+    The transposed view alone is channels-last: the decoder's weight gradients would follow that layout
+    and be copied into the parameters' own (one copy per weight and step), and a plain copy would hand the
+    block a transposed gradient that each of its linear layers copies again. One copy each way instead."""
+
+    @staticmethod
+    def forward(ctx, tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad.flatten(2).transpose(1, 2).contiguous(), None
+
+
 @dataclass
 class TR2MHeadOutput:
     """What the losses need; maps are at patch resolution (patch_size*h, patch_size*w).
 
-    ``log_scale`` / ``log_shift`` are log A and log B (the smoothness loss may act on them).
+    ``log_maps`` stacks log A and log B (the smoothness loss acts on them); ``log_scale`` / ``log_shift``
+    are its two maps.
     """
 
     scale: torch.Tensor  # (B, ph, pw) A > 0
     shift: torch.Tensor  # (B, ph, pw) B > 0
     pooled: torch.Tensor  # (B, image_dim) mean of the fused tokens (image-level contrast)
     pixel_features: torch.Tensor | None  # (B, decoder_channels, 8h, 8w); None for global factors
-    log_scale: torch.Tensor  # (B, ph, pw)
-    log_shift: torch.Tensor  # (B, ph, pw)
+    log_maps: torch.Tensor  # (B, 2, ph, pw) log A, log B
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        """(B, ph, pw) log A."""
+        return self.log_maps[:, 0]
+
+    @property
+    def log_shift(self) -> torch.Tensor:
+        """(B, ph, pw) log B."""
+        return self.log_maps[:, 1]
 
 
 class TR2MHead(nn.Module):
@@ -190,29 +256,39 @@ class TR2MHead(nn.Module):
             self.scale_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, zero)
             self.shift_head = MapHead(cfg.decoder_channels, cfg.head_channels, cfg.head_hidden, zero)
 
+    def _fused(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, image_dim) tokens and (B, text_dim) text -> (B, h * w, image_dim) fused tokens."""
+        b, h, w, dim = tokens.shape
+        return self.block(tokens.reshape(b, h * w, dim), self.text_proj(text).unsqueeze(1))
+
+    def _decoded(self, fused: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        return self.decoder(_TokenGrid.apply(fused, grid))
+
+    def pixel_features(self, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The decoder's pixel features (B, decoder_channels, 8h, 8w) alone, as ``forward`` computes
+        them: all the pixel-level contrast's key network needs (no scale or shift heads). ValueError
+        for a head with global factors, which has no decoder."""
+        if self.decoder is None:
+            raise ValueError("a TR2M head with global factors (tr2m.global_factor) has no pixel features")
+        return self._decoded(self._fused(tokens, text), tuple(tokens.shape[1:3]))
+
     def forward(self, tokens: torch.Tensor, text: torch.Tensor) -> TR2MHeadOutput:
         """``tokens`` (B, h, w, image_dim) patch tokens, ``text`` (B, text_dim) caption embedding."""
-        b, h, w, dim = tokens.shape
+        b, h, w, _ = tokens.shape
         size = (self.patch_size * h, self.patch_size * w)
-        fused = self.block(tokens.reshape(b, h * w, dim), self.text_proj(text).unsqueeze(1))
+        fused = self._fused(tokens, text)
         pooled = fused.mean(dim=1)
         if self.decoder is None:
-            raw_scale = self.scale_head(pooled)[:, None, None].expand(b, *size)
-            raw_shift = self.shift_head(pooled)[:, None, None].expand(b, *size)
+            raw = torch.stack([self.scale_head(pooled), self.shift_head(pooled)], 1)
+            raw = raw[..., None, None].expand(b, 2, *size)
             pixel_features = None
         else:
-            grid = fused.transpose(1, 2).reshape(b, dim, h, w)
-            pixel_features = self.decoder(grid)
-            raw_scale = self.scale_head(pixel_features, size)
-            raw_shift = self.shift_head(pixel_features, size)
-        return TR2MHeadOutput(
-            scale=BASE * torch.exp(raw_scale),
-            shift=BASE * torch.exp(raw_shift),
-            pooled=pooled,
-            pixel_features=pixel_features,
-            log_scale=raw_scale + math.log(BASE),
-            log_shift=raw_shift + math.log(BASE),
-        )
+            pixel_features = self._decoded(fused, (h, w))
+            raw = _map_pair(self.scale_head, self.shift_head, pixel_features, size)
+        # A and B stacked: each step below is one kernel for both; exp(log A) is BASE * exp(head_A) up to rounding
+        log_maps = raw + math.log(BASE)
+        scale, shift = torch.exp(log_maps).unbind(1)
+        return TR2MHeadOutput(scale=scale, shift=shift, pooled=pooled, pixel_features=pixel_features, log_maps=log_maps)
 
 
 def to_metric(
@@ -234,7 +310,7 @@ def to_metric(
         scale = F.interpolate(scale.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
     if shift.shape[-2:] != size:
         shift = F.interpolate(shift.unsqueeze(1), size=size, mode="bilinear", align_corners=True).squeeze(1)
-    inverse = scale * relative + shift
+    inverse = torch.addcmul(shift, scale, relative)
     inverse = inverse.clamp(1.0 / max_depth, 1.0 / min_depth) if clamp else inverse.clamp_min(1e-6)
     return 1.0 / inverse
 
@@ -272,6 +348,7 @@ class TR2M(DepthModel):
     paper = "TR2M ([arXiv 2506.13387](https://arxiv.org/abs/2506.13387))"
     uses_captions = True
     released_precision = "fp32"  # the released evaluation runs its encoders in fp32
+    auto_precision = "bf16"  # DINOv2, CLIP text and the relative-depth model on the tensor cores, fp32's range
     released_resize = "align_corners"  # F.interpolate(..., "bilinear", align_corners=True)
     dataset_recipes = {"nyu": "tr2m_nyu", "kitti": "tr2m_kitti"}
     encoder: TR2MEncoders
@@ -334,7 +411,9 @@ class TR2M(DepthModel):
         return out, torch.tensor([len(lines) for lines in kept], device=flat.device)
 
     def encode_frames(self, batch: FrameBatch) -> Features:
-        """DINOv2 tokens, relative depth, caption embeddings (every line) and the input image."""
+        """DINOv2 tokens (B, h, w, D) and relative depth (B, H, W) in fp16, caption embeddings
+        (B, max_caption_lines, D_text) fp16 and line counts (B,), and the input image (B, 3, H, W)
+        uint8, which only the edge-aware smoothness loss reads (``stored`` keeps it compressed)."""
         if batch.captions is None:
             raise ConfigError("TR2M needs a caption per image (data.caption_dir or data.caption, or captions= to infer)")
         patch = self.encoder.image.patch_size
@@ -353,6 +432,42 @@ class TR2M(DepthModel):
             "text_lines": lines,
             "image": (images * 255).round().to(torch.uint8),  # for the edge-aware smoothness loss
         }
+
+    def storage(self, purpose: str) -> dict[str, Any]:
+        """How a split keeps its arrays (``tr2m.cache_image``, ``cache_image_quality``,
+        ``cache_relative``, ``cache_tokens``; docs/tr2m.md, "The feature cache"). A split encoded
+        for scoring keeps no image (no loss reads it) and fp16 tokens, so that validation, ``evaluate``
+        and ``infer`` see the same features. ConfigError for a value not in the choices."""
+        t = self.cfg.tr2m
+        for name, value, choices in (("cache_image", t.cache_image, IMAGE_STORAGE),
+                                     ("cache_relative", t.cache_relative, RELATIVE_STORAGE),
+                                     ("cache_tokens", t.cache_tokens, TOKEN_STORAGE)):
+            if value not in choices:
+                raise ConfigError(f"tr2m.{name} must be one of {list(choices)}, got {value!r}", setting=f"tr2m.{name}")
+        if t.cache_image == "jpeg" and not 1 <= t.cache_image_quality <= 95:  # Pillow: above 95 only grows
+            raise ConfigError(f"tr2m.cache_image_quality must be in [1, 95], got {t.cache_image_quality}",
+                              setting="tr2m.cache_image_quality")
+        if purpose != "train":
+            return {"image": "none", "relative": t.cache_relative, "tokens": "fp16"}
+        image = {"image": t.cache_image, **({"image_quality": t.cache_image_quality} if t.cache_image == "jpeg" else {})}
+        return {**image, "relative": t.cache_relative, "tokens": t.cache_tokens}
+
+    def stored(self, features: Features, purpose: str) -> dict[str, Any]:
+        """``encode_frames``' arrays in the forms ``storage`` names (``io.stored``): the image as
+        JPEG or PNG bytes (or dropped), the relative depth as lossless PNGs of its fp16 values, the
+        tokens as int8 with a scale per token; their rows read back as (B, 3, H, W) uint8, (B, H, W)
+        and (B, h, w, D) float."""
+        how, out = self.storage(purpose), dict(features)
+        image = out.pop("image")
+        if how["image"] in ("jpeg", "png"):
+            out["image"] = EncodedRows.encode(image, how["image"], self.cfg.tr2m.cache_image_quality)
+        elif how["image"] == "raw":
+            out["image"] = image
+        if how["relative"] == "png":
+            out["relative"] = EncodedRows.encode(out["relative"], "fp16_png")
+        if how["tokens"] == "int8":
+            out["image_tokens"] = QuantizedRows.quantize(out["image_tokens"])
+        return out
 
     def metric(self, features: Features, text: torch.Tensor, clamp: bool = True) -> tuple[torch.Tensor, TR2MHeadOutput]:
         """Depth at the input size from stored features and one caption embedding per frame."""

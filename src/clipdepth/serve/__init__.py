@@ -1,5 +1,5 @@
 """`clipdepth serve`: a Gradio page for depth from one uploaded image (needs the ``serve`` extra:
-gradio and trimesh).
+gradio).
 
     from clipdepth.serve import DepthService, build_app, find_checkpoints, launch_app, serve_until_stopped, serving_folder
 

@@ -15,7 +15,7 @@ from gradio.http_server import LOCALHOST_NAME as GRADIO_HOST
 from ..errors import ClipdepthError, ConfigError
 from .examples import folder_examples, synthetic_examples
 from .network import DEFAULT_HOST, DEFAULT_PORT, check_address, check_host
-from .service import MAX_UPLOAD_BYTES, DepthService
+from .service import MAX_UPLOAD_BYTES, DepthService, concurrent_requests
 
 # The browser's own fonts: Gradio's default theme fetches Google fonts, and the page makes no request
 # outside this server.
@@ -31,8 +31,9 @@ INTRO = (
 def build_app(service: DepthService, examples: str | os.PathLike | None = None) -> gr.Blocks:
     """The page: image upload (any file: the service checks it, so a broken one gets a readable
     message), the model picker over ``service``'s checkpoints, a caption box shown for models that
-    read captions (TR2M), and the results: depth in colour with its metre scale, the uncertainty
-    where the model gives one, the 16-bit PNG and PLY downloads and a 3-D view of the point cloud.
+    read captions (TR2M), and the results: depth in colour with its metre scale; then, each written
+    when its button is pressed (``DepthService.result_file``), a 3-D view of the point cloud, the
+    uncertainty in colour where the model gives one and the 16-bit PNG and PLY downloads.
 
     ``examples``: a folder of images offered as examples (``<stem>.txt`` beside one is its
     caption); None: two synthetic scenes, labelled as such. Either way they are copied into
@@ -63,13 +64,14 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                 except OSError:
                     pass
 
-    def picked(label: str) -> tuple[dict, dict]:
+    def picked(label: str) -> tuple[dict, dict, dict]:
         checkpoint = service.checkpoint(label)
-        return (gr.update(visible=checkpoint.model_class.uses_captions),
-                gr.update(visible=checkpoint.model_class.gives_uncertainty, value=None))
+        gives_uncertainty = checkpoint.model_class.gives_uncertainty
+        return (gr.update(visible=checkpoint.model_class.uses_captions), gr.update(visible=gives_uncertainty),
+                gr.update(visible=gives_uncertainty, value=None))
 
     def predict(upload: str | None, label: str, caption: str) -> tuple:
-        nothing = (None,) * 5
+        nothing = (None,) * 6  # the depth, and the previous result's 3-D view, uncertainty, downloads and key
         if upload is None:
             return *nothing, "Choose an image first (upload one, or click an example)."
         try:
@@ -78,8 +80,21 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             return *nothing, f"Error: {exc}"
         finally:
             forget_old_uploads(upload)
-        files = (result.depth_color, result.uncertainty_color, result.depth_png, result.ply, result.view)
-        return *(None if f is None else str(f) for f in files), f"{label}: {result.summary}"
+        return (str(result.depth_color), None, None, None, None, (result.key, Path(upload).name),
+                f"{label}: {result.summary}")
+
+    def on_demand(kind: str):
+        def write(result: tuple[str, str] | None) -> tuple:
+            """The file ``kind`` of the page's result, written now (``DepthService.result_file``); the
+            status line is left as it is unless that fails."""
+            if result is None:
+                return None, "Estimate the depth first: this is written from its result."
+            key, name = result
+            try:
+                return str(service.result_file(key, kind)), gr.skip()
+            except ClipdepthError as exc:
+                return None, f"Error: {name}: {exc}"
+        return write
 
     first = next(iter(service.checkpoints.values()))
     with gr.Blocks(title="clipdepth", analytics_enabled=False) as app:
@@ -97,16 +112,31 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             with gr.Column(scale=2):
                 depth = gr.Image(label="Depth (metres, scale at the right)", type="filepath", interactive=False,
                                  buttons=NO_SHARING, elem_id="depth")
-                uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
-                                       visible=first.model_class.gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
-                with gr.Row():
-                    png = gr.File(label="16-bit depth PNG (value / depth_scale = metres)", elem_id="depth-png")
-                    ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
+                # The rest is written when asked for, from the result the server keeps: a request writes only the
+                # depth's colour image.
+                view_button = gr.Button("Show the point cloud in 3-D", size="sm", elem_id="view-button")
                 view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
-        model.change(picked, model, [caption, uncertainty], api_name=False)
+                gives_uncertainty = first.model_class.gives_uncertainty
+                uncertainty_button = gr.Button("Show the uncertainty", size="sm", visible=gives_uncertainty,
+                                               elem_id="uncertainty-button")
+                uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
+                                       visible=gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
+                with gr.Row():
+                    with gr.Column():
+                        png_button = gr.Button("Write the 16-bit depth PNG", size="sm", elem_id="depth-png-button")
+                        png = gr.File(label="16-bit depth PNG (value / depth_scale = metres)", elem_id="depth-png")
+                    with gr.Column():
+                        ply_button = gr.Button("Write the point cloud (PLY)", size="sm", elem_id="ply-button")
+                        ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
+        result = gr.State(None)  # (the service's key of the page's result, the upload's name)
+        model.change(picked, model, [caption, uncertainty_button, uncertainty], api_name=False)
         gr.on([run.click, caption.submit], predict, [image, model, caption],
-              [depth, uncertainty, png, ply, view, status], api_name="predict",
-              concurrency_limit=1)
+              [depth, view, uncertainty, png, ply, result, status], api_name="predict",
+              concurrency_limit=concurrent_requests())  # more would only queue at the model's lock
+        view_button.click(on_demand("view"), result, [view, status], api_name="view")
+        uncertainty_button.click(on_demand("uncertainty_color"), result, [uncertainty, status], api_name="uncertainty")
+        png_button.click(on_demand("depth"), result, [png, status], api_name="download_depth_png")
+        ply_button.click(on_demand("ply"), result, [ply, status], api_name="download_ply")
     return app
 
 

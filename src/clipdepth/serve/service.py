@@ -1,6 +1,6 @@
 """What the web page runs, without the page: the checkpoints it offers, their models (loaded on
 first use and kept), and one prediction at a time into a per-server folder that keeps the newest
-results only. Needs trimesh (the ``serve`` extra) for the 3-D view; no Gradio."""
+results only. No Gradio."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -24,7 +24,7 @@ from ..io.atomic import is_temporary
 from ..io.depth_io import MAX_PHOTO_PIXELS, read_rgb
 from ..io.fingerprint import Made
 from ..io.intrinsics import CameraSources
-from ..io.predictions import write_prediction
+from ..io.predictions import write_depth_colour, write_prediction
 from ..models import load_model, model_class, predicts_from_images
 from ..models.base import (
     CONFIG_NAME, INFER_CROPS, MAX_TILES, WEIGHTS_NAME, DepthModel, check_inference_overrides, checkpoint_folder, read_checkpoint_meta,
@@ -34,6 +34,14 @@ from .view3d import write_view_glb
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_CAPTION_CHARS = 1000  # far beyond what CLIP's text encoder reads (77 tokens); longer is a paste gone wrong
 KEEP_RESULTS = 16
+# The depth's colour PNG that the page shows is stored, not deflated: deflating it (zlib level 1) took 2-5 ms of
+# a 480 x 640 request (a rendered room, an NYU frame), up to a fifth of the model; stored it is ~1 MB, which a
+# browser fetches from this server at once. The files written on demand stay deflated.
+SHOWN_PNG_LEVEL = 0
+# A result's files written only when the user asks for them (DepthService.result_file), from the result kept in
+# memory: "view" (the 3-D view's GLB) or write_prediction's kind -> the file's name after the upload's stem. A
+# request writes the depth's colour PNG alone, which the page shows at once.
+ON_DEMAND = {"view": "_view.glb", "depth": "_depth16.png", "ply": ".ply", "uncertainty_color": "_uncertainty_color.png"}
 
 
 @dataclass(frozen=True)
@@ -146,32 +154,69 @@ def _safe_stem(name: str) -> str:
 
 @dataclass
 class Prediction:
-    """One upload's result: files in a result folder of the server (each name begins with the
-    upload's stem) and what the page says about it."""
+    """One upload's result: what the page shows at once, as files in a result folder of the server
+    (each name begins with the upload's stem), and what the page says about it. Its other files
+    are written when asked for: ``DepthService.result_file(key, kind)``."""
 
+    key: str  # the result's name in its service (DepthService.result_file)
     depth_color: Path  # colour PNG with a metre scale
-    depth_png: Path  # 16-bit PNG: metres = value / its depth_scale text chunk (1000: millimetres)
-    ply: Path  # every pixel's point, metres, camera frame (x right, y down, z forward)
-    view: Path  # GLB point cloud for the 3-D view (subsampled, glTF axes)
-    uncertainty_color: Path | None  # colour PNG of the model's uncertainty (metres); None where it gives none
+    uncertainty: bool  # whether the model gives an uncertainty (result_file's "uncertainty_color")
     depth: np.ndarray  # (H, W) float32 metres
-    points: int  # in the PLY
+    points: int  # pixels with a positive depth: the PLY download's points
     seconds: float  # model time (loading a model the first time included)
     camera: str = ""  # where the point cloud's intrinsics came from (the photo's EXIF, or the default)
 
     @property
     def summary(self) -> str:
-        valid = self.depth[np.isfinite(self.depth)]
+        finite = np.isfinite(self.depth)
+        valid = self.depth if finite.all() else self.depth[finite]  # a model's depth: no copy
         low, high = (float(valid.min()), float(valid.max())) if valid.size else (float("nan"),) * 2
         height, width = self.depth.shape
         return (f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY "
                 f"(camera: {self.camera}), {self.seconds:.2f} s")
 
 
+@dataclass
+class _Kept:
+    """What a result's files on demand are written from, while it is among the newest ``keep``:
+    (H, W) float32 metres, the (H, W, 3) uint8 upload, the (H, W) float32 uncertainty (metres) or
+    None, fx fy cx cy (pixels). ``lock`` is held while such a file is written and while the result
+    is removed, so that neither meets the other half-done."""
+
+    folder: Path
+    stem: str
+    name: str
+    depth: np.ndarray
+    rgb: np.ndarray
+    spread: np.ndarray | None
+    max_depth: float
+    intrinsics: tuple[float, float, float, float]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    removed: bool = False
+
+
+def concurrent_requests() -> int:
+    """Requests worth handling at once: 2 where a model call leaves host cores free (a GPU, where the
+    models' "auto" device puts them, or torch using fewer threads than this process's CPUs), so that
+    one request's colour PNG is written while the next one's model runs; 1 where torch's threads take
+    every core, since writing beside them makes them wait on each other (benchmarks/serve_overhead.py
+    on 2 cores with 2 torch threads: 34 ms a request with 2 at once, 27 with 1)."""
+    import torch
+
+    from ..data.loader import usable_cpus
+
+    return 2 if torch.cuda.is_available() or torch.get_num_threads() < usable_cpus() else 1
+
+
 class DepthService:
     """Predictions for uploaded images with any of ``checkpoints`` (``find_checkpoints``), written
     under ``workdir``: one model runs at a time, each loaded on first use (on its config's device)
-    and kept; the newest ``keep`` results are kept, older result folders are removed.
+    and kept; what the page shows of a result at once (the depth's colour PNG) is written after its
+    model call, while another request's model runs (``predict`` may be called from several
+    threads), and its other files (the 3-D view, the uncertainty's colour PNG, 16-bit depth PNG,
+    PLY) when asked for (``result_file``). The newest ``keep`` results are kept, in memory for those files (7 bytes
+    per pixel, 11 with an uncertainty: a 12-megapixel photo holds 84 or 132 MB) and on disk; older
+    ones are dropped and their folders removed.
 
     ``crop`` is what each upload feeds the model (``DepthModel.processor_for``: "none", the whole
     image; "trained", the checkpoint's trained input crop and tiles, of ``dataset``'s frames). Limits, each a DataError
@@ -205,8 +250,10 @@ class DepthService:
         self.tta, self.crop, self.dataset, self.keep, self.overrides = tta, crop, dataset, keep, list(overrides)
         self.max_upload_bytes, self.max_pixels, self.max_tiles = max_upload_bytes, max_pixels, max_tiles
         self._models: dict[str, DepthModel] = {}
-        self._results: OrderedDict[Path, None] = OrderedDict()
-        # One model at a time (memory for one inference, not one per request); re-entered by model().
+        self._results: OrderedDict[str, _Kept] = OrderedDict()
+        self._results_lock = threading.Lock()
+        # One model call at a time (memory for one inference, not one per request); re-entered by model().
+        # The files of a result are written outside it, while the next request's model runs.
         self._lock = threading.RLock()
 
     def checkpoint(self, label: str) -> Checkpoint:
@@ -255,7 +302,8 @@ class DepthService:
     def predict(self, upload: str | os.PathLike, label: str, caption: str | None = None, name: str | None = None) -> Prediction:
         """Depth for the image file ``upload`` with the checkpoint ``label``; ``caption`` is read by
         models that use captions (TR2M) and ignored by the others. ``name`` (default: the file's
-        name) is how messages and result files call the image.
+        name) is how messages and result files call the image. Writes what the page shows at once,
+        the depth's colour PNG with its metre scale, and keeps the result for ``result_file``.
 
         Raises DataError (an unreadable or empty file, over a limit), ConfigError (a missing or
         overlong caption, an unknown label), CheckpointError / EncoderLoadError (a model that
@@ -266,6 +314,71 @@ class DepthService:
         checkpoint = self.checkpoint(label)
         rgb = self._read(upload, name)
         captions = self._caption(checkpoint, caption)
+        depth, spread, max_depth, seconds = self._infer(label, rgb, captions, name)
+        # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
+        camera = CameraSources().camera(upload, *depth.shape)
+        kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth,
+                     camera.intrinsics)
+        color = kept.folder / f"{kept.stem}_depth_color.png"
+        # Outside the model lock and on this request's thread: a second request's model runs meanwhile (the page
+        # takes two at once), and no hand-over to another thread waits for a core on a busy machine.
+        try:
+            write_depth_colour(color, depth, max_depth, level=SHOWN_PNG_LEVEL)
+        except BaseException:
+            shutil.rmtree(kept.folder, ignore_errors=True)
+            raise
+        with self._results_lock:
+            self._results[kept.folder.name] = kept
+            old = [self._results.popitem(last=False)[1] for _ in range(len(self._results) - self.keep)]
+        for gone in old:
+            with gone.lock:  # after a file of it being written
+                gone.removed = True
+                shutil.rmtree(gone.folder, ignore_errors=True)
+        return Prediction(kept.folder.name, color, spread is not None, depth, int(np.count_nonzero(depth > 0)),
+                          seconds, camera.describe())
+
+    def result_file(self, key: str, kind: str) -> Path:
+        """The file ``kind`` of the result ``key`` (``Prediction.key``): ``"view"``, the 3-D view's
+        GLB point cloud (``view3d.write_view_glb``: every k-th pixel, at most 200 000 points, glTF
+        axes, ``<stem>_view.glb``); ``"depth"``, the 16-bit depth PNG ``<stem>_depth16.png``
+        (metres = value / its ``depth_scale`` chunk, ``io.depth_io.write_depth_png``); ``"ply"``,
+        every pixel with a positive depth as a coloured point (metres, camera frame, ``<stem>.ply``);
+        ``"uncertainty_color"``, the model's uncertainty in colour over 0..its max with a metre scale
+        (``<stem>_uncertainty_color.png``).
+        Written atomically into the result's folder the first time it is asked for, from the result
+        kept in memory; the same file after.
+
+        Raises ConfigError for another ``kind`` or an uncertainty of a model that gives none,
+        DataError for a result no longer kept (beyond the newest ``keep``), one line each.
+        """
+        if kind not in ON_DEMAND:
+            raise ConfigError(f"no result file {kind!r}; choose one of {', '.join(ON_DEMAND)}", setting="kind")
+        with self._results_lock:
+            kept = self._results.get(key)
+        gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): "
+                         "estimate the depth again")
+        if kept is None:
+            raise gone
+        if kind == "uncertainty_color" and kept.spread is None:
+            raise ConfigError("this result's model gives no uncertainty", setting="kind")
+        path = kept.folder / f"{kept.stem}{ON_DEMAND[kind]}"
+        with kept.lock:
+            if kept.removed:
+                raise gone
+            if path.is_file():  # written before: the result's own folder, where only this method writes
+                return path
+            if kind == "view":
+                write_view_glb(path, kept.depth, kept.rgb, kept.intrinsics)
+            else:
+                write_prediction({kind: path}, kept.depth, kept.rgb, kept.max_depth, uncertainty=kept.spread,
+                                 intrinsics=kept.intrinsics, made=Made(kept.name))
+        return path
+
+    def _infer(self, label: str, rgb: np.ndarray, captions: list[str] | None,
+               name: str) -> tuple[np.ndarray, np.ndarray | None, float, float]:
+        """The model of ``label`` on ``rgb`` (H, W, 3) uint8, holding the model lock for that alone:
+        depth (H, W) float32 metres, the uncertainty (H, W) metres or None, the model's max depth
+        (metres) and the seconds taken (loading the model the first time included)."""
         with self._lock:
             start = time.perf_counter()
             model = self.model(label)
@@ -277,29 +390,7 @@ class DepthService:
                                  crop=self.crop, dataset=self.dataset)
             depth = result["depth"][0].float().cpu().numpy()
             spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
-            seconds = time.perf_counter() - start
-            folder = self.results_root / uuid.uuid4().hex
-            stem = _safe_stem(name)
-            files = {"color": folder / f"{stem}_depth_color.png", "depth": folder / f"{stem}_depth16.png",
-                     "ply": folder / f"{stem}.ply"}
-            if spread is not None:
-                files["uncertainty_color"] = folder / f"{stem}_uncertainty_color.png"
-            # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
-            camera = CameraSources().camera(upload, *depth.shape)
-            intrinsics = camera.intrinsics
-            try:
-                points = write_prediction(files, depth, rgb, float(model.max_depth), uncertainty=spread,
-                                          intrinsics=intrinsics, made=Made(name))
-                view = folder / f"{stem}_view.glb"
-                write_view_glb(view, depth, rgb, intrinsics)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            self._results[folder] = None
-            while len(self._results) > self.keep:
-                shutil.rmtree(self._results.popitem(last=False)[0], ignore_errors=True)
-        return Prediction(files["color"], files["depth"], files["ply"], view, files.get("uncertainty_color"),
-                          depth, points, seconds, camera.describe())
+            return depth, spread, float(model.max_depth), time.perf_counter() - start
 
 
 __all__ = ["Checkpoint", "DepthService", "Prediction", "find_checkpoints", "serving_folder"]

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..evaluation.protocol import Protocol
 from ..features import EncodedSplit, OnTheFlySplit
 from ..features.memory import TrainBatch
+from .distributed import shard_bounds
 
 __all__ = [
     "SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources",
@@ -91,42 +92,41 @@ def epoch_schedule(
     sizes: Sequence[int], weights: Sequence[float], batch_size: int, drop_last: bool, order: str,
     generator: torch.Generator, rank: int = 0, world: int = 1,
 ) -> list[tuple[int, torch.Tensor]]:
-    """This rank's steps of one epoch: (dataset index, its frame indices) per step.
+    """This rank's steps of one epoch: (dataset index, frame indices) per step, the indices into this
+    rank's block of that dataset (``distributed.rank_share`` of ``sizes[k]`` frames; with one rank,
+    the dataset itself).
 
-    One dataset: a permutation of its frames, padded by wrapping to a multiple of ``world`` (as
-    DistributedSampler does), this rank's share cut into batches. Several: each step's dataset is
-    drawn with probability proportional to ``weights`` (``order`` "weighted"; as many steps as the
-    datasets' batches together) or taken in turn (``round_robin``; each dataset gives as many
-    batches as the largest has); each dataset's frames come from consecutive permutations of it,
-    so every batch is full and no frame repeats before all have been seen. Every rank draws the
-    same schedule and takes every ``world``-th frame of each step's ``batch_size * world``.
+    Every rank holds ``ceil(n / world)`` frames of a dataset of ``n``, a block one frame short
+    wrapping round to its first frame (as DistributedSampler pads), and draws the same random
+    numbers: one dataset: a permutation of the block, cut into batches. Several: each step's dataset
+    is drawn with probability proportional to ``weights`` (``order`` "weighted"; as many steps as
+    the datasets' batches together) or taken in turn (``round_robin``; each dataset gives as many
+    batches as the largest has); each dataset's frames come from consecutive permutations of its
+    block, so every batch is full and no frame repeats before all of the block have been seen. The
+    epoch generator is seeded alike on every rank, so all take the same dataset at every step.
     """
     per_rank = [math.ceil(n / world) for n in sizes]
+    held = [stop - start for start, stop in (shard_bounds(n, rank, world) for n in sizes)]
     if len(sizes) == 1:
-        n = sizes[0]
-        frames = torch.randperm(n, generator=generator)
-        if n % world:
-            frames = torch.cat([frames, frames[: -n % world]])
-        mine = frames[rank::world]
+        frames = torch.randperm(per_rank[0], generator=generator) % held[0]
         steps = steps_per_epoch(per_rank[0], batch_size, drop_last)
-        return [(0, mine[s * batch_size : (s + 1) * batch_size]) for s in range(steps)]
+        return [(0, frames[s * batch_size : (s + 1) * batch_size]) for s in range(steps)]
     batches = [steps_per_epoch(n, batch_size, drop_last) for n in per_rank]
     if order == "round_robin":
         sequence = [k for _ in range(max(batches)) for k in range(len(sizes))]
     else:
         p = torch.tensor(weights, dtype=torch.float64)
         sequence = torch.multinomial(p / p.sum(), sum(batches), replacement=True, generator=generator).tolist()
-    step_frames = batch_size * world
     streams = []
-    for k, n in enumerate(sizes):
-        needed = sequence.count(k) * step_frames
-        streams.append(torch.cat([torch.randperm(n, generator=generator) for _ in range(-(-needed // n))] or [torch.empty(0, dtype=torch.long)]))
+    for k, n in enumerate(per_rank):
+        needed = sequence.count(k) * batch_size
+        permutations = [torch.randperm(n, generator=generator) % held[k] for _ in range(-(-needed // n))]
+        streams.append(torch.cat(permutations or [torch.empty(0, dtype=torch.long)]))
     taken = [0] * len(sizes)
     schedule = []
     for k in sequence:
-        chunk = streams[k][taken[k] : taken[k] + step_frames]
-        taken[k] += step_frames
-        schedule.append((k, chunk[rank::world]))
+        schedule.append((k, streams[k][taken[k] : taken[k] + batch_size]))
+        taken[k] += batch_size
     return schedule
 
 

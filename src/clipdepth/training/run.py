@@ -16,6 +16,7 @@ from ..device import resolve_device
 from ..errors import ClipdepthError, ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
+from ..features.memory import SplitSize, frame_bytes, plan_memory
 from ..features.cache import build_cache, cache_key, files_digest, frame_names, load_cache, start_cache
 from ..io.atomic import write_text_atomic
 from ..data.augment import Augmentation
@@ -23,10 +24,13 @@ from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .mixture import SourceData, SourceSettings, training_sources
-from .trainer import Trainer, TrainResult, check_config, check_run_folder
+from .trainer import Trainer, TrainResult, available_bytes, check_config, check_run_folder
 
 
 TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served
+# Where a run without train.feature_cache streams a split too large for memory: under its output folder,
+# keyed by content as any cache, so a rerun (--resume, --overwrite) reuses it and completes an interrupted one.
+STREAMED_CACHE = "feature_cache"
 # What fills an empty split, by (split, data.val_source).
 EMPTY_SPLIT_HINTS = {
     ("train", "held_out"): "a longer data.train_list or a smaller data.val_fraction; built-in scenes: data.train_size",
@@ -49,6 +53,14 @@ def naming(source: SourceSettings, mixed: bool) -> Iterator[None]:
         raise type(exc)(f"mixture dataset {source.name}: {exc}", setting=exc.setting) from None
 
 
+def _amount(nbytes: float) -> str:
+    """Bytes in words: "4.24 MB", "103 GB"."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if nbytes >= size:
+            return f"{nbytes / size:.3g} {unit}" if nbytes < 100 * size else f"{nbytes / size:,.0f} {unit}"
+    return f"{nbytes:.0f} B"
+
+
 @dataclass
 class Experiment:
     cfg: Config
@@ -60,6 +72,10 @@ class Experiment:
     # The random number state right after the head was built: training starts from it, so that a run's
     # numbers do not depend on what else the process did in between (the demo builds every variant first).
     rng: torch.Tensor | None = field(default=None, repr=False)
+    # Splits planned without train.feature_cache: (dataset name, split, flip) -> (its size, kept in memory).
+    placement: dict[tuple[str, str, bool], tuple[SplitSize, bool]] = field(default_factory=dict, repr=False)
+    stream_dir: Path | None = None  # where those that do not fit are streamed; unset: <output_dir>/feature_cache
+    budget: float = 0.0  # bytes the last plan let the splits take in RAM (``memory_budget`` then)
 
     @classmethod
     def create(cls, cfg: Config, check_data: bool = False) -> "Experiment":
@@ -89,29 +105,72 @@ class Experiment:
 
     def encode(self, split: str, flip: bool, source: SourceSettings | None = None) -> EncodedSplit:
         """Frozen-part outputs of a split of ``source`` (default: the first training dataset): from
-        the feature cache when one is configured (built on first use), else computed into memory.
-        The training split keeps its input-size depth, the others their full-resolution GT
-        (``encode_split``'s purpose). A mixture caches each dataset in its own folder
-        (``<feature_cache>/<name>/<split>``), so adding a dataset reuses the others' caches."""
+        the feature cache when one is configured (built on first use), else computed into memory
+        where the split fits in ``train.memory_share`` of the RAM (``plan``), else streamed to the
+        cache folder ``<output_dir>/feature_cache`` and read memory-mapped from there, as a
+        configured cache is. The training split keeps its input-size depth, the others their
+        full-resolution GT (``encode_split``'s purpose). A mixture caches each dataset in its own
+        folder (``<cache>/<name>/<split>``), so adding a dataset reuses the others' caches."""
         source = source or self.sources[0]
         dataset = get_dataset(source.data, split)
         preprocessor, captions = self.model.preprocessor(source.data, source.input_size), self.captions_of(source.data)
         purpose = "train" if split == "train" else "score"
-        workers = self.cfg.train.num_workers
-        if not self.cfg.train.feature_cache:
-            label = f"{source.name} {split}" if self.cfg.mixture else split
-            return encode_split(self.model, dataset, preprocessor, self.cfg.eval.batch_size, flip,
-                                desc=f"encode {label}", captions=captions, purpose=purpose, workers=workers)
+        workers, shard_size = self.cfg.train.num_workers, self.cfg.train.cache_shard_size
+        root, streamed = self.cfg.train.feature_cache, None
+        if not root:
+            if (source.name, split, flip) not in self.placement:
+                self.plan([(source, split, flip)])
+            size, in_memory = self.placement[source.name, split, flip]
+            if in_memory:
+                label = f"{source.name} {split}" if self.cfg.mixture else split
+                return encode_split(self.model, dataset, preprocessor, self.cfg.eval.batch_size, flip,
+                                    desc=f"encode {label}", captions=captions, purpose=purpose, workers=workers)
+            root = self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE
+            # a shard is encoded in memory, then copied as it is written: an eighth of the budget leaves
+            # room for both and the encoder's working memory
+            shard_size, streamed = max(1, min(shard_size, int(self.budget // (8 * max(size.frame_bytes, 1))))), size
         key = cache_key(self.model, preprocessor, source.data, split, flip, frame_names(dataset),
                         files_digest(dataset), purpose)
-        folder = Path(self.cfg.train.feature_cache) / (source.name if self.cfg.mixture else "") / f"{split}{'_flip' if flip else ''}"
+        folder = Path(root) / (source.name if self.cfg.mixture else "") / f"{split}{'_flip' if flip else ''}"
+        if streamed is not None and self.dist.is_main:
+            print(self._streaming_line(streamed, folder), file=sys.stderr)
         if self.dist.is_main:
-            start_cache(folder, key, self.cfg.train.cache_shard_size)
+            start_cache(folder, key, shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
-        build_cache(folder, self.model, dataset, preprocessor, key, self.cfg.train.cache_shard_size,
+        build_cache(folder, self.model, dataset, preprocessor, key, shard_size,
                     self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, captions, workers)
         self.dist.barrier()
         return load_cache(folder, key)
+
+    def memory_budget(self) -> float:
+        """Bytes this process's splits may take in RAM: ``train.memory_share`` of what is available
+        (``trainer.available_bytes``), shared by the processes of a torchrun job (each holds its copy)."""
+        return self.cfg.train.memory_share * available_bytes("cpu") / self.dist.world_size
+
+    def plan(self, splits: list[tuple[SourceSettings, str, bool]]) -> None:
+        """Decide, before encoding any, which of ``splits`` ((dataset, split, flip), in the order they
+        are encoded) go into memory and which are streamed to the cache folder (``plan_memory`` on
+        each split's frames x bytes per frame, one frame of each encoded to measure it). Rank 0
+        decides for every rank of a torchrun job."""
+        sizes = []
+        for source, split, flip in splits:
+            dataset = get_dataset(source.data, split)
+            nbytes = frame_bytes(self.model, dataset, self.model.preprocessor(source.data, source.input_size), flip,
+                                 self.captions_of(source.data), "train" if split == "train" else "score")
+            sizes.append(SplitSize(f"{source.name} {split}{' (and mirrored)' if flip else ''}", len(dataset), nbytes))
+        self.budget = self.dist.broadcast(self.memory_budget())
+        fits = plan_memory(sizes, self.budget)
+        for (source, split, flip), size, in_memory in zip(splits, sizes, fits, strict=True):
+            self.placement[source.name, split, flip] = (size, in_memory)
+
+    def _streaming_line(self, size: SplitSize, folder: Path) -> str:
+        held = sum(s.nbytes for s, in_memory in self.placement.values() if in_memory)
+        return (
+            f"{size.name}: {size.frames:,} frames x {_amount(size.frame_bytes)} = {_amount(size.nbytes)} do not fit in "
+            f"the {_amount(self.budget)} that train.memory_share={self.cfg.train.memory_share:g} allows of the RAM "
+            f"available ({_amount(held)} of it for the splits kept in memory): streaming them to {folder}, reused by "
+            "reruns (train.feature_cache: another folder; train.memory_share: a larger share)"
+        )
 
     def source_data(self, source: SourceSettings) -> tuple[SourceData, str]:
         """A training dataset's splits (training: cached, or decoded and encoded at every step with
@@ -120,8 +179,14 @@ class Experiment:
         frames are served."""
         preprocessor = self.model.preprocessor(source.data, source.input_size)
         augmentation = Augmentation.from_data(source.data)
-        stored = "the feature cache" if self.cfg.train.feature_cache else "memory"
-        if self.cfg.train.encode_on_the_fly or (augmentation is not None and augmentation.needs_encoder):
+        if self.cfg.train.feature_cache:
+            stored = "the feature cache"
+        else:
+            flip = augmentation is not None
+            stored = "memory" if self.placement.get((source.name, "train", flip), (None, True))[1] else (
+                f"{self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE} "
+                "(too large for train.memory_share of the RAM)")
+        if self.encoded_on_the_fly(augmentation):
             train = OnTheFlySplit(self.model, get_dataset(source.data, "train"), preprocessor,
                                   self.captions_of(source.data), self.cfg.train.num_workers, augmentation)
             why = "train.encode_on_the_fly" if self.cfg.train.encode_on_the_fly else (
@@ -143,6 +208,16 @@ class Experiment:
         validated = f"{len(val)} validation frames {whence} (data.val_source={source.data.val_source})"
         return data, f"{source.name}: {validated}, {len(train)} training frames {how}"
 
+    def encoded_on_the_fly(self, augmentation: Augmentation | None) -> bool:
+        """Whether a dataset's training frames are encoded at every step rather than once."""
+        return self.cfg.train.encode_on_the_fly or (augmentation is not None and augmentation.needs_encoder)
+
+    def encoded_splits(self, source: SourceSettings) -> list[tuple[SourceSettings, str, bool]]:
+        """(dataset, split, flip) of what a run encodes once for ``source``, in ``source_data``'s order."""
+        augmentation = Augmentation.from_data(source.data)
+        train = [] if self.encoded_on_the_fly(augmentation) else [(source, "train", augmentation is not None)]
+        return [*train, (source, "val", self.cfg.eval.tta)]
+
     def train(
         self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
     ) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
@@ -163,6 +238,9 @@ class Experiment:
                             f"the {split} split of {source.name} is empty: no frame with ground truth "
                             f"({EMPTY_SPLIT_HINTS[split, source.data.val_source]})"
                         )
+        if not self.cfg.train.feature_cache:  # all splits planned at once: together they share the memory budget
+            self.stream_dir = out_dir / STREAMED_CACHE
+            self.plan([split for source in self.sources for split in self.encoded_splits(source)])
         sources, lines = [], []
         for source in self.sources:
             with naming(source, mixed):

@@ -15,9 +15,11 @@
 - ``train.drop_last`` drops each epoch's last partial batch, as PureCLIP-Depth's released loaders
   do; without it an epoch is ceil(frames / batch) steps, and a per-step schedule spans that many.
 - Speed: batches come from ``split.batches`` (device-resident arrays, or shards read a batch ahead,
-  or frames decoded by workers); a step never waits for the device: losses stay on it and are read
-  back every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
-  ``train.head_precision`` bf16 autocasts the head's step, ``train.compile_head`` compiles it.
+  or frames decoded by workers). From a device-resident split a step does not wait for the device
+  (``benchmarks/step_overhead.py`` counts 0 host syncs): its draws reach the device in one
+  non-blocking copy, losses are masked reductions, and the losses stay on the device, read back
+  every ``train.log_every`` steps, where non-finite ones are caught and named by their step.
+  ``train.head_precision`` (auto: bf16 on CUDA) autocasts the head's step, ``train.compile_head`` compiles it.
 - Exact resume: after every epoch's validation and best checkpoints, ``checkpoints/resume/`` is
   rewritten atomically with the head weights, the optimisers (and any other state of the
   objective, such as TR2M's EMA key network), the counters, the history and every RNG the run
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import math
 import os
@@ -35,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -42,21 +46,21 @@ from tqdm.auto import tqdm
 from ..config import Config
 from ..data import DATASETS
 from ..errors import CheckpointError, ConfigError, TrainingError
-from ..evaluation.evaluate import ScoringTargets, evaluate_encoded
-from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER
+from ..evaluation.evaluate import ScoringTargets, predicted_batches
+from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER, MetricAccumulator
 from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..io.depth_store import TrainingDepth
 from ..io.atomic import atomic_dir, atomic_path, clean_stale, remove_written, write_text_atomic, written
 from ..models import DepthModel
-from ..models.base import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, load_head_state
+from ..models.base import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, head_autocast, load_head_state
 from .objectives import check_model_config, objective_class
 from .resume import (
     RESUME_DAMAGED, RESUME_FILES, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors,
     resume_dir, write_resume_state,
 )
-from .distributed import Distributed
+from .distributed import Distributed, rank_share, shard_bounds
 from .mixture import SourceData, epoch_schedule, mixed_batches, steps_per_epoch
 
 def check_config(cfg: Config) -> None:
@@ -72,6 +76,22 @@ def check_config(cfg: Config) -> None:
     check_model_config(cfg)
     if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
+
+
+def check_cuda_graph(cfg: Config, device: torch.device | str) -> None:
+    """ConfigError unless ``train.cuda_graph`` can replay the head's step: a CUDA device, and one
+    batch shape for every step (``train.drop_last``, a single input size)."""
+    if not cfg.train.cuda_graph:
+        return
+    problem = None
+    if torch.device(device).type != "cuda":
+        problem = f"CUDA graphs need a CUDA device, and this run trains on {device}"
+    elif not cfg.train.drop_last:
+        problem = "the last partial batch of each epoch has another shape: set train.drop_last=true"
+    elif len({tuple(e.input_size) if e.input_size else None for e in cfg.mixture}) > 1:
+        problem = "the mixture's datasets have different input sizes"
+    if problem:
+        raise ConfigError(f"train.cuda_graph: {problem}; or set train.cuda_graph=false")
 
 
 LABELS = ("phase", "source")  # the words of a step record; the rest are numbers
@@ -112,15 +132,25 @@ def available_bytes(device: torch.device | str) -> int:
 RESIDENT_SHARE = 0.8
 
 
+def resident_nbytes(split: EncodedSplit) -> int:
+    """Bytes ``split.resident`` loads: ``nbytes`` and the mirrored frames' arrays (flip TTA, flip
+    augmentation), which double a validation split's features."""
+    flipped = split.flipped_arrays or {}
+    return split.nbytes() + sum(int(np.prod(v.shape)) * v.dtype.itemsize for v in flipped.values())
+
+
 def place_training_split(split, device: torch.device | str, residency: str):
-    """The training split where ``train.residency`` wants it: loaded once into ``device``'s memory
-    ("device", or "auto" when it fits in ``RESIDENT_SHARE`` of what is free), else streamed: the
-    encoder outputs read from the memory-mapped shards one batch ahead, the 16-bit depth decoded
-    once into host memory where it fits there (a quarter of NYU's token bytes; decoding it per
-    batch takes a core from the step), else per batch too. Frames decoded on the fly stay so."""
-    if not isinstance(split, EncodedSplit) or split.resident_on == torch.device(device):
-        return split
-    if residency == "device" or (residency == "auto" and split.nbytes() <= RESIDENT_SHARE * available_bytes(device)):
+    """A split (a rank's share under torchrun) where ``train.residency`` wants it: loaded once into
+    ``device``'s memory ("device", or "auto" when it fits in ``RESIDENT_SHARE`` of what is free),
+    else streamed: the encoder outputs read from the memory-mapped shards one batch ahead, a
+    training split's 16-bit depth decoded once into host memory where it fits there (a quarter of
+    NYU's token bytes; decoding it per batch takes a core from the step), else per batch too.
+    Validation splits go the same way (their GT stays on the host: ``ScoringTargets``). Frames
+    decoded on the fly stay so."""
+    if not isinstance(split, EncodedSplit) or len(split) == 0 or split.resident_on == torch.device(device):
+        return split  # (a rank's share of fewer frames than ranks may be empty)
+    fits = resident_nbytes(split) <= RESIDENT_SHARE * available_bytes(device)
+    if residency == "device" or (residency == "auto" and fits):
         return split.resident(device)
     depth = split.depth
     if isinstance(depth, TrainingDepth) and depth.units is None and depth.loaded_nbytes() <= RESIDENT_SHARE * available_bytes("cpu"):
@@ -225,18 +255,29 @@ class Trainer:
             raise ConfigError("nothing to train on: no dataset given")
         self.dist = dist
         # Under torchrun the head is wrapped so gradients are averaged across ranks; every rank
-        # keeps identical weights, and rank 0 alone validates and writes.
-        head = torch.compile(model.head) if cfg.train.compile_head else model.head
+        # keeps identical weights, and rank 0 alone writes. Each rank holds only its block of every
+        # split (``rank_share``): it trains on its training frames and scores its validation frames.
+        check_cuda_graph(cfg, model.device)
+        # "reduce-overhead" records the compiled forward and backward as CUDA graphs, replayed by one launch each
+        head = torch.compile(model.head, mode="reduce-overhead" if cfg.train.cuda_graph else None) \
+            if cfg.train.compile_head or cfg.train.cuda_graph else model.head
         self.trained_head = DistributedDataParallel(head) if dist.enabled else head
         self.model, self.cfg = model, cfg
-        self.sources = [replace(s, train=place_training_split(s.train, model.device, cfg.train.residency)) for s in sources]
+        self.train_sizes = [len(s.train) for s in sources]  # whole splits, as every rank's schedule counts
+        self.val_sizes = [len(s.val) for s in sources]
+        self.sources = [
+            replace(s, **{name: place_training_split(rank_share(getattr(s, name), dist.rank, dist.world_size),
+                                                     model.device, cfg.train.residency) for name in ("train", "val")})
+            for s in sources
+        ]
         self.out_dir = Path(out_dir)
         self.device = model.device
         self.objective = objective_class(cfg.model)(model, cfg, self.trained_head, self.sources[0].preprocessor)
         # Random tiles: each dataset draws from its own generator (the first's seed is a single
         # dataset's), so the draws do not depend on how the datasets' reads interleave.
         self.tile_generators = [torch.Generator().manual_seed(cfg.seed + 1 + 1000 * k) for k in range(len(sources))]
-        self.sample_generator = torch.Generator().manual_seed(cfg.seed + 2)  # the objective's draws
+        # The objective's draws (TR2M's caption lines and contrast pixels), made on the device
+        self.sample_generator = torch.Generator(self.device).manual_seed(cfg.seed + 2)
         self.epoch_generator = torch.Generator().manual_seed(cfg.seed)  # the epochs' shuffling and dataset draws
         self.step = 0
         self.val_targets: list[ScoringTargets | None] = [None] * len(sources)
@@ -279,10 +320,12 @@ class Trainer:
 
     def _head_autocast(self):
         """``train.head_precision`` for the head's forward passes (training and validation)."""
-        return torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=self.cfg.train.head_precision == "bf16")
+        return head_autocast(self.cfg.train.head_precision, self.device)
 
     def _step(self, batch) -> dict:
         """One optimisation step; the record's losses stay on the device."""
+        if self.cfg.train.cuda_graph:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be overwritten
         with self._head_autocast():
             record = self.objective.step(batch, self.step, self.sample_generator)
         self.step += 1
@@ -290,42 +333,66 @@ class Trainer:
 
     def validate(self) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """Each dataset's validation metrics, and their mean over the datasets (the metrics
-        themselves for one): (mean, {name: metrics})."""
-        per_source = None
-        if self.dist.is_main:
-            per_source = {}
-            for k, source in enumerate(self.sources):
-                if self.val_targets[k] is None:  # decoded once, then scored on the device every epoch
-                    self.val_targets[k] = ScoringTargets(source.val.gt, source.protocol, self.device)
-                with self._head_autocast():
-                    per_source[source.name] = evaluate_encoded(
-                        self.model, source.val, source.preprocessor, source.protocol,
-                        tta=self.cfg.eval.tta, batch_size=self.cfg.eval.batch_size, targets=self.val_targets[k],
-                    ).mean()
-        per_source = self.dist.broadcast(per_source)
+        themselves for one): (mean, {name: metrics}).
+
+        Every rank scores its block of each validation split (features placed once, GT decoded once),
+        ``eval.batch_size`` frames per head forward, on the device (``ScoringTargets.sums``). Its
+        per-frame sums go into a table of all frames, zeros outside its block; the tables of every
+        rank and dataset are summed (one all_reduce) and read back once, and each rank averages the
+        per-frame metrics on the host as one process would. The sums of a frame do not depend on
+        the rank that scored it, so the metrics equal a single-process validation's up to the head's
+        float differences between batches of other compositions (tests/test_distributed.py: 1e-6)."""
+        tables = []
+        for k, source in enumerate(self.sources):
+            if self.val_targets[k] is None:
+                self.val_targets[k] = ScoringTargets(source.val.gt, source.protocol, self.device)
+            with self._head_autocast():
+                batches = predicted_batches(self.model, source.val, source.preprocessor, self.cfg.eval.tta,
+                                            self.cfg.eval.batch_size)
+                sums = self.val_targets[k].sums(batches)
+            start, stop = shard_bounds(self.val_sizes[k], self.dist.rank, self.dist.world_size)
+            table = torch.zeros((self.val_sizes[k], sums.shape[1]), dtype=sums.dtype, device=sums.device)
+            table[start:stop] = sums
+            tables.append(table)
+        sums = self.dist.all_reduce_sum(torch.cat(tables)).cpu().numpy()
+        bounds = [0, *itertools.accumulate(self.val_sizes)]
+        per_source = {
+            source.name: MetricAccumulator.from_sums(sums[bounds[k] : bounds[k + 1]]).mean()
+            for k, source in enumerate(self.sources)
+        }
         return {m: sum(v[m] for v in per_source.values()) / len(per_source) for m in ALL_METRIC_NAMES}, per_source
 
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
         if self.dist.is_main:
-            self.model.save_pretrained(directory, extra={"epoch": epoch, "step": self.step, "val_metrics": metrics})
+            self.model.save_pretrained(directory, extra={
+                "epoch": epoch, "step": self.step, "val_metrics": metrics,
+                "precision": self.model.run_precisions(self.cfg.train.head_precision)})
 
     def epoch_schedule(self) -> list[tuple[int, torch.Tensor]]:
-        """This rank's steps of the next epoch: (dataset index, frames) each (``mixture.epoch_schedule``)."""
-        sizes = [len(s.train) for s in self.sources]
+        """This rank's steps of the next epoch: (dataset index, frames of its share) each
+        (``mixture.epoch_schedule``)."""
+        sizes = self.train_sizes
         weights = [s.weight if s.weight is not None else n for s, n in zip(self.sources, sizes)]
         return epoch_schedule(sizes, weights, self.cfg.train.batch_size, self.cfg.train.drop_last,
                               self.cfg.train.mixture_order, self.epoch_generator, self.dist.rank, self.dist.world_size)
 
     def _epoch_steps(self) -> int:
-        """Steps per epoch and rank; ConfigError when a dataset cannot fill one batch."""
+        """Steps per epoch and rank; ConfigError when a dataset cannot fill one batch, or gives a
+        process no frame."""
         cfg, world = self.cfg.train, self.dist.world_size
-        per_source = [steps_per_epoch(math.ceil(len(s.train) / world), cfg.batch_size, cfg.drop_last) for s in self.sources]
-        short = [s for s, n in zip(self.sources, per_source) if n == 0]
+        few = [(s, n) for s, n in zip(self.sources, self.train_sizes) if n < world]
+        if few:
+            raise ConfigError(
+                f"the training split{f' of {few[0][0].name}' if self.mixed else ''} has {few[0][1]} frames, "
+                f"fewer than the {world} processes: run fewer processes (--nproc_per_node) or train on more frames"
+            )
+        per_source = [steps_per_epoch(math.ceil(n / world), cfg.batch_size, cfg.drop_last) for n in self.train_sizes]
+        short = [(s, n) for s, n, steps in zip(self.sources, self.train_sizes, per_source) if steps == 0]
         if short:
-            n = math.ceil(len(short[0].train) / world)  # frames per rank and epoch
+            n = math.ceil(short[0][1] / world)  # frames per rank and epoch
             raise ConfigError(
                 f"train.batch_size={cfg.batch_size} with train.drop_last: the training split"
-                f"{f' of {short[0].name}' if self.mixed else ''} has only {n} frames"
+                f"{f' of {short[0][0].name}' if self.mixed else ''} has only {n} frames"
                 f"{' per process' if world > 1 else ''}, not one full batch; lower the batch size "
                 "or set train.drop_last=false"
             )

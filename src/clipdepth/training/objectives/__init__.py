@@ -31,4 +31,5 @@ def check_model_config(cfg: Config) -> None:
     objective_class(cfg.model).check_config(cfg)
 
 
-__all__ = ["OBJECTIVES", "LearnedPromptsObjective", "Objective", "PureCLIPObjective", "TR2MObjective", "check_model_config", "objective_class"]
+__all__ = ["OBJECTIVES", "LearnedPromptsObjective", "Objective", "PureCLIPObjective", "TR2MObjective", "check_model_config",
+           "objective_class"]

@@ -87,9 +87,10 @@ class PureCLIPObjective(Objective):
         if crop is None:
             return None
         for shape in set(batch.frame_shapes) - set(self._regions):
-            self._regions[shape] = self.preprocessor.region(crop_mask(shape, crop)[None])[0]
+            # built on the host once per frame size and kept on the device: a step copies nothing to it
+            self._regions[shape] = self.preprocessor.region(crop_mask(shape, crop)[None])[0].to(batch.depth.device)
         frames = torch.stack([self._regions[shape] for shape in batch.frame_shapes])
-        return pick_tiles(frames, batch.tile, batch.tiles).to(batch.depth.device)
+        return pick_tiles(frames, batch.tile, batch.tiles)
 
     def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         cfg, head = self.cfg, self.model.head

@@ -8,6 +8,11 @@ Loss = w_si * L_si(D_m, GT)
        their relative change is what matters).
 One AdamW (lr, weight decay, eps from the config), a linear warm-up over ``warmup_steps`` steps,
 then x ``lr_decay`` per epoch. A random caption line per frame and step, as the reference trains.
+
+A step never waits for the device: the losses are masked reductions, the caption lines and the
+contrast's pixels are drawn with the trainer's generator on the device, the key network computes
+only the decoder's pixel features (``TR2MHead.pixel_features``), its EMA is one foreach kernel and
+AdamW is fused.
 """
 from __future__ import annotations
 
@@ -26,15 +31,16 @@ from ...losses.tr2m import (
     ema_update,
     image_contrast_loss,
     pixel_contrast_loss,
+    pseudo_gate,
     pseudo_metric,
-    pseudo_metric_loss,
-    silog_loss,
+    silog_losses,
 )
 from ...features.memory import TrainBatch
 from ...models.tr2m import TR2M, to_metric
 from .base import Objective
 
 TRAIN = "train"
+LOSS_TERMS = ("si", "pseudo", "contrast", "smooth")  # weighted by tr2m.<term>_weight
 
 
 class TR2MObjective(Objective):
@@ -45,11 +51,15 @@ class TR2MObjective(Objective):
         super().__init__(model, cfg, trained_head, preprocessor)
         t = cfg.tr2m
         self.optimizers = {
-            TRAIN: torch.optim.AdamW(model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps)
+            # fused: one kernel for all parameters, and no per-parameter loop on the host
+            TRAIN: torch.optim.AdamW(
+                model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps, fused=True
+            )
         }
         # Key network of the pixel-level contrast: an EMA copy of the head, never trained directly.
         self.key_head = copy.deepcopy(model.head).requires_grad_(False)
         self.epoch_factor = 1.0
+        self._loss_weights: torch.Tensor | None = None
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
@@ -76,6 +86,13 @@ class TR2MObjective(Objective):
     def start_epoch(self, epoch: int, since_improvement: int) -> None:
         self.epoch_factor = self.lr_factor(epoch, since_improvement)
 
+    def _weights(self, like: torch.Tensor) -> torch.Tensor:
+        """The loss weights as one tensor on ``like``'s device, copied there once (not at every step)."""
+        if self._loss_weights is None or self._loss_weights.device != like.device:
+            weights = [getattr(self.cfg.tr2m, f"{k}_weight") for k in LOSS_TERMS]
+            self._loss_weights = torch.tensor(weights).to(like.device)
+        return self._loss_weights.to(like.dtype)
+
     def step(self, batch: TrainBatch, step: int, generator: torch.Generator) -> dict[str, Any]:
         t, head = self.cfg.tr2m, self.model.head
         features, depth = batch.features, batch.depth
@@ -84,40 +101,43 @@ class TR2MObjective(Objective):
         for group in optimizer.param_groups:
             group["lr"] = t.lr * self.epoch_factor * warmup
 
-        line = pick_lines(features["text_lines"], generator).to(features["text"].device)
-        text = features["text"][torch.arange(len(line)), line]
-        relative, image = features["relative"], features["image"].float() / 255.0
+        line = pick_lines(features["text_lines"], generator)
+        texts = features["text"]  # (B, lines, text_dim): one line per frame, gathered
+        text = texts.gather(1, line.view(-1, 1, 1).expand(-1, 1, texts.shape[2])).squeeze(1)
+        relative, image = features["relative"], features["image"] / 255.0
         mask = (depth > t.min_depth) & (depth < t.max_depth)
 
         head.train()
         out = self.trained_head(features["image_tokens"], text)
         pred = to_metric(relative, out.scale, out.shift, t.min_depth, t.max_depth, clamp=False)
-        losses = {"si": silog_loss(pred, depth, mask, t.si_variance_focus)}
         pseudo = pseudo_metric(relative, depth, mask, t.min_depth, t.max_depth)
-        losses["pseudo"], gate = pseudo_metric_loss(pred, pseudo, t.pseudo_rho, t.si_variance_focus)
+        gate = pseudo_gate(pseudo, t.pseudo_rho)
+        # L_si against the GT on its pixels and the pseudo loss on all pixels of the gated images, in one pass
+        si_pseudo = silog_losses(
+            pred, torch.stack([depth, pseudo.depth]), torch.stack([mask, gate[:, None, None].expand_as(mask)]),
+            t.si_variance_focus,
+        )
         contrast = image_contrast_loss(out.pooled, pseudo.alpha, t.contrast_rank_threshold, t.contrast_temperature)
         if out.pixel_features is not None:
             with torch.no_grad():
-                keys = self.key_head(features["image_tokens"], text).pixel_features
+                keys = self.key_head.pixel_features(features["image_tokens"], text)
             size = tuple(out.pixel_features.shape[-2:])
             small = resize_depth_masked(depth, size, "antialias")  # class maps of the decoder grid
             contrast = contrast + pixel_contrast_loss(
                 out.pixel_features, keys, small, (small > t.min_depth) & (small < t.max_depth),
                 t.min_depth, t.max_depth, t.contrast_classes, t.contrast_temperature, t.contrast_pixels, generator,
             )
-        losses["contrast"] = contrast
-        losses["smooth"] = edge_aware_smoothness(out.log_scale, image) + edge_aware_smoothness(out.log_shift, image)
-        total = (
-            t.si_weight * losses["si"] + t.pseudo_weight * losses["pseudo"]
-            + t.contrast_weight * losses["contrast"] + t.smooth_weight * losses["smooth"]
-        )
+        smooth = edge_aware_smoothness(out.log_maps, image)
+        terms = torch.cat([si_pseudo, contrast[None], smooth[None]])  # in LOSS_TERMS order
+        total = torch.dot(terms, self._weights(pred))
         head.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         ema_update(self.key_head, head, t.ema_momentum)
         return {
-            "phase": TRAIN, "loss": total.detach(), **{k: v.detach() for k, v in losses.items()},
-            "pseudo_gated": gate.float().mean().item(),
+            "phase": TRAIN, "loss": total.detach(), **dict(zip(LOSS_TERMS, terms.detach())),
+            # read back with the losses (``trainer.check_finite``)
+            "pseudo_gated": torch.mean(gate, dtype=torch.float32),
         }
 
     def extra_state(self) -> dict[str, Any]:
