@@ -219,7 +219,8 @@ def image_contrast_loss(
     dist = (rank[:, None] - rank[None, :]).abs()
     self_pair = dist == 0  # the ranks are a permutation: the diagonal alone
     f = _Normalize.apply(features, temperature**-0.5)
-    logits = (f @ f.T).masked_fill(self_pair, _excluded(f))  # cosine / temperature, self left out
+    logits = f @ f.T  # cosine / temperature (bf16 under autocast, whatever f's dtype)
+    logits = logits.masked_fill(self_pair, _excluded(logits))  # self left out
     return _sup_con(logits, (dist <= rank_threshold) ^ self_pair)
 
 
@@ -286,7 +287,8 @@ def pixel_contrast_loss(
     # padding pixels get class NaN, equal to none: neither anchors nor keys of a positive pair
     c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten().masked_fill(
         padding, float("nan"))
-    logits = (q @ k.T).masked_fill(padding[None, :], _excluded(q))  # padding keys out of every softmax
+    logits = q @ k.T
+    logits = logits.masked_fill(padding[None, :], _excluded(logits))  # padding keys out of every softmax
     return _sup_con(logits, c[:, None] == c[None, :])
 
 
