@@ -69,10 +69,10 @@ def test_rgb_png_refuses_what_is_not_rgb_bytes():
 ])
 def test_the_page_takes_two_requests_at_once_only_where_the_model_leaves_cores_free(monkeypatch, cuda, threads, cpus,
                                                                                    expected):
-    from clipdepth.data import loader
+    from clipdepth import device
     from clipdepth.serve.service import concurrent_requests
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    monkeypatch.setattr(loader, "usable_cpus", lambda: cpus)
+    monkeypatch.setattr(device, "usable_cpus", lambda: cpus)
     assert concurrent_requests() == expected

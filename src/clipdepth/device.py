@@ -1,9 +1,20 @@
 """Where a model runs: the config's ``device`` setting (``caption --device``) resolved to a torch device."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .errors import ConfigError
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may use: its affinity on Linux (a batch job's share of a node, not the
+    node's count), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def available_devices() -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..device import usable_cpus
 from ..errors import DataError
 from ..io.depth_store import file_scale
 from .sample import RGBDSample
@@ -59,14 +59,6 @@ class FrameError:
 
     index: int
     message: str
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may use (its affinity on Linux, else the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_workers() -> int:

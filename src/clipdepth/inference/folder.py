@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from ..config import config_to_dict, merged_section
 from ..data.captions import read_caption_file
 from ..data.loader import read_ahead
+from ..device import usable_cpus
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
 from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_made, read_rgb
@@ -39,7 +39,7 @@ from ..models.base import INFER_CROPS, INFERENCE_OVERRIDES, MAX_TILES, DepthMode
 # next batch: at zlib level 1 one thread writes a 480x640 image's depth and colour PNGs in about 20 ms
 # (benchmarks/png_write.py), so 4 threads cap a run near 200 images/s; a host with more cores gets up
 # to 16 threads (about 800 images/s, where the cores are free).
-WRITE_THREADS = min(16, max(4, (os.cpu_count() or 4) // 2))
+WRITE_THREADS = min(16, max(4, usable_cpus() // 2))
 
 
 @dataclass

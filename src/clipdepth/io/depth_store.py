@@ -16,7 +16,6 @@ instead of 4 for float32 (``benchmarks/cache_size.py``).
 from __future__ import annotations
 
 import io
-import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
@@ -24,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from PIL import Image
+
+from ..device import usable_cpus
 
 U16_MAX = 65535
 # Scales (units per metre) that depth files are stored in: millimetres (NYU, SUN RGB-D, most
@@ -184,7 +185,7 @@ class TrainingDepth:
     def unpacked(self, device: torch.device | str = "cpu") -> "TrainingDepth":
         """Every frame decoded into one uint16 tensor on ``device`` (read once, indexed there)."""
         if self.units is None:
-            with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:  # PNG decoding releases the GIL
+            with ThreadPoolExecutor(max_workers=min(usable_cpus(), 8)) as pool:  # PNG decoding releases the GIL
                 maps = list(pool.map(lambda i: decode_png16(self.packed[i]), range(len(self))))
             units = torch.from_numpy(np.stack(maps))
         else:

@@ -15,7 +15,6 @@ the flip augmentation read every kind alike, and ``to(device)`` loads all rows w
 from __future__ import annotations
 
 import io
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..device import usable_cpus
 from .depth_store import PackedBlobs, pack
 
 IMAGE_CODECS = ("jpeg", "png")  # (3, H, W) uint8 rows
@@ -36,7 +36,7 @@ PNG_LEVEL = 1
 def _threads(work: Callable[[Any], Any], items: list) -> list:
     if len(items) < 2:
         return [work(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=min(usable_cpus(), 8, len(items))) as pool:
         return list(pool.map(work, items))
 
 

@@ -203,7 +203,7 @@ def concurrent_requests() -> int:
     on 2 cores with 2 torch threads: 34 ms a request with 2 at once, 27 with 1)."""
     import torch
 
-    from ..data.loader import usable_cpus
+    from ..device import usable_cpus
 
     return 2 if torch.cuda.is_available() or torch.get_num_threads() < usable_cpus() else 1
 
