@@ -93,9 +93,9 @@ def test_the_cache_key_follows_the_storage(tiny_tr2m_cfg):
     # a scored split keeps no image and fp16 tokens: only the relative depth's form is its key's
     assert key(split="val") == key("tr2m.cache_image=raw", "tr2m.cache_tokens=int8", split="val")
     assert key(split="val") != key("tr2m.cache_relative=fp16", split="val")
-    with pytest.raises(ConfigError, match="tr2m.cache_image must be one of") as err:
+    with pytest.raises(ConfigError, match=r"^tr2m.cache_image='webp': must be one of \['jpeg', 'png', 'raw'\]") as err:
         key("tr2m.cache_image=webp")
-    assert err.value.setting == "tr2m.cache_image"
+    assert "\n" not in str(err.value)
 
 
 def test_a_cache_of_an_earlier_format_is_built_anew_not_misread(tiny_tr2m_cfg, tmp_path, capsys):

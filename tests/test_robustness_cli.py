@@ -115,3 +115,16 @@ def test_k5_a_damaged_cache_index_and_resume_state_are_named(run_folder, tmp_pat
     line = one_error_line(err)
     assert code == 2 and "state.json: epoch should be an integer >= 0" in line and "--overwrite" in line
     assert digest(run_folder) == before
+
+
+@pytest.mark.parametrize(("setting", "says"), [
+    ("tr2m.cache_tokens=int4", "tr2m.cache_tokens='int4': must be one of ['fp16', 'int8']"),
+    ("tr2m.cache_image=gif", "tr2m.cache_image='gif': must be one of ['jpeg', 'png', 'raw']"),
+    ("tr2m.cache_image_quality=101", "tr2m.cache_image_quality=101: must be an integer in [1, 95]"),
+    ("train.cuda_graph=true", "train.cuda_graph: CUDA graphs need a CUDA device, and this run trains on cpu"),
+])
+def test_a_storage_or_cuda_graph_setting_that_cannot_work_is_refused_before_anything_is_written(tmp_path, setting, says):
+    out = tmp_path / "run"
+    code, _, err = cli("train", "--config", "demo_tr2m", "--out", str(out), "device=cpu", setting)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()

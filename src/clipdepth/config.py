@@ -31,6 +31,9 @@ PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("auto", "fp32", "bf16")  # train.head_precision
+IMAGE_STORAGE = ("jpeg", "png", "raw")  # tr2m.cache_image
+RELATIVE_STORAGE = ("png", "fp16")  # tr2m.cache_relative
+TOKEN_STORAGE = ("fp16", "int8")  # tr2m.cache_tokens
 TR2M_HEAD_INITS = ("released", "zero")  # tr2m.head_init
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 PUBLISHED_EPOCHS = ("best", "last")  # train.publish
@@ -622,6 +625,10 @@ VALUE_RULES: dict[str, tuple] = {
     "eval.batch_size": _POSITIVE_INT,
     "output_dir": _rule(lambda v: bool(str(v).strip()), "a folder (not empty)"),
     "tr2m.image_encoder.precision": _PRECISION, "tr2m.relative.precision": _PRECISION,
+    "tr2m.cache_image": _one_of(IMAGE_STORAGE), "tr2m.cache_relative": _one_of(RELATIVE_STORAGE),
+    "tr2m.cache_tokens": _one_of(TOKEN_STORAGE),
+    # Pillow's JPEG quality: above 95 only grows the file
+    "tr2m.cache_image_quality": _rule(lambda v: isinstance(v, int) and 1 <= v <= 95, "an integer in [1, 95]"),
     "tr2m.input_height": _POSITIVE_INT, "tr2m.input_width": _POSITIVE_INT, "tr2m.num_heads": _POSITIVE_INT,
     "tr2m.mlp_ratio": _POSITIVE_INT, "tr2m.neck_channels": _POSITIVE_INT, "tr2m.decoder_channels": _POSITIVE_INT,
     "tr2m.head_channels": _POSITIVE_INT, "tr2m.head_hidden": _POSITIVE_INT, "tr2m.max_caption_lines": _POSITIVE_INT,

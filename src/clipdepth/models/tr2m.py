@@ -27,11 +27,6 @@ from ..errors import ConfigError, DataError
 from ..io.stored import EncodedRows, QuantizedRows
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 
-# How a split keeps TR2M's arrays (``TR2M.storage``): the first of each is the default.
-IMAGE_STORAGE = ("jpeg", "png", "raw")
-RELATIVE_STORAGE = ("png", "fp16")
-TOKEN_STORAGE = ("fp16", "int8")
-
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0 (the
 # release's coef_scale = coef_shift = 0.01, options.py, applied so in scalemap_depth.py's forward).
 BASE = 0.01
@@ -438,16 +433,8 @@ class TR2M(DepthModel):
         """How a split keeps its arrays (``tr2m.cache_image``, ``cache_image_quality``,
         ``cache_relative``, ``cache_tokens``; docs/tr2m.md, "The feature cache"). A split encoded
         for scoring keeps no image (no loss reads it) and fp16 tokens, so that validation, ``evaluate``
-        and ``infer`` see the same features. ConfigError for a value not in the choices."""
+        and ``infer`` see the same features. The values are checked with the config (``config.IMAGE_STORAGE``, ...)."""
         t = self.cfg.tr2m
-        for name, value, choices in (("cache_image", t.cache_image, IMAGE_STORAGE),
-                                     ("cache_relative", t.cache_relative, RELATIVE_STORAGE),
-                                     ("cache_tokens", t.cache_tokens, TOKEN_STORAGE)):
-            if value not in choices:
-                raise ConfigError(f"tr2m.{name} must be one of {list(choices)}, got {value!r}", setting=f"tr2m.{name}")
-        if t.cache_image == "jpeg" and not 1 <= t.cache_image_quality <= 95:  # Pillow: above 95 only grows
-            raise ConfigError(f"tr2m.cache_image_quality must be in [1, 95], got {t.cache_image_quality}",
-                              setting="tr2m.cache_image_quality")
         if purpose != "train":
             return {"image": "none", "relative": t.cache_relative, "tokens": "fp16"}
         image = {"image": t.cache_image, **({"image_quality": t.cache_image_quality} if t.cache_image == "jpeg" else {})}

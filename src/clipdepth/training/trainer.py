@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..data import DATASETS
+from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluation.evaluate import ScoringTargets, predicted_batches
 from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER, MetricAccumulator
@@ -74,6 +75,7 @@ def check_config(cfg: Config) -> None:
     if not cfg.train.improve_metrics:
         raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
     check_model_config(cfg)
+    check_cuda_graph(cfg, resolve_device(cfg.device))
     if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
 
