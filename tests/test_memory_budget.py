@@ -202,3 +202,28 @@ def test_a_run_plans_its_splits_together_and_says_where_the_training_split_went(
     assert not (out / "feature_cache" / "val_flip").exists()
     assert f"read from {out / 'feature_cache'}" in (out / "train_log.txt").read_text()
     assert capsys.readouterr().err.count("streaming them to") == 1
+
+
+def test_a_runs_streamed_cache_is_reused_for_the_same_settings_and_made_anew_for_others(tiny_tr2m_cfg, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """The run folder's own streamed cache: a rerun with the same frames and settings reads it, one
+    with other settings (as `train --overwrite` after a change) replaces it instead of refusing it."""
+    monkeypatch.setattr(run_module, "available_bytes", lambda device: 0)  # nothing fits: everything streams
+    base = load_config_dict(config_to_dict(tiny_tr2m_cfg), ["train.num_workers=0", f"output_dir={tmp_path / 'run'}"])
+    folder = tmp_path / "run" / "feature_cache" / "train"
+
+    def encode(*overrides):
+        split = Experiment.create(load_config_dict(config_to_dict(base), list(overrides))).encode("train", flip=False)
+        said = [line for line in capsys.readouterr().err.splitlines() if str(folder) in line]
+        return split, said
+
+    first, said = encode()
+    assert len(said) == 1 and f"streaming them to {folder}," in said[0]
+    shards = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    again, said = encode()
+    assert len(said) == 1 and f"reusing (and completing) the shards in {folder}," in said[0]
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == shards  # read, not written again
+    other, said = encode("tr2m.cache_tokens=int8")
+    assert len(said) == 1 and f"other settings there: streaming them anew to {folder}," in said[0]
+    assert type(other.arrays["image_tokens"]).__name__ == "QuantizedRows"
+    assert type(first.arrays["image_tokens"]).__name__ != "QuantizedRows" and again.names == first.names

@@ -1,6 +1,7 @@
 """From a config to a trained head: build the model, encode the splits once, train."""
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,11 +14,13 @@ from ..config import Config, DataConfig, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
 from ..device import resolve_device
-from ..errors import ClipdepthError, ConfigError
+from ..errors import CheckpointError, ClipdepthError, ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.memory import SplitSize, frame_bytes, plan_memory
-from ..features.cache import build_cache, cache_key, files_digest, frame_names, load_cache, start_cache
+from ..features.cache import (
+    INDEX_NAME, build_cache, cache_key, files_digest, frame_names, load_cache, read_index, start_cache,
+)
 from ..io.atomic import write_text_atomic
 from ..data.augment import Augmentation
 from ..data.captions import CaptionLookup, caption_lookup
@@ -59,6 +62,21 @@ def _amount(nbytes: float) -> str:
         if nbytes >= size:
             return f"{nbytes / size:.3g} {unit}" if nbytes < 100 * size else f"{nbytes / size:,.0f} {unit}"
     return f"{nbytes:.0f} B"
+
+
+def _streamed_cache_state(folder: Path, key: dict) -> str:
+    """How a run's own streamed cache ``folder`` is taken up, in words: reused where it holds these
+    frames and settings, made anew (the earlier one removed: this run folder's, made by clipdepth)
+    where an earlier run of the folder streamed other settings there, made where there is none."""
+    if not (folder / INDEX_NAME).is_file():
+        return "streaming them to"
+    try:
+        if read_index(folder)["key"] == key:
+            return "reusing (and completing) the shards in"
+    except CheckpointError:  # a damaged index: as other settings
+        pass
+    shutil.rmtree(folder)
+    return "an earlier run streamed other settings there: streaming them anew to"
 
 
 @dataclass
@@ -133,7 +151,7 @@ class Experiment:
                         files_digest(dataset), purpose)
         folder = Path(root) / (source.name if self.cfg.mixture else "") / f"{split}{'_flip' if flip else ''}"
         if streamed is not None and self.dist.is_main:
-            print(self._streaming_line(streamed, folder), file=sys.stderr)
+            print(self._streaming_line(streamed, folder, _streamed_cache_state(folder, key)), file=sys.stderr)
         if self.dist.is_main:
             start_cache(folder, key, shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
@@ -163,13 +181,13 @@ class Experiment:
         for (source, split, flip), size, in_memory in zip(splits, sizes, fits, strict=True):
             self.placement[source.name, split, flip] = (size, in_memory)
 
-    def _streaming_line(self, size: SplitSize, folder: Path) -> str:
+    def _streaming_line(self, size: SplitSize, folder: Path, state: str) -> str:
         held = sum(s.nbytes for s, in_memory in self.placement.values() if in_memory)
         return (
             f"{size.name}: {size.frames:,} frames x {_amount(size.frame_bytes)} = {_amount(size.nbytes)} do not fit in "
             f"the {_amount(self.budget)} that train.memory_share={self.cfg.train.memory_share:g} allows of the RAM "
-            f"available ({_amount(held)} of it for the splits kept in memory): streaming them to {folder}, reused by "
-            "reruns (train.feature_cache: another folder; train.memory_share: a larger share)"
+            f"available ({_amount(held)} of it for the splits kept in memory): {state} {folder}, reused by reruns "
+            "(train.feature_cache: another folder; train.memory_share: a larger share)"
         )
 
     def source_data(self, source: SourceSettings) -> tuple[SourceData, str]:
