@@ -237,14 +237,18 @@ def test_a_temporary_that_cannot_be_made_is_reported_for_the_target(tmp_path, mo
     def refused(prefix, suffix, dir):  # as a read-only folder refuses it (root may write anywhere)
         raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, f"{prefix}x1y2{suffix}"))
 
+    def writer_refused(tmp):  # a file's temporary is made by the writer's own open
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+
     (tmp_path / "ckpt").mkdir()
-    monkeypatch.setattr("tempfile.mkstemp", refused)
     monkeypatch.setattr("tempfile.mkdtemp", refused)
     for target, writer in ((tmp_path / "a.png", atomic_path), (tmp_path / "ckpt", atomic_dir)):
         with pytest.raises(DataError) as err:
-            with writer(target):
-                pass
+            with writer(target) as tmp:
+                if writer is atomic_path:
+                    writer_refused(tmp)
         assert str(err.value) == f"{target}: cannot write it: Permission denied; write elsewhere"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
 @pytest.mark.parametrize("error", [SafetensorError(SAFETENSORS_FULL), OSError(errno.ENOSPC, "No space left on device")])
@@ -409,3 +413,16 @@ def test_two_runs_recording_cameras_into_one_folder_keep_all_24(tmp_path):
     record = json.loads((tmp_path / "cameras.json").read_text())
     assert sorted(record) == [f"{me}{i:02d}" for me in "ab" for i in range(12)]
     assert [record[f"b{i:02d}"]["fx"] for i in range(12)] == [50.0 + i for i in range(12)]
+
+
+def test_a_file_temporary_is_this_writers_own_and_made_by_its_open(tmp_path):
+    # Two writes of one target at once (two threads of a process) never share a temporary; the temporary does not
+    # exist until the writer opens it (a file made first and truncated by that open is flushed when closed, on ext4).
+    target = tmp_path / "a.png"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second and first.parent == second.parent == tmp_path
+        assert is_temporary(first.name) and is_temporary(second.name)
+        assert not first.exists() and not second.exists()
+        first.write_bytes(b"first")
+        second.write_bytes(b"second")
+    assert target.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]

@@ -167,8 +167,8 @@ def colourise(values: np.ndarray, vmax: float, name: str = COLOURMAP, *, vmin: f
     values = values.astype(np.result_type(values.dtype, np.float32), copy=False)
     # As matplotlib's Normalize: in place, each step in float64 rounded to the values' own precision,
     # so that a value on a bin edge falls alike (the ufuncs cast a block at a time: no float64 copy).
-    scaled = np.subtract(values, np.float64(vmin), out=np.empty_like(values))
-    np.divide(scaled, np.float64(vmax) - np.float64(vmin), out=scaled)
+    scaled = np.subtract(values, np.float64(vmin), out=np.empty_like(values)) if vmin else values  # v - 0 is v
+    scaled = np.divide(scaled, np.float64(vmax) - np.float64(vmin), out=scaled if vmin else np.empty_like(values))
     scaled *= 256
     np.fmax(scaled, 0, out=scaled)  # fmax, unlike clip, also turns NaN into 0: any colour, made white below
     np.fmin(scaled, 255, out=scaled)
@@ -237,6 +237,12 @@ def _font() -> ImageFont.FreeTypeFont:
 
 
 @functools.lru_cache(maxsize=4096)
+def _label_length(label: str) -> float:
+    """The advance width of ``label`` in the scale's font, pixels."""
+    return _font().getlength(label)
+
+
+@functools.lru_cache(maxsize=4096)
 def _label_ink(label: str) -> np.ndarray:
     """(h, w) uint8 coverage (255: black) of ``label`` in the scale's font, from its ink's top row:
     drawn once per label (the same round numbers recur from image to image), then pasted as it is."""
@@ -252,26 +258,31 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
     """(H', W', 3) uint8: ``depth`` (H, W) metres in colour over ``colour_range`` (by default
     0..min(``max_depth``, its max)), with a bar giving the colours' metres at its right. Beyond
     ``MAX_COLOUR_PIXELS`` every k-th pixel is shown."""
+    return _rows_rgb(_colour_rows(depth, max_depth, vmin, vmax))
+
+
+def _colour_rows(depth: np.ndarray, max_depth: float, vmin: float | None, vmax: float | None) -> np.ndarray:
+    """``colour_image`` drawn straight into the rows of its PNG (``_png_rows``): a written colour
+    image is not copied again to be framed."""
     step = max(1, int(np.ceil(np.sqrt(depth.size / MAX_COLOUR_PIXELS))))
     depth = depth[::step, ::step]
     low, high = colour_range(depth, max_depth, vmin, vmax)
     height, width = depth.shape
-    font = _font()
     values = _ticks(low, high, max(2, height // TICK_SPACING))
     labels = [f"{value:.4g} m" for value in values]
     pad = FONT_SIZE // 2 + 1  # the labels at the bar's ends stick out by half a line
     label_x = BAR_GAP + BAR_WIDTH + TICK_LENGTH + 2
-    # The scale is drawn by Pillow on its own strip; the map itself stays a numpy array.
-    scale = Image.new("RGB", (label_x + math.ceil(max(font.getlength(t) for t in labels)) + 4, height + 2 * pad), "white")
-    bar = colourise(np.repeat(np.linspace(high, low, height)[:, None], BAR_WIDTH, axis=1), high, vmin=low)
-    scale.paste(Image.fromarray(bar), (BAR_GAP, pad))
-    draw = ImageDraw.Draw(scale)
-    for value in values:
-        y = pad + round((high - value) / (high - low) * (height - 1))
-        draw.line([(BAR_GAP + BAR_WIDTH, y), (BAR_GAP + BAR_WIDTH + TICK_LENGTH - 1, y)], fill="black")
-    canvas = np.full((height + 2 * pad, width + scale.width, 3), 255, np.uint8)
+    rows = _png_rows(height + 2 * pad, width + label_x + math.ceil(max(map(_label_length, labels))) + 4)
+    canvas = _rows_rgb(rows)
+    canvas[:pad] = 255
+    canvas[pad + height:] = 255
     canvas[pad:pad + height, :width] = colourise(depth, high, vmin=low)
-    canvas[:, width:] = np.asarray(scale)
+    # The scale, in numpy too (a Pillow strip cost as much as colouring the map): white, the bar, the ticks
+    scale = canvas[:, width:]
+    scale[pad:pad + height] = 255
+    scale[pad:pad + height, BAR_GAP:BAR_GAP + BAR_WIDTH] = colourise(np.linspace(high, low, height)[:, None], high, vmin=low)
+    for value in values:
+        scale[pad + round((high - value) / (high - low) * (height - 1)), BAR_GAP + BAR_WIDTH:BAR_GAP + BAR_WIDTH + TICK_LENGTH] = 0
     for value, label in zip(values, labels):  # each label's ink centred on its tick, in black
         ink = _label_ink(label)
         y = pad + round((high - value) / (high - low) * (height - 1)) - len(ink) // 2
@@ -279,7 +290,7 @@ def colour_image(depth: np.ndarray, max_depth: float, *, vmin: float | None = No
         # Pillow's blend of black over the pixels, as its draw.text gave (exactly, where labels overlap too)
         blend = -area.astype(np.int32) * ink[:len(area), :area.shape[1], None] + 128
         area[...] = area + ((blend + (blend >> 8)) >> 8)  # never below 0: at most the pixel's own value is taken
-    return canvas
+    return rows
 
 
 def _png_chunk(kind: bytes, data: bytes) -> list[bytes]:
@@ -287,17 +298,34 @@ def _png_chunk(kind: bytes, data: bytes) -> list[bytes]:
     return [struct.pack(">I", len(data)), kind, data, struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))]
 
 
+def _png_rows(height: int, width: int) -> np.ndarray:
+    """(height, 1 + 3 * width) uint8: the rows of an RGB PNG's image data, each led by its filter
+    type 0 (None); the pixels (``_rows_rgb``) are left to be filled."""
+    rows = np.empty((height, 1 + 3 * width), np.uint8)
+    rows[:, 0] = 0
+    return rows
+
+
+def _rows_rgb(rows: np.ndarray) -> np.ndarray:
+    """The (H, W, 3) pixels of ``_png_rows``' rows, as a view."""
+    return rows[:, 1:].reshape(rows.shape[0], -1, 3)
+
+
+def _png_parts(rows: np.ndarray, level: int) -> list[bytes]:
+    """The bytes of the PNG of ``_png_rows``' filled rows in pieces, to be written one after the other without joining them."""
+    header = struct.pack(">IIBBBBB", (rows.shape[1] - 1) // 3, rows.shape[0], 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
+    return [b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header), *_png_chunk(b"IDAT", zlib.compress(rows, level)),
+            *_png_chunk(b"IEND", b"")]
+
+
 def _rgb_png_parts(rgb: np.ndarray, level: int) -> list[bytes]:
-    """``rgb_png``'s bytes in pieces, to be written one after the other without joining them."""
+    """``rgb_png``'s bytes in pieces."""
     height, width, channels = rgb.shape
     if channels != 3 or rgb.dtype != np.uint8:
         raise DataError(f"an RGB PNG needs (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
-    rows = np.empty((height, 1 + 3 * width), np.uint8)
-    rows[:, 0] = 0  # each row's filter type: None
-    rows[:, 1:] = rgb.reshape(height, -1)
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, truecolour, deflate, filter 0, no interlace
-    return [b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header), *_png_chunk(b"IDAT", zlib.compress(rows, level)),
-            *_png_chunk(b"IEND", b"")]
+    rows = _png_rows(height, width)
+    _rows_rgb(rows)[...] = rgb
+    return _png_parts(rows, level)
 
 
 def rgb_png(rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
@@ -314,7 +342,10 @@ def rgb_png(rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> bytes:
 
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray, level: int = PNG_COMPRESS_LEVEL) -> None:
     """Atomically write an (H, W, 3) uint8 array as an RGB PNG (``rgb_png`` at zlib ``level``)."""
-    parts = _rgb_png_parts(rgb, level)
+    _write_parts(path, _rgb_png_parts(rgb, level))
+
+
+def _write_parts(path: str | os.PathLike, parts: list[bytes]) -> None:
     with atomic_path(path) as tmp, tmp.open("wb") as f:
         f.writelines(parts)
 
@@ -322,7 +353,7 @@ def write_rgb(path: str | os.PathLike, rgb: np.ndarray, level: int = PNG_COMPRES
 def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *, vmin: float | None = None,
                        vmax: float | None = None, level: int = PNG_COMPRESS_LEVEL) -> None:
     """Atomically write ``colour_image(depth, max_depth, vmin=vmin, vmax=vmax)`` as an RGB PNG at zlib ``level``."""
-    write_rgb(path, colour_image(depth, max_depth, vmin=vmin, vmax=vmax), level)
+    _write_parts(path, _png_parts(_colour_rows(depth, max_depth, vmin, vmax), level))
 
 
 # -- writing --------------------------------------------------------------------------------------
