@@ -202,3 +202,13 @@ def test_validation_waits_for_the_device_only_to_read_its_table_back(tiny_cfg, t
     with Syncs() as syncs:
         again, _ = trainer.validate()
     assert syncs.seen == [] and again == first
+
+
+def test_an_earlier_evaluation_is_refused_before_the_model_is_loaded(checkpoint, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
+    capsys.readouterr()
+    loaded = []
+    monkeypatch.setattr("clipdepth.evaluation.checkpoint.load_model", lambda *a, **k: loaded.append(a))
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+    assert "metrics.json" in capsys.readouterr().err and loaded == []

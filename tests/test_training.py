@@ -350,3 +350,37 @@ def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, devi
     message = str(err.value)
     assert says in message and message.startswith("train.cuda_graph:") and "\n" not in message
     check_cuda_graph(load_config_dict(config_to_dict(cfg), ["train.cuda_graph=false"]), device)  # off: nothing to check
+
+
+def test_train_checks_everything_once_before_any_work_and_resumes(tiny_cfg, monkeypatch):
+    """`clipdepth.training.train`, the one road of `clipdepth train`: the config, the run folder and a resumed
+    run's state are each checked or read once per run, and a resumed run continues where the first stopped."""
+    import clipdepth.training.run as run_module
+    import clipdepth.training.trainer as trainer_module
+    from clipdepth.training import train
+
+    calls: dict[str, int] = {}
+
+    def counted(module, name):
+        original = getattr(module, name)
+
+        def spy(*args, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, spy)
+
+    for name in ("check_config", "check_run_folder", "read_resume_meta", "read_resume_tensors"):
+        counted(trainer_module, name)
+    monkeypatch.setattr(run_module, "check_config", trainer_module.check_config)  # the name run.py imported
+
+    tiny_cfg.train.max_epochs = 1
+    first = train(tiny_cfg)
+    assert calls == {"check_config": 1, "check_run_folder": 1} and [row["epoch"] for row in first.history] == [1]
+    calls.clear()
+    tiny_cfg.train.max_epochs = 2  # a larger max_epochs continues a finished run
+    resumed = train(tiny_cfg, resume=True)
+    assert calls == {"check_config": 1, "check_run_folder": 1, "read_resume_meta": 1, "read_resume_tensors": 1}
+    assert [row["epoch"] for row in resumed.history] == [1, 2] and resumed.history[0] == first.history[0]
+    with pytest.raises(ConfigError, match="give one"):
+        train(tiny_cfg, resume=True, overwrite=True)

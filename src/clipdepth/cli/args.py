@@ -5,12 +5,11 @@ A wrong value is reported before any work, in one line that names the flag and t
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
 
-from ..errors import DataError
+from ..io.paths import output_file, output_folder  # noqa: F401  (the commands take them from here)
 
 # A config override on the command line: section.field=value (also accepted after options).
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
@@ -60,49 +59,6 @@ def _int_at_least(least: int, meaning: str):
 
 positive_int = _int_at_least(1, "a positive integer")  # argparse type: an integer >= 1
 non_negative_int = _int_at_least(0, "an integer >= 0")  # argparse type: an integer >= 0
-
-
-def _read_only(folder: Path) -> bool:
-    """Whether ``folder`` is on a file system mounted read-only (where nobody, root included, may write)."""
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
-        return False
-
-
-def _writable_ancestor(path: Path) -> Path:
-    """The nearest existing folder at or above ``path``; DataError unless this process may write in it
-    (a read-only file system named as such, not as a permission)."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise DataError(f"{path}: {probe} is a file, so the folder cannot be made")
-    if _read_only(probe):
-        raise DataError(f"{path}: cannot write there ({probe} is on a read-only file system); write elsewhere")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise DataError(f"{path}: cannot write there (no write permission on {probe})")
-    return probe
-
-
-def output_folder(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Check, before any work, that ``path`` is a folder that exists or can be made and written."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DataError(f"{path}: exists and is not a folder ({flag} takes a folder)")
-    _writable_ancestor(path)
-    return path
-
-
-def output_file(path: str | os.PathLike, flag: str) -> Path:
-    """Check, before any work, that ``path`` can be written as a file."""
-    path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder ({flag} takes a file name)")
-    _writable_ancestor(path.parent)
-    return path
 
 
 def report_failures(

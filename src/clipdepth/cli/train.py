@@ -38,35 +38,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..errors import ConfigError
     from ..models import model_class
-    from ..training.run import Experiment
-    from ..training.zero_shot import write_zero_shot_run
-    from ..training.resume import read_resume_meta, read_resume_tensors
-    from ..training.trainer import check_config, check_run_folder
-    from .args import output_folder
+    from ..training import train
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
     overrides += [f"train.num_workers={args.workers}"] if args.workers is not None else []
     cfg = load_config(args.config or ["demo"], overrides)
-    if args.resume and args.overwrite:
-        raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: give one")
+    result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     model_cls = model_class(cfg.model)
-    if model_cls.zero_shot:  # nothing to train (DepthCLIP): the run folder gets its checkpoint only
-        if args.resume:
-            raise ConfigError(f"{model_cls.display_name} has nothing to train, so nothing to resume")
-        output_folder(cfg.output_dir)
-        model_dir = write_zero_shot_run(cfg, args.overwrite)
-        print(f"{model_cls.display_name} has nothing to train: wrote its checkpoint {model_dir} (config, no trained weights)")
+    if model_cls.zero_shot:
+        print(f"{model_cls.display_name} has nothing to train: wrote its checkpoint {result.model_dir} (config, no trained weights)")
         return 0
-    # Fail before building the model, encoding, or rewriting the run's config.yaml.
-    check_config(cfg)
-    output_folder(cfg.output_dir)
-    check_run_folder(cfg.output_dir, args.resume, args.overwrite)
-    if args.resume:
-        directory, _ = read_resume_meta(cfg.output_dir, cfg)
-        read_resume_tensors(directory)
-    result, _ = Experiment.create(cfg, check_data=True).train(cfg.output_dir, resume=args.resume, overwrite=args.overwrite)
     which = "the final epoch" if cfg.train.publish == "last" else f"best val {cfg.train.select_metric}"
     print(f"trained head: {result.model_dir} ({which}: epoch {result.published_epoch})")
     print(json.dumps(result.best, indent=2))

@@ -98,6 +98,8 @@ def evaluate_checkpoint(
     image, DataError for results of an earlier run in ``out`` (unless ``overwrite``) and for the
     data's own problems.
     """
+    if out is not None:  # refused before any weights are loaded; the default folder needs the dataset's name
+        refuse_existing([Path(out) / file for file in OUTPUTS], overwrite)
     model = load_model(checkpoint)
     settings = evaluation_settings(model.cfg, dataset, recipe, protocol, data_overrides)
     data, name = settings.data, settings.data.dataset
@@ -106,8 +108,10 @@ def evaluate_checkpoint(
         scoring = dataclasses.replace(scoring, crop=None)
     tta = model.cfg.eval.tta if tta is None else tta
 
-    out = Path(out or f"outputs/eval/{name}")
-    refuse_existing([out / file for file in OUTPUTS], overwrite)
+    if out is None:
+        out = Path(f"outputs/eval/{name}")
+        refuse_existing([out / file for file in OUTPUTS], overwrite)
+    out = Path(out)
     frames = get_dataset(data, "test")
     inputs = frames_digest(frames, data, model.uses_captions)  # before reading: a file rewritten meanwhile shows
     model.to(resolve_device(model.cfg.device))

@@ -27,7 +27,7 @@ from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .mixture import SourceData, SourceSettings, training_sources
-from .trainer import Trainer, TrainResult, available_bytes, check_config, check_run_folder
+from .trainer import RunFolder, Trainer, TrainResult, available_bytes, check_config
 
 
 TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served
@@ -96,11 +96,13 @@ class Experiment:
     budget: float = 0.0  # bytes the last plan let the splits take in RAM (``memory_budget`` then)
 
     @classmethod
-    def create(cls, cfg: Config, check_data: bool = False) -> "Experiment":
+    def create(cls, cfg: Config, check_data: bool = False, checked: bool = False) -> "Experiment":
         """The model built from ``cfg`` (its frozen parts loaded) and the run's datasets. With
         ``check_data`` the training datasets' train and val splits are opened first, so that a
-        wrong root or list fails before any weights are loaded or downloaded."""
-        check_config(cfg)
+        wrong root or list fails before any weights are loaded or downloaded; ``checked``: ``cfg``
+        has passed ``check_config`` already."""
+        if not checked:
+            check_config(cfg)
         sources = training_sources(cfg)
         protocol = get_protocol(cfg.eval.protocol)
         for source in sources:
@@ -237,12 +239,14 @@ class Experiment:
         return [*train, (source, "val", self.cfg.eval.tta)]
 
     def train(
-        self, out_dir: str | Path, resume: bool = False, overwrite: bool = False
+        self, out_dir: str | Path, resume: bool = False, overwrite: bool = False, run: RunFolder | None = None,
     ) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
         """Train the head; returns the result and the (first dataset's) training split (for baselines).
-        A folder holding an earlier run is refused unless ``resume`` or ``overwrite``."""
+        A folder holding an earlier run is refused unless ``resume`` or ``overwrite``; ``run``: the
+        folder already checked (``RunFolder.open``), whose resume and overwrite apply."""
         out_dir = Path(out_dir)
-        check_run_folder(out_dir, resume, overwrite, self.dist)
+        run = run or RunFolder.open(out_dir, self.cfg, resume, overwrite, self.dist)
+        resume = run.resume
         if self.rng is not None:  # a resumed run restores the state it saved instead
             torch.set_rng_state(self.rng)
         if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
@@ -270,4 +274,4 @@ class Experiment:
             write_text_atomic(out_dir / TRAIN_LOG, "".join(f"{line}\n" for line in lines))
             print(*lines, sep="\n", file=sys.stderr)
         trainer = Trainer(self.model, self.cfg, sources, out_dir, self.dist)
-        return trainer.fit(resume=resume, overwrite=overwrite), sources[0].train
+        return trainer.fit(run=run), sources[0].train

@@ -194,6 +194,32 @@ def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool, dist: D
         raise CheckpointError(problem)
 
 
+@dataclass(frozen=True)
+class RunFolder:
+    """A run's output folder checked once, before any work (``check_run_folder``), with the resume
+    state of a resumed run read once (its meta checked against the config, the head weights and the
+    optimiser/RNG tensors): a damaged state fails before anything is encoded or built."""
+
+    path: Path
+    resume: bool = False
+    overwrite: bool = False
+    state: tuple[Path, dict, dict, dict] | None = field(default=None, repr=False)  # folder, meta, weights, tensors
+
+    @classmethod
+    def open(cls, out_dir: str | Path, cfg: Config, resume: bool = False, overwrite: bool = False,
+             dist: Distributed = Distributed()) -> "RunFolder":
+        """ConfigError for ``resume`` with ``overwrite``; CheckpointError for a folder holding a run
+        neither continues nor replaces, or a missing or damaged resume state (``read_resume_meta``)."""
+        if resume and overwrite:
+            raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: give one")
+        check_run_folder(out_dir, resume, overwrite, dist)
+        state = None
+        if resume:
+            directory, meta = read_resume_meta(out_dir, cfg)
+            state = (directory, meta, *read_resume_tensors(directory))
+        return cls(Path(out_dir), resume, overwrite, state)
+
+
 # What a run writes in its folders besides the files of RUN_OUTPUTS and RUN_LOGS: checkpoint folders
 # (``io.atomic.atomic_dir``, each listing what it wrote; these names for those of a clipdepth that kept
 # no list) and TensorBoard's event files.
@@ -251,8 +277,8 @@ class Trainer:
         out_dir: str | Path,
         dist: Distributed = Distributed(),
     ) -> None:
-        """Train ``model``'s head on ``sources`` (one dataset, or a mixture's several)."""
-        check_config(cfg)
+        """Train ``model``'s head on ``sources`` (one dataset, or a mixture's several); ``cfg`` has
+        passed ``check_config`` (``Experiment.create``, ``single_dataset``)."""
         if not sources:
             raise ConfigError("nothing to train on: no dataset given")
         self.dist = dist
@@ -290,6 +316,7 @@ class Trainer:
         protocol: Protocol, out_dir: str | Path, dist: Distributed = Distributed(),
     ) -> "Trainer":
         """A trainer on one dataset's training and validation splits."""
+        check_config(cfg)
         return cls(model, cfg, [SourceData(cfg.data.dataset, train, val, preprocessor, protocol)], out_dir, dist)
 
     @property
@@ -402,17 +429,19 @@ class Trainer:
             return per_source[0]
         return len(self.sources) * max(per_source) if cfg.mixture_order == "round_robin" else sum(per_source)
 
-    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, overwrite: bool = False, run: RunFolder | None = None) -> TrainResult:
         """Train; with ``resume`` continue from ``checkpoints/resume/`` of ``out_dir`` exactly.
 
         A new run refuses a folder that holds an earlier run unless ``overwrite`` (CheckpointError).
+        ``run``: the folder already checked (``RunFolder.open``), whose resume and overwrite apply.
         """
         cfg = self.cfg.train
-        check_run_folder(self.out_dir, resume, overwrite, self.dist)
+        run = run or RunFolder.open(self.out_dir, self.cfg, resume, overwrite, self.dist)
+        resume = run.resume
         result = TrainResult()
         first_epoch, since_improvement, metrics = 1, 0, None
         if resume:
-            state = self._load_resume_state()
+            state = self._load_resume_state(*run.state)
             first_epoch = state["epoch"] + 1
             since_improvement = state["since_improvement"]
             result.best, result.history = state["best"], state["history"]
@@ -526,15 +555,13 @@ class Trainer:
         }
         write_resume_state(self.out_dir, self.model.head.state_dict(), tensors, meta)
 
-    def _load_resume_state(self) -> dict:
-        directory, meta = read_resume_meta(self.out_dir, self.cfg)
+    def _load_resume_state(self, directory: Path, meta: dict, weights: dict, tensors: dict) -> dict:
         fingerprint = self.model.encoder.fingerprint()
         if meta.get("encoder_fingerprint") not in (None, fingerprint):
             raise CheckpointError(
                 f"{directory}: the run was trained on encoder weights {meta['encoder_fingerprint']}, "
                 f"this encoder has {fingerprint}"
             )
-        weights, tensors = read_resume_tensors(directory)
         load_head_state(self.model.head, weights, str(directory / RESUME_WEIGHTS), RESUME_DAMAGED)
         try:
             for phase, opt in self.objective.optimizers.items():
