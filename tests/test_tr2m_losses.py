@@ -18,9 +18,8 @@ from clipdepth.losses.tr2m import (
     pseudo_metric,
     pseudo_metric_loss,
     sample_pixels,
-    silog_loss,
-    silog_losses,
 )
+from clipdepth.losses.common import silog_loss, silog_losses
 from clipdepth.training.op_count import count_ops
 
 # --- silog -------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPTokenizer
+from transformers.activations import QuickGELUActivation
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..config import DepthCLIPConfig
@@ -122,18 +123,13 @@ class ModifiedResNet(nn.Module):
 
 
 # -- text tower: OpenAI's causal transformer -------------------------------------------------------
-class QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, d_model: int, n_head: int) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELU()), ("c_proj", nn.Linear(d_model * 4, d_model)),
+            ("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELUActivation()), ("c_proj", nn.Linear(d_model * 4, d_model)),
         ]))
         self.ln_2 = nn.LayerNorm(d_model)
 

@@ -23,7 +23,7 @@ from ...config import Config
 from ...data.transforms import Preprocessor
 from ...errors import ConfigError
 from ...features.memory import TrainBatch
-from ...losses.tr2m import silog_loss
+from ...losses.common import silog_loss
 from ...models.learned_prompts import LearnedPrompts
 from .base import Objective
 

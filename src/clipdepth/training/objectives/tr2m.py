@@ -33,8 +33,8 @@ from ...losses.tr2m import (
     pixel_contrast_loss,
     pseudo_gate,
     pseudo_metric,
-    silog_losses,
 )
+from ...losses.common import silog_losses
 from ...features.memory import TrainBatch
 from ...models.tr2m import TR2M, to_metric
 from .base import Objective
