@@ -1,5 +1,5 @@
 """`clipdepth caption --dataset`: the frames' data settings as data.<field>=<value> overrides, as the
-README writes them (the captioning model itself is replaced: none is available offline)."""
+docs/tr2m.md ("Running it") writes them (the captioning model itself is replaced: none is available offline)."""
 from __future__ import annotations
 
 import pytest
@@ -24,7 +24,7 @@ def captioned(monkeypatch):
 def test_the_readme_caption_line_takes_data_overrides(rgbd_samples, captioned, tmp_path, capsys):
     listing = tmp_path / "nyu_train.txt"
     listing.write_text("".join(f"nyu/rgb_{i}.jpg nyu/sync_depth_{i}.png 518.8579\n" for i in ("00000", "00050", "00100")))
-    # README: clipdepth caption --dataset nyu --split train data.root=/data/nyu data.train_list=... --model ... --lines 5
+    # docs/tr2m.md: clipdepth caption --dataset nyu --split train data.root=/data/nyu data.train_list=... --model ... --lines 5
     assert main(["caption", "--dataset", "nyu", "--split", "train", f"data.root={rgbd_samples}", f"data.train_list={listing}",
                  "data.val_fraction=0.34", "--model", "Salesforce/blip-image-captioning-large",
                  "--out", str(tmp_path / "captions"), "--lines", "5"]) == 0

@@ -11,7 +11,7 @@ import torch
 from ..errors import ConfigError
 from .atomic import atomic_path
 
-DEFAULT_HORIZONTAL_FOV_DEG = 60.0  # used when no intrinsics are given; stated in the README
+DEFAULT_HORIZONTAL_FOV_DEG = 60.0  # used when no intrinsics are given; stated in docs/predict.md
 
 
 def default_intrinsics(height: int, width: int, fov_deg: float = DEFAULT_HORIZONTAL_FOV_DEG) -> tuple[float, float, float, float]:
