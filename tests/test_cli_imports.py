@@ -34,21 +34,21 @@ def test_help_imports_no_heavy_library(command, unwanted):
 
 
 def test_the_predict_help_names_the_models_tile_limit():
-    from clipdepth.cli.args import DEFAULT_MAX_TILES
+    from clipdepth.cli.image_options import DEFAULT_MAX_TILES
     from clipdepth.models.base import MAX_TILES
 
     assert DEFAULT_MAX_TILES == MAX_TILES
 
 
 def test_the_pixel_limit_of_the_help_is_the_readers():
-    from clipdepth.cli.args import DEFAULT_MAX_PIXELS
+    from clipdepth.cli.image_options import DEFAULT_MAX_PIXELS
     from clipdepth.io.depth_io import MAX_PHOTO_PIXELS
 
     assert DEFAULT_MAX_PIXELS == MAX_PHOTO_PIXELS
 
 
 def test_the_crop_choices_are_the_models():
-    from clipdepth.cli.args import INFER_CROPS as choices
+    from clipdepth.cli.image_options import INFER_CROPS as choices
     from clipdepth.models.base import INFER_CROPS
 
     assert choices == INFER_CROPS

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .args import OVERRIDE, add_max_pixels, add_workers, output_folder, path_arg, positive_int, report_failures
+from .args import OVERRIDE, add_workers, output_folder, path_arg, positive_int, report_failures
+from .image_options import add_max_pixels
 
 HELP = "caption images or a dataset's frames with an image-to-text model (TR2M's text input)"
 # What helps with a skipped item, by a marker in its line (cli.args.report_failures).

@@ -6,17 +6,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import platform
-import shlex
 import sys
-import tempfile
-import time
-import traceback
-from pathlib import Path
 
-from .. import __version__
 from ..errors import ClipdepthError
 from .args import OVERRIDE, flag_for
+from .report import report_unexpected, worker_failure
 
 # Imported lazily so that `clipdepth score` does not pay for importing transformers.
 SUBCOMMANDS = {
@@ -96,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the last resort: anything else is one line too
-        if (known := _worker_failure(exc)) is not None:
+        if (known := worker_failure(exc)) is not None:
             return _user_error(name, args, known)
         print(report_unexpected(exc, name, argv), file=sys.stderr)
         return 1
@@ -107,41 +101,6 @@ def _user_error(name: str, args: argparse.Namespace | None, exc: ClipdepthError)
     flag = flag_for(args, exc.setting) if args is not None else None
     print(f"{name}: error: {exc}{f' ({flag})' if flag else ''}", file=sys.stderr)
     return 2
-
-
-def _worker_failure(exc: Exception) -> ClipdepthError | None:
-    """A DataLoader worker that died, or shared memory that ran out, as ``data.loader`` words it
-    (``loader_failure``): torch's SIGCHLD handler raises a worker's death wherever this process is
-    then (writing outputs, running the model), outside the loop over the loader that translates it.
-    None for anything else; torch is not imported for an error that cannot be one of its."""
-    if not isinstance(exc, RuntimeError) or "torch" not in sys.modules:
-        return None
-    from ..data.loader import loader_failure
-
-    return loader_failure(exc)
-
-
-TRACEBACK_DIR = "CLIPDEPTH_TRACEBACK_DIR"  # where report_unexpected saves tracebacks (default: the system's temp folder)
-
-
-def report_unexpected(exc: Exception, name: str, argv: list[str]) -> str:
-    """The line for an error clipdepth did not expect in ``name`` (``clipdepth predict``): its type
-    and first line, and the file its full traceback (and ``argv``) was saved in, under
-    ``$CLIPDEPTH_TRACEBACK_DIR``, else the system's temp folder, to report."""
-    from ..io.atomic import write_text_atomic
-
-    first = (str(exc).strip().splitlines() or [""])[0]
-    line = f"{name}: error: {type(exc).__name__}{f': {first}' if first else ''}"
-    folder = Path(os.environ.get(TRACEBACK_DIR) or tempfile.gettempdir())
-    path = folder / f"{name.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-    text = (f"clipdepth {__version__}, Python {sys.version.split()[0]}, {platform.platform()}\n"
-            f"command: clipdepth {shlex.join(argv)}\n\n" + "".join(traceback.format_exception(exc)))
-    try:
-        write_text_atomic(path, text)
-    except (ClipdepthError, OSError) as error:
-        return (f"{line} (an unexpected error; its traceback could not be saved: {error}; "
-                f"set {TRACEBACK_DIR} to a writable folder)")
-    return f"{line} (an unexpected error: please report it with its traceback, saved in {path})"
 
 
 if __name__ == "__main__":

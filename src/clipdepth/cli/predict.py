@@ -12,9 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .args import (
-    add_crop, add_image_limits, add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures,
-)
+from .args import add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures
+from .image_options import add_crop, add_image_limits
 
 HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
 # What helps with a skipped item, by a marker in its line (cli.args.report_failures).
@@ -90,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
     camera = [flag for flag in ("fx", "fy", "cx", "cy", "intrinsics") if getattr(args, flag) is not None]
     if not args.ply and camera:
         raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
-    images = [item for item in args.inputs if not is_video(item)]
-    videos = [item for item in args.inputs if is_video(item)]
+    images, videos = [i for i in args.inputs if not is_video(i)], [i for i in args.inputs if is_video(i)]
     if videos and not images and (args.npy or args.ply or args.uncertainty):
         raise ConfigError("--npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")
     jobs = collect_inputs(images, args.out) if images else []
@@ -99,42 +97,23 @@ def run(args: argparse.Namespace) -> int:
 
     from ..device import resolve_device
     from ..inference import PredictOptions, input_lines, predict_to_folder, predict_videos
-    from ..io.fingerprint import readable
-    from ..io.intrinsics import RECORD_FILE, describe_cameras
     from ..models import load_model
 
     options = PredictOptions(
         npy=args.npy, ply=args.ply, uncertainty=args.uncertainty, side_by_side=args.side_by_side, fx=args.fx, fy=args.fy,
         cx=args.cx, cy=args.cy, intrinsics=args.intrinsics, vmin=args.vmin, vmax=args.vmax, tta=args.tta, crop=args.crop,
-        dataset=args.dataset, tiles=args.tiles,
-        max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6), batch_size=args.batch_size,
-        overwrite=args.overwrite, caption=args.caption, captions=args.captions, workers=args.workers,
-    )
+        dataset=args.dataset, tiles=args.tiles, max_tiles=args.max_tiles, max_pixels=int(args.max_pixels * 1e6),
+        batch_size=args.batch_size, overwrite=args.overwrite, caption=args.caption, captions=args.captions, workers=args.workers)
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
-    model = model.to(resolve_device(model.cfg.device))
-    failed: list[str] = []
+    model, failed = model.to(resolve_device(model.cfg.device)), []
     print("\n".join(input_lines(model, options)))
     if jobs:
         report = predict_to_folder(model, jobs, args.out, options)
-        unit = "millimetres" if report.scale == 1000.0 else f"metres = value / {report.scale:g}"
-        print((f"wrote depth for {report.done} image(s) to {args.out} (16-bit PNG: {unit})" if report.done else
-               "wrote no depth") + (f"; kept {report.kept} finished before (--overwrite to replace)" if report.kept else ""))
-        if report.again:
-            print(f"  {report.again} of them had changed since an earlier run made their outputs: those were replaced"
-                  + (f" ({report.removed} that this run does not write were removed)" if report.removed else ""))
-        if report.completed:
-            print(f"  {report.completed} of them had outputs from an earlier run: only the missing files were written, "
-                  "the others keep that run's options (colour range, camera); --overwrite writes them all again")
-        if report.cameras:
-            print("\n".join(describe_cameras(report.cameras, args.out / RECORD_FILE)))
+        print("\n".join(report.lines(args.out)))
         failed = report.failed
     for made in predict_videos(model, clips, args.out, options):
         if made.failed:  # reported with the images that were skipped
             failed.append(made.failed)
-            continue
-        what = f"{made.frames} frames of {made.width}x{made.height} at {float(made.fps):g} fps"
-        output = readable(str(made.output))  # stdout takes no undecodable byte of a file name
-        print(f"kept {output}: {what}, finished before (--overwrite to replace)" if made.kept else
-              f"wrote {output}: {what}, colours {made.colours[0]:g}-{made.colours[1]:g} m"
-              + (" (replacing the mp4 of the video's earlier content)" if made.again else ""))
+        else:
+            print(made.line())
     return report_failures("predict", failed, "were skipped", HELPS, noun="input(s)" if clips else "image(s)")

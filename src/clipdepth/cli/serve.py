@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .args import add_crop, add_image_limits, path_arg, positive_int
+from .args import path_arg, positive_int
+from .image_options import add_crop, add_image_limits
 
 HELP = "a local web page (Gradio): upload an image, see its depth in colour and 3-D, download PNG and PLY"
 # serve.network.DEFAULT_HOST / DEFAULT_PORT and serve.service.KEEP_RESULTS, not imported for --help

@@ -31,7 +31,7 @@ from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
 from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_made, read_rgb
 from ..io.fingerprint import Made, file_digest, text_digest
-from ..io.intrinsics import RECORD_EVERY_S, Camera, CameraRecord, CameraSources
+from ..io.intrinsics import RECORD_EVERY_S, RECORD_FILE, Camera, CameraRecord, CameraSources, describe_cameras
 from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
 from ..models.base import INFER_CROPS, INFERENCE_OVERRIDES, MAX_TILES, DepthModel
 
@@ -95,6 +95,22 @@ class PredictReport:
     # cameras recorded, of point clouds written now or kept from a run stopped before it recorded theirs:
     # source (Camera.describe) -> names
     cameras: dict[str, list[str]] = field(default_factory=dict)
+
+    def lines(self, out: Path) -> list[str]:
+        """What the run did, for its summary: images written and kept, outputs replaced or completed,
+        the cameras of the point clouds (recorded in ``out``)."""
+        unit = "millimetres" if self.scale == 1000.0 else f"metres = value / {self.scale:g}"
+        lines = [(f"wrote depth for {self.done} image(s) to {out} (16-bit PNG: {unit})" if self.done else "wrote no depth")
+                 + (f"; kept {self.kept} finished before (--overwrite to replace)" if self.kept else "")]
+        if self.again:
+            lines.append(f"  {self.again} of them had changed since an earlier run made their outputs: those were replaced"
+                         + (f" ({self.removed} that this run does not write were removed)" if self.removed else ""))
+        if self.completed:
+            lines.append(f"  {self.completed} of them had outputs from an earlier run: only the missing files were written, "
+                         "the others keep that run's options (colour range, camera); --overwrite writes them all again")
+        if self.cameras:
+            lines += describe_cameras(self.cameras, out / RECORD_FILE)
+        return lines
 
 
 def caption_file(folder: Path, image: Path, name: Path) -> Path:

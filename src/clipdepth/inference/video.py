@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
-from ..io.fingerprint import Made, file_digest, text_digest
+from ..io.fingerprint import Made, file_digest, readable, text_digest
 from ..io.predictions import colourise, side_by_side
 from ..io.video import VIDEO_TAIL, Mp4Writer, probe_video, read_frames, video_made
 from ..models.base import DepthModel
@@ -40,6 +40,14 @@ class VideoReport:
     kept: bool = False
     again: bool = False
     failed: str | None = None
+
+    def line(self) -> str:
+        """What became of a video that was not skipped, for the run's summary."""
+        what = f"{self.frames} frames of {self.width}x{self.height} at {float(self.fps):g} fps"
+        output = readable(str(self.output))  # stdout takes no undecodable byte of a file name
+        return (f"kept {output}: {what}, finished before (--overwrite to replace)" if self.kept else
+                f"wrote {output}: {what}, colours {self.colours[0]:g}-{self.colours[1]:g} m"
+                + (" (replacing the mp4 of the video's earlier content)" if self.again else ""))
 
 
 def video_colours(model: DepthModel, options: PredictOptions) -> tuple[float, float]:
