@@ -1,4 +1,8 @@
-"""Errors a user can act on. The CLI prints them as one line (no traceback) and exits with 2."""
+"""Errors a user can act on. The CLI prints them as one line (no traceback) and exits with 2.
+
+Each is also the built-in exception of its kind, so that code catching those catches clipdepth's:
+a bad value (ConfigError) is a ValueError; a file or checkpoint at fault (DataError, CheckpointError,
+EncoderLoadError) is an OSError, with no errno (its message says what is wrong)."""
 
 
 class ClipdepthError(Exception):
@@ -13,19 +17,19 @@ class ClipdepthError(Exception):
         self.setting = setting
 
 
-class DataError(ClipdepthError):
+class DataError(ClipdepthError, OSError):
     """A missing, unreadable or invalid input file (image, depth map, split list)."""
 
 
-class EncoderLoadError(ClipdepthError):
+class EncoderLoadError(ClipdepthError, OSError):
     """Encoder weights or tokenizer could not be loaded (offline, wrong id or folder)."""
 
 
-class ConfigError(ClipdepthError):
+class ConfigError(ClipdepthError, ValueError):
     """An unknown config field, a value of the wrong type, or an unreadable recipe file."""
 
 
-class CheckpointError(ClipdepthError):
+class CheckpointError(ClipdepthError, OSError):
     """A checkpoint folder that is missing, incomplete or made for another encoder."""
 
 

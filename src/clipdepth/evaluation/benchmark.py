@@ -131,6 +131,8 @@ def parse_published(data: Mapping[str, Any], where: str) -> list[PublishedTable]
                 tuple(spec.get("info", [])), columns, bool(spec.get("avg_rank", False)), tuple(rows),
             ))
         return tables
+    except ConfigError:  # a column said wrong, already one line
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: not a published-numbers file ({type(exc).__name__}: {exc})") from None
 

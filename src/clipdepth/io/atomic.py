@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 
 from safetensors import SafetensorError
 
-from ..errors import DataError
+from ..errors import ClipdepthError, DataError
 
 # A temporary made by this module: the target name (or its start), host, pid, a random part, ".tmp", the suffix.
 _TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp(\.[^.]+)?$")
@@ -139,6 +139,8 @@ def disk_full(exc: BaseException, folder: str | os.PathLike) -> str | None:
     """The cause ("no space left on device", "disk quota exceeded") when ``exc``, raised writing
     into ``folder``, failed for a full disk: by its errno or message, or, for an error without an
     errno (numpy's, safetensors'), by less than ``FULL_BELOW_BYTES`` left there; else None."""
+    if isinstance(exc, ClipdepthError):  # an OSError without an errno, that says its own cause
+        return None
     code = getattr(exc, "errno", None)
     free = _free_bytes(Path(folder)) if code is None else None
     if code in FULL_ERRNOS or "No space left on device" in str(exc) or (free is not None and free < FULL_BELOW_BYTES):
@@ -150,8 +152,8 @@ def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataEr
     """A failed write of ``target`` (through the file or folder ``temporary``) as one line: the
     file, the cause (a full disk named as such) and what to do. None for an error that is not about
     writing it (an OSError naming another file, such as an input read on the way; a RuntimeError
-    that is not torch.save's), which is raised as it is."""
-    if isinstance(exc, RuntimeError) and TORCH_WRITER not in str(exc):
+    that is not torch.save's; clipdepth's own, already one line), which is raised as it is."""
+    if isinstance(exc, ClipdepthError) or isinstance(exc, RuntimeError) and TORCH_WRITER not in str(exc):
         return None
     named = target
     if isinstance(exc, OSError) and exc.filename is not None:

@@ -75,6 +75,8 @@ def _open_image(path: Path, max_pixels: int | None = None) -> Image.Image:
                 )
             image.load()
             return image.copy()  # detached from the file, which the `with` closes
+    except DataError:  # the limit above, already one line
+        raise
     except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({_one_line(exc)})") from None
 
