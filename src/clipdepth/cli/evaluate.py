@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no flip TTA (default: the checkpoint's eval.tta)")
     p.add_argument(
         "--score-at-input", action="store_true",
-        help="score at the encoder input size against resized GT, as the reference code (for comparison only)",
+        help="score at the encoder input size against resized GT, as the released code (for comparison only)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8)
     add_workers(p, "the frames")

@@ -1,7 +1,7 @@
 """Scoring a trained checkpoint on a dataset with the exact protocol: what ``clipdepth evaluate`` runs.
 
 Every image is scored (no dropped last batch), at the GT's own resolution unless ``score_at_input``
-asks for the PureCLIP-Depth reference code's way. Writes the summary JSON, per-image metrics as CSV
+asks for the PureCLIP-Depth released code's way. Writes the summary JSON, per-image metrics as CSV
 and a markdown table.
 """
 from __future__ import annotations
@@ -129,7 +129,7 @@ def evaluate_checkpoint(
         "n_no_valid_pixel": acc.n_skipped,
         "protocol": scoring.name,
         "flip_tta": tta,
-        "scored_at": "encoder input (reference code)" if score_at_input else "ground-truth resolution",
+        "scored_at": "encoder input (released code)" if score_at_input else "ground-truth resolution",
         "checkpoint": str(checkpoint),
         "checkpoint_digest": checkpoint_digest(checkpoint),
         "data": json.loads(json.dumps(dataclasses.asdict(data))),  # the settings scored with

@@ -202,7 +202,7 @@ def model_predictor(
     the model's device for scoring there.
 
     ``score_at_input`` instead pairs the prediction at the encoder input with the mask-aware
-    resized GT, as the PureCLIP-Depth reference code scores (use a protocol without a crop: crops
+    resized GT, as the PureCLIP-Depth released code scores (use a protocol without a crop: crops
     are defined on the GT frame) — only to compare with numbers produced that way.
     """
 

@@ -75,7 +75,7 @@ class EncodedSplit:
     def random_tiles(
         self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
     ) -> TrainBatch:
-        """One random tile per frame, as the reference code trains on KITTI's four tiles (with
+        """One random tile per frame, as the released code trains on KITTI's four tiles (with
         one tile, simply the frames), and the mirrored frame with probability ``flip_prob``.
         ``frames`` (B,) and ``generator`` live on the host; the draws reach the data's device in one
         non-blocking copy, and nothing is read back from it. Raises ValueError for a split encoded

@@ -2,7 +2,7 @@
 
 - Two AdamW optimisers; the phase switches every ``phase_steps`` global steps, Embedding first.
   Embedding phase: L_align + lambda * L_InfoNCE. Depth phase: pixel RMSE on the upsampled map.
-- Reference code: both optimisers hold phi, psi and W. Paper: W is frozen in the Depth phase.
+- Released code: both optimisers hold phi, psi and W. Paper: W is frozen in the Depth phase.
 - The LR stays constant until ``decay_start`` epochs pass without improvement of any validation
   metric, then decays linearly to ``final_lr_factor`` at ``patience`` epochs, where training stops.
 - With ``loss.patch_region`` (released KITTI: the Garg crop) each training tile's patches are gated
