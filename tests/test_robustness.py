@@ -591,7 +591,7 @@ def test_a_write_that_fails_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_run_that_failed_before_its_first_epoch_does_not_block_the_next(tiny_cfg, tmp_path):
-    from clipdepth.training.trainer import check_run_folder
+    from clipdepth.training.run_folder import check_run_folder
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "train_steps.jsonl").write_text("")  # all a run leaves when step 1 fails

@@ -193,7 +193,7 @@ def test_the_last_partial_batch_is_dropped_unless_asked(tiny_cfg, tmp_path):
 
 def test_improvement_is_judged_on_the_released_metric_set(tiny_cfg, tmp_path):
     from clipdepth.errors import ConfigError
-    from clipdepth.training.trainer import check_config
+    from clipdepth.training.checks import check_config
 
     assert TrainConfig().improve_metrics == ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
     # Zero learning rates: epoch 1 sets every best, nothing improves after, patience 1 stops at 2.
@@ -309,7 +309,7 @@ def test_train_overwrite_removes_only_what_clipdepth_wrote(tmp_path, capsys):
 
 
 def test_a_new_run_removes_a_checkpoint_saved_without_the_list_and_keeps_the_users_files(tmp_path):
-    from clipdepth.training.trainer import start_run_folder
+    from clipdepth.training.run_folder import start_run_folder
 
     checkpoint = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
     resume = ["head.safetensors", "training_state.pt", "state.json"]
@@ -342,7 +342,7 @@ def test_a_run_trains_the_same_whatever_the_process_drew_since_its_head_was_buil
 ])
 def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, device, overrides, says):
     from clipdepth.config import config_to_dict, load_config_dict
-    from clipdepth.training.trainer import check_cuda_graph
+    from clipdepth.training.checks import check_cuda_graph
 
     cfg = load_config_dict(config_to_dict(tiny_cfg), ["train.cuda_graph=true", *overrides])
     with pytest.raises(ConfigError) as err:
@@ -355,8 +355,9 @@ def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, devi
 def test_train_checks_everything_once_before_any_work_and_resumes(tiny_cfg, monkeypatch):
     """`clipdepth.training.train`, the one road of `clipdepth train`: the config, the run folder and a resumed
     run's state are each checked or read once per run, and a resumed run continues where the first stopped."""
+    import clipdepth.training.checks as checks_module
     import clipdepth.training.run as run_module
-    import clipdepth.training.trainer as trainer_module
+    import clipdepth.training.run_folder as run_folder_module
     from clipdepth.training import train
 
     calls: dict[str, int] = {}
@@ -370,9 +371,10 @@ def test_train_checks_everything_once_before_any_work_and_resumes(tiny_cfg, monk
 
         monkeypatch.setattr(module, name, spy)
 
-    for name in ("check_config", "check_run_folder", "read_resume_meta", "read_resume_tensors"):
-        counted(trainer_module, name)
-    monkeypatch.setattr(run_module, "check_config", trainer_module.check_config)  # the name run.py imported
+    counted(checks_module, "check_config")
+    for name in ("check_run_folder", "read_resume_meta", "read_resume_tensors"):
+        counted(run_folder_module, name)
+    monkeypatch.setattr(run_module, "check_config", checks_module.check_config)  # the name run.py imported
 
     tiny_cfg.train.max_epochs = 1
     first = train(tiny_cfg)

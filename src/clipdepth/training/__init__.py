@@ -25,7 +25,9 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False) -> TrainRe
     from ..models import model_class
     from .distributed import from_environment
     from .run import Experiment
-    from .trainer import RunFolder, TrainResult, check_config
+    from .checks import check_config
+    from .run_folder import RunFolder
+    from .trainer import TrainResult
     from .zero_shot import write_zero_shot_run
 
     model_cls = model_class(cfg.model)

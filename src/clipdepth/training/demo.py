@@ -42,7 +42,7 @@ from .resume import (
     RESUME_IGNORED_FIELDS, RESUME_META, config_json, find_resume_state, read_resume_meta, read_resume_tensors,
 )
 from .run import Experiment
-from .trainer import RUN_OUTPUTS
+from .run_folder import RUN_OUTPUTS
 from .zero_shot import write_zero_shot_run
 
 BASELINE = "mean_baseline"

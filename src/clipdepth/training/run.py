@@ -27,7 +27,9 @@ from ..data.captions import CaptionLookup, caption_lookup
 from ..models import DepthModel, build_model
 from .distributed import Distributed, from_environment
 from .mixture import SourceData, SourceSettings, training_sources
-from .trainer import RunFolder, Trainer, TrainResult, available_bytes, check_config
+from .checks import check_config
+from .run_folder import RunFolder
+from .trainer import Trainer, TrainResult, available_bytes
 
 
 TRAIN_LOG = "train_log.txt"  # a run's line per training dataset: how its frames are served

@@ -27,7 +27,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import itertools
 import json
@@ -44,8 +43,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data import DATASETS
-from ..device import resolve_device
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..evaluation.evaluate import ScoringTargets, predicted_batches
 from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER, MetricAccumulator
@@ -53,48 +50,17 @@ from ..evaluation.protocol import Protocol
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..io.depth_store import TrainingDepth
-from ..io.atomic import atomic_dir, atomic_path, clean_stale, remove_written, write_text_atomic, written
+from ..io.atomic import atomic_dir, atomic_path, write_text_atomic, written
 from ..models import DepthModel
-from ..models.base import CONFIG_NAME, PREPROCESSOR_NAME, WEIGHTS_NAME, head_autocast, load_head_state
-from .objectives import check_model_config, objective_class
+from ..models.base import head_autocast, load_head_state
+from .objectives import objective_class
 from .resume import (
-    RESUME_DAMAGED, RESUME_FILES, RESUME_TENSORS, RESUME_WEIGHTS, config_json, read_resume_meta, read_resume_tensors,
-    resume_dir, write_resume_state,
+    RESUME_DAMAGED, RESUME_TENSORS, RESUME_WEIGHTS, config_json, write_resume_state,
 )
+from .checks import check_config, check_cuda_graph
 from .distributed import Distributed, rank_share, shard_bounds
 from .mixture import SourceData, epoch_schedule, mixed_batches, steps_per_epoch
-
-def check_config(cfg: Config) -> None:
-    """Fail before any work on a value that would only break the run later."""
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; available: {sorted(DATASETS)}")
-    for name, metrics in (("select_metric", [cfg.train.select_metric]), ("improve_metrics", cfg.train.improve_metrics)):
-        unknown = [m for m in metrics if m not in ALL_METRIC_NAMES]
-        if unknown:
-            raise ConfigError(f"train.{name}: unknown metric {unknown[0]!r}; choose from {list(ALL_METRIC_NAMES)}")
-    if not cfg.train.improve_metrics:
-        raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
-    check_model_config(cfg)
-    check_cuda_graph(cfg, resolve_device(cfg.device))
-    if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
-        raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
-
-
-def check_cuda_graph(cfg: Config, device: torch.device | str) -> None:
-    """ConfigError unless ``train.cuda_graph`` can replay the head's step: a CUDA device, and one
-    batch shape for every step (``train.drop_last``, a single input size)."""
-    if not cfg.train.cuda_graph:
-        return
-    problem = None
-    if torch.device(device).type != "cuda":
-        problem = f"CUDA graphs need a CUDA device, and this run trains on {device}"
-    elif not cfg.train.drop_last:
-        problem = "the last partial batch of each epoch has another shape: set train.drop_last=true"
-    elif len({tuple(e.input_size) if e.input_size else None for e in cfg.mixture}) > 1:
-        problem = "the mixture's datasets have different input sizes"
-    if problem:
-        raise ConfigError(f"train.cuda_graph: {problem}; or set train.cuda_graph=false")
-
+from .run_folder import RunFolder, start_run_folder
 
 LABELS = ("phase", "source")  # the words of a step record; the rest are numbers
 
@@ -169,85 +135,6 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
     return value < best if LOWER_IS_BETTER[metric] else value > best
-
-
-# What a run writes into its folder once an epoch is done; any of them there means the folder holds
-# a run worth keeping (a run that failed before its first epoch left only logs, which a new run may replace).
-RUN_OUTPUTS = ("checkpoints", "model", "train_epochs.csv", "best_metrics.json")
-RUN_LOGS = ("train_steps.jsonl", "tensorboard")
-
-
-def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool, dist: Distributed = Distributed()) -> None:
-    """Refuse to start a new run over an earlier one (its checkpoints would be replaced by
-    worse ones and its resume state lost) unless asked: ``resume`` continues it, ``overwrite``
-    replaces it (``start_run_folder`` then removes its outputs). Raises CheckpointError, on
-    every rank of a torchrun job alike (rank 0 looks, the others follow its answer)."""
-    problem = None
-    found = [name for name in RUN_OUTPUTS if (Path(out_dir) / name).exists()] if dist.is_main else []
-    if found and not (resume or overwrite):
-        problem = (
-            f"{out_dir}: holds a training run ({', '.join(found)}); continue it with --resume, replace it with "
-            "--overwrite, or choose another output folder"
-        )
-    problem = dist.broadcast(problem)
-    if problem:
-        raise CheckpointError(problem)
-
-
-@dataclass(frozen=True)
-class RunFolder:
-    """A run's output folder checked once, before any work (``check_run_folder``), with the resume
-    state of a resumed run read once (its meta checked against the config, the head weights and the
-    optimiser/RNG tensors): a damaged state fails before anything is encoded or built."""
-
-    path: Path
-    resume: bool = False
-    overwrite: bool = False
-    state: tuple[Path, dict, dict, dict] | None = field(default=None, repr=False)  # folder, meta, weights, tensors
-
-    @classmethod
-    def open(cls, out_dir: str | Path, cfg: Config, resume: bool = False, overwrite: bool = False,
-             dist: Distributed = Distributed()) -> "RunFolder":
-        """ConfigError for ``resume`` with ``overwrite``; CheckpointError for a folder holding a run
-        neither continues nor replaces, or a missing or damaged resume state (``read_resume_meta``)."""
-        if resume and overwrite:
-            raise ConfigError("--resume continues the run in the output folder, --overwrite replaces it: give one")
-        check_run_folder(out_dir, resume, overwrite, dist)
-        state = None
-        if resume:
-            directory, meta = read_resume_meta(out_dir, cfg)
-            state = (directory, meta, *read_resume_tensors(directory))
-        return cls(Path(out_dir), resume, overwrite, state)
-
-
-# What a run writes in its folders besides the files of RUN_OUTPUTS and RUN_LOGS: checkpoint folders
-# (``io.atomic.atomic_dir``, each listing what it wrote; these names for those of a clipdepth that kept
-# no list) and TensorBoard's event files.
-CHECKPOINT_FILES = (WEIGHTS_NAME, CONFIG_NAME, PREPROCESSOR_NAME, "README.md")
-TENSORBOARD_EVENTS = "events.out.tfevents."  # how the name of every file SummaryWriter writes begins
-
-
-def start_run_folder(out_dir: Path) -> None:
-    """A fresh run's folder: the outputs of a run it replaces are removed, so that no checkpoint of
-    the old run is mistaken for one of the new. Only what clipdepth wrote leaves (the files each
-    checkpoint folder lists, TensorBoard's event files, the run's logs and records): the user's own
-    files in ``model/``, ``checkpoints/`` and ``tensorboard/`` stay, and so do the folders holding them."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale(out_dir)
-    remove_written(out_dir / "model", CHECKPOINT_FILES)
-    checkpoints = out_dir / "checkpoints"
-    for name in (*(f"best_{m}" for m in ALL_METRIC_NAMES), "last"):
-        remove_written(checkpoints / name, CHECKPOINT_FILES)
-    remove_written(resume_dir(out_dir), RESUME_FILES)
-    board = out_dir / "tensorboard"
-    for path in board.glob(f"{TENSORBOARD_EVENTS}*"):
-        path.unlink()
-    for folder in (checkpoints, board):
-        with contextlib.suppress(OSError):  # not empty: the user's files stay
-            folder.rmdir()
-    for name in (*RUN_OUTPUTS, *RUN_LOGS):
-        if (out_dir / name).is_file():
-            (out_dir / name).unlink()
 
 
 def _tensorboard(log_dir: Path):

@@ -9,7 +9,7 @@ from ..config import Config, config_to_yaml
 from ..device import resolve_device
 from ..io.atomic import write_text_atomic
 from ..models import build_model
-from .trainer import check_run_folder, start_run_folder
+from .run_folder import check_run_folder, start_run_folder
 
 
 def write_zero_shot_run(cfg: Config, overwrite: bool = False) -> Path:
