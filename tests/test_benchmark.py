@@ -17,7 +17,8 @@ from clipdepth.config import DataConfig, config_to_dict, load_config_dict
 from clipdepth.data import get_dataset
 from clipdepth.errors import ConfigError
 from clipdepth.evaluation import benchmark
-from clipdepth.evaluation.benchmark import average_ranks, parse_published, published_tables, weights_summary
+from clipdepth.evaluation.benchmark import weights_summary
+from clipdepth.evaluation.published import average_ranks, parse_published, published_tables
 from clipdepth.models import build_model
 
 from .conftest import TINY_DEPTH_ANYTHING
