@@ -46,7 +46,7 @@ def captions(spec: ModelSpec, n: int) -> list[str] | None:
 
 
 def test_every_registered_model_has_a_whole_spec_and_tiny_settings():
-    assert set(TINY) == set(specs()) == set(MODELS)
+    assert set(TINY) == set(specs()) == set(MODELS) and Config().model in specs()
     for name, spec in specs().items():
         assert spec.model.architecture == name and MODELS[name] is spec.model
         assert type(getattr(Config(), spec.section)) is spec.section_type

@@ -92,9 +92,11 @@ _SPECS: dict[str, ModelSpec] = {}
 
 def register(spec: ModelSpec) -> ModelSpec:
     """Add a model to the registry (its module's one line); the spec's class takes its name as
-    ``architecture``, and is ``zero_shot`` where it has no objective. A second spec of one name is refused (a model is declared once)."""
-    if spec.name in _SPECS and _SPECS[spec.name] != spec:
-        raise ValueError(f"model {spec.name!r} is registered twice")
+    ``architecture``, and is ``zero_shot`` where it has no objective. A second model of one name
+    is refused (a model is declared once); its module imported again replaces its own spec."""
+    known = _SPECS.get(spec.name)
+    if known is not None and (known.model.__module__, known.model.__qualname__) != (spec.model.__module__, spec.model.__qualname__):
+        raise ValueError(f"model {spec.name!r} is registered twice ({known.model.__qualname__}, {spec.model.__qualname__})")
     spec.model.architecture = spec.name
     spec.model.zero_shot = spec.objective is None
     _SPECS[spec.name] = spec

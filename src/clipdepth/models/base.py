@@ -88,11 +88,11 @@ def check_inference_overrides(overrides: list[str] | tuple[str, ...]) -> None:
             )
 
 
-def checkpoint_config(cfg: Config) -> dict[str, Any]:
+def checkpoint_config(cfg: Config, architecture: str | None = None) -> dict[str, Any]:
     """The config a checkpoint's config.json keeps: the shared sections and fields, and only the
-    model sections its model reads (``ModelSpec.sections``); a loaded checkpoint's other sections
-    take their defaults, which it never reads."""
-    spec = model_spec(cfg.model)
+    model sections its model (``architecture``, default ``cfg.model``) reads (``ModelSpec.sections``);
+    a loaded checkpoint's other sections take their defaults, which it never reads."""
+    spec = model_spec(architecture or cfg.model)
     unread = model_sections() - set(spec.sections)
     return {k: v for k, v in config_to_dict(cfg).items() if k not in unread}
 
@@ -621,7 +621,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         meta = {
             "model_type": transformers_model_type(self.architecture),
             "architecture": self.architecture,
-            "config": checkpoint_config(self.cfg),
+            "config": checkpoint_config(self.cfg, self.architecture),
             "encoder_fingerprint": self.encoder.fingerprint(),
             # what the frozen weights are, not where they load from (benchmark's real/random label)
             "untrained_frozen_parts": untrained_parts(self.encoder),
