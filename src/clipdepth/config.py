@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
+from .registry import DEFAULT_MODEL
 
 # The allowed values of the fields that name a choice; modules that act on them import these.
 RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides "auto")
@@ -482,7 +483,7 @@ class Config:
     """A whole setting. Shared sections (``clip``, ``data``, ``eval``, ``train``) serve every model;
     each model has its own section (``pureclip``, ``tr2m``) for everything only it reads."""
 
-    model: str = "pureclip_depth"  # a name in clipdepth.models.MODELS
+    model: str = DEFAULT_MODEL  # a registered model's name (clipdepth.registry)
     clip: CLIPEncoderConfig = field(default_factory=CLIPEncoderConfig)
     pureclip: PureCLIPConfig = field(default_factory=PureCLIPConfig)
     tr2m: TR2MConfig = field(default_factory=TR2MConfig)
@@ -683,6 +684,11 @@ DIVISIBLE_RULES = (
 _SECTIONS: dict[type, str] = {type(getattr(Config(), name)): name for name in CONFIG_SECTIONS}
 
 
+def section_name(section_type: type) -> str:
+    """The name in Config of a section's dataclass (``DepthCLIPConfig`` -> its field's name)."""
+    return _SECTIONS[section_type]
+
+
 def check_values(cfg: Any, section: str = "") -> Any:
     """Raise ConfigError naming the first field whose value breaks its rule (``VALUE_RULES``,
     ``RANGE_RULES``, ``DIVISIBLE_RULES``); ``cfg`` is a Config, or its section ``section``. Returns cfg."""
@@ -813,7 +819,29 @@ def load_config(
     elif isinstance(recipes, (str, Path)):
         recipes = [recipes]
     layers = [layer for recipe in recipes for layer in _recipe_layers(_resolve_recipe(str(recipe)))]
-    return _merged(Config, layers, overrides)
+    return check_override_sections(_merged(Config, layers, overrides), overrides)
+
+
+def check_override_sections(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """ConfigError, in one line, for an override of a model section that ``cfg.model`` does not
+    read (``pureclip.max_depth=20`` on a TR2M run): it would change nothing. Returns cfg."""
+    sections = {legacy_name(o.partition("=")[0].strip()).partition(".")[0] for o in overrides}
+    if not sections & set(CONFIG_SECTIONS):
+        return cfg
+    from .registry import find_spec, model_sections  # imports the models: only where a section is overridden
+
+    spec = find_spec(cfg.model)
+    if spec is None:  # an unknown model is its own error, where it is built
+        return cfg
+    for override in overrides:
+        key = legacy_name(override.partition("=")[0].strip())
+        section = key.partition(".")[0]
+        if section in model_sections() and section not in spec.sections:
+            raise ConfigError(
+                f"{key}: the {cfg.model} model does not read the {section} section; it reads "
+                f"{', '.join(spec.sections)} besides the shared ones (drop the override, or set model= to a model that reads it)"
+            )
+    return cfg
 
 
 def with_overrides(section: Any, overrides: list[str]) -> Any:
@@ -855,8 +883,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 def load_config_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """A saved config (checkpoints, resume states; either layout) with ``section.field=value``
-    overrides, checked like recipes."""
-    return _merged(Config, [upgrade_layout(data)], overrides)
+    overrides, checked like recipes (``check_override_sections`` too)."""
+    cfg = _merged(Config, [upgrade_layout(data)], overrides)
+    return check_override_sections(cfg, overrides) if overrides else cfg
 
 
 config_from_dict = load_config_dict  # a saved config without overrides

@@ -1,6 +1,6 @@
 """clipdepth checkpoints inside transformers: ``pipeline("depth-estimation")`` and the Auto classes.
 
-Importing this module registers, for every clipdepth model (``clipdepth.models.MODELS``), a
+Importing this module registers, for every registered clipdepth model (``clipdepth.registry``), a
 config (``model_type`` ``clipdepth_<architecture>``), a ``PreTrainedModel`` returning
 ``DepthEstimatorOutput`` and the image processor, with ``AutoConfig``,
 ``AutoModelForDepthEstimation`` and ``AutoImageProcessor``. After it::
@@ -35,8 +35,9 @@ from transformers.modeling_outputs import DepthEstimatorOutput
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .errors import ConfigError
-from .models import MODELS, DepthModel, load_model
+from .models import DepthModel, load_model
 from .models.base import INFER_CROPS, transformers_model_type
+from .registry import specs
 
 # What from_pretrained may pass on to the Hub download (the rest of transformers' loading options,
 # dtype and device_map among them, do not apply: clipdepth sets the frozen parts' precision itself).
@@ -216,7 +217,8 @@ CaptionedDepthEstimationPipeline = ClipdepthDepthEstimationPipeline
 def _register() -> dict[str, type[ClipdepthForDepthEstimation]]:
     """A config and model class per clipdepth architecture, registered with the Auto classes."""
     classes = {}
-    for architecture, model_class in MODELS.items():
+    for architecture, spec in specs().items():
+        model_class = spec.model
         stem = f"Clipdepth{model_class.__name__}"
         config_class = type(f"{stem}Config", (ClipdepthConfig,), {
             "model_type": transformers_model_type(architecture), "__module__": __name__,

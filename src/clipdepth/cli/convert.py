@@ -4,7 +4,8 @@
     clipdepth convert tr2m-reference CKPT.pth --out DIR [--dataset nyu|kitti]
 
 The conversion itself is ``clipdepth.models.released`` (``convert_pureclip_reference``,
-``convert_tr2m_reference``), callable from Python alike.
+``convert_tr2m_reference``), callable from Python alike; each model's spec names its converters by
+KIND (``ModelSpec.converters``, ``clipdepth.registry.converter``).
 """
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ def _report(out: Path) -> dict:
 
 
 def run_pureclip(args: argparse.Namespace) -> int:
-    from ..models.released import convert_pureclip_reference
+    from ..registry import converter
 
     output_folder(args.out)
-    out = convert_pureclip_reference(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
+    out = converter(args.kind)(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
     meta = _report(out)
     head, encoder = meta["config"]["pureclip"], meta["config"]["clip"]["name"]
     print(f"wrote {out}: PureCLIP-Depth head, {head['num_bins']} bins over {head['min_depth']:g}-{head['max_depth']:g} m, "
@@ -72,10 +73,10 @@ def run_pureclip(args: argparse.Namespace) -> int:
 
 
 def run_tr2m(args: argparse.Namespace) -> int:
-    from ..models.released import convert_tr2m_reference
+    from ..registry import converter
 
     output_folder(args.out)
-    out = convert_tr2m_reference(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
+    out = converter(args.kind)(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
     cfg = _report(out)["config"]
     print(f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, "
           f"recipe for {cfg['data']['dataset']}")

@@ -24,7 +24,7 @@ from transformers import CLIPTokenizer
 from transformers.activations import QuickGELUActivation
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from ..config import DepthCLIPConfig
+from ..config import DepthCLIPConfig, section_name
 from ..errors import EncoderLoadError
 from .clip import TEXT_CONTEXT_LENGTH, char_level_tokenizer
 from .frozen import random_weights
@@ -279,7 +279,7 @@ class ResNetCLIPEncoder(nn.Module):
     ``normalize`` (ImageNet's statistics by default, as DepthCLIP's loader). ``untrained``: its
     weights are at their random initialisation, wherever they came from (``loading.at_initialisation``)."""
 
-    part = "depthclip"  # the config section that names these weights
+    part = section_name(DepthCLIPConfig)  # the config section that names these weights
 
     def __init__(
         self, model: CLIPResNet, tokenize: Callable[[list[str]], torch.Tensor], description: str,

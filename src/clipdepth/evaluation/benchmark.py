@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 import yaml
 
 from ..config import DataConfig, first_difference, load_config_dict, upgrade_layout
+from ..registry import clip_frozen_parts, find_spec
 from ..errors import ClipdepthError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_text_atomic
 from ..models import model_class
@@ -195,16 +196,9 @@ def weights_summary(meta: Mapping[str, Any], cfg: Any, summaries: Iterable[Mappi
     or in ``summaries`` (the metrics.json of its evaluations). So a folder of random weights named
     by path (``clip.name=/some/folder``) is random too; checkpoints and results written before the
     record have only the config to go by."""
-    # CLIP RN50 (DepthCLIP, and the learned prompts on it) is the depthclip section's, the ViT the clip section's
-    depthclip_rn = (cfg.model == "depthclip" and cfg.depthclip.backbone == "resnet") or (
-        cfg.model == "learned_prompts" and cfg.prompts.backbone == "resnet")
-    random_parts = ["clip"] if cfg.clip.random_init and not depthclip_rn else []
-    random_parts += ["depthclip"] if depthclip_rn and cfg.depthclip.random_init else []
-    oracle = False
-    if cfg.model == "tr2m":
-        random_parts += ["tr2m.image_encoder"] if cfg.tr2m.image_encoder.random_init else []
-        oracle = cfg.tr2m.relative.source == "oracle"
-        random_parts += ["tr2m.relative"] if not oracle and cfg.tr2m.relative.random_init else []
+    # what the config says of the frozen parts is the model's own (``ModelSpec.frozen_parts``)
+    spec = find_spec(cfg.model)
+    random_parts, oracle = (spec.frozen_parts if spec else clip_frozen_parts)(cfg)
     for record in (meta, *summaries):
         random_parts += record.get("untrained_frozen_parts") or []
     random_parts = list(dict.fromkeys(random_parts))

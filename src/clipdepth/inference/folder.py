@@ -33,7 +33,8 @@ from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_ma
 from ..io.fingerprint import Made, file_digest, text_digest
 from ..io.intrinsics import RECORD_EVERY_S, RECORD_FILE, Camera, CameraRecord, CameraSources, describe_cameras
 from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
-from ..models.base import INFER_CROPS, INFERENCE_OVERRIDES, MAX_TILES, DepthModel
+from ..models.base import INFER_CROPS, MAX_TILES, DepthModel
+from ..registry import inference_overrides
 
 # Threads writing the outputs (PNG encoding and numpy run outside the GIL) while the model works on the
 # next batch: at zlib level 1 one thread writes a 480x640 image's depth and colour PNGs in about 20 ms
@@ -154,12 +155,12 @@ DEPTH_OPTIONS = ("tta", "tiles", "crop", "dataset")
 
 def model_digest(model: DepthModel) -> str:
     """A short hash of what a model's depth depends on: its architecture, its config (but where the
-    frozen parts are loaded from, their precision and the device: ``INFERENCE_OVERRIDES``), the
+    frozen parts are loaded from, their precision and the device: ``registry.inference_overrides``), the
     frozen weights' fingerprint and every value of the trained head. Another checkpoint, or one
     trained again into the same folder, has another; a local copy of the same frozen weights
     (``--encoder``) has the same."""
     config = config_to_dict(model.cfg)
-    for key in INFERENCE_OVERRIDES:
+    for key in inference_overrides():
         *sections, last = key.split(".")
         parent = config
         for part in sections:

@@ -1,28 +1,25 @@
-"""Model registry: a config's ``model`` name -> the class that builds and loads it."""
+"""The models: each module below declares its model's ``ModelSpec`` and registers it
+(``clipdepth.registry``); importing this package registers them all. ``MODELS`` maps a config's
+``model`` name to the class that builds and loads it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..config import Config, config_from_dict, upgrade_layout
-from ..errors import ConfigError
+from ..registry import _SPECS, model_spec
 from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
-from .depthclip import DepthCLIP
-from .learned_prompts import LearnedPrompts
+# Each import registers its model (the order is the registry's).
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 from .tr2m import TR2M
+from .depthclip import DepthCLIP
+from .learned_prompts import LearnedPrompts
 
-MODELS: dict[str, type[DepthModel]] = {m.architecture: m for m in (
-    PureCLIPDepth,
-    TR2M,
-    LearnedPrompts,
-    DepthCLIP,
-)}
+MODELS: dict[str, type[DepthModel]] = {name: spec.model for name, spec in _SPECS.items()}
 
 
 def model_class(name: str) -> type[DepthModel]:
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    return MODELS[name]
+    """The class of a registered model; ConfigError naming the registered ones for another name."""
+    return model_spec(name).model
 
 
 def build_model(cfg: Config) -> DepthModel:

@@ -35,6 +35,7 @@ from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import META, atomic_dir, recover
 from ..io.depth_io import eight_bit, read_rgb, rgb_array
 from ..io.pointcloud import as_intrinsics, points_from_depth
+from ..registry import inference_overrides, model_sections, model_spec
 from .settings import dataset_settings
 
 WEIGHTS_NAME = "model.safetensors"
@@ -66,29 +67,34 @@ INFER_CROPS = ("none", "trained")
 # [40, 470, 38, 603] keeps 79 % of its 480 x 640 frames and 2 % of a 12 MP photo): refused, not applied.
 MIN_CROP_SHARE = 0.5
 # The only settings a loaded checkpoint may take from overrides: where its frozen parts are loaded
-# from, at which precision, on which device. A trained head's own settings are part of its weights.
-INFERENCE_OVERRIDES = (
-    "clip.name", "clip.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
-    "tr2m.relative.name", "tr2m.relative.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision",
-    "device",
-)
-
+# from, at which precision, on which device (each model's spec names its own: ``registry.inference_overrides``).
+# A trained head's own settings are part of its weights.
 
 
 def check_inference_overrides(overrides: list[str] | tuple[str, ...]) -> None:
-    """ConfigError unless every override is ``KEY=VALUE`` with a key of ``INFERENCE_OVERRIDES``:
-    a trained checkpoint's own settings are part of its weights."""
+    """ConfigError unless every override is ``KEY=VALUE`` with a key some model's checkpoints may
+    take (``registry.inference_overrides``): a trained checkpoint's own settings are part of its weights."""
+    allowed = inference_overrides()
     for override in overrides:
         key, sep, _ = override.partition("=")
         if not sep:
             raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336",
                               setting="overrides")
-        if key.strip() not in INFERENCE_OVERRIDES:
+        if key.strip() not in allowed:
             raise ConfigError(
                 f"override {override!r}: a trained checkpoint's settings are part of its weights; only where its "
-                f"frozen parts are loaded from, their precision and the device can change ({', '.join(INFERENCE_OVERRIDES)})",
+                f"frozen parts are loaded from, their precision and the device can change ({', '.join(allowed)})",
                 setting="overrides",
             )
+
+
+def checkpoint_config(cfg: Config, architecture: str | None = None) -> dict[str, Any]:
+    """The config a checkpoint's config.json keeps: the shared sections and fields, and only the
+    model sections its model (``architecture``, default ``cfg.model``) reads (``ModelSpec.sections``);
+    a loaded checkpoint's other sections take their defaults, which it never reads."""
+    spec = model_spec(architecture or cfg.model)
+    unread = model_sections() - set(spec.sections)
+    return {k: v for k, v in config_to_dict(cfg).items() if k not in unread}
 
 
 Features = dict[str, torch.Tensor]
@@ -615,7 +621,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         meta = {
             "model_type": transformers_model_type(self.architecture),
             "architecture": self.architecture,
-            "config": config_to_dict(self.cfg),
+            "config": checkpoint_config(self.cfg, self.architecture),
             "encoder_fingerprint": self.encoder.fingerprint(),
             # what the frozen weights are, not where they load from (benchmark's real/random label)
             "untrained_frozen_parts": untrained_parts(self.encoder),
@@ -720,7 +726,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
         ``overrides`` (``section.field=value``) may point the frozen parts elsewhere, e.g. to
         local folders of the same weights; the fingerprint check still applies. Only the fields
-        of ``INFERENCE_OVERRIDES`` may be overridden (ConfigError otherwise). The model is returned
+        some model's checkpoints may take may be overridden (``check_inference_overrides``: ConfigError
+        otherwise); those of a frozen part this model does not have change nothing. The model is returned
         in eval mode, as transformers does.
         """
         check_inference_overrides(overrides)
@@ -740,6 +747,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             reason = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise CheckpointError(f"{directory}/{WEIGHTS_NAME}: cannot load head weights ({reason}); {DAMAGED_HINT}") from None
         config = cls.upgrade_config(upgrade_layout(meta["config"]), state)
+        # only the overrides of its own frozen parts apply (another model's change nothing)
+        overrides = [o for o in overrides if o.partition("=")[0].strip() in model_spec(cls.architecture).overridable]
         cfg = load_config_dict(config, overrides) if overrides else config_from_dict(config)
         encoder = encoder or cls.build_encoder(cfg)
         expected = meta.get("encoder_fingerprint")

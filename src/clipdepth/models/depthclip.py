@@ -25,6 +25,7 @@ from ..config import Config, DepthCLIPConfig
 from ..encoders import CLIPEncoder
 from ..encoders.clip_resnet import ResNetCLIPEncoder
 from ..errors import ConfigError
+from ..registry import FrozenParts, ModelSpec, register
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch
 
 
@@ -85,10 +86,8 @@ class DepthCLIPHead(nn.Module):
 class DepthCLIP(DepthModel):
     """Frozen CLIP (RN50 as released, or the ViT of ``clip``) + the zero-shot head."""
 
-    architecture = "depthclip"
     display_name = "DepthCLIP"
     paper = "DepthCLIP, Zhang et al., \"Can Language Understand Depth?\" ([arXiv 2207.01077](https://arxiv.org/abs/2207.01077))"
-    zero_shot = True
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     auto_precision = released_precision  # a baseline: as released
     # The release feeds the 416 x 544 crop unresized (any mode is the identity at that size).
@@ -161,3 +160,17 @@ def write_checkpoint(model: DepthCLIP, directory: str | Path) -> Path:
     """A DepthCLIP checkpoint folder: its config and the frozen weights' fingerprint, no trained
     weights (``zero_shot`` in config.json says so)."""
     return model.save_pretrained(directory, extra={"zero_shot": True})
+
+
+def resnet_frozen_parts(cfg: Config, resnet: bool) -> FrozenParts:
+    """A model on CLIP RN50 (the depthclip section's weights) or the ViT of the clip section."""
+    section = cfg.depthclip if resnet else cfg.clip
+    return FrozenParts([("depthclip" if resnet else "clip")] if section.random_init else [])
+
+
+SPEC = register(ModelSpec(
+    "depthclip", DepthCLIP, "depthclip", DepthCLIPConfig, reads=("clip",),
+    objective=None,  # nothing to train (training/zero_shot.py writes its checkpoint)
+    inference_overrides=("clip.name", "clip.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision"),
+    frozen_parts=lambda cfg: resnet_frozen_parts(cfg, cfg.depthclip.backbone == "resnet"),
+))

@@ -24,6 +24,7 @@ reduced by nearest-neighbour interpolation along the channels; logits 100 * cos 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ from ..encoders import CLIPEncoder
 from ..encoders.clip_resnet import ResNetCLIPEncoder
 from ..errors import ConfigError
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch
-from .depthclip import reduce_channels
+from ..registry import BASELINE, DemoPlan, DemoVariant, ModelSpec, register
+from .depthclip import DepthCLIP, reduce_channels, resnet_frozen_parts
+from .pureclip_depth import PureCLIPDepth
 
 TextEncoder = CLIPEncoder | ResNetCLIPEncoder
 
@@ -199,7 +202,6 @@ class LearnedPrompts(DepthModel):
     """Frozen CLIP (image and text; RN50 or the ``clip`` section's ViT) + learned depth prompt tokens.
     ``infer`` takes images and returns metres."""
 
-    architecture = "learned_prompts"
     display_name = "Learned depth prompts"
     paper = ("learned depth prompts, Auty and Mikolajczyk, \"Learning to Prompt CLIP for Monocular Depth Estimation: "
              "Exploring the Limits of Human Language\" (ICCV 2023 Workshops)")
@@ -286,3 +288,33 @@ class LearnedPrompts(DepthModel):
         if flipped is not None:
             depth = 0.5 * (depth + self.depth_at_input(self.head(flipped["tokens"]).depth).flip(-1))
         return depth, out
+
+
+def demo_plan(cfg: Config) -> DemoPlan:
+    """The CLIP baselines side by side on one random-weight CLIP ViT (the `clip` section;
+    ``--config demo_baselines``): the learned depth prompts (the recipe) and a PureCLIP-Depth head
+    trained, DepthCLIP (its ViT variant, the release's words and bins) run zero-shot."""
+    depthclip = dataclasses.replace(cfg, model=DepthCLIP.architecture,
+                                    depthclip=dataclasses.replace(cfg.depthclip, backbone="vit"))
+    return DemoPlan(
+        [DemoVariant("learned_prompts", f"Learned depth prompts ({cfg.prompts.num_bins} bins)", cfg, "learned_prompts"),
+         DemoVariant("pureclip", "PureCLIP-Depth head", dataclasses.replace(cfg, model=PureCLIPDepth.architecture), "pureclip"),
+         DemoVariant("depthclip", "DepthCLIP (zero-shot)", depthclip, "depthclip")],
+        lambda model: (
+            f"NOTE: all three models share one small CLIP ViT with RANDOM weights ({model.encoder.description}).\n"
+            "It is not a trained model: the numbers show the pipeline, and say nothing about the accuracy of the\n"
+            "learned prompts, PureCLIP-Depth or DepthCLIP with OpenAI's CLIP (DepthCLIP, zero-shot, has nothing to\n"
+            "learn from random features)."
+        ),
+        BASELINE, "{metric}: learned prompts {gain:.1f}% better than the mean-depth predictor;",
+    )
+
+
+# RN50 (weights, tokenizer, sizes) is the depthclip section's, the ViT the clip section's.
+SPEC = register(ModelSpec(
+    "learned_prompts", LearnedPrompts, "prompts", PromptsConfig, reads=("clip", "depthclip"),
+    objective="clipdepth.training.objectives.learned_prompts:LearnedPromptsObjective",
+    inference_overrides=("clip.name", "clip.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision"),
+    demo=demo_plan,
+    frozen_parts=lambda cfg: resnet_frozen_parts(cfg, cfg.prompts.backbone == "resnet"),
+))

@@ -18,6 +18,7 @@ from ..config import FUSIONS, Config, PureCLIPConfig
 from ..data.transforms import merge_tiles, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput
 from ..errors import ConfigError
+from ..registry import BASELINE, DemoPlan, DemoVariant, ModelSpec, register
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 from .pureclip_depth_onnx import ONNX_FILES
 
@@ -135,7 +136,6 @@ class PureCLIPDepth(DepthModel):
     its config names; ``save_pretrained`` / ``push_to_hub`` write or upload the head only.
     """
 
-    architecture = "pureclip_depth"
     display_name = "PureCLIP-Depth"
     paper = "PureCLIP-Depth ([arXiv 2603.16238](https://arxiv.org/abs/2603.16238))"
     gives_uncertainty = True  # the spread of the soft bin distribution
@@ -242,3 +242,26 @@ class PureCLIPDepth(DepthModel):
         from .pureclip_depth_onnx import export_onnx
 
         return export_onnx(self, out_dir, opset)
+
+
+def demo_plan(cfg: Config) -> DemoPlan:
+    """The demo (``clipdepth demo``): one head on a random-weight CLIP, beside the mean-depth predictor."""
+    return DemoPlan(
+        [DemoVariant("head", "PureCLIP-Depth head (random-weight CLIP)", cfg)],
+        lambda model: (
+            f"NOTE: the demo's encoder is a small CLIP ViT with RANDOM weights ({model.encoder.description}).\n"
+            "It is not a trained model and its numbers say nothing about PureCLIP-Depth's accuracy. For real\n"
+            "CLIP features, train with the OpenAI weights (downloaded once from the Hugging Face Hub, or a local folder):\n"
+            "  clipdepth train --config <recipe> clip.random_init=false clip.name=openai/clip-vit-large-patch14-336"
+        ),
+        BASELINE, "{metric}: {gain:.1f}% better than the mean-depth predictor;",
+    )
+
+
+SPEC = register(ModelSpec(
+    "pureclip_depth", PureCLIPDepth, "pureclip", PureCLIPConfig, reads=("clip",),
+    objective="clipdepth.training.objectives.pureclip:PureCLIPObjective",
+    inference_overrides=("clip.name", "clip.precision"),
+    converters=(("pureclip-reference", "clipdepth.models.released:convert_pureclip_reference"),),
+    demo=demo_plan,
+))

@@ -11,8 +11,10 @@ metric depth = 1 / (A * D_r + B) (``to_metric``). Sizes follow ``docs/tr2m.md``
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
 from ..errors import ConfigError, DataError
 from ..io.stored import EncodedRows, QuantizedRows
+from ..registry import DemoPlan, DemoVariant, FrozenParts, ModelSpec, clip_frozen_parts, register
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0 (the
@@ -339,7 +342,6 @@ class TR2M(DepthModel):
     handle head-only checkpoints like every clipdepth model.
     """
 
-    architecture = "tr2m"
     display_name = "TR2M"
     paper = "TR2M ([arXiv 2506.13387](https://arxiv.org/abs/2506.13387))"
     uses_captions = True
@@ -479,3 +481,45 @@ class TR2M(DepthModel):
         """The ``relative`` depth it rescaled and the ``scale`` and ``shift`` maps, (B, H, W) each."""
         return {"relative": to_image(features["relative"]), "scale": to_image(head_output.scale),
                 "shift": to_image(head_output.shift)}
+
+
+def frozen_parts(cfg: Config) -> FrozenParts:
+    """The CLIP text encoder (``clip``), DINOv2 and the relative-depth source: random where their
+    sections say so; the ground-truth oracle is no model at all."""
+    random = clip_frozen_parts(cfg).random
+    random += ["tr2m.image_encoder"] if cfg.tr2m.image_encoder.random_init else []
+    oracle = cfg.tr2m.relative.source == "oracle"
+    random += ["tr2m.relative"] if not oracle and cfg.tr2m.relative.random_init else []
+    return FrozenParts(random, oracle)
+
+
+def demo_plan(cfg: Config) -> DemoPlan:
+    """The demo (``--config demo_tr2m``): per-pixel maps and the global-factor variant on the same
+    cached features and the ORACLE relative depth, the paper's main ablation in kind."""
+    # Both variants read the frozen parts' outputs from one cache: they differ only in the head.
+    train = dataclasses.replace(cfg.train, feature_cache=cfg.train.feature_cache or str(Path(cfg.output_dir) / "feature_cache"))
+
+    def variant(global_factor: bool) -> Config:
+        return dataclasses.replace(cfg, train=train, tr2m=dataclasses.replace(cfg.tr2m, global_factor=global_factor))
+
+    return DemoPlan(
+        [DemoVariant("tr2m", "TR2M, per-pixel scale and shift maps", variant(False), "tr2m"),
+         DemoVariant("global_factor", "TR2M, one global scale and shift per image", variant(True), "global_factor")],
+        lambda model: (
+            "NOTE: the TR2M demo uses small RANDOM-WEIGHT DINOv2 and CLIP text encoders and the ORACLE\n"
+            f"relative-depth source ({model.encoder.relative.description}).\nIt shows the pipeline and the "
+            "per-pixel vs global-factor ablation in kind; its numbers say nothing about TR2M with Depth Anything, "
+            "DINOv2 and CLIP weights."
+        ),
+        "global_factor", "{metric}: per-pixel maps {gain:.1f}% better than global factors;",
+    )
+
+
+SPEC = register(ModelSpec(
+    "tr2m", TR2M, "tr2m", TR2MConfig, reads=("clip",),
+    objective="clipdepth.training.objectives.tr2m:TR2MObjective",
+    inference_overrides=("clip.name", "clip.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
+                         "tr2m.relative.name", "tr2m.relative.precision"),
+    converters=(("tr2m-reference", "clipdepth.models.released:convert_tr2m_reference"),),
+    demo=demo_plan, frozen_parts=frozen_parts,
+))

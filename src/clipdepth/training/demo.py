@@ -35,7 +35,8 @@ from ..io.atomic import write_text_atomic
 from ..io.panels import save_panel
 from ..device import resolve_device
 from ..evaluation.protocol import get_protocol
-from ..models import DepthModel, build_model, model_class
+from ..models import build_model, model_class
+from ..registry import BASELINE, DemoPlan, DemoVariant, model_sections, model_spec, specs
 from .distributed import from_environment
 from .mixture import training_sources
 from .resume import (
@@ -45,83 +46,17 @@ from .run import Experiment
 from .run_folder import RUN_OUTPUTS
 from .zero_shot import write_zero_shot_run
 
-BASELINE = "mean_baseline"
 DEMO_RECORD = "demo.json"  # the run folders (relative to the demo's folder) that demos wrote there
 
 
-@dataclass
-class DemoVariant:
-    key: str  # its metrics' key in metrics.json
-    label: str  # its row in the results table
-    cfg: Config
-    folder: str = ""  # its run folder under the demo's ("": the demo's own)
+def demo_plans() -> dict[str, Callable[[Config], DemoPlan]]:
+    """A model's demo: its name -> the plan for a recipe of it (``ModelSpec.demo``)."""
+    return {name: spec.demo for name, spec in specs().items() if spec.demo is not None}
 
 
-@dataclass
-class DemoPlan:
-    variants: list[DemoVariant]
-    note: Callable[[DepthModel], str]  # printed first: what the random-weight frozen parts are
-    reference: str  # the first variant's gains are measured against this key (a variant or BASELINE)
-    gain_phrase: str  # "{metric}: ... {gain} ..." per metric
-
-
-def _pureclip(cfg: Config) -> DemoPlan:
-    return DemoPlan(
-        [DemoVariant("head", "PureCLIP-Depth head (random-weight CLIP)", cfg)],
-        lambda model: (
-            f"NOTE: the demo's encoder is a small CLIP ViT with RANDOM weights ({model.encoder.description}).\n"
-            "It is not a trained model and its numbers say nothing about PureCLIP-Depth's accuracy. For real\n"
-            "CLIP features, train with the OpenAI weights (downloaded once from the Hugging Face Hub, or a local folder):\n"
-            "  clipdepth train --config <recipe> clip.random_init=false clip.name=openai/clip-vit-large-patch14-336"
-        ),
-        BASELINE, "{metric}: {gain:.1f}% better than the mean-depth predictor;",
-    )
-
-
-def _tr2m(cfg: Config) -> DemoPlan:
-    # Both variants read the frozen parts' outputs from one cache: they differ only in the head.
-    train = dataclasses.replace(cfg.train, feature_cache=cfg.train.feature_cache or str(Path(cfg.output_dir) / "feature_cache"))
-
-    def variant(global_factor: bool) -> Config:
-        return dataclasses.replace(cfg, train=train, tr2m=dataclasses.replace(cfg.tr2m, global_factor=global_factor))
-
-    return DemoPlan(
-        [DemoVariant("tr2m", "TR2M, per-pixel scale and shift maps", variant(False), "tr2m"),
-         DemoVariant("global_factor", "TR2M, one global scale and shift per image", variant(True), "global_factor")],
-        lambda model: (
-            "NOTE: the TR2M demo uses small RANDOM-WEIGHT DINOv2 and CLIP text encoders and the ORACLE\n"
-            f"relative-depth source ({model.encoder.relative.description}).\nIt shows the pipeline and the "
-            "per-pixel vs global-factor ablation in kind; its numbers say nothing about TR2M with Depth Anything, "
-            "DINOv2 and CLIP weights."
-        ),
-        "global_factor", "{metric}: per-pixel maps {gain:.1f}% better than global factors;",
-    )
-
-
-def _baselines(cfg: Config) -> DemoPlan:
-    """The CLIP baselines side by side on one random-weight CLIP ViT (the `clip` section): the learned
-    depth prompts (the recipe) and a PureCLIP-Depth head trained, DepthCLIP (its ViT variant, the
-    release's words and bins) run zero-shot."""
-    depthclip = dataclasses.replace(cfg, model="depthclip", depthclip=dataclasses.replace(cfg.depthclip, backbone="vit"))
-    return DemoPlan(
-        [DemoVariant("learned_prompts", f"Learned depth prompts ({cfg.prompts.num_bins} bins)", cfg, "learned_prompts"),
-         DemoVariant("pureclip", "PureCLIP-Depth head", dataclasses.replace(cfg, model="pureclip_depth"), "pureclip"),
-         DemoVariant("depthclip", "DepthCLIP (zero-shot)", depthclip, "depthclip")],
-        lambda model: (
-            f"NOTE: all three models share one small CLIP ViT with RANDOM weights ({model.encoder.description}).\n"
-            "It is not a trained model: the numbers show the pipeline, and say nothing about the accuracy of the\n"
-            "learned prompts, PureCLIP-Depth or DepthCLIP with OpenAI's CLIP (DepthCLIP, zero-shot, has nothing to\n"
-            "learn from random features)."
-        ),
-        BASELINE, "{metric}: learned prompts {gain:.1f}% better than the mean-depth predictor;",
-    )
-
-
-# A model's demo: its architecture -> the plan for a recipe of it. The learned prompts' demo is the
-# baselines comparison (``demo_baselines``).
-DEMO_VARIANTS: dict[str, Callable[[Config], DemoPlan]] = {
-    "pureclip_depth": _pureclip, "tr2m": _tr2m, "learned_prompts": _baselines,
-}
+# The models with a demo, as at import (``demo_plans``). The learned prompts' demo is the baselines
+# comparison (``demo_baselines``).
+DEMO_VARIANTS: dict[str, Callable[[Config], DemoPlan]] = demo_plans()
 
 
 def _experiment(cfg: Config) -> Experiment:
@@ -144,8 +79,14 @@ class RerunStep:
 
 def _difference(saved: Config, cfg: Config) -> str | None:
     """The first config field where a run's ``saved`` config and ``cfg`` differ, said; where the run
-    is kept, its cache and its length (``train.max_epochs``) do not count, as for ``--resume``."""
-    diff = first_difference(config_json(saved), config_json(cfg), RESUME_IGNORED_FIELDS)
+    is kept, its cache and its length (``train.max_epochs``) do not count, as for ``--resume``, nor
+    the model sections its model does not read (a checkpoint's config.json keeps none)."""
+    unread = model_sections() - set(model_spec(cfg.model).sections)
+
+    def read(c: Config) -> dict:
+        return {k: v for k, v in config_json(c).items() if k not in unread}
+
+    diff = first_difference(read(saved), read(cfg), RESUME_IGNORED_FIELDS)
     return None if diff is None else f"{diff[0]} was {diff[1]!r}, is {diff[2]!r} now"
 
 
@@ -228,10 +169,10 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
     """Train and score the demo variants of ``cfg.model`` under ``cfg.output_dir``, completing what
     an earlier demo there left (``plan_rerun``; its one line is logged). ConfigError for a model
     without a demo; CheckpointError for a run folder there that no demo wrote and that cannot be reused."""
-    model_class(cfg.model)  # an unknown model is its own error
-    if cfg.model not in DEMO_VARIANTS:
-        raise ConfigError(f"model {cfg.model!r} has no demo; demos: {sorted(DEMO_VARIANTS)}")
-    plan, out = DEMO_VARIANTS[cfg.model](cfg), Path(cfg.output_dir)
+    demo = model_spec(cfg.model).demo  # an unknown model is its own error
+    if demo is None:
+        raise ConfigError(f"model {cfg.model!r} has no demo; demos: {sorted(demo_plans())}")
+    plan, out = demo(cfg), Path(cfg.output_dir)
     exps = [_experiment(variant.cfg) for variant in plan.variants]
     log(plan.note(exps[0].model))
     steps, said = plan_rerun(plan.variants, exps, out)
