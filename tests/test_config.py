@@ -4,14 +4,14 @@ import dataclasses
 import pytest
 
 from clipdepth.cli.main import main
-from clipdepth.config import Config, config_from_dict, config_to_dict, load_config
+from clipdepth.config import Config, config_from_dict, config_to_dict, load_config, load_config_dict
 from clipdepth.errors import ConfigError
 
 
 def test_defaults_are_the_reference_recipe():
     cfg = load_config()
     assert cfg.clip.name == "openai/clip-vit-large-patch14-336" and not cfg.clip.random_init
-    assert (cfg.pureclip.num_bins, cfg.pureclip.tau, cfg.pureclip.phrase_style) == (15, 0.07, "reference")
+    assert (cfg.pureclip.num_bins, cfg.pureclip.tau, cfg.pureclip.phrase_style) == (15, 0.07, "released")
     p, t = cfg.pureclip, cfg.train
     assert (p.phase_steps, p.embed_lr, p.embed_weight_decay, p.depth_lr, p.depth_weight_decay) == (100, 3e-4, 1e-2, 1e-3, 0.0)
     assert (t.batch_size, p.freeze_table_in_depth_phase, p.decay_start, t.patience) == (8, False, 10, 200)
@@ -136,3 +136,15 @@ def test_the_released_precision_variant_changes_the_precisions_and_nothing_else(
                                                      t.relative.precision)} == {"fp32"}
     assert {TR2M.device_precision(p, cuda) for p in (default.clip.precision, default.tr2m.image_encoder.precision,
                                                      default.tr2m.relative.precision)} == {"bf16"}
+
+
+def test_the_old_word_for_the_released_code_is_still_read():
+    # "reference" was the word before "released": recipes, overrides, saved configs and `convert` take it still
+    from clipdepth.cli.main import parse
+
+    cfg = load_config("demo", ["pureclip.patch_rule=reference", "head.phrase_style=reference"])
+    assert (cfg.pureclip.patch_rule, cfg.pureclip.phrase_style) == ("released", "released")
+    saved = config_to_dict(cfg)
+    saved["pureclip"]["patch_rule"] = "reference"
+    assert load_config_dict(saved).pureclip.patch_rule == "released"
+    assert parse(["convert", "tr2m-reference", "a.pth", "--out", "o"]).kind == "tr2m-released"

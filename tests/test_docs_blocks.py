@@ -5,7 +5,7 @@ What is checked, per block:
 
 - ```bash / ```shell / ```sh: every command line that runs clipdepth (``clipdepth ...``, also after
   ``VAR=value`` words, and ``torchrun ... -m clipdepth.cli.main ...``) names a subcommand that exists
-  (nested ones too: ``cache build``, ``data prepare nyu``, ``convert pureclip-reference``), and every
+  (nested ones too: ``cache build``, ``data prepare nyu``, ``convert pureclip-released``), and every
   ``--flag`` on it appears in that subcommand's ``--help``; ``--config NAME`` names a built-in recipe
   (``src/clipdepth/configs/NAME.yaml``) unless NAME is a placeholder or a file. ``make TARGET`` names
   a Makefile target, and ``python benchmarks/X.py`` / ``python -m pytest tests/...`` a file that
@@ -338,7 +338,7 @@ def test_the_checker_finds_made_up_flags_commands_and_recipes():
 def test_synopsis_lines_are_checked():
     synopsis = ("clipdepth predict INPUT... --checkpoint DIR --out DIR [--npy] [--ply]\n"
                 "                  [--vmin M] [--made-up-option M]\n"
-                "clipdepth convert pureclip-reference|tr2m-reference CKPT.pth --out DIR [--dataset nyu|kitti]\n"
+                "clipdepth convert pureclip-released|tr2m-released CKPT.pth --out DIR [--dataset nyu|kitti]\n"
                 "clipdepth data prepare nyu --mat FILE --splits FILE --out DIR\n")
     problems = check_shell(synopsis)
     assert len(problems) == 1 and "--made-up-option" in problems[0], problems

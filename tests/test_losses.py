@@ -22,8 +22,8 @@ def targets(rule, region=None):
     return patch_targets(DEPTH, patch_size=2, min_depth=0.0, max_depth=10.0, num_bins=5, rule=rule, region=region)
 
 
-def test_reference_rule_counts_pixels_above_01_m_without_upper_limit():
-    t = targets("reference")
+def test_released_rule_counts_pixels_above_01_m_without_upper_limit():
+    t = targets("released")
     # counted = > 0.1 m, no upper limit: the 0.05 m pixels do not count, 11 and 13 m do
     assert t.depth[0].flatten().tolist() == pytest.approx([2.0, 5.0, 7.0, 12.0, 0.0, 8.0])
     assert t.mask[0].tolist() == [[True, True, True], [True, False, True]]
@@ -52,12 +52,12 @@ def test_bin_index_edges_go_down_and_beyond_max_to_the_last_bin():
 def test_region_mask_drops_patches_not_mostly_inside():
     region = torch.zeros_like(DEPTH, dtype=torch.bool)
     region[..., :3] = True  # patch column 1 is exactly half inside: not more than half
-    t = targets("reference", region)
+    t = targets("released", region)
     assert t.mask[0].tolist() == [[True, False, False], [True, False, False]]
 
 
 def test_rmse_pixels_are_strictly_inside_min_and_max():
-    t = targets("reference")
+    t = targets("released")
     # min 0 < g < max 10: 0, 11 and 13 are out; 0.05 m is in (unlike for the patch means)
     assert t.pixel_valid[0].tolist() == [
         [True, True, False, False, False, False],

@@ -17,7 +17,7 @@ from clipdepth.models.pureclip_depth import bin_centres, depth_phrases
 def test_nyu_bin_centres_and_phrases():
     c = bin_centres(0.0, 10.0, 15)
     assert c[0].item() == pytest.approx(1 / 3) and c[1].item() == pytest.approx(1.0) and c[-1].item() == pytest.approx(29 / 3)
-    ref = depth_phrases(c, "reference")
+    ref = depth_phrases(c, "released")
     assert ref[:3] == ["0.33 meter", "1.00 meter", "1.67 meter"] and ref[-1] == "9.67 meter"
     paper = depth_phrases(bin_centres(0.0, 3.0, 3), "paper")
     assert paper == ["0.5 meters", "1.5 meters", "2.5 meters"]
@@ -74,7 +74,7 @@ def test_head_soft_bins_depth_and_renormalises_table():
 
 def test_table_is_initialised_from_text_embeddings(tiny_cfg):
     model = PureCLIPDepth.build(tiny_cfg)
-    phrases = depth_phrases(bin_centres(tiny_cfg.pureclip.min_depth, 10.0, 15), "reference")
+    phrases = depth_phrases(bin_centres(tiny_cfg.pureclip.min_depth, 10.0, 15), "released")
     with torch.no_grad():
         text = model.encoder.encode_text(phrases)
     torch.testing.assert_close(model.head.table.detach(), F.normalize(text, dim=-1))

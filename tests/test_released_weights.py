@@ -19,7 +19,7 @@ from torch import nn
 from clipdepth.cli.main import main
 from clipdepth.errors import CheckpointError, DataError
 from clipdepth.models import load_model
-from clipdepth.models.released import convert_pureclip_reference, convert_tr2m_reference
+from clipdepth.models.released import convert_pureclip_released, convert_tr2m_released
 
 from .conftest import TINY_ENCODER
 
@@ -152,7 +152,7 @@ def released_pureclip(tmp_path, clip, fusion="concat", max_depth=10.0, name="rel
 @pytest.mark.parametrize("fusion", ["concat", "film"])
 def test_a_converted_pureclip_checkpoint_gives_the_released_per_patch_depth(tmp_path, tiny_clip, fusion):
     path, head, openai = released_pureclip(tmp_path, tiny_clip, fusion)
-    out = convert_pureclip_reference(path, tmp_path / "converted", overrides=TINY_CLIP)
+    out = convert_pureclip_released(path, tmp_path / "converted", overrides=TINY_CLIP)
     model = load_model(out).eval()
     assert model.cfg.pureclip.fusion == fusion and model.cfg.pureclip.min_depth == pytest.approx(1e-3)
     assert model.cfg.data.dataset == "nyu" and model.cfg.data.input_crop == [40, 470, 38, 603]  # told by the 10 m bins
@@ -169,7 +169,7 @@ def test_a_converted_pureclip_checkpoint_gives_the_released_per_patch_depth(tmp_
 
 def test_a_kitti_checkpoint_gets_the_kitti_recipe(tmp_path, tiny_clip):
     path, _, _ = released_pureclip(tmp_path, tiny_clip, max_depth=30.0)
-    cfg = load_model(convert_pureclip_reference(path, tmp_path / "kitti", overrides=TINY_CLIP)).cfg
+    cfg = load_model(convert_pureclip_released(path, tmp_path / "kitti", overrides=TINY_CLIP)).cfg
     assert (cfg.data.dataset, cfg.data.tiles, cfg.pureclip.patch_region, cfg.pureclip.max_depth) == ("kitti", 4, "garg", 30.0)
 
 
@@ -180,10 +180,10 @@ def test_converting_with_another_clip_is_refused_naming_the_tensor(tmp_path, tin
     changed[0, 0] += 1.0
     path, _, _ = released_pureclip(tmp_path, tiny_clip, **{name: changed.half()})
     with pytest.raises(CheckpointError, match=f"'{name}' differs from random-weight CLIP"):
-        convert_pureclip_reference(path, tmp_path / "a", overrides=TINY_CLIP)
+        convert_pureclip_released(path, tmp_path / "a", overrides=TINY_CLIP)
     path, _, _ = released_pureclip(tmp_path, tiny_clip, name="ok.pth")
     with pytest.raises(CheckpointError, match=r"frozen CLIP tensor 'clip\.[\w.]+' differs") as err:
-        convert_pureclip_reference(path, tmp_path / "b", overrides=[*TINY_CLIP, "clip.seed=1"])
+        convert_pureclip_released(path, tmp_path / "b", overrides=[*TINY_CLIP, "clip.seed=1"])
     assert "\n" not in str(err.value) and not (tmp_path / "b").exists()
 
 
@@ -198,7 +198,7 @@ def fp16_copy(path, out):
 @pytest.mark.parametrize("max_depth, dataset", [(10.0, "nyu"), (30.0, "kitti")])
 def test_an_fp16_copy_converts_to_the_released_bins_and_head(tmp_path, tiny_clip, max_depth, dataset):
     path, head, openai = released_pureclip(tmp_path, tiny_clip, max_depth=max_depth)
-    out = convert_pureclip_reference(fp16_copy(path, tmp_path / "half.pth"), tmp_path / "converted", overrides=TINY_CLIP)
+    out = convert_pureclip_released(fp16_copy(path, tmp_path / "half.pth"), tmp_path / "converted", overrides=TINY_CLIP)
     model = load_model(out).eval()
     # fp16 stores 10 m to 8 mm and 1 m to 1 mm: the bins are still the release's 1e-3 .. max_depth, exactly
     assert (model.cfg.pureclip.min_depth, model.cfg.pureclip.max_depth, model.cfg.data.dataset) == (1e-3, max_depth, dataset)
@@ -219,10 +219,10 @@ def test_another_normalisation_is_refused_at_the_precision_it_is_stored_in(tmp_p
     for i, mean in enumerate([imagenet, imagenet.half(), off.half(), off]):
         path, _, _ = released_pureclip(tmp_path, tiny_clip, name=f"mean{i}.pth", clip_mean=mean)
         with pytest.raises(CheckpointError, match=r"'clip_mean' is \[0\.4[0-9]+, .*not OpenAI CLIP's \[0\.48145466"):
-            convert_pureclip_reference(path, tmp_path / "o", overrides=TINY_CLIP)
+            convert_pureclip_released(path, tmp_path / "o", overrides=TINY_CLIP)
     path, _, _ = released_pureclip(tmp_path, tiny_clip, name="short.pth", clip_std=torch.tensor(STD[:2]))
     with pytest.raises(CheckpointError, match=r"'clip_std' is \[0\.268629[0-9]*, 0\.261302[0-9]*\], not OpenAI"):
-        convert_pureclip_reference(path, tmp_path / "o", overrides=TINY_CLIP)
+        convert_pureclip_released(path, tmp_path / "o", overrides=TINY_CLIP)
     assert not (tmp_path / "o").exists()
 
 
@@ -235,28 +235,28 @@ def argparse_namespace():
 def test_wrong_files_keys_and_shapes_are_one_line_each(tmp_path, tiny_clip):
     missing = tmp_path / "none.pth"
     with pytest.raises(DataError, match="no such checkpoint file"):
-        convert_pureclip_reference(missing, tmp_path / "o", overrides=TINY_CLIP)
+        convert_pureclip_released(missing, tmp_path / "o", overrides=TINY_CLIP)
     for i, content in enumerate([b"not a checkpoint", b"hello", b"abc", bytes(range(256)), b""]):
         junk = tmp_path / f"junk{i}.pth"  # foreign bytes fail torch's unpickler in many different ways
         junk.write_bytes(content)
         with pytest.raises(CheckpointError, match="not a checkpoint written by torch.save") as err:
-            convert_pureclip_reference(junk, tmp_path / "o", overrides=TINY_CLIP)
+            convert_pureclip_released(junk, tmp_path / "o", overrides=TINY_CLIP)
         assert "\n" not in str(err.value)
     objects = tmp_path / "objects.pth"
     torch.save({"model_state": {"depth_table.weight": torch.zeros(2, 2)}, "args": argparse_namespace()}, objects)
     with pytest.raises(CheckpointError, match="holds Python objects besides tensors"):
-        convert_pureclip_reference(objects, tmp_path / "o", overrides=TINY_CLIP)
+        convert_pureclip_released(objects, tmp_path / "o", overrides=TINY_CLIP)
     other = tmp_path / "other.pth"
     torch.save({"state_dict": {"projects.weight": torch.zeros(2, 2)}}, other)
     with pytest.raises(CheckpointError, match="not a released PureCLIP-Depth checkpoint: no 'depth_table.weight'"):
-        convert_pureclip_reference(other, tmp_path / "o", overrides=TINY_CLIP)
+        convert_pureclip_released(other, tmp_path / "o", overrides=TINY_CLIP)
     d = tiny_clip.embed_dim
     path, _, _ = released_pureclip(tmp_path, tiny_clip, name="shape.pth", **{"fusion_mlp.4.weight": torch.zeros(d + 1, 4 * d)})
     with pytest.raises(CheckpointError, match=r"'fusion_mlp.4.weight' has shape \(33, 128\), this head expects \(32, 128\)"):
-        convert_pureclip_reference(path, tmp_path / "o", overrides=TINY_CLIP)
+        convert_pureclip_released(path, tmp_path / "o", overrides=TINY_CLIP)
     path, _, _ = released_pureclip(tmp_path, tiny_clip, name="bins.pth", bin_centers=torch.tensor([1.0, 2.0, 4.0]))
     with pytest.raises(CheckpointError, match="3 'bin_centers' for a depth table of 15 bins"):
-        convert_pureclip_reference(path, tmp_path / "o", overrides=TINY_CLIP)
+        convert_pureclip_released(path, tmp_path / "o", overrides=TINY_CLIP)
     assert not (tmp_path / "o").exists()
 
 
@@ -264,10 +264,10 @@ def test_the_convert_command_writes_once_and_predict_uses_it(tmp_path, tiny_clip
     path, _, _ = released_pureclip(tmp_path, tiny_clip)
     out = tmp_path / "pureclip-nyu"
     sets = [a for o in TINY_CLIP for a in ("--set", o)]
-    assert main(["convert", "pureclip-reference", str(path), "--out", str(out), *sets]) == 0
+    assert main(["convert", "pureclip-released", str(path), "--out", str(out), *sets]) == 0
     printed = capsys.readouterr().out
     assert "15 bins over 0.001-10 m, concat fusion" in printed and "frozen CLIP tensors equal those of random-weight CLIP" in printed
-    assert main(["convert", "pureclip-reference", str(path), "--out", str(out), *sets]) == 2
+    assert main(["convert", "pureclip-released", str(path), "--out", str(out), *sets]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--overwrite" in err
     from PIL import Image
@@ -358,7 +358,7 @@ def test_a_converted_tr2m_checkpoint_gives_the_released_scale_and_shift_maps(tmp
         torch.save({"state_dict": released.state_dict()}, path)
     else:  # a training checkpoint of the whole model
         torch.save({"model": {f"module.scalemap.{k}": v for k, v in released.state_dict().items()}, "epoch": 3}, path)
-    out = convert_tr2m_reference(path, tmp_path / "tr2m", overrides=TINY_TR2M_ENCODERS)
+    out = convert_tr2m_released(path, tmp_path / "tr2m", overrides=TINY_TR2M_ENCODERS)
     model = load_model(out).eval()
     assert (model.cfg.tr2m.input_height, model.cfg.tr2m.input_width, model.cfg.data.input_crop) == (434, 560, None)
     tokens, text = torch.randn(2, 3, 4, 32), torch.randn(2, 32)
@@ -375,9 +375,9 @@ def test_tr2m_conversion_refuses_foreign_tensors_and_wrong_widths(tmp_path):
     path = tmp_path / "extra.pth"
     torch.save({"state_dict": {**state, "rope.freq": torch.zeros(1)}}, path)
     with pytest.raises(CheckpointError, match="'rope.freq' is not part of TR2M's released ScaleMapModel"):
-        convert_tr2m_reference(path, tmp_path / "o", overrides=TINY_TR2M_ENCODERS)
+        convert_tr2m_released(path, tmp_path / "o", overrides=TINY_TR2M_ENCODERS)
     wide = ReleasedScaleMapModel(in_channels=48, out_channels=16, text_channels=32, features=8, heads=2)
     torch.save(wide.state_dict(), tmp_path / "wide.pth")
     with pytest.raises(CheckpointError, match="takes 48-d image features but random-weight DINOv2"):
-        convert_tr2m_reference(tmp_path / "wide.pth", tmp_path / "o", overrides=TINY_TR2M_ENCODERS)
+        convert_tr2m_released(tmp_path / "wide.pth", tmp_path / "o", overrides=TINY_TR2M_ENCODERS)
     assert not (tmp_path / "o").exists()

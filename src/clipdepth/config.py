@@ -4,8 +4,8 @@ A recipe may start with ``base: other.yaml`` (resolved beside it, or a built-in 
 any field can then be overridden from the command line as ``section.field=value``. OmegaConf
 checks every key and type against the dataclasses, so a typo is an error, not a silent default.
 
-Where the PureCLIP-Depth paper and its reference code disagree, the field defaults to the
-reference code (it produced the published numbers) and the docstring names the paper's value;
+Where the PureCLIP-Depth paper and its released code disagree, the field defaults to the
+released code (it produced the published numbers) and the docstring names the paper's value;
 ``configs/variants/paper.yaml`` switches all of them at once.
 """
 from __future__ import annotations
@@ -28,8 +28,8 @@ RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides 
 DEPTH_RESIZE_MODES = ("masked", "nearest")  # data.depth_resize
 PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto" and "released")
 FUSIONS = ("concat", "film")  # pureclip.fusion
-PATCH_RULES = ("reference", "paper")  # pureclip.patch_rule
-PHRASE_STYLES = ("reference", "paper")  # pureclip.phrase_style
+PATCH_RULES = ("released", "paper")  # pureclip.patch_rule
+PHRASE_STYLES = ("released", "paper")  # pureclip.phrase_style
 RESIDENCIES = ("auto", "device", "stream")  # train.residency
 HEAD_PRECISIONS = ("auto", "fp32", "bf16")  # train.head_precision
 IMAGE_STORAGE = ("jpeg", "png", "raw")  # tr2m.cache_image
@@ -85,8 +85,8 @@ class PureCLIPConfig:
     min_depth: float = 1e-3
     max_depth: float = 10.0
     tau: float = 0.07
-    # "reference": f"{c:.2f} meter" per bin centre; "paper": "1 meter", "2.33 meters", ...
-    phrase_style: str = "reference"
+    # "released": f"{c:.2f} meter" per bin centre; "paper": "1 meter", "2.33 meters", ...
+    phrase_style: str = "released"
     use_cls: bool = True  # False: the "without CLS" ablation, psi takes width d
     # How CLS joins the rotated patch token. "concat": psi on [phi(patch); CLS] (the paper, and the
     # released runs); "film": CLS -> Linear(d, 2d) -> GELU -> Linear(2d, 2d) gives a scale g and a
@@ -98,10 +98,10 @@ class PureCLIPConfig:
     # 0.1 (whose psi had biases) load with True.
     psi_bias: bool = False
     # -- per-patch targets and losses --
-    # "reference": a patch counts when any pixel is valid (> 0.1 m, no upper limit: a patch whose
+    # "released": a patch counts when any pixel is valid (> 0.1 m, no upper limit: a patch whose
     # mean lies beyond max_depth takes the last bin); "paper": a pixel is valid in
     # [min_depth, max_depth] and a patch is ignored when more than half of its pixels are not.
-    patch_rule: str = "reference"
+    patch_rule: str = "released"
     # An evaluation crop (protocol.py: "garg", "eigen_kitti", "eigen_nyu") that also gates the
     # patch targets: a patch supervises only when more than half of it lies inside the crop, built
     # on the full frame and carried through the input crop, resize (nearest) and tiles. The released
@@ -328,12 +328,12 @@ class DataConfig:
     # released) or "nearest" (the paper's text for KITTI).
     depth_resize: str = "masked"
     # Crop (top, bottom, left, right) applied before resizing to the encoder's input size;
-    # the reference code uses (40, 470, 38, 603) for NYU to drop the white border.
+    # the released code uses (40, 470, 38, 603) for NYU to drop the white border.
     input_crop: Optional[list[int]] = None
     # KITTI's KB crop instead: the bottom 352 rows and central 1216 columns of each frame (frames
     # differ in size by drive); the prediction is pasted back into the full frame.
     kb_crop: bool = False
-    # The frame is resized to S x (tiles * S) and cut into square tiles (KITTI reference: 4).
+    # The frame is resized to S x (tiles * S) and cut into square tiles (KITTI released: 4).
     tiles: int = 1
     # Captions (TR2M): one for every frame, or a folder of <frame name>.txt files (one caption
     # per line: a random line in training, line 0 in evaluation). Unset: the dataset's own
@@ -356,7 +356,7 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     protocol: str = "nyu"  # cap and crop preset, see evaluation/protocol.py
-    tta: bool = True  # flip test-time augmentation (reference code: at validation and test)
+    tta: bool = True  # flip test-time augmentation (released code: at validation and test)
     batch_size: int = 8
 
 
@@ -514,6 +514,10 @@ LEGACY_TRAIN_FIELDS = (
 )
 
 
+# Old values -> today's, by dotted field: the released code was once called "reference".
+LEGACY_VALUES = {"pureclip.patch_rule": {"reference": "released"}, "pureclip.phrase_style": {"reference": "released"}}
+
+
 def legacy_name(dotted: str) -> str:
     """A dotted field name of the first layout in today's layout (others unchanged)."""
     section, _, rest = dotted.partition(".")
@@ -538,12 +542,18 @@ def upgrade_layout(data: dict[str, Any]) -> dict[str, Any]:
         moved = {k: train.pop(k) for k in LEGACY_TRAIN_FIELDS if k in train}
         pureclip = data.get("pureclip") if isinstance(data.get("pureclip"), dict) else {}
         data["train"], data["pureclip"] = train, {**moved, **pureclip}
+    for dotted, renamed in LEGACY_VALUES.items():
+        section, _, name = dotted.partition(".")
+        fields = data.get(section)
+        if isinstance(fields, dict) and isinstance(fields.get(name), str) and fields[name] in renamed:
+            data[section] = {**fields, name: renamed[fields[name]]}
     return data
 
 
 def _upgrade_override(override: str) -> str:
     key, sep, value = override.partition("=")
-    return f"{legacy_name(key.strip())}{sep}{value}"
+    key = legacy_name(key.strip())
+    return f"{key}{sep}{LEGACY_VALUES.get(key, {}).get(value.strip(), value)}"
 
 
 ABSENT = "<absent>"  # how first_difference reports a field one side lacks

@@ -1,10 +1,10 @@
 """`clipdepth convert`: the papers' released checkpoints as clipdepth checkpoint folders.
 
-    clipdepth convert pureclip-reference CKPT.pth --out DIR [--dataset nyu|kitti] [--encoder CLIP]
-    clipdepth convert tr2m-reference CKPT.pth --out DIR [--dataset nyu|kitti]
+    clipdepth convert pureclip-released CKPT.pth --out DIR [--dataset nyu|kitti] [--encoder CLIP]
+    clipdepth convert tr2m-released CKPT.pth --out DIR [--dataset nyu|kitti]
 
-The conversion itself is ``clipdepth.models.released`` (``convert_pureclip_reference``,
-``convert_tr2m_reference``), callable from Python alike; each model's spec names its converters by
+The conversion itself is ``clipdepth.models.released`` (``convert_pureclip_released``,
+``convert_tr2m_released``), callable from Python alike; each model's spec names its converters by
 KIND (``ModelSpec.converters``, ``clipdepth.registry.converter``).
 """
 from __future__ import annotations
@@ -21,22 +21,22 @@ HELP = "turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth check
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert", help=HELP,
-        description="Example: clipdepth convert pureclip-reference nyu_best.pth --out pureclip-nyu/",
+        description="Example: clipdepth convert pureclip-released nyu_best.pth --out pureclip-nyu/",
     )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     pure = kinds.add_parser(
-        "pureclip-reference", help="a checkpoint of github ryutaroLF/PureCLIP-Depth (PatchAligner)",
+        "pureclip-released", aliases=["pureclip-reference"], help="a checkpoint of github ryutaroLF/PureCLIP-Depth (PatchAligner)",
         description="Copies the head (phi, psi or FiLM, depth table, bins) and checks the checkpoint's frozen "
         "CLIP tensor by tensor against the CLIP the converted checkpoint names; the CLIP weights are not copied.",
     )
     pure.add_argument("--encoder", help="CLIP hub id or folder (default openai/clip-vit-large-patch14-336)")
-    pure.set_defaults(func=run_pureclip)
+    pure.set_defaults(func=run_pureclip, kind="pureclip-released")  # also under the old name (its alias)
     tr2m = kinds.add_parser(
-        "tr2m-reference", help="a checkpoint of github BeileiCui/TR2M (ScaleMapModel weights)",
+        "tr2m-released", aliases=["tr2m-reference"], help="a checkpoint of github BeileiCui/TR2M (ScaleMapModel weights)",
         description="Copies the scale/shift network; loads the frozen parts the recipe names (DINOv2, CLIP text, "
         "Depth Anything) to check the widths and record their fingerprint.",
     )
-    tr2m.set_defaults(func=run_tr2m)
+    tr2m.set_defaults(func=run_tr2m, kind="tr2m-released")
     kinds_help = (
         (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "clip.name=/models/clip-l14-336"),
         (tr2m, "default: nyu", "tr2m.image_encoder.name=/models/dinov2-large"),

@@ -3,7 +3,7 @@
 Targets are built from GT depth at the encoder's input resolution: one mean depth and one bin
 index per patch, and a mask of the patches that supervise. Two masking rules exist:
 
-- ``reference`` (default; ``PatchAligner._patchify_depth``): a pixel counts when GT > 0.1 m, with
+- ``released`` (default; ``PatchAligner._patchify_depth``): a pixel counts when GT > 0.1 m, with
   NO upper limit; the patch mean is over those pixels; a patch supervises when it has one. A mean
   beyond ``max_depth`` takes the LAST bin (it is not dropped).
 - ``paper``: a pixel is valid when min <= GT <= max (0 = missing never counts); a patch is
@@ -39,7 +39,7 @@ def counted_pixels(depth: torch.Tensor, min_depth: float, max_depth: float, rule
     """(B, H, W) bool: the GT pixels a patch's mean is taken over, under ``rule``."""
     if rule not in PATCH_RULES:
         raise ValueError(f"pureclip.patch_rule must be one of {PATCH_RULES}, got {rule!r}")
-    if rule == "reference":
+    if rule == "released":
         return torch.isfinite(depth) & (depth > REFERENCE_MIN_VALID_DEPTH)
     # 0 encodes "no measurement" in every dataset, so it is invalid even when min_depth is 0.
     above = depth > 0 if min_depth <= 0 else depth >= min_depth
@@ -75,7 +75,7 @@ def patch_targets(
     min_depth: float,
     max_depth: float,
     num_bins: int,
-    rule: str = "reference",
+    rule: str = "released",
     region: torch.Tensor | None = None,
 ) -> PatchTargets:
     """Per-patch targets from GT ``depth`` (B, H, W) metres (0 = missing), H and W multiples of

@@ -3,7 +3,7 @@
 A frozen CLIP ViT gives patch tokens and CLS in one pass; phi rotates each patch token, psi fuses
 it with CLS; the similarity of the fused, L2-normalised token to a learnable depth table W
 (initialised from CLIP text embeddings of "<c> meter" phrases) gives soft bin probabilities, and
-the expected bin centre is the patch's depth. Shapes follow the reference code
+the expected bin centre is the patch's depth. Shapes follow the released code
 (``docs/pureclip-depth.md``); the paper's variants are config fields.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tens
 
 def depth_phrases(centres: torch.Tensor, style: str) -> list[str]:
     """One phrase per bin centre, to initialise the depth table from CLIP text embeddings."""
-    if style == "reference":  # the reference code: "0.33 meter", "1.00 meter", ...
+    if style == "released":  # the released code: "0.33 meter", "1.00 meter", ...
         return [f"{c:.2f} meter" for c in centres.tolist()]
     if style == "paper":  # the paper's "1 meter", "2 meters"; non-integer centres keep 2 decimals
         phrases = []
@@ -39,7 +39,7 @@ def depth_phrases(centres: torch.Tensor, style: str) -> list[str]:
             number = f"{c:.2f}".rstrip("0").rstrip(".")
             phrases.append(f"{number} meter" if number == "1" else f"{number} meters")
         return phrases
-    raise ValueError(f"pureclip.phrase_style must be 'reference' or 'paper', got {style!r}")
+    raise ValueError(f"pureclip.phrase_style must be 'released' or 'paper', got {style!r}")
 
 
 class Dropout(nn.Dropout):
@@ -54,7 +54,7 @@ class Dropout(nn.Dropout):
 
 
 def _mlp(in_dim: int, hidden: int, out_dim: int, dropout: float, bias: bool) -> nn.Sequential:
-    """LayerNorm -> Linear -> GELU -> Dropout -> Linear -> LayerNorm (the reference code's block)."""
+    """LayerNorm -> Linear -> GELU -> Dropout -> Linear -> LayerNorm (the released code's block)."""
     return nn.Sequential(
         nn.LayerNorm(in_dim),
         nn.Linear(in_dim, hidden, bias=bias),
@@ -105,7 +105,7 @@ class PureCLIPDepthHead(nn.Module):
         )
 
     def normalized_table(self) -> torch.Tensor:
-        """W re-normalised at every use, as in the reference code."""
+        """W re-normalised at every use, as in the released code."""
         return F.normalize(self.table, dim=-1)
 
     def fusion_parameters(self) -> list[nn.Parameter]:
@@ -262,6 +262,6 @@ SPEC = register(ModelSpec(
     "pureclip_depth", PureCLIPDepth, "pureclip", PureCLIPConfig, reads=("clip",),
     objective="clipdepth.training.objectives.pureclip:PureCLIPObjective",
     inference_overrides=("clip.name", "clip.precision"),
-    converters=(("pureclip-reference", "clipdepth.models.released:convert_pureclip_reference"),),
+    converters=(("pureclip-released", "clipdepth.models.released:convert_pureclip_released"),),
     demo=demo_plan,
 ))

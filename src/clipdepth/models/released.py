@@ -218,7 +218,7 @@ def _bins(path: Path, centres: torch.Tensor) -> tuple[float, float]:
     raise CheckpointError(f"{path}: 'bin_centers' are not {values.numel()} equal bins ({values[:3].tolist()} ...)")
 
 
-def convert_pureclip_reference(
+def convert_pureclip_released(
     checkpoint: str | Path, out: str | Path, dataset: str | None = None, encoder: str | None = None,
     overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False,
 ) -> Path:
@@ -318,7 +318,7 @@ def _rename(key: str, table: dict[str, str]) -> str | None:
     return None if prefix is None else table[prefix] + key[len(prefix):]
 
 
-def convert_tr2m_reference(
+def convert_tr2m_released(
     checkpoint: str | Path, out: str | Path, dataset: str = "nyu", overrides: list[str] | tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> Path:
@@ -362,3 +362,8 @@ def convert_tr2m_reference(
     inverse = {v: k for k, v in TR2M_NAMES.items()}
     load_head_state(head, state, str(path), RELEASED_HINT, lambda key: _rename(key, inverse) or key)
     return _write(TR2M(cfg, frozen, head), out, overwrite, {"converted_from": str(path), "released_format": "TR2M ScaleMapModel"})
+
+
+# The names of an earlier clipdepth, which called the released code "reference".
+convert_pureclip_reference = convert_pureclip_released
+convert_tr2m_reference = convert_tr2m_released

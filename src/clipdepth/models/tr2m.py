@@ -520,6 +520,6 @@ SPEC = register(ModelSpec(
     objective="clipdepth.training.objectives.tr2m:TR2MObjective",
     inference_overrides=("clip.name", "clip.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
                          "tr2m.relative.name", "tr2m.relative.precision"),
-    converters=(("tr2m-reference", "clipdepth.models.released:convert_tr2m_reference"),),
+    converters=(("tr2m-released", "clipdepth.models.released:convert_tr2m_released"),),
     demo=demo_plan, frozen_parts=frozen_parts,
 ))
