@@ -1,0 +1,87 @@
+"""The rules engine: every config value is checked once, when the config is made, with the rule
+in the message. Each model family declares its fields' rules beside the fields (``Rules``); the
+schema joins them (``schema.RULES``)."""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ..errors import ConfigError
+
+PRECISION_NAMES = ("bf16", "fp16", "fp32")  # *.precision (besides "auto" and "released")
+
+
+def rule(test, text):
+    return test, text
+
+
+POSITIVE_INT = rule(lambda v: isinstance(v, int) and v >= 1, "a positive integer")
+NON_NEGATIVE_INT = rule(lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+POSITIVE = rule(lambda v: v > 0 and v != float("inf"), "a positive finite number")
+NON_NEGATIVE = rule(lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+FRACTION_OPEN = rule(lambda v: 0 < v < 1, "strictly between 0 and 1")
+FRACTION_CLOSED = rule(lambda v: 0 <= v <= 1, "between 0 and 1")
+UNIT_LEFT_OPEN = rule(lambda v: 0 < v <= 1, "in (0, 1]")
+UNIT_RIGHT_OPEN = rule(lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def one_of(values: tuple[str, ...]):
+    return rule(lambda v: v in values, f"one of {list(values)}")
+
+
+
+
+class Rules(NamedTuple):
+    """A family's rules: ``values`` (dotted field -> (test, what it must be)), ``ranges`` (pairs that
+    must satisfy low < high, with the lower bound's own floor and relation) and ``divisible`` ((a, b):
+    a must be a multiple of b)."""
+
+    values: dict[str, tuple]
+    ranges: tuple = ()
+    divisible: tuple = ()
+
+
+def joined(*parts: Rules) -> Rules:
+    return Rules({k: v for part in parts for k, v in part.values.items()},
+                 tuple(r for part in parts for r in part.ranges), tuple(d for part in parts for d in part.divisible))
+
+
+def check(cfg: Any, rules: Rules, section: str = "") -> Any:
+    """Raise ConfigError naming the first field whose value breaks one of ``rules``; ``cfg`` is a
+    Config, or its section ``section``. Returns cfg."""
+
+    def lookup(dotted: str):
+        value = cfg
+        for part in (dotted[len(section) + 1:] if section else dotted).split("."):
+            value = getattr(value, part)
+        return value
+
+    prefix = f"{section}." if section else ""
+    for name, (test, text) in rules.values.items():
+        if not name.startswith(prefix):
+            continue
+        value = lookup(name)
+        try:
+            good = bool(test(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ConfigError(f"{name}={value!r}: must be {text}")
+    for low_name, high_name, floor, relation in rules.ranges:
+        if not low_name.startswith(prefix):
+            continue
+        low, high = lookup(low_name), lookup(high_name)
+        low_ok = low >= floor if relation == ">=" else low > floor
+        if not (low_ok and low < high and high < float("inf")):
+            raise ConfigError(
+                f"{low_name}={low!r}, {high_name}={high!r}: need {floor:g} {'<=' if relation == '>=' else '<'} "
+                f"{low_name.split('.')[-1]} < {high_name.split('.')[-1]}"
+            )
+    for multiple_name, base_name in rules.divisible:
+        if multiple_name.startswith(prefix) and base_name.startswith(prefix):
+            multiple, base = lookup(multiple_name), lookup(base_name)
+            if multiple % base:
+                raise ConfigError(f"{multiple_name}={multiple!r}: must be a multiple of {base_name}={base!r}")
+    return cfg
+
+
+PRECISION = one_of(("auto", "released", *PRECISION_NAMES))
