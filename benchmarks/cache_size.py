@@ -30,6 +30,7 @@ image at quality 90, lossless PNG relative depth, fp16 tokens), ``tr2m_bytes_per
 (int8 tokens), the previous format's (raw image, fp16 relative depth) and, per image storage, the
 largest change of the smoothness loss's edge weights exp(-mean_c |dI|) (``losses.tr2m.edge_aware_smoothness``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,13 @@ def main() -> None:
     tokens = {"tokens": torch.zeros(n, GRID, GRID, WIDTH, dtype=torch.float16), "cls": torch.zeros(n, WIDTH, dtype=torch.float16)}
     token_bytes = (GRID * GRID + 1) * WIDTH * 2
     shapes = np.array([d.shape for d in depths])
-    train = EncodedSplit([f"f{i}" for i in range(n)], tokens, None, shapes, depth=TrainingDepth.from_maps(
-        [quantize(pre.depths(d[None])[0], file_scale(d)) for d in depths]))
+    train = EncodedSplit(
+        [f"f{i}" for i in range(n)],
+        tokens,
+        None,
+        shapes,
+        depth=TrainingDepth.from_maps([quantize(pre.depths(d[None])[0], file_scale(d)) for d in depths]),
+    )
     val = EncodedSplit([f"f{i}" for i in range(n)], tokens, dict(tokens), shapes, gt=depths)
     with tempfile.TemporaryDirectory() as tmp:
         sizes = {}
@@ -98,11 +104,15 @@ def main() -> None:
     previous = token_bytes + INPUT * INPUT * 4 + NYU_SHAPE[0] * NYU_SHAPE[1] * 4  # fp32 input depth + fp32 GT
     source = f"{n} real depth PNGs" if args.depth_pngs else f"{n} synthetic 480x640 rooms, mm GT"
     print(f"depth from {source}; fp16 tokens + CLS: {token_bytes:,} bytes a frame")
-    print(f"train frame: {sizes['train']:,.0f} bytes ({depth_bytes:,.0f} of depth and frame size, "
-          f"{depth_bytes / INPUT**2:.2f} bytes per input pixel); previous format {previous:,} bytes")
+    print(
+        f"train frame: {sizes['train']:,.0f} bytes ({depth_bytes:,.0f} of depth and frame size, "
+        f"{depth_bytes / INPUT**2:.2f} bytes per input pixel); previous format {previous:,} bytes"
+    )
     print(f"val frame: {sizes['val']:,.0f} bytes (tokens twice, GT {sizes['val'] - 2 * token_bytes:,.0f})")
-    print(f"NYU training set ({NYU_TRAIN_FRAMES:,} frames): {sizes['train'] * NYU_TRAIN_FRAMES / 1e9:.1f} GB "
-          f"(previous format {previous * NYU_TRAIN_FRAMES / 1e9:.1f} GB, tokens alone {token_bytes * NYU_TRAIN_FRAMES / 1e9:.1f} GB)")
+    print(
+        f"NYU training set ({NYU_TRAIN_FRAMES:,} frames): {sizes['train'] * NYU_TRAIN_FRAMES / 1e9:.1f} GB "
+        f"(previous format {previous * NYU_TRAIN_FRAMES / 1e9:.1f} GB, tokens alone {token_bytes * NYU_TRAIN_FRAMES / 1e9:.1f} GB)"
+    )
     print(f"cache_bytes_ratio_train_previous={previous / token_bytes:.3f}")
     print(f"cache_bytes_ratio_val={sizes['val'] / (2 * token_bytes):.3f}")
     print(f"cache_bytes_ratio_train={sizes['train'] / token_bytes:.3f}")
@@ -147,8 +157,12 @@ def tr2m_sizes(samples: Path) -> None:
     train_depth = TrainingDepth.from_maps([quantize(d, file_scale(raw)) for d, raw in zip(depth, depths)])
     print(f"TR2M training frames at {TR2M_INPUT[0]}x{TR2M_INPUT[1]} from {source}")
     settings = {
-        "": {}, "_int8": {"cache_tokens": "int8"}, "_previous": {"cache_image": "raw", "cache_relative": "fp16"},
-        "_png_image": {"cache_image": "png"}, "_jpeg75": {"cache_image_quality": 75}, "_jpeg95": {"cache_image_quality": 95},
+        "": {},
+        "_int8": {"cache_tokens": "int8"},
+        "_previous": {"cache_image": "raw", "cache_relative": "fp16"},
+        "_png_image": {"cache_image": "png"},
+        "_jpeg75": {"cache_image_quality": 75},
+        "_jpeg95": {"cache_image_quality": 95},
     }
     model = build_model(load_config("demo_tr2m"))  # small encoders: only its storage (TR2M.stored) is used
     figures, defaults = {}, model.cfg
@@ -158,8 +172,13 @@ def tr2m_sizes(samples: Path) -> None:
             start = time.perf_counter()
             stored = model.stored(features, "train")
             encode_ms = (time.perf_counter() - start) * 1e3 / n
-            split = EncodedSplit([f"f{i}" for i in range(n)], {k: concat([v]) for k, v in stored.items()}, None,
-                                 np.array([d.shape for d in depths]), depth=train_depth)
+            split = EncodedSplit(
+                [f"f{i}" for i in range(n)],
+                {k: concat([v]) for k, v in stored.items()},
+                None,
+                np.array([d.shape for d in depths]),
+                depth=train_depth,
+            )
             folder = Path(tmp) / f"tr2m{label}"
             folder.mkdir()
             write_shard(folder, split)
@@ -169,11 +188,15 @@ def tr2m_sizes(samples: Path) -> None:
             decode_ms = (time.perf_counter() - start) * 1e3 / n
             weights = (edge_weights(read["image"]) - edge_weights(images)).abs()
             parts = ", ".join(f"{p.name[:-4]} {p.stat().st_size / n:,.0f}" for p in sorted(folder.glob("*.npy")))
-            print(f"tr2m{label or '_default'}: {figures[label]:,.0f} bytes a frame ({parts}); stored in {encode_ms:.1f} ms, "
-                  f"read back in {decode_ms:.1f} ms a frame here; edge weights abs diff max {weights.max():.4f} mean {weights.mean():.5f}")
-    print(f"TR2M mixture ({TR2M_MIXTURE_FRAMES:,} frames at this size): {figures[''] * TR2M_MIXTURE_FRAMES / 1e9:.0f} GB "
-          f"(int8 tokens {figures['_int8'] * TR2M_MIXTURE_FRAMES / 1e9:.0f} GB, previous format "
-          f"{figures['_previous'] * TR2M_MIXTURE_FRAMES / 1e9:.0f} GB)")
+            print(
+                f"tr2m{label or '_default'}: {figures[label]:,.0f} bytes a frame ({parts}); stored in {encode_ms:.1f} ms, "
+                f"read back in {decode_ms:.1f} ms a frame here; edge weights abs diff max {weights.max():.4f} mean {weights.mean():.5f}"
+            )
+    print(
+        f"TR2M mixture ({TR2M_MIXTURE_FRAMES:,} frames at this size): {figures[''] * TR2M_MIXTURE_FRAMES / 1e9:.0f} GB "
+        f"(int8 tokens {figures['_int8'] * TR2M_MIXTURE_FRAMES / 1e9:.0f} GB, previous format "
+        f"{figures['_previous'] * TR2M_MIXTURE_FRAMES / 1e9:.0f} GB)"
+    )
     print(f"tr2m_bytes_per_train_frame_previous={figures['_previous']:.0f}")
     print(f"tr2m_bytes_per_train_frame_int8={figures['_int8']:.0f}")
     print(f"tr2m_bytes_per_train_frame={figures['']:.0f}")

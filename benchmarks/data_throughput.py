@@ -17,6 +17,7 @@ machine only ratios measured side by side mean anything.
 Last lines: ``loader_speedup_2_workers_scored=`` and ``loader_speedup_2_workers=<training frames/s
 with 2 workers / with 0>``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_pairs(Path(tmp), args.frames)
         dataset = DepthFolder(tmp, depth_scale=1000.0)
-        print(f"{len(dataset)} NYU-shaped pairs (480x640 JPEG + 16-bit PNG) -> crop + 336x336, batch {args.batch_size}, "
-              f"{torch.get_num_threads()} torch threads in the main process")
+        print(
+            f"{len(dataset)} NYU-shaped pairs (480x640 JPEG + 16-bit PNG) -> crop + 336x336, batch {args.batch_size}, "
+            f"{torch.get_num_threads()} torch threads in the main process"
+        )
         runs = [(use, workers) for use in ("training", "scored") for workers in args.workers]
         for use, workers in runs:  # warm-up: page cache, first imports
             one_pass(dataset, preprocessor, workers, args.batch_size, use == "training")
@@ -85,8 +88,10 @@ def main() -> None:
                 seconds[use, workers].append(one_pass(dataset, preprocessor, workers, args.batch_size, use == "training"))
     fps = {run: len(dataset) / statistics.median(t) for run, t in seconds.items()}
     for use, workers in runs:
-        print(f"{use} frames, workers={workers}: {fps[use, workers]:.1f} frames/s ({1000 / fps[use, workers]:.1f} ms "
-              f"per frame; passes {', '.join(f'{t:.2f}' for t in seconds[use, workers])} s)")
+        print(
+            f"{use} frames, workers={workers}: {fps[use, workers]:.1f} frames/s ({1000 / fps[use, workers]:.1f} ms "
+            f"per frame; passes {', '.join(f'{t:.2f}' for t in seconds[use, workers])} s)"
+        )
     print(f"ms_per_frame_0_workers={1000 / fps['training', 0]:.2f}")
     print(f"loader_speedup_2_workers_scored={fps['scored', 2] / fps['scored', 0]:.3f}")
     print(f"loader_speedup_2_workers={fps['training', 2] / fps['training', 0]:.3f}")

@@ -8,6 +8,7 @@ GFLOP/s with a large matmul's on the same device, in the same run, as a practica
     python benchmarks/encoder_speed.py                 # ViT-B/16 @ 224, CPU
     python benchmarks/encoder_speed.py --vit-l --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,12 +27,22 @@ from clipdepth.encoders import CLIPEncoder
 # The text tower is never run here; a tiny one keeps model construction fast.
 TINY_TEXT = dict(text_hidden_size=64, text_num_layers=1, text_num_heads=2)
 VIT_B16_224 = dict(
-    image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12,
-    intermediate_size=3072, projection_dim=512,
+    image_size=224,
+    patch_size=16,
+    hidden_size=768,
+    num_layers=12,
+    num_heads=12,
+    intermediate_size=3072,
+    projection_dim=512,
 )
 VIT_L14_336 = dict(
-    image_size=336, patch_size=14, hidden_size=1024, num_layers=24, num_heads=16,
-    intermediate_size=4096, projection_dim=768,
+    image_size=336,
+    patch_size=14,
+    hidden_size=1024,
+    num_layers=24,
+    num_heads=16,
+    intermediate_size=4096,
+    projection_dim=768,
 )
 
 
@@ -65,7 +76,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement; medians are reported")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument(
-        "--matmul-size", type=int, default=None,
+        "--matmul-size",
+        type=int,
+        default=None,
         help="side of the square reference matmul (default 2048 on CPU, 8192 on CUDA, where 2048 does not fill the GPU)",
     )
     args = parser.parse_args()

@@ -19,6 +19,7 @@
 
 Without CUDA (and without ``--dry-run-cpu``) it refuses in one line, exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -134,16 +135,28 @@ def pureclip(work: Path, device: str, dry_run: bool) -> Path:
     from clipdepth.training.trainer import Trainer
 
     if dry_run:
-        clip = ["clip.random_init=true", "clip.image_size=56", "clip.hidden_size=64", "clip.num_layers=2", "clip.num_heads=4",
-                "clip.intermediate_size=128", "clip.projection_dim=32", "clip.text_hidden_size=32",
-                "clip.text_num_layers=1", "clip.text_num_heads=2"]
+        clip = [
+            "clip.random_init=true",
+            "clip.image_size=56",
+            "clip.hidden_size=64",
+            "clip.num_layers=2",
+            "clip.num_heads=4",
+            "clip.intermediate_size=128",
+            "clip.projection_dim=32",
+            "clip.text_hidden_size=32",
+            "clip.text_num_layers=1",
+            "clip.text_num_heads=2",
+        ]
         frames = ["data.train_size=16", "data.val_size=8", "data.height=48", "data.width=64"]
     else:  # ViT-L/14 @ 336: the clip section's defaults, with random weights
         clip = full_size_clip()
         frames = ["data.train_size=320", "data.val_size=64", "data.height=480", "data.width=640"]
-    cfg = load_config("demo", clip + frames + [
-        "train.max_epochs=3", f"train.feature_cache={work / 'pureclip_cache'}", f"device={device}",
-        f"output_dir={work / 'pureclip'}"])
+    cfg = load_config(
+        "demo",
+        clip
+        + frames
+        + ["train.max_epochs=3", f"train.feature_cache={work / 'pureclip_cache'}", f"device={device}", f"output_dir={work / 'pureclip'}"],
+    )
     exp = Experiment.create(cfg)
     synchronize(device)
     start = time.perf_counter()
@@ -192,15 +205,29 @@ def tr2m(work: Path, device: str, dry_run: bool) -> None:
     from conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER, TINY_TR2M
 
     if dry_run:
-        overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + TINY_TR2M + TINY_DEPTH_ANYTHING + [
-            "data.train_size=8", "data.val_size=4", "data.height=48", "data.width=64"]
+        overrides = (
+            [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()]
+            + TINY_TR2M
+            + TINY_DEPTH_ANYTHING
+            + ["data.train_size=8", "data.val_size=4", "data.height=48", "data.width=64"]
+        )
     else:  # the paper's frozen parts at full size with random weights, 434 x 560
         overrides = full_size_clip() + [
-            "model=tr2m", "tr2m.input_height=434", "tr2m.input_width=560", "tr2m.image_encoder.random_init=true",
-            "tr2m.relative.random_init=true", "data.train_size=64", "data.val_size=16", "data.height=480",
-            "data.width=640", "eval.tta=false"]
-    cfg = load_config("demo", overrides + [
-        "train.batch_size=8", f"train.feature_cache={work / 'tr2m_cache'}", f"device={device}", f"output_dir={work / 'tr2m'}"])
+            "model=tr2m",
+            "tr2m.input_height=434",
+            "tr2m.input_width=560",
+            "tr2m.image_encoder.random_init=true",
+            "tr2m.relative.random_init=true",
+            "data.train_size=64",
+            "data.val_size=16",
+            "data.height=480",
+            "data.width=640",
+            "eval.tta=false",
+        ]
+    cfg = load_config(
+        "demo",
+        overrides + ["train.batch_size=8", f"train.feature_cache={work / 'tr2m_cache'}", f"device={device}", f"output_dir={work / 'tr2m'}"],
+    )
     exp = Experiment.create(cfg)
     synchronize(device)
     start = time.perf_counter()
@@ -224,8 +251,18 @@ def predict(checkpoint: Path, work: Path, dry_run: bool) -> None:
     for k, n in enumerate((sizes[0], *sizes)):  # the first run pays the imports and cuDNN's choices
         write_pairs(work / f"photos{k}", n)
         start = time.perf_counter()
-        status = main(["predict", str(work / f"photos{k}" / "rgb"), "--checkpoint", str(checkpoint), "--batch-size", "32",
-                       "--out", str(work / f"depth{k}")])
+        status = main(
+            [
+                "predict",
+                str(work / f"photos{k}" / "rgb"),
+                "--checkpoint",
+                str(checkpoint),
+                "--batch-size",
+                "32",
+                "--out",
+                str(work / f"depth{k}"),
+            ]
+        )
         seconds.append(time.perf_counter() - start)
         if status != 0:
             figure("predict_images_per_s", f"failed_exit_{status}")

@@ -15,6 +15,7 @@ Lines: ``png_ms_<variant>=`` and ``png_kb_<variant>=`` for the depth PNG, ``colo
 and ``color_png_kb_<variant>=`` for the colour PNG, then the chosen default's ratios to Pillow's
 default: ``chosen=level1 speedup_depth=... size_ratio_depth=... speedup_color=... size_ratio_color=...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,7 @@ def pillow(level: int | None = None, optimize: bool = False) -> Callable[[np.nda
 def opencv(level: int) -> Callable[[np.ndarray], bytes]:
     def encode(array: np.ndarray) -> bytes:
         # OpenCV takes BGR; the swap is part of what using it would cost
-        ok, data = cv2.imencode(".png", array[..., ::-1] if array.ndim == 3 else array,
-                                [cv2.IMWRITE_PNG_COMPRESSION, level])
+        ok, data = cv2.imencode(".png", array[..., ::-1] if array.ndim == 3 else array, [cv2.IMWRITE_PNG_COMPRESSION, level])
         assert ok
         return data.tobytes()
 
@@ -81,10 +81,15 @@ def main() -> None:
     args = parser.parse_args()
 
     depth = dense_depth(args.depth_png)
-    arrays = {"png": np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16),  # as write_depth_png rounds
-              "color_png": colour_map(depth, 10.0)}
-    variants = {**{f"level{k}": pillow(k) for k in LEVELS}, "optimize": pillow(optimize=True),
-                **{f"cv2_level{k}": opencv(k) for k in LEVELS}}
+    arrays = {
+        "png": np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16),  # as write_depth_png rounds
+        "color_png": colour_map(depth, 10.0),
+    }
+    variants = {
+        **{f"level{k}": pillow(k) for k in LEVELS},
+        "optimize": pillow(optimize=True),
+        **{f"cv2_level{k}": opencv(k) for k in LEVELS},
+    }
     times: dict[tuple[str, str], list[float]] = {(a, v): [] for a in arrays for v in variants}
     sizes: dict[tuple[str, str], int] = {}
     for kind, array in arrays.items():  # warm-up, and the same pixels back from every encoder
@@ -99,16 +104,19 @@ def main() -> None:
                 encode(array)
                 times[kind, name].append(time.perf_counter() - start)
 
-    print(f"{HEIGHT}x{WIDTH}, {'depth from ' + args.depth_png if args.depth_png else 'a rendered room'}; "
-          f"median of {args.repeats}; Pillow's default is level6")
+    print(
+        f"{HEIGHT}x{WIDTH}, {'depth from ' + args.depth_png if args.depth_png else 'a rendered room'}; "
+        f"median of {args.repeats}; Pillow's default is level6"
+    )
     print(f"{'variant':<12} {'depth ms':>9} {'depth KB':>9} {'colour ms':>10} {'colour KB':>10}")
     for name in variants:
-        print(f"{name:<12} {statistics.median(times['png', name]) * 1e3:9.2f} {sizes['png', name] / 1e3:9.1f} "
-              f"{statistics.median(times['color_png', name]) * 1e3:10.2f} {sizes['color_png', name] / 1e3:10.1f}")
+        print(
+            f"{name:<12} {statistics.median(times['png', name]) * 1e3:9.2f} {sizes['png', name] / 1e3:9.1f} "
+            f"{statistics.median(times['color_png', name]) * 1e3:10.2f} {sizes['color_png', name] / 1e3:10.1f}"
+        )
     for kind in arrays:
         for name in variants:
-            print(f"{kind}_ms_{name}={statistics.median(times[kind, name]) * 1e3:.2f} "
-                  f"{kind}_kb_{name}={sizes[kind, name] / 1e3:.1f}")
+            print(f"{kind}_ms_{name}={statistics.median(times[kind, name]) * 1e3:.2f} {kind}_kb_{name}={sizes[kind, name] / 1e3:.1f}")
     chosen = f"level{PNG_COMPRESS_LEVEL}"
     ratios = []
     for kind, label in (("png", "depth"), ("color_png", "color")):

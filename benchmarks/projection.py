@@ -23,6 +23,7 @@ a host-free step (issue 23's other part) costs max(compute, launches).
 
     python benchmarks/projection.py            # ~2-4 min on 2 cores; rewrites benchmarks/projection.md
 """
+
 from __future__ import annotations
 
 import copy
@@ -98,8 +99,7 @@ RUN = {  # the recipes' datasets; the frame counts and their sources
         Dataset("NYU", 24_231, (434, 560), (480, 640), "BTS nyudepthv2_train_files_with_gt.txt"),
         Dataset("KITTI", 23_158, (350, 1204), (375, 1242), "BTS eigen_train_files_with_gt.txt"),
         Dataset("VOID", 45_000, (434, 560), (480, 640), "VOID's 48 training sequences, ~45K frames (approximate)"),
-        Dataset("C3VD", 9_611, (434, 560), (1080, 1350),
-                "the rest of the paper's 102K: its 15 training sequences (approximate)"),
+        Dataset("C3VD", 9_611, (434, 560), (1080, 1350), "the rest of the paper's 102K: its 15 training sequences (approximate)"),
     ],
 }
 VAL_FRACTION = 0.1  # data.val_fraction (data.val_source: held_out, the default)
@@ -167,8 +167,9 @@ def compact_frame() -> tuple[float, float]:
     decode_ms = (time.perf_counter() - start) / (5 * len(pngs)) * 1000
     n = len(depths)
     tokens = {"tokens": torch.zeros(n, 24, 24, 768, dtype=torch.float16), "cls": torch.zeros(n, 768, dtype=torch.float16)}
-    split = EncodedSplit([str(i) for i in range(n)], tokens, None, np.array([d.shape for d in depths]),
-                         depth=TrainingDepth.from_maps(units))
+    split = EncodedSplit(
+        [str(i) for i in range(n)], tokens, None, np.array([d.shape for d in depths]), depth=TrainingDepth.from_maps(units)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         write_shard(Path(tmp), split)
         size = sum(p.stat().st_size for p in Path(tmp).glob("*.npy")) / n
@@ -177,8 +178,11 @@ def compact_frame() -> tuple[float, float]:
 
 def counted(run) -> tuple[float, KernelCount]:
     """(FLOPs, kernel counts) of ``run()``, AdamW taking its CUDA default (foreach) here too."""
-    with FlopCounterMode(display=False) as flops, KernelCount() as kernels, \
-            mock.patch("torch.optim.adam._default_to_fused_or_foreach", lambda *a, **k: (False, True)):
+    with (
+        FlopCounterMode(display=False) as flops,
+        KernelCount() as kernels,
+        mock.patch("torch.optim.adam._default_to_fused_or_foreach", lambda *a, **k: (False, True)),
+    ):
         run()
     return flops.get_total_flops(), kernels
 
@@ -186,24 +190,39 @@ def counted(run) -> tuple[float, KernelCount]:
 def pureclip_head() -> Head:
     """The PureCLIP-Depth head at D = 768, K = 15: an Embedding and a Depth step (a run has them in
     equal shares) and a forward, on the encoder's real output shape (24 x 24 patches)."""
-    cfg = load_config("demo", ["clip.image_size=336", "clip.patch_size=14", "clip.hidden_size=64", "clip.num_layers=1",
-                               "clip.num_heads=2", "clip.intermediate_size=64", "clip.projection_dim=768",
-                               "clip.text_hidden_size=64", "clip.text_num_layers=1", "clip.text_num_heads=2",
-                               "pureclip.phase_steps=100", "device=cpu"])
+    cfg = load_config(
+        "demo",
+        [
+            "clip.image_size=336",
+            "clip.patch_size=14",
+            "clip.hidden_size=64",
+            "clip.num_layers=1",
+            "clip.num_heads=2",
+            "clip.intermediate_size=64",
+            "clip.projection_dim=768",
+            "clip.text_hidden_size=64",
+            "clip.text_num_layers=1",
+            "clip.text_num_heads=2",
+            "pureclip.phase_steps=100",
+            "device=cpu",
+        ],
+    )
     model = build_model(cfg)
     objective = PureCLIPObjective(model, cfg, model.head, model.preprocessor())
     features = {"tokens": torch.randn(BATCH, 24, 24, 768), "cls": torch.randn(BATCH, 768)}
-    batch = TrainBatch(features, torch.rand(BATCH, 336, 336) * 9 + 0.5, [(480, 640)] * BATCH,
-                       torch.zeros(BATCH, dtype=torch.long), 1)
+    batch = TrainBatch(features, torch.rand(BATCH, 336, 336) * 9 + 0.5, [(480, 640)] * BATCH, torch.zeros(BATCH, dtype=torch.long), 1)
     steps = [counted(lambda s=s: objective.step(batch, s, torch.Generator())) for s in (0, 100)]  # Embedding, Depth
     head = copy.deepcopy(model).eval()
     one = {k: v[:1] for k, v in features.items()}
     with torch.no_grad():
         forward, kernels = counted(lambda: head.predict_from_features(one))
     return Head(
-        train_gflop=statistics.mean(f for f, _ in steps) / 1e9 / BATCH, forward_gflop=forward / 1e9,
-        kernels=statistics.mean(k.kernels for _, k in steps), kernels_before=KERNELS_BEFORE["pureclip"],
-        forward_kernels=kernels.kernels, params=sum(p.numel() for p in model.head.parameters() if p.requires_grad),
+        train_gflop=statistics.mean(f for f, _ in steps) / 1e9 / BATCH,
+        forward_gflop=forward / 1e9,
+        kernels=statistics.mean(k.kernels for _, k in steps),
+        kernels_before=KERNELS_BEFORE["pureclip"],
+        forward_kernels=kernels.kernels,
+        params=sum(p.numel() for p in model.head.parameters() if p.requires_grad),
     )
 
 
@@ -212,10 +231,22 @@ def tr2m_head(tmp: Path) -> Head:
     560; the frozen parts one layer deep: only their output shapes matter), a step as the trainer
     runs it (the batch's gather from device-resident arrays, the losses, AdamW, the EMA key network)."""
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items() if k != "projection_dim"] + [
-        "model=tr2m", "clip.projection_dim=768", "tr2m.image_encoder.random_init=true", "tr2m.image_encoder.num_layers=1",
-        "tr2m.relative.source=oracle", "data.train_size=8", "data.val_size=1", "data.height=480", "data.width=640",
-        "tr2m.input_height=434", "tr2m.input_width=560", "train.batch_size=8", "train.residency=device", "eval.tta=false",
-        "device=cpu", f"output_dir={tmp / 'run'}",
+        "model=tr2m",
+        "clip.projection_dim=768",
+        "tr2m.image_encoder.random_init=true",
+        "tr2m.image_encoder.num_layers=1",
+        "tr2m.relative.source=oracle",
+        "data.train_size=8",
+        "data.val_size=1",
+        "data.height=480",
+        "data.width=640",
+        "tr2m.input_height=434",
+        "tr2m.input_width=560",
+        "train.batch_size=8",
+        "train.residency=device",
+        "eval.tta=false",
+        "device=cpu",
+        f"output_dir={tmp / 'run'}",
     ]
     cfg = load_config("demo", overrides)  # the synthetic indoor scenes; tr2m's sizes default to the paper's
     exp = Experiment.create(cfg)
@@ -232,9 +263,12 @@ def tr2m_head(tmp: Path) -> Head:
     with torch.no_grad():
         forward, forward_kernels = counted(lambda: exp.model.eval().predict_from_features(one))
     return Head(
-        train_gflop=flops / 1e9 / BATCH, forward_gflop=forward / 1e9, kernels=kernels.kernels,
+        train_gflop=flops / 1e9 / BATCH,
+        forward_gflop=forward / 1e9,
+        kernels=kernels.kernels,
         kernels_before=KERNELS_BEFORE["tr2m"],
-        forward_kernels=forward_kernels.kernels, params=sum(p.numel() for p in exp.model.head.parameters()),
+        forward_kernels=forward_kernels.kernels,
+        params=sum(p.numel() for p in exp.model.head.parameters()),
     )
 
 
@@ -268,8 +302,9 @@ def training(steps: float, step_gflop: float, head: Head, precision: str, host_f
     compute = steps * step_gflop / tflops("head", precision)
     # the steps with host syncs are the code before issue 23, with its kernel count
     launches = steps * (head.kernels if host_free else head.kernels_before) * H100["launch_us"] / 1e6
-    parts = {"GPU compute": compute, "kernel launches": launches} if host_free else {
-        "GPU compute + launches (host syncs)": compute + launches}
+    parts = (
+        {"GPU compute": compute, "kernel launches": launches} if host_free else {"GPU compute + launches (host syncs)": compute + launches}
+    )
     if gpus > 1:  # ring all-reduce of fp32 gradients
         parts["all-reduce"] = steps * 2 * (gpus - 1) / gpus * head.params * 4 / (H100["nvlink_gbps"] * 1e9)
     return parts
@@ -285,12 +320,25 @@ class Scenario:
     tr2m_bytes: float
 
 
-SHIPPED = Scenario("as shipped (fp32 head; host syncs in steps; validation frame by frame on rank 0)",
-                   "fp32", "fp32", False, False, TR2M_FRAME_BYTES["shipped"])
-BF16 = Scenario("bf16 alone (the code before with today's bf16 default; host syncs in steps)", "bf16", "bf16", False, False,
-                TR2M_FRAME_BYTES["shipped"])
-ISSUE = Scenario("issue 23 built (bf16; host-free steps; batched, split validation; one shard per GPU; compact cache)",
-                 "bf16", "bf16", True, True, TR2M_FRAME_BYTES["compact"])
+SHIPPED = Scenario(
+    "as shipped (fp32 head; host syncs in steps; validation frame by frame on rank 0)",
+    "fp32",
+    "fp32",
+    False,
+    False,
+    TR2M_FRAME_BYTES["shipped"],
+)
+BF16 = Scenario(
+    "bf16 alone (the code before with today's bf16 default; host syncs in steps)", "bf16", "bf16", False, False, TR2M_FRAME_BYTES["shipped"]
+)
+ISSUE = Scenario(
+    "issue 23 built (bf16; host-free steps; batched, split validation; one shard per GPU; compact cache)",
+    "bf16",
+    "bf16",
+    True,
+    True,
+    TR2M_FRAME_BYTES["compact"],
+)
 
 
 def validation(frames: float, forwards: int, head: Head, sc: Scenario, gpus: int, gflop: float) -> dict[str, float]:
@@ -324,8 +372,12 @@ def nyu_rows(sc: Scenario, gpus: int, m: dict) -> list[tuple[str, dict[str, floa
     load = {"disk read": train_bytes / (H100["disk_gbps"] * 1e9), "PCIe": per_gpu / (H100["pcie_gbps"] * 1e9)}
     rows.append((f"training arrays onto the GPU{'s' if gpus > 1 else ''} ({per_gpu / 1e9:.0f} GB each)", load))
     steps = NYU_EPOCHS * (train // (BATCH * gpus))
-    rows.append((f"{NYU_EPOCHS} epochs of head training ({steps:,} steps per GPU, batch {BATCH} per GPU)",
-                 training(steps, BATCH * head.train_gflop, head, sc.precision, sc.host_free, gpus)))
+    rows.append(
+        (
+            f"{NYU_EPOCHS} epochs of head training ({steps:,} steps per GPU, batch {BATCH} per GPU)",
+            training(steps, BATCH * head.train_gflop, head, sc.precision, sc.host_free, gpus),
+        )
+    )
     one = validation(val, 2, head, sc, gpus, head.forward_gflop)
     rows.append((f"{NYU_EPOCHS} validations ({val:,} frames, flip TTA)", {k: v * NYU_EPOCHS for k, v in one.items()}))
     return rows
@@ -340,10 +392,8 @@ def tr2m_rows(sc: Scenario, gpus: int, m: dict) -> list[tuple[str, dict[str, flo
     n_train, n_val = sum(train.values()), sum(val.values())
     frame_bytes = {d.name: sc.tr2m_bytes * ratio[d.name] for d in sets}
     build = {
-        "GPU compute": sum(d.frames * m["tr2m_encoder"][d.size] for d in sets)
-        / tflops("encoder", sc.encoder_precision) / gpus,
-        "host decode": sum(d.frames * m["decode_ms"] * d.frame[0] * d.frame[1] / (480 * 640) for d in sets)
-        / 1000 / H100["cores"],
+        "GPU compute": sum(d.frames * m["tr2m_encoder"][d.size] for d in sets) / tflops("encoder", sc.encoder_precision) / gpus,
+        "host decode": sum(d.frames * m["decode_ms"] * d.frame[0] * d.frame[1] / (480 * 640) for d in sets) / 1000 / H100["cores"],
         "disk write": sum(d.frames * frame_bytes[d.name] for d in sets) / (H100["disk_gbps"] * 1e9),
     }
     rows = [("cache build (once; shared by later runs)", build)]
@@ -354,8 +404,12 @@ def tr2m_rows(sc: Scenario, gpus: int, m: dict) -> list[tuple[str, dict[str, flo
     step_gflop = BATCH * head.train_gflop * sum(train[d.name] * ratio[d.name] for d in sets) / n_train
     parts = training(TR2M_EPOCHS * steps_per_epoch, step_gflop, head, sc.precision, sc.host_free, gpus)
     if resident:
-        rows.append((f"training arrays onto the GPU{'s' if gpus > 1 else ''} ({per_gpu / 1e9:.0f} GB each)", {
-            "disk read": train_bytes / (H100["disk_gbps"] * 1e9), "PCIe": per_gpu / (H100["pcie_gbps"] * 1e9)}))
+        rows.append(
+            (
+                f"training arrays onto the GPU{'s' if gpus > 1 else ''} ({per_gpu / 1e9:.0f} GB each)",
+                {"disk read": train_bytes / (H100["disk_gbps"] * 1e9), "PCIe": per_gpu / (H100["pcie_gbps"] * 1e9)},
+            )
+        )
     else:  # read from the cache's shards every epoch; all ranks share one disk
         parts["disk stream"] = TR2M_EPOCHS * train_bytes / (H100["disk_gbps"] * 1e9)
         parts["PCIe"] = TR2M_EPOCHS * train_bytes / gpus / (H100["pcie_gbps"] * 1e9)  # each rank its batches
@@ -375,8 +429,12 @@ def table(title: str, scenarios: list[Scenario], rows_of, gpus: int, m: dict) ->
         rows = rows_of(sc, gpus, m)
         total = sum(bound(parts)[0] for _, parts in rows)
         totals[sc.name] = total
-        lines += [f"**{sc.name}: {total / 60:.0f} minutes**", "", "| phase | minutes | bound by | other parts (minutes) |",
-                  "|---|---:|---|---|"]
+        lines += [
+            f"**{sc.name}: {total / 60:.0f} minutes**",
+            "",
+            "| phase | minutes | bound by | other parts (minutes) |",
+            "|---|---:|---|---|",
+        ]
         for name, parts in rows:
             seconds, by = bound(parts)
             others = ", ".join(f"{k} {v / 60:.1f}" for k, v in parts.items() if k != by) or "-"
@@ -416,7 +474,8 @@ def main() -> None:
         f"{t.forward_gflop:.1f} GFLOP per frame; **{t.kernels:.0f} kernels per step** (batch {BATCH}, EMA key network "
         f"included), {t.forward_kernels} per validation forward; {t.params:,} parameters. Frozen parts (DINOv2 ViT-L/14 + "
         "Depth Anything small + CLIP text on 15 caption lines): "
-        + ", ".join(f"{v:.0f} GFLOP per frame at {s[0]} x {s[1]}" for s, v in sorted(m["tr2m_encoder"].items())) + ".",
+        + ", ".join(f"{v:.0f} GFLOP per frame at {s[0]} x {s[1]}" for s, v in sorted(m["tr2m_encoder"].items()))
+        + ".",
         "- Host syncs per step: counted by `benchmarks/step_overhead.py`, and on CUDA by `benchmarks/gpu_check.sh`.",
         "",
         "## Assumed",
@@ -443,7 +502,7 @@ def main() -> None:
         "the whole training split and rank 0 alone validates; with one shard per GPU each holds 1/8 and validation "
         "is split across ranks.",
         "- A phase costs its slowest part where the parts overlap; a step with host syncs costs compute + launches. "
-        "The \"issue 23 built\" column counts the kernels of the steps this checkout runs; the two columns with host "
+        'The "issue 23 built" column counts the kernels of the steps this checkout runs; the two columns with host '
         "syncs in the step count those of the code before (PureCLIP-Depth "
         f"{KERNELS_BEFORE['pureclip']}, TR2M {KERNELS_BEFORE['tr2m']:,} per step, this script on 58e9837).",
         "",
@@ -456,8 +515,12 @@ def main() -> None:
             block, totals = table(title, [SHIPPED, BF16, ISSUE], rows_of, gpus, m)
             lines += block
             summary[title, gpus] = totals
-    lines += ["## Summary (minutes, cache build included)", "",
-              "| run | GPUs | as shipped | bf16 alone | issue 23 built |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "## Summary (minutes, cache build included)",
+        "",
+        "| run | GPUs | as shipped | bf16 alone | issue 23 built |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for (title, gpus), totals in summary.items():
         lines.append(f"| {title} | {gpus} | " + " | ".join(f"{v / 60:.0f}" for v in totals.values()) + " |")
     lines.append("")

@@ -36,6 +36,7 @@ change less than they change wall times.
 
 Last line: ``serve_over_infer=<ratio> infer_ms=... serve_ms=... serve_sequential_ms=...``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,10 +60,10 @@ from clipdepth.serve.service import ON_DEMAND
 ENCODERS = {
     "demo": {},  # the demo recipe's own small random-weight CLIP (224 px input, 4 layers of width 192)
     # the tests' tiny encoder (tests/conftest.py TINY_ENCODER): the model costs next to nothing
-    "tiny": dict(image_size=56, patch_size=14, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
-                 projection_dim=32),
-    "vit-b16": dict(image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
-                    projection_dim=512),
+    "tiny": dict(image_size=56, patch_size=14, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, projection_dim=32),
+    "vit-b16": dict(
+        image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, projection_dim=512
+    ),
 }
 TINY_TEXT = dict(text_hidden_size=32, text_num_layers=1, text_num_heads=2)
 
@@ -170,25 +171,36 @@ def main() -> None:
     ms = {name: statistics.median(times) * 1e3 for name, times in per_request.items()}
     ms.setdefault("serve_concurrent", ms["serve_sequential"])
     model_ms = statistics.median(model_seconds) * 1e3
-    print(f"{args.encoder} encoder, random weights, CPU ({torch.get_num_threads()} torch threads); {args.images} "
-          f"{args.size[0]}x{args.size[1]} JPEGs x {args.rounds} rounds; medians per request; serve in process "
-          f"(DepthService.predict, no HTTP), {concurrent_requests()} client(s) at once for serve_concurrent, as the page "
-          "takes them", file=sys.stderr)
+    print(
+        f"{args.encoder} encoder, random weights, CPU ({torch.get_num_threads()} torch threads); {args.images} "
+        f"{args.size[0]}x{args.size[1]} JPEGs x {args.rounds} rounds; medians per request; serve in process "
+        f"(DepthService.predict, no HTTP), {concurrent_requests()} client(s) at once for serve_concurrent, as the page "
+        "takes them",
+        file=sys.stderr,
+    )
     print(f"infer_ms={ms['infer']:.1f}")
-    print(f"serve_sequential_ms={ms['serve_sequential']:.1f} serve_model_ms={model_ms:.1f} "
-          f"serve_read_and_files_ms={ms['serve_sequential'] - model_ms:.1f}")
+    print(
+        f"serve_sequential_ms={ms['serve_sequential']:.1f} serve_model_ms={model_ms:.1f} "
+        f"serve_read_and_files_ms={ms['serve_sequential'] - model_ms:.1f}"
+    )
     print(f"serve_concurrent_ms={ms['serve_concurrent']:.1f}")
     cpu_ms = {name: statistics.median(times) * 1e3 for name, times in cpu.items()}
-    print(f"cpu per request (this process, all threads): infer_cpu_ms={cpu_ms['infer']:.1f} "
-          f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} "
-          f"serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}")
+    print(
+        f"cpu per request (this process, all threads): infer_cpu_ms={cpu_ms['infer']:.1f} "
+        f"serve_cpu_ms={cpu_ms['serve_sequential']:.1f} "
+        f"serve_cpu_over_infer={cpu_ms['serve_sequential'] / cpu_ms['infer']:.2f}"
+    )
     on_demand_ms = {kind: statistics.median(times) * 1e3 for kind, times in on_demand.items()}
-    print(f"on demand, once per result when asked for, not in a request: view_ms={on_demand_ms['view']:.1f} "
-          f"uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} depth_png_ms={on_demand_ms['depth']:.1f} "
-          f"ply_ms={on_demand_ms['ply']:.1f}")
-    print(f"serve_over_infer={ms['serve_concurrent'] / ms['infer']:.2f} infer_ms={ms['infer']:.1f} "
-          f"serve_ms={ms['serve_concurrent']:.1f} serve_sequential_ms={ms['serve_sequential']:.1f} "
-          f"serve_sequential_over_infer={ms['serve_sequential'] / ms['infer']:.2f}")
+    print(
+        f"on demand, once per result when asked for, not in a request: view_ms={on_demand_ms['view']:.1f} "
+        f"uncertainty_ms={on_demand_ms['uncertainty_color']:.1f} depth_png_ms={on_demand_ms['depth']:.1f} "
+        f"ply_ms={on_demand_ms['ply']:.1f}"
+    )
+    print(
+        f"serve_over_infer={ms['serve_concurrent'] / ms['infer']:.2f} infer_ms={ms['infer']:.1f} "
+        f"serve_ms={ms['serve_concurrent']:.1f} serve_sequential_ms={ms['serve_sequential']:.1f} "
+        f"serve_sequential_over_infer={ms['serve_sequential'] / ms['infer']:.2f}"
+    )
 
 
 if __name__ == "__main__":

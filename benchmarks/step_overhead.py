@@ -25,6 +25,7 @@ host-free, before TR2M's losses and head were cut down to fewer kernels), 0 host
     python benchmarks/step_overhead.py                 # prints pureclip_*/tr2m_* kernels and syncs per step
     python benchmarks/step_overhead.py --grid paper --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def pureclip(device: str, grid: int, generator: torch.Generator):
     tokens = nn.functional.normalize(torch.randn(FRAMES, grid, grid, dim, generator=generator), dim=-1)
     cls = nn.functional.normalize(torch.randn(FRAMES, dim, generator=generator), dim=-1)
     split = EncodedSplit(
-        names=[str(i) for i in range(FRAMES)], arrays={"tokens": tokens.half(), "cls": cls.half()}, flipped_arrays=None,
-        shapes=torch.full((FRAMES, 2), 480).numpy(), depth=_depth(FRAMES, grid * patch, grid * patch, 10.0, generator),
+        names=[str(i) for i in range(FRAMES)],
+        arrays={"tokens": tokens.half(), "cls": cls.half()},
+        flipped_arrays=None,
+        shapes=torch.full((FRAMES, 2), 480).numpy(),
+        depth=_depth(FRAMES, grid * patch, grid * patch, 10.0, generator),
     )
     return cfg, model, split
 
@@ -86,8 +90,9 @@ def tr2m(device: str, grid: tuple[int, int], generator: torch.Generator):
         "text_lines": torch.randint(1, CAPTION_LINES + 1, (FRAMES,), generator=generator),
         "image": torch.randint(0, 256, (FRAMES, 3, h, w), generator=generator, dtype=torch.uint8),
     }
-    split = EncodedSplit(names=[str(i) for i in range(FRAMES)], arrays=arrays, flipped_arrays=None,
-                         shapes=torch.full((FRAMES, 2), 480).numpy(), depth=depth)
+    split = EncodedSplit(
+        names=[str(i) for i in range(FRAMES)], arrays=arrays, flipped_arrays=None, shapes=torch.full((FRAMES, 2), 480).numpy(), depth=depth
+    )
     return cfg, model, split
 
 
@@ -109,14 +114,20 @@ def count_step(cfg, model, split: EncodedSplit, device: str) -> OpCount:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--grid", choices=("small", "paper"), default="small",
-                        help="token grids: paper (24 x 24 CLIP, 31 x 40 DINOv2) or small (6 x 6, 8 x 10)")
+    parser.add_argument(
+        "--grid",
+        choices=("small", "paper"),
+        default="small",
+        help="token grids: paper (24 x 24 CLIP, 31 x 40 DINOv2) or small (6 x 6, 8 x 10)",
+    )
     parser.add_argument("--ops", action="store_true", help="also list the ops of each step by count")
     args = parser.parse_args()
     paper = args.grid == "paper"
     generator = torch.Generator().manual_seed(0)
-    for name, built in (("pureclip", pureclip(args.device, 24 if paper else 6, generator)),
-                        ("tr2m", tr2m(args.device, (31, 40) if paper else (8, 10), generator))):
+    for name, built in (
+        ("pureclip", pureclip(args.device, 24 if paper else 6, generator)),
+        ("tr2m", tr2m(args.device, (31, 40) if paper else (8, 10), generator)),
+    ):
         counted = count_step(*built, args.device)
         if args.ops:
             print(f"# {name} ops: {dict(counted.ops.most_common())}")

@@ -17,6 +17,7 @@ on a shared machine.
     python benchmarks/tr2m_train_speed.py                 # 16 frames at 224 x 294, ~3 min on 2 cores
     python benchmarks/tr2m_train_speed.py --device cuda --frames 64 --dinov2-large
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,26 @@ from clipdepth.training.run import Experiment
 from clipdepth.training.trainer import Trainer
 
 FROZEN = [
-    "tr2m.relative.source=depth_anything", "tr2m.relative.random_init=true",  # Depth Anything small's shapes
-    "tr2m.image_encoder.random_init=true", "tr2m.image_encoder.hidden_size=384",
-    "tr2m.image_encoder.num_layers=12", "tr2m.image_encoder.num_heads=6",
-    "tr2m.input_height=224", "tr2m.input_width=294", "tr2m.num_heads=6",
-    "tr2m.neck_channels=192", "tr2m.decoder_channels=128", "tr2m.head_channels=64", "tr2m.head_hidden=32",
+    "tr2m.relative.source=depth_anything",
+    "tr2m.relative.random_init=true",  # Depth Anything small's shapes
+    "tr2m.image_encoder.random_init=true",
+    "tr2m.image_encoder.hidden_size=384",
+    "tr2m.image_encoder.num_layers=12",
+    "tr2m.image_encoder.num_heads=6",
+    "tr2m.input_height=224",
+    "tr2m.input_width=294",
+    "tr2m.num_heads=6",
+    "tr2m.neck_channels=192",
+    "tr2m.decoder_channels=128",
+    "tr2m.head_channels=64",
+    "tr2m.head_hidden=32",
 ]
-DINOV2_LARGE = ["tr2m.image_encoder.hidden_size=1024", "tr2m.image_encoder.num_layers=24",
-                "tr2m.image_encoder.num_heads=16", "tr2m.num_heads=16"]
+DINOV2_LARGE = [
+    "tr2m.image_encoder.hidden_size=1024",
+    "tr2m.image_encoder.num_layers=24",
+    "tr2m.image_encoder.num_heads=16",
+    "tr2m.num_heads=16",
+]
 
 
 def run_epoch(trainer: Trainer, n: int, batch_size: int, generator: torch.Generator) -> float:
@@ -61,9 +74,16 @@ def main() -> None:
     parser.add_argument("--dinov2-large", action="store_true", help="DINOv2 ViT-L/14 (the paper's) instead of ViT-S/14")
     args = parser.parse_args()
 
-    cfg = load_config("demo_tr2m", FROZEN + (DINOV2_LARGE if args.dinov2_large else []) + [
-        f"data.train_size={args.frames}", "train.batch_size=8", f"device={args.device}",
-    ])
+    cfg = load_config(
+        "demo_tr2m",
+        FROZEN
+        + (DINOV2_LARGE if args.dinov2_large else [])
+        + [
+            f"data.train_size={args.frames}",
+            "train.batch_size=8",
+            f"device={args.device}",
+        ],
+    )
     exp = Experiment.create(cfg)
     model, pre, batch_size = exp.model, exp.preprocessor, cfg.train.batch_size
     dataset = get_dataset(cfg.data, "train")
@@ -79,8 +99,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out_dir:
         paths = {
             "cached": Trainer.single_dataset(model, cfg, encoded, encoded, pre, exp.protocol, out_dir),
-            "on_the_fly": Trainer.single_dataset(model, cfg, OnTheFlySplit(model, dataset, pre, exp.captions), encoded, pre,
-                                  exp.protocol, out_dir),
+            "on_the_fly": Trainer.single_dataset(
+                model, cfg, OnTheFlySplit(model, dataset, pre, exp.captions), encoded, pre, exp.protocol, out_dir
+            ),
         }
         generator = torch.Generator().manual_seed(0)
         for trainer in paths.values():  # warm-up

@@ -32,6 +32,7 @@ projection 768), per image, 2 FLOPs per multiply-add:
 Last lines: ``flop_bound_full=``, then ``cache_speedup=<uncached/cached> flop_bound=<bound>``;
 the goal is cache_speedup >= 0.85 x flop_bound.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,13 +58,23 @@ from clipdepth.training.trainer import Trainer
 TINY_TEXT = ["clip.random_init=true", "clip.text_hidden_size=64", "clip.text_num_layers=1", "clip.text_num_heads=2"]
 # ViT-B/16 @ 224 with projection 512: the reference head shape at D = 512.
 SMALL = TINY_TEXT + [
-    "clip.image_size=224", "clip.patch_size=16", "clip.hidden_size=768", "clip.num_layers=12", "clip.num_heads=12",
-    "clip.intermediate_size=3072", "clip.projection_dim=512",
+    "clip.image_size=224",
+    "clip.patch_size=16",
+    "clip.hidden_size=768",
+    "clip.num_layers=12",
+    "clip.num_heads=12",
+    "clip.intermediate_size=3072",
+    "clip.projection_dim=512",
 ]
 # The paper's ViT-L/14 @ 336 with projection 768 (the demo recipe these start from is smaller).
 FULL = TINY_TEXT + [
-    "clip.image_size=336", "clip.patch_size=14", "clip.hidden_size=1024", "clip.num_layers=24", "clip.num_heads=16",
-    "clip.intermediate_size=4096", "clip.projection_dim=768",
+    "clip.image_size=336",
+    "clip.patch_size=14",
+    "clip.hidden_size=1024",
+    "clip.num_layers=24",
+    "clip.num_heads=16",
+    "clip.intermediate_size=4096",
+    "clip.projection_dim=768",
 ]
 BATCH = 8
 HAND_COUNT_FULL_GFLOP = 382.83 * BATCH
@@ -100,9 +111,16 @@ def run_epoch(trainer: Trainer, n: int, generator: torch.Generator) -> tuple[flo
 
 def measure(overrides: list[str], frames: int, repeats: int, workers: int | None, label: str) -> dict[str, float]:
     # phase_steps = half an epoch: Embedding and Depth steps in equal shares, as a full run on average.
-    cfg = load_config("demo", overrides + [
-        "train.batch_size=8", f"pureclip.phase_steps={max(frames // BATCH // 2, 1)}", "device=cpu", "train.log_every=10",
-    ])
+    cfg = load_config(
+        "demo",
+        overrides
+        + [
+            "train.batch_size=8",
+            f"pureclip.phase_steps={max(frames // BATCH // 2, 1)}",
+            "device=cpu",
+            "train.log_every=10",
+        ],
+    )
     exp = Experiment.create(cfg)
     model, pre = exp.model, exp.preprocessor
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,8 +134,9 @@ def measure(overrides: list[str], frames: int, repeats: int, workers: int | None
         paths = {
             "cached": Trainer.single_dataset(model, stream_cfg, shards, shards, pre, exp.protocol, Path(tmp) / "a"),
             "cached_in_memory": Trainer.single_dataset(model, cfg, shards.resident("cpu"), shards, pre, exp.protocol, Path(tmp) / "b"),
-            "uncached": Trainer.single_dataset(model, cfg, OnTheFlySplit(model, dataset, pre, workers=workers), shards, pre,
-                                exp.protocol, Path(tmp) / "c"),
+            "uncached": Trainer.single_dataset(
+                model, cfg, OnTheFlySplit(model, dataset, pre, workers=workers), shards, pre, exp.protocol, Path(tmp) / "c"
+            ),
         }
         encoder = encoder_gflop(cfg)
         with FlopCounterMode(display=False) as counter:
@@ -134,20 +153,28 @@ def measure(overrides: list[str], frames: int, repeats: int, workers: int | None
                 wall[name].append(w)
                 cpu[name].append(c)
     med = {name: statistics.median(t) for name, t in wall.items()}
-    print(f"[{label}] {frames} frames 240x320 (JPEG + PNG), batch {BATCH}, encoder {model.encoder.description}, "
-          f"D = {model.encoder.embed_dim}, head {sum(p.numel() for p in model.head.parameters()) / 1e6:.1f}M params, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"[{label}] {frames} frames 240x320 (JPEG + PNG), batch {BATCH}, encoder {model.encoder.description}, "
+        f"D = {model.encoder.embed_dim}, head {sum(p.numel() for p in model.head.parameters()) / 1e6:.1f}M params, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"[{label}] cache build: {build_seconds:.2f} s ({build_seconds / frames * 1000:.0f} ms per frame)")
     for name in paths:
-        print(f"[{label}] {name}: {med[name]:.2f} s/epoch (median of {repeats}: {', '.join(f'{t:.2f}' for t in wall[name])}); "
-              f"CPU {statistics.median(cpu[name]):.2f} s")
+        print(
+            f"[{label}] {name}: {med[name]:.2f} s/epoch (median of {repeats}: {', '.join(f'{t:.2f}' for t in wall[name])}); "
+            f"CPU {statistics.median(cpu[name]):.2f} s"
+        )
     print(f"[{label}] per batch: encoder forward {encoder:.1f} GFLOP, head train step {head:.1f} GFLOP")
     return {
-        "encoder_gflop": encoder, "head_gflop": head, "flop_bound": (encoder + head) / head,
-        "cache_speedup": med["uncached"] / med["cached"], "in_memory_speedup": med["uncached"] / med["cached_in_memory"],
+        "encoder_gflop": encoder,
+        "head_gflop": head,
+        "flop_bound": (encoder + head) / head,
+        "cache_speedup": med["uncached"] / med["cached"],
+        "in_memory_speedup": med["uncached"] / med["cached_in_memory"],
         "cpu_speedup": statistics.median(cpu["uncached"]) / statistics.median(cpu["cached"]),
         "build_s_per_frame": build_seconds / frames,
-        "cached_s_per_step": med["cached"] / (frames // BATCH), "uncached_s_per_step": med["uncached"] / (frames // BATCH),
+        "cached_s_per_step": med["cached"] / (frames // BATCH),
+        "uncached_s_per_step": med["uncached"] / (frames // BATCH),
     }
 
 

@@ -1,6 +1,7 @@
-""""Already done" from content, not names: an output records what it was made from (io.fingerprint),
+""" "Already done" from content, not names: an output records what it was made from (io.fingerprint),
 and a rerun keeps it, makes it again or names it by that record (predict's images and videos; the
 captions are in test_captions.py). File names that are not UTF-8 go through it unchanged."""
+
 from __future__ import annotations
 
 import os
@@ -49,13 +50,14 @@ def test_a_record_tells_same_content_from_rewritten_other_settings_and_other_ima
     other = Made("/in/a.jpg", {"image": "22"}, {"checkpoint": "c1", "tta": True})
     assert made.compare(other) == "other settings"  # settings first: another result, whatever its image
     assert made.refusal(other, out, "the depth") == (
-        f"{out} holds the depth made with tta=true (this run: tta=false); write elsewhere, or overwrite it")
+        f"{out} holds the depth made with tta=true (this run: tta=false); write elsewhere, or overwrite it"
+    )
     assert made.compare(Made("/in/b.jpg", {"image": "33"}, {"checkpoint": "c1", "tta": False})) == "other source"
     assert made.compare(Made("/old/a.jpg", {"image": "11"}, {"checkpoint": "c1", "tta": False})) == "same"  # moved
-    assert made.refusal(Made("/in/b.jpg"), out, "the depth") == (
-        f"{out} holds the depth of /in/b.jpg; write elsewhere, or overwrite it")
+    assert made.refusal(Made("/in/b.jpg"), out, "the depth") == (f"{out} holds the depth of /in/b.jpg; write elsewhere, or overwrite it")
     assert made.compare(None) == "unknown" and made.refusal(None, out, "the depth").endswith(
-        "another input (it does not say which); write elsewhere, or overwrite it")
+        "another input (it does not say which); write elsewhere, or overwrite it"
+    )
     assert made.refusal(Made("/in/a.jpg", {"image": "22"}, made.settings), out, "the depth") is None
     # A depth PNG of a clipdepth that wrote only the source chunk stays readable, and is taken as made from it.
     info = PngImagePlugin.PngInfo()
@@ -69,9 +71,24 @@ def test_a_record_tells_same_content_from_rewritten_other_settings_and_other_ima
 def test_every_predict_option_is_recorded_or_leaves_the_depth_as_it_is():
     """A new option must be placed: recorded with the depth (DEPTH_OPTIONS), or one of these."""
     files_colours_cameras_or_running = {
-        "npy", "ply", "uncertainty", "side_by_side", "fx", "fy", "cx", "cy", "intrinsics", "vmin", "vmax",
-        "max_tiles", "max_pixels", "batch_size", "overwrite", "workers",
-        "caption", "captions",  # the caption's text is recorded per image, as its content
+        "npy",
+        "ply",
+        "uncertainty",
+        "side_by_side",
+        "fx",
+        "fy",
+        "cx",
+        "cy",
+        "intrinsics",
+        "vmin",
+        "vmax",
+        "max_tiles",
+        "max_pixels",
+        "batch_size",
+        "overwrite",
+        "workers",
+        "caption",
+        "captions",  # the caption's text is recorded per image, as its content
     }
     assert {f.name for f in fields(PredictOptions)} - set(DEPTH_OPTIONS) == files_colours_cameras_or_running
     assert set(DEPTH_OPTIONS) <= {f.name for f in fields(PredictOptions)}
@@ -93,8 +110,9 @@ def test_an_image_rewritten_in_place_is_predicted_again_and_an_unchanged_one_kep
     assert main(base) == 0
     printed = capsys.readouterr().out
     assert "wrote depth for 1 image(s)" in printed and "kept 1 finished before" in printed
-    assert ("1 of them had changed since an earlier run made their outputs: those were replaced (1 that this run "
-            "does not write were removed)") in printed
+    assert (
+        "1 of them had changed since an earlier run made their outputs: those were replaced (1 that this run does not write were removed)"
+    ) in printed
     assert np.abs(read_depth(out / "a.png", 1000.0) - _depth_of(checkpoint, new)).max() <= 0.0005 + 1e-6
     assert (out / "a_color.png").read_bytes() != old_colour
     assert not (out / "a.npy").exists()  # the old content's, which this run does not write again
@@ -112,8 +130,9 @@ def test_a_rerun_with_tta_or_another_checkpoint_leaves_the_earlier_depth_and_nam
     capsys.readouterr()
     assert main([*base, "--checkpoint", str(checkpoint), "--tta"]) == 2
     err = capsys.readouterr().err
-    assert (f"{tmp_path / 'p.png'}: {out / 'p.png'} holds the depth made with tta=false (this run: tta=true); "
-            "write elsewhere, or overwrite it") in err and "--overwrite" in err.splitlines()[-1]
+    assert (
+        f"{tmp_path / 'p.png'}: {out / 'p.png'} holds the depth made with tta=false (this run: tta=true); write elsewhere, or overwrite it"
+    ) in err and "--overwrite" in err.splitlines()[-1]
     torch.manual_seed(1)
     other = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "other")
     assert main([*base, "--checkpoint", str(other)]) == 2
@@ -172,14 +191,15 @@ def test_a_video_rewritten_in_place_is_predicted_again_and_other_colours_are_nam
     _make_video(video, 3)  # the same name, other content
     capsys.readouterr()
     assert main(args) == 0
-    assert "3 frames of 64x48 at 5 fps, colours 0-10 m (replacing the mp4 of the video's earlier content)" in (
-        capsys.readouterr().out)
+    assert "3 frames of 64x48 at 5 fps, colours 0-10 m (replacing the mp4 of the video's earlier content)" in (capsys.readouterr().out)
     assert _frames(out / "clip_depth.mp4") == 3
     before = (out / "clip_depth.mp4").stat().st_mtime_ns
     assert main(args) == 0 and "finished before" in capsys.readouterr().out
     assert main([*args, "--vmax", "5"]) == 2
-    assert (f"{out / 'clip_depth.mp4'} holds the depth made with colours=[0.0, 10.0] (this run: colours=[0.0, 5.0]); "
-            "write elsewhere, or overwrite it") in capsys.readouterr().err
+    assert (
+        f"{out / 'clip_depth.mp4'} holds the depth made with colours=[0.0, 10.0] (this run: colours=[0.0, 5.0]); "
+        "write elsewhere, or overwrite it"
+    ) in capsys.readouterr().err
     assert (out / "clip_depth.mp4").stat().st_mtime_ns == before
 
 

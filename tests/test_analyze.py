@@ -1,4 +1,5 @@
 """Error-vs-depth analysis: per-bin numbers worked by hand, accumulation, and `clipdepth analyze`."""
+
 import json
 
 import numpy as np
@@ -112,7 +113,10 @@ def test_cli_writes_figures_and_json(tmp_path, capsys, analyze_cmd):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert sorted(p.name for p in out.iterdir()) == [
-        "analysis.json", "error_spread.png", "gt_histogram.png", "joint_histogram.png"
+        "analysis.json",
+        "error_spread.png",
+        "gt_histogram.png",
+        "joint_histogram.png",
     ]  # no temporaries left
     result = json.loads((out / "analysis.json").read_text())
 
@@ -137,9 +141,7 @@ def test_cli_writes_figures_and_json(tmp_path, capsys, analyze_cmd):
 def test_cli_missing_folder_is_one_line_exit_2(tmp_path, capsys, analyze_cmd):
     _, gt_dir, _ = _write_pairs(tmp_path)
     missing = tmp_path / "nope"
-    rc, _, err = analyze_cmd(
-        capsys, "--predictions", missing, "--gt", gt_dir, "--protocol", "synthetic_indoor", "--out", tmp_path / "a"
-    )
+    rc, _, err = analyze_cmd(capsys, "--predictions", missing, "--gt", gt_dir, "--protocol", "synthetic_indoor", "--out", tmp_path / "a")
     assert rc == 2
     assert len(err.strip().splitlines()) == 1
     assert str(missing) in err and "--predictions" in err
@@ -149,6 +151,5 @@ def test_cli_missing_folder_is_one_line_exit_2(tmp_path, capsys, analyze_cmd):
 def test_cli_unmatched_stem_is_one_line_exit_2(tmp_path, capsys, analyze_cmd):
     pred_dir, gt_dir, _ = _write_pairs(tmp_path)
     (pred_dir / "frame0.npy").rename(pred_dir / "other.npy")
-    rc, _, err = analyze_cmd(capsys, "--predictions", pred_dir, "--gt", gt_dir, "--protocol", "synthetic_indoor",
-                             "--out", tmp_path / "a")
+    rc, _, err = analyze_cmd(capsys, "--predictions", pred_dir, "--gt", gt_dir, "--protocol", "synthetic_indoor", "--out", tmp_path / "a")
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "stem" in err

@@ -1,4 +1,5 @@
 """Training augmentation as TR2M's release applies it, and how a run serves augmented frames."""
+
 from __future__ import annotations
 
 import colorsys
@@ -94,8 +95,9 @@ def test_the_run_log_says_how_augmented_frames_are_served(tiny_tr2m_cfg, tmp_pat
     assert "decoded and encoded at every step (data.augment_colour=jitter" in log
 
     _, log = run_with(tiny_tr2m_cfg, tmp_path / "nothing")  # switched on, but nothing to apply: said so
-    assert log.strip().endswith("encoded once, read from memory; data.augment is on but sets nothing here "
-                                "(augment_flip 0, no augment_colour): no augmentation")
+    assert log.strip().endswith(
+        "encoded once, read from memory; data.augment is on but sets nothing here (augment_flip 0, no augment_colour): no augmentation"
+    )
 
 
 def test_augmentation_settings_are_checked():

@@ -1,6 +1,7 @@
 """`clipdepth benchmark`: the tr2m-zeroshot suite on tiny datasets written here in each zero-shot
 set's real format, with a random-weight TR2M (never a trained one, and the table says so); the
 published rows beside ours; resuming; the average rank on hand-made examples; bad inputs."""
+
 from __future__ import annotations
 
 import csv
@@ -115,8 +116,9 @@ def zeroshot_data(tmp_path):
             args += ["--data", f"{label}.test_list={root / 'test.txt'}"]
     captions = tmp_path / "captions" / "sun_rgbd"
     captions.mkdir(parents=True)
-    sun = DataConfig(dataset="sun_rgbd", root=str(tmp_path / "data" / "sun_rgbd"),
-                     test_list=str(tmp_path / "data" / "sun_rgbd" / "test.txt"))
+    sun = DataConfig(
+        dataset="sun_rgbd", root=str(tmp_path / "data" / "sun_rgbd"), test_list=str(tmp_path / "data" / "sun_rgbd" / "test.txt")
+    )
     for name in get_dataset(sun, "test").names:
         (captions / f"{name}.txt").write_text("An image of a bedroom with a bed and a lamp.\nAn image with one bed.\n")
     settings = tmp_path / "datasets.yaml"
@@ -143,8 +145,22 @@ def read_csv(path):
 
 def test_the_zeroshot_suite_tabulates_a_random_tr2m_beside_the_published_rows(random_tr2m, zeroshot_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
-    command = ["benchmark", "--suite", "tr2m-zeroshot", "--checkpoint", str(random_tr2m), "--name", "tiny",
-               *zeroshot_data, "--out", str(out), "--workers", "0", "--batch-size", "2"]
+    command = [
+        "benchmark",
+        "--suite",
+        "tr2m-zeroshot",
+        "--checkpoint",
+        str(random_tr2m),
+        "--name",
+        "tiny",
+        *zeroshot_data,
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+    ]
     assert main(command) == 0
     assert "5 evaluated, 0 reused" in capsys.readouterr().out
 
@@ -247,10 +263,19 @@ def test_average_rank_of_the_published_zeroshot_rows_by_hand():
 
 
 def test_published_millimetres_are_converted_to_metres():
-    data = {"paper": "P: a paper", "arxiv": "0000.00000", "tables": [{
-        "id": "colon", "table": "Table 9", "units": "mm", "columns": ["c3vd.rmse", "c3vd.abs_rel", "c3vd.d1"],
-        "rows": [{"method": "M", "values": {"c3vd.rmse": 4.5, "c3vd.abs_rel": 0.12, "c3vd.d1": 0.8}}],
-    }]}
+    data = {
+        "paper": "P: a paper",
+        "arxiv": "0000.00000",
+        "tables": [
+            {
+                "id": "colon",
+                "table": "Table 9",
+                "units": "mm",
+                "columns": ["c3vd.rmse", "c3vd.abs_rel", "c3vd.d1"],
+                "rows": [{"method": "M", "values": {"c3vd.rmse": 4.5, "c3vd.abs_rel": 0.12, "c3vd.d1": 0.8}}],
+            }
+        ],
+    }
     (table,) = parse_published(data, "test")
     assert table.rows[0].values == pytest.approx({"c3vd.rmse": 0.0045, "c3vd.abs_rel": 0.12, "c3vd.d1": 0.8})
     with pytest.raises(ConfigError, match="units 'cm'"):
@@ -260,10 +285,12 @@ def test_published_millimetres_are_converted_to_metres():
 def test_bad_inputs_are_one_line_before_any_evaluation(random_tr2m, zeroshot_data, tmp_path, capsys):
     assert main(["benchmark", "--suite", "tr2m-fewshot", "--checkpoint", str(random_tr2m), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("clipdepth benchmark: error: unknown suite 'tr2m-fewshot': choose one of tr2m-indomain, tr2m-zeroshot, "
-                   "pureclip-nyu, pureclip-kitti, or give a suite YAML file (--suite)")
+    assert err == (
+        "clipdepth benchmark: error: unknown suite 'tr2m-fewshot': choose one of tr2m-indomain, tr2m-zeroshot, "
+        "pureclip-nyu, pureclip-kitti, or give a suite YAML file (--suite)"
+    )
     # Every data setting but HyperSim's root: refused before the first evaluation runs.
-    pairs = [zeroshot_data[i:i + 2] for i in range(0, len(zeroshot_data), 2)]
+    pairs = [zeroshot_data[i : i + 2] for i in range(0, len(zeroshot_data), 2)]
     args = [a for pair in pairs if not pair[1].startswith("hypersim.root=") for a in pair]
     assert main(["benchmark", "--suite", "tr2m-zeroshot", "--checkpoint", str(random_tr2m), *args, "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
@@ -302,21 +329,27 @@ def test_the_indomain_table_puts_nyu_beside_table_1_and_the_other_sets_alone():
     from clipdepth.evaluation.benchmark import SUITES, Evaluation, OurRow, benchmark_table
 
     suite = SUITES["tr2m-indomain"]
-    scored = {"nyu": (0.9, 0.1, 0.35, "nyu"), "kitti": (0.8, 0.12, 4.1, "kitti"), "void": (0.5, 0.3, 0.8, "void"),
-              "c3vd": (0.7, 0.2, 0.00412, "c3vd")}
+    scored = {
+        "nyu": (0.9, 0.1, 0.35, "nyu"),
+        "kitti": (0.8, 0.12, 4.1, "kitti"),
+        "void": (0.5, 0.3, 0.8, "void"),
+        "c3vd": (0.7, 0.2, 0.00412, "c3vd"),
+    }
     evaluations = []
     for entry in suite.entries:
         d1, abs_rel, rmse, protocol = scored[entry.label]
         summary = {"d1": d1, "abs_rel": abs_rel, "rmse": rmse, "flip_tta": False, "n_images": 3}
-        evaluations.append(Evaluation(entry, "run", "ckpt", Path("x"), DataConfig(dataset=entry.label), [], protocol, False, "ran",
-                                      summary))
+        evaluations.append(
+            Evaluation(entry, "run", "ckpt", Path("x"), DataConfig(dataset=entry.label), [], protocol, False, "ran", summary)
+        )
     row = OurRow("run", "ckpt", True, "real weights (pretrained frozen parts; head trained (saved at epoch 20))", evaluations)
     markdown, text = benchmark_table(suite, [row])
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["method"] for r in rows][-2:] == ["TR2M", "run"] and rows[-2]["nyu.d1"] == "0.954" and rows[-2]["kitti.d1"] == ""
     assert rows[-1]["c3vd.rmse"] == "0.00412" and "avg_rank_here" not in rows[-1]  # Table 1 ranks nothing
-    assert ("| **ours: run** |  |  | 0.900 | 0.100 | 0.350 | 0.800 | 0.120 | 4.100 | 0.500 | 0.300 | 0.800 | 0.700 | 0.200 "
-            "| 0.00412 |") in markdown
+    assert (
+        "| **ours: run** |  |  | 0.900 | 0.100 | 0.350 | 0.800 | 0.120 | 4.100 | 0.500 | 0.300 | 0.800 | 0.700 | 0.200 | 0.00412 |"
+    ) in markdown
     assert "No published numbers are shipped for KITTI, VOID, C3VD" in markdown and "real weights" in markdown
     assert "C3VD and SimCol ground truth is read in metres" in markdown
 
@@ -356,9 +389,12 @@ def test_random_weights_named_by_path_are_labelled_random_from_the_weights_thems
         torch.manual_seed(0)
         checkpoints[kind] = build_model(cfg).save_pretrained(tmp_path / f"ckpt_{kind}", extra={"epoch": 3})
     suite = tmp_path / "weights.yaml"
-    suite.write_text("entries:\n" + "".join(
-        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {path}, name: {kind}}}\n" for kind, path in checkpoints.items()
-    ))
+    suite.write_text(
+        "entries:\n"
+        + "".join(
+            f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {path}, name: {kind}}}\n" for kind, path in checkpoints.items()
+        )
+    )
     out = tmp_path / "out"
     result = benchmark.run_benchmark(suite, out=out, workers=0)
     random_row, trained_row = result.rows
@@ -490,9 +526,9 @@ def test_distinct_row_names_never_share_a_folder(tiny_cfg, tmp_path):
         checkpoints.append(build_model(tiny_cfg).save_pretrained(tmp_path / f"ckpt{seed}"))
     names = [("ours (A)", checkpoints[0]), ("ours [A]", checkpoints[1])]
     suite = tmp_path / "names.yaml"
-    suite.write_text("entries:\n" + "".join(
-        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}, name: '{n}'}}\n" for n, c in names
-    ))
+    suite.write_text(
+        "entries:\n" + "".join(f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}, name: '{n}'}}\n" for n, c in names)
+    )
     out = tmp_path / "out"
     result = benchmark.run_benchmark(suite, out=out, workers=0)
     folders = [e.folder for e in result.evaluations]
@@ -520,9 +556,7 @@ def test_unnamed_rows_of_paths_with_one_slug_get_a_folder_each_and_a_clash_is_re
         torch.manual_seed(seed)
         checkpoints.append(build_model(tiny_cfg).save_pretrained(tmp_path / path))
     suite = tmp_path / "paths.yaml"
-    suite.write_text("entries:\n" + "".join(
-        f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}}}\n" for c in checkpoints
-    ))
+    suite.write_text("entries:\n" + "".join(f"  - {{label: synthetic, dataset: synthetic_indoor, checkpoint: {c}}}\n" for c in checkpoints))
     out = tmp_path / "out"
     result = benchmark.run_benchmark(suite, out=out, workers=0)
     assert [row.name for row in result.rows] == [str(c) for c in checkpoints]
@@ -533,10 +567,13 @@ def test_unnamed_rows_of_paths_with_one_slug_get_a_folder_each_and_a_clash_is_re
     assert result.evaluations[0].summary["abs_rel"] != result.evaluations[1].summary["abs_rel"]
 
     clash = tmp_path / "clash.yaml"
-    clash.write_text("entries:\n" + "".join(
-        f"  - {{label: {label}, dataset: synthetic_indoor, checkpoint: {c}, name: ours}}\n"
-        for label, c in zip(("first", "second"), checkpoints)
-    ))
+    clash.write_text(
+        "entries:\n"
+        + "".join(
+            f"  - {{label: {label}, dataset: synthetic_indoor, checkpoint: {c}, name: ours}}\n"
+            for label, c in zip(("first", "second"), checkpoints)
+        )
+    )
     refused = rf"^clash: row 'ours' has two checkpoints \({checkpoints[0]}, {checkpoints[1]}\)"
     with pytest.raises(ConfigError, match=refused):
         benchmark.run_benchmark(clash, out=tmp_path / "clash_out", workers=0)

@@ -1,5 +1,6 @@
 """Captions for TR2M: where a frame's caption comes from, line choice, the synthetic scenes'
 own descriptions, and `clipdepth caption` with a tiny random captioning model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,7 @@ from clipdepth.io.fingerprint import Made, file_digest
 
 
 def sample(name: str = "frame_001", captions: list[str] | None = None) -> RGBDSample:
-    return RGBDSample(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32),
-                      np.ones(4, np.float32), name, captions)
+    return RGBDSample(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), np.ones(4, np.float32), name, captions)
 
 
 def one_line_error(call) -> str:
@@ -70,10 +70,13 @@ def test_pick_lines_line_zero_or_uniform():
 # --------------------------------------------------------------------------- synthetic scenes
 
 
-@pytest.mark.parametrize("kind, depth_sum, image_sum", [
-    ("indoor", 9173.439742326736, 1086289),
-    ("outdoor", 43308.332239151, 838877),
-])
+@pytest.mark.parametrize(
+    "kind, depth_sum, image_sum",
+    [
+        ("indoor", 9173.439742326736, 1086289),
+        ("outdoor", 43308.332239151, 838877),
+    ],
+)
 def test_captions_leave_scenes_unchanged(kind, depth_sum, image_sum):
     # Checksums taken before scenes carried captions: describing a scene must not change it.
     scene = render_scene(kind, 3, 48, 64)
@@ -124,16 +127,45 @@ def tiny_captioner(tmp_path_factory):
     )
 
     folder = tmp_path_factory.mktemp("blip")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "a", "photo", "of", "room", "street",
-             "the", "car", "wall", "with", "and", "blue", "red", "table", "floor", "window", "tree", "sky"]
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "[DEC]",
+        "a",
+        "photo",
+        "of",
+        "room",
+        "street",
+        "the",
+        "car",
+        "wall",
+        "with",
+        "and",
+        "blue",
+        "red",
+        "table",
+        "floor",
+        "window",
+        "tree",
+        "sky",
+    ]
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     tokenizer = BertTokenizer(str(folder / "vocab.txt"), bos_token="[DEC]")
     tiny = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = BlipConfig(
         vision_config={**tiny, "image_size": 32, "patch_size": 16},
-        text_config={**tiny, "vocab_size": len(words), "encoder_hidden_size": 16, "max_position_embeddings": 64,
-                     "bos_token_id": tokenizer.bos_token_id, "sep_token_id": tokenizer.sep_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
+        text_config={
+            **tiny,
+            "vocab_size": len(words),
+            "encoder_hidden_size": 16,
+            "max_position_embeddings": 64,
+            "bos_token_id": tokenizer.bos_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
         projection_dim=16,
     )
     torch.manual_seed(0)
@@ -149,8 +181,20 @@ def test_caption_cli_writes_resumable_files(tiny_captioner, tmp_path, capsys):
     for stem in ("kitchen", "street"):
         Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(images / f"{stem}.png")
     out = tmp_path / "captions"
-    argv = ["caption", str(images), "--model", str(tiny_captioner), "--out", str(out), "--lines", "3",
-            "--max-new-tokens", "8", "--device", "cpu"]
+    argv = [
+        "caption",
+        str(images),
+        "--model",
+        str(tiny_captioner),
+        "--out",
+        str(out),
+        "--lines",
+        "3",
+        "--max-new-tokens",
+        "8",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     written = {p.name: read_caption_file(p) for p in out.glob("*.txt")}
     assert sorted(written) == ["kitchen.txt", "street.txt"]
@@ -173,21 +217,62 @@ def test_caption_takes_a_pixel_limit_as_predict_does(tiny_captioner, tmp_path, c
     Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(images / "small.png")
     Image.fromarray(np.zeros((1000, 1200, 3), np.uint8)).save(images / "large.png")  # 1.2 megapixels
     out = tmp_path / "captions"
-    assert main(["caption", str(images), "--model", str(tiny_captioner), "--out", str(out), "--lines", "1",
-                 "--max-new-tokens", "4", "--device", "cpu", "--max-pixels", "1"]) == 2
+    assert (
+        main(
+            [
+                "caption",
+                str(images),
+                "--model",
+                str(tiny_captioner),
+                "--out",
+                str(out),
+                "--lines",
+                "1",
+                "--max-new-tokens",
+                "4",
+                "--device",
+                "cpu",
+                "--max-pixels",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert [line for line in capsys.readouterr().err.splitlines() if line.startswith(("clipdepth", "  "))] == [
         "clipdepth caption: 1 image(s) got no caption:",
-        f"  {images / 'large.png'}: 1200x1000 is 1.2 megapixels, over the limit of 1 (downscale it, or raise the "
-        "max_pixels limit)",
-        "  (where an image is over the limit: --max-pixels)"]
+        f"  {images / 'large.png'}: 1200x1000 is 1.2 megapixels, over the limit of 1 (downscale it, or raise the max_pixels limit)",
+        "  (where an image is over the limit: --max-pixels)",
+    ]
     assert [p.name for p in out.glob("*.txt")] == ["small.txt"]
 
 
 def test_caption_cli_dataset_form(tiny_captioner, tmp_path, capsys):
     out = tmp_path / "captions"
-    assert main(["caption", "--dataset", "synthetic_indoor", "--split", "val", "val_size=2", "height=24", "width=32",
-                 "--model", str(tiny_captioner), "--out", str(out), "--lines", "2", "--max-new-tokens", "6",
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "caption",
+                "--dataset",
+                "synthetic_indoor",
+                "--split",
+                "val",
+                "val_size=2",
+                "height=24",
+                "width=32",
+                "--model",
+                str(tiny_captioner),
+                "--out",
+                str(out),
+                "--lines",
+                "2",
+                "--max-new-tokens",
+                "6",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in out.glob("*.txt")) == ["indoor_val_00000.txt", "indoor_val_00001.txt"]
     frame = SyntheticScenes("indoor", "val", 2, 24, 32)[1]
     assert caption_lines(frame, DataConfig(caption_dir=str(out))) == read_caption_file(out / "indoor_val_00001.txt")
@@ -212,8 +297,23 @@ def test_caption_rerun_captions_a_rewritten_image_again_and_never_replaces_an_ed
     out = tmp_path / "captions"
 
     def caption(into, *more):
-        return main(["caption", str(images), "--model", str(tiny_captioner), "--out", str(into), "--lines", "2",
-                     "--max-new-tokens", "6", "--device", "cpu", *more])
+        return main(
+            [
+                "caption",
+                str(images),
+                "--model",
+                str(tiny_captioner),
+                "--out",
+                str(into),
+                "--lines",
+                "2",
+                "--max-new-tokens",
+                "6",
+                "--device",
+                "cpu",
+                *more,
+            ]
+        )
 
     assert caption(out) == 0
     hall = (out / "hall.txt").stat().st_mtime_ns
@@ -225,8 +325,12 @@ def test_caption_rerun_captions_a_rewritten_image_again_and_never_replaces_an_ed
     capsys.readouterr()
     assert caption(out) == 0
     printed = capsys.readouterr().out
-    assert ("wrote captions for 1 image(s)" in printed and "1 of them replace those of an image since rewritten" in printed
-            and "kept 1 existing" in printed and "kept 1 edited since" in printed)
+    assert (
+        "wrote captions for 1 image(s)" in printed
+        and "1 of them replace those of an image since rewritten" in printed
+        and "kept 1 existing" in printed
+        and "kept 1 edited since" in printed
+    )
     assert read_caption_file(out / "street.txt") == ["a street I described myself"]
     record = Made.parse((out / ".clipdepth" / "kitchen.json").read_text())
     assert record.inputs == {"image": file_digest(images / "kitchen.bmp")} and record.written == file_digest(out / "kitchen.txt")

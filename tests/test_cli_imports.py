@@ -2,6 +2,7 @@
 import the heavy libraries (transformers alone takes seconds); `clipdepth --help` and the help of the
 commands that run a model (predict, serve, caption) import neither torch nor numpy nor Pillow: the
 command's own module and argparse, its heavy imports after parsing."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,10 +15,17 @@ HEAVY = ("transformers", "matplotlib", "gradio", "h5py")
 LIBRARIES = (*HEAVY, "torch", "numpy", "PIL", "yaml", "tokenizers")
 
 
-@pytest.mark.parametrize("command, unwanted", [
-    ([], LIBRARIES), (["predict"], LIBRARIES), (["serve"], LIBRARIES), (["caption"], LIBRARIES),
-    (["score"], HEAVY), (["analyze"], HEAVY),
-])
+@pytest.mark.parametrize(
+    "command, unwanted",
+    [
+        ([], LIBRARIES),
+        (["predict"], LIBRARIES),
+        (["serve"], LIBRARIES),
+        (["caption"], LIBRARIES),
+        (["score"], HEAVY),
+        (["analyze"], HEAVY),
+    ],
+)
 def test_help_imports_no_heavy_library(command, unwanted):
     # A fresh interpreter: this one has imported whatever other tests needed.
     code = (

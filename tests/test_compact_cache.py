@@ -1,6 +1,7 @@
 """TR2M's compact split storage (io.stored): the image as JPEG, the relative depth as lossless
 PNGs, int8 tokens; what reads back equals an independent decode, the cache key follows the
 storage, and a cache of an earlier format is built anew rather than misread."""
+
 import dataclasses
 import io
 import json
@@ -81,14 +82,12 @@ def test_the_cache_key_follows_the_storage(tiny_tr2m_cfg):
     def key(*overrides, split="train"):
         exp = experiment(tiny_tr2m_cfg, *overrides)
         names = frame_names(get_dataset(exp.cfg.data, split))
-        return cache_key(exp.model, exp.preprocessor, exp.cfg.data, split, False, names,
-                         purpose="train" if split == "train" else "score")
+        return cache_key(exp.model, exp.preprocessor, exp.cfg.data, split, False, names, purpose="train" if split == "train" else "score")
 
     default = key()
     assert default["format"] == FORMAT_VERSION
     assert default["storage"] == {"image": "jpeg", "image_quality": 90, "relative": "png", "tokens": "fp16"}
-    for overrides in (["tr2m.cache_image=raw"], ["tr2m.cache_image_quality=70"], ["tr2m.cache_tokens=int8"],
-                      ["tr2m.cache_relative=fp16"]):
+    for overrides in (["tr2m.cache_image=raw"], ["tr2m.cache_image_quality=70"], ["tr2m.cache_tokens=int8"], ["tr2m.cache_relative=fp16"]):
         assert key(*overrides) != default, overrides
     # a scored split keeps no image and fp16 tokens: only the relative depth's form is its key's
     assert key(split="val") == key("tr2m.cache_image=raw", "tr2m.cache_tokens=int8", split="val")

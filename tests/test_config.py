@@ -1,4 +1,5 @@
 """Recipes: defaults, layering, overrides, and one clear error for a bad key or value."""
+
 import dataclasses
 
 import pytest
@@ -81,13 +82,20 @@ def test_the_first_config_layout_still_loads(tmp_path):
     recipe.write_text(yaml.safe_dump(FIRST_LAYOUT))
     old = load_config(recipe, ["head.use_cls=false", "train.embed_lr=0.5", "encoder.precision=fp32"])
     assert old.pureclip.use_cls is False and old.pureclip.embed_lr == 0.5 and old.clip.precision == "fp32"
-    assert dataclasses.replace(old, pureclip=dataclasses.replace(old.pureclip, use_cls=True, embed_lr=3e-4),
-                               clip=dataclasses.replace(old.clip, precision="auto")) == cfg
+    assert (
+        dataclasses.replace(
+            old,
+            pureclip=dataclasses.replace(old.pureclip, use_cls=True, embed_lr=3e-4),
+            clip=dataclasses.replace(old.clip, precision="auto"),
+        )
+        == cfg
+    )
 
 
 def test_new_names_win_over_old_ones_in_one_mapping():
-    cfg = config_from_dict({"head": {"num_bins": 7}, "pureclip": {"num_bins": 9}, "train": {"phase_steps": 5},
-                            "encoder": {"image_size": 224}})
+    cfg = config_from_dict(
+        {"head": {"num_bins": 7}, "pureclip": {"num_bins": 9}, "train": {"phase_steps": 5}, "encoder": {"image_size": 224}}
+    )
     assert cfg.pureclip.num_bins == 9 and cfg.pureclip.phase_steps == 5 and cfg.clip.image_size == 224
 
 
@@ -97,8 +105,11 @@ def test_first_difference_names_the_field_and_both_values():
     saved = {"train": {"max_epochs": 5, "lr": 1.0}, "data": {"tiles": 1}}
     assert first_difference(saved, saved) is None
     assert first_difference(saved, {"train": {"max_epochs": 5, "lr": 2.0}, "data": {"tiles": 1}}) == ("train.lr", 1.0, 2.0)
-    assert first_difference(saved, {"train": {"max_epochs": 9, "lr": 2.0}, "data": {"tiles": 1}},
-                            ignore=("train.max_epochs",)) == ("train.lr", 1.0, 2.0)
+    assert first_difference(saved, {"train": {"max_epochs": 9, "lr": 2.0}, "data": {"tiles": 1}}, ignore=("train.max_epochs",)) == (
+        "train.lr",
+        1.0,
+        2.0,
+    )
     assert first_difference(saved, {"train": {"max_epochs": 5, "lr": 1.0}}) == ("data", {"tiles": 1}, ABSENT)
 
 
@@ -116,8 +127,13 @@ def test_a_library_error_names_the_setting_and_the_cli_its_flag(tmp_path, capsys
     assert err.endswith("(--pred)") and "predictions folder" in err  # score's flag for the setting
 
 
-PRECISION_FIELDS = ("clip.precision", "tr2m.image_encoder.precision", "tr2m.relative.precision", "depthclip.precision",
-                    "train.head_precision")
+PRECISION_FIELDS = (
+    "clip.precision",
+    "tr2m.image_encoder.precision",
+    "tr2m.relative.precision",
+    "depthclip.precision",
+    "train.head_precision",
+)
 
 
 @pytest.mark.parametrize("recipe", ["pureclip_nyu", "tr2m_mixture"])
@@ -132,10 +148,11 @@ def test_the_released_precision_variant_changes_the_precisions_and_nothing_else(
     assert released.train.head_precision == "fp32"
     # each release's own: PureCLIP-Depth's CLIP fp16 (clip.load on CUDA), TR2M's three encoders fp32
     assert PureCLIPDepth.device_precision(released.clip.precision, cuda) == "fp16"
-    assert {TR2M.device_precision(p, cuda) for p in (released.clip.precision, t.image_encoder.precision,
-                                                     t.relative.precision)} == {"fp32"}
-    assert {TR2M.device_precision(p, cuda) for p in (default.clip.precision, default.tr2m.image_encoder.precision,
-                                                     default.tr2m.relative.precision)} == {"bf16"}
+    assert {TR2M.device_precision(p, cuda) for p in (released.clip.precision, t.image_encoder.precision, t.relative.precision)} == {"fp32"}
+    assert {
+        TR2M.device_precision(p, cuda)
+        for p in (default.clip.precision, default.tr2m.image_encoder.precision, default.tr2m.relative.precision)
+    } == {"bf16"}
 
 
 def test_the_old_word_for_the_released_code_is_still_read():

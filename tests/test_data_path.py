@@ -1,6 +1,7 @@
 """The fast data path: worker processes change no result, the compact cache changes no loss or
 metric beyond 1e-6, the device-resident split trains exactly as the streamed one, and the head's
 bf16 / compiled steps stay within stated tolerances of fp32."""
+
 import copy
 import dataclasses
 import json
@@ -84,7 +85,7 @@ def test_workers_reuse_their_buffers_yet_never_overwrite_frames_the_caller_keeps
 
     sent.clear()
     for i, batch in enumerate(prepared_batches(frames, pre, 2, 2, keep_image=True)):
-        for a, b in zip(expected[2 * i:2 * i + 2], batch, strict=True):
+        for a, b in zip(expected[2 * i : 2 * i + 2], batch, strict=True):
             assert torch.equal(a.image, b.image) and np.array_equal(a.sample.image, b.sample.image)
         del batch, a, b  # let go: the slot may be filled again
     assert len(sent) == 12 and sent.count(True) <= 2 * loader.SLOTS_PER_WORKER and sent.count(False) >= 4
@@ -93,8 +94,9 @@ def test_workers_reuse_their_buffers_yet_never_overwrite_frames_the_caller_keeps
 def test_on_the_fly_training_with_two_workers_gives_the_same_weights(tiny_cfg, tmp_path):
     heads = {}
     for workers in (0, 2):
-        cfg = dataclasses.replace(with_train(tiny_cfg, encode_on_the_fly=True, num_workers=workers, max_epochs=2),
-                                  output_dir=str(tmp_path / f"w{workers}"))
+        cfg = dataclasses.replace(
+            with_train(tiny_cfg, encode_on_the_fly=True, num_workers=workers, max_epochs=2), output_dir=str(tmp_path / f"w{workers}")
+        )
         exp = Experiment.create(cfg)
         exp.train(cfg.output_dir)
         heads[workers] = exp.model.head.state_dict()

@@ -1,4 +1,5 @@
 """`clipdepth demo`: its artefacts, and the acceptance bar on the real demo recipe."""
+
 import json
 
 import numpy as np
@@ -14,8 +15,13 @@ from .conftest import TINY_ENCODER
 def test_demo_writes_metrics_table_panels_and_a_loadable_model(tmp_path, capsys):
     out = tmp_path / "demo"
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=6", "data.val_size=2", "data.test_size=3", "data.height=48", "data.width=64",
-        "train.max_epochs=2", "train.batch_size=3",
+        "data.train_size=6",
+        "data.val_size=2",
+        "data.test_size=3",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=2",
+        "train.batch_size=3",
     ]
     assert main(["demo", "--out", str(out), *overrides]) == 0
     printed = capsys.readouterr().out
@@ -42,8 +48,13 @@ def test_the_tr2m_demo_trains_both_variants_from_one_cache(tmp_path, capsys):
 
     out = tmp_path / "demo"
     overrides = [o for o in TINY_TR2M if not o.startswith("model=")] + [
-        "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
-        "train.max_epochs=1", "train.batch_size=2",
+        "data.train_size=4",
+        "data.val_size=2",
+        "data.test_size=2",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=1",
+        "train.batch_size=2",
     ]
     assert main(["demo", "--config", "demo_tr2m", "--out", str(out), *overrides]) == 0
     assert "ORACLE" in capsys.readouterr().out
@@ -65,8 +76,13 @@ def tiny_tr2m_demo() -> list[str]:
     from .conftest import TINY_TR2M
 
     return [o for o in TINY_TR2M if not o.startswith("model=")] + [
-        "data.train_size=2", "data.val_size=1", "data.test_size=1", "data.height=48", "data.width=64",
-        "train.max_epochs=2", "train.batch_size=2",
+        "data.train_size=2",
+        "data.val_size=1",
+        "data.test_size=1",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=2",
+        "train.batch_size=2",
     ]
 
 
@@ -147,8 +163,13 @@ def test_a_rerun_resumes_an_interrupted_demo_and_gives_the_uninterrupted_numbers
 
 def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tmp_path, capsys, epochs_trained):
     tiny = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
-        "train.max_epochs=1", "train.batch_size=2",
+        "data.train_size=4",
+        "data.val_size=2",
+        "data.test_size=2",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=1",
+        "train.batch_size=2",
     ]
     demo = tmp_path / "demo"
     assert main(["demo", "--out", str(demo), *tiny]) == 0
@@ -176,13 +197,21 @@ def test_a_rerun_trains_again_what_changed_and_refuses_a_run_no_demo_wrote(tmp_p
 
 def test_a_demo_training_a_run_again_keeps_the_users_files_in_it(tmp_path, capsys):
     tiny = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
-        "train.max_epochs=1", "train.batch_size=2",
+        "data.train_size=4",
+        "data.val_size=2",
+        "data.test_size=2",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=1",
+        "train.batch_size=2",
     ]
     demo = tmp_path / "demo"
     assert main(["demo", "--out", str(demo), *tiny]) == 0
-    mine = {demo / "model" / "notes.txt": "model", demo / "checkpoints" / "notes.txt": "checkpoints",
-            demo / "checkpoints" / "last" / "notes.txt": "last"}
+    mine = {
+        demo / "model" / "notes.txt": "model",
+        demo / "checkpoints" / "notes.txt": "checkpoints",
+        demo / "checkpoints" / "last" / "notes.txt": "last",
+    }
     for path, text in mine.items():
         path.write_text(text)
     assert main(["demo", "--out", str(demo), *tiny, "seed=1"]) == 0

@@ -1,4 +1,5 @@
 """Depth/RGB file round trips and one-line DataErrors naming the file."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,6 +1,7 @@
 """DepthCLIP (zero-shot): the depth equals a hand computation from the same features and text
 embeddings, the release's NYU crop and paste-back, the ViT variant, the checkpoint without trained
 weights through train / evaluate / predict / the feature cache, and one-line weight errors."""
+
 from __future__ import annotations
 
 import json
@@ -30,18 +31,37 @@ from .conftest import TINY_ENCODER
 # A random-weight ModifiedResNet CLIP at toy size: layer-4 map of 256 channels, embeddings of 128
 # (text heads = width // 64, the rule a weights file is read with).
 TINY_RN = [
-    "model=depthclip", "depthclip.random_init=true", "depthclip.layers=[1,1,1,1]", "depthclip.width=8",
-    "depthclip.embed_dim=128", "depthclip.text_width=64", "depthclip.text_layers=1", "depthclip.text_heads=1",
-    "depthclip.input_height=64", "depthclip.input_width=96",
+    "model=depthclip",
+    "depthclip.random_init=true",
+    "depthclip.layers=[1,1,1,1]",
+    "depthclip.width=8",
+    "depthclip.embed_dim=128",
+    "depthclip.text_width=64",
+    "depthclip.text_layers=1",
+    "depthclip.text_heads=1",
+    "depthclip.input_height=64",
+    "depthclip.input_width=96",
 ]
 
 
 def tiny_cfg(tmp_path: Path, *extra: str):
-    return load_config("depthclip_nyu", [
-        *TINY_RN, "data.dataset=synthetic_indoor", "data.input_crop=null", "eval.protocol=synthetic_indoor",
-        "data.test_size=3", "data.val_size=2", "data.train_size=2", "data.height=48", "data.width=64",
-        "device=cpu", f"output_dir={tmp_path / 'run'}", *extra,
-    ])
+    return load_config(
+        "depthclip_nyu",
+        [
+            *TINY_RN,
+            "data.dataset=synthetic_indoor",
+            "data.input_crop=null",
+            "eval.protocol=synthetic_indoor",
+            "data.test_size=3",
+            "data.val_size=2",
+            "data.train_size=2",
+            "data.height=48",
+            "data.width=64",
+            "device=cpu",
+            f"output_dir={tmp_path / 'run'}",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +120,9 @@ def test_depth_is_the_hand_computation_from_features_and_text(reduction):
 
 
 def test_templates_and_objects_are_averaged_then_normalised(model):
-    cfg = load_config("depthclip_nyu", [*TINY_RN, "depthclip.templates=['This {} is {}','A {} that is {}']",
-                                        "depthclip.objects=[object,thing]"])
+    cfg = load_config(
+        "depthclip_nyu", [*TINY_RN, "depthclip.templates=['This {} is {}','A {} that is {}']", "depthclip.objects=[object,thing]"]
+    )
     m = build_model(cfg)
     word = cfg.depthclip.depth_words[2]
     prompts = [t.format(o, word) for o in ("object", "thing") for t in ("This {} is {}", "A {} that is {}")]
@@ -142,8 +163,9 @@ def test_vit_variant_runs_the_same_head_on_clip_patch_tokens():
     images = torch.rand(1, 3, 56, 56)
     with torch.no_grad():
         tokens = m.encoder(m.encoder.normalize(images)).patch_tokens
-        text = torch.stack([torch.nn.functional.normalize(m.encoder.encode_text([f"This object is {w}"])[0], dim=-1)
-                            for w in cfg.depthclip.depth_words])
+        text = torch.stack(
+            [torch.nn.functional.normalize(m.encoder.encode_text([f"This object is {w}"])[0], dim=-1) for w in cfg.depthclip.depth_words]
+        )
         out = m.head(m.encode(images))
     assert tokens.shape == (1, 4, 4, 32)  # already at the text width: no channel reduction
     f = torch.nn.functional.normalize(tokens, dim=-1)
@@ -154,9 +176,18 @@ def test_vit_variant_runs_the_same_head_on_clip_patch_tokens():
 
 def test_state_dict_has_openai_names_and_loads_from_a_file(model, tmp_path):
     state = model.encoder.model.state_dict()
-    for name in ("visual.conv1.weight", "visual.layer1.0.downsample.0.weight", "visual.attnpool.c_proj.weight",
-                 "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.weight",
-                 "token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection", "logit_scale"):
+    for name in (
+        "visual.conv1.weight",
+        "visual.layer1.0.downsample.0.weight",
+        "visual.attnpool.c_proj.weight",
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "transformer.resblocks.0.mlp.c_fc.weight",
+        "token_embedding.weight",
+        "positional_embedding",
+        "ln_final.weight",
+        "text_projection",
+        "logit_scale",
+    ):
         assert name in state
     path = tmp_path / "RN_tiny.pt"
     torch.save({**{k: v.half() for k, v in state.items()}, "input_resolution": torch.tensor(224)}, path)  # fp16, as OpenAI's
@@ -189,8 +220,16 @@ def test_train_writes_a_checkpoint_without_weights_and_evaluate_and_predict_use_
     cfg = tiny_cfg(tmp_path)
     with pytest.raises(ConfigError, match="nothing to train|no trained weights"):
         Experiment.create(cfg)
-    overrides = [*TINY_RN, "data.dataset=synthetic_indoor", "data.input_crop=null", "eval.protocol=synthetic_indoor",
-                 "data.test_size=3", "data.height=48", "data.width=64", "device=cpu"]
+    overrides = [
+        *TINY_RN,
+        "data.dataset=synthetic_indoor",
+        "data.input_crop=null",
+        "eval.protocol=synthetic_indoor",
+        "data.test_size=3",
+        "data.height=48",
+        "data.width=64",
+        "device=cpu",
+    ]
     assert main(["train", "--config", "depthclip_nyu", "--out", str(tmp_path / "run"), *overrides]) == 0
     model_dir = tmp_path / "run" / "model"
     assert "nothing to train" in capsys.readouterr().out

@@ -1,6 +1,7 @@
 """The ``device`` setting (config, ``predict --set``, ``caption --device``): a name torch does not know,
 or a device this torch or machine does not have, is one ConfigError line naming the setting and the
 devices there are (``device.resolve_device``), with torch's availability queries replaced."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,7 @@ from clipdepth.models import PureCLIPDepth
 @pytest.fixture
 def machine(monkeypatch):
     """``machine(gpus, mps)``: torch sees that many CUDA devices (none: no CUDA) and MPS or not."""
+
     def have(gpus: int = 0, mps: bool = False) -> None:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
@@ -43,8 +45,9 @@ def test_a_device_this_machine_does_not_have_names_those_it_has(machine):
     assert refusal("mps") == "device 'mps' is not on this machine; use auto, or one it has: cpu"
     machine(gpus=2, mps=True)
     assert refusal("cuda:2") == "device 'cuda:2' is not on this machine; use auto, or one it has: cpu, cuda:0, cuda:1, mps"
-    assert refusal("auto", local_rank=2) == ("device 'auto' (cuda:2 for this process) is not on this machine; use auto, "
-                                             "or one it has: cpu, cuda:0, cuda:1, mps")
+    assert refusal("auto", local_rank=2) == (
+        "device 'auto' (cuda:2 for this process) is not on this machine; use auto, or one it has: cpu, cuda:0, cuda:1, mps"
+    )
     assert refusal("xpu") == "device 'xpu' is not on this machine; use auto, or one it has: cpu, cuda:0, cuda:1, mps"
 
 
@@ -61,8 +64,7 @@ def test_predict_and_caption_name_the_device_setting(machine, tiny_cfg, tmp_path
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(image)
     checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
     cuda = "device 'cuda' is not on this machine (torch finds no CUDA here); use auto, or one it has: cpu"
-    assert main(["predict", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-                 "--set", "device=cuda"]) == 2
+    assert main(["predict", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--set", "device=cuda"]) == 2
     assert capsys.readouterr().err == f"clipdepth predict: error: {cuda}\n"
     for device, said in (("cuda", cuda), ("foo", "device 'foo' is not a device name; use auto, or one this machine has: cpu")):
         # refused before the captioning model loads (there is none called "m")

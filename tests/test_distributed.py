@@ -1,5 +1,6 @@
 """`torchrun` with 2 CPU processes (gloo): cache shards split by rank, DDP training, one writer; each
 rank holding its block of the splits, validation split across the ranks and summed."""
+
 import json
 import os
 import socket
@@ -24,12 +25,30 @@ from .conftest import TINY_ENCODER
 def test_two_process_torchrun_builds_the_cache_and_trains(tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=6", "data.val_size=2", "data.height=48", "data.width=64", "train.batch_size=2",
-        "train.max_epochs=2", "train.log_every=1", "train.cache_shard_size=2",
-        f"train.feature_cache={cache}", f"output_dir={out}",
+        "data.train_size=6",
+        "data.val_size=2",
+        "data.height=48",
+        "data.width=64",
+        "train.batch_size=2",
+        "train.max_epochs=2",
+        "train.log_every=1",
+        "train.cache_shard_size=2",
+        f"train.feature_cache={cache}",
+        f"output_dir={out}",
     ]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "clipdepth.cli.main", "train", "--config", "demo", *overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "clipdepth.cli.main",
+        "train",
+        "--config",
+        "demo",
+        *overrides,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     # 6 frames in shards of 2: rank 0 built shards 0 and 2, rank 1 shard 1; all complete
@@ -45,9 +64,16 @@ def test_two_process_torchrun_builds_the_cache_and_trains(tmp_path):
 # -- one block per rank: residency, schedule and split validation (gloo, 2 processes) -------------
 def _cfg(tmp_path):
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=6", "data.val_size=5", "data.height=48", "data.width=64", "train.batch_size=3",
-        "train.max_epochs=1", "eval.batch_size=2", "train.cache_shard_size=2",
-        f"train.feature_cache={tmp_path / 'cache'}", f"output_dir={tmp_path / 'run'}",
+        "data.train_size=6",
+        "data.val_size=5",
+        "data.height=48",
+        "data.width=64",
+        "train.batch_size=3",
+        "train.max_epochs=1",
+        "eval.batch_size=2",
+        "train.cache_shard_size=2",
+        f"train.feature_cache={tmp_path / 'cache'}",
+        f"output_dir={tmp_path / 'run'}",
     ]
     return load_config("demo", overrides)
 
@@ -59,17 +85,21 @@ def _trainer(cfg, out):
 
 
 def _rank(rank, world, port, cfg, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     trainer, whole = _trainer(cfg, out / "run")
     placed = trainer.sources[0].train
     storage = [v.untyped_storage().nbytes() for v in [*placed.arrays.values(), placed.depth.units]]
     schedule = [placed.names[int(i)] for _, frames in trainer.epoch_schedule() for i in frames]
     record = {
-        "names": placed.names, "nbytes": placed.nbytes(), "whole_nbytes": whole.nbytes(), "storage": sum(storage),
-        "resident": str(placed.resident_on), "val_names": trainer.sources[0].val.names,
-        "schedule": schedule, "metrics": trainer.validate()[0],
+        "names": placed.names,
+        "nbytes": placed.nbytes(),
+        "whole_nbytes": whole.nbytes(),
+        "storage": sum(storage),
+        "resident": str(placed.resident_on),
+        "val_names": trainer.sources[0].val.names,
+        "schedule": schedule,
+        "metrics": trainer.validate()[0],
     }
     trainer.fit()
     record["head"] = {k: v.tolist() for k, v in trainer.model.head.state_dict().items()}
@@ -136,8 +166,7 @@ def test_a_rank_share_reads_the_same_rows_as_the_whole_split(tmp_path):
 
 def test_every_rank_draws_the_same_datasets_and_only_frames_of_its_block():
     sizes, weights = [7, 5], [1.0, 1.0]
-    schedules = [epoch_schedule(sizes, weights, 2, True, "weighted", torch.Generator().manual_seed(3), rank, 2)
-                 for rank in (0, 1)]
+    schedules = [epoch_schedule(sizes, weights, 2, True, "weighted", torch.Generator().manual_seed(3), rank, 2) for rank in (0, 1)]
     assert [k for k, _ in schedules[0]] == [k for k, _ in schedules[1]]  # the same dataset at every step
     assert len(schedules[0]) == 2 + 1  # ceil(7 / 2) = 4 frames: 2 batches; ceil(5 / 2) = 3: 1 batch
     for rank, schedule in enumerate(schedules):
@@ -174,8 +203,9 @@ def test_a_training_split_with_fewer_frames_than_processes_is_one_line(tmp_path,
     train, val = exp.encode("train", flip=False), exp.encode("val", flip=True)
     one = rank_share(train, 0, 6)  # a training split of one frame
     monkeypatch.setattr(trainer_module, "DistributedDataParallel", lambda head: head)  # no process group here
-    trainer = Trainer.single_dataset(exp.model, cfg, one, val, exp.preprocessor, exp.protocol, tmp_path / "run",
-                                     Distributed(rank=0, world_size=2))
+    trainer = Trainer.single_dataset(
+        exp.model, cfg, one, val, exp.preprocessor, exp.protocol, tmp_path / "run", Distributed(rank=0, world_size=2)
+    )
     assert len(trainer.sources[0].train) == 0  # rank 0 of 2 holds no frame of it: it could draw no batch
     with pytest.raises(ConfigError, match=r"^the training split has 1 frames, fewer than the 2 processes: run fewer"):
         trainer._epoch_steps()

@@ -27,6 +27,7 @@ Relative links between these files (``[text](path)``) must point at files that e
 Unmarked python blocks are compiled only; unmarked shell blocks are checked as above. Blocks of
 other languages (text, yaml, json, none) are not checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,9 +79,8 @@ def blocks_of(text: str, path: Path = ROOT / "synthetic.md") -> list[Block]:
         if j >= 0 and (mk := MARKER.search(lines[j])):
             marker = mk.group(1)
         body, k = [], i + 1
-        while k < len(lines) and not (lines[k].strip().startswith(fence[0] * len(fence))
-                                      and lines[k].strip().strip(fence[0]) == ""):
-            body.append(lines[k][len(indent):] if lines[k].startswith(indent) else lines[k].lstrip())
+        while k < len(lines) and not (lines[k].strip().startswith(fence[0] * len(fence)) and lines[k].strip().strip(fence[0]) == ""):
+            body.append(lines[k][len(indent) :] if lines[k].startswith(indent) else lines[k].lstrip())
             k += 1
         found.append(Block(path, i + 1, lang.lower(), "\n".join(body), marker))
         i = k + 1
@@ -92,6 +92,7 @@ def all_blocks() -> list[Block]:
 
 
 # --- shell blocks -----------------------------------------------------------------------------
+
 
 def command_lines(text: str) -> list[str]:
     """The block's commands, one string each: ``\\`` continuations joined, and synopsis lines that
@@ -139,7 +140,7 @@ def clipdepth_args(words: list[str]) -> list[str] | None:
     if rest[0] in {"torchrun", "python", "python3"} or rest[0].endswith("/python"):
         for k, w in enumerate(rest[:-1]):
             if w == "-m" and rest[k + 1] == "clipdepth.cli.main":
-                return rest[k + 2:]
+                return rest[k + 2 :]
     return None
 
 
@@ -192,8 +193,9 @@ def check_clipdepth(args: list[str]) -> list[str]:
                     alts = [a for a in word.strip("[]()").split("|") if a]
                     hits = [a for a in alts if a in subs]
                     if not hits and alts and all(re.fullmatch(r"[a-z][a-z0-9-]*", a) for a in alts):
-                        problems.append(f"`clipdepth {' '.join(c.prog.split()[-1] for c in chain)}` has no "
-                                        f"{word!r} (it has {', '.join(subs)})")
+                        problems.append(
+                            f"`clipdepth {' '.join(c.prog.split()[-1] for c in chain)}` has no {word!r} (it has {', '.join(subs)})"
+                        )
                     grown += [[*chain, subs[a]] for a in hits]
                 if not grown:
                     break
@@ -336,10 +338,12 @@ def test_the_checker_finds_made_up_flags_commands_and_recipes():
 
 
 def test_synopsis_lines_are_checked():
-    synopsis = ("clipdepth predict INPUT... --checkpoint DIR --out DIR [--npy] [--ply]\n"
-                "                  [--vmin M] [--made-up-option M]\n"
-                "clipdepth convert pureclip-released|tr2m-released CKPT.pth --out DIR [--dataset nyu|kitti]\n"
-                "clipdepth data prepare nyu --mat FILE --splits FILE --out DIR\n")
+    synopsis = (
+        "clipdepth predict INPUT... --checkpoint DIR --out DIR [--npy] [--ply]\n"
+        "                  [--vmin M] [--made-up-option M]\n"
+        "clipdepth convert pureclip-released|tr2m-released CKPT.pth --out DIR [--dataset nyu|kitti]\n"
+        "clipdepth data prepare nyu --mat FILE --splits FILE --out DIR\n"
+    )
     problems = check_shell(synopsis)
     assert len(problems) == 1 and "--made-up-option" in problems[0], problems
 

@@ -1,4 +1,5 @@
 """CLIPEncoder against numbers computed independently from the underlying transformers CLIPModel."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -94,9 +95,7 @@ def test_random_build_is_deterministic_and_leaves_global_rng_alone(
     assert not torch.allclose(other(pixels).cls, encoder(pixels).cls)
 
 
-def test_random_build_logs_no_token_id_warnings(
-    tiny_encoder_cfg: CLIPEncoderConfig, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_random_build_logs_no_token_id_warnings(tiny_encoder_cfg: CLIPEncoderConfig, capfd: pytest.CaptureFixture[str]) -> None:
     CLIPEncoder.from_config(dataclasses.replace(tiny_encoder_cfg, seed=7))
     assert "within the vocabulary" not in capfd.readouterr().err
 

@@ -1,4 +1,5 @@
 """clipdepth's errors are also the built-in exceptions of their kind, and stay one line."""
+
 import pickle
 
 import pytest
@@ -7,8 +8,9 @@ from clipdepth.errors import CheckpointError, ClipdepthError, ConfigError, DataE
 from clipdepth.io.atomic import atomic_path
 
 
-@pytest.mark.parametrize("kind, builtin", [(ConfigError, ValueError), (DataError, OSError), (CheckpointError, OSError),
-                                           (EncoderLoadError, OSError)])
+@pytest.mark.parametrize(
+    "kind, builtin", [(ConfigError, ValueError), (DataError, OSError), (CheckpointError, OSError), (EncoderLoadError, OSError)]
+)
 def test_each_error_is_the_builtin_of_its_kind(kind, builtin):
     error = kind("a.png: not a readable image", setting="image")
     assert isinstance(error, builtin) and isinstance(error, ClipdepthError)

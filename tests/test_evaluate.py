@@ -1,4 +1,5 @@
 """`clipdepth evaluate`: every image scored, per-image CSV, tiles, and a perfect predictor."""
+
 import csv
 import dataclasses
 import json
@@ -52,7 +53,7 @@ def test_tiled_and_at_input_evaluation_run(checkpoint, tmp_path):
 
 
 def test_a_perfect_predictor_scores_abs_rel_0_and_d1_1(checkpoint, tmp_path, monkeypatch):
-    oracle = lambda *args, **kwargs: (lambda frames: [(f.sample.depth, f.sample.depth) for f in frames])  # noqa: E731
+    oracle = lambda *args, **kwargs: lambda frames: [(f.sample.depth, f.sample.depth) for f in frames]  # noqa: E731
     monkeypatch.setattr("clipdepth.evaluation.checkpoint.model_predictor", oracle)
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
@@ -74,8 +75,15 @@ def test_random_tiles_pair_each_tile_with_its_own_depth():
     tokens = torch.arange(n * k, dtype=torch.float16)[:, None, None, None].expand(n * k, 1, 1, 1)  # entry id
     depth = torch.arange(k, dtype=torch.float32).repeat_interleave(s).expand(n, s, k * s) + 10 * torch.arange(n)[:, None, None]
     gts = [np.zeros((5 + i, 9)) for i in range(n)]  # full frames of different sizes
-    split = EncodedSplit([f"f{i}" for i in range(n)], {"tokens": tokens, "cls": tokens[:, 0, 0]}, None,
-                         np.array([g.shape for g in gts]), TrainingDepth.from_float(depth, 1000.0), gts, tiles=k)
+    split = EncodedSplit(
+        [f"f{i}" for i in range(n)],
+        {"tokens": tokens, "cls": tokens[:, 0, 0]},
+        None,
+        np.array([g.shape for g in gts]),
+        TrainingDepth.from_float(depth, 1000.0),
+        gts,
+        tiles=k,
+    )
     batch = split.random_tiles(torch.tensor([2, 0]), torch.Generator().manual_seed(0))
     for row, frame in enumerate([2, 0]):
         entry = int(batch.features["tokens"][row, 0, 0, 0])
@@ -108,8 +116,12 @@ def _metrics_by_hand(pred, gt, lo, hi):
     mask = (gt > lo) & (gt < hi)
     p, g = pred[mask].astype(np.float64), gt[mask].astype(np.float64)
     e = np.log(p) - np.log(g)
-    return {"abs_rel": np.mean(np.abs(g - p) / g), "rmse": np.sqrt(np.mean((g - p) ** 2)),
-            "d1": np.mean(np.maximum(g / p, p / g) < 1.25), "silog": 100 * np.sqrt(np.mean(e**2) - np.mean(e) ** 2)}
+    return {
+        "abs_rel": np.mean(np.abs(g - p) / g),
+        "rmse": np.sqrt(np.mean((g - p) ** 2)),
+        "d1": np.mean(np.maximum(g / p, p / g) < 1.25),
+        "silog": 100 * np.sqrt(np.mean(e**2) - np.mean(e) ** 2),
+    }
 
 
 def test_batched_scoring_on_the_device_matches_per_frame_numbers_worked_out_by_hand():
@@ -166,8 +178,7 @@ def test_evaluate_scores_on_the_model_device(checkpoint, tmp_path, monkeypatch):
 
     devices = []
     scorer = evaluate.FrameScorer
-    monkeypatch.setattr(evaluate, "FrameScorer",
-                        lambda protocol, device: (devices.append(device), scorer(protocol, device))[1])
+    monkeypatch.setattr(evaluate, "FrameScorer", lambda protocol, device: (devices.append(device), scorer(protocol, device))[1])
     # "cpu:0" stands for the model's accelerator: the scorer gets the model's device, not the default "cpu"
     monkeypatch.setattr(PureCLIPDepth, "device", property(lambda self: torch.device("cpu", 0)))
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")]) == 0
@@ -183,8 +194,7 @@ def test_validation_waits_for_the_device_only_to_read_its_table_back(tiny_cfg, t
     from clipdepth.training.run import Experiment
     from clipdepth.training.trainer import Trainer
 
-    syncing = ("aten._local_scalar_dense", "aten.nonzero", "aten.is_nonzero", "aten.equal", "aten.masked_select",
-               "aten.index.Tensor")
+    syncing = ("aten._local_scalar_dense", "aten.nonzero", "aten.is_nonzero", "aten.equal", "aten.masked_select", "aten.index.Tensor")
 
     class Syncs(TorchDispatchMode):
         seen: list[str] = []
@@ -196,8 +206,9 @@ def test_validation_waits_for_the_device_only_to_read_its_table_back(tiny_cfg, t
 
     cfg = dataclasses.replace(tiny_cfg, eval=dataclasses.replace(tiny_cfg.eval, batch_size=2))
     exp = Experiment.create(cfg)
-    trainer = Trainer.single_dataset(exp.model, cfg, exp.encode("train", flip=False), exp.encode("val", flip=True),
-                                     exp.preprocessor, exp.protocol, tmp_path / "run")
+    trainer = Trainer.single_dataset(
+        exp.model, cfg, exp.encode("train", flip=False), exp.encode("val", flip=True), exp.preprocessor, exp.protocol, tmp_path / "run"
+    )
     first, _ = trainer.validate()  # the first epoch decodes the GT and moves the crop masks
     with Syncs() as syncs:
         again, _ = trainer.validate()

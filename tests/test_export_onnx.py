@@ -1,4 +1,5 @@
 """`clipdepth export onnx`: both graphs run in onnxruntime and match PyTorch."""
+
 from __future__ import annotations
 
 import argparse
@@ -77,9 +78,11 @@ def test_export_onnx_cli_matches_pytorch(checkpoint: Path, tmp_path: Path, capsy
     assert np.abs(got_probs - probs.numpy()).max() < 1e-4
 
     feats = model.encode(images)
-    diff = check_onnx(out / "head.onnx", {"patch_tokens": feats.patch_tokens.detach().numpy(),
-                                          "cls": feats.cls.detach().numpy()},
-                      [head_out.depth.numpy(), head_out.probs.numpy()])
+    diff = check_onnx(
+        out / "head.onnx",
+        {"patch_tokens": feats.patch_tokens.detach().numpy(), "cls": feats.cls.detach().numpy()},
+        [head_out.depth.numpy(), head_out.probs.numpy()],
+    )
     assert diff < 1e-4
 
 
@@ -100,7 +103,8 @@ def test_an_opset_the_exporter_or_onnxruntime_cannot_do_is_one_line_before_any_w
     assert opsets.start == 18 and opsets.stop - 1 >= 20
     assert capsys.readouterr().err.strip().splitlines() == [
         f"clipdepth export: error: opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
-        f"support opsets 18 to {opsets.stop - 1} (--opset)"]
+        f"support opsets 18 to {opsets.stop - 1} (--opset)"
+    ]
     assert not out.exists()
 
 
@@ -114,7 +118,8 @@ def test_a_graph_that_fails_its_check_leaves_nothing_under_the_real_names(checkp
     assert main(args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "clipdepth export: error: model.onnx: torch's exporter wrote opset 18, not the 17 asked for; nothing was written "
-        "(opset 18 is the one it writes itself) (--opset)"]
+        "(opset 18 is the one it writes itself) (--opset)"
+    ]
     assert [p.name for p in out.iterdir()] == ["model.onnx"] and (out / "model.onnx").read_text() == "an earlier export's"
 
 
@@ -125,20 +130,22 @@ def test_every_file_an_export_writes_is_covered_by_the_refusal_to_replace(checkp
         (out / name).write_text("someone's")
         assert main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
         assert capsys.readouterr().err.strip().splitlines() == [
-            f"clipdepth export: error: {out / name}: exists (an earlier run's); write elsewhere, or allow overwriting it "
-            "(--overwrite)"]
+            f"clipdepth export: error: {out / name}: exists (an earlier run's); write elsewhere, or allow overwriting it (--overwrite)"
+        ]
         assert [p.name for p in out.iterdir()] == [name] and (out / name).read_text() == "someone's"
 
 
 NUMPY_SHORT_WRITE = "problem writing element 2048 to file"  # numpy's tofile on a full disk (the dynamo exporter's)
 
 
-@pytest.mark.parametrize("dynamo, torchscript, free", [
-    (OSError(NUMPY_SHORT_WRITE), OSError(errno.ENOSPC, "No space left on device"), 0),  # no errno: no room left there
-    (RuntimeError("an operator it cannot export"), OSError(errno.ENOSPC, "No space left on device"), 2**30),
-])
-def test_an_export_onto_a_full_disk_is_one_line_naming_the_folder(checkpoint, tmp_path, capsys, monkeypatch, dynamo,
-                                                                   torchscript, free):
+@pytest.mark.parametrize(
+    "dynamo, torchscript, free",
+    [
+        (OSError(NUMPY_SHORT_WRITE), OSError(errno.ENOSPC, "No space left on device"), 0),  # no errno: no room left there
+        (RuntimeError("an operator it cannot export"), OSError(errno.ENOSPC, "No space left on device"), 2**30),
+    ],
+)
+def test_an_export_onto_a_full_disk_is_one_line_naming_the_folder(checkpoint, tmp_path, capsys, monkeypatch, dynamo, torchscript, free):
     def export(module, args, path, dynamo, **kwargs):
         Path(path).write_bytes(b"\0" * 64)  # what it wrote before the disk filled up
         raise failures[dynamo]
@@ -150,5 +157,6 @@ def test_an_export_onto_a_full_disk_is_one_line_naming_the_folder(checkpoint, tm
     assert main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"clipdepth export: error: {out}: cannot export model.onnx there: no space left on device; free some space "
-        "there, or export elsewhere"]
+        "there, or export elsewhere"
+    ]
     assert list(out.iterdir()) == []  # what was staged is gone

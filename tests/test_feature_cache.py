@@ -1,5 +1,6 @@
 """The on-disk feature cache: same content as computing it, refusal of another key, and a kill
 during the build that a rebuild recovers from without redoing finished shards."""
+
 import dataclasses
 
 import numpy as np
@@ -89,8 +90,11 @@ def test_a_kill_during_build_leaves_finished_shards_and_the_rebuild_completes(ex
 
 def test_training_from_the_disk_cache_matches_training_in_memory(tiny_cfg, tmp_path):
     def final_head(feature_cache):
-        cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, feature_cache=feature_cache),
-                                  output_dir=str(tmp_path / f"run_{bool(feature_cache)}"))
+        cfg = dataclasses.replace(
+            tiny_cfg,
+            train=dataclasses.replace(tiny_cfg.train, feature_cache=feature_cache),
+            output_dir=str(tmp_path / f"run_{bool(feature_cache)}"),
+        )
         exp = Experiment.create(cfg)
         exp.train(cfg.output_dir)
         return exp.model.head.state_dict()

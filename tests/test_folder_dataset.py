@@ -1,4 +1,5 @@
 """DepthFolder: a user's rgb/ + depth/ folder by stem or by split list, with optional intrinsics."""
+
 import json
 
 import numpy as np

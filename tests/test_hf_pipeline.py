@@ -1,4 +1,5 @@
 """clipdepth checkpoints through transformers: pipeline("depth-estimation"), the Auto classes, the model card."""
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,12 @@ def test_wrapper_saves_a_clipdepth_checkpoint(pureclip_folder, photo, tmp_path):
     model = transformers.AutoModelForDepthEstimation.from_pretrained(pureclip_folder)
     again = model.save_pretrained(tmp_path / "again")
     assert sorted(p.name for p in again.iterdir()) == [  # .clipdepth: the list of what clipdepth wrote there
-        ".clipdepth", "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+        ".clipdepth",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     torch.testing.assert_close(load_model(again).infer(photo)["depth"], load_model(pureclip_folder).infer(photo)["depth"])
 
 

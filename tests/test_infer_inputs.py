@@ -1,5 +1,6 @@
 """`infer` takes what people have: paths, PIL images, arrays, tensors, lists at mixed sizes; with
 intrinsics it adds the back-projected points."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,15 @@ def test_every_kind_of_image_gives_the_same_depth(model, tmp_path):
     assert expected.shape == (1, 48, 64)
     Image.fromarray(image).save(tmp_path / "a.png")
     chw = torch.from_numpy(image).permute(2, 0, 1)
-    for kind in (str(tmp_path / "a.png"), tmp_path / "a.png", Image.fromarray(image), image[None], chw.float() / 255,
-                 chw[None].float() / 255, chw):
+    for kind in (
+        str(tmp_path / "a.png"),
+        tmp_path / "a.png",
+        Image.fromarray(image),
+        image[None],
+        chw.float() / 255,
+        chw[None].float() / 255,
+        chw,
+    ):
         assert torch.equal(model.infer(kind)["depth"], expected), type(kind)
 
 
@@ -54,10 +62,12 @@ def test_a_list_at_mixed_sizes_gives_one_result_per_image_in_order(model, monkey
 def test_points_are_the_back_projection_of_the_depth():
     # 2 x 2 by hand: fx = 2, fy = 4, cx = 0.5, cy = 0.5; x = (u - cx) z / fx, y = (v - cy) z / fy
     depth = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    expected = torch.tensor([
-        [[-0.25, -0.125, 1.0], [0.5, -0.25, 2.0]],
-        [[-0.75, 0.375, 3.0], [1.0, 0.5, 4.0]],
-    ])
+    expected = torch.tensor(
+        [
+            [[-0.25, -0.125, 1.0], [0.5, -0.25, 2.0]],
+            [[-0.75, 0.375, 3.0], [1.0, 0.5, 4.0]],
+        ]
+    )
     assert torch.allclose(points_from_depth(depth, (2.0, 4.0, 0.5, 0.5)), expected)
     assert as_intrinsics([[2, 0, 0.5], [0, 4, 0.5], [0, 0, 1]]) == (2.0, 4.0, 0.5, 0.5)
     assert as_intrinsics(torch.tensor([2.0, 4.0, 0.5, 0.5])) == (2.0, 4.0, 0.5, 0.5)

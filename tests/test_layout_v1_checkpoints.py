@@ -5,6 +5,7 @@ The fixtures in tests/fixtures/layout_v1 were written by that version: a PureCLI
 fusion, paper patch rule) and a TR2M head, both over tiny random-weight frozen parts, with the
 depth each predicted for tests/fixtures/layout_v1_image.npy.
 """
+
 from pathlib import Path
 
 import numpy as np

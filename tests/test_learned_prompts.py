@@ -1,5 +1,6 @@
 """Learned depth prompts (Auty & Mikolajczyk): bins, prompt layout, the frozen text path, training
 that moves only the prompt tokens, a short synthetic run, checkpoints and the commands."""
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,18 @@ from clipdepth.training.run import Experiment
 from .conftest import TINY_ENCODER
 
 TINY_PROMPTS = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-    "model=learned_prompts", "prompts.input_height=42", "prompts.input_width=56", "data.height=48", "data.width=64",
-    "data.train_size=6", "data.val_size=3", "data.test_size=3", "train.batch_size=3", "train.max_epochs=2",
-    "eval.batch_size=4", "eval.tta=false",
+    "model=learned_prompts",
+    "prompts.input_height=42",
+    "prompts.input_width=56",
+    "data.height=48",
+    "data.width=64",
+    "data.train_size=6",
+    "data.val_size=3",
+    "data.test_size=3",
+    "train.batch_size=3",
+    "train.max_epochs=2",
+    "eval.batch_size=4",
+    "eval.tta=false",
 ]
 
 
@@ -51,8 +61,9 @@ def test_even_and_log_bin_centres_on_hand_computed_examples():
 
 
 def test_the_model_uses_the_configured_bins(cfg):
-    model = build_model(load_config("demo", [*TINY_PROMPTS, "prompts.num_bins=4", "prompts.bin_scheme=log",
-                                             "prompts.min_depth=0.5", "prompts.max_depth=8"]))
+    model = build_model(
+        load_config("demo", [*TINY_PROMPTS, "prompts.num_bins=4", "prompts.bin_scheme=log", "prompts.min_depth=0.5", "prompts.max_depth=8"])
+    )
     torch.testing.assert_close(model.head.bin_centres, torch.tensor([0.5 * 2**0.5, 0.5 * 2**1.5, 0.5 * 2**2.5, 0.5 * 2**3.5]))
     assert model.head.depth_tokens.shape == (4, 1, TINY_ENCODER["text_hidden_size"])
 
@@ -64,7 +75,7 @@ def test_prompt_layout_puts_learned_slots_between_the_template_words(cfg):
     ids = layout.ids.tolist()
     assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
     assert layout.context_positions == [1, 2 + len(words)] and layout.depth_positions == [3 + len(words), 4 + len(words)]
-    assert ids[2:2 + len(words)] == words and len(ids) == 5 + len(words) + 1
+    assert ids[2 : 2 + len(words)] == words and len(ids) == 5 + len(words) + 1
     with pytest.raises(ConfigError, match="prompts.template"):
         load_config("demo", [*TINY_PROMPTS, "prompts.template=no slot here"])
 
@@ -129,13 +140,30 @@ def test_the_schedule_is_torchs_one_cycle():
 def test_a_short_synthetic_run_beats_the_mean_depth_predictor(tmp_path):
     """Random-weight CLIP, 96 synthetic scenes, 10 epochs: validation AbsRel well below the
     training-set mean depth predicted everywhere."""
-    cfg = load_config("demo", [
-        *[f"clip.{k}={v}" for k, v in TINY_ENCODER.items()], "clip.projection_dim=64", "clip.text_hidden_size=64",
-        "clip.text_num_layers=2", "model=learned_prompts", "prompts.input_height=84", "prompts.input_width=112",
-        "prompts.num_bins=20", "prompts.lr=3e-3", "data.height=96", "data.width=128", "data.train_size=96",
-        "data.val_size=16", "train.batch_size=8", "train.max_epochs=10", "eval.batch_size=16", "eval.tta=false",
-        "train.num_workers=0", f"output_dir={tmp_path / 'run'}",
-    ])
+    cfg = load_config(
+        "demo",
+        [
+            *[f"clip.{k}={v}" for k, v in TINY_ENCODER.items()],
+            "clip.projection_dim=64",
+            "clip.text_hidden_size=64",
+            "clip.text_num_layers=2",
+            "model=learned_prompts",
+            "prompts.input_height=84",
+            "prompts.input_width=112",
+            "prompts.num_bins=20",
+            "prompts.lr=3e-3",
+            "data.height=96",
+            "data.width=128",
+            "data.train_size=96",
+            "data.val_size=16",
+            "train.batch_size=8",
+            "train.max_epochs=10",
+            "eval.batch_size=16",
+            "eval.tta=false",
+            "train.num_workers=0",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     exp = Experiment.create(cfg)
     result, _ = exp.train(cfg.output_dir)
     val = exp.encode("val", flip=False)
@@ -173,8 +201,15 @@ def test_a_checkpoint_holds_the_tokens_only_and_loads_predicts_and_evaluates_the
 
 def test_train_runs_from_the_command_line_through_the_feature_cache(tmp_path):
     run = tmp_path / "run"
-    args = ["train", "--config", "demo", *TINY_PROMPTS, "train.max_epochs=1", f"train.feature_cache={tmp_path / 'cache'}",
-            f"output_dir={run}"]
+    args = [
+        "train",
+        "--config",
+        "demo",
+        *TINY_PROMPTS,
+        "train.max_epochs=1",
+        f"train.feature_cache={tmp_path / 'cache'}",
+        f"output_dir={run}",
+    ]
     assert main(args) == 0
     assert (run / "model" / "model.safetensors").is_file() and any((tmp_path / "cache").iterdir())
 
@@ -189,8 +224,15 @@ def test_the_baselines_demo_tabulates_all_three_beside_the_mean_depth_predictor(
     """`clipdepth demo --config demo_baselines` at toy size (the full recipe: about 2-4 minutes on 2 cores)."""
     out = tmp_path / "demo"
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "prompts.input_height=42", "prompts.input_width=56", "data.train_size=6", "data.val_size=2", "data.test_size=3",
-        "data.height=48", "data.width=64", "train.max_epochs=1", "train.batch_size=3",
+        "prompts.input_height=42",
+        "prompts.input_width=56",
+        "data.train_size=6",
+        "data.val_size=2",
+        "data.test_size=3",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=1",
+        "train.batch_size=3",
     ]
     assert main(["demo", "--config", "demo_baselines", "--out", str(out), *overrides]) == 0
     assert "RANDOM weights" in capsys.readouterr().out
@@ -201,7 +243,10 @@ def test_the_baselines_demo_tabulates_all_three_beside_the_mean_depth_predictor(
     for row in ("Learned depth prompts (20 bins)", "PureCLIP-Depth head", "DepthCLIP (zero-shot)", "mean depth", "random-weight"):
         assert row in table
     assert [type(load_model(out / k / "model")).architecture for k in ("learned_prompts", "pureclip", "depthclip")] == [
-        "learned_prompts", "pureclip_depth", "depthclip"]
+        "learned_prompts",
+        "pureclip_depth",
+        "depthclip",
+    ]
     assert len(list((out / "panels").glob("*.png"))) == 3
 
 
@@ -216,11 +261,27 @@ def test_the_baselines_demo_recipe_trains_prompts_below_the_mean_depth_predictor
 
 # -- the RN50 backbone (prompts.backbone=resnet): DepthCLIP's CLIP ResNet at toy size, random weights --
 TINY_RN_PROMPTS = [
-    "model=learned_prompts", "prompts.backbone=resnet", "depthclip.random_init=true", "depthclip.layers=[1,1,1,1]",
-    "depthclip.width=8", "depthclip.embed_dim=128", "depthclip.text_width=64", "depthclip.text_layers=1",
-    "depthclip.text_heads=1", "prompts.input_height=64", "prompts.input_width=96", "data.height=48", "data.width=64",
-    "data.train_size=6", "data.val_size=3", "data.test_size=3", "train.batch_size=3", "train.max_epochs=2",
-    "eval.batch_size=4", "eval.tta=false", "device=cpu",
+    "model=learned_prompts",
+    "prompts.backbone=resnet",
+    "depthclip.random_init=true",
+    "depthclip.layers=[1,1,1,1]",
+    "depthclip.width=8",
+    "depthclip.embed_dim=128",
+    "depthclip.text_width=64",
+    "depthclip.text_layers=1",
+    "depthclip.text_heads=1",
+    "prompts.input_height=64",
+    "prompts.input_width=96",
+    "data.height=48",
+    "data.width=64",
+    "data.train_size=6",
+    "data.val_size=3",
+    "data.test_size=3",
+    "train.batch_size=3",
+    "train.max_epochs=2",
+    "eval.batch_size=4",
+    "eval.tta=false",
+    "device=cpu",
 ]
 
 
@@ -250,7 +311,7 @@ def test_the_rn50_learned_path_is_the_text_towers_own_output(rn_cfg):
     ids = encoder.tokenize(["this object appears to be close"])
     end = int(ids[0].argmax())
     expected = clip.encode_text(ids)
-    got = encode_token_embeddings(encoder, clip.token_embedding(ids[:, :end + 1]))
+    got = encode_token_embeddings(encoder, clip.token_embedding(ids[:, : end + 1]))
     torch.testing.assert_close(got, expected)
     # the ids path unchanged (DepthCLIP's text embeddings): OpenAI's encode_text written out
     x = clip.token_embedding(ids) + clip.positional_embedding
@@ -259,7 +320,7 @@ def test_the_rn50_learned_path_is_the_text_towers_own_output(rn_cfg):
 
     # the head: "far" written into every bin's learned slot
     word = encoder.tokenize(["far"])[0]
-    word = word[1:int(word.argmax())]
+    word = word[1 : int(word.argmax())]
     cfg = load_config("demo", [*TINY_RN_PROMPTS, "prompts.num_bins=2", f"prompts.tokens_per_bin={len(word)}"])
     model = build_model(cfg)
     with torch.no_grad():
@@ -304,8 +365,7 @@ def test_an_rn50_checkpoint_holds_the_tokens_only_and_loads_and_predicts_the_sam
 
 def test_rn50_prompts_train_from_the_command_line_through_the_feature_cache(tmp_path):
     run, cache = tmp_path / "run", tmp_path / "cache"
-    args = ["train", "--config", "demo", *TINY_RN_PROMPTS, "train.max_epochs=1", f"train.feature_cache={cache}",
-            f"output_dir={run}"]
+    args = ["train", "--config", "demo", *TINY_RN_PROMPTS, "train.max_epochs=1", f"train.feature_cache={cache}", f"output_dir={run}"]
     assert main(args) == 0
     assert (run / "model" / "model.safetensors").is_file() and any(cache.iterdir())
     keys = [json.loads(p.read_text())["key"] for p in cache.rglob("cache.json")]
@@ -350,16 +410,25 @@ def released_run_cfg(root, out):
     """prompts_nyu's run at toy size (RN50 random weights) on a folder dataset: 10 training frames,
     3 test frames, batch 4, 2 epochs."""
     tiny = [o for o in TINY_RN_PROMPTS if not o.startswith(("data.", "train."))]
-    return load_config("prompts_nyu", [
-        *tiny, "data.dataset=folder", f"data.root={root}", "data.train_list=train.txt", "data.test_list=test.txt",
-        "eval.protocol=synthetic_indoor", "train.batch_size=4", "train.max_epochs=2", "train.log_every=1",
-        "train.num_workers=0", f"output_dir={out}",
-    ])
+    return load_config(
+        "prompts_nyu",
+        [
+            *tiny,
+            "data.dataset=folder",
+            f"data.root={root}",
+            "data.train_list=train.txt",
+            "data.test_list=test.txt",
+            "eval.protocol=synthetic_indoor",
+            "train.batch_size=4",
+            "train.max_epochs=2",
+            "train.log_every=1",
+            "train.num_workers=0",
+            f"output_dir={out}",
+        ],
+    )
 
 
-def test_a_released_prompts_run_trains_on_every_frame_validates_on_the_test_list_and_publishes_the_last_epoch(
-    tmp_path, monkeypatch
-):
+def test_a_released_prompts_run_trains_on_every_frame_validates_on_the_test_list_and_publishes_the_last_epoch(tmp_path, monkeypatch):
     from .test_resume import kill_on_validate, Killed
     from .test_splits import TEST, TRAIN, rgbd_root, write_list
 

@@ -1,6 +1,7 @@
 """A split is encoded into memory only where it fits in the run's memory budget, else streamed to a
 cache folder; encoding never holds a split twice; the TR2M mixture at the paper's frame counts is
 planned to stream instead of running out of memory."""
+
 from __future__ import annotations
 
 import json
@@ -72,16 +73,30 @@ MEASURE = textwrap.dedent("""
 
 
 def big_tr2m_cfg(tiny_tr2m_cfg, tmp_path):
-    return load_config_dict(config_to_dict(tiny_tr2m_cfg), [
-        f"data.train_size={FRAMES}", "tr2m.input_height=224", "tr2m.input_width=280", "train.num_workers=0",
-        "eval.batch_size=2", f"output_dir={tmp_path / 'run'}", "tr2m.cache_image=raw", "tr2m.cache_relative=fp16",
-    ])
+    return load_config_dict(
+        config_to_dict(tiny_tr2m_cfg),
+        [
+            f"data.train_size={FRAMES}",
+            "tr2m.input_height=224",
+            "tr2m.input_width=280",
+            "train.num_workers=0",
+            "eval.batch_size=2",
+            f"output_dir={tmp_path / 'run'}",
+            "tr2m.cache_image=raw",
+            "tr2m.cache_relative=fp16",
+        ],
+    )
 
 
 def test_a_split_over_the_memory_budget_streams_to_disk_with_peak_rss_under_the_budget(tiny_tr2m_cfg, tmp_path):
     cfg = big_tr2m_cfg(tiny_tr2m_cfg, tmp_path)
-    done = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(config_to_dict(cfg)), str(BUDGET)],
-                          capture_output=True, text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, json.dumps(config_to_dict(cfg)), str(BUDGET)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["held"] > 3 * BUDGET  # the split is well above the budget ...
@@ -128,8 +143,7 @@ def test_encode_split_equals_lists_then_concatenation(tiny_cfg, purpose):
     exp = Experiment.create(cfg)
     dataset = get_dataset(cfg.data, "train")
     split = encode_split(exp.model, dataset, exp.preprocessor, 3, flip=True, purpose=purpose, workers=0)
-    names, shapes, arrays, flipped, units, scales, gts = old_road(exp.model, dataset, exp.preprocessor, 3, True, None,
-                                                                  purpose)
+    names, shapes, arrays, flipped, units, scales, gts = old_road(exp.model, dataset, exp.preprocessor, 3, True, None, purpose)
     assert split.names == names and np.array_equal(split.shapes, shapes) and split.tiles == 2
     assert sorted(split.arrays) == sorted(arrays) == ["cls", "tokens"] and len(arrays["tokens"]) == 14
     for key in arrays:
@@ -147,28 +161,36 @@ def test_the_mixture_at_the_paper_frame_counts_is_planned_to_stream_on_a_128_gb_
     """tr2m_mixture with DINOv2-L's token width (1024, patch 14; one layer: the stored shapes do not
     depend on the depth) at each dataset's input size, one synthetic frame of the dataset's frame
     size encoded to size it."""
-    cfg = load_config("tr2m_mixture", [*TINY_TR2M, *(f"clip.{k}={v}" for k, v in TINY_ENCODER.items()),
-                                       "tr2m.image_encoder.hidden_size=1024", "tr2m.image_encoder.num_heads=16",
-                                       "tr2m.image_encoder.num_layers=1", "tr2m.max_depth=80.0"])
+    cfg = load_config(
+        "tr2m_mixture",
+        [
+            *TINY_TR2M,
+            *(f"clip.{k}={v}" for k, v in TINY_ENCODER.items()),
+            "tr2m.image_encoder.hidden_size=1024",
+            "tr2m.image_encoder.num_heads=16",
+            "tr2m.image_encoder.num_layers=1",
+            "tr2m.max_depth=80.0",
+        ],
+    )
     exp = Experiment.create(cfg)
-    frames = {"nyu": ("synthetic_indoor", 480, 640), "kitti": ("synthetic_outdoor", 375, 1242),
-              "void": ("synthetic_indoor", 480, 640)}
+    frames = {"nyu": ("synthetic_indoor", 480, 640), "kitti": ("synthetic_outdoor", 375, 1242), "void": ("synthetic_indoor", 480, 640)}
     sizes = {}
     for source in exp.sources[:3]:
         kind, height, width = frames[source.name]
-        data = load_config("demo", [f"data.dataset={kind}", "data.train_size=1", f"data.height={height}",
-                                    f"data.width={width}"]).data
+        data = load_config("demo", [f"data.dataset={kind}", "data.train_size=1", f"data.height={height}", f"data.width={width}"]).data
         pre = exp.model.preprocessor(source.data, source.input_size)
-        sizes[source.name] = frame_bytes(exp.model, get_dataset(data, "train"), pre, captions=exp.captions_of(data),
-                                         purpose="train")
+        sizes[source.name] = frame_bytes(exp.model, get_dataset(data, "train"), pre, captions=exp.captions_of(data), purpose="train")
     # 31 x 40 tokens x 1024 in fp16 and the 16-bit depth at 434 x 560 (the image and relative depth
     # are stored compressed, tr2m.cache_image / cache_relative): a lower bound
     assert tuple(exp.sources[0].input_size) == (434, 560) and sizes["nyu"] >= 31 * 40 * 1024 * 2 + 434 * 560 * 2
     assert tuple(exp.sources[1].input_size) == (350, 1204) and sizes["kitti"] >= 25 * 86 * 1024 * 2 + 350 * 1204 * 2
     # NYU's BTS list and KITTI's Eigen split (docs/baselines.md); VOID and C3VD hold the rest of the
     # paper's 102K, both at 434 x 560
-    paper = [SplitSize("nyu train", 24_231, sizes["nyu"]), SplitSize("kitti train", 23_158, sizes["kitti"]),
-             SplitSize("void + c3vd train", 102_000 - 24_231 - 23_158, sizes["void"])]
+    paper = [
+        SplitSize("nyu train", 24_231, sizes["nyu"]),
+        SplitSize("kitti train", 23_158, sizes["kitti"]),
+        SplitSize("void + c3vd train", 102_000 - 24_231 - 23_158, sizes["void"]),
+    ]
     host = 128 * 1024**3
     assert plan_memory(paper, 0.5 * host) == [False, False, False]
     assert sum(s.nbytes for s in paper) > host  # held in memory, it would not fit at all
@@ -181,12 +203,10 @@ def test_plan_memory_shares_the_budget_in_order():
     assert plan_memory(splits, 49) == [False, False, True, True]
 
 
-def test_a_run_plans_its_splits_together_and_says_where_the_training_split_went(tiny_cfg, tmp_path, monkeypatch,
-                                                                                 capsys):
+def test_a_run_plans_its_splits_together_and_says_where_the_training_split_went(tiny_cfg, tmp_path, monkeypatch, capsys):
     """train plans the training and validation splits at once; the one that does not fit is read
     from <run>/feature_cache, and the run's log says so."""
-    cfg = load_config_dict(config_to_dict(tiny_cfg),
-                           ["train.max_epochs=1", "train.num_workers=0", "data.train_size=12"])
+    cfg = load_config_dict(config_to_dict(tiny_cfg), ["train.max_epochs=1", "train.num_workers=0", "data.train_size=12"])
     exp = Experiment.create(cfg)
     pre = exp.preprocessor
     train_bytes = frame_bytes(exp.model, get_dataset(cfg.data, "train"), pre, purpose="train")
@@ -204,8 +224,7 @@ def test_a_run_plans_its_splits_together_and_says_where_the_training_split_went(
     assert capsys.readouterr().err.count("streaming them to") == 1
 
 
-def test_a_runs_streamed_cache_is_reused_for_the_same_settings_and_made_anew_for_others(tiny_tr2m_cfg, tmp_path,
-                                                                                     monkeypatch, capsys):
+def test_a_runs_streamed_cache_is_reused_for_the_same_settings_and_made_anew_for_others(tiny_tr2m_cfg, tmp_path, monkeypatch, capsys):
     """The run folder's own streamed cache: a rerun with the same frames and settings reads it, one
     with other settings (as `train --overwrite` after a change) replaces it instead of refusing it."""
     monkeypatch.setattr(run_module, "available_bytes", lambda device: 0)  # nothing fits: everything streams

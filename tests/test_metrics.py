@@ -1,4 +1,5 @@
 """The nine metrics on hand-worked cases; per-image mean versus pixel pooling."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,5 +1,6 @@
 """Mixture training (TR2M's NYU + KITTI + VOID + C3VD): single-dataset batches at each dataset's own
 input size, drawn by weight or in turn, exactly resumable, validated per dataset and on the mean."""
+
 from __future__ import annotations
 
 import csv
@@ -19,12 +20,18 @@ from clipdepth.training.trainer import Trainer
 
 # Three small synthetic sets, each with its own frame size and model input size.
 MIXTURE = [
-    {"name": "rooms", "data": {"dataset": "synthetic_indoor", "train_size": 10, "height": 48, "width": 64, "seed": 1},
-     "input_size": [28, 42]},
-    {"name": "streets", "data": {"dataset": "synthetic_outdoor", "train_size": 7, "height": 40, "width": 120},
-     "input_size": [28, 84]},
-    {"name": "squares", "data": {"dataset": "synthetic_indoor", "train_size": 6, "height": 40, "width": 40, "seed": 2},
-     "input_size": [42, 42], "weight": 3.0},
+    {
+        "name": "rooms",
+        "data": {"dataset": "synthetic_indoor", "train_size": 10, "height": 48, "width": 64, "seed": 1},
+        "input_size": [28, 42],
+    },
+    {"name": "streets", "data": {"dataset": "synthetic_outdoor", "train_size": 7, "height": 40, "width": 120}, "input_size": [28, 84]},
+    {
+        "name": "squares",
+        "data": {"dataset": "synthetic_indoor", "train_size": 6, "height": 40, "width": 40, "seed": 2},
+        "input_size": [42, 42],
+        "weight": 3.0,
+    },
 ]
 INPUT_SIZES = {m["name"]: tuple(m["input_size"]) for m in MIXTURE}
 
@@ -183,7 +190,10 @@ def test_the_mixture_recipes_name_the_papers_and_the_releases_datasets():
     paper = load_config("tr2m_mixture", ["mixture.0.data.root=/data/nyu"])
     sources = training_sources(paper)
     assert [(s.name, s.protocol, s.input_size) for s in sources] == [
-        ("nyu", "nyu", (434, 560)), ("kitti", "kitti", (350, 1204)), ("void", "void", (434, 560)), ("c3vd", "c3vd", (434, 560)),
+        ("nyu", "nyu", (434, 560)),
+        ("kitti", "kitti", (350, 1204)),
+        ("void", "void", (434, 560)),
+        ("c3vd", "c3vd", (434, 560)),
     ]
     assert sources[0].data.root == "/data/nyu" and sources[1].data.kb_crop and paper.train.mixture_order == "weighted"
     assert all(s.weight is None for s in sources)  # drawn in proportion to their sizes
@@ -213,8 +223,9 @@ def test_a_mixture_model_is_scored_on_each_dataset_at_the_size_it_trained_it(tin
     result, _ = Experiment.create(cfg).train(cfg.output_dir)
     sizes = []
     original = checkpoint_module.model_predictor
-    monkeypatch.setattr(checkpoint_module, "model_predictor",
-                        lambda model, pre, *a, **k: (sizes.append(pre.input_shape), original(model, pre, *a, **k))[1])
+    monkeypatch.setattr(
+        checkpoint_module, "model_predictor", lambda model, pre, *a, **k: (sizes.append(pre.input_shape), original(model, pre, *a, **k))[1]
+    )
     summary, _ = evaluate_checkpoint(result.model_dir, dataset="synthetic_outdoor", out=tmp_path / "eval")
     assert sizes == [INPUT_SIZES["streets"]]  # and the frames are that entry's: tiny_cfg's 3 test scenes
     assert summary["n_images"] == 3 and summary["dataset"] == "synthetic_outdoor"

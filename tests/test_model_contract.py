@@ -3,6 +3,7 @@ each: its spec is whole, a checkpoint round-trips to identical outputs and keeps
 sections, loading refuses other frozen weights, ``infer`` takes any size and flip TTA, a trained
 model takes a step and resumes exactly, and ``evaluate`` and ``predict`` run it through the CLI.
 A new model registers its spec and adds its tiny settings to ``TINY`` below."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,8 +79,12 @@ def test_a_checkpoint_round_trips_and_keeps_only_its_models_sections(name, tiny_
     # a checkpoint of before (every section in its config.json) loads the same
     meta = json.loads((folder / CONFIG_NAME).read_text())
     (folder / CONFIG_NAME).write_text(json.dumps({**meta, "config": config_to_dict(cfg)}))
-    torch.testing.assert_close(load_model(folder).infer(images, captions=captions(spec, 2))["depth"],
-                               model.infer(images, captions=captions(spec, 2))["depth"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        load_model(folder).infer(images, captions=captions(spec, 2))["depth"],
+        model.infer(images, captions=captions(spec, 2))["depth"],
+        rtol=0,
+        atol=0,
+    )
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -1,4 +1,5 @@
 """NYU Depth V2: the BTS-layout loader on real samples, and `clipdepth data prepare nyu`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -122,8 +123,12 @@ def test_prepare_resumes_after_a_kill(tmp_path: Path, monkeypatch: pytest.Monkey
     assert not (out / "nyu_train.txt").exists() and not (out / "nyu_test.txt").exists()
     # Frames 1 and 2 are complete; frame 4 was killed between its two files.
     assert [p.relative_to(out).as_posix() for p in written] == [
-        ".clipdepth/nyu.json", "train/rgb_00001.png", "train/rgb_00002.png", "train/rgb_00004.png",
-        "train/sync_depth_00001.png", "train/sync_depth_00002.png",
+        ".clipdepth/nyu.json",
+        "train/rgb_00001.png",
+        "train/rgb_00002.png",
+        "train/rgb_00004.png",
+        "train/sync_depth_00001.png",
+        "train/sync_depth_00002.png",
     ]
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written}
 
@@ -136,7 +141,9 @@ def test_prepare_resumes_after_a_kill(tmp_path: Path, monkeypatch: pytest.Monkey
     lists = nyu.prepare_nyu_mat(mat, splits, out, progress=False)
 
     assert [p.relative_to(out).as_posix() for p in depth_writes] == [
-        "train/sync_depth_00004.png", "test/sync_depth_00003.png", "test/sync_depth_00005.png"
+        "train/sync_depth_00004.png",
+        "test/sync_depth_00003.png",
+        "test/sync_depth_00005.png",
     ]
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in written} == before  # not rewritten
     assert len(lists["train"].read_text().splitlines()) == 3 and len(lists["test"].read_text().splitlines()) == 2

@@ -2,6 +2,7 @@
 ``predict``, the web demo's service, the transformers pipeline) converts the image and brings the
 prediction back through the model's ``Preprocessor``, with the same geometry for the same frames.
 A road with a resize or crop of its own would not call it, and fails here."""
+
 import collections
 
 import numpy as np
@@ -54,14 +55,17 @@ def test_every_road_goes_through_the_models_one_processor(checkpoint, spied, tmp
 
     roads = {
         "infer": lambda: model.infer(np.asarray(Image.open(image)), crop="trained"),
-        "predict": lambda: main(["predict", str(image), "--checkpoint", str(checkpoint), "--crop", "trained", "--npy",
-                                 "--out", str(tmp_path / "pred")]),
+        "predict": lambda: main(
+            ["predict", str(image), "--checkpoint", str(checkpoint), "--crop", "trained", "--npy", "--out", str(tmp_path / "pred")]
+        ),
         "serve": lambda: DepthService(find_checkpoints([checkpoint])[0], tmp_path / "serve", crop="trained").predict(
-            image, find_checkpoints([checkpoint])[0][0].label),
+            image, find_checkpoints([checkpoint])[0][0].label
+        ),
         "pipeline": lambda: transformers.pipeline("depth-estimation", model=str(checkpoint))(str(image), crop="trained"),
     }
     for name, run in roads.items():
         assert road(run) == {expected}, name
     # evaluate feeds its dataset's frames (64 x 64 synthetic rooms) with the same rule
     assert road(lambda: main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "eval")])) == {
-        model.processor_for(64, 64, "trained").describe()}
+        model.processor_for(64, 64, "trained").describe()
+    }

@@ -2,6 +2,7 @@
 nothing escapes as a traceback (D), a failed write names its file and cause (E), a record several
 runs update loses no update (F). Each at its shared mechanism (io.atomic, data.loader, the CLI's
 last resort, io.atomic.locked), and through a command that goes through it."""
+
 from __future__ import annotations
 
 import errno
@@ -114,8 +115,7 @@ def test_a_file_clipdepth_did_not_write_is_refused_and_nothing_changes(two_heads
     _user_files(folder)
     with pytest.raises(DataError) as err:
         two_heads[0].save_pretrained(folder)
-    assert str(err.value) == (f"{folder / 'config.json'}: exists and was not written there by clipdepth; "
-                              "move it, or write elsewhere")
+    assert str(err.value) == (f"{folder / 'config.json'}: exists and was not written there by clipdepth; move it, or write elsewhere")
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "data", "notes.txt"]  # no temporary left either
     assert (folder / "config.json").read_text() == '{"my": "settings"}' and _user_files_kept(folder)
 
@@ -200,15 +200,21 @@ def _disk(monkeypatch, free: int) -> None:
 FULL = "no space left on device; free some space there, or write elsewhere"
 
 
-@pytest.mark.parametrize("error, free, said", [
-    (OSError(NUMPY_SHORT_WRITE), 0, FULL),
-    (OSError(NUMPY_SHORT_WRITE), 2**30, f"{NUMPY_SHORT_WRITE}; write elsewhere"),  # not for lack of space: as numpy said
-    (SafetensorError(SAFETENSORS_FULL), 2**30, FULL),
-    (OSError(errno.ENOSPC, "No space left on device"), 2**30, FULL),  # Pillow's, a plain write's
-    (RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
-                  "file write failed"), 0, FULL),  # torch.save's
-    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), 0, FULL),  # also torch.save's
-])
+@pytest.mark.parametrize(
+    "error, free, said",
+    [
+        (OSError(NUMPY_SHORT_WRITE), 0, FULL),
+        (OSError(NUMPY_SHORT_WRITE), 2**30, f"{NUMPY_SHORT_WRITE}; write elsewhere"),  # not for lack of space: as numpy said
+        (SafetensorError(SAFETENSORS_FULL), 2**30, FULL),
+        (OSError(errno.ENOSPC, "No space left on device"), 2**30, FULL),  # Pillow's, a plain write's
+        (
+            RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: file write failed"),
+            0,
+            FULL,
+        ),  # torch.save's
+        (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"), 0, FULL),  # also torch.save's
+    ],
+)
 def test_a_failed_write_is_one_line_naming_the_file_and_the_cause(tmp_path, monkeypatch, error, free, said):
     _disk(monkeypatch, free)
 
@@ -315,14 +321,20 @@ def _shm_full() -> None:
 def test_a_worker_killed_or_out_of_shared_memory_is_one_line():
     from clipdepth.data.loader import prepared_batches, read_ahead
 
-    with pytest.raises(DataError, match=r"^a process reading the data stopped \(DataLoader worker \(pid\(s\) \d+\) "
-                       r"exited unexpectedly\), most often killed for lack of memory; read with fewer worker processes") as err:
+    with pytest.raises(
+        DataError,
+        match=r"^a process reading the data stopped \(DataLoader worker \(pid\(s\) \d+\) "
+        r"exited unexpectedly\), most often killed for lack of memory; read with fewer worker processes",
+    ) as err:
         list(read_ahead([_kill_own_worker] * 3, workers=1))
     assert err.value.setting == "workers"
     with pytest.raises(DataError, match="^a process reading the data stopped"):
         list(prepared_batches(_Dataset(lambda: _kill_own_worker()), None, 2, workers=1))
-    with pytest.raises(DataError, match=r"^the processes reading the data ran out of shared memory in /dev/shm .*"
-                       r"free space there .*or read with fewer worker processes \(0: none, no shared memory\)$") as err:
+    with pytest.raises(
+        DataError,
+        match=r"^the processes reading the data ran out of shared memory in /dev/shm .*"
+        r"free space there .*or read with fewer worker processes \(0: none, no shared memory\)$",
+    ) as err:
         list(prepared_batches(_Dataset(_shm_full), None, 2, workers=1))
     assert err.value.setting == "workers"
 
@@ -332,8 +344,7 @@ def test_predict_with_a_killed_worker_names_the_option(tiny_cfg, tmp_path, monke
     checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(tmp_path / "a.png")
     monkeypatch.setattr("clipdepth.inference.folder.read_rgb", _kill_own_worker)
-    assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-                 "--workers", "1"]) == 2
+    assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--workers", "1"]) == 2
     line = _error_line(capsys.readouterr().err)
     assert line.startswith("clipdepth predict: error: a process reading the data stopped") and line.endswith("(--workers)")
 
@@ -359,11 +370,28 @@ def test_a_worker_killed_while_the_command_is_busy_elsewhere_is_one_line(tiny_cf
 
     monkeypatch.setattr(folder, "infer_batch", busy)
     monkeypatch.setenv("CLIPDEPTH_TRACEBACK_DIR", str(tmp_path / "tb"))  # where an unexpected error's would go
-    assert main(["predict", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--checkpoint", str(checkpoint),
-                 "--out", str(tmp_path / "o"), "--workers", "1"]) == 2
-    assert re.fullmatch(r"clipdepth predict: error: a process reading the data stopped \(DataLoader worker \(pid \d+\) "
-                        r"is killed by signal: Killed\), most often killed for lack of memory; read with fewer worker "
-                        r"processes \(0: none, all in this one\) \(--workers\)", _error_line(capsys.readouterr().err))
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "b.png"),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "o"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 2
+    )
+    assert re.fullmatch(
+        r"clipdepth predict: error: a process reading the data stopped \(DataLoader worker \(pid \d+\) "
+        r"is killed by signal: Killed\), most often killed for lack of memory; read with fewer worker "
+        r"processes \(0: none, all in this one\) \(--workers\)",
+        _error_line(capsys.readouterr().err),
+    )
 
 
 # -- D: the CLI's last resort ------------------------------------------------------------------------
@@ -377,8 +405,10 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_saved(tmp_path, mo
     assert main(argv) == 1
     err = capsys.readouterr().err
     [saved] = (tmp_path / "tb").iterdir()
-    assert err == (f"clipdepth score: error: RuntimeError: no such thing (an unexpected error: please report it with its "
-                   f"traceback, saved in {saved})\n")
+    assert err == (
+        f"clipdepth score: error: RuntimeError: no such thing (an unexpected error: please report it with its "
+        f"traceback, saved in {saved})\n"
+    )
     text = saved.read_text()
     assert f"command: clipdepth score --pred {tmp_path} --gt {tmp_path} --protocol nyu" in text
     assert "Traceback (most recent call last)" in text and "RuntimeError: no such thing\nsecond line" in text
@@ -386,8 +416,9 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_is_saved(tmp_path, mo
     monkeypatch.setenv("CLIPDEPTH_TRACEBACK_DIR", str(tmp_path / "file"))  # not a folder: said, still one line
     assert main(argv) == 1
     [line] = capsys.readouterr().err.splitlines()
-    assert line.startswith("clipdepth score: error: RuntimeError: no such thing (an unexpected error; its traceback could not "
-                           "be saved: ") and line.endswith("; set CLIPDEPTH_TRACEBACK_DIR to a writable folder)")
+    assert line.startswith(
+        "clipdepth score: error: RuntimeError: no such thing (an unexpected error; its traceback could not be saved: "
+    ) and line.endswith("; set CLIPDEPTH_TRACEBACK_DIR to a writable folder)")
 
 
 # -- F: a record several runs update keeps every update --------------------------------------------

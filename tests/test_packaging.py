@@ -1,4 +1,5 @@
 """`pip install clipdepth` is complete: the wheel holds every recipe and static file."""
+
 import subprocess
 import sys
 import zipfile
@@ -26,7 +27,9 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *_build_isolation_flags(), "-w", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (path,) = out.glob("clipdepth-*.whl")

@@ -1,5 +1,6 @@
 """bf16 by default on accelerators: what "auto" resolves to on each device, what a checkpoint records,
 and how far bf16 autocast moves a head's forward pass and training step from fp32."""
+
 import contextlib
 import copy
 import dataclasses
@@ -99,7 +100,13 @@ def test_a_checkpoint_records_the_precision_each_part_ran_at(tiny_cfg):
 def test_the_gpu_check_refuses_in_one_line_without_a_gpu():
     if shutil.which("nvidia-smi") or torch.cuda.is_available():
         pytest.skip("this machine has a GPU: gpu_check.sh runs there")
-    done = subprocess.run(["bash", "benchmarks/gpu_check.sh"], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert len(done.stderr.splitlines()) == 1 and "run it on a machine with one" in done.stderr

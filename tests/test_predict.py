@@ -1,4 +1,5 @@
 """`clipdepth predict` and the model's uncertainty: files a user can rely on."""
+
 import numpy as np
 import pytest
 import torch
@@ -41,8 +42,30 @@ def test_predict_writes_metres_in_files_named_by_stem(checkpoint, tmp_path):
     Image.fromarray(render_scene("indoor", 1, 48, 64).image).save(inputs / "room.jpg")
     Image.fromarray(render_scene("outdoor", 1, 40, 128).image).save(inputs / "sub" / "street.png")
     out = tmp_path / "out"
-    assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out),
-                 "--npy", "--ply", "--uncertainty", "--fx", "50", "--fy", "50", "--cx", "31.5", "--cy", "23.5"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(inputs),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(out),
+                "--npy",
+                "--ply",
+                "--uncertainty",
+                "--fx",
+                "50",
+                "--fy",
+                "50",
+                "--cx",
+                "31.5",
+                "--cy",
+                "23.5",
+            ]
+        )
+        == 0
+    )
     depth = np.load(out / "room.npy")
     png = Image.open(out / "room.png")
     assert float(png.info["depth_scale"]) == 1000.0
@@ -127,9 +150,31 @@ def test_predict_on_the_real_samples(rgbd_samples, checkpoint, tmp_path):
     head = demo_head if (demo_head / "model.safetensors").is_file() else checkpoint
     out = tmp_path / "out"
     fx, fy, cx, cy = 518.8579, 519.46961, 325.58245, 253.73617
-    assert main(["predict", str(rgbd_samples / "nyu" / "rgb_00000.jpg"), str(rgbd_samples / "kitti" / "rgb" / "0000000005.png"),
-                 "--checkpoint", str(head), "--out", str(out), "--npy", "--ply", "--uncertainty",
-                 "--fx", str(fx), "--fy", str(fy), "--cx", str(cx), "--cy", str(cy)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(rgbd_samples / "nyu" / "rgb_00000.jpg"),
+                str(rgbd_samples / "kitti" / "rgb" / "0000000005.png"),
+                "--checkpoint",
+                str(head),
+                "--out",
+                str(out),
+                "--npy",
+                "--ply",
+                "--uncertainty",
+                "--fx",
+                str(fx),
+                "--fy",
+                str(fy),
+                "--cx",
+                str(cx),
+                "--cy",
+                str(cy),
+            ]
+        )
+        == 0
+    )
     for stem in ("rgb_00000", "0000000005"):
         names = {p.name for p in out.iterdir() if p.name.startswith(stem)}
         assert names == {f"{stem}{s}" for s in (".png", "_color.png", ".npy", ".ply", "_uncertainty.png", "_uncertainty.npy")}
@@ -182,8 +227,25 @@ def test_predict_colours_every_image_over_vmin_vmax_and_writes_side_by_side(chec
     for seed, (h, w) in enumerate([(48, 64), (40, 90)]):
         Image.fromarray(render_scene("indoor", seed, h, w).image).save(inputs / f"p{seed}.png")
     out = tmp_path / "out"
-    assert main(["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--side-by-side",
-                 "--vmin", "1", "--vmax", "4"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(inputs),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(out),
+                "--npy",
+                "--side-by-side",
+                "--vmin",
+                "1",
+                "--vmax",
+                "4",
+            ]
+        )
+        == 0
+    )
     for stem in ("p0", "p1"):
         depth, rgb = np.load(out / f"{stem}.npy"), np.asarray(Image.open(inputs / f"{stem}.png"))
         colour = np.asarray(Image.open(out / f"{stem}_color.png"))

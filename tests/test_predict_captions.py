@@ -1,6 +1,7 @@
 """`clipdepth predict --captions DIR` reads each image's (and video's) caption from the file
 `clipdepth caption` writes for it, `DIR/<output name>.txt`: sub-folders kept, extensions where
 stems meet; a folder of captions written by hand by stem still works where the name is a stem."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,15 @@ from .conftest import TINY_DEPTH_ANYTHING
 # image -> the caption file `clipdepth caption` writes for it (written out by hand: a.jpg and a.png
 # meet, so do d.png and d_color.png, e.png and e.PNG; the two b.png keep their folders)
 CAPTION_FILES = {
-    "a.jpg": "a.jpg.txt", "a.png": "a.png.txt", "c.png": "c.txt", "d.png": "d.png.txt", "d_color.png": "d_color.png.txt",
-    "e.png": "e.png.txt", "e.PNG": "e.PNG.txt", "sub1/b.png": "sub1/b.txt", "sub2/b.png": "sub2/b.txt",
+    "a.jpg": "a.jpg.txt",
+    "a.png": "a.png.txt",
+    "c.png": "c.txt",
+    "d.png": "d.png.txt",
+    "d_color.png": "d_color.png.txt",
+    "e.png": "e.png.txt",
+    "e.PNG": "e.PNG.txt",
+    "sub1/b.png": "sub1/b.txt",
+    "sub2/b.png": "sub2/b.txt",
 }
 
 
@@ -49,13 +57,13 @@ def test_each_image_reads_the_caption_file_caption_writes_for_it(tr2m, tmp_path,
     for image, file in CAPTION_FILES.items():
         (captions / file).parent.mkdir(parents=True, exist_ok=True)
         (captions / file).write_text(f"{texts[image]}\nanother line\n")
-    assert main(["predict", str(photos), "--checkpoint", str(tr2m), "--out", str(out), "--npy",
-                 "--captions", str(captions)]) == 0, capsys.readouterr().err
+    assert main(["predict", str(photos), "--checkpoint", str(tr2m), "--out", str(out), "--npy", "--captions", str(captions)]) == 0, (
+        capsys.readouterr().err
+    )
     model = load_model(tr2m)
     for image, file in CAPTION_FILES.items():
         expected = model.infer(photos / image, captions=[texts[image]])["depth"][0].numpy()
-        np.testing.assert_allclose(np.load(out / f"{file.removesuffix('.txt')}.npy"), expected, rtol=1e-5,
-                                   err_msg=image)
+        np.testing.assert_allclose(np.load(out / f"{file.removesuffix('.txt')}.npy"), expected, rtol=1e-5, err_msg=image)
     # one scene, two captions: the depth is each caption's
     assert np.abs(np.load(out / "sub1" / "b.npy") - np.load(out / "sub2" / "b.npy")).max() > 1e-2
 
@@ -68,8 +76,7 @@ def test_captions_written_by_hand_by_stem_are_read_where_the_name_is_a_stem(tr2m
     captions.mkdir()
     (captions / "a.txt").write_text("a kitchen\n")
     (captions / "b.txt").write_text("a corridor\n")
-    assert main(["predict", str(photos), "--checkpoint", str(tr2m), "--out", str(out), "--npy",
-                 "--captions", str(captions)]) == 2
+    assert main(["predict", str(photos), "--checkpoint", str(tr2m), "--out", str(out), "--npy", "--captions", str(captions)]) == 2
     err = capsys.readouterr().err
     for folder in ("sub1", "sub2"):
         assert f"{captions / folder / 'b.txt'}: no caption file" in err
@@ -99,7 +106,8 @@ def test_videos_of_one_stem_read_their_own_caption_files(tr2m, tmp_path, capsys)
         (captions / folder).mkdir(parents=True)
         (captions / folder / "walk.txt").write_text(f"{text}\n")
     videos = [str(tmp_path / folder / "walk.mov") for folder in ("x", "y")]
-    assert main(["predict", *videos, "--checkpoint", str(tr2m), "--out", str(out), "--captions", str(captions)]) == 0, \
+    assert main(["predict", *videos, "--checkpoint", str(tr2m), "--out", str(out), "--captions", str(captions)]) == 0, (
         capsys.readouterr().err
+    )
     for folder, text in (("x", "a corridor"), ("y", "a beach")):
         assert video_made(out / folder / "walk_depth.mp4").inputs["caption"] == text_digest(text)

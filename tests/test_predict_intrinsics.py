@@ -1,6 +1,7 @@
 """`clipdepth predict --ply`: each image's camera from the flags, an intrinsics file, the folder's
 intrinsics.json, EXIF or the 60 degree default, in that order; the point clouds checked against
 back-projections worked out here; the summary and cameras.json say which source each took."""
+
 from __future__ import annotations
 
 import json
@@ -68,13 +69,16 @@ def test_each_source_gives_its_images_point_cloud_and_is_reported(checkpoint, tm
     cams.write_text(json.dumps({"sub/a.jpg": [[50.0, 0, 30.0], [0, 52.0, 21.0], [0, 0, 1]]}))
     (photos / "intrinsics.json").write_text(json.dumps({"b": {"fx": 40, "fy": 41, "cx": 30.5, "cy": 22}}))
     out = tmp_path / "out"
-    assert main(["predict", str(photos), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--ply",
-                 "--intrinsics", str(cams)]) == 0
+    assert (
+        main(["predict", str(photos), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--ply", "--intrinsics", str(cams)]) == 0
+    )
     exif_focal = 26 * math.sqrt(48**2 + 64**2) / math.sqrt(36**2 + 24**2)  # Depth Pro's conversion, W x H as shown
     default_focal = 32 / math.tan(math.radians(30))  # half the width over tan(half of 60 degrees)
     expected = {
-        "sub/a": (50.0, 52.0, 30.0, 21.0, "file"), "b": (40.0, 41.0, 30.5, 22.0, "folder"),
-        "c": (exif_focal, exif_focal, 23.5, 31.5, "exif"), "d": (default_focal, default_focal, 31.5, 23.5, "default"),
+        "sub/a": (50.0, 52.0, 30.0, 21.0, "file"),
+        "b": (40.0, 41.0, 30.5, 22.0, "folder"),
+        "c": (exif_focal, exif_focal, 23.5, 31.5, "exif"),
+        "d": (default_focal, default_focal, 31.5, 23.5, "default"),
     }
     record = json.loads((out / "cameras.json").read_text())
     for name, (fx, fy, cx, cy, source) in expected.items():
@@ -92,8 +96,26 @@ def test_each_source_gives_its_images_point_cloud_and_is_reported(checkpoint, tm
 
     # The flags come first, for every image; fy = fx and the centre where not given.
     given = tmp_path / "given"
-    assert main(["predict", str(photos / "c.jpg"), str(photos / "b.png"), "--checkpoint", str(checkpoint), "--out", str(given),
-                 "--npy", "--ply", "--intrinsics", str(cams), "--fx", "45"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(photos / "c.jpg"),
+                str(photos / "b.png"),
+                "--checkpoint",
+                str(checkpoint),
+                "--out",
+                str(given),
+                "--npy",
+                "--ply",
+                "--intrinsics",
+                str(cams),
+                "--fx",
+                "45",
+            ]
+        )
+        == 0
+    )
     _assert_back_projected(given, "c", 45.0, 45.0, 23.5, 31.5)
     _assert_back_projected(given, "b", 45.0, 45.0, 31.5, 23.5)
     assert "  2 from the given fx/fy/cx/cy: c, b" in capsys.readouterr().out.splitlines()
@@ -147,14 +169,20 @@ def test_names_are_path_ends_by_whole_components(tmp_path):
     assert found(["sub/a", "a.jpg"]) == "sub/a"
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"a.jpg": [1, 2, 3, 4],', "not valid JSON (line 1 column 24: Expecting property name"),
-    ('{"a.jpg": [1, 2, 3]}', "entry 'a.jpg' is not a camera: intrinsics must be fx fy cx cy or a 3x3 matrix K, got shape (3,)"),
-    ('{"a.jpg": [0, 2, 3, 4]}', "entry 'a.jpg' is not a camera: intrinsics: the focal lengths fx, fy must be positive"),
-    ('{"a.jpg": {"fx": 1, "fy": 2, "cx": 3}}', "entry 'a.jpg' is not a camera: an object needs fx, fy, cx, cy (or K); this one has no cy"),
-    ('{"a.jpg": "wide"}', "entry 'a.jpg' is not a camera"),
-    ('"wide"', "expected an object mapping image names to cameras, or one camera; got str"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"a.jpg": [1, 2, 3, 4],', "not valid JSON (line 1 column 24: Expecting property name"),
+        ('{"a.jpg": [1, 2, 3]}', "entry 'a.jpg' is not a camera: intrinsics must be fx fy cx cy or a 3x3 matrix K, got shape (3,)"),
+        ('{"a.jpg": [0, 2, 3, 4]}', "entry 'a.jpg' is not a camera: intrinsics: the focal lengths fx, fy must be positive"),
+        (
+            '{"a.jpg": {"fx": 1, "fy": 2, "cx": 3}}',
+            "entry 'a.jpg' is not a camera: an object needs fx, fy, cx, cy (or K); this one has no cy",
+        ),
+        ('{"a.jpg": "wide"}', "entry 'a.jpg' is not a camera"),
+        ('"wide"', "expected an object mapping image names to cameras, or one camera; got str"),
+    ],
+)
 def test_a_file_that_is_not_cameras_is_one_line_naming_it_and_the_entry(tmp_path, content, message):
     (tmp_path / "cams.json").write_text(content)
     with pytest.raises(DataError) as raised:
@@ -264,8 +292,11 @@ def test_the_record_is_saved_when_due_and_reads_back(tmp_path):
 
 
 def test_the_summary_names_a_few_images_and_counts_the_rest():
-    lines = describe_cameras({"the EXIF 35 mm-equivalent focal length": [f"p{i}" for i in range(7)],
-                              "the given fx/fy/cx/cy": ["q"]}, Path("out/cameras.json"))
-    assert lines == ["point cloud intrinsics (each image's in out/cameras.json):",
-                     "  7 from the EXIF 35 mm-equivalent focal length: p0, p1, p2, p3, p4 and 2 more",
-                     "  1 from the given fx/fy/cx/cy: q"]
+    lines = describe_cameras(
+        {"the EXIF 35 mm-equivalent focal length": [f"p{i}" for i in range(7)], "the given fx/fy/cx/cy": ["q"]}, Path("out/cameras.json")
+    )
+    assert lines == [
+        "point cloud intrinsics (each image's in out/cameras.json):",
+        "  7 from the EXIF 35 mm-equivalent focal length: p0, p1, p2, p3, p4 and 2 more",
+        "  1 from the given fx/fy/cx/cy: q",
+    ]

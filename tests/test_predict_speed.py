@@ -1,5 +1,6 @@
 """What makes `clipdepth predict` and `clipdepth caption` fast keeps their outputs: colour images by
 lookup table, outputs written on threads, images read ahead in worker processes, --workers."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,7 @@ def checkpoint(tiny_cfg, tmp_path):
 
 # -- colour by lookup table -----------------------------------------------------------------------
 def test_lut_colouring_equals_matplotlibs_colormap():
-    depth = np.array([[0.0, 5.0, 10.0, 12.0],
-                      [-1.0, np.nan, np.inf, -np.inf],
-                      [2.5, 7.5, 9.99, 0.04]], np.float32)
+    depth = np.array([[0.0, 5.0, 10.0, 12.0], [-1.0, np.nan, np.inf, -np.inf], [2.5, 7.5, 9.99, 0.04]], np.float32)
     rgb = colourise(depth, 10.0)
     assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
     valid = np.isfinite(depth)
@@ -45,8 +44,7 @@ def test_lut_colouring_equals_matplotlibs_colormap():
     assert np.abs(rgb[valid].astype(float) - expected[valid]).max() <= 1
     assert (rgb[~valid] == WHITE).all()  # NaN and +-inf: white, as the figure's background was
     # 0 and below: the first colour; 5 m of 10: entry 128; 10 m and beyond: the last
-    for (row, col), colour in {(0, 0): TURBO_FIRST, (1, 0): TURBO_FIRST, (0, 1): TURBO_128, (0, 2): TURBO_LAST,
-                               (0, 3): TURBO_LAST}.items():
+    for (row, col), colour in {(0, 0): TURBO_FIRST, (1, 0): TURBO_FIRST, (0, 1): TURBO_128, (0, 2): TURBO_LAST, (0, 3): TURBO_LAST}.items():
         np.testing.assert_allclose(rgb[row, col], colour, atol=1)
 
 
@@ -57,10 +55,9 @@ def test_the_colour_png_is_the_map_in_colour_beside_its_metre_scale(tmp_path):
     assert png.ndim == 3 and png.shape[2] == 3 and png.shape[1] > 64
     top = (png.shape[0] - 40) // 2  # as much margin above as below, for the scale's end labels
     # over 0..6 m, the map's own maximum below the model's 10 m
-    np.testing.assert_array_equal(png[top:top + 40, :64], colourise(depth, 6.0))
-    bar = png[top:top + 40, 64:].astype(int)
-    bar_columns = np.flatnonzero((np.abs(bar[0] - TURBO_LAST).max(axis=1) <= 1)
-                                 & (np.abs(bar[-1] - TURBO_FIRST).max(axis=1) <= 1))
+    np.testing.assert_array_equal(png[top : top + 40, :64], colourise(depth, 6.0))
+    bar = png[top : top + 40, 64:].astype(int)
+    bar_columns = np.flatnonzero((np.abs(bar[0] - TURBO_LAST).max(axis=1) <= 1) & (np.abs(bar[-1] - TURBO_FIRST).max(axis=1) <= 1))
     assert len(bar_columns) >= 8  # a bar from the last colour (top) to the first (bottom)
 
 
@@ -70,7 +67,7 @@ def test_the_colour_png_of_a_large_map_shows_every_kth_pixel(tmp_path, monkeypat
     write_prediction({"color": tmp_path / "c.png"}, depth, np.zeros((30, 30, 3), np.uint8), 1000.0)
     png = np.asarray(Image.open(tmp_path / "c.png"))
     top = (png.shape[0] - 10) // 2
-    np.testing.assert_array_equal(png[top:top + 10, :10], colourise(depth[::3, ::3], 27 * 30 + 27))
+    np.testing.assert_array_equal(png[top : top + 10, :10], colourise(depth[::3, ::3], 27 * 30 + 27))
 
 
 # -- reading ahead in workers ---------------------------------------------------------------------
@@ -222,8 +219,27 @@ def test_caption_with_workers_writes_what_it_writes_without(tiny_captioner, tmp_
     written = {}
     for workers in ("0", "2"):
         out = tmp_path / f"captions{workers}"
-        assert main(["caption", str(images), "--model", str(tiny_captioner), "--out", str(out), "--lines", "2",
-                     "--max-new-tokens", "6", "--device", "cpu", "--workers", workers]) == 2
+        assert (
+            main(
+                [
+                    "caption",
+                    str(images),
+                    "--model",
+                    str(tiny_captioner),
+                    "--out",
+                    str(out),
+                    "--lines",
+                    "2",
+                    "--max-new-tokens",
+                    "6",
+                    "--device",
+                    "cpu",
+                    "--workers",
+                    workers,
+                ]
+            )
+            == 2
+        )
         streams = capsys.readouterr()
         assert "wrote captions for 3 image(s)" in streams.out and f"{images / 'broken.png'}: not a readable image" in streams.err
         written[workers] = {p.name: p.read_text() for p in out.glob("*.txt")}

@@ -1,6 +1,7 @@
 """`clipdepth predict clip.mp4`: the frames through the model as images go, out as an mp4 of the
 colour depth at the source's frame rate over one colour range for the clip; side by side on
 request; bad videos and a missing PyAV as one line."""
+
 from __future__ import annotations
 
 import sys
@@ -128,8 +129,10 @@ def test_side_by_side_with_a_fixed_range_an_odd_size_and_a_fractional_rate(check
     scenes = _scenes(3, 47, 63)
     video = _make_video(tmp_path / "clip.mov", scenes, fps=Fraction(30000, 1001), codec="png", pix_fmt="rgb24")  # lossless
     out = tmp_path / "out"
-    assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--side-by-side",
-                 "--vmin", "2", "--vmax", "6"]) == 0
+    assert (
+        main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--side-by-side", "--vmin", "2", "--vmax", "6"])
+        == 0
+    )
     made, rate, _, size, _ = _decoded(out / "clip_depth.mp4")
     assert len(made) == 3 and rate == Fraction(30000, 1001)
     assert size == (126, 48)  # 63 + 63 wide; 47 high gains one row (4:2:0 needs even sizes)
@@ -163,15 +166,18 @@ def test_a_rerun_keeps_the_mp4_and_another_videos_is_never_replaced(checkpoint, 
     assert main(["predict", str(second), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     # skipped and named as a bad clip is: other clips of the run go on
-    assert err[:2] == ["clipdepth predict: 1 input(s) were skipped:",
-                       f"  {second}: {out / 'clip_depth.mp4'} holds the depth of {first.resolve()}; "
-                       "write elsewhere, or overwrite it"]
+    assert err[:2] == [
+        "clipdepth predict: 1 input(s) were skipped:",
+        f"  {second}: {out / 'clip_depth.mp4'} holds the depth of {first.resolve()}; write elsewhere, or overwrite it",
+    ]
     assert main(["predict", str(second), *args, "--overwrite"]) == 0
     assert len(_decoded(out / "clip_depth.mp4")[0]) == 3
     # two videos of one name in one run keep their folders
     assert main(["predict", str(first), str(second), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "two")]) == 0
     assert sorted(p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*.mp4")) == [
-        "a/clip_depth.mp4", "b/clip_depth.mp4"]
+        "a/clip_depth.mp4",
+        "b/clip_depth.mp4",
+    ]
 
 
 HINT = "  (where an image is over a limit: --max-tiles, --max-pixels)"  # only the options that help
@@ -181,17 +187,18 @@ def test_bad_videos_are_one_line_and_leave_nothing(checkpoint, tmp_path, capsys)
     out = tmp_path / "out"
     (tmp_path / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypisom" + b"garbage" * 50)
     assert main(["predict", str(tmp_path / "nope.mov"), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        f"clipdepth predict: error: {tmp_path / 'nope.mov'}: no such video"]
+    assert capsys.readouterr().err.strip().splitlines() == [f"clipdepth predict: error: {tmp_path / 'nope.mov'}: no such video"]
     assert main(["predict", str(tmp_path / "broken.mp4"), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "clipdepth predict: 1 input(s) were skipped:",
-        f"  {tmp_path / 'broken.mp4'}: not a readable video (Invalid data found when processing input)"]
+        f"  {tmp_path / 'broken.mp4'}: not a readable video (Invalid data found when processing input)",
+    ]
     assert not out.exists() or not any(out.iterdir())
     video = _make_video(tmp_path / "clip.mp4", _scenes(2, 48, 64), fps=5)
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "clipdepth predict: error: --npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only"]
+        "clipdepth predict: error: --npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only"
+    ]
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--max-pixels", "0.001"]) == 2
     assert f"  {video}: 64x48 frames are 0.00307 megapixels, over the limit of 0.001\n{HINT}" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
@@ -209,7 +216,7 @@ def test_one_bad_clip_does_not_stop_the_others_and_is_named(checkpoint, tmp_path
     assert len(_decoded(out / "good_depth.mp4")[0]) == 2 and len(_decoded(out / "good2_depth.mp4")[0]) == 3
     assert f"wrote {out / 'good2_depth.mp4'}: 3 frames" in printed.out  # after the bad one
     err = printed.err.strip().splitlines()
-    err = err[err.index("clipdepth predict: 1 input(s) were skipped:"):]  # after the progress bars
+    err = err[err.index("clipdepth predict: 1 input(s) were skipped:") :]  # after the progress bars
     assert len(err) == 2 and err[1].startswith(f"  {corrupt}: not a readable video (")  # no option helps: no hint
 
 
@@ -218,7 +225,8 @@ def test_without_pyav_a_video_is_one_line_saying_what_to_install(checkpoint, tmp
     monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "clipdepth predict: error: video needs PyAV, which is not installed: pip install -e \".[video]\" in the clipdepth repository"]
+        'clipdepth predict: error: video needs PyAV, which is not installed: pip install -e ".[video]" in the clipdepth repository'
+    ]
 
 
 def test_a_rotated_frame_is_turned_upright_as_players_do():

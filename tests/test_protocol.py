@@ -1,4 +1,5 @@
 """Crops, post-processing and validity exactly as protocol.md states them (indices worked by hand)."""
+
 import numpy as np
 import pytest
 import torch
@@ -160,7 +161,7 @@ def test_kitti_kb_released_scores_the_kb_crop_as_the_release_does():
     full = kb_crop_paste(pred_crop, gt.shape)
     ours.add(postprocess(full, gt.shape, protocol), gt, valid_mask(gt, protocol))
 
-    crop_gt = gt[375 - 352:, 13:13 + 1216]
+    crop_gt = gt[375 - 352 :, 13 : 13 + 1216]
     mask = np.zeros(crop_gt.shape, bool)
     mask[143:349, 43:1172] = True
     mask &= (crop_gt > 1e-3) & (crop_gt < 80)

@@ -1,4 +1,5 @@
 """The PureCLIP-Depth head and model: shapes, soft binning, table init, head-only checkpoints."""
+
 import dataclasses
 from pathlib import Path
 import numpy as np
@@ -122,7 +123,12 @@ def test_hub_mixin_saves_head_only_with_a_model_card_and_loads_back(tiny_cfg, tm
     model = PureCLIPDepth.build(tiny_cfg).eval()
     model.save_pretrained(tmp_path / "ckpt", extra={"epoch": 3})
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [  # .clipdepth: the list of what clipdepth wrote there
-        ".clipdepth", "README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+        ".clipdepth",
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ]
     assert "depth-estimation" in (tmp_path / "ckpt" / "README.md").read_text()
     loaded = PureCLIPDepth.from_pretrained(tmp_path / "ckpt")
     image = np.zeros((32, 40, 3), np.uint8)
@@ -134,8 +140,14 @@ def test_push_to_hub_uploads_the_checkpoint_folder(tiny_cfg, monkeypatch):
 
     def upload_folder(self, *, repo_id, folder_path, **kwargs):
         files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
-        uploaded["repo"], uploaded["files"] = repo_id, sorted(filter_repo_objects(  # what upload_folder sends
-            files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=kwargs.get("ignore_patterns")))
+        uploaded["repo"], uploaded["files"] = (
+            repo_id,
+            sorted(
+                filter_repo_objects(  # what upload_folder sends
+                    files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=kwargs.get("ignore_patterns")
+                )
+            ),
+        )
         uploaded["card"] = (Path(folder_path) / "README.md").read_text()
 
     from huggingface_hub.utils import filter_repo_objects
@@ -144,8 +156,10 @@ def test_push_to_hub_uploads_the_checkpoint_folder(tiny_cfg, monkeypatch):
     monkeypatch.setattr("huggingface_hub.HfApi.upload_folder", upload_folder)
     PureCLIPDepth.build(tiny_cfg).push_to_hub("someone/pureclip-demo")
     card = uploaded.pop("card")
-    assert uploaded == {"repo": "someone/pureclip-demo",
-                        "files": ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]}
+    assert uploaded == {
+        "repo": "someone/pureclip-demo",
+        "files": ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"],
+    }
     assert 'load_model("someone/pureclip-demo")' in card  # the card shows how to load it from there
 
 

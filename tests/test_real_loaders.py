@@ -1,4 +1,5 @@
 """Real-data decoders: every shared sample decodes to plausible metres; KITTI layout, DIODE, HyperSim."""
+
 import math
 
 import h5py
@@ -89,8 +90,10 @@ def test_kitti_eigen_over_the_official_layout_skips_lines_without_gt(rgbd_sample
     for frame in ("0000000005", "0000000050", "0000000100"):
         image = tmp_path / drive / "image_02" / "data" / f"{frame}.png"
         gt = tmp_path / drive / "proj_depth" / "groundtruth" / "image_02" / f"{frame}.png"
-        for link, target in ((image, rgbd_samples / "kitti" / "rgb" / f"{frame}.png"),
-                             (gt, rgbd_samples / "kitti" / "depth" / f"{frame}.png")):
+        for link, target in (
+            (image, rgbd_samples / "kitti" / "rgb" / f"{frame}.png"),
+            (gt, rgbd_samples / "kitti" / "depth" / f"{frame}.png"),
+        ):
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(target)
         has_gt = frame != "0000000100"

@@ -1,4 +1,5 @@
 """Defaults that follow the released code, and checkpoints written before them still loading."""
+
 import dataclasses
 import json
 

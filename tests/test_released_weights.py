@@ -5,6 +5,7 @@ ViT, ``PatchAligner``'s head, TR2M's ``ScaleMapModel``) with their parameter nam
 and never by calling clipdepth's model code; a state dict in those names is saved as the releases
 save it, converted, and the converted clipdepth model must give the same depth.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,12 @@ STD = [0.26862954, 0.26130258, 0.27577711]
 # -- the released PureCLIP-Depth, from utils/final_model.py ------------------------------------
 def released_mlp(d_in: int, d: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.LayerNorm(d_in), nn.Linear(d_in, 4 * d, bias=False), nn.GELU(), nn.Dropout(0.2),
-        nn.Linear(4 * d, d, bias=False), nn.LayerNorm(d),
+        nn.LayerNorm(d_in),
+        nn.Linear(d_in, 4 * d, bias=False),
+        nn.GELU(),
+        nn.Dropout(0.2),
+        nn.Linear(4 * d, d, bias=False),
+        nn.LayerNorm(d),
     )
 
 
@@ -74,12 +79,15 @@ def to_openai_names(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "visual.class_embedding": hf["vision_model.embeddings.class_embedding"],
         "visual.positional_embedding": hf["vision_model.embeddings.position_embedding.weight"],
         "visual.conv1.weight": hf["vision_model.embeddings.patch_embedding.weight"],
-        "visual.ln_pre.weight": hf["vision_model.pre_layrnorm.weight"], "visual.ln_pre.bias": hf["vision_model.pre_layrnorm.bias"],
-        "visual.ln_post.weight": hf["vision_model.post_layernorm.weight"], "visual.ln_post.bias": hf["vision_model.post_layernorm.bias"],
+        "visual.ln_pre.weight": hf["vision_model.pre_layrnorm.weight"],
+        "visual.ln_pre.bias": hf["vision_model.pre_layrnorm.bias"],
+        "visual.ln_post.weight": hf["vision_model.post_layernorm.weight"],
+        "visual.ln_post.bias": hf["vision_model.post_layernorm.bias"],
         "visual.proj": hf["visual_projection.weight"].T,
         "positional_embedding": hf["text_model.embeddings.position_embedding.weight"],
         "token_embedding.weight": hf["text_model.embeddings.token_embedding.weight"],
-        "ln_final.weight": hf["text_model.final_layer_norm.weight"], "ln_final.bias": hf["text_model.final_layer_norm.bias"],
+        "ln_final.weight": hf["text_model.final_layer_norm.weight"],
+        "ln_final.bias": hf["text_model.final_layer_norm.bias"],
         "text_projection": hf["text_projection.weight"].T,
         "logit_scale": hf["logit_scale"],
     }
@@ -140,7 +148,9 @@ def released_pureclip(tmp_path, clip, fusion="concat", max_depth=10.0, name="rel
     head = ReleasedPatchAlignerHead(clip.embed_dim, fusion, max_depth=max_depth).eval()
     openai = to_openai_names(clip.model.state_dict())
     state = {
-        **head.state_dict(), "clip_mean": torch.tensor(MEAN).view(1, 3, 1, 1), "clip_std": torch.tensor(STD).view(1, 3, 1, 1),
+        **head.state_dict(),
+        "clip_mean": torch.tensor(MEAN).view(1, 3, 1, 1),
+        "clip_std": torch.tensor(STD).view(1, 3, 1, 1),
         **{f"clip.{k}": v.half() for k, v in openai.items()},
     }
     state.update(edits)
@@ -322,8 +332,9 @@ class ReleasedScaleMapModel(nn.Module):
         self.out_conv2 = nn.Conv2d(features, features, 1)
         for kind in ("scale", "shift"):
             setattr(self, f"output_conv_{kind}1", nn.Conv2d(features, features // 2, 3, padding=1))
-            setattr(self, f"output_conv_{kind}2", nn.Sequential(
-                nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(True), nn.Conv2d(32, 1, 1)))
+            setattr(
+                self, f"output_conv_{kind}2", nn.Sequential(nn.Conv2d(features // 2, 32, 3, padding=1), nn.ReLU(True), nn.Conv2d(32, 1, 1))
+            )
         with torch.no_grad():
             for p in self.parameters():
                 p.add_(0.05 * torch.randn_like(p))
@@ -344,8 +355,12 @@ class ReleasedScaleMapModel(nn.Module):
 
 
 TINY_TR2M_ENCODERS = TINY_CLIP + [
-    "tr2m.image_encoder.random_init=true", "tr2m.image_encoder.hidden_size=32", "tr2m.image_encoder.num_layers=1",
-    "tr2m.image_encoder.num_heads=2", "tr2m.relative.source=oracle", "tr2m.num_heads=2",
+    "tr2m.image_encoder.random_init=true",
+    "tr2m.image_encoder.hidden_size=32",
+    "tr2m.image_encoder.num_layers=1",
+    "tr2m.image_encoder.num_heads=2",
+    "tr2m.relative.source=oracle",
+    "tr2m.num_heads=2",
 ]
 
 

@@ -1,4 +1,5 @@
 """Exact resume: a run killed after an epoch and resumed equals the run never interrupted."""
+
 import argparse
 import json
 from pathlib import Path
@@ -24,8 +25,13 @@ def tiled_trainer(tiny_cfg, out: Path, **overrides) -> Trainer:
     base = random_split(trainer.model, 16, 1)
     depth = base.depth.rows(torch.arange(16))
     trainer.sources[0].train = EncodedSplit(
-        names=base.names[:8], arrays=base.arrays, flipped_arrays=None, shapes=base.shapes[:8],
-        depth=TrainingDepth.from_float(torch.cat([depth[0::2], depth[1::2]], dim=-1)), gt=base.gt[:8], tiles=2,
+        names=base.names[:8],
+        arrays=base.arrays,
+        flipped_arrays=None,
+        shapes=base.shapes[:8],
+        depth=TrainingDepth.from_float(torch.cat([depth[0::2], depth[1::2]], dim=-1)),
+        gt=base.gt[:8],
+        tiles=2,
     )
     return trainer
 

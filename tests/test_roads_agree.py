@@ -1,6 +1,7 @@
 """One frame, one number, whichever road: `evaluate`, `predict --crop trained` + `score`, `benchmark`,
 ``infer`` and the transformers pipeline agree on real NYU frames; the settings evaluate and benchmark
 use come from one rule; every road converts an image the same way."""
+
 import json
 import struct
 import zlib
@@ -36,8 +37,7 @@ def nyu_head(tmp_path):
 @pytest.fixture
 def nyu_list(rgbd_samples, tmp_path):
     listing = tmp_path / "nyu_test.txt"
-    listing.write_text("".join(f"nyu/rgb_{s}.{'png' if s.startswith('u') else 'jpg'} nyu/sync_depth_{s}.png 518.8579\n"
-                               for s in NYU_STEMS))
+    listing.write_text("".join(f"nyu/rgb_{s}.{'png' if s.startswith('u') else 'jpg'} nyu/sync_depth_{s}.png 518.8579\n" for s in NYU_STEMS))
     return listing
 
 
@@ -48,8 +48,23 @@ def _images(rgbd_samples):
 @pytest.mark.parametrize("tta", [False, True], ids=["no_tta", "tta"])
 def test_predict_with_the_trained_crop_then_score_equals_evaluate(rgbd_samples, nyu_head, nyu_list, tmp_path, tta, capsys):
     flag = ["--tta"] if tta else ["--no-tta"]
-    assert main(["evaluate", "--checkpoint", str(nyu_head), "--data-root", str(rgbd_samples), "--split", str(nyu_list),
-                 "--out", str(tmp_path / "eval"), *flag]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(nyu_head),
+                "--data-root",
+                str(rgbd_samples),
+                "--split",
+                str(nyu_list),
+                "--out",
+                str(tmp_path / "eval"),
+                *flag,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     # the table names the protocol, the input crop and TTA
     assert "protocol nyu" in printed and "input crop [40, 470, 38, 603]" in printed
@@ -57,10 +72,39 @@ def test_predict_with_the_trained_crop_then_score_equals_evaluate(rgbd_samples, 
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
 
     images = [str(p) for p in _images(rgbd_samples)]
-    assert main(["predict", *images, "--checkpoint", str(nyu_head), "--crop", "trained", "--npy",
-                 "--out", str(tmp_path / "pred"), *(["--tta"] if tta else [])]) == 0
-    assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(rgbd_samples / "nyu"), "--protocol", "nyu",
-                 "--json", str(tmp_path / "score.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                *images,
+                "--checkpoint",
+                str(nyu_head),
+                "--crop",
+                "trained",
+                "--npy",
+                "--out",
+                str(tmp_path / "pred"),
+                *(["--tta"] if tta else []),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--gt",
+                str(rgbd_samples / "nyu"),
+                "--protocol",
+                "nyu",
+                "--json",
+                str(tmp_path / "score.json"),
+            ]
+        )
+        == 0
+    )
     scored = json.loads((tmp_path / "score.json").read_text())
     assert scored["n_images"] == evaluated["n_images"] == 4
     for metric in METRIC_NAMES:
@@ -68,8 +112,13 @@ def test_predict_with_the_trained_crop_then_score_equals_evaluate(rgbd_samples, 
 
     from clipdepth.evaluation.benchmark import run_benchmark
 
-    benchmarked = run_benchmark("pureclip-nyu", nyu_head, data=[f"nyu.root={rgbd_samples}", f"nyu.test_list={nyu_list}"],
-                                tta=tta, out=tmp_path / "bench").evaluations[0].summary
+    benchmarked = (
+        run_benchmark(
+            "pureclip-nyu", nyu_head, data=[f"nyu.root={rgbd_samples}", f"nyu.test_list={nyu_list}"], tta=tta, out=tmp_path / "bench"
+        )
+        .evaluations[0]
+        .summary
+    )
     for metric in METRIC_NAMES:
         assert benchmarked[metric] == evaluated[metric], metric
 
@@ -104,8 +153,7 @@ def test_the_trained_crop_of_a_smaller_image_is_one_line_and_the_others_go_on(rg
     Image.fromarray(read_rgb(_images(rgbd_samples)[0])[:300, :400]).save(small)
     good = tmp_path / "in" / "good.jpg"
     good.write_bytes(_images(rgbd_samples)[0].read_bytes())
-    assert main(["predict", str(small.parent), "--checkpoint", str(nyu_head), "--crop", "trained",
-                 "--out", str(tmp_path / "p")]) == 2
+    assert main(["predict", str(small.parent), "--checkpoint", str(nyu_head), "--crop", "trained", "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err
     assert "small.png: a 400x300 image is smaller than the trained input crop" in err
     assert (tmp_path / "p" / "good.png").is_file() and not (tmp_path / "p" / "small.png").exists()
@@ -127,38 +175,106 @@ def test_a_trained_crop_that_would_cut_most_of_an_image_away_is_refused(nyu_head
 
 
 def test_evaluate_benchmark_and_predict_take_one_rule_on_a_dataset_the_head_did_not_train_on(
-    rgbd_samples, nyu_list, tiny_cfg, tmp_path, capsys,
+    rgbd_samples,
+    nyu_list,
+    tiny_cfg,
+    tmp_path,
+    capsys,
 ):
     """A head trained on synthetic scenes, scored on NYU: evaluate, benchmark and predict --crop
     trained --dataset nyu + score agree, with the model's NYU crop."""
     torch.manual_seed(0)
     head = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "synthetic_head")
-    assert main(["evaluate", "--checkpoint", str(head), "--dataset", "nyu", "--data-root", str(rgbd_samples),
-                 "--split", str(nyu_list), "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(head),
+                "--dataset",
+                "nyu",
+                "--data-root",
+                str(rgbd_samples),
+                "--split",
+                str(nyu_list),
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert evaluated["data"]["input_crop"] == [40, 470, 38, 603] and evaluated["protocol"] == "nyu"
     assert "recipe pureclip_nyu" in evaluated["settings"]
 
     capsys.readouterr()
     images = [str(p) for p in _images(rgbd_samples)]
-    assert main(["predict", *images, "--checkpoint", str(head), "--crop", "trained", "--dataset", "nyu", "--npy",
-                 "--out", str(tmp_path / "pred")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                *images,
+                "--checkpoint",
+                str(head),
+                "--crop",
+                "trained",
+                "--dataset",
+                "nyu",
+                "--npy",
+                "--out",
+                str(tmp_path / "pred"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert "input: crop [40, 470, 38, 603] (rows 40:470, columns 38:603) resized to 56x56 (linear), as evaluate feeds " \
-           "nyu's frames (--crop trained); flip TTA off" in printed
+    assert (
+        "input: crop [40, 470, 38, 603] (rows 40:470, columns 38:603) resized to 56x56 (linear), as evaluate feeds "
+        "nyu's frames (--crop trained); flip TTA off" in printed
+    )
     assert "note: evaluate uses flip TTA on (the checkpoint's eval.tta): add --tta here" in printed
-    assert main(["predict", *images, "--checkpoint", str(head), "--crop", "trained", "--dataset", "nyu", "--npy", "--tta",
-                 "--out", str(tmp_path / "pred_tta")]) == 0
-    assert main(["score", "--pred", str(tmp_path / "pred_tta"), "--gt", str(rgbd_samples / "nyu"), "--protocol", "nyu",
-                 "--json", str(tmp_path / "score.json")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                *images,
+                "--checkpoint",
+                str(head),
+                "--crop",
+                "trained",
+                "--dataset",
+                "nyu",
+                "--npy",
+                "--tta",
+                "--out",
+                str(tmp_path / "pred_tta"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--pred",
+                str(tmp_path / "pred_tta"),
+                "--gt",
+                str(rgbd_samples / "nyu"),
+                "--protocol",
+                "nyu",
+                "--json",
+                str(tmp_path / "score.json"),
+            ]
+        )
+        == 0
+    )
     scored = json.loads((tmp_path / "score.json").read_text())
     for metric in METRIC_NAMES:
         assert scored[metric] == pytest.approx(evaluated[metric], abs=1e-6), metric
 
     from clipdepth.evaluation.benchmark import run_benchmark
 
-    result = run_benchmark("pureclip-nyu", head, data=[f"nyu.root={rgbd_samples}", f"nyu.test_list={nyu_list}"],
-                           out=tmp_path / "bench")
+    result = run_benchmark("pureclip-nyu", head, data=[f"nyu.root={rgbd_samples}", f"nyu.test_list={nyu_list}"], out=tmp_path / "bench")
     benchmarked = result.evaluations[0].summary
     for metric in METRIC_NAMES:
         assert benchmarked[metric] == evaluated[metric], metric
@@ -167,8 +283,7 @@ def test_evaluate_benchmark_and_predict_take_one_rule_on_a_dataset_the_head_did_
 
 def test_the_settings_rule(tiny_cfg):
     """Recipe given > the checkpoint's training of the dataset (its protocol) > the model's recipe > defaults."""
-    folder_head = load_config_dict(config_to_dict(tiny_cfg), ["data.dataset=folder", "eval.protocol=nyu",
-                                                              "data.input_crop=[1,40,2,60]"])
+    folder_head = load_config_dict(config_to_dict(tiny_cfg), ["data.dataset=folder", "eval.protocol=nyu", "data.input_crop=[1,40,2,60]"])
     own = evaluation_settings(folder_head)
     assert (own.data.dataset, own.protocol, own.data.input_crop) == ("folder", "nyu", [1, 40, 2, 60])
     nyu = evaluation_settings(folder_head, dataset="nyu")
@@ -177,8 +292,7 @@ def test_the_settings_rule(tiny_cfg):
     assert (kitti.protocol, kitti.data.input_crop, kitti.data.tiles) == ("kitti", None, 4)
     sun = evaluation_settings(folder_head, dataset="sun_rgbd")
     assert (sun.protocol, sun.data.input_crop, sun.data.tiles) == ("synthetic_indoor", None, 1)
-    asked = evaluation_settings(folder_head, dataset="nyu", recipe="zeroshot/sun_rgbd", protocol="kitti",
-                                data_overrides=["tiles=2"])
+    asked = evaluation_settings(folder_head, dataset="nyu", recipe="zeroshot/sun_rgbd", protocol="kitti", data_overrides=["tiles=2"])
     assert (asked.data.dataset, asked.protocol, asked.data.input_crop, asked.data.tiles) == ("nyu", "kitti", None, 2)
     tr2m = load_config_dict(config_to_dict(tiny_cfg), ["model=tr2m"])
     assert evaluation_settings(tr2m, dataset="kitti").data.kb_crop  # TR2M's own KITTI recipe: the KB crop
@@ -196,8 +310,7 @@ def _png_16_bit(path, pixels, colour_type):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 16, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def test_a_16_bit_photo_is_one_input_on_every_road(nyu_head, tmp_path):
@@ -217,7 +330,8 @@ def test_a_16_bit_photo_is_one_input_on_every_road(nyu_head, tmp_path):
     with Image.open(path) as image:
         pil = model.infer(image)["depth"][0]
     roads = {
-        "path": model.infer(path)["depth"][0], "PIL": pil,
+        "path": model.infer(path)["depth"][0],
+        "PIL": pil,
         "uint16 array": model.infer(np.repeat(ramp[..., None], 3, -1))["depth"][0],
         "pipeline": transformers.pipeline("depth-estimation", model=str(nyu_head))(str(path))["predicted_depth"],
     }
@@ -229,13 +343,10 @@ def test_a_16_bit_photo_is_one_input_on_every_road(nyu_head, tmp_path):
     _png_16_bit(tmp_path / "rgb48.png", colour, 2)
     _png_16_bit(tmp_path / "la16.png", np.stack([colour[..., 0], colour[..., 1]], -1), 4)
     assert read_rgb(tmp_path / "rgb48.png", photo=True).tolist() == (colour >> 8).astype(np.uint8).tolist()
-    assert read_rgb(tmp_path / "la16.png", photo=True).tolist() == \
-        np.repeat((colour[..., :1] >> 8).astype(np.uint8), 3, -1).tolist()
-    torch.testing.assert_close(model.infer(tmp_path / "rgb48.png")["depth"][0], model.infer(colour)["depth"][0],
-                               atol=1e-6, rtol=0)
+    assert read_rgb(tmp_path / "la16.png", photo=True).tolist() == np.repeat((colour[..., :1] >> 8).astype(np.uint8), 3, -1).tolist()
+    torch.testing.assert_close(model.infer(tmp_path / "rgb48.png")["depth"][0], model.infer(colour)["depth"][0], atol=1e-6, rtol=0)
     grey = np.repeat(colour[..., :1], 3, -1)
-    torch.testing.assert_close(model.infer(tmp_path / "la16.png")["depth"][0], model.infer(grey)["depth"][0],
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.infer(tmp_path / "la16.png")["depth"][0], model.infer(grey)["depth"][0], atol=1e-6, rtol=0)
 
 
 def test_the_pipeline_refuses_an_option_it_would_ignore(nyu_head, rgbd_samples):
@@ -270,8 +381,9 @@ def test_predict_names_a_mixtures_datasets_and_feeds_the_one_asked(tiny_tr2m_cfg
     from clipdepth.inference import PredictOptions, input_lines
     from clipdepth.models import build_model
 
-    cfg = load_config_dict(config_to_dict(tiny_tr2m_cfg), [
-        "mixture=[{data: {dataset: nyu}}, {data: {dataset: kitti, kb_crop: true}, input_size: [28, 98]}]"])
+    cfg = load_config_dict(
+        config_to_dict(tiny_tr2m_cfg), ["mixture=[{data: {dataset: nyu}}, {data: {dataset: kitti, kb_crop: true}, input_size: [28, 98]}]"]
+    )
     model = build_model(cfg)
     own = input_lines(model, PredictOptions(crop="trained"))
     assert own[0].startswith("input: whole frame resized to 28x42") and "as evaluate feeds synthetic_indoor's frames" in own[0]

@@ -4,6 +4,7 @@ K1 bounded memory, K2 outputs never lost or overwritten, K3 outputs right and re
 checked before work, K5 damaged state named, K6 no silently wrong numbers. The CLI in
 subprocesses is in test_robustness_cli.py; packaging (K7) in test_packaging.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,10 @@ def test_a_1x5000_image_runs_under_a_small_memory_limit(checkpoint, tmp_path):
         "from clipdepth.cli.main import main; sys.exit(main(sys.argv[1:]))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script, "predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint),
-         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", script, "predict", str(tmp_path / "in"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "wide.png: a 5000x1 image needs 5000 tiles" in done.stderr and "Traceback" not in done.stderr
@@ -90,7 +93,7 @@ def test_the_point_cloud_is_written_in_blocks_with_the_same_points(tmp_path):
     fx, fy, cx, cy = 100.0, 110.0, 2.0, 250.0
     assert depth_to_ply(tmp_path / "c.ply", depth, image, (fx, fy, cx, cy)) == np.count_nonzero(depth)
     raw = (tmp_path / "c.ply").read_bytes()
-    vertices = np.frombuffer(raw[raw.index(b"end_header\n") + 11:], dtype=VERTEX)
+    vertices = np.frombuffer(raw[raw.index(b"end_header\n") + 11 :], dtype=VERTEX)
     v, u = np.nonzero(depth)  # row-major, as written
     z = depth[v, u]
     np.testing.assert_allclose(vertices["x"], (u - cx) * z / fx, rtol=1e-6)
@@ -118,19 +121,32 @@ def test_every_distinct_input_gets_distinct_outputs(tmp_path):
     _png(tmp_path / "y" / "b.png")
     for name in ("c.png", "c_color.png", "e.jpg", "e.png", "e.jpg.png"):
         _png(tmp_path / "side" / name)
-    jobs = collect_inputs([
-        str(tmp_path / "seq"), str(tmp_path / "same" / "a.png"), str(tmp_path / "same" / "a.jpg"),
-        str(tmp_path / "x" / "b.png"), str(tmp_path / "y" / "b.png"), str(tmp_path / "x" / "b.png"),
-        str(tmp_path / "side"),
-    ])
+    jobs = collect_inputs(
+        [
+            str(tmp_path / "seq"),
+            str(tmp_path / "same" / "a.png"),
+            str(tmp_path / "same" / "a.jpg"),
+            str(tmp_path / "x" / "b.png"),
+            str(tmp_path / "y" / "b.png"),
+            str(tmp_path / "x" / "b.png"),
+            str(tmp_path / "side"),
+        ]
+    )
     names = {image.relative_to(tmp_path).as_posix(): name.as_posix() for image, name in jobs}
     assert names == {
-        "seq/clip.0001.png": "clip.0001", "seq/clip.0002.png": "clip.0002", "seq/clip.0003.png": "clip.0003",
-        "same/a.png": "a.png", "same/a.jpg": "a.jpg",  # same folder and stem: the extension stays
-        "x/b.png": "x/b", "y/b.png": "y/b",  # same name in two folders: the folders stay; one job per file
+        "seq/clip.0001.png": "clip.0001",
+        "seq/clip.0002.png": "clip.0002",
+        "seq/clip.0003.png": "clip.0003",
+        "same/a.png": "a.png",
+        "same/a.jpg": "a.jpg",  # same folder and stem: the extension stays
+        "x/b.png": "x/b",
+        "y/b.png": "y/b",  # same name in two folders: the folders stay; one job per file
         # c's colour image would be c_color.png, c_color's depth too; e.jpg's depth e.jpg.png, whose name e.jpg is
-        "side/c.png": "c.png", "side/c_color.png": "c_color.png",
-        "side/e.jpg": "e.jpg", "side/e.png": "e.png", "side/e.jpg.png": "e.jpg.png",
+        "side/c.png": "c.png",
+        "side/c_color.png": "c_color.png",
+        "side/e.jpg": "e.jpg",
+        "side/e.png": "e.png",
+        "side/e.jpg.png": "e.jpg.png",
     }
     claimed = [f"{name}{tail}" for name in names.values() for tail in (".png", "_color.png", ".npy", ".ply")]
     assert len(claimed) == len(set(claimed))  # no file claimed twice
@@ -157,14 +173,22 @@ def test_predict_writes_what_is_missing_and_never_reads_its_own_outputs(checkpoi
     args = ["predict", str(photos), "--checkpoint", str(checkpoint), "--out", str(out)]
     assert main(args) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "clip.0001.png", "clip.0001_color.png", "clip.0002.png", "clip.0002_color.png",
+        "clip.0001.png",
+        "clip.0001_color.png",
+        "clip.0002.png",
+        "clip.0002_color.png",
     ]
     first = (out / "clip.0001.png").stat().st_mtime_ns
     (out / "clip.0002_color.png").unlink()  # as a kill between two outputs would leave it
     time.sleep(0.01)
     assert main([*args, "--npy"]) == 0  # run twice, and ask for more
     assert sorted(p.name for p in out.iterdir()) == [
-        "clip.0001.npy", "clip.0001.png", "clip.0001_color.png", "clip.0002.npy", "clip.0002.png", "clip.0002_color.png",
+        "clip.0001.npy",
+        "clip.0001.png",
+        "clip.0001_color.png",
+        "clip.0002.npy",
+        "clip.0002.png",
+        "clip.0002_color.png",
     ]
     assert (out / "clip.0001.png").stat().st_mtime_ns == first  # what existed is kept
     assert np.allclose(np.load(out / "clip.0001.npy"), read_depth(out / "clip.0001.png", 1000), atol=5e-4)
@@ -195,8 +219,17 @@ def test_a_new_run_refuses_the_folder_of_an_earlier_one(tiny_cfg, tmp_path):
         Experiment.create(cfg).train(tmp_path / "run")
     assert (tmp_path / "run" / "checkpoints" / "best_abs_rel" / "model.safetensors").read_bytes() == best
     assert (tmp_path / "run" / "checkpoints" / "resume").is_dir()
-    assert main(["train", "--out", str(tmp_path / "run"), *(f"{k}={v}" for k, v in (
-        ("train.max_epochs", 1), *((f"clip.{k}", v) for k, v in TINY_ENCODER.items())))]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(tmp_path / "run"),
+                *(f"{k}={v}" for k, v in (("train.max_epochs", 1), *((f"clip.{k}", v) for k, v in TINY_ENCODER.items()))),
+            ]
+        )
+        == 2
+    )
 
 
 # -- K3: outputs are right and readable by the next tool ------------------------------------------
@@ -242,8 +275,7 @@ def test_score_reads_predicts_folder_as_it_is(tmp_path, capsys):
     _png(pred_dir / "0000000005_color.png", 20, 40)
     write_depth_png(pred_dir / "0000000050.png", prediction * 1.1, 256.0)
     np.save(pred_dir / "0000000050.npy", prediction * 1.1)  # .npy beside it: the exact one is read
-    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--protocol", "kitti",
-                 "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["score", "--pred", str(pred_dir), "--gt", str(gt_dir), "--protocol", "kitti", "--json", str(tmp_path / "s.json")]) == 0
     result = json.loads((tmp_path / "s.json").read_text())
     # image 1 perfect (PNG rounding < 2e-3 m), image 2 exactly 10% too far: AbsRel (0 + 0.1) / 2
     assert result["n_images"] == 2 and result["abs_rel"] == pytest.approx(0.05, abs=2e-4)
@@ -254,30 +286,35 @@ def test_the_json_is_written_before_a_closed_pipe_ends_the_output(tmp_path):
     (tmp_path / "g").mkdir()
     np.save(tmp_path / "p" / "a.npy", np.full((4, 4), 2.0, np.float32))
     np.save(tmp_path / "g" / "a.npy", np.full((4, 4), 2.0, np.float32))
-    command = (f"{sys.executable} -m clipdepth.cli.main score --pred {tmp_path / 'p'} --gt {tmp_path / 'g'} "
-               f"--protocol synthetic_indoor --json {tmp_path / 's.json'} | head -c 1")
+    command = (
+        f"{sys.executable} -m clipdepth.cli.main score --pred {tmp_path / 'p'} --gt {tmp_path / 'g'} "
+        f"--protocol synthetic_indoor --json {tmp_path / 's.json'} | head -c 1"
+    )
     done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
     assert json.loads((tmp_path / "s.json").read_text())["abs_rel"] == 0.0
 
 
 # -- K4: inputs are checked before any work, with the rule in the message ---------------------------
-@pytest.mark.parametrize("override, message", [
-    ("train.batch_size=-4", "train.batch_size=-4: must be a positive integer"),
-    ("train.batch_size=0", "train.batch_size=0: must be a positive integer"),
-    ("pureclip.num_bins=0", "pureclip.num_bins=0: must be an integer >= 2"),
-    ("data.tiles=0", "data.tiles=0: must be a positive integer"),
-    ("pureclip.tau=0", "pureclip.tau=0.0: must be a positive finite number"),
-    ("pureclip.max_depth=0.0005", "need 0 <= min_depth < max_depth"),
-    ("tr2m.max_depth=0.0001", "need 0 < min_depth < max_depth"),
-    ("data.input_crop=[470,40,38,603]", "0 <= top < bottom"),
-    ("eval.batch_size=0", "eval.batch_size=0: must be a positive integer"),
-    ("pureclip.final_lr_factor=0", "pureclip.final_lr_factor=0.0: must be in (0, 1]"),
-    ("clip.precision=fp8", "clip.precision=.fp8.: must be one of"),
-    ("clip.image_size=50", "clip.image_size=50: must be a multiple of clip.patch_size=14"),
-    ("clip.patch_size=0", "clip.patch_size=0: must be a positive integer"),
-    ("output_dir= ", "output_dir"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=-4", "train.batch_size=-4: must be a positive integer"),
+        ("train.batch_size=0", "train.batch_size=0: must be a positive integer"),
+        ("pureclip.num_bins=0", "pureclip.num_bins=0: must be an integer >= 2"),
+        ("data.tiles=0", "data.tiles=0: must be a positive integer"),
+        ("pureclip.tau=0", "pureclip.tau=0.0: must be a positive finite number"),
+        ("pureclip.max_depth=0.0005", "need 0 <= min_depth < max_depth"),
+        ("tr2m.max_depth=0.0001", "need 0 < min_depth < max_depth"),
+        ("data.input_crop=[470,40,38,603]", "0 <= top < bottom"),
+        ("eval.batch_size=0", "eval.batch_size=0: must be a positive integer"),
+        ("pureclip.final_lr_factor=0", "pureclip.final_lr_factor=0.0: must be in (0, 1]"),
+        ("clip.precision=fp8", "clip.precision=.fp8.: must be one of"),
+        ("clip.image_size=50", "clip.image_size=50: must be a multiple of clip.patch_size=14"),
+        ("clip.patch_size=0", "clip.patch_size=0: must be a positive integer"),
+        ("output_dir= ", "output_dir"),
+    ],
+)
 def test_bad_config_values_are_refused_when_the_config_is_made(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         load_config("demo", [override])
@@ -294,8 +331,7 @@ def test_partial_intrinsics_use_the_image_centre():
 
     args = parse(["predict", "x.png", "--checkpoint", "c", "--out", "o", "--fx", "500"])
     assert ply_intrinsics(args, 480, 640) == (500.0, 500.0, 319.5, 239.5)  # fy = fx, centre
-    args = parse(["predict", "x.png", "--checkpoint", "c", "--out", "o", "--fx", "500", "--fy", "510",
-                  "--cx", "300", "--cy", "200"])
+    args = parse(["predict", "x.png", "--checkpoint", "c", "--out", "o", "--fx", "500", "--fy", "510", "--cx", "300", "--cy", "200"])
     assert ply_intrinsics(args, 480, 640) == (500.0, 510.0, 300.0, 200.0)
 
 
@@ -314,8 +350,14 @@ def test_counts_and_output_locations_are_checked_first(checkpoint, tmp_path, cap
     assert "--cx and --cy go together" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [["predict", "x.png", "--checkpoint", "c", "--out", "o"], ["serve", "--checkpoint", "c"],
-                                     ["caption", "x.png", "--model", "m", "--out", "o"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["predict", "x.png", "--checkpoint", "c", "--out", "o"],
+        ["serve", "--checkpoint", "c"],
+        ["caption", "x.png", "--model", "m", "--out", "o"],
+    ],
+)
 @pytest.mark.parametrize("value", ["inf", "1e999"])
 def test_the_pixel_limit_must_be_a_finite_number(command, value, capsys):
     # int(inf * 1e6) would overflow once the images are read
@@ -347,8 +389,9 @@ def test_an_output_folder_on_a_read_only_file_system_is_named_as_such(checkpoint
     monkeypatch.setattr(os, "statvfs", statvfs)
     out = mounted / "depth" / "o"
     assert main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
-    assert capsys.readouterr().err == (f"clipdepth predict: error: {out}: cannot write there ({mounted} is on a read-only "
-                                       "file system); write elsewhere\n")
+    assert capsys.readouterr().err == (
+        f"clipdepth predict: error: {out}: cannot write there ({mounted} is on a read-only file system); write elsewhere\n"
+    )
     assert os.listdir(mounted) == []
 
 
@@ -356,13 +399,18 @@ def test_overrides_may_follow_options():
     args = parse(["train", "a.b=1", "--out", "X", "c.d=2"])
     assert args.overrides == ["a.b=1", "c.d=2"] and str(args.out) == "X"
     from clipdepth.cli.cache import SPLITS  # noqa: F401 - `--splits` is greedy: it must let overrides go
+
     args = parse(["cache", "build", "--splits", "train", "val", "data.seed=3", "--cache", "C"])
     assert args.splits == ["train", "val", "data.seed=3"]  # separated by the command, tested below
 
 
 def test_cache_build_takes_overrides_after_its_splits(tiny_cfg, tmp_path):
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=2", "data.val_size=1", "data.height=48", "data.width=64"]
+        "data.train_size=2",
+        "data.val_size=1",
+        "data.height=48",
+        "data.width=64",
+    ]
     assert main(["cache", "build", "--cache", str(tmp_path / "c"), "--splits", "train", *overrides]) == 0
     assert (tmp_path / "c" / "train" / "cache.json").is_file()
     assert json.loads((tmp_path / "c" / "train" / "cache.json").read_text())["key"]["n_frames"] == 2
@@ -515,9 +563,7 @@ def test_nyu_lines_without_depth_are_counted_as_without_ground_truth(tmp_path, r
     from clipdepth.config import DataConfig
     from clipdepth.data import get_dataset
 
-    (tmp_path / "test.txt").write_text(
-        "nyu/rgb_00000.jpg nyu/sync_depth_00000.png 518.8579\nnyu/rgb_00050.jpg None 518.8579\n"
-    )
+    (tmp_path / "test.txt").write_text("nyu/rgb_00000.jpg nyu/sync_depth_00000.png 518.8579\nnyu/rgb_00050.jpg None 518.8579\n")
     dataset = get_dataset(DataConfig(dataset="nyu", root=str(rgbd_samples), test_list=str(tmp_path / "test.txt")), "test")
     assert (len(dataset), dataset.n_listed, dataset.n_without_gt) == (1, 2, 1)
 
@@ -547,11 +593,16 @@ def test_gifs_in_folders_and_list_paths_relative_to_the_list(tmp_path):
     assert collect_inputs([str(tmp_path / "lists" / "todo.txt")])[0][0] == tmp_path / "lists" / "imgs" / "a.png"
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--fx", "nan", "--ply"], "positive finite number"), (["--fx", "-5", "--ply"], "positive finite number"),
-    (["--fx", "0", "--ply"], "positive finite number"), (["--cx", "inf", "--cy", "3", "--ply"], "finite number"),
-    (["--out", ""], "empty string"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--fx", "nan", "--ply"], "positive finite number"),
+        (["--fx", "-5", "--ply"], "positive finite number"),
+        (["--fx", "0", "--ply"], "positive finite number"),
+        (["--cx", "inf", "--cy", "3", "--ply"], "finite number"),
+        (["--out", ""], "empty string"),
+    ],
+)
 def test_intrinsics_and_paths_must_make_sense(checkpoint, tmp_path, capsys, flags, message):
     args = ["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
     with pytest.raises(SystemExit) as exited:
@@ -560,8 +611,9 @@ def test_intrinsics_and_paths_must_make_sense(checkpoint, tmp_path, capsys, flag
 
 
 def test_intrinsics_without_a_point_cloud_are_refused(checkpoint, tmp_path, capsys):
-    assert main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"),
-                 "--fx", "500"]) == 2
+    assert (
+        main(["predict", str(_png(tmp_path / "i.png")), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--fx", "500"]) == 2
+    )
     assert "add --ply" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -585,8 +637,22 @@ def test_a_write_that_fails_is_one_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "p").mkdir()
     np.save(tmp_path / "p" / "a.npy", np.full((4, 4), 2.0, np.float32))
     monkeypatch.setattr("clipdepth.cli.score.write_text_atomic", full)
-    assert main(["score", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "p"), "--protocol", "synthetic_indoor",
-                 "--json", str(tmp_path / "s.json")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                "--pred",
+                str(tmp_path / "p"),
+                "--gt",
+                str(tmp_path / "p"),
+                "--protocol",
+                "synthetic_indoor",
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip() == f"clipdepth score: error: {tmp_path / 's.json'}: No space left on device"
 
 
@@ -613,8 +679,10 @@ def test_resume_state_that_cannot_be_right_is_refused_before_any_work(tiny_cfg, 
     Experiment.create(cfg).train(tmp_path / "run")
     state = resume_dir(tmp_path / "run") / "state.json"
     meta = json.loads(state.read_text())
-    for bad, message in (({"epoch": 1000}, "epoch 1000 does not match"),
-                         ({"best": {"d1": {"value": "x", "epoch": 1}}}, r"best\['d1'\] should be")):
+    for bad, message in (
+        ({"epoch": 1000}, "epoch 1000 does not match"),
+        ({"best": {"d1": {"value": "x", "epoch": 1}}}, r"best\['d1'\] should be"),
+    ):
         state.write_text(json.dumps({**meta, **bad}))
         with pytest.raises(CheckpointError, match=message):
             read_resume_meta(tmp_path / "run", cfg)
@@ -624,10 +692,24 @@ def test_resume_state_that_cannot_be_right_is_refused_before_any_work(tiny_cfg, 
     tensors = resume_dir(tmp_path / "run") / "training_state.pt"
     tensors.write_bytes(tensors.read_bytes()[:100])
     monkeypatch.setattr("clipdepth.training.run.Experiment.create", lambda *a, **k: pytest.fail("built before checking"))
-    args = argparse.Namespace(config=["demo"], out=tmp_path / "run", resume=True, overwrite=False, workers=None,
-                              overrides=[f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-                                  "data.train_size=6", "data.val_size=3", "data.test_size=3", "data.height=48",
-                                  "data.width=64", "train.batch_size=4", "train.max_epochs=1", "eval.batch_size=4"])
+    args = argparse.Namespace(
+        config=["demo"],
+        out=tmp_path / "run",
+        resume=True,
+        overwrite=False,
+        workers=None,
+        overrides=[f"clip.{k}={v}" for k, v in TINY_ENCODER.items()]
+        + [
+            "data.train_size=6",
+            "data.val_size=3",
+            "data.test_size=3",
+            "data.height=48",
+            "data.width=64",
+            "train.batch_size=4",
+            "train.max_epochs=1",
+            "eval.batch_size=4",
+        ],
+    )
     with pytest.raises(ClipdepthError, match=r"training_state.pt: cannot load optimiser/RNG state .*start a new run with --overwrite"):
         cli_train.run(args)
 
@@ -648,7 +730,12 @@ def test_a_checkpoint_of_another_shape_names_the_tensor(checkpoint):
 
 def test_cache_info_names_damaged_shards_and_reads_a_cache_root(tiny_cfg, tmp_path, capsys):
     overrides = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-        "data.train_size=4", "data.val_size=1", "data.height=48", "data.width=64", "train.cache_shard_size=2"]
+        "data.train_size=4",
+        "data.val_size=1",
+        "data.height=48",
+        "data.width=64",
+        "train.cache_shard_size=2",
+    ]
     assert main(["cache", "build", "--cache", str(tmp_path / "c"), *overrides]) == 0
     capsys.readouterr()
     assert main(["cache", "info", str(tmp_path / "c")]) == 0  # the --cache folder: each split in it
@@ -665,8 +752,7 @@ def test_predict_then_score_on_nyus_own_folder(checkpoint, rgbd_samples, tmp_pat
     of the images score against that folder as it is."""
     nyu = rgbd_samples / "nyu"
     assert main(["predict", str(nyu / "rgb_*"), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "pred")]) == 0
-    assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(nyu), "--protocol", "nyu",
-                 "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["score", "--pred", str(tmp_path / "pred"), "--gt", str(nyu), "--protocol", "nyu", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["n_images"] == 4  # rgb_u0001.png is an image, not GT
 
 

@@ -1,5 +1,6 @@
 """The real `clipdepth` command in subprocesses, on damaged or wrong input (kinds K2-K5 of the
 robustness sweep): exit code 2, one line naming the file and what to do, and nothing lost."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,13 +19,19 @@ from clipdepth.models import PureCLIPDepth
 from .conftest import TINY_ENCODER
 
 TINY = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()] + [
-    "data.train_size=4", "data.val_size=2", "data.height=48", "data.width=64", "train.batch_size=2", "train.max_epochs=1",
+    "data.train_size=4",
+    "data.val_size=2",
+    "data.height=48",
+    "data.width=64",
+    "train.batch_size=2",
+    "train.max_epochs=1",
 ]
 
 
 def cli(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    done = subprocess.run([sys.executable, "-m", "clipdepth.cli.main", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=cwd)
+    done = subprocess.run(
+        [sys.executable, "-m", "clipdepth.cli.main", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
     return done.returncode, done.stdout, done.stderr
 
 
@@ -36,8 +43,7 @@ def one_error_line(stderr: str) -> str:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -65,8 +71,9 @@ def test_k2_a_new_run_over_an_old_one_is_refused_and_changes_nothing(run_folder)
 def test_k2_inputs_with_dots_in_their_names_get_their_own_outputs(checkpoint, tmp_path):
     for i in range(1, 4):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"clip.000{i}.png")
-    code, out, err = cli("predict", *(tmp_path / f"clip.000{i}.png" for i in range(1, 4)),
-                         "--checkpoint", checkpoint, "--out", tmp_path / "depth")
+    code, out, err = cli(
+        "predict", *(tmp_path / f"clip.000{i}.png" for i in range(1, 4)), "--checkpoint", checkpoint, "--out", tmp_path / "depth"
+    )
     assert code == 0, err[-2000:]
     assert "wrote depth for 3 image(s)" in out
     assert sorted(p.name for p in (tmp_path / "depth").glob("*[0-9].png")) == ["clip.0001.png", "clip.0002.png", "clip.0003.png"]
@@ -117,12 +124,15 @@ def test_k5_a_damaged_cache_index_and_resume_state_are_named(run_folder, tmp_pat
     assert digest(run_folder) == before
 
 
-@pytest.mark.parametrize(("setting", "says"), [
-    ("tr2m.cache_tokens=int4", "tr2m.cache_tokens='int4': must be one of ['fp16', 'int8']"),
-    ("tr2m.cache_image=gif", "tr2m.cache_image='gif': must be one of ['jpeg', 'png', 'raw']"),
-    ("tr2m.cache_image_quality=101", "tr2m.cache_image_quality=101: must be an integer in [1, 95]"),
-    ("train.cuda_graph=true", "train.cuda_graph: CUDA graphs need a CUDA device, and this run trains on cpu"),
-])
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("tr2m.cache_tokens=int4", "tr2m.cache_tokens='int4': must be one of ['fp16', 'int8']"),
+        ("tr2m.cache_image=gif", "tr2m.cache_image='gif': must be one of ['jpeg', 'png', 'raw']"),
+        ("tr2m.cache_image_quality=101", "tr2m.cache_image_quality=101: must be an integer in [1, 95]"),
+        ("train.cuda_graph=true", "train.cuda_graph: CUDA graphs need a CUDA device, and this run trains on cpu"),
+    ],
+)
 def test_a_storage_or_cuda_graph_setting_that_cannot_work_is_refused_before_anything_is_written(tmp_path, setting, says):
     out = tmp_path / "run"
     code, _, err = cli("train", "--config", "demo_tr2m", "--out", str(out), "device=cpu", setting)

@@ -1,4 +1,5 @@
 """`clipdepth score` end to end on real NYU and KITTI ground truth, and its one-line errors."""
+
 import json
 import shutil
 from pathlib import Path
@@ -17,8 +18,20 @@ DATASETS = {
     "nyu": ("nyu/sync_depth_*.png", "nyu", 1000, 10.0, np.s_[45:471, 41:601]),
     "kitti": ("kitti/depth/*.png", "kitti", 256, 80.0, np.s_[153:371, 44:1197]),
 }
-JSON_KEYS = ["abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3", "n_images",
-             "n_predictions_without_gt", "n_gt_without_prediction"]
+JSON_KEYS = [
+    "abs_rel",
+    "sq_rel",
+    "rmse",
+    "rmse_log",
+    "log10",
+    "silog",
+    "d1",
+    "d2",
+    "d3",
+    "n_images",
+    "n_predictions_without_gt",
+    "n_gt_without_prediction",
+]
 
 
 def copy_gt(dataset, tmp_path):
@@ -165,8 +178,10 @@ def test_error_unmatched_stem(capsys, tmp_path):
     (tmp_path / "pred" / f"{gt_files[1].stem}.npy").unlink()
     np.save(tmp_path / "pred" / "zzz_extra.npy", np.ones((480, 640)))
     assert_one_line_error(
-        *run_pair(capsys, tmp_path, "nyu"), f"1 prediction without ground truth ({tmp_path / 'pred' / 'zzz_extra.npy'})",
-        f"1 ground-truth map without a prediction ({gt_files[1]})", "--allow-missing",
+        *run_pair(capsys, tmp_path, "nyu"),
+        f"1 prediction without ground truth ({tmp_path / 'pred' / 'zzz_extra.npy'})",
+        f"1 ground-truth map without a prediction ({gt_files[1]})",
+        "--allow-missing",
     )
 
 
@@ -230,8 +245,7 @@ def test_one_missing_prediction_is_counted_once_beside_nyus_images(capsys, tmp_p
             np.save(tmp_path / "pred" / f"sync_depth_{i:05d}.npy", np.full((6, 8), 2.0, np.float32))
     rc, err = run_pair(capsys, tmp_path)
     missing = tmp_path / "gt" / "sync_depth_00002.png"
-    assert_one_line_error(rc, err, f"1 ground-truth map without a prediction ({missing})", "the 3 matched pairs",
-                          "--allow-missing")
+    assert_one_line_error(rc, err, f"1 ground-truth map without a prediction ({missing})", "the 3 matched pairs", "--allow-missing")
     assert "rgb_" not in err and "prediction without" not in err
 
 
@@ -241,7 +255,8 @@ def test_files_without_a_partner_are_counted_per_side(capsys, tmp_path):
         np.save(tmp_path / "pred" / f"{stem}.npy", np.full((6, 8), 2.0))
     np.save(tmp_path / "gt" / "d.npy", np.full((6, 8), 2.0))
     assert_one_line_error(
-        *run_pair(capsys, tmp_path), f"2 predictions without ground truth (first: {tmp_path / 'pred' / 'b.npy'}), "
+        *run_pair(capsys, tmp_path),
+        f"2 predictions without ground truth (first: {tmp_path / 'pred' / 'b.npy'}), "
         f"1 ground-truth map without a prediction ({tmp_path / 'gt' / 'd.npy'})",
         "the 1 matched pairs only (--allow-missing)",
     )
@@ -259,8 +274,18 @@ def test_allow_missing_scores_exactly_the_matched_pairs(capsys, tmp_path):
     pred = {stem: rng.uniform(0.5, 9.0, (6, 8)) for stem in "abe"}
     write_npy_folder(tmp_path / "gt", gt)
     write_npy_folder(tmp_path / "pred", {s: pred[s] for s in "abe"})  # c has no prediction, e no GT
-    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", "synthetic_indoor",
-                         "--json", tmp_path / "result.json", "--allow-missing")
+    rc, _, err = run_cli(
+        capsys,
+        "--pred",
+        tmp_path / "pred",
+        "--gt",
+        tmp_path / "gt",
+        "--protocol",
+        "synthetic_indoor",
+        "--json",
+        tmp_path / "result.json",
+        "--allow-missing",
+    )
     assert rc == 0, err
     result = json.loads((tmp_path / "result.json").read_text())
     both = tmp_path / "both"
@@ -268,13 +293,16 @@ def test_allow_missing_scores_exactly_the_matched_pairs(capsys, tmp_path):
     write_npy_folder(both / "pred", {s: pred[s] for s in "ab"})
     alone = score(capsys, both, "synthetic_indoor")
     assert result["n_images"] == 2
-    assert {k: v for k, v in result.items() if not k.endswith(("_gt", "_prediction"))} == \
-        {k: v for k, v in alone.items() if not k.endswith(("_gt", "_prediction"))}
+    assert {k: v for k, v in result.items() if not k.endswith(("_gt", "_prediction"))} == {
+        k: v for k, v in alone.items() if not k.endswith(("_gt", "_prediction"))
+    }
     assert (result["n_predictions_without_gt"], result["n_gt_without_prediction"]) == (1, 1)
     assert (alone["n_predictions_without_gt"], alone["n_gt_without_prediction"]) == (0, 0)
     # scored, and said on stderr: each side's count and file
-    assert (f"left out 1 prediction without ground truth ({tmp_path / 'pred' / 'e.npy'}), 1 ground-truth map "
-            f"without a prediction ({tmp_path / 'gt' / 'c.npy'}); scored the 2 matched pairs (--allow-missing)") in err
+    assert (
+        f"left out 1 prediction without ground truth ({tmp_path / 'pred' / 'e.npy'}), 1 ground-truth map "
+        f"without a prediction ({tmp_path / 'gt' / 'c.npy'}); scored the 2 matched pairs (--allow-missing)"
+    ) in err
 
 
 # Two hand-made images: GT 2 m and 4 m; predictions 2.25 m and 3 m (millimetres 2250 and 3000, exact
@@ -285,10 +313,13 @@ HAND_PRED_MM = {"a": 2250, "b": 3000}
 HAND_METRICS = {"abs_rel": 0.1875, "sq_rel": 0.140625, "rmse": 0.625, "d1": 0.5, "d2": 1.0, "d3": 1.0, "n_images": 2}
 
 
-@pytest.mark.parametrize(("fmt", "protocol", "read_scale"), [
-    ("npy", "synthetic_indoor", 1),  # millimetres in a .npy, taken as metres
-    ("png", "synthetic_outdoor", 256),  # a PNG without a declared scale, at the protocol's GT scale
-])
+@pytest.mark.parametrize(
+    ("fmt", "protocol", "read_scale"),
+    [
+        ("npy", "synthetic_indoor", 1),  # millimetres in a .npy, taken as metres
+        ("png", "synthetic_outdoor", 256),  # a PNG without a declared scale, at the protocol's GT scale
+    ],
+)
 def test_millimetre_predictions_are_refused_until_their_scale_is_given(capsys, tmp_path, fmt, protocol, read_scale):
     write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
     (tmp_path / "pred").mkdir()
@@ -298,12 +329,18 @@ def test_millimetre_predictions_are_refused_until_their_scale_is_given(capsys, t
         else:
             Image.fromarray(np.full((4, 6), mm, np.uint16)).save(tmp_path / "pred" / f"{stem}.png")
     json_path = tmp_path / "result.json"
-    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", protocol,
-                         "--json", json_path)
+    rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", protocol, "--json", json_path)
     read_as = "read as metres" if read_scale == 1 else f"read at {read_scale} values per metre"
-    assert_one_line_error(rc, err, tmp_path / "pred" / f"a.{fmt}", f"look like millimetres {read_as}",
-                          "2 of 2 predictions", "pred_scale 1000", f"or pred_scale {read_scale} to take",
-                          "(--pred-scale)")
+    assert_one_line_error(
+        rc,
+        err,
+        tmp_path / "pred" / f"a.{fmt}",
+        f"look like millimetres {read_as}",
+        "2 of 2 predictions",
+        "pred_scale 1000",
+        f"or pred_scale {read_scale} to take",
+        "(--pred-scale)",
+    )
     assert not json_path.exists()  # nothing written from values in the wrong unit
 
     # a given scale states the unit, so nothing is guessed: the scale they were read at scores them as read
@@ -328,9 +365,14 @@ def test_a_prediction_near_no_unit_is_refused_without_naming_one(capsys, tmp_pat
     write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
     write_npy_folder(tmp_path / "pred", {s: np.full((4, 6), 20 * v) for s, v in HAND_GT.items()})
     rc, err = run_pair(capsys, tmp_path)
-    assert_one_line_error(rc, err, f"{tmp_path / 'pred' / 'a.npy'}: its values, read as metres, are 20 times the "
-                          "ground truth's", "2 of 2 predictions", "give pred_scale, the values per metre they are in",
-                          "or pred_scale 1 to take the values as read (--pred-scale)")
+    assert_one_line_error(
+        rc,
+        err,
+        f"{tmp_path / 'pred' / 'a.npy'}: its values, read as metres, are 20 times the ground truth's",
+        "2 of 2 predictions",
+        "give pred_scale, the values per metre they are in",
+        "or pred_scale 1 to take the values as read (--pred-scale)",
+    )
     assert "centimetres" not in err and "pred_scale 100" not in err
 
 
@@ -355,21 +397,33 @@ def test_analyze_refuses_millimetre_predictions_too(capsys, tmp_path):
     write_npy_folder(tmp_path / "gt", {s: np.full((4, 6), v) for s, v in HAND_GT.items()})
     write_npy_folder(tmp_path / "pred", {s: np.full((4, 6), mm) for s, mm in HAND_PRED_MM.items()})
     out = tmp_path / "analysis"
-    rc = main(["analyze", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol",
-               "synthetic_indoor", "--out", str(out)])
+    rc = main(
+        ["analyze", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--protocol", "synthetic_indoor", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert_one_line_error(rc, err, tmp_path / "pred" / "a.npy", "look like millimetres", "--pred-scale")
     assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize(("ratio", "read_scale", "unit"), [
-    (1.9, 1.0, None), (0.6, 1.0, None), (8.0, 1.0, None),  # a poor model, in metres
-    (1125.0, 1.0, 1000.0), (750.0, 1.0, 1000.0), (110.0, 1.0, 100.0),  # .npy
-    (1000 / 256, 256.0, 1000.0), (0.1, 1000.0, 100.0), (2.1, 256.0, None),  # PNGs read at the protocol's scale
-    # beyond 10x and near no unit (over 1.5x from each): the values per metre that would bring the medians
-    # together, no unit (5000 is 5x millimetres, 20 is 5x centimetres, 12000 is 12x millimetres)
-    (5000.0, 1.0, 5000.0), (20.0, 1.0, 20.0), (12.0, 1000.0, 12000.0),
-])
+@pytest.mark.parametrize(
+    ("ratio", "read_scale", "unit"),
+    [
+        (1.9, 1.0, None),
+        (0.6, 1.0, None),
+        (8.0, 1.0, None),  # a poor model, in metres
+        (1125.0, 1.0, 1000.0),
+        (750.0, 1.0, 1000.0),
+        (110.0, 1.0, 100.0),  # .npy
+        (1000 / 256, 256.0, 1000.0),
+        (0.1, 1000.0, 100.0),
+        (2.1, 256.0, None),  # PNGs read at the protocol's scale
+        # beyond 10x and near no unit (over 1.5x from each): the values per metre that would bring the medians
+        # together, no unit (5000 is 5x millimetres, 20 is 5x centimetres, 12000 is 12x millimetres)
+        (5000.0, 1.0, 5000.0),
+        (20.0, 1.0, 20.0),
+        (12.0, 1000.0, 12000.0),
+    ],
+)
 def test_unit_mismatch(ratio, read_scale, unit):
     from clipdepth.evaluation.saved import unit_mismatch
 

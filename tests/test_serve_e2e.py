@@ -4,6 +4,7 @@ by SIGTERM.
 
 Skips when gradio/trimesh (the `serve` extra), playwright or /usr/bin/chromium are absent.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,14 @@ from .conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER, TINY_TR2M
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 TIMEOUT_MS = 20_000
 CAPTION = "a narrow corridor with a door at the end"
@@ -259,7 +266,9 @@ def test_find_checkpoints_lists_given_and_found_ones_and_skips_damaged_ones(chec
     (runs / "notes" / "config.json").write_text("{}")  # no weights beside it: not a checkpoint
     found, skipped = find_checkpoints([checkpoints["pure"], checkpoints["pure"]], runs)
     assert [(c.label, c.model_class.display_name) for c in found] == [
-        (str(checkpoints["pure"]), "PureCLIP-Depth"), (str(runs / "a"), "TR2M")]
+        (str(checkpoints["pure"]), "PureCLIP-Depth"),
+        (str(runs / "a"), "TR2M"),
+    ]
     assert found[1].title == f"{runs / 'a'} (TR2M)"
     assert len(skipped) == 1 and skipped[0].startswith(f"{runs / 'broken' / 'config.json'}: invalid JSON")
     with pytest.raises(CheckpointError, match="checkpoint folder not found"):
@@ -286,7 +295,12 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     spread, view = service.result_file(first.key, "uncertainty_color"), service.result_file(first.key, "view")
     assert view.stat().st_size > 0
     assert [p.name for p in (first.depth_color, first_png, first_ply, view, spread)] == [
-        "photo_depth_color.png", "photo_depth16.png", "photo.ply", "photo_view.glb", "photo_uncertainty_color.png"]
+        "photo_depth_color.png",
+        "photo_depth16.png",
+        "photo.ply",
+        "photo_view.glb",
+        "photo_uncertainty_color.png",
+    ]
     assert {p.parent for p in (first_png, first_ply, view, spread)} == {first.depth_color.parent}
     with Image.open(first_png) as im:
         assert im.text["source"] == "photo.png"  # the upload's name, not the server's path of it
@@ -304,8 +318,11 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     _check_depth_png(service.result_file(with_caption.key, "depth"), expected)
     other = tr2m_model.infer(_rgb(photo), captions=["a wide open beach"])["depth"][0].numpy()
     assert np.abs(other - expected).max() > 0.01  # the caption matters: the check above could fail
-    for caption, message in (("", "TR2M reads a caption"), ("   ", "TR2M reads a caption"),
-                             ("x" * 1001, "the caption has 1001 characters, more than the limit of 1000")):
+    for caption, message in (
+        ("", "TR2M reads a caption"),
+        ("   ", "TR2M reads a caption"),
+        ("x" * 1001, "the caption has 1001 characters, more than the limit of 1000"),
+    ):
         with pytest.raises(ConfigError, match=message):
             service.predict(photo, tr2m, caption)
 
@@ -324,8 +341,9 @@ def test_service_predicts_checks_limits_and_keeps_the_newest_results(checkpoints
     phone = service.predict(tmp_path / "phone.jpg", pure)
     focal = 26 * math.hypot(64, 48) / math.hypot(36, 24)
     u = np.arange(64)[None, :].repeat(48, 0)
-    np.testing.assert_allclose(_read_ply(service.result_file(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        _read_ply(service.result_file(phone.key, "ply"))["x"], ((u - 31.5) * phone.depth / focal).ravel(), rtol=1e-4, atol=1e-5
+    )
     assert "EXIF" in phone.summary and "60 degree" in first.summary
 
     cases = {
@@ -358,7 +376,9 @@ def test_examples_come_from_a_folder_with_their_captions_or_are_synthetic(tmp_pa
     (source / "notes.md").write_text("not an image")
     listed = folder_examples(source, tmp_path / "copies")
     assert [(p.relative_to(tmp_path / "copies").as_posix(), c) for p, c in listed] == [
-        ("kitchen.jpg", "a kitchen with a window"), ("sub/yard.png", "")]
+        ("kitchen.jpg", "a kitchen with a window"),
+        ("sub/yard.png", ""),
+    ]
     assert listed[0][0].read_bytes() == (source / "kitchen.jpg").read_bytes()
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no images found in"):
@@ -398,7 +418,8 @@ def test_only_loopback_hosts_are_allowed_unless_remote_is(checkpoints, capsys):
     assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--host", "0.0.0.0"]) == 2
     assert capsys.readouterr().err == (
         "clipdepth serve: error: 0.0.0.0: not a loopback address (127.0.0.0/8, ::1, localhost): the page would be "
-        "open to the network; allow that explicitly with allow_remote (--allow-remote)\n")
+        "open to the network; allow that explicitly with allow_remote (--allow-remote)\n"
+    )
     assert main(["serve"]) == 2
     assert "no checkpoint to serve: give checkpoint folders" in capsys.readouterr().err
 
@@ -422,11 +443,15 @@ def test_overrides_are_checked_before_serving(checkpoints, monkeypatch, capsys, 
     pure = str(checkpoints["pure"])
     assert main(["serve", "--checkpoint", pure, "--set", "foo"]) == 2
     assert capsys.readouterr().err == (
-        "clipdepth serve: error: override 'foo': expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336 (--set)\n")
+        "clipdepth serve: error: override 'foo': expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336 (--set)\n"
+    )
     assert main(["serve", "--checkpoint", pure, "--set", "clip.name=/models/clip", "--set", "pureclip.num_bins=8"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("clipdepth serve: error: override 'pureclip.num_bins=8': a trained checkpoint's settings are "
-                          "part of its weights") and err.endswith("(--set)\n") and err.count("\n") == 1
+    assert (
+        err.startswith("clipdepth serve: error: override 'pureclip.num_bins=8': a trained checkpoint's settings are part of its weights")
+        and err.endswith("(--set)\n")
+        and err.count("\n") == 1
+    )
     found, _ = find_checkpoints([pure])
     with pytest.raises(ConfigError, match="override 'data.height=32': a trained checkpoint's settings"):
         DepthService(found, tmp_path, overrides=["data.height=32"])
@@ -468,7 +493,8 @@ def test_a_port_in_use_or_an_address_not_here_is_one_line(checkpoints, monkeypat
         assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--port", str(port)]) == 2
         assert capsys.readouterr().err == (
             f"clipdepth serve: error: 127.0.0.1:{port} is in use (by another server, perhaps another clipdepth serve): "
-            "stop that one, or choose another port (--port)\n")
+            "stop that one, or choose another port (--port)\n"
+        )
         with pytest.raises(ConfigError, match=f"localhost:{port} is in use") as err:
             check_address("localhost", port)
         assert err.value.setting == "port"
@@ -477,7 +503,8 @@ def test_a_port_in_use_or_an_address_not_here_is_one_line(checkpoints, monkeypat
     assert main(["serve", "--checkpoint", str(checkpoints["pure"]), "--host", "192.0.2.1", "--allow-remote"]) == 2
     assert capsys.readouterr().err == (
         "clipdepth serve: error: 192.0.2.1: not an address of this machine, so nothing can listen there: give one of "
-        "its addresses (default 127.0.0.1) (--host)\n")
+        "its addresses (default 127.0.0.1) (--host)\n"
+    )
     with pytest.raises(ConfigError, match="70000: not a port number"):
         check_address("127.0.0.1", 70000)
 
@@ -498,8 +525,10 @@ def test_launch_refuses_a_taken_port_in_one_line_also_when_taken_after_the_check
     monkeypatch.setattr(clipdepth.serve.app, "check_address", lambda host, port: None)  # taken since the check
     with pytest.raises(ConfigError) as err:
         launch_app(blank, port=port)
-    assert str(err.value) == (f"127.0.0.1:{port}: the server could not start there (the port was taken meanwhile?): "
-                              "choose another port") and err.value.setting == "port"
+    assert (
+        str(err.value) == (f"127.0.0.1:{port}: the server could not start there (the port was taken meanwhile?): choose another port")
+        and err.value.setting == "port"
+    )
     assert "ERROR" not in "".join(capfd.readouterr())  # no log line of the server beside it
 
 
@@ -511,26 +540,39 @@ def _copy_checkpoint(source: Path, to: Path) -> Path:
 
 
 def test_found_checkpoints_are_a_runs_model_only_and_none_that_needs_ground_truth(
-    checkpoints, tiny_tr2m_cfg, monkeypatch, capsys, tmp_path,
+    checkpoints,
+    tiny_tr2m_cfg,
+    monkeypatch,
+    capsys,
+    tmp_path,
 ):
     _require_serve()
     from clipdepth.cli.main import main
     from clipdepth.serve import find_checkpoints
 
     runs = tmp_path / "runs"
-    for folder in ("done/model", "done/checkpoints/best_abs_rel", "done/checkpoints/last",
-                   "unfinished/checkpoints/best_abs_rel", "unfinished/checkpoints/last", "converted"):
+    for folder in (
+        "done/model",
+        "done/checkpoints/best_abs_rel",
+        "done/checkpoints/last",
+        "unfinished/checkpoints/best_abs_rel",
+        "unfinished/checkpoints/last",
+        "converted",
+    ):
         _copy_checkpoint(checkpoints["pure"], runs / folder)
     build_model(tiny_tr2m_cfg).save_pretrained(runs / "oracle" / "model")  # TR2M on the ground-truth oracle
     _copy_checkpoint(runs / "oracle" / "model", runs / "oracle" / "checkpoints" / "last")
     assert not predicts_from_images(runs / "oracle" / "model") and predicts_from_images(checkpoints["tr2m"])
 
     found, skipped = find_checkpoints([], runs)
-    assert [c.label for c in found] == [str(runs / f) for f in (
-        "done/model", "converted", "unfinished/checkpoints/best_abs_rel", "unfinished/checkpoints/last")]
-    reason = (f"{runs / 'oracle' / 'model'}: this TR2M checkpoint takes its relative depth from the ground truth (the "
-              "oracle source of the synthetic demo and tests), so it cannot predict on uploaded images; train one "
-              "with tr2m.relative.source=depth_anything to serve it")
+    assert [c.label for c in found] == [
+        str(runs / f) for f in ("done/model", "converted", "unfinished/checkpoints/best_abs_rel", "unfinished/checkpoints/last")
+    ]
+    reason = (
+        f"{runs / 'oracle' / 'model'}: this TR2M checkpoint takes its relative depth from the ground truth (the "
+        "oracle source of the synthetic demo and tests), so it cannot predict on uploaded images; train one "
+        "with tr2m.relative.source=depth_anything to serve it"
+    )
     assert skipped == [reason]  # its checkpoints/last is part of the run: not listed, not skipped again
     found, _ = find_checkpoints([], runs / "done" / "checkpoints")  # a run's checkpoints searched: all listed
     assert [c.label for c in found] == [str(runs / "done" / "checkpoints" / f) for f in ("best_abs_rel", "last")]
@@ -571,8 +613,13 @@ def browser(tmp_path_factory):
 
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            headless=True, accept_downloads=True, timeout=TIMEOUT_MS, viewport={"width": 1400, "height": 1200},
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            accept_downloads=True,
+            timeout=TIMEOUT_MS,
+            viewport={"width": 1400, "height": 1200},
         )
         try:
             yield context
@@ -610,8 +657,7 @@ def _estimate(page, image: Path, caption: str | None = None) -> str:
 
 def _shown(page, selector: str, to: Path) -> np.ndarray:
     """The image the page shows at ``selector``, once loaded, as the server sent it."""
-    page.wait_for_function("s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }",
-                           arg=selector)
+    page.wait_for_function("s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }", arg=selector)
     to.write_bytes(page.request.get(page.get_attribute(selector, "src")).body())
     return _rgb(to)
 
@@ -643,7 +689,7 @@ def test_the_page_shows_depth_its_downloads_and_the_3d_view(page, checkpoints, p
 
     lut = colormaps["turbo"](np.linspace(0.0, 1.0, 256), bytes=True)[:, :3]
     pad = (shown["depth"].shape[0] - 48) // 2
-    mapped = shown["depth"][pad:pad + 48, :64]
+    mapped = shown["depth"][pad : pad + 48, :64]
     bins = np.minimum((expected / expected.max() * 256).astype(int), 255)
     assert all(np.any([np.all(mapped == lut[np.clip(bins + d, 0, 255)], axis=-1) for d in (-1, 0, 1)], axis=0).ravel())
 
@@ -711,7 +757,10 @@ def test_serve_stopped_by_sigterm_leaves_nothing_behind(checkpoints, photo, tmp_
     env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
     server = subprocess.Popen(
         [sys.executable, "-m", "clipdepth.cli.main", "serve", "--checkpoint", str(checkpoints["pure"]), "--port", str(port)],
-        env={**env, "TMPDIR": str(temp)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**env, "TMPDIR": str(temp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120

@@ -1,5 +1,6 @@
 """The files a `serve` request writes, read back independently: the RGB PNG writer (which also
 writes `predict`'s colour images) checked byte by byte against the PNG specification."""
+
 from __future__ import annotations
 
 import struct
@@ -19,9 +20,9 @@ def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     chunks, at = [], 8
     while at < len(data):
-        (length,) = struct.unpack(">I", data[at:at + 4])
-        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
-        assert struct.unpack(">I", data[at + 8 + length:at + 12 + length])[0] == zlib.crc32(kind + body)
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
+        assert struct.unpack(">I", data[at + 8 + length : at + 12 + length])[0] == zlib.crc32(kind + body)
         chunks.append((kind, body))
         at += 12 + length
     return chunks
@@ -61,14 +62,16 @@ def test_rgb_png_refuses_what_is_not_rgb_bytes():
         rgb_png(np.zeros((2, 2, 3), np.float32))
 
 
-@pytest.mark.parametrize(("cuda", "threads", "cpus", "expected"), [
-    (False, 2, 2, 1),  # torch's threads on every core: a second request's files would only slow the model
-    (False, 1, 2, 2),  # a core left free: one request's PNG is written while the next model runs
-    (False, 8, 4, 1),
-    (True, 2, 2, 2),  # the model on the GPU leaves the host's cores to the files
-])
-def test_the_page_takes_two_requests_at_once_only_where_the_model_leaves_cores_free(monkeypatch, cuda, threads, cpus,
-                                                                                   expected):
+@pytest.mark.parametrize(
+    ("cuda", "threads", "cpus", "expected"),
+    [
+        (False, 2, 2, 1),  # torch's threads on every core: a second request's files would only slow the model
+        (False, 1, 2, 2),  # a core left free: one request's PNG is written while the next model runs
+        (False, 8, 4, 1),
+        (True, 2, 2, 2),  # the model on the GPU leaves the host's cores to the files
+    ],
+)
+def test_the_page_takes_two_requests_at_once_only_where_the_model_leaves_cores_free(monkeypatch, cuda, threads, cpus, expected):
     from clipdepth import device
     from clipdepth.serve.service import concurrent_requests
 

@@ -1,5 +1,6 @@
 """Split lists: the standard lists parse with their known counts; the 9:1 split is fixed; list paths
 are read from data.root; data.val_source picks the validation frames."""
+
 import dataclasses
 import hashlib
 from pathlib import Path
@@ -111,8 +112,7 @@ def test_relative_list_paths_are_read_from_data_root_absolute_ones_as_given(tmp_
     write_list(root / "lists" / "train.txt", TRAIN)
     outside = write_list(tmp_path / "elsewhere" / "test.txt", TEST)
     monkeypatch.chdir(tmp_path / "elsewhere")  # none of the relative paths below is under it
-    cfg = DataConfig(dataset="folder", root=str(root), train_list="lists/train.txt", test_list=str(outside),
-                     val_split_dir="splits")
+    cfg = DataConfig(dataset="folder", root=str(root), train_list="lists/train.txt", test_list=str(outside), val_split_dir="splits")
     train, val = get_dataset(cfg, "train"), get_dataset(cfg, "val")
     assert len(train) == 9 and len(val) == 1 and set(train.names) | set(val.names) == set(TRAIN)
     assert len(list((root / "splits").glob("train.*.txt"))) == 2  # the fixed split, written under the root
@@ -121,8 +121,9 @@ def test_relative_list_paths_are_read_from_data_root_absolute_ones_as_given(tmp_
     from clipdepth.features.cache import cache_key  # the cache keys the list found there, by content
 
     encoder = SimpleNamespace(description="e", fingerprint=lambda: "f")
-    model = SimpleNamespace(architecture="m", device=torch.device("cpu"), frozen_precisions={}, encoder=encoder,
-                            uses_captions=False, storage=lambda purpose: {})
+    model = SimpleNamespace(
+        architecture="m", device=torch.device("cpu"), frozen_precisions={}, encoder=encoder, uses_captions=False, storage=lambda purpose: {}
+    )
     key = cache_key(model, Preprocessor.create(8, None), cfg, "train", False, train.names)
     assert key["data"]["train_list_sha"] == hashlib.sha256((root / "lists" / "train.txt").read_bytes()).hexdigest()[:16]
 
@@ -132,15 +133,21 @@ def test_a_list_only_in_the_current_folder_is_refused_in_one_line(tmp_path, monk
     write_list(tmp_path / "here" / "test.txt", TEST)
     monkeypatch.chdir(tmp_path / "here")
     cfg = DataConfig(dataset="folder", root=str(root), test_list="test.txt")
-    with pytest.raises(ConfigError, match=r"^data.test_list='test.txt': not under data.root \(.*data/test.txt does not "
-                                          r"exist\); split lists are read relative to data.root, not the current folder: "
-                                          r"give the absolute path .*here/test.txt$") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"^data.test_list='test.txt': not under data.root \(.*data/test.txt does not "
+        r"exist\); split lists are read relative to data.root, not the current folder: "
+        r"give the absolute path .*here/test.txt$",
+    ) as err:
         get_dataset(cfg, "test")
     assert "\n" not in str(err.value) and err.value.setting == "data.test_list"
     (root / "test.txt").write_text("rgb/v0.png depth/v0.png\n")  # a list of that name under the root wins
     assert get_dataset(cfg, "test").names == ["v0"]
-    with pytest.raises(ConfigError, match=r"^data.train_list='absent.txt': .*data/absent.txt does not exist \(a relative "
-                                          r"list path is read from data.root\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^data.train_list='absent.txt': .*data/absent.txt does not exist \(a relative "
+        r"list path is read from data.root\)$",
+    ):
         get_dataset(DataConfig(dataset="nyu", root=str(root), train_list="absent.txt"), "train")
 
 
@@ -148,8 +155,11 @@ def test_an_empty_validation_split_names_data_val_fraction_and_data_val_source(t
     root = rgbd_root(tmp_path, TEST)
     cfg = DataConfig(dataset="folder", root=str(root), train_list=str(write_list(root / "train.txt", TEST)))
     # 3 lines x 0.1 rounds to no validation frame; nothing is written
-    with pytest.raises(ConfigError, match=r"train.txt: data.val_fraction=0.1 of its 3 lines leaves no validation frame; "
-                                          r"change data.val_fraction, or set data.val_source=test_list") as err:
+    with pytest.raises(
+        ConfigError,
+        match=r"train.txt: data.val_fraction=0.1 of its 3 lines leaves no validation frame; "
+        r"change data.val_fraction, or set data.val_source=test_list",
+    ) as err:
         get_dataset(cfg, "val")
     assert err.value.setting == "data.val_fraction" and sorted(p.name for p in root.glob("*.txt")) == ["train.txt"]
     with pytest.raises(ConfigError, match=r"data.val_fraction=0.9 of its 3 lines leaves no training frame"):

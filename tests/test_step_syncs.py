@@ -1,6 +1,7 @@
 """A training step queues its kernels without waiting for the device: no op of a PureCLIP-Depth or
 TR2M step (batch drawn from a resident split, forward, losses, backward, optimiser, EMA) reads a
 device value on the host (``clipdepth.training.op_count``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,9 +41,15 @@ def _pureclip(cfg, g):
     tokens = nn.functional.normalize(torch.randn(FRAMES * tiles, grid, grid, dim, generator=g), dim=-1).half()
     cls = nn.functional.normalize(torch.randn(FRAMES * tiles, dim, generator=g), dim=-1).half()
     arrays = {"tokens": tokens, "cls": cls}
-    split = EncodedSplit([str(i) for i in range(FRAMES)], arrays, {k: v.flip(0) for k, v in arrays.items()},
-                         np.full((FRAMES, 2), 48), _depth(FRAMES, grid * PATCH, tiles * grid * PATCH, g), tiles=tiles,
-                         flip_prob=0.5)
+    split = EncodedSplit(
+        [str(i) for i in range(FRAMES)],
+        arrays,
+        {k: v.flip(0) for k, v in arrays.items()},
+        np.full((FRAMES, 2), 48),
+        _depth(FRAMES, grid * PATCH, tiles * grid * PATCH, g),
+        tiles=tiles,
+        flip_prob=0.5,
+    )
     return model, split, Preprocessor.create(grid * PATCH, None, tiles)
 
 
@@ -105,21 +112,20 @@ def test_the_key_network_stops_at_the_pixel_features(tiny_tr2m_cfg):
     calls = []
     for name in ("scale_head", "shift_head", "decoder"):
         getattr(objective.key_head, name).register_forward_hook(lambda *_, name=name: calls.append(name))
-    objective.step(split.random_tiles(torch.arange(BATCH), torch.Generator().manual_seed(1)), 0,
-                   torch.Generator().manual_seed(2))
+    objective.step(split.random_tiles(torch.arange(BATCH), torch.Generator().manual_seed(1)), 0, torch.Generator().manual_seed(2))
     assert calls == ["decoder"]
     features = split.features(torch.arange(BATCH))
     text = features["text"][:, 0]
     with torch.no_grad():
-        assert torch.equal(model.head.pixel_features(features["image_tokens"], text),
-                           model.head(features["image_tokens"], text).pixel_features)
+        assert torch.equal(
+            model.head.pixel_features(features["image_tokens"], text), model.head(features["image_tokens"], text).pixel_features
+        )
 
 
 def test_pixel_features_of_a_head_with_global_factors_is_refused(tiny_tr2m_cfg):
     head = TR2MHead(dataclasses.replace(tiny_tr2m_cfg.tr2m, global_factor=True), 32, 16, PATCH)
     with pytest.raises(ValueError, match="global_factor"):
         head.pixel_features(torch.zeros(1, 2, 2, 32), torch.zeros(1, 16))
-
 
 
 def test_a_tr2m_step_launches_at_most_a_third_of_the_old_kernels(tiny_tr2m_cfg):

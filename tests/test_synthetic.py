@@ -1,4 +1,5 @@
 """Built-in synthetic scenes: deterministic, disjoint splits, exact planar depth, world-unit texture."""
+
 import numpy as np
 import pytest
 

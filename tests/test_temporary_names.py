@@ -1,5 +1,6 @@
 """Temporary names stay within the file system's limit on a name (255 bytes), so that an output of
 any legal name can be written, and stay what ``clean_stale`` recognises (this host and pid)."""
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,7 @@ def test_an_image_with_a_230_character_stem_is_predicted_with_every_output(check
     inputs.mkdir()
     image = render_scene("indoor", 0, 48, 64).image
     Image.fromarray(image).save(inputs / f"{stem}.png")
-    args = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--ply",
-            "--uncertainty", "--side-by-side"]
+    args = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out), "--npy", "--ply", "--uncertainty", "--side-by-side"]
     assert main(args) == 0, capsys.readouterr().err
     tails = [".png", "_color.png", ".npy", "_uncertainty.png", "_uncertainty.npy", ".ply", "_side.png"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*(stem + tail for tail in tails), "cameras.json"])
@@ -67,4 +67,3 @@ def test_a_killed_writer_of_a_long_name_leaves_a_temporary_that_clean_stale_remo
         (folder / "x.txt").write_text("x")
     assert [p.name for p in (tmp_path / "f").iterdir()] == [name] and (tmp_path / "f" / name).read_text() == "whole"
     assert [p.name for p in (tmp_path / "d").iterdir()] == [name] and (tmp_path / "d" / name / "x.txt").exists()
-

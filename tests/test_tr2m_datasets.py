@@ -1,6 +1,7 @@
 """TR2M's other datasets, read from small files written here in each set's real format: VOID
 (PNG / 256 m, two-list splits), C3VD (16-bit TIFF x 100 / 65535 mm, fixed sequence indices,
 templated captions, frames at 480 x 640) and SimCol (PNG x 200 / (255 x 256) mm, fixed caption)."""
+
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,4 +1,5 @@
 """TR2M's frozen DINOv2 encoder and relative-depth sources, at toy size with random weights."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,13 @@ from clipdepth.errors import ConfigError, DataError, EncoderLoadError
 TINY_DINOV2 = DINOv2Config(random_init=True, hidden_size=32, num_layers=2, num_heads=2, patch_size=14)
 # The DPT neck takes four backbone layers, so the tiny Depth Anything has four.
 TINY_DEPTH_ANYTHING = RelativeDepthConfig(
-    source="depth_anything", random_init=True, hidden_size=32, num_layers=4, num_heads=2,
-    fusion_hidden_size=16, neck_hidden_sizes=[8, 16, 32, 32],
+    source="depth_anything",
+    random_init=True,
+    hidden_size=32,
+    num_layers=4,
+    num_heads=2,
+    fusion_hidden_size=16,
+    neck_hidden_sizes=[8, 16, 32, 32],
 )
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -70,9 +76,7 @@ def affine_fit(rel: np.ndarray, depth: np.ndarray) -> tuple[float, float, np.nda
 # DINOv2
 
 
-def test_dinov2_patch_tokens_are_the_normed_last_layer_without_cls(
-    dinov2: DINOv2Encoder, images: torch.Tensor
-) -> None:
+def test_dinov2_patch_tokens_are_the_normed_last_layer_without_cls(dinov2: DINOv2Encoder, images: torch.Tensor) -> None:
     assert (dinov2.embed_dim, dinov2.patch_size) == (32, 14)
     tokens = dinov2(images)
     assert tokens.shape == (2, 4, 6, 32) and tokens.dtype == torch.float32
@@ -85,9 +89,7 @@ def test_dinov2_patch_tokens_are_the_normed_last_layer_without_cls(
         dinov2(torch.rand(1, 3, 50, 84))
 
 
-def test_dinov2_random_build_is_deterministic_and_leaves_global_rng_alone(
-    dinov2: DINOv2Encoder, images: torch.Tensor
-) -> None:
+def test_dinov2_random_build_is_deterministic_and_leaves_global_rng_alone(dinov2: DINOv2Encoder, images: torch.Tensor) -> None:
     rng_state = torch.random.get_rng_state()
     same = DINOv2Encoder.from_config(TINY_DINOV2)
     other = DINOv2Encoder.from_config(dataclasses.replace(TINY_DINOV2, seed=1))
@@ -106,8 +108,9 @@ def test_dinov2_random_matches_a_plain_transformers_model(dinov2: DINOv2Encoder,
     torch.testing.assert_close(dinov2(images), expected.reshape(2, 4, 6, 32))
 
 
-@pytest.mark.parametrize("build", [lambda: DINOv2Encoder.from_config(TINY_DINOV2),
-                                   lambda: DepthAnythingSource.from_config(TINY_DEPTH_ANYTHING)])
+@pytest.mark.parametrize(
+    "build", [lambda: DINOv2Encoder.from_config(TINY_DINOV2), lambda: DepthAnythingSource.from_config(TINY_DEPTH_ANYTHING)]
+)
 def test_frozen_and_stays_in_eval_mode(build: Callable[[], torch.nn.Module], images: torch.Tensor) -> None:
     module = build()
     parent = torch.nn.Sequential(module)
@@ -118,9 +121,7 @@ def test_frozen_and_stays_in_eval_mode(build: Callable[[], torch.nn.Module], ima
     assert not out.requires_grad
 
 
-def test_dinov2_saved_folder_loads_the_same_encoder(
-    dinov2: DINOv2Encoder, images: torch.Tensor, tmp_path: Path
-) -> None:
+def test_dinov2_saved_folder_loads_the_same_encoder(dinov2: DINOv2Encoder, images: torch.Tensor, tmp_path: Path) -> None:
     dinov2.model.save_pretrained(tmp_path)
     loaded = DINOv2Encoder.from_config(DINOv2Config(name=str(tmp_path)))
     assert loaded.description == str(tmp_path) and loaded.fingerprint() == dinov2.fingerprint()
@@ -130,9 +131,7 @@ def test_dinov2_saved_folder_loads_the_same_encoder(
 # Depth Anything
 
 
-def test_depth_anything_gives_a_finite_map_at_the_input_size(
-    depth_anything: DepthAnythingSource, images: torch.Tensor
-) -> None:
+def test_depth_anything_gives_a_finite_map_at_the_input_size(depth_anything: DepthAnythingSource, images: torch.Tensor) -> None:
     assert not depth_anything.is_oracle and "random-weight" in depth_anything.description
     out = depth_anything(images, None, ["a", "b"])
     assert out.shape == (2, 56, 84) and out.dtype == torch.float32
@@ -142,9 +141,7 @@ def test_depth_anything_gives_a_finite_map_at_the_input_size(
     assert odd.shape == (2, 50, 80) and torch.isfinite(odd).all()
 
 
-def test_depth_anything_saved_folder_round_trips(
-    depth_anything: DepthAnythingSource, images: torch.Tensor, tmp_path: Path
-) -> None:
+def test_depth_anything_saved_folder_round_trips(depth_anything: DepthAnythingSource, images: torch.Tensor, tmp_path: Path) -> None:
     depth_anything.model.save_pretrained(tmp_path)
     loaded = build_relative_source(RelativeDepthConfig(source="depth_anything", name=str(tmp_path)))
     assert isinstance(loaded, DepthAnythingSource) and loaded.description == str(tmp_path)

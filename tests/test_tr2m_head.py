@@ -1,4 +1,5 @@
 """TR2M's trainable network: shapes, init, text conditioning, gradients, to_metric, sizes."""
+
 from __future__ import annotations
 
 import math
@@ -203,8 +204,7 @@ def test_the_head_equals_its_modules_calls_in_fewer_kernels() -> None:
     fifth fewer kernels forward and backward."""
     head = tiny_head()
     tokens, text = inputs()
-    weights = [torch.randn(PATCH * H, PATCH * W), torch.randn(PATCH * H, PATCH * W), torch.randn(DIM),
-               torch.randn(12, 8 * H, 8 * W)]
+    weights = [torch.randn(PATCH * H, PATCH * W), torch.randn(PATCH * H, PATCH * W), torch.randn(DIM), torch.randn(12, 8 * H, 8 * W)]
     results = []
     for forward in (lambda: _head_by_the_modules(head, tokens, text), lambda: head(tokens, text)):
         head.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
 """TR2M losses (tr2m.md "Losses") against hand-worked values and behavioural checks."""
+
 from __future__ import annotations
 
 import math
@@ -398,8 +399,11 @@ def test_pseudo_loss_equals_the_indexed_formula_without_host_syncs(gated):
     loss, gate = _no_syncs(lambda: pseudo_metric_loss(pred, pseudo, 0.5))
     assert gate.tolist() == gated
     on = torch.tensor(gated)
-    expected = _silog_by_indexing(pred.detach()[on], pseudo.depth[on], torch.ones_like(pred[on], dtype=torch.bool)) \
-        if any(gated) else torch.zeros(())
+    expected = (
+        _silog_by_indexing(pred.detach()[on], pseudo.depth[on], torch.ones_like(pred[on], dtype=torch.bool))
+        if any(gated)
+        else torch.zeros(())
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6, abs=0)
     loss.backward()  # graph-keeping even with no gated image
     assert (pred.grad[~on] == 0).all()
@@ -459,8 +463,7 @@ def test_pixel_contrast_equals_brute_force_on_the_sampled_pixels():
     mask = torch.rand(b, h, w, generator=g) > 0.3
     mask[1] = False
     mask[1, 0, 0] = True  # one valid pixel
-    loss = _no_syncs(lambda: pixel_contrast_loss(q, k, depth, mask, 0.0, 10.0, classes, 0.5, samples,
-                                                 torch.Generator().manual_seed(3)))
+    loss = _no_syncs(lambda: pixel_contrast_loss(q, k, depth, mask, 0.0, 10.0, classes, 0.5, samples, torch.Generator().manual_seed(3)))
     index, valid = sample_pixels(mask, samples, torch.Generator().manual_seed(3))  # the same draws
     qs, ks, cs = [], [], []
     for i in range(b):
@@ -468,8 +471,7 @@ def test_pixel_contrast_equals_brute_force_on_the_sampled_pixels():
         qs.append(q[i].flatten(1)[:, idx].T)
         ks.append(k[i].flatten(1)[:, idx].T)
         cs.append(depth_classes(depth[i].flatten()[idx], 0.0, 10.0, classes))
-    qn, kn, cl = (torch.nn.functional.normalize(torch.cat(qs), dim=1), torch.nn.functional.normalize(torch.cat(ks), dim=1),
-                  torch.cat(cs))
+    qn, kn, cl = (torch.nn.functional.normalize(torch.cat(qs), dim=1), torch.nn.functional.normalize(torch.cat(ks), dim=1), torch.cat(cs))
     expected = _sup_con_by_indexing(qn @ kn.T / 0.5, cl[:, None] == cl[None, :])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -629,8 +631,7 @@ def test_contrasts_equal_autograd_through_f_normalize_in_fewer_kernels():
 
     cases = [
         (features, lambda f: image_contrast_loss(f, scale, 1, 0.1), image_reference),
-        (q, lambda x: pixel_contrast_loss(x, k, depth, mask, 0.0, 10.0, 5, 0.1, 7, torch.Generator().manual_seed(4)),
-         pixel_reference),
+        (q, lambda x: pixel_contrast_loss(x, k, depth, mask, 0.0, 10.0, 5, 0.1, 7, torch.Generator().manual_seed(4)), pixel_reference),
     ]
     for leaf, loss, reference in cases:
         results = []

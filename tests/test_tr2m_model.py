@@ -1,4 +1,5 @@
 """TR2M as a clipdepth model: trained, saved, loaded and run by the same code as PureCLIP-Depth."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -143,16 +144,31 @@ def test_predict_reads_captions_per_image_and_names_a_missing_caption_file(tr2m_
     captions = tmp_path / "captions"
     captions.mkdir()
     (captions / "x.txt").write_text("a dark corridor\nanother line\n")
-    assert main(["predict", str(images), "--checkpoint", str(path), "--out", str(tmp_path / "out"),
-                 "--npy", "--captions", str(captions)]) == 2
+    assert (
+        main(["predict", str(images), "--checkpoint", str(path), "--out", str(tmp_path / "out"), "--npy", "--captions", str(captions)]) == 2
+    )
     err = capsys.readouterr().err
     assert f"{captions / 'y.txt'}: no caption file for this frame" in err  # y has none: reported, x kept
     written = np.load(tmp_path / "out" / "x.npy")
     expected = model.infer(np.asarray(Image.open(images / "x.png")), captions=["a dark corridor"])["depth"][0]
     np.testing.assert_allclose(written, expected.numpy(), rtol=1e-5)
     # One caption file for every image: its first line.
-    assert main(["predict", str(images / "y.png"), "--checkpoint", str(path), "--out", str(tmp_path / "one"),
-                 "--npy", "--captions", str(captions / "x.txt")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(images / "y.png"),
+                "--checkpoint",
+                str(path),
+                "--out",
+                str(tmp_path / "one"),
+                "--npy",
+                "--captions",
+                str(captions / "x.txt"),
+            ]
+        )
+        == 0
+    )
     expected = model.infer(np.asarray(Image.open(images / "y.png")), captions=["a dark corridor"])["depth"][0]
     np.testing.assert_allclose(np.load(tmp_path / "one" / "y.npy"), expected.numpy(), rtol=1e-5)
 

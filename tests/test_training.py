@@ -1,4 +1,5 @@
 """Alternating optimisation: the phase switch, what each phase trains, the LR schedule, a run."""
+
 import dataclasses
 import json
 
@@ -41,7 +42,9 @@ def random_split(model: PureCLIPDepth, n: int, seed: int) -> EncodedSplit:
             "tokens": torch.randn(n, h, w, d, generator=g).half(),
             "cls": torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1).half(),
         },
-        flipped_arrays=None, shapes=np.array([[size, size]] * n), depth=TrainingDepth.from_float(depth),
+        flipped_arrays=None,
+        shapes=np.array([[size, size]] * n),
+        depth=TrainingDepth.from_float(depth),
         gt=[x.numpy() for x in depth],
     )
 
@@ -52,15 +55,17 @@ def make_trainer(tiny_cfg, tmp_path, **overrides) -> Trainer:
     pureclip = {k: v for k, v in overrides.items() if k in mine}
     train = {k: v for k, v in overrides.items() if k not in mine}
     cfg = dataclasses.replace(
-        tiny_cfg, train=dataclasses.replace(tiny_cfg.train, **train),
+        tiny_cfg,
+        train=dataclasses.replace(tiny_cfg.train, **train),
         pureclip=dataclasses.replace(tiny_cfg.pureclip, **{"phase_steps": 2, **pureclip}),
     )
     cfg.eval.tta = False
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
     split = random_split(model, 8, 0)
-    return Trainer.single_dataset(model, cfg, split, split, Preprocessor.create(model.input_size, None),
-                                  get_protocol("synthetic_indoor"), tmp_path)
+    return Trainer.single_dataset(
+        model, cfg, split, split, Preprocessor.create(model.input_size, None), get_protocol("synthetic_indoor"), tmp_path
+    )
 
 
 def run_steps(trainer: Trainer, n: int) -> list[str]:
@@ -154,7 +159,8 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     from clipdepth.training.objectives.pureclip import PureCLIPObjective
 
     cfg = dataclasses.replace(
-        tiny_cfg, pureclip=dataclasses.replace(tiny_cfg.pureclip, patch_region="garg", dropout=0.0),
+        tiny_cfg,
+        pureclip=dataclasses.replace(tiny_cfg.pureclip, patch_region="garg", dropout=0.0),
     )
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
@@ -166,8 +172,9 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     # cols 0..48. Patches of 14 more than half inside: patch row 2 (28..41) x patch cols 0..2 only.
     region = torch.zeros(2, 56, 56, dtype=torch.bool)
     region[:, 21:49, 0:49] = True
-    targets = patch_targets(split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15,
-                            region=region)
+    targets = patch_targets(
+        split.depth.rows(torch.arange(len(split))), 14, cfg.pureclip.min_depth, cfg.pureclip.max_depth, 15, region=region
+    )
     assert targets.mask.sum().item() == 2 * 3
     with torch.no_grad():
         out = model.head(features["tokens"], features["cls"])
@@ -198,8 +205,14 @@ def test_improvement_is_judged_on_the_released_metric_set(tiny_cfg, tmp_path):
     assert TrainConfig().improve_metrics == ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
     # Zero learning rates: epoch 1 sets every best, nothing improves after, patience 1 stops at 2.
     trainer = make_trainer(
-        tiny_cfg, tmp_path, embed_lr=0.0, depth_lr=0.0, patience=1, max_epochs=5,
-        improve_metrics=["abs_diff"], select_metric="silog",
+        tiny_cfg,
+        tmp_path,
+        embed_lr=0.0,
+        depth_lr=0.0,
+        patience=1,
+        max_epochs=5,
+        improve_metrics=["abs_diff"],
+        select_metric="silog",
     )
     result = trainer.fit()
     assert [row["epoch"] for row in result.history] == [1, 2] and result.history[0]["improved"] == "abs_diff"
@@ -234,8 +247,9 @@ def test_train_publish_puts_the_best_or_the_final_epoch_in_model(tiny_cfg, tmp_p
     trainer = make_trainer(tiny_cfg, tmp_path, max_epochs=3, improve_metrics=["abs_rel"], publish=publish)
     result = trainer.fit()
     assert result.best["abs_rel"] == {"value": 0.1, "epoch": 1} and result.published_epoch == epoch
-    weights = {name: load_file(str(tmp_path / name / "model.safetensors")) for name in ("model", "checkpoints/last",
-                                                                                         "checkpoints/best_abs_rel")}
+    weights = {
+        name: load_file(str(tmp_path / name / "model.safetensors")) for name in ("model", "checkpoints/last", "checkpoints/best_abs_rel")
+    }
     assert json.loads((tmp_path / "model" / "config.json").read_text())["epoch"] == epoch
     assert all(torch.equal(weights["model"][k], weights[f"checkpoints/{checkpoint}"][k]) for k in weights["model"])
     assert not all(torch.equal(weights["checkpoints/last"][k], weights["checkpoints/best_abs_rel"][k]) for k in weights["model"])
@@ -247,13 +261,19 @@ def test_an_empty_validation_split_says_what_fills_it(tiny_cfg):
     from clipdepth.errors import ConfigError
 
     tiny_cfg.data.val_size = 0
-    with pytest.raises(ConfigError, match=r"the val split of synthetic_indoor is empty: no frame with ground truth \(a larger "
-                                          r"data.val_fraction, or data.val_source=test_list to validate on data.test_list; "
-                                          r"built-in scenes: data.val_size\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the val split of synthetic_indoor is empty: no frame with ground truth \(a larger "
+        r"data.val_fraction, or data.val_source=test_list to validate on data.test_list; "
+        r"built-in scenes: data.val_size\)$",
+    ):
         Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
     tiny_cfg.data.val_source, tiny_cfg.data.test_size = "test_list", 0
-    with pytest.raises(ConfigError, match=r"the val split .* \(a data.test_list with ground truth, or "
-                                          r"data.val_source=held_out .*; built-in scenes: data.test_size\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"the val split .* \(a data.test_list with ground truth, or "
+        r"data.val_source=held_out .*; built-in scenes: data.test_size\)$",
+    ):
         Experiment.create(tiny_cfg).train(tiny_cfg.output_dir)
 
 
@@ -281,17 +301,33 @@ def test_train_overwrite_removes_only_what_clipdepth_wrote(tmp_path, capsys):
     from .conftest import TINY_ENCODER
 
     run = tmp_path / "run"
-    tiny = ["--config", "demo", "--out", str(run), *(f"clip.{k}={v}" for k, v in TINY_ENCODER.items()),
-            "data.train_size=4", "data.val_size=2", "data.test_size=2", "data.height=48", "data.width=64",
-            "train.max_epochs=1", "train.batch_size=2"]
+    tiny = [
+        "--config",
+        "demo",
+        "--out",
+        str(run),
+        *(f"clip.{k}={v}" for k, v in TINY_ENCODER.items()),
+        "data.train_size=4",
+        "data.val_size=2",
+        "data.test_size=2",
+        "data.height=48",
+        "data.width=64",
+        "train.max_epochs=1",
+        "train.batch_size=2",
+    ]
     assert main(["train", *tiny, "train.improve_metrics=[abs_rel,rmse]"]) == 0
     board = run / "tensorboard"
     board.mkdir(exist_ok=True)
     (board / "events.out.tfevents.1700000000.host.1.0").write_bytes(b"old run")  # as SummaryWriter names them
     checkpoints = run / "checkpoints"
-    mine = {run / "model" / "notes.txt": "model", run / "model" / "data" / "x.txt": "data",
-            checkpoints / "notes.txt": "checkpoints", checkpoints / "best_abs_rel" / "notes.txt": "best",
-            checkpoints / "best_rmse" / "notes.txt": "rmse", board / "notes.txt": "board"}
+    mine = {
+        run / "model" / "notes.txt": "model",
+        run / "model" / "data" / "x.txt": "data",
+        checkpoints / "notes.txt": "checkpoints",
+        checkpoints / "best_abs_rel" / "notes.txt": "best",
+        checkpoints / "best_rmse" / "notes.txt": "rmse",
+        board / "notes.txt": "board",
+    }
     for path, text in mine.items():
         path.parent.mkdir(exist_ok=True)
         path.write_text(text)
@@ -304,7 +340,14 @@ def test_train_overwrite_removes_only_what_clipdepth_wrote(tmp_path, capsys):
     for folder in ("model", "checkpoints/best_abs_rel", "checkpoints/last"):
         assert json.loads((run / folder / "config.json").read_text())["config"]["seed"] == 1, folder
     assert sorted(p.name for p in (run / "model").iterdir()) == [
-        ".clipdepth", "README.md", "config.json", "data", "model.safetensors", "notes.txt", "preprocessor_config.json"]
+        ".clipdepth",
+        "README.md",
+        "config.json",
+        "data",
+        "model.safetensors",
+        "notes.txt",
+        "preprocessor_config.json",
+    ]
     assert json.loads((run / "checkpoints" / "resume" / "state.json").read_text())["config"]["seed"] == 1
 
 
@@ -336,10 +379,13 @@ def test_a_run_trains_the_same_whatever_the_process_drew_since_its_head_was_buil
         torch.testing.assert_close(later.model.head.state_dict()[key], value, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("device, overrides, says", [
-    ("cpu", [], "need a CUDA device"),
-    ("cuda", ["train.drop_last=false"], "train.drop_last=true"),
-])
+@pytest.mark.parametrize(
+    "device, overrides, says",
+    [
+        ("cpu", [], "need a CUDA device"),
+        ("cuda", ["train.drop_last=false"], "train.drop_last=true"),
+    ],
+)
 def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, device, overrides, says):
     from clipdepth.config import config_to_dict, load_config_dict
     from clipdepth.training.checks import check_cuda_graph

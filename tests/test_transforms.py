@@ -1,4 +1,5 @@
 """Model-input preprocessing: mask-aware depth resizing and mapping predictions back."""
+
 import numpy as np
 import pytest
 import torch
@@ -89,7 +90,8 @@ def test_resize_modes_differ_where_they_should():
     ramp = torch.arange(8.0).reshape(1, 1, 1, 8).expand(1, 1, 2, 8)
     # align_corners maps the end pixels onto each other: 0 .. 7 in 3 steps = 0, 3.5, 7
     aligned = Preprocessor.create((2, 3), None, resize="align_corners").images(
-        (ramp[0].permute(1, 2, 0).expand(2, 8, 3) * 30).numpy().astype(np.uint8)[None])
+        (ramp[0].permute(1, 2, 0).expand(2, 8, 3) * 30).numpy().astype(np.uint8)[None]
+    )
     assert aligned[0, 0, 0].tolist() == pytest.approx([0.0, 105 / 255, 210 / 255])
     # half-pixel centres: source x = (i + 0.5) * 8 / 3 - 0.5 = 0.833, 3.5, 6.167 (no antialias)
     linear = Preprocessor.create((2, 3), None).images((ramp[0].permute(1, 2, 0).expand(2, 8, 3) * 30).numpy().astype(np.uint8)[None])

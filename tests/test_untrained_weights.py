@@ -2,6 +2,7 @@
 its initial values), not from where they were loaded: each frozen part (CLIP ViT, CLIP ResNet,
 DINOv2, Depth Anything) built at random, saved and loaded back by path is still untrained, and
 the record reaches the checkpoint and benchmark's label (issue 22, item 5)."""
+
 from __future__ import annotations
 
 import pytest
@@ -80,14 +81,22 @@ def _clip_resnet(tiny_cfg, folder, perturb):
     folder.mkdir()
     torch.save(encoder.model.state_dict(), folder / "rn50.pt")
     char_level_tokenizer().save_pretrained(folder / "tokenizer")
-    loaded = load_config("depthclip_nyu", [*TINY_RN, "depthclip.random_init=false", f"depthclip.weights={folder / 'rn50.pt'}",
-                                            f"depthclip.tokenizer={folder / 'tokenizer'}"]).depthclip
+    loaded = load_config(
+        "depthclip_nyu",
+        [*TINY_RN, "depthclip.random_init=false", f"depthclip.weights={folder / 'rn50.pt'}", f"depthclip.tokenizer={folder / 'tokenizer'}"],
+    ).depthclip
     return encoder, ResNetCLIPEncoder.from_config(loaded)
 
 
-@pytest.mark.parametrize("build, part", [
-    (_clip, "clip"), (_dinov2, "tr2m.image_encoder"), (_depth_anything, "tr2m.relative"), (_clip_resnet, "depthclip"),
-])
+@pytest.mark.parametrize(
+    "build, part",
+    [
+        (_clip, "clip"),
+        (_dinov2, "tr2m.image_encoder"),
+        (_depth_anything, "tr2m.relative"),
+        (_clip_resnet, "depthclip"),
+    ],
+)
 def test_each_frozen_part_is_untrained_wherever_its_random_weights_are_loaded_from(build, part, tiny_cfg, tmp_path):
     built, loaded = build(tiny_cfg, tmp_path / "random", perturb=False)
     assert built.untrained and loaded.untrained and untrained_parts(loaded) == [part]
@@ -106,8 +115,15 @@ def test_a_depthclip_checkpoint_on_a_random_weights_file_is_labelled_random(tiny
     """DepthCLIP has nothing trained (zero_shot) and names its RN50 by a file path: with random
     weights in that file, only the weights themselves can tell."""
     _clip_resnet(tiny_cfg, tmp_path / "rn", perturb=False)
-    cfg = load_config("depthclip_nyu", [*TINY_RN, "depthclip.random_init=false", f"depthclip.weights={tmp_path / 'rn' / 'rn50.pt'}",
-                                        f"depthclip.tokenizer={tmp_path / 'rn' / 'tokenizer'}"])
+    cfg = load_config(
+        "depthclip_nyu",
+        [
+            *TINY_RN,
+            "depthclip.random_init=false",
+            f"depthclip.weights={tmp_path / 'rn' / 'rn50.pt'}",
+            f"depthclip.tokenizer={tmp_path / 'rn' / 'tokenizer'}",
+        ],
+    )
     checkpoint = build_model(cfg).save_pretrained(tmp_path / "depthclip", extra={"zero_shot": True})
     real, line = benchmark.weights_summary(*benchmark._checkpoint_meta(str(checkpoint)))
     assert not real and line.startswith("RANDOM weights (random frozen parts: depthclip)")

@@ -1,4 +1,5 @@
 """Where a model runs: the config's ``device`` setting (``caption --device``) resolved to a torch device."""
+
 from __future__ import annotations
 
 import os
@@ -51,10 +52,10 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):  # torch's "Invalid device string", "Expected one of cpu, cuda, ..."
-        raise ConfigError(f"device {shown} is not a device name; use auto, or one this machine has: {', '.join(there)}",
-                          setting="device") from None
+        raise ConfigError(
+            f"device {shown} is not a device name; use auto, or one this machine has: {', '.join(there)}", setting="device"
+        ) from None
     if _listed_as(device) not in there:
         why = " (torch finds no CUDA here)" if device.type == "cuda" and not torch.cuda.is_available() else ""
-        raise ConfigError(f"device {shown} is not on this machine{why}; use auto, or one it has: {', '.join(there)}",
-                          setting="device")
+        raise ConfigError(f"device {shown} is not on this machine{why}; use auto, or one it has: {', '.join(there)}", setting="device")
     return device

@@ -19,6 +19,7 @@ with ``pipeline_class=CaptionedDepthEstimationPipeline`` and call it with ``capt
 Checkpoints are clipdepth's own head-only folders (``save_pretrained``), which carry the
 ``model_type`` and ``preprocessor_config.json`` transformers looks for.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers import (
-    AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation, DepthEstimationPipeline, PreTrainedConfig, PreTrainedModel,
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForDepthEstimation,
+    DepthEstimationPipeline,
+    PreTrainedConfig,
+    PreTrainedModel,
 )
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 from transformers.image_utils import load_image
@@ -72,7 +78,9 @@ class ClipdepthImageProcessor(BaseImageProcessor):
         return BatchFeature({"pixel_values": torch.cat(tensors)}, tensor_type=return_tensors)
 
     def post_process_depth_estimation(
-        self, outputs: DepthEstimatorOutput, target_sizes: list[tuple[int, int]] | None = None,
+        self,
+        outputs: DepthEstimatorOutput,
+        target_sizes: list[tuple[int, int]] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """One ``{"predicted_depth": (H, W) metres}`` per image, resized (bilinear, align_corners,
         as ``infer``) where a target size differs from the prediction's (it does not for
@@ -122,8 +130,14 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
         return self.model.save_pretrained(save_directory, **kwargs)
 
     def forward(
-        self, pixel_values: torch.Tensor | list, captions: list | None = None, return_dict: bool | None = None,
-        crop: str = "none", dataset: str | None = None, tta: bool = False, **kwargs: Any,
+        self,
+        pixel_values: torch.Tensor | list,
+        captions: list | None = None,
+        return_dict: bool | None = None,
+        crop: str = "none",
+        dataset: str | None = None,
+        tta: bool = False,
+        **kwargs: Any,
     ) -> DepthEstimatorOutput | tuple[torch.Tensor]:
         """``pixel_values`` (B, 3, H, W) float in [0, 1] -> ``predicted_depth`` (B, H, W) metres, as
         ``DepthModel.infer`` (``captions``: one per image for TR2M; ``crop``: "none" or "trained",
@@ -132,15 +146,14 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
         ``predicted_depth`` is then a list of (H, W) maps."""
         if self.model.uses_captions and captions is None:
             raise ConfigError(
-                f"{self.model.display_name} needs a caption per image: call the pipeline with caption=\"...\"",
+                f'{self.model.display_name} needs a caption per image: call the pipeline with caption="..."',
                 setting="captions",
             )
         if isinstance(pixel_values, torch.Tensor):
             depth = self.model.infer(pixel_values, captions=captions, crop=crop, dataset=dataset, tta=tta)["depth"]
         else:  # the pipeline's images, one per entry, batched by size inside infer
             images = [image for tensor in _flat(pixel_values) for image in tensor.split(1)]
-            depth = [out["depth"] for out in self.model.infer(images, captions=_flat(captions), crop=crop, dataset=dataset,
-                                                              tta=tta)]
+            depth = [out["depth"] for out in self.model.infer(images, captions=_flat(captions), crop=crop, dataset=dataset, tta=tta)]
         return DepthEstimatorOutput(predicted_depth=depth) if return_dict is not False else (depth,)
 
 
@@ -166,15 +179,26 @@ class ClipdepthDepthEstimationPipeline(DepthEstimationPipeline):
     def _clipdepth(self) -> bool:
         return isinstance(self.model, ClipdepthForDepthEstimation)
 
-    def _sanitize_parameters(self, timeout=None, parameters=None, caption: str | None = None, crop: str | None = None,
-                             dataset: str | None = None, tta: bool | None = None, **kwargs):
+    def _sanitize_parameters(
+        self,
+        timeout=None,
+        parameters=None,
+        caption: str | None = None,
+        crop: str | None = None,
+        dataset: str | None = None,
+        tta: bool | None = None,
+        **kwargs,
+    ):
         options = (("caption", caption), ("crop", crop), ("dataset", dataset), ("tta", tta))
         given = {name: value for name, value in options if value is not None}
         if given and not self._clipdepth():
             raise ConfigError("caption=, crop=, dataset= and tta= are clipdepth models' options", setting=next(iter(given)))
         if kwargs and self._clipdepth():  # transformers' own pipeline would ignore them without a word
-            raise ConfigError(f"unknown option {sorted(kwargs)[0]}= for a clipdepth model's pipeline; it takes caption=, "
-                              "crop=, dataset=, tta=, timeout= and batch_size=", setting=sorted(kwargs)[0])
+            raise ConfigError(
+                f"unknown option {sorted(kwargs)[0]}= for a clipdepth model's pipeline; it takes caption=, "
+                "crop=, dataset=, tta=, timeout= and batch_size=",
+                setting=sorted(kwargs)[0],
+            )
         preprocess, forward, postprocess = super()._sanitize_parameters(timeout=timeout, parameters=parameters, **kwargs)
         if tta is not None:
             forward["tta"] = bool(tta)
@@ -220,14 +244,24 @@ def _register() -> dict[str, type[ClipdepthForDepthEstimation]]:
     for architecture, spec in specs().items():
         model_class = spec.model
         stem = f"Clipdepth{model_class.__name__}"
-        config_class = type(f"{stem}Config", (ClipdepthConfig,), {
-            "model_type": transformers_model_type(architecture), "__module__": __name__,
-            "__doc__": f"The transformers config of a clipdepth {model_class.display_name} checkpoint.",
-        })
-        wrapper = type(f"{stem}ForDepthEstimation", (ClipdepthForDepthEstimation,), {
-            "config_class": config_class, "__module__": __name__,
-            "__doc__": f"A clipdepth {model_class.display_name} checkpoint as a transformers depth-estimation model.",
-        })
+        config_class = type(
+            f"{stem}Config",
+            (ClipdepthConfig,),
+            {
+                "model_type": transformers_model_type(architecture),
+                "__module__": __name__,
+                "__doc__": f"The transformers config of a clipdepth {model_class.display_name} checkpoint.",
+            },
+        )
+        wrapper = type(
+            f"{stem}ForDepthEstimation",
+            (ClipdepthForDepthEstimation,),
+            {
+                "config_class": config_class,
+                "__module__": __name__,
+                "__doc__": f"A clipdepth {model_class.display_name} checkpoint as a transformers depth-estimation model.",
+            },
+        )
         AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
         AutoModelForDepthEstimation.register(config_class, wrapper, exist_ok=True)
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": ClipdepthImageProcessor}, exist_ok=True)

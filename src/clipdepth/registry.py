@@ -7,6 +7,7 @@ never a model's name.
 This module imports nothing of clipdepth's at import time (the config reads ``DEFAULT_MODEL``
 from it); a lookup imports ``clipdepth.models``, whose model modules register themselves.
 """
+
 from __future__ import annotations
 
 import importlib

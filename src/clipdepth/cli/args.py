@@ -2,6 +2,7 @@
 
 A wrong value is reported before any work, in one line that names the flag and the rule.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,11 @@ non_negative_int = _int_at_least(0, "an integer >= 0")  # argparse type: an inte
 
 
 def report_failures(
-    command: str, failed: list[str], what: str, helps: list[tuple[str, str]] = (), noun: str = "image(s)",
+    command: str,
+    failed: list[str],
+    what: str,
+    helps: list[tuple[str, str]] = (),
+    noun: str = "image(s)",
 ) -> int:
     """List the ``noun`` a command skipped (one line each) on stderr, then the flags that help with
     them: of ``helps`` ((a marker in a failure's line, what helps), ...) those whose marker some
@@ -94,6 +99,8 @@ def add_workers(parser: argparse.ArgumentParser, reads: str, setting: str | None
     sets, if any); None (automatic) unless given."""
     sets = f"; sets {setting}" if setting else ""
     parser.add_argument(
-        "--workers", type=non_negative_int, metavar="N",
+        "--workers",
+        type=non_negative_int,
+        metavar="N",
         help=f"processes reading {reads} ahead (default: automatic, from the CPU count; 0: read in the main process{sets})",
     )

@@ -1,5 +1,6 @@
 """`clipdepth benchmark`: run a suite of evaluations and write its table beside the papers' published
 rows (``clipdepth.evaluation.benchmark.run_benchmark``; docs/benchmark.md)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,18 +22,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/SUITE/table.md and table.csv.",
     )
     p.add_argument(
-        "--suite", required=True,
+        "--suite",
+        required=True,
         help=f"a built-in suite ({', '.join(SUITE_NAMES)}) or a suite YAML file of checkpoint x dataset entries",
     )
     p.add_argument("--checkpoint", help="checkpoint folder (or Hub id) for every entry that names none")
     p.add_argument("--name", help="name of this checkpoint's row (default: from the checkpoint path)")
     p.add_argument(
-        "--data", action="append", default=[], metavar="LABEL.FIELD=VALUE|FILE.yaml",
+        "--data",
+        action="append",
+        default=[],
+        metavar="LABEL.FIELD=VALUE|FILE.yaml",
         help="a dataset's data setting, e.g. sun_rgbd.root=/data/sun_rgbd (fields of the data section: root, "
         "test_list, caption_dir, caption, ...), or a YAML file mapping each label to its fields; repeatable",
     )
     p.add_argument(
-        "--released", action="store_true",
+        "--released",
+        action="store_true",
         help="score each set as TR2M's released evaluation does where that differs (the *_released protocols)",
     )
     tta = p.add_mutually_exclusive_group()
@@ -59,8 +65,9 @@ def _data_settings(items: list[str]) -> dict[str, dict[str, str]]:
             try:
                 loaded = yaml.safe_load(Path(item).read_text())
             except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-                raise ConfigError(f"--data {item}: not a label.field=value setting nor a readable YAML file "
-                                  f"({type(exc).__name__})") from None
+                raise ConfigError(
+                    f"--data {item}: not a label.field=value setting nor a readable YAML file ({type(exc).__name__})"
+                ) from None
             if not isinstance(loaded, dict) or not all(isinstance(v, dict) for v in loaded.values()):
                 raise ConfigError(f"{item}: expected a mapping of dataset labels to their data fields")
             pairs = [(str(label), str(k), str(v)) for label, fields in loaded.items() for k, v in fields.items()]
@@ -80,8 +87,16 @@ def run(args: argparse.Namespace) -> int:
 
     output_folder(args.out)
     result = run_benchmark(
-        args.suite, args.checkpoint, name=args.name, data=_data_settings(args.data), released=args.released,
-        tta=args.tta, batch_size=args.batch_size, workers=args.workers, out=args.out, overwrite=args.overwrite,
+        args.suite,
+        args.checkpoint,
+        name=args.name,
+        data=_data_settings(args.data),
+        released=args.released,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        out=args.out,
+        overwrite=args.overwrite,
         progress=print,
     )
     print(result.markdown)

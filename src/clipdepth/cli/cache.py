@@ -1,4 +1,5 @@
 """`clipdepth cache build|info`: the on-disk encoder feature cache."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cache", help=HELP)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = actions.add_parser(
-        "build", help="run the encoder once per frame and store its outputs",
+        "build",
+        help="run the encoder once per frame and store its outputs",
         description="Example: clipdepth cache build --config pureclip_nyu --cache /scratch/nyu_cache data.root=/data/nyu ...",
     )
     build.add_argument("--config", action="append", metavar="RECIPE", help="recipe(s), as for train (default: demo)")
@@ -64,12 +66,19 @@ def run_info(args: argparse.Namespace) -> int:
     damaged_any = False
     for folder in cache_folders(args.folder):
         info = cache_info(folder)
-        per_frame = "no readable shard" if not info["shards_done"] else (
-            f"per frame {info['bytes_per_frame'] / 2**10:.1f} KiB: {info['feature_bytes_per_frame'] / 2**10:.1f} KiB "
-            f"encoder outputs, {info['depth_bytes_per_frame'] / 2**10:.1f} KiB "
-            f"{'input-size depth' if info['purpose'] == 'train' else 'ground truth'}")
-        print(f"{folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
-              f"{info['bytes'] / 2**20:.1f} MiB; {per_frame}")
+        per_frame = (
+            "no readable shard"
+            if not info["shards_done"]
+            else (
+                f"per frame {info['bytes_per_frame'] / 2**10:.1f} KiB: {info['feature_bytes_per_frame'] / 2**10:.1f} KiB "
+                f"encoder outputs, {info['depth_bytes_per_frame'] / 2**10:.1f} KiB "
+                f"{'input-size depth' if info['purpose'] == 'train' else 'ground truth'}"
+            )
+        )
+        print(
+            f"{folder}: {info['frames']} frames, {info['shards_done']}/{info['shards_total']} shards, "
+            f"{info['bytes'] / 2**20:.1f} MiB; {per_frame}"
+        )
         for name, problem in info["shards_damaged"].items():
             damaged_any = True
             print(f"  {folder / name}: damaged ({problem}); `clipdepth cache build` rebuilds it", file=sys.stderr)

@@ -7,6 +7,7 @@ The conversion itself is ``clipdepth.models.released`` (``convert_pureclip_relea
 ``convert_tr2m_released``), callable from Python alike; each model's spec names its converters by
 KIND (``ModelSpec.converters``, ``clipdepth.registry.converter``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,19 +21,24 @@ HELP = "turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth check
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "convert", help=HELP,
+        "convert",
+        help=HELP,
         description="Example: clipdepth convert pureclip-released nyu_best.pth --out pureclip-nyu/",
     )
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     pure = kinds.add_parser(
-        "pureclip-released", aliases=["pureclip-reference"], help="a checkpoint of github ryutaroLF/PureCLIP-Depth (PatchAligner)",
+        "pureclip-released",
+        aliases=["pureclip-reference"],
+        help="a checkpoint of github ryutaroLF/PureCLIP-Depth (PatchAligner)",
         description="Copies the head (phi, psi or FiLM, depth table, bins) and checks the checkpoint's frozen "
         "CLIP tensor by tensor against the CLIP the converted checkpoint names; the CLIP weights are not copied.",
     )
     pure.add_argument("--encoder", help="CLIP hub id or folder (default openai/clip-vit-large-patch14-336)")
     pure.set_defaults(func=run_pureclip, kind="pureclip-released")  # also under the old name (its alias)
     tr2m = kinds.add_parser(
-        "tr2m-released", aliases=["tr2m-reference"], help="a checkpoint of github BeileiCui/TR2M (ScaleMapModel weights)",
+        "tr2m-released",
+        aliases=["tr2m-reference"],
+        help="a checkpoint of github BeileiCui/TR2M (ScaleMapModel weights)",
         description="Copies the scale/shift network; loads the frozen parts the recipe names (DINOv2, CLIP text, "
         "Depth Anything) to check the widths and record their fingerprint.",
     )
@@ -47,7 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         kind.add_argument("--dataset", choices=["nyu", "kitti"], help=f"the recipe the config starts from ({datasets})")
         kind.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
         kind.add_argument(
-            "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            dest="overrides",
             help=f"config override, e.g. {example} (repeatable)",
         )
 
@@ -63,11 +73,16 @@ def run_pureclip(args: argparse.Namespace) -> int:
     out = converter(args.kind)(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
     meta = _report(out)
     head, encoder = meta["config"]["pureclip"], meta["config"]["clip"]["name"]
-    print(f"wrote {out}: PureCLIP-Depth head, {head['num_bins']} bins over {head['min_depth']:g}-{head['max_depth']:g} m, "
-          f"{head['fusion']} fusion, recipe for {meta['config']['data']['dataset']}")
+    print(
+        f"wrote {out}: PureCLIP-Depth head, {head['num_bins']} bins over {head['min_depth']:g}-{head['max_depth']:g} m, "
+        f"{head['fusion']} fusion, recipe for {meta['config']['data']['dataset']}"
+    )
     checked = meta["clip_tensors_checked"]
-    print(f"its {checked} frozen CLIP tensors equal those of {meta['clip_checked_against']}" if checked
-          else f"the checkpoint holds no CLIP weights: nothing was compared; it is assumed to be {encoder}")
+    print(
+        f"its {checked} frozen CLIP tensors equal those of {meta['clip_checked_against']}"
+        if checked
+        else f"the checkpoint holds no CLIP weights: nothing was compared; it is assumed to be {encoder}"
+    )
     print(f"use it: clipdepth predict photo.jpg --checkpoint {out} --out depth/")
     return 0
 
@@ -78,7 +93,8 @@ def run_tr2m(args: argparse.Namespace) -> int:
     output_folder(args.out)
     out = converter(args.kind)(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
     cfg = _report(out)["config"]
-    print(f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, "
-          f"recipe for {cfg['data']['dataset']}")
+    print(
+        f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, recipe for {cfg['data']['dataset']}"
+    )
     print(f"use it: clipdepth predict photo.jpg --checkpoint {out} --caption 'a living room with a sofa' --out depth/")
     return 0

@@ -1,5 +1,6 @@
 """`clipdepth data prepare nyu` converts the official NYU Depth V2 .mat files to split lists +
 PNGs; `clipdepth data show` draws a contact sheet to check decoding, masks and crops."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,13 +13,9 @@ HELP = "prepare datasets"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser(
-        "data", help=HELP, description="Prepare datasets for training and evaluation."
-    )
+    data = subparsers.add_parser("data", help=HELP, description="Prepare datasets for training and evaluation.")
     actions = data.add_subparsers(dest="action", required=True, metavar="ACTION")
-    prepare = actions.add_parser(
-        "prepare", help="convert a dataset's official files", description="Convert a dataset's official files."
-    )
+    prepare = actions.add_parser("prepare", help="convert a dataset's official files", description="Convert a dataset's official files.")
     datasets = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     nyu = datasets.add_parser(
         "nyu",
@@ -29,14 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     nyu.add_argument("--mat", required=True, type=Path, metavar="FILE", help="nyu_depth_v2_labeled.mat (MATLAB v7.3)")
     nyu.add_argument(
-        "--splits", required=True, type=Path, metavar="FILE",
+        "--splits",
+        required=True,
+        type=Path,
+        metavar="FILE",
         help="splits.mat with trainNdxs/testNdxs (a MATLAB v5 file needs scipy; an HDF5 copy does not)",
     )
     nyu.add_argument("--out", required=True, type=path_arg, metavar="DIR", help="output folder (use it as data.root)")
     nyu.set_defaults(func=run_prepare_nyu)
 
     show = actions.add_parser(
-        "show", help="contact sheet of a dataset: RGB with crops, GT depth, valid mask",
+        "show",
+        help="contact sheet of a dataset: RGB with crops, GT depth, valid mask",
         description="Example: clipdepth data show --dataset kitti --data-root /data/kitti --split eigen_test.txt",
     )
     show.add_argument("--dataset", required=True, help="dataset name (see clipdepth.data.DATASETS)")
@@ -45,8 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("--which", default="test", choices=["train", "val", "test"], help="split to show (default: test)")
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
-    show.add_argument("--out", type=path_arg, default=Path("outputs/data_show.png"),
-                      help="image to write, of the type its suffix names (default: outputs/data_show.png)")
+    show.add_argument(
+        "--out",
+        type=path_arg,
+        default=Path("outputs/data_show.png"),
+        help="image to write, of the type its suffix names (default: outputs/data_show.png)",
+    )
     show.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
     show.set_defaults(func=run_show, flags={"data.root": "--data-root", "data.test_list": "--split", "data.train_list": "--split"})
 

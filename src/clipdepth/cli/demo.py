@@ -4,6 +4,7 @@ and its global-factor variant, trained on random-weight frozen parts and scored 
 mean-depth predictor. Run again into the same folder, it keeps finished runs of the same config,
 resumes interrupted ones and trains again those whose config changed, and says so in one line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(cfg, log=lambda line: print(line, flush=True))
     out = cfg.output_dir
     print(f"\n{result.table}\n{result.summary}")
-    print(f"wrote {out}/metrics.json, {out}/results.md, {out}/panels/ and the checkpoints: "
-          + ", ".join(result.report["checkpoints"].values()))
+    print(
+        f"wrote {out}/metrics.json, {out}/results.md, {out}/panels/ and the checkpoints: "
+        + ", ".join(result.report["checkpoints"].values())
+    )
     return 0

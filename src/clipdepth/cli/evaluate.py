@@ -2,6 +2,7 @@
 (``clipdepth.evaluation.checkpoint.evaluate_checkpoint``): every image, at the GT's own resolution
 unless ``--score-at-input``; writes metrics.json, per_image.csv and results.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's)")
     p.add_argument("--data-root", help="dataset folder the split list's paths are relative to")
     p.add_argument("--split", help="test split list (BTS format); a relative path is read from --data-root")
-    p.add_argument("--protocol", help="evaluation protocol (default: the one the checkpoint's training validated this "
-                                      "dataset with, else the dataset's, e.g. nyu, kitti)")
     p.add_argument(
-        "--config", metavar="RECIPE",
+        "--protocol",
+        help="evaluation protocol (default: the one the checkpoint's training validated this "
+        "dataset with, else the dataset's, e.g. nyu, kitti)",
+    )
+    p.add_argument(
+        "--config",
+        metavar="RECIPE",
         help="take the dataset settings and protocol from a recipe, e.g. zeroshot/sun_rgbd (flags still win)",
     )
     captions = p.add_mutually_exclusive_group()
@@ -35,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="flip test-time augmentation")
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no flip TTA (default: the checkpoint's eval.tta)")
     p.add_argument(
-        "--score-at-input", action="store_true",
+        "--score-at-input",
+        action="store_true",
         help="score at the encoder input size against resized GT, as the released code (for comparison only)",
     )
     p.add_argument("--batch-size", type=positive_int, default=8)
@@ -55,17 +61,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"override {bad[0]!r}: only data.<field>=<value> can be overridden here")
     if args.out is not None:
         output_folder(args.out)
-    data = [*([f"root={args.data_root}"] if args.data_root else []), *([f"test_list={args.split}"] if args.split else []),
-            *([f"caption={args.caption}"] if args.caption is not None else []),
-            *([f"caption_dir={args.caption_dir}"] if args.caption_dir else []),
-            *(o.removeprefix("data.") for o in args.overrides)]
+    data = [
+        *([f"root={args.data_root}"] if args.data_root else []),
+        *([f"test_list={args.split}"] if args.split else []),
+        *([f"caption={args.caption}"] if args.caption is not None else []),
+        *([f"caption_dir={args.caption_dir}"] if args.caption_dir else []),
+        *(o.removeprefix("data.") for o in args.overrides),
+    ]
     summary, table = evaluate_checkpoint(
-        args.checkpoint, dataset=args.dataset, recipe=args.config, protocol=args.protocol, data_overrides=data,
-        tta=args.tta, score_at_input=args.score_at_input, batch_size=args.batch_size, out=args.out, overwrite=args.overwrite,
+        args.checkpoint,
+        dataset=args.dataset,
+        recipe=args.config,
+        protocol=args.protocol,
+        data_overrides=data,
+        tta=args.tta,
+        score_at_input=args.score_at_input,
+        batch_size=args.batch_size,
+        out=args.out,
+        overwrite=args.overwrite,
         workers=args.workers,
     )
     print(summary["settings"])
     print(table)
-    print(f"{summary['n_listed']} listed, {summary['n_without_gt']} without ground truth, {summary['n_images']} scored; "
-          f"wrote {args.out or 'outputs/eval/' + summary['dataset']}/metrics.json, per_image.csv, results.md")
+    print(
+        f"{summary['n_listed']} listed, {summary['n_without_gt']} without ground truth, {summary['n_images']} scored; "
+        f"wrote {args.out or 'outputs/eval/' + summary['dataset']}/metrics.json, per_image.csv, results.md"
+    )
     return 0

@@ -6,6 +6,7 @@ with its weights in ``<graph>.data``, and ``export.json`` with the opset, the ma
 to PyTorch and the files written; all verified before they appear (``models.pureclip_depth_onnx``).
 Needs the ``onnx`` extra (``pip install -e ".[onnx]"`` in the repository).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,12 +20,14 @@ HELP = "export a checkpoint to another format (onnx)"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help=HELP,
+        "export",
+        help=HELP,
         description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/",
     )
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     o = formats.add_parser(
-        "onnx", help="model.onnx (images -> depth) and head.onnx (features -> depth), checked with onnxruntime",
+        "onnx",
+        help="model.onnx (images -> depth) and head.onnx (features -> depth), checked with onnxruntime",
         description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/ --opset 18",
     )
     o.add_argument("--checkpoint", required=True, help="a head checkpoint folder (or Hub id)")
@@ -45,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing([args.out / name for name in model.onnx_files], args.overwrite)
     report = model.export_onnx(args.out, args.opset)
     for key in ("model", "head"):
-        print(f"{report[key]['path']}: max abs difference to PyTorch {report[key]['max_abs_diff']:.3g} "
-              f"(onnxruntime, batch {report['check_batch']})")
+        print(
+            f"{report[key]['path']}: max abs difference to PyTorch {report[key]['max_abs_diff']:.3g} "
+            f"(onnxruntime, batch {report['check_batch']})"
+        )
     print(f"wrote {', '.join(report['files'])} to {args.out} (opset {report['opset']})")
     return 0

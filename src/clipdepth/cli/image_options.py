@@ -1,5 +1,6 @@
 """The options of the commands that read images: what of each image the model is fed (``--crop``,
 ``--dataset``) and the images they refuse (``--max-tiles``, ``--max-pixels``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,13 +26,16 @@ def add_crop(parser: argparse.ArgumentParser) -> None:
     """``--crop none|trained`` and ``--dataset``: what of each image the model is fed
     (``DepthModel.processor_for``)."""
     parser.add_argument(
-        "--crop", choices=INFER_CROPS, default="none",
+        "--crop",
+        choices=INFER_CROPS,
+        default="none",
         help="none (default): feed each whole image, as suits photos; trained: the checkpoint's trained input crop "
         "(e.g. NYU's [40, 470, 38, 603] white-border crop, KITTI's KB crop) and tiles, as `evaluate` feeds dataset "
         "frames, so that predictions on those frames score as evaluate does",
     )
     parser.add_argument(
-        "--dataset", metavar="NAME",
+        "--dataset",
+        metavar="NAME",
         help="with --crop trained: the dataset the images are frames of, fed as `evaluate --dataset NAME` feeds them "
         "(default: the checkpoint's own dataset)",
     )
@@ -54,7 +58,9 @@ def add_image_limits(parser: argparse.ArgumentParser) -> None:
     """``--max-tiles`` and ``--max-pixels`` (megapixels): the images a command refuses, which
     bounds the memory one image can take."""
     parser.add_argument(
-        "--max-tiles", type=positive_int, default=DEFAULT_MAX_TILES,
+        "--max-tiles",
+        type=positive_int,
+        default=DEFAULT_MAX_TILES,
         help=f"refuse images that need more tiles than this (default {DEFAULT_MAX_TILES}: an aspect ratio up to about "
         f"{DEFAULT_MAX_TILES}:1)",
     )
@@ -65,6 +71,9 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
     """``--max-pixels MP``: images larger than this many megapixels are refused from their header,
     before decoding (``io.depth_io.read_rgb``'s ``max_pixels``, MP x 1e6)."""
     parser.add_argument(
-        "--max-pixels", type=megapixels, default=DEFAULT_MAX_PIXELS / 1e6, metavar="MP",
+        "--max-pixels",
+        type=megapixels,
+        default=DEFAULT_MAX_PIXELS / 1e6,
+        metavar="MP",
         help=f"refuse images larger than this many megapixels (default {DEFAULT_MAX_PIXELS / 1e6:g})",
     )

@@ -1,6 +1,7 @@
 """`clipdepth` command line: one module per subcommand, each with ``HELP`` (its line in
 `clipdepth --help`) and ``register(subparsers)``; a module imports the libraries its command
 needs inside its functions, so that listing or parsing commands stays quick."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,7 @@ SUBCOMMANDS = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="clipdepth", description="Monocular metric depth with CLIP features (PureCLIP-Depth, TR2M)."
-    )
+    parser = argparse.ArgumentParser(prog="clipdepth", description="Monocular metric depth with CLIP features (PureCLIP-Depth, TR2M).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, module in SUBCOMMANDS.items():
@@ -76,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return _user_error(name, args, exc)
     except KeyboardInterrupt:
         # what a rerun does with what was done
-        then = {"train": "; `--resume` continues from the last finished epoch",
-                "benchmark": "; run it again to finish (finished evaluations are kept)"}.get(command, "")
+        then = {
+            "train": "; `--resume` continues from the last finished epoch",
+            "benchmark": "; run it again to finish (finished evaluations are kept)",
+        }.get(command, "")
         print(f"{name}: interrupted{then}", file=sys.stderr)
         return 130
     except BrokenPipeError:

@@ -1,5 +1,6 @@
 """How `clipdepth` reports what it did not expect: a DataLoader worker's death in its own words, and
 any other error as one line with its traceback saved to a file, to report."""
+
 from __future__ import annotations
 
 import os
@@ -40,11 +41,12 @@ def report_unexpected(exc: Exception, name: str, argv: list[str]) -> str:
     line = f"{name}: error: {type(exc).__name__}{f': {first}' if first else ''}"
     folder = Path(os.environ.get(TRACEBACK_DIR) or tempfile.gettempdir())
     path = folder / f"{name.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-    text = (f"clipdepth {__version__}, Python {sys.version.split()[0]}, {platform.platform()}\n"
-            f"command: clipdepth {shlex.join(argv)}\n\n" + "".join(traceback.format_exception(exc)))
+    text = (
+        f"clipdepth {__version__}, Python {sys.version.split()[0]}, {platform.platform()}\n"
+        f"command: clipdepth {shlex.join(argv)}\n\n" + "".join(traceback.format_exception(exc))
+    )
     try:
         write_text_atomic(path, text)
     except (ClipdepthError, OSError) as error:
-        return (f"{line} (an unexpected error; its traceback could not be saved: {error}; "
-                f"set {TRACEBACK_DIR} to a writable folder)")
+        return f"{line} (an unexpected error; its traceback could not be saved: {error}; set {TRACEBACK_DIR} to a writable folder)"
     return f"{line} (an unexpected error: please report it with its traceback, saved in {path})"

@@ -1,4 +1,5 @@
 """`clipdepth train`: train a head from a recipe, with any field overridden as key=value."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,19 +17,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 pureclip.use_cls=false",
     )
     p.add_argument(
-        "--config", action="append", metavar="RECIPE",
+        "--config",
+        action="append",
+        metavar="RECIPE",
         help="recipe: a YAML path or a built-in name (demo, variants/paper, ...); repeat to layer "
         "recipes, later ones winning (default: demo)",
     )
     p.add_argument("--out", type=path_arg, help="output folder (default: the recipe's output_dir)")
     p.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="continue the run in the output folder from its last finished epoch "
         "(checkpoints/resume/), exactly as if never interrupted; the config must be the same (a larger train.max_epochs "
         "continues a finished run)",
     )
     p.add_argument(
-        "--overwrite", action="store_true",
+        "--overwrite",
+        action="store_true",
         help="replace the run already in the output folder (default: refuse; --resume continues it)",
     )
     add_workers(p, "the frames", "train.num_workers")

@@ -1,10 +1,19 @@
 """The CLIP baselines' sections (``depthclip``, ``prompts``): fields and rules."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .rules import (
-    FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PRECISION, Rules, one_of, rule,
+    FRACTION_CLOSED,
+    FRACTION_OPEN,
+    NON_NEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    PRECISION,
+    Rules,
+    one_of,
+    rule,
 )
 
 BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
@@ -50,8 +59,9 @@ class DepthCLIPConfig:
     # averaged over templates and objects, normalised again (``zeroshot_classifier``).
     templates: list[str] = field(default_factory=lambda: ["This {} is {}"])
     objects: list[str] = field(default_factory=lambda: ["object"])
-    depth_words: list[str] = field(default_factory=lambda: [
-        "giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen"])
+    depth_words: list[str] = field(
+        default_factory=lambda: ["giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen"]
+    )
     bins: list[float] = field(default_factory=lambda: [1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00])  # metres per word
     # logits = logit_scale * <f, t> / temperature (release: 100 and 0.1, so x1000), softmax over words.
     logit_scale: float = 100.0
@@ -127,33 +137,46 @@ RULES = Rules(
     values={
         "prompts.backbone": one_of(DEPTHCLIP_BACKBONES),
         "prompts.num_bins": rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-        "prompts.bin_scheme": one_of(BIN_SCHEMES), "prompts.text_norm": one_of(TEXT_NORMS),
+        "prompts.bin_scheme": one_of(BIN_SCHEMES),
+        "prompts.text_norm": one_of(TEXT_NORMS),
         "prompts.template": rule(lambda v: v.count("{depth}") == 1, "a prompt with {depth} exactly once"),
-        "prompts.tokens_per_bin": POSITIVE_INT, "prompts.init_std": POSITIVE, "prompts.logit_scale": POSITIVE,
-        "prompts.temperature": POSITIVE, "prompts.input_height": POSITIVE_INT, "prompts.input_width": POSITIVE_INT,
-        "prompts.silog_variance_focus": FRACTION_CLOSED, "prompts.silog_scale": POSITIVE,
-        "prompts.lr": NON_NEGATIVE, "prompts.weight_decay": NON_NEGATIVE, "prompts.div_factor": POSITIVE,
-        "prompts.final_div_factor": POSITIVE, "prompts.pct_start": FRACTION_OPEN, "prompts.grad_clip": NON_NEGATIVE,
-        "depthclip.backbone": one_of(DEPTHCLIP_BACKBONES), "depthclip.normalization": one_of(DEPTHCLIP_NORMALIZATIONS),
-        "depthclip.channel_reduction": one_of(DEPTHCLIP_REDUCTIONS), "depthclip.precision": PRECISION,
+        "prompts.tokens_per_bin": POSITIVE_INT,
+        "prompts.init_std": POSITIVE,
+        "prompts.logit_scale": POSITIVE,
+        "prompts.temperature": POSITIVE,
+        "prompts.input_height": POSITIVE_INT,
+        "prompts.input_width": POSITIVE_INT,
+        "prompts.silog_variance_focus": FRACTION_CLOSED,
+        "prompts.silog_scale": POSITIVE,
+        "prompts.lr": NON_NEGATIVE,
+        "prompts.weight_decay": NON_NEGATIVE,
+        "prompts.div_factor": POSITIVE,
+        "prompts.final_div_factor": POSITIVE,
+        "prompts.pct_start": FRACTION_OPEN,
+        "prompts.grad_clip": NON_NEGATIVE,
+        "depthclip.backbone": one_of(DEPTHCLIP_BACKBONES),
+        "depthclip.normalization": one_of(DEPTHCLIP_NORMALIZATIONS),
+        "depthclip.channel_reduction": one_of(DEPTHCLIP_REDUCTIONS),
+        "depthclip.precision": PRECISION,
         "depthclip.weights": rule(lambda v: bool(str(v).strip()), "a file path or 'open_clip'"),
         "depthclip.layers": rule(lambda v: len(v) == 4 and all(isinstance(n, int) and n >= 1 for n in v), "four positive integers"),
         **{f"depthclip.{name}": POSITIVE_INT for name in ("embed_dim", "text_width", "text_layers", "text_heads")},
         "depthclip.width": rule(lambda v: isinstance(v, int) and v >= 2 and v % 2 == 0, "an even integer >= 2"),
-        **{f"depthclip.{name}": rule(lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0,
-                                      "a positive multiple of 32 (the ResNet's stride)")
-           for name in ("input_height", "input_width")},
-        "depthclip.logit_scale": POSITIVE, "depthclip.temperature": POSITIVE,
-        "depthclip.templates": rule(lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v),
-                                     "templates with two {} each (object, depth word)"),
+        **{
+            f"depthclip.{name}": rule(
+                lambda v: isinstance(v, int) and v >= 32 and v % 32 == 0, "a positive multiple of 32 (the ResNet's stride)"
+            )
+            for name in ("input_height", "input_width")
+        },
+        "depthclip.logit_scale": POSITIVE,
+        "depthclip.temperature": POSITIVE,
+        "depthclip.templates": rule(
+            lambda v: len(v) >= 1 and all(str(t).count("{}") == 2 for t in v), "templates with two {} each (object, depth word)"
+        ),
         "depthclip.objects": rule(lambda v: len(v) >= 1, "at least one object word"),
         "depthclip.depth_words": rule(lambda v: len(v) >= 2, "at least two depth words"),
         "depthclip.bins": rule(lambda v: len(v) >= 2 and all(0 < b < float("inf") for b in v), "at least two positive depths (metres)"),
     },
-    ranges=(
-        ("prompts.min_depth", "prompts.max_depth", 0.0, ">"),
-    ),
-    divisible=(
-        ("depthclip.text_width", "depthclip.text_heads"),
-    ),
+    ranges=(("prompts.min_depth", "prompts.max_depth", 0.0, ">"),),
+    divisible=(("depthclip.text_width", "depthclip.text_heads"),),
 )

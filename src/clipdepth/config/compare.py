@@ -1,4 +1,5 @@
 """Comparing two configs field by field (saved configs, resume states, feature-cache keys)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,9 +7,7 @@ from typing import Any
 ABSENT = "<absent>"  # how first_difference reports a field one side lacks
 
 
-def first_difference(
-    a: Any, b: Any, ignore: tuple[str, ...] = (), prefix: str = ""
-) -> tuple[str, Any, Any] | None:
+def first_difference(a: Any, b: Any, ignore: tuple[str, ...] = (), prefix: str = "") -> tuple[str, Any, Any] | None:
     """The first field in sorted order (dotted name, its value in ``a``, in ``b``) where two nested
     mappings differ, fields in ``ignore`` (dotted names) skipped; None when they agree. A field only one
     side has differs, with ``ABSENT`` as the other's value. Saved configs, resume states and

@@ -1,5 +1,6 @@
 """Names of earlier clipdepth versions, still read: the first layout's sections and fields (recipes,
 overrides, checkpoints, resume states) and values renamed since."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,8 +11,15 @@ from typing import Any
 # `head`, `loss` and `train`; CLIP was the `encoder` section.
 LEGACY_SECTIONS = {"encoder": "clip", "head": "pureclip", "loss": "pureclip"}
 LEGACY_TRAIN_FIELDS = (
-    "phase_steps", "embed_lr", "embed_weight_decay", "depth_lr", "depth_weight_decay",
-    "freeze_table_in_depth_phase", "freeze_mlps", "decay_start", "final_lr_factor",
+    "phase_steps",
+    "embed_lr",
+    "embed_weight_decay",
+    "depth_lr",
+    "depth_weight_decay",
+    "freeze_table_in_depth_phase",
+    "freeze_mlps",
+    "decay_start",
+    "final_lr_factor",
 )
 
 

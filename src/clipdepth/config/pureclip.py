@@ -1,12 +1,20 @@
 """PureCLIP-Depth's section (``pureclip``): its fields, the released code's defaults, and their rules."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
 from .rules import (
-    NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN,
-    UNIT_RIGHT_OPEN, Rules, one_of, rule,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    UNIT_LEFT_OPEN,
+    UNIT_RIGHT_OPEN,
+    Rules,
+    one_of,
+    rule,
 )
 
 FUSIONS = ("concat", "film")  # pureclip.fusion
@@ -68,15 +76,20 @@ class PureCLIPConfig:
 RULES = Rules(
     values={
         "pureclip.num_bins": rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-        "pureclip.tau": POSITIVE, "pureclip.mlp_ratio": POSITIVE_INT, "pureclip.dropout": UNIT_RIGHT_OPEN,
-        "pureclip.phrase_style": one_of(PHRASE_STYLES), "pureclip.fusion": one_of(FUSIONS),
-        "pureclip.patch_rule": one_of(PATCH_RULES), "pureclip.infonce_weight": NON_NEGATIVE,
-        "pureclip.phase_steps": POSITIVE_INT, "pureclip.embed_lr": NON_NEGATIVE,
-        "pureclip.embed_weight_decay": NON_NEGATIVE, "pureclip.depth_lr": NON_NEGATIVE,
-        "pureclip.depth_weight_decay": NON_NEGATIVE, "pureclip.decay_start": NON_NEGATIVE_INT,
+        "pureclip.tau": POSITIVE,
+        "pureclip.mlp_ratio": POSITIVE_INT,
+        "pureclip.dropout": UNIT_RIGHT_OPEN,
+        "pureclip.phrase_style": one_of(PHRASE_STYLES),
+        "pureclip.fusion": one_of(FUSIONS),
+        "pureclip.patch_rule": one_of(PATCH_RULES),
+        "pureclip.infonce_weight": NON_NEGATIVE,
+        "pureclip.phase_steps": POSITIVE_INT,
+        "pureclip.embed_lr": NON_NEGATIVE,
+        "pureclip.embed_weight_decay": NON_NEGATIVE,
+        "pureclip.depth_lr": NON_NEGATIVE,
+        "pureclip.depth_weight_decay": NON_NEGATIVE,
+        "pureclip.decay_start": NON_NEGATIVE_INT,
         "pureclip.final_lr_factor": UNIT_LEFT_OPEN,
     },
-    ranges=(
-        ("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="),
-    ),
+    ranges=(("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="),),
 )

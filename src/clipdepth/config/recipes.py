@@ -1,5 +1,6 @@
 """Recipes and overrides: built-in and YAML recipes (``base:`` chains), ``section.field=value``
 overrides checked by OmegaConf against the schema and by the rules, saved configs read back."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -97,9 +98,7 @@ def _check_index(merged: Any, key: str) -> None:
             return  # a key that does not exist: the merge names it
 
 
-def load_config(
-    recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | tuple[str, ...] = ()
-) -> Config:
+def load_config(recipes: str | Path | list[str | Path] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then each recipe's chain in order (e.g. ``["demo", "variants/paper"]``), then
     ``section.field=value`` overrides. First-layout names (``head.use_cls``) are read too."""
     if recipes is None:

@@ -1,6 +1,7 @@
 """The rules engine: every config value is checked once, when the config is made, with the rule
 in the message. Each model family declares its fields' rules beside the fields (``Rules``); the
 schema joins them (``schema.RULES``)."""
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -28,8 +29,6 @@ def one_of(values: tuple[str, ...]):
     return rule(lambda v: v in values, f"one of {list(values)}")
 
 
-
-
 class Rules(NamedTuple):
     """A family's rules: ``values`` (dotted field -> (test, what it must be)), ``ranges`` (pairs that
     must satisfy low < high, with the lower bound's own floor and relation) and ``divisible`` ((a, b):
@@ -41,8 +40,11 @@ class Rules(NamedTuple):
 
 
 def joined(*parts: Rules) -> Rules:
-    return Rules({k: v for part in parts for k, v in part.values.items()},
-                 tuple(r for part in parts for r in part.ranges), tuple(d for part in parts for d in part.divisible))
+    return Rules(
+        {k: v for part in parts for k, v in part.values.items()},
+        tuple(r for part in parts for r in part.ranges),
+        tuple(d for part in parts for d in part.divisible),
+    )
 
 
 def check(cfg: Any, rules: Rules, section: str = "") -> Any:
@@ -51,7 +53,7 @@ def check(cfg: Any, rules: Rules, section: str = "") -> Any:
 
     def lookup(dotted: str):
         value = cfg
-        for part in (dotted[len(section) + 1:] if section else dotted).split("."):
+        for part in (dotted[len(section) + 1 :] if section else dotted).split("."):
             value = getattr(value, part)
         return value
 

@@ -1,5 +1,6 @@
 """The schema: the shared sections (``clip``, ``train``, ``data``, ``eval``, ``mixture``) and
 ``Config``, which holds them and each model family's section; every rule joined (``RULES``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,18 @@ from .baselines import RULES as BASELINE_RULES, DepthCLIPConfig, PromptsConfig
 from .pureclip import RULES as PURECLIP_RULES, PureCLIPConfig
 from .tr2m import RULES as TR2M_RULES, TR2MConfig
 from .rules import (
-    FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, PRECISION, UNIT_LEFT_OPEN,
-    Rules, check, joined, one_of, rule,
+    FRACTION_CLOSED,
+    FRACTION_OPEN,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    PRECISION,
+    UNIT_LEFT_OPEN,
+    Rules,
+    check,
+    joined,
+    one_of,
+    rule,
 )
 
 RESIZE_MODES = ("linear", "align_corners", "antialias")  # data.resize (besides "auto")
@@ -69,9 +80,7 @@ class TrainConfig:
     # The validation metrics whose improvement resets early stopping and keeps a best_<metric>
     # checkpoint ("improved" = any of them improved). Released code: d1 d2 d3 abs_diff abs_rel log10
     # rmse (abs_diff = mean |g - p|, reported beside the nine protocol metrics).
-    improve_metrics: list[str] = field(
-        default_factory=lambda: ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
-    )
+    improve_metrics: list[str] = field(default_factory=lambda: ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"])
     # Drop the last partial training batch of each epoch, as PureCLIP-Depth's released loaders do (it
     # also fixes where each phase boundary falls within an epoch); the learned-prompts release keeps it.
     drop_last: bool = True
@@ -223,25 +232,49 @@ CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if dataclasse
 SHARED_RULES = Rules(
     values={
         "clip.precision": PRECISION,
-        **{f"clip.{name}": POSITIVE_INT for name in (
-            "image_size", "patch_size", "hidden_size", "num_layers", "num_heads", "intermediate_size", "projection_dim",
-            "text_hidden_size", "text_num_layers", "text_num_heads")},
-        "train.batch_size": POSITIVE_INT, "train.max_epochs": POSITIVE_INT, "train.patience": POSITIVE_INT,
-        "train.cache_shard_size": POSITIVE_INT, "train.log_every": POSITIVE_INT,
+        **{
+            f"clip.{name}": POSITIVE_INT
+            for name in (
+                "image_size",
+                "patch_size",
+                "hidden_size",
+                "num_layers",
+                "num_heads",
+                "intermediate_size",
+                "projection_dim",
+                "text_hidden_size",
+                "text_num_layers",
+                "text_num_heads",
+            )
+        },
+        "train.batch_size": POSITIVE_INT,
+        "train.max_epochs": POSITIVE_INT,
+        "train.patience": POSITIVE_INT,
+        "train.cache_shard_size": POSITIVE_INT,
+        "train.log_every": POSITIVE_INT,
         "train.memory_share": UNIT_LEFT_OPEN,
         "train.num_workers": rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
-        "train.residency": one_of(RESIDENCIES), "train.head_precision": one_of(HEAD_PRECISIONS),
-        "train.mixture_order": one_of(MIXTURE_ORDERS), "train.publish": one_of(PUBLISHED_EPOCHS),
+        "train.residency": one_of(RESIDENCIES),
+        "train.head_precision": one_of(HEAD_PRECISIONS),
+        "train.mixture_order": one_of(MIXTURE_ORDERS),
+        "train.publish": one_of(PUBLISHED_EPOCHS),
         "data.val_source": one_of(VAL_SOURCES),
-        "data.val_fraction": FRACTION_OPEN, "data.depth_scale": POSITIVE,
-        "data.train_size": NON_NEGATIVE_INT, "data.val_size": NON_NEGATIVE_INT, "data.test_size": NON_NEGATIVE_INT,
-        "data.height": POSITIVE_INT, "data.width": POSITIVE_INT, "data.tiles": POSITIVE_INT,
-        "data.resize": one_of(("auto", *RESIZE_MODES)), "data.depth_resize": one_of(DEPTH_RESIZE_MODES),
+        "data.val_fraction": FRACTION_OPEN,
+        "data.depth_scale": POSITIVE,
+        "data.train_size": NON_NEGATIVE_INT,
+        "data.val_size": NON_NEGATIVE_INT,
+        "data.test_size": NON_NEGATIVE_INT,
+        "data.height": POSITIVE_INT,
+        "data.width": POSITIVE_INT,
+        "data.tiles": POSITIVE_INT,
+        "data.resize": one_of(("auto", *RESIZE_MODES)),
+        "data.depth_resize": one_of(DEPTH_RESIZE_MODES),
         "data.input_crop": rule(
             lambda v: v is None or (len(v) == 4 and 0 <= v[0] < v[1] and 0 <= v[2] < v[3]),
             "null or [top, bottom, left, right] with 0 <= top < bottom and 0 <= left < right",
         ),
-        "data.augment_flip": FRACTION_CLOSED, "data.augment_colour_prob": FRACTION_CLOSED,
+        "data.augment_flip": FRACTION_CLOSED,
+        "data.augment_colour_prob": FRACTION_CLOSED,
         "data.augment_colour": rule(lambda v: v is None or v in COLOUR_AUGMENTATIONS, f"null or one of {list(COLOUR_AUGMENTATIONS)}"),
         "data.augment_brightness": rule(lambda v: len(v) == 2 and 0 < v[0] <= v[1] < float("inf"), "[low, high] with 0 < low <= high"),
         "eval.batch_size": POSITIVE_INT,

@@ -1,11 +1,21 @@
 """TR2M's section (``tr2m``, with its frozen image encoder and relative-depth model): fields and rules."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .rules import (
-    FRACTION_CLOSED, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, PRECISION, UNIT_LEFT_OPEN,
-    UNIT_RIGHT_OPEN, Rules, one_of, rule,
+    FRACTION_CLOSED,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    PRECISION,
+    UNIT_LEFT_OPEN,
+    UNIT_RIGHT_OPEN,
+    Rules,
+    one_of,
+    rule,
 )
 
 IMAGE_STORAGE = ("jpeg", "png", "raw")  # tr2m.cache_image
@@ -120,26 +130,41 @@ RULES = Rules(
     values={
         **{f"tr2m.image_encoder.{name}": POSITIVE_INT for name in ("patch_size", "hidden_size", "num_layers", "num_heads")},
         **{f"tr2m.relative.{name}": POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")},
-        "tr2m.image_encoder.precision": PRECISION, "tr2m.relative.precision": PRECISION,
-        "tr2m.cache_image": one_of(IMAGE_STORAGE), "tr2m.cache_relative": one_of(RELATIVE_STORAGE),
+        "tr2m.image_encoder.precision": PRECISION,
+        "tr2m.relative.precision": PRECISION,
+        "tr2m.cache_image": one_of(IMAGE_STORAGE),
+        "tr2m.cache_relative": one_of(RELATIVE_STORAGE),
         "tr2m.cache_tokens": one_of(TOKEN_STORAGE),
         # Pillow's JPEG quality: above 95 only grows the file
         "tr2m.cache_image_quality": rule(lambda v: isinstance(v, int) and 1 <= v <= 95, "an integer in [1, 95]"),
-        "tr2m.input_height": POSITIVE_INT, "tr2m.input_width": POSITIVE_INT, "tr2m.num_heads": POSITIVE_INT,
-        "tr2m.mlp_ratio": POSITIVE_INT, "tr2m.neck_channels": POSITIVE_INT, "tr2m.decoder_channels": POSITIVE_INT,
-        "tr2m.head_channels": POSITIVE_INT, "tr2m.head_hidden": POSITIVE_INT, "tr2m.max_caption_lines": POSITIVE_INT,
-        "tr2m.si_weight": NON_NEGATIVE, "tr2m.pseudo_weight": NON_NEGATIVE, "tr2m.contrast_weight": NON_NEGATIVE,
-        "tr2m.smooth_weight": NON_NEGATIVE, "tr2m.si_variance_focus": FRACTION_CLOSED, "tr2m.pseudo_rho": FRACTION_CLOSED,
-        "tr2m.contrast_temperature": POSITIVE, "tr2m.contrast_rank_threshold": NON_NEGATIVE_INT,
+        "tr2m.input_height": POSITIVE_INT,
+        "tr2m.input_width": POSITIVE_INT,
+        "tr2m.num_heads": POSITIVE_INT,
+        "tr2m.mlp_ratio": POSITIVE_INT,
+        "tr2m.neck_channels": POSITIVE_INT,
+        "tr2m.decoder_channels": POSITIVE_INT,
+        "tr2m.head_channels": POSITIVE_INT,
+        "tr2m.head_hidden": POSITIVE_INT,
+        "tr2m.max_caption_lines": POSITIVE_INT,
+        "tr2m.si_weight": NON_NEGATIVE,
+        "tr2m.pseudo_weight": NON_NEGATIVE,
+        "tr2m.contrast_weight": NON_NEGATIVE,
+        "tr2m.smooth_weight": NON_NEGATIVE,
+        "tr2m.si_variance_focus": FRACTION_CLOSED,
+        "tr2m.pseudo_rho": FRACTION_CLOSED,
+        "tr2m.contrast_temperature": POSITIVE,
+        "tr2m.contrast_rank_threshold": NON_NEGATIVE_INT,
         "tr2m.contrast_classes": rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-        "tr2m.contrast_pixels": POSITIVE_INT, "tr2m.ema_momentum": UNIT_RIGHT_OPEN,
-        "tr2m.lr": NON_NEGATIVE, "tr2m.weight_decay": NON_NEGATIVE, "tr2m.eps": POSITIVE,
-        "tr2m.warmup_steps": NON_NEGATIVE_INT, "tr2m.lr_decay": UNIT_LEFT_OPEN,
+        "tr2m.contrast_pixels": POSITIVE_INT,
+        "tr2m.ema_momentum": UNIT_RIGHT_OPEN,
+        "tr2m.lr": NON_NEGATIVE,
+        "tr2m.weight_decay": NON_NEGATIVE,
+        "tr2m.eps": POSITIVE,
+        "tr2m.warmup_steps": NON_NEGATIVE_INT,
+        "tr2m.lr_decay": UNIT_LEFT_OPEN,
         "tr2m.head_init": one_of(TR2M_HEAD_INITS),
     },
-    ranges=(
-        ("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"),
-    ),
+    ranges=(("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"),),
     divisible=(
         ("tr2m.image_encoder.hidden_size", "tr2m.image_encoder.num_heads"),
         ("tr2m.image_encoder.hidden_size", "tr2m.num_heads"),

@@ -3,6 +3,7 @@
 Every dataset yields ``RGBDSample`` (uint8 RGB, float32 metres with 0 = invalid, intrinsics,
 a unique name).
 """
+
 from __future__ import annotations
 
 from typing import Callable

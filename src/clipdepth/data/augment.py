@@ -11,6 +11,7 @@ Every draw comes from the generator the caller passes (the trainer's per-dataset
 in resume states), in the main process, so a run does not depend on the number of workers. The
 changes apply to the prepared input image in [0, 1]; the flip to the input-size GT as well.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -13,6 +13,7 @@ one whose image was rewritten in place, and never replaces a file edited since (
 what clipdepth wrote) nor one without a record (written by hand, or by an earlier clipdepth); one
 made with other settings is named and left as it is. ``overwrite`` replaces them all.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -55,8 +56,10 @@ def load_captioner(name_or_path: str) -> tuple[Any, Any]:
         try:  # a path that cannot be a hub id would reach the Hub as a confusing id error
             validate_repo_id(name_or_path)
         except HFValidationError:
-            raise EncoderLoadError(f"cannot load captioning model '{name_or_path}': no such folder; pass a folder "
-                                   "saved by save_pretrained (model and processor), or a Hub id") from None
+            raise EncoderLoadError(
+                f"cannot load captioning model '{name_or_path}': no such folder; pass a folder "
+                "saved by save_pretrained (model and processor), or a Hub id"
+            ) from None
     with quiet_transformers():
         try:
             processor = AutoProcessor.from_pretrained(name_or_path)
@@ -66,8 +69,9 @@ def load_captioner(name_or_path: str) -> tuple[Any, Any]:
     return processor, model.eval()
 
 
-def caption_image(processor: Any, model: Any, image: np.ndarray, prompt: str | None, lines: int,
-                  max_new_tokens: int, seed: int) -> list[str]:
+def caption_image(
+    processor: Any, model: Any, image: np.ndarray, prompt: str | None, lines: int, max_new_tokens: int, seed: int
+) -> list[str]:
     """Up to ``lines`` distinct non-empty captions of ``image`` (H, W, 3) uint8: greedy first, then
     sampled (seeded per image, so a file does not depend on which images were captioned before it)."""
     inputs = processor(images=image, text=prompt, return_tensors="pt") if prompt else processor(images=image, return_tensors="pt")
@@ -77,10 +81,12 @@ def caption_image(processor: Any, model: Any, image: np.ndarray, prompt: str | N
         with torch.inference_mode():
             ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_return_sequences=count, **options)
         prompt_ids = inputs.get("input_ids")
-        if prompt_ids is not None and ids.shape[1] >= prompt_ids.shape[1] and torch.equal(
-            ids[:, : prompt_ids.shape[1]], prompt_ids.expand(count, -1)
+        if (
+            prompt_ids is not None
+            and ids.shape[1] >= prompt_ids.shape[1]
+            and torch.equal(ids[:, : prompt_ids.shape[1]], prompt_ids.expand(count, -1))
         ):  # decoder-only models echo the prompt: keep only the caption
-            ids = ids[:, prompt_ids.shape[1]:]
+            ids = ids[:, prompt_ids.shape[1] :]
         return [" ".join(text.split()) for text in processor.batch_decode(ids, skip_special_tokens=True)]
 
     found = [text for text in generate(1, do_sample=False, num_beams=1) if text]
@@ -112,9 +118,12 @@ def images_to_caption(inputs: list[str], max_pixels: int = MAX_PHOTO_PIXELS) -> 
     content is the file's bytes. ConfigError when there are none to look at."""
     if not inputs:
         raise ConfigError("nothing to caption: give images, folders, globs or lists, or a dataset", setting="inputs")
-    return [CaptionJob(stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=max_pixels),
-                       str(path.resolve()), partial(file_digest, path))
-            for path, stem in collect_inputs(inputs)]
+    return [
+        CaptionJob(
+            stem.as_posix(), partial(read_rgb, path, photo=True, max_pixels=max_pixels), str(path.resolve()), partial(file_digest, path)
+        )
+        for path, stem in collect_inputs(inputs)
+    ]
 
 
 def _frame_image(frames: Any, index: int) -> np.ndarray:
@@ -137,8 +146,10 @@ def frames_to_caption(dataset: str, split: str, overrides: list[str]) -> list[Ca
     frames = get_dataset(with_overrides(DataConfig(), [f"dataset={dataset}", *overrides]), split)
     # Datasets that list their names decide what is done without decoding a frame.
     names = getattr(frames, "names", None) or [frames[i].name for i in range(len(frames))]
-    return [CaptionJob(name, partial(_frame_image, frames, i), f"{dataset} {name}", partial(_frame_digest, frames, i))
-            for i, name in enumerate(names)]
+    return [
+        CaptionJob(name, partial(_frame_image, frames, i), f"{dataset} {name}", partial(_frame_digest, frames, i))
+        for i, name in enumerate(names)
+    ]
 
 
 @dataclass
@@ -171,9 +182,18 @@ def _earlier(name: str, path: Path, record: Path, now: Callable[[], Made], overw
 
 
 def caption_to_folder(
-    jobs: list[CaptionJob], out: Path, model_name: str, *, device: str = "auto",
-    prompt: str | None = None, lines: int = 5, max_new_tokens: int = 40, seed: int = 0, overwrite: bool = False,
-    progress: bool = True, workers: int | None = None,
+    jobs: list[CaptionJob],
+    out: Path,
+    model_name: str,
+    *,
+    device: str = "auto",
+    prompt: str | None = None,
+    lines: int = 5,
+    max_new_tokens: int = 40,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
 ) -> CaptionReport:
     """Write ``<out>/<name>.txt`` for each job (``images_to_caption``, ``frames_to_caption``) with
     the captioning model ``model_name`` (hub id or folder) on ``device`` ("auto": CUDA if
@@ -185,14 +205,20 @@ def caption_to_folder(
     target = resolve_device(device)  # a device this machine does not have, before the model loads
     processor, model = load_captioner(model_name)
     model.to(target)
-    settings = {"model": weights_fingerprint(model), "prompt": prompt, "lines": lines, "max_new_tokens": max_new_tokens,
-                "seed": seed}
+    settings = {"model": weights_fingerprint(model), "prompt": prompt, "lines": lines, "max_new_tokens": max_new_tokens, "seed": seed}
     report = CaptionReport()
     states = []
     for job in jobs:  # names are distinct (collect_inputs; a dataset's), so this holds while files are written
         try:
-            states.append(_earlier(job.name, out / f"{job.name}.txt", out / RECORD_FOLDER / f"{job.name}.json",
-                                   lambda: Made(job.source, {"image": job.digest()}, settings), overwrite))
+            states.append(
+                _earlier(
+                    job.name,
+                    out / f"{job.name}.txt",
+                    out / RECORD_FOLDER / f"{job.name}.json",
+                    lambda: Made(job.source, {"image": job.digest()}, settings),
+                    overwrite,
+                )
+            )
         except DataError as exc:
             states.append(str(exc))
     images = read_ahead([job.load for job, state in zip(jobs, states) if state in ("write", "again")], workers)

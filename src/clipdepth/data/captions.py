@@ -4,6 +4,7 @@ A caption file ``<frame name>.txt`` holds one caption per line (TR2M's released 
 per image). Training draws a random line, so the model does not overfit one wording; evaluation
 always reads line 0, so scores are reproducible.
 """
+
 from __future__ import annotations
 
 import os

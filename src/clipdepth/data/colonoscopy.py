@@ -16,6 +16,7 @@ paper's millimetre numbers converts (RMSE and AbsDiff x 1000) and says so.
   One fixed caption for every frame, as released. Frames keep their native size (the release
   resizes the RGB to 480 x 640 before its network input; here the model's own resize does it once).
 """
+
 from __future__ import annotations
 
 import math
@@ -146,15 +147,16 @@ class SimCol(_FramePairs):
             for colour in sorted(folder.glob("FrameBuffer_*.png")):
                 depth = colour.with_name(colour.name.replace("FrameBuffer_", "Depth_"))
                 if depth.is_file():
-                    frames.append((colour, depth, f"{line.replace('/', '_')}_{colour.stem[len('FrameBuffer_'):]}", [SIMCOL_CAPTION]))
+                    frames.append((colour, depth, f"{line.replace('/', '_')}_{colour.stem[len('FrameBuffer_') :]}", [SIMCOL_CAPTION]))
         super().__init__(frames)
 
     def __getitem__(self, index: int) -> RGBDSample:
         colour, depth_path, name, captions = self.frames[index]
         image, depth = read_rgb(colour), read_simcol_depth(depth_path)
         if depth.shape != image.shape[:2]:
-            raise DataError(f"{depth_path}: depth is {depth.shape[0]}x{depth.shape[1]} but {colour.name} is "
-                            f"{image.shape[0]}x{image.shape[1]}")
+            raise DataError(
+                f"{depth_path}: depth is {depth.shape[0]}x{depth.shape[1]} but {colour.name} is {image.shape[0]}x{image.shape[1]}"
+            )
         return RGBDSample(image, depth, np.full(4, math.nan, np.float32), name, captions)
 
 

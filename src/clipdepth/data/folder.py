@@ -8,6 +8,7 @@ The registered dataset "folder" reads PNG depth in millimetres (scale 1000) and 
 "synthetic_indoor" protocol (1e-3..10 m, no crop) only because a folder's protocol depends on
 its data: users pick ``--protocol`` explicitly.
 """
+
 from __future__ import annotations
 
 import functools

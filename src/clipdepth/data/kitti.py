@@ -6,6 +6,7 @@ Layout (paths as the split list gives them, relative to ``data.root``):
 0 = no measurement). The Eigen test list has 697 lines, 45 with depth "None"; those are counted
 and skipped, so 652 are scored.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """RGB-D pairs listed in a BTS-format split list (``rgb depth|None focal``): KITTI, the zero-shot
 sets and users' folders share this reader; each passes its own depth decoder."""
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,9 @@ class ListedRGBD(Dataset):
         rgb_path, depth_path = entry.rgb_path(self.root), entry.depth_path(self.root)
         image, depth = read_rgb(rgb_path), self.read_depth_m(depth_path)
         if depth.shape != image.shape[:2]:
-            raise DataError(f"{depth_path}: depth is {depth.shape[0]}x{depth.shape[1]} but {rgb_path.name} is "
-                            f"{image.shape[0]}x{image.shape[1]}")
+            raise DataError(
+                f"{depth_path}: depth is {depth.shape[0]}x{depth.shape[1]} but {rgb_path.name} is {image.shape[0]}x{image.shape[1]}"
+            )
         name = self.sample_name(entry)
         if name in self.intrinsics_by_name:
             intrinsics = self.intrinsics_by_name[name]

@@ -14,6 +14,7 @@ that runs out (``/dev/shm`` full), which DataLoader reports as a RuntimeError wh
 are one ``DataError`` line too, saying what to do (``loader_failure``; the CLI's last resort
 uses it for the same errors raised outside a loop over the loader).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,17 @@ from ..io.depth_store import file_scale
 from .sample import RGBDSample
 from .transforms import Preprocessor
 
-__all__ = ["FrameError", "PreparedFrame", "default_workers", "frame_loader", "loader_failure", "prepared_batches", "raise_errors",
-           "read_ahead", "resolve_workers"]
+__all__ = [
+    "FrameError",
+    "PreparedFrame",
+    "default_workers",
+    "frame_loader",
+    "loader_failure",
+    "prepared_batches",
+    "raise_errors",
+    "read_ahead",
+    "resolve_workers",
+]
 
 MAX_AUTO_WORKERS = 8
 # Starting a worker costs a fork and a first batch; a split this small is read faster in-process.
@@ -79,8 +89,7 @@ def resolve_workers(workers: int | None, n_frames: int) -> int:
 class _Prepared(Dataset):
     """``dataset[i]`` decoded and preprocessed (in a worker when there are workers)."""
 
-    def __init__(self, dataset: Dataset, preprocessor: Preprocessor | None, keep_image: bool, keep_gt: bool,
-                 gt_scale: bool) -> None:
+    def __init__(self, dataset: Dataset, preprocessor: Preprocessor | None, keep_image: bool, keep_gt: bool, gt_scale: bool) -> None:
         self.dataset, self.preprocessor, self.gt_scale = dataset, preprocessor, gt_scale
         self.keep_image, self.keep_gt = keep_image, keep_gt
 
@@ -195,9 +204,19 @@ class _Packer:
         for name, arrays, dtype in (("photos", photos, np.uint8), ("gts", gts, np.float32)):
             if arrays:
                 np.concatenate([np.ascontiguousarray(a, dtype).reshape(-1) for a in arrays], out=views[name].numpy())
-        items = [replace(f, image=None, depth=None, sample=replace(  # the arrays travel in the buffer; their shapes here
-            f.sample, image=f.sample.image.shape, depth=(f.sample.depth.shape, f.sample.depth.strides == (0, 0))))
-            if isinstance(f, PreparedFrame) else f for f in batch]
+        items = [
+            replace(
+                f,
+                image=None,
+                depth=None,
+                sample=replace(  # the arrays travel in the buffer; their shapes here
+                    f.sample, image=f.sample.image.shape, depth=(f.sample.depth.shape, f.sample.depth.strides == (0, 0))
+                ),
+            )
+            if isinstance(f, PreparedFrame)
+            else f
+            for f in batch
+        ]
         return _Shipment(items, parts, size, buffer if send else None, slot)
 
     def _buffer(self, size: int) -> tuple[torch.Tensor, tuple[int, int, int] | None, bool]:
@@ -228,8 +247,8 @@ def _part(buffer: torch.Tensor | np.ndarray, offset: int, dtype: torch.dtype, sh
     """A part of a shipment's byte buffer as a tensor (worker) or an array (main process)."""
     size = int(np.prod(shape)) * dtype.itemsize
     if isinstance(buffer, torch.Tensor):
-        return buffer[offset:offset + size].view(dtype).view(shape)
-    return buffer[offset:offset + size].view(torch.empty(0, dtype=dtype).numpy().dtype).reshape(shape)
+        return buffer[offset : offset + size].view(dtype).view(shape)
+    return buffer[offset : offset + size].view(torch.empty(0, dtype=dtype).numpy().dtype).reshape(shape)
 
 
 def _shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -274,11 +293,11 @@ def _frames(shipment: _Shipment, parts: dict[str, np.ndarray]) -> list:
             continue
         photo_shape, (gt_shape, gt_dropped) = item.sample.image, item.sample.depth
         photo_size, gt_size = int(np.prod(photo_shape)), int(np.prod(gt_shape))
-        photo = parts["photos"][photo_at:photo_at + photo_size].reshape(photo_shape)
+        photo = parts["photos"][photo_at : photo_at + photo_size].reshape(photo_shape)
         if gt_dropped:
             gt = np.broadcast_to(np.float32(0), gt_shape)
         else:
-            gt = parts["gts"][gt_at:gt_at + gt_size].reshape(gt_shape)
+            gt = parts["gts"][gt_at : gt_at + gt_size].reshape(gt_shape)
             gt_at += gt_size
         photo_at += photo_size
         image = images[frame] if images.numel() else torch.empty(0)
@@ -320,8 +339,9 @@ def loader_failure(exc: BaseException) -> DataError | None:
     shared memory that ran out (torch's "unable to write to file </torch_...>: No space left on
     device", a worker's Bus error, no room for a queue's semaphore). None for anything else."""
     text = str(exc)
-    shm_full = "</torch_" in text or "shared memory" in text or (
-        isinstance(exc, OSError) and exc.errno == errno.ENOSPC and exc.filename is None)
+    shm_full = (
+        "</torch_" in text or "shared memory" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC and exc.filename is None)
+    )
     if shm_full:
         try:
             free = f" ({shutil.disk_usage(SHM).free / 2**20:.0f} MiB free there now)"
@@ -330,13 +350,15 @@ def loader_failure(exc: BaseException) -> DataError | None:
         return DataError(
             f"the processes reading the data ran out of shared memory in {SHM}{free}; free space there "
             "(in a container, give it more, e.g. docker run --shm-size=8g), or read with fewer worker "
-            "processes (0: none, no shared memory)", setting="workers",
+            "processes (0: none, no shared memory)",
+            setting="workers",
         )
     if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
         reason = next(line for line in text.splitlines() if "DataLoader worker" in line).strip().rstrip(".")
         return DataError(
             f"a process reading the data stopped ({reason}), most often killed for lack of memory; "
-            "read with fewer worker processes (0: none, all in this one)", setting="workers",
+            "read with fewer worker processes (0: none, all in this one)",
+            setting="workers",
         )
     return None
 
@@ -400,7 +422,11 @@ def frame_loader(
 def _data_loader(dataset: Dataset, batches: list[list[int]], workers: int, collate, pin_memory: bool = False) -> DataLoader:
     """A DataLoader over index ``batches`` with ``workers`` one-thread processes."""
     return DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, collate_fn=collate, pin_memory=pin_memory,
+        dataset,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
         worker_init_fn=_worker_init if workers else None,
         # Its own generator for the workers' base seed: starting a loader must not draw from the
         # global RNG, which dropout and resume states depend on.
@@ -435,8 +461,15 @@ def prepared_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     index = range(len(dataset))
-    loader = frame_loader(dataset, preprocessor, [index[i : i + batch_size] for i in index[::batch_size]],
-                          workers, keep_image, gt_scale=gt_scale, keep_gt=keep_gt)
+    loader = frame_loader(
+        dataset,
+        preprocessor,
+        [index[i : i + batch_size] for i in index[::batch_size]],
+        workers,
+        keep_image,
+        gt_scale=gt_scale,
+        keep_gt=keep_gt,
+    )
     for items in loader:
         if not skip_errors:
             yield raise_errors(items)

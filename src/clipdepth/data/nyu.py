@@ -5,6 +5,7 @@ millimetres per line, paths relative to ``data.root``). ``prepare_nyu_mat`` turn
 ``nyu_depth_v2_labeled.mat`` and ``splits.mat`` into that layout: the 795 training and 654 test
 images of the official split (docs/protocol.md, "Splits").
 """
+
 from __future__ import annotations
 
 import os
@@ -119,9 +120,7 @@ def read_nyu_splits(path: str | os.PathLike) -> dict[str, np.ndarray]:
         try:
             import scipy.io
         except ImportError:
-            raise DataError(
-                f"{path}: a MATLAB v5 splits.mat needs scipy (pip install scipy), or save it as v7.3/HDF5"
-            ) from None
+            raise DataError(f"{path}: a MATLAB v5 splits.mat needs scipy (pip install scipy), or save it as v7.3/HDF5") from None
         try:
             arrays = scipy.io.loadmat(path, variable_names=list(SPLIT_KEYS.values()))
         except (ValueError, OSError, scipy.io.matlab.MatReadError) as exc:
@@ -146,13 +145,10 @@ def _open_labeled_mat(path: Path) -> h5py.File:
             raise DataError(f"{path}: lacks {' and '.join(missing)}; expected nyu_depth_v2_labeled.mat")
         images, depths = handle["images"], handle["depths"]
         # h5py sees MATLAB arrays transposed: images (N, 3, W, H), depths (N, W, H).
-        shapes_match = (
-            images.ndim == 4 and images.shape[1] == 3 and depths.shape == (images.shape[0], *images.shape[2:])
-        )
+        shapes_match = images.ndim == 4 and images.shape[1] == 3 and depths.shape == (images.shape[0], *images.shape[2:])
         if not shapes_match or images.dtype != np.uint8:
             raise DataError(
-                f"{path}: images {images.shape} {images.dtype} and depths {depths.shape} are not "
-                "(N, 3, W, H) uint8 and (N, W, H)"
+                f"{path}: images {images.shape} {images.dtype} and depths {depths.shape} are not (N, 3, W, H) uint8 and (N, W, H)"
             )
     except BaseException:
         handle.close()
@@ -165,9 +161,7 @@ def _frame_paths(split: str, index: int) -> tuple[str, str]:
     return f"/{split}/rgb_{index:05d}.png", f"/{split}/sync_depth_{index:05d}.png"
 
 
-def _read_frame(
-    images: h5py.Dataset, depths: h5py.Dataset, index: int, mat_path: Path
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_frame(images: h5py.Dataset, depths: h5py.Dataset, index: int, mat_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Frame ``index`` (1-based) as (H, W, 3) uint8 RGB and (H, W) metres."""
     try:
         return images[index - 1].transpose(2, 1, 0), depths[index - 1].T
@@ -195,12 +189,11 @@ def prepare_nyu_mat(
         for split, indices in split_indices.items():
             bad = indices[(indices < 1) | (indices > len(images))]
             if bad.size:
-                raise DataError(
-                    f"{splits_path}: {SPLIT_KEYS[split]} index {bad[0]} is outside 1..{len(images)} of {mat_path}"
-                )
+                raise DataError(f"{splits_path}: {SPLIT_KEYS[split]} index {bad[0]} is outside 1..{len(images)} of {mat_path}")
         frames = [(split, int(index)) for split, indices in split_indices.items() for index in indices]
-        made = Made(str(mat_path.resolve()), {"mat": file_digest(mat_path), "splits": file_digest(splits_path)},
-                    {"depth_scale": NYU_DEPTH_SCALE})
+        made = Made(
+            str(mat_path.resolve()), {"mat": file_digest(mat_path), "splits": file_digest(splits_path)}, {"depth_scale": NYU_DEPTH_SCALE}
+        )
         record = out_dir / RECORD_FOLDER / "nyu.json"
         earlier = read_record(record)
         if earlier is not None and made.compare(earlier) != "same":  # removed before the new record: also after a kill

@@ -1,4 +1,5 @@
 """One RGB-D frame: what every dataset yields and every model, cache and evaluation reads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ dataset root (NYU's training list writes them with a leading "/", which is still
 list paths themselves (``data.train_list``, ``data.test_list``, ``data.val_split_dir``) are read
 from ``data.root`` too when relative, so that one root places a list and what it lists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,10 @@ def read_split_list(path: str | Path) -> list[SplitEntry]:
         except ValueError:
             raise DataError(f"{path}:{number}: focal length {fields[2]!r} is not a number") from None
         if focal is not None and not (math.isfinite(focal) and focal > 0):
-            raise DataError(f"{path}:{number}: focal length {fields[2]!r} is not a finite number > 0; give the "
-                            "camera's focal length in pixels (518.8579 for NYU's Kinect, as the BTS lists have it)")
+            raise DataError(
+                f"{path}:{number}: focal length {fields[2]!r} is not a finite number > 0; give the "
+                "camera's focal length in pixels (518.8579 for NYU's Kinect, as the BTS lists have it)"
+            )
         depth = None if fields[1] == "None" else fields[1]
         entries.append(SplitEntry(fields[0], depth, focal, number))
     if not entries:
@@ -74,7 +77,8 @@ def check_files(entries: list[SplitEntry], root: str | Path, list_path: str | Pa
     if missing:
         raise DataError(
             f"{list_path}: {len(missing)} listed file(s) missing under {root}, first: {missing[0]} "
-            "(is data.root the folder the list's paths are relative to?)", setting="data.root",
+            "(is data.root the folder the list's paths are relative to?)",
+            setting="data.root",
         )
 
 
@@ -105,6 +109,7 @@ def train_val_split(
         rng = np.random.default_rng([seed, int(content, 16)])
         order = rng.permutation(len(entries))
         val_ids = set(order[:n_val].tolist())
+
         def lines(keep_val: bool) -> str:
             chosen = [e for i, e in enumerate(entries) if (i in val_ids) == keep_val]
             return "".join(f"{e.rgb} {e.depth or 'None'}{'' if e.focal is None else f' {e.focal!r}'}\n" for e in chosen)
@@ -144,7 +149,8 @@ def list_file(cfg: DataConfig, field: str, why: str = "") -> Path:
     if not Path(value).is_absolute() and Path(value).is_file():
         raise ConfigError(
             f"{setting}={value!r}: not under data.root ({path} does not exist); split lists are read relative to "
-            f"data.root, not the current folder: give the absolute path {Path(value).resolve()}", setting=setting,
+            f"data.root, not the current folder: give the absolute path {Path(value).resolve()}",
+            setting=setting,
         )
     raise ConfigError(f"{setting}={value!r}: {path} does not exist (a relative list path is read from data.root)", setting=setting)
 

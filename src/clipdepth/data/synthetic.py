@@ -11,6 +11,7 @@ y down, z forward; pixel (row v, column u) has its centre at (u, v), as in OpenC
 ((u - cx) / fx, (v - cy) / fy, 1) in camera coordinates and a floor pixel below the horizon of a
 level camera at height h has depth h * fy / (v - cy).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -145,11 +146,7 @@ class Facade:
         albedo = self.wall(a, b)
         along = a - self.phase
         in_storey = np.mod(b, self.storey)
-        glass = (
-            (np.mod(along, self.bay) < self.window[0])
-            & (in_storey >= self.sill)
-            & (in_storey < self.sill + self.window[1])
-        )
+        glass = (np.mod(along, self.bay) < self.window[0]) & (in_storey >= self.sill) & (in_storey < self.sill + self.window[1])
         # each pane reflects a little differently
         pane = _hash_unit(np.floor(along[glass] / self.bay), np.floor(b[glass] / self.storey), self.seed)
         albedo[glass] = np.array([0.10, 0.14, 0.20]) * (0.6 + 0.9 * pane[:, None])
@@ -238,9 +235,7 @@ def _pixel_window(box: Box, camera: Camera, rotation: np.ndarray) -> tuple[slice
     return rows, columns
 
 
-def _intersect(
-    box: Box, origin: Vector, inverse: np.ndarray, exit_faces: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _intersect(box: Box, origin: Vector, inverse: np.ndarray, exit_faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ray parameter (inf on a miss) and face index per ray, by the slab method. `exit_faces[k]`
     is the face of an axis-k slab through which each ray leaves it (2k + 1 when heading to hi)."""
     candidates, faces, exits = [], [], []
@@ -300,8 +295,7 @@ def _render(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         axis, at_hi = divmod(face, 2)
         t = flat_depth[pixels]
         a_axis, b_axis = _FACE_PLANE_AXES[axis]
-        albedo = box.faces[face](origin[a_axis] + t * directions[a_axis, pixels],
-                                 origin[b_axis] + t * directions[b_axis, pixels])
+        albedo = box.faces[face](origin[a_axis] + t * directions[a_axis, pixels], origin[b_axis] + t * directions[b_axis, pixels])
         outward = 1.0 if at_hi else -1.0  # a room's faces are seen from inside
         lambert = max(0.0, (-outward if box.hollow else outward) * scene.light[axis])
         fog = 1 - np.exp(-t / scene.fog_distance)[:, None]
@@ -346,16 +340,38 @@ def _room_textures(rng: np.random.Generator) -> tuple[Texture, ...]:
     0.6 m ceiling tiles; the back wall is sometimes painted another colour."""
 
     def wall(colour: Colour) -> Texture:
-        return Pattern(colour, _pattern_seed(rng), noise_cell=0.2, noise_amount=0.12,
-                       cell=(0.4, None), cell_jitter=0.07, joint_width=0.02, joint_shade=0.8)
+        return Pattern(
+            colour,
+            _pattern_seed(rng),
+            noise_cell=0.2,
+            noise_amount=0.12,
+            cell=(0.4, None),
+            cell_jitter=0.07,
+            joint_width=0.02,
+            joint_shade=0.8,
+        )
 
     wall_colour = _random_colour(rng, (0.05, 0.35), (0.6, 0.9))
     side_wall = wall(wall_colour)
     back_wall = wall(_random_colour(rng, (0.1, 0.5), (0.5, 0.85))) if rng.uniform() < 0.3 else side_wall
-    floor = Pattern(_random_colour(rng, (0.1, 0.5), (0.35, 0.75)), _pattern_seed(rng), noise_cell=0.1,
-                    noise_amount=0.2, cell=(0.5, 0.5), cell_jitter=0.12, joint_width=0.025)
-    ceiling = Pattern(_random_colour(rng, (0.0, 0.1), (0.8, 0.95)), _pattern_seed(rng), noise_cell=0.25,
-                      noise_amount=0.06, cell=(0.6, 0.6), joint_width=0.02, joint_shade=0.75)
+    floor = Pattern(
+        _random_colour(rng, (0.1, 0.5), (0.35, 0.75)),
+        _pattern_seed(rng),
+        noise_cell=0.1,
+        noise_amount=0.2,
+        cell=(0.5, 0.5),
+        cell_jitter=0.12,
+        joint_width=0.025,
+    )
+    ceiling = Pattern(
+        _random_colour(rng, (0.0, 0.1), (0.8, 0.95)),
+        _pattern_seed(rng),
+        noise_cell=0.25,
+        noise_amount=0.06,
+        cell=(0.6, 0.6),
+        joint_width=0.02,
+        joint_shade=0.75,
+    )
     # x lo, x hi, floor, ceiling, front (behind the camera), back
     return side_wall, side_wall, floor, ceiling, side_wall, back_wall
 
@@ -374,8 +390,15 @@ def _furniture(rng: np.random.Generator, room_lo: np.ndarray, room_hi: np.ndarra
         lo[0] = room_hi[0] - size[0]
     elif against == 2:
         lo[2] = room_hi[2] - size[2]
-    texture = Pattern(_random_colour(rng, (0.2, 0.7), (0.25, 0.8)), _pattern_seed(rng), noise_cell=0.1,
-                      noise_amount=0.15, cell=(None, 0.35), cell_jitter=0.05, joint_width=0.02)
+    texture = Pattern(
+        _random_colour(rng, (0.2, 0.7), (0.25, 0.8)),
+        _pattern_seed(rng),
+        noise_cell=0.1,
+        noise_amount=0.15,
+        cell=(None, 0.35),
+        cell_jitter=0.05,
+        joint_width=0.02,
+    )
     return Box(tuple(lo), tuple(lo + size), _all_faces(texture))
 
 
@@ -388,18 +411,28 @@ def _indoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     room = Box(tuple(room_lo), tuple(room_hi), _room_textures(rng), hollow=True)
     furniture = tuple(_furniture(rng, room_lo, room_hi) for _ in range(rng.integers(1, 6)))
     camera = Camera(
-        _scaled_intrinsics("indoor", height, width), height, width,
+        _scaled_intrinsics("indoor", height, width),
+        height,
+        width,
         position=(0.0, rng.uniform(1.1, 1.6), 0.0),
-        yaw=np.radians(rng.uniform(-20, 20)), pitch=np.radians(rng.uniform(-10, 10)),
+        yaw=np.radians(rng.uniform(-20, 20)),
+        pitch=np.radians(rng.uniform(-10, 10)),
     )
     # A ceiling light ahead: floors and back walls lit, ceilings in the ambient share only.
     # Aerial perspective (colour and contrast fade towards a light haze with distance) is a
     # classical monocular cue; it is exaggerated here because texture scale alone is too subtle
     # for the demo's random-weight encoder to pick up patch by patch (a raw-pixel probe of a
     # single patch did no better than the mean depth without it).
-    return Scene(camera, (room, *furniture), DEPTH_RANGE["indoor"], light=(0.24, 0.78, -0.58),
-                 ambient=0.45, fog_colour=(0.62, 0.6, 0.58), fog_distance=5.0,
-                 captions=_describe_room(room, furniture, camera))
+    return Scene(
+        camera,
+        (room, *furniture),
+        DEPTH_RANGE["indoor"],
+        light=(0.24, 0.78, -0.58),
+        ambient=0.45,
+        fog_colour=(0.62, 0.6, 0.58),
+        fog_distance=5.0,
+        captions=_describe_room(room, furniture, camera),
+    )
 
 
 def _buildings(rng: np.random.Generator, facade_x: float, side: int) -> list[Box]:
@@ -411,12 +444,27 @@ def _buildings(rng: np.random.Generator, facade_x: float, side: int) -> list[Box
         if rng.uniform() > 0.12:  # else a side street
             front = facade_x + rng.choice([0.0, rng.uniform(0.2, 1.5)])  # some are set back
             x_near, x_far = side * front, side * (front + 15.0)
-            wall = Pattern(_random_colour(rng, (0.05, 0.5), (0.4, 0.85)), _pattern_seed(rng), noise_cell=0.2,
-                           noise_amount=0.12, cell=(0.25, 0.08), cell_jitter=0.06, joint_width=0.012,
-                           joint_shade=0.8, stagger=True)
+            wall = Pattern(
+                _random_colour(rng, (0.05, 0.5), (0.4, 0.85)),
+                _pattern_seed(rng),
+                noise_cell=0.2,
+                noise_amount=0.12,
+                cell=(0.25, 0.08),
+                cell_jitter=0.06,
+                joint_width=0.012,
+                joint_shade=0.8,
+                stagger=True,
+            )
             storey = rng.uniform(3.0, 3.6)
-            facade = Facade(wall, bay=rng.uniform(2.4, 3.6), storey=storey, window=(1.2, 1.5), sill=0.9,
-                            phase=rng.uniform(0, 2), seed=_pattern_seed(rng))
+            facade = Facade(
+                wall,
+                bay=rng.uniform(2.4, 3.6),
+                storey=storey,
+                window=(1.2, 1.5),
+                sill=0.9,
+                phase=rng.uniform(0, 2),
+                seed=_pattern_seed(rng),
+            )
             lo = (min(x_near, x_far), 0.0, z)
             hi = (max(x_near, x_far), storey * rng.integers(2, 7), z + length)
             blocks.append(Box(lo, hi, _all_faces(facade)))
@@ -434,13 +482,11 @@ def _cars(rng: np.random.Generator, road_half_width: float) -> list[Box]:
         if any(abs(x - x0) < 2.2 and abs(z - z0) < 5.0 for x0, z0 in taken):
             continue
         taken.append((x, z))
-        paint = Pattern(_random_colour(rng, (0.3, 0.9), (0.2, 0.9)), _pattern_seed(rng),
-                        noise_cell=0.1, noise_amount=0.08)
+        paint = Pattern(_random_colour(rng, (0.3, 0.9), (0.2, 0.9)), _pattern_seed(rng), noise_cell=0.1, noise_amount=0.08)
         glass = Pattern((0.12, 0.14, 0.18), _pattern_seed(rng), noise_cell=0.1, noise_amount=0.2)
         boxes.append(Box((x - 0.9, 0.15, z - 2.15), (x + 0.9, 1.0, z + 2.15), _all_faces(paint)))
         roof = paint  # the cabin's top is painted, its sides are windows
-        boxes.append(Box((x - 0.8, 1.0, z - 1.2), (x + 0.8, 1.45, z + 0.9),
-                         (glass, glass, glass, roof, glass, glass)))
+        boxes.append(Box((x - 0.8, 1.0, z - 1.2), (x + 0.8, 1.45, z + 0.9), (glass, glass, glass, roof, glass, glass)))
     return boxes
 
 
@@ -450,11 +496,19 @@ def _outdoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     dashed = (0.0, -road_half_width / 2, road_half_width / 2) if road_half_width > 5.5 else (0.0,)
     road = RoadMarkings(
         Pattern(_random_colour(rng, (0.0, 0.1), (0.25, 0.4)), _pattern_seed(rng), noise_cell=0.1, noise_amount=0.25),
-        solid_lines=(-road_half_width + 0.3, road_half_width - 0.3), dashed_lines=dashed,
+        solid_lines=(-road_half_width + 0.3, road_half_width - 0.3),
+        dashed_lines=dashed,
     )
     ground = Box((-500.0, -1.0, -50.0), (500.0, 0.0, 500.0), _all_faces(road))
-    paving = Pattern(_random_colour(rng, (0.0, 0.2), (0.45, 0.7)), _pattern_seed(rng), noise_cell=0.1,
-                     noise_amount=0.12, cell=(0.3, 0.3), cell_jitter=0.08, joint_width=0.015)
+    paving = Pattern(
+        _random_colour(rng, (0.0, 0.2), (0.45, 0.7)),
+        _pattern_seed(rng),
+        noise_cell=0.1,
+        noise_amount=0.12,
+        cell=(0.3, 0.3),
+        cell_jitter=0.08,
+        joint_width=0.015,
+    )
     sidewalks = (
         Box((-left_facade, 0.0, -50.0), (-road_half_width, 0.15, 500.0), _all_faces(paving)),
         Box((road_half_width, 0.0, -50.0), (right_facade, 0.15, 500.0), _all_faces(paving)),
@@ -463,16 +517,28 @@ def _outdoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     cars = _cars(rng, road_half_width)
     boxes = (ground, *sidewalks, *buildings, *cars)
     camera = Camera(
-        _scaled_intrinsics("outdoor", height, width), height, width,
+        _scaled_intrinsics("outdoor", height, width),
+        height,
+        width,
         position=(rng.uniform(0.25, 0.75) * road_half_width, 1.65, 0.0),  # driving in a right-hand lane
-        yaw=np.radians(rng.uniform(-3, 3)), pitch=np.radians(rng.uniform(-1, 1)),
+        yaw=np.radians(rng.uniform(-3, 3)),
+        pitch=np.radians(rng.uniform(-1, 1)),
     )
     horizon = np.array(_random_colour(rng, (0.05, 0.15), (0.85, 0.95)))
     zenith = np.array(colorsys.hsv_to_rgb(rng.uniform(0.55, 0.62), rng.uniform(0.35, 0.6), rng.uniform(0.75, 0.9)))
     # a high sun from the right: right-hand facades lit, left-hand ones in shade
-    return Scene(camera, boxes, DEPTH_RANGE["outdoor"], light=(-0.45, 0.8, 0.4), ambient=0.4,
-                 fog_colour=tuple(horizon), fog_distance=150.0, sky_zenith=tuple(zenith), sky_horizon=tuple(horizon),
-                 captions=_describe_street(buildings, cars, road_half_width, left_facade + right_facade, tuple(zenith)))
+    return Scene(
+        camera,
+        boxes,
+        DEPTH_RANGE["outdoor"],
+        light=(-0.45, 0.8, 0.4),
+        ambient=0.4,
+        fog_colour=tuple(horizon),
+        fog_distance=150.0,
+        sky_zenith=tuple(zenith),
+        sky_horizon=tuple(horizon),
+        captions=_describe_street(buildings, cars, road_half_width, left_facade + right_facade, tuple(zenith)),
+    )
 
 
 # --------------------------------------------------------------------------- captions
@@ -481,8 +547,17 @@ def _outdoor_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
 
 _NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _PLURALS = {"box": "boxes"}  # the rest take an s
-_HUES = ((15, "red"), (40, "orange"), (65, "yellow"), (160, "green"), (195, "teal"), (255, "blue"),
-         (290, "purple"), (335, "pink"), (360, "red"))
+_HUES = (
+    (15, "red"),
+    (40, "orange"),
+    (65, "yellow"),
+    (160, "green"),
+    (195, "teal"),
+    (255, "blue"),
+    (290, "purple"),
+    (335, "pink"),
+    (360, "red"),
+)
 
 
 def _count(n: int, noun: str) -> str:
@@ -554,8 +629,7 @@ def _describe_room(room: Box, furniture: tuple[Box, ...], camera: Camera) -> tup
     return tuple(lines)
 
 
-def _describe_street(buildings: list[Box], cars: list[Box], road_half_width: float, street_width: float,
-                     sky: Colour) -> tuple[str, ...]:
+def _describe_street(buildings: list[Box], cars: list[Box], road_half_width: float, street_width: float, sky: Colour) -> tuple[str, ...]:
     bodies = cars[::2]  # each car is a body then a cabin
     kerb = road_half_width - 1.2
     parked = sum(bool(np.isclose(abs(b.lo[0] + b.hi[0]) / 2, kerb)) for b in bodies)
@@ -570,12 +644,13 @@ def _describe_street(buildings: list[Box], cars: list[Box], road_half_width: flo
     traffic = [f"{_count(parked, 'car')} {'is' if parked == 1 else 'are'} parked along the kerb"] * bool(parked)
     traffic += [f"{_count(ahead, 'car')} {'is' if ahead == 1 else 'are'} in the lane ahead"] * bool(ahead)
     return (
-        (f"{street.capitalize()} street with {_count(len(near), 'building')} and {_count(len(bodies), 'car')} "
-         f"under a {_colour_name(sky)} sky."),
+        (
+            f"{street.capitalize()} street with {_count(len(near), 'building')} and {_count(len(bodies), 'car')} "
+            f"under a {_colour_name(sky)} sky."
+        ),
         f"A driving scene on a {lanes}-lane road lined with {rise} {facade} buildings.",
         " and ".join(traffic).capitalize() + "." if traffic else "There are no cars on the road.",
-        (f"An image with a road, lane markings, two sidewalks, {_count(len(near), 'building')}, "
-         f"{_count(len(bodies), 'car')}, the sky."),
+        (f"An image with a road, lane markings, two sidewalks, {_count(len(near), 'building')}, {_count(len(bodies), 'car')}, the sky."),
     )
 
 

@@ -10,6 +10,7 @@ the PureCLIP-Depth release resizes with OpenCV's INTER_LINEAR (half-pixel centre
 antialiasing), TR2M's with ``align_corners=True``. ``restore`` maps a prediction at the input
 size back onto the full GT frame, where the protocol scores it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,9 +38,7 @@ def resize_bilinear(x: torch.Tensor, size: tuple[int, int], mode: str = "linear"
     """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
-    return F.interpolate(
-        x, size=size, mode="bilinear", align_corners=mode == "align_corners", antialias=mode == "antialias"
-    )
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=mode == "align_corners", antialias=mode == "antialias")
 
 
 def resize_depth_masked(depth: torch.Tensor, size: tuple[int, int], mode: str = "linear") -> torch.Tensor:
@@ -70,8 +69,13 @@ class Preprocessor:
 
     @classmethod
     def create(
-        cls, input_size: int | Sequence[int], crop: Sequence[int] | None, tiles: int = 1, kb_crop: bool = False,
-        resize: str = "linear", depth_resize: str = "masked",
+        cls,
+        input_size: int | Sequence[int],
+        crop: Sequence[int] | None,
+        tiles: int = 1,
+        kb_crop: bool = False,
+        resize: str = "linear",
+        depth_resize: str = "masked",
     ) -> "Preprocessor":
         if tiles < 1:
             raise ValueError(f"data.tiles must be >= 1, got {tiles}")
@@ -144,7 +148,7 @@ class Preprocessor:
         images = np.asarray(images)
         box = self._fitting_box(tuple(images.shape[1:3]))
         if box is not None:
-            images = images[:, box[0]:box[1], box[2]:box[3]]
+            images = images[:, box[0] : box[1], box[2] : box[3]]
         x = torch.tensor(images).permute(0, 3, 1, 2).float() / 255.0  # copies: decoders give read-only arrays
         return self._resized(x)
 

@@ -8,6 +8,7 @@ name the image list; the ground-truth list is its sibling. Depth is uint16 / 256
 measurement; frames keep their native 480 x 640. Scored with the ``void`` protocol: 0.2 < d < 5 m
 inside the NYU Eigen crop [45:471, 41:601], as the release scores it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +36,11 @@ def _paths(list_path: Path, root: Path) -> list[str]:
         raise DataError(f"{list_path}: VOID list not found")
     prefix = str(root).rstrip("/") + "/"
     # The release writes each line as root + relative path; either form is read.
-    return [line[len(prefix):] if line.startswith(prefix) else line
-            for line in (raw.strip() for raw in list_path.read_text().splitlines()) if line]
+    return [
+        line[len(prefix) :] if line.startswith(prefix) else line
+        for line in (raw.strip() for raw in list_path.read_text().splitlines())
+        if line
+    ]
 
 
 def void_entries(image_list: str | Path, root: str | Path) -> list[SplitEntry]:

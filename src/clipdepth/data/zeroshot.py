@@ -8,6 +8,7 @@ and user folders share. None of them has an evaluation protocol of its own in
 no crop) and DIODE, which mixes indoor and outdoor scans, to ``synthetic_outdoor`` (1e-3..80 m, no
 crop); pass ``--protocol`` to score differently.
 """
+
 from __future__ import annotations
 
 import math
@@ -152,7 +153,8 @@ def read_hypersim_depth(path: str | Path) -> np.ndarray:
 
 
 def _listed_factory(
-    read_depth_m: DepthReader, companions: Callable[[Path], list[Path]] | None = None,
+    read_depth_m: DepthReader,
+    companions: Callable[[Path], list[Path]] | None = None,
 ) -> Callable[[DataConfig, str], Dataset]:
     def factory(cfg: DataConfig, split: str) -> Dataset:
         root, entries, list_path = split_entries(cfg, split)

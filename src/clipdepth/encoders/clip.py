@@ -5,6 +5,7 @@ and the visual projection (docs/pureclip-depth.md, "Encoder"). In ``transformers
 ``last_hidden_state`` is taken BEFORE ``post_layernorm``, so both are applied here to all tokens;
 token 0 then equals the model's own image embedding and no second pass is needed for CLS.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,9 +24,7 @@ from .loading import first_line, quiet_transformers
 
 TEXT_CONTEXT_LENGTH = 77  # CLIP's text positions
 TOKENIZER_PROBE = "1.00 meter"  # a depth phrase: a usable tokenizer must have real tokens for it
-SAVED_FOLDER_HINT = (
-    "a folder saved by CLIPModel.save_pretrained plus its tokenizer files (CLIPTokenizer.save_pretrained)"
-)
+SAVED_FOLDER_HINT = "a folder saved by CLIPModel.save_pretrained plus its tokenizer files (CLIPTokenizer.save_pretrained)"
 
 
 @dataclass
@@ -79,10 +78,7 @@ def _random_clip_config(cfg: CLIPEncoderConfig, tokenizer: CLIPTokenizer) -> CLI
 def _load_hint(name_or_path: str) -> str:
     """What to supply instead, for a folder or a hub id whose tokenizer failed to load."""
     if Path(name_or_path).is_dir():
-        return (
-            f"save the model into '{name_or_path}' with CLIPModel.save_pretrained "
-            "and its tokenizer with CLIPTokenizer.save_pretrained"
-        )
+        return f"save the model into '{name_or_path}' with CLIPModel.save_pretrained and its tokenizer with CLIPTokenizer.save_pretrained"
     return f"run once with network access so it is cached, or set clip.name to {SAVED_FOLDER_HINT}"
 
 
@@ -143,9 +139,7 @@ class CLIPEncoder(FrozenImageModel):
     def forward(self, pixel_values: torch.Tensor) -> EncoderOutput:
         expected = (3, self.image_size, self.image_size)
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
-            raise ValueError(
-                f"expected pixel_values of shape (B, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}"
-            )
+            raise ValueError(f"expected pixel_values of shape (B, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}")
         vision = self.model.vision_model
         hidden = vision(pixel_values=pixel_values).last_hidden_state  # (B, 1 + h*w, Dv), before post_layernorm
         tokens = self.model.visual_projection(vision.post_layernorm(hidden))

@@ -11,6 +11,7 @@ strictly, but never run): DepthCLIP's image features, and the learned depth prom
 Weights come from ``depthclip.weights``: a file path, or "open_clip" (the optional open_clip
 package). Without them every failure is one EncoderLoadError line saying what to supply.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -60,11 +61,15 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = None
         if stride > 1 or inplanes != planes * self.expansion:
-            self.downsample = nn.Sequential(OrderedDict([
-                ("-1", nn.AvgPool2d(stride)),
-                ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
-                ("1", nn.BatchNorm2d(planes * self.expansion)),
-            ]))
+            self.downsample = nn.Sequential(
+                OrderedDict(
+                    [
+                        ("-1", nn.AvgPool2d(stride)),
+                        ("0", nn.Conv2d(inplanes, planes * self.expansion, 1, stride=1, bias=False)),
+                        ("1", nn.BatchNorm2d(planes * self.expansion)),
+                    ]
+                )
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -128,9 +133,15 @@ class ResidualAttentionBlock(nn.Module):
         super().__init__()
         self.attn = nn.MultiheadAttention(d_model, n_head)
         self.ln_1 = nn.LayerNorm(d_model)
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELUActivation()), ("c_proj", nn.Linear(d_model * 4, d_model)),
-        ]))
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("c_fc", nn.Linear(d_model, d_model * 4)),
+                    ("gelu", QuickGELUActivation()),
+                    ("c_proj", nn.Linear(d_model * 4, d_model)),
+                ]
+            )
+        )
         self.ln_2 = nn.LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -155,8 +166,16 @@ class CLIPResNet(nn.Module):
     """OpenAI's CLIP with a ModifiedResNet image tower, its parameters under OpenAI's names."""
 
     def __init__(
-        self, embed_dim: int, image_resolution: int, vision_layers: Sequence[int], vision_width: int,
-        context_length: int, vocab_size: int, transformer_width: int, transformer_heads: int, transformer_layers: int,
+        self,
+        embed_dim: int,
+        image_resolution: int,
+        vision_layers: Sequence[int],
+        vision_width: int,
+        context_length: int,
+        vocab_size: int,
+        transformer_width: int,
+        transformer_heads: int,
+        transformer_layers: int,
     ) -> None:
         super().__init__()
         self.context_length = context_length
@@ -180,10 +199,14 @@ class CLIPResNet(nn.Module):
         grid = round((state["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
         width = state["ln_final.weight"].shape[0]
         model = cls(
-            embed_dim=state["text_projection"].shape[1], image_resolution=grid * 32, vision_layers=layers,
+            embed_dim=state["text_projection"].shape[1],
+            image_resolution=grid * 32,
+            vision_layers=layers,
             vision_width=state["visual.layer1.0.conv1.weight"].shape[0],
-            context_length=state["positional_embedding"].shape[0], vocab_size=state["token_embedding.weight"].shape[0],
-            transformer_width=width, transformer_heads=width // 64,
+            context_length=state["positional_embedding"].shape[0],
+            vocab_size=state["token_embedding.weight"].shape[0],
+            transformer_width=width,
+            transformer_heads=width // 64,
             transformer_layers=len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")}),
         )
         params = {k: v for k, v in state.items() if k not in NON_PARAMETER_KEYS and k != "attn_mask"}
@@ -256,8 +279,8 @@ def _open_clip_weights() -> tuple[dict[str, torch.Tensor], Callable[[list[str]],
 
 def _hf_tokenizer(tokenizer: CLIPTokenizer) -> Callable[[list[str]], torch.Tensor]:
     def tokenize(phrases: list[str]) -> torch.Tensor:
-        return tokenizer(phrases, padding="max_length", truncation=True, max_length=TEXT_CONTEXT_LENGTH,
-                         return_tensors="pt")["input_ids"]
+        return tokenizer(phrases, padding="max_length", truncation=True, max_length=TEXT_CONTEXT_LENGTH, return_tensors="pt")["input_ids"]
+
     return tokenize
 
 
@@ -282,7 +305,10 @@ class ResNetCLIPEncoder(nn.Module):
     part = section_name(DepthCLIPConfig)  # the config section that names these weights
 
     def __init__(
-        self, model: CLIPResNet, tokenize: Callable[[list[str]], torch.Tensor], description: str,
+        self,
+        model: CLIPResNet,
+        tokenize: Callable[[list[str]], torch.Tensor],
+        description: str,
         normalization: str = "imagenet",
     ) -> None:
         super().__init__()
@@ -301,13 +327,23 @@ class ResNetCLIPEncoder(nn.Module):
         """The weights ``cfg`` names, or (``random_init``) its sizes with seeded random weights."""
         if cfg.random_init:
             tokenizer = char_level_tokenizer()
-            model = random_weights(lambda: CLIPResNet(
-                embed_dim=cfg.embed_dim, image_resolution=224, vision_layers=cfg.layers, vision_width=cfg.width,
-                context_length=TEXT_CONTEXT_LENGTH, vocab_size=len(tokenizer), transformer_width=cfg.text_width,
-                transformer_heads=cfg.text_heads, transformer_layers=cfg.text_layers,
-            ), cfg.seed)
-            return cls(model, _hf_tokenizer(tokenizer), f"random-weight CLIP ResNet, seed {cfg.seed} (untrained; for tests)",
-                       cfg.normalization)
+            model = random_weights(
+                lambda: CLIPResNet(
+                    embed_dim=cfg.embed_dim,
+                    image_resolution=224,
+                    vision_layers=cfg.layers,
+                    vision_width=cfg.width,
+                    context_length=TEXT_CONTEXT_LENGTH,
+                    vocab_size=len(tokenizer),
+                    transformer_width=cfg.text_width,
+                    transformer_heads=cfg.text_heads,
+                    transformer_layers=cfg.text_layers,
+                ),
+                cfg.seed,
+            )
+            return cls(
+                model, _hf_tokenizer(tokenizer), f"random-weight CLIP ResNet, seed {cfg.seed} (untrained; for tests)", cfg.normalization
+            )
         if cfg.weights == OPEN_CLIP:
             state, tokenize = _open_clip_weights()
         else:

@@ -5,6 +5,7 @@ In ``transformers``' ``Dinov2Model`` the ``last_hidden_state`` is already taken 
 The position embeddings are interpolated to the input grid, so any multiple of the patch size works.
 
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,7 @@ from ..config import DINOv2Config
 from .frozen import FrozenImageModel, load_pretrained, random_weights
 
 DINOV2_HINT = "DINOv2 weights (e.g. facebook/dinov2-large, or a folder saved by Dinov2Model.save_pretrained)"
+
 
 class DINOv2Encoder(FrozenImageModel):
     """Frozen DINOv2: ``forward`` maps images in [0, 1] to a (B, H/p, W/p, D) grid of patch tokens."""
@@ -48,8 +50,7 @@ class DINOv2Encoder(FrozenImageModel):
         batch, channels, height, width = images.shape
         if channels != 3 or height % self.patch_size or width % self.patch_size:
             raise ValueError(
-                f"expected images of shape (B, 3, H, W) with H and W multiples of {self.patch_size}, "
-                f"got {tuple(images.shape)}"
+                f"expected images of shape (B, 3, H, W) with H and W multiples of {self.patch_size}, got {tuple(images.shape)}"
             )
         hidden = self.model(pixel_values=self.normalize(images)).last_hidden_state  # (B, prefix + h*w, D), normed
         grid_h, grid_w = height // self.patch_size, width // self.patch_size

@@ -2,6 +2,7 @@
 errors, seeded random weights for tests and demos, input normalisation, a weight fingerprint, whether
 the weights are untrained, and staying frozen inside a model that trains.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,8 +75,12 @@ class FrozenImageModel(nn.Module):
     part: ClassVar[str]  # the config section that names these weights
 
     def __init__(
-        self, model: PreTrainedModel, description: str, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-        std: Sequence[float] = IMAGENET_DEFAULT_STD, patch_size: int | None = None,
+        self,
+        model: PreTrainedModel,
+        description: str,
+        mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+        std: Sequence[float] = IMAGENET_DEFAULT_STD,
+        patch_size: int | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)

@@ -1,5 +1,6 @@
 """Helpers every frozen model shares: quiet loading, short error lines, a weight fingerprint, and
 telling untrained weights from trained ones."""
+
 from __future__ import annotations
 
 import contextlib
@@ -61,7 +62,8 @@ def at_initialisation(module: nn.Module) -> bool:
     layers is never called untrained (nothing to tell by)."""
     values = [
         (tensor, expected)
-        for layer in module.modules() if isinstance(layer, NORM_LAYERS)
+        for layer in module.modules()
+        if isinstance(layer, NORM_LAYERS)
         for name, expected in NORM_INITIAL.items()
         if (tensor := getattr(layer, name, None)) is not None
     ]

@@ -8,6 +8,7 @@ relative inverse-depth-like map at the input resolution.
 - ``OracleRelativeSource``: relative depth MADE FROM THE GROUND TRUTH, for tests, the synthetic
   demo and ablations only; it cannot run on images without depth.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,7 @@ from ..errors import ConfigError, DataError
 from .frozen import FrozenImageModel, load_pretrained, random_weights
 
 DEPTH_ANYTHING_HINT = (
-    "Depth Anything weights (e.g. LiheYoung/depth-anything-small-hf, "
-    "or a folder saved by DepthAnythingForDepthEstimation.save_pretrained)"
+    "Depth Anything weights (e.g. LiheYoung/depth-anything-small-hf, or a folder saved by DepthAnythingForDepthEstimation.save_pretrained)"
 )
 DEPTH_ANYTHING_PATCH_SIZE = 14
 DPT_STAGES = 4  # the DPT neck reassembles four backbone stages

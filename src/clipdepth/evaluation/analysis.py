@@ -8,6 +8,7 @@ pixels outside ``[e_0, e_N]`` are ignored. The per-bin spread is the POPULATION 
 ``DepthErrorAccumulator`` keeps only per-bin counts, sums and sums of squares (float64) plus a
 fixed-size 2-D histogram, so memory does not grow with the number of images.
 """
+
 from __future__ import annotations
 
 from typing import Any

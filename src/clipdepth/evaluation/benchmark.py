@@ -12,6 +12,7 @@ interrupted benchmark resumes. Then
 in the same columns, the average rank where the paper ranks methods, and for each of our rows
 whether its weights are real or random and whether flip TTA was on.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,18 +39,34 @@ from .published import LENGTH_METRICS, RANK_DECIMALS, PublishedTable, average_ra
 from .report import HEADERS
 
 __all__ = [
-    "SUITES", "BenchmarkResult", "Suite", "SuiteEntry", "load_suite", "run_benchmark", "weights_summary",
+    "SUITES",
+    "BenchmarkResult",
+    "Suite",
+    "SuiteEntry",
+    "load_suite",
+    "run_benchmark",
+    "weights_summary",
 ]
 
 DATASET_TITLES = {
-    "nyu": "NYU", "kitti": "KITTI", "void": "VOID", "c3vd": "C3VD", "sun_rgbd": "SUN RGB-D", "ibims": "iBims-1",
-    "hypersim": "HyperSim", "diode": "DIODE", "simcol": "SimCol",
+    "nyu": "NYU",
+    "kitti": "KITTI",
+    "void": "VOID",
+    "c3vd": "C3VD",
+    "sun_rgbd": "SUN RGB-D",
+    "ibims": "iBims-1",
+    "hypersim": "HyperSim",
+    "diode": "DIODE",
+    "simcol": "SimCol",
 }
 # Where TR2M's released evaluation scores a set differently from the standard (docs/protocol.md,
 # "Released variants"): the protocol ``released=True`` picks.
 RELEASED_PROTOCOLS = {
-    "kitti": "kitti_kb_released", "sun_rgbd": "sun_rgbd_released", "ibims": "ibims_released",
-    "hypersim": "hypersim_released", "diode": "diode_released",
+    "kitti": "kitti_kb_released",
+    "sun_rgbd": "sun_rgbd_released",
+    "ibims": "ibims_released",
+    "hypersim": "hypersim_released",
+    "diode": "diode_released",
 }
 # --------------------------------------------------------------------------- suites
 
@@ -89,22 +106,31 @@ SUITES: dict[str, Suite] = {
         Suite(
             "tr2m-indomain",
             tuple(SuiteEntry(n, dataset=n) for n in ("nyu", "kitti", "void", "c3vd")),
-            ("d1", "abs_rel", "rmse"), published="tr2m-nyu",
+            ("d1", "abs_rel", "rmse"),
+            published="tr2m-nyu",
             description="TR2M on its four training sets' test splits (NYU, KITTI, VOID, C3VD)",
         ),
         Suite(
             "tr2m-zeroshot",
             tuple(SuiteEntry(n, dataset=n) for n in ("sun_rgbd", "ibims", "hypersim", "diode", "simcol")),
-            ("d1",), published="tr2m-zeroshot", avg_rank=True,
+            ("d1",),
+            published="tr2m-zeroshot",
+            avg_rank=True,
             description="TR2M zero-shot on SUN RGB-D, iBims-1, HyperSim, DIODE and SimCol",
         ),
         Suite(
-            "pureclip-nyu", (SuiteEntry("nyu", dataset="nyu"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
-            published="pureclip-nyu", description="PureCLIP-Depth on NYU Depth V2 (Eigen crop)",
+            "pureclip-nyu",
+            (SuiteEntry("nyu", dataset="nyu"),),
+            ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
+            published="pureclip-nyu",
+            description="PureCLIP-Depth on NYU Depth V2 (Eigen crop)",
         ),
         Suite(
-            "pureclip-kitti", (SuiteEntry("kitti", dataset="kitti"),), ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
-            published="pureclip-kitti", description="PureCLIP-Depth on KITTI (Garg crop)",
+            "pureclip-kitti",
+            (SuiteEntry("kitti", dataset="kitti"),),
+            ("abs_rel", "rmse", "log10", "d1", "d2", "d3"),
+            published="pureclip-kitti",
+            description="PureCLIP-Depth on KITTI (Garg crop)",
         ),
     )
 }
@@ -118,14 +144,16 @@ def _suite_file(path: Path) -> Suite:
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{where}: cannot read suite file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})",
-                          setting="suite") from None
+        raise ConfigError(
+            f"{where}: cannot read suite file ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})", setting="suite"
+        ) from None
     if not isinstance(spec, dict) or not isinstance(spec.get("entries"), list) or not spec["entries"]:
         raise ConfigError(f"{where}: a suite file is a mapping with a non-empty 'entries' list", setting="suite")
     unknown = set(spec) - _SUITE_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; a suite file has {', '.join(sorted(_SUITE_KEYS))}",
-                          setting="suite")
+        raise ConfigError(
+            f"{where}: unknown key {sorted(unknown)[0]!r}; a suite file has {', '.join(sorted(_SUITE_KEYS))}", setting="suite"
+        )
     published = spec.get("published")
     if published is not None and published not in published_tables():
         raise ConfigError(f"{where}: published table {published!r} unknown; shipped: {', '.join(published_tables())}", setting="suite")
@@ -135,23 +163,27 @@ def _suite_file(path: Path) -> Suite:
             raise ConfigError(f"{where}: entry {number} is not a mapping with a 'label'", setting="suite")
         bad = set(item) - _ENTRY_KEYS
         if bad:
-            raise ConfigError(f"{where}: entry {number}: unknown key {sorted(bad)[0]!r}; an entry has "
-                              f"{', '.join(sorted(_ENTRY_KEYS))}", setting="suite")
+            raise ConfigError(
+                f"{where}: entry {number}: unknown key {sorted(bad)[0]!r}; an entry has {', '.join(sorted(_ENTRY_KEYS))}", setting="suite"
+            )
         data = item.get("data") or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: entry {number}: 'data' must map data fields to values", setting="suite")
-        entries.append(SuiteEntry(
-            str(item["label"]),
-            *(None if item.get(k) is None else str(item[k]) for k in ("recipe", "dataset", "protocol", "checkpoint", "name")),
-            tuple((str(k), str(v)) for k, v in data.items()),
-        ))
+        entries.append(
+            SuiteEntry(
+                str(item["label"]),
+                *(None if item.get(k) is None else str(item[k]) for k in ("recipe", "dataset", "protocol", "checkpoint", "name")),
+                tuple((str(k), str(v)) for k, v in data.items()),
+            )
+        )
     table = published_tables()[published] if published else None
     metrics = spec.get("metrics") or (_metrics_of(table) if table else ("abs_rel", "rmse", "d1"))
     if isinstance(metrics, str) or any(m not in METRIC_NAMES for m in metrics):
         raise ConfigError(f"{where}: metrics must be a list of {', '.join(METRIC_NAMES)}", setting="suite")
     avg_rank = spec.get("avg_rank", table.avg_rank if table else False)
-    return Suite(str(spec.get("name") or path.stem), tuple(entries), tuple(metrics), published, bool(avg_rank),
-                 str(spec.get("description", "")))
+    return Suite(
+        str(spec.get("name") or path.stem), tuple(entries), tuple(metrics), published, bool(avg_rank), str(spec.get("description", ""))
+    )
 
 
 def _metrics_of(table: PublishedTable) -> tuple[str, ...]:
@@ -290,20 +322,24 @@ def _finished(evaluation: Evaluation) -> bool:
         summary = json.loads(metrics.read_text())
         done = (summary["checkpoint"], summary["dataset"], summary["protocol"], bool(summary["flip_tta"]))
     except (OSError, ValueError, KeyError, TypeError):
-        raise DataError(f"{metrics}: not a readable clipdepth metrics.json; remove its folder or allow overwriting it",
-                        setting="overwrite") from None
+        raise DataError(
+            f"{metrics}: not a readable clipdepth metrics.json; remove its folder or allow overwriting it", setting="overwrite"
+        ) from None
     wanted = (evaluation.checkpoint, evaluation.data.dataset, evaluation.protocol, evaluation.tta)
     if not _same_checkpoint(done[0], wanted[0]) or done[1:] != wanted[1:]:
+
         def say(v: tuple) -> str:
             return f"checkpoint {v[0]}, dataset {v[1]}, protocol {v[2]}, flip TTA {'on' if v[3] else 'off'}"
+
         raise DataError(
-            f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)}; "
-            "write elsewhere, or allow overwriting it", setting="overwrite",
+            f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)}; write elsewhere, or allow overwriting it",
+            setting="overwrite",
         )
     changed = _changed_since(summary, evaluation)
     if changed:
         raise DataError(
-            f"{metrics}: {changed} since that evaluation; write elsewhere, or allow overwriting it", setting="overwrite",
+            f"{metrics}: {changed} since that evaluation; write elsewhere, or allow overwriting it",
+            setting="overwrite",
         )
     evaluation.summary = summary
     return True
@@ -369,9 +405,15 @@ def _check_data(evaluation: Evaluation, uses_captions: bool) -> None:
 
 
 def plan_benchmark(
-    suite: str | Path | Suite, checkpoint: str | Path | None = None, *, name: str | None = None,
-    data: Mapping[str, Any] | Iterable[str] | None = None, released: bool = False, tta: bool | None = None,
-    out: str | Path = "outputs/benchmark", overwrite: bool = False,
+    suite: str | Path | Suite,
+    checkpoint: str | Path | None = None,
+    *,
+    name: str | None = None,
+    data: Mapping[str, Any] | Iterable[str] | None = None,
+    released: bool = False,
+    tta: bool | None = None,
+    out: str | Path = "outputs/benchmark",
+    overwrite: bool = False,
 ) -> tuple[Suite, list[Evaluation], dict[str, tuple[dict, Any]]]:
     """The evaluations ``run_benchmark`` makes (its arguments), with each one's status: "reused"
     when finished in its folder, else "pending"; DataError for results there of another evaluation,
@@ -380,8 +422,9 @@ def plan_benchmark(
     fields = _data_fields(data)
     unknown = sorted(set(fields) - set(suite.labels))
     if unknown:
-        raise ConfigError(f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: "
-                          f"{', '.join(suite.labels)}", setting="data")
+        raise ConfigError(
+            f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: {', '.join(suite.labels)}", setting="data"
+        )
     metas: dict[str, tuple[dict, Any]] = {}
     evaluations = []
     row_checkpoints: dict[str, str] = {}
@@ -414,8 +457,14 @@ def plan_benchmark(
         protocol = protocol or chosen.protocol
         get_protocol(protocol)
         evaluation = Evaluation(
-            entry, row, ckpt, Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label), settings,
-            overrides, protocol, cfg.eval.tta if tta is None else tta,
+            entry,
+            row,
+            ckpt,
+            Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label),
+            settings,
+            overrides,
+            protocol,
+            cfg.eval.tta if tta is None else tta,
             uses_captions=model_class(metas[ckpt][0].get("architecture", "")).uses_captions,
         )
         try:
@@ -428,9 +477,17 @@ def plan_benchmark(
 
 
 def run_benchmark(
-    suite: str | Path | Suite, checkpoint: str | Path | None = None, *, name: str | None = None,
-    data: Mapping[str, Any] | Iterable[str] | None = None, released: bool = False, tta: bool | None = None,
-    batch_size: int = 8, workers: int | None = None, out: str | Path = "outputs/benchmark", overwrite: bool = False,
+    suite: str | Path | Suite,
+    checkpoint: str | Path | None = None,
+    *,
+    name: str | None = None,
+    data: Mapping[str, Any] | Iterable[str] | None = None,
+    released: bool = False,
+    tta: bool | None = None,
+    batch_size: int = 8,
+    workers: int | None = None,
+    out: str | Path = "outputs/benchmark",
+    overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> BenchmarkResult:
     """Run ``suite`` (a name in ``SUITES`` or a suite YAML file) and write its table.
@@ -449,7 +506,14 @@ def run_benchmark(
     """
     say = progress or (lambda message: None)
     suite, evaluations, metas = plan_benchmark(
-        suite, checkpoint, name=name, data=data, released=released, tta=tta, out=out, overwrite=overwrite,
+        suite,
+        checkpoint,
+        name=name,
+        data=data,
+        released=released,
+        tta=tta,
+        out=out,
+        overwrite=overwrite,
     )
     pending = [e for e in evaluations if e.status != "reused"]
     for evaluation in pending:
@@ -465,9 +529,16 @@ def run_benchmark(
         say(f"{where}: evaluating {evaluation.data.dataset} (protocol {evaluation.protocol}, flip TTA {'on' if evaluation.tta else 'off'})")
         try:
             evaluation.summary, _ = evaluate_checkpoint(
-                evaluation.checkpoint, dataset=evaluation.data.dataset, recipe=evaluation.entry.recipe,
-                protocol=evaluation.protocol, data_overrides=evaluation.data_overrides, tta=evaluation.tta,
-                batch_size=batch_size, out=evaluation.folder, overwrite=True, workers=workers,
+                evaluation.checkpoint,
+                dataset=evaluation.data.dataset,
+                recipe=evaluation.entry.recipe,
+                protocol=evaluation.protocol,
+                data_overrides=evaluation.data_overrides,
+                tta=evaluation.tta,
+                batch_size=batch_size,
+                out=evaluation.folder,
+                overwrite=True,
+                workers=workers,
             )
         except ClipdepthError as exc:
             raise _entry_error(exc, where) from None
@@ -556,11 +627,12 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
         notes.append(
             f"Published rows: {table.source}: {table.caption}; values as printed. "
             + ("" if table.units == "m" else f"Converted from millimetres: {', '.join(LENGTH_METRICS)} ÷ 1000. ")
-            + (f"{table.note} " if table.note else "") + "'—': not reported."
+            + (f"{table.note} " if table.note else "")
+            + "'—': not reported."
         )
         missing = [c for c in columns if c not in table.columns]
         if missing:
-            labels = sorted({c.partition('.')[0] for c in missing}, key=suite.labels.index)
+            labels = sorted({c.partition(".")[0] for c in missing}, key=suite.labels.index)
             notes.append(f"No published numbers are shipped for {', '.join(map(_title, labels))}: only our rows fill those columns.")
     else:
         notes.append("No published table is shown beside these rows.")
@@ -582,8 +654,10 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
     else:
         notes.append("Units: depth errors (RMSE, SqRel) in metres; the other metrics have no unit.")
 
-    runs = ["| Row | Dataset | Protocol | Model input | Flip TTA | Images scored | Results | This run |",
-            "|---|---|---|---|---|---|---|---|"]
+    runs = [
+        "| Row | Dataset | Protocol | Model input | Flip TTA | Images scored | Results | This run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         for e in row.evaluations:
             p = get_protocol(e.protocol)
@@ -599,8 +673,17 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["kind", "method", *info, *columns, *(["avg_rank_paper"] if paper_rank else []),
-                     *(["avg_rank_here"] if suite.avg_rank else []), "source"])
+    writer.writerow(
+        [
+            "kind",
+            "method",
+            *info,
+            *columns,
+            *(["avg_rank_paper"] if paper_rank else []),
+            *(["avg_rank_here"] if suite.avg_rank else []),
+            "source",
+        ]
+    )
     for index, values in enumerate(all_values):
         is_ours = index >= len(published)
         if is_ours:

@@ -4,6 +4,7 @@ Every image is scored (no dropped last batch), at the GT's own resolution unless
 asks for the PureCLIP-Depth released code's way. Writes the summary JSON, per-image metrics as CSV
 and a markdown table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,7 +36,10 @@ OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 
 
 def evaluation_settings(
-    trained: Config, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
+    trained: Config,
+    dataset: str | None = None,
+    recipe: str | None = None,
+    protocol: str | None = None,
     data_overrides: list[str] | tuple[str, ...] = (),
 ) -> DatasetSettings:
     """What a checkpoint of config ``trained`` is scored with (``models.settings.dataset_settings``,
@@ -48,9 +52,11 @@ def settings_line(settings: DatasetSettings, preprocessor: Preprocessor, tta: bo
     """One line naming the protocol (caps, evaluation crop), the model input, flip TTA and where the
     settings came from: printed with every evaluation's table."""
     p = get_protocol(settings.protocol)
-    return (f"{settings.data.dataset}: protocol {p.name} ({p.min_depth:g} < gt < {p.max_depth:g} m, evaluation crop "
-            f"{p.crop or 'none'}); input {preprocessor.describe()}; flip TTA {'on' if tta else 'off'}; "
-            f"settings: {settings.source}")
+    return (
+        f"{settings.data.dataset}: protocol {p.name} ({p.min_depth:g} < gt < {p.max_depth:g} m, evaluation crop "
+        f"{p.crop or 'none'}); input {preprocessor.describe()}; flip TTA {'on' if tta else 'off'}; "
+        f"settings: {settings.source}"
+    )
 
 
 def checkpoint_digest(checkpoint: str | Path) -> str:
@@ -82,9 +88,18 @@ def frames_digest(frames: Dataset, data: DataConfig, uses_captions: bool) -> str
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, *, dataset: str | None = None, recipe: str | None = None, protocol: str | None = None,
-    data_overrides: list[str] | tuple[str, ...] = (), tta: bool | None = None, score_at_input: bool = False,
-    batch_size: int = 8, out: str | Path | None = None, overwrite: bool = False, workers: int | None = None,
+    checkpoint: str | Path,
+    *,
+    dataset: str | None = None,
+    recipe: str | None = None,
+    protocol: str | None = None,
+    data_overrides: list[str] | tuple[str, ...] = (),
+    tta: bool | None = None,
+    score_at_input: bool = False,
+    batch_size: int = 8,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
 ) -> tuple[dict, str]:
     """Score ``checkpoint`` (folder or Hub id) on the test split of ``dataset`` and write
     ``OUTPUTS`` into ``out`` (default ``outputs/eval/<dataset>``); returns the summary and the

@@ -6,6 +6,7 @@ Predictions and ground truth are matched by stem and read exactly as scoring doe
 valid pixels are used. ``analyze_saved`` writes joint_histogram.png, error_spread.png,
 gt_histogram.png and analysis.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,7 @@ def accumulate(
     gt_format: str | None = None,
 ) -> DepthErrorAccumulator:
     """Read, post-process and mask each pair as `clipdepth score` does, adding the valid pixels."""
-    accumulator = DepthErrorAccumulator(
-        np.linspace(0.0, protocol.max_depth, bins + 1), np.linspace(0.0, protocol.max_depth, HIST_BINS + 1)
-    )
+    accumulator = DepthErrorAccumulator(np.linspace(0.0, protocol.max_depth, bins + 1), np.linspace(0.0, protocol.max_depth, HIST_BINS + 1))
     for pred, gt, gt_path in SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "analyzing"):
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             mask = valid_mask(gt, protocol)
@@ -129,8 +128,16 @@ def bin_table(stats: dict[str, np.ndarray]) -> str:
 
 
 def analyze_saved(
-    predictions: Path, gt: Path, out: Path, protocol: Protocol, *, pred_scale: float | None = None,
-    gt_scale: float | None = None, kb_crop: bool = False, gt_format: str | None = None, bins: int = DEFAULT_BINS,
+    predictions: Path,
+    gt: Path,
+    out: Path,
+    protocol: Protocol,
+    *,
+    pred_scale: float | None = None,
+    gt_scale: float | None = None,
+    kb_crop: bool = False,
+    gt_format: str | None = None,
+    bins: int = DEFAULT_BINS,
     overwrite: bool = False,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Match the depth maps of folder ``predictions`` with those of ``gt`` by stem, and write the

@@ -4,6 +4,7 @@ Every frame is scored (no dropped last batch), at the GT's own resolution. Valid
 ``evaluate`` score on the model's device, a batch of frames at a time (``FrameScorer``): per-frame
 sums over the valid pixels stay there until the split is done, then are read back once.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -195,7 +196,10 @@ device), ready for the protocol."""
 
 
 def model_predictor(
-    model: torch.nn.Module, preprocessor: Preprocessor, tta: bool, score_at_input: bool = False,
+    model: torch.nn.Module,
+    preprocessor: Preprocessor,
+    tta: bool,
+    score_at_input: bool = False,
     captions: CaptionLookup | None = None,
 ) -> FramePredictor:
     """A model's predictions, restored to each GT's own frame and resolution (the protocol), left on
@@ -220,8 +224,13 @@ def model_predictor(
 
 
 def evaluate_dataset(
-    dataset: Dataset, predict: FramePredictor, protocol: Protocol, batch_size: int = 8,
-    preprocessor: Preprocessor | None = None, workers: int | None = None, device: torch.device | str = "cpu",
+    dataset: Dataset,
+    predict: FramePredictor,
+    protocol: Protocol,
+    batch_size: int = 8,
+    preprocessor: Preprocessor | None = None,
+    workers: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[MetricAccumulator, list[str]]:
     """Score every frame of ``dataset``, a last partial batch included, the frames decoded and
     prepared by ``workers`` processes with ``preprocessor`` and scored on ``device`` (the model's:

@@ -6,6 +6,7 @@ pixel-pooled variant (sums over all pixels of all images) is offered only as a n
 ``abs_diff`` (mean |g - p|, metres) is not a protocol metric: the PureCLIP-Depth release judges
 "improved" on it, so it is reported beside the nine, never among them.
 """
+
 from __future__ import annotations
 
 import math
@@ -113,8 +114,20 @@ def pixel_sums(pred: Any, gt: Any, mask: Any) -> Any:
     log_err = torch.log(pred) - torch.log(gt)
     ratio = torch.maximum(gt / pred, pred / gt)
     bad = ~(torch.isfinite(pred) & (pred > 0) & torch.isfinite(gt) & (gt > 0))
-    terms = [bad, mask, abs_err, abs_err / gt, sq_err / gt, sq_err, (torch.log10(gt) - torch.log10(pred)).abs(),
-             log_err, log_err**2, mask & (ratio < 1.25), mask & (ratio < 1.25**2), mask & (ratio < 1.25**3)]
+    terms = [
+        bad,
+        mask,
+        abs_err,
+        abs_err / gt,
+        sq_err / gt,
+        sq_err,
+        (torch.log10(gt) - torch.log10(pred)).abs(),
+        log_err,
+        log_err**2,
+        mask & (ratio < 1.25),
+        mask & (ratio < 1.25**2),
+        mask & (ratio < 1.25**3),
+    ]
     return torch.stack([t.sum(dim=1).double() for t in terms], dim=1)  # masks counted as integers
 
 
@@ -169,9 +182,7 @@ class MetricAccumulator:
         """Plain mean over images of the per-image metrics (the nine and abs_diff), plus ``n_images``."""
         if not self.per_image:
             raise ValueError("no image with valid pixels has been added")
-        result: dict[str, float] = {
-            name: float(np.mean([m[name] for m in self.per_image])) for name in ALL_METRIC_NAMES
-        }
+        result: dict[str, float] = {name: float(np.mean([m[name] for m in self.per_image])) for name in ALL_METRIC_NAMES}
         result["n_images"] = self.n_images
         return result
 

@@ -4,6 +4,7 @@ Order for one image (docs/protocol.md, "Prediction post-processing before scorin
 prediction to the GT resolution (bilinear, align_corners=True), clamp it to [min, max] with
 +inf -> max and NaN -> min, then score on min < g < max (strict) inside the crop mask.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

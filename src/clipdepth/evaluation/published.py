@@ -1,6 +1,7 @@
 """The papers' published numbers, shipped as data (``evaluation/published/*.yaml``: each table with
 its paper, arXiv id and table number, its rows and units), and the average rank of rows over a
 table's columns, as the papers rank methods (docs/benchmark.md)."""
+
 from __future__ import annotations
 
 import functools
@@ -78,16 +79,30 @@ def parse_published(data: Mapping[str, Any], where: str) -> list[PublishedTable]
                 for column, value in values.items():
                     if value is not None and column.partition(".")[2] in LENGTH_METRICS:
                         values[column] = float(value) / UNITS[units]
-                rows.append(PublishedRow(
-                    str(row["method"]), {k: str(row.get(k, "")) for k in spec.get("info", [])},
-                    {c: (None if values.get(c) is None else float(values[c])) for c in columns},
-                    None if row.get("avg_rank") is None else float(row["avg_rank"]),
-                ))
-            tables.append(PublishedTable(
-                str(spec["id"]), str(data["paper"]), str(data["arxiv"]), str(data.get("venue", "")), str(spec["table"]),
-                str(spec.get("caption", "")), units, " ".join(str(spec.get("note", "")).split()),
-                tuple(spec.get("info", [])), columns, bool(spec.get("avg_rank", False)), tuple(rows),
-            ))
+                rows.append(
+                    PublishedRow(
+                        str(row["method"]),
+                        {k: str(row.get(k, "")) for k in spec.get("info", [])},
+                        {c: (None if values.get(c) is None else float(values[c])) for c in columns},
+                        None if row.get("avg_rank") is None else float(row["avg_rank"]),
+                    )
+                )
+            tables.append(
+                PublishedTable(
+                    str(spec["id"]),
+                    str(data["paper"]),
+                    str(data["arxiv"]),
+                    str(data.get("venue", "")),
+                    str(spec["table"]),
+                    str(spec.get("caption", "")),
+                    units,
+                    " ".join(str(spec.get("note", "")).split()),
+                    tuple(spec.get("info", [])),
+                    columns,
+                    bool(spec.get("avg_rank", False)),
+                    tuple(rows),
+                )
+            )
         return tables
     except ConfigError:  # a column said wrong, already one line
         raise
@@ -108,7 +123,9 @@ def published_tables() -> dict[str, PublishedTable]:
 
 
 def average_ranks(
-    rows: list[Mapping[str, float | None]], columns: Iterable[str], decimals: int | None = RANK_DECIMALS,
+    rows: list[Mapping[str, float | None]],
+    columns: Iterable[str],
+    decimals: int | None = RANK_DECIMALS,
 ) -> list[float | None]:
     """Each row's average rank over ``columns`` (``<label>.<metric>`` keys).
 

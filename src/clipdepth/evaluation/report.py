@@ -1,12 +1,20 @@
 """Results tables: one row per predictor, the nine metrics in the protocol's order."""
+
 from __future__ import annotations
 
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES
 from .protocol import Protocol
 
 HEADERS = {
-    "abs_rel": "AbsRel", "sq_rel": "SqRel", "rmse": "RMSE", "rmse_log": "RMSE log", "log10": "log10",
-    "silog": "SILog", "d1": "d1", "d2": "d2", "d3": "d3",
+    "abs_rel": "AbsRel",
+    "sq_rel": "SqRel",
+    "rmse": "RMSE",
+    "rmse_log": "RMSE log",
+    "log10": "log10",
+    "silog": "SILog",
+    "d1": "d1",
+    "d2": "d2",
+    "d3": "d3",
 }
 
 

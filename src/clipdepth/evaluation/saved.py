@@ -12,6 +12,7 @@ What ``clipdepth score`` and ``clipdepth analyze`` read, usable from Python too:
   prediction whose unit was assumed (no ``pred_scale``, none declared) refused when its values
   look like another unit (millimetres read as metres).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,13 +46,21 @@ def gt_reader(gt_format: str) -> Callable[[Path], np.ndarray]:
     from ..data.kitti import read_kitti_depth
     from ..data.nyu import NYU_DEPTH_SCALE
     from ..data.zeroshot import (
-        read_diode_depth, read_hypersim_depth, read_ibims_depth, read_sun_rgbd_depth, read_tum_depth,
+        read_diode_depth,
+        read_hypersim_depth,
+        read_ibims_depth,
+        read_sun_rgbd_depth,
+        read_tum_depth,
     )
 
     readers: dict[str, Callable[[Path], np.ndarray]] = {
-        "nyu": lambda path: read_depth(path, NYU_DEPTH_SCALE), "kitti": read_kitti_depth,
-        "sun_rgbd": read_sun_rgbd_depth, "tum": read_tum_depth, "ibims": read_ibims_depth,
-        "diode": read_diode_depth, "hypersim": read_hypersim_depth,
+        "nyu": lambda path: read_depth(path, NYU_DEPTH_SCALE),
+        "kitti": read_kitti_depth,
+        "sun_rgbd": read_sun_rgbd_depth,
+        "tum": read_tum_depth,
+        "ibims": read_ibims_depth,
+        "diode": read_diode_depth,
+        "hypersim": read_hypersim_depth,
     }
     if gt_format not in readers:
         raise ConfigError(f"unknown ground-truth format {gt_format!r}; choose one of {', '.join(GT_FORMATS)}")
@@ -80,7 +89,7 @@ def depth_files(folder: Path, role: str, suffixes: tuple[str, ...] = DEPTH_SUFFI
 
 
 def _by_nyu_number(files: dict[str, Path], prefix: str) -> dict[str, Path]:
-    return {stem[len(prefix):]: path for stem, path in files.items() if stem.startswith(prefix)}
+    return {stem[len(prefix) :]: path for stem, path in files.items() if stem.startswith(prefix)}
 
 
 def _is_image(path: Path) -> bool:
@@ -106,11 +115,11 @@ class Matched:
 
     def unpaired(self) -> str:
         """Each side's files without a partner, counted, the first one named; "" when all pair up."""
-        sides = ((self.preds_alone, "prediction", "without ground truth"),
-                 (self.gts_alone, "ground-truth map", "without a prediction"))
+        sides = ((self.preds_alone, "prediction", "without ground truth"), (self.gts_alone, "ground-truth map", "without a prediction"))
         return ", ".join(
             f"{len(files)} {noun}{'s' * (len(files) > 1)} {without} ({'first: ' * (len(files) > 1)}{files[0]})"
-            for files, noun, without in sides if files
+            for files, noun, without in sides
+            if files
         )
 
 
@@ -133,11 +142,13 @@ def match_files(pred_dir: Path, gt_dir: Path, gt_format: str | None = None, allo
         [gts[stem] for stem in sorted(gts) if stem not in preds and not _is_image(gts[stem])],
     )
     if not matched.pairs:
-        raise DataError(f"no prediction in {pred_dir} has a ground-truth map of the same file stem in {gt_dir}: "
-                        f"{matched.unpaired()}")
+        raise DataError(f"no prediction in {pred_dir} has a ground-truth map of the same file stem in {gt_dir}: {matched.unpaired()}")
     if matched.unpaired() and not allow_missing:
-        raise DataError(f"{pred_dir} and {gt_dir} do not pair up by file stem: {matched.unpaired()}; add the "
-                        f"missing files, or score the {len(matched.pairs)} matched pairs only", setting="allow_missing")
+        raise DataError(
+            f"{pred_dir} and {gt_dir} do not pair up by file stem: {matched.unpaired()}; add the "
+            f"missing files, or score the {len(matched.pairs)} matched pairs only",
+            setting="allow_missing",
+        )
     return matched
 
 
@@ -285,9 +296,11 @@ class SavedPairs:
         count = f"{len(other_units)} of {len(self.pairs)} predictions look like another unit"
         as_read = f"or pred_scale {read_scale:g} to take the values as read"
         if unit not in UNIT_SCALES:
-            return (f"{path}: its values, {read_as}, are {times} times the ground truth's (medians over the valid "
-                    f"pixels), near no unit's factor ({count}); give pred_scale, the values per metre they are in "
-                    f"(metres = value / pred_scale), {as_read}")
+            return (
+                f"{path}: its values, {read_as}, are {times} times the ground truth's (medians over the valid "
+                f"pixels), near no unit's factor ({count}); give pred_scale, the values per metre they are in "
+                f"(metres = value / pred_scale), {as_read}"
+            )
         return (
             f"{path}: its values look like {UNIT_SCALES[unit]} {read_as}, its median over the valid pixels "
             f"being {times} times the ground truth's ({count}); score them with pred_scale {unit:g} (metres = "
@@ -330,8 +343,16 @@ class SavedScore:
 
 
 def score_saved(
-    predictions: Path, gt: Path, protocol: Protocol, *, pred_scale: float | None = None, gt_scale: float | None = None,
-    kb_crop: bool = False, gt_format: str | None = None, median_scaling: bool = False, allow_missing: bool = False,
+    predictions: Path,
+    gt: Path,
+    protocol: Protocol,
+    *,
+    pred_scale: float | None = None,
+    gt_scale: float | None = None,
+    kb_crop: bool = False,
+    gt_format: str | None = None,
+    median_scaling: bool = False,
+    allow_missing: bool = False,
 ) -> SavedScore:
     """Score the depth maps of folder ``predictions`` against those of ``gt`` matched by stem
     (``match_files``): each prediction read (``SavedPairs``), post-processed and scored per image
@@ -345,20 +366,27 @@ def score_saved(
     from .protocol import score_pair
 
     matched = match_files(predictions, gt, gt_format, allow_missing)
-    saved = SavedPairs(matched.pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring",
-                       check_units=not median_scaling)  # a relative model's values have no unit
+    saved = SavedPairs(
+        matched.pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring", check_units=not median_scaling
+    )  # a relative model's values have no unit
     accumulator = MetricAccumulator()
     for pred, gt_map, gt_path in saved:
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             score_pair(pred, gt_map, protocol, median_scaling=median_scaling, accumulator=accumulator)
     unpaired = matched.unpaired()
     left_out = unpaired and f"warning: left out {unpaired}; scored the {len(matched.pairs)} matched pairs"
-    warnings = {k: w for k, w in (("allow_missing", left_out), ("gt_format", saved.range_warning()),
-                                  ("predictions", saved.prediction_warning())) if w}
+    warnings = {
+        k: w
+        for k, w in (("allow_missing", left_out), ("gt_format", saved.range_warning()), ("predictions", saved.prediction_warning()))
+        if w
+    }
     if accumulator.n_images == 0:
         beyond = warnings.get("gt_format", "").removeprefix("warning: ")
-        raise DataError(f"{gt}: none of the {len(matched.pairs)} ground-truth maps has a valid pixel under protocol "
-                        f"{protocol.name}{'; ' + beyond if beyond else ''}", setting="gt_format" if beyond else None)
+        raise DataError(
+            f"{gt}: none of the {len(matched.pairs)} ground-truth maps has a valid pixel under protocol "
+            f"{protocol.name}{'; ' + beyond if beyond else ''}",
+            setting="gt_format" if beyond else None,
+        )
     # The protocol's nine and the image count; abs_diff is no protocol metric.
     metrics = {k: v for k, v in accumulator.mean().items() if k in (*METRIC_NAMES, "n_images")}
     return SavedScore(metrics, accumulator.n_skipped, warnings, len(matched.preds_alone), len(matched.gts_alone))

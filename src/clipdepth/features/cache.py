@@ -16,6 +16,7 @@ The key names everything that changes the content: the model type, its frozen we
 models that read captions, the caption files' content. A cache built for another key is
 refused, never silently reused; one written in an earlier format is rebuilt.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -121,8 +122,14 @@ def captions_digest(data: DataConfig, names: list[str]) -> str | None:
 
 
 def cache_key(
-    model: torch.nn.Module, preprocessor: Preprocessor, data: DataConfig, split: str, flip: bool, names: list[str],
-    files: str | None = None, purpose: str = "score",
+    model: torch.nn.Module,
+    preprocessor: Preprocessor,
+    data: DataConfig,
+    split: str,
+    flip: bool,
+    names: list[str],
+    files: str | None = None,
+    purpose: str = "score",
 ) -> dict[str, Any]:
     """Everything the cached arrays depend on; two equal keys mean interchangeable caches.
 
@@ -137,8 +144,12 @@ def cache_key(
         # the precision the frozen parts ran in: autocast applies on CUDA only, elsewhere fp32
         "precision": model.frozen_precisions if model.device.type == "cuda" else dict.fromkeys(model.frozen_precisions, "fp32"),
         "preprocessing": {
-            "input_shape": preprocessor.input_shape, "crop": preprocessor.crop, "kb_crop": preprocessor.kb_crop,
-            "tiles": preprocessor.tiles, "resize": preprocessor.resize, "depth_resize": preprocessor.depth_resize,
+            "input_shape": preprocessor.input_shape,
+            "crop": preprocessor.crop,
+            "kb_crop": preprocessor.kb_crop,
+            "tiles": preprocessor.tiles,
+            "resize": preprocessor.resize,
+            "depth_resize": preprocessor.depth_resize,
         },
         "flip": flip,
         "split": split,
@@ -146,9 +157,11 @@ def cache_key(
         "storage": model.storage(purpose),  # compressed or quantised arrays (io.stored)
         # Split lists by content, so an edited list is a new cache even at the same path.
         # (training augmentation changes no stored array: a flip is keyed by `flip`)
-        "data": {**{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},
-                 "train_list_sha": _file_digest(listed_path(data, "train_list")),
-                 "test_list_sha": _file_digest(listed_path(data, "test_list"))},
+        "data": {
+            **{k: v for k, v in asdict(data).items() if not (k.startswith("augment") or k in UNKEYED_DATA_FIELDS)},
+            "train_list_sha": _file_digest(listed_path(data, "train_list")),
+            "test_list_sha": _file_digest(listed_path(data, "test_list")),
+        },
         "captions": captions_digest(data, names) if model.uses_captions else None,
         "frames": hashlib.sha256("\n".join(names).encode()).hexdigest()[:16],
         "files": files,  # files_digest: sizes and times of the frames' files
@@ -183,10 +196,16 @@ def write_shard(folder: Path, part: EncodedSplit) -> None:
     np.save(folder / f"{prefix}_offsets.npy", offsets)
     np.save(folder / f"{prefix}_scale.npy", scales)
     purpose = "train" if part.depth is not None else "score"
-    (folder / "names.json").write_text(json.dumps({
-        "frames": part.names, "arrays": sorted(part.arrays), "purpose": purpose,
-        "kinds": {k: kind for k, kind in kinds.items() if kind is not None and not k.startswith("flipped_")},
-    }))
+    (folder / "names.json").write_text(
+        json.dumps(
+            {
+                "frames": part.names,
+                "arrays": sorted(part.arrays),
+                "purpose": purpose,
+                "kinds": {k: kind for k, kind in kinds.items() if kind is not None and not k.startswith("flipped_")},
+            }
+        )
+    )
 
 
 def _array_files(name: str, array) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
@@ -257,8 +276,13 @@ def _read_shard(folder: Path, flip: bool) -> tuple[EncodedSplit, dict[str, np.nd
     lengths = {len(a) for a in [*arrays.values(), *(flipped or {}).values()]}  # frames x tiles rows each
     offsets = packed["offsets"]
     if (
-        not names or len(shapes) != len(names) or len(packed["scale"]) != len(names) or len(offsets) != len(names) + 1
-        or len(lengths) != 1 or lengths.pop() % len(names) or offsets[-1] != len(packed["data"])
+        not names
+        or len(shapes) != len(names)
+        or len(packed["scale"]) != len(names)
+        or len(offsets) != len(names) + 1
+        or len(lengths) != 1
+        or lengths.pop() % len(names)
+        or offsets[-1] != len(packed["data"])
     ):
         raise DamagedShard(f"its arrays do not hold the same {len(names)} frames")
 
@@ -274,8 +298,11 @@ def read_index(cache_dir: str | Path) -> dict[str, Any]:
     try:
         index = json.loads(path.read_text())
         valid = (
-            isinstance(index, dict) and isinstance(index.get("key"), dict) and isinstance(index.get("shard_size"), int)
-            and index["shard_size"] > 0 and isinstance(index["key"].get("n_frames"), int)
+            isinstance(index, dict)
+            and isinstance(index.get("key"), dict)
+            and isinstance(index.get("shard_size"), int)
+            and index["shard_size"] > 0
+            and isinstance(index["key"].get("n_frames"), int)
         )
     except (ValueError, UnicodeDecodeError):
         valid = False
@@ -300,8 +327,10 @@ def _discard_earlier_format(cache_dir: Path) -> None:
         return  # no index, or a damaged one: read_index says what to do
     if not earlier:
         return
-    print(f"{cache_dir}: feature cache in format {key['format']} of an earlier clipdepth; building it anew in "
-          f"format {FORMAT_VERSION}", file=sys.stderr)
+    print(
+        f"{cache_dir}: feature cache in format {key['format']} of an earlier clipdepth; building it anew in format {FORMAT_VERSION}",
+        file=sys.stderr,
+    )
     for shard in cache_dir.glob("shard_[0-9][0-9][0-9][0-9][0-9]"):
         shutil.rmtree(shard)
     (cache_dir / INDEX_NAME).unlink()
@@ -333,8 +362,17 @@ def build_cache(
     todo = [s for s in mine if _shard_state(cache_dir / _shard_name(s), key["flip"]) != "ok"]
     for shard in tqdm(todo, desc="cache build", unit="shard", disable=rank != 0 or not todo):
         frames = Subset(dataset, range(shard * size, min((shard + 1) * size, len(dataset))))
-        part = encode_split(model, frames, preprocessor, batch_size, key["flip"], desc=_shard_name(shard),
-                            captions=captions, purpose=key["purpose"], workers=workers)
+        part = encode_split(
+            model,
+            frames,
+            preprocessor,
+            batch_size,
+            key["flip"],
+            desc=_shard_name(shard),
+            captions=captions,
+            purpose=key["purpose"],
+            workers=workers,
+        )
         with atomic_dir(cache_dir / _shard_name(shard)) as tmp:
             write_shard(tmp, part)
     return index
@@ -352,7 +390,7 @@ def shard_problem(folder: Path, flip: bool) -> str | None:
 
 
 def _shard_state(folder: Path, flip: bool) -> str:
-    """"ok", "missing", or "damaged" (then removed, so that it is built again)."""
+    """ "ok", "missing", or "damaged" (then removed, so that it is built again)."""
     if not folder.is_dir():
         return "missing"
     if shard_problem(folder, flip) is not None:
@@ -399,9 +437,7 @@ def load_cache(cache_dir: str | Path, key: dict[str, Any]) -> EncodedSplit:
     cache_dir = Path(cache_dir)
     index = read_index(cache_dir)
     if index["key"] != key:
-        raise CheckpointError(
-            f"{cache_dir}: feature cache was built for another setting ({_describe_difference(index['key'], key)})"
-        )
+        raise CheckpointError(f"{cache_dir}: feature cache was built for another setting ({_describe_difference(index['key'], key)})")
     n_shards, finished = _n_shards(key, index["shard_size"]), _finished_shards(cache_dir, index)
     if len(finished) != n_shards:
         raise CheckpointError(f"{cache_dir}: cache is incomplete ({len(finished)} of {n_shards} shards); run cache build again")
@@ -440,19 +476,24 @@ def cache_info(cache_dir: str | Path) -> dict[str, Any]:
     index = read_index(cache_dir)
     key = index["key"]
     finished = _finished_shards(Path(cache_dir), index)
-    damaged = {name: problem for name in finished
-               if (problem := shard_problem(Path(cache_dir) / name, key["flip"])) is not None}
+    damaged = {name: problem for name in finished if (problem := shard_problem(Path(cache_dir) / name, key["flip"])) is not None}
     good = [name for name in finished if name not in damaged]
     files = [p for name in good for p in (Path(cache_dir) / name).glob("*.npy")]
     depth = sum(p.stat().st_size for p in files if p.name.startswith(("depth_", "gt_", "shapes")))
     size = sum(p.stat().st_size for p in files)
     done = sum(len(json.loads((Path(cache_dir) / name / "names.json").read_text())["frames"]) for name in good)
     return {
-        "frames": key["n_frames"], "shards_done": len(good), "shards_damaged": damaged,
-        "shards_total": _n_shards(key, index["shard_size"]), "bytes": size, "purpose": key["purpose"],
+        "frames": key["n_frames"],
+        "shards_done": len(good),
+        "shards_damaged": damaged,
+        "shards_total": _n_shards(key, index["shard_size"]),
+        "bytes": size,
+        "purpose": key["purpose"],
         # over the frames of readable shards: features (and flipped copies) apart from depth
-        "bytes_per_frame": size / max(done, 1), "feature_bytes_per_frame": (size - depth) / max(done, 1),
-        "depth_bytes_per_frame": depth / max(done, 1), "key": key,
+        "bytes_per_frame": size / max(done, 1),
+        "feature_bytes_per_frame": (size - depth) / max(done, 1),
+        "depth_bytes_per_frame": depth / max(done, 1),
+        "key": key,
     }
 
 

@@ -10,6 +10,7 @@ A split is held in memory only where it fits: ``frame_bytes`` sizes it from one 
 ``plan_memory`` shares a budget among a run's splits (``training.run`` streams the others to a
 cache folder), and ``encode_split`` fills arrays allocated once at their final size.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -72,9 +73,7 @@ class EncodedSplit:
         """Rows of all tiles of a contiguous range of frames."""
         return slice(frames.start * self.tiles, frames.stop * self.tiles)
 
-    def random_tiles(
-        self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> TrainBatch:
+    def random_tiles(self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu") -> TrainBatch:
         """One random tile per frame, as the released code trains on KITTI's four tiles (with
         one tile, simply the frames), and the mirrored frame with probability ``flip_prob``.
         ``frames`` (B,) and ``generator`` live on the host; the draws reach the data's device in one
@@ -99,14 +98,14 @@ class EncodedSplit:
             # tile t of the mirrored frame is the mirror image of the frame's tile tiles-1-t
             depth = torch.where(on.to(depth.device).view(-1, 1, 1), depth.flip(-1), depth)
         return TrainBatch(
-            features, pick_tiles(depth, tile_on, self.tiles).to(device, non_blocking=True),
-            [tuple(map(int, shape)) for shape in self.shapes[frames.numpy()]], tile_on.to(device, non_blocking=True),
+            features,
+            pick_tiles(depth, tile_on, self.tiles).to(device, non_blocking=True),
+            [tuple(map(int, shape)) for shape in self.shapes[frames.numpy()]],
+            tile_on.to(device, non_blocking=True),
             self.tiles,
         )
 
-    def batches(
-        self, frames: list[torch.Tensor], generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> Iterator[TrainBatch]:
+    def batches(self, frames: list[torch.Tensor], generator: torch.Generator, device: torch.device | str = "cpu") -> Iterator[TrainBatch]:
         """``random_tiles`` of each index batch, in order. Rows read from memory-mapped shards are
         gathered one batch ahead on a thread while the head trains on the current one."""
         if self.resident_on is not None:
@@ -132,9 +131,12 @@ class EncodedSplit:
         """This split with every training array and the depth read once into memory on ``device``
         (the GPU where they fit), so that batches are indexed there without touching the disk."""
         loaded = {k: _loaded(v, device) for k, v in self.arrays.items()}
-        return replace(self, arrays=loaded, flipped_arrays=None if self.flipped_arrays is None else
-                       {k: _loaded(v, device) for k, v in self.flipped_arrays.items()},
-                       depth=self.depth.unpacked(device) if self.depth is not None else None)
+        return replace(
+            self,
+            arrays=loaded,
+            flipped_arrays=None if self.flipped_arrays is None else {k: _loaded(v, device) for k, v in self.flipped_arrays.items()},
+            depth=self.depth.unpacked(device) if self.depth is not None else None,
+        )
 
     def features(self, index: torch.Tensor | slice, device: torch.device | str = "cpu") -> Features:
         return as_float({k: _rows(v, index) for k, v in self.arrays.items()}, device)
@@ -182,9 +184,7 @@ def pick_tiles(depth: torch.Tensor, tile: torch.Tensor, tiles: int) -> torch.Ten
     return depth.unflatten(-1, (tiles, -1))[torch.arange(len(tile), device=tile.device), :, tile]
 
 
-def frame_batch(
-    frames: list[PreparedFrame], captions: CaptionLookup | None, device: torch.device | str
-) -> FrameBatch:
+def frame_batch(frames: list[PreparedFrame], captions: CaptionLookup | None, device: torch.device | str) -> FrameBatch:
     """Prepared frames -> what a model's frozen parts take, on ``device``."""
     images = torch.stack([f.image for f in frames]).to(device, non_blocking=True)
     depth = torch.stack([f.depth for f in frames]).to(device, non_blocking=True)
@@ -198,8 +198,13 @@ class OnTheFlySplit:
     Same interface for training as ``EncodedSplit``."""
 
     def __init__(
-        self, model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor,
-        captions: CaptionLookup | None = None, workers: int | None = None, augmentation: Augmentation | None = None,
+        self,
+        model: torch.nn.Module,
+        dataset: Dataset,
+        preprocessor: Preprocessor,
+        captions: CaptionLookup | None = None,
+        workers: int | None = None,
+        augmentation: Augmentation | None = None,
     ) -> None:
         self.model, self.dataset, self.preprocessor, self.captions = model, dataset, preprocessor, captions
         self.tiles, self.workers, self.augmentation = preprocessor.tiles, workers, augmentation
@@ -207,19 +212,21 @@ class OnTheFlySplit:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batches(
-        self, frames: list[torch.Tensor], generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> Iterator[TrainBatch]:
+    def batches(self, frames: list[torch.Tensor], generator: torch.Generator, device: torch.device | str = "cpu") -> Iterator[TrainBatch]:
         """Each index batch decoded and prepared by the workers ahead of the step, then encoded;
         one random tile per frame drawn here, in order, so the draws do not depend on workers."""
-        loader = frame_loader(self.dataset, self.preprocessor, [f.tolist() for f in frames], self.workers,
-                              pin_memory=torch.device(device).type == "cuda", keep_gt=False)
+        loader = frame_loader(
+            self.dataset,
+            self.preprocessor,
+            [f.tolist() for f in frames],
+            self.workers,
+            pin_memory=torch.device(device).type == "cuda",
+            keep_gt=False,
+        )
         for items in loader:
             yield self._encoded(raise_errors(items), generator, device)
 
-    def random_tiles(
-        self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu"
-    ) -> TrainBatch:
+    def random_tiles(self, frames: torch.Tensor, generator: torch.Generator, device: torch.device | str = "cpu") -> TrainBatch:
         return next(self.batches([frames], generator, device))
 
     def _encoded(self, prepared: list[PreparedFrame], generator: torch.Generator, device) -> TrainBatch:
@@ -227,9 +234,11 @@ class OnTheFlySplit:
         batch = frame_batch(prepared, self.captions, device)
         if self.augmentation is not None:
             flips = self.augmentation.flips(len(prepared), generator).to(device)
-            batch = replace(batch, images=self.augmentation.colours(
-                torch.where(flips.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images), generator),
-                depth=torch.where(flips.view(-1, 1, 1), batch.depth.flip(-1), batch.depth))
+            batch = replace(
+                batch,
+                images=self.augmentation.colours(torch.where(flips.view(-1, 1, 1, 1), batch.images.flip(-1), batch.images), generator),
+                depth=torch.where(flips.view(-1, 1, 1), batch.depth.flip(-1), batch.depth),
+            )
         tile = to_device(tile, batch.depth.device)
         picked = torch.arange(len(prepared), device=tile.device) * self.tiles + tile
         with torch.no_grad():  # not inference_mode: the head's autograd takes these as inputs
@@ -237,7 +246,9 @@ class OnTheFlySplit:
         return TrainBatch(
             as_float({k: v[picked.to(v.device)] for k, v in features.items()}),
             pick_tiles(batch.depth, tile, self.tiles).to(device),
-            [tuple(f.sample.depth.shape) for f in prepared], tile.to(device), self.tiles,
+            [tuple(f.sample.depth.shape) for f in prepared],
+            tile.to(device),
+            self.tiles,
         )
 
 
@@ -272,8 +283,7 @@ def encode_split(
     arrays: dict[str, torch.Tensor] = {}
     flipped: dict[str, torch.Tensor] = {}
     depth = TrainingDepth.empty(n, preprocessor.input_shape) if purpose == "train" else None
-    frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train",
-                                     keep_gt=purpose == "score")
+    frame_batches = prepared_batches(dataset, preprocessor, batch_size, workers, gt_scale=purpose == "train", keep_gt=purpose == "score")
     for frames in tqdm(frame_batches, total=-(-n // batch_size), desc=desc, unit="batch", leave=False):
         batch, start = frame_batch(frames, captions, device), len(names)
         _fill(arrays, model.stored(model.encode_frames(batch), purpose), start, len(frames), n)
@@ -287,8 +297,13 @@ def encode_split(
             else:
                 gts.append(frame.sample.depth)
     return EncodedSplit(
-        names=names, arrays=_joined(arrays), flipped_arrays=_joined(flipped) if flip else None, shapes=shapes,
-        depth=depth, gt=gts if purpose == "score" else None, tiles=preprocessor.tiles,
+        names=names,
+        arrays=_joined(arrays),
+        flipped_arrays=_joined(flipped) if flip else None,
+        shapes=shapes,
+        depth=depth,
+        gt=gts if purpose == "score" else None,
+        tiles=preprocessor.tiles,
     )
 
 
@@ -315,8 +330,14 @@ def _fill(arrays: dict[str, Any], encoded: dict[str, Any], start: int, frames: i
 
 def _joined(arrays: dict[str, Any]) -> dict[str, Any]:
     """``_fill``'s arrays as the split keeps them."""
-    return {key: QuantizedRows(value["values"], value["scale"]) if isinstance(value, dict)
-            else concat(value) if isinstance(value, list) else value for key, value in arrays.items()}
+    return {
+        key: QuantizedRows(value["values"], value["scale"])
+        if isinstance(value, dict)
+        else concat(value)
+        if isinstance(value, list)
+        else value
+        for key, value in arrays.items()
+    }
 
 
 def held_nbytes(split: EncodedSplit) -> int:
@@ -343,16 +364,19 @@ class SplitSize:
 
 
 def frame_bytes(
-    model: torch.nn.Module, dataset: Dataset, preprocessor: Preprocessor, flip: bool = False,
-    captions: CaptionLookup | None = None, purpose: str = "score",
+    model: torch.nn.Module,
+    dataset: Dataset,
+    preprocessor: Preprocessor,
+    flip: bool = False,
+    captions: CaptionLookup | None = None,
+    purpose: str = "score",
 ) -> int:
     """Bytes one frame of ``dataset`` takes once encoded into memory, found by encoding its first
     frame (the arrays' shapes and dtypes are the model's; a split's frames share them, the GT of
     a scored split its first frame's size). 0 for an empty dataset."""
     if len(dataset) == 0:
         return 0
-    one = encode_split(model, Subset(dataset, [0]), preprocessor, 1, flip, desc="size", captions=captions,
-                       purpose=purpose, workers=0)
+    one = encode_split(model, Subset(dataset, [0]), preprocessor, 1, flip, desc="size", captions=captions, purpose=purpose, workers=0)
     return held_nbytes(one)
 
 

@@ -8,6 +8,7 @@ keeps the outputs made from the same image content, caption, checkpoint and dept
 output made from another image or with other settings is never taken for this one's. Point clouds
 take each image's camera from ``clipdepth.io.intrinsics`` and record it in ``cameras.json``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -79,9 +80,14 @@ class PredictOptions:
             raise ConfigError(f"vmin {self.vmin:g} must be below vmax {self.vmax:g} (metres)", setting="vmin")
 
     def tails(self) -> list[str]:
-        return [".png", "_color.png", *([".npy"] if self.npy else []),
-                *(["_uncertainty.png", *(["_uncertainty.npy"] if self.npy else [])] if self.uncertainty else []),
-                *([".ply"] if self.ply else []), *(["_side.png"] if self.side_by_side else [])]
+        return [
+            ".png",
+            "_color.png",
+            *([".npy"] if self.npy else []),
+            *(["_uncertainty.png", *(["_uncertainty.npy"] if self.npy else [])] if self.uncertainty else []),
+            *([".ply"] if self.ply else []),
+            *(["_side.png"] if self.side_by_side else []),
+        ]
 
 
 @dataclass
@@ -101,14 +107,20 @@ class PredictReport:
         """What the run did, for its summary: images written and kept, outputs replaced or completed,
         the cameras of the point clouds (recorded in ``out``)."""
         unit = "millimetres" if self.scale == 1000.0 else f"metres = value / {self.scale:g}"
-        lines = [(f"wrote depth for {self.done} image(s) to {out} (16-bit PNG: {unit})" if self.done else "wrote no depth")
-                 + (f"; kept {self.kept} finished before (--overwrite to replace)" if self.kept else "")]
+        lines = [
+            (f"wrote depth for {self.done} image(s) to {out} (16-bit PNG: {unit})" if self.done else "wrote no depth")
+            + (f"; kept {self.kept} finished before (--overwrite to replace)" if self.kept else "")
+        ]
         if self.again:
-            lines.append(f"  {self.again} of them had changed since an earlier run made their outputs: those were replaced"
-                         + (f" ({self.removed} that this run does not write were removed)" if self.removed else ""))
+            lines.append(
+                f"  {self.again} of them had changed since an earlier run made their outputs: those were replaced"
+                + (f" ({self.removed} that this run does not write were removed)" if self.removed else "")
+            )
         if self.completed:
-            lines.append(f"  {self.completed} of them had outputs from an earlier run: only the missing files were written, "
-                         "the others keep that run's options (colour range, camera); --overwrite writes them all again")
+            lines.append(
+                f"  {self.completed} of them had outputs from an earlier run: only the missing files were written, "
+                "the others keep that run's options (colour range, camera); --overwrite writes them all again"
+            )
         if self.cameras:
             lines += describe_cameras(self.cameras, out / RECORD_FILE)
         return lines
@@ -135,13 +147,17 @@ def _caption_source(model: DepthModel, options: PredictOptions) -> Callable[[Pat
             raise ConfigError(f"{model.display_name} takes no caption: give none", setting="caption")
         return lambda image, name: None
     if not given:
-        raise ConfigError(f"{model.display_name} reads a caption per image: give a caption (one for all, or a captions folder)",
-                          setting="caption")
+        raise ConfigError(
+            f"{model.display_name} reads a caption per image: give a caption (one for all, or a captions folder)", setting="caption"
+        )
     if options.captions is None:
         return lambda image, name: options.caption
     if not options.captions.exists():
-        raise DataError(f"{options.captions}: no such caption folder or file (a folder of caption files as `clipdepth "
-                        "caption` writes them, or one .txt)", setting="captions")
+        raise DataError(
+            f"{options.captions}: no such caption folder or file (a folder of caption files as `clipdepth "
+            "caption` writes them, or one .txt)",
+            setting="captions",
+        )
     if options.captions.is_file():
         shared = read_caption_file(options.captions)[0]
         return lambda image, name: shared
@@ -166,8 +182,7 @@ def model_digest(model: DepthModel) -> str:
         for part in sections:
             parent = parent.get(part, {})
         parent.pop(last, None)
-    digest = hashlib.sha256(json.dumps([model.architecture, config, model.encoder.fingerprint()], sort_keys=True,
-                                       default=str).encode())
+    digest = hashlib.sha256(json.dumps([model.architecture, config, model.encoder.fingerprint()], sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.head.state_dict().items()):
         digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype};".encode())
         digest.update(tensor.detach().reshape(-1).cpu().contiguous().view(torch.uint8).numpy())
@@ -179,9 +194,11 @@ def depth_settings(model: DepthModel, options: PredictOptions) -> dict:
     (``model_digest``, as ``checkpoint``), its frozen parts' precision (autocast applies on CUDA
     only, as the feature cache keys it) and the ``DEPTH_OPTIONS``."""
     precisions = model.frozen_precisions
-    return {"checkpoint": model_digest(model),
-            "precision": precisions if model.device.type == "cuda" else dict.fromkeys(precisions, "fp32"),
-            **{key: getattr(options, key) for key in DEPTH_OPTIONS}}
+    return {
+        "checkpoint": model_digest(model),
+        "precision": precisions if model.device.type == "cuda" else dict.fromkeys(precisions, "fp32"),
+        **{key: getattr(options, key) for key in DEPTH_OPTIONS},
+    }
 
 
 def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
@@ -190,7 +207,12 @@ def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
 
 
 def _finished(
-    path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path, Path], Made],
+    path: Path,
+    name: Path,
+    out: Path,
+    tails: list[str],
+    overwrite: bool,
+    now: Callable[[Path, Path], Made],
 ) -> str | None:
     """Whether an earlier run finished this image, from its depth PNG's record against ``now(path, name)``,
     what this run would make (``io.fingerprint``): "kept" (made from this content and these
@@ -214,12 +236,18 @@ def _finished(
     return "kept" if all(p.exists() for p in outputs) else None
 
 
-def infer_batch(model: DepthModel, images: np.ndarray, options: PredictOptions,
-                captions: list[str | None] | None) -> dict:
+def infer_batch(model: DepthModel, images: np.ndarray, options: PredictOptions, captions: list[str | None] | None) -> dict:
     """``model.infer`` on (B, H, W, 3) uint8 ``images`` with the options' TTA, crop and tiles: the
     one inference path of image folders and video frames."""
-    return model.infer(images, tta=options.tta, tiles=options.tiles, captions=captions, max_tiles=options.max_tiles,
-                       crop=options.crop, dataset=options.dataset)
+    return model.infer(
+        images,
+        tta=options.tta,
+        tiles=options.tiles,
+        captions=captions,
+        max_tiles=options.max_tiles,
+        crop=options.crop,
+        dataset=options.dataset,
+    )
 
 
 def input_lines(model: DepthModel, options: PredictOptions) -> list[str]:
@@ -232,25 +260,33 @@ def input_lines(model: DepthModel, options: PredictOptions) -> list[str]:
     tta = f"flip TTA {'on' if options.tta else 'off'}"
     if options.crop == "none":
         if options.dataset is not None:
-            raise ConfigError(f"dataset {options.dataset!r} says how a dataset's frames are fed: it goes with crop trained",
-                              setting="dataset")
+            raise ConfigError(
+                f"dataset {options.dataset!r} says how a dataset's frames are fed: it goes with crop trained", setting="dataset"
+            )
         lines = [f"input: each whole image, resized to the model's input (--crop none); {tta}"]
         trained = model.trained_preprocessor()
         if trained.crop or trained.kb_crop:
-            lines.append(f"note: the checkpoint was trained on its frames' {trained.part()}; on that dataset's frames "
-                         "--crop trained gives evaluate's numbers (photos are best fed whole)")
+            lines.append(
+                f"note: the checkpoint was trained on its frames' {trained.part()}; on that dataset's frames "
+                "--crop trained gives evaluate's numbers (photos are best fed whole)"
+            )
         return lines
     dataset = options.dataset or model.cfg.data.dataset
-    lines = [f"input: {model.trained_preprocessor(options.dataset).describe()}, as evaluate feeds {dataset}'s frames "
-             f"(--crop trained); {tta}"]
+    lines = [
+        f"input: {model.trained_preprocessor(options.dataset).describe()}, as evaluate feeds {dataset}'s frames (--crop trained); {tta}"
+    ]
     trained_on = [merged_section(model.cfg.data, entry.data).dataset for entry in model.cfg.mixture]
     if options.dataset is None and len(trained_on) > 1:
-        lines.append(f"note: the checkpoint trained on {', '.join(trained_on)}, each fed its own way: --dataset NAME feeds "
-                     f"the images as that dataset's frames (here {dataset}'s)")
+        lines.append(
+            f"note: the checkpoint trained on {', '.join(trained_on)}, each fed its own way: --dataset NAME feeds "
+            f"the images as that dataset's frames (here {dataset}'s)"
+        )
     if options.tta != model.cfg.eval.tta:
-        lines.append(f"note: evaluate uses flip TTA {'on' if model.cfg.eval.tta else 'off'} (the checkpoint's eval.tta): "
-                     f"{'add --tta' if model.cfg.eval.tta else 'drop --tta'} here, or give evaluate "
-                     f"{'--no-tta' if model.cfg.eval.tta else '--tta'}, for its numbers")
+        lines.append(
+            f"note: evaluate uses flip TTA {'on' if model.cfg.eval.tta else 'off'} (the checkpoint's eval.tta): "
+            f"{'add --tta' if model.cfg.eval.tta else 'drop --tta'} here, or give evaluate "
+            f"{'--no-tta' if model.cfg.eval.tta else '--tta'}, for its numbers"
+        )
     return lines
 
 
@@ -261,7 +297,11 @@ def check_image(model: DepthModel, height: int, width: int, options: PredictOpti
 
 
 def predict_to_folder(
-    model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
+    model: DepthModel,
+    jobs: list[tuple[Path, Path]],
+    out: Path,
+    options: PredictOptions,
+    progress: bool = True,
 ) -> PredictReport:
     """Predict each (image, name) of ``jobs`` (``collect_inputs``) into ``out`` with ``model`` (on
     its device). An image that cannot be read or is over a limit is skipped and named in the
@@ -305,10 +345,12 @@ def predict_to_folder(
     record = CameraRecord(out) if options.ply else None
     # A run stopped after writing a point cloud but before saving the record left it out, and its
     # image is kept now: its camera is recorded from the same sources, at its depth PNG's size.
-    unrecorded = [(path, name) for (path, name), state in zip(jobs, earlier)
-                  if record is not None and state == "kept" and name.as_posix() not in record.entries]
-    cameras = CameraSources(options, options.intrinsics, [*todo_images, *(path for path, _ in unrecorded)]) \
-        if options.ply else None
+    unrecorded = [
+        (path, name)
+        for (path, name), state in zip(jobs, earlier)
+        if record is not None and state == "kept" and name.as_posix() not in record.entries
+    ]
+    cameras = CameraSources(options, options.intrinsics, [*todo_images, *(path for path, _ in unrecorded)]) if options.ply else None
     clean_stale(out)  # what a killed run left half-written
     images = read_ahead([partial(_read_photo, path, options.max_pixels) for path in todo_images], options.workers)
     # (image, path, name, caption, its content's digest, whether it replaces outputs of its earlier content)
@@ -344,7 +386,7 @@ def predict_to_folder(
         spreads = result["uncertainty"].float().cpu().numpy() if options.uncertainty else None
         for i, (image, path, name, caption, digest, again) in enumerate(batch):
             paths = output_paths(out, name, tails)
-            todo = {OUTPUT_KINDS[p.name[len(name.name):]]: p for p in paths if options.overwrite or again or not p.exists()}
+            todo = {OUTPUT_KINDS[p.name[len(name.name) :]]: p for p in paths if options.overwrite or again or not p.exists()}
             report.completed += len(todo) < len(paths)
             if "depth" in todo:  # the record last: a depth PNG vouches for the files written before it
                 todo["depth"] = todo.pop("depth")
@@ -358,17 +400,32 @@ def predict_to_folder(
             # a point cloud kept from a run killed before its depth PNG and record were written is recorded too
             unrecorded_ply = options.ply and "ply" not in todo and name.as_posix() not in record.entries
             camera = cameras.camera(path, *depth.shape) if "ply" in todo or unrecorded_ply else None
-            writing.append((pool.submit(write_prediction, todo, depth, image, model.max_depth, uncertainty=spread,
-                                        intrinsics=camera.intrinsics if camera else None, made=made(path, digest, caption),
-                                        vmin=options.vmin, vmax=options.vmax), path, name, camera))
+            writing.append(
+                (
+                    pool.submit(
+                        write_prediction,
+                        todo,
+                        depth,
+                        image,
+                        model.max_depth,
+                        uncertainty=spread,
+                        intrinsics=camera.intrinsics if camera else None,
+                        made=made(path, digest, caption),
+                        vmin=options.vmin,
+                        vmax=options.vmax,
+                    ),
+                    path,
+                    name,
+                    camera,
+                )
+            )
         # This batch is written while the model runs the next; the one before must be done by now.
         written(keep=len(batch))
         batch.clear()
 
     with ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="predict-write") as pool:
         try:
-            for (path, name), state in zip(tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True,
-                                                disable=not progress), earlier):
+            for (path, name), state in zip(tqdm(jobs, desc="predict", unit="image", dynamic_ncols=True, disable=not progress), earlier):
                 if state == "kept":
                     report.kept += 1
                     continue

@@ -5,6 +5,7 @@ out as ``<name>_depth.mp4`` with the source's timestamps (its frame rate, variab
 depth in colour over one range for the whole clip (``vmin``..``vmax``, default 0..the model's
 max_depth, so colours do not flicker from frame to frame), beside the frame with ``side_by_side``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -45,9 +46,12 @@ class VideoReport:
         """What became of a video that was not skipped, for the run's summary."""
         what = f"{self.frames} frames of {self.width}x{self.height} at {float(self.fps):g} fps"
         output = readable(str(self.output))  # stdout takes no undecodable byte of a file name
-        return (f"kept {output}: {what}, finished before (--overwrite to replace)" if self.kept else
-                f"wrote {output}: {what}, colours {self.colours[0]:g}-{self.colours[1]:g} m"
-                + (" (replacing the mp4 of the video's earlier content)" if self.again else ""))
+        return (
+            f"kept {output}: {what}, finished before (--overwrite to replace)"
+            if self.kept
+            else f"wrote {output}: {what}, colours {self.colours[0]:g}-{self.colours[1]:g} m"
+            + (" (replacing the mp4 of the video's earlier content)" if self.again else "")
+        )
 
 
 def video_colours(model: DepthModel, options: PredictOptions) -> tuple[float, float]:
@@ -56,13 +60,21 @@ def video_colours(model: DepthModel, options: PredictOptions) -> tuple[float, fl
     low = 0.0 if options.vmin is None else options.vmin
     high = model.max_depth if options.vmax is None else options.vmax
     if not high > low:
-        raise ConfigError(f"vmin {low:g} must be below {high:g} m, the top of the video's colours "
-                          f"({'vmax' if options.vmax is not None else 'the model max_depth'})", setting="vmin")
+        raise ConfigError(
+            f"vmin {low:g} must be below {high:g} m, the top of the video's colours "
+            f"({'vmax' if options.vmax is not None else 'the model max_depth'})",
+            setting="vmin",
+        )
     return low, float(high)
 
 
 def predict_video(
-    model: DepthModel, video: Path, output: Path, options: PredictOptions, caption: str | None = None, progress: bool = True,
+    model: DepthModel,
+    video: Path,
+    output: Path,
+    options: PredictOptions,
+    caption: str | None = None,
+    progress: bool = True,
     made: Made | None = None,
 ) -> VideoReport:
     """Write the depth of every frame of ``video`` as the colour mp4 ``output`` (atomically), over
@@ -73,8 +85,11 @@ def predict_video(
     low, high = video_colours(model, options)
     info = probe_video(video)
     if info.width * info.height > options.max_pixels:
-        raise DataError(f"{video}: {info.width}x{info.height} frames are {info.width * info.height / 1e6:.3g} megapixels, "
-                        f"over the limit of {options.max_pixels / 1e6:g}", setting="max_pixels")
+        raise DataError(
+            f"{video}: {info.width}x{info.height} frames are {info.width * info.height / 1e6:.3g} megapixels, "
+            f"over the limit of {options.max_pixels / 1e6:g}",
+            setting="max_pixels",
+        )
     batch: list[np.ndarray] = []
     times: list[Fraction | None] = []
 
@@ -89,8 +104,9 @@ def predict_video(
         times.clear()
 
     with Mp4Writer(output, info.fps, made=made, time_base=info.time_base) as writer:
-        for frame, time in tqdm(read_frames(video), desc=video.name, unit="frame", total=info.frames or None,
-                                dynamic_ncols=True, disable=not progress):
+        for frame, time in tqdm(
+            read_frames(video), desc=video.name, unit="frame", total=info.frames or None, dynamic_ncols=True, disable=not progress
+        ):
             if batch and (frame.shape != batch[0].shape or len(batch) == options.batch_size):
                 flush(writer)
             if not batch:
@@ -106,7 +122,11 @@ def predict_video(
 
 
 def predict_videos(
-    model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True,
+    model: DepthModel,
+    jobs: list[tuple[Path, Path]],
+    out: Path,
+    options: PredictOptions,
+    progress: bool = True,
 ) -> list[VideoReport]:
     """``predict_video`` for each (video, name) of ``jobs`` (``collect_videos``) into
     ``out/<name>_depth.mp4``. Unless ``options.overwrite``, an earlier run's mp4 is taken as its
@@ -119,16 +139,21 @@ def predict_videos(
     caption_for = _caption_source(model, options)
     clean_stale(out)  # what a killed run left half-written
     # The mp4 is the colours themselves: their range and layout are settings as the depth options are.
-    settings = {**depth_settings(model, options), "colours": list(video_colours(model, options)),
-                "side_by_side": options.side_by_side} if jobs else {}
+    settings = (
+        {**depth_settings(model, options), "colours": list(video_colours(model, options)), "side_by_side": options.side_by_side}
+        if jobs
+        else {}
+    )
     reports = []
     for video, name in jobs:
         output = out / name.parent / f"{name.name}{VIDEO_TAIL}"
         try:  # one bad video must not lose the others
             caption = caption_for(video, name)  # <name>.txt, as for images (folder.caption_file)
-            made = Made(str(video.resolve()), {"video": file_digest(video),
-                                               **({"caption": text_digest(caption)} if caption is not None else {})},
-                        settings)
+            made = Made(
+                str(video.resolve()),
+                {"video": file_digest(video), **({"caption": text_digest(caption)} if caption is not None else {})},
+                settings,
+            )
             again = False
             if output.exists() and not options.overwrite:
                 earlier = video_made(output)

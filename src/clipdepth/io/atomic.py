@@ -30,6 +30,7 @@ from which ``recover`` (run by ``clean_stale`` and by readers) finishes steps 2 
 the previous list still in place is moved out when its new one is still in the swap folder or the
 new content has none. Only listed entries and ``.clipdepth`` itself are ever moved or removed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -162,8 +163,9 @@ def _failure(exc: BaseException, target: Path, temporary: Path | None) -> DataEr
             return None
     if (cause := disk_full(exc, target.parent)) is not None:
         return DataError(f"{named}: cannot write it: {cause}; free some space there, or write elsewhere")
-    cause = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) \
-        or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    cause = (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or (
+        str(exc).strip().splitlines() or [type(exc).__name__]
+    )[0]
     return DataError(f"{named}: cannot write it: {cause}; write elsewhere")
 
 
@@ -266,8 +268,7 @@ def _listed(path: Path) -> list[str]:
         names = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return []
-    return [n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..", META)] \
-        if isinstance(names, list) else []
+    return [n for n in names if isinstance(n, str) and n and "/" not in n and n not in (".", "..", META)] if isinstance(names, list) else []
 
 
 def _owned(folder: Path, names: list[str], legacy: Callable[[Path], bool] | None) -> set[str]:
@@ -276,14 +277,13 @@ def _owned(folder: Path, names: list[str], legacy: Callable[[Path], bool] | None
     present = {n for n in os.listdir(folder) if n != META and not _TEMP.match(n)}
     if (folder / META / MANIFEST).is_file():
         owned = set(_listed(folder / META / MANIFEST)) & present
-    elif (legacy(folder) if legacy is not None else present <= set(names)):
+    elif legacy(folder) if legacy is not None else present <= set(names):
         owned = present & set(names)
     else:
         owned = set()
     foreign = sorted(present & set(names) - owned)
     if foreign:
-        raise DataError(f"{folder / foreign[0]}: exists and was not written there by clipdepth; "
-                        "move it, or write elsewhere")
+        raise DataError(f"{folder / foreign[0]}: exists and was not written there by clipdepth; move it, or write elsewhere")
     return owned
 
 
@@ -305,8 +305,10 @@ def _finish_swap(folder: Path) -> bool:
                 if not os.path.lexists(swap / name):
                     continue  # moved before the kill
                 if os.path.lexists(folder / name):  # made by someone else since the swap began
-                    raise DataError(f"{folder / name}: exists and was not written there by clipdepth; move it, "
-                                    "and run again to finish writing this folder")
+                    raise DataError(
+                        f"{folder / name}: exists and was not written there by clipdepth; move it, "
+                        "and run again to finish writing this folder"
+                    )
                 os.replace(swap / name, folder / name)
             os.replace(staged, meta / MANIFEST)
         retired = meta / f"{temporary_prefix(SWAP)}{secrets.token_hex(4)}.tmp"

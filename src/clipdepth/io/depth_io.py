@@ -4,6 +4,7 @@ Depth files are 16-bit PNGs (metres = value / scale, 0 = no depth; docs/protocol
 or ``.npy`` arrays in metres. Every problem with an input file is a one-line DataError that names
 the file and says what is wrong.
 """
+
 from __future__ import annotations
 
 import os
@@ -103,8 +104,7 @@ def rgb_array(image: Image.Image, photo: bool = True, where: str = "the image") 
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             return np.repeat(eight_bit(np.asarray(image))[..., None], 3, -1)
     if image.mode not in EIGHT_BIT_MODES:  # e.g. a depth map passed where a photo is expected
-        raise DataError(f"{where}: expected an 8-bit{' or 16-bit' if photo else ''} colour image, got mode {image.mode} "
-                        "(a depth map?)")
+        raise DataError(f"{where}: expected an 8-bit{' or 16-bit' if photo else ''} colour image, got mode {image.mode} (a depth map?)")
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
@@ -176,9 +176,7 @@ def _read_depth_npy(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def read_depth(
-    path: str | os.PathLike, scale: float, *, prediction: bool = False, strict_scale: bool = False
-) -> np.ndarray:
+def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = False, strict_scale: bool = False) -> np.ndarray:
     """(H, W) float32 depth in metres from a 16-bit PNG (value / scale) or a ``.npy`` (metres).
 
     A PNG that declares its scale (a ``depth_scale`` text chunk, as clipdepth writes) is read with

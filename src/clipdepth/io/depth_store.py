@@ -13,6 +13,7 @@ On disk both are PNG-compressed (16-bit greyscale, as the datasets' own depth fi
 byte array per shard with offsets per frame: about 0.9 bytes per pixel for NYU depth at 336 x 336
 instead of 4 for float32 (``benchmarks/cache_size.py``).
 """
+
 from __future__ import annotations
 
 import io
@@ -57,9 +58,7 @@ def _from_units(units: np.ndarray, scale: float) -> np.ndarray:
     return (units / scale).astype(np.float32)
 
 
-def quantize(
-    depth: torch.Tensor, scale_cap: float | None = None, out: torch.Tensor | None = None
-) -> tuple[torch.Tensor, float]:
+def quantize(depth: torch.Tensor, scale_cap: float | None = None, out: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """A depth map of any shape, metres, 0 = invalid (NaN, inf and < 0 count as 0) -> (torch.uint16
     values of the same shape, scale): ``round(d * scale)``, at least 1 where d > 0 so that validity
     is exact; metres = value / scale. The scale is ``scale_cap`` (the GT's own, ``file_scale``)

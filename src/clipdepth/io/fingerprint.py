@@ -26,6 +26,7 @@ undecodable byte ``b'\\xe9'`` becomes the surrogate ``'\\udce9'``, ``os.fsdecode
 JSON with ASCII escapes, which keep such a name exactly, and ``readable`` shows it as text any
 reader takes (``\\xe9``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -133,8 +134,7 @@ class Made:
             return f"{shown} holds {what} of {made_from}; write elsewhere, or overwrite it"
         if state == "other settings":
             name, was, now = first_difference(earlier.settings, self.settings)
-            return (f"{shown} holds {what} made with {name}={_shown(was)} (this run: {name}={_shown(now)}); "
-                    "write elsewhere, or overwrite it")
+            return f"{shown} holds {what} made with {name}={_shown(was)} (this run: {name}={_shown(now)}); write elsewhere, or overwrite it"
         return None
 
 

@@ -19,6 +19,7 @@ extension. Names are case-sensitive.
 
 ``CameraRecord`` keeps each image's camera and source in ``cameras.json`` in the output folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -140,8 +141,9 @@ def exif_focal_35mm(path: Path) -> float | None:
     try:
         with open_header(path) as image:  # whatever the image's size: predict's --max-pixels is the limit
             exif = image.getexif()
-            value = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.FocalLengthIn35mmFilm) \
-                or exif.get(ExifTags.Base.FocalLengthIn35mmFilm)
+            value = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.FocalLengthIn35mmFilm) or exif.get(
+                ExifTags.Base.FocalLengthIn35mmFilm
+            )
         return float(value) if value and float(value) > 0 else None
     except (OSError, SyntaxError, ValueError, TypeError):  # no readable EXIF: the next source
         return None
@@ -171,8 +173,9 @@ class CameraSources:
         self.file = file
         self.file_cameras = read_intrinsics_file(file) if file is not None else None
         folders = {_where(image).parent for image in images}
-        self.folder_cameras = {folder: read_intrinsics_file(folder / FOLDER_FILE)
-                               for folder in sorted(folders) if (folder / FOLDER_FILE).is_file()}
+        self.folder_cameras = {
+            folder: read_intrinsics_file(folder / FOLDER_FILE) for folder in sorted(folders) if (folder / FOLDER_FILE).is_file()
+        }
 
     @staticmethod
     def _from(cameras: Any, image: Path) -> tuple[float, float, float, float] | None:
@@ -194,8 +197,11 @@ class CameraSources:
 
 
 def _record_entry(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(value.get(k), (int, float)) for k in ("fx", "fy", "cx", "cy")) \
+    return (
+        isinstance(value, dict)
+        and all(isinstance(value.get(k), (int, float)) for k in ("fx", "fy", "cx", "cy"))
         and value.get("source") in SOURCES
+    )
 
 
 class CameraRecord:

@@ -1,4 +1,5 @@
 """Figures a person looks at: RGB | GT | prediction | absolute error, in metres."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,9 @@ def check_figure_path(path: str | Path, setting: str | None = None) -> Path:
     suffix = path.suffix[1:].lower()
     if suffix not in FIGURE_TYPES:
         said = f"type .{suffix} is not an image type" if suffix else "has no file type"
-        raise ConfigError(f"{path}: {said}; end the name in one of "
-                          f"{', '.join(f'.{t}' for t in FIGURE_TYPES)} (.png for a plain image)", setting=setting)
+        raise ConfigError(
+            f"{path}: {said}; end the name in one of {', '.join(f'.{t}' for t in FIGURE_TYPES)} (.png for a plain image)", setting=setting
+        )
     return path
 
 

@@ -1,4 +1,5 @@
 """Checks, before any work, that an output folder or file can be written where it is asked for."""
+
 from __future__ import annotations
 
 import os

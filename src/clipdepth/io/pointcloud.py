@@ -1,4 +1,5 @@
 """Point clouds from metric depth: back-projection with pinhole intrinsics, binary PLY output."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,7 @@ def as_intrinsics(intrinsics: Any) -> tuple[float, float, float, float]:
     labels = [f"K[{i}][{j}]" for i in range(3) for j in range(3)] if given.ndim == 2 else ["fx", "fy", "cx", "cy"]
     bad = [f"{label} {value:g}" for label, value in zip(labels, given.ravel()) if not np.isfinite(value)]
     if bad:
-        raise ConfigError(f"intrinsics: {', '.join(bad)}: not finite (a camera's values must be finite numbers)",
-                          setting="intrinsics")
+        raise ConfigError(f"intrinsics: {', '.join(bad)}: not finite (a camera's values must be finite numbers)", setting="intrinsics")
     if min(values[0], values[1]) <= 0:
         raise ConfigError(f"intrinsics: the focal lengths fx, fy must be positive, got {values[0]:g}, {values[1]:g}", setting="intrinsics")
     return tuple(float(v) for v in values)  # type: ignore[return-value]
@@ -50,12 +50,15 @@ def _pixel_coordinates(depth: Any) -> tuple[Any, Any]:
     height, width = depth.shape[-2:]
     if isinstance(depth, np.ndarray):
         return np.arange(height, dtype=depth.dtype)[:, None], np.arange(width, dtype=depth.dtype)
-    return (torch.arange(height, dtype=depth.dtype, device=depth.device)[:, None],
-            torch.arange(width, dtype=depth.dtype, device=depth.device))
+    return (
+        torch.arange(height, dtype=depth.dtype, device=depth.device)[:, None],
+        torch.arange(width, dtype=depth.dtype, device=depth.device),
+    )
 
 
 def points_from_depth(
-    depth: torch.Tensor | np.ndarray, intrinsics: tuple[float, float, float, float],
+    depth: torch.Tensor | np.ndarray,
+    intrinsics: tuple[float, float, float, float],
 ) -> torch.Tensor | np.ndarray:
     """(..., H, W) planar depth, a tensor or a numpy array -> (..., H, W, 3) of the same kind and dtype:
     camera coordinates (x right, y down, z forward), metres; pixel (u, v) at its centre's integer

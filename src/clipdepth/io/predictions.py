@@ -10,6 +10,7 @@ depth side by side). The web demo's colour image with a metre scale beside it is
 is the image's stem (its path inside a folder given as input); images that would claim a common file
 keep their folders, then their extension, then a number, so that no output is written twice.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,8 +37,13 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")  # read by io
 # write_prediction): names are chosen so that no two images claim one file, whatever options a
 # later run adds.
 OUTPUT_KINDS = {
-    ".png": "depth", "_color.png": "color_map", ".npy": "npy", "_uncertainty.png": "uncertainty",
-    "_uncertainty.npy": "uncertainty_npy", ".ply": "ply", "_side.png": "side",
+    ".png": "depth",
+    "_color.png": "color_map",
+    ".npy": "npy",
+    "_uncertainty.png": "uncertainty",
+    "_uncertainty.npy": "uncertainty_npy",
+    ".ply": "ply",
+    "_side.png": "side",
 }
 OUTPUT_TAILS = tuple(OUTPUT_KINDS)
 
@@ -71,15 +77,18 @@ def collect_inputs(inputs: list[str], out: Path | None = None) -> list[tuple[Pat
         elif path.is_file():
             found.append((path, Path(path.stem)))
         elif glob.has_magic(item):
-            found += [(Path(p), Path(Path(p).stem)) for p in sorted(glob.glob(item, recursive=True))
-                      if Path(p).suffix.lower() in IMAGE_SUFFIXES and (out is None or not _inside(Path(p), out))]
+            found += [
+                (Path(p), Path(Path(p).stem))
+                for p in sorted(glob.glob(item, recursive=True))
+                if Path(p).suffix.lower() in IMAGE_SUFFIXES and (out is None or not _inside(Path(p), out))
+            ]
         else:
             raise DataError(f"{item}: no such image, folder, glob match or list")
     if not found:
-        videos = any(Path(item).is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in Path(item).rglob("*"))
-                     for item in inputs)
-        raise DataError(f"no images found in {' '.join(inputs)}"
-                        + (" (videos in a folder are not read: name each, e.g. clip.mp4)" if videos else ""))
+        videos = any(Path(item).is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in Path(item).rglob("*")) for item in inputs)
+        raise DataError(
+            f"no images found in {' '.join(inputs)}" + (" (videos in a folder are not read: name each, e.g. clip.mp4)" if videos else "")
+        )
     unique: dict[Path, tuple[Path, Path]] = {}
     for image, name in found:
         unique.setdefault(image.resolve(), (image, name))
@@ -275,20 +284,20 @@ def _colour_rows(depth: np.ndarray, max_depth: float, vmin: float | None, vmax: 
     rows = _png_rows(height + 2 * pad, width + label_x + math.ceil(max(map(_label_length, labels))) + 4)
     canvas = _rows_rgb(rows)
     canvas[:pad] = 255
-    canvas[pad + height:] = 255
-    canvas[pad:pad + height, :width] = colourise(depth, high, vmin=low)
+    canvas[pad + height :] = 255
+    canvas[pad : pad + height, :width] = colourise(depth, high, vmin=low)
     # The scale, in numpy too (a Pillow strip cost as much as colouring the map): white, the bar, the ticks
     scale = canvas[:, width:]
-    scale[pad:pad + height] = 255
-    scale[pad:pad + height, BAR_GAP:BAR_GAP + BAR_WIDTH] = colourise(np.linspace(high, low, height)[:, None], high, vmin=low)
+    scale[pad : pad + height] = 255
+    scale[pad : pad + height, BAR_GAP : BAR_GAP + BAR_WIDTH] = colourise(np.linspace(high, low, height)[:, None], high, vmin=low)
     for value in values:
-        scale[pad + round((high - value) / (high - low) * (height - 1)), BAR_GAP + BAR_WIDTH:BAR_GAP + BAR_WIDTH + TICK_LENGTH] = 0
+        scale[pad + round((high - value) / (high - low) * (height - 1)), BAR_GAP + BAR_WIDTH : BAR_GAP + BAR_WIDTH + TICK_LENGTH] = 0
     for value, label in zip(values, labels):  # each label's ink centred on its tick, in black
         ink = _label_ink(label)
         y = pad + round((high - value) / (high - low) * (height - 1)) - len(ink) // 2
-        area = canvas[y:y + ink.shape[0], width + label_x:width + label_x + ink.shape[1]]
+        area = canvas[y : y + ink.shape[0], width + label_x : width + label_x + ink.shape[1]]
         # Pillow's blend of black over the pixels, as its draw.text gave (exactly, where labels overlap too)
-        blend = -area.astype(np.int32) * ink[:len(area), :area.shape[1], None] + 128
+        blend = -area.astype(np.int32) * ink[: len(area), : area.shape[1], None] + 128
         area[...] = area + ((blend + (blend >> 8)) >> 8)  # never below 0: at most the pixel's own value is taken
     return rows
 
@@ -314,8 +323,7 @@ def _rows_rgb(rows: np.ndarray) -> np.ndarray:
 def _png_parts(rows: np.ndarray, level: int) -> list[bytes]:
     """The bytes of the PNG of ``_png_rows``' filled rows in pieces, to be written one after the other without joining them."""
     header = struct.pack(">IIBBBBB", (rows.shape[1] - 1) // 3, rows.shape[0], 8, 2, 0, 0, 0)  # 8 bits, truecolour, no interlace
-    return [b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header), *_png_chunk(b"IDAT", zlib.compress(rows, level)),
-            *_png_chunk(b"IEND", b"")]
+    return [b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header), *_png_chunk(b"IDAT", zlib.compress(rows, level)), *_png_chunk(b"IEND", b"")]
 
 
 def _rgb_png_parts(rgb: np.ndarray, level: int) -> list[bytes]:
@@ -350,8 +358,15 @@ def _write_parts(path: str | os.PathLike, parts: list[bytes]) -> None:
         f.writelines(parts)
 
 
-def write_depth_colour(path: str | os.PathLike, depth: np.ndarray, max_depth: float, *, vmin: float | None = None,
-                       vmax: float | None = None, level: int = PNG_COMPRESS_LEVEL) -> None:
+def write_depth_colour(
+    path: str | os.PathLike,
+    depth: np.ndarray,
+    max_depth: float,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    level: int = PNG_COMPRESS_LEVEL,
+) -> None:
     """Atomically write ``colour_image(depth, max_depth, vmin=vmin, vmax=vmax)`` as an RGB PNG at zlib ``level``."""
     _write_parts(path, _png_parts(_colour_rows(depth, max_depth, vmin, vmax), level))
 
@@ -374,9 +389,16 @@ def ply_intrinsics(given: Any, height: int, width: int) -> tuple[float, float, f
 
 
 def write_prediction(
-    files: dict[str, Path], depth: np.ndarray, image: np.ndarray, max_depth: float, *,
-    uncertainty: np.ndarray | None = None, intrinsics: tuple[float, float, float, float] | None = None,
-    made: Made | None = None, vmin: float | None = None, vmax: float | None = None,
+    files: dict[str, Path],
+    depth: np.ndarray,
+    image: np.ndarray,
+    max_depth: float,
+    *,
+    uncertainty: np.ndarray | None = None,
+    intrinsics: tuple[float, float, float, float] | None = None,
+    made: Made | None = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> int:
     """Write one image's prediction: ``files`` maps each kind wanted to its path. Kinds: ``depth``
     (16-bit PNG, scale from ``max_depth``, ``made`` recorded: ``write_depth_png``), ``color``

@@ -12,6 +12,7 @@ the flip augmentation read every kind alike, and ``to(device)`` loads all rows w
 - ``QuantizedRows``: int8 values with a float32 scale per vector of the last axis (absmax / 127),
   dequantised when rows are read; each value within scale / 2 = absmax / 254 of the original.
 """
+
 from __future__ import annotations
 
 import io

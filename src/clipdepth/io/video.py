@@ -8,6 +8,7 @@ keeps the timestamp it is given (a variable-frame-rate clip stays in step with i
 source's time base where given. The mp4 records what it was made from (``video_made``: the video,
 its content, the model and options). Every problem with a video is a one-line DataError naming it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -81,8 +82,9 @@ def probe_video(path: str | Path) -> VideoInfo:
                 raise DataError(f"{path}: has no video stream")
             stream = container.streams.video[0]
             fps = stream.average_rate or stream.guessed_rate or DEFAULT_FPS
-            return VideoInfo(stream.codec_context.width, stream.codec_context.height, Fraction(fps), stream.frames,
-                             Fraction(stream.time_base))
+            return VideoInfo(
+                stream.codec_context.width, stream.codec_context.height, Fraction(fps), stream.frames, Fraction(stream.time_base)
+            )
     except av.error.FFmpegError as exc:
         raise _unreadable(path, exc) from None
 
@@ -137,8 +139,9 @@ class Mp4Writer:
     ``time_base``: the seconds timestamps count in (the source's, so that its times carry over
     exactly; MPEG-4 part 2 rounds it to ``MPEG4_MAX_TIME_BASE``), default 1 / ``fps``."""
 
-    def __init__(self, path: str | Path, fps: Fraction, made: Made | None = None, codec: str | None = None,
-                 time_base: Fraction | None = None) -> None:
+    def __init__(
+        self, path: str | Path, fps: Fraction, made: Made | None = None, codec: str | None = None, time_base: Fraction | None = None
+    ) -> None:
         self.path, self.fps, self.made = Path(path), Fraction(fps), made
         self.codec = codec or video_codec()
         self.time_base = Fraction(time_base) if time_base else 1 / self.fps
@@ -158,8 +161,9 @@ class Mp4Writer:
 
     def _open(self, height: int, width: int) -> None:
         av = require_av()
-        container = self._stack.enter_context(av.open(str(self._tmp), "w", format="mp4",
-                                                      options={"movflags": "+faststart"}))  # playable while loading
+        container = self._stack.enter_context(
+            av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        )  # playable while loading
         if self.made is not None:  # FFmpeg takes UTF-8 only: the exact name is in the record's ASCII escapes
             container.metadata[SOURCE_KEY] = readable(self.made.source)
             container.metadata[MADE_KEY] = self.made.text()
@@ -181,11 +185,12 @@ class Mp4Writer:
             self._open(*rgb.shape[:2])
             self.shape = rgb.shape
         if rgb.shape != self.shape:
-            raise DataError(f"{self.path}: frame {self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, the video's "
-                            f"{self.shape[1]}x{self.shape[0]}; an mp4 keeps one size")
+            raise DataError(
+                f"{self.path}: frame {self.frames} is {rgb.shape[1]}x{rgb.shape[0]}, the video's "
+                f"{self.shape[1]}x{self.shape[0]}; an mp4 keeps one size"
+            )
         even = np.pad(rgb, ((0, rgb.shape[0] % 2), (0, rgb.shape[1] % 2), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_ndarray(even, format="rgb24").reformat(
-            format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+        frame = av.VideoFrame.from_ndarray(even, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
         if self._pts is None:
             pts = 0 if time is None else round(time / self.time_base)
         elif time is None:
@@ -218,8 +223,11 @@ def collect_videos(inputs: list[str], out: Path | None = None) -> list[tuple[Pat
     for item in inputs:
         path = Path(item)
         if glob.has_magic(item) and not path.is_file():
-            found += [Path(p) for p in sorted(glob.glob(item, recursive=True))
-                      if is_video(p) and Path(p).is_file() and (out is None or not _inside(Path(p), out))]
+            found += [
+                Path(p)
+                for p in sorted(glob.glob(item, recursive=True))
+                if is_video(p) and Path(p).is_file() and (out is None or not _inside(Path(p), out))
+            ]
         elif not path.is_file():
             raise DataError(f"{item}: no such video")
         else:

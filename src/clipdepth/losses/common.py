@@ -4,6 +4,7 @@ pseudo loss and of the learned depth prompts (docs/tr2m.md "Losses", docs/baseli
 Like every loss here it reduces over the whole batch with masked sums, never boolean indexing or a
 branch on a device value, so that a training step does not wait for the device.
 """
+
 from __future__ import annotations
 
 import torch
@@ -11,9 +12,7 @@ import torch
 _SILOG_EPS = 1e-12  # added to the sqrt argument: keeps the gradient finite at a perfect fit
 
 
-def silog_losses(
-    pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float = 0.85
-) -> torch.Tensor:
+def silog_losses(pred: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
     """``silog_loss`` of one prediction against K targets at once: ``pred`` (B, H, W) and ``targets`` /
     ``masks`` (K, B, H, W) -> (K,) losses, each over its own mask (one pass for TR2M's L_si and pseudo
     loss instead of two). The gradient flows to ``pred`` only."""
@@ -56,9 +55,7 @@ class _SILog(torch.autograd.Function):
         return grad_pred, None, None, None
 
 
-def silog_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, variance_focus: float = 0.85
-) -> torch.Tensor:
+def silog_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
     """Scale-invariant log loss over the masked pixels of the whole batch (BTS/AdaBins, no x10).
 
     ``sqrt(mean(g^2) - variance_focus * mean(g)^2)`` with ``g = log(pred) - log(target)``; ``pred`` and

@@ -14,6 +14,7 @@ mean exactly on an edge goes to the LOWER bin, and a patch is also dropped unles
 of it lies inside an optional region mask (the released KITTI runs: each tile's own part of the
 Garg crop). The RMSE of the Depth phase uses the pixels with min < GT < max (strict).
 """
+
 from __future__ import annotations
 
 import functools
@@ -55,9 +56,7 @@ def bin_index(mean: torch.Tensor, min_depth: float, max_depth: float, num_bins: 
 
 
 @functools.lru_cache(maxsize=16)
-def _bin_edges(
-    min_depth: float, max_depth: float, num_bins: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+def _bin_edges(min_depth: float, max_depth: float, num_bins: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """The K + 1 edges, computed in float64 on the host and copied to ``device`` once, not every step."""
     width = (max_depth - min_depth) / num_bins
     return (min_depth + torch.arange(num_bins + 1, dtype=torch.float64) * width).to(device, dtype)

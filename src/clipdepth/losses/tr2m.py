@@ -7,6 +7,7 @@ waits for the device: masks enter as masked reductions (``where``, sums and coun
 indexing or a branch on a device value, and pixels are sampled on the device with fixed shapes, so a
 training step queues its kernels without a host sync (``benchmarks/step_overhead.py``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,9 +26,7 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return like.sum() * 0
 
 
-def fit_affine(
-    relative: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_affine(relative: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image least squares of ``alpha * relative + beta ~ target`` on ``mask`` (no gradient).
 
     Degenerate images (fewer than 2 valid pixels, or constant ``relative``) get ``alpha = 0`` and
@@ -147,9 +146,7 @@ def _sup_con(logits: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     return (torch.log_softmax(logits, dim=1) * weight).sum()
 
 
-def image_contrast_loss(
-    features: torch.Tensor, scale: torch.Tensor, rank_threshold: int = 1, temperature: float = 0.1
-) -> torch.Tensor:
+def image_contrast_loss(features: torch.Tensor, scale: torch.Tensor, rank_threshold: int = 1, temperature: float = 0.1) -> torch.Tensor:
     """Image-level scale-oriented contrast over pooled features (B, C), ordered by pseudo ``scale`` (B,).
 
     docs/tr2m.md calls pairs with rank distance < t positives, which for t = 1 leaves only the image itself;
@@ -182,9 +179,7 @@ def _class_values(depth: torch.Tensor, d_min: float, d_max: float, num_classes: 
     return torch.round((d_max - depth) / (d_max - d_min) * num_classes).clamp(0, num_classes)
 
 
-def sample_pixels(
-    mask: torch.Tensor, samples: int, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_pixels(mask: torch.Tensor, samples: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``samples`` pixels of each image of ``mask`` (B, H, W), uniformly without replacement
     among its valid ones, drawn on the device: ``(index, valid)``, (B, n) each with
     n = min(samples, H * W), flat pixel indices and whether each is a draw (the first
@@ -225,13 +220,18 @@ def pixel_contrast_loss(
     """
     index, valid = sample_pixels(mask, samples, generator)
     gather = index[..., None].expand(-1, -1, query.shape[1])
-    q, k = _Normalize.apply(torch.stack([  # both normalised in one pass; q . k is cosine / temperature
-        query.flatten(2).transpose(1, 2).gather(1, gather), key.detach().flatten(2).transpose(1, 2).gather(1, gather)
-    ]).flatten(1, 2), temperature**-0.5)
+    q, k = _Normalize.apply(
+        torch.stack(
+            [  # both normalised in one pass; q . k is cosine / temperature
+                query.flatten(2).transpose(1, 2).gather(1, gather),
+                key.detach().flatten(2).transpose(1, 2).gather(1, gather),
+            ]
+        ).flatten(1, 2),
+        temperature**-0.5,
+    )
     padding = ~valid.flatten()
     # padding pixels get class NaN, equal to none: neither anchors nor keys of a positive pair
-    c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten().masked_fill(
-        padding, float("nan"))
+    c = _class_values(depth.flatten(1).gather(1, index), d_min, d_max, num_classes).flatten().masked_fill(padding, float("nan"))
     logits = q @ k.T
     logits = logits.masked_fill(padding[None, :], _excluded(logits))  # padding keys out of every softmax
     return _sup_con(logits, c[:, None] == c[None, :])

@@ -1,6 +1,7 @@
 """The models: each module below declares its model's ``ModelSpec`` and registers it
 (``clipdepth.registry``); importing this package registers them all. ``MODELS`` maps a config's
 ``model`` name to the class that builds and loads it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 from ..config import Config, config_from_dict, upgrade_layout
 from ..registry import _SPECS, model_spec
 from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
+
 # Each import registers its model (the order is the registry's).
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 from .tr2m import TR2M
@@ -42,5 +44,16 @@ def predicts_from_images(directory: str | Path) -> bool:
     return not model_class(meta.get("architecture", "")).needs_ground_truth(cfg)
 
 
-__all__ = ["MODELS", "DepthCLIP", "DepthModel", "FrameBatch", "LearnedPrompts", "PureCLIPDepth", "PureCLIPDepthHead", "TR2M",
-           "build_model", "load_model", "predicts_from_images"]
+__all__ = [
+    "MODELS",
+    "DepthCLIP",
+    "DepthModel",
+    "FrameBatch",
+    "LearnedPrompts",
+    "PureCLIPDepth",
+    "PureCLIPDepthHead",
+    "TR2M",
+    "build_model",
+    "load_model",
+    "predicts_from_images",
+]

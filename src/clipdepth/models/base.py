@@ -10,6 +10,7 @@ model use the same feature cache, trainer, evaluation and commands:
 - a checkpoint holds the head's weights and the config that names the frozen parts, plus their
   fingerprint, so that a head is never run on other weights than it was trained on.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import (
-    CONFIG_SECTIONS, LEGACY_SECTIONS, PRECISION_NAMES, Config, DataConfig, config_from_dict, config_to_dict, load_config_dict,
+    CONFIG_SECTIONS,
+    LEGACY_SECTIONS,
+    PRECISION_NAMES,
+    Config,
+    DataConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config_dict,
     upgrade_layout,
 )
 from ..data.transforms import Preprocessor
@@ -58,6 +66,7 @@ def transformers_model_type(architecture: str) -> str:
     """The ``model_type`` of an architecture's checkpoints in transformers' Auto classes."""
     return f"clipdepth_{architecture}"
 
+
 # Square tiles one image may be cut into (memory grows with them); infer(max_tiles=...) raises it.
 MAX_TILES = 8
 # What ``infer`` feeds the model (``DepthModel.processor_for``): "none", the whole image; "trained",
@@ -78,8 +87,7 @@ def check_inference_overrides(overrides: list[str] | tuple[str, ...]) -> None:
     for override in overrides:
         key, sep, _ = override.partition("=")
         if not sep:
-            raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336",
-                              setting="overrides")
+            raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. clip.name=/models/clip-vit-l14-336", setting="overrides")
         if key.strip() not in allowed:
             raise ConfigError(
                 f"override {override!r}: a trained checkpoint's settings are part of its weights; only where its "
@@ -130,19 +138,14 @@ class FrameBatch:
 
     def flipped(self) -> "FrameBatch":
         """The mirrored frames (flip test-time augmentation); captions stay as they are."""
-        return replace(
-            self, images=self.images.flip(-1), depth=None if self.depth is None else self.depth.flip(-1)
-        )
+        return replace(self, images=self.images.flip(-1), depth=None if self.depth is None else self.depth.flip(-1))
 
 
 def as_float(features: Features | None, device: torch.device | str | None = None) -> Features | None:
     """Stored features -> what a head computes with: half precision to float32, others unchanged."""
     if features is None:
         return None
-    return {
-        k: (v.to(device).float() if v.dtype in (torch.float16, torch.bfloat16) else v.to(device))
-        for k, v in features.items()
-    }
+    return {k: (v.to(device).float() if v.dtype in (torch.float16, torch.bfloat16) else v.to(device)) for k, v in features.items()}
 
 
 def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
@@ -155,8 +158,7 @@ def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
     if Path(name).exists():
         folder = Path(name).parent
         hint = f" (the checkpoint is likely its folder {folder})" if (folder / WEIGHTS_NAME).is_file() else ""
-        raise CheckpointError(f"{name}: is a file, not a checkpoint folder; give the folder holding {WEIGHTS_NAME} "
-                              f"and {CONFIG_NAME}{hint}")
+        raise CheckpointError(f"{name}: is a file, not a checkpoint folder; give the folder holding {WEIGHTS_NAME} and {CONFIG_NAME}{hint}")
     # a path whose first folder exists here is a local path, not a Hub id ("runs/model")
     if name.count("/") != 1 or name.startswith((".", "/", "~")) or Path(Path(name).parts[0]).is_dir():
         raise CheckpointError(f"{name}: checkpoint folder not found")
@@ -173,7 +175,10 @@ DAMAGED_HINT = "the checkpoint is damaged: download or copy it again, or train i
 
 
 def load_head_state(
-    head: nn.Module, state: dict[str, torch.Tensor], where: str, hint: str,
+    head: nn.Module,
+    state: dict[str, torch.Tensor],
+    where: str,
+    hint: str,
     name_of: Callable[[str], str] = lambda key: key,
 ) -> None:
     """Copy ``state`` into ``head``, checking every name and shape first, so that a mismatch is one
@@ -185,8 +190,7 @@ def load_head_state(
             raise CheckpointError(f"{where}: tensor {name_of(key)!r} has no place in this head (another architecture?); {hint}")
         if tuple(value.shape) != tuple(expected[key].shape):
             raise CheckpointError(
-                f"{where}: tensor {name_of(key)!r} has shape {tuple(value.shape)}, this head expects "
-                f"{tuple(expected[key].shape)}; {hint}"
+                f"{where}: tensor {name_of(key)!r} has shape {tuple(value.shape)}, this head expects {tuple(expected[key].shape)}; {hint}"
             )
     absent = [k for k in expected if k not in state]
     if absent:
@@ -215,7 +219,7 @@ def read_checkpoint_meta(directory: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{directory / CONFIG_NAME}: invalid JSON ({exc}); {DAMAGED_HINT}") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{directory / CONFIG_NAME}: not a clipdepth checkpoint config (no \"config\" object); {DAMAGED_HINT}")
+        raise CheckpointError(f'{directory / CONFIG_NAME}: not a clipdepth checkpoint config (no "config" object); {DAMAGED_HINT}')
     bad = next((k for k, v in meta["config"].items() if k in (*CONFIG_SECTIONS, *LEGACY_SECTIONS) and not isinstance(v, dict)), None)
     if bad is not None:
         raise CheckpointError(f"{directory / CONFIG_NAME}: its config section {bad!r} is not an object; {DAMAGED_HINT}")
@@ -317,9 +321,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         quantised forms whose rows read back as features); by default unchanged."""
         return features
 
-    def predict_from_features(
-        self, features: Features, flipped: Features | None = None, tiles: int = 1
-    ) -> tuple[torch.Tensor, Any]:
+    def predict_from_features(self, features: Features, flipped: Features | None = None, tiles: int = 1) -> tuple[torch.Tensor, Any]:
         """Depth (B, H, tiles * W) at the input size, and the head's own output."""
         raise NotImplementedError
 
@@ -382,7 +384,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return self.preprocessor(settings.data, settings.input_size)
 
     def processor_for(
-        self, height: int, width: int, crop: str = "none", tiles: int | None = None, max_tiles: int = MAX_TILES,
+        self,
+        height: int,
+        width: int,
+        crop: str = "none",
+        tiles: int | None = None,
+        max_tiles: int = MAX_TILES,
         dataset: str | None = None,
     ) -> Preprocessor:
         """How an image of ``height`` x ``width`` pixels is fed to the model: ``crop`` "none", whole
@@ -403,8 +410,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             raise ConfigError(f"{self.display_name} takes whole frames: tiles does not apply", setting="tiles")
         if crop == "none":
             if dataset is not None:
-                raise ConfigError(f"dataset {dataset!r} says how a dataset's frames are fed: it goes with crop trained",
-                                  setting="dataset")
+                raise ConfigError(f"dataset {dataset!r} says how a dataset's frames are fed: it goes with crop trained", setting="dataset")
             count = self.tiles_for(height, width, tiles, max_tiles) if self.takes_tiles else 1
             return Preprocessor.create(self.input_size, None, count, resize=self.resize_mode)
         processor = self.trained_preprocessor(dataset)
@@ -438,14 +444,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         name, which the caller adds) for an image that would need more."""
         if height > max_tiles * width:  # a tall image is squashed into one tile: the same limit on its aspect
             raise DataError(
-                f"a {width}x{height} image is more than {max_tiles} times taller than wide (crop it, or raise "
-                "the max_tiles limit)"
+                f"a {width}x{height} image is more than {max_tiles} times taller than wide (crop it, or raise the max_tiles limit)"
             )
         count = tiles or self.auto_tiles(height, width)
         if count > max_tiles:
             raise DataError(
-                f"a {width}x{height} image needs {count} tiles, more than the limit of {max_tiles} "
-                "(crop it, or raise the max_tiles limit)"
+                f"a {width}x{height} image needs {count} tiles, more than the limit of {max_tiles} (crop it, or raise the max_tiles limit)"
             )
         return count
 
@@ -503,7 +507,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             if images.dtype not in (np.uint8, np.uint16) or images.ndim not in (3, 4) or images.shape[-1] != 3:
                 raise ConfigError(
                     f"an image array must be (H, W, 3) or (B, H, W, 3), uint16 or uint8, got {images.shape} {images.dtype}",
-                    setting="images")
+                    setting="images",
+                )
             arr = eight_bit(images) if images.dtype == np.uint16 else images
             arr = arr[None] if arr.ndim == 3 else arr
             return torch.tensor(arr).permute(0, 3, 1, 2).float() / 255.0  # a copy: inputs may be read-only
@@ -512,8 +517,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
                 raise ConfigError(f"an image tensor must be (3, H, W) or (B, 3, H, W), got {tuple(images.shape)}", setting="images")
             images = images[None] if images.ndim == 3 else images
             return images.float() / 255.0 if images.dtype == torch.uint8 else images
-        raise ConfigError(f"cannot read an image from a {type(images).__name__}: give a path, a PIL image, an array or a tensor",
-                          setting="images")
+        raise ConfigError(
+            f"cannot read an image from a {type(images).__name__}: give a path, a PIL image, an array or a tensor", setting="images"
+        )
 
     def check_captions(self, captions: list[str] | None, count: int) -> list[list[str]] | None:
         """``captions`` for ``count`` images as caption lines per frame. ConfigError when a model that
@@ -524,8 +530,8 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             return None
         if captions is None or len(captions) != count:
             raise ConfigError(
-                f"{self.display_name} needs one caption per image ({count} images, "
-                f"{'no' if captions is None else len(captions)} captions)", setting="captions",
+                f"{self.display_name} needs one caption per image ({count} images, {'no' if captions is None else len(captions)} captions)",
+                setting="captions",
             )
         return [[c] for c in captions]
 
@@ -537,8 +543,15 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return {}
 
     def infer(
-        self, images: Any, tta: bool = False, tiles: int | None = None, captions: list[str] | None = None,
-        max_tiles: int = MAX_TILES, intrinsics: Any = None, crop: str = "none", dataset: str | None = None,
+        self,
+        images: Any,
+        tta: bool = False,
+        tiles: int | None = None,
+        captions: list[str] | None = None,
+        max_tiles: int = MAX_TILES,
+        intrinsics: Any = None,
+        crop: str = "none",
+        dataset: str | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Metric depth for RGB images at their own resolution.
 
@@ -577,9 +590,15 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             sizes.setdefault(tuple(t.shape[-2:]), []).append(i)
         results: list[dict[str, torch.Tensor]] = [{} for _ in images]
         for group in sizes.values():  # images of one size in one batch; each its own intrinsics
-            out = self._infer_batch(torch.cat([tensors[i] for i in group]), tta, tiles,
-                                    None if captions is None else [captions[i] for i in group], max_tiles, crop=crop,
-                                    dataset=dataset)
+            out = self._infer_batch(
+                torch.cat([tensors[i] for i in group]),
+                tta,
+                tiles,
+                None if captions is None else [captions[i] for i in group],
+                max_tiles,
+                crop=crop,
+                dataset=dataset,
+            )
             for row, i in enumerate(group):
                 results[i] = {k: v[row] for k, v in out.items()}
                 if per_image[i] is not None:
@@ -588,8 +607,15 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
     @torch.inference_mode()
     def _infer_batch(
-        self, images: Any, tta: bool, tiles: int | None, captions: list[str] | None, max_tiles: int,
-        intrinsics: Any = None, crop: str = "none", dataset: str | None = None,
+        self,
+        images: Any,
+        tta: bool,
+        tiles: int | None,
+        captions: list[str] | None,
+        max_tiles: int,
+        intrinsics: Any = None,
+        crop: str = "none",
+        dataset: str | None = None,
     ) -> dict[str, torch.Tensor]:
         self.eval()
         images = self.images_to_tensor(images).to(self.device)
@@ -637,7 +663,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         licence, tags), the paper, the frozen parts it needs, how it was made and how to load it
         (``location``: the Hub id the examples load it from; a placeholder where it is unknown)."""
         data = ModelCardData(
-            library_name="clipdepth", pipeline_tag="depth-estimation", license="apache-2.0",
+            library_name="clipdepth",
+            pipeline_tag="depth-estimation",
+            license="apache-2.0",
             tags=["depth-estimation", "monocular-depth", "metric-depth", "clip", self.architecture.replace("_", "-")],
         )
         return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{self._card_text(location)}")
@@ -646,9 +674,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         extra = self._checkpoint_extra
         data = ", ".join(f"`{m.name}`" for m in self.cfg.mixture) or f"`{self.cfg.data.dataset}`"
         made = (
-            "written without training (a zero-shot model)" if extra.get("zero_shot")
-            else f"converted from the authors' released weights ({extra['released_format']})" if "released_format" in extra
-            else f"trained by clipdepth on {data}, epoch {extra['epoch']}" if "epoch" in extra
+            "written without training (a zero-shot model)"
+            if extra.get("zero_shot")
+            else f"converted from the authors' released weights ({extra['released_format']})"
+            if "released_format" in extra
+            else f"trained by clipdepth on {data}, epoch {extra['epoch']}"
+            if "epoch" in extra
             else f"saved by clipdepth without a training record (its recipe's data: {data})"
         )
         metrics = extra.get("val_metrics") or {}
@@ -662,8 +693,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
             "The trained head only (`model.safetensors`). clipdepth loads the frozen parts named in `config.json` "
             f"and refuses weights other than these (fingerprint `{self.encoder.fingerprint()}`):\n\n{parts}\n"
             f"It was {made}."
-            + (f" Validation metrics (`{self.cfg.eval.protocol}` protocol):\n\n"
-               f"| metric | value |\n|---|---|\n{table}" if table else "\n")
+            + (f" Validation metrics (`{self.cfg.eval.protocol}` protocol):\n\n| metric | value |\n|---|---|\n{table}" if table else "\n")
         )
         if self.needs_ground_truth(self.cfg):
             return text + (
@@ -675,21 +705,25 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         captions = ', captions=["a kitchen with a table"]' if self.uses_captions else ""
         return text + (
             "\n## Use\n\nWith clipdepth installed (in its repository: `pip install -e .`):\n\n"
-            f"```python\nfrom clipdepth.models import load_model\n\nmodel = load_model(\"{location}\")\n"
-            f"out = model.infer(\"photo.jpg\"{captions})  # out[\"depth\"]: (1, H, W) metres\n```\n\n"
+            f'```python\nfrom clipdepth.models import load_model\n\nmodel = load_model("{location}")\n'
+            f'out = model.infer("photo.jpg"{captions})  # out["depth"]: (1, H, W) metres\n```\n\n'
             "With transformers (`import clipdepth.hf` registers the model classes):\n\n```python\n"
             "import clipdepth.hf  # noqa: F401  (registers clipdepth's models)\n"
             "from transformers import pipeline\n\n"
-            f"depth = pipeline(\"depth-estimation\", model=\"{location}\")\n"
-            f"result = depth(\"photo.jpg\"{caption})\n"
-            "result[\"predicted_depth\"]  # (H, W) metres\n"
-            "result[\"depth\"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n"
-            + CARD_LICENCE
+            f'depth = pipeline("depth-estimation", model="{location}")\n'
+            f'result = depth("photo.jpg"{caption})\n'
+            'result["predicted_depth"]  # (H, W) metres\n'
+            'result["depth"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n' + CARD_LICENCE
         )
 
     def save_pretrained(  # type: ignore[override]
-        self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False,
-        repo_id: str | None = None, **kwargs,
+        self,
+        save_directory: str | Path,
+        *,
+        extra: dict | None = None,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **kwargs,
     ) -> Path:
         """Write ``model.safetensors`` (head only), ``config.json`` (with the ``model_type`` and
         ``preprocessor_config.json`` transformers reads: see ``clipdepth.hf``) and a model card
@@ -719,8 +753,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
-        cls, pretrained_model_name_or_path: str | Path, *, encoder: nn.Module | None = None,
-        overrides: list[str] | tuple[str, ...] = (), **hub_kwargs,
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        *,
+        encoder: nn.Module | None = None,
+        overrides: list[str] | tuple[str, ...] = (),
+        **hub_kwargs,
     ) -> "DepthModel":
         """A checkpoint folder, or a Hugging Face Hub id (downloaded and cached by huggingface_hub).
 
@@ -734,9 +772,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return cls._load_folder(checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs), encoder, overrides).eval()
 
     @classmethod
-    def _load_folder(
-        cls, directory: Path, encoder: nn.Module | None, overrides: list[str] | tuple[str, ...] = ()
-    ) -> "DepthModel":
+    def _load_folder(cls, directory: Path, encoder: nn.Module | None, overrides: list[str] | tuple[str, ...] = ()) -> "DepthModel":
         """Load a head checkpoint folder and the frozen parts its config names (or the ones given)."""
         meta = read_checkpoint_meta(directory)
         if meta.get("architecture", cls.architecture) != cls.architecture:

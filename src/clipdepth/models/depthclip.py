@@ -12,6 +12,7 @@ head on the projected patch tokens of the ``clip`` section's ViT (the variant).
 A checkpoint is a config folder with no trained weights: ``model.safetensors`` is empty and the
 config names the frozen CLIP, whose text embeddings are recomputed when it is loaded.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -87,7 +88,7 @@ class DepthCLIP(DepthModel):
     """Frozen CLIP (RN50 as released, or the ViT of ``clip``) + the zero-shot head."""
 
     display_name = "DepthCLIP"
-    paper = "DepthCLIP, Zhang et al., \"Can Language Understand Depth?\" ([arXiv 2207.01077](https://arxiv.org/abs/2207.01077))"
+    paper = 'DepthCLIP, Zhang et al., "Can Language Understand Depth?" ([arXiv 2207.01077](https://arxiv.org/abs/2207.01077))'
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     auto_precision = released_precision  # a baseline: as released
     # The release feeds the 416 x 544 crop unresized (any mode is the identity at that size).
@@ -142,9 +143,7 @@ class DepthCLIP(DepthModel):
     def encode_frames(self, batch: FrameBatch) -> Features:
         return {"features": self.encode(batch.images).to(FEATURE_DTYPE)}
 
-    def predict_from_features(
-        self, features: Features, flipped: Features | None = None, tiles: int = 1
-    ) -> tuple[torch.Tensor, HeadOutput]:
+    def predict_from_features(self, features: Features, flipped: Features | None = None, tiles: int = 1) -> tuple[torch.Tensor, HeadOutput]:
         """Depth (B, H, W) at the input size: the per-location depth (flip TTA averaged there, as
         released), upsampled bilinearly with align_corners to the size the features came from."""
         out = self.head(features["features"])
@@ -168,9 +167,15 @@ def resnet_frozen_parts(cfg: Config, resnet: bool) -> FrozenParts:
     return FrozenParts([("depthclip" if resnet else "clip")] if section.random_init else [])
 
 
-SPEC = register(ModelSpec(
-    "depthclip", DepthCLIP, "depthclip", DepthCLIPConfig, reads=("clip",),
-    objective=None,  # nothing to train (training/zero_shot.py writes its checkpoint)
-    inference_overrides=("clip.name", "clip.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision"),
-    frozen_parts=lambda cfg: resnet_frozen_parts(cfg, cfg.depthclip.backbone == "resnet"),
-))
+SPEC = register(
+    ModelSpec(
+        "depthclip",
+        DepthCLIP,
+        "depthclip",
+        DepthCLIPConfig,
+        reads=("clip",),
+        objective=None,  # nothing to train (training/zero_shot.py writes its checkpoint)
+        inference_overrides=("clip.name", "clip.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision"),
+        frozen_parts=lambda cfg: resnet_frozen_parts(cfg, cfg.depthclip.backbone == "resnet"),
+    )
+)

@@ -22,6 +22,7 @@ token; text features normalised per row and then by the norm of the whole N x D 
 features normalised per location and, when wider than the text features (RN50: 2048 vs 1024),
 reduced by nearest-neighbour interpolation along the channels; logits 100 * cos / 0.1.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -105,7 +106,7 @@ class PaddedIdsTokenizer:
 
     def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
         ids = self.tokenize([text])[0].tolist()
-        words = ids[1:ids.index(self.eos_token_id, 1)]
+        words = ids[1 : ids.index(self.eos_token_id, 1)]
         return {"input_ids": [self.bos_token_id, *words, self.eos_token_id] if add_special_tokens else words}
 
 
@@ -203,8 +204,10 @@ class LearnedPrompts(DepthModel):
     ``infer`` takes images and returns metres."""
 
     display_name = "Learned depth prompts"
-    paper = ("learned depth prompts, Auty and Mikolajczyk, \"Learning to Prompt CLIP for Monocular Depth Estimation: "
-             "Exploring the Limits of Human Language\" (ICCV 2023 Workshops)")
+    paper = (
+        'learned depth prompts, Auty and Mikolajczyk, "Learning to Prompt CLIP for Monocular Depth Estimation: '
+        'Exploring the Limits of Human Language" (ICCV 2023 Workshops)'
+    )
     released_precision = "fp32"  # clip.load(..., device="cpu") gives fp32 weights; Lightning's default precision
     auto_precision = released_precision  # a baseline: as released
     # The release never resizes inputs (random crops in training, full frames at test); its one
@@ -294,27 +297,35 @@ def demo_plan(cfg: Config) -> DemoPlan:
     """The CLIP baselines side by side on one random-weight CLIP ViT (the `clip` section;
     ``--config demo_baselines``): the learned depth prompts (the recipe) and a PureCLIP-Depth head
     trained, DepthCLIP (its ViT variant, the release's words and bins) run zero-shot."""
-    depthclip = dataclasses.replace(cfg, model=DepthCLIP.architecture,
-                                    depthclip=dataclasses.replace(cfg.depthclip, backbone="vit"))
+    depthclip = dataclasses.replace(cfg, model=DepthCLIP.architecture, depthclip=dataclasses.replace(cfg.depthclip, backbone="vit"))
     return DemoPlan(
-        [DemoVariant("learned_prompts", f"Learned depth prompts ({cfg.prompts.num_bins} bins)", cfg, "learned_prompts"),
-         DemoVariant("pureclip", "PureCLIP-Depth head", dataclasses.replace(cfg, model=PureCLIPDepth.architecture), "pureclip"),
-         DemoVariant("depthclip", "DepthCLIP (zero-shot)", depthclip, "depthclip")],
+        [
+            DemoVariant("learned_prompts", f"Learned depth prompts ({cfg.prompts.num_bins} bins)", cfg, "learned_prompts"),
+            DemoVariant("pureclip", "PureCLIP-Depth head", dataclasses.replace(cfg, model=PureCLIPDepth.architecture), "pureclip"),
+            DemoVariant("depthclip", "DepthCLIP (zero-shot)", depthclip, "depthclip"),
+        ],
         lambda model: (
             f"NOTE: all three models share one small CLIP ViT with RANDOM weights ({model.encoder.description}).\n"
             "It is not a trained model: the numbers show the pipeline, and say nothing about the accuracy of the\n"
             "learned prompts, PureCLIP-Depth or DepthCLIP with OpenAI's CLIP (DepthCLIP, zero-shot, has nothing to\n"
             "learn from random features)."
         ),
-        BASELINE, "{metric}: learned prompts {gain:.1f}% better than the mean-depth predictor;",
+        BASELINE,
+        "{metric}: learned prompts {gain:.1f}% better than the mean-depth predictor;",
     )
 
 
 # RN50 (weights, tokenizer, sizes) is the depthclip section's, the ViT the clip section's.
-SPEC = register(ModelSpec(
-    "learned_prompts", LearnedPrompts, "prompts", PromptsConfig, reads=("clip", "depthclip"),
-    objective="clipdepth.training.objectives.learned_prompts:LearnedPromptsObjective",
-    inference_overrides=("clip.name", "clip.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision"),
-    demo=demo_plan,
-    frozen_parts=lambda cfg: resnet_frozen_parts(cfg, cfg.prompts.backbone == "resnet"),
-))
+SPEC = register(
+    ModelSpec(
+        "learned_prompts",
+        LearnedPrompts,
+        "prompts",
+        PromptsConfig,
+        reads=("clip", "depthclip"),
+        objective="clipdepth.training.objectives.learned_prompts:LearnedPromptsObjective",
+        inference_overrides=("clip.name", "clip.precision", "depthclip.weights", "depthclip.tokenizer", "depthclip.precision"),
+        demo=demo_plan,
+        frozen_parts=lambda cfg: resnet_frozen_parts(cfg, cfg.prompts.backbone == "resnet"),
+    )
+)

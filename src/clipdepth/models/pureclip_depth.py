@@ -6,6 +6,7 @@ it with CLS; the similarity of the fused, L2-normalised token to a learnable dep
 the expected bin centre is the patch's depth. Shapes follow the released code
 (``docs/pureclip-depth.md``); the paper's variants are config fields.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ..errors import ConfigError
 from ..registry import BASELINE, DemoPlan, DemoVariant, ModelSpec, register
 from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
 from .pureclip_depth_onnx import ONNX_FILES
+
 
 def bin_centres(min_depth: float, max_depth: float, num_bins: int) -> torch.Tensor:
     """Centres (metres) of ``num_bins`` equal bins over [min_depth, max_depth] (fixed, never
@@ -100,9 +102,7 @@ class PureCLIPDepthHead(nn.Module):
         if table.shape != (cfg.num_bins, d):
             raise ValueError(f"depth table init has shape {tuple(table.shape)}, expected {(cfg.num_bins, d)}")
         self.table = nn.Parameter(F.normalize(table.float(), dim=-1))
-        self.register_buffer(
-            "bin_centres", bin_centres(cfg.min_depth, cfg.max_depth, cfg.num_bins).float(), persistent=False
-        )
+        self.register_buffer("bin_centres", bin_centres(cfg.min_depth, cfg.max_depth, cfg.num_bins).float(), persistent=False)
 
     def normalized_table(self) -> torch.Tensor:
         """W re-normalised at every use, as in the released code."""
@@ -204,9 +204,7 @@ class PureCLIPDepth(DepthModel):
         """Per-patch depth upsampled to the input size (``upsample_patches``)."""
         return self.upsample_patches(out.depth)
 
-    def predict_from_features(
-        self, features: Features, flipped: Features | None = None, tiles: int = 1
-    ) -> tuple[torch.Tensor, HeadOutput]:
+    def predict_from_features(self, features: Features, flipped: Features | None = None, tiles: int = 1) -> tuple[torch.Tensor, HeadOutput]:
         """Depth at the input size, (B, S, tiles * S), from the features of B * tiles square
         tiles (frame-major); with ``flipped`` (features of the mirrored frames' tiles) flip TTA,
         which mirrors whole frames, not single tiles."""
@@ -254,14 +252,21 @@ def demo_plan(cfg: Config) -> DemoPlan:
             "CLIP features, train with the OpenAI weights (downloaded once from the Hugging Face Hub, or a local folder):\n"
             "  clipdepth train --config <recipe> clip.random_init=false clip.name=openai/clip-vit-large-patch14-336"
         ),
-        BASELINE, "{metric}: {gain:.1f}% better than the mean-depth predictor;",
+        BASELINE,
+        "{metric}: {gain:.1f}% better than the mean-depth predictor;",
     )
 
 
-SPEC = register(ModelSpec(
-    "pureclip_depth", PureCLIPDepth, "pureclip", PureCLIPConfig, reads=("clip",),
-    objective="clipdepth.training.objectives.pureclip:PureCLIPObjective",
-    inference_overrides=("clip.name", "clip.precision"),
-    converters=(("pureclip-released", "clipdepth.models.released:convert_pureclip_released"),),
-    demo=demo_plan,
-))
+SPEC = register(
+    ModelSpec(
+        "pureclip_depth",
+        PureCLIPDepth,
+        "pureclip",
+        PureCLIPConfig,
+        reads=("clip",),
+        objective="clipdepth.training.objectives.pureclip:PureCLIPObjective",
+        inference_overrides=("clip.name", "clip.precision"),
+        converters=(("pureclip-released", "clipdepth.models.released:convert_pureclip_released"),),
+        demo=demo_plan,
+    )
+)

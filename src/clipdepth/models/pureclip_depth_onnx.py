@@ -14,6 +14,7 @@ folder inside the output folder, each read back (its opset is the one asked for,
 it references was written and is listed) and run with onnxruntime against PyTorch, and only then
 are the files renamed into place, ``export.json`` last.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,8 +87,11 @@ def check_opset(opset: int) -> None:
     any work, instead of a file of another opset or onnxruntime's error after it."""
     opsets = supported_opsets()
     if opset not in opsets:
-        raise ConfigError(f"opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
-                          f"support opsets {opsets.start} to {opsets.stop - 1}", setting="opset")
+        raise ConfigError(
+            f"opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
+            f"support opsets {opsets.start} to {opsets.stop - 1}",
+            setting="opset",
+        )
 
 
 class DepthGraph(nn.Module):
@@ -136,8 +140,7 @@ def _no_room(out_dir: Path, name: str, cause: str) -> DataError:
     return DataError(f"{out_dir}: cannot export {name} there: {cause}; free some space there, or export elsewhere")
 
 
-def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str],
-            opset: int, out_dir: Path) -> str:
+def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], output_names: list[str], opset: int, out_dir: Path) -> str:
     """Export with the dynamo exporter, falling back to the TorchScript one; returns which was used.
     A full disk (``io.atomic.disk_full``) is a DataError naming ``out_dir``, the folder ``path`` is staged in."""
     batch = {name: {0: "batch"} for name in input_names + output_names}
@@ -146,12 +149,9 @@ def _export(module: nn.Module, args: tuple, path: Path, input_names: list[str], 
         try:
             with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
                 warnings.simplefilter("ignore")
-                kwargs: dict = {"input_names": input_names, "output_names": output_names,
-                                "opset_version": opset, "dynamo": dynamo}
+                kwargs: dict = {"input_names": input_names, "output_names": output_names, "opset_version": opset, "dynamo": dynamo}
                 if dynamo:
-                    kwargs["dynamic_shapes"] = {
-                        name: {0: torch.export.Dim("batch", min=1, max=1024)} for name in input_names
-                    }
+                    kwargs["dynamic_shapes"] = {name: {0: torch.export.Dim("batch", min=1, max=1024)} for name in input_names}
                     kwargs["verbose"] = False
                 else:
                     kwargs["dynamic_axes"] = batch
@@ -203,13 +203,17 @@ def _verify_graph(path: Path, opset: int) -> list[str]:
     proto = onnx.load(str(path), load_external_data=False)
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written != opset:
-        raise ConfigError(f"{path.name}: torch's exporter wrote opset {written}, not the {opset} asked for; "
-                          f"nothing was written (opset {MIN_OPSET} is the one it writes itself)", setting="opset")
+        raise ConfigError(
+            f"{path.name}: torch's exporter wrote opset {written}, not the {opset} asked for; "
+            f"nothing was written (opset {MIN_OPSET} is the one it writes itself)",
+            setting="opset",
+        )
     files = sorted({ExternalDataInfo(t).location for t in _tensors(proto.graph) if uses_external_data(t)})
     for name in files:
         if Path(name).name != name or not (path.parent / name).is_file():
-            raise ConfigError(f"{path.name}: references the weights file {name!r}, which the export did not write "
-                              "beside it; nothing was written")
+            raise ConfigError(
+                f"{path.name}: references the weights file {name!r}, which the export did not write beside it; nothing was written"
+            )
     return files
 
 
@@ -220,12 +224,13 @@ def _checked(path: Path, inputs: dict[str, np.ndarray], reference: list[np.ndarr
         diff = check_onnx(path, inputs, reference)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors are not one class
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{path.name}: onnxruntime cannot run the exported graph ({reason}); "
-                          "nothing was written") from None
+        raise ConfigError(f"{path.name}: onnxruntime cannot run the exported graph ({reason}); nothing was written") from None
     scale = max([1.0] + [float(np.abs(r).max()) for r in reference if np.size(r)])
     if not diff <= CHECK_TOLERANCE * scale:  # NaN included
-        raise ConfigError(f"{path.name}: onnxruntime's outputs differ from PyTorch's by {diff:.3g} (more than "
-                          f"{CHECK_TOLERANCE:g} x {scale:.3g}); nothing was written")
+        raise ConfigError(
+            f"{path.name}: onnxruntime's outputs differ from PyTorch's by {diff:.3g} (more than "
+            f"{CHECK_TOLERANCE:g} x {scale:.3g}); nothing was written"
+        )
     return diff
 
 
@@ -283,14 +288,12 @@ def _export_verified(model: nn.Module, folder: Path, out_dir: Path, opset: int, 
     model_path, head_path = folder / MODEL_FILE, folder / HEAD_FILE
     exporter = {
         MODEL_FILE: _export(full, (images,), model_path, ["images"], ["depth", "bin_probs"], opset, out_dir),
-        HEAD_FILE: _export(head, (tokens, cls), head_path, ["patch_tokens", "cls"], ["depth_patches", "bin_probs"], opset,
-                           out_dir),
+        HEAD_FILE: _export(head, (tokens, cls), head_path, ["patch_tokens", "cls"], ["depth_patches", "bin_probs"], opset, out_dir),
     }
     data = {name: _verify_graph(folder / name, opset) for name in (MODEL_FILE, HEAD_FILE)}
     stray = sorted({p.name for p in folder.iterdir()} - set(ONNX_FILES))
     if stray:  # a file not in ONNX_FILES would escape the check for an earlier export's files
-        raise ConfigError(f"torch's exporter also wrote {', '.join(stray)}, which clipdepth does not know; "
-                          "nothing was written")
+        raise ConfigError(f"torch's exporter also wrote {', '.join(stray)}, which clipdepth does not know; nothing was written")
 
     check_batch = batch + 1 if batch == 2 else batch
     images = torch.rand(check_batch, 3, size, size, generator=gen)
@@ -301,8 +304,9 @@ def _export_verified(model: nn.Module, folder: Path, out_dir: Path, opset: int, 
         # The graph must match the model's own infer (no TTA, one tile).
         result = model.infer(images, tiles=1)
         depth, probs = result["depth"], result["bin_probs"]
-        predict_diff = max(float((depth - torch.from_numpy(ref_full[0])).abs().max()),
-                           float((probs - torch.from_numpy(ref_full[1])).abs().max()))
+        predict_diff = max(
+            float((depth - torch.from_numpy(ref_full[0])).abs().max()), float((probs - torch.from_numpy(ref_full[1])).abs().max())
+        )
         ref_head = [t.numpy() for t in head(tokens, cls)]
     return {
         "opset": opset,

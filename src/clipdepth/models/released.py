@@ -13,6 +13,7 @@ training checkpoint {"model": {"scalemap.*": ...}}, or the bare state dict.
 
 Every rejection is one ``CheckpointError`` line naming the file and the key or tensor at fault.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -78,7 +79,7 @@ def _state_dict(path: Path, data: dict[str, Any], containers: tuple[str, ...], p
         raise CheckpointError(f"{path}: holds no tensors under {', '.join(repr(k) for k in containers)} or at its top level")
     for prefix in prefixes:
         if any(k.startswith(prefix) for k in tensors):
-            return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     return tensors
 
 
@@ -101,7 +102,10 @@ def _write(model: torch.nn.Module, out: Path, overwrite: bool, extra: dict[str, 
 # -- PureCLIP-Depth -----------------------------------------------------------------------------
 _BLOCK = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
 _BLOCK_PARTS = {
-    "ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
     "attn.out_proj": "self_attn.out_proj",
 }
 _CLIP_NAMES = {
@@ -151,7 +155,7 @@ def check_clip(path: Path, released: dict[str, torch.Tensor], model: PureCLIPDep
     ours = model.encoder.model.state_dict()
     compared = 0
     for key, theirs in released.items():
-        name = key[len("clip."):]
+        name = key[len("clip.") :]
         if not key.startswith("clip.") or name in CLIP_NON_WEIGHTS:
             continue
         mine = openai_clip_tensor(ours, name)
@@ -160,14 +164,16 @@ def check_clip(path: Path, released: dict[str, torch.Tensor], model: PureCLIPDep
             shape = "none" if mine is None else tuple(mine.shape)
             raise CheckpointError(
                 f"{where} {tuple(theirs.shape)} has no counterpart in {model.encoder.description} ({shape}): "
-                "convert with the CLIP the checkpoint was trained with", setting="encoder",
+                "convert with the CLIP the checkpoint was trained with",
+                setting="encoder",
             )
         a, b = mine.to(theirs.dtype).double(), theirs.double()
         diff = (a - b).abs().max().item() if a.numel() else 0.0
         if diff > 1e-3 * max(b.abs().max().item(), 1e-6):
             raise CheckpointError(
                 f"{where} differs from {model.encoder.description} (max |difference| {diff:.3g}): convert with "
-                "the CLIP the checkpoint was trained with", setting="encoder",
+                "the CLIP the checkpoint was trained with",
+                setting="encoder",
             )
         compared += 1
     return compared
@@ -177,7 +183,7 @@ def _pureclip_name(key: str) -> str:
     """Our head name -> the released one (for messages)."""
     for ours, theirs in (("phi.", "rgb_adapter."), ("psi.", "fusion_mlp."), ("film.", "film_gen.")):
         if key.startswith(ours):
-            return theirs + key[len(ours):]
+            return theirs + key[len(ours) :]
     return "depth_table.weight" if key == "table" else key
 
 
@@ -187,7 +193,7 @@ def _pureclip_head_state(released: dict[str, torch.Tensor]) -> dict[str, torch.T
     for key, value in released.items():
         for theirs, ours in renames.items():
             if key.startswith(theirs):
-                state[ours + key[len(theirs):]] = value
+                state[ours + key[len(theirs) :]] = value
     return state
 
 
@@ -219,8 +225,12 @@ def _bins(path: Path, centres: torch.Tensor) -> tuple[float, float]:
 
 
 def convert_pureclip_released(
-    checkpoint: str | Path, out: str | Path, dataset: str | None = None, encoder: str | None = None,
-    overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False,
+    checkpoint: str | Path,
+    out: str | Path,
+    dataset: str | None = None,
+    encoder: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> Path:
     """A released PureCLIP-Depth checkpoint -> a clipdepth head checkpoint folder ``out``.
 
@@ -240,8 +250,10 @@ def convert_pureclip_released(
     for name, value in (("clip_mean", OPENAI_CLIP_MEAN), ("clip_std", OPENAI_CLIP_STD)):
         stored = released[name].flatten() if name in released else None
         # compared in the precision the file keeps them in: an fp16 copy holds 0.48145466 as 0.48144531
-        if stored is not None and not (stored.numel() == len(value) and (
-                (stored.double() - torch.tensor(value, dtype=torch.float64)).abs() <= stored_tolerance(stored)).all()):
+        if stored is not None and not (
+            stored.numel() == len(value)
+            and ((stored.double() - torch.tensor(value, dtype=torch.float64)).abs() <= stored_tolerance(stored)).all()
+        ):
             raise CheckpointError(f"{path}: {name!r} is {stored.tolist()}, not OpenAI CLIP's {list(value)}")
     table = released["depth_table.weight"]
     centres = released["bin_centers"]
@@ -251,14 +263,18 @@ def convert_pureclip_released(
     if dataset is None:
         dataset = PURECLIP_MAX_DEPTH.get(high)
         if dataset is None:
-            raise CheckpointError(f"{path}: bins end at {high:g} m, neither NYU's 10 m nor KITTI's 30 m; name the dataset",
-                                  setting="dataset")
+            raise CheckpointError(
+                f"{path}: bins end at {high:g} m, neither NYU's 10 m nor KITTI's 30 m; name the dataset", setting="dataset"
+            )
     if dataset not in PURECLIP_RECIPES:
         raise CheckpointError(f"dataset must be one of {sorted(PURECLIP_RECIPES)}, got {dataset!r}", setting="dataset")
     d = table.shape[1]
     hidden = released["rgb_adapter.1.weight"].shape[0]
     head_fields = [
-        f"pureclip.num_bins={table.shape[0]}", f"pureclip.min_depth={low}", f"pureclip.max_depth={high}", f"pureclip.fusion={fusion}",
+        f"pureclip.num_bins={table.shape[0]}",
+        f"pureclip.min_depth={low}",
+        f"pureclip.max_depth={high}",
+        f"pureclip.fusion={fusion}",
         f"pureclip.mlp_ratio={hidden // d}",
     ]
     if fusion == "concat":
@@ -278,11 +294,18 @@ def convert_pureclip_released(
     compared = check_clip(path, released, model)
     load_head_state(head, _pureclip_head_state(released), str(path), RELEASED_HINT, _pureclip_name)
     epoch = data.get("epoch")
-    return _write(model, out, overwrite, {
-        "converted_from": str(path), "released_format": "PureCLIP-Depth PatchAligner", "clip_tensors_checked": compared,
-        "clip_checked_against": frozen.description,
-        "released_epoch": int(epoch) if isinstance(epoch, (int, torch.Tensor)) and not isinstance(epoch, bool) else None,
-    })
+    return _write(
+        model,
+        out,
+        overwrite,
+        {
+            "converted_from": str(path),
+            "released_format": "PureCLIP-Depth PatchAligner",
+            "clip_tensors_checked": compared,
+            "clip_checked_against": frozen.description,
+            "released_epoch": int(epoch) if isinstance(epoch, (int, torch.Tensor)) and not isinstance(epoch, bool) else None,
+        },
+    )
 
 
 # -- TR2M ---------------------------------------------------------------------------------------
@@ -315,11 +338,14 @@ TR2M_NAMES = {
 
 def _rename(key: str, table: dict[str, str]) -> str | None:
     prefix = next((p for p in table if key.startswith(p)), None)
-    return None if prefix is None else table[prefix] + key[len(prefix):]
+    return None if prefix is None else table[prefix] + key[len(prefix) :]
 
 
 def convert_tr2m_released(
-    checkpoint: str | Path, out: str | Path, dataset: str = "nyu", overrides: list[str] | tuple[str, ...] = (),
+    checkpoint: str | Path,
+    out: str | Path,
+    dataset: str = "nyu",
+    overrides: list[str] | tuple[str, ...] = (),
     overwrite: bool = False,
 ) -> Path:
     """A released TR2M ``ScaleMapModel`` checkpoint -> a clipdepth TR2M checkpoint folder ``out``.
@@ -355,9 +381,7 @@ def convert_tr2m_released(
     image_dim = released["align_mlp.a_fc.weight"].shape[0]
     for what, have, want in (("image", frozen.image.embed_dim, image_dim), ("text", frozen.text.embed_dim, text_dim)):
         if have != want:
-            raise CheckpointError(
-                f"{path}: the head takes {want}-d {what} features but {getattr(frozen, what).description} gives {have}-d"
-            )
+            raise CheckpointError(f"{path}: the head takes {want}-d {what} features but {getattr(frozen, what).description} gives {have}-d")
     head = TR2M.build_head(cfg, frozen, initialise=False)
     inverse = {v: k for k, v in TR2M_NAMES.items()}
     load_head_state(head, state, str(path), RELEASED_HINT, lambda key: _rename(key, inverse) or key)

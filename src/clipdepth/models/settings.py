@@ -6,6 +6,7 @@ with (input crop, KB crop, tiles), the model input size and the protocol they ar
 depth and the same numbers on every road (docs/protocol.md, "Which settings a checkpoint is scored
 with").
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -27,8 +28,12 @@ class DatasetSettings:
 
 
 def dataset_settings(
-    trained: Config, declared: Mapping[str, str], dataset: str | None = None, recipe: str | None = None,
-    protocol: str | None = None, data_overrides: list[str] | tuple[str, ...] = (),
+    trained: Config,
+    declared: Mapping[str, str],
+    dataset: str | None = None,
+    recipe: str | None = None,
+    protocol: str | None = None,
+    data_overrides: list[str] | tuple[str, ...] = (),
 ) -> DatasetSettings:
     """The settings of a checkpoint of config ``trained`` on a dataset; ``declared``: the recipe its
     model declares per dataset (``DepthModel.dataset_recipes``).

@@ -8,6 +8,7 @@ metric depth = 1 / (A * D_r + B) (``to_metric``). Sizes follow ``docs/tr2m.md``
 ("Components"); ``tr2m.global_factor`` is the RSA-style ablation (one A and B per image);
 ``tr2m.head_init`` chooses the initial weights ("Scale and shift maps").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,8 +87,7 @@ def _attention(attn: nn.MultiheadAttention, query: torch.Tensor, context: torch.
     else:  # split, not sliced: the backward joins the two parts in one kernel
         (weight_q, weight_kv), (bias_q, bias_kv) = weight.split([dim, 2 * dim]), bias.split([dim, 2 * dim])
         q = F.linear(query, weight_q, bias_q).unflatten(-1, (heads, dim // heads)).transpose(1, 2)
-        k, v = F.linear(context, weight_kv, bias_kv).unflatten(-1, (2, heads, dim // heads)).permute(
-            2, 0, 3, 1, 4).unbind(0)
+        k, v = F.linear(context, weight_kv, bias_kv).unflatten(-1, (2, heads, dim // heads)).permute(2, 0, 3, 1, 4).unbind(0)
     out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, N, heads * head_dim)
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
 
@@ -291,7 +291,11 @@ class TR2MHead(nn.Module):
 
 
 def to_metric(
-    relative: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, min_depth: float, max_depth: float,
+    relative: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    min_depth: float,
+    max_depth: float,
     clamp: bool = True,
 ) -> torch.Tensor:
     """Metric depth 1 / (A * D_r + B), clamped to [min_depth, max_depth] unless ``clamp`` is False
@@ -323,9 +327,7 @@ class TR2MEncoders(nn.Module):
     def __init__(self, text: CLIPEncoder, image: DINOv2Encoder, relative: RelativeDepthSource) -> None:
         super().__init__()
         self.text, self.image, self.relative = text, image, relative
-        self.description = (
-            f"text: {text.description}; image: {image.description}; relative depth: {relative.description}"
-        )
+        self.description = f"text: {text.description}; image: {image.description}; relative depth: {relative.description}"
 
     def fingerprint(self) -> str:
         parts = "|".join(m.fingerprint() for m in (self.text, self.image, self.relative))
@@ -355,7 +357,8 @@ class TR2M(DepthModel):
     @classmethod
     def build_encoder(cls, cfg: Config) -> TR2MEncoders:
         return TR2MEncoders(
-            CLIPEncoder.from_config(cfg.clip), DINOv2Encoder.from_config(cfg.tr2m.image_encoder),
+            CLIPEncoder.from_config(cfg.clip),
+            DINOv2Encoder.from_config(cfg.tr2m.image_encoder),
             build_relative_source(cfg.tr2m.relative),
         )
 
@@ -479,8 +482,7 @@ class TR2M(DepthModel):
 
     def infer_outputs(self, features: Features, head_output: TR2MHeadOutput, tiles: int, to_image) -> dict[str, torch.Tensor]:
         """The ``relative`` depth it rescaled and the ``scale`` and ``shift`` maps, (B, H, W) each."""
-        return {"relative": to_image(features["relative"]), "scale": to_image(head_output.scale),
-                "shift": to_image(head_output.shift)}
+        return {"relative": to_image(features["relative"]), "scale": to_image(head_output.scale), "shift": to_image(head_output.shift)}
 
 
 def frozen_parts(cfg: Config) -> FrozenParts:
@@ -503,23 +505,39 @@ def demo_plan(cfg: Config) -> DemoPlan:
         return dataclasses.replace(cfg, train=train, tr2m=dataclasses.replace(cfg.tr2m, global_factor=global_factor))
 
     return DemoPlan(
-        [DemoVariant("tr2m", "TR2M, per-pixel scale and shift maps", variant(False), "tr2m"),
-         DemoVariant("global_factor", "TR2M, one global scale and shift per image", variant(True), "global_factor")],
+        [
+            DemoVariant("tr2m", "TR2M, per-pixel scale and shift maps", variant(False), "tr2m"),
+            DemoVariant("global_factor", "TR2M, one global scale and shift per image", variant(True), "global_factor"),
+        ],
         lambda model: (
             "NOTE: the TR2M demo uses small RANDOM-WEIGHT DINOv2 and CLIP text encoders and the ORACLE\n"
             f"relative-depth source ({model.encoder.relative.description}).\nIt shows the pipeline and the "
             "per-pixel vs global-factor ablation in kind; its numbers say nothing about TR2M with Depth Anything, "
             "DINOv2 and CLIP weights."
         ),
-        "global_factor", "{metric}: per-pixel maps {gain:.1f}% better than global factors;",
+        "global_factor",
+        "{metric}: per-pixel maps {gain:.1f}% better than global factors;",
     )
 
 
-SPEC = register(ModelSpec(
-    "tr2m", TR2M, "tr2m", TR2MConfig, reads=("clip",),
-    objective="clipdepth.training.objectives.tr2m:TR2MObjective",
-    inference_overrides=("clip.name", "clip.precision", "tr2m.image_encoder.name", "tr2m.image_encoder.precision",
-                         "tr2m.relative.name", "tr2m.relative.precision"),
-    converters=(("tr2m-released", "clipdepth.models.released:convert_tr2m_released"),),
-    demo=demo_plan, frozen_parts=frozen_parts,
-))
+SPEC = register(
+    ModelSpec(
+        "tr2m",
+        TR2M,
+        "tr2m",
+        TR2MConfig,
+        reads=("clip",),
+        objective="clipdepth.training.objectives.tr2m:TR2MObjective",
+        inference_overrides=(
+            "clip.name",
+            "clip.precision",
+            "tr2m.image_encoder.name",
+            "tr2m.image_encoder.precision",
+            "tr2m.relative.name",
+            "tr2m.relative.precision",
+        ),
+        converters=(("tr2m-released", "clipdepth.models.released:convert_tr2m_released"),),
+        demo=demo_plan,
+        frozen_parts=frozen_parts,
+    )
+)

@@ -9,6 +9,7 @@ gradio).
         print(launch_app(app))  # http://127.0.0.1:7860/
         serve_until_stopped(app)  # until Ctrl+C (KeyboardInterrupt) or SIGTERM (SystemExit)
 """
+
 from __future__ import annotations
 
 from .network import check_address, check_host, is_loopback
@@ -27,7 +28,19 @@ def __getattr__(name: str):
         return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = [
-    "Checkpoint", "DepthService", "Prediction", "build_app", "check_address", "check_host", "find_checkpoints",
-    "is_loopback", "launch_app", "serve_until_stopped", "serving_folder", "view_points", "write_view_glb",
+    "Checkpoint",
+    "DepthService",
+    "Prediction",
+    "build_app",
+    "check_address",
+    "check_host",
+    "find_checkpoints",
+    "is_loopback",
+    "launch_app",
+    "serve_until_stopped",
+    "serving_folder",
+    "view_points",
+    "write_view_glb",
 ]

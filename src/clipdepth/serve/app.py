@@ -1,4 +1,5 @@
 """The Gradio page of ``clipdepth serve`` around a ``DepthService``, and its launch on a loopback address."""
+
 from __future__ import annotations
 
 import os
@@ -67,8 +68,11 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
     def picked(label: str) -> tuple[dict, dict, dict]:
         checkpoint = service.checkpoint(label)
         gives_uncertainty = checkpoint.model_class.gives_uncertainty
-        return (gr.update(visible=checkpoint.model_class.uses_captions), gr.update(visible=gives_uncertainty),
-                gr.update(visible=gives_uncertainty, value=None))
+        return (
+            gr.update(visible=checkpoint.model_class.uses_captions),
+            gr.update(visible=gives_uncertainty),
+            gr.update(visible=gives_uncertainty, value=None),
+        )
 
     def predict(upload: str | None, label: str, caption: str) -> tuple:
         nothing = (None,) * 6  # the depth, and the previous result's 3-D view, uncertainty, downloads and key
@@ -80,8 +84,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
             return *nothing, f"Error: {exc}"
         finally:
             forget_old_uploads(upload)
-        return (str(result.depth_color), None, None, None, None, (result.key, Path(upload).name),
-                f"{label}: {result.summary}")
+        return (str(result.depth_color), None, None, None, None, (result.key, Path(upload).name), f"{label}: {result.summary}")
 
     def on_demand(kind: str):
         def write(result: tuple[str, str] | None) -> tuple:
@@ -94,6 +97,7 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                 return str(service.result_file(key, kind)), gr.skip()
             except ClipdepthError as exc:
                 return None, f"Error: {name}: {exc}"
+
         return write
 
     first = next(iter(service.checkpoints.values()))
@@ -101,26 +105,37 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                model = gr.Dropdown([(c.title, c.label) for c in service.checkpoints.values()], value=first.label,
-                                    label="Model", elem_id="model")
+                model = gr.Dropdown(
+                    [(c.title, c.label) for c in service.checkpoints.values()], value=first.label, label="Model", elem_id="model"
+                )
                 image = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
-                caption = gr.Textbox(label="Caption (TR2M reads one: describe the scene)", max_lines=1,
-                                     visible=first.model_class.uses_captions, elem_id="caption")
+                caption = gr.Textbox(
+                    label="Caption (TR2M reads one: describe the scene)",
+                    max_lines=1,
+                    visible=first.model_class.uses_captions,
+                    elem_id="caption",
+                )
                 run = gr.Button("Estimate depth", variant="primary", elem_id="run")
                 status = gr.Textbox(label="Status", interactive=False, elem_id="status")
                 gr.Examples([[str(path), text] for path, text in listed], inputs=[image, caption], label=examples_label)
             with gr.Column(scale=2):
-                depth = gr.Image(label="Depth (metres, scale at the right)", type="filepath", interactive=False,
-                                 buttons=NO_SHARING, elem_id="depth")
+                depth = gr.Image(
+                    label="Depth (metres, scale at the right)", type="filepath", interactive=False, buttons=NO_SHARING, elem_id="depth"
+                )
                 # The rest is written when asked for, from the result the server keeps: a request writes only the
                 # depth's colour image.
                 view_button = gr.Button("Show the point cloud in 3-D", size="sm", elem_id="view-button")
                 view = gr.Model3D(label="Point cloud (every k-th pixel; drag to turn)", elem_id="view")
                 gives_uncertainty = first.model_class.gives_uncertainty
-                uncertainty_button = gr.Button("Show the uncertainty", size="sm", visible=gives_uncertainty,
-                                               elem_id="uncertainty-button")
-                uncertainty = gr.Image(label="Uncertainty (metres)", type="filepath", interactive=False,
-                                       visible=gives_uncertainty, buttons=NO_SHARING, elem_id="uncertainty")
+                uncertainty_button = gr.Button("Show the uncertainty", size="sm", visible=gives_uncertainty, elem_id="uncertainty-button")
+                uncertainty = gr.Image(
+                    label="Uncertainty (metres)",
+                    type="filepath",
+                    interactive=False,
+                    visible=gives_uncertainty,
+                    buttons=NO_SHARING,
+                    elem_id="uncertainty",
+                )
                 with gr.Row():
                     with gr.Column():
                         png_button = gr.Button("Write the 16-bit depth PNG", size="sm", elem_id="depth-png-button")
@@ -130,9 +145,14 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
                         ply = gr.File(label="Point cloud (PLY, metres)", elem_id="ply")
         result = gr.State(None)  # (the service's key of the page's result, the upload's name)
         model.change(picked, model, [caption, uncertainty_button, uncertainty], api_name=False)
-        gr.on([run.click, caption.submit], predict, [image, model, caption],
-              [depth, view, uncertainty, png, ply, result, status], api_name="predict",
-              concurrency_limit=concurrent_requests())  # more would only queue at the model's lock
+        gr.on(
+            [run.click, caption.submit],
+            predict,
+            [image, model, caption],
+            [depth, view, uncertainty, png, ply, result, status],
+            api_name="predict",
+            concurrency_limit=concurrent_requests(),
+        )  # more would only queue at the model's lock
         view_button.click(on_demand("view"), result, [view, status], api_name="view")
         uncertainty_button.click(on_demand("uncertainty_color"), result, [uncertainty, status], api_name="uncertainty")
         png_button.click(on_demand("depth"), result, [png, status], api_name="download_depth_png")
@@ -141,8 +161,13 @@ def build_app(service: DepthService, examples: str | os.PathLike | None = None) 
 
 
 def launch_app(
-    app: gr.Blocks, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, share: bool = False,
-    allow_remote: bool = False, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    app: gr.Blocks,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    share: bool = False,
+    allow_remote: bool = False,
+    max_upload_bytes: int = MAX_UPLOAD_BYTES,
 ) -> str:
     """Start serving ``app`` on ``host``:``port`` in the background (a loopback address unless
     ``allow_remote``; a public Gradio share link, ``app.share_url``, only with ``share``) and return
@@ -159,13 +184,23 @@ def launch_app(
         check_address(GRADIO_HOST, port)
     try:
         app.launch(
-            server_name=host, server_port=port, share=share, prevent_thread_lock=True, max_file_size=max_upload_bytes,
-            quiet=True, show_error=False, theme=THEME, footer_links=["gradio"], run_history=False, ssr_mode=False,
+            server_name=host,
+            server_port=port,
+            share=share,
+            prevent_thread_lock=True,
+            max_file_size=max_upload_bytes,
+            quiet=True,
+            show_error=False,
+            theme=THEME,
+            footer_links=["gradio"],
+            run_history=False,
+            ssr_mode=False,
             mcp_server=False,
         )
     except OSError:  # taken since the check; Gradio's message names its own settings, not this command's
-        raise ConfigError(f"{host}:{port}: the server could not start there (the port was taken meanwhile?): "
-                          "choose another port", setting="port") from None
+        raise ConfigError(
+            f"{host}:{port}: the server could not start there (the port was taken meanwhile?): choose another port", setting="port"
+        ) from None
     return app.local_url
 
 

@@ -1,4 +1,5 @@
 """Example images for the page: the user's own, or scenes rendered by clipdepth's synthetic data."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Where ``clipdepth serve`` listens: a loopback address unless allowed otherwise, and an address
 and port that can be bound, both checked before the server starts. No Gradio."""
+
 from __future__ import annotations
 
 import errno
@@ -27,8 +28,10 @@ def check_host(host: str, allow_remote: bool = False) -> None:
     """ConfigError (setting ``allow_remote``, which allows it) for a ``host`` that is not a
     loopback address (``is_loopback``), unless ``allow_remote``."""
     if not allow_remote and not is_loopback(host):
-        raise ConfigError(f"{host}: not a loopback address ({LOOPBACK}): the page would be open to the network; "
-                          "allow that explicitly with allow_remote", setting="allow_remote")
+        raise ConfigError(
+            f"{host}: not a loopback address ({LOOPBACK}): the page would be open to the network; allow that explicitly with allow_remote",
+            setting="allow_remote",
+        )
 
 
 def check_address(host: str, port: int) -> None:
@@ -39,11 +42,9 @@ def check_address(host: str, port: int) -> None:
     if not 0 < port < 65536:
         raise ConfigError(f"{port}: not a port number (1 to 65535)", setting="port")
     try:
-        addresses = socket.getaddrinfo(host.removeprefix("[").removesuffix("]"), port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+        addresses = socket.getaddrinfo(host.removeprefix("[").removesuffix("]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ConfigError(f"{host}: cannot resolve this host name ({exc}): give an address of this machine",
-                          setting="host") from None
+        raise ConfigError(f"{host}: cannot resolve this host name ({exc}): give an address of this machine", setting="host") from None
     for family, kind, proto, _, address in dict.fromkeys(addresses):  # each once
         with socket.socket(family, kind, proto) as probe:
             # as the server sets them: a port a stopped server left in TIME_WAIT is free
@@ -59,16 +60,18 @@ def check_address(host: str, port: int) -> None:
 def address_error(host: str, port: int, exc: OSError) -> ConfigError:
     """The one line for a server that cannot listen on ``host``:``port`` (``exc`` from binding it)."""
     if exc.errno == errno.EADDRINUSE:
-        return ConfigError(f"{host}:{port} is in use (by another server, perhaps another clipdepth serve): "
-                           "stop that one, or choose another port", setting="port")
+        return ConfigError(
+            f"{host}:{port} is in use (by another server, perhaps another clipdepth serve): stop that one, or choose another port",
+            setting="port",
+        )
     if exc.errno == errno.EACCES:
-        return ConfigError(f"{host}:{port}: permission denied (ports below 1024 need root): choose a port above 1023",
-                           setting="port")
+        return ConfigError(f"{host}:{port}: permission denied (ports below 1024 need root): choose a port above 1023", setting="port")
     if exc.errno == errno.EADDRNOTAVAIL:
-        return ConfigError(f"{host}: not an address of this machine, so nothing can listen there: give one of its "
-                           f"addresses (default {DEFAULT_HOST})", setting="host")
-    return ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another port or host",
-                       setting="port")
+        return ConfigError(
+            f"{host}: not an address of this machine, so nothing can listen there: give one of its addresses (default {DEFAULT_HOST})",
+            setting="host",
+        )
+    return ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose another port or host", setting="port")
 
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "address_error", "check_address", "check_host", "is_loopback"]

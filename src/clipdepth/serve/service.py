@@ -1,6 +1,7 @@
 """What the web page runs, without the page: the checkpoints it offers, their models (loaded on
 first use and kept), and one prediction at a time into a per-server folder that keeps the newest
 results only. No Gradio."""
+
 from __future__ import annotations
 
 import contextlib
@@ -27,7 +28,14 @@ from ..io.intrinsics import CameraSources
 from ..io.predictions import write_depth_colour, write_prediction
 from ..models import load_model, model_class, predicts_from_images
 from ..models.base import (
-    CONFIG_NAME, INFER_CROPS, MAX_TILES, WEIGHTS_NAME, DepthModel, check_inference_overrides, checkpoint_folder, read_checkpoint_meta,
+    CONFIG_NAME,
+    INFER_CROPS,
+    MAX_TILES,
+    WEIGHTS_NAME,
+    DepthModel,
+    check_inference_overrides,
+    checkpoint_folder,
+    read_checkpoint_meta,
 )
 from .view3d import write_view_glb
 
@@ -65,7 +73,8 @@ def _checkpoint(label: str, folder: Path) -> Checkpoint:
         raise CheckpointError(
             f"{label}: this {checkpoint.model_class.display_name} checkpoint takes its relative depth from the ground "
             "truth (the oracle source of the synthetic demo and tests), so it cannot predict on uploaded images; train "
-            "one with tr2m.relative.source=depth_anything to serve it", setting="checkpoints",
+            "one with tr2m.relative.source=depth_anything to serve it",
+            setting="checkpoints",
         )
     return checkpoint
 
@@ -78,12 +87,12 @@ def _run_has_model(folder: Path, root: Path) -> bool:
     """Whether ``folder`` is a checkpoint of a training run under ``root`` (``<run>/checkpoints/...``)
     whose final ``<run>/model`` checkpoint exists."""
     parts = folder.relative_to(root).parts
-    return any(part == "checkpoints" and _is_checkpoint(root.joinpath(*parts[:i], "model"))
-               for i, part in enumerate(parts[:-1]))
+    return any(part == "checkpoints" and _is_checkpoint(root.joinpath(*parts[:i], "model")) for i, part in enumerate(parts[:-1]))
 
 
 def find_checkpoints(
-    checkpoints: Sequence[str | os.PathLike] = (), search: str | os.PathLike | None = None,
+    checkpoints: Sequence[str | os.PathLike] = (),
+    search: str | os.PathLike | None = None,
 ) -> tuple[list[Checkpoint], list[str]]:
     """The checkpoints ``checkpoints`` names (folders, or Hub ids of cached ones) and those found
     in ``search`` and its sub-folders (folders holding config.json and model.safetensors), each
@@ -172,8 +181,10 @@ class Prediction:
         valid = self.depth if finite.all() else self.depth[finite]  # a model's depth: no copy
         low, high = (float(valid.min()), float(valid.max())) if valid.size else (float("nan"),) * 2
         height, width = self.depth.shape
-        return (f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY "
-                f"(camera: {self.camera}), {self.seconds:.2f} s")
+        return (
+            f"{width}x{height}: depth {low:.3g} to {high:.3g} m, {self.points} points in the PLY "
+            f"(camera: {self.camera}), {self.seconds:.2f} s"
+        )
 
 
 @dataclass
@@ -227,9 +238,18 @@ class DepthService:
     """
 
     def __init__(
-        self, checkpoints: Sequence[Checkpoint], workdir: str | os.PathLike, *, tta: bool = False, crop: str = "none",
-        dataset: str | None = None, keep: int = KEEP_RESULTS, max_upload_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PHOTO_PIXELS,
-        max_tiles: int = MAX_TILES, overrides: Sequence[str] = (),
+        self,
+        checkpoints: Sequence[Checkpoint],
+        workdir: str | os.PathLike,
+        *,
+        tta: bool = False,
+        crop: str = "none",
+        dataset: str | None = None,
+        keep: int = KEEP_RESULTS,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        max_pixels: int = MAX_PHOTO_PIXELS,
+        max_tiles: int = MAX_TILES,
+        overrides: Sequence[str] = (),
     ) -> None:
         if not checkpoints:
             raise ConfigError("no checkpoint to serve", setting="checkpoints")
@@ -239,8 +259,7 @@ class DepthService:
         if crop not in INFER_CROPS:
             raise ConfigError(f"crop must be one of {', '.join(INFER_CROPS)}, got {crop!r}", setting="crop")
         if dataset is not None and crop != "trained":
-            raise ConfigError(f"dataset {dataset!r} says how a dataset's frames are fed: it goes with crop trained",
-                              setting="dataset")
+            raise ConfigError(f"dataset {dataset!r} says how a dataset's frames are fed: it goes with crop trained", setting="dataset")
         if dataset is not None and dataset not in DATASET_PROTOCOLS:
             raise ConfigError(f"unknown dataset {dataset!r}; available: {sorted(DATASET_PROTOCOLS)}", setting="dataset")
         self.checkpoints = {c.label: c for c in checkpoints}
@@ -278,11 +297,17 @@ class DepthService:
             return None  # the page hides the box for these models; what it holds is not theirs
         text = _one_line(caption or "")
         if not text:
-            raise ConfigError(f"{checkpoint.model_class.display_name} reads a caption: describe the scene in the caption box "
-                              "(e.g. 'a small kitchen with a window')", setting="caption")
+            raise ConfigError(
+                f"{checkpoint.model_class.display_name} reads a caption: describe the scene in the caption box "
+                "(e.g. 'a small kitchen with a window')",
+                setting="caption",
+            )
         if len(text) > MAX_CAPTION_CHARS:
-            raise ConfigError(f"the caption has {len(text)} characters, more than the limit of {MAX_CAPTION_CHARS}: "
-                              "one sentence describing the scene is enough", setting="caption")
+            raise ConfigError(
+                f"the caption has {len(text)} characters, more than the limit of {MAX_CAPTION_CHARS}: "
+                "one sentence describing the scene is enough",
+                setting="caption",
+            )
         return [text]
 
     def _read(self, upload: Path, name: str) -> np.ndarray:
@@ -317,8 +342,7 @@ class DepthService:
         depth, spread, max_depth, seconds = self._infer(label, rgb, captions, name)
         # a phone photo's EXIF 35 mm-equivalent focal length, else a 60 degree field of view
         camera = CameraSources().camera(upload, *depth.shape)
-        kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth,
-                     camera.intrinsics)
+        kept = _Kept(self.results_root / uuid.uuid4().hex, _safe_stem(name), name, depth, rgb, spread, max_depth, camera.intrinsics)
         color = kept.folder / f"{kept.stem}_depth_color.png"
         # Outside the model lock and on this request's thread: a second request's model runs meanwhile (the page
         # takes two at once), and no hand-over to another thread waits for a core on a busy machine.
@@ -334,8 +358,7 @@ class DepthService:
             with gone.lock:  # after a file of it being written
                 gone.removed = True
                 shutil.rmtree(gone.folder, ignore_errors=True)
-        return Prediction(kept.folder.name, color, spread is not None, depth, int(np.count_nonzero(depth > 0)),
-                          seconds, camera.describe())
+        return Prediction(kept.folder.name, color, spread is not None, depth, int(np.count_nonzero(depth > 0)), seconds, camera.describe())
 
     def result_file(self, key: str, kind: str) -> Path:
         """The file ``kind`` of the result ``key`` (``Prediction.key``): ``"view"``, the 3-D view's
@@ -355,8 +378,7 @@ class DepthService:
             raise ConfigError(f"no result file {kind!r}; choose one of {', '.join(ON_DEMAND)}", setting="kind")
         with self._results_lock:
             kept = self._results.get(key)
-        gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): "
-                         "estimate the depth again")
+        gone = DataError(f"that result is no longer kept (the server keeps its newest {self.keep}): estimate the depth again")
         if kept is None:
             raise gone
         if kind == "uncertainty_color" and kept.spread is None:
@@ -370,12 +392,20 @@ class DepthService:
             if kind == "view":
                 write_view_glb(path, kept.depth, kept.rgb, kept.intrinsics)
             else:
-                write_prediction({kind: path}, kept.depth, kept.rgb, kept.max_depth, uncertainty=kept.spread,
-                                 intrinsics=kept.intrinsics, made=Made(kept.name))
+                write_prediction(
+                    {kind: path},
+                    kept.depth,
+                    kept.rgb,
+                    kept.max_depth,
+                    uncertainty=kept.spread,
+                    intrinsics=kept.intrinsics,
+                    made=Made(kept.name),
+                )
         return path
 
-    def _infer(self, label: str, rgb: np.ndarray, captions: list[str] | None,
-               name: str) -> tuple[np.ndarray, np.ndarray | None, float, float]:
+    def _infer(
+        self, label: str, rgb: np.ndarray, captions: list[str] | None, name: str
+    ) -> tuple[np.ndarray, np.ndarray | None, float, float]:
         """The model of ``label`` on ``rgb`` (H, W, 3) uint8, holding the model lock for that alone:
         depth (H, W) float32 metres, the uncertainty (H, W) metres or None, the model's max depth
         (metres) and the seconds taken (loading the model the first time included)."""
@@ -386,8 +416,9 @@ class DepthService:
                 model.processor_for(*rgb.shape[:2], self.crop, max_tiles=self.max_tiles, dataset=self.dataset)
             except DataError as exc:  # the tile limit and the crop know no file
                 raise DataError(f"{name}: {exc}") from None
-            result = model.infer(np.ascontiguousarray(rgb), tta=self.tta, captions=captions, max_tiles=self.max_tiles,
-                                 crop=self.crop, dataset=self.dataset)
+            result = model.infer(
+                np.ascontiguousarray(rgb), tta=self.tta, captions=captions, max_tiles=self.max_tiles, crop=self.crop, dataset=self.dataset
+            )
             depth = result["depth"][0].float().cpu().numpy()
             spread = result["uncertainty"][0].float().cpu().numpy() if model.gives_uncertainty else None
             return depth, spread, float(model.max_depth), time.perf_counter() - start

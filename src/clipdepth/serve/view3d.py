@@ -1,5 +1,6 @@
 """The point cloud as a browser's 3-D viewer takes it: a GLB file (binary glTF 2.0), written here with numpy:
 for 200,000 points about 3x faster than trimesh's export, timed side by side."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,10 @@ def view_step(height: int, width: int, max_points: int = VIEW_POINTS) -> int:
 
 
 def view_points(
-    depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float], max_points: int = VIEW_POINTS,
+    depth: np.ndarray,
+    image: np.ndarray,
+    intrinsics: tuple[float, float, float, float],
+    max_points: int = VIEW_POINTS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) float32 points in glTF axes (metres) and (N, 3) uint8 colours of every k-th row and
     column (``view_step``) of ``depth`` (H, W) metres and ``image`` (H, W, 3), back-projected with
@@ -68,18 +72,27 @@ def _glb_parts(points: np.ndarray, colours: np.ndarray) -> list[bytes | memoryvi
     gltf: dict = {"asset": {"version": "2.0", "generator": "clipdepth"}, "scene": 0, "scenes": [{}]}
     if count:
         gltf.update(
-            scenes=[{"nodes": [0]}], nodes=[{"mesh": 0}],
+            scenes=[{"nodes": [0]}],
+            nodes=[{"mesh": 0}],
             meshes=[{"primitives": [{"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": POINTS}]}],
             buffers=[{"byteLength": 16 * count}],
             # 12 bytes a point, then 4 bytes a colour: every view and the chunk stay 4-byte aligned
-            bufferViews=[{"buffer": 0, "byteOffset": 0, "byteLength": 12 * count, "target": ARRAY_BUFFER},
-                         {"buffer": 0, "byteOffset": 12 * count, "byteLength": 4 * count, "target": ARRAY_BUFFER}],
+            bufferViews=[
+                {"buffer": 0, "byteOffset": 0, "byteLength": 12 * count, "target": ARRAY_BUFFER},
+                {"buffer": 0, "byteOffset": 12 * count, "byteLength": 4 * count, "target": ARRAY_BUFFER},
+            ],
             # the bounds axis by axis: numpy's min(axis=0) over (N, 3) took ~100x as long
-            accessors=[{"bufferView": 0, "componentType": FLOAT, "count": count, "type": "VEC3",
-                        "min": [float(axis.min()) for axis in positions.T],
-                        "max": [float(axis.max()) for axis in positions.T]},
-                       {"bufferView": 1, "componentType": UNSIGNED_BYTE, "normalized": True, "count": count,
-                        "type": "VEC4"}],
+            accessors=[
+                {
+                    "bufferView": 0,
+                    "componentType": FLOAT,
+                    "count": count,
+                    "type": "VEC3",
+                    "min": [float(axis.min()) for axis in positions.T],
+                    "max": [float(axis.max()) for axis in positions.T],
+                },
+                {"bufferView": 1, "componentType": UNSIGNED_BYTE, "normalized": True, "count": count, "type": "VEC4"},
+            ],
         )
     text = json.dumps(gltf, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 4)  # the JSON chunk is padded to 4 bytes with spaces
@@ -89,7 +102,10 @@ def _glb_parts(points: np.ndarray, colours: np.ndarray) -> list[bytes | memoryvi
 
 
 def write_view_glb(
-    path: str | os.PathLike, depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float],
+    path: str | os.PathLike,
+    depth: np.ndarray,
+    image: np.ndarray,
+    intrinsics: tuple[float, float, float, float],
     max_points: int = VIEW_POINTS,
 ) -> int:
     """Atomically write ``view_points`` as a coloured GLB point cloud (``glb_bytes``); returns its point count."""

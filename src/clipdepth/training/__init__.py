@@ -1,5 +1,6 @@
 """Training. ``train`` is one run from a config, what `clipdepth train` does; ``run.Experiment``
 (the model and its datasets) and ``trainer.Trainer`` (the loop) are its parts."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -1,4 +1,5 @@
 """What is checked of a run's config before any work: values that would only break it later."""
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ run finished with the same config is kept, one that stopped part-way resumes fro
 one whose config changed is trained again. ``demo.json`` lists the run folders the demo wrote;
 a run folder it did not write is reused when it can be and refused otherwise, never replaced.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,7 +41,12 @@ from ..registry import BASELINE, DemoPlan, DemoVariant, model_sections, model_sp
 from .distributed import from_environment
 from .mixture import training_sources
 from .resume import (
-    RESUME_IGNORED_FIELDS, RESUME_META, config_json, find_resume_state, read_resume_meta, read_resume_tensors,
+    RESUME_IGNORED_FIELDS,
+    RESUME_META,
+    config_json,
+    find_resume_state,
+    read_resume_meta,
+    read_resume_tensors,
 )
 from .run import Experiment
 from .run_folder import RUN_OUTPUTS
@@ -144,8 +150,11 @@ def plan_rerun(variants: list[DemoVariant], exps: list[Experiment], out: Path) -
         ours = {v.folder or "." for v in variants if isinstance(finished, dict) and v.key in finished}
     for v, step in zip(variants, steps):
         if step.action == "redo" and (v.folder or ".") not in ours:
-            raise CheckpointError(f"{out / v.folder}: holds a training run that no demo wrote, and the demo cannot "
-                                  f"reuse it ({step.why}); give the demo another output folder", setting="output_dir")
+            raise CheckpointError(
+                f"{out / v.folder}: holds a training run that no demo wrote, and the demo cannot "
+                f"reuse it ({step.why}); give the demo another output folder",
+                setting="output_dir",
+            )
     # A run the demo keeps or resumes in place stays whoever's it was: only what the demo trains from the start is its own.
     ours |= {v.folder or "." for v, step in zip(variants, steps) if step.action in ("train", "redo")}
     out.mkdir(parents=True, exist_ok=True)
@@ -153,7 +162,8 @@ def plan_rerun(variants: list[DemoVariant], exps: list[Experiment], out: Path) -
     kept = [v.key for v, step in zip(variants, steps) if step.action == "keep"]
     said = ([f"kept {', '.join(kept)} (finished with this config)"] if kept else []) + [
         f"{'resuming' if step.action == 'resume' else 'training again'} {v.key} ({step.why})"
-        for v, step in zip(variants, steps) if step.action in ("resume", "redo")
+        for v, step in zip(variants, steps)
+        if step.action in ("resume", "redo")
     ]
     return steps, f"{out} holds earlier runs: {'; '.join(said)}" if said else ""
 
@@ -185,8 +195,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
             model_dir = run / "model"
         elif type(exp.model).zero_shot:  # nothing to train (DepthCLIP): its checkpoint is written as `train` does
             log(f"writing {variant.key} (zero-shot) ...")
-            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(run)),
-                                            overwrite=step.action == "redo")
+            model_dir = write_zero_shot_run(dataclasses.replace(variant.cfg, output_dir=str(run)), overwrite=step.action == "redo")
         else:
             log(f"{'resuming' if step.action == 'resume' else 'training'} {variant.key} ...")
             model_dir = exp.train(run, resume=step.action == "resume", overwrite=step.action == "redo")[0].model_dir
@@ -199,8 +208,11 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         models[variant.key], checkpoints[variant.key], encoded[variant.key] = model, str(model_dir), (exp, test)
 
     # The training split keeps only input-size depth: its full-resolution GT is read again.
-    train_gt = (f.sample.depth for frames in prepared_batches(get_dataset(exp.cfg.data, "train"), None, 32,
-                                                              exp.cfg.train.num_workers) for f in frames)
+    train_gt = (
+        f.sample.depth
+        for frames in prepared_batches(get_dataset(exp.cfg.data, "train"), None, 32, exp.cfg.train.num_workers)
+        for f in frames
+    )
     train_pixels = np.concatenate([gt[valid_mask(gt, exp.protocol)] for gt in train_gt])
     mean_depth = float(train_pixels.mean())
     metrics[BASELINE] = evaluate_constant(mean_depth, test.gt, exp.protocol).mean()
@@ -219,9 +231,12 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         "note": "random-weight frozen parts: a pipeline demonstration, not a trained model's accuracy",
     }
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
-    table = markdown_table({
-        **{v.label: metrics[v.key] for v in plan.variants}, f"mean depth ({mean_depth:.2f} m)": metrics[BASELINE],
-    })
+    table = markdown_table(
+        {
+            **{v.label: metrics[v.key] for v in plan.variants},
+            f"mean depth ({mean_depth:.2f} m)": metrics[BASELINE],
+        }
+    )
     write_text_atomic(
         out / "results.md",
         f"# Demo results: {report['test_set']}\n\nProtocol `{exp.protocol.name}`, flip TTA "
@@ -233,7 +248,8 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
     preds = predict_encoded(model, test, exp.preprocessor, cfg.eval.tta, cfg.eval.batch_size)
     for i, (pred, gt) in enumerate(zip(preds, test.gt)):
         sample = dataset[i]
-        save_panel(out / "panels" / f"{sample.name}.png", sample.image, gt, postprocess(pred, gt.shape, exp.protocol),
-                   model.max_depth, sample.name)
+        save_panel(
+            out / "panels" / f"{sample.name}.png", sample.image, gt, postprocess(pred, gt.shape, exp.protocol), model.max_depth, sample.name
+        )
     summary = " ".join(plan.gain_phrase.format(metric=m, gain=100 * g) for m, g in gain.items())
     return DemoResult(report, table, summary)

@@ -5,6 +5,7 @@ batches of its block and scores its block of the validation frames; the per-fram
 across ranks (``Distributed.all_reduce_sum``). Outside torchrun everything here is a no-op, so the
 same commands run on one device.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -101,9 +102,13 @@ def rank_share(split: EncodedSplit | OnTheFlySplit, rank: int, world: int) -> En
         gt = gt[start:stop]
     flipped = split.flipped_arrays
     return replace(
-        split, names=split.names[start:stop], arrays={k: _window(v, rows) for k, v in split.arrays.items()},
+        split,
+        names=split.names[start:stop],
+        arrays={k: _window(v, rows) for k, v in split.arrays.items()},
         flipped_arrays=None if flipped is None else {k: _window(v, rows) for k, v in flipped.items()},
-        shapes=split.shapes[start:stop], depth=depth, gt=gt,
+        shapes=split.shapes[start:stop],
+        depth=depth,
+        gt=gt,
     )
 
 

@@ -8,6 +8,7 @@ RepetitiveRoundRobinDataLoader). The draw happens at the start of an epoch and t
 state is saved with every epoch, so a resumed run draws the same sequence. Validation scores each
 dataset with its own protocol; the trainer's "improved" compares their mean.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,12 @@ from ..features.memory import TrainBatch
 from .distributed import shard_bounds
 
 __all__ = [
-    "SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources",
+    "SourceData",
+    "SourceSettings",
+    "epoch_schedule",
+    "mixed_batches",
+    "steps_per_epoch",
+    "training_sources",
 ]
 
 
@@ -78,8 +84,11 @@ def training_sources(cfg: Config) -> list[SourceSettings]:
         size = entry.input_size
         if size is not None and (len(size) != 2 or min(size) < 1):
             raise ConfigError(f"{where}.input_size={list(size)!r}: must be [height, width]")
-        sources.append(SourceSettings(name, data, entry.protocol or DATASET_PROTOCOLS[data.dataset],
-                                      tuple(size) if size is not None else None, entry.weight))
+        sources.append(
+            SourceSettings(
+                name, data, entry.protocol or DATASET_PROTOCOLS[data.dataset], tuple(size) if size is not None else None, entry.weight
+            )
+        )
     return sources
 
 
@@ -89,8 +98,14 @@ def steps_per_epoch(n_frames: int, batch_size: int, drop_last: bool) -> int:
 
 
 def epoch_schedule(
-    sizes: Sequence[int], weights: Sequence[float], batch_size: int, drop_last: bool, order: str,
-    generator: torch.Generator, rank: int = 0, world: int = 1,
+    sizes: Sequence[int],
+    weights: Sequence[float],
+    batch_size: int,
+    drop_last: bool,
+    order: str,
+    generator: torch.Generator,
+    rank: int = 0,
+    world: int = 1,
 ) -> list[tuple[int, torch.Tensor]]:
     """This rank's steps of one epoch: (dataset index, frame indices) per step, the indices into this
     rank's block of that dataset (``distributed.rank_share`` of ``sizes[k]`` frames; with one rank,
@@ -131,8 +146,10 @@ def epoch_schedule(
 
 
 def mixed_batches(
-    splits: Sequence[EncodedSplit | OnTheFlySplit], schedule: list[tuple[int, torch.Tensor]],
-    generators: Sequence[torch.Generator], device: torch.device | str,
+    splits: Sequence[EncodedSplit | OnTheFlySplit],
+    schedule: list[tuple[int, torch.Tensor]],
+    generators: Sequence[torch.Generator],
+    device: torch.device | str,
 ) -> Iterator[tuple[int, TrainBatch]]:
     """The schedule's batches in order, as (dataset index, batch). Each dataset reads its own batches
     ahead as its split does alone (shards a batch ahead, workers decoding), and draws its random

@@ -18,6 +18,7 @@ A host sync is an op whose result the host must wait for the device to produce:
 
 ``torch.cuda.set_sync_debug_mode("error")`` is the same check on a GPU.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -29,17 +30,36 @@ from torch.utils._python_dispatch import TorchDispatchMode
 aten = torch.ops.aten
 
 # Ops that always read a device value on the host or size their output by the data (every overload).
-SYNC_OPS = frozenset({aten._local_scalar_dense, aten.is_nonzero, aten.equal, aten.nonzero, aten.masked_select,
-                      aten._unique, aten._unique2, aten.unique_dim, aten.unique_consecutive})
-_INDEX_OPS = frozenset(
-    {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
+SYNC_OPS = frozenset(
+    {
+        aten._local_scalar_dense,
+        aten.is_nonzero,
+        aten.equal,
+        aten.nonzero,
+        aten.masked_select,
+        aten._unique,
+        aten._unique2,
+        aten.unique_dim,
+        aten.unique_consecutive,
+    }
 )
+_INDEX_OPS = frozenset({aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default})
 _COPY_OPS = frozenset({aten._to_copy.default, aten.copy_.default, aten._copy_from.default})
 # Dispatched but launching nothing: reads to the host, allocations (the caching allocator's),
 # ``_unsafe_view`` (a view by another name) and the profiler's markers (an optimiser step records one).
-_NOT_KERNELS = frozenset({aten._local_scalar_dense, aten._unsafe_view, aten.empty, aten.empty_like, aten.empty_strided,
-                          aten.new_empty, aten.new_empty_strided, torch.ops.profiler._record_function_enter_new,
-                          torch.ops.profiler._record_function_exit})
+_NOT_KERNELS = frozenset(
+    {
+        aten._local_scalar_dense,
+        aten._unsafe_view,
+        aten.empty,
+        aten.empty_like,
+        aten.empty_strided,
+        aten.new_empty,
+        aten.new_empty_strided,
+        torch.ops.profiler._record_function_enter_new,
+        torch.ops.profiler._record_function_exit,
+    }
+)
 
 
 @dataclass
@@ -64,11 +84,18 @@ def _is_host_sync(func, args, kwargs, out) -> bool:
     if func in _COPY_OPS:
         source = args[1] if func is aten.copy_.default else args[0]
         target = out if func is not aten.copy_.default else args[0]
-        non_blocking = kwargs.get("non_blocking", False) if func is aten._to_copy.default else \
-            (len(args) > 2 and bool(args[2])) or kwargs.get("non_blocking", False)
-        return (isinstance(source, torch.Tensor) and isinstance(target, torch.Tensor)
-                and source.device.type == "cpu" and target.device.type not in ("cpu", "meta")
-                and not (non_blocking and source.is_pinned()))
+        non_blocking = (
+            kwargs.get("non_blocking", False)
+            if func is aten._to_copy.default
+            else (len(args) > 2 and bool(args[2])) or kwargs.get("non_blocking", False)
+        )
+        return (
+            isinstance(source, torch.Tensor)
+            and isinstance(target, torch.Tensor)
+            and source.device.type == "cpu"
+            and target.device.type not in ("cpu", "meta")
+            and not (non_blocking and source.is_pinned())
+        )
     return False
 
 

@@ -6,6 +6,7 @@ and ``state.json`` (counters, best-per-metric, history and the config). The fold
 atomically after every epoch; ``state.json`` is written last, so a folder holding it is complete.
 Every problem is one CheckpointError (or ConfigError) line naming the file.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,12 @@ RESUME_TENSORS = "training_state.pt"  # optimisers and RNG states (torch.save)
 RESUME_META = "state.json"  # counters, best-per-metric, history, config
 RESUME_FILES = (RESUME_WEIGHTS, RESUME_TENSORS, RESUME_META)
 RESUME_FIELD_TYPES = (  # state.json's fields, their types and how a message names them
-    ("config", dict, "an object"), ("epoch", int, "an integer >= 0"), ("step", int, "an integer >= 0"),
-    ("since_improvement", int, "an integer >= 0"), ("best", dict, "an object"), ("history", list, "a list"),
+    ("config", dict, "an object"),
+    ("epoch", int, "an integer >= 0"),
+    ("step", int, "an integer >= 0"),
+    ("since_improvement", int, "an integer >= 0"),
+    ("best", dict, "an object"),
+    ("history", list, "a list"),
 )
 # Fields a resumed run may change without changing what it computes up to where it stopped (dotted
 # names): a longer run continues a shorter one.
@@ -58,8 +63,7 @@ def find_resume_state(out_dir: str | Path) -> Path:
         return directory
     if not directory.is_dir():
         raise CheckpointError(
-            f"{directory}: no resume state to continue from (a run writes it at the end of each epoch; "
-            "start without --resume)"
+            f"{directory}: no resume state to continue from (a run writes it at the end of each epoch; start without --resume)"
         )
     missing = [name for name in RESUME_FILES if not (directory / name).is_file()]
     raise CheckpointError(f"{directory}: incomplete resume state (missing {', '.join(missing)})")
@@ -90,7 +94,7 @@ def read_resume_meta(out_dir: str | Path, cfg: Config) -> tuple[Path, dict]:
         raise CheckpointError(f"{path}: history should be a list of objects; {damaged}")
     for metric, best in meta["best"].items():
         if not (isinstance(best, dict) and isinstance(best.get("value"), (int, float)) and isinstance(best.get("epoch"), int)):
-            raise CheckpointError(f"{path}: best[{metric!r}] should be {{\"value\": number, \"epoch\": integer}}, is {best!r}; {damaged}")
+            raise CheckpointError(f'{path}: best[{metric!r}] should be {{"value": number, "epoch": integer}}, is {best!r}; {damaged}')
     saved_max = meta["config"].get("train", {}).get("max_epochs") if isinstance(meta["config"].get("train"), dict) else None
     if len(meta["history"]) != meta["epoch"] or (isinstance(saved_max, int) and meta["epoch"] > saved_max):
         raise CheckpointError(

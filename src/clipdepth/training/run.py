@@ -1,4 +1,5 @@
 """From a config to a trained head: build the model, encode the splits once, train."""
+
 from __future__ import annotations
 
 import shutil
@@ -19,7 +20,14 @@ from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.memory import SplitSize, frame_bytes, plan_memory
 from ..features.cache import (
-    INDEX_NAME, build_cache, cache_key, files_digest, frame_names, load_cache, read_index, start_cache,
+    INDEX_NAME,
+    build_cache,
+    cache_key,
+    files_digest,
+    frame_names,
+    load_cache,
+    read_index,
+    start_cache,
 )
 from ..io.atomic import write_text_atomic
 from ..data.augment import Augmentation
@@ -41,9 +49,9 @@ EMPTY_SPLIT_HINTS = {
     ("train", "held_out"): "a longer data.train_list or a smaller data.val_fraction; built-in scenes: data.train_size",
     ("train", "test_list"): "a longer data.train_list; built-in scenes: data.train_size",
     ("val", "held_out"): "a larger data.val_fraction, or data.val_source=test_list to validate on data.test_list; "
-                         "built-in scenes: data.val_size",
+    "built-in scenes: data.val_size",
     ("val", "test_list"): "a data.test_list with ground truth, or data.val_source=held_out to validate on a "
-                          "data.val_fraction of data.train_list; built-in scenes: data.test_size",
+    "data.val_fraction of data.train_list; built-in scenes: data.test_size",
 }
 
 
@@ -145,22 +153,41 @@ class Experiment:
             size, in_memory = self.placement[source.name, split, flip]
             if in_memory:
                 label = f"{source.name} {split}" if self.cfg.mixture else split
-                return encode_split(self.model, dataset, preprocessor, self.cfg.eval.batch_size, flip,
-                                    desc=f"encode {label}", captions=captions, purpose=purpose, workers=workers)
+                return encode_split(
+                    self.model,
+                    dataset,
+                    preprocessor,
+                    self.cfg.eval.batch_size,
+                    flip,
+                    desc=f"encode {label}",
+                    captions=captions,
+                    purpose=purpose,
+                    workers=workers,
+                )
             root = self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE
             # a shard is encoded in memory, then copied as it is written: an eighth of the budget leaves
             # room for both and the encoder's working memory
             shard_size, streamed = max(1, min(shard_size, int(self.budget // (8 * max(size.frame_bytes, 1))))), size
-        key = cache_key(self.model, preprocessor, source.data, split, flip, frame_names(dataset),
-                        files_digest(dataset), purpose)
+        key = cache_key(self.model, preprocessor, source.data, split, flip, frame_names(dataset), files_digest(dataset), purpose)
         folder = Path(root) / (source.name if self.cfg.mixture else "") / f"{split}{'_flip' if flip else ''}"
         if streamed is not None and self.dist.is_main:
             print(self._streaming_line(streamed, folder, _streamed_cache_state(folder, key)), file=sys.stderr)
         if self.dist.is_main:
             start_cache(folder, key, shard_size)
         self.dist.barrier()  # every rank builds its share of the shards, then reads them all
-        build_cache(folder, self.model, dataset, preprocessor, key, shard_size,
-                    self.cfg.eval.batch_size, self.dist.rank, self.dist.world_size, captions, workers)
+        build_cache(
+            folder,
+            self.model,
+            dataset,
+            preprocessor,
+            key,
+            shard_size,
+            self.cfg.eval.batch_size,
+            self.dist.rank,
+            self.dist.world_size,
+            captions,
+            workers,
+        )
         self.dist.barrier()
         return load_cache(folder, key)
 
@@ -177,8 +204,14 @@ class Experiment:
         sizes = []
         for source, split, flip in splits:
             dataset = get_dataset(source.data, split)
-            nbytes = frame_bytes(self.model, dataset, self.model.preprocessor(source.data, source.input_size), flip,
-                                 self.captions_of(source.data), "train" if split == "train" else "score")
+            nbytes = frame_bytes(
+                self.model,
+                dataset,
+                self.model.preprocessor(source.data, source.input_size),
+                flip,
+                self.captions_of(source.data),
+                "train" if split == "train" else "score",
+            )
             sizes.append(SplitSize(f"{source.name} {split}{' (and mirrored)' if flip else ''}", len(dataset), nbytes))
         self.budget = self.dist.broadcast(self.memory_budget())
         fits = plan_memory(sizes, self.budget)
@@ -205,14 +238,25 @@ class Experiment:
             stored = "the feature cache"
         else:
             flip = augmentation is not None
-            stored = "memory" if self.placement.get((source.name, "train", flip), (None, True))[1] else (
-                f"{self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE} "
-                "(too large for train.memory_share of the RAM)")
+            stored = (
+                "memory"
+                if self.placement.get((source.name, "train", flip), (None, True))[1]
+                else (f"{self.stream_dir or Path(self.cfg.output_dir) / STREAMED_CACHE} (too large for train.memory_share of the RAM)")
+            )
         if self.encoded_on_the_fly(augmentation):
-            train = OnTheFlySplit(self.model, get_dataset(source.data, "train"), preprocessor,
-                                  self.captions_of(source.data), self.cfg.train.num_workers, augmentation)
-            why = "train.encode_on_the_fly" if self.cfg.train.encode_on_the_fly else (
-                f"data.augment_colour={augmentation.colour}: augmented frames cannot come from a cache")
+            train = OnTheFlySplit(
+                self.model,
+                get_dataset(source.data, "train"),
+                preprocessor,
+                self.captions_of(source.data),
+                self.cfg.train.num_workers,
+                augmentation,
+            )
+            why = (
+                "train.encode_on_the_fly"
+                if self.cfg.train.encode_on_the_fly
+                else (f"data.augment_colour={augmentation.colour}: augmented frames cannot come from a cache")
+            )
             how = f"decoded and encoded at every step ({why})"
         else:
             train = self.encode("train", flip=augmentation is not None, source=source)
@@ -241,7 +285,11 @@ class Experiment:
         return [*train, (source, "val", self.cfg.eval.tta)]
 
     def train(
-        self, out_dir: str | Path, resume: bool = False, overwrite: bool = False, run: RunFolder | None = None,
+        self,
+        out_dir: str | Path,
+        resume: bool = False,
+        overwrite: bool = False,
+        run: RunFolder | None = None,
     ) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
         """Train the head; returns the result and the (first dataset's) training split (for baselines).
         A folder holding an earlier run is refused unless ``resume`` or ``overwrite``; ``run``: the

@@ -1,6 +1,7 @@
 """A training run's output folder: what a run writes there, the refusal to start a new run over an
 earlier one, the folder checked once with a resumed run's state (``RunFolder``), and the removal of
 a replaced run's outputs (only what clipdepth wrote)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -51,8 +52,9 @@ class RunFolder:
     state: tuple[Path, dict, dict, dict] | None = field(default=None, repr=False)  # folder, meta, weights, tensors
 
     @classmethod
-    def open(cls, out_dir: str | Path, cfg: Config, resume: bool = False, overwrite: bool = False,
-             dist: Distributed = Distributed()) -> "RunFolder":
+    def open(
+        cls, out_dir: str | Path, cfg: Config, resume: bool = False, overwrite: bool = False, dist: Distributed = Distributed()
+    ) -> "RunFolder":
         """ConfigError for ``resume`` with ``overwrite``; CheckpointError for a folder holding a run
         neither continues nor replaces, or a missing or damaged resume state (``read_resume_meta``)."""
         if resume and overwrite:

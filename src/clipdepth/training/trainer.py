@@ -25,6 +25,7 @@
   objective, such as TR2M's EMA key network), the counters, the history and every RNG the run
   draws from; ``fit(resume=True)`` continues from it as if never interrupted.
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,7 +56,11 @@ from ..models import DepthModel
 from ..models.base import head_autocast, load_head_state
 from .objectives import objective_class
 from .resume import (
-    RESUME_DAMAGED, RESUME_TENSORS, RESUME_WEIGHTS, config_json, write_resume_state,
+    RESUME_DAMAGED,
+    RESUME_TENSORS,
+    RESUME_WEIGHTS,
+    config_json,
+    write_resume_state,
 )
 from .checks import check_config, check_cuda_graph
 from .distributed import Distributed, rank_share, shard_bounds
@@ -174,15 +179,23 @@ class Trainer:
         # split (``rank_share``): it trains on its training frames and scores its validation frames.
         check_cuda_graph(cfg, model.device)
         # "reduce-overhead" records the compiled forward and backward as CUDA graphs, replayed by one launch each
-        head = torch.compile(model.head, mode="reduce-overhead" if cfg.train.cuda_graph else None) \
-            if cfg.train.compile_head or cfg.train.cuda_graph else model.head
+        head = (
+            torch.compile(model.head, mode="reduce-overhead" if cfg.train.cuda_graph else None)
+            if cfg.train.compile_head or cfg.train.cuda_graph
+            else model.head
+        )
         self.trained_head = DistributedDataParallel(head) if dist.enabled else head
         self.model, self.cfg = model, cfg
         self.train_sizes = [len(s.train) for s in sources]  # whole splits, as every rank's schedule counts
         self.val_sizes = [len(s.val) for s in sources]
         self.sources = [
-            replace(s, **{name: place_training_split(rank_share(getattr(s, name), dist.rank, dist.world_size),
-                                                     model.device, cfg.train.residency) for name in ("train", "val")})
+            replace(
+                s,
+                **{
+                    name: place_training_split(rank_share(getattr(s, name), dist.rank, dist.world_size), model.device, cfg.train.residency)
+                    for name in ("train", "val")
+                },
+            )
             for s in sources
         ]
         self.out_dir = Path(out_dir)
@@ -199,8 +212,15 @@ class Trainer:
 
     @classmethod
     def single_dataset(
-        cls, model: DepthModel, cfg: Config, train: EncodedSplit, val: EncodedSplit, preprocessor: Preprocessor,
-        protocol: Protocol, out_dir: str | Path, dist: Distributed = Distributed(),
+        cls,
+        model: DepthModel,
+        cfg: Config,
+        train: EncodedSplit,
+        val: EncodedSplit,
+        preprocessor: Preprocessor,
+        protocol: Protocol,
+        out_dir: str | Path,
+        dist: Distributed = Distributed(),
     ) -> "Trainer":
         """A trainer on one dataset's training and validation splits."""
         check_config(cfg)
@@ -263,8 +283,7 @@ class Trainer:
             if self.val_targets[k] is None:
                 self.val_targets[k] = ScoringTargets(source.val.gt, source.protocol, self.device)
             with self._head_autocast():
-                batches = predicted_batches(self.model, source.val, source.preprocessor, self.cfg.eval.tta,
-                                            self.cfg.eval.batch_size)
+                batches = predicted_batches(self.model, source.val, source.preprocessor, self.cfg.eval.tta, self.cfg.eval.batch_size)
                 sums = self.val_targets[k].sums(batches)
             start, stop = shard_bounds(self.val_sizes[k], self.dist.rank, self.dist.world_size)
             table = torch.zeros((self.val_sizes[k], sums.shape[1]), dtype=sums.dtype, device=sums.device)
@@ -273,24 +292,37 @@ class Trainer:
         sums = self.dist.all_reduce_sum(torch.cat(tables)).cpu().numpy()
         bounds = [0, *itertools.accumulate(self.val_sizes)]
         per_source = {
-            source.name: MetricAccumulator.from_sums(sums[bounds[k] : bounds[k + 1]]).mean()
-            for k, source in enumerate(self.sources)
+            source.name: MetricAccumulator.from_sums(sums[bounds[k] : bounds[k + 1]]).mean() for k, source in enumerate(self.sources)
         }
         return {m: sum(v[m] for v in per_source.values()) / len(per_source) for m in ALL_METRIC_NAMES}, per_source
 
     def save(self, directory: Path, epoch: int, metrics: dict[str, float]) -> None:
         if self.dist.is_main:
-            self.model.save_pretrained(directory, extra={
-                "epoch": epoch, "step": self.step, "val_metrics": metrics,
-                "precision": self.model.run_precisions(self.cfg.train.head_precision)})
+            self.model.save_pretrained(
+                directory,
+                extra={
+                    "epoch": epoch,
+                    "step": self.step,
+                    "val_metrics": metrics,
+                    "precision": self.model.run_precisions(self.cfg.train.head_precision),
+                },
+            )
 
     def epoch_schedule(self) -> list[tuple[int, torch.Tensor]]:
         """This rank's steps of the next epoch: (dataset index, frames of its share) each
         (``mixture.epoch_schedule``)."""
         sizes = self.train_sizes
         weights = [s.weight if s.weight is not None else n for s, n in zip(self.sources, sizes)]
-        return epoch_schedule(sizes, weights, self.cfg.train.batch_size, self.cfg.train.drop_last,
-                              self.cfg.train.mixture_order, self.epoch_generator, self.dist.rank, self.dist.world_size)
+        return epoch_schedule(
+            sizes,
+            weights,
+            self.cfg.train.batch_size,
+            self.cfg.train.drop_last,
+            self.cfg.train.mixture_order,
+            self.epoch_generator,
+            self.dist.rank,
+            self.dist.world_size,
+        )
 
     def _epoch_steps(self) -> int:
         """Steps per epoch and rank; ConfigError when a dataset cannot fill one batch, or gives a
@@ -345,8 +377,12 @@ class Trainer:
         steps = self._epoch_steps()
         self.objective.plan(steps, cfg.max_epochs)
         bar = tqdm(
-            total=cfg.max_epochs * steps, initial=min(self.step, cfg.max_epochs * steps),
-            desc="train", unit="step", dynamic_ncols=True, disable=not self.dist.is_main,
+            total=cfg.max_epochs * steps,
+            initial=min(self.step, cfg.max_epochs * steps),
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not self.dist.is_main,
         )
         try:
             for epoch in range(first_epoch, cfg.max_epochs + 1):
@@ -368,8 +404,11 @@ class Trainer:
                 improved = [m for m in bettered if m in cfg.improve_metrics]
                 since_improvement = 0 if improved else since_improvement + 1
                 row = {
-                    "epoch": epoch, "step": self.step, "lr_factor": self.objective.lr_factor(epoch + 1, since_improvement),
-                    **{k: sum(v) / len(v) for k, v in sums.items()}, **{f"val_{k}": metrics[k] for k in ALL_METRIC_NAMES},
+                    "epoch": epoch,
+                    "step": self.step,
+                    "lr_factor": self.objective.lr_factor(epoch + 1, since_improvement),
+                    **{k: sum(v) / len(v) for k, v in sums.items()},
+                    **{f"val_{k}": metrics[k] for k in ALL_METRIC_NAMES},
                     **{f"val_{name}_{k}": m[k] for name, m in (per_source.items() if self.mixed else ()) for k in ALL_METRIC_NAMES},
                     "improved": " ".join(improved),
                 }
@@ -431,14 +470,19 @@ class Trainer:
 
     def _save_resume_state(self, epoch: int, since_improvement: int, result: TrainResult, metrics: dict) -> None:
         meta = {
-            "epoch": epoch, "step": self.step, "since_improvement": since_improvement,
-            "best": result.best, "history": result.history, "metrics": metrics,
+            "epoch": epoch,
+            "step": self.step,
+            "since_improvement": since_improvement,
+            "best": result.best,
+            "history": result.history,
+            "metrics": metrics,
             "encoder_fingerprint": self.model.encoder.fingerprint(),
             "config": config_json(self.cfg),
         }
         tensors = {
             "optimizers": {k: opt.state_dict() for k, opt in self.objective.optimizers.items()},
-            "objective": self.objective.extra_state(), "rng": self._rng_states(),
+            "objective": self.objective.extra_state(),
+            "rng": self._rng_states(),
         }
         write_resume_state(self.out_dir, self.model.head.state_dict(), tensors, meta)
 
@@ -446,8 +490,7 @@ class Trainer:
         fingerprint = self.model.encoder.fingerprint()
         if meta.get("encoder_fingerprint") not in (None, fingerprint):
             raise CheckpointError(
-                f"{directory}: the run was trained on encoder weights {meta['encoder_fingerprint']}, "
-                f"this encoder has {fingerprint}"
+                f"{directory}: the run was trained on encoder weights {meta['encoder_fingerprint']}, this encoder has {fingerprint}"
             )
         load_head_state(self.model.head, weights, str(directory / RESUME_WEIGHTS), RESUME_DAMAGED)
         try:
@@ -511,7 +554,8 @@ class Trainer:
             for entry in written(source):  # the checkpoint's files, not the user's beside them
                 shutil.copy2(source / entry, tmp / entry)
         summary = {
-            "select_metric": self.cfg.train.select_metric, "best_per_metric": result.best,
+            "select_metric": self.cfg.train.select_metric,
+            "best_per_metric": result.best,
             "published": {"checkpoint": name, "epoch": result.published_epoch},
         }
         write_text_atomic(self.out_dir / "best_metrics.json", json.dumps(summary, indent=2))

@@ -1,6 +1,7 @@
 """`clipdepth train` for a model with nothing to train (DepthCLIP): the run folder gets the recipe's
 ``config.yaml`` and the checkpoint ``model/`` (config and frozen-weight fingerprint, no trained
 weights), as a trained run's; no steps, no validation (score it with ``clipdepth evaluate``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

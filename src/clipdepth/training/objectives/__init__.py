@@ -4,6 +4,7 @@ The trainer (epochs, validation, checkpoints, resume, DDP) is shared; an objecti
 that differs between PureCLIP-Depth's alternating phases and TR2M's single AdamW. Each model's
 spec (``clipdepth.registry``) names its objective; a zero-shot model's is ``ZeroShotObjective``.
 """
+
 from __future__ import annotations
 
 from ...config import Config
@@ -26,5 +27,12 @@ def check_model_config(cfg: Config) -> None:
 
 OBJECTIVES: dict[str, type[Objective]] = {name: objective_class(name) for name in specs()}
 
-__all__ = ["OBJECTIVES", "LearnedPromptsObjective", "Objective", "PureCLIPObjective", "TR2MObjective", "check_model_config",
-           "objective_class"]
+__all__ = [
+    "OBJECTIVES",
+    "LearnedPromptsObjective",
+    "Objective",
+    "PureCLIPObjective",
+    "TR2MObjective",
+    "check_model_config",
+    "objective_class",
+]

@@ -1,4 +1,5 @@
 """The interface between the shared trainer and a model's training step."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -12,6 +12,7 @@ As the authors' release (``modules/MainRunnerLM.py``, ``main.py``, ``params/*.ya
   (``drop_last=False``: ceil(frames / batch) steps an epoch);
 - gradient norm clipped at 0.1 (Lightning's gradient_clip_val, over the optimiser's parameters).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,7 @@ def _cos(start: float, end: float, pct: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
 
 
-def one_cycle(step: int, total: int, max_lr: float, div_factor: float, final_div_factor: float,
-              pct_start: float) -> tuple[float, float]:
+def one_cycle(step: int, total: int, max_lr: float, div_factor: float, final_div_factor: float, pct_start: float) -> tuple[float, float]:
     """(lr, beta1) of 0-based ``step`` of ``total`` under torch's OneCycleLR (cosine, two phases,
     cycle_momentum), steps past the end held at the last."""
     initial = max_lr / div_factor

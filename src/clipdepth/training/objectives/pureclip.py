@@ -9,6 +9,7 @@
   by that tile's own part of the crop, built on the full frame and carried through the input crop,
   the nearest-neighbour resize and the tiling (released ``main_train_kitti.py``, ``load_garg_masks``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -97,8 +98,13 @@ class PureCLIPObjective(Objective):
         features, depth = batch.features, batch.depth
         phase = phase_at(step, cfg.pureclip.phase_steps)
         targets = patch_targets(
-            depth, self.model.encoder.patch_size, cfg.pureclip.min_depth, cfg.pureclip.max_depth,
-            cfg.pureclip.num_bins, cfg.pureclip.patch_rule, self.patch_region(batch),
+            depth,
+            self.model.encoder.patch_size,
+            cfg.pureclip.min_depth,
+            cfg.pureclip.max_depth,
+            cfg.pureclip.num_bins,
+            cfg.pureclip.patch_rule,
+            self.patch_region(batch),
         )
         head.train()
         out = self.trained_head(features["tokens"], features["cls"])

@@ -14,6 +14,7 @@ contrast's pixels are drawn with the trainer's generator on the device, the key 
 only the decoder's pixel features (``TR2MHead.pixel_features``), its EMA is one foreach kernel and
 AdamW is fused.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,9 +53,7 @@ class TR2MObjective(Objective):
         t = cfg.tr2m
         self.optimizers = {
             # fused: one kernel for all parameters, and no per-parameter loop on the host
-            TRAIN: torch.optim.AdamW(
-                model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps, fused=True
-            )
+            TRAIN: torch.optim.AdamW(model.head.parameters(), lr=t.lr, weight_decay=t.weight_decay, eps=t.eps, fused=True)
         }
         # Key network of the pixel-level contrast: an EMA copy of the head, never trained directly.
         self.key_head = copy.deepcopy(model.head).requires_grad_(False)
@@ -69,8 +68,7 @@ class TR2MObjective(Objective):
         patch = t.image_encoder.patch_size
         if t.input_height % patch or t.input_width % patch:
             raise ConfigError(
-                f"tr2m.input_height/input_width must be multiples of the patch size {patch}, "
-                f"got {t.input_height} x {t.input_width}"
+                f"tr2m.input_height/input_width must be multiples of the patch size {patch}, got {t.input_height} x {t.input_width}"
             )
         for i, entry in enumerate(cfg.mixture):
             if entry.input_size and any(side % patch for side in entry.input_size):
@@ -114,7 +112,9 @@ class TR2MObjective(Objective):
         gate = pseudo_gate(pseudo, t.pseudo_rho)
         # L_si against the GT on its pixels and the pseudo loss on all pixels of the gated images, in one pass
         si_pseudo = silog_losses(
-            pred, torch.stack([depth, pseudo.depth]), torch.stack([mask, gate[:, None, None].expand_as(mask)]),
+            pred,
+            torch.stack([depth, pseudo.depth]),
+            torch.stack([mask, gate[:, None, None].expand_as(mask)]),
             t.si_variance_focus,
         )
         contrast = image_contrast_loss(out.pooled, pseudo.alpha, t.contrast_rank_threshold, t.contrast_temperature)
@@ -124,8 +124,16 @@ class TR2MObjective(Objective):
             size = tuple(out.pixel_features.shape[-2:])
             small = resize_depth_masked(depth, size, "antialias")  # class maps of the decoder grid
             contrast = contrast + pixel_contrast_loss(
-                out.pixel_features, keys, small, (small > t.min_depth) & (small < t.max_depth),
-                t.min_depth, t.max_depth, t.contrast_classes, t.contrast_temperature, t.contrast_pixels, generator,
+                out.pixel_features,
+                keys,
+                small,
+                (small > t.min_depth) & (small < t.max_depth),
+                t.min_depth,
+                t.max_depth,
+                t.contrast_classes,
+                t.contrast_temperature,
+                t.contrast_pixels,
+                generator,
             )
         smooth = edge_aware_smoothness(out.log_maps, image)
         terms = torch.cat([si_pseudo, contrast[None], smooth[None]])  # in LOSS_TERMS order
@@ -135,7 +143,9 @@ class TR2MObjective(Objective):
         optimizer.step()
         ema_update(self.key_head, head, t.ema_momentum)
         return {
-            "phase": TRAIN, "loss": total.detach(), **dict(zip(LOSS_TERMS, terms.detach())),
+            "phase": TRAIN,
+            "loss": total.detach(),
+            **dict(zip(LOSS_TERMS, terms.detach())),
             # read back with the losses (``trainer.check_finite``)
             "pseudo_gated": torch.mean(gate, dtype=torch.float32),
         }

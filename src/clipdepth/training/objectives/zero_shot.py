@@ -1,4 +1,5 @@
 """Models with nothing to train (DepthCLIP): the trainer refuses them with what to run instead."""
+
 from __future__ import annotations
 
 from ...config import Config
