@@ -223,3 +223,11 @@ def test_an_earlier_evaluation_is_refused_before_the_model_is_loaded(checkpoint,
     monkeypatch.setattr("clipdepth.evaluation.checkpoint.load_model", lambda *a, **k: loaded.append(a))
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
     assert "metrics.json" in capsys.readouterr().err and loaded == []
+
+
+def test_data_that_cannot_be_read_is_refused_before_the_model_is_loaded(checkpoint, tmp_path, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setattr("clipdepth.evaluation.checkpoint.load_model", lambda *a, **k: loaded.append(a))
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--dataset", "nyu", "--data-root", str(tmp_path / "no_nyu")]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 2
+    assert "no_nyu" in capsys.readouterr().err and loaded == []

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
-from ..config import DataConfig, first_difference, load_config_dict, upgrade_layout
+from ..config import DataConfig, first_difference
 from ..registry import clip_frozen_parts, find_spec
 from ..errors import ClipdepthError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_text_atomic
@@ -209,11 +209,11 @@ def load_suite(suite: str | Path | Suite) -> Suite:
 
 
 def _checkpoint_meta(checkpoint: str) -> tuple[dict, Any]:
-    """(config.json, the checkpoint's Config) without loading any weights."""
-    from ..models.base import checkpoint_folder, read_checkpoint_meta
+    """(config.json, the checkpoint's Config) without loading its frozen parts."""
+    from ..models import read_checkpoint
 
-    meta = read_checkpoint_meta(checkpoint_folder(checkpoint))
-    return meta, load_config_dict(upgrade_layout(meta["config"]))
+    _, meta, cfg = read_checkpoint(checkpoint)
+    return meta, cfg
 
 
 def weights_summary(meta: Mapping[str, Any], cfg: Any, summaries: Iterable[Mapping[str, Any]] = ()) -> tuple[bool, str]:

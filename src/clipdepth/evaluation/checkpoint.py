@@ -24,7 +24,7 @@ from ..encoders.frozen import untrained_parts
 from ..errors import ConfigError
 from ..features.cache import captions_digest, files_digest, frame_names
 from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
-from ..models import load_model, model_class
+from ..models import load_model, model_class, read_checkpoint
 from ..models.base import CONFIG_NAME, WEIGHTS_NAME, checkpoint_folder
 from ..models.settings import DatasetSettings, dataset_settings
 from .evaluate import evaluate_dataset, model_predictor
@@ -113,21 +113,19 @@ def evaluate_checkpoint(
     image, DataError for results of an earlier run in ``out`` (unless ``overwrite``) and for the
     data's own problems.
     """
-    if out is not None:  # refused before any weights are loaded; the default folder needs the dataset's name
-        refuse_existing([Path(out) / file for file in OUTPUTS], overwrite)
-    model = load_model(checkpoint)
-    settings = evaluation_settings(model.cfg, dataset, recipe, protocol, data_overrides)
+    # The checkpoint resolved once (a Hub id downloaded once) and its config read without its frozen parts:
+    # the outputs and the data are checked before any of them is loaded.
+    folder, _, cfg = read_checkpoint(checkpoint)
+    settings = evaluation_settings(cfg, dataset, recipe, protocol, data_overrides)
     data, name = settings.data, settings.data.dataset
     scoring = get_protocol(settings.protocol)
     if score_at_input:  # crops are defined on the GT frame, which this mode leaves
         scoring = dataclasses.replace(scoring, crop=None)
-    tta = model.cfg.eval.tta if tta is None else tta
-
-    if out is None:
-        out = Path(f"outputs/eval/{name}")
-        refuse_existing([out / file for file in OUTPUTS], overwrite)
-    out = Path(out)
+    tta = cfg.eval.tta if tta is None else tta
+    out = Path(out or f"outputs/eval/{name}")
+    refuse_existing([out / file for file in OUTPUTS], overwrite)
     frames = get_dataset(data, "test")
+    model = load_model(folder)
     inputs = frames_digest(frames, data, model.uses_captions)  # before reading: a file rewritten meanwhile shows
     model.to(resolve_device(model.cfg.device))
     preprocessor = model.preprocessor(data, settings.input_size)
@@ -146,7 +144,7 @@ def evaluate_checkpoint(
         "flip_tta": tta,
         "scored_at": "encoder input (released code)" if score_at_input else "ground-truth resolution",
         "checkpoint": str(checkpoint),
-        "checkpoint_digest": checkpoint_digest(checkpoint),
+        "checkpoint_digest": checkpoint_digest(folder),
         "data": json.loads(json.dumps(dataclasses.asdict(data))),  # the settings scored with
         "input": preprocessor.describe(),
         "settings": settings_line(settings, preprocessor, tta),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Config, config_from_dict, upgrade_layout
+from ..config import Config
 from ..registry import _SPECS, model_spec
 from .base import DepthModel, FrameBatch, checkpoint_folder, read_checkpoint_meta
 
@@ -35,12 +35,20 @@ def load_model(directory: str | Path, overrides: list[str] | tuple[str, ...] = (
     return model_class(read_checkpoint_meta(folder).get("architecture", "")).from_pretrained(folder, overrides=overrides)
 
 
+def read_checkpoint(checkpoint: str | Path) -> tuple[Path, dict, Config]:
+    """(its folder, config.json, its Config) of a checkpoint folder or Hub id (resolved, downloaded
+    once), without building the model or loading its frozen parts (``DepthModel.read_folder``).
+    CheckpointError for a folder that is not a checkpoint."""
+    folder = checkpoint_folder(checkpoint)
+    meta, _, cfg = model_class(read_checkpoint_meta(folder).get("architecture", "")).read_folder(folder)
+    return folder, meta, cfg
+
+
 def predicts_from_images(directory: str | Path) -> bool:
     """Whether the checkpoint folder's model can predict on images alone (not one that reads each
     frame's ground truth: ``DepthModel.needs_ground_truth``). CheckpointError for a folder that
     is not a checkpoint."""
-    meta = read_checkpoint_meta(directory)
-    cfg = config_from_dict(upgrade_layout(meta["config"]))
+    _, meta, cfg = read_checkpoint(directory)
     return not model_class(meta.get("architecture", "")).needs_ground_truth(cfg)
 
 
@@ -56,4 +64,5 @@ __all__ = [
     "build_model",
     "load_model",
     "predicts_from_images",
+    "read_checkpoint",
 ]

@@ -772,8 +772,13 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return cls._load_folder(checkpoint_folder(pretrained_model_name_or_path, **hub_kwargs), encoder, overrides).eval()
 
     @classmethod
-    def _load_folder(cls, directory: Path, encoder: nn.Module | None, overrides: list[str] | tuple[str, ...] = ()) -> "DepthModel":
-        """Load a head checkpoint folder and the frozen parts its config names (or the ones given)."""
+    def read_folder(
+        cls, directory: Path, overrides: list[str] | tuple[str, ...] = ()
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], Config]:
+        """(config.json, the head weights, the Config) of a checkpoint folder of this class, without
+        building the model or loading its frozen parts: the one reader of a checkpoint's config (its
+        saved config made loadable by ``upgrade_config``, with ``overrides`` of its own frozen parts).
+        CheckpointError for another model's folder or unreadable head weights."""
         meta = read_checkpoint_meta(directory)
         if meta.get("architecture", cls.architecture) != cls.architecture:
             raise CheckpointError(f"{directory}: a {meta['architecture']} checkpoint, not {cls.architecture}")
@@ -785,7 +790,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         config = cls.upgrade_config(upgrade_layout(meta["config"]), state)
         # only the overrides of its own frozen parts apply (another model's change nothing)
         overrides = [o for o in overrides if o.partition("=")[0].strip() in model_spec(cls.architecture).overridable]
-        cfg = load_config_dict(config, overrides) if overrides else config_from_dict(config)
+        return meta, state, load_config_dict(config, overrides) if overrides else config_from_dict(config)
+
+    @classmethod
+    def _load_folder(cls, directory: Path, encoder: nn.Module | None, overrides: list[str] | tuple[str, ...] = ()) -> "DepthModel":
+        """Load a head checkpoint folder and the frozen parts its config names (or the ones given)."""
+        meta, state, cfg = cls.read_folder(directory, overrides)
         encoder = encoder or cls.build_encoder(cfg)
         expected = meta.get("encoder_fingerprint")
         if expected and encoder.fingerprint() != expected:
