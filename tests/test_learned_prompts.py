@@ -251,8 +251,19 @@ def test_the_baselines_demo_tabulates_all_three_beside_the_mean_depth_predictor(
 
 
 @pytest.mark.slow
-def test_the_baselines_demo_recipe_trains_prompts_below_the_mean_depth_predictor(tmp_path):
-    """The real demo_baselines recipe (about 2-4 minutes on 2 cores)."""
+def test_the_baselines_demo_recipe_trains_prompts_below_the_mean_depth_predictor(tmp_path, monkeypatch):
+    """The real demo_baselines recipe (about a minute on 2 cores): its learned prompts alone, the
+    demo's other rows (PureCLIP-Depth, DepthCLIP) left out (test_demo.py runs PureCLIP-Depth's demo)."""
+    import dataclasses
+
+    import clipdepth.training.demo as demo
+    from clipdepth.registry import model_spec
+
+    def first_variant_only(name):
+        spec = model_spec(name)
+        return dataclasses.replace(spec, demo=lambda cfg: dataclasses.replace(plan := spec.demo(cfg), variants=plan.variants[:1]))
+
+    monkeypatch.setattr(demo, "model_spec", first_variant_only)
     assert main(["demo", "--config", "demo_baselines", "--out", str(tmp_path / "demo")]) == 0
     metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     for m in ("abs_rel", "rmse"):
