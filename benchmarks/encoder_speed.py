@@ -26,24 +26,8 @@ from clipdepth.encoders import CLIPEncoder
 
 # The text tower is never run here; a tiny one keeps model construction fast.
 TINY_TEXT = dict(text_hidden_size=64, text_num_layers=1, text_num_heads=2)
-VIT_B16_224 = dict(
-    image_size=224,
-    patch_size=16,
-    hidden_size=768,
-    num_layers=12,
-    num_heads=12,
-    intermediate_size=3072,
-    projection_dim=512,
-)
-VIT_L14_336 = dict(
-    image_size=336,
-    patch_size=14,
-    hidden_size=1024,
-    num_layers=24,
-    num_heads=16,
-    intermediate_size=4096,
-    projection_dim=768,
-)
+VIT_B16_224 = dict(image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, projection_dim=512)
+VIT_L14_336 = dict(image_size=336, patch_size=14, hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096, projection_dim=768)
 
 
 def build_encoder(vit_l: bool) -> CLIPEncoder:
@@ -108,11 +92,7 @@ def main() -> None:
             with FlopCounterMode(display=False) as counter:
                 encoder(pixel_values)
             encoder_flops = counter.get_total_flops()
-            runs = {
-                "single": lambda: encoder(pixel_values),
-                "two_pass": lambda: two_pass(encoder, pixel_values),
-                "matmul": lambda: a @ b,
-            }
+            runs = {"single": lambda: encoder(pixel_values), "two_pass": lambda: two_pass(encoder, pixel_values), "matmul": lambda: a @ b}
             for fn in runs.values():
                 for _ in range(args.warmup):
                     fn()

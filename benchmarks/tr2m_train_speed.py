@@ -78,11 +78,7 @@ def main() -> None:
         "demo_tr2m",
         FROZEN
         + (DINOV2_LARGE if args.dinov2_large else [])
-        + [
-            f"data.train_size={args.frames}",
-            "train.batch_size=8",
-            f"device={args.device}",
-        ],
+        + [f"data.train_size={args.frames}", "train.batch_size=8", f"device={args.device}"],
     )
     exp = Experiment.create(cfg)
     model, pre, batch_size = exp.model, exp.preprocessor, cfg.train.batch_size

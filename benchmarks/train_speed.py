@@ -113,13 +113,7 @@ def measure(overrides: list[str], frames: int, repeats: int, workers: int | None
     # phase_steps = half an epoch: Embedding and Depth steps in equal shares, as a full run on average.
     cfg = load_config(
         "demo",
-        overrides
-        + [
-            "train.batch_size=8",
-            f"pureclip.phase_steps={max(frames // BATCH // 2, 1)}",
-            "device=cpu",
-            "train.log_every=10",
-        ],
+        overrides + ["train.batch_size=8", f"pureclip.phase_steps={max(frames // BATCH // 2, 1)}", "device=cpu", "train.log_every=10"],
     )
     exp = Experiment.create(cfg)
     model, pre = exp.model, exp.preprocessor

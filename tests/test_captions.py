@@ -70,13 +70,7 @@ def test_pick_lines_line_zero_or_uniform():
 # --------------------------------------------------------------------------- synthetic scenes
 
 
-@pytest.mark.parametrize(
-    "kind, depth_sum, image_sum",
-    [
-        ("indoor", 9173.439742326736, 1086289),
-        ("outdoor", 43308.332239151, 838877),
-    ],
-)
+@pytest.mark.parametrize("kind, depth_sum, image_sum", [("indoor", 9173.439742326736, 1086289), ("outdoor", 43308.332239151, 838877)])
 def test_captions_leave_scenes_unchanged(kind, depth_sum, image_sum):
     # Checksums taken before scenes carried captions: describing a scene must not change it.
     scene = render_scene(kind, 3, 48, 64)
@@ -118,13 +112,7 @@ def test_named_dataset_samples_keep_captions():
 @pytest.fixture(scope="module")
 def tiny_captioner(tmp_path_factory):
     """A random-weight BLIP captioner and its processor, saved as from a hub download."""
-    from transformers import (
-        BertTokenizer,
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipImageProcessorPil,
-        BlipProcessor,
-    )
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessorPil, BlipProcessor
 
     folder = tmp_path_factory.mktemp("blip")
     words = [

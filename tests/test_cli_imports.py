@@ -17,14 +17,7 @@ LIBRARIES = (*HEAVY, "torch", "numpy", "PIL", "yaml", "tokenizers")
 
 @pytest.mark.parametrize(
     "command, unwanted",
-    [
-        ([], LIBRARIES),
-        (["predict"], LIBRARIES),
-        (["serve"], LIBRARIES),
-        (["caption"], LIBRARIES),
-        (["score"], HEAVY),
-        (["analyze"], HEAVY),
-    ],
+    [([], LIBRARIES), (["predict"], LIBRARIES), (["serve"], LIBRARIES), (["caption"], LIBRARIES), (["score"], HEAVY), (["analyze"], HEAVY)],
 )
 def test_help_imports_no_heavy_library(command, unwanted):
     # A fresh interpreter: this one has imported whatever other tests needed.

@@ -30,11 +30,7 @@ def test_layered_recipes_and_overrides_in_order(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [
-        (["train.batchsize=4"], "batchsize"),
-        (["train.batch_size=four"], "batch_size"),
-        (["train.batch_size"], "not of the form"),
-    ],
+    [(["train.batchsize=4"], "batchsize"), (["train.batch_size=four"], "batch_size"), (["train.batch_size"], "not of the form")],
 )
 def test_bad_overrides_name_the_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

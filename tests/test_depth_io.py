@@ -105,10 +105,7 @@ def test_truncated_png(tmp_path):
     assert_one_line_naming(excinfo, path)
 
 
-@pytest.mark.parametrize(
-    "array, mode",
-    [(np.zeros((4, 4), np.uint8), "mode L"), (np.zeros((4, 4, 3), np.uint8), "mode RGB")],
-)
+@pytest.mark.parametrize("array, mode", [(np.zeros((4, 4), np.uint8), "mode L"), (np.zeros((4, 4, 3), np.uint8), "mode RGB")])
 def test_8bit_depth_png_is_refused(tmp_path, array, mode):
     path = tmp_path / "d8.png"
     Image.fromarray(array).save(path)

@@ -62,12 +62,7 @@ def test_a_list_at_mixed_sizes_gives_one_result_per_image_in_order(model, monkey
 def test_points_are_the_back_projection_of_the_depth():
     # 2 x 2 by hand: fx = 2, fy = 4, cx = 0.5, cy = 0.5; x = (u - cx) z / fx, y = (v - cy) z / fy
     depth = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
-    expected = torch.tensor(
-        [
-            [[-0.25, -0.125, 1.0], [0.5, -0.25, 2.0]],
-            [[-0.75, 0.375, 3.0], [1.0, 0.5, 4.0]],
-        ]
-    )
+    expected = torch.tensor([[[-0.25, -0.125, 1.0], [0.5, -0.25, 2.0]], [[-0.75, 0.375, 3.0], [1.0, 0.5, 4.0]]])
     assert torch.allclose(points_from_depth(depth, (2.0, 4.0, 0.5, 0.5)), expected)
     assert as_intrinsics([[2, 0, 0.5], [0, 4, 0.5], [0, 0, 1]]) == (2.0, 4.0, 0.5, 0.5)
     assert as_intrinsics(torch.tensor([2.0, 4.0, 0.5, 0.5])) == (2.0, 4.0, 0.5, 0.5)

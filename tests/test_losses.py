@@ -10,14 +10,7 @@ from clipdepth.losses import alignment_loss, bin_index, embedding_loss, infonce_
 # One 4 x 6 depth map = 2 x 3 patches of 2 x 2 pixels; 0 = missing; bins of 2 m over 0..10 m,
 # so the bin edges are 0, 2, 4, 6, 8, 10.
 DEPTH = torch.tensor(
-    [
-        [
-            [1.0, 2.0, 0.0, 0.0, 0.0, 0.0],
-            [3.0, 0.0, 4.0, 6.0, 0.0, 7.0],
-            [0.05, 0.05, 0.0, 0.0, 8.0, 8.0],
-            [11.0, 13.0, 0.0, 0.0, 8.0, 8.0],
-        ]
-    ]
+    [[[1.0, 2.0, 0.0, 0.0, 0.0, 0.0], [3.0, 0.0, 4.0, 6.0, 0.0, 7.0], [0.05, 0.05, 0.0, 0.0, 8.0, 8.0], [11.0, 13.0, 0.0, 0.0, 8.0, 8.0]]]
 )
 
 

@@ -32,12 +32,7 @@ STD = [0.26862954, 0.26130258, 0.27577711]
 # -- the released PureCLIP-Depth, from utils/final_model.py ------------------------------------
 def released_mlp(d_in: int, d: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.LayerNorm(d_in),
-        nn.Linear(d_in, 4 * d, bias=False),
-        nn.GELU(),
-        nn.Dropout(0.2),
-        nn.Linear(4 * d, d, bias=False),
-        nn.LayerNorm(d),
+        nn.LayerNorm(d_in), nn.Linear(d_in, 4 * d, bias=False), nn.GELU(), nn.Dropout(0.2), nn.Linear(4 * d, d, bias=False), nn.LayerNorm(d)
     )
 
 

@@ -175,11 +175,7 @@ def test_a_trained_crop_that_would_cut_most_of_an_image_away_is_refused(nyu_head
 
 
 def test_evaluate_benchmark_and_predict_take_one_rule_on_a_dataset_the_head_did_not_train_on(
-    rgbd_samples,
-    nyu_list,
-    tiny_cfg,
-    tmp_path,
-    capsys,
+    rgbd_samples, nyu_list, tiny_cfg, tmp_path, capsys
 ):
     """A head trained on synthetic scenes, scored on NYU: evaluate, benchmark and predict --crop
     trained --dataset nyu + score agree, with the model's NYU crop."""

@@ -172,12 +172,7 @@ def test_predict_writes_what_is_missing_and_never_reads_its_own_outputs(checkpoi
     out = photos / "depth"  # inside the input folder
     args = ["predict", str(photos), "--checkpoint", str(checkpoint), "--out", str(out)]
     assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "clip.0001.png",
-        "clip.0001_color.png",
-        "clip.0002.png",
-        "clip.0002_color.png",
-    ]
+    assert sorted(p.name for p in out.iterdir()) == ["clip.0001.png", "clip.0001_color.png", "clip.0002.png", "clip.0002_color.png"]
     first = (out / "clip.0001.png").stat().st_mtime_ns
     (out / "clip.0002_color.png").unlink()  # as a kill between two outputs would leave it
     time.sleep(0.01)

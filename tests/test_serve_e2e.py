@@ -540,11 +540,7 @@ def _copy_checkpoint(source: Path, to: Path) -> Path:
 
 
 def test_found_checkpoints_are_a_runs_model_only_and_none_that_needs_ground_truth(
-    checkpoints,
-    tiny_tr2m_cfg,
-    monkeypatch,
-    capsys,
-    tmp_path,
+    checkpoints, tiny_tr2m_cfg, monkeypatch, capsys, tmp_path
 ):
     _require_serve()
     from clipdepth.cli.main import main

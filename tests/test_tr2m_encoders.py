@@ -14,12 +14,7 @@ from transformers import Dinov2Config, Dinov2Model
 
 from clipdepth.config import DINOv2Config, RelativeDepthConfig
 from clipdepth.encoders.dinov2 import DINOv2Encoder
-from clipdepth.encoders.relative import (
-    DepthAnythingSource,
-    OracleRelativeSource,
-    build_relative_source,
-    fill_invalid,
-)
+from clipdepth.encoders.relative import DepthAnythingSource, OracleRelativeSource, build_relative_source, fill_invalid
 from clipdepth.errors import ConfigError, DataError, EncoderLoadError
 
 TINY_DINOV2 = DINOv2Config(random_init=True, hidden_size=32, num_layers=2, num_heads=2, patch_size=14)

@@ -158,10 +158,7 @@ def test_the_embedding_step_uses_the_region_gated_targets(tiny_cfg):
     from clipdepth.losses import embedding_loss, patch_targets
     from clipdepth.training.objectives.pureclip import PureCLIPObjective
 
-    cfg = dataclasses.replace(
-        tiny_cfg,
-        pureclip=dataclasses.replace(tiny_cfg.pureclip, patch_region="garg", dropout=0.0),
-    )
+    cfg = dataclasses.replace(tiny_cfg, pureclip=dataclasses.replace(tiny_cfg.pureclip, patch_region="garg", dropout=0.0))
     torch.manual_seed(0)
     model = PureCLIPDepth.build(cfg)
     objective = PureCLIPObjective(model, cfg, model.head, Preprocessor.create(model.input_size, None))
@@ -205,14 +202,7 @@ def test_improvement_is_judged_on_the_released_metric_set(tiny_cfg, tmp_path):
     assert TrainConfig().improve_metrics == ["d1", "d2", "d3", "abs_diff", "abs_rel", "log10", "rmse"]
     # Zero learning rates: epoch 1 sets every best, nothing improves after, patience 1 stops at 2.
     trainer = make_trainer(
-        tiny_cfg,
-        tmp_path,
-        embed_lr=0.0,
-        depth_lr=0.0,
-        patience=1,
-        max_epochs=5,
-        improve_metrics=["abs_diff"],
-        select_metric="silog",
+        tiny_cfg, tmp_path, embed_lr=0.0, depth_lr=0.0, patience=1, max_epochs=5, improve_metrics=["abs_diff"], select_metric="silog"
     )
     result = trainer.fit()
     assert [row["epoch"] for row in result.history] == [1, 2] and result.history[0]["improved"] == "abs_diff"
@@ -380,11 +370,7 @@ def test_a_run_trains_the_same_whatever_the_process_drew_since_its_head_was_buil
 
 
 @pytest.mark.parametrize(
-    "device, overrides, says",
-    [
-        ("cpu", [], "need a CUDA device"),
-        ("cuda", ["train.drop_last=false"], "train.drop_last=true"),
-    ],
+    "device, overrides, says", [("cpu", [], "need a CUDA device"), ("cuda", ["train.drop_last=false"], "train.drop_last=true")]
 )
 def test_cuda_graph_is_refused_where_it_cannot_replay_in_one_line(tiny_cfg, device, overrides, says):
     from clipdepth.config import config_to_dict, load_config_dict

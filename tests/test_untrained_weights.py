@@ -89,13 +89,7 @@ def _clip_resnet(tiny_cfg, folder, perturb):
 
 
 @pytest.mark.parametrize(
-    "build, part",
-    [
-        (_clip, "clip"),
-        (_dinov2, "tr2m.image_encoder"),
-        (_depth_anything, "tr2m.relative"),
-        (_clip_resnet, "depthclip"),
-    ],
+    "build, part", [(_clip, "clip"), (_dinov2, "tr2m.image_encoder"), (_depth_anything, "tr2m.relative"), (_clip_resnet, "depthclip")]
 )
 def test_each_frozen_part_is_untrained_wherever_its_random_weights_are_loaded_from(build, part, tiny_cfg, tmp_path):
     built, loaded = build(tiny_cfg, tmp_path / "random", perturb=False)

@@ -78,9 +78,7 @@ class ClipdepthImageProcessor(BaseImageProcessor):
         return BatchFeature({"pixel_values": torch.cat(tensors)}, tensor_type=return_tensors)
 
     def post_process_depth_estimation(
-        self,
-        outputs: DepthEstimatorOutput,
-        target_sizes: list[tuple[int, int]] | None = None,
+        self, outputs: DepthEstimatorOutput, target_sizes: list[tuple[int, int]] | None = None
     ) -> list[dict[str, torch.Tensor]]:
         """One ``{"predicted_depth": (H, W) metres}`` per image, resized (bilinear, align_corners,
         as ``infer``) where a target size differs from the prediction's (it does not for
@@ -146,8 +144,7 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
         ``predicted_depth`` is then a list of (H, W) maps."""
         if self.model.uses_captions and captions is None:
             raise ConfigError(
-                f'{self.model.display_name} needs a caption per image: call the pipeline with caption="..."',
-                setting="captions",
+                f'{self.model.display_name} needs a caption per image: call the pipeline with caption="..."', setting="captions"
             )
         if isinstance(pixel_values, torch.Tensor):
             depth = self.model.infer(pixel_values, captions=captions, crop=crop, dataset=dataset, tta=tta)["depth"]

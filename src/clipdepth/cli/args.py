@@ -62,13 +62,7 @@ positive_int = _int_at_least(1, "a positive integer")  # argparse type: an integ
 non_negative_int = _int_at_least(0, "an integer >= 0")  # argparse type: an integer >= 0
 
 
-def report_failures(
-    command: str,
-    failed: list[str],
-    what: str,
-    helps: list[tuple[str, str]] = (),
-    noun: str = "image(s)",
-) -> int:
+def report_failures(command: str, failed: list[str], what: str, helps: list[tuple[str, str]] = (), noun: str = "image(s)") -> int:
     """List the ``noun`` a command skipped (one line each) on stderr, then the flags that help with
     them: of ``helps`` ((a marker in a failure's line, what helps), ...) those whose marker some
     line holds (none for an unreadable file); the exit status: 2 when any, else 0."""

@@ -22,9 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "OUT/SUITE/table.md and table.csv.",
     )
     p.add_argument(
-        "--suite",
-        required=True,
-        help=f"a built-in suite ({', '.join(SUITE_NAMES)}) or a suite YAML file of checkpoint x dataset entries",
+        "--suite", required=True, help=f"a built-in suite ({', '.join(SUITE_NAMES)}) or a suite YAML file of checkpoint x dataset entries"
     )
     p.add_argument("--checkpoint", help="checkpoint folder (or Hub id) for every entry that names none")
     p.add_argument("--name", help="name of this checkpoint's row (default: from the checkpoint path)")

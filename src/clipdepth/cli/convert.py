@@ -20,11 +20,7 @@ HELP = "turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth check
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "convert",
-        help=HELP,
-        description="Example: clipdepth convert pureclip-released nyu_best.pth --out pureclip-nyu/",
-    )
+    p = sub.add_parser("convert", help=HELP, description="Example: clipdepth convert pureclip-released nyu_best.pth --out pureclip-nyu/")
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
     pure = kinds.add_parser(
         "pureclip-released",

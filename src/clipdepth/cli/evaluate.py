@@ -29,9 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset with, else the dataset's, e.g. nyu, kitti)",
     )
     p.add_argument(
-        "--config",
-        metavar="RECIPE",
-        help="take the dataset settings and protocol from a recipe, e.g. zeroshot/sun_rgbd (flags still win)",
+        "--config", metavar="RECIPE", help="take the dataset settings and protocol from a recipe, e.g. zeroshot/sun_rgbd (flags still win)"
     )
     captions = p.add_mutually_exclusive_group()
     captions.add_argument("--caption", help="TR2M: one caption for every frame")

@@ -19,11 +19,7 @@ HELP = "export a checkpoint to another format (onnx)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export",
-        help=HELP,
-        description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/",
-    )
+    p = sub.add_parser("export", help=HELP, description="Example: clipdepth export onnx --checkpoint outputs/demo/model --out onnx/")
     formats = p.add_subparsers(dest="format", required=True, metavar="FORMAT")
     o = formats.add_parser(
         "onnx",

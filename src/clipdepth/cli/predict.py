@@ -27,9 +27,7 @@ HELPS = [
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "predict",
-        help=HELP,
-        description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply",
+        "predict", help=HELP, description="Example: clipdepth predict photos/ --checkpoint outputs/demo/model --out depth/ --ply"
     )
     p.add_argument(
         "inputs",

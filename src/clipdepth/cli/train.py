@@ -12,9 +12,7 @@ HELP = "train a head (PureCLIP-Depth, TR2M) from a recipe; DepthCLIP: write its 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train",
-        help=HELP,
-        description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 pureclip.use_cls=false",
+        "train", help=HELP, description="Train a head. Example: clipdepth train --config demo train.max_epochs=5 pureclip.use_cls=false"
     )
     p.add_argument(
         "--config",
@@ -32,9 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "continues a finished run)",
     )
     p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the run already in the output folder (default: refuse; --resume continues it)",
+        "--overwrite", action="store_true", help="replace the run already in the output folder (default: refuse; --resume continues it)"
     )
     add_workers(p, "the frames", "train.num_workers")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")

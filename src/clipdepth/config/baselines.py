@@ -4,17 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .rules import (
-    FRACTION_CLOSED,
-    FRACTION_OPEN,
-    NON_NEGATIVE,
-    POSITIVE,
-    POSITIVE_INT,
-    PRECISION,
-    Rules,
-    one_of,
-    rule,
-)
+from .rules import FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PRECISION, Rules, one_of, rule
 
 BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
 TEXT_NORMS = ("matrix", "row")  # prompts.text_norm

@@ -5,17 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .rules import (
-    NON_NEGATIVE,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
-    UNIT_LEFT_OPEN,
-    UNIT_RIGHT_OPEN,
-    Rules,
-    one_of,
-    rule,
-)
+from .rules import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN, UNIT_RIGHT_OPEN, Rules, one_of, rule
 
 FUSIONS = ("concat", "film")  # pureclip.fusion
 PATCH_RULES = ("released", "paper")  # pureclip.patch_rule

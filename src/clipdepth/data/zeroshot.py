@@ -153,8 +153,7 @@ def read_hypersim_depth(path: str | Path) -> np.ndarray:
 
 
 def _listed_factory(
-    read_depth_m: DepthReader,
-    companions: Callable[[Path], list[Path]] | None = None,
+    read_depth_m: DepthReader, companions: Callable[[Path], list[Path]] | None = None
 ) -> Callable[[DataConfig, str], Dataset]:
     def factory(cfg: DataConfig, split: str) -> Dataset:
         root, entries, list_path = split_entries(cfg, split)

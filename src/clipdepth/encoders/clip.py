@@ -67,12 +67,7 @@ def _random_clip_config(cfg: CLIPEncoderConfig, tokenizer: CLIPTokenizer) -> CLI
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
     )
-    return CLIPConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        projection_dim=cfg.projection_dim,
-        attn_implementation="sdpa",
-    )
+    return CLIPConfig(text_config=text_config, vision_config=vision_config, projection_dim=cfg.projection_dim, attn_implementation="sdpa")
 
 
 def _load_hint(name_or_path: str) -> str:
@@ -145,19 +140,14 @@ class CLIPEncoder(FrozenImageModel):
         tokens = self.model.visual_projection(vision.post_layernorm(hidden))
         height, width = self.grid_size
         return EncoderOutput(
-            patch_tokens=tokens[:, 1:].reshape(tokens.shape[0], height, width, self.embed_dim),
-            cls=F.normalize(tokens[:, 0], dim=-1),
+            patch_tokens=tokens[:, 1:].reshape(tokens.shape[0], height, width, self.embed_dim), cls=F.normalize(tokens[:, 0], dim=-1)
         )
 
     def encode_text(self, phrases: list[str], normalize: bool = True) -> torch.Tensor:
         """(N, D) text embeddings: the projected EOS token, as ``get_text_features``; L2-normalised
         unless ``normalize`` is False (TR2M feeds the raw embedding of its caption)."""
         batch = self.tokenizer(
-            phrases,
-            padding=True,
-            truncation=True,
-            max_length=self.model.config.text_config.max_position_embeddings,
-            return_tensors="pt",
+            phrases, padding=True, truncation=True, max_length=self.model.config.text_config.max_position_embeddings, return_tensors="pt"
         ).to(self.model.device)
         text = self.model.text_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
         embeddings = self.model.text_projection(text.pooler_output)

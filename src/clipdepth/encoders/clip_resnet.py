@@ -135,11 +135,7 @@ class ResidualAttentionBlock(nn.Module):
         self.ln_1 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
             OrderedDict(
-                [
-                    ("c_fc", nn.Linear(d_model, d_model * 4)),
-                    ("gelu", QuickGELUActivation()),
-                    ("c_proj", nn.Linear(d_model * 4, d_model)),
-                ]
+                [("c_fc", nn.Linear(d_model, d_model * 4)), ("gelu", QuickGELUActivation()), ("c_proj", nn.Linear(d_model * 4, d_model))]
             )
         )
         self.ln_2 = nn.LayerNorm(d_model)
@@ -305,11 +301,7 @@ class ResNetCLIPEncoder(nn.Module):
     part = section_name(DepthCLIPConfig)  # the config section that names these weights
 
     def __init__(
-        self,
-        model: CLIPResNet,
-        tokenize: Callable[[list[str]], torch.Tensor],
-        description: str,
-        normalization: str = "imagenet",
+        self, model: CLIPResNet, tokenize: Callable[[list[str]], torch.Tensor], description: str, normalization: str = "imagenet"
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)

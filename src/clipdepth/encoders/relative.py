@@ -19,11 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    DepthAnythingConfig,
-    DepthAnythingForDepthEstimation,
-    Dinov2Config,
-)
+from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 
 from ..config import RelativeDepthConfig
 from ..errors import ConfigError, DataError

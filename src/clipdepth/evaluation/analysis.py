@@ -53,13 +53,7 @@ def _stats_from_sums(edges: np.ndarray, count: np.ndarray, total: np.ndarray, to
     mean[count == 0] = np.nan
     std = np.sqrt(var)
     std[count == 0] = np.nan
-    return {
-        "edges": edges.copy(),
-        "centers": 0.5 * (edges[:-1] + edges[1:]),
-        "count": count.copy(),
-        "mean_error": mean,
-        "std_error": std,
-    }
+    return {"edges": edges.copy(), "centers": 0.5 * (edges[:-1] + edges[1:]), "count": count.copy(), "mean_error": mean, "std_error": std}
 
 
 def depth_bin_stats(pred: Any, gt: Any, edges: Any) -> dict[str, np.ndarray]:

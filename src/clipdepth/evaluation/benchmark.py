@@ -38,15 +38,7 @@ from .protocol import get_protocol
 from .published import LENGTH_METRICS, RANK_DECIMALS, PublishedTable, average_ranks, published_tables
 from .report import HEADERS
 
-__all__ = [
-    "SUITES",
-    "BenchmarkResult",
-    "Suite",
-    "SuiteEntry",
-    "load_suite",
-    "run_benchmark",
-    "weights_summary",
-]
+__all__ = ["SUITES", "BenchmarkResult", "Suite", "SuiteEntry", "load_suite", "run_benchmark", "weights_summary"]
 
 DATASET_TITLES = {
     "nyu": "NYU",
@@ -337,10 +329,7 @@ def _finished(evaluation: Evaluation) -> bool:
         )
     changed = _changed_since(summary, evaluation)
     if changed:
-        raise DataError(
-            f"{metrics}: {changed} since that evaluation; write elsewhere, or allow overwriting it",
-            setting="overwrite",
-        )
+        raise DataError(f"{metrics}: {changed} since that evaluation; write elsewhere, or allow overwriting it", setting="overwrite")
     evaluation.summary = summary
     return True
 
@@ -439,8 +428,7 @@ def plan_benchmark(
         row = entry.name or name or os.path.normpath(ckpt)
         if not _same_checkpoint(row_checkpoints.setdefault(row, ckpt), ckpt):
             raise ConfigError(
-                f"{suite.name}: row {row!r} has two checkpoints ({row_checkpoints[row]}, {ckpt}); name them apart",
-                setting="suite",
+                f"{suite.name}: row {row!r} has two checkpoints ({row_checkpoints[row]}, {ckpt}); name them apart", setting="suite"
             )
         if ckpt not in metas:
             metas[ckpt] = _checkpoint_meta(ckpt)
@@ -506,14 +494,7 @@ def run_benchmark(
     """
     say = progress or (lambda message: None)
     suite, evaluations, metas = plan_benchmark(
-        suite,
-        checkpoint,
-        name=name,
-        data=data,
-        released=released,
-        tta=tta,
-        out=out,
-        overwrite=overwrite,
+        suite, checkpoint, name=name, data=data, released=released, tta=tta, out=out, overwrite=overwrite
     )
     pending = [e for e in evaluations if e.status != "reused"]
     for evaluation in pending:

@@ -196,11 +196,7 @@ device), ready for the protocol."""
 
 
 def model_predictor(
-    model: torch.nn.Module,
-    preprocessor: Preprocessor,
-    tta: bool,
-    score_at_input: bool = False,
-    captions: CaptionLookup | None = None,
+    model: torch.nn.Module, preprocessor: Preprocessor, tta: bool, score_at_input: bool = False, captions: CaptionLookup | None = None
 ) -> FramePredictor:
     """A model's predictions, restored to each GT's own frame and resolution (the protocol), left on
     the model's device for scoring there.

@@ -186,11 +186,7 @@ def median_scale(pred: Any, gt: Any, mask: Any) -> np.ndarray:
 
 
 def score_pair(
-    pred: Any,
-    gt: Any,
-    protocol: Protocol,
-    median_scaling: bool = False,
-    accumulator: MetricAccumulator | None = None,
+    pred: Any, gt: Any, protocol: Protocol, median_scaling: bool = False, accumulator: MetricAccumulator | None = None
 ) -> dict[str, float] | None:
     """Post-process ``pred``, score it against ``gt`` (metres) and add it to ``accumulator`` if given.
 

@@ -123,9 +123,7 @@ def published_tables() -> dict[str, PublishedTable]:
 
 
 def average_ranks(
-    rows: list[Mapping[str, float | None]],
-    columns: Iterable[str],
-    decimals: int | None = RANK_DECIMALS,
+    rows: list[Mapping[str, float | None]], columns: Iterable[str], decimals: int | None = RANK_DECIMALS
 ) -> list[float | None]:
     """Each row's average rank over ``columns`` (``<label>.<metric>`` keys).
 

@@ -45,13 +45,7 @@ def gt_reader(gt_format: str) -> Callable[[Path], np.ndarray]:
     """The decoder of a dataset's GT files (metres, 0 = missing); ConfigError for an unknown name."""
     from ..data.kitti import read_kitti_depth
     from ..data.nyu import NYU_DEPTH_SCALE
-    from ..data.zeroshot import (
-        read_diode_depth,
-        read_hypersim_depth,
-        read_ibims_depth,
-        read_sun_rgbd_depth,
-        read_tum_depth,
-    )
+    from ..data.zeroshot import read_diode_depth, read_hypersim_depth, read_ibims_depth, read_sun_rgbd_depth, read_tum_depth
 
     readers: dict[str, Callable[[Path], np.ndarray]] = {
         "nyu": lambda path: read_depth(path, NYU_DEPTH_SCALE),

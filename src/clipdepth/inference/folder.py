@@ -206,14 +206,7 @@ def _read_photo(path: Path, max_pixels: int) -> tuple[np.ndarray, str]:
     return read_rgb(path, photo=True, max_pixels=max_pixels), file_digest(path)
 
 
-def _finished(
-    path: Path,
-    name: Path,
-    out: Path,
-    tails: list[str],
-    overwrite: bool,
-    now: Callable[[Path, Path], Made],
-) -> str | None:
+def _finished(path: Path, name: Path, out: Path, tails: list[str], overwrite: bool, now: Callable[[Path, Path], Made]) -> str | None:
     """Whether an earlier run finished this image, from its depth PNG's record against ``now(path, name)``,
     what this run would make (``io.fingerprint``): "kept" (made from this content and these
     settings, every output there), "again" (made from content the image no longer has: predicted
@@ -297,11 +290,7 @@ def check_image(model: DepthModel, height: int, width: int, options: PredictOpti
 
 
 def predict_to_folder(
-    model: DepthModel,
-    jobs: list[tuple[Path, Path]],
-    out: Path,
-    options: PredictOptions,
-    progress: bool = True,
+    model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True
 ) -> PredictReport:
     """Predict each (image, name) of ``jobs`` (``collect_inputs``) into ``out`` with ``model`` (on
     its device). An image that cannot be read or is over a limit is skipped and named in the

@@ -122,11 +122,7 @@ def predict_video(
 
 
 def predict_videos(
-    model: DepthModel,
-    jobs: list[tuple[Path, Path]],
-    out: Path,
-    options: PredictOptions,
-    progress: bool = True,
+    model: DepthModel, jobs: list[tuple[Path, Path]], out: Path, options: PredictOptions, progress: bool = True
 ) -> list[VideoReport]:
     """``predict_video`` for each (video, name) of ``jobs`` (``collect_videos``) into
     ``out/<name>_depth.mp4``. Unless ``options.overwrite``, an earlier run's mp4 is taken as its

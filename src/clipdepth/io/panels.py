@@ -34,14 +34,7 @@ def check_figure_path(path: str | Path, setting: str | None = None) -> Path:
     return path
 
 
-def save_panel(
-    path: str | Path,
-    image: np.ndarray,
-    gt: np.ndarray,
-    pred: np.ndarray,
-    max_depth: float,
-    title: str = "",
-) -> None:
+def save_panel(path: str | Path, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_depth: float, title: str = "") -> None:
     """One PNG (or another ``FIGURE_TYPES`` type, by ``path``'s suffix; ConfigError for others);
     GT and prediction share a depth colour bar, invalid GT pixels are grey."""
     check_figure_path(path)

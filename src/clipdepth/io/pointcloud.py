@@ -56,10 +56,7 @@ def _pixel_coordinates(depth: Any) -> tuple[Any, Any]:
     )
 
 
-def points_from_depth(
-    depth: torch.Tensor | np.ndarray,
-    intrinsics: tuple[float, float, float, float],
-) -> torch.Tensor | np.ndarray:
+def points_from_depth(depth: torch.Tensor | np.ndarray, intrinsics: tuple[float, float, float, float]) -> torch.Tensor | np.ndarray:
     """(..., H, W) planar depth, a tensor or a numpy array -> (..., H, W, 3) of the same kind and dtype:
     camera coordinates (x right, y down, z forward), metres; pixel (u, v) at its centre's integer
     coordinates, as OpenCV's K. A numpy array is back-projected by numpy (no torch), bit for bit alike."""

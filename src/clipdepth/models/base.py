@@ -175,11 +175,7 @@ DAMAGED_HINT = "the checkpoint is damaged: download or copy it again, or train i
 
 
 def load_head_state(
-    head: nn.Module,
-    state: dict[str, torch.Tensor],
-    where: str,
-    hint: str,
-    name_of: Callable[[str], str] = lambda key: key,
+    head: nn.Module, state: dict[str, torch.Tensor], where: str, hint: str, name_of: Callable[[str], str] = lambda key: key
 ) -> None:
     """Copy ``state`` into ``head``, checking every name and shape first, so that a mismatch is one
     CheckpointError line naming ``where``, the first tensor at fault (``name_of`` gives its name in
@@ -384,13 +380,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return self.preprocessor(settings.data, settings.input_size)
 
     def processor_for(
-        self,
-        height: int,
-        width: int,
-        crop: str = "none",
-        tiles: int | None = None,
-        max_tiles: int = MAX_TILES,
-        dataset: str | None = None,
+        self, height: int, width: int, crop: str = "none", tiles: int | None = None, max_tiles: int = MAX_TILES, dataset: str | None = None
     ) -> Preprocessor:
         """How an image of ``height`` x ``width`` pixels is fed to the model: ``crop`` "none", whole
         (square tiles where the model takes them: ``tiles``, default ``auto_tiles``), or "trained",
@@ -717,13 +707,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         )
 
     def save_pretrained(  # type: ignore[override]
-        self,
-        save_directory: str | Path,
-        *,
-        extra: dict | None = None,
-        push_to_hub: bool = False,
-        repo_id: str | None = None,
-        **kwargs,
+        self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False, repo_id: str | None = None, **kwargs
     ) -> Path:
         """Write ``model.safetensors`` (head only), ``config.json`` (with the ``model_type`` and
         ``preprocessor_config.json`` transformers reads: see ``clipdepth.hf``) and a model card

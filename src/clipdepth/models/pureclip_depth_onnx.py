@@ -74,9 +74,7 @@ def supported_opsets() -> range:
     import onnx
 
     try:
-        from onnxscript.version_converter._version_converter import (
-            SUPPORTED_MAX_ONNX_OPSET as converter_max,
-        )
+        from onnxscript.version_converter._version_converter import SUPPORTED_MAX_ONNX_OPSET as converter_max
     except ImportError:  # an onnxscript that does not say: the check of the written file still holds
         converter_max = onnx.defs.onnx_opset_version()
     return range(MIN_OPSET, min(converter_max, onnx.defs.onnx_opset_version(), _onnxruntime_opset()) + 1)

@@ -342,11 +342,7 @@ def _rename(key: str, table: dict[str, str]) -> str | None:
 
 
 def convert_tr2m_released(
-    checkpoint: str | Path,
-    out: str | Path,
-    dataset: str = "nyu",
-    overrides: list[str] | tuple[str, ...] = (),
-    overwrite: bool = False,
+    checkpoint: str | Path, out: str | Path, dataset: str = "nyu", overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False
 ) -> Path:
     """A released TR2M ``ScaleMapModel`` checkpoint -> a clipdepth TR2M checkpoint folder ``out``.
 

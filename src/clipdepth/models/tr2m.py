@@ -291,12 +291,7 @@ class TR2MHead(nn.Module):
 
 
 def to_metric(
-    relative: torch.Tensor,
-    scale: torch.Tensor,
-    shift: torch.Tensor,
-    min_depth: float,
-    max_depth: float,
-    clamp: bool = True,
+    relative: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, min_depth: float, max_depth: float, clamp: bool = True
 ) -> torch.Tensor:
     """Metric depth 1 / (A * D_r + B), clamped to [min_depth, max_depth] unless ``clamp`` is False
     (training: a clamp would stop the gradient of every pixel outside the range).
@@ -357,9 +352,7 @@ class TR2M(DepthModel):
     @classmethod
     def build_encoder(cls, cfg: Config) -> TR2MEncoders:
         return TR2MEncoders(
-            CLIPEncoder.from_config(cfg.clip),
-            DINOv2Encoder.from_config(cfg.tr2m.image_encoder),
-            build_relative_source(cfg.tr2m.relative),
+            CLIPEncoder.from_config(cfg.clip), DINOv2Encoder.from_config(cfg.tr2m.image_encoder), build_relative_source(cfg.tr2m.relative)
         )
 
     @classmethod

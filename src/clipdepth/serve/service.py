@@ -91,8 +91,7 @@ def _run_has_model(folder: Path, root: Path) -> bool:
 
 
 def find_checkpoints(
-    checkpoints: Sequence[str | os.PathLike] = (),
-    search: str | os.PathLike | None = None,
+    checkpoints: Sequence[str | os.PathLike] = (), search: str | os.PathLike | None = None
 ) -> tuple[list[Checkpoint], list[str]]:
     """The checkpoints ``checkpoints`` names (folders, or Hub ids of cached ones) and those found
     in ``search`` and its sub-folders (folders holding config.json and model.safetensors), each

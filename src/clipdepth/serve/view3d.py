@@ -26,10 +26,7 @@ def view_step(height: int, width: int, max_points: int = VIEW_POINTS) -> int:
 
 
 def view_points(
-    depth: np.ndarray,
-    image: np.ndarray,
-    intrinsics: tuple[float, float, float, float],
-    max_points: int = VIEW_POINTS,
+    depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float], max_points: int = VIEW_POINTS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) float32 points in glTF axes (metres) and (N, 3) uint8 colours of every k-th row and
     column (``view_step``) of ``depth`` (H, W) metres and ``image`` (H, W, 3), back-projected with

@@ -40,14 +40,7 @@ from ..models import build_model, model_class
 from ..registry import BASELINE, DemoPlan, DemoVariant, model_sections, model_spec, specs
 from .distributed import from_environment
 from .mixture import training_sources
-from .resume import (
-    RESUME_IGNORED_FIELDS,
-    RESUME_META,
-    config_json,
-    find_resume_state,
-    read_resume_meta,
-    read_resume_tensors,
-)
+from .resume import RESUME_IGNORED_FIELDS, RESUME_META, config_json, find_resume_state, read_resume_meta, read_resume_tensors
 from .run import Experiment
 from .run_folder import RUN_OUTPUTS
 from .zero_shot import write_zero_shot_run
@@ -231,12 +224,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         "note": "random-weight frozen parts: a pipeline demonstration, not a trained model's accuracy",
     }
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
-    table = markdown_table(
-        {
-            **{v.label: metrics[v.key] for v in plan.variants},
-            f"mean depth ({mean_depth:.2f} m)": metrics[BASELINE],
-        }
-    )
+    table = markdown_table({**{v.label: metrics[v.key] for v in plan.variants}, f"mean depth ({mean_depth:.2f} m)": metrics[BASELINE]})
     write_text_atomic(
         out / "results.md",
         f"# Demo results: {report['test_set']}\n\nProtocol `{exp.protocol.name}`, flip TTA "

@@ -26,14 +26,7 @@ from ..features import EncodedSplit, OnTheFlySplit
 from ..features.memory import TrainBatch
 from .distributed import shard_bounds
 
-__all__ = [
-    "SourceData",
-    "SourceSettings",
-    "epoch_schedule",
-    "mixed_batches",
-    "steps_per_epoch",
-    "training_sources",
-]
+__all__ = ["SourceData", "SourceSettings", "epoch_schedule", "mixed_batches", "steps_per_epoch", "training_sources"]
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,7 @@ from ..errors import CheckpointError, ClipdepthError, ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
 from ..features.memory import SplitSize, frame_bytes, plan_memory
-from ..features.cache import (
-    INDEX_NAME,
-    build_cache,
-    cache_key,
-    files_digest,
-    frame_names,
-    load_cache,
-    read_index,
-    start_cache,
-)
+from ..features.cache import INDEX_NAME, build_cache, cache_key, files_digest, frame_names, load_cache, read_index, start_cache
 from ..io.atomic import write_text_atomic
 from ..data.augment import Augmentation
 from ..data.captions import CaptionLookup, caption_lookup
@@ -285,11 +276,7 @@ class Experiment:
         return [*train, (source, "val", self.cfg.eval.tta)]
 
     def train(
-        self,
-        out_dir: str | Path,
-        resume: bool = False,
-        overwrite: bool = False,
-        run: RunFolder | None = None,
+        self, out_dir: str | Path, resume: bool = False, overwrite: bool = False, run: RunFolder | None = None
     ) -> tuple[TrainResult, EncodedSplit | OnTheFlySplit]:
         """Train the head; returns the result and the (first dataset's) training split (for baselines).
         A folder holding an earlier run is refused unless ``resume`` or ``overwrite``; ``run``: the

@@ -55,13 +55,7 @@ from ..io.atomic import atomic_dir, atomic_path, write_text_atomic, written
 from ..models import DepthModel
 from ..models.base import head_autocast, load_head_state
 from .objectives import objective_class
-from .resume import (
-    RESUME_DAMAGED,
-    RESUME_TENSORS,
-    RESUME_WEIGHTS,
-    config_json,
-    write_resume_state,
-)
+from .resume import RESUME_DAMAGED, RESUME_TENSORS, RESUME_WEIGHTS, config_json, write_resume_state
 from .checks import check_config, check_cuda_graph
 from .distributed import Distributed, rank_share, shard_bounds
 from .mixture import SourceData, epoch_schedule, mixed_batches, steps_per_epoch
@@ -162,12 +156,7 @@ class TrainResult:
 
 class Trainer:
     def __init__(
-        self,
-        model: DepthModel,
-        cfg: Config,
-        sources: Sequence[SourceData],
-        out_dir: str | Path,
-        dist: Distributed = Distributed(),
+        self, model: DepthModel, cfg: Config, sources: Sequence[SourceData], out_dir: str | Path, dist: Distributed = Distributed()
     ) -> None:
         """Train ``model``'s head on ``sources`` (one dataset, or a mixture's several); ``cfg`` has
         passed ``check_config`` (``Experiment.create``, ``single_dataset``)."""

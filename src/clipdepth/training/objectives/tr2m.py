@@ -27,14 +27,7 @@ from ...data.captions import pick_lines
 from ...data.transforms import Preprocessor, resize_depth_masked
 from ...encoders.relative import RELATIVE_SOURCES
 from ...errors import ConfigError
-from ...losses.tr2m import (
-    edge_aware_smoothness,
-    ema_update,
-    image_contrast_loss,
-    pixel_contrast_loss,
-    pseudo_gate,
-    pseudo_metric,
-)
+from ...losses.tr2m import edge_aware_smoothness, ema_update, image_contrast_loss, pixel_contrast_loss, pseudo_gate, pseudo_metric
 from ...losses.common import silog_losses
 from ...features.memory import TrainBatch
 from ...models.tr2m import TR2M, to_metric
@@ -112,10 +105,7 @@ class TR2MObjective(Objective):
         gate = pseudo_gate(pseudo, t.pseudo_rho)
         # L_si against the GT on its pixels and the pseudo loss on all pixels of the gated images, in one pass
         si_pseudo = silog_losses(
-            pred,
-            torch.stack([depth, pseudo.depth]),
-            torch.stack([mask, gate[:, None, None].expand_as(mask)]),
-            t.si_variance_focus,
+            pred, torch.stack([depth, pseudo.depth]), torch.stack([mask, gate[:, None, None].expand_as(mask)]), t.si_variance_focus
         )
         contrast = image_contrast_loss(out.pooled, pseudo.alpha, t.contrast_rank_threshold, t.contrast_temperature)
         if out.pixel_features is not None:
