@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from clipdepth.config import load_config
 from clipdepth.data.transforms import Preprocessor, resize_depth_masked
+from clipdepth.errors import ConfigError
 
 
 def test_mask_aware_resize_never_blends_missing_depth():
@@ -96,8 +98,11 @@ def test_resize_modes_differ_where_they_should():
     # half-pixel centres: source x = (i + 0.5) * 8 / 3 - 0.5 = 0.833, 3.5, 6.167 (no antialias)
     linear = Preprocessor.create((2, 3), None).images((ramp[0].permute(1, 2, 0).expand(2, 8, 3) * 30).numpy().astype(np.uint8)[None])
     assert linear[0, 0, 0].tolist() == pytest.approx([25 / 255, 105 / 255, 185 / 255], abs=1e-6)
-    with pytest.raises(ValueError, match="data.resize"):
-        Preprocessor.create(4, None, resize="bicubic")
+    # the data section's values are checked where they are declared (the config's rules), once
+    with pytest.raises(ConfigError, match="data.resize"):
+        load_config("demo", ["data.resize=bicubic"])
+    with pytest.raises(ConfigError, match="data.kb_crop and data.input_crop exclude each other"):
+        load_config("demo", ["data.kb_crop=true", "data.input_crop=[0,10,0,10]"])
 
 
 def test_nearest_depth_resize_copies_source_pixels():

@@ -49,7 +49,6 @@ from .schema import (
     PUBLISHED_EPOCHS,
     RESIDENCIES,
     RESIZE_MODES,
-    RULES,
     VAL_SOURCES,
     CLIPEncoderConfig,
     Config,
@@ -57,7 +56,6 @@ from .schema import (
     EvalConfig,
     MixtureSource,
     TrainConfig,
-    check_values,
     section_name,
 )
 from .tr2m import IMAGE_STORAGE, RELATIVE_STORAGE, TOKEN_STORAGE, TR2M_HEAD_INITS, DINOv2Config, RelativeDepthConfig, TR2MConfig
@@ -85,7 +83,6 @@ __all__ = [
     "RELATIVE_STORAGE",
     "RESIDENCIES",
     "RESIZE_MODES",
-    "RULES",
     "TEXT_NORMS",
     "TOKEN_STORAGE",
     "TR2M_HEAD_INITS",
@@ -105,7 +102,6 @@ __all__ = [
     "TrainedSetting",
     "builtin_recipe",
     "check_override_sections",
-    "check_values",
     "config_from_dict",
     "config_to_dict",
     "config_to_yaml",

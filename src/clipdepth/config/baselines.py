@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .rules import FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PRECISION, Rules, one_of, rule
+from .rules import Section, FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PRECISION, Rules, one_of, rule
 
 BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
 TEXT_NORMS = ("matrix", "row")  # prompts.text_norm
@@ -14,7 +14,7 @@ DEPTHCLIP_REDUCTIONS = ("nearest", "linear")  # depthclip.channel_reduction
 
 
 @dataclass
-class DepthCLIPConfig:
+class DepthCLIPConfig(Section):
     """DepthCLIP (Zhang et al., ACM MM 2022; docs/baselines.md): zero-shot depth from a frozen CLIP,
     no training. Defaults follow the released code (``monoclip.py``, ``datasets_list.py``)."""
 
@@ -67,7 +67,7 @@ class DepthCLIPConfig:
 
 
 @dataclass
-class PromptsConfig:
+class PromptsConfig(Section):
     """Learned depth prompts (Auty & Mikolajczyk, ICCV 2023; docs/baselines.md): one learnable token
     embedding per depth bin through CLIP's frozen text transformer. Defaults follow the authors'
     release (PromptLearningCLIP-MDE: ``modules/DepthCLIP.py``, ``modules/MainRunnerLM.py``,
@@ -170,3 +170,6 @@ RULES = Rules(
     ranges=(("prompts.min_depth", "prompts.max_depth", 0.0, ">"),),
     divisible=(("depthclip.text_width", "depthclip.text_heads"),),
 )
+# Each section checks its own values when it is made (rules.Section).
+DepthCLIPConfig.section, DepthCLIPConfig.rules = "depthclip", RULES
+PromptsConfig.section, PromptsConfig.rules = "prompts", RULES

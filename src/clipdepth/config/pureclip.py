@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .rules import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN, UNIT_RIGHT_OPEN, Rules, one_of, rule
+from .rules import Section, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN, UNIT_RIGHT_OPEN, Rules, one_of, rule
 
 FUSIONS = ("concat", "film")  # pureclip.fusion
 PATCH_RULES = ("released", "paper")  # pureclip.patch_rule
@@ -13,7 +13,7 @@ PHRASE_STYLES = ("released", "paper")  # pureclip.phrase_style
 
 
 @dataclass
-class PureCLIPConfig:
+class PureCLIPConfig(Section):
     """PureCLIP-Depth (arXiv 2603.16238; docs/pureclip-depth.md): its head, targets, losses and
     alternating optimisation. Defaults follow the released code; ``variants/paper`` the paper."""
 
@@ -83,3 +83,5 @@ RULES = Rules(
     },
     ranges=(("pureclip.min_depth", "pureclip.max_depth", 0.0, ">="),),
 )
+# Each section checks its own values when it is made (rules.Section).
+PureCLIPConfig.section, PureCLIPConfig.rules = "pureclip", RULES

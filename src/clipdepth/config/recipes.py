@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
 from .legacy import _upgrade_override, legacy_name, upgrade_layout
-from .schema import _SECTIONS, CONFIG_SECTIONS, Config, DataConfig, check_values
+from .schema import CONFIG_SECTIONS, Config, DataConfig
 
 
 def builtin_recipe(name: str) -> Path:
@@ -75,11 +75,10 @@ def _merged(schema: Any, layers: list[Any], overrides: list[str] | tuple[str, ..
             key, _, value = override.partition("=")
             _check_index(merged, key.strip())
             OmegaConf.update(merged, key.strip(), OmegaConf.from_dotlist([f"value={value}"])["value"], merge=True)
-        result = OmegaConf.to_object(merged)
+        return OmegaConf.to_object(merged)  # each section checks its values as it is made (rules.Section)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
-    return check_values(result, _SECTIONS.get(type(result), ""))
 
 
 def _check_index(merged: Any, key: str) -> None:

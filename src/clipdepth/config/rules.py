@@ -1,10 +1,10 @@
 """The rules engine: every config value is checked once, when the config is made, with the rule
 in the message. Each model family declares its fields' rules beside the fields (``Rules``); the
-schema joins them (``schema.RULES``)."""
+section checks them as it is made (``Section``)."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ..errors import ConfigError
 
@@ -31,20 +31,13 @@ def one_of(values: tuple[str, ...]):
 
 class Rules(NamedTuple):
     """A family's rules: ``values`` (dotted field -> (test, what it must be)), ``ranges`` (pairs that
-    must satisfy low < high, with the lower bound's own floor and relation) and ``divisible`` ((a, b):
-    a must be a multiple of b)."""
+    must satisfy low < high, with the lower bound's own floor and relation), ``divisible`` ((a, b):
+    a must be a multiple of b) and ``exclusive`` ((a, b): not both set)."""
 
     values: dict[str, tuple]
     ranges: tuple = ()
     divisible: tuple = ()
-
-
-def joined(*parts: Rules) -> Rules:
-    return Rules(
-        {k: v for part in parts for k, v in part.values.items()},
-        tuple(r for part in parts for r in part.ranges),
-        tuple(d for part in parts for d in part.divisible),
-    )
+    exclusive: tuple = ()
 
 
 def check(cfg: Any, rules: Rules, section: str = "") -> Any:
@@ -83,7 +76,23 @@ def check(cfg: Any, rules: Rules, section: str = "") -> Any:
             multiple, base = lookup(multiple_name), lookup(base_name)
             if multiple % base:
                 raise ConfigError(f"{multiple_name}={multiple!r}: must be a multiple of {base_name}={base!r}")
+    for a_name, b_name in rules.exclusive:
+        if a_name.startswith(prefix) and b_name.startswith(prefix) and lookup(a_name) and lookup(b_name):
+            raise ConfigError(f"{a_name} and {b_name} exclude each other: set one")
     return cfg
 
 
 PRECISION = one_of(("auto", "released", *PRECISION_NAMES))
+
+
+class Section:
+    """A config section that checks its values when it is made, wherever that is (a recipe, an
+    override, a saved config, ``dataclasses.replace``, Python): ``rules`` (its family's, set beside
+    them) under its name ``section`` ("" for the top-level fields)."""
+
+    section: ClassVar[str] = ""
+    rules: ClassVar[Rules | None] = None
+
+    def __post_init__(self) -> None:
+        if self.rules is not None:
+            check(self, self.rules, self.section)

@@ -1,5 +1,5 @@
 """The schema: the shared sections (``clip``, ``train``, ``data``, ``eval``, ``mixture``) and
-``Config``, which holds them and each model family's section; every rule joined (``RULES``)."""
+``Config``, which holds them and each model family's section, and the shared sections' rules."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..registry import DEFAULT_MODEL
-from .baselines import RULES as BASELINE_RULES, DepthCLIPConfig, PromptsConfig
-from .pureclip import RULES as PURECLIP_RULES, PureCLIPConfig
-from .tr2m import RULES as TR2M_RULES, TR2MConfig
+from .baselines import DepthCLIPConfig, PromptsConfig
+from .pureclip import PureCLIPConfig
+from .tr2m import TR2MConfig
 from .rules import (
+    Section,
     FRACTION_CLOSED,
     FRACTION_OPEN,
     NON_NEGATIVE_INT,
@@ -20,8 +21,6 @@ from .rules import (
     PRECISION,
     UNIT_LEFT_OPEN,
     Rules,
-    check,
-    joined,
     one_of,
     rule,
 )
@@ -37,7 +36,7 @@ COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
 
 
 @dataclass
-class CLIPEncoderConfig:
+class CLIPEncoderConfig(Section):
     """The frozen CLIP: PureCLIP-Depth's image encoder (and the text encoder of its depth table),
     TR2M's text encoder."""
 
@@ -63,7 +62,7 @@ class CLIPEncoderConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """The training loop every model shares (a model's own optimisation is in its section)."""
 
     batch_size: int = 8
@@ -123,7 +122,7 @@ class TrainConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Section):
     dataset: str = "synthetic_indoor"  # a name in clipdepth.data.DATASETS
     root: Optional[str] = None  # dataset folder (real datasets)
     # Split lists in the BTS format ("rgb depth|None focal" per line). A relative list path is read
@@ -181,7 +180,7 @@ class DataConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Section):
     protocol: str = "nyu"  # cap and crop preset, see evaluation/protocol.py
     tta: bool = True  # flip test-time augmentation (released code: at validation and test)
     batch_size: int = 8
@@ -204,7 +203,7 @@ class MixtureSource:
 
 
 @dataclass
-class Config:
+class Config(Section):
     """A whole setting. Shared sections (``clip``, ``data``, ``eval``, ``train``) serve every model;
     each model has its own section (``pureclip``, ``tr2m``) for everything only it reads."""
 
@@ -285,8 +284,14 @@ SHARED_RULES = Rules(
         ("clip.hidden_size", "clip.num_heads"),
         ("clip.text_hidden_size", "clip.text_num_heads"),
     ),
+    exclusive=(("data.kb_crop", "data.input_crop"),),
 )
-RULES = joined(SHARED_RULES, PURECLIP_RULES, TR2M_RULES, BASELINE_RULES)
+# Each section checks its own values when made (rules.Section); Config its top-level fields.
+CLIPEncoderConfig.section, CLIPEncoderConfig.rules = "clip", SHARED_RULES
+TrainConfig.section, TrainConfig.rules = "train", SHARED_RULES
+DataConfig.section, DataConfig.rules = "data", SHARED_RULES
+EvalConfig.section, EvalConfig.rules = "eval", SHARED_RULES
+Config.rules = Rules({name: test for name, test in SHARED_RULES.values.items() if "." not in name})
 # section dataclass -> its name in Config (``with_overrides`` checks a lone section by it)
 _SECTIONS: dict[type, str] = {type(getattr(Config(), name)): name for name in CONFIG_SECTIONS}
 
@@ -294,9 +299,3 @@ _SECTIONS: dict[type, str] = {type(getattr(Config(), name)): name for name in CO
 def section_name(section_type: type) -> str:
     """The name in Config of a section's dataclass (``DepthCLIPConfig`` -> its field's name)."""
     return _SECTIONS[section_type]
-
-
-def check_values(cfg: Any, section: str = "") -> Any:
-    """Raise ConfigError naming the first field whose value breaks its rule (``RULES``); ``cfg`` is a
-    Config, or its section ``section``. Returns cfg."""
-    return check(cfg, RULES, section)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .rules import (
+    Section,
     FRACTION_CLOSED,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
@@ -70,7 +71,7 @@ class RelativeDepthConfig:
 
 
 @dataclass
-class TR2MConfig:
+class TR2MConfig(Section):
     """TR2M (arXiv 2506.13387; docs/tr2m.md): its frozen image and relative-depth parts, model
     sizes, loss weights and optimiser. Its text encoder is the shared ``clip`` section (the text
     tower only)."""
@@ -173,3 +174,5 @@ RULES = Rules(
         ("tr2m.input_width", "tr2m.image_encoder.patch_size"),
     ),
 )
+# Each section checks its own values when it is made (rules.Section).
+TR2MConfig.section, TR2MConfig.rules = "tr2m", RULES

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import DEPTH_RESIZE_MODES, RESIZE_MODES, DataConfig
+from ..config import RESIZE_MODES, DataConfig
 
 KB_CROP = (352, 1216)  # KITTI benchmark crop (height, width)
 # RESIZE_MODES: "linear" = OpenCV INTER_LINEAR (half-pixel centres, no antialiasing);
@@ -77,14 +77,6 @@ class Preprocessor:
         resize: str = "linear",
         depth_resize: str = "masked",
     ) -> "Preprocessor":
-        if tiles < 1:
-            raise ValueError(f"data.tiles must be >= 1, got {tiles}")
-        if kb_crop and crop:
-            raise ValueError("data.kb_crop and data.input_crop exclude each other")
-        if resize not in RESIZE_MODES:
-            raise ValueError(f"data.resize must be one of {RESIZE_MODES} (or auto), got {resize!r}")
-        if depth_resize not in DEPTH_RESIZE_MODES:
-            raise ValueError(f"data.depth_resize must be one of {DEPTH_RESIZE_MODES}, got {depth_resize!r}")
         size = input_size if isinstance(input_size, int) else (int(input_size[0]), int(input_size[1]))
         crop_box = tuple(int(c) for c in crop) if crop else None
         return cls(size, crop_box, tiles, kb_crop, resize, depth_resize)  # type: ignore[arg-type]

@@ -365,11 +365,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         """The model's preprocessing of frames of ``data`` (crop, KB crop, tiles; default the
         model's own data config), with the resize the model was trained with, to ``input_size``
         (height, width; default the model's: a mixture's dataset may have its own)."""
-        data = data or self.cfg.data
-        try:
-            return Preprocessor.for_data(input_size or self.input_size, data, self.resize_mode)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        return Preprocessor.for_data(input_size or self.input_size, data or self.cfg.data, self.resize_mode)
 
     def trained_preprocessor(self, dataset: str | None = None) -> Preprocessor:
         """The preprocessing of ``dataset``'s frames (default: the checkpoint's own dataset, as

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import FUSIONS, Config, PureCLIPConfig
+from ..config import Config, PureCLIPConfig
 from ..data.transforms import merge_tiles, split_tiles
 from ..encoders import CLIPEncoder, EncoderOutput
 from ..errors import ConfigError
@@ -85,8 +85,6 @@ class PureCLIPDepthHead(nn.Module):
 
     def __init__(self, cfg: PureCLIPConfig, embed_dim: int, table_init: torch.Tensor | None = None) -> None:
         super().__init__()
-        if cfg.fusion not in FUSIONS:
-            raise ConfigError(f"pureclip.fusion must be one of {list(FUSIONS)}, got {cfg.fusion!r}")
         if cfg.fusion == "film" and not cfg.use_cls:
             raise ConfigError("pureclip.fusion=film is driven by CLS: it cannot be combined with pureclip.use_cls=false")
         self.cfg = cfg
