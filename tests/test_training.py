@@ -418,3 +418,15 @@ def test_train_checks_everything_once_before_any_work_and_resumes(tiny_cfg, monk
     assert [row["epoch"] for row in resumed.history] == [1, 2] and resumed.history[0] == first.history[0]
     with pytest.raises(ConfigError, match="give one"):
         train(tiny_cfg, resume=True, overwrite=True)
+
+
+def test_a_run_opens_each_split_of_its_datasets_once(tiny_cfg, monkeypatch):
+    import clipdepth.training.run as run_module
+    from clipdepth.training import train
+
+    opened = []
+    real = run_module.get_dataset
+    monkeypatch.setattr(run_module, "get_dataset", lambda data, split: (opened.append((data.dataset, split)), real(data, split))[1])
+    tiny_cfg.train.max_epochs = 1
+    train(tiny_cfg)
+    assert sorted(opened) == [("synthetic_indoor", "train"), ("synthetic_indoor", "val")]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import Dataset
 
 from ..config import Config, DataConfig, config_to_yaml
 from ..data import get_dataset
@@ -80,6 +81,10 @@ def _streamed_cache_state(folder: Path, key: dict) -> str:
     return "an earlier run streamed other settings there: streaming them anew to"
 
 
+def _opened_key(source: SourceSettings, split: str) -> tuple[str, str, str]:
+    return source.name, split, repr(source.data)
+
+
 @dataclass
 class Experiment:
     cfg: Config
@@ -95,6 +100,7 @@ class Experiment:
     placement: dict[tuple[str, str, bool], tuple[SplitSize, bool]] = field(default_factory=dict, repr=False)
     stream_dir: Path | None = None  # where those that do not fit are streamed; unset: <output_dir>/feature_cache
     budget: float = 0.0  # bytes the last plan let the splits take in RAM (``memory_budget`` then)
+    opened: dict[tuple[str, str, str], Dataset] = field(default_factory=dict, repr=False)  # ``dataset``'s, once each
 
     @classmethod
     def create(cls, cfg: Config, check_data: bool = False, checked: bool = False) -> "Experiment":
@@ -106,15 +112,23 @@ class Experiment:
             check_config(cfg)
         sources = training_sources(cfg)
         protocol = get_protocol(cfg.eval.protocol)
+        opened = {}
         for source in sources:
             with naming(source, len(sources) > 1):
                 get_protocol(source.protocol)  # an unknown one fails before any work
                 for split in ("train", "val") if check_data else ():
-                    get_dataset(source.data, split)
+                    opened[_opened_key(source, split)] = get_dataset(source.data, split)
         dist = from_environment()
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
         model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
-        return cls(cfg, model, model.preprocessor(), protocol, dist, sources, torch.get_rng_state())
+        return cls(cfg, model, model.preprocessor(), protocol, dist, sources, torch.get_rng_state(), opened=opened)
+
+    def dataset(self, source: SourceSettings, split: str) -> Dataset:
+        """A split of a training dataset, opened once per run (its lists read, its archive opened)."""
+        key = _opened_key(source, split)
+        if key not in self.opened:
+            self.opened[key] = get_dataset(source.data, split)
+        return self.opened[key]
 
     @property
     def captions(self) -> CaptionLookup | None:
@@ -133,7 +147,7 @@ class Experiment:
         full-resolution GT (``encode_split``'s purpose). A mixture caches each dataset in its own
         folder (``<cache>/<name>/<split>``), so adding a dataset reuses the others' caches."""
         source = source or self.sources[0]
-        dataset = get_dataset(source.data, split)
+        dataset = self.dataset(source, split)
         preprocessor, captions = self.model.preprocessor(source.data, source.input_size), self.captions_of(source.data)
         purpose = "train" if split == "train" else "score"
         workers, shard_size = self.cfg.train.num_workers, self.cfg.train.cache_shard_size
@@ -194,7 +208,7 @@ class Experiment:
         decides for every rank of a torchrun job."""
         sizes = []
         for source, split, flip in splits:
-            dataset = get_dataset(source.data, split)
+            dataset = self.dataset(source, split)
             nbytes = frame_bytes(
                 self.model,
                 dataset,
@@ -237,7 +251,7 @@ class Experiment:
         if self.encoded_on_the_fly(augmentation):
             train = OnTheFlySplit(
                 self.model,
-                get_dataset(source.data, "train"),
+                self.dataset(source, "train"),
                 preprocessor,
                 self.captions_of(source.data),
                 self.cfg.train.num_workers,
@@ -292,7 +306,7 @@ class Experiment:
         for source in self.sources:  # every dataset checked before any is encoded
             for split in ("train", "val"):
                 with naming(source, mixed):
-                    if len(get_dataset(source.data, split)) == 0:
+                    if len(self.dataset(source, split)) == 0:
                         raise ConfigError(
                             f"the {split} split of {source.name} is empty: no frame with ground truth "
                             f"({EMPTY_SPLIT_HINTS[split, source.data.val_source]})"
