@@ -22,7 +22,6 @@ from clipdepth.models import FrameBatch, LearnedPrompts, build_model, load_model
 from clipdepth.models.base import as_float
 from clipdepth.models.learned_prompts import bin_centres, encode_token_embeddings, prompt_layout
 from clipdepth.training.objectives import LearnedPromptsObjective
-from clipdepth.training.objectives.learned_prompts import one_cycle
 from clipdepth.training.run import Experiment
 
 from .conftest import TINY_ENCODER
@@ -125,16 +124,26 @@ def test_only_the_prompt_tokens_get_gradient_and_clip_is_unchanged_by_training(b
     assert not torch.equal(tokens_before, model.head.depth_tokens.detach())
 
 
-def test_the_schedule_is_torchs_one_cycle():
+def test_the_schedule_is_torchs_one_cycle_by_step_number_held_past_its_end():
+    # torch's OneCycleLR stepped along a real optimiser; the objective's schedule is looked up by step
+    # number (a resumed run needs no scheduler state) and holds its last values past the end
+    cfg = load_config("demo_baselines", ["prompts.lr=3.57e-4", "prompts.div_factor=25", "prompts.final_div_factor=100"])
+    objective = LearnedPromptsObjective.__new__(LearnedPromptsObjective)
+    objective.cfg = cfg
+    objective.plan(8, 5)  # 40 steps
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([param], lr=3.57e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3.57e-4, total_steps=40, div_factor=25, final_div_factor=100)
-    for step in range(40):
-        lr, beta1 = one_cycle(step, 40, 3.57e-4, 25.0, 100.0, 0.3)
+    for step in (*range(40), 39):
+        lr, beta1 = objective.schedule(step)
         group = opt.param_groups[0]
-        assert lr == pytest.approx(group["lr"], rel=1e-9) and beta1 == pytest.approx(group["betas"][0], rel=1e-9)
-        opt.step()
-        sched.step()
+        assert (lr, beta1) == (group["lr"], group["betas"][0])
+        if step < 39:
+            opt.step()
+            sched.step()
+    assert objective.schedule(45) == objective.schedule(39) and objective.schedule(39)[0] == pytest.approx(3.57e-4 / 25 / 100)
+    # the closed form of the schedule (cosine from max_lr / 25 up to max_lr over 30 % of the steps), at step 6
+    assert objective.schedule(6)[0] == pytest.approx(3.57e-4 / 25 + (3.57e-4 - 3.57e-4 / 25) * (1 - math.cos(math.pi * 6 / 11)) / 2)
 
 
 def test_a_short_synthetic_run_beats_the_mean_depth_predictor(tmp_path):
