@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -416,6 +417,12 @@ def test_train_checks_everything_once_before_any_work_and_resumes(tiny_cfg, monk
     resumed = train(tiny_cfg, resume=True)
     assert calls == {"check_config": 1, "check_run_folder": 1, "read_resume_meta": 1, "read_resume_tensors": 1}
     assert [row["epoch"] for row in resumed.history] == [1, 2] and resumed.history[0] == first.history[0]
+    assert resumed.trained and resumed.first_epoch == 2
+    assert "max_epochs: 2" in (Path(tiny_cfg.output_dir) / "config.yaml").read_text()  # the run's config, as resumed
+    # a finished run resumed again: nothing is built, encoded or rewritten
+    monkeypatch.setattr(run_module.Experiment, "create", lambda *a, **k: pytest.fail("built a model for a finished run"))
+    again = train(tiny_cfg, resume=True)
+    assert not again.trained and again.history == resumed.history and again.published_epoch == resumed.published_epoch
     with pytest.raises(ConfigError, match="give one"):
         train(tiny_cfg, resume=True, overwrite=True)
 

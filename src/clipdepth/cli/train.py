@@ -50,6 +50,15 @@ def run(args: argparse.Namespace) -> int:
     if model_cls.zero_shot:
         print(f"{model_cls.display_name} has nothing to train: wrote its checkpoint {result.model_dir} (config, no trained weights)")
         return 0
+    if result.first_epoch > 1:
+        done, out = result.first_epoch - 1, cfg.output_dir
+        print(
+            f"resumed {out} after epoch {done}"
+            if result.trained
+            else f"nothing to train: {out} stopped early after epoch {done} (train.patience={cfg.train.patience})"
+            if result.stopped_early
+            else f"nothing to train: {out} has finished {done} epochs; a larger train.max_epochs continues it"
+        )
     which = "the final epoch" if cfg.train.publish == "last" else f"best val {cfg.train.select_metric}"
     print(f"trained head: {result.model_dir} ({which}: epoch {result.published_epoch})")
     print(json.dumps(result.best, indent=2))

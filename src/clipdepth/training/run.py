@@ -300,7 +300,7 @@ class Experiment:
         resume = run.resume
         if self.rng is not None:  # a resumed run restores the state it saved instead
             torch.set_rng_state(self.rng)
-        if not resume and self.dist.is_main:  # a resumed run keeps the saved config, which fit() compares against
+        if self.dist.is_main:  # the run's config; a resumed run's may have a larger train.max_epochs
             write_text_atomic(out_dir / "config.yaml", config_to_yaml(self.cfg))
         mixed = len(self.sources) > 1
         for source in self.sources:  # every dataset checked before any is encoded

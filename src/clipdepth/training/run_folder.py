@@ -66,6 +66,12 @@ class RunFolder:
             state = (directory, meta, *read_resume_tensors(directory))
         return cls(Path(out_dir), resume, overwrite, state)
 
+    def finished(self, cfg: Config) -> bool:
+        """Whether a resumed run has nothing left to train under ``cfg``: its last finished epoch
+        reached ``train.max_epochs``, or it stopped early (``train.patience``)."""
+        meta = self.state[1] if self.state else None
+        return meta is not None and (meta["epoch"] >= cfg.train.max_epochs or meta["since_improvement"] >= cfg.train.patience)
+
 
 # What a run writes in its folders besides the files of RUN_OUTPUTS and RUN_LOGS: checkpoint folders
 # (``io.atomic.atomic_dir``, each listing what it wrote; these names for those of a clipdepth that kept

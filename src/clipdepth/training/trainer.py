@@ -152,6 +152,12 @@ class TrainResult:
     model_dir: Path | None = None
     published_epoch: int | None = None  # the epoch model/ holds
     stopped_early: bool = False
+    first_epoch: int = 1  # the first epoch this call trained: after the last finished one when resumed
+
+    @property
+    def trained(self) -> bool:
+        """Whether this call trained an epoch (a resumed run that had finished trains none)."""
+        return bool(self.history) and self.history[-1]["epoch"] >= self.first_epoch
 
 
 class Trainer:
@@ -350,7 +356,7 @@ class Trainer:
         first_epoch, since_improvement, metrics = 1, 0, None
         if resume:
             state = self._load_resume_state(*run.state)
-            first_epoch = state["epoch"] + 1
+            first_epoch = result.first_epoch = state["epoch"] + 1
             since_improvement = state["since_improvement"]
             result.best, result.history = state["best"], state["history"]
             result.stopped_early = since_improvement >= cfg.patience
