@@ -116,10 +116,10 @@ def test_score_pair_clamps_after_median_scaling():
     protocol = get_protocol("synthetic_indoor")
     gt = np.array([[2.0, 4.0, 6.0]])
     # Relative prediction at half scale: median scaling restores it exactly.
-    assert score_pair(gt / 2, gt, protocol, median_scaling=True)["abs_rel"] == pytest.approx(0.0)
+    assert score_pair(gt / 2, gt, protocol, align="median")["abs_rel"] == pytest.approx(0.0)
     assert score_pair(gt / 2, gt, protocol)["abs_rel"] == pytest.approx(0.5)
     # Scaled to 6 * 3 = 18 m, then clamped to 10 m: |6 - 10| / 6 on the last pixel.
-    image = score_pair(np.array([[1.0, 2.0, 9.0]]), gt, protocol, median_scaling=True)
+    image = score_pair(np.array([[1.0, 2.0, 9.0]]), gt, protocol, align="median")
     assert image["abs_rel"] == pytest.approx((0 + 0 + 4 / 6) / 3)
 
 

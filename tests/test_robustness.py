@@ -526,7 +526,7 @@ def test_median_scaling_refuses_a_prediction_without_a_positive_median(predictio
 
     gt = np.arange(1.0, 17.0).reshape(4, 4)
     with pytest.raises(DataError, match="median scaling needs a positive prediction"):
-        score_pair(prediction.reshape(4, 4), gt, get_protocol("synthetic_indoor"), median_scaling=True)
+        score_pair(prediction.reshape(4, 4), gt, get_protocol("synthetic_indoor"), align="median")
 
 
 def test_score_reads_a_datasets_own_gt_format_and_warns_beyond_the_cap(tmp_path, capsys):

@@ -185,21 +185,88 @@ def median_scale(pred: Any, gt: Any, mask: Any) -> np.ndarray:
     return pred * (np.median(gt[mask]) / median)
 
 
+# What a prediction file holds: metres; 1/metres; or inverse depth up to an unknown scale and
+# shift (what relative models such as MiDaS and Depth Anything write).
+PRED_KINDS = ("depth", "inverse", "disparity")
+# Per-image alignment to the GT before the clamp: "lsq" fits scale and shift in depth, "lsq-disparity"
+# in inverse depth (MiDaS' and Marigold's evaluations); "median" is monodepth2's median scaling.
+ALIGNMENTS = ("none", "median", "lsq", "lsq-disparity")
+
+
+def _inverse(values: np.ndarray) -> np.ndarray:
+    """1 / values, with non-positive values (no depth) as +inf, which the clamp makes the far cap."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, 1.0 / values, np.inf)
+
+
+def fit_scale_shift(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Least-squares (scale, shift) minimising sum((scale * pred + shift - target)^2) over 1-D arrays."""
+    pred, target = pred.astype(np.float64), target.astype(np.float64)
+    pred_mean, target_mean = pred.mean(), target.mean()
+    variance = float(np.mean((pred - pred_mean) ** 2))
+    if not variance > 0:
+        raise DataError("least-squares alignment needs a prediction that varies over the valid pixels; it is constant")
+    scale = float(np.mean((pred - pred_mean) * (target - target_mean)) / variance)
+    return scale, float(target_mean - scale * pred_mean)
+
+
+def align_prediction(pred: Any, gt: Any, mask: Any, align: str = "none", pred_kind: str = "depth") -> np.ndarray:
+    """A prediction on the GT grid as depth in metres, ``pred_kind`` converted and ``align`` fitted.
+
+    pred, gt: (H, W), gt in metres; mask: (H, W) bool, the protocol's valid pixels (the fit uses
+    only those). ``pred_kind`` (PRED_KINDS): "depth" metres, "inverse" 1/metres, "disparity"
+    inverse depth up to scale and shift. ``align`` (ALIGNMENTS): "none"; "median" (monodepth2's
+    median scaling); "lsq" (scale and shift in depth: s * d + t ~ g); "lsq-disparity" (scale and
+    shift in inverse depth: s * (1/d) + t ~ 1/g, then inverted; an aligned inverse depth that is
+    not positive becomes the far cap). Non-positive values of an inverse or disparity input have
+    no depth (+inf, clamped to the far cap). Raises ConfigError for an unknown name, DataError
+    for a fit whose scale is not positive (it would mirror the prediction) or a constant one.
+    """
+    if align not in ALIGNMENTS:
+        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}")
+    if pred_kind not in PRED_KINDS:
+        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}")
+    pred, gt, mask = to_numpy(pred).astype(np.float64), to_numpy(gt), to_numpy(mask, bool)
+    if pred_kind == "disparity" and align == "none":
+        raise ConfigError(
+            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity"
+        )
+    if align == "lsq-disparity":
+        inverse = pred if pred_kind != "depth" else _inverse(pred)
+        if not mask.any():
+            return _inverse(inverse)
+        scale, shift = fit_scale_shift(inverse[mask], 1.0 / gt[mask].astype(np.float64))
+        if not scale > 0:
+            raise DataError(f"least-squares alignment in inverse depth gave scale {scale:g} <= 0: the prediction is not an inverse depth")
+        return _inverse(scale * inverse + shift)
+    depth = pred if pred_kind == "depth" else _inverse(pred)
+    if align == "median":
+        return median_scale(depth, gt, mask)
+    if align == "lsq" and mask.any():
+        finite = mask & np.isfinite(depth)
+        scale, shift = fit_scale_shift(depth[finite], gt[finite])
+        if not scale > 0:
+            raise DataError(f"least-squares alignment in depth gave scale {scale:g} <= 0: the prediction is not a depth")
+        return scale * depth + shift
+    return depth
+
+
 def score_pair(
-    pred: Any, gt: Any, protocol: Protocol, median_scaling: bool = False, accumulator: MetricAccumulator | None = None
+    pred: Any, gt: Any, protocol: Protocol, align: str = "none", accumulator: MetricAccumulator | None = None, pred_kind: str = "depth"
 ) -> dict[str, float] | None:
     """Post-process ``pred``, score it against ``gt`` (metres) and add it to ``accumulator`` if given.
 
     Returns the image's metrics, or None when it has no valid pixel (counted as skipped).
-    With ``median_scaling`` the scale is fitted after the resize and before the clamp, as in
-    monodepth2's evaluate_depth.py.
+    The prediction is resized to the GT grid as it was written (``pred_kind``), converted to
+    depth and aligned (``align_prediction``) on the valid pixels, then clamped: the fit comes
+    after the resize and before the clamp, as in monodepth2's evaluate_depth.py.
     """
     gt = to_numpy(gt)
     if gt.ndim != 2:
         raise ValueError(f"expected one (H, W) ground-truth map, got shape {gt.shape}")
     mask = valid_mask(gt, protocol)
     resized = _resize(_as_2d_tensor(pred), gt.shape, protocol)
-    if median_scaling:
-        resized = torch.from_numpy(median_scale(resized, gt, mask))
+    if align != "none" or pred_kind != "depth":
+        resized = torch.from_numpy(align_prediction(resized, gt, mask, align, pred_kind))
     accumulator = accumulator if accumulator is not None else MetricAccumulator()
     return accumulator.add(_clamp(resized, protocol), gt, mask)

@@ -366,7 +366,7 @@ def score_saved(
     accumulator = MetricAccumulator()
     for pred, gt_map, gt_path in saved:
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
-            score_pair(pred, gt_map, protocol, median_scaling=median_scaling, accumulator=accumulator)
+            score_pair(pred, gt_map, protocol, align="median" if median_scaling else "none", accumulator=accumulator)
     unpaired = matched.unpaired()
     left_out = unpaired and f"warning: left out {unpaired}; scored the {len(matched.pairs)} matched pairs"
     warnings = {
