@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .rules import Section, FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PRECISION, Rules, one_of, rule
+from .rules import Section, FRACTION_CLOSED, FRACTION_OPEN, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Precision, Rules, choices, rule
 
 BIN_SCHEMES = ("even", "log")  # prompts.bin_scheme
 TEXT_NORMS = ("matrix", "row")  # prompts.text_norm
 DEPTHCLIP_BACKBONES = ("resnet", "vit")  # depthclip.backbone, prompts.backbone
 DEPTHCLIP_NORMALIZATIONS = ("imagenet", "clip")  # depthclip.normalization
 DEPTHCLIP_REDUCTIONS = ("nearest", "linear")  # depthclip.channel_reduction
+BinScheme = choices("BinScheme", BIN_SCHEMES, __name__)
+TextNorm = choices("TextNorm", TEXT_NORMS, __name__)
+Backbone = choices("Backbone", DEPTHCLIP_BACKBONES, __name__)
+Normalization = choices("Normalization", DEPTHCLIP_NORMALIZATIONS, __name__)
+ChannelReduction = choices("ChannelReduction", DEPTHCLIP_REDUCTIONS, __name__)
 
 
 @dataclass
@@ -20,7 +25,7 @@ class DepthCLIPConfig(Section):
 
     # "resnet": CLIP RN50's layer-4 map, attention pool skipped (the release); "vit": the same
     # zero-shot head on the projected patch tokens of the `clip` section's ViT (the variant).
-    backbone: str = "resnet"
+    backbone: Backbone = Backbone.resnet
     # OpenAI's RN50 weights: the path of the released RN50.pt (a TorchScript archive; any ModifiedResNet
     # CLIP file works, its sizes are read from it), or "open_clip" to take them from the optional
     # open_clip package (the openclip extra; downloaded once into its cache).
@@ -44,7 +49,7 @@ class DepthCLIPConfig(Section):
     input_width: int = 544
     # Input normalisation of the RN50 tower. "imagenet": the release's loader (ImageNet mean/std);
     # "clip": CLIP's own statistics. The ViT variant always uses CLIP's (as the rest of clipdepth).
-    normalization: str = "imagenet"
+    normalization: Normalization = Normalization.imagenet
     # Prompts: every template.format(object, word) per depth word, text embeddings L2-normalised,
     # averaged over templates and objects, normalised again (``zeroshot_classifier``).
     templates: list[str] = field(default_factory=lambda: ["This {} is {}"])
@@ -58,12 +63,12 @@ class DepthCLIPConfig(Section):
     temperature: float = 0.1
     # The 2048-channel map to the text width: F.interpolate along channels with the release's default
     # "nearest" (keeps channels 0, 2, 4, ...), or "linear" (the mean of each channel pair).
-    channel_reduction: str = "nearest"
+    channel_reduction: ChannelReduction = ChannelReduction.nearest
     # Image features L2-normalised over all channels BEFORE the reduction (the release), or not at all.
     normalize_image: bool = True
     # Autocast of the frozen RN50 on CUDA ("auto" and "released": fp16, as OpenAI's clip.load gives
     # it); the ViT variant uses clip.precision.
-    precision: str = "auto"
+    precision: Precision = Precision.auto
 
 
 @dataclass
@@ -81,13 +86,13 @@ class PromptsConfig(Section):
     # is this model's: fp32, as released). "vit": the `clip` section's ViT (transformers CLIPModel).
     # The default stays "vit" (checkpoints written before this field, and the demo's shared ViT); the
     # prompts_nyu / prompts_kitti recipes set "resnet".
-    backbone: str = "vit"
+    backbone: Backbone = Backbone.vit
     # -- bins and prompts --
     # Depth bins = learned depth tokens: the release's learned-static-N, N in 7, 20, 128, 256.
     num_bins: int = 7
     # Bin centres: "even" (dset-even-N: equal bins over [min_depth, max_depth]) or "log" (dset-log-N:
     # equal in log depth; its const80-log-N is "log" with min_depth 0.001, max_depth 80).
-    bin_scheme: str = "even"
+    bin_scheme: BinScheme = BinScheme.even
     # The dataset's range (the release: NYU 0.001-10 m, KITTI 0.001-80 m).
     min_depth: float = 1e-3
     max_depth: float = 10.0
@@ -102,7 +107,7 @@ class PromptsConfig(Section):
     temperature: float = 0.1
     # Text features: "matrix" (the release) L2-normalises each row, then divides the N x D matrix by its
     # norm (each row ends at 1/sqrt(N)); "row" keeps unit rows (DepthCLIP's zeroshot_classifier).
-    text_norm: str = "matrix"
+    text_norm: TextNorm = TextNorm.matrix
     # Frames are encoded whole at this size (multiples of clip.patch_size; resnet: of its stride, 32).
     # The release tests on full frames (NYU 480 x 640, KITTI's KB crop 352 x 1216) and trains on random
     # crops of them at the same scale (416 x 544, 352 x 704), which a cache of frozen features cannot
@@ -125,10 +130,7 @@ class PromptsConfig(Section):
 
 RULES = Rules(
     values={
-        "prompts.backbone": one_of(DEPTHCLIP_BACKBONES),
         "prompts.num_bins": rule(lambda v: isinstance(v, int) and v >= 2, "an integer >= 2"),
-        "prompts.bin_scheme": one_of(BIN_SCHEMES),
-        "prompts.text_norm": one_of(TEXT_NORMS),
         "prompts.template": rule(lambda v: v.count("{depth}") == 1, "a prompt with {depth} exactly once"),
         "prompts.tokens_per_bin": POSITIVE_INT,
         "prompts.init_std": POSITIVE,
@@ -144,10 +146,6 @@ RULES = Rules(
         "prompts.final_div_factor": POSITIVE,
         "prompts.pct_start": FRACTION_OPEN,
         "prompts.grad_clip": NON_NEGATIVE,
-        "depthclip.backbone": one_of(DEPTHCLIP_BACKBONES),
-        "depthclip.normalization": one_of(DEPTHCLIP_NORMALIZATIONS),
-        "depthclip.channel_reduction": one_of(DEPTHCLIP_REDUCTIONS),
-        "depthclip.precision": PRECISION,
         "depthclip.weights": rule(lambda v: bool(str(v).strip()), "a file path or 'open_clip'"),
         "depthclip.layers": rule(lambda v: len(v) == 4 and all(isinstance(n, int) and n >= 1 for n in v), "four positive integers"),
         **{f"depthclip.{name}": POSITIVE_INT for name in ("embed_dim", "text_width", "text_layers", "text_heads")},

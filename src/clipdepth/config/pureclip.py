@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from .rules import Section, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN, UNIT_RIGHT_OPEN, Rules, one_of, rule
+from .rules import Section, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, UNIT_LEFT_OPEN, UNIT_RIGHT_OPEN, Rules, choices, rule
 
 FUSIONS = ("concat", "film")  # pureclip.fusion
 PATCH_RULES = ("released", "paper")  # pureclip.patch_rule
 PHRASE_STYLES = ("released", "paper")  # pureclip.phrase_style
+Fusion = choices("Fusion", FUSIONS, __name__)
+PatchRule = choices("PatchRule", PATCH_RULES, __name__)
+PhraseStyle = choices("PhraseStyle", PHRASE_STYLES, __name__)
 
 
 @dataclass
@@ -25,12 +28,12 @@ class PureCLIPConfig(Section):
     max_depth: float = 10.0
     tau: float = 0.07
     # "released": f"{c:.2f} meter" per bin centre; "paper": "1 meter", "2.33 meters", ...
-    phrase_style: str = "released"
+    phrase_style: PhraseStyle = PhraseStyle.released
     use_cls: bool = True  # False: the "without CLS" ablation, psi takes width d
     # How CLS joins the rotated patch token. "concat": psi on [phi(patch); CLS] (the paper, and the
     # released runs); "film": CLS -> Linear(d, 2d) -> GELU -> Linear(2d, 2d) gives a scale g and a
     # shift b, fused = g * phi(patch) + b (the released code's alternative).
-    fusion: str = "concat"
+    fusion: Fusion = Fusion.concat
     mlp_ratio: int = 4
     dropout: float = 0.2
     # psi's Linear layers are bias-free in the released code; only checkpoints written by clipdepth
@@ -40,7 +43,7 @@ class PureCLIPConfig(Section):
     # "released": a patch counts when any pixel is valid (> 0.1 m, no upper limit: a patch whose
     # mean lies beyond max_depth takes the last bin); "paper": a pixel is valid in
     # [min_depth, max_depth] and a patch is ignored when more than half of its pixels are not.
-    patch_rule: str = "released"
+    patch_rule: PatchRule = PatchRule.released
     # An evaluation crop (protocol.py: "garg", "eigen_kitti", "eigen_nyu") that also gates the
     # patch targets: a patch supervises only when more than half of it lies inside the crop, built
     # on the full frame and carried through the input crop, resize (nearest) and tiles. The released
@@ -69,9 +72,6 @@ RULES = Rules(
         "pureclip.tau": POSITIVE,
         "pureclip.mlp_ratio": POSITIVE_INT,
         "pureclip.dropout": UNIT_RIGHT_OPEN,
-        "pureclip.phrase_style": one_of(PHRASE_STYLES),
-        "pureclip.fusion": one_of(FUSIONS),
-        "pureclip.patch_rule": one_of(PATCH_RULES),
         "pureclip.infonce_weight": NON_NEGATIVE,
         "pureclip.phase_steps": POSITIVE_INT,
         "pureclip.embed_lr": NON_NEGATIVE,

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import ConfigError
 from .legacy import _upgrade_override, legacy_name, upgrade_layout
+from .rules import Choice
 from .schema import CONFIG_SECTIONS, Config, DataConfig
 
 
@@ -78,6 +79,9 @@ def _merged(schema: Any, layers: list[Any], overrides: list[str] | tuple[str, ..
         return OmegaConf.to_object(merged)  # each section checks its values as it is made (rules.Section)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None)
+        kind = getattr(getattr(exc, "child_node", None), "enum_type", None)
+        if isinstance(kind, type) and issubclass(kind, Choice):  # the same line as a choice made in Python
+            raise ConfigError(f"{key}={exc.value!r}: must be one of {kind.names()}") from None
         raise ConfigError(f"config {key + ': ' if key else ''}{str(exc).splitlines()[0]}") from None
 
 
@@ -164,7 +168,8 @@ def trained_setting(cfg: Config, dataset: str) -> TrainedSetting | None:
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The config as plain data (choices as their names): what config.json and resume states hold."""
+    return dataclasses.asdict(cfg, dict_factory=lambda pairs: {k: str.__str__(v) if isinstance(v, Choice) else v for k, v in pairs})
 
 
 def load_config_dict(data: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:

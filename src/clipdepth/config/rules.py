@@ -4,6 +4,9 @@ section checks them as it is made (``Section``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+from enum import Enum
 from typing import Any, ClassVar, NamedTuple
 
 from ..errors import ConfigError
@@ -82,7 +85,33 @@ def check(cfg: Any, rules: Rules, section: str = "") -> Any:
     return cfg
 
 
-PRECISION = one_of(("auto", "released", *PRECISION_NAMES))
+class Choice(str, Enum):
+    """A field's choices, as an Enum OmegaConf checks names against as a config is made (a recipe,
+    an override, a saved config); its members are their own strings (``Residency.auto == "auto"``,
+    formatted, printed and saved as ``auto``), so code and files see plain names."""
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __repr__ = str.__repr__
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return list(cls.__members__)
+
+
+def choices(name: str, values: tuple[str, ...], module: str) -> type[Choice]:
+    """The Choice type of a field whose values are ``values`` (``module``: where it is declared,
+    so that its members pickle into data-loading workers)."""
+    return Choice(name, [(value, value) for value in values], module=module)  # type: ignore[return-value]
+
+
+Precision = choices("Precision", ("auto", "released", *PRECISION_NAMES), __name__)  # *.precision
+
+
+@functools.cache
+def _choice_fields(cls: type) -> tuple[tuple[str, type[Choice]], ...]:
+    """A section's fields whose default is a Choice member, with its type."""
+    return tuple((f.name, type(f.default)) for f in dataclasses.fields(cls) if isinstance(f.default, Choice))
 
 
 class Section:
@@ -94,5 +123,13 @@ class Section:
     rules: ClassVar[Rules | None] = None
 
     def __post_init__(self) -> None:
+        # OmegaConf has checked a choice made through it; one made in Python is checked here alike.
+        for name, kind in _choice_fields(type(self)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                if not (isinstance(value, str) and value in kind.__members__):
+                    dotted = f"{self.section}.{name}" if self.section else name
+                    raise ConfigError(f"{dotted}={value!r}: must be one of {kind.names()}")
+                object.__setattr__(self, name, kind[value])
         if self.rules is not None:
             check(self, self.rules, self.section)

@@ -18,10 +18,10 @@ from .rules import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
-    PRECISION,
+    Precision,
     UNIT_LEFT_OPEN,
     Rules,
-    one_of,
+    choices,
     rule,
 )
 
@@ -32,6 +32,13 @@ HEAD_PRECISIONS = ("auto", "fp32", "bf16")  # train.head_precision
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 PUBLISHED_EPOCHS = ("best", "last")  # train.publish
 VAL_SOURCES = ("held_out", "test_list")  # data.val_source
+Resize = choices("Resize", ("auto", *RESIZE_MODES), __name__)
+DepthResize = choices("DepthResize", DEPTH_RESIZE_MODES, __name__)
+Residency = choices("Residency", RESIDENCIES, __name__)
+HeadPrecision = choices("HeadPrecision", HEAD_PRECISIONS, __name__)
+MixtureOrder = choices("MixtureOrder", MIXTURE_ORDERS, __name__)
+PublishedEpoch = choices("PublishedEpoch", PUBLISHED_EPOCHS, __name__)
+ValSource = choices("ValSource", VAL_SOURCES, __name__)
 COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
 
 
@@ -58,7 +65,7 @@ class CLIPEncoderConfig(Section):
     # Autocast of the frozen encoder on CUDA (on a CPU it runs in fp32): bf16, fp16, fp32, "auto"
     # (bf16 for PureCLIP-Depth and TR2M, the release's for the baselines) or "released" for the
     # precision the model's released code ran it in (PureCLIP-Depth fp16, TR2M fp32; models/base.py).
-    precision: str = "auto"
+    precision: Precision = Precision.auto
 
 
 @dataclass
@@ -75,7 +82,7 @@ class TrainConfig(Section):
     select_metric: str = "abs_rel"
     # Which epoch a run publishes as `model/`: "best" (the epoch of the best select_metric) or
     # "last" (the final epoch, checkpoints/last: the learned-prompts release evaluates last.ckpt).
-    publish: str = "best"
+    publish: PublishedEpoch = PublishedEpoch.best
     # The validation metrics whose improvement resets early stopping and keeps a best_<metric>
     # checkpoint ("improved" = any of them improved). Released code: d1 d2 d3 abs_diff abs_rel log10
     # rmse (abs_diff = mean |g - p|, reported beside the nine protocol metrics).
@@ -104,10 +111,10 @@ class TrainConfig(Section):
     # Where the training arrays go: "auto" loads them once into the device's memory when they fit
     # (an H100 holds NYU's ~21 GB of tokens) and else reads batches from the cache's shards one
     # batch ahead; "device" always loads, "stream" never does.
-    residency: str = "auto"
+    residency: Residency = Residency.auto
     # Autocast of the head's training step and validation: "auto" (bf16 on CUDA, fp32 on a CPU),
     # "bf16" or "fp32" (none: what the released code of PureCLIP-Depth trains in; models/base.py).
-    head_precision: str = "auto"
+    head_precision: HeadPrecision = HeadPrecision.auto
     compile_head: bool = False  # torch.compile the head's forward (CUDA; first steps pay compilation)
     # Replay the head's forward and backward as CUDA graphs (torch.compile "reduce-overhead"): one
     # launch for their kernels. CUDA only, and only where every batch has one shape (drop_last, one
@@ -118,7 +125,7 @@ class TrainConfig(Section):
     # the datasets' batches together; "round_robin": whole batches of each dataset in turn
     # (NYU, KITTI, C3VD, NYU, ...), each cycling until the largest is through once (TR2M's
     # released RepetitiveRoundRobinDataLoader).
-    mixture_order: str = "weighted"
+    mixture_order: MixtureOrder = MixtureOrder.weighted
 
 
 @dataclass
@@ -133,7 +140,7 @@ class DataConfig(Section):
     # written once to val_split_dir (default: beside train_list; relative: under root) and reused,
     # the rest training; "test_list": test_list (the built-in scenes: their test split), the whole
     # train_list training (the learned-prompts release validates on its test list).
-    val_source: str = "held_out"
+    val_source: ValSource = ValSource.held_out
     val_fraction: float = 0.1
     val_split_dir: Optional[str] = None
     depth_scale: float = 1000.0  # "folder" dataset: PNG depth = value / depth_scale metres
@@ -149,10 +156,10 @@ class DataConfig(Section):
     # (the PureCLIP-Depth release); "align_corners": bilinear with align_corners=True (the TR2M
     # release); "antialias": antialiased bilinear, as PIL (clipdepth 0.1); "auto": the model's
     # released choice.
-    resize: str = "auto"
+    resize: Resize = Resize.auto
     # GT depth to the input size: "masked" (mask-aware bilinear with the kernel above, as
     # released) or "nearest" (the paper's text for KITTI).
-    depth_resize: str = "masked"
+    depth_resize: DepthResize = DepthResize.masked
     # Crop (top, bottom, left, right) applied before resizing to the encoder's input size;
     # the released code uses (40, 470, 38, 603) for NYU to drop the white border.
     input_crop: Optional[list[int]] = None
@@ -230,7 +237,6 @@ CONFIG_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if dataclasse
 
 SHARED_RULES = Rules(
     values={
-        "clip.precision": PRECISION,
         **{
             f"clip.{name}": POSITIVE_INT
             for name in (
@@ -253,11 +259,6 @@ SHARED_RULES = Rules(
         "train.log_every": POSITIVE_INT,
         "train.memory_share": UNIT_LEFT_OPEN,
         "train.num_workers": rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
-        "train.residency": one_of(RESIDENCIES),
-        "train.head_precision": one_of(HEAD_PRECISIONS),
-        "train.mixture_order": one_of(MIXTURE_ORDERS),
-        "train.publish": one_of(PUBLISHED_EPOCHS),
-        "data.val_source": one_of(VAL_SOURCES),
         "data.val_fraction": FRACTION_OPEN,
         "data.depth_scale": POSITIVE,
         "data.train_size": NON_NEGATIVE_INT,
@@ -266,8 +267,6 @@ SHARED_RULES = Rules(
         "data.height": POSITIVE_INT,
         "data.width": POSITIVE_INT,
         "data.tiles": POSITIVE_INT,
-        "data.resize": one_of(("auto", *RESIZE_MODES)),
-        "data.depth_resize": one_of(DEPTH_RESIZE_MODES),
         "data.input_crop": rule(
             lambda v: v is None or (len(v) == 4 and 0 <= v[0] < v[1] and 0 <= v[2] < v[3]),
             "null or [top, bottom, left, right] with 0 <= top < bottom and 0 <= left < right",

@@ -11,18 +11,22 @@ from .rules import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
-    PRECISION,
+    Precision,
     UNIT_LEFT_OPEN,
     UNIT_RIGHT_OPEN,
     Rules,
-    one_of,
+    choices,
     rule,
 )
 
 IMAGE_STORAGE = ("jpeg", "png", "raw")  # tr2m.cache_image
 RELATIVE_STORAGE = ("png", "fp16")  # tr2m.cache_relative
 TOKEN_STORAGE = ("fp16", "int8")  # tr2m.cache_tokens
+ImageStorage = choices("ImageStorage", IMAGE_STORAGE, __name__)
+RelativeStorage = choices("RelativeStorage", RELATIVE_STORAGE, __name__)
+TokenStorage = choices("TokenStorage", TOKEN_STORAGE, __name__)
 TR2M_HEAD_INITS = ("released", "zero")  # tr2m.head_init
+HeadInit = choices("HeadInit", TR2M_HEAD_INITS, __name__)
 
 
 @dataclass
@@ -37,7 +41,7 @@ class DINOv2Config:
     num_layers: int = 24
     num_heads: int = 16
     # autocast on CUDA: bf16, fp16, fp32, auto (TR2M: bf16) or released (fp32)
-    precision: str = "auto"
+    precision: Precision = Precision.auto
 
 
 @dataclass
@@ -57,7 +61,7 @@ class RelativeDepthConfig:
     num_heads: int = 6
     fusion_hidden_size: int = 64
     neck_hidden_sizes: list[int] = field(default_factory=lambda: [48, 96, 192, 384])
-    precision: str = "auto"
+    precision: Precision = Precision.auto
     # Oracle: inverse depth, raised to a power drawn from oracle_gamma, times exp(smooth field of
     # amplitude oracle_distortion on an oracle_distortion_cells grid), then a random affine map
     # (scale log-uniform in oracle_scale, shift up to oracle_shift of the frame's maximum).
@@ -93,7 +97,7 @@ class TR2MConfig(Section):
     # ScaleMapModel.init_weights initialises nothing); "zero" = the scale and shift heads' last layers
     # at zero weight and bias, so A = B = 0.01 everywhere at step 0 (checkpoints saved before this
     # field existed were trained so, and load as "zero").
-    head_init: str = "released"
+    head_init: HeadInit = HeadInit.released
     # The RSA-style ablation: one scale and one shift per image instead of per-pixel maps.
     global_factor: bool = False
     max_caption_lines: int = 16  # caption lines kept per frame (the released data has about 15)
@@ -101,10 +105,10 @@ class TR2MConfig(Section):
     # cache"): the input image of training frames, read only by the edge-aware smoothness loss, as
     # "jpeg" (at cache_image_quality), "png" (lossless) or "raw" uint8; the relative depth as "png"
     # (its fp16 values, losslessly) or "fp16"; the DINOv2 tokens as "fp16" or "int8" (a scale per token).
-    cache_image: str = "jpeg"
+    cache_image: ImageStorage = ImageStorage.jpeg
     cache_image_quality: int = 90
-    cache_relative: str = "png"
-    cache_tokens: str = "fp16"
+    cache_relative: RelativeStorage = RelativeStorage.png
+    cache_tokens: TokenStorage = TokenStorage.fp16
     min_depth: float = 1e-3  # predictions are clamped to [min_depth, max_depth]
     max_depth: float = 10.0
     # Loss weights; paper: 1, 0.5, 0.1, 0.01 (the released options: 10, 2, 0.2, 0.1).
@@ -131,11 +135,6 @@ RULES = Rules(
     values={
         **{f"tr2m.image_encoder.{name}": POSITIVE_INT for name in ("patch_size", "hidden_size", "num_layers", "num_heads")},
         **{f"tr2m.relative.{name}": POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")},
-        "tr2m.image_encoder.precision": PRECISION,
-        "tr2m.relative.precision": PRECISION,
-        "tr2m.cache_image": one_of(IMAGE_STORAGE),
-        "tr2m.cache_relative": one_of(RELATIVE_STORAGE),
-        "tr2m.cache_tokens": one_of(TOKEN_STORAGE),
         # Pillow's JPEG quality: above 95 only grows the file
         "tr2m.cache_image_quality": rule(lambda v: isinstance(v, int) and 1 <= v <= 95, "an integer in [1, 95]"),
         "tr2m.input_height": POSITIVE_INT,
@@ -163,7 +162,6 @@ RULES = Rules(
         "tr2m.eps": POSITIVE,
         "tr2m.warmup_steps": NON_NEGATIVE_INT,
         "tr2m.lr_decay": UNIT_LEFT_OPEN,
-        "tr2m.head_init": one_of(TR2M_HEAD_INITS),
     },
     ranges=(("tr2m.min_depth", "tr2m.max_depth", 0.0, ">"),),
     divisible=(
