@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import clipdepth
 
 HEAVY = ("transformers", "matplotlib", "gradio", "h5py")
 # What `clipdepth predict --help` needs none of: torch alone takes a second or two to import.
@@ -67,3 +70,14 @@ def test_predict_refuses_a_missing_input_before_importing_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
     assert done.stderr.strip() == f"clipdepth predict: error: {tmp_path / 'nope.jpg'}: no such image, folder, glob match or list"
+
+
+def test_cli_modules_only_parse_and_call():
+    """Each cli module stays a short parser (at most 120 lines) that imports no model module."""
+    cli = Path(clipdepth.__file__).parent / "cli"
+    models = {path.stem for path in (cli.parent / "models").glob("*.py")} - {"__init__", "base", "settings"}
+    for path in sorted(cli.glob("*.py")):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 120, f"{path.name}: {len(text.splitlines())} lines"
+        for model in models:
+            assert f"models.{model} import" not in text and f"models import {model}" not in text, (path.name, model)

@@ -98,3 +98,16 @@ def add_workers(parser: argparse.ArgumentParser, reads: str, setting: str | None
         metavar="N",
         help=f"processes reading {reads} ahead (default: automatic, from the CPU count; 0: read in the main process{sets})",
     )
+
+
+def add_frozen_part_overrides(parser: argparse.ArgumentParser, example: str, scope: str = "") -> None:
+    """``--set KEY=VALUE`` (repeatable, ``args.overrides``): where a loaded checkpoint's frozen parts
+    load from (``registry.inference_overrides``); a trained head's own settings cannot change."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help=f"point a frozen part elsewhere, e.g. {example} (repeatable){scope}; a trained head's own settings cannot change",
+    )

@@ -11,10 +11,12 @@ file for all; line 0).
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 from pathlib import Path
 
-from .args import add_workers, finite_float, output_folder, path_arg, positive_float, positive_int, report_failures
+from .args import add_frozen_part_overrides, add_workers, output_folder, path_arg, positive_int, report_failures
 from .image_options import add_crop, add_image_limits
+from .predict_outputs import add_camera, add_outputs, check_outputs
 
 HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
 # What helps with a skipped item, by a marker in its line (cli.args.report_failures).
@@ -46,48 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TR2M: folder of <name>.txt caption files, named as the outputs are (as `clipdepth caption` writes them; "
         "<stem>.txt where the name has no folder), or one .txt for all; line 0 is used",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="point a frozen part elsewhere, e.g. tr2m.relative.name=/models/depth-anything-small (repeatable); "
-        "a trained head's own settings cannot change",
-    )
+    add_frozen_part_overrides(p, "tr2m.relative.name=/models/depth-anything-small")
     p.add_argument("--out", required=True, type=path_arg, help="output folder")
-    p.add_argument("--npy", action="store_true", help="also write <name>.npy (float32 metres)")
-    p.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
-    p.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.png (and .npy with --npy)")
-    p.add_argument(
-        "--side-by-side",
-        action="store_true",
-        help="also write <name>_side.png, the image | its colour depth (a video: both halves in the mp4)",
-    )
-    p.add_argument("--vmin", type=finite_float, metavar="M", help="colour depth from M metres (default 0)")
-    p.add_argument(
-        "--vmax",
-        type=positive_float,
-        metavar="M",
-        help="colour depth up to M metres, the same for every image (default: each image's max up to the "
-        "model's range; a video: the model's range)",
-    )
-    p.add_argument(
-        "--fx",
-        type=positive_float,
-        help="focal length in pixels of every image for --ply (default: --fy, else --intrinsics, intrinsics.json "
-        "beside the image, its EXIF 35 mm focal length, a 60 degree horizontal field of view)",
-    )
-    p.add_argument("--fy", type=positive_float, help="vertical focal length for --ply (default: --fx)")
-    p.add_argument("--cx", type=finite_float, help="principal point for --ply (default: the image centre)")
-    p.add_argument("--cy", type=finite_float, help="principal point for --ply (default: the image centre)")
-    p.add_argument(
-        "--intrinsics",
-        type=path_arg,
-        metavar="FILE",
-        help='JSON of cameras by image name for --ply: {"a.jpg": [fx, fy, cx, cy] or a 3x3 K, ...} or one '
-        "camera for all (see docs/predict.md)",
-    )
+    add_outputs(p)
+    add_camera(p)
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     add_crop(p)
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
@@ -109,21 +73,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
     from ..io.predictions import collect_inputs
     from ..io.video import collect_videos, is_video
 
     # What can be refused without torch first: a wrong path or flag is told at once, not after the
     # seconds that importing torch and transformers takes.
     output_folder(args.out)
-    if (args.cx is None) != (args.cy is None):
-        raise ConfigError("--cx and --cy go together (the principal point); give both or neither (the image centre)")
-    camera = [flag for flag in ("fx", "fy", "cx", "cy", "intrinsics") if getattr(args, flag) is not None]
-    if not args.ply and camera:
-        raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
     images, videos = [i for i in args.inputs if not is_video(i)], [i for i in args.inputs if is_video(i)]
-    if videos and not images and (args.npy or args.ply or args.uncertainty):
-        raise ConfigError("--npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")
+    check_outputs(args, videos_only=bool(videos and not images))
     jobs = collect_inputs(images, args.out) if images else []
     clips = collect_videos(videos, args.out) if videos else []
 
@@ -131,30 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inference import PredictOptions, input_lines, predict_to_folder, predict_videos
     from ..models import load_model
 
-    options = PredictOptions(
-        npy=args.npy,
-        ply=args.ply,
-        uncertainty=args.uncertainty,
-        side_by_side=args.side_by_side,
-        fx=args.fx,
-        fy=args.fy,
-        cx=args.cx,
-        cy=args.cy,
-        intrinsics=args.intrinsics,
-        vmin=args.vmin,
-        vmax=args.vmax,
-        tta=args.tta,
-        crop=args.crop,
-        dataset=args.dataset,
-        tiles=args.tiles,
-        max_tiles=args.max_tiles,
-        max_pixels=int(args.max_pixels * 1e6),
-        batch_size=args.batch_size,
-        overwrite=args.overwrite,
-        caption=args.caption,
-        captions=args.captions,
-        workers=args.workers,
-    )
+    chosen = {f.name: getattr(args, f.name) for f in fields(PredictOptions) if f.name in vars(args)}
+    options = PredictOptions(**{**chosen, "max_pixels": int(args.max_pixels * 1e6)})
     model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
     model, failed = model.to(resolve_device(model.cfg.device)), []
     print("\n".join(input_lines(model, options)))

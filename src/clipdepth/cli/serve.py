@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .args import path_arg, positive_int
+from .args import add_frozen_part_overrides, path_arg, positive_int
 from .image_options import add_crop, add_image_limits
 
 HELP = "a local web page (Gradio): upload an image, see its depth in colour and 3-D, download PNG and PLY"
@@ -47,14 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="a folder of example images (<stem>.txt beside one: its caption); default: two synthetic scenes",
     )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="point a frozen part elsewhere, e.g. clip.name=/models/clip (repeatable); applies to every checkpoint",
-    )
+    add_frozen_part_overrides(p, "clip.name=/models/clip", "; applies to every checkpoint")
     p.add_argument(
         "--host",
         default=DEFAULT_HOST,
