@@ -75,7 +75,7 @@ def test_predict_refuses_a_missing_input_before_importing_torch(tmp_path):
 def test_cli_modules_only_parse_and_call():
     """Each cli module stays a short parser (at most 120 lines) that imports no model module."""
     cli = Path(clipdepth.__file__).parent / "cli"
-    models = {path.stem for path in (cli.parent / "models").glob("*.py")} - {"__init__", "base", "settings"}
+    models = {path.stem for path in (cli.parent / "models").glob("*.py")} - {"__init__", "base", "settings", "onnx"}  # the shared ones
     for path in sorted(cli.glob("*.py")):
         text = path.read_text()
         assert len(text.splitlines()) <= 120, f"{path.name}: {len(text.splitlines())} lines"

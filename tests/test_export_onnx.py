@@ -24,9 +24,10 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from clipdepth.cli import export as export_cli
 from clipdepth.cli.main import main
 from clipdepth.errors import ConfigError
-from clipdepth.models import load_model, pureclip_depth_onnx
+from clipdepth.models import load_model, onnx as model_onnx
 from clipdepth.models.pureclip_depth import PureCLIPDepth
-from clipdepth.models.pureclip_depth_onnx import check_onnx, require_onnx
+from clipdepth.models.onnx import require_onnx
+from clipdepth.models.pureclip_depth_onnx import check_onnx
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -99,7 +100,7 @@ def test_an_opset_the_exporter_or_onnxruntime_cannot_do_is_one_line_before_any_w
     # onnx and onnxruntime know
     out = tmp_path / "onnx"
     assert main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", opset]) == 2
-    opsets = pureclip_depth_onnx.supported_opsets()
+    opsets = model_onnx.supported_opsets()
     assert opsets.start == 18 and opsets.stop - 1 >= 20
     assert capsys.readouterr().err.strip().splitlines() == [
         f"clipdepth export: error: opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
@@ -113,7 +114,7 @@ def test_a_graph_that_fails_its_check_leaves_nothing_under_the_real_names(checkp
     out.mkdir()
     (out / "model.onnx").write_text("an earlier export's")  # kept: --overwrite replaces only what passed
     # as if opset 17 were allowed: torch's exporter writes opset 18 for it, which the read-back catches
-    monkeypatch.setattr(pureclip_depth_onnx, "supported_opsets", lambda: range(13, 26))
+    monkeypatch.setattr(model_onnx, "supported_opsets", lambda: range(13, 26))
     args = ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", "17", "--overwrite"]
     assert main(args) == 2
     assert capsys.readouterr().err.strip().splitlines() == [

@@ -3,7 +3,7 @@
 Writes ``model.onnx`` (images in [0, 1] -> depth in metres at the input size, and bin
 probabilities), ``head.onnx`` (patch tokens and CLS -> per-patch depth, bin probabilities), each
 with its weights in ``<graph>.data``, and ``export.json`` with the opset, the max abs differences
-to PyTorch and the files written; all verified before they appear (``models.pureclip_depth_onnx``).
+to PyTorch and the files written; all verified before they appear (``models.onnx``).
 Needs the ``onnx`` extra (``pip install -e ".[onnx]"`` in the repository).
 """
 
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..models import load_model
-    from ..models.pureclip_depth_onnx import check_opset, require_onnx
+    from ..models.onnx import check_opset, require_onnx
 
     require_onnx()  # fail fast, before loading the model
     check_opset(args.opset)

@@ -32,64 +32,16 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale, disk_full, temporary_prefix
 from .base import FEATURE_DTYPE
+from .onnx import MIN_OPSET, check_opset, require_onnx
 
 MODEL_FILE, HEAD_FILE, REPORT_FILE = "model.onnx", "head.onnx", "export.json"
 DATA_SUFFIX = ".data"  # torch's exporter writes a graph's weights beside it as <graph>.data
 # Every file an export may write (PureCLIPDepth.onnx_files), in the order they are moved into place:
 # each graph's weights before it, the report last.
 ONNX_FILES = (MODEL_FILE + DATA_SUFFIX, MODEL_FILE, HEAD_FILE + DATA_SUFFIX, HEAD_FILE, REPORT_FILE)
-# torch's exporter translates to opset 18 (torchlib's) and converts from there; onnxscript's
-# converter goes no lower (a lower opset came out as an opset-18 file).
-MIN_OPSET = 18
 # onnxruntime's outputs may differ from PyTorch's by this much, relative to the largest output value
 # (at least 1): float32 rounding is about 1e-6; a graph that computes something else is far over.
 CHECK_TOLERANCE = 1e-3
-INSTALL_HINT = 'pip install -e ".[onnx]" in the clipdepth repository'
-
-
-def require_onnx() -> None:
-    """Raise a one-line ConfigError when onnx or onnxruntime (or onnxscript) is missing."""
-    missing = []
-    for name in ("onnx", "onnxruntime", "onnxscript"):
-        try:
-            __import__(name)
-        except ImportError:
-            missing.append(name)
-    if missing:
-        raise ConfigError(f"ONNX export needs {', '.join(missing)}, which is not installed: {INSTALL_HINT}")
-
-
-def _onnxruntime_opset() -> int:
-    """The newest ai.onnx opset onnxruntime has kernels for (the latest version any kernel starts at)."""
-    from onnxruntime.capi import _pybind_state
-
-    kernels = _pybind_state.get_all_opkernel_def()
-    return max(kernel.version_range[0] for kernel in kernels if kernel.domain in ("", "ai.onnx"))
-
-
-def supported_opsets() -> range:
-    """The opsets ``export_onnx`` can write and check here: ``MIN_OPSET`` to the newest that
-    onnxscript's version converter (which torch's exporter converts with), onnx and onnxruntime all
-    know: 18 to 25 with onnxscript 0.7, onnx 1.23 and onnxruntime 1.32."""
-    import onnx
-
-    try:
-        from onnxscript.version_converter._version_converter import SUPPORTED_MAX_ONNX_OPSET as converter_max
-    except ImportError:  # an onnxscript that does not say: the check of the written file still holds
-        converter_max = onnx.defs.onnx_opset_version()
-    return range(MIN_OPSET, min(converter_max, onnx.defs.onnx_opset_version(), _onnxruntime_opset()) + 1)
-
-
-def check_opset(opset: int) -> None:
-    """ConfigError (setting ``opset``) unless ``opset`` is one of ``supported_opsets``: said before
-    any work, instead of a file of another opset or onnxruntime's error after it."""
-    opsets = supported_opsets()
-    if opset not in opsets:
-        raise ConfigError(
-            f"opset {opset} cannot be exported and checked here: torch's exporter and onnxruntime "
-            f"support opsets {opsets.start} to {opsets.stop - 1}",
-            setting="opset",
-        )
 
 
 class DepthGraph(nn.Module):
