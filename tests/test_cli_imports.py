@@ -58,6 +58,14 @@ def test_the_crop_choices_are_the_models():
     assert choices == INFER_CROPS
 
 
+def test_the_precision_choices_are_the_devices():
+    from clipdepth.cli.image_options import RUN_PRECISIONS as choices
+    from clipdepth.config.schema import RunPrecision
+    from clipdepth.device import RUN_PRECISIONS
+
+    assert choices == RUN_PRECISIONS and list(choices) == RunPrecision.names()
+
+
 def test_predict_refuses_a_missing_input_before_importing_torch(tmp_path):
     # A wrong path is told at once, not after the seconds that importing torch and transformers takes.
     code = (

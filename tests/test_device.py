@@ -64,8 +64,9 @@ def test_predict_and_caption_name_the_device_setting(machine, tiny_cfg, tmp_path
     Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(image)
     checkpoint = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
     cuda = "device 'cuda' is not on this machine (torch finds no CUDA here); use auto, or one it has: cpu"
-    assert main(["predict", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), "--set", "device=cuda"]) == 2
-    assert capsys.readouterr().err == f"clipdepth predict: error: {cuda}\n"
+    for flag in (["--set", "device=cuda"], ["--device", "cuda"]):  # the setting's flag is named either way
+        assert main(["predict", str(image), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o"), *flag]) == 2
+        assert capsys.readouterr().err == f"clipdepth predict: error: {cuda} (--device)\n"
     for device, said in (("cuda", cuda), ("foo", "device 'foo' is not a device name; use auto, or one this machine has: cpu")):
         # refused before the captioning model loads (there is none called "m")
         assert main(["caption", str(image), "--model", "m", "--out", str(tmp_path / "c"), "--device", device]) == 2

@@ -46,8 +46,21 @@ from .models.base import INFER_CROPS, transformers_model_type
 from .registry import specs
 
 # What from_pretrained may pass on to the Hub download (the rest of transformers' loading options,
-# dtype and device_map among them, do not apply: clipdepth sets the frozen parts' precision itself).
+# device_map among them, do not apply; dtype / torch_dtype become the config's ``precision``).
 HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+DTYPE_PRECISIONS = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
+def precision_overrides(dtype: Any) -> list[str]:
+    """transformers' ``dtype`` / ``torch_dtype`` as the config's ``precision`` override: the whole
+    model at that precision (autocast; the weights stay float32). None and "auto" leave each part at
+    its own setting. ConfigError for another dtype."""
+    if dtype is None or dtype == "auto":
+        return []
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if resolved not in DTYPE_PRECISIONS:
+        raise ConfigError(f"dtype {dtype!r}: a clipdepth model runs at float32, float16 or bfloat16 (or auto)", setting="dtype")
+    return [f"precision={DTYPE_PRECISIONS[resolved]}"]
 
 
 class ClipdepthConfig(PreTrainedConfig):
@@ -112,12 +125,14 @@ class ClipdepthForDepthEstimation(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> "ClipdepthForDepthEstimation":
         """The checkpoint folder or Hub id loaded by clipdepth; ``overrides=[...]`` points its frozen
-        parts elsewhere (as ``load_model``). Raises CheckpointError for a folder that is not one."""
+        parts elsewhere (as ``load_model``); ``dtype=`` (or ``torch_dtype=``) runs it at that
+        precision (``precision_overrides``). Raises CheckpointError for a folder that is not one."""
         from .models import checkpoint_folder
 
         hub = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
         folder = checkpoint_folder(pretrained_model_name_or_path, **hub)
-        model = load_model(folder, kwargs.get("overrides", ()))
+        dtype = kwargs.get("dtype", kwargs.get("torch_dtype"))
+        model = load_model(folder, [*kwargs.get("overrides", ()), *precision_overrides(dtype)])
         config = kwargs.get("config")
         if not isinstance(config, ClipdepthConfig):
             config = AutoConfig.from_pretrained(folder)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_MODEL = "pureclip_depth"  # the config's ``model`` unless a recipe names another
 # Settings every loaded checkpoint may take from overrides, besides its spec's own.
-SHARED_INFERENCE_OVERRIDES = ("device",)
+SHARED_INFERENCE_OVERRIDES = ("device", "precision")
 BASELINE = "mean_baseline"  # a demo's predictor of the training set's mean depth (its metrics' key)
 
 

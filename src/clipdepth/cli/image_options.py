@@ -1,5 +1,6 @@
 """The options of the commands that read images: what of each image the model is fed (``--crop``,
-``--dataset``) and the images they refuse (``--max-tiles``, ``--max-pixels``)."""
+``--dataset``), the images they refuse (``--max-tiles``, ``--max-pixels``), and where and at which
+precision the model runs (``--device``, ``--precision``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ DEFAULT_MAX_TILES = 8
 
 # models.base.INFER_CROPS, not imported for --help (tests/test_cli_imports.py checks that they agree).
 INFER_CROPS = ("none", "trained")
+
+
+# device.RUN_PRECISIONS, not imported for --help: it imports torch (tests/test_cli_imports.py checks that they agree).
+RUN_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
 # io.depth_io.MAX_PHOTO_PIXELS, not imported for --help: it imports numpy and Pillow (tests/test_cli_imports.py
@@ -77,3 +82,23 @@ def add_max_pixels(parser: argparse.ArgumentParser) -> None:
         metavar="MP",
         help=f"refuse images larger than this many megapixels (default {DEFAULT_MAX_PIXELS / 1e6:g})",
     )
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``: the config's ``device`` and ``precision`` (``run_overrides``)."""
+    parser.add_argument(
+        "--device",
+        metavar="NAME",
+        help="where the model runs: auto (default: CUDA, else another accelerator, else mps, else cpu), cpu, cuda, cuda:N, mps, ...",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=RUN_PRECISIONS,
+        help="the whole model at fp32, fp16 or bf16 on any device that has it (default auto: each part's own "
+        "setting, reduced precision on CUDA only)",
+    )
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """``--device`` / ``--precision`` as the config overrides they stand for."""
+    return [f"{name}={getattr(args, name)}" for name in ("device", "precision") if getattr(args, name, None) is not None]

@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .args import add_frozen_part_overrides, add_workers, output_folder, path_arg, positive_int, report_failures
-from .image_options import add_crop, add_image_limits
+from .image_options import add_crop, add_device, add_image_limits, run_overrides
 from .predict_outputs import add_camera, add_outputs, check_outputs
 
 HELP = "metric depth for your images and videos (16-bit PNG, colour PNG, npy, ply, mp4)"
@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_crop(p)
     p.add_argument("--tiles", type=positive_int, help="square tiles across the image (default: automatic, wide images get several)")
     add_image_limits(p)
+    add_device(p)
     p.add_argument("--batch-size", type=positive_int, default=8)
     add_workers(p, "the images")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist (default: keep them, write only the missing ones)")
@@ -84,14 +85,14 @@ def run(args: argparse.Namespace) -> int:
     jobs = collect_inputs(images, args.out) if images else []
     clips = collect_videos(videos, args.out) if videos else []
 
-    from ..device import resolve_device
+    from ..device import run_device
     from ..inference import PredictOptions, input_lines, predict_to_folder, predict_videos
     from ..models import load_model
 
     chosen = {f.name: getattr(args, f.name) for f in fields(PredictOptions) if f.name in vars(args)}
     options = PredictOptions(**{**chosen, "max_pixels": int(args.max_pixels * 1e6)})
-    model = load_model(args.checkpoint, [*args.overrides, *([f"clip.name={args.encoder}"] if args.encoder else [])])
-    model, failed = model.to(resolve_device(model.cfg.device)), []
+    model = load_model(args.checkpoint, [*args.overrides, *run_overrides(args), *([f"clip.name={args.encoder}"] if args.encoder else [])])
+    model, failed = model.to(run_device(model.cfg)), []
     print("\n".join(input_lines(model, options)))
     if jobs:
         report = predict_to_folder(model, jobs, args.out, options)

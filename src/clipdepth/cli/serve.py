@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from .args import add_frozen_part_overrides, path_arg, positive_int
-from .image_options import add_crop, add_image_limits
+from .image_options import add_crop, add_device, add_image_limits, run_overrides
 
 HELP = "a local web page (Gradio): upload an image, see its depth in colour and 3-D, download PNG and PLY"
 # serve.network.DEFAULT_HOST / DEFAULT_PORT and serve.service.KEEP_RESULTS, not imported for --help
@@ -63,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     add_crop(p)
     add_image_limits(p)
+    add_device(p)
     p.add_argument(
         "--keep",
         type=positive_int,
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
             crop=args.crop,
             dataset=args.dataset,
             keep=args.keep,
-            overrides=args.overrides,
+            overrides=[*args.overrides, *run_overrides(args)],
             max_pixels=int(args.max_pixels * 1e6),
             max_tiles=args.max_tiles,
         )

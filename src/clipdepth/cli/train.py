@@ -6,6 +6,7 @@ import argparse
 import json
 
 from .args import add_workers, path_arg
+from .image_options import add_device, run_overrides
 
 HELP = "train a head (PureCLIP-Depth, TR2M) from a recipe; DepthCLIP: write its checkpoint (nothing to train)"
 
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="replace the run already in the output folder (default: refuse; --resume continues it)"
     )
     add_workers(p, "the frames", "train.num_workers")
+    add_device(p)
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.batch_size=4")
     p.set_defaults(func=run)
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides) + ([f"output_dir={args.out}"] if args.out else [])
     overrides += [f"train.num_workers={args.workers}"] if args.workers is not None else []
+    overrides += run_overrides(args)
     cfg = load_config(args.config or ["demo"], overrides)
     result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     model_cls = model_class(cfg.model)

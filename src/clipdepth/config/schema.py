@@ -18,6 +18,7 @@ from .rules import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
+    PRECISION_NAMES,
     Precision,
     UNIT_LEFT_OPEN,
     Rules,
@@ -39,6 +40,7 @@ HeadPrecision = choices("HeadPrecision", HEAD_PRECISIONS, __name__)
 MixtureOrder = choices("MixtureOrder", MIXTURE_ORDERS, __name__)
 PublishedEpoch = choices("PublishedEpoch", PUBLISHED_EPOCHS, __name__)
 ValSource = choices("ValSource", VAL_SOURCES, __name__)
+RunPrecision = choices("RunPrecision", ("auto", *PRECISION_NAMES), __name__)
 COLOUR_AUGMENTATIONS = ("gamma_brightness", "jitter")  # data.augment_colour
 
 
@@ -227,7 +229,10 @@ class Config(Section):
     # validation reports each one's metrics and their mean (training/mixture.py).
     mixture: list[MixtureSource] = field(default_factory=list)
     seed: int = 0
-    device: str = "auto"  # "auto" picks CUDA when present
+    device: str = "auto"  # "auto": the best device present (device.resolve_device)
+    # The whole model's precision on any device ("auto": each part's own setting, reduced precision
+    # on CUDA only; device.check_precision refuses one a device cannot run).
+    precision: RunPrecision = RunPrecision.auto
     output_dir: str = "outputs/run"
 
 

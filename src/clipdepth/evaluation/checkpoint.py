@@ -19,7 +19,7 @@ from ..config import Config, DataConfig
 from ..data.transforms import Preprocessor
 from ..data import get_dataset
 from ..data.captions import caption_lookup
-from ..device import resolve_device
+from ..device import run_device
 from ..encoders.frozen import untrained_parts
 from ..errors import ConfigError
 from ..features.cache import captions_digest, files_digest, frame_names
@@ -127,7 +127,7 @@ def evaluate_checkpoint(
     frames = get_dataset(data, "test")
     model = load_model(folder)
     inputs = frames_digest(frames, data, model.uses_captions)  # before reading: a file rewritten meanwhile shows
-    model.to(resolve_device(model.cfg.device))
+    model.to(run_device(model.cfg))
     preprocessor = model.preprocessor(data, settings.input_size)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
     acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers, model.device)

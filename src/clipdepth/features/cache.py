@@ -141,8 +141,7 @@ def cache_key(
         "model": model.architecture,
         "encoder": model.encoder.description,
         "encoder_fingerprint": model.encoder.fingerprint(),
-        # the precision the frozen parts ran in: autocast applies on CUDA only, elsewhere fp32
-        "precision": model.frozen_precisions if model.device.type == "cuda" else dict.fromkeys(model.frozen_precisions, "fp32"),
+        "precision": model.frozen_run_precisions,  # what the frozen parts ran at
         "preprocessing": {
             "input_shape": preprocessor.input_shape,
             "crop": preprocessor.crop,

@@ -191,12 +191,11 @@ def model_digest(model: DepthModel) -> str:
 
 def depth_settings(model: DepthModel, options: PredictOptions) -> dict:
     """What the depth of an image depends on besides the image and its caption: the model
-    (``model_digest``, as ``checkpoint``), its frozen parts' precision (autocast applies on CUDA
-    only, as the feature cache keys it) and the ``DEPTH_OPTIONS``."""
-    precisions = model.frozen_precisions
+    (``model_digest``, as ``checkpoint``), its frozen parts' precision (as the feature cache keys
+    it) and the ``DEPTH_OPTIONS``."""
     return {
         "checkpoint": model_digest(model),
-        "precision": precisions if model.device.type == "cuda" else dict.fromkeys(precisions, "fp32"),
+        "precision": model.frozen_run_precisions,
         **{key: getattr(options, key) for key in DEPTH_OPTIONS},
     }
 

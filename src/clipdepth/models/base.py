@@ -13,6 +13,8 @@ model use the same feature cache, trainer, evaluation and commands:
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import re
 from dataclasses import dataclass, replace
@@ -112,18 +114,22 @@ FEATURE_DTYPE = torch.float16  # frozen features as kept in memory and in the fe
 PRECISIONS: dict[str, torch.dtype | None] = dict(zip(PRECISION_NAMES, (torch.bfloat16, torch.float16, None)))
 
 
-def head_precision(setting: str, device: torch.device | str) -> str:
+def head_precision(setting: str, device: torch.device | str, run: str = "auto") -> str:
     """``train.head_precision`` resolved for ``device``: "auto" is bf16 on CUDA and fp32 elsewhere
-    (a CPU run gives fp32's results); "bf16" and "fp32" are taken as they are."""
+    (a CPU run gives fp32's results); "bf16" and "fp32" are taken as they are. ``run``: the config's
+    ``precision``, which, unless "auto", is the head's on any device."""
+    if run != "auto":
+        return run
     if setting == "auto":
         return "bf16" if torch.device(device).type == "cuda" else "fp32"
     return setting
 
 
-def head_autocast(setting: str, device: torch.device | str):
-    """Autocast context of the head's forward passes for ``train.head_precision`` on ``device``."""
-    device_type = torch.device(device).type
-    return torch.autocast(device_type, torch.bfloat16, enabled=head_precision(setting, device) == "bf16")
+def head_autocast(setting: str, device: torch.device | str, run: str = "auto"):
+    """Autocast context of the head's forward passes for ``train.head_precision`` on ``device``
+    (``run``: the config's ``precision``)."""
+    dtype = PRECISIONS[head_precision(setting, device, run)]
+    return torch.autocast(torch.device(device).type, dtype or torch.float32, enabled=dtype is not None)
 
 
 @dataclass
@@ -146,6 +152,22 @@ def as_float(features: Features | None, device: torch.device | str | None = None
     if features is None:
         return None
     return {k: (v.to(device).float() if v.dtype in (torch.float16, torch.bfloat16) else v.to(device)) for k, v in features.items()}
+
+
+def _float32(output: Any) -> Any:
+    """A head's output (a tensor, or tuples, lists and dicts of them) with reduced-precision floats
+    as float32: what comes out of autocast goes on as the fp32 road's would."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # a NamedTuple
+        return type(output)(*(_float32(item) for item in output))
+    if isinstance(output, (tuple, list)):
+        return type(output)(_float32(item) for item in output)
+    if isinstance(output, dict):
+        return {key: _float32(value) for key, value in output.items()}
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return dataclasses.replace(output, **{f.name: _float32(getattr(output, f.name)) for f in dataclasses.fields(output) if f.init})
+    return output
 
 
 def checkpoint_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path:
@@ -332,9 +354,12 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         return name
 
     @classmethod
-    def device_precision(cls, precision: str, device: torch.device | str) -> str:
+    def device_precision(cls, precision: str, device: torch.device | str, run: str = "auto") -> str:
         """The precision a frozen part set to ``precision`` runs at on ``device``: autocast applies
-        on CUDA only, so elsewhere fp32."""
+        on CUDA only, so elsewhere fp32; unless the config's ``precision`` (``run``) names one,
+        which every part runs at on any device."""
+        if run != "auto":
+            return run
         name = cls.precision_name(precision)
         return name if torch.device(device).type == "cuda" else "fp32"
 
@@ -343,17 +368,23 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         """The resolved precision of each frozen part (the feature cache keys on it)."""
         raise NotImplementedError
 
+    @property
+    def frozen_run_precisions(self) -> dict[str, str]:
+        """The precision each frozen part runs at on the model's device (``device_precision``): what
+        the feature cache and predict's records key on."""
+        return {part: self.device_precision(name, self.device, self.cfg.precision) for part, name in self.frozen_precisions.items()}
+
     def run_precisions(self, head_setting: str) -> dict[str, str]:
-        """What ran at which precision on the model's device: each frozen part (``frozen_precisions``,
-        fp32 off CUDA) and the head (``train.head_precision`` ``head_setting``). Checkpoints record it."""
-        frozen = {part: self.device_precision(name, self.device) for part, name in self.frozen_precisions.items()}
-        return {**frozen, "head": head_precision(head_setting, self.device)}
+        """What ran at which precision on the model's device: each frozen part (``frozen_run_precisions``)
+        and the head (``train.head_precision`` ``head_setting``). Checkpoints record it."""
+        return {**self.frozen_run_precisions, "head": head_precision(head_setting, self.device, self.cfg.precision)}
 
     @classmethod
-    def autocast(cls, device: torch.device, precision: str):
-        """Autocast context for a frozen part running on ``device``: only on CUDA, never for fp32."""
-        dtype = PRECISIONS[cls.device_precision(precision, device)]
-        return torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None)
+    def autocast(cls, device: torch.device, precision: str, run: str = "auto"):
+        """Autocast context for a frozen part set to ``precision`` running on ``device`` (``run``: the
+        config's ``precision``; ``device_precision``), never for fp32."""
+        dtype = PRECISIONS[cls.device_precision(precision, device, run)]
+        return torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
     @property
     def resize_mode(self) -> str:
@@ -468,8 +499,9 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
         # infer, evaluate and training's validation give one number for one frame.
         features = as_float(self.encode_frames(batch))
         flipped = as_float(self.encode_frames(batch.flipped())) if tta else None
-        depth, head_output = self.predict_from_features(features, flipped, tiles)
-        return depth, features, head_output
+        with head_autocast("fp32", self.device, self.cfg.precision):  # the head in fp32 unless `precision` names another
+            depth, head_output = self.predict_from_features(features, flipped, tiles)
+        return _float32(depth), features, _float32(head_output)
 
     @property
     def _tile_width(self) -> int:

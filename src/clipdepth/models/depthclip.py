@@ -106,7 +106,7 @@ class DepthCLIP(DepthModel):
     def build_head(cls, cfg: Config, encoder: nn.Module, initialise: bool) -> DepthCLIPHead:
         """Built the same way when loading: the text embeddings are recomputed, never stored."""
         device = next(encoder.parameters()).device
-        with torch.no_grad(), cls.autocast(device, cls._precision_setting(cfg)):
+        with torch.no_grad(), cls.autocast(device, cls._precision_setting(cfg), cfg.precision):
             text = prompt_embeddings(encoder, cfg.depthclip)
         return DepthCLIPHead(cfg.depthclip, text)
 
@@ -136,7 +136,7 @@ class DepthCLIP(DepthModel):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [0, 1] at the input size -> (B, h, w, C) float32 image features:
         the RN50 layer-4 map, or the ViT's projected patch tokens."""
-        with self.autocast(images.device, self._precision_setting(self.cfg)):
+        with self.autocast(images.device, self._precision_setting(self.cfg), self.cfg.precision):
             out = self.encoder(self.encoder.normalize(images))
         return (out.patch_tokens if self.cfg.depthclip.backbone == "vit" else out).float()
 

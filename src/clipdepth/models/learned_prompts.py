@@ -256,10 +256,10 @@ class LearnedPrompts(DepthModel):
         if height % patch or width % patch:
             raise ValueError(f"{self.display_name} expects frames whose sides are multiples of {patch}, got {(height, width)}")
         if self.cfg.prompts.backbone == "resnet":
-            with self.autocast(images.device, self.cfg.depthclip.precision):
+            with self.autocast(images.device, self.cfg.depthclip.precision, self.cfg.precision):
                 return self.encoder(self.encoder.normalize(images)).float()
         clip = self.encoder.model
-        with self.autocast(images.device, self.cfg.clip.precision):
+        with self.autocast(images.device, self.cfg.clip.precision, self.cfg.precision):
             hidden = clip.vision_model(pixel_values=self.encoder.normalize(images), interpolate_pos_encoding=True).last_hidden_state
             tokens = clip.visual_projection(clip.vision_model.post_layernorm(hidden[:, 1:]))
         return tokens.float().reshape(len(images), height // patch, width // patch, -1)

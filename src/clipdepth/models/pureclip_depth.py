@@ -157,7 +157,7 @@ class PureCLIPDepth(DepthModel):
         if initialise:
             centres = bin_centres(cfg.pureclip.min_depth, cfg.pureclip.max_depth, cfg.pureclip.num_bins)
             # The text tower at the encoder's precision, as the release encodes the phrases
-            with torch.no_grad(), cls.autocast(encoder.model.device, cfg.clip.precision):
+            with torch.no_grad(), cls.autocast(encoder.model.device, cfg.clip.precision, cfg.precision):
                 table = encoder.encode_text(depth_phrases(centres, cfg.pureclip.phrase_style)).float()
         return PureCLIPDepthHead(cfg.pureclip, encoder.embed_dim, table)
 
@@ -184,7 +184,7 @@ class PureCLIPDepth(DepthModel):
         On CUDA the frozen encoder runs under autocast (``clip.precision``; "auto" is bf16,
         "released" fp16 as the released code ran CLIP); its outputs are returned in float32 for the head.
         """
-        with self.autocast(images.device, self.cfg.clip.precision):
+        with self.autocast(images.device, self.cfg.clip.precision, self.cfg.precision):
             out = self.encoder(self.encoder.normalize(images))
         return EncoderOutput(out.patch_tokens.float(), out.cls.float())
 

@@ -394,7 +394,7 @@ class TR2M(DepthModel):
         kept = [lines[:limit] for lines in captions]
         if any(not lines for lines in kept):
             raise DataError("a frame has an empty caption list")
-        with self.autocast(self.device, self.cfg.clip.precision):
+        with self.autocast(self.device, self.cfg.clip.precision, self.cfg.precision):
             flat = self.encoder.text.encode_text([line for lines in kept for line in lines], normalize=False)
         flat = flat.float()
         out = flat.new_zeros(len(kept), limit, flat.shape[-1])
@@ -414,9 +414,9 @@ class TR2M(DepthModel):
         if any(side % patch for side in batch.images.shape[-2:]):  # a mixture's datasets each have their own size
             raise ValueError(f"TR2M expects frames whose sides are multiples of {patch}, got {tuple(batch.images.shape[-2:])}")
         images = batch.images
-        with self.autocast(images.device, self.cfg.tr2m.image_encoder.precision):
+        with self.autocast(images.device, self.cfg.tr2m.image_encoder.precision, self.cfg.precision):
             tokens = self.encoder.image(images)
-        with self.autocast(images.device, self.cfg.tr2m.relative.precision):
+        with self.autocast(images.device, self.cfg.tr2m.relative.precision, self.cfg.precision):
             relative = self.encoder.relative(images, batch.depth, batch.names)
         text, lines = self.caption_embeddings(batch.captions)
         return {

@@ -283,12 +283,12 @@ class DepthService:
     def model(self, label: str) -> DepthModel:
         """The model of ``label``, loaded on first use and kept (CheckpointError / EncoderLoadError
         when it cannot be loaded)."""
-        from ..device import resolve_device
+        from ..device import run_device
 
         with self._lock:
             if label not in self._models:
                 model = load_model(self.checkpoint(label).folder, self.overrides)
-                self._models[label] = model.to(resolve_device(model.cfg.device))
+                self._models[label] = model.to(run_device(model.cfg))
             return self._models[label]
 
     def _caption(self, checkpoint: Checkpoint, caption: str | None) -> list[str] | None:

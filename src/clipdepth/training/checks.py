@@ -6,7 +6,7 @@ import torch
 
 from ..config import Config
 from ..data import DATASETS
-from ..device import resolve_device
+from ..device import run_device
 from ..errors import ConfigError
 from ..evaluation.metrics import ALL_METRIC_NAMES
 from .objectives import check_model_config, objective_class
@@ -23,7 +23,9 @@ def check_config(cfg: Config) -> None:
     if not cfg.train.improve_metrics:
         raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
     check_model_config(cfg)
-    check_cuda_graph(cfg, resolve_device(cfg.device))
+    check_cuda_graph(cfg, run_device(cfg))
+    if cfg.precision == "fp16":  # fp16 gradients underflow without loss scaling, which the trainer has not
+        raise ConfigError("precision=fp16 would train the head in fp16 without loss scaling: use bf16 (or fp32)", setting="precision")
     if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
 

@@ -34,7 +34,7 @@ from ..evaluation.protocol import postprocess, valid_mask
 from ..evaluation.report import markdown_table
 from ..io.atomic import write_text_atomic
 from ..io.panels import save_panel
-from ..device import resolve_device
+from ..device import run_device
 from ..evaluation.protocol import get_protocol
 from ..models import build_model, model_class
 from ..registry import BASELINE, DemoPlan, DemoVariant, model_sections, model_spec, specs
@@ -64,7 +64,7 @@ def _experiment(cfg: Config) -> Experiment:
     if not model_class(cfg.model).zero_shot:
         return Experiment.create(cfg)
     dist = from_environment()
-    model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
+    model = build_model(cfg).to(run_device(cfg, dist.local_rank))
     return Experiment(cfg, model, model.preprocessor(), get_protocol(cfg.eval.protocol), dist, training_sources(cfg))
 
 

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from ..config import Config, DataConfig, config_to_yaml
 from ..data import get_dataset
 from ..data.transforms import Preprocessor
-from ..device import resolve_device
+from ..device import run_device
 from ..errors import CheckpointError, ClipdepthError, ConfigError
 from ..evaluation.protocol import Protocol, get_protocol
 from ..features import EncodedSplit, OnTheFlySplit, encode_split
@@ -120,7 +120,7 @@ class Experiment:
                     opened[_opened_key(source, split)] = get_dataset(source.data, split)
         dist = from_environment()
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
-        model = build_model(cfg).to(resolve_device(cfg.device, dist.local_rank))
+        model = build_model(cfg).to(run_device(cfg, dist.local_rank))
         return cls(cfg, model, model.preprocessor(), protocol, dist, sources, torch.get_rng_state(), opened=opened)
 
     def dataset(self, source: SourceSettings, split: str) -> Dataset:

@@ -251,7 +251,7 @@ class Trainer:
 
     def _head_autocast(self):
         """``train.head_precision`` for the head's forward passes (training and validation)."""
-        return head_autocast(self.cfg.train.head_precision, self.device)
+        return head_autocast(self.cfg.train.head_precision, self.device, self.cfg.precision)
 
     def _step(self, batch) -> dict:
         """One optimisation step; the record's losses stay on the device."""

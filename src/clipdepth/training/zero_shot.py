@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import Config, config_to_yaml
-from ..device import resolve_device
+from ..device import run_device
 from ..io.atomic import write_text_atomic
 from ..models import build_model
 from .run_folder import check_run_folder, start_run_folder
@@ -18,7 +18,7 @@ def write_zero_shot_run(cfg: Config, overwrite: bool = False) -> Path:
     earlier run in the folder is refused unless ``overwrite`` (CheckpointError)."""
     out = Path(cfg.output_dir)
     check_run_folder(out, resume=False, overwrite=overwrite)
-    model = build_model(cfg).to(resolve_device(cfg.device))  # the text embeddings are checked here
+    model = build_model(cfg).to(run_device(cfg))  # the text embeddings are checked here
     start_run_folder(out)
     write_text_atomic(out / "config.yaml", config_to_yaml(cfg))
     return model.save_pretrained(out / "model", extra={"zero_shot": True})
