@@ -19,6 +19,8 @@ DATASETS = {
     "kitti": ("kitti/depth/*.png", "kitti", 256, 80.0, np.s_[153:371, 44:1197]),
 }
 JSON_KEYS = [
+    "align",
+    "pred_kind",
     "abs_rel",
     "sq_rel",
     "rmse",

@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from .args import output_folder, path_arg, positive_float, positive_int
+from .prediction_options import add_prediction_files
 
 HELP = "plot prediction error against ground-truth depth (PureCLIP-Depth Fig. 2)"
 
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         type=Path,
         metavar="DIR",
-        help="folder of predictions (.npy metres or 16-bit .png)",
+        help="folder of metric predictions (.npy .npz .tif .exr in metres, or 16-bit .png)",
     )
     parser.add_argument("--gt", required=True, type=Path, metavar="DIR", help="folder of ground truth (.png or .npy)")
     parser.add_argument("--protocol", required=True, choices=list(PROTOCOLS), help="depth caps, crop and GT scale")
@@ -40,12 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--pred-scale",
         type=positive_float,
         metavar="S",
-        help="predictions that declare no scale (.npy, PNGs without one): metres = value / S (default: .npy in "
-        "metres, PNGs at the scale they declare, else the protocol's GT scale)",
+        help="predictions that declare no scale (array files, PNGs without one): metres = value / S (default: array "
+        "files in metres, PNGs at the scale they declare, else the protocol's GT scale)",
     )
     parser.add_argument(
         "--gt-scale", type=positive_float, metavar="S", help="PNG ground truth: metres = value / S (default: the protocol's GT scale)"
     )
+    add_prediction_files(parser)
     parser.add_argument("--kb-crop", action="store_true", help="352x1216 predictions are KB crops: paste them into the full GT frame")
     parser.add_argument(
         "--gt-format",
@@ -82,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         gt_format=args.gt_format,
         bins=args.bins,
         overwrite=args.overwrite,
+        pred_pattern=args.pred_pattern,
+        key=args.key,
     )
     skipped = result["n_skipped"]
     print(

@@ -33,10 +33,12 @@ def accumulate(
     bins: int,
     kb_crop: bool = False,
     gt_format: str | None = None,
+    key: str | None = None,
 ) -> DepthErrorAccumulator:
-    """Read, post-process and mask each pair as `clipdepth score` does, adding the valid pixels."""
+    """Read, post-process and mask each pair as `clipdepth score` does, adding the valid pixels
+    (``key``: the array of .npz predictions or the channel of EXR ones)."""
     accumulator = DepthErrorAccumulator(np.linspace(0.0, protocol.max_depth, bins + 1), np.linspace(0.0, protocol.max_depth, HIST_BINS + 1))
-    for pred, gt, gt_path in SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "analyzing"):
+    for pred, gt, gt_path in SavedPairs(pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "analyzing", key=key):
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
             mask = valid_mask(gt, protocol)
         pred = postprocess(pred, gt.shape, protocol)
@@ -139,15 +141,18 @@ def analyze_saved(
     gt_format: str | None = None,
     bins: int = DEFAULT_BINS,
     overwrite: bool = False,
+    pred_pattern: str | None = None,
+    key: str | None = None,
 ) -> tuple[dict, dict[str, np.ndarray]]:
-    """Match the depth maps of folder ``predictions`` with those of ``gt`` by stem, and write the
+    """Match the depth maps of folder ``predictions`` with those of ``gt`` by stem (``pred_pattern``:
+    a GT stem's prediction file name, ``evaluation.saved.prediction_files``), and write the
     three figures and ``analysis.json`` (``bins`` equal GT-depth bins over 0..max depth) into
     ``out``; returns what analysis.json holds and the per-bin statistics (``bin_table`` prints them).
     DataError for missing or unmatched folders, results of an earlier run there (unless
     ``overwrite``) or no valid ground-truth pixel at all."""
     refuse_existing([out / name for name in OUTPUTS], overwrite)
-    pairs = match_by_stem(predictions, gt, gt_format)
-    acc = accumulate(pairs, protocol, pred_scale, gt_scale, bins, kb_crop, gt_format)
+    pairs = match_by_stem(predictions, gt, gt_format, pred_pattern)
+    acc = accumulate(pairs, protocol, pred_scale, gt_scale, bins, kb_crop, gt_format, key)
     if acc.n_images == 0:
         raise DataError(f"{gt}: none of the {len(pairs)} ground-truth maps has a valid pixel under protocol {protocol.name}")
     stats = acc.stats()

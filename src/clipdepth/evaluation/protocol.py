@@ -210,6 +210,19 @@ def fit_scale_shift(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]
     return scale, float(target_mean - scale * pred_mean)
 
 
+def check_alignment(align: str, pred_kind: str) -> None:
+    """ConfigError for an unknown ``align`` (ALIGNMENTS) or ``pred_kind`` (PRED_KINDS), and for a
+    disparity without alignment, which has no metres; checked before any file is read."""
+    if align not in ALIGNMENTS:
+        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}")
+    if pred_kind not in PRED_KINDS:
+        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}")
+    if pred_kind == "disparity" and align == "none":
+        raise ConfigError(
+            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity"
+        )
+
+
 def align_prediction(pred: Any, gt: Any, mask: Any, align: str = "none", pred_kind: str = "depth") -> np.ndarray:
     """A prediction on the GT grid as depth in metres, ``pred_kind`` converted and ``align`` fitted.
 
@@ -219,18 +232,11 @@ def align_prediction(pred: Any, gt: Any, mask: Any, align: str = "none", pred_ki
     median scaling); "lsq" (scale and shift in depth: s * d + t ~ g); "lsq-disparity" (scale and
     shift in inverse depth: s * (1/d) + t ~ 1/g, then inverted; an aligned inverse depth that is
     not positive becomes the far cap). Non-positive values of an inverse or disparity input have
-    no depth (+inf, clamped to the far cap). Raises ConfigError for an unknown name, DataError
+    no depth (+inf, clamped to the far cap). Raises ConfigError as ``check_alignment``, DataError
     for a fit whose scale is not positive (it would mirror the prediction) or a constant one.
     """
-    if align not in ALIGNMENTS:
-        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}")
-    if pred_kind not in PRED_KINDS:
-        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}")
+    check_alignment(align, pred_kind)
     pred, gt, mask = to_numpy(pred).astype(np.float64), to_numpy(gt), to_numpy(mask, bool)
-    if pred_kind == "disparity" and align == "none":
-        raise ConfigError(
-            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity"
-        )
     if align == "lsq-disparity":
         inverse = pred if pred_kind != "depth" else _inverse(pred)
         if not mask.any():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import io
+from typing import Any
+
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES
 from .protocol import Protocol
 
@@ -28,12 +32,23 @@ def markdown_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def text_table(result: dict[str, float], protocol: Protocol, median_scaling: bool, n_skipped: int) -> str:
-    """Mean metrics of saved predictions as a text table, headed by the protocol's caps and crop."""
+# The table's words for each alignment (protocol.ALIGNMENTS): a reader must see that the numbers are aligned.
+ALIGNMENT_WORDS = {
+    "none": "none (metric depth as predicted)",
+    "median": "median (per-image median scaling, relative depth)",
+    "lsq": "lsq (per-image least-squares scale and shift in depth, relative depth)",
+    "lsq-disparity": "lsq-disparity (per-image least-squares scale and shift in inverse depth, relative depth)",
+}
+
+
+def text_table(result: dict[str, float], protocol: Protocol, align: str, n_skipped: int, pred_kind: str = "depth") -> str:
+    """Mean metrics of saved predictions as a text table, headed by the protocol's caps and crop,
+    the alignment (``ALIGNMENT_WORDS``) and, where not depth, what the predictions held."""
     crop = protocol.crop or "none"
+    kind = "" if pred_kind == "depth" else f", predictions read as {pred_kind}"
     lines = [
         f"protocol {protocol.name}: {protocol.min_depth:g} < gt < {protocol.max_depth:g} m, crop {crop}, "
-        f"median scaling {'ON (relative-depth evaluation)' if median_scaling else 'off'}; mean over images"
+        f"alignment {ALIGNMENT_WORDS[align]}{kind}; mean over images"
     ]
     columns = [*METRIC_NAMES, "n_images"]
     widths = [max(len(name), 8) for name in columns]
@@ -49,3 +64,13 @@ def text_table(result: dict[str, float], protocol: Protocol, median_scaling: boo
     if n_skipped:
         lines.append(f"skipped {n_skipped} images with no valid ground-truth pixel")
     return "\n".join(lines)
+
+
+def per_image_csv(rows: list[dict[str, Any]]) -> str:
+    """``SavedScore.per_image`` as CSV text: stem, the nine metrics at full precision (``repr``:
+    read back, the same floats), n_valid; an image without a valid pixel has empty metric cells."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["stem", *METRIC_NAMES, "n_valid"])
+    writer.writerows([row["stem"], *(repr(float(row[m])) if m in row else "" for m in METRIC_NAMES), row["n_valid"]] for row in rows)
+    return out.getvalue()

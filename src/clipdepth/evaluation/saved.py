@@ -2,15 +2,20 @@
 
 What ``clipdepth score`` and ``clipdepth analyze`` read, usable from Python too:
 
-- ``depth_files``: a folder's depth maps by stem, ``.npy`` (metres) preferred over a ``.png`` of
-  the same stem; ``clipdepth predict``'s other outputs beside a map (``<stem>_color.png``,
-  ``<stem>_uncertainty.png|npy``) are skipped, so its folder scores as it is.
+- ``depth_files``: a folder's depth maps by stem, an array file (``.npy``, ``.npz``, TIFF, EXR:
+  the values as written) preferred over a ``.png`` of the same stem; ``clipdepth predict``'s other
+  outputs beside a map (``<stem>_color.png``, ``<stem>_uncertainty.png|npy``) are skipped, so its
+  folder scores as it is.
+- ``prediction_files``: those of a predictions folder, or the files a name pattern maps ground-truth
+  stems to (``{stem}_raw_depth_meter.npy``: Depth Anything V2's metric run.py).
 - ``match_files``: prediction/GT pairs by stem, also across NYU's own naming (an image
   ``rgb_00001`` against ``sync_depth_00001``), and each side's files without a partner.
 - ``SavedPairs``: each pair read (PNG scales as the files declare them, ground truth in a
-  dataset's own format with ``gt_format``), the prediction put on the GT frame, and a
+  dataset's own format with ``gt_format``), the prediction put on the GT frame, and a metric
   prediction whose unit was assumed (no ``pred_scale``, none declared) refused when its values
   look like another unit (millimetres read as metres).
+- ``score_saved``: the protocol's mean metrics, and each image's, of such a folder, with the
+  prediction converted and aligned per image as asked (``protocol.align_prediction``).
 """
 
 from __future__ import annotations
@@ -18,18 +23,20 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from ..errors import ConfigError, DataError
-from ..io.depth_io import SCALE_TEXT_KEY, UINT16_DEPTH_MODES, open_header, read_depth
+from ..io.depth_io import DEPTH_FILE_SUFFIXES, SCALE_TEXT_KEY, UINT16_DEPTH_MODES, open_header, read_depth
 from .protocol import KB_CROP_SHAPE, Protocol, kb_crop_paste, valid_mask
 
-DEPTH_SUFFIXES = (".npy", ".png")  # in order of preference for one stem
+DEPTH_SUFFIXES = (".npy", ".png")  # ground truth, in order of preference for one stem
+PREDICTION_SUFFIXES = DEPTH_FILE_SUFFIXES  # array files (values as written) before PNGs
+STEM_FIELD = "{stem}"  # in a prediction name pattern: the ground-truth map's stem
 SIDE_OUTPUTS = ("_color", "_side", "_uncertainty")  # `clipdepth predict` writes these beside <stem>.png
 NYU_NAMES = ("rgb_", "sync_depth_")  # an NYU image and its depth map share the number
 # A prediction whose aspect ratio is this close to the GT's is taken as a resized prediction.
@@ -61,25 +68,74 @@ def gt_reader(gt_format: str) -> Callable[[Path], np.ndarray]:
     return readers[gt_format]
 
 
-def depth_files(folder: Path, role: str, suffixes: tuple[str, ...] = DEPTH_SUFFIXES) -> dict[str, Path]:
-    """Depth files of ``folder`` by stem (``.npy`` preferred over ``.png``), without
-    ``clipdepth predict``'s side outputs. DataError for a missing or empty folder, naming it by
-    ``role`` (the setting that gave it: ``predictions``, ``gt``)."""
+def _require_folder(folder: Path, role: str) -> None:
     if not folder.is_dir():
         raise DataError(f"{folder}: {role} folder not found", setting=role)
+
+
+def _without_side_outputs(files: dict[str, Path]) -> dict[str, Path]:
+    """``files`` by stem less ``clipdepth predict``'s side outputs: ``<stem>_color`` and the like
+    beside a ``<stem>`` of their own."""
+    return {stem: path for stem, path in files.items() if not any(stem.endswith(t) and stem[: -len(t)] in files for t in SIDE_OUTPUTS)}
+
+
+def depth_files(folder: Path, role: str, suffixes: tuple[str, ...] = DEPTH_SUFFIXES) -> dict[str, Path]:
+    """Depth files of ``folder`` by stem (the first of ``suffixes`` where a stem has several),
+    without ``clipdepth predict``'s side outputs. DataError for a missing or empty folder, naming
+    it by ``role`` (the setting that gave it: ``predictions``, ``gt``)."""
+    _require_folder(folder, role)
     by_stem: dict[str, dict[str, Path]] = {}
     for path in sorted(folder.iterdir()):
         suffix = path.suffix.lower()
         if path.is_file() and suffix in suffixes:
             by_stem.setdefault(path.stem, {})[suffix] = path
-    files = {stem: next(found[s] for s in suffixes if s in found) for stem, found in by_stem.items()}
-    for stem in list(files):
-        side = next((tail for tail in SIDE_OUTPUTS if stem.endswith(tail) and stem[: -len(tail)] in files), None)
-        if side is not None:
-            del files[stem]
+    files = _without_side_outputs({stem: next(found[s] for s in suffixes if s in found) for stem, found in by_stem.items()})
     if not files:
         raise DataError(f"{folder}: no {' or '.join(suffixes)} files in the {role} folder", setting=role)
     return files
+
+
+def split_pattern(pattern: str) -> tuple[str, str]:
+    """(before, after) ``{stem}`` in a prediction name pattern such as ``{stem}_depth.npy``.
+    ConfigError (setting ``pred_pattern``) for a pattern without exactly one ``{stem}``, with a
+    folder in it, or whose name ends in no depth file type (``PREDICTION_SUFFIXES``)."""
+    if pattern.count(STEM_FIELD) != 1:
+        raise ConfigError(
+            f"prediction name pattern {pattern!r} must hold {STEM_FIELD} once, where the ground-truth map's stem goes "
+            f"(e.g. {STEM_FIELD}_depth.npy)",
+            setting="pred_pattern",
+        )
+    if "/" in pattern or "\\" in pattern:
+        raise ConfigError(
+            f"prediction name pattern {pattern!r} names a file, not a path: give its folder as predictions", setting="pred_pattern"
+        )
+    before, after = pattern.split(STEM_FIELD)
+    suffix = Path(f"x{after}").suffix.lower()
+    if suffix not in PREDICTION_SUFFIXES:
+        raise ConfigError(
+            f"prediction name pattern {pattern!r} must end in a depth file type: {', '.join(PREDICTION_SUFFIXES)}", setting="pred_pattern"
+        )
+    return before, after
+
+
+def prediction_files(folder: Path, pattern: str | None = None) -> dict[str, Path]:
+    """The prediction files of ``folder`` by the ground-truth stem they are for: without a
+    ``pattern``, ``depth_files`` over ``PREDICTION_SUFFIXES``; with one, each file named as the
+    pattern says (``{stem}_raw_depth_meter.npy``: ``a_raw_depth_meter.npy`` is for ``a``), other
+    files ignored, side outputs skipped as ``depth_files`` does. DataError for a missing folder or
+    one where no file matches; ConfigError for a bad pattern (``split_pattern``)."""
+    if pattern is None:
+        return depth_files(folder, "predictions", PREDICTION_SUFFIXES)
+    before, after = split_pattern(pattern)
+    _require_folder(folder, "predictions")
+    files = {
+        path.name[len(before) : len(path.name) - len(after)]: path
+        for path in sorted(folder.iterdir())
+        if path.name.startswith(before) and path.name.endswith(after) and len(path.name) > len(before) + len(after) and path.is_file()
+    }
+    if not files:
+        raise DataError(f"{folder}: no file in the predictions folder is named as pattern {pattern!r} says", setting="pred_pattern")
+    return _without_side_outputs(files)
 
 
 def _by_nyu_number(files: dict[str, Path], prefix: str) -> dict[str, Path]:
@@ -117,14 +173,18 @@ class Matched:
         )
 
 
-def match_files(pred_dir: Path, gt_dir: Path, gt_format: str | None = None, allow_missing: bool = False) -> Matched:
+def match_files(
+    pred_dir: Path, gt_dir: Path, gt_format: str | None = None, allow_missing: bool = False, pred_pattern: str | None = None
+) -> Matched:
     """(prediction, GT) pairs with the same stem, or NYU's ``rgb_N`` predictions against the
     ``sync_depth_N`` maps of a GT folder (which may hold the ``rgb_N`` images too), sorted by stem.
+    A prediction's stem is its file's, or the part ``pred_pattern`` gives (``prediction_files``).
 
     Files without a partner are counted per side; GT-side PNGs that are no depth map (8-bit images)
-    are not counted. DataError when some file has no partner, unless ``allow_missing`` (then the
-    pairs are what is scored), and when no file has one."""
-    preds = depth_files(pred_dir, "predictions")
+    are not counted, nor are prediction-side files that ``pred_pattern`` does not name. DataError
+    when some file has no partner, unless ``allow_missing`` (then the pairs are what is scored),
+    and when no file has one."""
+    preds = prediction_files(pred_dir, pred_pattern)
     gts = depth_files(gt_dir, "gt", GT_FORMAT_SUFFIXES.get(gt_format or "", DEPTH_SUFFIXES))
     # NYU's folders hold rgb_N images (so the predictions are named rgb_N) beside sync_depth_N maps
     nyu_preds, nyu_gts = _by_nyu_number(preds, NYU_NAMES[0]), _by_nyu_number(gts, NYU_NAMES[1])
@@ -146,9 +206,9 @@ def match_files(pred_dir: Path, gt_dir: Path, gt_format: str | None = None, allo
     return matched
 
 
-def match_by_stem(pred_dir: Path, gt_dir: Path, gt_format: str | None = None) -> list[tuple[Path, Path]]:
+def match_by_stem(pred_dir: Path, gt_dir: Path, gt_format: str | None = None, pred_pattern: str | None = None) -> list[tuple[Path, Path]]:
     """``match_files``' pairs, refusing any depth map without a partner (``clipdepth analyze``)."""
-    return match_files(pred_dir, gt_dir, gt_format).pairs
+    return match_files(pred_dir, gt_dir, gt_format, pred_pattern=pred_pattern).pairs
 
 
 @contextlib.contextmanager
@@ -217,18 +277,21 @@ class SavedPairs:
     """Iterate (prediction on the GT frame, GT, GT path) over matched files.
 
     Predictions are read in metres: a PNG with the scale it declares (clipdepth writes it), else
-    value / ``pred_scale``, which also divides ``.npy`` files (metres when None); PNGs that declare
-    none fall back to the protocol's GT scale. Ground truth likewise with ``gt_scale``. A scale given
+    value / ``pred_scale``, which also divides array files (``.npy``, ``.npz``, TIFF, EXR: metres
+    when None; ``key`` names the array of an .npz or the channel of an EXR); PNGs that declare none
+    fall back to the protocol's GT scale. Ground truth likewise with ``gt_scale``. A scale given
     explicitly that contradicts a file's declared one is a DataError. ``gt_format`` reads GT as a
     dataset stores it (``GT_FORMATS``) instead.
 
-    Where a prediction's unit was assumed (no ``pred_scale``, none declared), ``check_units`` compares
-    its median with the GT's over the valid pixels (``unit_mismatch``): values that look like another
-    unit (millimetres read as metres, which the protocol would clamp to its cap) make the iteration
-    end in a DataError naming the first such file and how many there are, with the ``pred_scale`` to
-    give; an explicit ``pred_scale`` is the way through. Off for relative depth (median scaling).
-    After iterating, ``beyond_cap_fraction`` is the share of positive GT values at or above the
-    protocol's cap: most of them there means a wrong format.
+    ``metric``: the predictions are metric depth scored as read. Then where a prediction's unit was
+    assumed (no ``pred_scale``, none declared), its median is compared with the GT's over the valid
+    pixels (``unit_mismatch``): values that look like another unit (millimetres read as metres,
+    which the protocol would clamp to its cap) make the iteration end in a DataError naming the
+    first such file and how many there are, with the ``pred_scale`` to give; an explicit
+    ``pred_scale`` is the way through. False for predictions aligned per image or not depth
+    (relative models), whose values have no unit and may be <= 0 (a disparity of 0 is far away):
+    neither is checked nor counted. After iterating, ``beyond_cap_fraction`` is the share of
+    positive GT values at or above the protocol's cap: most of them there means a wrong format.
     """
 
     pairs: list[tuple[Path, Path]]
@@ -238,10 +301,11 @@ class SavedPairs:
     kb_crop: bool = False
     gt_format: str | None = None
     desc: str = "reading"
-    check_units: bool = True
+    metric: bool = True
+    key: str | None = None
     n_positive: int = 0
     n_beyond_cap: int = 0
-    n_bad_predictions: int = 0  # predictions holding NaN, inf or values <= 0, which the protocol clamps
+    n_bad_predictions: int = 0  # predictions holding NaN, inf or (metric ones) values <= 0, which the protocol clamps
 
     def _read_gt(self, path: Path) -> np.ndarray:
         if self.gt_format is not None:
@@ -253,8 +317,8 @@ class SavedPairs:
         """The prediction in metres, and the values per metre it was read at where that was assumed
         (no ``pred_scale``, none declared), else None."""
         given = self.pred_scale is not None
-        if path.suffix.lower() == ".npy":  # metres unless pred_scale says otherwise
-            depth = read_depth(path, 1.0, prediction=True)
+        if path.suffix.lower() != ".png":  # array files: metres unless pred_scale says otherwise
+            depth = read_depth(path, 1.0, prediction=True, key=self.key)
             return (depth / np.float32(self.pred_scale), None) if given else (depth, 1.0)
         scale = self.pred_scale if given else self.protocol.gt_scale
         depth = read_depth(path, scale, prediction=True, strict_scale=given)
@@ -269,9 +333,9 @@ class SavedPairs:
             self.n_beyond_cap += int(np.count_nonzero(positive >= self.protocol.max_depth))
             pred, assumed_scale = self._read_prediction(pred_path)
             with np.errstate(invalid="ignore"):
-                self.n_bad_predictions += bool(not np.all(np.isfinite(pred)) or np.any(pred <= 0))
+                self.n_bad_predictions += bool(not np.all(np.isfinite(pred)) or (self.metric and np.any(pred <= 0)))
             pred = to_gt_frame(pred, pred_path, gt.shape, self.kb_crop)
-            if self.check_units and assumed_scale is not None:
+            if self.metric and assumed_scale is not None:
                 with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
                     ratio = _median_ratio(pred, gt, self.protocol)
                 unit = None if ratio is None else unit_mismatch(ratio, assumed_scale)
@@ -310,7 +374,7 @@ class SavedPairs:
         if not self.n_bad_predictions:
             return None
         return (
-            f"warning: {self.n_bad_predictions} of {len(self.pairs)} predictions hold NaN, inf or values <= 0; the "
+            f"warning: {self.n_bad_predictions} of {len(self.pairs)} predictions hold NaN, inf{' or values <= 0' * self.metric}; the "
             "protocol clamps them (NaN -> min, inf -> max), which rarely means the model works"
         )
 
@@ -334,6 +398,21 @@ class SavedScore:
     warnings: dict[str, str]
     n_predictions_without_gt: int  # left out with allow_missing
     n_gt_without_prediction: int
+    align: str = "none"  # how each prediction was fitted to its GT (protocol.ALIGNMENTS)
+    pred_kind: str = "depth"  # what the files hold (protocol.PRED_KINDS)
+    # one per matched pair, in order: stem (the GT's), the nine metrics (absent without a valid pixel), n_valid
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """What ``clipdepth score --json`` writes: the alignment and the kind of prediction first, so
+        that aligned numbers are never read as a metric model's, then the metrics and the counts."""
+        return {
+            "align": self.align,
+            "pred_kind": self.pred_kind,
+            **self.metrics,
+            "n_predictions_without_gt": self.n_predictions_without_gt,
+            "n_gt_without_prediction": self.n_gt_without_prediction,
+        }
 
 
 def score_saved(
@@ -345,28 +424,40 @@ def score_saved(
     gt_scale: float | None = None,
     kb_crop: bool = False,
     gt_format: str | None = None,
-    median_scaling: bool = False,
+    align: str = "none",
+    pred_kind: str = "depth",
+    pred_pattern: str | None = None,
+    key: str | None = None,
     allow_missing: bool = False,
 ) -> SavedScore:
     """Score the depth maps of folder ``predictions`` against those of ``gt`` matched by stem
-    (``match_files``): each prediction read (``SavedPairs``), post-processed and scored per image
-    under ``protocol`` (``median_scaling`` only for relative-depth models), then averaged over images.
+    (``match_files``; ``pred_pattern`` maps a GT stem to a prediction's file name): each prediction
+    read (``SavedPairs``; ``key`` names an .npz array or EXR channel), resized to the GT, converted
+    from ``pred_kind`` and aligned by ``align`` (``protocol.align_prediction``: "median", "lsq",
+    "lsq-disparity" only for relative models), clamped and scored per image under ``protocol``,
+    then averaged over images. Predictions that are aligned or not depth are not checked for their
+    unit (they have none).
 
-    DataError for missing folders, files without a partner (unless ``allow_missing``: then the
-    matched pairs are scored and the others counted, per side, in the result), predictions whose
-    values look like another unit than the one assumed (``SavedPairs``; give ``pred_scale``), or
-    when no ground-truth map has a valid pixel."""
+    ConfigError for an unknown ``align``/``pred_kind``, a disparity without alignment or a bad
+    pattern, before anything is read. DataError for missing folders, files without a partner
+    (unless ``allow_missing``: then the matched pairs are scored and the others counted, per side,
+    in the result), metric predictions whose values look like another unit than the one assumed
+    (``SavedPairs``; give ``pred_scale``), an alignment that fails on an image, or when no
+    ground-truth map has a valid pixel."""
     from .metrics import METRIC_NAMES, MetricAccumulator
-    from .protocol import score_pair
+    from .protocol import check_alignment, score_pair
 
-    matched = match_files(predictions, gt, gt_format, allow_missing)
-    saved = SavedPairs(
-        matched.pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring", check_units=not median_scaling
-    )  # a relative model's values have no unit
+    check_alignment(align, pred_kind)
+    matched = match_files(predictions, gt, gt_format, allow_missing, pred_pattern)
+    metric = align == "none" and pred_kind == "depth"
+    saved = SavedPairs(matched.pairs, protocol, pred_scale, gt_scale, kb_crop, gt_format, "scoring", metric=metric, key=key)
     accumulator = MetricAccumulator()
+    per_image: list[dict[str, Any]] = []
     for pred, gt_map, gt_path in saved:
-        with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640
-            score_pair(pred, gt_map, protocol, align="median" if median_scaling else "none", accumulator=accumulator)
+        with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640, an alignment that fails
+            image = score_pair(pred, gt_map, protocol, align=align, accumulator=accumulator, pred_kind=pred_kind)
+            n_valid = int(np.count_nonzero(valid_mask(gt_map, protocol)))
+        per_image.append({"stem": gt_path.stem, **{k: image[k] for k in METRIC_NAMES if image}, "n_valid": n_valid})
     unpaired = matched.unpaired()
     left_out = unpaired and f"warning: left out {unpaired}; scored the {len(matched.pairs)} matched pairs"
     warnings = {
@@ -383,4 +474,13 @@ def score_saved(
         )
     # The protocol's nine and the image count; abs_diff is no protocol metric.
     metrics = {k: v for k, v in accumulator.mean().items() if k in (*METRIC_NAMES, "n_images")}
-    return SavedScore(metrics, accumulator.n_skipped, warnings, len(matched.preds_alone), len(matched.gts_alone))
+    return SavedScore(
+        metrics,
+        accumulator.n_skipped,
+        warnings,
+        len(matched.preds_alone),
+        len(matched.gts_alone),
+        align=align,
+        pred_kind=pred_kind,
+        per_image=per_image,
+    )

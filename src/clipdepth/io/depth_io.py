@@ -1,8 +1,10 @@
 """Reading and writing RGB images and metric depth maps.
 
 Depth files are 16-bit PNGs (metres = value / scale, 0 = no depth; docs/protocol.md "Caps and units")
-or ``.npy`` arrays in metres. Every problem with an input file is a one-line DataError that names
-the file and says what is wrong.
+or arrays of the values as written (``ARRAY_SUFFIXES``): ``.npy``, ``.npz`` (one array, or the one
+named), float32/float16 TIFF and OpenEXR (the ``exr`` extra), in metres unless a caller divides
+them. Every problem with an input file is a one-line DataError that names the file and says what
+is wrong.
 """
 
 from __future__ import annotations
@@ -156,15 +158,8 @@ def _read_depth_png(path: Path, scale: float, strict_scale: bool) -> np.ndarray:
     return (np.asarray(image, dtype=np.float32) / np.float32(scale)).astype(np.float32)
 
 
-def _read_depth_npy(path: Path) -> np.ndarray:
-    _require_file(path)
-    try:
-        # read_array rather than np.load: np.load treats a file without the .npy magic as a
-        # pickle and then complains about pickles, which misleads.
-        with open(path, "rb") as handle:
-            array = np.lib.format.read_array(handle, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({_one_line(exc)})") from None
+def _depth_map(path: Path, array: np.ndarray) -> np.ndarray:
+    """``array`` as an (H, W) float32 map: numeric, leading sizes of 1 dropped, not empty."""
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise DataError(f"{path}: expected a numeric depth array in metres, got dtype {array.dtype}")
     if array.ndim > 2 and all(size == 1 for size in array.shape[:-2]):
@@ -176,15 +171,117 @@ def _read_depth_npy(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = False, strict_scale: bool = False) -> np.ndarray:
-    """(H, W) float32 depth in metres from a 16-bit PNG (value / scale) or a ``.npy`` (metres).
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        # read_array rather than np.load: np.load treats a file without the .npy magic as a
+        # pickle and then complains about pickles, which misleads.
+        with open(path, "rb") as handle:
+            return np.lib.format.read_array(handle, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({_one_line(exc)})") from None
+
+
+def _one_of(path: Path, names: list[str], key: str | None, what: str) -> str:
+    """The name of ``names`` to read: ``key``, or the only one; DataError (setting ``key``) naming
+    them when ``key`` is not among them or there are several and no ``key``."""
+    listed = ", ".join(names) or "none"
+    if key is None and len(names) == 1:
+        return names[0]
+    if key is None:
+        raise DataError(f"{path}: holds {len(names)} {what}s ({listed}); name the depth map's with key", setting="key")
+    if key not in names:
+        raise DataError(f"{path}: holds no {what} {key!r} (it holds {listed})", setting="key")
+    return key
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return archive[_one_of(path, sorted(archive.files), key, "array")]
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError) as exc:  # not a zip, a damaged member, a pickled object
+        raise DataError(f"{path}: not a readable .npz file ({_one_line(exc)})") from None
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A single-channel TIFF through Pillow (float32, integer modes), else through tifffile where it
+    is installed: Pillow cannot decode float16 TIFFs."""
+    try:
+        image = _open_image(path)
+    except DataError as pillow_error:
+        try:
+            import tifffile
+        except ImportError:
+            raise DataError(f"{pillow_error}; a float16 TIFF needs the tifffile package (pip install tifffile), or save float32") from None
+        try:
+            return np.asarray(tifffile.imread(path))
+        except (OSError, ValueError, KeyError, IndexError) as exc:  # TiffFileError is a ValueError
+            raise DataError(f"{path}: not a readable TIFF ({_one_line(exc)})") from None
+    if image.mode in EIGHT_BIT_MODES:
+        raise DataError(f"{path}: a depth TIFF must be one channel of floats or integers, this one is 8-bit mode {image.mode}")
+    return np.asarray(image)
+
+
+EXR_INSTALL_HINT = 'pip install "clipdepth[exr]"'  # the OpenEXR package
+
+
+def _read_exr(path: Path, key: str | None) -> np.ndarray:
+    """The one channel of an OpenEXR file (half or float), or the one named ``key``."""
+    try:
+        import OpenEXR
+    except ImportError:
+        raise DataError(f"{path}: reading .exr needs the OpenEXR package: {EXR_INSTALL_HINT}") from None
+    try:
+        with OpenEXR.File(str(path), separate_channels=True) as exr:
+            channels = exr.channels()
+            return np.asarray(channels[_one_of(path, sorted(channels), key, "channel")].pixels)
+    except DataError:
+        raise
+    except (OSError, RuntimeError, ValueError) as exc:  # OpenEXR: RuntimeError "Unable to open ..."
+        raise DataError(f"{path}: not a readable .exr file ({_one_line(exc)})") from None
+
+
+# Files that hold a depth map's values as written, by reader; ``key`` picks an .npz array or an EXR channel.
+_ARRAY_READERS = {
+    ".npy": lambda path, key: _read_npy(path),
+    ".npz": _read_npz,
+    ".tif": lambda path, key: _read_tiff(path),
+    ".tiff": lambda path, key: _read_tiff(path),
+    ".exr": _read_exr,
+}
+ARRAY_SUFFIXES = tuple(_ARRAY_READERS)
+DEPTH_FILE_SUFFIXES = (*ARRAY_SUFFIXES, ".png")  # every depth file read_depth reads
+
+
+def read_depth_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """(H, W) float32 values as written in an array file (``ARRAY_SUFFIXES``): ``.npy``; ``.npz``
+    (its one array, or the one named ``key``); single-channel TIFF (float32, float16 through
+    tifffile where installed, integers); OpenEXR (its one channel, or ``key``; needs the OpenEXR
+    package). (1, H, W) and (1, 1, H, W) arrays are taken as (H, W); float16 becomes float32
+    exactly. DataError naming the file for a missing, unreadable, non-numeric, empty or
+    not-2-D one, an .npz/EXR with several arrays and no ``key`` (naming them), and an EXR without
+    its reader installed (saying what to install)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _ARRAY_READERS:
+        raise DataError(f"{path}: not an array file; array files end in {', '.join(ARRAY_SUFFIXES)}")
+    _require_file(path)
+    return _depth_map(path, _ARRAY_READERS[suffix](path, key))
+
+
+def read_depth(
+    path: str | os.PathLike, scale: float, *, prediction: bool = False, strict_scale: bool = False, key: str | None = None
+) -> np.ndarray:
+    """(H, W) float32 depth in metres from a 16-bit PNG (value / scale) or an array file (metres;
+    ``read_depth_array``, with ``key`` naming the array of an .npz or the channel of an EXR).
 
     A PNG that declares its scale (a ``depth_scale`` text chunk, as clipdepth writes) is read with
     it; ``scale`` is for PNGs that do not. With ``strict_scale`` (a scale the user gave) a PNG that
     declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
     have no NaN, no infinite and no negative value (0 marks missing depth). ``prediction=True``
-    keeps NaN/inf/negative values of a ``.npy`` as they are, because the protocol defines what they
-    become (docs/protocol.md, post-processing step 2). An empty array is a DataError.
+    keeps NaN/inf/negative values of an array as they are, because the protocol defines what they
+    become (docs/protocol.md, post-processing step 2). An empty map is a DataError.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -194,9 +291,11 @@ def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = Fals
         if depth.size == 0:
             raise DataError(f"{path}: the depth map is empty ({depth.shape[0]}x{depth.shape[1]})")
         return depth
-    if suffix != ".npy":
-        raise DataError(f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png or a .npy")
-    depth = _read_depth_npy(path)
+    if suffix not in ARRAY_SUFFIXES:
+        raise DataError(
+            f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png or one of {', '.join(ARRAY_SUFFIXES)}"
+        )
+    depth = read_depth_array(path, key)
     if not prediction:
         n_nan = int(np.count_nonzero(np.isnan(depth)))
         if n_nan:
