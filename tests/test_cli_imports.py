@@ -58,6 +58,13 @@ def test_the_crop_choices_are_the_models():
     assert choices == INFER_CROPS
 
 
+def test_the_depth_formats_are_the_writers():
+    from clipdepth.cli.predict_outputs import DEPTH_FORMATS as choices
+    from clipdepth.io.predictions import DEPTH_FORMATS
+
+    assert choices == tuple(DEPTH_FORMATS)
+
+
 def test_the_precision_choices_are_the_devices():
     from clipdepth.cli.image_options import RUN_PRECISIONS as choices
     from clipdepth.config.schema import RunPrecision

@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "tiles": "--tiles, --max-tiles",
             "side_by_side": "--side-by-side",
             "overrides": "--set",
+            "formats": "--format",
         },
     )
 

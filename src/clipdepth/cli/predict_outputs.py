@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import argparse
 
-from .args import finite_float, path_arg, positive_float
+from .args import finite_float, path_arg, positive_float, positive_int
 
 CAMERA = ("fx", "fy", "cx", "cy", "intrinsics")
+# io.predictions.DEPTH_FORMATS, not imported for --help (tests/test_cli_imports.py checks that they agree).
+DEPTH_FORMATS = ("png16", "npy", "tiff", "exr")
 
 
 def add_outputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--npy", action="store_true", help="also write <name>.npy (float32 metres)")
+    p.add_argument(
+        "--format",
+        type=formats,
+        default=(),
+        dest="formats",
+        metavar="LIST",
+        help="depth files, comma-separated, of png16 (<name>.png, 16-bit, always written), npy, tiff, exr "
+        '(float32 metres; exr needs pip install "clipdepth[exr]"), e.g. --format npy,exr',
+    )
+    p.add_argument("--npy", action="store_true", help="also write <name>.npy (float32 metres): --format npy")
     p.add_argument("--ply", action="store_true", help="also write a coloured point cloud <name>.ply")
+    p.add_argument(
+        "--ply-stride", type=positive_int, default=1, metavar="N", help="point clouds of every N-th pixel of every N-th row (default 1)"
+    )
     p.add_argument("--uncertainty", action="store_true", help="also write <name>_uncertainty.png (and .npy with --npy)")
     p.add_argument(
         "--side-by-side",
@@ -27,6 +41,15 @@ def add_outputs(p: argparse.ArgumentParser) -> None:
         help="colour depth up to M metres, the same for every image (default: each image's max up to the "
         "model's range; a video: the model's range)",
     )
+
+
+def formats(text: str) -> tuple[str, ...]:
+    """argparse type of --format: names from DEPTH_FORMATS, comma-separated."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in DEPTH_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected depth formats from {', '.join(DEPTH_FORMATS)}, got {text!r}")
+    return names
 
 
 def add_camera(p: argparse.ArgumentParser) -> None:
@@ -57,5 +80,7 @@ def check_outputs(args: argparse.Namespace, videos_only: bool) -> None:
     camera = [flag for flag in CAMERA if getattr(args, flag) is not None]
     if not args.ply and camera:
         raise ConfigError(f"{'/'.join('--' + f for f in camera)}: the point cloud's intrinsics: add --ply, or drop them")
-    if videos_only and (args.npy or args.ply or args.uncertainty):
-        raise ConfigError("--npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")
+    if not args.ply and args.ply_stride != 1:
+        raise ConfigError("--ply-stride thins the point clouds: add --ply, or drop it")
+    if videos_only and (args.npy or args.ply or args.uncertainty or args.formats):
+        raise ConfigError("--format, --npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only")

@@ -30,10 +30,11 @@ from ..data.loader import read_ahead
 from ..device import usable_cpus
 from ..errors import ConfigError, DataError
 from ..io.atomic import clean_stale
-from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_made, read_rgb
+from ..io.depth_io import MAX_PHOTO_PIXELS, depth_png_scale, open_header, png_made, read_rgb, require_exr
 from ..io.fingerprint import Made, file_digest, text_digest
+from ..io.pointcloud import VERTEX
 from ..io.intrinsics import RECORD_EVERY_S, RECORD_FILE, Camera, CameraRecord, CameraSources, describe_cameras
-from ..io.predictions import OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
+from ..io.predictions import DEPTH_FORMATS, OUTPUT_KINDS, OUTPUT_TAILS, output_paths, write_prediction
 from ..models.base import INFER_CROPS, MAX_TILES, DepthModel
 from ..registry import inference_overrides
 
@@ -48,7 +49,11 @@ WRITE_THREADS = min(16, max(4, usable_cpus() // 2))
 class PredictOptions:
     """What ``predict_to_folder`` writes and how it runs the model."""
 
-    npy: bool = False  # also N.npy (float32 metres)
+    npy: bool = False  # also N.npy (float32 metres); the same as "npy" in ``formats``
+    # Depth files besides the 16-bit PNG N.png, which is always written (it records what the depth
+    # was made from): "npy", "tiff", "exr" (float32 metres; exr needs the exr extra). DEPTH_FORMATS.
+    formats: tuple[str, ...] = ()
+    ply_stride: int = 1  # the point clouds keep every ply_stride-th pixel of every ply_stride-th row
     ply: bool = False  # also N.ply, back-projected with each image's camera (io.intrinsics.CameraSources)
     uncertainty: bool = False  # also N_uncertainty.png (and .npy with ``npy``)
     side_by_side: bool = False  # also N_side.png: the image | its colour depth
@@ -76,6 +81,14 @@ class PredictOptions:
     workers: int | None = None  # processes decoding images ahead (0: this one); None: data.loader.resolve_workers
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.formats if name not in DEPTH_FORMATS]
+        if unknown:
+            raise ConfigError(f"unknown depth format {unknown[0]!r}; choose from {', '.join(DEPTH_FORMATS)}", setting="formats")
+        if "exr" in self.formats:
+            require_exr()
+        wanted = {*self.formats, *(["npy"] if self.npy else [])}
+        self.formats = tuple(name for name in DEPTH_FORMATS if name in wanted)
+        self.npy = "npy" in self.formats
         if self.vmin is not None and self.vmax is not None and not self.vmin < self.vmax:
             raise ConfigError(f"vmin {self.vmin:g} must be below vmax {self.vmax:g} (metres)", setting="vmin")
 
@@ -83,7 +96,7 @@ class PredictOptions:
         return [
             ".png",
             "_color.png",
-            *([".npy"] if self.npy else []),
+            *(DEPTH_FORMATS[name] for name in self.formats if name != "png16"),
             *(["_uncertainty.png", *(["_uncertainty.npy"] if self.npy else [])] if self.uncertainty else []),
             *([".ply"] if self.ply else []),
             *(["_side.png"] if self.side_by_side else []),
@@ -98,6 +111,8 @@ class PredictReport:
     again: int = 0  # of ``done``, images (or captions) rewritten since an earlier run made their outputs: all replaced
     removed: int = 0  # outputs of those ``again`` images that this run does not write (made from the old content): deleted
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
+    ply_files: int = 0  # point clouds written now ...
+    ply_points: int = 0  # ... and their points
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
     # cameras recorded, of point clouds written now or kept from a run stopped before it recorded theirs:
     # source (Camera.describe) -> names
@@ -121,6 +136,9 @@ class PredictReport:
                 f"  {self.completed} of them had outputs from an earlier run: only the missing files were written, "
                 "the others keep that run's options (colour range, camera); --overwrite writes them all again"
             )
+        if self.ply_files:
+            size = self.ply_points * VERTEX.itemsize / 1e6  # the header's few hundred bytes aside
+            lines.append(f"wrote {self.ply_files} point cloud(s): {self.ply_points:,} points, {size:.1f} MB (--ply-stride thins them)")
         if self.cameras:
             lines += describe_cameras(self.cameras, out / RECORD_FILE)
         return lines
@@ -358,7 +376,8 @@ def predict_to_folder(
         """Wait until at most ``keep`` images are being written; raises a writer's error."""
         while len(writing) > keep or (writing and writing[0][0].done()):
             future, path, name, camera = writing.popleft()
-            future.result()
+            points = future.result()  # of the point cloud written now, if any
+            report.ply_points, report.ply_files = report.ply_points + points, report.ply_files + (points > 0)
             report.done += 1
             took(path, name, camera)
         if record is not None:
@@ -401,6 +420,7 @@ def predict_to_folder(
                         made=made(path, digest, caption),
                         vmin=options.vmin,
                         vmax=options.vmax,
+                        ply_stride=options.ply_stride,
                     ),
                     path,
                     name,

@@ -48,12 +48,28 @@ def _require_file(path: Path) -> None:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
+HEIF_SUFFIXES = (".heic", ".heif")  # phone photos; read through pillow-heif (the heic extra)
+HEIC_INSTALL_HINT = 'pip install "clipdepth[heic]"'
+
+
+def _register_heif(path: str | os.PathLike) -> None:
+    """Teach Pillow HEIC/HEIF (once) before such a file is opened; DataError naming the file and the
+    extra when pillow-heif is missing."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise DataError(f"{path}: reading HEIC/HEIF images needs pillow-heif: {HEIC_INSTALL_HINT}") from None
+    pillow_heif.register_heif_opener()  # idempotent; EXIF (orientation, focal length) comes through as for JPEG
+
+
 def open_header(path: str | os.PathLike) -> Image.Image:
     """``Image.open`` of a file: its header read (mode, size, text chunks, EXIF), its pixels not
     decoded; use it as a context manager. Pillow's decompression-bomb guard does not apply, so that
     what a header tells never fails for the image's size (the limits that apply are clipdepth's
     own, such as ``max_pixels``). Raises what ``Image.open`` raises for a file that is not an image
-    (OSError, SyntaxError, ValueError)."""
+    (OSError, SyntaxError, ValueError); DataError for a HEIC/HEIF file without pillow-heif."""
+    if Path(path).suffix.lower() in HEIF_SUFFIXES:
+        _register_heif(path)
     with _PIL_LIMIT_LOCK:
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
@@ -226,6 +242,15 @@ def _read_tiff(path: Path) -> np.ndarray:
 EXR_INSTALL_HINT = 'pip install "clipdepth[exr]"'  # the OpenEXR package
 
 
+def require_exr() -> None:
+    """ConfigError (setting ``formats``) in one line when the OpenEXR package is missing: said
+    before any work, not at the first file."""
+    try:
+        import OpenEXR  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"the exr depth format needs the OpenEXR package: {EXR_INSTALL_HINT}", setting="formats") from None
+
+
 def _read_exr(path: Path, key: str | None) -> np.ndarray:
     """The one channel of an OpenEXR file (half or float), or the one named ``key``."""
     try:
@@ -352,6 +377,26 @@ def png_made(path: str | os.PathLike) -> Made | None:
     made = Made.parse(info.get(MADE_TEXT_KEY))
     source = info.get(SOURCE_TEXT_KEY)
     return made if made is not None or not isinstance(source, str) else Made(source)
+
+
+def write_tiff(path: str | os.PathLike, depth_m: Any) -> None:
+    """Atomically save (H, W) depth as a one-channel float32 TIFF (metres), as Pillow writes mode F."""
+    image = Image.fromarray(np.ascontiguousarray(depth_m, dtype=np.float32), mode="F")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="TIFF")
+
+
+def write_exr(path: str | os.PathLike, depth_m: Any) -> None:
+    """Atomically save (H, W) depth as an OpenEXR file, one float32 channel "Z" (metres; the
+    channel name depth files use). DataError naming the file and the exr extra without OpenEXR."""
+    try:
+        import OpenEXR
+    except ImportError:
+        raise DataError(f"{path}: writing .exr needs the OpenEXR package: {EXR_INSTALL_HINT}") from None
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    channels = {"Z": np.ascontiguousarray(depth_m, dtype=np.float32)}
+    with atomic_path(path) as tmp, OpenEXR.File(header, channels) as exr:
+        exr.write(str(tmp))
 
 
 def write_npy(path: str | os.PathLike, array: Any) -> None:

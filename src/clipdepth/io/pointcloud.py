@@ -110,10 +110,17 @@ def write_ply(path: str | Path, points: np.ndarray, colours: np.ndarray) -> None
         _write_vertices(f, vertices)
 
 
-def depth_to_ply(path: str | Path, depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float]) -> int:
+def depth_to_ply(
+    path: str | Path, depth: np.ndarray, image: np.ndarray, intrinsics: tuple[float, float, float, float], stride: int = 1
+) -> int:
     """Write the measured (depth > 0) pixels of (H, W) ``depth`` (metres) with their colours from
     (H, W, 3) uint8 ``image`` as a binary PLY point cloud (``vertex_grid``), row-major, atomically,
-    ``ROWS_PER_CHUNK`` rows at a time; returns the point count."""
+    ``ROWS_PER_CHUNK`` rows at a time; returns the point count. ``stride`` > 1 keeps pixel (v, u)
+    for v and u multiples of it: the same points as the full cloud has there (the camera scaled
+    by 1 / stride on the subsampled grid), about stride**2 times fewer."""
+    if stride > 1:  # pixel j of the subsampled grid is pixel j * stride: (j * s - c) / f = (j - c / s) / (f / s)
+        depth, image = depth[::stride, ::stride], image[::stride, ::stride]
+        intrinsics = tuple(value / stride for value in intrinsics)
     fx, fy, cx, cy = intrinsics
     measured = depth > 0
     count = int(np.count_nonzero(measured))

@@ -28,10 +28,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import ConfigError, DataError
 from .atomic import atomic_path
-from .depth_io import PNG_COMPRESS_LEVEL, depth_png_scale, write_depth_png, write_npy
+from .depth_io import PNG_COMPRESS_LEVEL, depth_png_scale, write_depth_png, write_exr, write_npy, write_tiff
 from .fingerprint import Made
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".heic", ".heif")  # HEIC: the heic extra
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm")  # read by io.video, when named
 # Every file an image named N may get is N + one of these tails (-> what it holds, see
 # write_prediction): names are chosen so that no two images claim one file, whatever options a
@@ -40,12 +40,16 @@ OUTPUT_KINDS = {
     ".png": "depth",
     "_color.png": "color_map",
     ".npy": "npy",
+    ".tiff": "tiff",
+    ".exr": "exr",
     "_uncertainty.png": "uncertainty",
     "_uncertainty.npy": "uncertainty_npy",
     ".ply": "ply",
     "_side.png": "side",
 }
 OUTPUT_TAILS = tuple(OUTPUT_KINDS)
+# `predict --format`: the depth files by name, float32 metres but the 16-bit PNG (always written).
+DEPTH_FORMATS = {"png16": ".png", "npy": ".npy", "tiff": ".tiff", "exr": ".exr"}
 
 
 # -- naming ---------------------------------------------------------------------------------------
@@ -399,13 +403,16 @@ def write_prediction(
     made: Made | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
+    ply_stride: int = 1,
 ) -> int:
     """Write one image's prediction: ``files`` maps each kind wanted to its path. Kinds: ``depth``
     (16-bit PNG, scale from ``max_depth``, ``made`` recorded: ``write_depth_png``), ``color``
     (colour PNG with a metre scale, ``colour_image``), ``color_map`` (colour PNG at the image's
-    size, ``colour_map``), ``side`` (the image | ``color_map``, ``side_by_side``), ``npy``, ``uncertainty`` (16-bit PNG),
+    size, ``colour_map``), ``side`` (the image | ``color_map``, ``side_by_side``), ``npy``, ``tiff``
+    and ``exr`` (float32 metres), ``uncertainty`` (16-bit PNG),
     ``uncertainty_npy``, ``uncertainty_color`` (colour PNG over 0..its max) and ``ply``
-    (``intrinsics`` fx fy cx cy, default a 60 degree field of view). The depth's colours span
+    (``intrinsics`` fx fy cx cy, default a 60 degree field of view; every ``ply_stride``-th pixel
+    of every ``ply_stride``-th row). The depth's colours span
     ``vmin``..``vmax`` metres (``colour_range``: by default 0 to the map's max, up to ``max_depth``).
 
     ``depth`` and ``uncertainty`` are (H, W) metres, ``image`` (H, W, 3) uint8. Each file is
@@ -422,10 +429,12 @@ def write_prediction(
         "color_map": lambda path: write_rgb(path, colours()),
         "side": lambda path: write_rgb(path, side_by_side(image, colours())),
         "npy": lambda path: write_npy(path, depth.astype(np.float32)),
+        "tiff": lambda path: write_tiff(path, depth),
+        "exr": lambda path: write_exr(path, depth),
         "uncertainty": lambda path: write_depth_png(path, uncertainty, scale),
         "uncertainty_npy": lambda path: write_npy(path, uncertainty.astype(np.float32)),
         "uncertainty_color": lambda path: write_depth_colour(path, uncertainty, float(uncertainty.max()) or 1.0),
-        "ply": lambda path: depth_to_ply(path, depth, image, intrinsics or default_intrinsics(*depth.shape)),
+        "ply": lambda path: depth_to_ply(path, depth, image, intrinsics or default_intrinsics(*depth.shape), ply_stride),
     }
     points = 0
     for kind, path in files.items():
