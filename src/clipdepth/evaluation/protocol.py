@@ -210,6 +210,21 @@ def fit_scale_shift(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]
     return scale, float(target_mean - scale * pred_mean)
 
 
+def check_alignment(align: str, pred_kind: str) -> None:
+    """ConfigError for an unknown ``align`` (ALIGNMENTS) or ``pred_kind`` (PRED_KINDS), and for a
+    disparity without alignment (it has no metres): ``align_prediction``'s checks, which a caller
+    may make before any frame is read."""
+    if align not in ALIGNMENTS:
+        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}", setting="align")
+    if pred_kind not in PRED_KINDS:
+        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}", setting="pred_kind")
+    if pred_kind == "disparity" and align == "none":
+        raise ConfigError(
+            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity",
+            setting="align",
+        )
+
+
 def align_prediction(pred: Any, gt: Any, mask: Any, align: str = "none", pred_kind: str = "depth") -> np.ndarray:
     """A prediction on the GT grid as depth in metres, ``pred_kind`` converted and ``align`` fitted.
 
@@ -222,15 +237,8 @@ def align_prediction(pred: Any, gt: Any, mask: Any, align: str = "none", pred_ki
     no depth (+inf, clamped to the far cap). Raises ConfigError for an unknown name, DataError
     for a fit whose scale is not positive (it would mirror the prediction) or a constant one.
     """
-    if align not in ALIGNMENTS:
-        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}")
-    if pred_kind not in PRED_KINDS:
-        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}")
+    check_alignment(align, pred_kind)
     pred, gt, mask = to_numpy(pred).astype(np.float64), to_numpy(gt), to_numpy(mask, bool)
-    if pred_kind == "disparity" and align == "none":
-        raise ConfigError(
-            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity"
-        )
     if align == "lsq-disparity":
         inverse = pred if pred_kind != "depth" else _inverse(pred)
         if not mask.any():
