@@ -243,6 +243,10 @@ def test_model_options_of_the_other_kind_are_refused_in_one_line(nyu, tmp_path, 
     assert "\n" not in err and err.startswith("clipdepth evaluate: error: nobody/no-such-depth-model: cannot load")
     assert "needs network access to the Hugging Face Hub, or a local folder" in err
 
+    (tmp_path / "not_a_model").mkdir()
+    assert evaluate_hf(tmp_path / "not_a_model", nyu, tmp_path / "eval") == 2
+    assert "not_a_model: no config.json: not a folder written by save_pretrained (--hf)" in capsys.readouterr().err
+
     model = tiny_dpt(tmp_path / "dpt")
     capsys.readouterr()
     assert evaluate_hf(model, nyu, tmp_path / "eval", "--tta") == 2
@@ -349,6 +353,12 @@ def test_one_table_holds_a_checkpoint_a_transformers_model_prediction_folders_an
     assert main([*command[: command.index("--hf") + 1], f"dpt={dpt}:median", *command[command.index("--hf") + 2 :]]) == 2
     err = capsys.readouterr().err.strip()
     assert "dpt/nyu/metrics.json: an earlier evaluation with transformers model" in err and "alignment none" in err and "\n" not in err
+    # A prediction folder under the transformers row's name (no checkpoint row this time) would
+    # write over that row's results: refused, not overwritten.
+    data = command[command.index("--data") : command.index("--hf")]
+    assert main(["benchmark", "--suite", str(suite), *data, "--pred", f"dpt={tmp_path / 'copy'}", "--out", str(out)]) == 2
+    assert "dpt/nyu/metrics.json: the results of another evaluation than a prediction folder's" in capsys.readouterr().err
+    assert json.loads((out / "nyu_suite" / "dpt" / "nyu" / "metrics.json").read_text())["model"] == str(dpt)
 
 
 def test_rows_need_their_own_names_and_a_folder_for_some_label(nyu, tmp_path, capsys):

@@ -24,7 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     model = p.add_mutually_exclusive_group(required=True)  # one model per run
     model.add_argument("--checkpoint", help="a head checkpoint folder (e.g. outputs/demo/model)")
-    model.add_argument("--hf", metavar="MODEL", help="a transformers depth model instead: Hub id or save_pretrained folder")
+    model.add_argument(
+        "--hf",
+        metavar="MODEL",
+        help="a transformers depth model instead of --checkpoint (one or the other): Hub id or save_pretrained folder",
+    )
     p.add_argument("--dataset", help="dataset name (default: the checkpoint's; --hf needs it, or --config)")
     p.add_argument("--data-root", help="dataset folder the split list's paths are relative to")
     p.add_argument("--split", help="test split list (BTS format); a relative path is read from --data-root")

@@ -510,14 +510,33 @@ def plan_benchmark(
             setting="rows",
         )
     for evaluation in evaluations:
-        if evaluation.external is not None and evaluation.external.kind == "predictions":
-            continue  # scored again on every run: reading files is cheap, and they may have changed
         try:
-            if not overwrite and _finished(evaluation):
+            if evaluation.external is not None and evaluation.external.kind == "predictions":
+                # scored again on every run (reading files is cheap, and they may have changed),
+                # over its own earlier results only
+                _refuse_others(evaluation.folder / "metrics.json", overwrite)
+            elif not overwrite and _finished(evaluation):
                 evaluation.status = "reused"
         except ClipdepthError as exc:
             raise _entry_error(exc, f"{suite.name}/{evaluation.row}/{evaluation.entry.label}") from None
     return suite, evaluations, metas
+
+
+def _refuse_others(metrics: Path, overwrite: bool) -> None:
+    """DataError (setting ``overwrite``) for a predictions row's ``metrics.json`` that holds another
+    kind of evaluation's results (a checkpoint or transformers row of the same name), unless
+    ``overwrite``."""
+    if overwrite or not metrics.is_file():
+        return
+    try:
+        mine = "predictions" in json.loads(metrics.read_text())
+    except (OSError, ValueError, TypeError):
+        mine = False
+    if not mine:
+        raise DataError(
+            f"{metrics}: the results of another evaluation than a prediction folder's; write elsewhere, or allow overwriting it",
+            setting="overwrite",
+        )
 
 
 def _evaluation_folder(out: str | Path, suite: Suite, row: str, entry: SuiteEntry) -> Path:

@@ -51,6 +51,8 @@ def load_hf_model(model_id: str | Path, device: torch.device | str = "cpu") -> t
 
     where = str(model_id)
     local = Path(where).is_dir()
+    if local and not (Path(where) / "config.json").is_file():
+        raise CheckpointError(f"{where}: no config.json: not a folder written by save_pretrained", setting="hf")
     try:
         with quiet_transformers():  # no progress bars, no retry lines: a failure is one line
             model = AutoModelForDepthEstimation.from_pretrained(where)
