@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", help="checkpoint folder (or Hub id) for every entry that names none")
     p.add_argument("--name", help="name of this checkpoint's row (default: from the checkpoint path)")
+    rows = "a row of another model beside the published rows and the checkpoint's (docs/compare-rows.md); repeatable"
+    p.add_argument("--hf", action="append", default=[], metavar="LABEL=MODEL[:ALIGN[:KIND]]", help=f"transformers depth model: {rows}")
+    p.add_argument(
+        "--pred", action="append", default=[], metavar="LABEL=DIR[:ALIGN[:KIND]]", help=f"predictions in DIR/<dataset label>/: {rows}"
+    )
     p.add_argument(
         "--data",
         action="append",
@@ -46,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workers(p, "the frames")
     p.add_argument("--out", type=path_arg, default="outputs/benchmark", help="output folder (default: outputs/benchmark)")
     p.add_argument("--overwrite", action="store_true", help="evaluate again what an earlier run finished (default: reuse it)")
-    p.set_defaults(func=run, flags={"data": "--data LABEL.FIELD=VALUE", "suite": "--suite", "checkpoint": "--checkpoint"})
+    p.set_defaults(
+        func=run, flags={"data": "--data LABEL.FIELD=VALUE", "suite": "--suite", "checkpoint": "--checkpoint", "rows": "--hf/--pred"}
+    )
 
 
 def _data_settings(items: list[str]) -> dict[str, dict[str, str]]:
@@ -82,6 +89,7 @@ def _data_settings(items: list[str]) -> dict[str, dict[str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.benchmark import run_benchmark
+    from ..evaluation.rows import ExternalRow
 
     output_folder(args.out)
     result = run_benchmark(
@@ -89,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         name=args.name,
         data=_data_settings(args.data),
+        rows=[ExternalRow.parse(t, "transformers") for t in args.hf] + [ExternalRow.parse(t, "predictions") for t in args.pred],
         released=args.released,
         tta=args.tta,
         batch_size=args.batch_size,

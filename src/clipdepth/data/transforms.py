@@ -89,13 +89,7 @@ class Preprocessor:
 
     def crop_box(self, frame: tuple[int, int]) -> tuple[int, int, int, int] | None:
         """(top, bottom, left, right) of the crop in a frame of this size, or None."""
-        if not self.kb_crop:
-            return self.crop
-        height, width = frame
-        if height < KB_CROP[0] or width < KB_CROP[1]:
-            raise ValueError(f"the KB crop needs frames of at least {KB_CROP[0]}x{KB_CROP[1]}, got {height}x{width}")
-        top, left = height - KB_CROP[0], (width - KB_CROP[1]) // 2
-        return top, height, left, left + KB_CROP[1]
+        return frame_crop_box(frame, self.crop, self.kb_crop)
 
     def part(self) -> str:
         """Which part of a frame is fed, in words."""
@@ -122,10 +116,7 @@ class Preprocessor:
         return height, self.tiles * width
 
     def _fitting_box(self, frame: tuple[int, int]) -> tuple[int, int, int, int] | None:
-        box = self.crop_box(frame)
-        if box is not None and (box[1] > frame[0] or box[3] > frame[1]):
-            raise ValueError(f"input crop {box} does not fit a {frame} frame")
-        return box
+        return fitting_crop_box(frame, self.crop, self.kb_crop)
 
     def _crop(self, x: torch.Tensor) -> torch.Tensor:
         box = self._fitting_box(tuple(x.shape[-2:]))
@@ -179,8 +170,37 @@ class Preprocessor:
             return F.interpolate(pred[:, None], size=frame, mode="bilinear", align_corners=True)[:, 0]
         top, bottom, left, right = box
         inner = F.interpolate(pred[:, None], size=(bottom - top, right - left), mode="bilinear", align_corners=True)
-        pad = (left, frame[1] - right, top, frame[0] - bottom)
-        return F.pad(inner, pad, mode="replicate")[:, 0]
+        return fill_frame(inner[:, 0], box, frame)
+
+
+def frame_crop_box(frame: tuple[int, int], crop: Sequence[int] | None, kb_crop: bool = False) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the part of an (H, W) frame a model is fed: ``crop`` as given
+    (``data.input_crop``), KITTI's KB crop (``data.kb_crop``: the bottom 352 rows and central 1216
+    columns, whatever the frame's size), or None for the whole frame. ValueError for a frame
+    smaller than the KB crop."""
+    if not kb_crop:
+        return None if crop is None else tuple(int(c) for c in crop)  # type: ignore[return-value]
+    height, width = frame
+    if height < KB_CROP[0] or width < KB_CROP[1]:
+        raise ValueError(f"the KB crop needs frames of at least {KB_CROP[0]}x{KB_CROP[1]}, got {height}x{width}")
+    top, left = height - KB_CROP[0], (width - KB_CROP[1]) // 2
+    return top, height, left, left + KB_CROP[1]
+
+
+def fitting_crop_box(frame: tuple[int, int], crop: Sequence[int] | None, kb_crop: bool = False) -> tuple[int, int, int, int] | None:
+    """``frame_crop_box``, and ValueError for a crop that does not fit the frame too."""
+    box = frame_crop_box(frame, crop, kb_crop)
+    if box is not None and (box[1] > frame[0] or box[3] > frame[1]):
+        raise ValueError(f"input crop {box} does not fit a {frame} frame")
+    return box
+
+
+def fill_frame(inner: torch.Tensor, box: tuple[int, int, int, int], frame: tuple[int, int]) -> torch.Tensor:
+    """(B, h, w) predictions of the crop ``box`` -> (B, *frame), the frame outside the crop filled
+    by edge replication (a crop can be a pixel smaller than an evaluation mask, e.g. NYU row 470)."""
+    top, bottom, left, right = box
+    pad = (left, frame[1] - right, top, frame[0] - bottom)
+    return F.pad(inner[:, None], pad, mode="replicate")[:, 0]
 
 
 def split_tiles(x: torch.Tensor, tile: int) -> torch.Tensor:

@@ -11,6 +11,12 @@ interrupted benchmark resumes. Then
 ``evaluation/published/*.yaml``, each table with its paper, arXiv id and table number), our rows
 in the same columns, the average rank where the paper ranks methods, and for each of our rows
 whether its weights are real or random and whether flip TTA was on.
+
+Rows of other models sit beside ours (``rows``, ``evaluation.rows.ExternalRow``): a transformers
+depth model, evaluated like a checkpoint (``evaluate_hf``, reused when finished), and a folder of
+saved predictions, scored again on every run (``score_saved``, against the suite's ground truth
+written once under ``<out>/<suite>/.ground_truth/``). Every row's settings on a dataset come from
+the one rule (``evaluation_settings``), each table row says its alignment.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -33,10 +39,12 @@ from ..errors import ClipdepthError, ConfigError, DataError
 from ..io.atomic import atomic_path, write_text_atomic
 from ..models import model_class
 from .checkpoint import OUTPUTS, checkpoint_digest, evaluate_checkpoint, evaluation_settings, frames_digest
+from .hf_models import alignment_text, evaluate_hf
 from .metrics import LOWER_IS_BETTER, METRIC_NAMES
 from .protocol import get_protocol
 from .published import LENGTH_METRICS, RANK_DECIMALS, PublishedTable, average_ranks, published_tables
 from .report import HEADERS
+from .rows import ExternalRow, ground_truth_folder, score_prediction_folder
 
 __all__ = ["SUITES", "BenchmarkResult", "Suite", "SuiteEntry", "load_suite", "run_benchmark", "weights_summary"]
 
@@ -60,6 +68,11 @@ RELEASED_PROTOCOLS = {
     "hypersim": "hypersim_released",
     "diode": "diode_released",
 }
+# A transformers row whose every normalisation layer is at its initial value (``at_initialisation``).
+RANDOM_TRANSFORMERS = "RANDOM weights (normalisation layers at their initial values): these numbers measure the pipeline, not the model"
+# Where a suite's ground truth is written for predictions rows: a dot name, which no row's folder
+# (``_folder_name``) has.
+GROUND_TRUTH = ".ground_truth"
 # --------------------------------------------------------------------------- suites
 
 
@@ -252,7 +265,7 @@ class Evaluation:
 
     entry: SuiteEntry
     row: str
-    checkpoint: str
+    checkpoint: str  # the checkpoint; for another model's row, its model id or predictions folder
     folder: Path
     data: DataConfig
     data_overrides: list[str]
@@ -261,6 +274,8 @@ class Evaluation:
     status: str = "pending"  # "reused" (finished earlier), "ran" (this call)
     summary: dict = field(default_factory=dict)
     uses_captions: bool = False  # the checkpoint's model reads a caption per frame (TR2M)
+    external: ExternalRow | None = None  # another model's row; None: a clipdepth checkpoint's
+    predictions: Path | None = None  # a predictions row's folder for this dataset
 
 
 @dataclass
@@ -270,6 +285,11 @@ class OurRow:
     real_weights: bool
     weights: str
     evaluations: list[Evaluation]
+    external: ExternalRow | None = None  # another model's row; None: a clipdepth checkpoint's
+
+    @property
+    def method(self) -> str:
+        return f"**ours: {self.name}**" if self.external is None else self.external.method
 
 
 @dataclass
@@ -304,24 +324,35 @@ def _same_checkpoint(a: str, b: str) -> bool:
 
 def _finished(evaluation: Evaluation) -> bool:
     """Whether ``evaluation`` has all its results in its folder from an earlier run of the same
-    evaluation (checkpoint, dataset, protocol, TTA, and ``_changed_since``: data settings,
-    checkpoint files, frames); DataError when they are another's."""
+    evaluation (checkpoint or transformers model, dataset, protocol, TTA, alignment, and
+    ``_changed_since``: data settings, checkpoint files, frames); DataError when they are another's."""
     paths = [evaluation.folder / name for name in OUTPUTS]
     if not all(p.is_file() for p in paths):
         return False  # none, or what a killed run left: done again
     metrics = paths[0]
     try:
         summary = json.loads(metrics.read_text())
-        done = (summary["checkpoint"], summary["dataset"], summary["protocol"], bool(summary["flip_tta"]))
+        model = ("checkpoint", summary["checkpoint"]) if "checkpoint" in summary else ("transformers model", summary["model"])
+        scored = (summary["dataset"], summary["protocol"], bool(summary["flip_tta"]))
+        done = (*model, *scored, summary.get("align", "none"), summary.get("pred_kind", "depth"))
     except (OSError, ValueError, KeyError, TypeError):
         raise DataError(
             f"{metrics}: not a readable clipdepth metrics.json; remove its folder or allow overwriting it", setting="overwrite"
         ) from None
-    wanted = (evaluation.checkpoint, evaluation.data.dataset, evaluation.protocol, evaluation.tta)
-    if not _same_checkpoint(done[0], wanted[0]) or done[1:] != wanted[1:]:
+    external = evaluation.external
+    wanted = (
+        "checkpoint" if external is None else "transformers model",
+        evaluation.checkpoint,
+        evaluation.data.dataset,
+        evaluation.protocol,
+        evaluation.tta,
+        *(("none", "depth") if external is None else (external.align, external.pred_kind)),
+    )
+    if done[0] != wanted[0] or not _same_checkpoint(done[1], wanted[1]) or done[2:] != wanted[2:]:
 
         def say(v: tuple) -> str:
-            return f"checkpoint {v[0]}, dataset {v[1]}, protocol {v[2]}, flip TTA {'on' if v[3] else 'off'}"
+            aligned = f", {alignment_text(v[5], v[6])}" if v[0] != "checkpoint" else ""
+            return f"{v[0]} {v[1]}, dataset {v[2]}, protocol {v[3]}, flip TTA {'on' if v[4] else 'off'}{aligned}"
 
         raise DataError(
             f"{metrics}: an earlier evaluation with {say(done)}; this run asks for {say(wanted)}; write elsewhere, or allow overwriting it",
@@ -399,14 +430,15 @@ def plan_benchmark(
     *,
     name: str | None = None,
     data: Mapping[str, Any] | Iterable[str] | None = None,
+    rows: Sequence[ExternalRow] = (),
     released: bool = False,
     tta: bool | None = None,
     out: str | Path = "outputs/benchmark",
     overwrite: bool = False,
 ) -> tuple[Suite, list[Evaluation], dict[str, tuple[dict, Any]]]:
     """The evaluations ``run_benchmark`` makes (its arguments), with each one's status: "reused"
-    when finished in its folder, else "pending"; DataError for results there of another evaluation,
-    or of other frames (``_finished``). Nothing is evaluated or written."""
+    when finished in its folder, else "pending" (a predictions row's always); DataError for results
+    there of another evaluation, or of other frames (``_finished``). Nothing is evaluated or written."""
     suite = load_suite(suite)
     fields = _data_fields(data)
     unknown = sorted(set(fields) - set(suite.labels))
@@ -414,54 +446,117 @@ def plan_benchmark(
         raise ConfigError(
             f"data for {unknown[0]!r}, which suite {suite.name} does not have; its labels: {', '.join(suite.labels)}", setting="data"
         )
+    others = {r.name: r for r in rows}
+    if len(others) < len(rows):
+        twice = next(r.name for i, r in enumerate(rows) if r.name in [o.name for o in rows[:i]])
+        raise ConfigError(f"{suite.name}: row {twice!r} is given twice; name the rows apart", setting="rows")
     metas: dict[str, tuple[dict, Any]] = {}
     evaluations = []
     row_checkpoints: dict[str, str] = {}
     for entry in suite.entries:
         where = f"{suite.name}/{entry.label}"
-        ckpt = entry.checkpoint or (None if checkpoint is None else str(checkpoint))
-        if ckpt is None:
-            raise ConfigError(f"{where}: no checkpoint (give one for the whole suite, or per entry in a suite file)", setting="checkpoint")
-        # By default the checkpoint as given (``_folder_name`` keeps distinct paths apart, where
-        # their slugs may agree: /x/a_b/model and /x/a/b/model); a row of two checkpoints would
-        # put both evaluations of a label into one folder, so it is refused before any runs.
-        row = entry.name or name or os.path.normpath(ckpt)
-        if not _same_checkpoint(row_checkpoints.setdefault(row, ckpt), ckpt):
-            raise ConfigError(
-                f"{suite.name}: row {row!r} has two checkpoints ({row_checkpoints[row]}, {ckpt}); name them apart", setting="suite"
-            )
-        if ckpt not in metas:
-            metas[ckpt] = _checkpoint_meta(ckpt)
-        cfg = metas[ckpt][1]
         overrides = [f"{k}={v}" for k, v in (*entry.data, *fields.get(entry.label, {}).items())]
-        protocol = entry.protocol
-        try:
-            chosen = evaluation_settings(cfg, entry.dataset, entry.recipe, protocol, overrides)
-        except ClipdepthError as exc:
-            raise _entry_error(exc, where) from None
-        settings = chosen.data
-        if protocol is None and released:
-            protocol = RELEASED_PROTOCOLS.get(settings.dataset)
-        protocol = protocol or chosen.protocol
-        get_protocol(protocol)
-        evaluation = Evaluation(
-            entry,
-            row,
-            ckpt,
-            Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label),
-            settings,
-            overrides,
-            protocol,
-            cfg.eval.tta if tta is None else tta,
-            uses_captions=model_class(metas[ckpt][0].get("architecture", "")).uses_captions,
+        ckpt = entry.checkpoint or (None if checkpoint is None else str(checkpoint))
+        if ckpt is None and not rows:
+            raise ConfigError(f"{where}: no checkpoint (give one for the whole suite, or per entry in a suite file)", setting="checkpoint")
+        if ckpt is not None:
+            # By default the checkpoint as given (``_folder_name`` keeps distinct paths apart, where
+            # their slugs may agree: /x/a_b/model and /x/a/b/model); a row of two checkpoints would
+            # put both evaluations of a label into one folder, so it is refused before any runs.
+            row = entry.name or name or os.path.normpath(ckpt)
+            if not _same_checkpoint(row_checkpoints.setdefault(row, ckpt), ckpt):
+                raise ConfigError(
+                    f"{suite.name}: row {row!r} has two checkpoints ({row_checkpoints[row]}, {ckpt}); name them apart", setting="suite"
+                )
+            if row in others:
+                raise ConfigError(
+                    f"{suite.name}: row {row!r} names a checkpoint and {others[row].source}; name them apart", setting="suite"
+                )
+            if ckpt not in metas:
+                metas[ckpt] = _checkpoint_meta(ckpt)
+            cfg = metas[ckpt][1]
+            settings, protocol = _entry_settings(cfg, entry, overrides, released, where)
+            uses_captions = model_class(metas[ckpt][0].get("architecture", "")).uses_captions
+            evaluations.append(
+                Evaluation(
+                    entry,
+                    row,
+                    ckpt,
+                    _evaluation_folder(out, suite, row, entry),
+                    settings,
+                    overrides,
+                    protocol,
+                    cfg.eval.tta if tta is None else tta,
+                    uses_captions=uses_captions,
+                )
+            )
+        for other in rows:
+            predictions = other.predictions_for(entry.label, len(suite.labels)) if other.kind == "predictions" else None
+            if other.kind == "predictions" and predictions is None:
+                continue  # no predictions for this dataset: the row's cells stay empty
+            settings, protocol = _entry_settings(None, entry, overrides, released, where)
+            folder = _evaluation_folder(out, suite, other.name, entry)
+            evaluations.append(
+                Evaluation(
+                    entry, other.name, other.source, folder, settings, overrides, protocol, False, external=other, predictions=predictions
+                )
+            )
+    missing = [r for r in rows if not any(e.row == r.name for e in evaluations)]
+    if missing:
+        labels = ", ".join(suite.labels)
+        raise ConfigError(
+            f"--pred {missing[0].name}: {missing[0].source} holds no folder of a dataset label of suite {suite.name} ({labels})"
+            + (", nor is it one" if len(suite.labels) == 1 else ""),
+            setting="rows",
         )
+    for evaluation in evaluations:
         try:
-            if not overwrite and _finished(evaluation):
+            if evaluation.external is not None and evaluation.external.kind == "predictions":
+                # scored again on every run (reading files is cheap, and they may have changed),
+                # over its own earlier results only
+                _refuse_others(evaluation.folder / "metrics.json", overwrite)
+            elif not overwrite and _finished(evaluation):
                 evaluation.status = "reused"
         except ClipdepthError as exc:
-            raise _entry_error(exc, f"{suite.name}/{row}/{entry.label}") from None
-        evaluations.append(evaluation)
+            raise _entry_error(exc, f"{suite.name}/{evaluation.row}/{evaluation.entry.label}") from None
     return suite, evaluations, metas
+
+
+def _refuse_others(metrics: Path, overwrite: bool) -> None:
+    """DataError (setting ``overwrite``) for a predictions row's ``metrics.json`` that holds another
+    kind of evaluation's results (a checkpoint or transformers row of the same name), unless
+    ``overwrite``."""
+    if overwrite or not metrics.is_file():
+        return
+    try:
+        mine = "predictions" in json.loads(metrics.read_text())
+    except (OSError, ValueError, TypeError):
+        mine = False
+    if not mine:
+        raise DataError(
+            f"{metrics}: the results of another evaluation than a prediction folder's; write elsewhere, or allow overwriting it",
+            setting="overwrite",
+        )
+
+
+def _evaluation_folder(out: str | Path, suite: Suite, row: str, entry: SuiteEntry) -> Path:
+    return Path(out) / suite.name / _folder_name(row) / _folder_name(entry.label)
+
+
+def _entry_settings(cfg: Any, entry: SuiteEntry, overrides: list[str], released: bool, where: str) -> tuple[DataConfig, str]:
+    """(data settings, protocol) of a checkpoint of config ``cfg`` (None: another model) on a suite
+    entry: the one rule (``evaluation_settings``), with ``released`` picking TR2M's released
+    protocol where the entry names none (``RELEASED_PROTOCOLS``)."""
+    try:
+        chosen = evaluation_settings(cfg, entry.dataset, entry.recipe, entry.protocol, overrides)
+    except ClipdepthError as exc:
+        raise _entry_error(exc, where) from None
+    protocol = entry.protocol
+    if protocol is None and released:
+        protocol = RELEASED_PROTOCOLS.get(chosen.data.dataset)
+    protocol = protocol or chosen.protocol
+    get_protocol(protocol)
+    return chosen.data, protocol
 
 
 def run_benchmark(
@@ -470,6 +565,7 @@ def run_benchmark(
     *,
     name: str | None = None,
     data: Mapping[str, Any] | Iterable[str] | None = None,
+    rows: Sequence[ExternalRow] = (),
     released: bool = False,
     tta: bool | None = None,
     batch_size: int = 8,
@@ -484,9 +580,12 @@ def run_benchmark(
     checkpoint path as given, ``os.path.normpath``; ConfigError before anything runs for one row
     name given to two checkpoints). ``data``: each dataset label's data settings, ``{label: {field: value}}`` or
     ``["label.field=value", ...]`` (``root``, ``test_list``, ``caption_dir``, ... of
-    ``DataConfig``). ``released``: score each set with the protocol of TR2M's released evaluation
+    ``DataConfig``). ``rows``: rows of other models beside the checkpoint's (``ExternalRow``: a
+    transformers model on every dataset label; a predictions folder on the labels it has a folder
+    for), each with its own name; with ``rows``, ``checkpoint`` may be None (no checkpoint row).
+    ``released``: score each set with the protocol of TR2M's released evaluation
     where it differs from the standard (``RELEASED_PROTOCOLS``). ``tta``: flip TTA (default: each
-    checkpoint's ``eval.tta``). Evaluations go to ``<out>/<suite>/<row>/<label>/`` (``_folder_name``
+    checkpoint's ``eval.tta``; never for other models). Evaluations go to ``<out>/<suite>/<row>/<label>/`` (``_folder_name``
     of each); a finished one of the same checkpoint, settings and frames is reused unless
     ``overwrite``. Every pending evaluation's data is checked before the first runs. Writes
     ``<out>/<suite>/table.md`` and ``table.csv``. Errors are one line naming the suite and label
@@ -494,7 +593,7 @@ def run_benchmark(
     """
     say = progress or (lambda message: None)
     suite, evaluations, metas = plan_benchmark(
-        suite, checkpoint, name=name, data=data, released=released, tta=tta, out=out, overwrite=overwrite
+        suite, checkpoint, name=name, data=data, rows=rows, released=released, tta=tta, out=out, overwrite=overwrite
     )
     pending = [e for e in evaluations if e.status != "reused"]
     for evaluation in pending:
@@ -507,36 +606,89 @@ def run_benchmark(
         if evaluation.status == "reused":
             say(f"{where}: finished earlier, reused ({evaluation.folder}/metrics.json)")
             continue
-        say(f"{where}: evaluating {evaluation.data.dataset} (protocol {evaluation.protocol}, flip TTA {'on' if evaluation.tta else 'off'})")
+        external = evaluation.external
+        how = f"flip TTA {'on' if evaluation.tta else 'off'}" if external is None else alignment_text(external.align, external.pred_kind)
+        say(f"{where}: evaluating {evaluation.data.dataset} (protocol {evaluation.protocol}, {how})")
         try:
-            evaluation.summary, _ = evaluate_checkpoint(
-                evaluation.checkpoint,
-                dataset=evaluation.data.dataset,
-                recipe=evaluation.entry.recipe,
-                protocol=evaluation.protocol,
-                data_overrides=evaluation.data_overrides,
-                tta=evaluation.tta,
-                batch_size=batch_size,
-                out=evaluation.folder,
-                overwrite=True,
-                workers=workers,
-            )
+            if external is None:
+                evaluation.summary, _ = evaluate_checkpoint(
+                    evaluation.checkpoint,
+                    dataset=evaluation.data.dataset,
+                    recipe=evaluation.entry.recipe,
+                    protocol=evaluation.protocol,
+                    data_overrides=evaluation.data_overrides,
+                    tta=evaluation.tta,
+                    batch_size=batch_size,
+                    out=evaluation.folder,
+                    overwrite=True,
+                    workers=workers,
+                )
+            elif external.kind == "transformers":
+                evaluation.summary, _ = evaluate_hf(
+                    external.source,
+                    dataset=evaluation.data.dataset,
+                    recipe=evaluation.entry.recipe,
+                    protocol=evaluation.protocol,
+                    data_overrides=evaluation.data_overrides,
+                    align=external.align,
+                    pred_kind=external.pred_kind,
+                    batch_size=batch_size,
+                    out=evaluation.folder,
+                    overwrite=True,
+                    workers=workers,
+                )
+            else:
+                gt_root = Path(out) / suite.name / GROUND_TRUTH
+                evaluation.summary = _score_predictions(evaluation, gt_root, batch_size, workers, lambda line: say(f"{where}: {line}"))
         except ClipdepthError as exc:
             raise _entry_error(exc, where) from None
         evaluation.status = "ran"
 
-    rows: dict[str, OurRow] = {}
+    ours: dict[str, OurRow] = {}
     for evaluation in evaluations:
-        row = rows.setdefault(evaluation.row, OurRow(evaluation.row, evaluation.checkpoint, False, "", []))
+        row = ours.setdefault(evaluation.row, OurRow(evaluation.row, evaluation.checkpoint, False, "", [], evaluation.external))
         row.evaluations.append(evaluation)
-    for row in rows.values():  # what every evaluation of the row recorded of the weights, too
-        row.real_weights, row.weights = weights_summary(*metas[row.checkpoint], [e.summary for e in row.evaluations])
+    for row in ours.values():  # what every evaluation of the row recorded of the weights, too
+        if row.external is None:
+            row.real_weights, row.weights = weights_summary(*metas[row.checkpoint], [e.summary for e in row.evaluations])
+        else:
+            row.real_weights = not any(e.summary.get("untrained_weights") for e in row.evaluations)
+            random = "" if row.real_weights else f"; {RANDOM_TRANSFORMERS}"
+            row.weights = row.external.describe() + random
     folder = Path(out) / suite.name
-    markdown, csv_text = benchmark_table(suite, list(rows.values()))
+    markdown, csv_text = benchmark_table(suite, list(ours.values()))
     write_text_atomic(folder / "table.md", markdown)
     with atomic_path(folder / "table.csv") as tmp:
         tmp.write_text(csv_text, newline="")  # csv's own \r\n line ends, unchanged
-    return BenchmarkResult(suite, folder, evaluations, list(rows.values()), markdown, csv_text)
+    return BenchmarkResult(suite, folder, evaluations, list(ours.values()), markdown, csv_text)
+
+
+def _score_predictions(evaluation: Evaluation, gt_root: Path, batch_size: int, workers: int | None, say: Callable[[str], None]) -> dict:
+    """A predictions row on one dataset: its folder scored against the suite's ground truth of that
+    dataset (``ground_truth_folder``, written once), the summary written to the evaluation's
+    folder as metrics.json and returned; warnings (clamped values, GT beyond the cap) said."""
+    from ..data import get_dataset
+
+    data, protocol = evaluation.data, get_protocol(evaluation.protocol)
+    gt = ground_truth_folder(get_dataset(data, "test"), data, gt_root, batch_size, workers)
+    metrics, warnings = score_prediction_folder(evaluation.external, evaluation.predictions, gt, protocol, data.kb_crop)
+    for warning in warnings:
+        say(warning)
+    summary = {
+        **metrics,
+        "dataset": data.dataset,
+        "protocol": protocol.name,
+        "flip_tta": None,  # not known: the predictions were made elsewhere
+        "predictions": str(evaluation.predictions),
+        "ground_truth": str(gt),
+        "align": evaluation.external.align,
+        "pred_kind": evaluation.external.pred_kind,
+        "data": json.loads(json.dumps(asdict(data))),
+        "input": "saved predictions",
+        "warnings": warnings,
+    }
+    write_text_atomic(evaluation.folder / "metrics.json", json.dumps(summary, indent=2))
+    return summary
 
 
 # --------------------------------------------------------------------------- the table
@@ -568,6 +720,11 @@ def _tta_text(row: OurRow) -> str:
     return "flip TTA " + ", ".join(f"{_title(k)} {'on' if v else 'off'}" for k, v in states.items())
 
 
+def _tta_cell(flip_tta: bool | None) -> str:
+    """The Flip TTA cell: "—" where it is not known (saved predictions)."""
+    return "—" if flip_tta is None else "on" if flip_tta else "off"
+
+
 def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
     """(markdown, CSV) of ``suite``: the published rows, then ours, in the same columns."""
     table = published_tables()[suite.published] if suite.published else None
@@ -594,7 +751,7 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for index, values in enumerate(all_values):
         is_ours = index >= len(published)
-        method = f"**ours: {rows[index - len(published)].name}**" if is_ours else published[index].method
+        method = rows[index - len(published)].method if is_ours else published[index].method
         cells = [method, *("" if is_ours else published[index].info.get(i, "") for i in info)]
         cells += [_cell(values.get(c), metric=c.partition(".")[2]) for c in columns]
         if paper_rank:
@@ -618,7 +775,10 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
     else:
         notes.append("No published table is shown beside these rows.")
     for row in rows:
-        notes.append(f"**ours: {row.name}**: checkpoint `{row.checkpoint}`; {row.weights}; {_tta_text(row)}.")
+        if row.external is None:
+            notes.append(f"{row.method}: checkpoint `{row.checkpoint}`; {row.weights}; {_tta_text(row)}.")
+        else:
+            notes.append(f"{row.method}: {row.weights}.")
     if suite.avg_rank:
         notes.append(
             f"Avg rank (here): per column, the rows that have a value are ranked 1 (best) to n on the values as printed "
@@ -645,7 +805,7 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
             where = f"`{e.protocol}` ({p.min_depth:g} < gt < {p.max_depth:g} m, crop {p.crop or 'none'})"
             runs.append(
                 f"| {row.name} | {_title(e.entry.label)} ({e.data.dataset}) | {where} | {e.summary.get('input', '—')} "
-                f"| {'on' if e.summary.get('flip_tta') else 'off'} | {int(e.summary.get('n_images', 0))} | `{e.folder}` "
+                f"| {_tta_cell(e.summary.get('flip_tta'))} | {int(e.summary.get('n_images', 0))} | `{e.folder}` "
                 f"| {'reused' if e.status == 'reused' else 'evaluated'} |"
             )
 
@@ -669,8 +829,9 @@ def benchmark_table(suite: Suite, rows: list[OurRow]) -> tuple[str, str]:
         is_ours = index >= len(published)
         if is_ours:
             row = rows[index - len(published)]
-            head = ["ours", row.name, *("" for _ in info)]
+            head = ["ours" if row.external is None else row.external.kind, row.name, *("" for _ in info)]
             source = f"clipdepth; checkpoint {row.checkpoint}; {row.weights}; {_tta_text(row)}"
+            source = source if row.external is None else row.weights.replace("`", "")
         else:
             head = ["published", published[index].method, *(published[index].info.get(i, "") for i in info)]
             source = table.source if table else ""

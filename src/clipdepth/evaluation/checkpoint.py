@@ -16,7 +16,6 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ..config import Config, DataConfig
-from ..data.transforms import Preprocessor
 from ..data import get_dataset
 from ..data.captions import caption_lookup
 from ..device import run_device
@@ -28,7 +27,7 @@ from ..models import load_model, model_class, read_checkpoint
 from ..models.base import CONFIG_NAME, WEIGHTS_NAME, checkpoint_folder
 from ..models.settings import DatasetSettings, dataset_settings
 from .evaluate import evaluate_dataset, model_predictor
-from .metrics import ALL_METRIC_NAMES
+from .metrics import ALL_METRIC_NAMES, MetricAccumulator
 from .protocol import get_protocol
 from .report import markdown_table
 
@@ -36,7 +35,7 @@ OUTPUTS = ("metrics.json", "per_image.csv", "results.md")
 
 
 def evaluation_settings(
-    trained: Config,
+    trained: Config | None,
     dataset: str | None = None,
     recipe: str | None = None,
     protocol: str | None = None,
@@ -44,17 +43,21 @@ def evaluation_settings(
 ) -> DatasetSettings:
     """What a checkpoint of config ``trained`` is scored with (``models.settings.dataset_settings``,
     its model's declared recipes): the one rule ``evaluate``, ``benchmark`` and
-    ``infer(crop="trained")`` share. ConfigError for an unknown dataset, recipe or field."""
-    return dataset_settings(trained, model_class(trained.model).dataset_recipes, dataset, recipe, protocol, data_overrides)
+    ``infer(crop="trained")`` share; ``trained=None`` for a model clipdepth did not train (a
+    transformers model, saved predictions: the recipe given, else the dataset's defaults).
+    ConfigError for an unknown dataset, recipe or field."""
+    declared = model_class(trained.model).dataset_recipes if trained is not None else {}
+    return dataset_settings(trained, declared, dataset, recipe, protocol, data_overrides)
 
 
-def settings_line(settings: DatasetSettings, preprocessor: Preprocessor, tta: bool) -> str:
-    """One line naming the protocol (caps, evaluation crop), the model input, flip TTA and where the
-    settings came from: printed with every evaluation's table."""
+def settings_line(settings: DatasetSettings, model_input: str, tta: bool) -> str:
+    """One line naming the protocol (caps, evaluation crop), the model input (in words:
+    ``Preprocessor.describe``), flip TTA and where the settings came from: printed with every
+    evaluation's table."""
     p = get_protocol(settings.protocol)
     return (
         f"{settings.data.dataset}: protocol {p.name} ({p.min_depth:g} < gt < {p.max_depth:g} m, evaluation crop "
-        f"{p.crop or 'none'}); input {preprocessor.describe()}; flip TTA {'on' if tta else 'off'}; "
+        f"{p.crop or 'none'}); input {model_input}; flip TTA {'on' if tta else 'off'}; "
         f"settings: {settings.source}"
     )
 
@@ -147,21 +150,26 @@ def evaluate_checkpoint(
         "checkpoint_digest": checkpoint_digest(folder),
         "data": json.loads(json.dumps(dataclasses.asdict(data))),  # the settings scored with
         "input": preprocessor.describe(),
-        "settings": settings_line(settings, preprocessor, tta),
+        "settings": settings_line(settings, preprocessor.describe(), tta),
         "encoder": model.encoder.description,
         "untrained_frozen_parts": untrained_parts(model.encoder),  # from the weights (benchmark's label)
         "frames_digest": inputs,
         "pixel_pooled": acc.pixel_pooled(),
     }
+    heading = f"{name}: protocol `{scoring.name}`, flip TTA {'on' if tta else 'off'}, scored at {summary['scored_at']}"
+    return summary, write_outputs(out, summary, acc, names, f"{Path(checkpoint).name} on {name}", heading)
+
+
+def write_outputs(out: Path, summary: dict, acc: MetricAccumulator, names: list[str], label: str, heading: str) -> str:
+    """One evaluation's ``OUTPUTS`` in ``out``, each written atomically: ``summary`` as metrics.json,
+    the per-image metrics of ``acc`` (of the frames ``names``, in order) as per_image.csv, and
+    results.md (``heading``, the summary's settings line, the table); returns the markdown table,
+    whose row is ``label``."""
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     with atomic_path(out / "per_image.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["name", *ALL_METRIC_NAMES])
         writer.writerows([frame, *(f"{m[k]:.6g}" for k in ALL_METRIC_NAMES)] for frame, m in zip(names, acc.per_image))
-    table = markdown_table({f"{Path(checkpoint).name} on {name}": summary})
-    write_text_atomic(
-        out / "results.md",
-        f"# {name}: protocol `{scoring.name}`, flip TTA {'on' if tta else 'off'}, "
-        f"scored at {summary['scored_at']}\n\n{summary['settings']}\n\n{table}",
-    )
-    return summary, table
+    table = markdown_table({label: summary})
+    write_text_atomic(out / "results.md", f"# {heading}\n\n{summary['settings']}\n\n{table}")
+    return table

@@ -212,14 +212,16 @@ def fit_scale_shift(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]
 
 def check_alignment(align: str, pred_kind: str) -> None:
     """ConfigError for an unknown ``align`` (ALIGNMENTS) or ``pred_kind`` (PRED_KINDS), and for a
-    disparity without alignment, which has no metres; checked before any file is read."""
+    disparity without alignment (it has no metres): ``align_prediction``'s checks, which a caller
+    may make before any frame is read."""
     if align not in ALIGNMENTS:
-        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}")
+        raise ConfigError(f"unknown alignment {align!r}; choose one of {', '.join(ALIGNMENTS)}", setting="align")
     if pred_kind not in PRED_KINDS:
-        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}")
+        raise ConfigError(f"unknown prediction kind {pred_kind!r}; choose one of {', '.join(PRED_KINDS)}", setting="pred_kind")
     if pred_kind == "disparity" and align == "none":
         raise ConfigError(
-            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity"
+            "a disparity prediction (inverse depth up to scale and shift) has no metres without alignment: use --align lsq-disparity",
+            setting="align",
         )
 
 
