@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from .. import __version__
 from ..config import Config, DataConfig
 from ..data.transforms import Preprocessor
 from ..data import get_dataset
@@ -152,6 +153,7 @@ def evaluate_checkpoint(
         "untrained_frozen_parts": untrained_parts(model.encoder),  # from the weights (benchmark's label)
         "frames_digest": inputs,
         "pixel_pooled": acc.pixel_pooled(),
+        "clipdepth_version": __version__,
     }
     write_text_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     with atomic_path(out / "per_image.csv") as tmp, tmp.open("w", newline="") as f:
