@@ -25,6 +25,7 @@ import torch
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..config import load_config
+from ..config.legacy import renamed
 from ..errors import CheckpointError, DataError
 from .base import load_head_state
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead, bin_centres
@@ -417,6 +418,12 @@ def convert_tr2m_released(
     return _write(TR2M(cfg, frozen, head), out, overwrite, extra)
 
 
-# The names of an earlier clipdepth, which called the released code "reference".
-convert_pureclip_reference = convert_pureclip_released
-convert_tr2m_reference = convert_tr2m_released
+# The names of clipdepth 0.1, which called the released code "reference": still there, with a warning.
+RENAMED = {"convert_pureclip_reference": "convert_pureclip_released", "convert_tr2m_reference": "convert_tr2m_released"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in RENAMED:
+        renamed(f"clipdepth.models.released.{name}", f"clipdepth.models.released.{RENAMED[name]}", stacklevel=3)
+        return globals()[RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
