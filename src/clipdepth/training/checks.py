@@ -10,6 +10,7 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..evaluation.metrics import ALL_METRIC_NAMES
 from .objectives import check_model_config, objective_class
+from .tracking import check_trackers
 
 
 def check_config(cfg: Config) -> None:
@@ -24,6 +25,7 @@ def check_config(cfg: Config) -> None:
         raise ConfigError("train.improve_metrics is empty: no validation metric could ever count as improved")
     check_model_config(cfg)
     check_cuda_graph(cfg, resolve_device(cfg.device))
+    check_trackers(cfg)
     if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
 
