@@ -37,3 +37,12 @@ def test_the_number_is_written_only_in_pyproject():
     hits = [p for p in (root / "src").rglob("*.py") if f'"{number}"' in p.read_text()]
     assert hits == [], hits
     assert not re.search(r"^version:", (root / "CITATION.cff").read_text(), re.M)  # clipdepth --version says which one was used
+
+
+def test_an_evaluation_records_the_version_in_its_metrics_json(tiny_cfg, tmp_path):
+    from clipdepth.evaluation.checkpoint import evaluate_checkpoint
+
+    folder = PureCLIPDepth.build(tiny_cfg).save_pretrained(tmp_path / "ckpt")
+    summary, _ = evaluate_checkpoint(folder, out=tmp_path / "eval", batch_size=2, workers=0)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["clipdepth_version"] == summary["clipdepth_version"] == version("clipdepth")

@@ -116,7 +116,8 @@ def _results(meta: dict, cfg: Config, evaluations: Sequence[dict]) -> list[_Resu
         names = [m.name or m.data.get("dataset", "") for m in cfg.mixture]
         dataset = f"mean of {', '.join(names)}" if names else cfg.data.dataset
         untrained = meta.get("untrained_frozen_parts")
-        results.append(_Result(dataset, "validation", cfg.eval.protocol, cfg.eval.tta, untrained, validation))
+        protocol = "each dataset's own" if names else cfg.eval.protocol  # a mixture validates each by its own
+        results.append(_Result(dataset, "validation", protocol, cfg.eval.tta, untrained, validation))
     for summary in evaluations:
         results.append(
             _Result(
