@@ -1,6 +1,7 @@
 """Recipes: defaults, layering, overrides, and one clear error for a bad key or value."""
 
 import dataclasses
+import warnings
 
 import pytest
 
@@ -66,7 +67,9 @@ FIRST_LAYOUT = {  # a recipe / saved config as clipdepth wrote them before the p
 
 
 def test_the_first_config_layout_still_loads(tmp_path):
-    cfg = config_from_dict(FIRST_LAYOUT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a saved config of the first layout is read silently
+        cfg = config_from_dict(FIRST_LAYOUT)
     assert (cfg.clip.name, cfg.clip.image_size) == ("openai/clip-vit-base-patch16", 224)
     assert (cfg.pureclip.num_bins, cfg.pureclip.fusion, cfg.pureclip.patch_rule) == (7, "film", "paper")
     assert (cfg.pureclip.phase_steps, cfg.pureclip.decay_start) == (5, 3)
@@ -76,7 +79,19 @@ def test_the_first_config_layout_still_loads(tmp_path):
 
     recipe = tmp_path / "old.yaml"
     recipe.write_text(yaml.safe_dump(FIRST_LAYOUT))
-    old = load_config(recipe, ["head.use_cls=false", "train.embed_lr=0.5", "encoder.precision=fp32"])
+    with pytest.warns(FutureWarning) as said:  # a recipe and overrides the user wrote: each earlier name warns once
+        old = load_config(recipe, ["head.use_cls=false", "train.embed_lr=0.5", "encoder.precision=fp32"])
+    olds = [str(w.message).split("'")[1] for w in said]
+    assert olds == [
+        "encoder",
+        "head",
+        "loss",
+        "train.phase_steps",
+        "train.decay_start",
+        "head.use_cls=false",
+        "train.embed_lr=0.5",
+        "encoder.precision=fp32",
+    ]
     assert old.pureclip.use_cls is False and old.pureclip.embed_lr == 0.5 and old.clip.precision == "fp32"
     assert (
         dataclasses.replace(
@@ -155,9 +170,27 @@ def test_the_old_word_for_the_released_code_is_still_read():
     # "reference" was the word before "released": recipes, overrides, saved configs and `convert` take it still
     from clipdepth.cli.main import parse
 
-    cfg = load_config("demo", ["pureclip.patch_rule=reference", "head.phrase_style=reference"])
+    from clipdepth.cli.convert import _converter
+    from clipdepth.registry import converter
+
+    with pytest.warns(FutureWarning) as said:  # each earlier name once, naming today's and when it goes
+        cfg = load_config("demo", ["pureclip.patch_rule=reference", "head.phrase_style=reference"])
     assert (cfg.pureclip.patch_rule, cfg.pureclip.phrase_style) == ("released", "released")
+    assert [str(w.message).split(";")[0] for w in said] == [
+        "override: 'pureclip.patch_rule=reference' is a deprecated clipdepth name, read as 'pureclip.patch_rule=released'",
+        "override: 'head.phrase_style=reference' is a deprecated clipdepth name, read as 'pureclip.phrase_style=released'",
+    ]
+    assert all("stops working in clipdepth 0.4.0" in str(w.message) for w in said)
     saved = config_to_dict(cfg)
     saved["pureclip"]["patch_rule"] = "reference"
-    assert load_config_dict(saved).pureclip.patch_rule == "released"
-    assert parse(["convert", "tr2m-reference", "a.pth", "--out", "o"]).kind == "tr2m-released"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a saved config is read silently: the user did not write it
+        assert load_config_dict(saved).pureclip.patch_rule == "released"
+    args = parse(["convert", "tr2m-reference", "a.pth", "--out", "o"])
+    renamed = "'clipdepth convert tr2m-reference' is a deprecated .* 'clipdepth convert tr2m-released'"
+    with pytest.warns(FutureWarning, match=renamed) as said:
+        assert _converter(args) is converter("tr2m-released") and args.kind == "tr2m-released"
+    assert len(said) == 1
+    with pytest.warns(FutureWarning, match="convert_pureclip_released") as said:
+        from clipdepth.models.released import convert_pureclip_reference, convert_pureclip_released
+    assert convert_pureclip_reference is convert_pureclip_released and len(said) == 1

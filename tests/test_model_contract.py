@@ -174,7 +174,8 @@ def test_a_tr2m_checkpoint_has_no_pureclip_section_and_a_tr2m_run_refuses_purecl
     with pytest.raises(ConfigError, match=r"^pureclip\.max_depth: the tr2m model does not read the pureclip section;"):
         load_config("demo_tr2m", ["pureclip.max_depth=20"])
     with pytest.raises(ConfigError, match="the tr2m model does not read the pureclip section"):  # a first-layout name
-        load_config("demo", ["model=tr2m", "head.use_cls=false"])
+        with pytest.warns(FutureWarning, match="'head.use_cls=false' is a deprecated clipdepth name"):
+            load_config("demo", ["model=tr2m", "head.use_cls=false"])
     load_config("demo_tr2m", ["tr2m.max_depth=20", "clip.precision=fp32", "data.height=48"])  # its own and shared: taken
     out = tmp_path / "run"
     assert main(["train", "--config", "demo_tr2m", "--out", str(out), "pureclip.max_depth=20"]) == 2

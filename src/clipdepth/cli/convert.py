@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "CLIP tensor by tensor against the CLIP the converted checkpoint names; the CLIP weights are not copied.",
     )
     pure.add_argument("--encoder", help="CLIP hub id or folder (default openai/clip-vit-large-patch14-336)")
-    pure.set_defaults(func=run_pureclip, kind="pureclip-released")  # also under the old name (its alias)
+    pure.set_defaults(func=run_pureclip)
     tr2m = kinds.add_parser(
         "tr2m-released",
         aliases=["tr2m-reference"],
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copies the scale/shift network; loads the frozen parts the recipe names (DINOv2, CLIP text, "
         "Depth Anything) to check the widths and record their fingerprint.",
     )
-    tr2m.set_defaults(func=run_tr2m, kind="tr2m-released")
+    tr2m.set_defaults(func=run_tr2m)
     kinds_help = (
         (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "clip.name=/models/clip-l14-336"),
         (tr2m, "default: nyu", "tr2m.image_encoder.name=/models/dinov2-large"),
@@ -62,11 +62,23 @@ def _report(out: Path) -> dict:
     return json.loads((out / "config.json").read_text())
 
 
-def run_pureclip(args: argparse.Namespace) -> int:
+# The kinds' names of clipdepth 0.1, which called the released code "reference" (argparse aliases).
+RENAMED = {"pureclip-reference": "pureclip-released", "tr2m-reference": "tr2m-released"}
+
+
+def _converter(args: argparse.Namespace):
+    from ..config.legacy import renamed
     from ..registry import converter
 
+    if args.kind in RENAMED:
+        renamed(f"clipdepth convert {args.kind}", f"clipdepth convert {RENAMED[args.kind]}")
+        args.kind = RENAMED[args.kind]
+    return converter(args.kind)
+
+
+def run_pureclip(args: argparse.Namespace) -> int:
     output_folder(args.out)
-    out = converter(args.kind)(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
+    out = _converter(args)(args.checkpoint, args.out, args.dataset, args.encoder, args.overrides, args.overwrite)
     meta = _report(out)
     head, encoder = meta["config"]["pureclip"], meta["config"]["clip"]["name"]
     print(
@@ -84,10 +96,8 @@ def run_pureclip(args: argparse.Namespace) -> int:
 
 
 def run_tr2m(args: argparse.Namespace) -> int:
-    from ..registry import converter
-
     output_folder(args.out)
-    out = converter(args.kind)(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
+    out = _converter(args)(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
     cfg = _report(out)["config"]
     print(
         f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, recipe for {cfg['data']['dataset']}"

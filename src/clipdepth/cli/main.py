@@ -9,6 +9,7 @@ import importlib
 import os
 import sys
 
+from .. import __version__
 from ..errors import ClipdepthError
 from .args import OVERRIDE, flag_for
 from .report import report_unexpected, worker_failure
@@ -33,6 +34,7 @@ SUBCOMMANDS = {
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipdepth", description="Monocular metric depth with CLIP features (PureCLIP-Depth, TR2M).")
+    parser.add_argument("--version", action="version", version=f"clipdepth {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, module in SUBCOMMANDS.items():

@@ -51,7 +51,7 @@ def _recipe_layers(path: Path, seen: tuple[Path, ...] = ()) -> list[dict[str, An
         raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)
     layers = _recipe_layers(_resolve_recipe(base, path.parent), seen + (path.resolve(),)) if base else []
-    return layers + [upgrade_layout(data)]
+    return layers + [upgrade_layout(data, str(path))]
 
 
 def _merged(schema: Any, layers: list[Any], overrides: list[str] | tuple[str, ...], upgrade: bool = True) -> Any:

@@ -33,11 +33,14 @@ HEAD_PRECISIONS = ("auto", "fp32", "bf16")  # train.head_precision
 MIXTURE_ORDERS = ("weighted", "round_robin")  # train.mixture_order
 PUBLISHED_EPOCHS = ("best", "last")  # train.publish
 VAL_SOURCES = ("held_out", "test_list")  # data.val_source
+TRACKERS = ("csv", "tensorboard", "wandb", "mlflow")  # train.log_to
+WANDB_MODES = ("offline", "online")  # train.wandb_mode
 Resize = choices("Resize", ("auto", *RESIZE_MODES), __name__)
 DepthResize = choices("DepthResize", DEPTH_RESIZE_MODES, __name__)
 Residency = choices("Residency", RESIDENCIES, __name__)
 HeadPrecision = choices("HeadPrecision", HEAD_PRECISIONS, __name__)
 MixtureOrder = choices("MixtureOrder", MIXTURE_ORDERS, __name__)
+WandbMode = choices("WandbMode", WANDB_MODES, __name__)
 PublishedEpoch = choices("PublishedEpoch", PUBLISHED_EPOCHS, __name__)
 ValSource = choices("ValSource", VAL_SOURCES, __name__)
 RunPrecision = choices("RunPrecision", ("auto", *PRECISION_NAMES), __name__)
@@ -110,6 +113,19 @@ class TrainConfig(Section):
     # Steps between loss records (train_steps.jsonl, progress bar): the only times a step waits
     # for the device to hand its loss back.
     log_every: int = 10
+    # Where a run's step losses (every log_every steps), learning rates, epoch metrics and one
+    # validation panel per epoch (RGB | GT | prediction | error) go (training/tracking.py): "csv"
+    # (train_epochs.csv and train_steps.jsonl, written always) and any of "tensorboard"
+    # (<output_dir>/tensorboard), "wandb" and "mlflow", each an optional extra (pip install 'clipdepth[wandb]').
+    log_to: list[str] = field(default_factory=lambda: ["csv"])
+    run_name: Optional[str] = None  # the run's name in the trackers; unset: the output folder's name
+    wandb_project: str = "clipdepth"
+    # "offline" keeps the run under <output_dir>/wandb (`wandb sync` uploads it later); "online"
+    # streams it to the W&B server (after `wandb login`).
+    wandb_mode: WandbMode = WandbMode.offline
+    # MLflow tracking URI; unset: a file store in <output_dir>/mlruns (file: URI, no server needed)
+    mlflow_uri: Optional[str] = None
+    mlflow_experiment: str = "clipdepth"
     # Where the training arrays go: "auto" loads them once into the device's memory when they fit
     # (an H100 holds NYU's ~21 GB of tokens) and else reads batches from the cache's shards one
     # batch ahead; "device" always loads, "stream" never does.
@@ -262,6 +278,7 @@ SHARED_RULES = Rules(
         "train.patience": POSITIVE_INT,
         "train.cache_shard_size": POSITIVE_INT,
         "train.log_every": POSITIVE_INT,
+        "train.log_to": rule(lambda v: all(x in TRACKERS for x in v), f"a list of {list(TRACKERS)}"),
         "train.memory_share": UNIT_LEFT_OPEN,
         "train.num_workers": rule(lambda v: v is None or (isinstance(v, int) and v >= 0), "null (automatic) or an integer >= 0"),
         "data.val_fraction": FRACTION_OPEN,

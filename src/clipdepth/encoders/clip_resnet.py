@@ -14,6 +14,7 @@ package). Without them every failure is one EncoderLoadError line saying what to
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Sequence
@@ -241,7 +242,11 @@ def _read_weights_file(path: str) -> dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise EncoderLoadError(f"cannot load CLIP RN50 weights '{path}': no such file; {WEIGHTS_HINT}")
     try:
-        return dict(torch.jit.load(path, map_location="cpu").state_dict())
+        with warnings.catch_warnings():
+            # OpenAI's released RN50.pt is a TorchScript archive, which only torch.jit.load reads (its
+            # suggested successor, torch.export, cannot): its deprecation says nothing the user can act on.
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
+            return dict(torch.jit.load(path, map_location="cpu").state_dict())
     except (RuntimeError, ValueError):
         pass
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from .. import __version__
 from ..config import Config, DataConfig
 from ..data import get_dataset
 from ..data.captions import caption_lookup
@@ -155,6 +156,7 @@ def evaluate_checkpoint(
         "untrained_frozen_parts": untrained_parts(model.encoder),  # from the weights (benchmark's label)
         "frames_digest": inputs,
         "pixel_pooled": acc.pixel_pooled(),
+        "clipdepth_version": __version__,
     }
     heading = f"{name}: protocol `{scoring.name}`, flip TTA {'on' if tta else 'off'}, scored at {summary['scored_at']}"
     return summary, write_outputs(out, summary, acc, names, f"{Path(checkpoint).name} on {name}", heading)

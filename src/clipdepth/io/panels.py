@@ -34,10 +34,7 @@ def check_figure_path(path: str | Path, setting: str | None = None) -> Path:
     return path
 
 
-def save_panel(path: str | Path, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_depth: float, title: str = "") -> None:
-    """One PNG (or another ``FIGURE_TYPES`` type, by ``path``'s suffix; ConfigError for others);
-    GT and prediction share a depth colour bar, invalid GT pixels are grey."""
-    check_figure_path(path)
+def _panel_figure(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_depth: float, title: str):
     valid = gt > 0
     gt_shown = np.ma.masked_where(~valid, gt)
     error = np.ma.masked_where(~valid, np.abs(pred - gt))
@@ -60,9 +57,29 @@ def save_panel(path: str | Path, image: np.ndarray, gt: np.ndarray, pred: np.nda
     fig.colorbar(err, ax=axes[3], label="|error| [m]", shrink=0.9)
     if title:
         fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def save_panel(path: str | Path, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_depth: float, title: str = "") -> None:
+    """One PNG (or another ``FIGURE_TYPES`` type, by ``path``'s suffix; ConfigError for others):
+    RGB | GT | prediction | |error| (``image`` (H, W, 3) uint8, ``gt`` and ``pred`` (H, W) metres);
+    GT and prediction share a depth colour bar, invalid GT pixels (0) are grey."""
+    check_figure_path(path)
+    fig = _panel_figure(image, gt, pred, max_depth, title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
+
+
+def panel_image(image: np.ndarray, gt: np.ndarray, pred: np.ndarray, max_depth: float, title: str = "") -> np.ndarray:
+    """``save_panel``'s figure as an (h, w, 3) uint8 array, drawn in memory (what experiment
+    trackers take)."""
+    fig = _panel_figure(image, gt, pred, max_depth, title)
+    fig.set_dpi(90)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return pixels
 
 
 def save_contact_sheet(

@@ -16,19 +16,19 @@ from __future__ import annotations
 import dataclasses
 
 import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
-from huggingface_hub import ModelCard, ModelCardData, ModelHubMixin, snapshot_download
+from huggingface_hub import ModelCard, ModelHubMixin, snapshot_download
 from PIL import Image
 from huggingface_hub.errors import HFValidationError, HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .. import __version__
 from ..config import (
     CONFIG_SECTIONS,
     LEGACY_SECTIONS,
@@ -46,6 +46,7 @@ from ..io.atomic import META, atomic_dir, recover
 from ..io.depth_io import eight_bit, read_rgb, rgb_array
 from ..io.pointcloud import as_intrinsics, points_from_depth
 from ..registry import inference_overrides, model_sections, model_spec
+from .card import CARD_LOCATION, frozen_hub_ids, model_card
 from .settings import dataset_settings
 
 WEIGHTS_NAME = "model.safetensors"
@@ -53,15 +54,6 @@ CONFIG_NAME = "config.json"
 # What transformers reads to load a checkpoint folder (clipdepth.hf registers the classes these name).
 PREPROCESSOR_NAME = "preprocessor_config.json"
 IMAGE_PROCESSOR_TYPE = "ClipdepthImageProcessor"
-
-
-# A checkpoint's model card loads it from the Hub id it is pushed to; a folder saved here may be
-# copied or uploaded anywhere, so its card names no local path.
-CARD_LOCATION = "<this folder or its Hub id>"
-CARD_LICENCE = (
-    "\n## Licence\n\nThe head's weights are released under Apache-2.0, as clipdepth. The frozen parts keep "
-    "their own licences (see their model cards).\n"
-)
 
 
 def transformers_model_type(architecture: str) -> str:
@@ -279,6 +271,7 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     onnx_files: ClassVar[tuple[str, ...]] = ()  # what export_onnx writes; none: it cannot be exported
     display_name: ClassVar[str]  # the model's name in messages
     paper: ClassVar[str]  # the publication, in Markdown with its link (the model card cites it)
+    citation: ClassVar[str] = ""  # its BibTeX (the model card's Citation section)
     # The released code's encoder precision on CUDA ("released" in a config) and its input resize
     # ("auto" for data.resize: data/transforms.py RESIZE_MODES).
     released_precision: ClassVar[str]
@@ -659,80 +652,36 @@ class DepthModel(nn.Module, ModelHubMixin, library_name="clipdepth", tags=["dept
     # -- head-only checkpoints: the frozen parts are named in the config, never saved --------
     # huggingface_hub's ModelHubMixin supplies push_to_hub and the Hub download in from_pretrained;
     # the hooks below define what a checkpoint folder holds.
-    def _save_pretrained(self, save_directory: Path) -> None:
+    def checkpoint_meta(self) -> dict[str, Any]:
+        """What a checkpoint's ``config.json`` holds: the model type, the config, the frozen parts
+        (fingerprint, description, Hub ids, which are untrained), the clipdepth version that wrote it,
+        and what ``save_pretrained``'s caller adds (epoch and metrics, a release's provenance)."""
         from ..encoders.frozen import untrained_parts  # transformers: not at import (quick --help)
 
-        meta = {
+        return {
             "model_type": transformers_model_type(self.architecture),
             "architecture": self.architecture,
+            "clipdepth_version": __version__,
             "config": checkpoint_config(self.cfg, self.architecture),
             "encoder_fingerprint": self.encoder.fingerprint(),
+            "frozen_parts": self.encoder.description,
+            "base_models": frozen_hub_ids(self.encoder, self.cfg),
             # what the frozen weights are, not where they load from (benchmark's real/random label)
             "untrained_frozen_parts": untrained_parts(self.encoder),
             **self._checkpoint_extra,
         }
+
+    def _save_pretrained(self, save_directory: Path) -> None:
         state = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, str(save_directory / WEIGHTS_NAME))
-        (save_directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        (save_directory / CONFIG_NAME).write_text(json.dumps(self.checkpoint_meta(), indent=2))
         (save_directory / PREPROCESSOR_NAME).write_text(json.dumps({"image_processor_type": IMAGE_PROCESSOR_TYPE}, indent=2))
 
     def generate_model_card(self, *args, location: str = CARD_LOCATION, **kwargs) -> ModelCard:
-        """The checkpoint's README.md: the Hub's metadata (library, ``depth-estimation`` pipeline,
-        licence, tags), the paper, the frozen parts it needs, how it was made and how to load it
-        (``location``: the Hub id the examples load it from; a placeholder where it is unknown)."""
-        data = ModelCardData(
-            library_name="clipdepth",
-            pipeline_tag="depth-estimation",
-            license="apache-2.0",
-            tags=["depth-estimation", "monocular-depth", "metric-depth", "clip", self.architecture.replace("_", "-")],
-        )
-        return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{self._card_text(location)}")
-
-    def _card_text(self, location: str) -> str:
-        extra = self._checkpoint_extra
-        data = ", ".join(f"`{m.name}`" for m in self.cfg.mixture) or f"`{self.cfg.data.dataset}`"
-        made = (
-            "written without training (a zero-shot model)"
-            if extra.get("zero_shot")
-            else f"converted from the authors' released weights ({extra['released_format']})"
-            if "released_format" in extra
-            else f"trained by clipdepth on {data}, epoch {extra['epoch']}"
-            if "epoch" in extra
-            else f"saved by clipdepth without a training record (its recipe's data: {data})"
-        )
-        metrics = extra.get("val_metrics") or {}
-        table = "".join(f"| {k} | {v:.4g} |\n" for k, v in metrics.items() if isinstance(v, (int, float)))
-        # one line per frozen part ("text: ...; image: ..." for models of several)
-        parts = "".join(f"- {part}\n" for part in re.split(r"; (?=[a-z][a-z ]*: )", self.encoder.description))
-        text = (
-            f"# {self.display_name} depth head for clipdepth\n\n"
-            f"Monocular metric depth (metres) from one RGB image: {self.paper}, as implemented by clipdepth.\n\n"
-            "## What is in it\n\n"
-            "The trained head only (`model.safetensors`). clipdepth loads the frozen parts named in `config.json` "
-            f"and refuses weights other than these (fingerprint `{self.encoder.fingerprint()}`):\n\n{parts}\n"
-            f"It was {made}."
-            + (f" Validation metrics (`{self.cfg.eval.protocol}` protocol):\n\n| metric | value |\n|---|---|\n{table}" if table else "\n")
-        )
-        if self.needs_ground_truth(self.cfg):
-            return text + (
-                "\n**It cannot predict on photos**: its relative depth comes from each frame's ground truth (the "
-                "oracle source of clipdepth's synthetic demo and tests). Train with "
-                "`tr2m.relative.source=depth_anything` for a model that predicts from images alone.\n" + CARD_LICENCE
-            )
-        caption = ', caption="a kitchen with a table"' if self.uses_captions else ""
-        captions = ', captions=["a kitchen with a table"]' if self.uses_captions else ""
-        return text + (
-            "\n## Use\n\nWith clipdepth installed (in its repository: `pip install -e .`):\n\n"
-            f'```python\nfrom clipdepth.models import load_model\n\nmodel = load_model("{location}")\n'
-            f'out = model.infer("photo.jpg"{captions})  # out["depth"]: (1, H, W) metres\n```\n\n'
-            "With transformers (`import clipdepth.hf` registers the model classes):\n\n```python\n"
-            "import clipdepth.hf  # noqa: F401  (registers clipdepth's models)\n"
-            "from transformers import pipeline\n\n"
-            f'depth = pipeline("depth-estimation", model="{location}")\n'
-            f'result = depth("photo.jpg"{caption})\n'
-            'result["predicted_depth"]  # (H, W) metres\n'
-            'result["depth"]            # a PIL image for viewing, min-max scaled per image (not metres)\n```\n' + CARD_LICENCE
-        )
+        """The checkpoint's README.md (``models.card.model_card``: the Hub's metadata, the paper and
+        its BibTeX, the frozen parts it needs, how it was made, its validation metrics, how to load it
+        from ``location``, a placeholder where the Hub id is unknown, and the licence of its weights)."""
+        return model_card(type(self), self.checkpoint_meta(), self.cfg, location)
 
     def save_pretrained(  # type: ignore[override]
         self, save_directory: str | Path, *, extra: dict | None = None, push_to_hub: bool = False, repo_id: str | None = None, **kwargs

@@ -89,6 +89,13 @@ class DepthCLIP(DepthModel):
 
     display_name = "DepthCLIP"
     paper = 'DepthCLIP, Zhang et al., "Can Language Understand Depth?" ([arXiv 2207.01077](https://arxiv.org/abs/2207.01077))'
+    citation = """@inproceedings{zhang2022depthclip,
+  title     = {Can Language Understand Depth?},
+  author    = {Zhang, Renrui and Zeng, Ziyao and Guo, Ziyu and Li, Yafeng},
+  booktitle = {Proceedings of the 30th ACM International Conference on Multimedia (ACM MM)},
+  year      = {2022},
+  note      = {arXiv:2207.01077}
+}"""
     released_precision = "fp16"  # OpenAI's clip.load gives fp16 weights on CUDA
     auto_precision = released_precision  # a baseline: as released
     # The release feeds the 416 x 544 crop unresized (any mode is the identity at that size).

@@ -204,6 +204,12 @@ class LearnedPrompts(DepthModel):
         'learned depth prompts, Auty and Mikolajczyk, "Learning to Prompt CLIP for Monocular Depth Estimation: '
         'Exploring the Limits of Human Language" (ICCV 2023 Workshops)'
     )
+    citation = """@inproceedings{auty2023learning,
+  title     = {Learning to Prompt CLIP for Monocular Depth Estimation: Exploring the Limits of Human Language},
+  author    = {Auty, Dylan and Mikolajczyk, Krystian},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV) Workshops},
+  year      = {2023}
+}"""
     released_precision = "fp32"  # clip.load(..., device="cpu") gives fp32 weights; Lightning's default precision
     auto_precision = released_precision  # a baseline: as released
     # The release never resizes inputs (random crops in training, full frames at test); its one

@@ -136,6 +136,12 @@ class PureCLIPDepth(DepthModel):
 
     display_name = "PureCLIP-Depth"
     paper = "PureCLIP-Depth ([arXiv 2603.16238](https://arxiv.org/abs/2603.16238))"
+    citation = """@article{miya2026pureclipdepth,
+  title   = {PureCLIP-Depth: Prompt-Free and Decoder-Free Monocular Depth Estimation within CLIP Embedding Space},
+  author  = {Miya, Ryutaro and Fushinobu, Kazuyoshi and Kawaguchi, Tatsuya},
+  journal = {arXiv preprint arXiv:2603.16238},
+  year    = {2026}
+}"""
     gives_uncertainty = True  # the spread of the soft bin distribution
     takes_tiles = True  # KITTI frames as four 336 x 336 tiles, as released
     onnx_files = ONNX_FILES

@@ -25,6 +25,7 @@ import torch
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..config import load_config
+from ..config.legacy import renamed
 from ..errors import CheckpointError, DataError
 from .base import load_head_state
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead, bin_centres
@@ -43,6 +44,37 @@ RELEASED_MIN_DEPTH = 1e-3
 # Bin centres equal the bins they name to 0.1 mm, or to two units in the last place of their dtype
 # where that is coarser (an fp16 copy stores 10 m to 8 mm).
 BIN_TOLERANCE_M = 1e-4
+
+
+# The licences of the releases, as their repositories state them: a converted checkpoint records
+# its release's (``released_licence`` in config.json) and its model card states it (``models.card``).
+PURECLIP_LICENCE = {
+    "id": "mit",
+    "name": "MIT",
+    "release": "github ryutaroLF/PureCLIP-Depth",
+    # the release's LICENSE file (commit 8d0a292), its permission notice as written there
+    "notice": (
+        "MIT License\n"
+        "Copyright (c) 2026 Ryutaro Miya\n\n"
+        "Permission is hereby granted, free of charge, to any person obtaining a copy\n"
+        'of this software and associated documentation files (the "Software"), to deal\n'
+        "in the Software without restriction, including without limitation the rights\n"
+        "to use, copy, modify, merge, publish, distribute, sublicense, and/or sell\n"
+        "copies of the Software, and to permit persons to whom the Software is\n"
+        "furnished to do so, subject to the following conditions:\n\n"
+        "The above copyright notice and this permission notice shall be included in all\n"
+        "copies or substantial portions of the Software.\n\n"
+        'THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR\n'
+        "IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,\n"
+        "FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE\n"
+        "AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER\n"
+        "LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,\n"
+        "OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE\n"
+        "SOFTWARE."
+    ),
+}
+# TR2M's repository has no licence file and its README names none.
+TR2M_LICENCE = {"id": None, "release": "github BeileiCui/TR2M"}
 
 
 # -- reading a released file --------------------------------------------------------------------
@@ -304,6 +336,7 @@ def convert_pureclip_released(
             "clip_tensors_checked": compared,
             "clip_checked_against": frozen.description,
             "released_epoch": int(epoch) if isinstance(epoch, (int, torch.Tensor)) and not isinstance(epoch, bool) else None,
+            "released_licence": PURECLIP_LICENCE,
         },
     )
 
@@ -381,9 +414,16 @@ def convert_tr2m_released(
     head = TR2M.build_head(cfg, frozen, initialise=False)
     inverse = {v: k for k, v in TR2M_NAMES.items()}
     load_head_state(head, state, str(path), RELEASED_HINT, lambda key: _rename(key, inverse) or key)
-    return _write(TR2M(cfg, frozen, head), out, overwrite, {"converted_from": str(path), "released_format": "TR2M ScaleMapModel"})
+    extra = {"converted_from": str(path), "released_format": "TR2M ScaleMapModel", "released_licence": TR2M_LICENCE}
+    return _write(TR2M(cfg, frozen, head), out, overwrite, extra)
 
 
-# The names of an earlier clipdepth, which called the released code "reference".
-convert_pureclip_reference = convert_pureclip_released
-convert_tr2m_reference = convert_tr2m_released
+# The names of clipdepth 0.1, which called the released code "reference": still there, with a warning.
+RENAMED = {"convert_pureclip_reference": "convert_pureclip_released", "convert_tr2m_reference": "convert_tr2m_released"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in RENAMED:
+        renamed(f"clipdepth.models.released.{name}", f"clipdepth.models.released.{RENAMED[name]}", stacklevel=3)
+        return globals()[RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -341,6 +341,14 @@ class TR2M(DepthModel):
 
     display_name = "TR2M"
     paper = "TR2M ([arXiv 2506.13387](https://arxiv.org/abs/2506.13387))"
+    citation = """@inproceedings{cui2026tr2m,
+  title     = {TR2M: Transferring Monocular Relative Depth to Metric Depth with
+               Language Descriptions and Dual-Level Scale-Oriented Contrast},
+  author    = {Cui, Beilei and Huang, Yiming and Bai, Long and Ren, Hongliang},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2026},
+  note      = {arXiv:2506.13387}
+}"""  # as the authors' README asks
     uses_captions = True
     released_precision = "fp32"  # the released evaluation runs its encoders in fp32
     auto_precision = "bf16"  # DINOv2, CLIP text and the relative-depth model on the tensor cores, fp32's range

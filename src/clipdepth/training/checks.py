@@ -10,6 +10,7 @@ from ..device import run_device
 from ..errors import ConfigError
 from ..evaluation.metrics import ALL_METRIC_NAMES
 from .objectives import check_model_config, objective_class
+from .tracking import check_trackers
 
 
 def check_config(cfg: Config) -> None:
@@ -26,6 +27,7 @@ def check_config(cfg: Config) -> None:
     check_cuda_graph(cfg, run_device(cfg))
     if cfg.precision == "fp16":  # fp16 gradients underflow without loss scaling, which the trainer has not
         raise ConfigError("precision=fp16 would train the head in fp16 without loss scaling: use bf16 (or fp32)", setting="precision")
+    check_trackers(cfg)
     if cfg.mixture and not objective_class(cfg.model).mixes_datasets:
         raise ConfigError(f"{cfg.model} trains on one dataset at a time: remove `mixture` (TR2M trains on mixtures)")
 

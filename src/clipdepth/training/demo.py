@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..config import Config, first_difference, load_config_dict, upgrade_layout
 from ..data import get_dataset
 from ..data.loader import prepared_batches
@@ -222,6 +223,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         "checkpoints": checkpoints,
         "frozen_parts": exp.model.encoder.description,
         "note": "random-weight frozen parts: a pipeline demonstration, not a trained model's accuracy",
+        "clipdepth_version": __version__,
     }
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
     table = markdown_table({**{v.label: metrics[v.key] for v in plan.variants}, f"mean depth ({mean_depth:.2f} m)": metrics[BASELINE]})

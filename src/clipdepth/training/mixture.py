@@ -12,7 +12,8 @@ dataset with its own protocol; the trainer's "improved" compares their mean.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +52,9 @@ class SourceData:
     preprocessor: Preprocessor
     protocol: Protocol
     weight: float | None = None
+    # The first validation frame (an ``RGBDSample``: the RGB of the trackers' validation panel),
+    # read when a panel is drawn; None: no panel.
+    panel_frame: Callable[[], Any] | None = None
 
 
 def training_sources(cfg: Config) -> list[SourceSettings]:

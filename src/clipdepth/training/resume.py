@@ -33,7 +33,18 @@ RESUME_FIELD_TYPES = (  # state.json's fields, their types and how a message nam
 )
 # Fields a resumed run may change without changing what it computes up to where it stopped (dotted
 # names): a longer run continues a shorter one.
-RESUME_IGNORED_FIELDS = ("output_dir", "train.feature_cache", "train.max_epochs")
+# Settings a resumed run may change: where things go, how long it trains and where it is logged.
+RESUME_IGNORED_FIELDS = (
+    "output_dir",
+    "train.feature_cache",
+    "train.max_epochs",
+    "train.log_to",
+    "train.run_name",
+    "train.wandb_project",
+    "train.wandb_mode",
+    "train.mlflow_uri",
+    "train.mlflow_experiment",
+)
 
 
 RESUME_DAMAGED = "the resume state is damaged: start a new run with --overwrite"

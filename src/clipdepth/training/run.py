@@ -274,7 +274,8 @@ class Experiment:
         if augmentation is not None and augmentation.needs_encoder:
             how += f"; flip p={augmentation.flip:g}, {augmentation.colour} colour change p={augmentation.colour_prob:g}"
         val = self.encode("val", flip=self.cfg.eval.tta, source=source)
-        data = SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight)
+        frames = self.dataset(source, "val")
+        data = SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight, lambda: frames[0])
         whence = "of the test split" if source.data.val_source == "test_list" else "held out"
         validated = f"{len(val)} validation frames {whence} (data.val_source={source.data.val_source})"
         return data, f"{source.name}: {validated}, {len(train)} training frames {how}"

@@ -45,13 +45,14 @@ from tqdm.auto import tqdm
 
 from ..config import Config
 from ..errors import CheckpointError, ConfigError, TrainingError
-from ..evaluation.evaluate import ScoringTargets, predicted_batches
+from ..evaluation.evaluate import ScoringTargets, predict_encoded, predicted_batches
 from ..evaluation.metrics import ALL_METRIC_NAMES, LOWER_IS_BETTER, MetricAccumulator
-from ..evaluation.protocol import Protocol
+from ..evaluation.protocol import Protocol, postprocess
 from ..data.transforms import Preprocessor
 from ..features import EncodedSplit
 from ..io.depth_store import TrainingDepth
 from ..io.atomic import atomic_dir, atomic_path, write_text_atomic, written
+from ..io.panels import panel_image
 from ..models import DepthModel
 from ..models.base import head_autocast, load_head_state
 from .objectives import objective_class
@@ -60,6 +61,7 @@ from .checks import check_config, check_cuda_graph
 from .distributed import Distributed, rank_share, shard_bounds
 from .mixture import SourceData, epoch_schedule, mixed_batches, steps_per_epoch
 from .run_folder import RunFolder, start_run_folder
+from .tracking import Trackers, epoch_scalars
 
 LABELS = ("phase", "source")  # the words of a step record; the rest are numbers
 
@@ -84,6 +86,11 @@ def check_finite(records: list[dict], step: int) -> list[dict[str, float]]:
             )
         out.append(floats)
     return out
+
+
+def step_scalars(record: dict) -> dict[str, float]:
+    """A step record's losses as tracker tags (``train/loss``, ``train/<term>``); its words left out."""
+    return {f"train/{k}": float(v) for k, v in record.items() if k not in LABELS}
 
 
 def available_bytes(device: torch.device | str) -> int:
@@ -134,15 +141,6 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None or math.isnan(best):
         return not math.isnan(value)
     return value < best if LOWER_IS_BETTER[metric] else value > best
-
-
-def _tensorboard(log_dir: Path):
-    """A TensorBoard writer when the tensorboard package is installed (optional), else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(log_dir))
 
 
 @dataclass
@@ -366,7 +364,7 @@ class Trainer:
                 self._write_history(result.history)
         elif self.dist.is_main:
             start_run_folder(self.out_dir)
-        board = _tensorboard(self.out_dir / "tensorboard") if self.dist.is_main else None
+        trackers = Trackers.open(self.cfg, self.out_dir) if self.dist.is_main else Trackers([])
         steps_path = self.out_dir / "train_steps.jsonl" if self.dist.is_main else Path(os.devnull)
         steps_log = steps_path.open("a" if resume else "w")
         steps = self._epoch_steps()
@@ -389,6 +387,8 @@ class Trainer:
                     sums.setdefault(f"{record['phase']}_loss", []).append(record["loss"])
                     if step % cfg.log_every == 0 and self.dist.is_main:
                         steps_log.write(json.dumps({"step": step, "epoch": epoch, **record}) + "\n")
+                        if trackers:
+                            trackers.step({**step_scalars(record), **self.learning_rates()}, step)
                     bar.set_postfix(phase=record["phase"][:5], loss=f"{record['loss']:.3f}", refresh=False)
                     bar.update(1)
                 metrics, per_source = self.validate()
@@ -415,10 +415,9 @@ class Trainer:
                     steps_log.flush()
                     os.fsync(steps_log.fileno())
                     self._save_resume_state(epoch, since_improvement, result, metrics)
-                if board is not None:
-                    for key, value in row.items():
-                        if isinstance(value, float):
-                            board.add_scalar(key.replace("val_", "val/", 1), value, epoch)
+                if trackers:
+                    trackers.epoch(epoch_scalars(row), epoch, self.step)
+                    trackers.panel(self.validation_panel(epoch), epoch, self.step)
                 bar.set_description(f"train (val abs_rel {metrics['abs_rel']:.3f})")
                 if since_improvement >= cfg.patience:
                     result.stopped_early = True
@@ -429,14 +428,39 @@ class Trainer:
         finally:
             bar.close()
             steps_log.close()
-            if board is not None:
-                board.close()
+            trackers.close()
         result.published_epoch = self._published_epoch(result)
         if self.dist.is_main:
             self._publish(result)
         self.dist.barrier()  # the other ranks return once model/ is in place
         result.model_dir = self.out_dir / "model"
         return result
+
+    def learning_rates(self) -> dict[str, float]:
+        """Each optimiser's learning rate now, ``lr/<optimiser>`` (``lr/<optimiser>/<group>`` for
+        several parameter groups): host numbers, no device sync."""
+        rates = {}
+        for name, optimizer in self.objective.optimizers.items():
+            groups = optimizer.param_groups
+            for i, group in enumerate(groups):
+                rates[f"lr/{name}" if len(groups) == 1 else f"lr/{name}/{i}"] = float(group["lr"])
+        return rates
+
+    def validation_panel(self, epoch: int) -> np.ndarray | None:
+        """RGB | GT | prediction | error of the first dataset's first validation frame, at its GT's
+        resolution (the prediction resized and clamped by its protocol), as an image for the
+        trackers; None where the run has no frame to show (``SourceData.panel_frame``)."""
+        source = self.sources[0]
+        if source.panel_frame is None or len(source.val) == 0 or source.val.gt is None:
+            return None
+        sample = source.panel_frame()
+        if sample.name != source.val.names[0]:  # not the frame the split holds first: nothing to compare
+            return None
+        with self._head_autocast(), torch.no_grad():
+            pred = next(predict_encoded(self.model, source.val, source.preprocessor, self.cfg.eval.tta, 1))
+        gt = np.asarray(source.val.gt[0], dtype=np.float32)
+        depth = postprocess(pred.float().cpu(), gt.shape, source.protocol)
+        return panel_image(sample.image, gt, depth, self.model.max_depth, f"{source.val.names[0]}, epoch {epoch}")
 
     # -- exact resume ----------------------------------------------------------------------
     def _rng_states(self) -> dict:
