@@ -1,7 +1,7 @@
 """Reading and writing RGB images and metric depth maps.
 
 Depth files are 16-bit PNGs (metres = value / scale, 0 = no depth; docs/protocol.md "Caps and units")
-or ``.npy`` arrays in metres. Every problem with an input file is a one-line DataError that names
+or ``.npy`` arrays (or float TIFFs) in metres. Every problem with an input file is a one-line DataError that names
 the file and says what is wrong.
 """
 
@@ -176,14 +176,25 @@ def _read_depth_npy(path: Path) -> np.ndarray:
     return array.astype(np.float32)
 
 
+def read_depth_tiff(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) float32 metres from a single-channel 32-bit float TIFF (Pillow mode "F"), as depth
+    cameras' and photogrammetry tools' exports store it; DataError naming the file for any other
+    kind (a 16-bit TIFF's unit would be a guess: save such depth as a 16-bit PNG with its scale)."""
+    image = _open_image(Path(path))
+    if image.mode != "F":
+        raise DataError(f"{path}: a depth TIFF must be single-channel 32-bit float metres, this one is mode {image.mode}")
+    return np.asarray(image, dtype=np.float32)
+
+
 def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = False, strict_scale: bool = False) -> np.ndarray:
-    """(H, W) float32 depth in metres from a 16-bit PNG (value / scale) or a ``.npy`` (metres).
+    """(H, W) float32 depth in metres from a 16-bit PNG (value / scale), a float TIFF
+    (``read_depth_tiff``, metres) or a ``.npy`` (metres).
 
     A PNG that declares its scale (a ``depth_scale`` text chunk, as clipdepth writes) is read with
     it; ``scale`` is for PNGs that do not. With ``strict_scale`` (a scale the user gave) a PNG that
     declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
     have no NaN, no infinite and no negative value (0 marks missing depth). ``prediction=True``
-    keeps NaN/inf/negative values of a ``.npy`` as they are, because the protocol defines what they
+    keeps NaN/inf/negative values of a ``.npy`` or TIFF as they are, because the protocol defines what they
     become (docs/protocol.md, post-processing step 2). An empty array is a DataError.
     """
     path = Path(path)
@@ -194,9 +205,9 @@ def read_depth(path: str | os.PathLike, scale: float, *, prediction: bool = Fals
         if depth.size == 0:
             raise DataError(f"{path}: the depth map is empty ({depth.shape[0]}x{depth.shape[1]})")
         return depth
-    if suffix != ".npy":
-        raise DataError(f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png or a .npy")
-    depth = _read_depth_npy(path)
+    if suffix not in (".npy", ".tif", ".tiff"):
+        raise DataError(f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png, a float .tif or a .npy")
+    depth = _read_depth_npy(path) if suffix == ".npy" else read_depth_tiff(path)
     if not prediction:
         n_nan = int(np.count_nonzero(np.isnan(depth)))
         if n_nan:
