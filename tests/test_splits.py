@@ -146,7 +146,8 @@ def test_a_list_only_in_the_current_folder_is_refused_in_one_line(tmp_path, monk
     with pytest.raises(
         ConfigError,
         match=r"^data.train_list='absent.txt': .*data/absent.txt does not exist \(a relative "
-        r"list path is read from data.root\)$",
+        r"list path is read from data.root; shipped lists: eigen_test_files_with_gt.txt, eigen_train_files_with_gt.txt, "
+        r"nyudepthv2_test_files_with_gt.txt, nyudepthv2_train_files_with_gt.txt\)$",
     ):
         get_dataset(DataConfig(dataset="nyu", root=str(root), train_list="absent.txt"), "train")
 
