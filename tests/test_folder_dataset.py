@@ -44,7 +44,7 @@ def test_pairs_by_split_list_through_the_registry(folder):
 
 def test_a_missing_depth_file_is_one_error_naming_it(folder):
     (folder / "depth" / "b.npy").unlink()
-    with pytest.raises(DataError, match=r"1 image\(s\) .* first: .*depth/b\{\.png,\.npy\}"):
+    with pytest.raises(DataError, match=r"1 image\(s\) .* first: .*depth/b\{\.png,\.tif,\.tiff,\.npy\}"):
         DepthFolder(folder)
     listing = folder / "test.txt"
     listing.write_text("rgb/b.jpg depth/b.npy\n")

@@ -122,7 +122,13 @@ def test_relative_list_paths_are_read_from_data_root_absolute_ones_as_given(tmp_
 
     encoder = SimpleNamespace(description="e", fingerprint=lambda: "f")
     model = SimpleNamespace(
-        architecture="m", device=torch.device("cpu"), frozen_precisions={}, encoder=encoder, uses_captions=False, storage=lambda purpose: {}
+        architecture="m",
+        device=torch.device("cpu"),
+        frozen_precisions={},
+        frozen_run_precisions={},
+        encoder=encoder,
+        uses_captions=False,
+        storage=lambda purpose: {},
     )
     key = cache_key(model, Preprocessor.create(8, None), cfg, "train", False, train.names)
     assert key["data"]["train_list_sha"] == hashlib.sha256((root / "lists" / "train.txt").read_bytes()).hexdigest()[:16]
@@ -146,7 +152,8 @@ def test_a_list_only_in_the_current_folder_is_refused_in_one_line(tmp_path, monk
     with pytest.raises(
         ConfigError,
         match=r"^data.train_list='absent.txt': .*data/absent.txt does not exist \(a relative "
-        r"list path is read from data.root\)$",
+        r"list path is read from data.root; shipped lists: eigen_test_files_with_gt.txt, eigen_train_files_with_gt.txt, "
+        r"nyudepthv2_test_files_with_gt.txt, nyudepthv2_train_files_with_gt.txt\)$",
     ):
         get_dataset(DataConfig(dataset="nyu", root=str(root), train_list="absent.txt"), "train")
 

@@ -4,6 +4,7 @@ PNGs; `clipdepth data show` draws a contact sheet to check decoding, masks and c
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..io.atomic import refuse_existing
@@ -38,11 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser(
         "show",
         help="contact sheet of a dataset: RGB with crops, GT depth, valid mask",
-        description="Example: clipdepth data show --dataset kitti --data-root /data/kitti --split eigen_test.txt",
+        description="Examples: clipdepth data show --dataset kitti --data-root /data/kitti --split eigen_test_files_with_gt.txt ; "
+        "clipdepth data show --config pureclip_folder data.root=/data/mine --which train (the frames as that recipe trains on them)",
     )
-    show.add_argument("--dataset", required=True, help="dataset name (see clipdepth.data.DATASETS)")
+    show.add_argument("--dataset", help="dataset name (see clipdepth.data.DATASETS); or --config")
+    show.add_argument(
+        "--config", action="append", metavar="RECIPE", help="the data settings and protocol of a recipe, as `clipdepth train` reads them"
+    )
     show.add_argument("--data-root", help="dataset folder")
-    show.add_argument("--split", help="split list (BTS format); a relative path is read from --data-root")
+    show.add_argument(
+        "--split", help="split list (BTS format): relative to --data-root, absolute, or the name of a shipped list (docs/data.md)"
+    )
     show.add_argument("--which", default="test", choices=["train", "val", "test"], help="split to show (default: test)")
     show.add_argument("--protocol", help="evaluation protocol (default: the dataset's)")
     show.add_argument("-n", type=positive_int, default=4, help="frames to show (default: 4)")
@@ -53,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image to write, of the type its suffix names (default: outputs/data_show.png)",
     )
     show.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run there (default: refuse)")
-    show.set_defaults(func=run_show, flags={"data.root": "--data-root", "data.test_list": "--split", "data.train_list": "--split"})
+    show.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.depth_scale=256")
+    flags = {"data.dataset": "--dataset", "data.root": "--data-root", "data.test_list": "--split", "data.train_list": "--split"}
+    show.set_defaults(func=run_show, flags=flags)
 
 
 def run_prepare_nyu(args: argparse.Namespace) -> int:
@@ -66,22 +75,29 @@ def run_prepare_nyu(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from ..config import DataConfig, with_overrides
-    from ..data import DATASET_PROTOCOLS, get_dataset
+    from ..config import load_config
+    from ..data import DATASET_PROTOCOLS, get_dataset, unit_warning
+    from ..errors import ConfigError
     from ..evaluation.protocol import get_protocol, crop_box, valid_mask
     from ..io.panels import check_figure_path, save_contact_sheet
 
+    if not (args.dataset or args.config):
+        raise ConfigError("data show: give --dataset NAME, or --config RECIPE for a recipe's dataset")
     check_figure_path(output_file(args.out, "--out"), "out")
     refuse_existing([args.out], args.overwrite)
-    overrides = [f"dataset={args.dataset}"] + [f"root={args.data_root}"] * bool(args.data_root)
+    overrides = [f"data.dataset={args.dataset}"] * bool(args.dataset) + [f"data.root={args.data_root}"] * bool(args.data_root)
     list_field = "test_list" if args.which == "test" else "train_list"
-    overrides += [f"{list_field}={args.split}"] * bool(args.split)
-    cfg = with_overrides(DataConfig(), overrides)
-    protocol = get_protocol(args.protocol or DATASET_PROTOCOLS.get(args.dataset, "synthetic_indoor"))
+    overrides += [f"data.{list_field}={args.split}"] * bool(args.split)
+    recipe = load_config(args.config, [*args.overrides, *overrides])
+    cfg, name = recipe.data, recipe.data.dataset
+    protocol = get_protocol(args.protocol or (recipe.eval.protocol if args.config else DATASET_PROTOCOLS.get(name, "synthetic_indoor")))
     dataset = get_dataset(cfg, args.which)
+    warning = unit_warning(dataset, protocol.max_depth)
+    if warning:
+        print(warning, file=sys.stderr)
     samples = [dataset[i] for i in range(min(args.n, len(dataset)))]
     rows = [(s.name, s.image, s.depth, valid_mask(s.depth, protocol)) for s in samples]
     box = crop_box(samples[0].depth.shape, protocol.crop) if protocol.crop else None
     save_contact_sheet(args.out, rows, protocol.max_depth, {f"{protocol.crop} crop": box} if box else None)
-    print(f"wrote {args.out} ({len(rows)} frames of {args.dataset}, protocol {protocol.name})")
+    print(f"wrote {args.out} ({len(rows)} of the {len(dataset)} {args.which} frames of {name}, protocol {protocol.name})")
     return 0

@@ -155,7 +155,8 @@ class DataConfig(Section):
     train_list: Optional[str] = None
     test_list: Optional[str] = None
     # Where validation frames come from. "held_out": a fixed, seeded val_fraction of train_list,
-    # written once to val_split_dir (default: beside train_list; relative: under root) and reused,
+    # written once to val_split_dir (default: beside train_list; relative: under root; a shipped
+    # list, or a folder without train_list: the training run's split/ folder) and reused,
     # the rest training; "test_list": test_list (the built-in scenes: their test split), the whole
     # train_list training (the learned-prompts release validates on its test list).
     val_source: ValSource = ValSource.held_out

@@ -1,17 +1,21 @@
 """A user's own RGB-D folder, and the manifest of real sample pairs in ../shared/data/rgbd-samples.
 
-``DepthFolder`` pairs ``rgb/<stem>.<jpg|png>`` with ``depth/<stem>.<png|npy>`` under a root (or
-reads a split list): ``.npy`` depth is metres, PNG depth is value / ``depth_scale``. An optional
-``intrinsics.json`` beside ``rgb/`` maps stem -> [fx, fy, cx, cy].
+``DepthFolder`` pairs ``rgb/<stem>.<jpg|png>`` with ``depth/<stem>.<png|tif|tiff|npy>`` under a
+root (or reads a split list): 16-bit PNG depth is value / ``depth_scale`` metres, float TIFF and
+``.npy`` depth are metres; 0 is no depth (sparse LiDAR or ToF depth keeps its zeros). An optional
+``intrinsics.json`` beside ``rgb/`` maps stem -> [fx, fy, cx, cy]. docs/own-data.md is the guide.
 
 The registered dataset "folder" reads PNG depth in millimetres (scale 1000) and defaults to the
 "synthetic_indoor" protocol (1e-3..10 m, no crop) only because a folder's protocol depends on
-its data: users pick ``--protocol`` explicitly.
+its data: users pick ``--protocol`` explicitly. Without ``data.train_list`` it trains on the
+folder's own pairs, a fixed ``data.val_fraction`` of them validating (``folder_split``); a
+training run records that split in its folder.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -25,7 +29,7 @@ from ..io.depth_io import read_depth, read_rgb
 from . import register_dataset
 from .kitti import read_calib, read_kitti_depth, read_velodyne, velodyne_to_depth
 from .nyu import NYU_DEPTH_SCALE
-from .splits import SplitEntry, read_split_list, required_setting, split_entries
+from .splits import SplitEntry, held_out_split, read_split_list, required_setting, split_entries, under_root
 from .listed import ListedRGBD
 from .sample import RGBDSample
 from .zeroshot import read_sun_rgbd_depth, read_tum_depth
@@ -33,7 +37,8 @@ from .zeroshot import read_sun_rgbd_depth, read_tum_depth
 __all__ = ["DepthFolder", "ManifestDataset"]
 
 RGB_SUFFIXES = (".jpg", ".jpeg", ".png")
-DEPTH_SUFFIXES = (".png", ".npy")
+DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
+UNIT_CHECK_FRAMES = 8  # depth files a unit check reads, evenly spaced over the split
 INTRINSICS_FILE = "intrinsics.json"
 
 
@@ -52,24 +57,51 @@ def _read_intrinsics(path: Path) -> dict[str, list[float]]:
     return mapping
 
 
+def _by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    """The files of ``folder`` with one of ``suffixes`` (any case) by stem; DataError naming two files
+    of one stem (which of them is the frame would be a guess)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in found:
+            raise DataError(f"{folder}: {found[path.stem].name} and {path.name} share a stem; keep one, so that each frame is one pair")
+        found[path.stem] = path
+    return found
+
+
 def _entries_by_stem(root: Path) -> list[SplitEntry]:
-    """rgb/<stem>.* matched to depth/<stem>.*; one error naming the first unmatched image."""
+    """rgb/<stem>.* matched to depth/<stem>.*, sorted by stem; one error naming the first unmatched
+    image, or two files of one stem in either folder."""
     rgb_dir = root / "rgb"
     if not rgb_dir.is_dir():
         raise DataError(f"{rgb_dir}: folder not found (expected rgb/ and depth/ under {root}, or give a split list)")
-    images = sorted(p for p in rgb_dir.iterdir() if p.suffix.lower() in RGB_SUFFIXES)
+    images = _by_stem(rgb_dir, RGB_SUFFIXES)
     if not images:
         raise DataError(f"{rgb_dir}: no {'/'.join(RGB_SUFFIXES)} images")
-    entries, missing = [], []
-    for number, image in enumerate(images, start=1):
-        depth = next((root / "depth" / (image.stem + s) for s in DEPTH_SUFFIXES if (root / "depth" / (image.stem + s)).is_file()), None)
-        if depth is None:
-            missing.append(root / "depth" / f"{image.stem}{{{','.join(DEPTH_SUFFIXES)}}}")
-            continue
-        entries.append(SplitEntry(str(image.relative_to(root)), str(depth.relative_to(root)), None, number))
+    depths = _by_stem(root / "depth", DEPTH_SUFFIXES)
+    missing = [stem for stem in sorted(images) if stem not in depths]
     if missing:
-        raise DataError(f"{root}: {len(missing)} image(s) in rgb/ have no depth, first: {missing[0]} not found")
-    return entries
+        first = root / "depth" / f"{missing[0]}{{{','.join(DEPTH_SUFFIXES)}}}"
+        raise DataError(f"{root}: {len(missing)} image(s) in rgb/ have no depth, first: {first} not found")
+    return [
+        SplitEntry(str(images[stem].relative_to(root)), str(depths[stem].relative_to(root)), None, number)
+        for number, stem in enumerate(sorted(images), start=1)
+    ]
+
+
+def folder_split(root: Path, entries: list[SplitEntry], cfg: DataConfig) -> tuple[list[SplitEntry], list[SplitEntry]]:
+    """The fixed train/validation split of a folder's own pairs (``splits.held_out_split``), keyed by
+    ``data.seed`` and the sorted stems alone (not the files' order, suffixes or times), so that the
+    same folder splits the same on every machine; written to ``data.val_split_dir`` when set (a
+    training run sets it to its own folder: ``data.records_split``), else computed only."""
+    stems = sorted(Path(e.rgb).stem for e in entries)
+    blank = next((e for e in entries if len(f"{e.rgb} {e.depth}".split()) != 2), None)
+    if blank is not None:  # the split is written as split lists, whose fields are blank-separated
+        raise DataError(f"{root / blank.rgb}: a name with a blank cannot be in a split list; rename it (and its depth file)")
+    content = hashlib.sha256("\n".join(stems).encode()).hexdigest()[:12]
+    folder = under_root(root, cfg.val_split_dir) if cfg.val_split_dir else None
+    return held_out_split(entries, str(root), content, folder, cfg.val_fraction, cfg.seed)
 
 
 class DepthFolder(ListedRGBD):
@@ -86,6 +118,7 @@ class DepthFolder(ListedRGBD):
         root = Path(root)
         if entries is None:
             entries = _entries_by_stem(root) if list_path is None else read_split_list(list_path)
+        self.depth_scale = depth_scale
         super().__init__(
             entries,
             root,
@@ -97,11 +130,39 @@ class DepthFolder(ListedRGBD):
     def sample_name(self, entry: SplitEntry) -> str:
         return Path(entry.rgb).stem
 
+    def unit_warning(self, max_depth: float) -> str | None:
+        """A warning line when the depth looks read in the wrong unit, else None: the first of up to
+        ``UNIT_CHECK_FRAMES`` depth files (evenly spaced over the split) most of whose valid
+        (non-zero) pixels lie beyond ``max_depth`` metres (the protocol's cap), as millimetres read
+        as metres do. The line names that file and ``data.depth_scale``."""
+        count = min(UNIT_CHECK_FRAMES, len(self.entries))
+        for index in np.unique(np.linspace(0, len(self.entries) - 1, count).round().astype(int)):
+            path = self.entries[index].depth_path(self.root)
+            depth = self.read_depth_m(path)
+            valid = depth[depth > 0]
+            beyond = np.count_nonzero(valid > max_depth)
+            if beyond > valid.size / 2:
+                return (
+                    f"warning: {path}: {beyond / valid.size:.0%} of its depth lies beyond {max_depth:g} m (median "
+                    f"{np.median(valid):.4g} m) read with data.depth_scale={self.depth_scale:g}; is that the unit of its "
+                    "values? (16-bit PNG: metres = value / data.depth_scale, 1000 for millimetres; float TIFF and .npy: metres)"
+                )
+        return None
 
-@register_dataset("folder", protocol="synthetic_indoor")
+
+@register_dataset("folder", protocol="synthetic_indoor", splits_without_list=True)
 def depth_folder(cfg: DataConfig, split: str) -> Dataset:
-    if split == "test" and not cfg.test_list:
-        return DepthFolder(required_setting(cfg, "root"), depth_scale=cfg.depth_scale)
+    """``split`` of a folder. "test": data.test_list, else the whole folder. "train" and "val":
+    data.train_list as every listed dataset reads it (``split_entries``), else the folder's own
+    pairs, split by ``folder_split`` (with data.val_source=test_list: all of them train and
+    data.test_list validates)."""
+    listed = cfg.test_list if split == "test" else cfg.train_list or (split == "val" and cfg.val_source == "test_list")
+    if not listed:
+        root = Path(required_setting(cfg, "root"))
+        entries = _entries_by_stem(root)
+        if split != "test" and cfg.val_source == "held_out":
+            entries = folder_split(root, entries, cfg)[split == "val"]
+        return DepthFolder(root, depth_scale=cfg.depth_scale, entries=entries)
     root, entries, list_path = split_entries(cfg, split)
     return DepthFolder(root, list_path, depth_scale=cfg.depth_scale, entries=entries)
 

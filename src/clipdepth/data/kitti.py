@@ -1,7 +1,7 @@
 """KITTI: the Eigen split over the official depth layout, and LiDAR projection for raw frames.
 
-Layout (paths as the split list gives them, relative to ``data.root``):
-``<date>_drive_XXXX_sync/image_02/data/<frame>.png`` (RGB) and
+Layout (paths as the split list gives them, relative to ``data.root``; the shipped BTS lists):
+``<date>/<date>_drive_XXXX_sync/image_02/data/<frame>.png`` (RGB) and
 ``<date>_drive_XXXX_sync/proj_depth/groundtruth/image_02/<frame>.png`` (uint16 / 256 metres,
 0 = no measurement). The Eigen test list has 697 lines, 45 with depth "None"; those are counted
 and skipped, so 652 are scored.

@@ -3,11 +3,15 @@
 One sample per line: ``<rgb path> <depth path or None> <focal length>``, paths relative to the
 dataset root (NYU's training list writes them with a leading "/", which is still relative). The
 list paths themselves (``data.train_list``, ``data.test_list``, ``data.val_split_dir``) are read
-from ``data.root`` too when relative, so that one root places a list and what it lists.
+from ``data.root`` too when relative, so that one root places a list and what it lists. A list
+name found nowhere under ``data.root`` that is the name of a list shipped in ``data/splits/`` (the
+standard NYU and KITTI Eigen lists of BTS, see its README.md) reads the shipped one
+(``shipped_list``). A list whose name ends in ``.gz`` is read through gzip.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
 from dataclasses import dataclass
@@ -19,6 +23,8 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from ..io.atomic import write_text_atomic
+
+SHIPPED_LISTS = Path(__file__).parent / "splits"  # the standard lists (README.md there: sources, line counts)
 
 
 @dataclass(frozen=True)
@@ -35,15 +41,41 @@ class SplitEntry:
         return None if self.depth is None else root / self.depth.lstrip("/")
 
 
+def shipped_list(value: str | Path) -> Path | None:
+    """The list shipped in ``data/splits/`` that a list setting names (a bare file name such as
+    ``nyudepthv2_test_files_with_gt.txt``, shipped as is or gzipped), else None."""
+    name = Path(value)
+    if name.name != str(value) or name.name in ("", ".", ".."):
+        return None
+    return next((p for p in (SHIPPED_LISTS / name, SHIPPED_LISTS / f"{name}.gz") if p.is_file()), None)
+
+
+def is_shipped(path: str | Path) -> bool:
+    """Whether ``path`` is one of the lists shipped in ``data/splits/``."""
+    return Path(path).parent.resolve() == SHIPPED_LISTS.resolve()
+
+
+def list_bytes(path: str | Path) -> bytes:
+    """The content of a split list, decompressed when its name ends in ``.gz`` (DataError if it is not gzip)."""
+    path = Path(path)
+    data = path.read_bytes()
+    if path.suffix != ".gz":
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable gzip file ({' '.join(str(exc).split())})") from None
+
+
 def read_split_list(path: str | Path) -> list[SplitEntry]:
-    """Parse a split list; a malformed line, or a focal length that is not a finite number > 0
-    (pixels), is a DataError naming the file and line."""
+    """Parse a split list (gzipped when its name ends in ``.gz``); a malformed line, or a focal length
+    that is not a finite number > 0 (pixels), is a DataError naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: split list not found")
     entries = []
     try:  # utf-8-sig drops a byte-order mark; splitlines() takes CRLF and LF alike
-        text = path.read_text(encoding="utf-8-sig")
+        text = list_bytes(path).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: split list is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -85,38 +117,52 @@ def check_files(entries: list[SplitEntry], root: str | Path, list_path: str | Pa
 def train_val_split(
     entries: list[SplitEntry], list_path: str | Path, out_dir: str | Path | None, val_fraction: float = 0.1, seed: int = 0
 ) -> tuple[list[SplitEntry], list[SplitEntry]]:
-    """The fixed train/validation split of a training list: made once, written, then reused.
+    """The fixed train/validation split of a training list (``held_out_split``), keyed by the list's
+    content (decompressed), written in ``out_dir``, else beside the list; a shipped list
+    (``shipped_list``) is never written beside: without ``out_dir`` its split is only computed."""
+    list_path = Path(list_path)
+    content = hashlib.sha256(list_bytes(list_path)).hexdigest()[:12]
+    folder = Path(out_dir) if out_dir else None if is_shipped(list_path) else list_path.parent
+    return held_out_split(entries, str(list_path), content, folder, val_fraction, seed, unit="lines")
 
-    The permutation comes from numpy's PCG64 seeded by ``seed`` and the list's content hash, so the
-    same list gives the same split on every machine; the two halves are written as split lists
-    beside the original (or in ``out_dir``) and read back on later runs. ConfigError naming
+
+def held_out_split(
+    entries: list[SplitEntry],
+    source: str,
+    content: str,
+    folder: Path | None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    unit: str = "frames",
+) -> tuple[list[SplitEntry], list[SplitEntry]]:
+    """The fixed train/validation split of ``entries``: made once, written, then reused.
+
+    ``source`` is the path the entries come from (a list file, a folder; ``unit``: what its entries
+    are, for messages); ``content`` is a hex digest of what they are. The permutation comes from
+    numpy's PCG64 seeded by ``seed`` and ``content``, so the same entries give the same split on
+    every machine; the two halves are written as split lists (paths relative to the dataset root)
+    ``<source's stem>.<content>.val<fraction>.seed<seed>.{train,val}.txt`` in ``folder`` and read
+    back on later runs (``folder`` None: computed, not written). ConfigError naming
     ``data.val_fraction`` (before anything is written) when either half would be empty.
     """
-    list_path = Path(list_path)
-    content = hashlib.sha256(list_path.read_bytes()).hexdigest()[:12]
     n_val = int(round(val_fraction * len(entries)))
     if not 0 < n_val < len(entries):
         empty = "validation" if n_val == 0 else "training"
         raise ConfigError(
-            f"{list_path}: data.val_fraction={val_fraction:g} of its {len(entries)} lines leaves no {empty} frame; "
+            f"{source}: data.val_fraction={val_fraction:g} of its {len(entries)} {unit} leaves no {empty} frame; "
             "change data.val_fraction, or set data.val_source=test_list to validate on data.test_list",
             setting="data.val_fraction",
         )
-    folder = Path(out_dir) if out_dir else list_path.parent
-    stem = f"{list_path.stem}.{content}.val{val_fraction:g}.seed{seed}"
-    train_file, val_file = folder / f"{stem}.train.txt", folder / f"{stem}.val.txt"
-    if not (train_file.is_file() and val_file.is_file()):
-        rng = np.random.default_rng([seed, int(content, 16)])
-        order = rng.permutation(len(entries))
-        val_ids = set(order[:n_val].tolist())
-
-        def lines(keep_val: bool) -> str:
-            chosen = [e for i, e in enumerate(entries) if (i in val_ids) == keep_val]
-            return "".join(f"{e.rgb} {e.depth or 'None'}{'' if e.focal is None else f' {e.focal!r}'}\n" for e in chosen)
-
-        write_text_atomic(train_file, lines(False))
-        write_text_atomic(val_file, lines(True))
-    return read_split_list(train_file), read_split_list(val_file)
+    stem = f"{Path(Path(source).name.removesuffix('.gz')).stem}.{content}.val{val_fraction:g}.seed{seed}"
+    files = (folder / f"{stem}.train.txt", folder / f"{stem}.val.txt") if folder else None
+    if files and all(f.is_file() for f in files):
+        return read_split_list(files[0]), read_split_list(files[1])
+    order = np.random.default_rng([seed, int(content, 16)]).permutation(len(entries))
+    val_ids = set(order[:n_val].tolist())
+    halves = [e for i, e in enumerate(entries) if i not in val_ids], [e for i, e in enumerate(entries) if i in val_ids]
+    for path, half in zip(files or (), halves):
+        write_text_atomic(path, "".join(f"{e.rgb} {e.depth or 'None'}{'' if e.focal is None else f' {e.focal!r}'}\n" for e in half))
+    return (read_split_list(files[0]), read_split_list(files[1])) if files else halves
 
 
 def required_setting(cfg: DataConfig, field: str) -> str:
@@ -135,10 +181,11 @@ def under_root(root: str | Path, value: str | Path) -> Path:
 
 
 def list_file(cfg: DataConfig, field: str, why: str = "") -> Path:
-    """The split list a ``data`` field names (``under_root``), which must exist. ConfigError naming
-    the field when it is unset (``why``: what needs it), missing, or missing under ``data.root``
-    while a file of that name is in the current folder: lists are never read from there, since the
-    same setting must mean the same file from any folder."""
+    """The split list a ``data`` field names (``under_root``), which must exist; a name that is not
+    there reads the shipped list of that name (``shipped_list``). ConfigError naming the field when
+    it is unset (``why``: what needs it), missing, or missing under ``data.root`` while a file of that
+    name is in the current folder: lists are never read from there, since the same setting must mean
+    the same file from any folder."""
     root = required_setting(cfg, "root")
     value, setting = getattr(cfg, field), f"data.{field}"
     if not value:
@@ -152,13 +199,29 @@ def list_file(cfg: DataConfig, field: str, why: str = "") -> Path:
             f"data.root, not the current folder: give the absolute path {Path(value).resolve()}",
             setting=setting,
         )
-    raise ConfigError(f"{setting}={value!r}: {path} does not exist (a relative list path is read from data.root)", setting=setting)
+    shipped = shipped_list(value)
+    if shipped is not None:
+        return shipped
+    raise ConfigError(
+        f"{setting}={value!r}: {path} does not exist (a relative list path is read from data.root; shipped lists: "
+        f"{', '.join(shipped_names())})",
+        setting=setting,
+    )
+
+
+def shipped_names() -> list[str]:
+    """The names that read a shipped list (``shipped_list``)."""
+    return sorted(p.name.removesuffix(".gz") for p in SHIPPED_LISTS.glob("*.txt*"))
 
 
 def listed_path(cfg: DataConfig, field: str) -> Path | None:
-    """``under_root`` of a list setting without checking it (None when it or ``data.root`` is unset)."""
+    """The file a list setting names, as ``list_file`` finds it, without checking that it exists
+    (None when it or ``data.root`` is unset)."""
     value = getattr(cfg, field)
-    return under_root(cfg.root, value) if value and cfg.root else None
+    if not (value and cfg.root):
+        return None
+    path = under_root(cfg.root, value)
+    return path if path.is_file() else shipped_list(value) or path
 
 
 ListReader = Callable[[Path, str], list[SplitEntry]]  # (list file, data.root) -> its entries

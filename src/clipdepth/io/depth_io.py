@@ -279,6 +279,21 @@ ARRAY_SUFFIXES = tuple(_ARRAY_READERS)
 DEPTH_FILE_SUFFIXES = (*ARRAY_SUFFIXES, ".png")  # every depth file read_depth reads
 
 
+def _check_float_tiff(path: Path) -> None:
+    """DataError for a ground-truth TIFF of integers: unlike a PNG it declares no scale, so its unit
+    cannot be known (float16 TIFFs, which Pillow cannot open, are floats)."""
+    try:
+        with open_header(path) as image:
+            mode = image.mode
+    except (OSError, SyntaxError, ValueError):
+        return  # read_depth_array says what is wrong with it
+    if mode != "F":
+        raise DataError(
+            f"{path}: a ground-truth TIFF must hold float metres, this one is mode {mode}, of no declared unit "
+            "(save float32 metres, or a 16-bit PNG read with data.depth_scale)"
+        )
+
+
 def read_depth_array(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
     """(H, W) float32 values as written in an array file (``ARRAY_SUFFIXES``): ``.npy``; ``.npz``
     (its one array, or the one named ``key``); single-channel TIFF (float32, float16 through
@@ -306,7 +321,8 @@ def read_depth(
     declares another one is a DataError. 0 stays 0 (no depth). Ground truth (the default) must
     have no NaN, no infinite and no negative value (0 marks missing depth). ``prediction=True``
     keeps NaN/inf/negative values of an array as they are, because the protocol defines what they
-    become (docs/protocol.md, post-processing step 2). An empty map is a DataError.
+    become (docs/protocol.md, post-processing step 2). Ground truth in TIFF must be float (an
+    integer one declares no unit). An empty map is a DataError.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -320,6 +336,8 @@ def read_depth(
         raise DataError(
             f"{path}: unsupported depth file type {suffix or '(none)'}; use a 16-bit .png or one of {', '.join(ARRAY_SUFFIXES)}"
         )
+    if not prediction and suffix in (".tif", ".tiff"):
+        _check_float_tiff(path)
     depth = read_depth_array(path, key)
     if not prediction:
         n_nan = int(np.count_nonzero(np.isnan(depth)))

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config import Config, DataConfig, config_to_yaml
-from ..data import get_dataset
+from ..data import get_dataset, records_split, unit_warning
 from ..data.transforms import Preprocessor
 from ..device import run_device
 from ..errors import CheckpointError, ClipdepthError, ConfigError
@@ -24,11 +24,11 @@ from ..features.cache import INDEX_NAME, build_cache, cache_key, files_digest, f
 from ..io.atomic import write_text_atomic
 from ..data.augment import Augmentation
 from ..data.captions import CaptionLookup, caption_lookup
-from ..models import DepthModel, build_model
+from ..models import DepthModel, build_model, model_class
 from .distributed import Distributed, from_environment
 from .mixture import SourceData, SourceSettings, training_sources
 from .checks import check_config
-from .run_folder import RunFolder
+from .run_folder import RUN_SPLIT, RunFolder
 from .trainer import Trainer, TrainResult, available_bytes
 
 
@@ -81,8 +81,19 @@ def _streamed_cache_state(folder: Path, key: dict) -> str:
     return "an earlier run streamed other settings there: streaming them anew to"
 
 
-def _opened_key(source: SourceSettings, split: str) -> tuple[str, str, str]:
-    return source.name, split, repr(source.data)
+def _opened_key(source: SourceSettings, split: str, data: DataConfig) -> tuple[str, str, str]:
+    return source.name, split, repr(data)
+
+
+def opened_data(source: SourceSettings, split_dir: Path | None, mixed: bool) -> DataConfig:
+    """The data settings a run opens ``source``'s splits with: its own, but where its held-out
+    validation split has no list file of the user's to be written beside (``data.records_split``: a
+    folder without data.train_list, a shipped list), data.val_split_dir is ``split_dir`` (a
+    mixture: ``split_dir/<dataset name>``), so that the run's folder records the split and a
+    resumed run reads it back. ``split_dir`` None: as the settings say."""
+    if split_dir is None or not records_split(source.data):
+        return source.data
+    return replace(source.data, val_split_dir=str(split_dir / source.name if mixed else split_dir))
 
 
 @dataclass
@@ -101,33 +112,49 @@ class Experiment:
     stream_dir: Path | None = None  # where those that do not fit are streamed; unset: <output_dir>/feature_cache
     budget: float = 0.0  # bytes the last plan let the splits take in RAM (``memory_budget`` then)
     opened: dict[tuple[str, str, str], Dataset] = field(default_factory=dict, repr=False)  # ``dataset``'s, once each
+    # Where held-out splits without a list file of the user's are written (``opened_data``); None: not written.
+    split_dir: Path | None = None
 
     @classmethod
     def create(cls, cfg: Config, check_data: bool = False, checked: bool = False) -> "Experiment":
         """The model built from ``cfg`` (its frozen parts loaded) and the run's datasets. With
-        ``check_data`` the training datasets' train and val splits are opened first, so that a
-        wrong root or list fails before any weights are loaded or downloaded; ``checked``: ``cfg``
-        has passed ``check_config`` already."""
+        ``check_data`` (a training run) the training datasets' train and val splits are opened first,
+        so that a wrong root or list fails before any weights are loaded or downloaded, held-out
+        splits without a list file of the user's are recorded in ``<output_dir>/split``
+        (``opened_data``), and a dataset whose depth looks read in the wrong unit says so in one line
+        on stderr (``data.unit_warning``, against its protocol's cap); ``checked``: ``cfg`` has passed
+        ``check_config`` already."""
         if not checked:
             check_config(cfg)
         sources = training_sources(cfg)
         protocol = get_protocol(cfg.eval.protocol)
+        dist = from_environment()
+        split_dir = Path(cfg.output_dir).resolve() / RUN_SPLIT if check_data else None
         opened = {}
         for source in sources:
             with naming(source, len(sources) > 1):
-                get_protocol(source.protocol)  # an unknown one fails before any work
-                for split in ("train", "val") if check_data else ():
-                    opened[_opened_key(source, split)] = get_dataset(source.data, split)
-        dist = from_environment()
+                cap = get_protocol(source.protocol).max_depth  # an unknown protocol fails before any work
+                if not check_data:
+                    continue
+                data = opened_data(source, split_dir, len(sources) > 1)
+                for split in ("train", "val"):
+                    opened[_opened_key(source, split, data)] = get_dataset(data, split)
+                train = opened[_opened_key(source, "train", data)]
+                if model_class(cfg.model).uses_captions and len(train):
+                    caption_lookup(data)(train[0])  # a frame without a caption fails here, before any weights load
+                warning = unit_warning(train, cap)
+                if warning and dist.is_main:
+                    print(warning if len(sources) == 1 else f"{source.name}: {warning}", file=sys.stderr)
         torch.manual_seed(cfg.seed)  # the head's random init: the same on every rank
         model = build_model(cfg).to(run_device(cfg, dist.local_rank))
-        return cls(cfg, model, model.preprocessor(), protocol, dist, sources, torch.get_rng_state(), opened=opened)
+        return cls(cfg, model, model.preprocessor(), protocol, dist, sources, torch.get_rng_state(), opened=opened, split_dir=split_dir)
 
     def dataset(self, source: SourceSettings, split: str) -> Dataset:
         """A split of a training dataset, opened once per run (its lists read, its archive opened)."""
-        key = _opened_key(source, split)
+        data = opened_data(source, self.split_dir, len(self.sources) > 1)
+        key = _opened_key(source, split, data)
         if key not in self.opened:
-            self.opened[key] = get_dataset(source.data, split)
+            self.opened[key] = get_dataset(data, split)
         return self.opened[key]
 
     @property
@@ -278,6 +305,9 @@ class Experiment:
         data = SourceData(source.name, train, val, preprocessor, get_protocol(source.protocol), source.weight, lambda: frames[0])
         whence = "of the test split" if source.data.val_source == "test_list" else "held out"
         validated = f"{len(val)} validation frames {whence} (data.val_source={source.data.val_source})"
+        recorded = opened_data(source, self.split_dir, len(self.sources) > 1).val_split_dir
+        if recorded != source.data.val_split_dir:
+            validated += f", the split recorded in {recorded}"
         return data, f"{source.name}: {validated}, {len(train)} training frames {how}"
 
     def encoded_on_the_fly(self, augmentation: Augmentation | None) -> bool:
@@ -298,6 +328,7 @@ class Experiment:
         folder already checked (``RunFolder.open``), whose resume and overwrite apply."""
         out_dir = Path(out_dir)
         run = run or RunFolder.open(out_dir, self.cfg, resume, overwrite, self.dist)
+        self.split_dir = self.split_dir or out_dir.resolve() / RUN_SPLIT  # splits opened from here on are recorded
         resume = run.resume
         if self.rng is not None:  # a resumed run restores the state it saved instead
             torch.set_rng_state(self.rng)

@@ -21,6 +21,9 @@ from .resume import RESUME_FILES, read_resume_meta, read_resume_tensors, resume_
 # a run worth keeping (a run that failed before its first epoch left only logs, which a new run may replace).
 RUN_OUTPUTS = ("checkpoints", "model", "train_epochs.csv", "best_metrics.json")
 RUN_LOGS = ("train_steps.jsonl", "tensorboard")
+# Where a run records a held-out train/validation split that has no list file of the user's to be
+# written beside (a folder trained without data.train_list, a shipped list): run.opened_data.
+RUN_SPLIT = "split"
 
 
 def check_run_folder(out_dir: str | Path, resume: bool, overwrite: bool, dist: Distributed = Distributed()) -> None:
