@@ -200,8 +200,19 @@ def test_pureclip_folder_trains_without_lists_records_its_split_resumes_exactly_
 
     model = tmp_path / "resumed" / "model"
     capsys.readouterr()
-    assert main(["evaluate", "--checkpoint", str(model), "--out", str(tmp_path / "all")]) == 0
-    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["n_images"] == 20  # no test list: the whole folder
+    saved = tmp_path / "saved"
+    assert main(["evaluate", "--checkpoint", str(model), "--out", str(tmp_path / "all"), "--save-predictions", str(saved)]) == 0
+    evaluated = json.loads((tmp_path / "all" / "metrics.json").read_text())
+    assert evaluated["n_images"] == 20  # no test list: the whole folder
+    # the saved maps, scored by `score` against the folder's own depth, give evaluate's numbers
+    assert sorted(path.stem for path in saved.glob("*.npy")) == sorted(stems)
+    scored = tmp_path / "score" / "metrics.json"
+    assert (
+        main(["score", "--pred", str(saved), "--gt", str(root / "depth"), "--protocol", evaluated["protocol"], "--json", str(scored)]) == 0
+    )
+    rescored = json.loads(scored.read_text())
+    for metric in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "silog", "d1", "d2", "d3"):
+        assert rescored[metric] == pytest.approx(evaluated[metric], rel=1e-6, abs=1e-9), metric
     held_out = ["evaluate", "--checkpoint", str(model), "--split", str(val_list), "--out", str(tmp_path / "held_out")]
     assert main(held_out) == 0
     summary = json.loads((tmp_path / "held_out" / "metrics.json").read_text())

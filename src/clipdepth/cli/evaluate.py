@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .args import add_workers, output_folder, path_arg, positive_int
+from .image_options import add_device
 
 HELP = "score a trained head, or a transformers depth model, on a dataset"
 
@@ -53,7 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--align", choices=ALIGNMENTS, default="none", help="--hf: per-image alignment to the GT (relative models)")
     p.add_argument("--pred-kind", choices=PRED_KINDS, default="depth", help="--hf: what the model outputs (default: depth, metres)")
-    p.add_argument("--device", default="auto", help="--hf: where the model runs (default: auto, the GPU where there is one)")
+    add_device(p)
+    p.add_argument(
+        "--save-predictions",
+        type=path_arg,
+        metavar="DIR",
+        help="also write each scored frame's map as DIR/<frame name>.npy (float32 metres on the GT grid, as scored)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=8)
     add_workers(p, "the frames")
     p.add_argument("--out", type=path_arg, help="output folder (default: outputs/eval/<dataset>)")
@@ -78,11 +85,12 @@ def run(args: argparse.Namespace) -> int:
         *(o.removeprefix("data.") for o in args.overrides),
     ]
     where = dict(dataset=args.dataset, recipe=args.config, protocol=args.protocol, data_overrides=data, batch_size=args.batch_size)
-    where.update(out=args.out, overwrite=args.overwrite, workers=args.workers)
+    where.update(out=args.out, overwrite=args.overwrite, workers=args.workers, save_predictions=args.save_predictions)
     # Options of the other kind of model are refused, not ignored.
-    hf_only = {"--align": args.align != "none", "--pred-kind": args.pred_kind != "depth", "--device": args.device != "auto"}
+    hf_only = {"--align": args.align != "none", "--pred-kind": args.pred_kind != "depth"}
     captions = args.caption is not None or bool(args.caption_dir)
     checkpoint_only = {"--tta/--no-tta": args.tta is not None, "--caption/--caption-dir": captions, "--score-at-input": args.score_at_input}
+    checkpoint_only["--precision"] = args.precision is not None
     wrong = [flag for flag, given in (checkpoint_only if args.hf else hf_only).items() if given]
     if wrong:
         kind = "clipdepth checkpoints (--checkpoint)" if args.hf else "transformers models (--hf)"
@@ -90,11 +98,12 @@ def run(args: argparse.Namespace) -> int:
     if args.hf:
         from ..evaluation.hf_models import evaluate_hf
 
-        summary, table = evaluate_hf(args.hf, align=args.align, pred_kind=args.pred_kind, device=args.device, **where)
+        summary, table = evaluate_hf(args.hf, align=args.align, pred_kind=args.pred_kind, device=args.device or "auto", **where)
     else:
         from ..evaluation.checkpoint import evaluate_checkpoint
 
-        summary, table = evaluate_checkpoint(args.checkpoint, tta=args.tta, score_at_input=args.score_at_input, **where)
+        runs = dict(device=args.device, precision=args.precision)
+        summary, table = evaluate_checkpoint(args.checkpoint, tta=args.tta, score_at_input=args.score_at_input, **runs, **where)
     print(summary["settings"])
     print(table)
     print(

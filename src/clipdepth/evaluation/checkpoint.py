@@ -27,7 +27,7 @@ from ..io.atomic import atomic_path, refuse_existing, write_text_atomic
 from ..models import load_model, model_class, read_checkpoint
 from ..models.base import CONFIG_NAME, WEIGHTS_NAME, checkpoint_folder
 from ..models.settings import DatasetSettings, dataset_settings
-from .evaluate import evaluate_dataset, model_predictor
+from .evaluate import PredictionFolder, evaluate_dataset, model_predictor
 from .metrics import ALL_METRIC_NAMES, MetricAccumulator
 from .protocol import get_protocol
 from .report import markdown_table
@@ -104,6 +104,9 @@ def evaluate_checkpoint(
     out: str | Path | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    save_predictions: str | Path | None = None,
 ) -> tuple[dict, str]:
     """Score ``checkpoint`` (folder or Hub id) on the test split of ``dataset`` and write
     ``OUTPUTS`` into ``out`` (default ``outputs/eval/<dataset>``); returns the summary and the
@@ -113,7 +116,9 @@ def evaluate_checkpoint(
     ``evaluation_settings`` (``recipe``, e.g. ``zeroshot/sun_rgbd``; ``data_overrides``,
     ``field=value`` of ``data``; ``protocol``); the summary's ``settings`` line names them.
     ``tta`` defaults to the checkpoint's ``eval.tta``. ``workers`` processes decode and prepare the
-    frames (None: from the CPU count). Raises ConfigError for an unknown dataset or no scorable
+    frames (None: from the CPU count). ``device`` and ``precision`` (None: the checkpoint's) are
+    where and at which precision it runs (``device.run_device``). ``save_predictions``: a folder
+    that gets each scored frame's map (``evaluate.PredictionFolder``). Raises ConfigError for an unknown dataset or no scorable
     image, DataError for results of an earlier run in ``out`` (unless ``overwrite``) and for the
     data's own problems.
     """
@@ -128,12 +133,15 @@ def evaluate_checkpoint(
     tta = cfg.eval.tta if tta is None else tta
     out = Path(out or f"outputs/eval/{name}")
     refuse_existing([out / file for file in OUTPUTS], overwrite)
+    saved = PredictionFolder(save_predictions, overwrite) if save_predictions is not None else None
     frames = get_dataset(data, "test")
-    model = load_model(folder)
+    runs = [f"{key}={value}" for key, value in (("device", device), ("precision", precision)) if value is not None]
+    model = load_model(folder, runs)
     inputs = frames_digest(frames, data, model.uses_captions)  # before reading: a file rewritten meanwhile shows
     model.to(run_device(model.cfg))
     preprocessor = model.preprocessor(data, settings.input_size)
     predict = model_predictor(model, preprocessor, tta, score_at_input, caption_lookup(data) if model.uses_captions else None)
+    predict = saved.saving(predict) if saved is not None else predict
     acc, names = evaluate_dataset(frames, predict, scoring, batch_size, preprocessor, workers, model.device)
     if not names:
         raise ConfigError(f"no image of {name} has a valid ground-truth pixel under protocol {scoring.name}")

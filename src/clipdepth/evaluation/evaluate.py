@@ -8,6 +8,7 @@ sums over the valid pixels stay there until the split is done, then are read bac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,9 @@ from ..features import EncodedSplit
 from ..data.captions import CaptionLookup
 from ..features.memory import frame_batch
 from ..io.depth_store import FLOAT32, ScoringGT, decode_png16, file_scale
-from .metrics import MetricAccumulator, pixel_sums
+from ..errors import DataError
+from ..io.depth_io import write_npy
+from .metrics import MetricAccumulator, pixel_sums, to_numpy
 from .protocol import Protocol, crop_mask, postprocess, postprocess_tensor, valid_mask, valid_mask_tensor
 
 
@@ -217,6 +220,31 @@ def model_predictor(
         return [(pred, f.sample.depth) for pred, f in zip(restored, frames)]
 
     return predict
+
+
+class PredictionFolder:
+    """``evaluate --save-predictions DIR``: each scored frame's map as ``DIR/<frame name>.npy``,
+    float32 metres, exactly what was scored (on the GT grid, before the protocol's clamp), so that
+    ``clipdepth score --pred DIR`` against the same ground truth gives the same metrics."""
+
+    def __init__(self, folder: str | Path, overwrite: bool = False) -> None:
+        self.folder = Path(folder)
+        if not overwrite and self.folder.is_dir() and any(self.folder.iterdir()):
+            raise DataError(f"{self.folder}: holds files already; save the predictions elsewhere, or overwrite", setting="save_predictions")
+
+    def save(self, name: str, pred: Any) -> None:
+        write_npy(self.folder / f"{name}.npy", to_numpy(pred, np.float32))
+
+    def saving(self, predict: FramePredictor) -> FramePredictor:
+        """``predict`` that also saves each frame's map (one copy to the host per batch)."""
+
+        def run(frames: list[PreparedFrame]) -> list[tuple[Any, Any]]:
+            pairs = predict(frames)
+            for frame, (pred, _) in zip(frames, pairs):
+                self.save(frame.sample.name, pred)
+            return pairs
+
+        return run
 
 
 def evaluate_dataset(

@@ -34,6 +34,7 @@ from ..encoders.loading import at_initialisation, quiet_transformers
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io.atomic import refuse_existing
 from .checkpoint import OUTPUTS, evaluation_settings, frames_digest, settings_line, write_outputs
+from .evaluate import PredictionFolder
 from .metrics import MetricAccumulator
 from .protocol import check_alignment, get_protocol, score_pair
 
@@ -124,6 +125,7 @@ def evaluate_hf(
     out: str | Path | None = None,
     overwrite: bool = False,
     workers: int | None = None,
+    save_predictions: str | Path | None = None,
 ) -> tuple[dict, str]:
     """Score the transformers depth model ``model_id`` (Hub id or ``save_pretrained`` folder) on
     the test split of ``dataset`` and write ``OUTPUTS`` (metrics.json, per_image.csv, results.md)
@@ -138,6 +140,8 @@ def evaluate_hf(
     (``protocol.ALIGNMENTS``) say how the model's output becomes metres; both are recorded in the
     summary (``align``, ``pred_kind``) and its ``settings`` line. No flip TTA. ``device``: "auto"
     (the GPU where there is one), "cpu", "cuda:1", ...; ``workers`` processes decode the frames.
+    ``save_predictions``: a folder that gets each scored frame's post-processed output, before
+    alignment (``evaluate.PredictionFolder``; ``score --align/--pred-kind`` as here scores it alike).
 
     Raises ConfigError for an unknown dataset, alignment or kind, a disparity without alignment,
     ``data.tiles`` other than 1 (tiles are clipdepth's own models' input), or no scorable image;
@@ -156,6 +160,7 @@ def evaluate_hf(
     scoring = get_protocol(settings.protocol)
     out = Path(out or f"outputs/eval/{name}")
     refuse_existing([out / file for file in OUTPUTS], overwrite)
+    saved = PredictionFolder(save_predictions, overwrite) if save_predictions is not None else None
     frames = get_dataset(data, "test")
     inputs = frames_digest(frames, data, False)  # before reading: a file rewritten meanwhile shows
     model, processor = load_hf_model(model_id, resolve_device(device))
@@ -168,6 +173,8 @@ def evaluate_hf(
                 raise DataError(f"frame {frame.sample.name}: {exc}", setting=exc.setting) from None
             if scored is not None:
                 names.append(frame.sample.name)
+            if saved is not None:
+                saved.save(frame.sample.name, pred)
     if not names:
         raise ConfigError(f"no image of {name} has a valid ground-truth pixel under protocol {scoring.name}")
 
