@@ -326,7 +326,9 @@ def test_median_scaling_is_align_median_and_no_unit_is_checked_when_aligned(caps
     write_folder(tmp_path / "pred", {s: 1000.0 * g for s, g in gts.items()})  # millimetres, or a relative model's units
     rc, _, err = run_cli(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--protocol", "synthetic_indoor")
     assert rc == 2 and "look like millimetres" in err  # metric depth: the unit is checked
-    legacy, out = score_json(capsys, tmp_path / "pred", tmp_path / "gt", tmp_path / "legacy" / "r.json", "--median-scaling")
+    with pytest.warns(FutureWarning, match=r"'--median-scaling' is a deprecated clipdepth name, read as '--align median'.*0\.4\.0") as said:
+        legacy, out = score_json(capsys, tmp_path / "pred", tmp_path / "gt", tmp_path / "legacy" / "r.json", "--median-scaling")
+    assert len(said) == 1
     aligned, _ = score_json(capsys, tmp_path / "pred", tmp_path / "gt", tmp_path / "aligned" / "r.json", "--align", "median")
     assert legacy == aligned and legacy["align"] == "median" and legacy["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert "alignment median" in out

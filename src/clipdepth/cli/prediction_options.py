@@ -43,5 +43,15 @@ def add_alignment(parser: argparse.ArgumentParser) -> None:
         "and shift in depth), lsq-disparity (scale and shift in inverse depth) (default: none)",
     )
     group.add_argument(
-        "--median-scaling", dest="align", action="store_const", const="median", help="the same as --align median (older name)"
+        "--median-scaling", dest="align", action=MedianScaling, nargs=0, help="the same as --align median (older name, deprecated)"
     )
+
+
+class MedianScaling(argparse.Action):
+    """``--median-scaling``: ``--align median``, with a FutureWarning naming the new flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..config.legacy import renamed
+
+        renamed("--median-scaling", "--align median")
+        setattr(namespace, self.dest, "median")
