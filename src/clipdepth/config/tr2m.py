@@ -127,12 +127,17 @@ class TR2MConfig(Section):
     lr_decay: float = 0.9
 
 
+def relative_rules(section: str) -> dict:
+    """The value rules of a ``RelativeDepthConfig`` at ``section`` (``tr2m.relative``, ``rsa.relative``)."""
+    sizes = {f"{section}.{name}": POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")}
+    return {**sizes, f"{section}.precision": PRECISION}
+
+
 RULES = Rules(
     values={
         **{f"tr2m.image_encoder.{name}": POSITIVE_INT for name in ("patch_size", "hidden_size", "num_layers", "num_heads")},
-        **{f"tr2m.relative.{name}": POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")},
+        **relative_rules("tr2m.relative"),
         "tr2m.image_encoder.precision": PRECISION,
-        "tr2m.relative.precision": PRECISION,
         "tr2m.cache_image": one_of(IMAGE_STORAGE),
         "tr2m.cache_relative": one_of(RELATIVE_STORAGE),
         "tr2m.cache_tokens": one_of(TOKEN_STORAGE),
