@@ -87,6 +87,26 @@ TINY_DEPTH_ANYTHING = [
 ]
 
 
+# RSA at toy size: a tiny random CLIP RN50 text tower (the depthclip section), a small MLP, the GT oracle.
+TINY_RSA = [
+    "model=rsa",
+    "depthclip.random_init=true",
+    "depthclip.layers=[1,1,1,1]",
+    "depthclip.width=8",
+    "depthclip.embed_dim=32",
+    "depthclip.text_width=32",
+    "depthclip.text_layers=1",
+    "depthclip.text_heads=2",
+    "rsa.relative.source=oracle",
+    "rsa.input_height=28",
+    "rsa.input_width=42",
+    "rsa.scene_widths=[16,8]",
+    "rsa.head_widths=[8]",
+    "rsa.lr=1e-3",
+    "eval.tta=false",
+]
+
+
 @pytest.fixture
 def tiny_tr2m_cfg(tiny_cfg: Config) -> Config:
     """A TR2M recipe at toy size on the tiny synthetic scenes, with the GT-oracle relative depth."""

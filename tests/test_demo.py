@@ -43,7 +43,7 @@ def test_demo_recipe_beats_the_mean_depth_predictor_by_20_percent(tmp_path):
         assert metrics["head"][m] <= 0.8 * metrics["mean_baseline"][m], (m, metrics["head"][m], metrics["mean_baseline"][m])
 
 
-def test_the_tr2m_demo_trains_both_variants_from_one_cache(tmp_path, capsys):
+def test_the_tr2m_demo_trains_its_variants_and_rsa_from_one_cache_folder(tmp_path, capsys):
     from .conftest import TINY_TR2M
 
     out = tmp_path / "demo"
@@ -59,15 +59,20 @@ def test_the_tr2m_demo_trains_both_variants_from_one_cache(tmp_path, capsys):
     assert main(["demo", "--config", "demo_tr2m", "--out", str(out), *overrides]) == 0
     assert "ORACLE" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("tr2m", "global_factor", "mean_baseline"):
+    for key in ("tr2m", "global_factor", "rsa", "mean_baseline"):
         assert set(METRIC_NAMES) <= set(metrics[key]) and metrics[key]["n_images"] == 2
     # the first variant's gain is measured against the second, as the report says
     expected = 1.0 - metrics["tr2m"]["abs_rel"] / metrics["global_factor"]["abs_rel"]
     assert metrics["relative_improvement"]["abs_rel"] == pytest.approx(expected)
     assert metrics["relative_improvement_of"] == "tr2m over global_factor"
-    assert (out / "feature_cache").is_dir()  # one cache: the variants differ only in the head
+    assert (out / "feature_cache" / "train").is_dir()  # one cache: the TR2M variants differ only in the head
+    assert (out / "feature_cache" / "rsa" / "train").is_dir()  # RSA's own arrays beside it
     per_pixel, global_factor = load_model(out / "tr2m" / "model"), load_model(out / "global_factor" / "model")
     assert not per_pixel.cfg.tr2m.global_factor and global_factor.cfg.tr2m.global_factor
+    rsa = load_model(out / "rsa" / "model")
+    assert rsa.architecture == "rsa" and rsa.cfg.rsa.relative == per_pixel.cfg.tr2m.relative  # the same oracle
+    assert metrics["frozen_parts"] == per_pixel.encoder.description  # the first variant's
+    assert "| RSA, one scale and shift per image from the caption alone |" in (out / "results.md").read_text()
     assert len(list((out / "panels").glob("*.png"))) == 2
 
 
@@ -134,14 +139,14 @@ def test_a_rerun_resumes_an_interrupted_demo_and_gives_the_uninterrupted_numbers
 
     epochs_trained.clear()
     assert main(tr2m_demo(tmp_path / "cut")) == 0
-    assert epochs_trained == [("tr2m", 2), ("global_factor", 1), ("global_factor", 2)]  # epoch 1 not trained again
+    assert epochs_trained == [("tr2m", 2), ("global_factor", 1), ("global_factor", 2), ("rsa", 1), ("rsa", 2)]  # epoch 1 not again
     assert f"{tmp_path / 'cut'} holds earlier runs: resuming tr2m (after epoch 1 of 2)" in capsys.readouterr().out
     assert metrics_of(tmp_path / "cut") == metrics_of(tmp_path / "whole")
 
     epochs_trained.clear()
     assert main(tr2m_demo(tmp_path / "cut")) == 0
     assert epochs_trained == []
-    assert "holds earlier runs: kept tr2m, global_factor (finished with this config)" in capsys.readouterr().out
+    assert "holds earlier runs: kept tr2m, global_factor, rsa (finished with this config)" in capsys.readouterr().out
     assert metrics_of(tmp_path / "cut") == metrics_of(tmp_path / "whole")
 
     # What decides: the config as the run saved it (a field added since: the value it was made with) and its epochs.

@@ -25,7 +25,7 @@ from clipdepth.training.objectives import ZeroShotObjective, objective_class
 from clipdepth.training.run import Experiment
 from clipdepth.training.trainer import Trainer
 
-from .conftest import TINY_DEPTH_ANYTHING, TINY_TR2M
+from .conftest import TINY_DEPTH_ANYTHING, TINY_RSA, TINY_TR2M
 
 # Each registered model's settings over ``tiny_cfg`` (the demo recipe at toy size: a tiny random
 # CLIP ViT, 6/3/3 synthetic scenes of 48 x 64). TR2M with a random Depth Anything: it predicts on images.
@@ -34,6 +34,8 @@ TINY: dict[str, list[str]] = {
     "tr2m": [*TINY_TR2M, *TINY_DEPTH_ANYTHING],
     "depthclip": ["model=depthclip", "depthclip.backbone=vit"],
     "learned_prompts": ["model=learned_prompts", "prompts.input_height=42", "prompts.input_width=56", "train.batch_size=3"],
+    # RSA on the same random Depth Anything as TR2M's: it predicts on images
+    "rsa": [*TINY_RSA, *(o.replace("tr2m.relative", "rsa.relative") for o in TINY_DEPTH_ANYTHING)],
 }
 MODEL_NAMES = sorted(specs())
 
@@ -92,7 +94,9 @@ def test_loading_refuses_other_frozen_weights(name, tiny_cfg, tmp_path):
     cfg = tiny(tiny_cfg, name)
     model = build_model(cfg)
     model.save_pretrained(tmp_path / "ckpt")
-    other = type(model).build_encoder(dataclasses.replace(cfg, clip=dataclasses.replace(cfg.clip, seed=1)))
+    # another seed of every random CLIP: the ViT (clip) and the RN50 (depthclip)
+    seeds = {section: dataclasses.replace(getattr(cfg, section), seed=1) for section in ("clip", "depthclip")}
+    other = type(model).build_encoder(dataclasses.replace(cfg, **seeds))
     with pytest.raises(CheckpointError, match="trained on frozen weights"):
         type(model).from_pretrained(tmp_path / "ckpt", encoder=other)
 

@@ -1,6 +1,6 @@
 """Every shipped real-data recipe, end to end, on the real samples in ../shared at toy encoder sizes.
 
-Per training recipe (pureclip_nyu, pureclip_kitti, tr2m_nyu, tr2m_kitti): `cache build`, a one-epoch
+Per training recipe (pureclip_nyu, pureclip_kitti, tr2m_nyu, tr2m_kitti, rsa_nyu, rsa_kitti): `cache build`, a one-epoch
 `train` from the cache, a second run that reuses the cache untouched, `evaluate`, `predict`. The
 zero-shot recipes are evaluation recipes: each scores the tr2m_nyu checkpoint through
 `evaluate --config zeroshot/NAME`. SUN RGB-D is a real sample; iBims-1, DIODE and HyperSim have
@@ -21,7 +21,7 @@ from clipdepth.cli.main import main
 from clipdepth.data.zeroshot import IBIMS_SCALE
 from clipdepth.io.depth_io import read_depth
 
-from .conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER
+from .conftest import TINY_DEPTH_ANYTHING, TINY_ENCODER, TINY_RSA
 
 TINY_CLIP = [f"clip.{k}={v}" for k, v in TINY_ENCODER.items()]
 TINY_TR2M = (
@@ -41,6 +41,12 @@ TINY_TR2M = (
         "data.caption=a room with a table",
     ]
 )
+# RSA: its tiny random RN50 text tower and MLP on the random Depth Anything (not the oracle: it predicts on photos).
+TINY_RSA_REAL = [
+    *(o for o in TINY_RSA if o.startswith(("depthclip.", "rsa.scene", "rsa.head"))),
+    *(o.replace("tr2m.relative", "rsa.relative") for o in TINY_DEPTH_ANYTHING),
+    "data.caption=a room with a table",
+]
 NYU_LINES = [f"nyu/rgb_{n}.jpg nyu/sync_depth_{n}.png 518.8579" for n in ("00000", "00050", "00100")]
 KITTI_TRAIN = [f"kitti/rgb/{n}.png kitti/depth/{n}.png 707.0493" for n in ("0000000005", "0000000100")]
 KITTI_TEST = KITTI_TRAIN + ["kitti/rgb/0000000050.png None 707.0493"]  # a frame without GT, as in the Eigen list
@@ -51,6 +57,15 @@ RECIPES = {
     "tr2m_nyu": (TINY_TR2M + ["tr2m.input_height=28", "tr2m.input_width=42"], NYU_LINES, NYU_LINES, 0.34, "nyu/rgb_u0001.png", "a room"),
     "tr2m_kitti": (
         TINY_TR2M + ["tr2m.input_height=28", "tr2m.input_width=98"],
+        KITTI_TRAIN,
+        KITTI_TEST,
+        0.5,
+        "kitti/rgb/0000000050.png",
+        "a street",
+    ),
+    "rsa_nyu": (TINY_RSA_REAL + ["rsa.input_height=28", "rsa.input_width=42"], NYU_LINES, NYU_LINES, 0.34, "nyu/rgb_u0001.png", "a room"),
+    "rsa_kitti": (
+        TINY_RSA_REAL + ["rsa.input_height=28", "rsa.input_width=98"],
         KITTI_TRAIN,
         KITTI_TEST,
         0.5,
@@ -133,7 +148,7 @@ def train_recipe(recipe: str, samples: Path, tmp_path: Path) -> Path:
     return model
 
 
-@pytest.mark.parametrize("recipe", ["pureclip_nyu", "pureclip_kitti", "tr2m_kitti"])
+@pytest.mark.parametrize("recipe", ["pureclip_nyu", "pureclip_kitti", "tr2m_kitti", "rsa_nyu", "rsa_kitti"])
 def test_a_training_recipe_runs_end_to_end_on_real_samples(recipe, rgbd_samples, tmp_path):
     train_recipe(recipe, rgbd_samples, tmp_path)
 

@@ -2,9 +2,10 @@
 
     clipdepth convert pureclip-released CKPT.pth --out DIR [--dataset nyu|kitti] [--encoder CLIP]
     clipdepth convert tr2m-released CKPT.pth --out DIR [--dataset nyu|kitti]
+    clipdepth convert rsa-released da_lanscale --out DIR [--dataset nyu|kitti]
 
 The conversion itself is ``clipdepth.models.released`` (``convert_pureclip_released``,
-``convert_tr2m_released``), callable from Python alike; each model's spec names its converters by
+``convert_tr2m_released``, ``convert_rsa_released``), callable from Python alike; each model's spec names its converters by
 KIND (``ModelSpec.converters``, ``clipdepth.registry.converter``).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from .args import path_arg, output_folder
 
-HELP = "turn a released PureCLIP-Depth or TR2M checkpoint into a clipdepth checkpoint"
+HELP = "turn a released PureCLIP-Depth, TR2M or RSA checkpoint into a clipdepth checkpoint"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,10 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copies the scale/shift network; loads the frozen parts the recipe names (DINOv2, CLIP text, "
         "Depth Anything) to check the widths and record their fingerprint.",
     )
-    tr2m.set_defaults(func=run_tr2m)
+    tr2m.set_defaults(func=run_captioned, kind="tr2m-released")
+    rsa = kinds.add_parser(
+        "rsa-released",
+        help="a checkpoint of github Adonis-galaxy/RSA (LanScaleModel weights, e.g. eval_void/da_lanscale)",
+        description="Copies the MLP, its widths read off the file; loads the frozen parts the recipe names (CLIP RN50's "
+        "text tower, Depth Anything small) to check the text width and record their fingerprint.",
+    )
+    rsa.set_defaults(func=run_captioned, kind="rsa-released")
     kinds_help = (
         (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "clip.name=/models/clip-l14-336"),
         (tr2m, "default: nyu", "tr2m.image_encoder.name=/models/dinov2-large"),
+        (rsa, "default: nyu", "depthclip.weights=/models/RN50.pt"),
     )
     for kind, datasets, example in kinds_help:
         kind.add_argument("checkpoint", type=Path, metavar="CKPT", help="the released .pth file")
@@ -95,12 +104,14 @@ def run_pureclip(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_tr2m(args: argparse.Namespace) -> int:
+def run_captioned(args: argparse.Namespace) -> int:
+    """TR2M's and RSA's converters: heads that read a caption."""
     output_folder(args.out)
     out = _converter(args)(args.checkpoint, args.out, args.dataset or "nyu", args.overrides, args.overwrite)
     cfg = _report(out)["config"]
+    own = cfg[cfg["model"]]  # the model's section: tr2m or rsa
     print(
-        f"wrote {out}: TR2M head, input {cfg['tr2m']['input_height']} x {cfg['tr2m']['input_width']}, recipe for {cfg['data']['dataset']}"
+        f"wrote {out}: {cfg['model'].upper()} head, input {own['input_height']} x {own['input_width']}, recipe for {cfg['data']['dataset']}"
     )
     print(f"use it: clipdepth predict photo.jpg --checkpoint {out} --caption 'a living room with a sofa' --out depth/")
     return 0

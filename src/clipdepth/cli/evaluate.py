@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--config", metavar="RECIPE", help="take the dataset settings and protocol from a recipe, e.g. zeroshot/sun_rgbd (flags still win)"
     )
     captions = p.add_mutually_exclusive_group()
-    captions.add_argument("--caption", help="TR2M: one caption for every frame")
-    captions.add_argument("--caption-dir", help="TR2M: folder of <frame name>.txt captions (line 0 is used)")
+    captions.add_argument("--caption", help="TR2M, RSA: one caption for every frame")
+    captions.add_argument("--caption-dir", help="TR2M, RSA: folder of <frame name>.txt captions (line 0 is used)")
     tta = p.add_mutually_exclusive_group()
     tta.add_argument("--tta", dest="tta", action="store_true", default=None, help="flip test-time augmentation")
     tta.add_argument("--no-tta", dest="tta", action="store_false", help="no flip TTA (default: the checkpoint's eval.tta)")

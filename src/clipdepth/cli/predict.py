@@ -3,7 +3,7 @@
 The files and their names are ``clipdepth.io.predictions``'s, written by ``clipdepth.inference.predict_to_folder``: 16-bit
 depth PNG, colour PNG, and on request npy, PLY (each image's camera from ``clipdepth.io.intrinsics``),
 uncertainty and side-by-side. A video gives ``<stem>_depth.mp4`` (``clipdepth.inference.predict_videos``).
-Any checkpoint type works; TR2M checkpoints take a caption per image (``--caption`` for all;
+Any checkpoint type works; TR2M and RSA checkpoints take a caption per image (``--caption`` for all;
 ``--captions`` a folder of ``<name>.txt`` files as ``clipdepth caption`` writes them, or one ``.txt``
 file for all; line 0).
 """
@@ -41,11 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a head checkpoint folder")
     p.add_argument("--encoder", help="CLIP hub id or folder to use instead of the one the checkpoint names")
     captions = p.add_mutually_exclusive_group()
-    captions.add_argument("--caption", help="TR2M: one caption for every image")
+    captions.add_argument("--caption", help="TR2M, RSA: one caption for every image")
     captions.add_argument(
         "--captions",
         type=Path,
-        help="TR2M: folder of <name>.txt caption files, named as the outputs are (as `clipdepth caption` writes them; "
+        help="TR2M, RSA: folder of <name>.txt caption files, named as the outputs are (as `clipdepth caption` writes them; "
         "<stem>.txt where the name has no folder), or one .txt for all; line 0 is used",
     )
     add_frozen_part_overrides(p, "tr2m.relative.name=/models/depth-anything-small")

@@ -9,7 +9,7 @@ released code (it produced the published numbers) and the docstring names the pa
 ``configs/variants/paper.yaml`` switches all of them at once.
 
 The package: ``schema`` (the shared sections and ``Config``), one module per model family with its
-fields' rules beside them (``pureclip``, ``tr2m``, ``baselines``), ``rules`` (the engine),
+fields' rules beside them (``pureclip``, ``tr2m``, ``baselines``, ``rsa``), ``rules`` (the engine),
 ``recipes`` (recipes, overrides, saved configs), ``legacy`` (earlier names still read) and
 ``compare`` (field-by-field differences).
 """
@@ -39,6 +39,7 @@ from .recipes import (
     trained_setting,
     with_overrides,
 )
+from .rsa import RSA_LOSSES, RSAConfig
 from .rules import PRECISION_NAMES
 from .schema import (
     COLOUR_AUGMENTATIONS,
@@ -95,6 +96,8 @@ __all__ = [
     "EvalConfig",
     "MixtureSource",
     "PromptsConfig",
+    "RSAConfig",
+    "RSA_LOSSES",
     "PureCLIPConfig",
     "RelativeDepthConfig",
     "TR2MConfig",

@@ -10,6 +10,7 @@ from typing import Any, Optional
 from ..registry import DEFAULT_MODEL
 from .baselines import DepthCLIPConfig, PromptsConfig
 from .pureclip import PureCLIPConfig
+from .rsa import RSAConfig
 from .tr2m import TR2MConfig
 from .rules import (
     Section,
@@ -239,6 +240,7 @@ class Config(Section):
     tr2m: TR2MConfig = field(default_factory=TR2MConfig)
     depthclip: DepthCLIPConfig = field(default_factory=DepthCLIPConfig)
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    rsa: RSAConfig = field(default_factory=RSAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

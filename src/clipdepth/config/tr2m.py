@@ -131,10 +131,16 @@ class TR2MConfig(Section):
     lr_decay: float = 0.9
 
 
+def relative_rules(section: str) -> dict:
+    """The value rules of a ``RelativeDepthConfig`` at ``section`` (``tr2m.relative``, ``rsa.relative``)."""
+    sizes = {f"{section}.{name}": POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")}
+    return sizes  # its precision is a Choice, checked as the section is made
+
+
 RULES = Rules(
     values={
         **{f"tr2m.image_encoder.{name}": POSITIVE_INT for name in ("patch_size", "hidden_size", "num_layers", "num_heads")},
-        **{f"tr2m.relative.{name}": POSITIVE_INT for name in ("hidden_size", "num_layers", "num_heads", "fusion_hidden_size")},
+        **relative_rules("tr2m.relative"),
         # Pillow's JPEG quality: above 95 only grows the file
         "tr2m.cache_image_quality": rule(lambda v: isinstance(v, int) and 1 <= v <= 95, "an integer in [1, 95]"),
         "tr2m.input_height": POSITIVE_INT,

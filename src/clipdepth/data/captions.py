@@ -1,4 +1,4 @@
-"""Captions for TR2M: the text that conditions each frame's scale and shift maps.
+"""Captions for TR2M and RSA: the text that conditions each frame's scale and shift.
 
 A caption file ``<frame name>.txt`` holds one caption per line (TR2M's released data: about 15
 per image). Training draws a random line, so the model does not overfit one wording; evaluation
@@ -17,7 +17,7 @@ from ..config import DataConfig
 from ..errors import DataError
 from .sample import RGBDSample
 
-__all__ = ["CaptionLookup", "caption_lines", "caption_lookup", "pick_lines", "read_caption_file"]
+__all__ = ["CaptionLookup", "caption_lines", "caption_lookup", "pick_embeddings", "pick_lines", "read_caption_file"]
 
 CaptionLookup = Callable[[RGBDSample], list[str]]
 """A frame's caption lines."""
@@ -64,6 +64,13 @@ def pick_lines(counts: torch.Tensor, generator: torch.Generator | None = None) -
     # Drawn where the generator lives and kept on the counts' device: no wait for the device.
     draw = torch.rand(len(counts), generator=generator, device=generator.device).to(counts.device)
     return (draw * counts).long().clamp_max(counts - 1)
+
+
+def pick_embeddings(texts: torch.Tensor, counts: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One caption embedding per frame: ``texts`` (B, L, D) the embeddings of each frame's lines,
+    ``counts`` (B,) how many are real -> (B, D), line ``pick_lines`` chooses (0 without a generator)."""
+    line = pick_lines(counts, generator)
+    return texts.gather(1, line.view(-1, 1, 1).expand(-1, 1, texts.shape[2])).squeeze(1)
 
 
 def caption_lookup(data: DataConfig) -> CaptionLookup:

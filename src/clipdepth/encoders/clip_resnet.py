@@ -312,6 +312,7 @@ class ResNetCLIPEncoder(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.tokenize = tokenize
         mean, std = NORMALIZATIONS[normalization]
+        self.source = description  # where the weights come from (a model of its text tower alone says this)
         self.description = f"{description}, layer-4 map, {normalization} input normalisation"
         self.embed_dim: int = model.embed_dim
         self.feature_dim: int = model.visual.feature_dim

@@ -7,6 +7,10 @@ relative inverse-depth-like map at the input resolution.
 - ``DepthAnythingSource``: the paper's source, a ``DepthAnythingForDepthEstimation``; ignores depth.
 - ``OracleRelativeSource``: relative depth MADE FROM THE GROUND TRUTH, for tests, the synthetic
   demo and ablations only; it cannot run on images without depth.
+
+Every model that rescales relative depth (TR2M, RSA) builds its source with ``build_relative_source``
+from a ``RelativeDepthConfig`` of its own section, whose name (``section``) the messages and the
+checkpoints' record of untrained parts give.
 """
 
 from __future__ import annotations
@@ -54,12 +58,18 @@ class DepthAnythingSource(FrozenImageModel):
         super().__init__(model, description)
 
     @classmethod
-    def from_config(cls, cfg: RelativeDepthConfig) -> DepthAnythingSource:
+    def from_config(cls, cfg: RelativeDepthConfig, section: str = "tr2m.relative") -> DepthAnythingSource:
+        source = cls._from_config(cfg, section)
+        source.part = section  # the section that names these weights (``untrained_parts``)
+        return source
+
+    @classmethod
+    def _from_config(cls, cfg: RelativeDepthConfig, section: str) -> DepthAnythingSource:
         if not cfg.random_init:
             return cls.from_pretrained(cfg.name)
         if cfg.num_layers < DPT_STAGES or len(cfg.neck_hidden_sizes) != DPT_STAGES:
             raise ConfigError(
-                f"tr2m.relative: a random Depth Anything needs num_layers >= {DPT_STAGES} and {DPT_STAGES} "
+                f"{section}: a random Depth Anything needs num_layers >= {DPT_STAGES} and {DPT_STAGES} "
                 f"neck_hidden_sizes (one per DPT stage), got {cfg.num_layers} and {cfg.neck_hidden_sizes}"
             )
         backbone = Dinov2Config(
@@ -133,10 +143,10 @@ def _frame_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
-def _check_range(label: str, bounds: list[float], positive: bool) -> tuple[float, float]:
+def _check_range(label: str, bounds: list[float], positive: bool, section: str) -> tuple[float, float]:
     if len(bounds) != 2 or bounds[0] > bounds[1] or (positive and bounds[0] <= 0):
         need = "0 < low <= high" if positive else "low <= high"
-        raise ConfigError(f"tr2m.relative.{label} must be [low, high] with {need}, got {bounds}")
+        raise ConfigError(f"{section}.{label} must be [low, high] with {need}, got {bounds}")
     return float(bounds[0]), float(bounds[1])
 
 
@@ -159,14 +169,16 @@ class OracleRelativeSource(nn.Module):
         gamma: tuple[float, float] = (1.0, 1.0),
         distortion: float = 0.1,
         cells: int = 4,
+        section: str = "tr2m.relative",
     ) -> None:
         super().__init__()
         self.seed = seed
-        self.scale = _check_range("oracle_scale", list(scale), positive=True)
-        self.gamma = _check_range("oracle_gamma", list(gamma), positive=True)
+        self.section = section  # the config section it was made from (its messages name it)
+        self.scale = _check_range("oracle_scale", list(scale), True, section)
+        self.gamma = _check_range("oracle_gamma", list(gamma), True, section)
         if shift < 0 or distortion < 0 or cells < 1:
             raise ConfigError(
-                "tr2m.relative: oracle_shift and oracle_distortion must be >= 0 and oracle_distortion_cells >= 1, "
+                f"{section}: oracle_shift and oracle_distortion must be >= 0 and oracle_distortion_cells >= 1, "
                 f"got {shift}, {distortion} and {cells}"
             )
         self.shift = float(shift)
@@ -178,7 +190,7 @@ class OracleRelativeSource(nn.Module):
         )
 
     @classmethod
-    def from_config(cls, cfg: RelativeDepthConfig) -> OracleRelativeSource:
+    def from_config(cls, cfg: RelativeDepthConfig, section: str = "tr2m.relative") -> OracleRelativeSource:
         return cls(
             seed=cfg.oracle_seed,
             scale=tuple(cfg.oracle_scale),
@@ -186,6 +198,7 @@ class OracleRelativeSource(nn.Module):
             gamma=tuple(cfg.oracle_gamma),
             distortion=cfg.oracle_distortion,
             cells=cfg.oracle_distortion_cells,
+            section=section,
         )
 
     def forward(self, images: torch.Tensor, depth: torch.Tensor | None, names: list[str]) -> torch.Tensor:
@@ -193,9 +206,9 @@ class OracleRelativeSource(nn.Module):
         if depth is None:
             which = f"frame {names[0]!r}" + (f" (and {len(names) - 1} more)" if len(names) > 1 else "")
             raise DataError(
-                f"this TR2M model takes its relative depth from the ground truth (the oracle source of the synthetic "
-                f"demo and tests), which {which} has none of: it cannot predict from images alone; train one with "
-                "tr2m.relative.source=depth_anything to predict on photos"
+                f"this {self.section.partition('.')[0].upper()} model takes its relative depth from the ground truth "
+                f"(the oracle source of the synthetic demo and tests), which {which} has none of: it cannot predict "
+                f"from images alone; train one with {self.section}.source=depth_anything to predict on photos"
             )
         frames = [self._frame(d, name) for d, name in zip(depth.detach().cpu().double(), names, strict=True)]
         return torch.stack(frames).to(device=depth.device, dtype=torch.float32)
@@ -226,8 +239,10 @@ RELATIVE_SOURCES: dict[str, type[DepthAnythingSource | OracleRelativeSource]] = 
 }
 
 
-def build_relative_source(cfg: RelativeDepthConfig) -> RelativeDepthSource:
+def build_relative_source(cfg: RelativeDepthConfig, section: str = "tr2m.relative") -> RelativeDepthSource:
+    """The source ``cfg`` names; ``section`` is where ``cfg`` sits in the config (``tr2m.relative``,
+    ``rsa.relative``), named by its errors. ConfigError for an unknown source or bad oracle values."""
     if cfg.source not in RELATIVE_SOURCES:
         choices = ", ".join(repr(name) for name in RELATIVE_SOURCES)
-        raise ConfigError(f"tr2m.relative.source must be one of {choices}, got {cfg.source!r}")
-    return RELATIVE_SOURCES[cfg.source].from_config(cfg)
+        raise ConfigError(f"{section}.source must be one of {choices}, got {cfg.source!r}")
+    return RELATIVE_SOURCES[cfg.source].from_config(cfg, section)

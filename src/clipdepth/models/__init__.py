@@ -15,6 +15,7 @@ from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
 from .tr2m import TR2M
 from .depthclip import DepthCLIP
 from .learned_prompts import LearnedPrompts
+from .rsa import RSA
 
 MODELS: dict[str, type[DepthModel]] = {name: spec.model for name, spec in _SPECS.items()}
 
@@ -60,6 +61,7 @@ __all__ = [
     "LearnedPrompts",
     "PureCLIPDepth",
     "PureCLIPDepthHead",
+    "RSA",
     "TR2M",
     "build_model",
     "load_model",

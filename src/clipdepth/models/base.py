@@ -139,6 +139,24 @@ class FrameBatch:
         return replace(self, images=self.images.flip(-1), depth=None if self.depth is None else self.depth.flip(-1))
 
 
+def caption_embeddings(
+    encode_text: Callable[[list[str]], torch.Tensor], captions: list[list[str]], limit: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption lines per frame -> (B, limit, D) float32 embeddings of each frame's first ``limit``
+    lines, zero-padded, and (B,) line counts; ``encode_text`` maps N phrases to (N, D) (one call for
+    the whole batch). DataError for a frame without lines."""
+    kept = [lines[:limit] for lines in captions]
+    if any(not lines for lines in kept):
+        raise DataError("a frame has an empty caption list")
+    flat = encode_text([line for lines in kept for line in lines]).float()
+    out = flat.new_zeros(len(kept), limit, flat.shape[-1])
+    start = 0
+    for i, lines in enumerate(kept):
+        out[i, : len(lines)] = flat[start : start + len(lines)]
+        start += len(lines)
+    return out, torch.tensor([len(lines) for lines in kept], device=flat.device)
+
+
 def as_float(features: Features | None, device: torch.device | str | None = None) -> Features | None:
     """Stored features -> what a head computes with: half precision to float32, others unchanged."""
     if features is None:

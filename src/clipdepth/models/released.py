@@ -11,6 +11,10 @@ the converted checkpoint will name (its weights are never copied: a checkpoint n
 TR2M (github BeileiCui/TR2M, ``scalemap_depth.py``): {"state_dict": ScaleMapModel weights}, a
 training checkpoint {"model": {"scalemap.*": ...}}, or the bare state dict.
 
+RSA (github Adonis-galaxy/RSA, ``train_3d.py``): {"global_step", "model": LanScaleModel weights,
+"best_eval_measures_*"}, as its published ``eval_void/{da,dpt,midas}_lanscale`` files, or the bare
+state dict; the MLP's widths are read off its tensors.
+
 Every rejection is one ``CheckpointError`` line naming the file and the key or tensor at fault.
 """
 
@@ -29,6 +33,7 @@ from ..config.legacy import renamed
 from ..errors import CheckpointError, DataError
 from .base import load_head_state
 from .pureclip_depth import PureCLIPDepth, PureCLIPDepthHead, bin_centres
+from .rsa import RSA
 from .tr2m import TR2M
 
 # Recipes a converted checkpoint's config starts from; the checkpoint's own tensors then set the
@@ -427,3 +432,61 @@ def __getattr__(name: str) -> Any:
         renamed(f"clipdepth.models.released.{name}", f"clipdepth.models.released.{RENAMED[name]}", stacklevel=3)
         return globals()[RENAMED[name]]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+RSA_RECIPES = {"nyu": "rsa_nyu", "kitti": "rsa_kitti"}  # the file's tensors then set the MLP's widths
+RSA_NETS = ("scene_feat_net", "shift_net", "scale_net")  # the released LanScaleModel's parts (lanscale.py)
+
+
+def _linear_widths(path: Path, state: dict[str, torch.Tensor], net: str) -> list[int]:
+    """The output widths of one released ``nn.Sequential`` of linear layers and LeakyReLUs (its
+    linear layers at indices 0, 2, 4, ...)."""
+    widths, index = [], 0
+    while f"{net}.{index}.weight" in state:
+        widths.append(int(state[f"{net}.{index}.weight"].shape[0]))
+        index += 2
+    if not widths:
+        raise CheckpointError(f"{path}: not a released RSA checkpoint: no {net}.0.weight (it has {', '.join(sorted(state)[:4])}, ...)")
+    return widths
+
+
+def convert_rsa_released(
+    checkpoint: str | Path, out: str | Path, dataset: str = "nyu", overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False
+) -> Path:
+    """A released RSA checkpoint -> a clipdepth RSA checkpoint folder ``out``.
+
+    The release saves ``{"global_step", "model": LanScaleModel.state_dict(), "best_eval_measures_*"}``
+    (``train_3d.py``); the MLP's widths are read off its tensors (the published ``eval_void/*_lanscale``
+    files: scene widths [512, 256, 256], head widths [128, 64]). ``dataset`` picks the recipe
+    (``rsa_nyu``: 434 x 560, 10 m; ``rsa_kitti``: KB crop, 350 x 1204, 80 m); the released weights were
+    trained on NYU, KITTI and VOID at once, so either fits them. Only ``da_lanscale`` was trained on the
+    relative depth clipdepth computes (Depth Anything small); the ``dpt_``/``midas_`` files expect DPT or
+    MiDaS, which clipdepth does not have. The frozen parts the recipe names are loaded to check the text
+    width and to record their fingerprint. Raises CheckpointError / DataError / EncoderLoadError with one line.
+    """
+    path, out = Path(checkpoint), Path(out)
+    if dataset not in RSA_RECIPES:
+        raise CheckpointError(f"dataset must be one of {sorted(RSA_RECIPES)}, got {dataset!r}", setting="dataset")
+    data = read_released(path)
+    state = _state_dict(path, data, ("model",), ("module.",))
+    scene, shift, scale = (_linear_widths(path, state, net) for net in RSA_NETS)
+    if shift != scale or shift[-1] != 1:
+        raise CheckpointError(
+            f"{path}: shift_net {shift} and scale_net {scale} should be alike, each ending in one output; {RELEASED_HINT}"
+        )
+    sizes = [f"rsa.scene_widths=[{','.join(map(str, scene))}]", f"rsa.head_widths=[{','.join(map(str, shift[:-1]))}]"]
+    cfg = load_config(RSA_RECIPES[dataset], [*sizes, *overrides])
+    frozen = RSA.build_encoder(cfg)
+    text_dim = int(state["scene_feat_net.0.weight"].shape[1])
+    if frozen.text.embed_dim != text_dim:
+        raise CheckpointError(f"{path}: the MLP takes {text_dim}-d text features but {frozen.text.source} gives {frozen.text.embed_dim}-d")
+    head = RSA.build_head(cfg, frozen, initialise=False)
+    load_head_state(head, state, str(path), RELEASED_HINT)
+    step = data.get("global_step")
+    extra = {"converted_from": str(path), "released_format": "RSA LanScaleModel", "released_step": step if isinstance(step, int) else None}
+    return _write(RSA(cfg, frozen, head), out, overwrite, extra)
+
+
+# The names of an earlier clipdepth, which called the released code "reference".
+convert_pureclip_reference = convert_pureclip_released
+convert_tr2m_reference = convert_tr2m_released

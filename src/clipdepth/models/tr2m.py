@@ -26,10 +26,10 @@ from ..config import Config, TR2MConfig
 from ..encoders import CLIPEncoder
 from ..encoders.dinov2 import DINOv2Encoder
 from ..encoders.relative import RelativeDepthSource, build_relative_source
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..io.stored import EncodedRows, QuantizedRows
 from ..registry import DemoPlan, DemoVariant, FrozenParts, ModelSpec, clip_frozen_parts, register
-from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, set_missing
+from .base import FEATURE_DTYPE, DepthModel, Features, FrameBatch, caption_embeddings, set_missing
 
 # A = BASE * exp(head_A), B = BASE * exp(head_B): the paper's parametrisation keeps A, B > 0 (the
 # release's coef_scale = coef_shift = 0.01, options.py, applied so in scalemap_depth.py's forward).
@@ -398,19 +398,9 @@ class TR2M(DepthModel):
     def caption_embeddings(self, captions: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption lines per frame -> (B, L, D) raw CLIP text embeddings (zero-padded to
         ``max_caption_lines``) and (B,) line counts."""
-        limit = self.cfg.tr2m.max_caption_lines
-        kept = [lines[:limit] for lines in captions]
-        if any(not lines for lines in kept):
-            raise DataError("a frame has an empty caption list")
+        encode = lambda lines: self.encoder.text.encode_text(lines, normalize=False)  # noqa: E731
         with self.autocast(self.device, self.cfg.clip.precision, self.cfg.precision):
-            flat = self.encoder.text.encode_text([line for lines in kept for line in lines], normalize=False)
-        flat = flat.float()
-        out = flat.new_zeros(len(kept), limit, flat.shape[-1])
-        start = 0
-        for i, lines in enumerate(kept):
-            out[i, : len(lines)] = flat[start : start + len(lines)]
-            start += len(lines)
-        return out, torch.tensor([len(lines) for lines in kept], device=flat.device)
+            return caption_embeddings(encode, captions, self.cfg.tr2m.max_caption_lines)
 
     def encode_frames(self, batch: FrameBatch) -> Features:
         """DINOv2 tokens (B, h, w, D) and relative depth (B, H, W) in fp16, caption embeddings
@@ -498,9 +488,13 @@ def frozen_parts(cfg: Config) -> FrozenParts:
 
 def demo_plan(cfg: Config) -> DemoPlan:
     """The demo (``--config demo_tr2m``): per-pixel maps and the global-factor variant on the same
-    cached features and the ORACLE relative depth, the paper's main ablation in kind."""
-    # Both variants read the frozen parts' outputs from one cache: they differ only in the head.
-    train = dataclasses.replace(cfg.train, feature_cache=cfg.train.feature_cache or str(Path(cfg.output_dir) / "feature_cache"))
+    cached features and the ORACLE relative depth, the paper's main ablation in kind, and RSA (one
+    scale and shift per image from the caption alone: ``rsa.demo_variant``) on the same relative depth."""
+    from .rsa import demo_variant  # RSA imports this module (to_metric)
+
+    # Both TR2M variants read the frozen parts' outputs from one cache: they differ only in the head.
+    cache = Path(cfg.train.feature_cache or Path(cfg.output_dir) / "feature_cache")
+    train = dataclasses.replace(cfg.train, feature_cache=str(cache))
 
     def variant(global_factor: bool) -> Config:
         return dataclasses.replace(cfg, train=train, tr2m=dataclasses.replace(cfg.tr2m, global_factor=global_factor))
@@ -509,12 +503,13 @@ def demo_plan(cfg: Config) -> DemoPlan:
         [
             DemoVariant("tr2m", "TR2M, per-pixel scale and shift maps", variant(False), "tr2m"),
             DemoVariant("global_factor", "TR2M, one global scale and shift per image", variant(True), "global_factor"),
+            demo_variant(cfg, cache),
         ],
         lambda model: (
-            "NOTE: the TR2M demo uses small RANDOM-WEIGHT DINOv2 and CLIP text encoders and the ORACLE\n"
-            f"relative-depth source ({model.encoder.relative.description}).\nIt shows the pipeline and the "
-            "per-pixel vs global-factor ablation in kind; its numbers say nothing about TR2M with Depth Anything, "
-            "DINOv2 and CLIP weights."
+            "NOTE: the TR2M demo uses small RANDOM-WEIGHT DINOv2 and CLIP text encoders (RSA: a small RANDOM-WEIGHT\n"
+            f"CLIP RN50 text tower) and the ORACLE relative-depth source ({model.encoder.relative.description}).\n"
+            "It shows the pipeline and the per-pixel vs global-factor ablation in kind; its numbers say nothing about "
+            "TR2M or RSA with Depth Anything, DINOv2 and CLIP weights."
         ),
         "global_factor",
         "{metric}: per-pixel maps {gain:.1f}% better than global factors;",

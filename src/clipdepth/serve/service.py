@@ -27,6 +27,7 @@ from ..io.fingerprint import Made
 from ..io.intrinsics import CameraSources
 from ..io.predictions import write_depth_colour, write_prediction
 from ..models import load_model, model_class, predicts_from_images
+from ..registry import model_spec
 from ..models.base import (
     CONFIG_NAME,
     INFER_CROPS,
@@ -69,11 +70,12 @@ class Checkpoint:
 def _checkpoint(label: str, folder: Path) -> Checkpoint:
     meta = read_checkpoint_meta(folder)
     checkpoint = Checkpoint(label, folder, model_class(meta.get("architecture", "")))
-    if not predicts_from_images(folder):  # only TR2M's oracle source reads ground truth
+    if not predicts_from_images(folder):  # only an oracle relative-depth source reads ground truth
+        section = model_spec(checkpoint.model_class.architecture).section  # its relative source: <section>.relative
         raise CheckpointError(
             f"{label}: this {checkpoint.model_class.display_name} checkpoint takes its relative depth from the ground "
             "truth (the oracle source of the synthetic demo and tests), so it cannot predict on uploaded images; train "
-            "one with tr2m.relative.source=depth_anything to serve it",
+            f"one with {section}.relative.source=depth_anything to serve it",
             setting="checkpoints",
         )
     return checkpoint

@@ -4,7 +4,7 @@ Each model's demo is a list of variants (``DEMO_VARIANTS``) trained from one rec
 frozen parts (no pretrained weights can be assumed), each checkpoint scored on the held-out test
 scenes with the protocol beside a predictor that outputs the training-set mean depth. PureCLIP-Depth:
 one head. TR2M: per-pixel maps and the global-factor variant on the same cached features and the
-ORACLE relative depth, the paper's main ablation in kind. Learned depth prompts (``demo_baselines``):
+ORACLE relative depth, the paper's main ablation in kind, and RSA on the same relative depth. Learned depth prompts (``demo_baselines``):
 the learned prompts and a PureCLIP-Depth head trained, and DepthCLIP run zero-shot, all three on the
 same random-weight CLIP ViT. Writes ``metrics.json``, ``results.md``, one panel per test image (of
 the first variant) and the checkpoints.
@@ -221,7 +221,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         "protocol": exp.protocol.name,
         "flip_tta": cfg.eval.tta,
         "checkpoints": checkpoints,
-        "frozen_parts": exp.model.encoder.description,
+        "frozen_parts": exps[0].model.encoder.description,  # the first variant's (the variants may be other models)
         "note": "random-weight frozen parts: a pipeline demonstration, not a trained model's accuracy",
         "clipdepth_version": __version__,
     }

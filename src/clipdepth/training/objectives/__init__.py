@@ -12,6 +12,7 @@ from ...registry import model_spec, specs
 from .base import Objective
 from .learned_prompts import LearnedPromptsObjective
 from .pureclip import PureCLIPObjective
+from .rsa import RSAObjective
 from .tr2m import TR2MObjective
 from .zero_shot import ZeroShotObjective
 
@@ -32,6 +33,7 @@ __all__ = [
     "LearnedPromptsObjective",
     "Objective",
     "PureCLIPObjective",
+    "RSAObjective",
     "TR2MObjective",
     "check_model_config",
     "objective_class",

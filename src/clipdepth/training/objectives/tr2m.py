@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ...config import Config
-from ...data.captions import pick_lines
+from ...data.captions import pick_embeddings
 from ...data.transforms import Preprocessor, resize_depth_masked
 from ...encoders.relative import RELATIVE_SOURCES
 from ...errors import ConfigError
@@ -92,9 +92,7 @@ class TR2MObjective(Objective):
         for group in optimizer.param_groups:
             group["lr"] = t.lr * self.epoch_factor * warmup
 
-        line = pick_lines(features["text_lines"], generator)
-        texts = features["text"]  # (B, lines, text_dim): one line per frame, gathered
-        text = texts.gather(1, line.view(-1, 1, 1).expand(-1, 1, texts.shape[2])).squeeze(1)
+        text = pick_embeddings(features["text"], features["text_lines"], generator)  # one line per frame
         relative, image = features["relative"], features["image"] / 255.0
         mask = (depth > t.min_depth) & (depth < t.max_depth)
 
