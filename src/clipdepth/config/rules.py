@@ -28,10 +28,6 @@ UNIT_LEFT_OPEN = rule(lambda v: 0 < v <= 1, "in (0, 1]")
 UNIT_RIGHT_OPEN = rule(lambda v: 0 <= v < 1, "in [0, 1)")
 
 
-def one_of(values: tuple[str, ...]):
-    return rule(lambda v: v in values, f"one of {list(values)}")
-
-
 class Rules(NamedTuple):
     """A family's rules: ``values`` (dotted field -> (test, what it must be)), ``ranges`` (pairs that
     must satisfy low < high, with the lower bound's own floor and relation), ``divisible`` ((a, b):

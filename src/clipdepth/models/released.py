@@ -80,6 +80,8 @@ PURECLIP_LICENCE = {
 }
 # TR2M's repository has no licence file and its README names none.
 TR2M_LICENCE = {"id": None, "release": "github BeileiCui/TR2M"}
+# RSA's repository has no licence file either (checked at its root, 2026-12).
+RSA_LICENCE = {"id": None, "release": "github Adonis-galaxy/RSA"}
 
 
 # -- reading a released file --------------------------------------------------------------------
@@ -483,7 +485,12 @@ def convert_rsa_released(
     head = RSA.build_head(cfg, frozen, initialise=False)
     load_head_state(head, state, str(path), RELEASED_HINT)
     step = data.get("global_step")
-    extra = {"converted_from": str(path), "released_format": "RSA LanScaleModel", "released_step": step if isinstance(step, int) else None}
+    extra = {
+        "converted_from": str(path),
+        "released_format": "RSA LanScaleModel",
+        "released_step": step if isinstance(step, int) else None,
+        "released_licence": RSA_LICENCE,
+    }
     return _write(RSA(cfg, frozen, head), out, overwrite, extra)
 
 

@@ -96,6 +96,14 @@ class RSA(DepthModel):
     image. ``infer(images, captions=[...])`` returns metres."""
 
     display_name = "RSA"
+    citation = """@inproceedings{zeng2024rsa,
+  title     = {RSA: Resolving Scale Ambiguities in Monocular Depth Estimators through Language Descriptions},
+  author    = {Zeng, Ziyao and Wu, Yangchao and Park, Hyoungseob and Wang, Daniel and Yang, Fengyu and
+               Soatto, Stefano and Lao, Dong and Hong, Byung-Woo and Wong, Alex},
+  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
+  year      = {2024},
+  note      = {arXiv:2410.02924}
+}"""
     paper = (
         'RSA, Zeng et al., "RSA: Resolving Scale Ambiguities in Monocular Depth Estimators through Language '
         'Descriptions" (NeurIPS 2024, [arXiv 2410.02924](https://arxiv.org/abs/2410.02924))'
@@ -149,10 +157,10 @@ class RSA(DepthModel):
         if batch.captions is None:
             raise ConfigError("RSA needs a caption per image (data.caption_dir or data.caption, or captions= to infer)")
         precisions = self.frozen_precisions
-        with self.autocast(batch.images.device, precisions["relative"]):
+        with self.autocast(batch.images.device, precisions["relative"], self.cfg.precision):
             relative = self.encoder.relative(batch.images, batch.depth, batch.names)
         encode = lambda lines: self.encoder.text.encode_text(lines, normalize=False)  # noqa: E731
-        with self.autocast(batch.images.device, precisions["text"]):
+        with self.autocast(batch.images.device, precisions["text"], self.cfg.precision):
             text, lines = caption_embeddings(encode, batch.captions, self.cfg.rsa.max_caption_lines)
         return {"relative": relative.float().to(FEATURE_DTYPE), "text": text.to(FEATURE_DTYPE), "text_lines": lines}
 
