@@ -89,6 +89,8 @@ def test_every_predict_option_is_recorded_or_leaves_the_depth_as_it_is():
         "workers",
         "caption",
         "captions",  # the caption's text is recorded per image, as its content
+        "formats",  # more depth files of the same depth
+        "ply_stride",  # a thinner point cloud of the same depth
     }
     assert {f.name for f in fields(PredictOptions)} - set(DEPTH_OPTIONS) == files_colours_cameras_or_running
     assert set(DEPTH_OPTIONS) <= {f.name for f in fields(PredictOptions)}

@@ -39,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Copies the scale/shift network; loads the frozen parts the recipe names (DINOv2, CLIP text, "
         "Depth Anything) to check the widths and record their fingerprint.",
     )
-    tr2m.set_defaults(func=run_captioned, kind="tr2m-released")
+    tr2m.set_defaults(func=run_captioned)
     rsa = kinds.add_parser(
         "rsa-released",
         help="a checkpoint of github Adonis-galaxy/RSA (LanScaleModel weights, e.g. eval_void/da_lanscale)",
         description="Copies the MLP, its widths read off the file; loads the frozen parts the recipe names (CLIP RN50's "
         "text tower, Depth Anything small) to check the text width and record their fingerprint.",
     )
-    rsa.set_defaults(func=run_captioned, kind="rsa-released")
+    rsa.set_defaults(func=run_captioned)
     kinds_help = (
         (pure, "default: told by the bins, 10 m NYU, 30 m KITTI", "clip.name=/models/clip-l14-336"),
         (tr2m, "default: nyu", "tr2m.image_encoder.name=/models/dinov2-large"),

@@ -492,8 +492,3 @@ def convert_rsa_released(
         "released_licence": RSA_LICENCE,
     }
     return _write(RSA(cfg, frozen, head), out, overwrite, extra)
-
-
-# The names of an earlier clipdepth, which called the released code "reference".
-convert_pureclip_reference = convert_pureclip_released
-convert_tr2m_reference = convert_tr2m_released
