@@ -9,6 +9,9 @@ from clipdepth.evaluation.protocol import align_prediction, get_protocol, score_
 PROTOCOL = get_protocol("synthetic_indoor")
 
 
+pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # 1 / 0 for the missing pixels, on purpose
+
+
 def _scene(seed=0, shape=(12, 16)):
     rng = np.random.default_rng(seed)
     gt = rng.uniform(0.5, 9.0, size=shape)

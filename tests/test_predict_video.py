@@ -197,7 +197,7 @@ def test_bad_videos_are_one_line_and_leave_nothing(checkpoint, tmp_path, capsys)
     video = _make_video(tmp_path / "clip.mp4", _scenes(2, 48, 64), fps=5)
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--ply"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "clipdepth predict: error: --npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only"
+        "clipdepth predict: error: --format, --npy, --ply and --uncertainty are image outputs: a video gives <stem>_depth.mp4 only"
     ]
     assert main(["predict", str(video), "--checkpoint", str(checkpoint), "--out", str(out), "--max-pixels", "0.001"]) == 2
     assert f"  {video}: 64x48 frames are 0.00307 megapixels, over the limit of 0.001\n{HINT}" in capsys.readouterr().err
