@@ -1,5 +1,5 @@
-"""A training step queues its kernels without waiting for the device: no op of a PureCLIP-Depth or
-TR2M step (batch drawn from a resident split, forward, losses, backward, optimiser, EMA) reads a
+"""A training step queues its kernels without waiting for the device: no op of a PureCLIP-Depth,
+TR2M or RSA step (batch drawn from a resident split, forward, losses, backward, optimiser, EMA) reads a
 device value on the host (``clipdepth.training.op_count``)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from clipdepth.data.transforms import Preprocessor
 from clipdepth.features.memory import EncodedSplit
 from clipdepth.io.depth_store import TrainingDepth
 from clipdepth.models.pureclip_depth import PureCLIPDepth, PureCLIPDepthHead
+from clipdepth.models.rsa import RSA, RSAHead
 from clipdepth.models.tr2m import TR2M, TR2MHead
 from clipdepth.training.objectives import objective_class
 from clipdepth.training.op_count import count_ops
@@ -69,6 +70,19 @@ def _tr2m(cfg, g):
     return model, split, Preprocessor.create((h, w), None)
 
 
+def _rsa(cfg, g):
+    h, w, text_dim = 2 * PATCH, 3 * PATCH, 16
+    model = RSA(cfg, _Encoder(), RSAHead(text_dim, cfg.rsa.scene_widths, cfg.rsa.head_widths))
+    depth = _depth(FRAMES, h, w, g)
+    arrays = {
+        "relative": (1.0 / depth.rows(torch.arange(FRAMES)).clamp_min(0.5)).half(),
+        "text": torch.randn(FRAMES, 3, text_dim, generator=g).half(),
+        "text_lines": torch.tensor([1, 3, 2, 3, 1, 2]),
+    }
+    split = EncodedSplit([str(i) for i in range(FRAMES)], arrays, None, np.full((FRAMES, 2), 48), depth)
+    return model, split, Preprocessor.create((h, w), None)
+
+
 def _second_step(cfg, model, split, preprocessor):
     """The ops of the second of two steps (the first creates the optimiser state) and its record."""
     objective = objective_class(cfg.model)(model, cfg, model.head, preprocessor)
@@ -104,6 +118,17 @@ def test_a_tr2m_step_has_no_host_sync(tiny_tr2m_cfg):
     assert count.host_syncs == 0, dict(count.syncs)
     # read back with the losses, every train.log_every steps
     assert isinstance(record["pseudo_gated"], torch.Tensor) and record["pseudo_gated"].dim() == 0
+
+
+def test_an_rsa_step_has_no_host_sync(tiny_cfg):
+    from clipdepth.config import config_to_dict, load_config_dict
+
+    from .conftest import TINY_RSA
+
+    cfg = load_config_dict(config_to_dict(tiny_cfg), TINY_RSA)
+    count, record = _second_step(cfg, *_rsa(cfg, torch.Generator().manual_seed(0)))
+    assert count.host_syncs == 0, dict(count.syncs)
+    assert isinstance(record["loss"], torch.Tensor) and record["loss"].dim() == 0
 
 
 def test_the_key_network_stops_at_the_pixel_features(tiny_tr2m_cfg):
