@@ -132,4 +132,5 @@ def test_predict_says_the_point_clouds_size(photo_and_model, tmp_path, capsys):
     assert main(["predict", str(image), "--checkpoint", str(folder), "--out", str(out), "--ply", "--ply-stride", "2"]) == 0
     points = len(_ply_points(out / "a.ply"))
     assert points == 15 * 22
-    assert f"wrote 1 point cloud(s): {points:,} points, {points * 15 / 1e6:.1f} MB" in capsys.readouterr().out
+    said = f"wrote 1 point cloud(s): {points:,} points, {points * 15 / 1e3:.0f} kB (--ply-stride 2: one pixel in 2x2)"
+    assert said in capsys.readouterr().out

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import clipdepth
 from PIL import Image
 
 from clipdepth.cli.main import main
@@ -33,6 +35,20 @@ JSON_KEYS = [
     "n_images",
     "n_predictions_without_gt",
     "n_gt_without_prediction",
+    *(
+        PROVENANCE := [  # what was scored and how, and by which clipdepth
+            "protocol",
+            "predictions",
+            "gt",
+            "pred_pattern",
+            "key",
+            "pred_scale",
+            "gt_scale",
+            "gt_format",
+            "kb_crop",
+            "clipdepth_version",
+        ]
+    ),
 ]
 
 
@@ -66,7 +82,9 @@ def score(capsys, tmp_path, protocol, *extra):
     assert "abs_rel" in out and "n_images" in out
     result = json.loads(json_path.read_text())
     assert list(result) == JSON_KEYS
-    return result
+    assert (result["protocol"], result["predictions"], result["gt"]) == (protocol, str(tmp_path / "pred"), str(tmp_path / "gt"))
+    assert result["clipdepth_version"] == clipdepth.__version__
+    return {key: value for key, value in result.items() if key not in PROVENANCE}  # the numbers, to compare runs
 
 
 def expected_metrics(gt_files, pred_metres, dataset):
@@ -295,7 +313,7 @@ def test_allow_missing_scores_exactly_the_matched_pairs(capsys, tmp_path):
     write_npy_folder(both / "pred", {s: pred[s] for s in "ab"})
     alone = score(capsys, both, "synthetic_indoor")
     assert result["n_images"] == 2
-    assert {k: v for k, v in result.items() if not k.endswith(("_gt", "_prediction"))} == {
+    assert {k: v for k, v in result.items() if not k.endswith(("_gt", "_prediction")) and k not in PROVENANCE} == {
         k: v for k, v in alone.items() if not k.endswith(("_gt", "_prediction"))
     }
     assert (result["n_predictions_without_gt"], result["n_gt_without_prediction"]) == (1, 1)

@@ -263,14 +263,14 @@ def test_per_image_csv_holds_score_pair_of_each_image(capsys, tmp_path):
     result, _ = score_json(capsys, tmp_path / "pred", tmp_path / "gt", tmp_path / "out" / "r.json", "--align", "lsq")
     with open(tmp_path / "out" / "per_image.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["stem"] for row in rows] == ["a", "b", "c", "d"]
-    assert list(rows[0]) == ["stem", *METRIC_NAMES, "n_valid"]
+    assert [row["name"] for row in rows] == ["a", "b", "c", "d"]
+    assert list(rows[0]) == ["name", *METRIC_NAMES, "n_valid"]
     for row in rows:
-        gt = gts[row["stem"]]
-        expected = score_pair(np.float32(preds[row["stem"]]), gt, PROTOCOL, align="lsq")
+        gt = gts[row["name"]]
+        expected = score_pair(np.float32(preds[row["name"]]), gt, PROTOCOL, align="lsq")
         assert int(row["n_valid"]) == int(np.count_nonzero((gt > 0.001) & (gt < 10.0)))
         if expected is None:
-            assert row["stem"] == "d" and all(row[m] == "" for m in METRIC_NAMES) and row["n_valid"] == "0"
+            assert row["name"] == "d" and all(row[m] == "" for m in METRIC_NAMES) and row["n_valid"] == "0"
             continue
         assert {m: float(row[m]) for m in METRIC_NAMES} == {m: expected[m] for m in METRIC_NAMES}  # full precision
     assert result["n_images"] == 3

@@ -44,7 +44,7 @@ class DemoPlan:
     variants: list[DemoVariant]
     note: Callable[[Any], str]  # printed first: what the random-weight frozen parts are (given the first model)
     reference: str  # the first variant's gains are measured against this key (a variant or BASELINE)
-    gain_phrase: str  # "{metric}: ... {gain} ..." per metric
+    gain_phrase: str  # "{metric}: ... {gain} ... {direction} ..." per metric ({direction}: "better" or "worse", {gain} its size in %)
 
 
 def clip_frozen_parts(cfg: "Config") -> FrozenParts:

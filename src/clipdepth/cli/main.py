@@ -8,6 +8,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from .. import __version__
 from ..errors import ClipdepthError
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     name = f"clipdepth {command}" if command else "clipdepth"
     args = None
+    # a warning (a deprecated name, say) is one line too, without the file and line it came from
+    shown, warnings.formatwarning = warnings.formatwarning, lambda message, *_, **__: f"{name}: warning: {message}\n"
     try:
         args = parse(argv)
         return int(args.func(args) or 0)
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return _user_error(name, args, known)
         print(report_unexpected(exc, name, argv), file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = shown
 
 
 def _user_error(name: str, args: argparse.Namespace | None, exc: ClipdepthError) -> int:

@@ -67,10 +67,10 @@ def text_table(result: dict[str, float], protocol: Protocol, align: str, n_skipp
 
 
 def per_image_csv(rows: list[dict[str, Any]]) -> str:
-    """``SavedScore.per_image`` as CSV text: stem, the nine metrics at full precision (``repr``:
+    """``SavedScore.per_image`` as CSV text: name (as evaluate's per_image.csv), the nine metrics at full precision (``repr``:
     read back, the same floats), n_valid; an image without a valid pixel has empty metric cells."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["stem", *METRIC_NAMES, "n_valid"])
-    writer.writerows([row["stem"], *(repr(float(row[m])) if m in row else "" for m in METRIC_NAMES), row["n_valid"]] for row in rows)
+    writer.writerow(["name", *METRIC_NAMES, "n_valid"])
+    writer.writerows([row["name"], *(repr(float(row[m])) if m in row else "" for m in METRIC_NAMES), row["n_valid"]] for row in rows)
     return out.getvalue()

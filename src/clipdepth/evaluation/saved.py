@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from .. import __version__
 from ..errors import ConfigError, DataError
 from ..io.depth_io import DEPTH_FILE_SUFFIXES, SCALE_TEXT_KEY, UINT16_DEPTH_MODES, open_header, read_depth
 from .protocol import KB_CROP_SHAPE, Protocol, kb_crop_paste, valid_mask
@@ -352,7 +353,7 @@ class SavedPairs:
         read_as = "read as metres" if read_scale == 1 else f"read at {read_scale:g} values per metre"
         times = f"{ratio:.0f}" if ratio >= 10 else f"{ratio:.2g}"
         count = f"{len(other_units)} of {len(self.pairs)} predictions look like another unit"
-        as_read = f"or pred_scale {read_scale:g} to take the values as read"
+        as_read = f"or align lsq or median for a relative model's depth, or pred_scale {read_scale:g} to take the values as read"
         if unit not in UNIT_SCALES:
             return (
                 f"{path}: its values, {read_as}, are {times} times the ground truth's (medians over the valid "
@@ -400,8 +401,10 @@ class SavedScore:
     n_gt_without_prediction: int
     align: str = "none"  # how each prediction was fitted to its GT (protocol.ALIGNMENTS)
     pred_kind: str = "depth"  # what the files hold (protocol.PRED_KINDS)
-    # one per matched pair, in order: stem (the GT's), the nine metrics (absent without a valid pixel), n_valid
+    # one per matched pair, in order: name (the GT's stem, as evaluate names frames), the nine
+    # metrics (absent without a valid pixel), n_valid
     per_image: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)  # what was scored and how (score_saved's arguments)
 
     def summary(self) -> dict[str, Any]:
         """What ``clipdepth score --json`` writes: the alignment and the kind of prediction first, so
@@ -412,6 +415,8 @@ class SavedScore:
             **self.metrics,
             "n_predictions_without_gt": self.n_predictions_without_gt,
             "n_gt_without_prediction": self.n_gt_without_prediction,
+            **self.settings,
+            "clipdepth_version": __version__,
         }
 
 
@@ -457,7 +462,7 @@ def score_saved(
         with errors_naming(gt_path):  # e.g. the NYU crop refusing a GT that is not 480x640, an alignment that fails
             image = score_pair(pred, gt_map, protocol, align=align, accumulator=accumulator, pred_kind=pred_kind)
             n_valid = int(np.count_nonzero(valid_mask(gt_map, protocol)))
-        per_image.append({"stem": gt_path.stem, **{k: image[k] for k in METRIC_NAMES if image}, "n_valid": n_valid})
+        per_image.append({"name": gt_path.stem, **{k: image[k] for k in METRIC_NAMES if image}, "n_valid": n_valid})
     unpaired = matched.unpaired()
     left_out = unpaired and f"warning: left out {unpaired}; scored the {len(matched.pairs)} matched pairs"
     warnings = {
@@ -483,4 +488,15 @@ def score_saved(
         align=align,
         pred_kind=pred_kind,
         per_image=per_image,
+        settings={
+            "protocol": protocol.name,
+            "predictions": str(predictions),
+            "gt": str(gt),
+            "pred_pattern": pred_pattern,
+            "key": key,
+            "pred_scale": pred_scale,
+            "gt_scale": gt_scale,
+            "gt_format": gt_format,
+            "kb_crop": kb_crop,
+        },
     )

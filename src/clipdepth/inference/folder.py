@@ -113,6 +113,7 @@ class PredictReport:
     failed: list[str] = field(default_factory=list)  # one line per image skipped, naming it
     ply_files: int = 0  # point clouds written now ...
     ply_points: int = 0  # ... and their points
+    ply_stride: int = 1  # the point clouds' stride (PredictOptions.ply_stride)
     scale: float = 1000.0  # the 16-bit PNGs' depth_scale (value / scale = metres)
     # cameras recorded, of point clouds written now or kept from a run stopped before it recorded theirs:
     # source (Camera.describe) -> names
@@ -137,8 +138,11 @@ class PredictReport:
                 "the others keep that run's options (colour range, camera); --overwrite writes them all again"
             )
         if self.ply_files:
-            size = self.ply_points * VERTEX.itemsize / 1e6  # the header's few hundred bytes aside
-            lines.append(f"wrote {self.ply_files} point cloud(s): {self.ply_points:,} points, {size:.1f} MB (--ply-stride thins them)")
+            size = self.ply_points * VERTEX.itemsize  # bytes, the header's few hundred aside
+            shown = f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+            stride = self.ply_stride
+            thin = " (--ply-stride thins them)" if stride == 1 else f" (--ply-stride {stride}: one pixel in {stride}x{stride})"
+            lines.append(f"wrote {self.ply_files} point cloud(s): {self.ply_points:,} points, {shown}{thin}")
         if self.cameras:
             lines += describe_cameras(self.cameras, out / RECORD_FILE)
         return lines
@@ -334,7 +338,7 @@ def predict_to_folder(
         raise ConfigError(f"tiles {options.tiles} is over max_tiles {options.max_tiles}", setting="tiles")
     input_lines(model, options)  # an unknown crop or dataset, before any work
     caption_for = _caption_source(model, options)
-    report = PredictReport(scale=depth_png_scale(model.max_depth))
+    report = PredictReport(scale=depth_png_scale(model.max_depth), ply_stride=options.ply_stride)
     tails = options.tails()
     settings = depth_settings(model, options)
 

@@ -313,7 +313,7 @@ def demo_plan(cfg: Config) -> DemoPlan:
             "learn from random features)."
         ),
         BASELINE,
-        "{metric}: learned prompts {gain:.1f}% better than the mean-depth predictor;",
+        "{metric}: learned prompts {gain:.1f}% {direction} than the mean-depth predictor;",
     )
 
 

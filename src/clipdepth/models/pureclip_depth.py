@@ -257,7 +257,7 @@ def demo_plan(cfg: Config) -> DemoPlan:
             "  clipdepth train --config <recipe> clip.random_init=false clip.name=openai/clip-vit-large-patch14-336"
         ),
         BASELINE,
-        "{metric}: {gain:.1f}% better than the mean-depth predictor;",
+        "{metric}: {gain:.1f}% {direction} than the mean-depth predictor;",
     )
 
 

@@ -512,7 +512,7 @@ def demo_plan(cfg: Config) -> DemoPlan:
             "TR2M or RSA with Depth Anything, DINOv2 and CLIP weights."
         ),
         "global_factor",
-        "{metric}: per-pixel maps {gain:.1f}% better than global factors;",
+        "{metric}: per-pixel maps {gain:.1f}% {direction} than global factors;",
     )
 
 

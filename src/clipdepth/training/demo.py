@@ -241,5 +241,7 @@ def run_demo(cfg: Config, log: Callable[[str], None] = print) -> DemoResult:
         save_panel(
             out / "panels" / f"{sample.name}.png", sample.image, gt, postprocess(pred, gt.shape, exp.protocol), model.max_depth, sample.name
         )
-    summary = " ".join(plan.gain_phrase.format(metric=m, gain=100 * g) for m, g in gain.items())
+    summary = " ".join(
+        plan.gain_phrase.format(metric=m, gain=abs(100 * g), direction="better" if g >= 0 else "worse") for m, g in gain.items()
+    )
     return DemoResult(report, table, summary)
