@@ -609,34 +609,22 @@ def run_benchmark(
         external = evaluation.external
         how = f"flip TTA {'on' if evaluation.tta else 'off'}" if external is None else alignment_text(external.align, external.pred_kind)
         say(f"{where}: evaluating {evaluation.data.dataset} (protocol {evaluation.protocol}, {how})")
+        # what a checkpoint and a transformers model are both evaluated with: the suite's settings for the dataset
+        where_and_how = dict(
+            dataset=evaluation.data.dataset,
+            recipe=evaluation.entry.recipe,
+            protocol=evaluation.protocol,
+            data_overrides=evaluation.data_overrides,
+            batch_size=batch_size,
+            out=evaluation.folder,
+            overwrite=True,
+            workers=workers,
+        )
         try:
             if external is None:
-                evaluation.summary, _ = evaluate_checkpoint(
-                    evaluation.checkpoint,
-                    dataset=evaluation.data.dataset,
-                    recipe=evaluation.entry.recipe,
-                    protocol=evaluation.protocol,
-                    data_overrides=evaluation.data_overrides,
-                    tta=evaluation.tta,
-                    batch_size=batch_size,
-                    out=evaluation.folder,
-                    overwrite=True,
-                    workers=workers,
-                )
+                evaluation.summary, _ = evaluate_checkpoint(evaluation.checkpoint, tta=evaluation.tta, **where_and_how)
             elif external.kind == "transformers":
-                evaluation.summary, _ = evaluate_hf(
-                    external.source,
-                    dataset=evaluation.data.dataset,
-                    recipe=evaluation.entry.recipe,
-                    protocol=evaluation.protocol,
-                    data_overrides=evaluation.data_overrides,
-                    align=external.align,
-                    pred_kind=external.pred_kind,
-                    batch_size=batch_size,
-                    out=evaluation.folder,
-                    overwrite=True,
-                    workers=workers,
-                )
+                evaluation.summary, _ = evaluate_hf(external.source, align=external.align, pred_kind=external.pred_kind, **where_and_how)
             else:
                 gt_root = Path(out) / suite.name / GROUND_TRUTH
                 evaluation.summary = _score_predictions(evaluation, gt_root, batch_size, workers, lambda line: say(f"{where}: {line}"))
