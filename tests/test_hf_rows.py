@@ -32,21 +32,16 @@ EIGEN = (45, 471, 41, 601)  # NYU Eigen crop on 480 x 640: rows 45..470, columns
 # --------------------------------------------------------------------------- tiny models
 
 
+# The tiny ViT every test model here is built on (DPT's own, ZoeDepth's BEiT backbone, ...).
+TINY_VIT = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+
+
 def tiny_dpt(folder: Path) -> Path:
     """A DPT with random weights whose last layer is biased to ~2.5 so that its output lands in
     NYU's depth range (a metric-like model: scored as depth, without alignment)."""
     torch.manual_seed(0)
     config = transformers.DPTConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        backbone_out_indices=[0, 1, 2, 3],
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        is_hybrid=False,
+        **TINY_VIT, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, is_hybrid=False
     )
     model = transformers.DPTForDepthEstimation(config)
     with torch.no_grad():
@@ -91,17 +86,7 @@ def tiny_depth_anything(folder: Path, seed: int = 5) -> Path:
 def tiny_zoedepth(folder: Path) -> Path:
     """A ZoeDepth (tiny BEiT backbone) with random weights: a metric head."""
     torch.manual_seed(0)
-    backbone = transformers.BeitConfig(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-        out_indices=[1, 2, 3, 4],
-        use_relative_position_bias=True,
-        reshape_hidden_states=False,
-    )
+    backbone = transformers.BeitConfig(**TINY_VIT, out_indices=[1, 2, 3, 4], use_relative_position_bias=True, reshape_hidden_states=False)
     config = transformers.ZoeDepthConfig(
         backbone_config=backbone,
         neck_hidden_sizes=[8, 16, 32, 32],
